@@ -1,0 +1,1 @@
+"""Sans-I/O wire protocols: encoders, parsers and state machines, no sockets."""

@@ -1,0 +1,404 @@
+"""Deepgram streaming TTS (``/v1/speak``) wire protocol, sans I/O.
+
+Encoders for the client messages (``Speak``, ``Flush``, ``Clear``, ``Close``), a parser
+that turns a frame into a typed event, and :class:`SpeakSession`, the state machine of one
+connection. The state machine is updated when the client *decides* to send, before any
+await, so a ``Flushed`` can never arrive "before we noted the Flush": the order of
+events, not the scheduler, decides. See ``docs/deepgram-tts.md`` for sources.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+
+PROVIDER = "deepgram"
+DEFAULT_BASE_URL = "wss://api.deepgram.com"
+PATH = "/v1/speak"
+DEFAULT_MODEL = "aura-2-thalia-en"
+DEFAULT_ENCODING = "linear16"
+DEFAULT_SAMPLE_RATE = 24000
+#: Streaming encodings and the sample rates each accepts.
+ENCODINGS: dict[str, tuple[int, ...]] = {
+    "linear16": (8000, 16000, 24000, 32000, 48000),
+    "mulaw": (8000, 16000),
+    "alaw": (8000, 16000),
+}
+#: Longest text sent in one ``Speak``; longer text is split on whitespace.
+MAX_SPEAK_CHARS = 2000
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakOptions:
+    """Query parameters of a ``/v1/speak`` connection."""
+
+    model: str = DEFAULT_MODEL
+    encoding: str = DEFAULT_ENCODING
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    speed: float | None = None
+    mip_opt_out: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model or not isinstance(self.model, str):
+            raise ConfigError("Deepgram model must be a voice id such as 'aura-2-thalia-en'")
+        rates = ENCODINGS.get(self.encoding)
+        if rates is None:
+            raise ConfigError(
+                f"Deepgram streaming TTS does not support encoding {self.encoding!r}; "
+                f"use one of {', '.join(ENCODINGS)} (mp3/opus/flac/aac are REST-only)"
+            )
+        if self.sample_rate not in rates:
+            raise ConfigError(
+                f"Deepgram encoding {self.encoding!r} does not support sample_rate "
+                f"{self.sample_rate}; use one of {', '.join(map(str, rates))}"
+            )
+        if self.speed is not None and not (0.5 <= self.speed <= 2.0):
+            raise ConfigError(f"Deepgram speed must be between 0.5 and 2.0, got {self.speed}")
+
+    def query(self) -> dict[str, str]:
+        q = {"model": self.model, "encoding": self.encoding, "sample_rate": str(self.sample_rate)}
+        if self.speed is not None:
+            q["speed"] = f"{self.speed:g}"
+        if self.mip_opt_out is not None:
+            q["mip_opt_out"] = "true" if self.mip_opt_out else "false"
+        return q
+
+
+def build_url(base_url: str, options: SpeakOptions) -> str:
+    """``wss://host/v1/speak?model=...``; ``base_url`` is a ws(s) origin, path optional."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ConfigError(
+            f"Deepgram base_url must look like 'wss://api.deepgram.com' (or ws://127.0.0.1:PORT "
+            f"for a local fake), got {base_url!r}"
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith(PATH):
+        path += PATH
+    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(options.query())}"
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    """``Authorization: Token <key>``, or ``Bearer`` for a temporary JWT (``eyJ...``)."""
+    scheme = "Bearer" if api_key.count(".") == 2 and api_key.startswith("eyJ") else "Token"
+    return {"Authorization": f"{scheme} {api_key}"}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def encode_speak(text: str) -> list[str]:
+    """``Speak`` messages for ``text``, split on whitespace into ≤ MAX_SPEAK_CHARS pieces."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > MAX_SPEAK_CHARS:
+        cut = rest.rfind(" ", 0, MAX_SPEAK_CHARS)
+        if cut <= 0:
+            cut = MAX_SPEAK_CHARS
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        pieces.append(rest)
+    return [json.dumps({"type": "Speak", "text": p}, ensure_ascii=False) for p in pieces]
+
+
+FLUSH = json.dumps({"type": "Flush"})
+CLEAR = json.dumps({"type": "Clear"})
+CLOSE = json.dumps({"type": "Close"})
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    request_id: str
+    model_name: str = ""
+    model_version: str = ""
+    model_uuid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    sequence_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    sequence_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:  # the protocol's own name
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage:
+    """An in-band error (not in the spec; some servers and proxies send one)."""
+
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    type: str
+    raw: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    reason: str
+    text: str = field(repr=False)
+
+
+ServerEvent = Audio | Metadata | Flushed | Cleared | Warning | ErrorMessage | Unknown | Malformed
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+
+def parse(frame: str | bytes) -> ServerEvent:
+    """Turn one WebSocket message into a typed event (binary frames are audio)."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        return Audio(bytes(frame))
+    try:
+        msg = json.loads(frame)
+    except ValueError as exc:
+        return Malformed(f"invalid JSON: {exc}", frame[:200])
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        return Malformed("JSON message without a string 'type'", frame[:200])
+    kind = msg["type"]
+    if kind == "Flushed":
+        return Flushed(_int(msg.get("sequence_id")))
+    if kind == "Cleared":
+        return Cleared(_int(msg.get("sequence_id")))
+    if kind == "Metadata":
+        return Metadata(
+            str(msg.get("request_id", "")),
+            str(msg.get("model_name", "")),
+            str(msg.get("model_version", "")),
+            str(msg.get("model_uuid", "")),
+        )
+    if kind == "Warning":
+        # Current shape: code/description; the older one: warn_code/warn_msg.
+        return Warning(
+            str(msg.get("code", msg.get("warn_code", ""))),
+            str(msg.get("description", msg.get("warn_msg", ""))),
+        )
+    if kind.lower() == "error":
+        return ErrorMessage(
+            str(msg.get("err_code", msg.get("code", ""))),
+            str(msg.get("description", msg.get("err_msg", msg.get("message", "")))),
+        )
+    return Unknown(kind, msg)
+
+
+def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
+    """The typed error for a server close with ``code``/``reason``."""
+    reason = reason or "no reason given"
+    if code == 1008 and not reason.startswith("DATA-"):
+        return AuthError(
+            f"the server closed the connection: {reason}",
+            provider=PROVIDER,
+            stage=stage,
+            code=code,
+            hint="check DEEPGRAM_API_KEY (or the api_key argument) and the project's access",
+        )
+    hints = {
+        1003: "antiphon sent a message type the server does not accept; please report it",
+        1008: "the server could not decode the data we sent",
+        1009: "the text was too long for the server; send shorter pieces",
+        1011: "the server had an internal error or timed out; retrying usually helps",
+    }
+    return ProviderConnectionError(
+        f"the server closed the connection: {reason}",
+        provider=PROVIDER,
+        stage=stage,
+        code=code if code is not None else 1006,
+        hint=hints.get(code or 0, "the connection dropped; check the network"),
+        retryable=code in (None, 1006, 1011),
+    )
+
+
+# --------------------------------------------------------------------------- state machine
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # nothing outstanding: audio now is stale
+    ACTIVE = "active"  # text sent for the current stream
+    CLEARING = "clearing"  # Clear sent, waiting for Cleared: audio now is stale
+    CLOSED = "closed"
+
+
+class Act(enum.Enum):
+    """What the client should do with an event."""
+
+    DELIVER = "deliver"  # audio of the current stream
+    SEGMENT_DONE = "segment_done"  # one Flush answered, more owed
+    STREAM_DONE = "stream_done"  # input ended and every Flush answered
+    CLEAR_DONE = "clear_done"  # Cleared: the connection is idle again
+    DROP = "drop"  # stale or unexpected: discard (reason in Action.note)
+    NOTICE = "notice"  # informational (Metadata, Warning)
+    FAIL = "fail"  # the stream has failed
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    act: Act
+    event: ServerEvent
+    note: str = ""
+
+
+class ProtocolStateError(RuntimeError):
+    """The client asked the state machine for something its phase forbids (a bug)."""
+
+
+class SpeakSession:
+    """State of one ``/v1/speak`` connection as used by one stream at a time.
+
+    Client-side methods return the messages to send and update the state *now*;
+    :meth:`receive` decides what an incoming event means.
+    """
+
+    def __init__(self) -> None:
+        self.phase = Phase.IDLE
+        self.pending_flushes = 0
+        self.flushes_sent = 0
+        self.input_ended = False
+        self._unflushed = False
+        # Messages sent since the last Flushed and whether any audio answered them:
+        # if the connection drops before audio, they can be replayed on a new one.
+        self._journal: list[str] = []
+        self.audio_since_ack = False
+
+    # -- client side
+    def _require_open(self, what: str) -> None:
+        if self.phase in (Phase.CLEARING, Phase.CLOSED) or self.input_ended:
+            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
+
+    def speak(self, text: str) -> list[str]:
+        self._require_open("speak")
+        if not text:
+            return []
+        msgs = encode_speak(text)
+        self.phase = Phase.ACTIVE
+        if text.strip():
+            self._unflushed = True
+        self._journal.extend(msgs)
+        return msgs
+
+    def flush(self) -> list[str]:
+        """``Flush`` if any non-blank text was sent since the last one."""
+        self._require_open("flush")
+        if not self._unflushed:
+            return []
+        self._unflushed = False
+        self.pending_flushes += 1
+        self.flushes_sent += 1
+        self._journal.append(FLUSH)
+        return [FLUSH]
+
+    def end_input(self) -> list[str]:
+        """Flush what is left and mark the input ended; see :attr:`done`."""
+        msgs = self.flush()
+        self.input_ended = True
+        if self.pending_flushes == 0:
+            self.phase = Phase.IDLE
+        return msgs
+
+    @property
+    def done(self) -> bool:
+        """Input ended and every Flush answered."""
+        return self.input_ended and self.pending_flushes == 0
+
+    @property
+    def awaiting_audio(self) -> bool:
+        """The server owes us audio or an answer (a deadline should run)."""
+        return self.pending_flushes > 0 or self.phase is Phase.CLEARING
+
+    def clear(self) -> list[str]:
+        """``Clear`` to drop what the server still has; nothing if it has nothing."""
+        if self.phase is Phase.CLOSED:
+            return []
+        if self.phase is Phase.IDLE and not self._unflushed and self.pending_flushes == 0:
+            return []
+        self.phase = Phase.CLEARING
+        self.pending_flushes = 0
+        self._unflushed = False
+        self._journal.clear()
+        return [CLEAR]
+
+    def close(self) -> list[str]:
+        if self.phase is Phase.CLOSED:
+            return []
+        self.phase = Phase.CLOSED
+        return [CLOSE]
+
+    def replay(self) -> list[str] | None:
+        """Messages to resend on a new connection, or None if audio was already received."""
+        if self.audio_since_ack:
+            return None
+        return list(self._journal)
+
+    def reset_for_replay(self) -> list[str]:
+        """Start over on a fresh connection with the journal; returns what to send."""
+        msgs = list(self._journal)
+        self.phase = Phase.ACTIVE if msgs else Phase.IDLE
+        return msgs
+
+    def begin_stream(self) -> None:
+        """Reuse an idle connection for the next stream."""
+        if self.phase is not Phase.IDLE:
+            raise ProtocolStateError(f"connection is {self.phase.value}, not idle")
+        self.pending_flushes = 0
+        self.input_ended = False
+        self._unflushed = False
+        self._journal.clear()
+        self.audio_since_ack = False
+
+    # -- server side
+    def receive(self, event: ServerEvent) -> Action:
+        if isinstance(event, Audio):
+            if self.phase is Phase.ACTIVE:
+                self.audio_since_ack = True
+                return Action(Act.DELIVER, event)
+            return Action(Act.DROP, event, f"audio while {self.phase.value}")
+        if isinstance(event, Flushed):
+            if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
+                return Action(Act.DROP, event, f"Flushed while {self.phase.value}, none owed")
+            self.pending_flushes -= 1
+            self._journal.clear()
+            self.audio_since_ack = False
+            if self.pending_flushes == 0 and self.input_ended:
+                self.phase = Phase.IDLE
+                return Action(Act.STREAM_DONE, event)
+            return Action(Act.SEGMENT_DONE, event)
+        if isinstance(event, Cleared):
+            if self.phase is Phase.CLEARING:
+                self.phase = Phase.IDLE
+                return Action(Act.CLEAR_DONE, event)
+            return Action(Act.DROP, event, "Cleared without a Clear")
+        if isinstance(event, ErrorMessage):
+            return Action(Act.FAIL, event, event.description or event.code)
+        if isinstance(event, Metadata | Warning):
+            return Action(Act.NOTICE, event)
+        if isinstance(event, Unknown):
+            return Action(Act.DROP, event, f"unknown message type {event.type!r}")
+        return Action(Act.DROP, event, event.reason)
