@@ -1,0 +1,1 @@
+"""Services: the streaming contracts (TTS, ...) that provider plugins implement."""

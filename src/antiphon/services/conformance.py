@@ -1,0 +1,451 @@
+"""The TTS conformance suite: every fault of DESIGN.md against any streaming TTS plugin.
+
+A plugin's tests subclass :class:`TTSConformance` and set ``harness``::
+
+    class TestDeepgramConformance(TTSConformance):
+        harness = DeepgramHarness()
+
+Each test runs the plugin against the plugin's fake server (on its own thread) with a
+:class:`~antiphon.testing.FaultPlan`, asserts that the stream ends in the expected
+terminal state with the expected audio or typed error, and that no task, thread or socket
+is left behind. Requires pytest and pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamClosedError,
+)
+from antiphon.net.pool import PoolOptions
+from antiphon.net.ws import WsConnection
+from antiphon.services.tts import TTS, StreamState, SynthesisStream, TTSDeadlines
+from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.server import FakeWsServer, running_in_thread
+
+#: Short deadlines so that faults resolve quickly; the guard catches real hangs.
+FAST = TTSDeadlines(connect=1.0, first_audio=1.0, idle=1.0, clear=0.5, close=0.5)
+GUARD = 15.0
+
+
+class TTSHarness(ABC):
+    """What the suite needs to know about one plugin and its fake server."""
+
+    @abstractmethod
+    def fake(self, plan: FaultPlan) -> FakeWsServer:
+        """A new (not started) fake server following ``plan``."""
+
+    @abstractmethod
+    def make_tts(
+        self, base_url: str, *, deadlines: TTSDeadlines, pool: PoolOptions | None = None
+    ) -> TTS:
+        """The plugin pointed at ``base_url``, with valid test credentials."""
+
+    @abstractmethod
+    def expected_pcm(self, text: str, tts: TTS) -> bytes:
+        """The exact int16 PCM the plugin must yield for ``text`` spoken alone."""
+
+    @abstractmethod
+    def connections(self, fake: FakeWsServer) -> int:
+        """How many connections the fake has accepted so far."""
+
+    @abstractmethod
+    def cancels(self, fake: FakeWsServer) -> int:
+        """How many cancel/clear messages the fake has received."""
+
+
+@dataclass
+class Run:
+    fake: FakeWsServer
+    tts: TTS
+    harness: TTSHarness
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _slow_sends(
+    monkeypatch: pytest.MonkeyPatch, *, before: float = 0.0, after: float = 0.0
+) -> Iterator[None]:
+    """Make every WebSocket send of the client wait before and/or after the write."""
+    original = WsConnection.send
+
+    async def send(self: WsConnection, message: str | bytes, *, stage: str = "send") -> None:
+        if before:
+            await asyncio.sleep(before)
+        await original(self, message, stage=stage)
+        if after:
+            await asyncio.sleep(after)
+
+    monkeypatch.setattr(WsConnection, "send", send)
+    yield
+    monkeypatch.setattr(WsConnection, "send", original)
+
+
+async def _audio(stream: SynthesisStream) -> bytes:
+    return b"".join([f.data async for f in stream])
+
+
+class TTSConformance:
+    """Parametrised fault tests; subclasses set ``harness``."""
+
+    harness: ClassVar[TTSHarness]
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        pool: PoolOptions | None = None,
+        base_url: str | None = None,
+    ) -> AsyncIterator[Run]:
+        fake = self.harness.fake(plan or FaultPlan())
+        with running_in_thread(fake):
+            url = base_url or fake.url
+            port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+            leaks = LeakCheck(ports=[port])
+            tts = self.harness.make_tts(url, deadlines=FAST, pool=pool)
+            try:
+                async with asyncio.timeout(GUARD):
+                    yield Run(fake, tts, self.harness)
+            finally:
+                await tts.aclose()
+            await leaks.assert_clean(settle=0.5)
+            assert tts.active_streams == 0
+
+    async def _speak(self, tts: TTS, text: str) -> tuple[bytes, SynthesisStream]:
+        async with tts.stream() as s:
+            s.push_text(text)
+            s.end_input()
+            audio = await _audio(s)
+        return audio, s
+
+    # ----------------------------------------------------------------- healthy server
+
+    async def test_speaks_text_and_completes(self) -> None:
+        async with self.run() as r:
+            audio, s = await self._speak(r.tts, "Hello there, how are you?")
+            assert s.state is StreamState.COMPLETED and s.error is None
+            assert audio == self.harness.expected_pcm("Hello there, how are you?", r.tts)
+
+    async def test_synthesize_one_shot(self) -> None:
+        async with self.run() as r:
+            frame = await r.tts.synthesize("One shot.").collect()
+            assert frame.data == self.harness.expected_pcm("One shot.", r.tts)
+            assert frame.sample_rate == r.tts.sample_rate and frame.channels == 1
+
+    async def test_flushes_are_spoken_in_order(self) -> None:
+        sentences = ["First sentence.", " Second one here.", " And a third."]
+        async with self.run() as r:
+            async with r.tts.stream(generation=7) as s:
+                frames = []
+                for text in sentences:
+                    s.push_text(text)
+                    s.flush()
+                s.end_input()
+                frames = [f async for f in s]
+            assert all(f.generation == 7 for f in frames)
+            expected = b"".join(self.harness.expected_pcm(t, r.tts) for t in sentences)
+            assert b"".join(f.data for f in frames) == expected
+
+    async def test_first_segment_audio_arrives_before_input_ends(self) -> None:
+        async with self.run() as r, r.tts.stream() as s:
+            s.push_text("Streaming works.")
+            s.flush()
+            first = await anext(s)
+            assert first.data and not s.done
+            s.end_input()
+            rest = await _audio(s)
+            whole = first.data + rest
+            assert whole == self.harness.expected_pcm("Streaming works.", r.tts)
+
+    async def test_empty_stream_completes_without_audio(self) -> None:
+        async with self.run() as r:
+            async with r.tts.stream() as s:
+                s.end_input()
+                assert await _audio(s) == b""
+            assert s.state is StreamState.COMPLETED
+
+    async def test_connection_is_reused_across_turns(self) -> None:
+        async with self.run() as r:
+            for i in range(3):
+                audio, s = await self._speak(r.tts, f"Turn number {i}.")
+                assert s.state is StreamState.COMPLETED
+                assert audio == self.harness.expected_pcm(f"Turn number {i}.", r.tts)
+            assert self.harness.connections(r.fake) == 1
+
+    async def test_prewarm_connects_ahead(self) -> None:
+        async with self.run() as r:
+            await r.tts.prewarm()
+            assert self.harness.connections(r.fake) == 1
+            await self._speak(r.tts, "Warm start.")
+            assert self.harness.connections(r.fake) == 1
+
+    async def test_many_streams_at_once(self) -> None:
+        texts = [f"Concurrent stream {i}." for i in range(16)]
+        async with self.run() as r:
+            results = await asyncio.gather(*(self._speak(r.tts, t) for t in texts))
+            for text, (audio, s) in zip(texts, results, strict=True):
+                assert s.state is StreamState.COMPLETED
+                assert audio == self.harness.expected_pcm(text, r.tts)
+
+    async def test_odd_sized_audio_chunks_keep_every_sample(self) -> None:
+        async with self.run(FaultPlan(odd_chunking=True)) as r:
+            audio, s = await self._speak(r.tts, "Odd byte boundaries.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Odd byte boundaries.", r.tts)
+
+    # ----------------------------------------------------------------- connecting
+
+    async def test_connect_refused(self) -> None:
+        port = _free_port()
+        async with self.run(base_url=f"ws://127.0.0.1:{port}") as r:
+            async with r.tts.stream() as s:
+                s.push_text("Nobody listens.")
+                s.end_input()
+                with pytest.raises(ProviderConnectionError) as info:
+                    await _audio(s)
+            assert s.state is StreamState.FAILED and info.value.stage == "connect"
+
+    async def test_connect_hangs(self) -> None:
+        async with self.run(FaultPlan(hang_connect=True)) as r:
+            async with r.tts.stream() as s:
+                s.push_text("Hello?")
+                s.end_input()
+                with pytest.raises(ProviderTimeoutError) as info:
+                    await _audio(s)
+            assert info.value.stage == "connect" and info.value.timeout == FAST.connect
+
+    @pytest.mark.parametrize("status", [401, 403])
+    async def test_auth_rejected_on_upgrade(self, status: int) -> None:
+        async with self.run(FaultPlan(reject_status=status)) as r:
+            s = r.tts.synthesize("Let me in.")
+            with pytest.raises(AuthError) as info:
+                await _audio(s)
+            assert info.value.code == status and s.state is StreamState.FAILED
+
+    async def test_auth_rejected_by_close_1008(self) -> None:
+        async with self.run(FaultPlan(close_on_open=1008)) as r:
+            s = r.tts.synthesize("Let me in.")
+            with pytest.raises(AuthError):
+                await _audio(s)
+
+    @pytest.mark.parametrize("status", [429, 500])
+    async def test_upgrade_refused_with_status(self, status: int) -> None:
+        async with self.run(FaultPlan(reject_status=status)) as r:
+            s = r.tts.synthesize("Busy?")
+            with pytest.raises(ProviderError) as info:
+                await _audio(s)
+            assert info.value.code == status and info.value.retryable
+            assert not isinstance(info.value, AuthError)
+
+    # ----------------------------------------------------------------- streaming faults
+
+    @pytest.mark.parametrize("after", [0, 1])
+    async def test_server_silent_after_a_message(self, after: int) -> None:
+        async with self.run(FaultPlan(silent_after=after)) as r:
+            s = r.tts.synthesize("Anyone there?")
+            with pytest.raises(ProviderTimeoutError) as info:
+                await _audio(s)
+            assert info.value.stage == "receive"
+            assert s.state is StreamState.FAILED
+
+    async def test_ack_before_the_last_send_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The server answers before our send() returns: the stream must still end."""
+        with _slow_sends(monkeypatch, after=0.02):
+            async with self.run() as r:
+                for i in range(10):
+                    audio, s = await self._speak(r.tts, f"Race {i}.")
+                    assert s.state is StreamState.COMPLETED
+                    assert audio == self.harness.expected_pcm(f"Race {i}.", r.tts)
+
+    @pytest.mark.parametrize("code", [1011, ABORT])
+    async def test_close_mid_audio(self, code: int) -> None:
+        text = "This answer is cut off in the middle of its audio."
+        async with self.run(FaultPlan(close_mid_audio=code, close_after_chunks=3)) as r:
+            s = r.tts.synthesize(text)
+            received: list[bytes] = []
+            with pytest.raises(ProviderConnectionError) as info:
+                async for f in s:
+                    received.append(f.data)
+            assert info.value.code == code
+            # Nothing received before the fault is lost.
+            assert (
+                b"".join(received)
+                == self.harness.expected_pcm(text, r.tts)[: len(b"".join(received))]
+            )
+            assert received
+
+    async def test_error_event_mid_stream(self) -> None:
+        async with self.run(FaultPlan(error_mid_stream=True, close_after_chunks=2)) as r:
+            s = r.tts.synthesize("This one fails with an error message.")
+            with pytest.raises(ProviderError):
+                await _audio(s)
+            assert s.state is StreamState.FAILED
+
+    async def test_malformed_and_unknown_messages_are_ignored(self) -> None:
+        async with self.run(FaultPlan(malformed_mid_stream=True)) as r:
+            audio, s = await self._speak(r.tts, "Garbage in the middle.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Garbage in the middle.", r.tts)
+
+    async def test_audio_after_done_never_reaches_the_next_stream(self) -> None:
+        async with self.run(FaultPlan(audio_after_done=3)) as r:
+            a1, _ = await self._speak(r.tts, "First turn.")
+            await asyncio.sleep(0.05)
+            a2, _ = await self._speak(r.tts, "Second turn.")
+            assert a1 == self.harness.expected_pcm("First turn.", r.tts)
+            assert a2 == self.harness.expected_pcm("Second turn.", r.tts)
+
+    async def test_slow_server_within_deadline(self) -> None:
+        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio / 3)) as r:
+            audio, s = await self._speak(r.tts, "Slow but fine.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Slow but fine.", r.tts)
+
+    async def test_slow_server_past_deadline(self) -> None:
+        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio * 3)) as r:
+            s = r.tts.synthesize("Too slow.")
+            with pytest.raises(ProviderTimeoutError):
+                await _audio(s)
+
+    async def test_server_idle_timeout_then_next_turn(self) -> None:
+        async with self.run(FaultPlan(idle_close_after=0.1)) as r:
+            await self._speak(r.tts, "Before the idle close.")
+            await asyncio.sleep(0.4)
+            audio, s = await self._speak(r.tts, "After the idle close.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("After the idle close.", r.tts)
+            assert self.harness.connections(r.fake) == 2
+
+    async def test_connection_older_than_max_age_is_replaced(self) -> None:
+        async with self.run(pool=PoolOptions(max_age=0.2)) as r:
+            await self._speak(r.tts, "Young connection.")
+            await asyncio.sleep(0.3)
+            audio, _ = await self._speak(r.tts, "New connection.")
+            assert audio == self.harness.expected_pcm("New connection.", r.tts)
+            assert self.harness.connections(r.fake) == 2
+
+    async def test_reconnects_when_dropped_before_audio(self) -> None:
+        async with self.run(FaultPlan(drop_before_audio=1)) as r:
+            audio, s = await self._speak(r.tts, "Second time lucky.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Second time lucky.", r.tts)
+            assert self.harness.connections(r.fake) == 2
+
+    # ----------------------------------------------------------------- cancel and close
+
+    async def test_cancel_during_connect(self) -> None:
+        async with self.run(FaultPlan(hang_connect=True)) as r:
+            s = r.tts.stream()
+            s.push_text("Never mind.")
+            await asyncio.sleep(0.1)
+            s.cancel()
+            assert await s.wait() is StreamState.CANCELLED
+            assert await _audio(s) == b""
+            await s.aclose()
+
+    async def test_cancel_during_send(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with _slow_sends(monkeypatch, before=0.3):
+            async with self.run() as r:
+                s = r.tts.stream()
+                s.push_text("Stuck in send.")
+                s.end_input()
+                await asyncio.sleep(0.1)
+                s.cancel()
+                assert await s.wait() is StreamState.CANCELLED
+                await s.aclose()
+
+    async def test_cancel_mid_audio_drops_old_audio_and_keeps_connection(self) -> None:
+        plan = FaultPlan(chunk_interval=0.005, audio_after_clear=3)
+        long_text = "This is a long answer that the user interrupts. " * 3
+        async with self.run(plan) as r:
+            s1 = r.tts.stream(generation=1)
+            s1.push_text(long_text)
+            s1.end_input()
+            got = [await anext(s1) for _ in range(3)]
+            s1.cancel()
+            assert s1.state is StreamState.CANCELLED
+            assert [f async for f in s1] == []  # nothing more after the cancel
+            assert all(f.generation == 1 for f in got)
+            await s1.aclose()
+            audio, s2 = await self._speak(r.tts, "Next turn.")
+            assert s2.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Next turn.", r.tts)
+            assert self.harness.cancels(r.fake) == 1
+            assert self.harness.connections(r.fake) == 1
+
+    async def test_cancel_not_acknowledged_discards_connection(self) -> None:
+        async with self.run(FaultPlan(ignore_clear=True, chunk_interval=0.005)) as r:
+            s1 = r.tts.synthesize("A long answer that is never cleared by the server. " * 2)
+            await anext(s1)
+            s1.cancel()
+            await s1.aclose()
+            await asyncio.sleep(FAST.clear + 0.1)
+            audio, _ = await self._speak(r.tts, "Fresh connection.")
+            assert audio == self.harness.expected_pcm("Fresh connection.", r.tts)
+            assert self.harness.connections(r.fake) == 2
+
+    async def test_aclose_twice_and_from_another_task(self) -> None:
+        async with self.run(FaultPlan(chunk_interval=0.005)) as r:
+            s = r.tts.synthesize("Close me from everywhere. " * 3)
+            await anext(s)
+            await asyncio.gather(s.aclose(), s.aclose(), asyncio.create_task(s.aclose()))
+            await s.aclose()
+            assert s.state is StreamState.CANCELLED
+            await asyncio.gather(r.tts.aclose(), asyncio.create_task(r.tts.aclose()))
+            await r.tts.aclose()
+
+    async def test_tts_aclose_cancels_live_streams(self) -> None:
+        async with self.run() as r:
+            s = r.tts.stream()
+            s.push_text("Waiting for more text")
+            s.flush()
+            await anext(s)
+            await r.tts.aclose()
+            assert s.state is StreamState.CANCELLED
+            with pytest.raises(StreamClosedError):
+                r.tts.stream()
+
+    # ----------------------------------------------------------------- contract
+
+    async def test_exactly_one_terminal_state(self) -> None:
+        async with self.run() as r:
+            _, s = await self._speak(r.tts, "Done once.")
+            assert s.state is StreamState.COMPLETED
+            s.cancel()
+            assert s.state is StreamState.COMPLETED
+            with pytest.raises(StreamClosedError, match="completed"):
+                s.push_text("more")
+
+    async def test_bad_input_is_refused_with_a_message(self) -> None:
+        async with self.run() as r:
+            with pytest.raises(ConfigError, match="non-empty"):
+                r.tts.synthesize("   ")
+            async with r.tts.stream() as s:
+                bad: Any = 42
+                with pytest.raises(ConfigError, match="str"):
+                    s.push_text(bad)
+                s.end_input()
+                with pytest.raises(StreamClosedError, match="end_input"):
+                    s.push_text("late")
