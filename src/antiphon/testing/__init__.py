@@ -1,0 +1,20 @@
+"""Fake provider servers with fault plans, for antiphon's tests and for yours.
+
+Every fake speaks its provider's real wire protocol on loopback and takes a
+:class:`FaultPlan`. Run one in the test's event loop (``async with FakeDeepgramTTS()``)
+or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
+"""
+
+from antiphon.testing.deepgram import FakeDeepgramTTS
+from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.server import FakeWsServer, running_in_thread
+
+__all__ = [
+    "ABORT",
+    "FakeDeepgramTTS",
+    "FakeWsServer",
+    "FaultPlan",
+    "LeakCheck",
+    "running_in_thread",
+]
