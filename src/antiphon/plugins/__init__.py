@@ -1,0 +1,1 @@
+"""Provider plugins: thin mappings of the service contracts onto protocols and connections."""

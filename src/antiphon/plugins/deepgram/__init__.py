@@ -1,0 +1,5 @@
+"""Deepgram plugins."""
+
+from antiphon.plugins.deepgram.tts import DeepgramTTS
+
+__all__ = ["DeepgramTTS"]

@@ -1,0 +1,85 @@
+"""DeepgramTTS: the conformance suite on the fake server, plus plugin-specific checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from antiphon.errors import ConfigError
+from antiphon.net.pool import PoolOptions
+from antiphon.plugins.deepgram import DeepgramTTS
+from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
+from antiphon.services.tts import TTS, TTSDeadlines
+from antiphon.testing import FakeDeepgramTTS, FaultPlan, running_in_thread
+from antiphon.testing.deepgram import DEFAULT_API_KEY, synthesize
+from antiphon.testing.server import FakeWsServer
+
+
+class DeepgramHarness(TTSHarness):
+    def fake(self, plan: FaultPlan) -> FakeWsServer:
+        return FakeDeepgramTTS(plan)
+
+    def make_tts(
+        self, base_url: str, *, deadlines: TTSDeadlines, pool: PoolOptions | None = None
+    ) -> TTS:
+        return DeepgramTTS(
+            api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, pool=pool
+        )
+
+    def expected_pcm(self, text: str, tts: TTS) -> bytes:
+        return synthesize(text, "linear16", tts.sample_rate)
+
+    def connections(self, fake: FakeWsServer) -> int:
+        assert isinstance(fake, FakeDeepgramTTS)
+        return fake.stats.connections
+
+    def cancels(self, fake: FakeWsServer) -> int:
+        assert isinstance(fake, FakeDeepgramTTS)
+        return fake.stats.clears
+
+
+class TestDeepgramConformance(TTSConformance):
+    harness = DeepgramHarness()
+
+
+def test_missing_key_says_where_to_put_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="DEEPGRAM_API_KEY"):
+        DeepgramTTS()
+
+
+def test_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "from-env")
+    tts = DeepgramTTS()
+    assert tts._headers == {"Authorization": "Token from-env"}
+    assert tts.url.startswith("wss://api.deepgram.com/v1/speak?")
+
+
+def test_unsupported_combination_is_refused() -> None:
+    with pytest.raises(ConfigError, match="8000, 16000"):
+        DeepgramTTS(api_key="k", encoding="mulaw", sample_rate=24000)
+
+
+@pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
+async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
+    from antiphon.audio.codecs import decode_to_pcm
+
+    with running_in_thread(FakeDeepgramTTS()) as fake:
+        async with DeepgramTTS(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            encoding=encoding,
+            sample_rate=8000,
+            deadlines=FAST,
+        ) as tts:
+            frame = await tts.synthesize("Phone call audio.").collect()
+    assert frame.sample_rate == 8000
+    assert frame.data == decode_to_pcm(encoding, synthesize("Phone call audio.", encoding, 8000))
+
+
+async def test_wrong_key_is_an_auth_error_from_the_fake() -> None:
+    from antiphon.errors import AuthError
+
+    with running_in_thread(FakeDeepgramTTS()) as fake:
+        async with DeepgramTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts:
+            with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
+                await tts.synthesize("hi").collect()
