@@ -76,8 +76,8 @@ async def cancel_and_wait(
 ) -> None:
     """Cancel ``tasks`` and wait for them to finish, at most ``timeout`` seconds.
 
-    Shields the wait from the caller's own cancellation long enough to not orphan the
-    tasks; a task that ignores cancellation past the deadline is logged.
+    If the caller is cancelled while waiting, the tasks stay cancelled and finish on their
+    own; a task that ignores cancellation past the deadline is logged.
     """
     pending = [t for t in tasks if not t.done()]
     for t in pending:
