@@ -80,9 +80,11 @@ class ConnectionPool:
 
     async def acquire(self) -> WsConnection:
         """A warm, young, open connection, or a new one (connect deadline applies)."""
-        if self._closed:
-            raise StreamClosedError("connection pool is closed")
-        while not self._idle and self._returning:
+        while True:
+            if self._closed:
+                raise StreamClosedError("connection pool is closed")
+            if self._idle or not self._returning:
+                break
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:

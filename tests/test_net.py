@@ -1,0 +1,206 @@
+"""WebSocket connect error mapping and the warm connection pool, against loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.server import ServerConnection
+
+from antiphon.errors import (
+    AuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamClosedError,
+)
+from antiphon.net.pool import ConnectionPool, PoolOptions
+from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.server import FakeWsServer
+
+
+class EchoServer(FakeWsServer):
+    """Echoes text; ``push <n>`` sends n unsolicited messages; ``bye`` closes with 1000."""
+
+    def __init__(self, plan: FaultPlan | None = None) -> None:
+        super().__init__(plan)
+        self.connections = 0
+        self.live: set[ServerConnection] = set()
+
+    async def handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        self.live.add(ws)
+        try:
+            async for msg in ws:
+                if msg == "bye":
+                    await ws.close(1000, "bye")
+                elif isinstance(msg, str) and msg.startswith("push "):
+                    for i in range(int(msg.split()[1])):
+                        await ws.send(f"stale {i}")
+                else:
+                    await ws.send(msg)
+        finally:
+            self.live.discard(ws)
+
+    async def close_all(self) -> None:
+        for ws in list(self.live):
+            await ws.close(1001, "going away")
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[EchoServer]:
+    async with EchoServer() as server:
+        yield server
+
+
+FAST = WsOptions(connect_timeout=0.5, send_timeout=0.5, close_timeout=0.3)
+
+
+def opener(url: str) -> ConnectionPool:
+    async def open_one() -> WsConnection:
+        return await connect(url, provider="echo", options=FAST)
+
+    return ConnectionPool(open_one, name="echo", options=PoolOptions(max_idle=2))
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [
+        (401, AuthError, False),
+        (403, AuthError, False),
+        (429, ProviderError, True),
+        (503, ProviderError, True),
+        (400, ProviderError, False),
+    ],
+)
+async def test_rejected_upgrade_maps_to_typed_errors(
+    status: int, error: type[ProviderError], retryable: bool
+) -> None:
+    async with EchoServer(FaultPlan(reject_status=status)) as server:
+        with pytest.raises(error) as info:
+            await connect(server.url, provider="echo", options=FAST)
+    assert info.value.retryable is retryable
+    assert info.value.stage == "connect"
+    assert str(status) in str(info.value)
+
+
+async def test_unreachable_and_hanging_servers() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ProviderConnectionError) as info:
+        await connect(f"ws://127.0.0.1:{port}", provider="echo", options=FAST)
+    assert info.value.retryable
+    async with EchoServer(FaultPlan(hang_connect=True)) as server:
+        with pytest.raises(ProviderTimeoutError) as t:
+            await connect(server.url, provider="echo", options=FAST)
+    assert t.value.timeout == FAST.connect_timeout
+
+
+async def test_closed_connection_raises_connection_lost(echo: EchoServer) -> None:
+    conn = await connect(echo.url, provider="echo", options=FAST)
+    await conn.send("bye")
+    with pytest.raises(ConnectionLost) as info:
+        await conn.recv()
+    assert info.value.close_code == 1000
+    assert not conn.open
+    with pytest.raises(ConnectionLost):
+        await conn.send("again")
+    await asyncio.gather(conn.aclose(), conn.aclose())
+
+
+async def test_pool_reuses_warm_connections(echo: EchoServer) -> None:
+    leaks = LeakCheck(ports=[echo.port])
+    pool = opener(echo.url)
+    await pool.prewarm(5)  # capped at max_idle
+    assert pool.idle_count == 2
+    a = await pool.acquire()
+    await a.send("hi")
+    assert await a.recv() == "hi"
+    pool.release(a, reusable=True)
+    b = await pool.acquire()
+    assert b is a
+    assert (pool.stats.connects, pool.stats.reused) == (2, 2)
+    pool.release(b, reusable=False)  # not reusable: closed, not kept
+    await asyncio.sleep(0.05)
+    assert pool.idle_count == 1
+    await pool.aclose()
+    await pool.aclose()
+    with pytest.raises(StreamClosedError):
+        await pool.acquire()
+    await leaks.assert_clean()
+
+
+async def test_pool_drops_stale_messages_and_dead_idle_connections(echo: EchoServer) -> None:
+    leaks = LeakCheck(ports=[echo.port])
+    pool = opener(echo.url)
+    conn = await pool.acquire()
+    await conn.send("push 3")  # the server keeps talking after the user is done
+    pool.release(conn, reusable=True)
+    for _ in range(100):
+        if pool.stats.stale_messages == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert pool.stats.stale_messages == 3
+    again = await pool.acquire()
+    assert again is conn
+    await again.send("fresh")
+    assert await again.recv() == "fresh"  # nothing stale reaches the next user
+    pool.release(again, reusable=True)
+    await echo.close_all()
+    for _ in range(100):
+        if pool.idle_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert (pool.idle_count, pool.stats.dropped_idle) == (0, 1)
+    fresh = await pool.acquire()
+    assert fresh is not conn and fresh.open
+    pool.release(fresh, reusable=True)
+    await pool.aclose()
+    await leaks.assert_clean()
+
+
+async def test_pool_expires_old_connections(echo: EchoServer) -> None:
+    async def open_one() -> WsConnection:
+        return await connect(echo.url, provider="echo", options=FAST)
+
+    pool = ConnectionPool(open_one, name="echo", options=PoolOptions(max_age=0.05))
+    conn = await pool.acquire()
+    pool.release(conn, reusable=True)
+    await asyncio.sleep(0.1)
+    fresh = await pool.acquire()
+    assert fresh is not conn
+    assert pool.stats.expired == 1
+    pool.release(fresh, reusable=True)
+    await pool.aclose()
+
+
+async def test_acquire_waits_for_a_returning_connection(echo: EchoServer) -> None:
+    pool = opener(echo.url)
+    conn = await pool.acquire()
+    pool.returning(conn)
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # it waits for the connection on its way back
+    pool.release(conn, reusable=True)
+    assert await waiter is conn
+    assert pool.stats.connects == 1
+    # A waiter is released with a clear error when the pool closes under it.
+    pool.returning(conn)
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    await pool.aclose()
+    with pytest.raises(StreamClosedError):
+        await waiter
+    await conn.aclose()
+
+
+def test_options_validate() -> None:
+    with pytest.raises(ValueError, match="max_age"):
+        PoolOptions(max_age=0)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        WsOptions(connect_timeout=0)
