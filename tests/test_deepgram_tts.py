@@ -83,3 +83,43 @@ async def test_wrong_key_is_an_auth_error_from_the_fake() -> None:
         async with DeepgramTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts:
             with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
                 await tts.synthesize("hi").collect()
+
+
+def _metric(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, {"provider": "deepgram", **labels}) or 0.0
+
+
+async def test_metrics_time_each_flush_and_count_audio_and_outcomes() -> None:
+    from antiphon.errors import ProviderError
+    from antiphon.testing.synth import tone_duration
+
+    ttfb = _metric("antiphon_tts_time_to_first_audio_seconds_count")
+    audio = _metric("antiphon_tts_audio_seconds_total")
+    completed = _metric("antiphon_tts_streams_total", outcome="completed")
+    failed = _metric("antiphon_tts_streams_total", outcome="failed")
+    async with (
+        FakeDeepgramTTS() as fake,
+        DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+        tts.stream() as stream,
+    ):
+        stream.push_text("First sentence.")
+        stream.flush()
+        stream.push_text("Second one.")
+        stream.end_input()
+        await stream.collect()
+    assert _metric("antiphon_tts_time_to_first_audio_seconds_count") == ttfb + 2
+    expected = tone_duration("First sentence.") + tone_duration("Second one.")
+    assert _metric("antiphon_tts_audio_seconds_total") - audio == pytest.approx(expected)
+    assert _metric("antiphon_tts_streams_total", outcome="completed") == completed + 1
+
+    errors = _metric("antiphon_tts_errors_total", kind="ProviderError")
+    async with (
+        FakeDeepgramTTS(FaultPlan(error_mid_stream=True)) as fake,
+        DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        with pytest.raises(ProviderError):
+            await tts.synthesize("This will fail half way.").collect()
+    assert _metric("antiphon_tts_streams_total", outcome="failed") == failed + 1
+    assert _metric("antiphon_tts_errors_total", kind="ProviderError") == errors + 1
