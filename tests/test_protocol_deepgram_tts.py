@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError
 from antiphon.protocols import deepgram_tts as dg
-from antiphon.protocols.deepgram_tts import Act, Phase, SpeakSession
+from antiphon.protocols.deepgram_tts import Phase, SpeakSession
+from antiphon.protocols.tts_session import Act, ProtocolStateError
 
 
 def test_url_carries_query_parameters() -> None:
@@ -146,12 +147,12 @@ def test_misuse_is_refused() -> None:
     s = SpeakSession()
     s.speak("x")
     s.end_input()
-    with pytest.raises(dg.ProtocolStateError):
+    with pytest.raises(ProtocolStateError):
         s.speak("more")
     s2 = SpeakSession()
     s2.speak("y")
     s2.flush()
-    with pytest.raises(dg.ProtocolStateError):
+    with pytest.raises(ProtocolStateError):
         s2.begin_stream()
 
 
@@ -194,7 +195,7 @@ def test_any_interleaving_completes_exactly_once(
 ) -> None:
     """Whatever order client sends and server answers interleave in, the stream ends once."""
     s = SpeakSession()
-    wire: list[str] = []  # client -> server, in order
+    wire: list[str | bytes] = []  # client -> server, in order
     server_out: list[dg.ServerEvent] = []  # server -> client, in order
     script = [*ops, ("end", "")]
     done_count = 0

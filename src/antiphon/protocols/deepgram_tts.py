@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
 
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
@@ -247,35 +248,19 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Act(enum.Enum):
-    """What the client should do with an event."""
-
-    DELIVER = "deliver"  # audio of the current stream
-    SEGMENT_DONE = "segment_done"  # one Flush answered, more owed
-    STREAM_DONE = "stream_done"  # input ended and every Flush answered
-    CLEAR_DONE = "clear_done"  # Cleared: the connection is idle again
-    DROP = "drop"  # stale or unexpected: discard (reason in Action.note)
-    NOTICE = "notice"  # informational (Metadata, Warning)
-    FAIL = "fail"  # the stream has failed
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    act: Act
-    event: ServerEvent
-    note: str = ""
-
-
-class ProtocolStateError(RuntimeError):
-    """The client asked the state machine for something its phase forbids (a bug)."""
+Message = str | bytes
 
 
 class SpeakSession:
     """State of one ``/v1/speak`` connection as used by one stream at a time.
 
-    Client-side methods return the messages to send and update the state *now*;
-    :meth:`receive` decides what an incoming event means.
+    Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
+    return the messages to send and update the state *now*; :meth:`receive` decides what
+    an incoming event means.
     """
+
+    #: Deepgram messages carry no stream id: after ``Clear`` wait for ``Cleared``.
+    clear_needs_ack = True
 
     def __init__(self) -> None:
         self.phase = Phase.IDLE
@@ -285,7 +270,7 @@ class SpeakSession:
         self._unflushed = False
         # Messages sent since the last Flushed and whether any audio answered them:
         # if the connection drops before audio, they can be replayed on a new one.
-        self._journal: list[str] = []
+        self._journal: list[Message] = []
         self.audio_since_ack = False
 
     # -- client side
@@ -293,18 +278,18 @@ class SpeakSession:
         if self.phase in (Phase.CLEARING, Phase.CLOSED) or self.input_ended:
             raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
 
-    def speak(self, text: str) -> list[str]:
+    def speak(self, text: str) -> list[Message]:
         self._require_open("speak")
         if not text:
             return []
-        msgs = encode_speak(text)
+        msgs: list[Message] = list(encode_speak(text))
         self.phase = Phase.ACTIVE
         if text.strip():
             self._unflushed = True
         self._journal.extend(msgs)
         return msgs
 
-    def flush(self) -> list[str]:
+    def flush(self) -> list[Message]:
         """``Flush`` if any non-blank text was sent since the last one."""
         self._require_open("flush")
         if not self._unflushed:
@@ -315,7 +300,7 @@ class SpeakSession:
         self._journal.append(FLUSH)
         return [FLUSH]
 
-    def end_input(self) -> list[str]:
+    def end_input(self) -> list[Message]:
         """Flush what is left and mark the input ended; see :attr:`done`."""
         msgs = self.flush()
         self.input_ended = True
@@ -333,7 +318,7 @@ class SpeakSession:
         """The server owes us audio or an answer (a deadline should run)."""
         return self.pending_flushes > 0 or self.phase is Phase.CLEARING
 
-    def clear(self) -> list[str]:
+    def clear(self) -> list[Message]:
         """``Clear`` to drop what the server still has; nothing if it has nothing."""
         if self.phase is Phase.CLOSED:
             return []
@@ -345,19 +330,19 @@ class SpeakSession:
         self._journal.clear()
         return [CLEAR]
 
-    def close(self) -> list[str]:
+    def close(self) -> list[Message]:
         if self.phase is Phase.CLOSED:
             return []
         self.phase = Phase.CLOSED
         return [CLOSE]
 
-    def replay(self) -> list[str] | None:
+    def replay(self) -> list[Message] | None:
         """Messages to resend on a new connection, or None if audio was already received."""
         if self.audio_since_ack:
             return None
         return list(self._journal)
 
-    def reset_for_replay(self) -> list[str]:
+    def reset_for_replay(self) -> list[Message]:
         """Start over on a fresh connection with the journal; returns what to send."""
         msgs = list(self._journal)
         self.phase = Phase.ACTIVE if msgs else Phase.IDLE
@@ -374,11 +359,14 @@ class SpeakSession:
         self.audio_since_ack = False
 
     # -- server side
+    def feed(self, frame: str | bytes) -> Action:
+        return self.receive(parse(frame))
+
     def receive(self, event: ServerEvent) -> Action:
         if isinstance(event, Audio):
             if self.phase is Phase.ACTIVE:
                 self.audio_since_ack = True
-                return Action(Act.DELIVER, event)
+                return Action(Act.DELIVER, event, audio=event.data)
             return Action(Act.DROP, event, f"audio while {self.phase.value}")
         if isinstance(event, Flushed):
             if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
