@@ -1,9 +1,12 @@
 """The TTS conformance suite: every fault of DESIGN.md against any streaming TTS plugin.
 
-A plugin's tests subclass :class:`TTSConformance` and set ``harness``::
+A WebSocket plugin's tests subclass :class:`TTSConformance` and set ``harness``::
 
     class TestDeepgramConformance(TTSConformance):
         harness = DeepgramHarness()
+
+A plugin on another transport (HTTP) subclasses :class:`CoreTTSConformance`, the faults
+that every transport has, and adds its transport's own.
 
 Each test runs the plugin against the plugin's fake server (on its own thread) with a
 :class:`~antiphon.testing.FaultPlan`, asserts that the stream ends in the expected
@@ -36,7 +39,7 @@ from antiphon.net.ws import WsConnection
 from antiphon.services.tts import TTS, StreamState, SynthesisStream, TTSDeadlines
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
-from antiphon.testing.server import FakeWsServer, running_in_thread
+from antiphon.testing.server import FakeServer, running_in_thread
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
 FAST = TTSDeadlines(connect=1.0, first_audio=1.0, idle=1.0, clear=0.5, close=0.5)
@@ -46,8 +49,16 @@ GUARD = 15.0
 class TTSHarness(ABC):
     """What the suite needs to know about one plugin and its fake server."""
 
+    #: Messages carry a stream (context) id: a cancel needs no acknowledgement, since a
+    #: later stream drops whatever still arrives for the old one.
+    context_ids: ClassVar[bool] = False
+
+    def url_for_port(self, port: int) -> str:
+        """The plugin's base URL for a local server on ``port``."""
+        return f"ws://127.0.0.1:{port}"
+
     @abstractmethod
-    def fake(self, plan: FaultPlan) -> FakeWsServer:
+    def fake(self, plan: FaultPlan) -> FakeServer:
         """A new (not started) fake server following ``plan``."""
 
     @abstractmethod
@@ -61,17 +72,17 @@ class TTSHarness(ABC):
         """The exact int16 PCM the plugin must yield for ``text`` spoken alone."""
 
     @abstractmethod
-    def connections(self, fake: FakeWsServer) -> int:
+    def connections(self, fake: Any) -> int:
         """How many connections the fake has accepted so far."""
 
     @abstractmethod
-    def cancels(self, fake: FakeWsServer) -> int:
+    def cancels(self, fake: Any) -> int:
         """How many cancel/clear messages the fake has received."""
 
 
 @dataclass
 class Run:
-    fake: FakeWsServer
+    fake: Any
     tts: TTS
     harness: TTSHarness
 
@@ -106,8 +117,8 @@ async def _audio(stream: SynthesisStream) -> bytes:
     return b"".join([f.data async for f in stream])
 
 
-class TTSConformance:
-    """Parametrised fault tests; subclasses set ``harness``."""
+class CoreTTSConformance:
+    """The faults every transport has; subclasses set ``harness``."""
 
     harness: ClassVar[TTSHarness]
 
@@ -194,13 +205,6 @@ class TTSConformance:
                 assert audio == self.harness.expected_pcm(f"Turn number {i}.", r.tts)
             assert self.harness.connections(r.fake) == 1
 
-    async def test_prewarm_connects_ahead(self) -> None:
-        async with self.run() as r:
-            await r.tts.prewarm()
-            assert self.harness.connections(r.fake) == 1
-            await self._speak(r.tts, "Warm start.")
-            assert self.harness.connections(r.fake) == 1
-
     async def test_many_streams_at_once(self) -> None:
         texts = [f"Concurrent stream {i}." for i in range(16)]
         async with self.run() as r:
@@ -219,7 +223,7 @@ class TTSConformance:
 
     async def test_connect_refused(self) -> None:
         port = _free_port()
-        async with self.run(base_url=f"ws://127.0.0.1:{port}") as r:
+        async with self.run(base_url=self.harness.url_for_port(port)) as r:
             async with r.tts.stream() as s:
                 s.push_text("Nobody listens.")
                 s.end_input()
@@ -244,12 +248,6 @@ class TTSConformance:
                 await _audio(s)
             assert info.value.code == status and s.state is StreamState.FAILED
 
-    async def test_auth_rejected_by_close_1008(self) -> None:
-        async with self.run(FaultPlan(close_on_open=1008)) as r:
-            s = r.tts.synthesize("Let me in.")
-            with pytest.raises(AuthError):
-                await _audio(s)
-
     @pytest.mark.parametrize("status", [429, 500])
     async def test_upgrade_refused_with_status(self, status: int) -> None:
         async with self.run(FaultPlan(reject_status=status)) as r:
@@ -269,6 +267,116 @@ class TTSConformance:
                 await _audio(s)
             assert info.value.stage == "receive"
             assert s.state is StreamState.FAILED
+
+    async def test_slow_server_within_deadline(self) -> None:
+        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio / 3)) as r:
+            audio, s = await self._speak(r.tts, "Slow but fine.")
+            assert s.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Slow but fine.", r.tts)
+
+    async def test_slow_server_past_deadline(self) -> None:
+        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio * 3)) as r:
+            s = r.tts.synthesize("Too slow.")
+            with pytest.raises(ProviderTimeoutError):
+                await _audio(s)
+
+    # ----------------------------------------------------------------- cancel and close
+
+    async def test_cancel_during_connect(self) -> None:
+        async with self.run(FaultPlan(hang_connect=True)) as r:
+            s = r.tts.stream()
+            s.push_text("Never mind.")
+            await asyncio.sleep(0.1)
+            s.cancel()
+            assert await s.wait() is StreamState.CANCELLED
+            assert await _audio(s) == b""
+            await s.aclose()
+
+    async def test_cancel_mid_audio_drops_old_audio(self) -> None:
+        plan = FaultPlan(chunk_interval=0.005, audio_after_clear=3)
+        long_text = "This is a long answer that the user interrupts. " * 3
+        async with self.run(plan) as r:
+            s1 = r.tts.stream(generation=1)
+            s1.push_text(long_text)
+            s1.end_input()
+            got = [await anext(s1) for _ in range(3)]
+            s1.cancel()
+            assert s1.state is StreamState.CANCELLED
+            assert [f async for f in s1] == []  # nothing more after the cancel
+            assert all(f.generation == 1 for f in got)
+            await s1.aclose()
+            audio, s2 = await self._speak(r.tts, "Next turn.")
+            assert s2.state is StreamState.COMPLETED
+            assert audio == self.harness.expected_pcm("Next turn.", r.tts)
+            self.check_cancel_reused_connection(r)
+
+    def check_cancel_reused_connection(self, r: Run) -> None:
+        """Transport-specific checks after a cancel and a next turn (none by default)."""
+
+    async def test_aclose_twice_and_from_another_task(self) -> None:
+        async with self.run(FaultPlan(chunk_interval=0.005)) as r:
+            s = r.tts.synthesize("Close me from everywhere. " * 3)
+            await anext(s)
+            await asyncio.gather(s.aclose(), s.aclose(), asyncio.create_task(s.aclose()))
+            await s.aclose()
+            assert s.state is StreamState.CANCELLED
+            await asyncio.gather(r.tts.aclose(), asyncio.create_task(r.tts.aclose()))
+            await r.tts.aclose()
+
+    async def test_tts_aclose_cancels_live_streams(self) -> None:
+        async with self.run() as r:
+            s = r.tts.stream()
+            s.push_text("Waiting for more text")
+            s.flush()
+            await anext(s)
+            await r.tts.aclose()
+            assert s.state is StreamState.CANCELLED
+            with pytest.raises(StreamClosedError):
+                r.tts.stream()
+
+    # ----------------------------------------------------------------- contract
+
+    async def test_exactly_one_terminal_state(self) -> None:
+        async with self.run() as r:
+            _, s = await self._speak(r.tts, "Done once.")
+            assert s.state is StreamState.COMPLETED
+            s.cancel()
+            assert s.state is StreamState.COMPLETED
+            with pytest.raises(StreamClosedError, match="completed"):
+                s.push_text("more")
+
+    async def test_bad_input_is_refused_with_a_message(self) -> None:
+        async with self.run() as r:
+            with pytest.raises(ConfigError, match="non-empty"):
+                r.tts.synthesize("   ")
+            async with r.tts.stream() as s:
+                bad: Any = 42
+                with pytest.raises(ConfigError, match="str"):
+                    s.push_text(bad)
+                s.end_input()
+                with pytest.raises(StreamClosedError, match="end_input"):
+                    s.push_text("late")
+
+
+class TTSConformance(CoreTTSConformance):
+    """The whole suite for a plugin over a WebSocket: core faults plus the socket's own."""
+
+    def check_cancel_reused_connection(self, r: Run) -> None:
+        assert self.harness.cancels(r.fake) == 1
+        assert self.harness.connections(r.fake) == 1
+
+    async def test_prewarm_connects_ahead(self) -> None:
+        async with self.run() as r:
+            await r.tts.prewarm()
+            assert self.harness.connections(r.fake) == 1
+            await self._speak(r.tts, "Warm start.")
+            assert self.harness.connections(r.fake) == 1
+
+    async def test_auth_rejected_by_close_1008(self) -> None:
+        async with self.run(FaultPlan(close_on_open=1008)) as r:
+            s = r.tts.synthesize("Let me in.")
+            with pytest.raises(AuthError):
+                await _audio(s)
 
     async def test_ack_before_the_last_send_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The server answers before our send() returns: the stream must still end."""
@@ -317,18 +425,6 @@ class TTSConformance:
             assert a1 == self.harness.expected_pcm("First turn.", r.tts)
             assert a2 == self.harness.expected_pcm("Second turn.", r.tts)
 
-    async def test_slow_server_within_deadline(self) -> None:
-        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio / 3)) as r:
-            audio, s = await self._speak(r.tts, "Slow but fine.")
-            assert s.state is StreamState.COMPLETED
-            assert audio == self.harness.expected_pcm("Slow but fine.", r.tts)
-
-    async def test_slow_server_past_deadline(self) -> None:
-        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio * 3)) as r:
-            s = r.tts.synthesize("Too slow.")
-            with pytest.raises(ProviderTimeoutError):
-                await _audio(s)
-
     async def test_server_idle_timeout_then_next_turn(self) -> None:
         async with self.run(FaultPlan(idle_close_after=0.1)) as r:
             await self._speak(r.tts, "Before the idle close.")
@@ -353,18 +449,6 @@ class TTSConformance:
             assert audio == self.harness.expected_pcm("Second time lucky.", r.tts)
             assert self.harness.connections(r.fake) == 2
 
-    # ----------------------------------------------------------------- cancel and close
-
-    async def test_cancel_during_connect(self) -> None:
-        async with self.run(FaultPlan(hang_connect=True)) as r:
-            s = r.tts.stream()
-            s.push_text("Never mind.")
-            await asyncio.sleep(0.1)
-            s.cancel()
-            assert await s.wait() is StreamState.CANCELLED
-            assert await _audio(s) == b""
-            await s.aclose()
-
     async def test_cancel_during_send(self, monkeypatch: pytest.MonkeyPatch) -> None:
         with _slow_sends(monkeypatch, before=0.3):
             async with self.run() as r:
@@ -376,25 +460,6 @@ class TTSConformance:
                 assert await s.wait() is StreamState.CANCELLED
                 await s.aclose()
 
-    async def test_cancel_mid_audio_drops_old_audio_and_keeps_connection(self) -> None:
-        plan = FaultPlan(chunk_interval=0.005, audio_after_clear=3)
-        long_text = "This is a long answer that the user interrupts. " * 3
-        async with self.run(plan) as r:
-            s1 = r.tts.stream(generation=1)
-            s1.push_text(long_text)
-            s1.end_input()
-            got = [await anext(s1) for _ in range(3)]
-            s1.cancel()
-            assert s1.state is StreamState.CANCELLED
-            assert [f async for f in s1] == []  # nothing more after the cancel
-            assert all(f.generation == 1 for f in got)
-            await s1.aclose()
-            audio, s2 = await self._speak(r.tts, "Next turn.")
-            assert s2.state is StreamState.COMPLETED
-            assert audio == self.harness.expected_pcm("Next turn.", r.tts)
-            assert self.harness.cancels(r.fake) == 1
-            assert self.harness.connections(r.fake) == 1
-
     async def test_cancel_not_acknowledged_discards_connection(self) -> None:
         async with self.run(FaultPlan(ignore_clear=True, chunk_interval=0.005)) as r:
             s1 = r.tts.synthesize("A long answer that is never cleared by the server. " * 2)
@@ -404,48 +469,6 @@ class TTSConformance:
             await asyncio.sleep(FAST.clear + 0.1)
             audio, _ = await self._speak(r.tts, "Fresh connection.")
             assert audio == self.harness.expected_pcm("Fresh connection.", r.tts)
-            assert self.harness.connections(r.fake) == 2
-
-    async def test_aclose_twice_and_from_another_task(self) -> None:
-        async with self.run(FaultPlan(chunk_interval=0.005)) as r:
-            s = r.tts.synthesize("Close me from everywhere. " * 3)
-            await anext(s)
-            await asyncio.gather(s.aclose(), s.aclose(), asyncio.create_task(s.aclose()))
-            await s.aclose()
-            assert s.state is StreamState.CANCELLED
-            await asyncio.gather(r.tts.aclose(), asyncio.create_task(r.tts.aclose()))
-            await r.tts.aclose()
-
-    async def test_tts_aclose_cancels_live_streams(self) -> None:
-        async with self.run() as r:
-            s = r.tts.stream()
-            s.push_text("Waiting for more text")
-            s.flush()
-            await anext(s)
-            await r.tts.aclose()
-            assert s.state is StreamState.CANCELLED
-            with pytest.raises(StreamClosedError):
-                r.tts.stream()
-
-    # ----------------------------------------------------------------- contract
-
-    async def test_exactly_one_terminal_state(self) -> None:
-        async with self.run() as r:
-            _, s = await self._speak(r.tts, "Done once.")
-            assert s.state is StreamState.COMPLETED
-            s.cancel()
-            assert s.state is StreamState.COMPLETED
-            with pytest.raises(StreamClosedError, match="completed"):
-                s.push_text("more")
-
-    async def test_bad_input_is_refused_with_a_message(self) -> None:
-        async with self.run() as r:
-            with pytest.raises(ConfigError, match="non-empty"):
-                r.tts.synthesize("   ")
-            async with r.tts.stream() as s:
-                bad: Any = 42
-                with pytest.raises(ConfigError, match="str"):
-                    s.push_text(bad)
-                s.end_input()
-                with pytest.raises(StreamClosedError, match="end_input"):
-                    s.push_text("late")
+            # Without stream ids the connection cannot be trusted again; with them it can,
+            # and the old stream's audio, still arriving, is dropped by the new one.
+            assert self.harness.connections(r.fake) == (1 if self.harness.context_ids else 2)

@@ -12,12 +12,29 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from antiphon.testing.faults import FaultPlan
+
+
+class FakeServer(Protocol):
+    """What tests need of any fake provider server (WebSocket or HTTP)."""
+
+    plan: FaultPlan
+    port: int
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=FakeServer)
 
 
 class FakeWsServer(ABC):
@@ -115,7 +132,7 @@ class FakeWsServer(ABC):
 
 
 @contextlib.contextmanager
-def running_in_thread(server: FakeWsServer, *, timeout: float = 5.0) -> Iterator[FakeWsServer]:
+def running_in_thread(server: S, *, timeout: float = 5.0) -> Iterator[S]:
     """Run ``server`` on a dedicated thread with its own event loop; stop and join on exit."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
