@@ -168,6 +168,20 @@ def test_replay_only_before_audio() -> None:
     assert s.replay() == dg.encode_speak("Two.")
 
 
+def test_text_sent_after_a_flush_survives_its_answer() -> None:
+    s = SpeakSession()
+    s.speak("A.")
+    s.flush()
+    s.speak("B.")  # sent before the server answered the first Flush
+    s.flush()
+    s.receive(dg.Audio(b"a"))
+    s.receive(dg.Flushed(0))
+    # The drop now would lose B unless it is still owed.
+    assert s.replay() == [*dg.encode_speak("B."), dg.FLUSH]
+    assert s.reset_for_replay() == [*dg.encode_speak("B."), dg.FLUSH]
+    assert s.pending_flushes == 1
+
+
 def test_errors_fail_and_noise_is_dropped() -> None:
     s = SpeakSession()
     assert s.receive(dg.ErrorMessage("E", "bad")).act is Act.FAIL

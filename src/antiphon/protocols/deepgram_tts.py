@@ -61,8 +61,8 @@ class SpeakOptions:
                 f"Deepgram encoding {self.encoding!r} does not support sample_rate "
                 f"{self.sample_rate}; use one of {', '.join(map(str, rates))}"
             )
-        if self.speed is not None and not (0.5 <= self.speed <= 2.0):
-            raise ConfigError(f"Deepgram speed must be between 0.5 and 2.0, got {self.speed}")
+        if self.speed is not None and not (0.7 <= self.speed <= 1.5):
+            raise ConfigError(f"Deepgram speed must be between 0.7 and 1.5, got {self.speed}")
 
     def query(self) -> dict[str, str]:
         q = {"model": self.model, "encoding": self.encoding, "sample_rate": str(self.sample_rate)}
@@ -372,7 +372,9 @@ class SpeakSession:
             if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
                 return Action(Act.DROP, event, f"Flushed while {self.phase.value}, none owed")
             self.pending_flushes -= 1
-            self._journal.clear()
+            # Forget what this Flush answered; text sent after it is still owed.
+            if FLUSH in self._journal:
+                del self._journal[: self._journal.index(FLUSH) + 1]
             self.audio_since_ack = False
             if self.pending_flushes == 0 and self.input_ended:
                 self.phase = Phase.IDLE
