@@ -1,5 +1,24 @@
 """Audio: frames, streaming resampling and mixing, codecs, WAV files, paced output."""
 
 from antiphon.audio.frame import AudioFrame, float_to_int16
+from antiphon.audio.resample import (
+    QUALITIES,
+    AudioConverter,
+    Quality,
+    StreamResampler,
+    to_channels,
+    to_mono,
+)
+from antiphon.audio.track import OutputTrack
 
-__all__ = ["AudioFrame", "float_to_int16"]
+__all__ = [
+    "QUALITIES",
+    "AudioConverter",
+    "AudioFrame",
+    "OutputTrack",
+    "Quality",
+    "StreamResampler",
+    "float_to_int16",
+    "to_channels",
+    "to_mono",
+]
