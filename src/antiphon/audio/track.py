@@ -1,0 +1,377 @@
+"""``OutputTrack``: a bounded buffer of outgoing audio, read as paced fixed-size frames.
+
+A producer (a TTS stream, a realtime model) writes frames of any size; the consumer (a
+transport) iterates the track and gets frames of exactly ``frame_duration``, released in
+real time on a :class:`~antiphon.aio.clock.Clock`. Barge-in calls :meth:`interrupt`,
+which drops everything queued at once; the next frame the consumer gets is new audio.
+
+The track owns no task: pacing happens in the reader, backpressure in the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+
+from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.audio.frame import BYTES_PER_SAMPLE, AudioFrame
+from antiphon.errors import ConfigError, StreamClosedError
+
+__all__ = ["OutputTrack"]
+
+
+class OutputTrack:
+    """Outgoing audio: ``await write(frame)`` on one side, ``async for frame in track``
+    on the other.
+
+    Pacing: frame ``k`` of a run of audio is released at ``start + k * frame_duration``,
+    where ``start`` is when the reader first had audio to give. A reader that falls behind
+    gets the frames already due at once, and no more. When the reader had to wait for
+    audio past a frame's release time (an underrun), pacing starts again from the moment
+    audio arrives. No silence is produced unless ``fill_silence=True``: then a frame is
+    released at every tick from the first read on, silent when no audio is queued.
+
+    Backpressure: ``write`` waits while ``max_buffered`` seconds or more are queued, so
+    queued audio never exceeds ``max_buffered`` plus one write.
+
+    Generations: ``interrupt(generation)`` and writes of a newer generation set the
+    current generation; writes of an older one are dropped (counted in
+    :attr:`dropped_stale`).
+
+    One producer and one consumer at a time. :meth:`aclose` wakes every waiter at once,
+    including a reader sleeping until its next frame's release time.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        channels: int = 1,
+        *,
+        clock: Clock | None = None,
+        frame_duration: float = 0.02,
+        max_buffered: float = 2.0,
+        fill_silence: bool = False,
+    ) -> None:
+        if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate <= 0:
+            raise ConfigError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}")
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+            raise ConfigError(f"channels must be a positive int, got {channels!r}")
+        frame_samples = round(frame_duration * sample_rate)
+        if frame_samples < 1:
+            raise ConfigError(
+                f"frame_duration={frame_duration!r} s holds no sample at {sample_rate} Hz; "
+                "use e.g. 0.02 (20 ms)"
+            )
+        if not max_buffered >= frame_samples / sample_rate:
+            raise ConfigError(
+                f"max_buffered={max_buffered!r} s must be at least one frame "
+                f"({frame_duration} s); the default is 2.0"
+            )
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.fill_silence = fill_silence
+        self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._bytes_per_second = sample_rate * channels * BYTES_PER_SAMPLE
+        self._frame_bytes = frame_samples * channels * BYTES_PER_SAMPLE
+        #: Exact length of a frame in seconds (``frame_duration`` rounded to whole samples).
+        self.frame_duration = frame_samples / sample_rate
+        self._max_bytes = round(max_buffered * sample_rate) * channels * BYTES_PER_SAMPLE
+        self._silence = bytes(self._frame_bytes)
+
+        # Queued audio: whole written chunks (never copied), the first read from _head.
+        self._chunks: deque[tuple[bytes, int]] = deque()
+        self._head = 0
+        self._queued = 0  # bytes
+        self._played = 0  # bytes of written audio handed to the reader
+
+        self._generation = 0
+        self._epoch = 0  # counts interrupt() calls without a generation
+        self.dropped_stale = 0
+        """Writes dropped as stale: an older generation, or blocked across an interrupt."""
+
+        self._closed = False
+        self._discarded_at_close = 0
+        self._draining = 0  # wait_drained() callers; while > 0 the tail is padded out
+        self._start: float | None = None
+        self._index = 0  # frames released since _start
+        self._pacing: asyncio.Future[None] | None = None  # the reader's wake-up, if sleeping
+
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._update()
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> float:
+        """Seconds of audio queued and not yet handed to the reader."""
+        return self._queued / self._bytes_per_second
+
+    @property
+    def played(self) -> float:
+        """Seconds of written audio handed to the reader (padding not counted)."""
+        return self._played / self._bytes_per_second
+
+    @property
+    def generation(self) -> int:
+        """The current generation; writes of an older one are dropped."""
+        return self._generation
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _frame_ready(self) -> bool:
+        return self._queued >= self._frame_bytes or (self._queued > 0 and self._draining > 0)
+
+    def _update(self) -> None:
+        closed = self._closed
+        _set(self._readable, closed or self._frame_ready())
+        _set(self._writable, closed or self._queued < self._max_bytes)
+        _set(self._empty, closed or self._queued == 0)
+
+    # -- producer ----------------------------------------------------------------------
+
+    async def write(self, frame: AudioFrame) -> None:
+        """Queue ``frame``; wait while ``max_buffered`` seconds or more are queued.
+
+        Frames of an older generation than the current one are dropped, as is a write
+        still waiting for room when :meth:`interrupt` is called. Raises
+        :class:`StreamClosedError` once the track is closed.
+        """
+        if self._closed:
+            raise StreamClosedError("write to a closed OutputTrack")
+        if frame.sample_rate != self.sample_rate or frame.channels != self.channels:
+            raise ConfigError(
+                f"OutputTrack is {self.sample_rate} Hz, {self.channels} ch but got a frame of "
+                f"{frame.sample_rate} Hz, {frame.channels} ch; convert it first with "
+                f"antiphon.audio.AudioConverter({self.sample_rate}, {self.channels})"
+            )
+        if frame.generation < self._generation:
+            self.dropped_stale += 1
+            return
+        self._generation = frame.generation
+        if not frame.data:
+            return
+        epoch = self._epoch
+        while self._queued >= self._max_bytes:
+            await self._writable.wait()
+            if self._closed:
+                raise StreamClosedError("OutputTrack closed while a write waited for room")
+            if self._epoch != epoch or frame.generation < self._generation:
+                self.dropped_stale += 1
+                return
+        self._chunks.append((frame.data, frame.generation))
+        self._queued += len(frame.data)
+        self._update()
+
+    def interrupt(self, generation: int | None = None) -> float:
+        """Drop all queued audio at once; return how many seconds were dropped.
+
+        With ``generation``, it becomes the current generation, so audio of older ones
+        still on its way is dropped when written. Without it, a write waiting for room is
+        dropped too (its audio belongs to what was interrupted).
+        """
+        dropped = self._queued / self._bytes_per_second
+        self._chunks = deque()
+        self._head = 0
+        self._queued = 0
+        if generation is None:
+            self._epoch += 1
+        else:
+            self._generation = generation
+        self._update()
+        return dropped
+
+    # -- consumer ----------------------------------------------------------------------
+
+    def _take_frame(self) -> AudioFrame:
+        """Pop one frame of queued audio, padding a short tail with silence."""
+        need = self._frame_bytes
+        data, gen = self._chunks[0]
+        if len(data) - self._head >= need:
+            out = data[self._head : self._head + need]
+            self._head += need
+            need = 0
+            if self._head == len(data):
+                self._chunks.popleft()
+                self._head = 0
+        else:
+            parts: list[bytes] = []
+            while need and self._chunks:
+                data, _ = self._chunks[0]
+                piece = data[self._head : self._head + need]
+                parts.append(piece)
+                need -= len(piece)
+                self._head += len(piece)
+                if self._head == len(data):
+                    self._chunks.popleft()
+                    self._head = 0
+            if need:
+                parts.append(self._silence[:need])
+            out = b"".join(parts)
+        taken = self._frame_bytes - need
+        self._queued -= taken
+        self._played += taken
+        self._update()
+        return AudioFrame(out, self.sample_rate, self.channels, gen)
+
+    async def read(self) -> AudioFrame:
+        """Return the next frame at its release time.
+
+        Raises :class:`StreamClosedError` once the track is closed.
+        """
+        if self.fill_silence:
+            return await self._read_filled()
+        waited = False
+        while True:
+            if self._closed:
+                raise StreamClosedError("OutputTrack is closed")
+            if not self._frame_ready():
+                waited = True
+                await self._readable.wait()
+                continue
+            now = self._clock.now()
+            if self._start is None or (waited and now > self._due()):
+                self._start, self._index = now, 0
+            waited = False
+            due = self._due()
+            if now < due:
+                await self._sleep_until(due)
+                continue  # closed, interrupted or drained meanwhile? look again
+            self._index += 1
+            return self._take_frame()
+
+    async def _read_filled(self) -> AudioFrame:
+        if self._closed:
+            raise StreamClosedError("OutputTrack is closed")
+        if self._start is None:
+            self._start, self._index = self._clock.now(), 0
+        await self._sleep_until(self._due())
+        if self._closed:
+            raise StreamClosedError("OutputTrack is closed")
+        self._index += 1
+        if self._frame_ready():
+            return self._take_frame()
+        return AudioFrame(self._silence, self.sample_rate, self.channels, self._generation)
+
+    async def _sleep_until(self, when: float) -> None:
+        """Sleep until ``when`` on the clock, or until the track is closed."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        self._pacing = wake
+        try:
+            if type(self._clock) is MonotonicClock:
+                # the common case, without a task: a timer on the loop resolves ``wake``
+                handle = loop.call_at(when, _resolve, wake)
+                try:
+                    await wake
+                finally:
+                    handle.cancel()
+            else:
+                timer = loop.create_task(self._timer(when, wake))
+                try:
+                    await wake
+                finally:
+                    if not timer.done():
+                        timer.cancel()
+                        await asyncio.wait((timer,))  # raises only if we are cancelled
+        finally:
+            self._pacing = None
+
+    async def _timer(self, when: float, wake: asyncio.Future[None]) -> None:
+        await self._clock.sleep_until(when)
+        _resolve(wake)
+
+    def _due(self) -> float:
+        assert self._start is not None
+        return self._start + self._index * self.frame_duration
+
+    def __aiter__(self) -> OutputTrack:
+        return self
+
+    async def __anext__(self) -> AudioFrame:
+        try:
+            return await self.read()
+        except StreamClosedError:
+            raise StopAsyncIteration from None
+
+    # -- ending ------------------------------------------------------------------------
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until the reader has taken everything written; False on timeout or close.
+
+        While someone waits here, a last partial frame is released padded with silence.
+        ``timeout`` is measured on the track's clock. After :meth:`interrupt` there is
+        nothing left to play, so this returns True.
+        """
+        if self._closed:
+            return self._discarded_at_close == 0
+        if self._queued == 0:
+            return True
+        self._draining += 1
+        self._update()
+        try:
+            if timeout is None:
+                await self._empty.wait()
+            else:
+                await self._wait_empty_until(self._clock.now() + timeout)
+        finally:
+            self._draining -= 1
+            self._update()
+        if self._closed:
+            return self._discarded_at_close == 0
+        return self._queued == 0
+
+    async def _wait_empty_until(self, deadline: float) -> None:
+        empty = asyncio.ensure_future(self._empty.wait())
+        timer = asyncio.ensure_future(self._clock.sleep_until(deadline))
+        try:
+            await asyncio.wait((empty, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            empty.cancel()
+            timer.cancel()
+            await asyncio.gather(empty, timer, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Close the track, dropping queued audio; idempotent.
+
+        Waiting readers end (``StopAsyncIteration`` / :class:`StreamClosedError`), waiting
+        writers raise :class:`StreamClosedError`, waiting ``wait_drained`` calls return.
+        For a graceful end, ``await wait_drained(timeout)`` first.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._discarded_at_close = self._queued
+        self._chunks = deque()
+        self._head = 0
+        self._queued = 0
+        self._update()
+        if self._pacing is not None:
+            _resolve(self._pacing)
+
+    async def __aenter__(self) -> OutputTrack:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _set(event: asyncio.Event, value: bool) -> None:
+    if value:
+        event.set()
+    else:
+        event.clear()
