@@ -12,37 +12,33 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from antiphon.errors import AntiphonError
+from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
-
-TTS_PROVIDERS = ("deepgram",)
+from antiphon.testing.faults import FaultPlan
 
 
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
-    if args.tts == "deepgram":
-        from antiphon.plugins.deepgram import DeepgramTTS
-        from antiphon.protocols import deepgram_tts as dg
-
-        return DeepgramTTS(
-            api_key=api_key,
-            model=args.model or dg.DEFAULT_MODEL,
-            encoding=args.encoding or dg.DEFAULT_ENCODING,
-            sample_rate=args.sample_rate or dg.DEFAULT_SAMPLE_RATE,
-            base_url=base_url or dg.DEFAULT_BASE_URL,
-            deadlines=TTSDeadlines(),
-        )
-    raise AntiphonError(f"unknown TTS {args.tts!r}; choose one of {', '.join(TTS_PROVIDERS)}")
+    settings = TTSSettings(
+        api_key=api_key,
+        base_url=base_url,
+        voice=args.voice,
+        encoding=args.encoding,
+        sample_rate=args.sample_rate,
+        deadlines=TTSDeadlines(),
+    )
+    return tts_provider(args.tts).make(settings)
 
 
 @contextlib.asynccontextmanager
-async def _fake_for(provider: str) -> AsyncIterator[tuple[str, str]]:
+async def _fake_for(name: str) -> AsyncIterator[tuple[str, str]]:
     """Start the provider's fake server in this process: yields (base_url, api_key)."""
-    if provider == "deepgram":
-        from antiphon.testing.deepgram import DEFAULT_API_KEY, FakeDeepgramTTS
-
-        async with FakeDeepgramTTS() as fake:
-            yield fake.url, DEFAULT_API_KEY
-        return
-    raise AntiphonError(f"no fake server for {provider!r}")
+    provider = tts_provider(name)
+    fake = provider.fake(FaultPlan(), 0, provider.fake_key)
+    await fake.start()
+    try:
+        yield fake.url, provider.fake_key
+    finally:
+        await fake.aclose()
 
 
 async def _say(args: argparse.Namespace) -> int:
@@ -76,28 +72,25 @@ async def _say(args: argparse.Namespace) -> int:
 
 
 async def _fake_server(args: argparse.Namespace) -> int:
-    from antiphon.testing.deepgram import DEFAULT_API_KEY, FakeDeepgramTTS
-    from antiphon.testing.faults import FaultPlan
-
-    if args.provider != "deepgram":
-        raise AntiphonError(f"no fake server for {args.provider!r}; choose deepgram")
+    provider = tts_provider(args.provider)
     plan = FaultPlan(chunk_interval=0.02 if args.realtime else 0.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with FakeDeepgramTTS(plan, port=args.port, api_key=args.api_key) as fake:
+    fake = provider.fake(plan, args.port, args.api_key)
+    await fake.start()
+    try:
+        print(f"fake {provider.name} TTS listening on {fake.url} (key: {args.api_key})", flush=True)
         print(
-            f"fake deepgram TTS listening on {fake.url}/v1/speak (key: {args.api_key})", flush=True
+            f'use: antiphon say "Hi" --tts {provider.name} --base-url {fake.url} '
+            f"--api-key {args.api_key} --out hi.wav",
+            flush=True,
         )
-        if args.api_key == DEFAULT_API_KEY:
-            print(
-                f'use: antiphon say "Hi" --tts deepgram --base-url {fake.url} '
-                f"--api-key {DEFAULT_API_KEY} --out hi.wav",
-                flush=True,
-            )
         await stop.wait()
+    finally:
+        await fake.aclose()
     return 0
 
 
@@ -108,21 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
-    say.add_argument("--tts", choices=TTS_PROVIDERS, default="deepgram")
+    say.add_argument("--tts", choices=list(TTS_PROVIDERS), default="deepgram")
     say.add_argument("--out", default="out.wav", help="WAV file to write (default out.wav)")
     say.add_argument("--base-url", help="provider URL, e.g. ws://127.0.0.1:8765 for a fake")
-    say.add_argument("--api-key", help="API key (default: the provider's environment variable)")
+    say.add_argument(
+        "--api-key",
+        help="API key (default: the provider's environment variable, e.g. DEEPGRAM_API_KEY)",
+    )
     say.add_argument(
         "--fake",
         action="store_true",
         help="start the provider's fake server in-process and use it (no key)",
     )
-    say.add_argument("--model", help="voice/model id (provider default if omitted)")
+    say.add_argument(
+        "--voice", "--model", dest="voice", help="voice or model id (provider default if omitted)"
+    )
     say.add_argument("--encoding", help="wire encoding, e.g. linear16, mulaw")
     say.add_argument("--sample-rate", type=int, help="output sample rate in Hz")
 
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
-    fake.add_argument("provider", choices=TTS_PROVIDERS)
+    fake.add_argument("provider", choices=list(TTS_PROVIDERS))
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument("--api-key", default="test-key", help="key the fake accepts")
     fake.add_argument(

@@ -1,0 +1,80 @@
+"""The TTS providers antiphon knows by name, for the CLI, the server and benchmarks.
+
+Each entry builds the plugin from common settings (key, base URL, voice, encoding, sample
+rate) and, for offline use, the provider's fake server. Imports are lazy so that naming
+a provider never loads another one's dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from antiphon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from antiphon.services.tts import TTS, TTSDeadlines
+    from antiphon.testing.faults import FaultPlan
+    from antiphon.testing.server import FakeServer
+
+
+@dataclass(frozen=True, slots=True)
+class TTSSettings:
+    """Provider-neutral settings; ``None`` means the provider's default."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    voice: str | None = None
+    encoding: str | None = None
+    sample_rate: int | None = None
+    deadlines: TTSDeadlines | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TTSProvider:
+    name: str
+    env: str
+    """Environment variable(s) the plugin reads its credentials from."""
+    make: Callable[[TTSSettings], TTS]
+    fake: Callable[[FaultPlan, int, str], FakeServer]
+    """Build the provider's fake server: ``(plan, port, accepted_key)``."""
+    fake_key: str = "test-key"
+
+
+def _deepgram(s: TTSSettings) -> TTS:
+    from antiphon.plugins.deepgram import DeepgramTTS
+    from antiphon.protocols import deepgram_tts as dg
+
+    return DeepgramTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or dg.DEFAULT_BASE_URL,
+        model=s.voice or dg.DEFAULT_MODEL,
+        encoding=s.encoding or dg.DEFAULT_ENCODING,
+        sample_rate=s.sample_rate or dg.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
+def _deepgram_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.deepgram import FakeDeepgramTTS
+
+    return FakeDeepgramTTS(plan, port=port, api_key=key)
+
+
+TTS_PROVIDERS: dict[str, TTSProvider] = {
+    p.name: p
+    for p in [
+        TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
+    ]
+}
+
+
+def tts_provider(name: str) -> TTSProvider:
+    """The provider called ``name``, or a ConfigError listing the known ones."""
+    try:
+        return TTS_PROVIDERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown TTS provider {name!r}; choose one of {', '.join(TTS_PROVIDERS)}"
+        ) from None
