@@ -40,6 +40,8 @@ class TTSProvider:
     fake: Callable[[FaultPlan, int, str], FakeServer]
     """Build the provider's fake server: ``(plan, port, accepted_key)``."""
     fake_key: str = "test-key"
+    transport: str = "websocket"
+    """``websocket`` or ``http``."""
 
 
 def _deepgram(s: TTSSettings) -> TTS:

@@ -91,6 +91,11 @@ class WebSocketTTS(TTS):
         )
         self.pool = ConnectionPool(self._connect, name=f"{self.provider}-tts", options=pool)
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The handshake headers (credentials included: do not log them)."""
+        return dict(self._headers)
+
     # -- what a plugin supplies
     @abstractmethod
     def new_session(self) -> TTSSession:
