@@ -1,0 +1,5 @@
+"""Cartesia plugins."""
+
+from antiphon.plugins.cartesia.tts import CartesiaTTS
+
+__all__ = ["CartesiaTTS"]
