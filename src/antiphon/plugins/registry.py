@@ -64,10 +64,31 @@ def _deepgram_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
     return FakeDeepgramTTS(plan, port=port, api_key=key)
 
 
+def _cartesia(s: TTSSettings) -> TTS:
+    from antiphon.plugins.cartesia import CartesiaTTS
+    from antiphon.protocols import cartesia_tts as ca
+
+    return CartesiaTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or ca.DEFAULT_BASE_URL,
+        voice=s.voice or ca.DEFAULT_VOICE,
+        encoding=s.encoding or ca.DEFAULT_ENCODING,
+        sample_rate=s.sample_rate or ca.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
+def _cartesia_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.cartesia import FakeCartesiaTTS
+
+    return FakeCartesiaTTS(plan, port=port, api_key=key)
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
         TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
+        TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia, _cartesia_fake),
     ]
 }
 

@@ -323,6 +323,8 @@ class WebSocketSynthesisStream(SynthesisStream):
                     self._tts.notice(action)
             elif isinstance(item, _Lost) and item.conn_id == self._conn_id():
                 await self._recover(item.error)
+                if session.done:  # the replay left nothing owed
+                    return self._end_audio()
 
     def _conn_id(self) -> int:
         return self._conn.id if self._conn is not None else -1

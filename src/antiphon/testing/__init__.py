@@ -5,14 +5,17 @@ Every fake speaks its provider's real wire protocol on loopback and takes a
 or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
 """
 
+from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
-from antiphon.testing.server import FakeWsServer, running_in_thread
+from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
 
 __all__ = [
     "ABORT",
+    "FakeCartesiaTTS",
     "FakeDeepgramTTS",
+    "FakeServer",
     "FakeWsServer",
     "FaultPlan",
     "LeakCheck",

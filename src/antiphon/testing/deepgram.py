@@ -77,6 +77,7 @@ class FakeDeepgramTTS(FakeWsServer):
         super().__init__(plan, host=host, port=port)
         self.api_key = api_key
         self.stats = DeepgramFakeStats()
+        self._indices: dict[int, int] = {}  # accepted upgrade -> connection number
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -99,6 +100,10 @@ class FakeDeepgramTTS(FakeWsServer):
             resp = connection.respond(400, f"{exc}\n")
             resp.headers["dg-error"] = str(exc)
             return resp
+        # Counted before the 101 goes out, so a client that sees its connection open
+        # also sees it counted.
+        self._indices[id(connection)] = self.stats.connections
+        self.stats.connections += 1
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -107,11 +112,10 @@ class FakeDeepgramTTS(FakeWsServer):
         conn = _Conn(
             self,
             ws,
-            index=self.stats.connections,
+            index=self._indices.pop(id(ws), self.stats.connections),
             encoding=q.get("encoding", dg.DEFAULT_ENCODING),
             sample_rate=int(q.get("sample_rate", dg.DEFAULT_SAMPLE_RATE)),
         )
-        self.stats.connections += 1
         self.stats.open_connections += 1
         try:
             await conn.serve()
