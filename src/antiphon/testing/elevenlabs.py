@@ -1,0 +1,561 @@
+"""A fake ElevenLabs multi-context TTS server (``/multi-stream-input``) for tests and demos.
+
+It speaks the real wire protocol on loopback: checks the path, the query parameters and
+the ``xi-api-key`` header (or a key in a context's first message; a wrong key closes the
+connection with 1008), keeps up to five contexts per connection, speaks the text of each
+flush as base64 audio tagged with the context id, answers ``close_context`` with
+``isFinal`` once the flushed audio is out, and closes idle connections with 1008 after
+``inactivity_timeout`` (default 20 s) like the service.
+
+Audio is :func:`antiphon.testing.synth.tone_for_text` of the flushed text with its
+whitespace collapsed (the server joins text pieces; clients add trailing spaces), so a
+test computes the exact bytes with :func:`synthesize`.
+
+How the :class:`FaultPlan` maps onto this protocol — every field applies:
+
+- ``hang_connect``/``reject_status``: the upgrade hangs / is answered with that status.
+- ``close_on_open``: close with that code and ``close_on_open_reason`` right after the
+  upgrade.
+- ``silent_after``: client messages after the first N are read and ignored.
+- ``close_mid_audio``/``close_after_chunks``/``close_reason``: close (or drop TCP for
+  ``ABORT``) once the connection has sent that many audio chunks.
+- ``drop_before_audio``: the first N connections close with 1011 when their first flush
+  starts to be spoken.
+- ``error_mid_stream``: an ``{"error": ..., "message": ...}`` message for the context
+  after ``close_after_chunks`` chunks of an answer; that context then stops.
+- ``malformed_mid_stream``: invalid JSON and an unknown message in the middle of audio.
+- ``audio_after_done``: that many audio chunks of the context right after its ``isFinal``.
+- ``audio_after_clear``/``ignore_clear``: a *cancel* is a ``close_context`` that does not
+  directly follow a flush of that context (``end_input`` sends flush then close; a cancel
+  sends ``close_context`` on its own or a second time). On a cancel the context sends this
+  many more chunks of its audio, then ``isFinal``; with ``ignore_clear`` it keeps speaking
+  everything and never sends ``isFinal``.
+- ``first_audio_delay``/``chunk_interval``/``odd_chunking``: timing and odd byte cuts.
+- ``idle_close_after``: replaces ``inactivity_timeout`` for the idle close (1008).
+- ``max_connection_age``: close with 1011 once the connection is that old.
+
+Behaviour the documentation leaves open is marked *[fake]* in ``docs/elevenlabs-tts.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from antiphon.audio.codecs import alaw_encode, ulaw_encode
+from antiphon.errors import ConfigError
+from antiphon.protocols import elevenlabs_tts as el
+from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.server import FakeWsServer
+from antiphon.testing.synth import tone_for_text
+
+DEFAULT_API_KEY = "test-key"
+CHUNK_SECONDS = 0.02
+_PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/multi-stream-input/?$")
+_BOOL_PARAMS = ("auto_mode", "enable_ssml_parsing", "enable_logging", "sync_alignment")
+_KNOWN_PARAMS = {
+    "model_id",
+    "output_format",
+    "language_code",
+    "inactivity_timeout",
+    "apply_text_normalization",
+    "apply_language_text_normalization",
+    "seed",
+    "authorization",
+    *_BOOL_PARAMS,
+}
+MAX_CONTEXTS_MESSAGE = (
+    "Maximum simultaneous contexts per WebSocket connection exceeded (5). "
+    "Please close an existing context before opening a new one."
+)
+VOICE_SETTINGS_MESSAGE = (
+    "voice_settings field must be provided in the first message and then either be not "
+    "provided or not change."
+)
+
+
+def inactivity_message(seconds: float) -> str:
+    return (
+        f"Have not received a new text input within the timeout of {seconds:g} seconds. "
+        "Streaming input terminated."
+    )
+
+
+def normalize_text(text: str) -> str:
+    """The text the fake speaks for a flush: whitespace collapsed, ends stripped."""
+    return " ".join(text.split())
+
+
+def synthesize(text: str, encoding: str, sample_rate: int) -> bytes:
+    """The exact audio the fake sends for ``text`` flushed on its own."""
+    pcm = tone_for_text(normalize_text(text), sample_rate)
+    if encoding == "mulaw":
+        return bytes(ulaw_encode(pcm))
+    if encoding == "alaw":
+        return bytes(alaw_encode(pcm))
+    return pcm
+
+
+@dataclass
+class ElevenLabsFakeStats:
+    """What the fake saw and did (read it from the test after the fact)."""
+
+    connections: int = 0
+    open_connections: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    flushed_texts: list[str] = field(default_factory=list)
+    """Normalised text of every answer spoken (or started)."""
+    contexts_opened: int = 0
+    context_closes: int = 0
+    cancels: int = 0
+    """``close_context`` messages that did not directly follow a flush of the context."""
+    keepalives: int = 0
+    unterminated_texts: int = 0
+    """Non-empty text messages that did not end with a space (clients should add one)."""
+    max_open_contexts: int = 0
+    finals_sent: int = 0
+    audio_bytes: int = 0
+    audio_chunks: int = 0
+    errors_sent: list[str] = field(default_factory=list)
+    closes_sent: list[int] = field(default_factory=list)
+    audio_send_times: list[int] = field(default_factory=list)
+    """``time.perf_counter_ns()`` just before each audio chunk was sent (if recording)."""
+    record_send_times: bool = False
+
+    def count(self, key: str) -> int:
+        """Client messages in which ``key`` is present and truthy (``flush``, ...)."""
+        return sum(1 for m in self.messages if m.get(key))
+
+
+def _check_query(query: dict[str, str]) -> tuple[str, int]:
+    """Validate the query like the service would; returns the wire encoding and rate."""
+    unknown = sorted(set(query) - _KNOWN_PARAMS)
+    if unknown:
+        raise ConfigError(f"unknown query parameter(s) {', '.join(unknown)}")
+    model = query.get("model_id", el.DEFAULT_MODEL)
+    if model in el.UNSUPPORTED_MODELS:
+        raise ConfigError(el.UNSUPPORTED_MODELS[model])
+    encoding, rate = el.parse_output_format(query.get("output_format", "pcm_24000"))
+    if rate not in el.ENCODINGS[encoding]:
+        raise ConfigError(f"unsupported output_format {query['output_format']!r}")
+    for name in _BOOL_PARAMS:
+        if name in query and query[name] not in ("true", "false"):
+            raise ConfigError(f"{name} must be true or false")
+    if "inactivity_timeout" in query:
+        value = query["inactivity_timeout"]
+        if not value.isdigit() or not 1 <= int(value) <= el.MAX_INACTIVITY_TIMEOUT:
+            raise ConfigError("inactivity_timeout must be an integer from 1 to 180")
+    norm = query.get("apply_text_normalization")
+    if norm is not None and norm not in el.TEXT_NORMALIZATION:
+        raise ConfigError("apply_text_normalization must be auto, on or off")
+    if "seed" in query and not query["seed"].isdigit():
+        raise ConfigError("seed must be an integer")
+    return encoding, rate
+
+
+class FakeElevenLabsTTS(FakeWsServer):
+    """``ws://127.0.0.1:PORT/v1/text-to-speech/{voice}/multi-stream-input``.
+
+    ``snake_case_ids``: tag server messages with ``context_id`` instead of ``contextId``
+    (clients report both). ``final_with_audio``: carry the last audio chunk of a context
+    inside its ``isFinal`` message instead of on its own.
+    """
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        snake_case_ids: bool = False,
+        final_with_audio: bool = False,
+    ) -> None:
+        super().__init__(plan, host=host, port=port)
+        self.api_key = api_key
+        self.snake_case_ids = snake_case_ids
+        self.final_with_audio = final_with_audio
+        self.stats = ElevenLabsFakeStats()
+
+    def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if not _PATH.match(parts.path):
+            return connection.respond(404, f"unknown path {parts.path}; use {el.PATH_TEMPLATE}\n")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        try:
+            _check_query(query)
+        except ConfigError as exc:
+            return connection.respond(400, f"{exc}\n")
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        parts = urlsplit(ws.request.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        encoding, rate = _check_query(query)
+        match = _PATH.match(parts.path)
+        assert match is not None
+        conn = _Conn(
+            self,
+            ws,
+            index=self.stats.connections,
+            voice=unquote(match.group(1)),
+            encoding=encoding,
+            sample_rate=rate,
+            inactivity=float(query.get("inactivity_timeout", el.DEFAULT_INACTIVITY_TIMEOUT)),
+            authenticated=ws.request.headers.get("xi-api-key") == self.api_key,
+        )
+        self.stats.connections += 1
+        self.stats.open_connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.stats.open_connections -= 1
+
+
+class _Context:
+    """Server-side state of one context."""
+
+    def __init__(self, context_id: str, voice_settings: object) -> None:
+        self.id = context_id
+        self.voice_settings = voice_settings
+        self.buffer: list[str] = []
+        self.jobs: deque[str] = deque()
+        self.state = "open"  # open | closing | cancelled | done
+        self.last_was_flush = False
+        self.speaking = False
+        self.stop_after = 0  # chunks still sent after a cancel
+        self.no_final = False  # a cancel that is ignored, or an error: never isFinal
+        self.held = b""  # last chunk, for final_with_audio
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Conn:
+    """One client connection of the fake."""
+
+    def __init__(
+        self,
+        server: FakeElevenLabsTTS,
+        ws: ServerConnection,
+        *,
+        index: int,
+        voice: str,
+        encoding: str,
+        sample_rate: int,
+        inactivity: float,
+        authenticated: bool,
+    ) -> None:
+        self.server = server
+        self.plan = server.plan
+        self.stats = server.stats
+        self.ws = ws
+        self.index = index
+        self.voice = voice
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self.width = 2 if encoding == "linear16" else 1
+        self.idle_limit = (
+            self.plan.idle_close_after if self.plan.idle_close_after is not None else inactivity
+        )
+        self.authenticated = authenticated
+        self.id_key = "context_id" if server.snake_case_ids else "contextId"
+        loop = asyncio.get_running_loop()
+        self.opened = loop.time()
+        self.last_message = loop.time()
+        self.received = 0
+        self.chunks_sent = 0
+        self.spoken = 0  # answers started on this connection
+        self.contexts: dict[str, _Context] = {}
+        self.closed = False
+        self.tg: asyncio.TaskGroup | None = None
+
+    # -- sending
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.closes_sent.append(code)
+        if code == ABORT:
+            if self.ws.transport is not None:
+                self.ws.transport.abort()
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.close(code, reason)
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        if self.closed:
+            raise ConnectionClosed(None, None)
+        await self.ws.send(json.dumps(obj))
+
+    async def send_audio(self, ctx: _Context, chunk: bytes, *, final: bool = False) -> None:
+        msg: dict[str, Any] = {
+            "audio": base64.b64encode(chunk).decode("ascii"),
+            "normalizedAlignment": None,
+            "alignment": None,
+            self.id_key: ctx.id,
+        }
+        if final:
+            msg["isFinal"] = True
+        if self.stats.record_send_times:
+            self.stats.audio_send_times.append(time.perf_counter_ns())
+        await self.send_json(msg)
+        self.chunks_sent += 1
+        self.stats.audio_chunks += 1
+        self.stats.audio_bytes += len(chunk)
+
+    async def send_final(self, ctx: _Context) -> None:
+        held, ctx.held = ctx.held, b""
+        ctx.state = "done"
+        if held:
+            await self.send_audio(ctx, held, final=True)
+        else:
+            await self.send_json({"isFinal": True, self.id_key: ctx.id})
+        self.stats.finals_sent += 1
+        step = self.chunk_bytes()
+        for _ in range(self.plan.audio_after_done):
+            await self.send_audio(
+                ctx, synthesize("stale audio", self.encoding, self.sample_rate)[:step]
+            )
+
+    def chunk_bytes(self) -> int:
+        n = round(CHUNK_SECONDS * self.sample_rate) * self.width
+        return n + 1 if self.plan.odd_chunking and self.width == 2 else n
+
+    # -- the connection
+    async def serve(self) -> None:
+        plan = self.plan
+        if plan.close_on_open is not None:
+            await self.close(plan.close_on_open, plan.close_on_open_reason)
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.tg = tg
+                watchdog = tg.create_task(self._lifetime())
+                try:
+                    await self._read_loop()
+                finally:
+                    watchdog.cancel()
+                    for ctx in self.contexts.values():
+                        if ctx.task is not None:
+                            ctx.task.cancel()
+        except* ConnectionClosed:
+            pass
+
+    def _busy(self) -> bool:
+        return any(c.speaking or c.jobs for c in self.contexts.values())
+
+    async def _lifetime(self) -> None:
+        plan = self.plan
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(0.02)
+            now = loop.time()
+            if not self._busy() and now - self.last_message > self.idle_limit:
+                await self.close(1008, inactivity_message(self.idle_limit))
+                return
+            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
+                await self.close(1011, "maximum connection duration reached")
+                return
+
+    async def _read_loop(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.last_message = asyncio.get_running_loop().time()
+                self.received += 1
+                if isinstance(raw, bytes):
+                    await self.close(1008, "Invalid message: expected JSON text")
+                    return
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    await self.close(1008, "Invalid message: expected JSON")
+                    return
+                if not isinstance(msg, dict):
+                    await self.close(1008, "Invalid message: expected a JSON object")
+                    return
+                self.stats.messages.append(msg)
+                if self.plan.silent_after is not None and self.received > self.plan.silent_after:
+                    continue
+                if not self.authenticated:
+                    key = msg.get("xi_api_key", msg.get("xi-api-key"))
+                    auth = msg.get("authorization")
+                    if key == self.server.api_key or auth == f"Bearer {self.server.api_key}":
+                        self.authenticated = True
+                    else:
+                        await self.close(1008, "Invalid API key")
+                        return
+                if not await self._handle(msg):
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _handle(self, msg: dict[str, Any]) -> bool:
+        """Act on one client message; False when the connection was closed."""
+        if msg.get("close_socket") is True:
+            for c in list(self.contexts.values()):
+                if c.state == "open":
+                    await self._close_context(c.id)
+            tasks = [c.task for c in self.contexts.values() if c.task is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=5.0)
+            await self.close(1000, "")
+            return False
+        raw_id = msg.get("context_id", msg.get("contextId"))
+        context_id = raw_id if isinstance(raw_id, str) and raw_id else "default"
+        if msg.get("close_context") is True:
+            await self._close_context(context_id)
+            return True
+        ctx = self.contexts.get(context_id)
+        if ctx is None or ctx.state == "done":
+            open_now = sum(1 for c in self.contexts.values() if c.state == "open")
+            if open_now >= el.MAX_CONTEXTS:
+                self.stats.errors_sent.append("max_active_conversations")
+                await self.send_json(
+                    {
+                        "message": MAX_CONTEXTS_MESSAGE,
+                        "error": "max_active_conversations",
+                        "code": 1008,
+                    }
+                )
+                await self.close(1008, "max_active_conversations: too many simultaneous contexts")
+                return False
+            ctx = _Context(context_id, msg.get("voice_settings"))
+            self.contexts[context_id] = ctx
+            self.stats.contexts_opened += 1
+            self.stats.max_open_contexts = max(self.stats.max_open_contexts, open_now + 1)
+            assert self.tg is not None
+            ctx.task = self.tg.create_task(self._context_loop(ctx))
+        elif "voice_settings" in msg and msg["voice_settings"] != ctx.voice_settings:
+            await self.close(1008, VOICE_SETTINGS_MESSAGE)
+            return False
+        if ctx.state != "open":
+            return True  # text for a closing context is ignored
+        text = msg.get("text")
+        flush = msg.get("flush") is True
+        if isinstance(text, str) and text:
+            if not text.endswith(" "):
+                self.stats.unterminated_texts += 1
+            ctx.buffer.append(text)
+        elif text == "" and not flush:
+            self.stats.keepalives += 1
+            return True
+        if flush:
+            job = "".join(ctx.buffer)
+            ctx.buffer.clear()
+            if job.strip():
+                ctx.jobs.append(job)
+                ctx.wake.set()
+            ctx.last_was_flush = True
+        elif isinstance(text, str) and text.strip():
+            ctx.last_was_flush = False
+        return True
+
+    async def _close_context(self, context_id: str) -> None:
+        self.stats.context_closes += 1
+        ctx = self.contexts.get(context_id)
+        graceful = (
+            ctx is not None
+            and ctx.state == "open"
+            and ctx.last_was_flush
+            and not "".join(ctx.buffer).strip()
+        )
+        if ctx is not None and graceful:
+            ctx.state = "closing"
+            ctx.wake.set()
+            return
+        self.stats.cancels += 1
+        if ctx is None or ctx.state in ("done", "cancelled"):
+            return
+        ctx.buffer.clear()
+        if self.plan.ignore_clear:
+            ctx.state = "closing"
+            ctx.no_final = True
+        else:
+            ctx.jobs.clear()
+            ctx.state = "cancelled"
+            ctx.stop_after = self.plan.audio_after_clear
+            ctx.held = b""
+        ctx.wake.set()
+
+    async def _context_loop(self, ctx: _Context) -> None:
+        """Speak a context's flushes in order; ``isFinal`` once it is closed and spoken."""
+        try:
+            while True:
+                if ctx.jobs and ctx.state in ("open", "closing"):
+                    job = ctx.jobs.popleft()
+                    ctx.speaking = True
+                    try:
+                        await self._speak(ctx, job)
+                    finally:
+                        ctx.speaking = False
+                    continue
+                if ctx.state == "cancelled" or (ctx.state == "closing" and not ctx.jobs):
+                    break
+                ctx.wake.clear()
+                await ctx.wake.wait()
+            if not ctx.no_final and not self.closed:
+                await self.send_final(ctx)
+        except ConnectionClosed:
+            return
+
+    async def _speak(self, ctx: _Context, text: str) -> None:
+        plan = self.plan
+        self.stats.flushed_texts.append(normalize_text(text))
+        self.spoken += 1
+        if self.index < plan.drop_before_audio and self.spoken == 1:
+            await self.close(1011, "dropped by fault plan")
+            raise ConnectionClosed(None, None)
+        if plan.first_audio_delay:
+            await asyncio.sleep(plan.first_audio_delay)
+        if ctx.held:  # the previous answer's last chunk, held for final_with_audio
+            held, ctx.held = ctx.held, b""
+            await self.send_audio(ctx, held)
+        audio = synthesize(text, self.encoding, self.sample_rate)
+        step = self.chunk_bytes()
+        starts = list(range(0, len(audio), step))
+        for i, pos in enumerate(starts):
+            if ctx.state == "cancelled":
+                if ctx.stop_after <= 0:
+                    return
+                ctx.stop_after -= 1
+            if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
+                await self.close(plan.close_mid_audio, plan.close_reason)
+                raise ConnectionClosed(None, None)
+            if plan.error_mid_stream and i == plan.close_after_chunks:
+                self.stats.errors_sent.append("fault_plan")
+                await self.send_json(
+                    {
+                        "message": "fault plan: synthesis failed",
+                        "error": "internal_error",
+                        "code": 1011,
+                        self.id_key: ctx.id,
+                    }
+                )
+                ctx.jobs.clear()
+                ctx.no_final = True
+                ctx.state = "cancelled"
+                ctx.stop_after = 0
+                return
+            if plan.malformed_mid_stream and i == 1:
+                await self.ws.send("{this is not json")
+                await self.send_json({"type": "SomethingNew", "value": 1})
+            chunk = audio[pos : pos + step]
+            if self.server.final_with_audio and i == len(starts) - 1 and ctx.state != "cancelled":
+                ctx.held = chunk
+            else:
+                await self.send_audio(ctx, chunk)
+            if plan.chunk_interval:
+                await asyncio.sleep(plan.chunk_interval)
