@@ -84,11 +84,32 @@ def _cartesia_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
     return FakeCartesiaTTS(plan, port=port, api_key=key)
 
 
+def _elevenlabs(s: TTSSettings) -> TTS:
+    from antiphon.plugins.elevenlabs import ElevenLabsTTS
+    from antiphon.protocols import elevenlabs_tts as el
+
+    return ElevenLabsTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or el.DEFAULT_BASE_URL,
+        voice=s.voice or el.DEFAULT_VOICE,
+        encoding=s.encoding,
+        sample_rate=s.sample_rate,
+        deadlines=s.deadlines,
+    )
+
+
+def _elevenlabs_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+
+    return FakeElevenLabsTTS(plan, port=port, api_key=key)
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
         TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
         TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia, _cartesia_fake),
+        TTSProvider("elevenlabs", "ELEVEN_API_KEY", _elevenlabs, _elevenlabs_fake),
     ]
 }
 

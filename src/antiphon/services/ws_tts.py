@@ -304,6 +304,8 @@ class WebSocketSynthesisStream(SynthesisStream):
                     self._progress_at = loop.time()
                     self._deliver(action.audio)
                 elif action.act in (Act.SEGMENT_DONE, Act.STREAM_DONE):
+                    if action.audio:  # some protocols put audio in the done marker
+                        self._deliver(action.audio)
                     heard_in_segment = False
                     self._progress_at = loop.time()
                     if flush_times:

@@ -7,6 +7,7 @@ or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
 
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
+from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
@@ -15,6 +16,7 @@ __all__ = [
     "ABORT",
     "FakeCartesiaTTS",
     "FakeDeepgramTTS",
+    "FakeElevenLabsTTS",
     "FakeServer",
     "FakeWsServer",
     "FaultPlan",
