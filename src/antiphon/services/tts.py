@@ -105,6 +105,7 @@ class SynthesisStream(ABC):
         self._input_ended = False
         self._terminal = asyncio.Event()
         self.audio_seconds = 0.0
+        self._audio_metric = metrics.TTS_AUDIO_SECONDS.labels(provider)
         self._task = owner.spawn(self._main(), name=f"{provider}-stream")
 
     # -- state
@@ -193,7 +194,7 @@ class SynthesisStream(ABC):
     def _emit(self, frame: AudioFrame) -> None:
         if self._state is StreamState.RUNNING and frame.data:
             self.audio_seconds += frame.duration
-            metrics.TTS_AUDIO_SECONDS.labels(self.provider).inc(frame.duration)
+            self._audio_metric.inc(frame.duration)
             self._out.send_nowait(frame)
 
     def _finish(self, state: StreamState, error: ProviderError | None = None) -> bool:

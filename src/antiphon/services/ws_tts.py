@@ -258,30 +258,18 @@ class WebSocketSynthesisStream(SynthesisStream):
     async def _loop(self) -> None:
         """Take text and server messages from the mailbox until the stream is done."""
         loop = asyncio.get_running_loop()
-        deadlines = self._tts.deadlines
         session = self._session
         provider = self.provider
         self._progress_at = loop.time()
         heard_in_segment = False
         flush_times: list[float] = []
         while True:
-            when: float | None = None
-            if session.awaiting_audio:
-                wait = deadlines.idle if heard_in_segment else deadlines.first_audio
-                when = self._progress_at + wait
+            if session.awaiting_audio and loop.time() >= self._due(heard_in_segment):
+                raise self._timeout(heard_in_segment)  # noise alone does not keep it alive
             try:
-                async with asyncio.timeout_at(when):
-                    item = await self._mailbox.recv()
-            except TimeoutError:
-                raise ProviderTimeoutError(
-                    "audio stopped before the done marker"
-                    if heard_in_segment
-                    else "no audio after flush",
-                    provider=provider,
-                    stage="receive",
-                    timeout=deadlines.idle if heard_in_segment else deadlines.first_audio,
-                    hint="the server went silent; the connection is discarded",
-                ) from None
+                item = self._mailbox.recv_nowait()  # no timer when something is waiting
+            except asyncio.QueueEmpty:
+                item = await self._next_item(session, heard_in_segment)
             if isinstance(item, TextInput):
                 await self._send(session.speak(item.text))
             elif isinstance(item, FlushInput | EndInput):
@@ -327,6 +315,29 @@ class WebSocketSynthesisStream(SynthesisStream):
                 await self._recover(item.error)
                 if session.done:  # the replay left nothing owed
                     return self._end_audio()
+
+    def _due(self, heard_in_segment: bool) -> float:
+        d = self._tts.deadlines
+        return self._progress_at + (d.idle if heard_in_segment else d.first_audio)
+
+    def _timeout(self, heard_in_segment: bool) -> ProviderTimeoutError:
+        d = self._tts.deadlines
+        return ProviderTimeoutError(
+            "audio stopped before the done marker" if heard_in_segment else "no audio after flush",
+            provider=self.provider,
+            stage="receive",
+            timeout=d.idle if heard_in_segment else d.first_audio,
+            hint="the server went silent; the connection is discarded",
+        )
+
+    async def _next_item(self, session: TTSSession, heard_in_segment: bool) -> object:
+        """Wait for the next mailbox item, within the deadline of what the server owes."""
+        when = self._due(heard_in_segment) if session.awaiting_audio else None
+        try:
+            async with asyncio.timeout_at(when):
+                return await self._mailbox.recv()
+        except TimeoutError:
+            raise self._timeout(heard_in_segment) from None
 
     def _conn_id(self) -> int:
         return self._conn.id if self._conn is not None else -1
