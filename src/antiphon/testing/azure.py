@@ -1,0 +1,706 @@
+"""Fake Azure Speech TTS servers for tests and offline demos.
+
+Two fakes: :class:`FakeAzureTTS`, the REST endpoint (below), and
+:class:`FakeAzureSpeechWs`, the Speech SDK's WebSocket endpoint for text streaming, which
+the real SDK can be pointed at (see its docstring for the fault plan fields it follows).
+
+:class:`FakeAzureTTS` is the REST endpoint, ``POST /cognitiveservices/v1``: a loopback
+HTTP/1.1 server (keep-alive, chunked transfer encoding) that checks what the service
+checks — path, method, credentials (``Ocp-Apim-Subscription-Key`` or ``Authorization:
+Bearer``), ``Content-Type: application/ssml+xml``, ``X-Microsoft-OutputFormat``,
+``User-Agent`` and well-formed SSML — and answers with
+:func:`~antiphon.testing.synth.tone_for_text` of the SSML's text in the requested format
+(raw or RIFF; PCM, mu-law or a-law), in 20 ms chunks.
+
+Fault plan fields that apply to HTTP, in HTTP's terms:
+
+- ``hang_connect``: accept TCP, read nothing, never answer.
+- ``reject_status``: answer every request (or the first ``reject_requests``) with that
+  status; 429 and 503 carry ``Retry-After: 1``.
+- ``silent_after``: a request counts as two client messages (its head and its body, as
+  text and flush on a WebSocket); once more than ``silent_after`` were read on a
+  connection, requests get a ``200`` head and then nothing, neither audio nor the end of
+  the body.
+- ``close_mid_audio``: cut the body after ``close_after_chunks`` chunks, without the
+  final chunk (``ABORT`` resets the TCP connection, any other value closes it).
+- ``drop_before_audio``: close the connection after reading each of the first N requests.
+- ``first_audio_delay``, ``chunk_interval``, ``odd_chunking``: as named.
+- ``audio_after_done``: write that many chunks of stale audio on the connection after
+  the body's final chunk (a keep-alive connection the client must not reuse).
+- ``idle_close_after`` / ``max_connection_age``: close keep-alive connections idle for
+  that long / older than that (a busy one after its response).
+
+Not applicable (no upgrade, close frames, in-band messages or cancel message in HTTP):
+``close_on_open``, ``close_on_open_reason``, ``close_reason``, ``error_mid_stream``,
+``malformed_mid_stream``, ``audio_after_clear``, ``ignore_clear``. A client's cancel is
+an aborted response; ``stats.cancels`` counts the ones the fake noticed before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from antiphon.audio.codecs import alaw_encode, ulaw_encode
+from antiphon.errors import ConfigError
+from antiphon.protocols import azure_tts as az
+from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.server import FakeWsServer
+from antiphon.testing.synth import tone_for_text
+
+DEFAULT_API_KEY = "test-key"
+DEFAULT_TOKEN = "test-token"
+CHUNK_SECONDS = 0.02
+MAX_BODY = 1024 * 1024
+_CONTENT_TYPES = {"linear16": "audio/L16", "mulaw": "audio/basic", "alaw": "audio/x-alaw"}
+
+
+def synthesize(text: str, output_format: str = az.DEFAULT_OUTPUT_FORMAT) -> bytes:
+    """The exact audio payload the fake sends for ``text`` (without a RIFF header)."""
+    fmt = az.resolve_output_format(output_format)
+    pcm = tone_for_text(text, fmt.sample_rate)
+    if fmt.encoding == "mulaw":
+        return bytes(ulaw_encode(pcm))
+    if fmt.encoding == "alaw":
+        return bytes(alaw_encode(pcm))
+    return pcm
+
+
+@dataclass(frozen=True, slots=True)
+class FakeRequest:
+    """One request as the fake read it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    connection: int
+
+
+@dataclass
+class AzureFakeStats:
+    """What the fake saw and did (read it from the test after the fact)."""
+
+    connections: int = 0
+    open_connections: int = 0
+    requests: list[FakeRequest] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    spoken: list[str] = field(default_factory=list)
+    """The SSML text of every request answered with audio, in order."""
+    cancels: int = 0
+    """Responses the client aborted before their end (as far as the fake noticed)."""
+    cut_bodies: int = 0
+    dropped_requests: int = 0
+    idle_closes: int = 0
+    audio_bytes: int = 0
+
+
+class _Closed(Exception):
+    """The client went away."""
+
+
+class FakeAzureTTS:
+    """``http://127.0.0.1:PORT/cognitiveservices/v1`` with Azure's TTS REST protocol.
+
+    ``reject_requests``: with ``plan.reject_status``, refuse only that many requests, then
+    answer normally (e.g. one 429 with ``Retry-After``, then audio).
+    """
+
+    scheme = "http"
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        token: str | None = DEFAULT_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reject_requests: int | None = None,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
+        self.plan = plan or FaultPlan()
+        self.api_key = api_key
+        self.token = token
+        self.host = host
+        self.port = port
+        self.reject_requests = reject_requests
+        self.stats = AzureFakeStats()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._request_ids = itertools.count()
+        self._rejected = 0
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake server is not started")
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        """Listen and return the base URL (``http://127.0.0.1:PORT``)."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.url
+
+    async def aclose(self) -> None:
+        """Stop listening, cut every connection and wait (bounded) for the handlers."""
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        handlers = list(self._handlers)
+        if handlers:  # aborted sockets end most handlers on their own
+            _, pending = await asyncio.wait(handlers, timeout=0.5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=3.0)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- connections
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        index = self.stats.connections
+        self.stats.connections += 1
+        self.stats.open_connections += 1
+        try:
+            if self.plan.hang_connect:
+                while await reader.read(65536):
+                    pass  # accept TCP, read, never answer
+            else:
+                await _Conn(self, reader, writer, index).serve()
+        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:
+            # Cancelled by aclose(): end quietly (asyncio logs a handler that raises).
+            if self._server is not None and self._server.is_serving():
+                raise
+        finally:
+            self.stats.open_connections -= 1
+            self._writers.discard(writer)
+            self._handlers.discard(task)
+            writer.transport.abort()
+
+    def _take_rejection(self) -> int | None:
+        status = self.plan.reject_status
+        if status is None:
+            return None
+        if self.reject_requests is not None and self._rejected >= self.reject_requests:
+            return None
+        self._rejected += 1
+        return status
+
+
+class _Conn:
+    """One client connection of the fake: requests one after another (keep-alive)."""
+
+    def __init__(
+        self,
+        server: FakeAzureTTS,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        index: int,
+    ) -> None:
+        self.server = server
+        self.plan = server.plan
+        self.stats = server.stats
+        self.reader = reader
+        self.writer = writer
+        self.index = index
+        self.loop = asyncio.get_running_loop()
+        self.opened = self.loop.time()
+        self.messages = 0
+
+    # -- lifetime
+    def _wait_limit(self) -> float | None:
+        """How long the connection may wait idle for its next request."""
+        limits: list[float] = []
+        if self.plan.idle_close_after is not None:
+            limits.append(self.plan.idle_close_after)
+        if self.plan.max_connection_age is not None:
+            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
+        return max(0.0, min(limits)) if limits else None
+
+    def _too_old(self) -> bool:
+        age = self.plan.max_connection_age
+        return age is not None and self.loop.time() - self.opened >= age
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._wait_limit()):
+                    first = await self.reader.readline()
+            except TimeoutError:
+                self.stats.idle_closes += 1
+                return
+            if not first:
+                return
+            keep_alive = await self._serve_one(first)
+            if not keep_alive or self._too_old():
+                return
+
+    # -- one request
+    async def _read_request(self, first: bytes) -> FakeRequest | None:
+        try:
+            method, path, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        except ValueError:
+            await self._respond(400, "malformed request line\n", keep_alive=False)
+            return None
+        headers: dict[str, str] = {}
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise _Closed
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = b""
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                body += await self.reader.readexactly(size + 2)
+                body = body[:-2]
+                if len(body) > MAX_BODY:
+                    break
+        else:
+            length = int(headers.get("content-length", "0") or "0")
+            if length > MAX_BODY:
+                await self._respond(413, "request body too large\n", keep_alive=False)
+                return None
+            body = await self.reader.readexactly(length)
+        request = FakeRequest(method, path.split("?", 1)[0], headers, body, self.index)
+        self.stats.requests.append(request)
+        return request
+
+    async def _serve_one(self, first: bytes) -> bool:
+        request = await self._read_request(first)
+        if request is None:
+            return False
+        self.messages += 2
+        plan = self.plan
+        keep_alive = request.headers.get("connection", "").lower() != "close"
+        if self.server.stats.dropped_requests < plan.drop_before_audio:
+            self.server.stats.dropped_requests += 1
+            return False  # close without an answer
+        status = self.server._take_rejection()
+        if status is not None:
+            extra = {"Retry-After": "1"} if status in (429, 503) else {}
+            await self._respond(status, f"rejected by fault plan ({status})\n", extra=extra)
+            return keep_alive
+        problem = self._check(request)
+        if problem is not None:
+            code, message = problem
+            await self._respond(code, message + "\n")
+            return keep_alive
+        fmt = az.resolve_output_format(request.headers["x-microsoft-outputformat"])
+        text = az.parse_ssml(request.body).text
+        silent = plan.silent_after is not None and self.messages > plan.silent_after
+        await self._write_head(fmt, keep_alive)
+        if silent:
+            while await self.reader.read(65536):
+                pass  # never answer; wait for the client to give up
+            raise _Closed
+        self.stats.spoken.append(text)
+        return await self._speak(text, fmt) and keep_alive
+
+    def _check(self, request: FakeRequest) -> tuple[int, str] | None:
+        h = request.headers
+        if request.path.rstrip("/") != az.REST_PATH:
+            return 404, f"unknown path {request.path}; use {az.REST_PATH}"
+        if request.method != "POST":
+            return 405, "use POST"
+        key = h.get("ocp-apim-subscription-key")
+        auth = h.get("authorization")
+        ok = (key is not None and key == self.server.api_key) or (
+            auth is not None
+            and self.server.token is not None
+            and auth == f"Bearer {self.server.token}"
+        )
+        if not ok:
+            return 401, "Unauthorized: invalid or missing subscription key or token"
+        if h.get("content-type", "").split(";")[0].strip().lower() != "application/ssml+xml":
+            return 415, "Content-Type must be application/ssml+xml"
+        agent = h.get("user-agent", "")
+        if not agent or len(agent) >= 255:
+            return 400, "User-Agent is required and must be shorter than 255 characters"
+        fmt_name = h.get("x-microsoft-outputformat", "")
+        try:
+            az.resolve_output_format(fmt_name)
+        except ConfigError:
+            return 400, f"unsupported X-Microsoft-OutputFormat {fmt_name!r}"
+        try:
+            az.parse_ssml(request.body)
+        except az.SsmlError as exc:
+            return 400, f"invalid SSML: {exc}"
+        return None
+
+    # -- writing
+    async def _write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise _Closed
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            raise _Closed from None
+
+    async def _respond(
+        self,
+        status: int,
+        body: str,
+        *,
+        keep_alive: bool = True,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.stats.statuses.append(status)
+        data = body.encode()
+        head = [
+            f"HTTP/1.1 {status} {_reason(status)}",
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(data)}",
+            f"X-RequestId: fake-{next(self.server._request_ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+            *(f"{k}: {v}" for k, v in (extra or {}).items()),
+        ]
+        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+
+    async def _write_head(self, fmt: az.OutputFormat, keep_alive: bool) -> None:
+        self.stats.statuses.append(200)
+        ctype = "audio/x-wav" if fmt.container == "riff" else _CONTENT_TYPES[fmt.encoding]
+        head = [
+            "HTTP/1.1 200 OK",
+            f"Content-Type: {ctype}",
+            "Transfer-Encoding: chunked",
+            f"X-RequestId: fake-{next(self.server._request_ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
+        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+
+    def _client_gone(self) -> bool:
+        return self.reader.at_eof() or self.writer.is_closing()
+
+    async def _speak(self, text: str, fmt: az.OutputFormat) -> bool:
+        """Stream the audio; False if the connection must close afterwards."""
+        plan = self.plan
+        payload = synthesize(text, fmt.name)
+        data = az.riff_header(fmt, len(payload)) + payload if fmt.container == "riff" else payload
+        step = round(CHUNK_SECONDS * fmt.sample_rate) * fmt.sample_width
+        if plan.odd_chunking and fmt.sample_width == 2:
+            step += 1
+        if plan.first_audio_delay:
+            await asyncio.sleep(plan.first_audio_delay)
+        cut = False
+        try:
+            for i, pos in enumerate(range(0, len(data), step)):
+                if self._client_gone():
+                    raise _Closed
+                if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
+                    self.stats.cut_bodies += 1
+                    cut = True
+                    if plan.close_mid_audio == ABORT:
+                        self.writer.transport.abort()
+                    else:
+                        self.writer.close()
+                    raise _Closed
+                chunk = data[pos : pos + step]
+                await self._write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.stats.audio_bytes += len(chunk)
+                if plan.chunk_interval:
+                    await asyncio.sleep(plan.chunk_interval)
+            await self._write(b"0\r\n\r\n")
+        except _Closed:
+            if not cut:
+                self.stats.cancels += 1
+            raise
+        if plan.audio_after_done:
+            stale = synthesize("stale audio", fmt.name)[:step]
+            await self._write(stale * plan.audio_after_done)  # junk on a keep-alive connection
+        return True
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+# --------------------------------------------------------------------------- Speech SDK
+
+
+@dataclass
+class SpeechWsStats:
+    """What the Speech SDK WebSocket fake saw and did."""
+
+    connections: int = 0
+    open_connections: int = 0
+    paths: list[str] = field(default_factory=list)
+    """The ``Path`` of every client message, in order."""
+    contexts: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``synthesis.context`` body."""
+    spoken: list[str] = field(default_factory=list)
+    stops: int = 0
+    audio_bytes: int = 0
+    closes_sent: list[int] = field(default_factory=list)
+
+
+class FakeAzureSpeechWs(FakeWsServer):
+    """``ws://127.0.0.1:PORT/cognitiveservices/websocket/v2``: the Speech SDK's TTS protocol.
+
+    Enough of the (undocumented) protocol for the real SDK to synthesise text streams
+    against it: ``speech.config``, ``synthesis.context``, ``text.piece``, ``text.end`` and
+    ``synthesis.control`` in; ``turn.start``, ``response``, binary ``audio`` frames and
+    ``turn.end`` out. A request's audio, :func:`~antiphon.testing.synth.tone_for_text` of
+    all its text pieces, follows its ``text.end``. Point the SDK at it with
+    ``SpeechConfig(endpoint=fake.url + WS_V2_PATH, subscription=key)``.
+
+    Fault plan fields that apply: ``hang_connect``, ``reject_status``, ``close_on_open``,
+    ``silent_after``, ``close_mid_audio`` (+ ``close_after_chunks``, ``close_reason``),
+    ``drop_before_audio`` (close 1011 at the first ``text.end``), ``malformed_mid_stream``
+    (a frame without headers and an unknown ``Path``), ``audio_after_done`` (audio frames
+    after ``turn.end``), ``audio_after_clear`` (audio after a stop), ``first_audio_delay``,
+    ``chunk_interval``, ``odd_chunking``, ``idle_close_after``, ``max_connection_age``.
+    Not applicable: ``error_mid_stream`` (no in-band error message is known),
+    ``ignore_clear`` (a stop is never acknowledged).
+    """
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        token: str | None = DEFAULT_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(plan, host=host, port=port)
+        self.api_key = api_key
+        self.token = token
+        self.stats = SpeechWsStats()
+
+    @property
+    def endpoint(self) -> str:
+        """The ``endpoint`` to give ``SpeechConfig``."""
+        return self.url + az.WS_V2_PATH
+
+    def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0].rstrip("/")
+        if path != az.WS_V2_PATH:
+            return connection.respond(404, f"unknown path {path}; text streaming uses v2\n")
+        key = request.headers.get("Ocp-Apim-Subscription-Key")
+        auth = request.headers.get("Authorization")
+        if not (
+            (key is not None and key == self.api_key)
+            or (auth is not None and self.token is not None and auth == f"Bearer {self.token}")
+        ):
+            return connection.respond(401, "Unauthorized\n")
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        conn = _WsConn(self, ws, self.stats.connections)
+        self.stats.connections += 1
+        self.stats.open_connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.stats.open_connections -= 1
+
+
+class _WsConn:
+    """One SDK connection: requests one after another, as the SDK sends them."""
+
+    def __init__(self, server: FakeAzureSpeechWs, ws: ServerConnection, index: int) -> None:
+        self.server = server
+        self.plan = server.plan
+        self.stats = server.stats
+        self.ws = ws
+        self.index = index
+        self.loop = asyncio.get_running_loop()
+        self.opened = self.last_message = self.loop.time()
+        self.received = 0
+        self.chunks_sent = 0
+        self.formats: dict[str, az.OutputFormat] = {}
+        self.texts: dict[str, list[str]] = {}
+        self.speaking: asyncio.Task[None] | None = None
+        self.speaking_id = ""
+        self.stream_ids = itertools.count(1)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.stats.closes_sent.append(code)
+        if code == ABORT:
+            if self.ws.transport is not None:
+                self.ws.transport.abort()
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.close(code, reason)
+
+    async def serve(self) -> None:
+        plan = self.plan
+        if plan.close_on_open is not None:
+            await self.close(plan.close_on_open, plan.close_on_open_reason)
+            return
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(self._lifetime())
+            try:
+                await self._read_loop()
+            finally:
+                watchdog.cancel()
+                if self.speaking is not None:
+                    self.speaking.cancel()
+                    await asyncio.wait([self.speaking])
+
+    async def _lifetime(self) -> None:
+        plan = self.plan
+        if plan.idle_close_after is None and plan.max_connection_age is None:
+            return
+        while True:
+            await asyncio.sleep(0.02)
+            now = self.loop.time()
+            busy = self.speaking is not None and not self.speaking.done()
+            if (
+                plan.idle_close_after is not None
+                and not busy
+                and now - self.last_message > plan.idle_close_after
+            ):
+                await self.close(1000, "idle timeout")
+                return
+            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
+                await self.close(1000, "maximum connection duration")
+                return
+
+    async def _read_loop(self) -> None:
+        plan = self.plan
+        try:
+            async for raw in self.ws:
+                self.last_message = self.loop.time()
+                try:
+                    msg = az.parse_ws_message(raw)
+                except ValueError:
+                    await self.close(1007, "malformed message")
+                    return
+                path = msg.path
+                self.stats.paths.append(path)
+                if path == "telemetry":
+                    continue
+                self.received += 1
+                if plan.silent_after is not None and self.received > plan.silent_after:
+                    continue
+                rid = msg.request_id
+                if path == "speech.config":
+                    continue
+                if path == "synthesis.context":
+                    body = msg.json()
+                    ctx = body if isinstance(body, dict) else {}
+                    self.stats.contexts.append(ctx)
+                    name = ctx.get("synthesis", {}).get("audio", {}).get("outputFormat", "")
+                    try:
+                        self.formats[rid] = az.resolve_output_format(name)
+                    except ConfigError:
+                        await self.close(1007, f"unsupported output format {name!r}")
+                        return
+                    self.texts[rid] = []
+                elif path == "text.piece":
+                    self.texts.setdefault(rid, []).append(msg.body.decode("utf-8"))
+                elif path == "text.end":
+                    if self.index < plan.drop_before_audio:
+                        await self.close(1011, "dropped by fault plan")
+                        return
+                    if self.speaking is not None:
+                        await asyncio.wait([self.speaking])
+                    text = "".join(self.texts.pop(rid, []))
+                    fmt = self.formats.pop(rid, az.resolve_output_format(az.DEFAULT_OUTPUT_FORMAT))
+                    self.speaking_id = rid
+                    self.speaking = asyncio.create_task(self._speak(rid, text, fmt))
+                elif path == "synthesis.control":
+                    await self._stop(rid)
+        except ConnectionClosed:
+            return
+
+    async def _stop(self, rid: str) -> None:
+        self.stats.stops += 1
+        task = self.speaking
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task])
+        for _ in range(self.plan.audio_after_clear):
+            await self._send_audio(self.speaking_id, "stale", bytes(960))
+
+    async def _send_audio(self, rid: str, sid: str, chunk: bytes) -> None:
+        await self.ws.send(az.encode_ws_audio(rid, sid, chunk))
+        self.chunks_sent += 1
+        self.stats.audio_bytes += len(chunk)
+
+    async def _speak(self, rid: str, text: str, fmt: az.OutputFormat) -> None:
+        plan = self.plan
+        self.stats.spoken.append(text)
+        sid = f"stream-{next(self.stream_ids)}"
+        try:
+            await self.ws.send(
+                az.encode_ws_text(
+                    "turn.start", rid, json.dumps({"context": {"serviceTag": "fake"}})
+                )
+            )
+            await self.ws.send(
+                az.encode_ws_text(
+                    "response", rid, json.dumps({"audio": {"type": "inline", "streamId": sid}})
+                )
+            )
+            if plan.first_audio_delay:
+                await asyncio.sleep(plan.first_audio_delay)
+            audio = synthesize(text, fmt.name)
+            step = round(CHUNK_SECONDS * fmt.sample_rate) * fmt.sample_width
+            if plan.odd_chunking and fmt.sample_width == 2:
+                step += 1
+            for i, pos in enumerate(range(0, len(audio), step)):
+                if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
+                    await self.close(plan.close_mid_audio, plan.close_reason)
+                    return
+                if plan.malformed_mid_stream and i == 1:
+                    await self.ws.send("no headers here")
+                    await self.ws.send(az.encode_ws_text("something.new", rid, "{}"))
+                await self._send_audio(rid, sid, audio[pos : pos + step])
+                if plan.chunk_interval:
+                    await asyncio.sleep(plan.chunk_interval)
+            await self.ws.send(az.encode_ws_text("turn.end", rid, "{}"))
+            for _ in range(plan.audio_after_done):
+                await self._send_audio(rid, sid, audio[:step])
+        except ConnectionClosed:
+            return
