@@ -41,7 +41,7 @@ class TTSProvider:
     """Build the provider's fake server: ``(plan, port, accepted_key)``."""
     fake_key: str = "test-key"
     transport: str = "websocket"
-    """``websocket`` or ``http``."""
+    """``websocket``, ``http`` or ``sdk`` (a native SDK on a worker thread)."""
 
 
 def _deepgram(s: TTSSettings) -> TTS:
@@ -104,12 +104,62 @@ def _elevenlabs_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
     return FakeElevenLabsTTS(plan, port=port, api_key=key)
 
 
+def _azure(s: TTSSettings) -> TTS:
+    from antiphon.plugins.azure import AzureTTS
+    from antiphon.protocols import azure_tts as az
+
+    return AzureTTS(
+        api_key=s.api_key,
+        base_url=s.base_url,
+        voice=s.voice or az.DEFAULT_VOICE,
+        encoding=s.encoding or "linear16",
+        sample_rate=s.sample_rate,
+        deadlines=s.deadlines,
+    )
+
+
+def _azure_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.azure import FakeAzureTTS
+
+    return FakeAzureTTS(plan, port=port, api_key=key)
+
+
+def _azure_sdk(s: TTSSettings) -> TTS:
+    from antiphon.plugins.azure import AzureSdkTTS
+    from antiphon.protocols import azure_tts as az
+
+    return AzureSdkTTS(
+        api_key=s.api_key,
+        endpoint=s.base_url,
+        voice=s.voice or az.DEFAULT_VOICE,
+        encoding=s.encoding or "linear16",
+        sample_rate=s.sample_rate,
+        deadlines=s.deadlines,
+    )
+
+
+def _azure_sdk_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.azure import FakeAzureSpeechWs
+
+    return FakeAzureSpeechWs(plan, port=port, api_key=key)
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
         TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
         TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia, _cartesia_fake),
         TTSProvider("elevenlabs", "ELEVEN_API_KEY", _elevenlabs, _elevenlabs_fake),
+        TTSProvider(
+            "azure", "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION", _azure, _azure_fake, transport="http"
+        ),
+        TTSProvider(
+            "azure-sdk",
+            "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION",
+            _azure_sdk,
+            _azure_sdk_fake,
+            transport="sdk",
+        ),
     ]
 }
 

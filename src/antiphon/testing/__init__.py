@@ -5,6 +5,8 @@ Every fake speaks its provider's real wire protocol on loopback and takes a
 or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
 """
 
+from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
+from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
@@ -14,6 +16,8 @@ from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
 
 __all__ = [
     "ABORT",
+    "FakeAzureSpeechWs",
+    "FakeAzureTTS",
     "FakeCartesiaTTS",
     "FakeDeepgramTTS",
     "FakeElevenLabsTTS",
@@ -21,5 +25,6 @@ __all__ = [
     "FakeWsServer",
     "FaultPlan",
     "LeakCheck",
+    "SdkDouble",
     "running_in_thread",
 ]
