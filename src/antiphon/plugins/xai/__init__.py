@@ -1,0 +1,5 @@
+"""xAI (Grok) plugins."""
+
+from antiphon.plugins.xai.tts import XAITTS
+
+__all__ = ["XAITTS"]
