@@ -1,0 +1,961 @@
+"""The speech-to-speech realtime contract: ``RealtimeModel.session()`` → ``RealtimeSession``.
+
+A session is one conversation with a realtime model over one WebSocket at a time::
+
+    async with model.session() as s:          # connects; waits for the session to be ready
+        s.push_audio(frame)                   # any rate/channels: converted, in order
+        async for ev in s:                    # typed events, each with its generation
+            if isinstance(ev, AgentAudio): play(ev.frame)
+
+The session reaches exactly one terminal state (closed by the caller, or failed with a
+typed :class:`~antiphon.errors.ProviderError`) within its deadlines, whatever the server
+does. Design, as in :mod:`antiphon.services.ws_tts`:
+
+- one task per connection reads the socket into a single mailbox; the session's one main
+  task takes the caller's commands, its audio and the server's messages from that
+  mailbox, in order, and asks :class:`~antiphon.protocols.realtime.RealtimeState` what
+  each event means: never a task per audio delta, no flag shared between tasks;
+- every network wait has a deadline (:class:`RealtimeDeadlines`);
+- input audio is converted with a streaming :class:`~antiphon.audio.AudioConverter` (mix
+  only real stereo; state across chunks) and its backlog is bounded: a server that stops
+  reading fails the session instead of growing memory;
+- ``interrupt()`` drops queued agent audio at once (everything of the interrupted
+  generation is skipped at the iterator), cancels the response and truncates the
+  assistant item at the played position;
+- a dropped connection is replaced (``max_reconnects``): instructions, voice and tools are
+  restored with ``session.update``, the text of the conversation is replayed, a response
+  that produced no audio yet is requested again, and a :class:`Reconnected` event says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from prometheus_client import Counter, Histogram
+
+from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.tasks import TaskOwner
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.resample import AudioConverter
+from antiphon.errors import (
+    ConfigError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamClosedError,
+)
+from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
+from antiphon.protocols import realtime as rt
+from antiphon.protocols.realtime import (
+    Dialect,
+    SessionConfig,
+    Tool,
+    Usage,
+    Voice,
+    tools_from_config,
+    voice_from_config,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AgentAudio",
+    "AgentTranscriptDelta",
+    "AgentTranscriptDone",
+    "FunctionCall",
+    "RealtimeDeadlines",
+    "RealtimeError",
+    "RealtimeEvent",
+    "RealtimeModel",
+    "RealtimeSession",
+    "Reconnected",
+    "ResponseDone",
+    "SessionReady",
+    "SessionState",
+    "Tool",
+    "Usage",
+    "UserSpeechStarted",
+    "UserSpeechStopped",
+    "UserTranscript",
+    "Voice",
+    "WebSocketRealtimeModel",
+]
+
+# --------------------------------------------------------------------------- metrics
+# (kept here until they move to antiphon.metrics)
+
+_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+VOICE_TO_VOICE = Histogram(
+    "antiphon_realtime_voice_to_voice_seconds",
+    "End of user speech (speech_stopped) to the first agent audio of the next response.",
+    ["provider"],
+    buckets=_BUCKETS,
+)
+RESPONSE_SECONDS = Histogram(
+    "antiphon_realtime_response_seconds",
+    "response.created to response.done.",
+    ["provider"],
+    buckets=_BUCKETS,
+)
+INTERRUPTIONS = Counter(
+    "antiphon_realtime_interruptions", "Responses interrupted by the caller.", ["provider"]
+)
+TOKENS = Counter(
+    "antiphon_realtime_tokens", "Tokens reported by response.done.", ["provider", "direction"]
+)
+RECONNECTS = Counter(
+    "antiphon_realtime_reconnects", "Sessions moved to a new connection.", ["provider"]
+)
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """The session is connected and its configuration applied."""
+
+    session_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeechStarted:
+    item_id: str
+    audio_start_ms: int
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeechStopped:
+    item_id: str
+    audio_end_ms: int
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscript:
+    """The final transcript of what the user said (may arrive after the answer began)."""
+
+    text: str
+    item_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscriptDelta:
+    text: str
+    item_id: str
+    response_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscriptDone:
+    text: str
+    item_id: str
+    response_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio:
+    """Agent speech; ``frame.generation`` equals ``generation``."""
+
+    frame: AudioFrame
+    item_id: str
+    response_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """``status``: completed, cancelled, incomplete or failed."""
+
+    response_id: str
+    status: str
+    usage: Usage | None = None
+    reason: str = ""
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The model calls a tool; answer with ``send_tool_result(call_id, output)``."""
+
+    call_id: str
+    name: str
+    arguments: str
+    item_id: str = ""
+    response_id: str = ""
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeError:
+    """An error event from the server; the session goes on unless ``fatal``."""
+
+    error: ProviderError
+    fatal: bool = False
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The connection dropped and a new one carries the session on.
+
+    ``replayed_items``: text items of the conversation sent again; ``response_requested``:
+    a response that had produced no audio yet was asked for again; ``lost_response``: a
+    response that was partly delivered was lost with the old connection.
+    """
+
+    attempt: int
+    reason: str
+    replayed_items: int
+    response_requested: bool
+    lost_response: bool
+    generation: int = 0
+
+
+RealtimeEvent = (
+    SessionReady
+    | UserSpeechStarted
+    | UserSpeechStopped
+    | UserTranscript
+    | AgentTranscriptDelta
+    | AgentTranscriptDone
+    | AgentAudio
+    | ResponseDone
+    | FunctionCall
+    | RealtimeError
+    | Reconnected
+)
+
+#: Events of an interrupted generation that the iterator drops.
+_DROPPABLE = (AgentAudio, AgentTranscriptDelta, AgentTranscriptDone)
+
+
+class SessionState(enum.Enum):
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    CLOSED = "closed"  # by the caller
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeDeadlines:
+    """Every wait on a realtime provider, in seconds.
+
+    ``connect``: open the WebSocket. ``ready``: ``session.created`` and the
+    acknowledgement of our ``session.update``. ``response``: from asking for a response
+    to its first event. ``idle``: longest gap between events while a response is owed.
+    ``send``: one WebSocket send. ``close``: closing the connection and the session.
+    """
+
+    connect: float = 5.0
+    ready: float = 5.0
+    response: float = 10.0
+    idle: float = 5.0
+    send: float = 5.0
+    close: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "ready", "response", "idle", "send", "close"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"RealtimeDeadlines.{name} must be a positive number of seconds")
+
+
+# --------------------------------------------------------------------------- mailbox items
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    conn_id: int
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost:
+    conn_id: int
+    error: ConnectionLost
+
+
+@dataclass(frozen=True, slots=True)
+class _Audio:
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """Client messages produced by a state-machine call run in the main task."""
+
+    what: str
+    args: tuple[Any, ...] = ()
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class RealtimeModel(ABC):
+    """A speech-to-speech model; ``session()`` opens a conversation.
+
+    Owns every task its sessions start; ``aclose()`` closes live sessions within their
+    deadlines. Use ``async with`` or call ``aclose()``.
+    """
+
+    provider: ClassVar[str] = "realtime"
+
+    def __init__(
+        self,
+        *,
+        instructions: str = "",
+        voice: str | Voice | Mapping[str, Any] = "alloy",
+        tools: Sequence[Tool | Mapping[str, Any]] = (),
+        input_sample_rate: int = 24000,
+        output_sample_rate: int = 24000,
+        deadlines: RealtimeDeadlines | None = None,
+    ) -> None:
+        self.instructions = instructions
+        self.voice = voice_from_config(voice)
+        self.tools = tools_from_config(tools)
+        self.input_sample_rate = input_sample_rate
+        self.output_sample_rate = output_sample_rate
+        self.deadlines = deadlines or RealtimeDeadlines()
+        self._tasks = TaskOwner(f"realtime:{self.provider}")
+        self._sessions: set[RealtimeSession] = set()
+        self._closed = False
+
+    @abstractmethod
+    def session(self) -> RealtimeSession:
+        """A new, not yet connected session: ``async with model.session() as s``."""
+
+    @property
+    def active_sessions(self) -> int:
+        return sum(1 for s in self._sessions if not s.done)
+
+    async def aclose(self) -> None:
+        """Close live sessions and stop every task; idempotent and bounded."""
+        self._closed = True
+        sessions = list(self._sessions)
+        if sessions:
+            await asyncio.gather(*(s.aclose() for s in sessions))
+        await self._tasks.aclose(self.deadlines.close * 2)
+        self._sessions.clear()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class WebSocketRealtimeModel(RealtimeModel):
+    """Base of the plugins that speak the OpenAI Realtime schema over a WebSocket.
+
+    A plugin supplies ``url``, ``dialect``, handshake headers (:meth:`connect_headers`),
+    an auth hint, and the parts of :class:`SessionConfig` its service adds.
+    ``max_reconnects``: how often a session may move to a new connection after a drop.
+    ``max_input_backlog``: seconds of input audio allowed to wait for the socket.
+    """
+
+    dialect: ClassVar[Dialect] = Dialect.GA
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        auth_hint: str,
+        max_reconnects: int = 2,
+        max_input_backlog: float = 2.0,
+        max_output_backlog: float = 120.0,
+        turn_detection: Mapping[str, Any] | None = None,
+        transcription: Mapping[str, Any] | None = None,
+        noise_reduction: Mapping[str, Any] | None = None,
+        echo_cancellation: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        extra_session: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_reconnects < 0:
+            raise ConfigError("max_reconnects must be >= 0")
+        if max_input_backlog <= 0 or max_output_backlog <= 0:
+            raise ConfigError("max_input_backlog and max_output_backlog must be > 0 seconds")
+        self.url = url
+        self.auth_hint = auth_hint
+        self.max_reconnects = max_reconnects
+        self.max_input_backlog = max_input_backlog
+        self.max_output_backlog = max_output_backlog
+        self.config = SessionConfig(
+            instructions=self.instructions,
+            voice=self.voice,
+            tools=self.tools,
+            input_rate=self.input_sample_rate,
+            output_rate=self.output_sample_rate,
+            turn_detection=turn_detection,
+            transcription=transcription,
+            noise_reduction=noise_reduction,
+            echo_cancellation=echo_cancellation,
+            temperature=temperature,
+            extra=dict(extra_session or {}),
+        )
+        self.config.check(self.dialect)
+        self._ws_options = WsOptions(
+            connect_timeout=self.deadlines.connect,
+            send_timeout=self.deadlines.send,
+            close_timeout=self.deadlines.close,
+        )
+
+    @abstractmethod
+    async def connect_headers(self) -> Mapping[str, str]:
+        """Handshake headers for a new connection (credentials: never log them)."""
+
+    def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
+        """The typed error for a server close (``retryable`` decides about reconnecting)."""
+        return rt.close_error(
+            code, reason, provider=self.provider, stage=stage, auth_hint=self.auth_hint
+        )
+
+    async def _connect(self) -> WsConnection:
+        return await connect(
+            self.url,
+            provider=self.provider,
+            headers=await self.connect_headers(),
+            options=self._ws_options,
+            auth_hint=self.auth_hint,
+        )
+
+    def session(self) -> RealtimeSession:
+        if self._closed:
+            raise StreamClosedError(f"{self.provider} realtime model is closed; create a new one")
+        self._sessions = {s for s in self._sessions if not s.done}
+        s = RealtimeSession(self)
+        self._sessions.add(s)
+        return s
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class RealtimeSession:
+    """One conversation with a realtime model (see the module docstring).
+
+    Methods that send (``push_audio``, ``send_text``, ``say``, ``interrupt``, ``update``,
+    ``send_tool_result``, ``commit_audio``) are synchronous: they queue work for the
+    session's task, in order, and raise :class:`StreamClosedError` once it ended.
+    """
+
+    def __init__(self, model: WebSocketRealtimeModel) -> None:
+        self._model = model
+        self.provider = model.provider
+        self.config = model.config
+        self.deadlines = model.deadlines
+        self.state = SessionState.CONNECTING
+        self.error: ProviderError | None = None
+        self.session_id = ""
+        self.reconnects = 0
+        self._sm = rt.RealtimeState(model.dialect, output_rate=self.config.output_rate)
+        self._mailbox: Channel[object] = Channel()
+        self._out: Channel[RealtimeEvent] = Channel()
+        self._converter = AudioConverter(self.config.input_rate, 1)
+        self._in_bytes = 0  # input audio queued, not yet sent
+        self._in_limit = int(model.max_input_backlog * self.config.input_rate) * 2
+        self._out_seconds = 0.0
+        self._drop_below = 0  # events of older generations are skipped by the iterator
+        self._emitted_gen = 0
+        self._yielded_ms: dict[str, float] = {}
+        self._carry: dict[str, bytes] = {}
+        self._conn: WsConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._terminal = asyncio.Event()
+        self._progress_at = 0.0
+        self._was_awaiting = False
+        self._speech_stopped_at: float | None = None
+        self._response_started: dict[str, float] = {}
+        self._first_audio_seen: set[str] = set()
+
+    # -- lifecycle
+    @property
+    def done(self) -> bool:
+        return self.state in (SessionState.CLOSED, SessionState.FAILED)
+
+    @property
+    def generation(self) -> int:
+        """The generation of the newest event delivered so far."""
+        return self._emitted_gen
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect and wait until the session is configured (bounded by the deadlines)."""
+        if self._task is not None:
+            raise StreamClosedError("the session was already started")
+        self._ready = asyncio.get_running_loop().create_future()
+        self._task = self._model._tasks.spawn(self._main(), name=f"{self.provider}-session")
+        try:
+            await asyncio.shield(self._ready)
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        if self.error is not None:
+            raise self.error
+
+    async def aclose(self) -> None:
+        """End the session (idempotent, bounded); queued events may still be iterated."""
+        if self._finish(SessionState.CLOSED) and self._task is not None:
+            self._task.cancel()
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=self.deadlines.close * 2)
+
+    async def wait(self) -> SessionState:
+        await self._terminal.wait()
+        return self.state
+
+    # -- input
+    def _check(self, what: str) -> None:
+        if self.state is not SessionState.RUNNING:
+            detail = f": {self.error}" if self.error else ""
+            if self.state is SessionState.CONNECTING:
+                detail = " (use `async with model.session() as s` first)"
+            raise StreamClosedError(f"cannot {what}: the session is {self.state.value}{detail}")
+
+    def push_audio(self, frame: AudioFrame) -> None:
+        """Send user audio; any rate and channel count (converted, stereo mixed to mono)."""
+        if not isinstance(frame, AudioFrame):
+            raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
+        self._check("push_audio")
+        out = self._converter.process(frame)
+        if not out.data:
+            return
+        self._in_bytes += len(out.data)
+        if self._in_bytes > self._in_limit:
+            self._fail(
+                ProviderError(
+                    f"more than {self._model.max_input_backlog:g}s of input audio is waiting "
+                    "to be sent",
+                    provider=self.provider,
+                    stage="send",
+                    hint="the server stopped reading (or the network is too slow); "
+                    "the session is closed instead of buffering without bound",
+                    retryable=True,
+                )
+            )
+            return
+        self._mailbox.send_nowait(_Audio(out.data))
+
+    def commit_audio(self) -> None:
+        """End the user's turn by hand (only needed when turn detection is off)."""
+        self._check("commit_audio")
+        tail = self._converter.flush()
+        if tail.data:
+            self._mailbox.send_nowait(_Audio(tail.data))
+        self._mailbox.send_nowait(_Send("commit"))
+
+    def send_text(self, text: str) -> None:
+        """A user turn in text; the model answers it."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("send_text() needs non-empty text")
+        self._check("send_text")
+        self._mailbox.send_nowait(_Send("user_text", (text,)))
+
+    def say(self, text: str) -> None:
+        """Make the agent speak ``text`` (as a response of its own)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("say() needs non-empty text")
+        self._check("say")
+        self._mailbox.send_nowait(_Send("say", (text,)))
+
+    def send_tool_result(self, call_id: str, output: str) -> None:
+        """Answer a :class:`FunctionCall` and let the model continue."""
+        if not call_id or not isinstance(output, str):
+            raise ConfigError("send_tool_result() needs the call_id and a str output (e.g. JSON)")
+        self._check("send_tool_result")
+        self._mailbox.send_nowait(_Send("tool_result", (call_id, output)))
+
+    def update(
+        self,
+        *,
+        instructions: str | None = None,
+        voice: str | Voice | Mapping[str, Any] | None = None,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Change instructions, voice or tools (kept for reconnects); refused if invalid."""
+        self._check("update")
+        cfg = self.config
+        if instructions is not None:
+            cfg = replace(cfg, instructions=instructions)
+        if voice is not None:
+            cfg = replace(cfg, voice=voice_from_config(voice))
+        if tools is not None:
+            cfg = replace(cfg, tools=tools_from_config(tools))
+        cfg.check(self._model.dialect)
+        self.config = cfg
+        self._mailbox.send_nowait(_Send("update", (cfg,)))
+
+    def interrupt(self, played: float | None = None) -> None:
+        """Stop the agent now: queued agent audio is dropped at once, the response is
+        cancelled and its item truncated at ``played`` seconds (what the user heard of
+        the current item, e.g. from an OutputTrack; None: what this iterator yielded).
+        """
+        if played is not None and (not isinstance(played, int | float) or played < 0):
+            raise ConfigError("interrupt(played=...) takes seconds >= 0 (or None)")
+        self._check("interrupt")
+        target = self._emitted_gen
+        self._drop_below = max(self._drop_below, target + 1)
+        played_ms = None if played is None else int(played * 1000)
+        played_item: str | None = None
+        if played_ms is None:
+            played_item, yielded = next(reversed(self._yielded_ms.items()), ("", 0.0))
+            played_ms = int(yielded)
+        INTERRUPTIONS.labels(self.provider).inc()
+        self._mailbox.send_nowait(_Send("interrupt", (target, played_ms, played_item)))
+
+    # -- output
+    def __aiter__(self) -> AsyncIterator[RealtimeEvent]:
+        return self
+
+    async def __anext__(self) -> RealtimeEvent:
+        while True:
+            try:
+                ev = await self._out.recv()
+            except ChannelClosed:
+                raise StopAsyncIteration from None
+            if isinstance(ev, AgentAudio):
+                self._out_seconds -= ev.frame.duration
+            if isinstance(ev, _DROPPABLE) and ev.generation < self._drop_below:
+                continue
+            if isinstance(ev, AgentAudio):
+                ms = self._yielded_ms.pop(ev.item_id, 0.0) + ev.frame.duration * 1000
+                self._yielded_ms[ev.item_id] = ms  # re-inserted: the newest item is last
+                while len(self._yielded_ms) > 16:
+                    del self._yielded_ms[next(iter(self._yielded_ms))]
+            return ev
+
+    def _emit(self, ev: RealtimeEvent) -> None:
+        if self.done:
+            return
+        self._emitted_gen = max(self._emitted_gen, ev.generation)
+        if isinstance(ev, AgentAudio):
+            self._out_seconds += ev.frame.duration
+            if self._out_seconds > self._model.max_output_backlog:
+                self._fail(
+                    ProviderError(
+                        f"more than {self._model.max_output_backlog:g}s of agent audio "
+                        "was not read",
+                        provider=self.provider,
+                        stage="deliver",
+                        hint="iterate the session (async for ev in session) while it runs",
+                    )
+                )
+                return
+        self._out.send_nowait(ev)
+
+    # -- terminal states
+    def _finish(self, state: SessionState, error: ProviderError | None = None) -> bool:
+        if self.done:
+            return False
+        self.state = state
+        self.error = error
+        self._out.close(error)
+        self._mailbox.close()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        self._terminal.set()
+        return True
+
+    def _fail(self, error: ProviderError) -> None:
+        if self._finish(SessionState.FAILED, error) and self._task is not None:
+            self._task.cancel()
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            self._finish(SessionState.CLOSED)
+            raise
+        except ProviderError as exc:
+            self._finish(SessionState.FAILED, exc)
+        except Exception as exc:
+            log.exception("%s realtime session failed unexpectedly", self.provider)
+            self._finish(
+                SessionState.FAILED,
+                ProviderError(
+                    f"unexpected error: {exc!r}", provider=self.provider, stage="session"
+                ),
+            )
+        else:
+            self._finish(SessionState.CLOSED)
+        finally:
+            await self._drop_connection()
+
+    # -- connections
+    async def _drop_connection(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait([reader], timeout=self.deadlines.close)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.aclose()
+            except asyncio.CancelledError:
+                conn.abort()
+                raise
+
+    async def _read(self, conn: WsConnection) -> None:
+        mailbox = self._mailbox
+        try:
+            while True:
+                data = await conn.recv()
+                if mailbox.closed:
+                    return
+                mailbox.send_nowait(_Server(conn.id, data))
+        except ConnectionLost as exc:
+            if not mailbox.closed:
+                mailbox.send_nowait(_Lost(conn.id, exc))
+
+    async def _open(self, first_messages: list[str]) -> None:
+        """Connect, wait for ``session.created``, send ``first_messages`` (starting with
+        ``session.update``) and wait for ``session.updated``; then start the reader."""
+        model = self._model
+        conn = await model._connect()
+        self._conn = conn
+        stage = "session.created"
+        try:
+            async with asyncio.timeout(self.deadlines.ready):
+                while True:
+                    d = self._sm.feed(await conn.recv(stage=stage))
+                    if d.act is rt.Act.CREATED:
+                        assert isinstance(d.event, rt.SessionCreated)
+                        self.session_id = d.event.session_id
+                        break
+                    self._log_unexpected(d)
+                stage = "session.update"
+                for m in first_messages:
+                    await conn.send(m, stage=stage)
+                while True:
+                    d = self._sm.feed(await conn.recv(stage=stage))
+                    if d.act is rt.Act.READY:
+                        break
+                    self._handle(d)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"no {'session.created' if stage == 'session.created' else 'session.updated'}",
+                provider=self.provider,
+                stage=stage,
+                timeout=self.deadlines.ready,
+                hint="the server accepted the connection but did not start the session",
+            ) from None
+        except ConnectionLost as exc:
+            raise model.close_error(exc.close_code, exc.close_reason, stage=stage) from None
+        self._reader = model._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
+
+    def _log_unexpected(self, d: rt.Decision) -> None:
+        log.debug("%s: before session.created: %s", self.provider, d.event)
+
+    async def _reconnect(self, lost: ConnectionLost) -> None:
+        """Replace a dropped connection, restoring the session; bounded attempts."""
+        model = self._model
+        error = model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
+        while True:
+            if not error.retryable or self.reconnects >= model.max_reconnects:
+                raise error from None
+            self.reconnects += 1
+            RECONNECTS.labels(self.provider).inc()
+            log.info("%s: connection lost (%s); reconnecting", self.provider, lost)
+            await self._drop_connection()
+            lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
+            msgs = self._sm.reconnect(self.config)
+            requested = msgs[-1].startswith('{"type":"response.create"')
+            replayed = len(msgs) - 1 - int(requested)
+            try:
+                await self._open(msgs)
+            except ProviderError as exc:
+                error = exc
+                await self._drop_connection()
+                continue
+            self._emit(
+                Reconnected(
+                    self.reconnects,
+                    str(error),
+                    replayed,
+                    requested,
+                    lost_response,
+                    self._sm.generation,
+                )
+            )
+            self._progress_at = asyncio.get_running_loop().time()
+            return
+
+    async def _send(self, msgs: Sequence[str]) -> None:
+        for m in msgs:
+            conn = self._conn
+            assert conn is not None
+            try:
+                await conn.send(m)
+            except ConnectionLost as exc:
+                # The reconnect restores the session; what this message was for is either
+                # in the journal (text) or re-requested (an unheard response).
+                await self._reconnect(exc)
+                return
+
+    # -- the loop
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._open([rt.encode_session_update(self._model.dialect, self.config)])
+        self.state = SessionState.RUNNING
+        self._emit(SessionReady(self.session_id, self._sm.generation))
+        assert self._ready is not None
+        if not self._ready.done():
+            self._ready.set_result(None)
+        self._progress_at = loop.time()
+        while True:
+            item = await self._next(loop)
+            if isinstance(item, _Audio):
+                self._in_bytes -= len(item.pcm)
+                await self._send([rt.encode_append(item.pcm)])
+            elif isinstance(item, _Server):
+                if self._conn is None or item.conn_id != self._conn.id:
+                    continue
+                self._progress_at = loop.time()
+                self._handle(self._sm.feed(item.data))
+                if self.done:
+                    return
+            elif isinstance(item, _Lost):
+                if self._conn is not None and item.conn_id == self._conn.id:
+                    await self._reconnect(item.error)
+            elif isinstance(item, _Send):
+                await self._command(item)
+
+    async def _next(self, loop: asyncio.AbstractEventLoop) -> object:
+        awaiting = self._sm.awaiting
+        if awaiting and not self._was_awaiting:
+            self._progress_at = loop.time()
+        self._was_awaiting = awaiting
+        try:
+            return self._mailbox.recv_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        if not awaiting:
+            return await self._mailbox.recv()
+        limit = self.deadlines.idle if self._sm.current is not None else self.deadlines.response
+        try:
+            async with asyncio.timeout_at(self._progress_at + limit):
+                return await self._mailbox.recv()
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                "the response stopped" if self._sm.current is not None else "no response",
+                provider=self.provider,
+                stage="receive",
+                timeout=limit,
+                hint="the server went silent while a response was owed",
+            ) from None
+
+    async def _command(self, cmd: _Send) -> None:
+        sm = self._sm
+        if cmd.what == "user_text":
+            msgs = sm.user_text(cmd.args[0])
+        elif cmd.what == "say":
+            msgs = sm.say(cmd.args[0])
+        elif cmd.what == "tool_result":
+            msgs = sm.tool_result(cmd.args[0], cmd.args[1])
+        elif cmd.what == "commit":
+            msgs = sm.commit()
+        elif cmd.what == "update":
+            msgs = [rt.encode_session_update(self._model.dialect, cmd.args[0])]
+        elif cmd.what == "interrupt":
+            msgs = sm.interrupt(*cmd.args)
+            self._carry.clear()
+        elif cmd.what == "raw":
+            msgs = list(cmd.args)
+        else:  # pragma: no cover - a bug
+            raise AssertionError(cmd.what)
+        await self._send(msgs)
+
+    def _handle(self, d: rt.Decision) -> None:
+        ev, gen, loop_time = d.event, d.generation, asyncio.get_running_loop().time()
+        if d.send:
+            # Only response.cancel of a response interrupted before it existed.
+            self._mailbox.send_nowait(_Send("raw", d.send))
+        if d.act is rt.Act.DROP:
+            log.debug("%s: dropped %s", self.provider, d.note)
+            return
+        if d.act is not rt.Act.DELIVER:
+            return
+        if isinstance(ev, rt.AudioDelta):
+            data = self._carry.pop(ev.item_id, b"") + ev.audio
+            if len(data) % 2:
+                data, self._carry[ev.item_id] = data[:-1], data[-1:]
+            if not data:
+                return
+            if ev.response_id not in self._first_audio_seen:
+                self._first_audio_seen.add(ev.response_id)
+                if self._speech_stopped_at is not None:
+                    VOICE_TO_VOICE.labels(self.provider).observe(
+                        loop_time - self._speech_stopped_at
+                    )
+                    self._speech_stopped_at = None
+            frame = AudioFrame(data, self.config.output_rate, 1, gen)
+            self._emit(AgentAudio(frame, ev.item_id, ev.response_id, gen))
+        elif isinstance(ev, rt.TranscriptDelta):
+            self._emit(AgentTranscriptDelta(ev.delta, ev.item_id, ev.response_id, gen))
+        elif isinstance(ev, rt.TranscriptDone):
+            self._emit(AgentTranscriptDone(ev.transcript, ev.item_id, ev.response_id, gen))
+        elif isinstance(ev, rt.ResponseCreated):
+            self._response_started[ev.response_id] = loop_time
+        elif isinstance(ev, rt.ResponseDone):
+            started = self._response_started.pop(ev.response_id, None)
+            if started is not None:
+                RESPONSE_SECONDS.labels(self.provider).observe(loop_time - started)
+            self._first_audio_seen.discard(ev.response_id)
+            if ev.usage is not None:
+                TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
+                TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
+            self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen))
+        elif isinstance(ev, rt.FunctionCallReady):
+            self._emit(
+                FunctionCall(ev.call_id, ev.name, ev.arguments, ev.item_id, ev.response_id, gen)
+            )
+        elif isinstance(ev, rt.SpeechStarted):
+            self._emit(UserSpeechStarted(ev.item_id, ev.audio_start_ms, gen))
+        elif isinstance(ev, rt.SpeechStopped):
+            self._speech_stopped_at = loop_time
+            self._emit(UserSpeechStopped(ev.item_id, ev.audio_end_ms, gen))
+        elif isinstance(ev, rt.InputTranscript):
+            self._emit(UserTranscript(ev.transcript, ev.item_id, gen))
+        elif isinstance(ev, rt.ServerError):
+            fatal = ev.code in rt.FATAL_ERROR_CODES
+            err = ProviderError(
+                f"the server reported {ev.type}: {ev.message}",
+                provider=self.provider,
+                stage="receive",
+                code=ev.code or None,
+                hint=f"parameter {ev.param!r}" if ev.param else None,
+            )
+            self._emit(RealtimeError(err, fatal, gen))
+            if fatal:
+                self._fail(err)

@@ -1,0 +1,694 @@
+"""A fake OpenAI Realtime (GA) / Azure Voice Live (beta names) server for tests and demos.
+
+``dialect="ga"``: ``/v1/realtime?model=...`` with ``Authorization: Bearer <key>``.
+``dialect="beta"``: ``/voice-live/realtime?api-version=...&model=...`` with an ``api-key``
+header (or ``Authorization: Bearer``), speaking the preview event names.
+
+It sends ``session.created``, answers ``session.update`` with ``session.updated``, runs an
+energy VAD on the incoming audio (``speech_started``/``speech_stopped`` with
+``audio_start_ms``/``audio_end_ms``), "transcribes" a user turn with canned transcripts
+(it cannot recognise speech), answers with a transcript and synthetic speech
+(:func:`~antiphon.testing.synth.tone_for_text` of the reply, base64 PCM16 deltas),
+makes function calls when the user's text contains a trigger, and handles
+``conversation.item.truncate`` and ``response.cancel`` (``response.done`` ``cancelled``).
+
+Fault plan fields that apply: ``hang_connect``, ``reject_status``, ``close_on_open``,
+``silent_after`` (client messages), ``close_mid_audio``/``close_after_chunks``/
+``close_reason`` (mid-response), ``error_mid_stream`` (an ``error`` event, then the
+response ends ``failed``), ``malformed_mid_stream``, ``audio_after_done`` (deltas of the
+finished response), ``audio_after_clear`` (deltas after ``response.cancel``),
+``ignore_clear`` (``response.cancel`` ignored), ``first_audio_delay``, ``chunk_interval``,
+``odd_chunking``, ``drop_before_audio`` (close 1011 the first N connections just before
+their first audio), ``idle_close_after``, ``max_connection_age``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from antiphon.protocols import realtime as rt
+from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.server import FakeWsServer
+from antiphon.testing.synth import tone_for_text
+
+DEFAULT_API_KEY = "test-key"
+GA_PATH = "/v1/realtime"
+BETA_PATH = "/voice-live/realtime"
+#: RMS (int16 scale) above which a 20 ms window counts as speech.
+VAD_THRESHOLD = 300.0
+
+
+def default_reply(user_text: str) -> str:
+    """What the fake answers to a user turn."""
+    return f"You said: {user_text.strip()}"
+
+
+@dataclass
+class RealtimeFakeStats:
+    """What the fake saw and did (read it from the test after the fact)."""
+
+    connections: int = 0
+    open_connections: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    session_updates: int = 0
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    """The ``session`` of every ``session.update``, in order."""
+    items_created: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """(connection index, item) of every ``conversation.item.create``."""
+    truncates: list[tuple[str, int]] = field(default_factory=list)
+    """(item_id, audio_end_ms) of every ``conversation.item.truncate``."""
+    cancels: int = 0
+    responses: int = 0
+    audio_in: bytearray = field(default_factory=bytearray)
+    audio_out_bytes: int = 0
+    replies: list[str] = field(default_factory=list)
+    closes_sent: list[int] = field(default_factory=list)
+
+    @property
+    def audio_bytes_received(self) -> int:
+        return len(self.audio_in)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for m in self.messages if m.get("type") == kind)
+
+
+class FakeRealtimeServer(FakeWsServer):
+    """A loopback server of the OpenAI Realtime schema in ``dialect`` ``"ga"`` or ``"beta"``.
+
+    ``transcripts``: what the VAD "hears", turn after turn (the last one repeats).
+    ``reply``: the answer to a user text. ``tool_triggers``: a word in the user's text →
+    (tool name, JSON arguments); the call is made when the session has that tool.
+    ``chunk_ms``: milliseconds of audio per delta.
+    """
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        dialect: str = "ga",
+        api_key: str = DEFAULT_API_KEY,
+        transcripts: tuple[str, ...] = ("hello there",),
+        reply: Callable[[str], str] = default_reply,
+        tool_triggers: Mapping[str, tuple[str, str]] | None = None,
+        chunk_ms: float = 40.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(plan, host=host, port=port)
+        if dialect not in ("ga", "beta"):
+            raise ValueError("dialect must be 'ga' (OpenAI) or 'beta' (Azure Voice Live)")
+        self.dialect = rt.Dialect(dialect)
+        self.names = rt.NAMES[self.dialect]
+        self.path = GA_PATH if self.dialect is rt.Dialect.GA else BETA_PATH
+        self.api_key = api_key
+        self.transcripts = transcripts
+        self.reply = reply
+        self.tool_triggers = dict(
+            tool_triggers if tool_triggers is not None else {"weather": ("get_weather", "")}
+        )
+        self.chunk_ms = chunk_ms
+        self.stats = RealtimeFakeStats()
+        self._ids = itertools.count(1)
+        self._conns: set[_Conn] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def expected_reply(self, user_text: str) -> str:
+        return self.reply(user_text)
+
+    def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path.rstrip("/") != self.path:
+            return connection.respond(404, f"unknown path {parts.path}; use {self.path}\n")
+        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if "model" not in q:
+            return connection.respond(400, "missing query parameter 'model'\n")
+        if self.dialect is rt.Dialect.BETA and "api-version" not in q:
+            return connection.respond(400, "missing query parameter 'api-version'\n")
+        ok = {f"Bearer {self.api_key}"}
+        auth = request.headers.get("Authorization", "")
+        key = request.headers.get("api-key", "") if self.dialect is rt.Dialect.BETA else ""
+        if auth not in ok and key != self.api_key:
+            return connection.respond(401, "invalid credentials\n")
+        if self.dialect is rt.Dialect.GA and request.headers.get("OpenAI-Beta"):
+            return connection.respond(400, "the OpenAI-Beta header is not accepted in GA\n")
+        self.stats.connections += 1
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        self._loop = asyncio.get_running_loop()
+        conn = _Conn(self, ws, self.stats.connections - 1)
+        self._conns.add(conn)
+        self.stats.open_connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.stats.open_connections -= 1
+            self._conns.discard(conn)
+
+    def kick(self, code: int = 1011, reason: str = "kicked by the test") -> None:
+        """Close every open connection (thread-safe: call it from the test's thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def go() -> None:
+            for c in list(self._conns):
+                loop.create_task(c.close(code, reason))
+
+        loop.call_soon_threadsafe(go)
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids)}"
+
+
+class _Conn:
+    """One client connection of the fake."""
+
+    def __init__(self, server: FakeRealtimeServer, ws: ServerConnection, index: int) -> None:
+        self.server = server
+        self.plan = server.plan
+        self.stats = server.stats
+        self.names = server.names
+        self.ga = server.dialect is rt.Dialect.GA
+        self.ws = ws
+        self.index = index
+        loop = asyncio.get_running_loop()
+        self.opened = loop.time()
+        self.last_message = loop.time()
+        self.received = 0
+        self.chunks_sent = 0
+        self.session: dict[str, Any] = {"id": server.next_id("sess")}
+        self.conversation: list[dict[str, Any]] = []
+        self.response: asyncio.Task[None] | None = None
+        self.response_id = ""
+        self.cancelled = False
+        self.audio_sent_ms: dict[str, float] = {}
+        self.turn = 0
+        self.closed = False
+        # VAD
+        self.vad_buf = bytearray()
+        self.audio_ms = 0.0
+        self.in_speech = False
+        self.speech_start = 0.0
+        self.silence_ms = 0.0
+        self.user_item = ""
+        self._current_item = ""
+
+    # -- helpers
+    async def send(self, msg: dict[str, Any]) -> None:
+        msg.setdefault("event_id", self.server.next_id("event"))
+        await self.ws.send(json.dumps(msg))
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.closes_sent.append(code)
+        if code == ABORT:
+            if self.ws.transport is not None:
+                self.ws.transport.abort()
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.close(code, reason)
+
+    @property
+    def input_rate(self) -> int:
+        if self.ga:
+            fmt = self.session.get("audio", {}).get("input", {}).get("format", {})
+            return int(fmt.get("rate", 24000))
+        return int(self.session.get("input_audio_sampling_rate", 24000))
+
+    @property
+    def output_rate(self) -> int:
+        if self.ga:
+            fmt = self.session.get("audio", {}).get("output", {}).get("format", {})
+            return int(fmt.get("rate", 24000))
+        fmt = self.session.get("output_audio_format", "pcm16")
+        return {"pcm16_16000hz": 16000, "pcm16_8000hz": 8000}.get(fmt, 24000)
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        td = (
+            self.session.get("audio", {}).get("input", {}).get("turn_detection", {"type": "x"})
+            if self.ga
+            else self.session.get("turn_detection", {"type": "x"})
+        )
+        return td if isinstance(td, dict) else None
+
+    # -- serving
+    async def serve(self) -> None:
+        plan = self.plan
+        if plan.close_on_open is not None:
+            await self.close(plan.close_on_open, plan.close_on_open_reason)
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.send({"type": "session.created", "session": dict(self.session)})
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(self._lifetime())
+            try:
+                await self._read_loop()
+            finally:
+                watchdog.cancel()
+                if self.response is not None:
+                    self.response.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await self.response
+
+    async def _lifetime(self) -> None:
+        plan = self.plan
+        if plan.idle_close_after is None and plan.max_connection_age is None:
+            return
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(0.02)
+            now = loop.time()
+            busy = self.response is not None and not self.response.done()
+            if (
+                plan.idle_close_after is not None
+                and not busy
+                and now - self.last_message > plan.idle_close_after
+            ):
+                await self.close(1011, "idle timeout")
+                return
+            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
+                await self.close(1001, "maximum session duration")
+                return
+
+    async def _read_loop(self) -> None:
+        plan = self.plan
+        try:
+            async for raw in self.ws:
+                self.last_message = asyncio.get_running_loop().time()
+                self.received += 1
+                if isinstance(raw, bytes):
+                    await self._error("invalid_request_error", "binary_not_supported", "")
+                    continue
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    await self._error("invalid_request_error", "invalid_json", "invalid JSON")
+                    continue
+                if not isinstance(msg, dict):
+                    continue
+                self.stats.messages.append(
+                    msg if msg.get("type") != "input_audio_buffer.append" else {"type": msg["type"]}
+                )
+                if plan.silent_after is not None and self.received > plan.silent_after:
+                    continue
+                await self._dispatch(msg)
+        except ConnectionClosed:
+            return
+
+    async def _error(self, etype: str, code: str, message: str, param: str = "") -> None:
+        err = {"type": etype, "code": code, "message": message, "param": param}
+        await self.send({"type": "error", "error": err})
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "session.update":
+            session = msg.get("session")
+            if not isinstance(session, dict):
+                await self._error("invalid_request_error", "missing_session", "no session")
+                return
+            if self.ga and session.get("type") != "realtime":
+                await self._error("invalid_request_error", "invalid_type", "session.type?")
+                return
+            self.stats.session_updates += 1
+            self.stats.sessions.append(session)
+            self.session.update(session)
+            await self.send({"type": "session.updated", "session": dict(self.session)})
+        elif kind == "input_audio_buffer.append":
+            try:
+                pcm = base64.b64decode(msg.get("audio", ""), validate=True)
+            except ValueError:
+                await self._error("invalid_request_error", "invalid_audio", "not base64")
+                return
+            self.stats.audio_in.extend(pcm)
+            await self._vad(pcm)
+        elif kind == "input_audio_buffer.commit":
+            await self._commit_user_turn(self.audio_ms, vad=False)
+        elif kind == "input_audio_buffer.clear":
+            self.vad_buf.clear()
+            await self.send({"type": "input_audio_buffer.cleared"})
+        elif kind == "conversation.item.create":
+            item = dict(msg.get("item") or {})
+            item.setdefault("id", self.server.next_id("item"))
+            self.stats.items_created.append((self.index, item))
+            self.conversation.append(item)
+            await self._item_added(item)
+        elif kind == "response.create":
+            if self.response is not None and not self.response.done():
+                await self._error(
+                    "invalid_request_error",
+                    "conversation_already_has_active_response",
+                    "Conversation already has an active response",
+                )
+                return
+            instructions = (msg.get("response") or {}).get("instructions")
+            self._start_response(instructions if isinstance(instructions, str) else None)
+        elif kind == "response.cancel":
+            await self._cancel("client_cancelled")
+        elif kind == "conversation.item.truncate":
+            item_id, end = str(msg.get("item_id")), int(msg.get("audio_end_ms", -1))
+            sent = self.audio_sent_ms.get(item_id)
+            if sent is None or end < 0 or end > sent + 1:
+                await self._error(
+                    "invalid_request_error",
+                    "invalid_value",
+                    f"audio_end_ms {end} is beyond the audio of {item_id}",
+                    "audio_end_ms",
+                )
+                return
+            self.stats.truncates.append((item_id, end))
+            await self.send(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": item_id,
+                    "content_index": int(msg.get("content_index", 0)),
+                    "audio_end_ms": end,
+                }
+            )
+        else:
+            await self._error("invalid_request_error", "unknown_event", f"unknown {kind!r}")
+
+    async def _item_added(self, item: dict[str, Any]) -> None:
+        item = {**item, "object": "realtime.item", "status": "completed"}
+        if self.ga:
+            await self.send({"type": "conversation.item.added", "item": item})
+            await self.send({"type": "conversation.item.done", "item": item})
+        else:
+            await self.send({"type": "conversation.item.created", "item": item})
+
+    # -- VAD
+    async def _vad(self, pcm: bytes) -> None:
+        if self.turn_detection is None:
+            self.vad_buf.extend(pcm)
+            self.audio_ms += len(pcm) / 2 / self.input_rate * 1000
+            return
+        td = self.turn_detection
+        silence_needed = float(td.get("silence_duration_ms", 500))
+        self.vad_buf.extend(pcm)
+        window = int(self.input_rate * 0.02) * 2
+        while len(self.vad_buf) >= window:
+            chunk = np.frombuffer(bytes(self.vad_buf[:window]), dtype="<i2").astype(np.float64)
+            del self.vad_buf[:window]
+            start_ms = self.audio_ms
+            self.audio_ms += 20.0
+            loud = float(np.sqrt(np.mean(chunk * chunk))) > VAD_THRESHOLD
+            if loud and not self.in_speech:
+                self.in_speech = True
+                self.speech_start = start_ms
+                self.silence_ms = 0.0
+                self.user_item = self.server.next_id("item")
+                await self.send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": int(start_ms),
+                        "item_id": self.user_item,
+                    }
+                )
+                if td.get("interrupt_response", True):
+                    await self._cancel("turn_detected", quiet=True)
+            elif self.in_speech:
+                self.silence_ms = 0.0 if loud else self.silence_ms + 20.0
+                if self.silence_ms >= silence_needed:
+                    self.in_speech = False
+                    end = self.audio_ms - self.silence_ms
+                    await self.send(
+                        {
+                            "type": "input_audio_buffer.speech_stopped",
+                            "audio_end_ms": int(end),
+                            "item_id": self.user_item,
+                        }
+                    )
+                    await self._commit_user_turn(end, vad=True)
+
+    async def _commit_user_turn(self, end_ms: float, *, vad: bool) -> None:
+        item_id = self.user_item if vad else self.server.next_id("item")
+        transcript = self.server.transcripts[min(self.turn, len(self.server.transcripts) - 1)]
+        self.turn += 1
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self.conversation.append(
+            {"id": item_id, "type": "message", "role": "user", "_heard": transcript}
+        )
+        await self._item_added(item)
+        await self.send(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+            }
+        )
+        td = self.turn_detection
+        idle = self.response is None or self.response.done()
+        if vad and td is not None and td.get("create_response", True) and idle:
+            self._start_response(None)
+
+    # -- responses
+    def _last_user_text(self) -> str:
+        for item in reversed(self.conversation):
+            if item.get("role") == "user":
+                if "_heard" in item:
+                    return str(item["_heard"])
+                for part in item.get("content") or []:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        return str(part["text"])
+        return ""
+
+    def _plan_response(self, instructions: str | None) -> tuple[str, tuple[str, str] | None]:
+        """(reply text, or a function call (name, arguments))."""
+        if instructions is not None and instructions.startswith(rt.SAY_PREFIX):
+            return instructions[len(rt.SAY_PREFIX) :], None
+        last = self.conversation[-1] if self.conversation else {}
+        if last.get("type") == "function_call_output":
+            return f"The tool says {last.get('output', '')}", None
+        text = self._last_user_text()
+        tools = {t.get("name") for t in self.session.get("tools", []) if isinstance(t, dict)}
+        for trigger, (name, args) in self.server.tool_triggers.items():
+            if trigger in text.lower() and name in tools:
+                return "", (name, args or json.dumps({"query": text}))
+        return self.server.reply(text), None
+
+    def _start_response(self, instructions: str | None) -> None:
+        self.stats.responses += 1
+        self.response_id = self.server.next_id("resp")
+        self.cancelled = False
+        text, call = self._plan_response(instructions)
+        self.response = asyncio.get_running_loop().create_task(
+            self._respond(self.response_id, text, call)
+        )
+
+    async def _response_done(
+        self, rid: str, status: str, output: list[dict[str, Any]], reason: str = ""
+    ) -> None:
+        details = {"type": status, "reason": reason} if reason else None
+        usage = {
+            "total_tokens": 30,
+            "input_tokens": 10,
+            "output_tokens": 20,
+            "input_token_details": {"audio_tokens": 5, "text_tokens": 5, "cached_tokens": 0},
+            "output_token_details": {"audio_tokens": 15, "text_tokens": 5},
+        }
+        await self.send(
+            {
+                "type": "response.done",
+                "response": {
+                    "id": rid,
+                    "object": "realtime.response",
+                    "status": status,
+                    "status_details": details,
+                    "output": output,
+                    "usage": usage,
+                },
+            }
+        )
+
+    async def _cancel(self, reason: str, *, quiet: bool = False) -> None:
+        task = self.response
+        if task is None or task.done():
+            if not quiet:
+                await self._error(
+                    "invalid_request_error",
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                )
+            return
+        if not quiet:
+            self.stats.cancels += 1
+        if self.plan.ignore_clear and not quiet:
+            return
+        rid = self.response_id
+        self.cancelled = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            await task
+        for _ in range(self.plan.audio_after_clear):
+            await self._audio_delta(rid, self._current_item, tone_for_text("old", 24000)[:960])
+        await self._response_done(rid, "cancelled", [], reason)
+
+    async def _audio_delta(self, rid: str, item_id: str, chunk: bytes) -> None:
+        await self.send(
+            {
+                "type": self.names.audio_delta,
+                "response_id": rid,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": base64.b64encode(chunk).decode(),
+            }
+        )
+        self.chunks_sent += 1
+        self.stats.audio_out_bytes += len(chunk)
+        self.audio_sent_ms[item_id] = (
+            self.audio_sent_ms.get(item_id, 0.0) + len(chunk) / 2 / self.output_rate * 1000
+        )
+
+    async def _respond(self, rid: str, text: str, call: tuple[str, str] | None) -> None:
+        try:
+            await self._respond_inner(rid, text, call)
+        except ConnectionClosed:
+            return
+
+    async def _respond_inner(self, rid: str, text: str, call: tuple[str, str] | None) -> None:
+        plan = self.plan
+        await self.send(
+            {
+                "type": "response.created",
+                "response": {"id": rid, "object": "realtime.response", "status": "in_progress"},
+            }
+        )
+        item_id = self.server.next_id("item")
+        self._current_item = item_id
+        base = {"response_id": rid, "item_id": item_id, "output_index": 0}
+        if call is not None:
+            name, args = call
+            call_id = self.server.next_id("call")
+            item = {"id": item_id, "type": "function_call", "call_id": call_id, "name": name}
+            await self.send(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": rid,
+                    "output_index": 0,
+                    "item": {**item, "arguments": ""},
+                }
+            )
+            for i in range(0, len(args), 5):
+                await self.send(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        **base,
+                        "call_id": call_id,
+                        "delta": args[i : i + 5],
+                    }
+                )
+            await self.send(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **base,
+                    "call_id": call_id,
+                    "name": name,
+                    "arguments": args,
+                }
+            )
+            done_item = {**item, "arguments": args, "status": "completed"}
+            self.conversation.append(done_item)
+            await self.send(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": rid,
+                    "output_index": 0,
+                    "item": done_item,
+                }
+            )
+            await self._response_done(rid, "completed", [done_item])
+            return
+        self.stats.replies.append(text)
+        msg_item: dict[str, Any] = {
+            "id": item_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+        }
+        await self.send(
+            {"type": "response.output_item.added", "response_id": rid, "output_index": 0,
+             "item": msg_item}
+        )  # fmt: skip
+        await self.send({"type": "response.content_part.added", **base, "content_index": 0})
+        if self.index < plan.drop_before_audio:
+            await self.close(1011, "dropped by fault plan")
+            return
+        if plan.first_audio_delay:
+            await asyncio.sleep(plan.first_audio_delay)
+        rate = self.output_rate
+        audio = tone_for_text(text, rate)
+        step = max(2, round(self.server.chunk_ms / 1000 * rate) * 2)
+        if plan.odd_chunking:
+            step += 1
+        words = text.split(" ")
+        chunks = range(0, len(audio), step)
+        n = len(chunks)
+        said = 0
+        for i, pos in enumerate(chunks):
+            if plan.close_mid_audio is not None and i == plan.close_after_chunks:
+                await self.close(plan.close_mid_audio, plan.close_reason)
+                return
+            if plan.error_mid_stream and i == plan.close_after_chunks:
+                await self._error("server_error", "internal_error", "fault plan error")
+                await self._response_done(rid, "failed", [], "error")
+                return
+            if plan.malformed_mid_stream and i == 1:
+                await self.ws.send("{this is not json")
+                await self.send({"type": "response.something_new", "value": 1})
+            upto = round((i + 1) * len(words) / n)
+            if upto > said:
+                delta = (" " if said else "") + " ".join(words[said:upto])
+                await self.send(
+                    {
+                        "type": self.names.transcript_delta,
+                        **base,
+                        "content_index": 0,
+                        "delta": delta,
+                    }
+                )
+                said = upto
+            await self._audio_delta(rid, item_id, audio[pos : pos + step])
+            if plan.chunk_interval:
+                await asyncio.sleep(plan.chunk_interval)
+        await self.send({"type": self.names.audio_done, **base, "content_index": 0})
+        await self.send(
+            {"type": self.names.transcript_done, **base, "content_index": 0, "transcript": text}
+        )
+        await self.send({"type": "response.content_part.done", **base, "content_index": 0})
+        kind = "output_audio" if self.ga else "audio"
+        content = [{"type": kind, "transcript": text}]
+        final_item: dict[str, Any] = {**msg_item, "status": "completed", "content": content}
+        self.conversation.append(
+            {"type": "message", "role": "assistant", "content": [{"text": text}]}
+        )
+        await self.send(
+            {"type": "response.output_item.done", "response_id": rid, "output_index": 0,
+             "item": final_item}
+        )  # fmt: skip
+        await self._response_done(rid, "completed", [final_item])
+        for _ in range(plan.audio_after_done):
+            await self._audio_delta(rid, item_id, tone_for_text("stale audio", rate)[:step])
