@@ -1,0 +1,155 @@
+"""Framework overhead of the realtime session over a bare websockets client.
+
+Against :class:`~antiphon.testing.realtime.FakeRealtimeServer` (GA, on its own thread),
+each round sends a user turn and reads the spoken answer (20 ms audio deltas):
+
+(a) bare: one ``websockets`` connection; per audio delta, the time from ``recv()``
+    returning to the PCM bytes decoded (``json.loads`` + base64);
+(b) antiphon: ``OpenAIRealtime`` session (reader task, mailbox, state machine, events);
+    per audio delta, the time from the connection's ``recv()`` returning to the
+    ``AgentAudio`` coming out of ``async for ev in session``.
+
+``--interval`` paces the fake's deltas (default 5 ms) so that the figure is the per-frame
+cost, not the wait behind a burst of deltas that arrived together. Also the input side:
+the cost of one ``push_audio`` call (20 ms at 16 kHz, resampled to 24 kHz and queued).
+
+    .venv/bin/python bench/realtime_overhead.py [--rounds 10] [--interval 0.005]
+
+Prints p50/p99 and writes ``bench/results/realtime_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from antiphon.audio.frame import AudioFrame
+from antiphon.net.ws import WsConnection
+from antiphon.plugins.openai import OpenAIRealtime
+from antiphon.protocols import realtime as rt
+from antiphon.services.realtime import AgentAudio, ResponseDone
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
+from antiphon.testing.server import running_in_thread
+
+TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
+AUDIO_DELTA = rt.NAMES[rt.Dialect.GA].audio_delta
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+async def bare_round(url: str) -> list[float]:
+    out: list[float] = []
+    async with connect(
+        f"{url}/v1/realtime?model=m",
+        additional_headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"},
+        compression=None,
+    ) as ws:
+        await ws.recv()  # session.created
+        cfg = rt.SessionConfig(turn_detection=None)
+        await ws.send(rt.encode_session_update(rt.Dialect.GA, cfg))
+        await ws.send(rt.encode_message(rt.Dialect.GA, "user", TEXT))
+        await ws.send(rt.encode_response_create())
+        while True:
+            raw = await ws.recv()
+            t0 = time.perf_counter_ns()
+            msg = json.loads(raw)
+            if msg["type"] == AUDIO_DELTA:
+                pcm = base64.b64decode(msg["delta"])
+                assert pcm
+                out.append((time.perf_counter_ns() - t0) / 1e3)
+            elif msg["type"] == "response.done":
+                return out
+
+
+async def antiphon_round(url: str, recv_times: list[int]) -> tuple[list[float], list[float]]:
+    out: list[float] = []
+    push: list[float] = []
+    model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=url, server_vad=False)
+    async with model, model.session() as s:
+        recv_times.clear()
+        s.send_text(TEXT)
+        i = 0
+        async for ev in s:
+            if isinstance(ev, AgentAudio):
+                out.append((time.perf_counter_ns() - recv_times[i]) / 1e3)
+                i += 1
+            elif isinstance(ev, ResponseDone):
+                break
+        for f in AudioFrame.silence(1.0, 16000).split(0.02):
+            t0 = time.perf_counter_ns()
+            s.push_audio(f)
+            push.append((time.perf_counter_ns() - t0) / 1e3)
+    return out, push
+
+
+async def main(rounds: int, interval: float) -> dict[str, Any]:
+    recv_times: list[int] = []
+    original = WsConnection.recv
+
+    async def timed_recv(self: WsConnection, *, stage: str = "receive") -> str | bytes:
+        data = await original(self, stage=stage)
+        if isinstance(data, str) and AUDIO_DELTA in data[:60]:
+            recv_times.append(time.perf_counter_ns())
+        return data
+
+    WsConnection.recv = timed_recv  # type: ignore[method-assign]
+    bare: list[float] = []
+    ours: list[float] = []
+    push: list[float] = []
+    with running_in_thread(
+        FakeRealtimeServer(FaultPlan(chunk_interval=interval), dialect="ga", chunk_ms=20.0)
+    ) as fake:
+        for _ in range(rounds):
+            bare += await bare_round(fake.url)
+            o, p = await antiphon_round(fake.url, recv_times)
+            ours += o
+            push += p
+    WsConnection.recv = original  # type: ignore[method-assign]
+    res = {
+        "what": "per 20 ms audio delta: recv() returned -> PCM available (microseconds)",
+        "rounds": rounds,
+        "server_interval_s": interval,
+        "deltas": len(ours),
+        "bare_p50_us": statistics.median(bare),
+        "bare_p99_us": pct(bare, 0.99),
+        "antiphon_p50_us": statistics.median(ours),
+        "antiphon_p99_us": pct(ours, 0.99),
+        "push_audio_16k_to_24k_p50_us": statistics.median(push),
+        "push_audio_16k_to_24k_p99_us": pct(push, 0.99),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    return res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=0.005,
+        help="seconds between the fake's audio deltas (0: whole answer in one burst, "
+        "which measures queueing behind the burst as well)",
+    )
+    args = ap.parse_args()
+    result = asyncio.run(main(args.rounds, args.interval))
+    for k, v in result.items():
+        print(f"{k:32} {v:.4g}" if isinstance(v, float) else f"{k:32} {v}")
+    out = Path(__file__).parent / "results" / "realtime_overhead.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")

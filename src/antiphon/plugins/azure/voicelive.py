@@ -1,0 +1,135 @@
+"""Azure AI Voice Live (speech to speech): ``wss://<resource>/voice-live/realtime``.
+
+Voice Live speaks the *preview* OpenAI Realtime event names (``response.audio.delta``,
+flat session fields) with Azure additions: Azure voices (``azure-standard``,
+``azure-custom``, ``azure-personal``...), ``azure_semantic_vad`` turn detection, deep noise
+suppression and server echo cancellation. Auth is an ``api-key`` header or an Entra ID
+bearer token. The session itself is :class:`~antiphon.services.realtime.RealtimeSession`;
+see ``docs/realtime.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from antiphon.errors import ConfigError
+from antiphon.protocols.realtime import Dialect, Tool, Voice, build_url
+from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
+
+PROVIDER = "azure-voicelive"
+PATH = "/voice-live/realtime"
+DEFAULT_API_VERSION = "2025-10-01"
+DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_VOICE = Voice("en-US-Ava:DragonHDLatestNeural", "azure-standard")
+DEFAULT_TURN_DETECTION: Mapping[str, Any] = {
+    "type": "azure_semantic_vad",
+    "silence_duration_ms": 500,
+    "create_response": True,
+    "interrupt_response": True,
+}
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+
+
+class AzureVoiceLive(WebSocketRealtimeModel):
+    """Azure AI Voice Live.
+
+    ``endpoint``: ``https://<resource>.services.ai.azure.com`` (or ``wss://``; a local fake
+    at ``ws://127.0.0.1:PORT``), default ``$AZURE_VOICELIVE_ENDPOINT``. Credentials: an
+    ``api_key`` (default ``$AZURE_VOICELIVE_API_KEY``), or ``token`` / ``token_provider``
+    for Entra ID (scope ``https://ai.azure.com/.default``); a provider is called for every
+    connection, so reconnects get a fresh token. ``voice``: an OpenAI voice name, a
+    :class:`Voice` or a mapping with its ``type``. ``noise_suppression`` and
+    ``echo_cancellation`` turn on Azure's input processing.
+    """
+
+    provider: ClassVar[str] = PROVIDER
+    dialect: ClassVar[Dialect] = Dialect.BETA
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        token_provider: TokenProvider | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        model: str = DEFAULT_MODEL,
+        instructions: str = "",
+        voice: str | Voice | Mapping[str, Any] = DEFAULT_VOICE,
+        tools: Sequence[Tool | Mapping[str, Any]] = (),
+        turn_detection: Mapping[str, Any] | None = DEFAULT_TURN_DETECTION,
+        transcription: Mapping[str, Any] | None = None,
+        noise_suppression: bool = True,
+        echo_cancellation: bool = True,
+        input_sample_rate: int = 24000,
+        output_sample_rate: int = 24000,
+        deadlines: RealtimeDeadlines | None = None,
+        max_reconnects: int = 2,
+        max_input_backlog: float = 2.0,
+        extra_session: Mapping[str, Any] | None = None,
+    ) -> None:
+        ep = endpoint if endpoint is not None else os.environ.get("AZURE_VOICELIVE_ENDPOINT", "")
+        if not ep.strip():
+            raise ConfigError(
+                "Azure Voice Live needs an endpoint: pass endpoint='https://<resource>."
+                "services.ai.azure.com' or set AZURE_VOICELIVE_ENDPOINT"
+            )
+        given = [x is not None for x in (api_key, token, token_provider)]
+        if sum(given) > 1:
+            raise ConfigError("pass only one of api_key, token or token_provider")
+        self._key: str | None = None
+        self._token = token
+        self._token_provider = token_provider
+        if not any(given):
+            self._key = os.environ.get("AZURE_VOICELIVE_API_KEY", "").strip() or None
+            if self._key is None:
+                raise ConfigError(
+                    "Azure Voice Live needs credentials: pass api_key=... (or set "
+                    "AZURE_VOICELIVE_API_KEY), or token=/token_provider= for Entra ID"
+                )
+        elif api_key is not None:
+            if not api_key.strip():
+                raise ConfigError("api_key is empty")
+            self._key = api_key.strip()
+        if not api_version or not model:
+            raise ConfigError(
+                "api_version and model are required, e.g. '2025-10-01', 'gpt-realtime'"
+            )
+        self.api_version = api_version
+        self.model = model
+        super().__init__(
+            url=build_url(ep.strip(), PATH, {"api-version": api_version, "model": model}),
+            auth_hint="check AZURE_VOICELIVE_API_KEY (or the api_key/token argument) and that "
+            "the resource has Voice Live",
+            instructions=instructions,
+            voice=voice,
+            tools=tools,
+            turn_detection=turn_detection,
+            transcription=(
+                transcription if transcription is not None else {"model": "azure-speech"}
+            ),
+            noise_reduction={"type": "azure_deep_noise_suppression"} if noise_suppression else None,
+            echo_cancellation={"type": "server_echo_cancellation"} if echo_cancellation else None,
+            input_sample_rate=input_sample_rate,
+            output_sample_rate=output_sample_rate,
+            deadlines=deadlines,
+            max_reconnects=max_reconnects,
+            max_input_backlog=max_input_backlog,
+            extra_session=extra_session,
+        )
+
+    async def connect_headers(self) -> Mapping[str, str]:
+        if self._key is not None:
+            return {"api-key": self._key}
+        if self._token_provider is not None:
+            got = self._token_provider()
+            token = await got if inspect.isawaitable(got) else got
+        else:
+            token = self._token or ""
+        if not isinstance(token, str) or not token.strip():
+            raise ConfigError("the Entra ID token (token or token_provider) is empty")
+        return {"Authorization": f"Bearer {token.strip()}"}

@@ -1,0 +1,90 @@
+"""OpenAIRealtime: the realtime conformance suite on the fake (GA), plus plugin checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from antiphon.errors import ConfigError
+from antiphon.plugins.openai import OpenAIRealtime
+from antiphon.services.realtime import RealtimeDeadlines, RealtimeModel
+from antiphon.services.realtime_conformance import (
+    FAST,
+    RealtimeConformance,
+    RealtimeHarness,
+    turn,
+)
+from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
+from antiphon.testing.server import running_in_thread
+
+
+class OpenAIHarness(RealtimeHarness):
+    dialect = "ga"
+
+    def make_model(
+        self, base_url: str, *, deadlines: RealtimeDeadlines, **kwargs: Any
+    ) -> RealtimeModel:
+        if "turn_detection" in kwargs and kwargs["turn_detection"] is None:
+            kwargs.pop("turn_detection")
+            kwargs["server_vad"] = False
+        return OpenAIRealtime(
+            api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, **kwargs
+        )
+
+    def other_voice(self) -> Any:
+        return "marin"
+
+
+class TestOpenAIRealtimeConformance(RealtimeConformance):
+    harness = OpenAIHarness()
+
+
+def test_missing_key_says_where_to_put_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIRealtime()
+
+
+async def test_key_from_environment_and_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    m = OpenAIRealtime()
+    assert m.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert await m.connect_headers() == {"Authorization": "Bearer from-env"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"voice": {"name": "en-US-AvaNeural", "type": "azure-standard"}}, "Azure Voice Live"),
+        ({"voice": "nova-ish"}, "not an OpenAI voice"),
+    ],
+)
+def test_what_ga_cannot_carry_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        OpenAIRealtime(api_key="k", **kwargs)
+
+
+async def test_ga_session_shape_on_the_wire() -> None:
+    with running_in_thread(FakeRealtimeServer(dialect="ga")) as fake:
+        async with (
+            OpenAIRealtime(
+                api_key=DEFAULT_API_KEY,
+                base_url=fake.url,
+                instructions="Hi",
+                voice="cedar",
+                noise_reduction={"type": "near_field"},
+                deadlines=FAST,
+            ) as model,
+            model.session() as s,
+        ):
+            s.say("ok")
+            await turn(s)
+    sent = fake.stats.sessions[0]
+    assert sent["type"] == "realtime" and sent["output_modalities"] == ["audio"]
+    assert sent["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert sent["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+    assert sent["audio"]["output"]["voice"] == "cedar"
+    assert "voice" not in sent and "input_audio_format" not in sent
+    assert json.dumps(sent).count("server_vad") == 1
