@@ -144,10 +144,31 @@ def _azure_sdk_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
     return FakeAzureSpeechWs(plan, port=port, api_key=key)
 
 
+def _xai(s: TTSSettings) -> TTS:
+    from antiphon.plugins.xai import XAITTS
+    from antiphon.protocols import xai_tts as xai
+
+    return XAITTS(
+        api_key=s.api_key,
+        base_url=s.base_url or xai.DEFAULT_BASE_URL,
+        voice=s.voice or xai.DEFAULT_VOICE,
+        encoding=s.encoding or xai.DEFAULT_ENCODING,
+        sample_rate=s.sample_rate or xai.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
+def _xai_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
+    from antiphon.testing.xai import FakeXAITTS
+
+    return FakeXAITTS(plan, port=port, api_key=key)
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
         TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
+        TTSProvider("xai", "XAI_API_KEY", _xai, _xai_fake),
         TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia, _cartesia_fake),
         TTSProvider("elevenlabs", "ELEVEN_API_KEY", _elevenlabs, _elevenlabs_fake),
         TTSProvider(

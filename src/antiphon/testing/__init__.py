@@ -12,7 +12,9 @@ from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
+from antiphon.testing.xai import FakeXAITTS
 
 __all__ = [
     "ABORT",
@@ -21,10 +23,13 @@ __all__ = [
     "FakeCartesiaTTS",
     "FakeDeepgramTTS",
     "FakeElevenLabsTTS",
+    "FakeRealtimeServer",
     "FakeServer",
     "FakeWsServer",
+    "FakeXAITTS",
     "FaultPlan",
     "LeakCheck",
+    "RealtimeFakeStats",
     "SdkDouble",
     "running_in_thread",
 ]
