@@ -38,3 +38,23 @@ def test_say_refuses_blank_text(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_unknown_provider_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="deepgram"):
         tts_provider("nope")
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure"])
+def test_realtime_answers_a_wav_file(
+    provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+
+    t = np.arange(int(24000 * 0.8)) / 24000
+    speech = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)  # loud enough for the VAD
+    write_wav(tmp_path / "q.wav", AudioFrame.from_array(speech, 24000))
+    out = tmp_path / "reply.wav"
+    args = ["realtime", str(tmp_path / "q.wav"), "--provider", provider, "--fake"]
+    assert main([*args, "--out", str(out), "--timeout", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "user:  hello there" in printed and "agent: " in printed
+    assert read_wav(out).duration > 0.1

@@ -10,11 +10,16 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
+from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
 from antiphon.testing.faults import FaultPlan
+
+if TYPE_CHECKING:
+    from antiphon.services.realtime import RealtimeModel
 
 
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
@@ -94,6 +99,87 @@ async def _fake_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_realtime(
+    provider: str, base_url: str | None, api_key: str | None, args: argparse.Namespace
+) -> RealtimeModel:
+    common: dict[str, Any] = {"instructions": args.instructions}
+    if args.voice:
+        common["voice"] = args.voice
+    if provider == "openai":
+        from antiphon.plugins.openai import OpenAIRealtime
+
+        if base_url:
+            common["base_url"] = base_url
+        return OpenAIRealtime(api_key=api_key, **common)
+    if provider == "azure":
+        from antiphon.plugins.azure.voicelive import AzureVoiceLive
+
+        return AzureVoiceLive(endpoint=base_url, api_key=api_key, **common)
+    raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai or azure")
+
+
+async def _realtime(args: argparse.Namespace) -> int:
+    """Talk to a speech-to-speech model: a WAV file in, the spoken answer to a WAV file."""
+    from antiphon.audio.wav import WavWriter, read_wav
+    from antiphon.services.realtime import (
+        AgentAudio,
+        AgentTranscriptDone,
+        ResponseDone,
+        UserTranscript,
+    )
+
+    audio = read_wav(args.input)
+    async with contextlib.AsyncExitStack() as stack:
+        base_url, api_key = args.base_url, args.api_key
+        if args.fake:
+            from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
+
+            dialect = "ga" if args.provider == "openai" else "beta"
+            fake = await stack.enter_async_context(FakeRealtimeServer(dialect=dialect))
+            base_url, api_key = fake.url, DEFAULT_API_KEY
+        model = await stack.enter_async_context(
+            _make_realtime(args.provider, base_url, api_key, args)
+        )
+        session = await stack.enter_async_context(model.session())
+        wav = stack.enter_context(
+            WavWriter(args.out, sample_rate=model.output_sample_rate, channels=1)
+        )
+        started = time.perf_counter()
+
+        async def feed() -> None:
+            # Paced in real time, then a second of silence so turn detection ends the turn.
+            frames = [*audio.split(0.02), *AudioFrame.silence(1.0, audio.sample_rate).split(0.02)]
+            for frame in frames:
+                session.push_audio(frame)
+                await asyncio.sleep(0.02)
+
+        feeder = asyncio.create_task(feed())
+        first: float | None = None
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for event in session:
+                    if isinstance(event, UserTranscript):
+                        print(f"user:  {event.text}")
+                    elif isinstance(event, AgentTranscriptDone):
+                        print(f"agent: {event.text}")
+                    elif isinstance(event, AgentAudio):
+                        if first is None:
+                            first = time.perf_counter() - started
+                        wav.write(event.frame)
+                    elif isinstance(event, ResponseDone):
+                        break
+        except TimeoutError:
+            raise AntiphonError(
+                f"no complete answer within {args.timeout:g} s; is the input speech?"
+            ) from None
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+        after = f"{first:.2f} s after the input started" if first is not None else "none"
+        print(f"wrote {args.out}: {wav.duration:.2f} s of agent audio (first audio {after})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antiphon", description="Real-time voice agents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -119,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--encoding", help="wire encoding, e.g. linear16, mulaw")
     say.add_argument("--sample-rate", type=int, help="output sample rate in Hz")
 
+    rt = sub.add_parser("realtime", help="talk to a speech-to-speech model: WAV in, WAV out")
+    rt.add_argument("input", help="WAV file with what the user says")
+    rt.add_argument("--provider", choices=["openai", "azure"], default="openai")
+    rt.add_argument("--out", default="reply.wav", help="WAV file for the answer")
+    rt.add_argument("--base-url", help="endpoint (Azure: https://<resource>.services.ai.azure.com)")
+    rt.add_argument("--api-key", help="key (default OPENAI_API_KEY / AZURE_VOICELIVE_API_KEY)")
+    rt.add_argument("--fake", action="store_true", help="use the local fake server (no key)")
+    rt.add_argument("--voice", help="voice name (provider default if omitted)")
+    rt.add_argument("--instructions", default="You are a helpful voice assistant.")
+    rt.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
     fake.add_argument("provider", choices=list(TTS_PROVIDERS))
     fake.add_argument("--port", type=int, default=8765)
@@ -137,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    runner = _say if args.command == "say" else _fake_server
+    runner = {"say": _say, "realtime": _realtime, "fake-server": _fake_server}[args.command]
     try:
         return asyncio.run(runner(args))
     except AntiphonError as exc:
