@@ -774,6 +774,7 @@ class _Request:
     result_id: str | None = None
     heard: bool = False
     replayed: bool = False
+    begun: bool = False  # handed to the SDK (one request at a time, see _begin)
 
 
 class AzureSdkSynthesisStream(SynthesisStream):
@@ -812,13 +813,26 @@ class AzureSdkSynthesisStream(SynthesisStream):
         return self._worker
 
     async def _begin(self, reqs: deque[_Request], journal: list[str]) -> _Request:
-        worker = await self._worker_for_stream()
+        """A new request; handed to the SDK now only if no other one is in flight.
+
+        The SDK may run queued requests on several connections at once and its events do
+        not say which request they belong to, so audio order is kept by construction:
+        the next request starts when the previous one is done (see :meth:`_start`).
+        """
         req = _Request(next(self._rids), journal=list(journal))
         reqs.append(req)
+        if len(reqs) == 1:
+            await self._start(req)
+        return req
+
+    async def _start(self, req: _Request) -> None:
+        worker = await self._worker_for_stream()
+        req.begun = True
         await worker.begin(req.rid, self._tts.voice, timeout=self._tts.deadlines.connect)
         if req.journal:
             await worker.write(req.rid, "".join(req.journal), timeout=self._tts.deadlines.idle)
-        return req
+        if req.closed:
+            await worker.finish(req.rid, timeout=self._tts.deadlines.idle)
 
     async def _loop(self) -> None:
         tts = self._tts
@@ -869,16 +883,18 @@ class AzureSdkSynthesisStream(SynthesisStream):
                         continue
                     text, pending_space = pending_space + text, ""
                     open_req = await self._begin(reqs, [])
-                assert self._worker is not None
                 open_req.journal.append(text)
-                await self._worker.write(open_req.rid, text, timeout=d.idle)
+                if open_req.begun:
+                    assert self._worker is not None
+                    await self._worker.write(open_req.rid, text, timeout=d.idle)
             elif isinstance(item, FlushInput | EndInput):
                 if open_req is not None:
-                    assert self._worker is not None
                     open_req.closed = True
                     if reqs[0] is open_req:
                         progress = loop.time()
-                    await self._worker.finish(open_req.rid, timeout=d.idle)
+                    if open_req.begun:
+                        assert self._worker is not None
+                        await self._worker.finish(open_req.rid, timeout=d.idle)
                     open_req = None
                 if isinstance(item, EndInput):
                     ended = True
@@ -889,7 +905,7 @@ class AzureSdkSynthesisStream(SynthesisStream):
                 connect_since = None if item.up or not reqs else loop.time()
             elif isinstance(item, _Started):
                 for req in reqs:
-                    if req.result_id is None:
+                    if req.begun and req.result_id is None:
                         req.result_id = item.result_id
                         break
             elif isinstance(item, _Audio):
@@ -919,6 +935,9 @@ class AzureSdkSynthesisStream(SynthesisStream):
                     open_req = None
                 if ended and not reqs:
                     return self._end_audio()
+                if reqs and not reqs[0].begun:
+                    await self._start(reqs[0])
+                    progress = loop.time()
 
     async def _reap(self, worker: SdkWorker, req: _Request) -> None:
         try:
@@ -950,11 +969,10 @@ class AzureSdkSynthesisStream(SynthesisStream):
             raise exc
         log.info("%s: %s; replaying the request", self.provider, exc)
         journal = head.journal
-        replacement = await self._begin(reqs, journal)
-        replacement.replayed = True
-        if head.closed:
-            replacement.closed = True
-            await worker.finish(replacement.rid, timeout=self._tts.deadlines.idle)
+        replacement = _Request(next(self._rids), journal=list(journal), replayed=True)
+        replacement.closed = head.closed
+        reqs.append(replacement)
+        await self._start(replacement)
         return replacement
 
     def _deliver(self, data: bytes) -> None:
