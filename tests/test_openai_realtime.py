@@ -88,3 +88,28 @@ async def test_ga_session_shape_on_the_wire() -> None:
     assert sent["audio"]["output"]["voice"] == "cedar"
     assert "voice" not in sent and "input_audio_format" not in sent
     assert json.dumps(sent).count("server_vad") == 1
+
+
+async def test_metrics_count_tokens_responses_and_interruptions() -> None:
+    from prometheus_client import REGISTRY
+
+    from antiphon.services.realtime_conformance import turn
+    from antiphon.testing.realtime import FakeRealtimeServer
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"provider": "openai", **labels}) or 0.0
+
+    out_tokens = value("antiphon_realtime_tokens_total", direction="output")
+    responses = value("antiphon_realtime_response_seconds_count")
+    interruptions = value("antiphon_realtime_interruptions_total")
+    async with (
+        FakeRealtimeServer(dialect="ga") as fake,
+        OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=fake.url) as model,
+        model.session() as s,
+    ):
+        s.send_text("What time is it?")
+        await turn(s)
+        s.interrupt()
+    assert value("antiphon_realtime_tokens_total", direction="output") == out_tokens + 20
+    assert value("antiphon_realtime_response_seconds_count") == responses + 1
+    assert value("antiphon_realtime_interruptions_total") == interruptions + 1

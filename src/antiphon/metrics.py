@@ -32,3 +32,28 @@ TTS_DROPPED_MESSAGES = Counter(
     "Server messages dropped as stale or invalid (audio after done, after a clear, ...).",
     ["provider", "reason"],
 )
+
+# -- realtime (speech-to-speech) sessions
+
+_REALTIME_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+REALTIME_VOICE_TO_VOICE = Histogram(
+    "antiphon_realtime_voice_to_voice_seconds",
+    "End of user speech (speech_stopped) to the first agent audio of the next response.",
+    ["provider"],
+    buckets=_REALTIME_BUCKETS,
+)
+REALTIME_RESPONSE_SECONDS = Histogram(
+    "antiphon_realtime_response_seconds",
+    "response.created to response.done.",
+    ["provider"],
+    buckets=_REALTIME_BUCKETS,
+)
+REALTIME_INTERRUPTIONS = Counter(
+    "antiphon_realtime_interruptions", "Responses interrupted by the caller.", ["provider"]
+)
+REALTIME_TOKENS = Counter(
+    "antiphon_realtime_tokens", "Tokens reported by response.done.", ["provider", "direction"]
+)
+REALTIME_RECONNECTS = Counter(
+    "antiphon_realtime_reconnects", "Sessions moved to a new connection.", ["provider"]
+)

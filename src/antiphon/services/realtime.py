@@ -38,8 +38,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from prometheus_client import Counter, Histogram
-
+from antiphon import metrics
 from antiphon.aio.channel import Channel, ChannelClosed
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
@@ -86,32 +85,6 @@ __all__ = [
     "Voice",
     "WebSocketRealtimeModel",
 ]
-
-# --------------------------------------------------------------------------- metrics
-# (kept here until they move to antiphon.metrics)
-
-_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-VOICE_TO_VOICE = Histogram(
-    "antiphon_realtime_voice_to_voice_seconds",
-    "End of user speech (speech_stopped) to the first agent audio of the next response.",
-    ["provider"],
-    buckets=_BUCKETS,
-)
-RESPONSE_SECONDS = Histogram(
-    "antiphon_realtime_response_seconds",
-    "response.created to response.done.",
-    ["provider"],
-    buckets=_BUCKETS,
-)
-INTERRUPTIONS = Counter(
-    "antiphon_realtime_interruptions", "Responses interrupted by the caller.", ["provider"]
-)
-TOKENS = Counter(
-    "antiphon_realtime_tokens", "Tokens reported by response.done.", ["provider", "direction"]
-)
-RECONNECTS = Counter(
-    "antiphon_realtime_reconnects", "Sessions moved to a new connection.", ["provider"]
-)
 
 # --------------------------------------------------------------------------- events
 
@@ -631,7 +604,7 @@ class RealtimeSession:
         if played_ms is None:
             played_item, yielded = next(reversed(self._yielded_ms.items()), ("", 0.0))
             played_ms = int(yielded)
-        INTERRUPTIONS.labels(self.provider).inc()
+        metrics.REALTIME_INTERRUPTIONS.labels(self.provider).inc()
         self._mailbox.send_nowait(_Send("interrupt", (target, played_ms, played_item)))
 
     # -- output
@@ -785,7 +758,7 @@ class RealtimeSession:
             if not error.retryable or self.reconnects >= model.max_reconnects:
                 raise error from None
             self.reconnects += 1
-            RECONNECTS.labels(self.provider).inc()
+            metrics.REALTIME_RECONNECTS.labels(self.provider).inc()
             log.info("%s: connection lost (%s); reconnecting", self.provider, lost)
             await self._drop_connection()
             lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
@@ -915,7 +888,7 @@ class RealtimeSession:
             if ev.response_id not in self._first_audio_seen:
                 self._first_audio_seen.add(ev.response_id)
                 if self._speech_stopped_at is not None:
-                    VOICE_TO_VOICE.labels(self.provider).observe(
+                    metrics.REALTIME_VOICE_TO_VOICE.labels(self.provider).observe(
                         loop_time - self._speech_stopped_at
                     )
                     self._speech_stopped_at = None
@@ -930,11 +903,11 @@ class RealtimeSession:
         elif isinstance(ev, rt.ResponseDone):
             started = self._response_started.pop(ev.response_id, None)
             if started is not None:
-                RESPONSE_SECONDS.labels(self.provider).observe(loop_time - started)
+                metrics.REALTIME_RESPONSE_SECONDS.labels(self.provider).observe(loop_time - started)
             self._first_audio_seen.discard(ev.response_id)
             if ev.usage is not None:
-                TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
-                TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
+                metrics.REALTIME_TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
+                metrics.REALTIME_TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
             self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen))
         elif isinstance(ev, rt.FunctionCallReady):
             self._emit(
