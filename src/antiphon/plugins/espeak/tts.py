@@ -1,0 +1,196 @@
+"""Offline streaming TTS with espeak-ng (library and voices from ``espeakng-loader``).
+
+Each flush segment is synthesised on the plugin's own worker thread
+(:class:`~antiphon.services.stt.EngineWorker`), and the audio reaches the stream block by
+block *while* espeak produces it (60 ms of audio per block), through the event loop's
+``call_soon_threadsafe`` into a channel the stream reads with its deadlines. A cancel
+sets an abort flag that espeak's callback checks at the next block, so the thread stops
+within one block's compute (well under a millisecond); ``aclose()`` joins the thread.
+
+libespeak-ng is process-global (one voice, one callback), so all synthesis in a process
+is serialised by :mod:`antiphon.plugins.espeak.engine`; a TTS instance has one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from antiphon.aio.channel import Channel
+from antiphon.aio.deadline import deadline
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.resample import StreamResampler
+from antiphon.errors import ConfigError, ProviderError
+from antiphon.plugins.espeak import engine as esp
+from antiphon.services.stt import EngineWorker
+from antiphon.services.tts import (
+    TTS,
+    EndInput,
+    FlushInput,
+    SynthesisStream,
+    TextInput,
+    TTSDeadlines,
+)
+
+log = logging.getLogger(__name__)
+PROVIDER = esp.PROVIDER
+
+#: ``synthesize(text, voice, on_audio) -> completed``: the engine call (tests wrap it).
+Synthesizer = Callable[[str, esp.Voice, Callable[[bytes], bool]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    error: BaseException | None = None
+
+
+class EspeakTTS(TTS):
+    """espeak-ng speech, streamed as it is synthesised.
+
+    ``voice``: an :class:`~antiphon.plugins.espeak.engine.Voice` (name, rate, pitch,
+    volume). ``sample_rate``: output rate (espeak's native 22050 Hz by default; other
+    rates are resampled with soxr, continuous across a segment).
+    """
+
+    provider: ClassVar[str] = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        voice: esp.Voice | None = None,
+        sample_rate: int | None = None,
+        deadlines: TTSDeadlines | None = None,
+        synthesize: Synthesizer | None = None,
+    ) -> None:
+        self.native_rate = esp.sample_rate()  # loads the library: refuses at once if missing
+        if sample_rate is not None and (
+            not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate <= 0
+        ):
+            raise ConfigError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}")
+        if voice is not None and not isinstance(voice, esp.Voice):
+            raise ConfigError(f"voice must be an espeak Voice, got {type(voice).__name__}")
+        super().__init__(sample_rate=sample_rate or self.native_rate, deadlines=deadlines)
+        self.voice = voice or esp.Voice()
+        self._synthesize: Synthesizer = synthesize or esp.synthesize
+        self._worker: EngineWorker[None] | None = None
+        self._retired: list[EngineWorker[None]] = []
+
+    def _engine(self) -> EngineWorker[None]:
+        """The worker thread, replaced if a call on it hung."""
+        w = self._worker
+        if w is None or not w.usable:
+            if w is not None:
+                self._retired.append(w)
+            w = self._worker = EngineWorker(lambda: None, provider=self.provider)
+        return w
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The engine threads alive now (for leak checks)."""
+        workers = [*self._retired, *([self._worker] if self._worker else [])]
+        return [w.thread for w in workers if w.thread.is_alive()]
+
+    def _new_stream(self, generation: int) -> SynthesisStream:
+        return EspeakStream(self, generation)
+
+    async def _aclose_resources(self) -> None:
+        workers = [*self._retired, *([self._worker] if self._worker else [])]
+        self._worker, self._retired = None, []
+        if workers:
+            await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
+
+
+class EspeakStream(SynthesisStream):
+    def __init__(self, tts: EspeakTTS, generation: int) -> None:
+        self._tts = tts
+        super().__init__(
+            provider=tts.provider,
+            sample_rate=tts.sample_rate,
+            channels=1,
+            generation=generation,
+            owner=tts._tasks,
+            close_timeout=tts.deadlines.close,
+        )
+
+    async def _run(self) -> None:
+        pending: list[str] = []
+        async for item in self._mailbox:
+            if isinstance(item, TextInput):
+                pending.append(item.text)
+            elif isinstance(item, FlushInput | EndInput):
+                text = "".join(pending).strip()
+                pending.clear()
+                if text:
+                    await self._speak(text)
+                if isinstance(item, EndInput):
+                    return
+
+    async def _speak(self, text: str) -> None:
+        tts, dl = self._tts, self._tts.deadlines
+        worker = tts._engine()
+        audio: Channel[bytes | _Done] = Channel()
+        abort = threading.Event()
+        synthesize, voice = tts._synthesize, tts.voice
+
+        def deliver(item: bytes | _Done) -> None:
+            with contextlib.suppress(Exception):  # the stream may have ended meanwhile
+                audio.send_nowait(item)
+
+        def on_audio(pcm: bytes) -> bool:  # on the worker thread, inside espeak_Synth
+            if abort.is_set():
+                return False
+            worker.post(deliver, pcm)
+            return True
+
+        def job(_: None) -> None:
+            try:
+                synthesize(text, voice, on_audio)
+            except BaseException as exc:
+                worker.post(deliver, _Done(exc))
+            else:
+                worker.post(deliver, _Done())
+
+        resampler = (
+            StreamResampler(tts.native_rate, tts.sample_rate)
+            if tts.sample_rate != tts.native_rate
+            else None
+        )
+        worker.submit(job)
+        first = True
+        try:
+            while True:
+                stage, limit = ("first_audio", dl.first_audio) if first else ("idle", dl.idle)
+                try:
+                    async with deadline(limit, provider=self.provider, stage=stage):
+                        item = await audio.recv()
+                except ProviderError:
+                    worker.stuck = stage  # never reuse a thread whose call may not return
+                    raise
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        if isinstance(item.error, ProviderError):
+                            raise item.error
+                        raise ProviderError(
+                            f"espeak-ng failed: {item.error!r}",
+                            provider=self.provider,
+                            stage="synth",
+                        ) from item.error
+                    if resampler is not None:
+                        self._frame(resampler.flush().data)
+                    return
+                first = False
+                if resampler is not None:
+                    item = resampler.process(AudioFrame(item, tts.native_rate)).data
+                self._frame(item)
+        finally:
+            abort.set()  # a cancel or failure stops espeak at its next block
+            audio.close()
+
+    def _frame(self, pcm: bytes) -> None:
+        if pcm:
+            self._emit(AudioFrame(pcm, self.sample_rate, 1, self.generation))

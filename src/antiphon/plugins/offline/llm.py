@@ -1,0 +1,238 @@
+"""The offline "brain": an honest rule-based responder behind the LLM contract.
+
+No language model's weights ship inside a pip package that installs here, so this is
+**not** a language model. For the last user message it:
+
+1. ranks the entries of a small FAQ and the tools given to
+   :meth:`~antiphon.services.llm.LLM.chat` that take no required arguments by TF-IDF
+   cosine similarity (numpy) of the message to the FAQ question, or to the tool's name
+   and description;
+2. if a tool ranks first, calls it (e.g. "what time is it?" → ``get_time``); if a FAQ
+   entry does, says its answer; if nothing reaches ``threshold``, says it does not know;
+3. after a tool result (the last message is a ``tool`` message), says that result.
+
+The answer streams word by word (``token_interval`` seconds apart, 0 by default) through
+the same :class:`~antiphon.services.llm.ChatStream` as a cloud model, with the same
+deadlines, cancellation and usage (counted in words). The FAQ is
+``antiphon/plugins/offline/faq.json`` unless another is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from antiphon.aio.tasks import TaskOwner
+from antiphon.errors import ConfigError
+from antiphon.services.llm import (
+    LLM,
+    ChatContext,
+    ChatStream,
+    LLMDeadlines,
+    Usage,
+)
+from antiphon.services.tools import FunctionTool, function_tool
+
+PROVIDER = "offline"
+DEFAULT_FALLBACK = (
+    "Sorry, I don't know that one. I am a small offline responder: ask me what I can do."
+)
+_STOP = frozenset(
+    {"a", "an", "the", "is", "am", "be", "to", "of", "and", "or", "in", "on", "at", "for"}
+    | {"it", "its", "this", "that", "i", "me", "my", "please"}
+)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True, slots=True)
+class FaqEntry:
+    """A question (or several phrasings of it) and the answer to speak."""
+
+    question: str
+    answer: str
+
+
+def load_faq(path: str | Path | None = None) -> list[FaqEntry]:
+    """Read a FAQ: a JSON list of ``{"q": ..., "a": ...}`` (the bundled one by default)."""
+    try:
+        if path is None:
+            text = resources.files("antiphon.plugins.offline").joinpath("faq.json").read_text()
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot read FAQ file {str(path)!r}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"FAQ file {str(path)!r} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(raw, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("q"), str) and isinstance(e.get("a"), str)
+        for e in raw
+    ):
+        raise ConfigError('a FAQ must be a JSON list of {"q": "question", "a": "answer"}')
+    return [FaqEntry(e["q"], e["a"]) for e in raw]
+
+
+def _terms(text: str) -> list[str]:
+    words = _WORD.findall(text.lower().replace("_", " "))
+    out = []
+    for w in words:
+        if w in _STOP:
+            continue
+        if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        out.append(w)
+    return out
+
+
+class TfIdf:
+    """TF-IDF vectors with cosine similarity, over a fixed set of documents."""
+
+    def __init__(self, documents: Sequence[str]) -> None:
+        docs = [_terms(d) for d in documents]
+        vocab = sorted({t for d in docs for t in d})
+        self._index = {t: i for i, t in enumerate(vocab)}
+        df = Counter(t for d in docs for t in set(d))
+        n = max(1, len(docs))
+        self._idf = np.array([math.log((1 + n) / (1 + df[t])) + 1.0 for t in vocab])
+        self._rare = math.log(1 + n) + 1.0  # the weight of a word no document has
+        self._matrix = (
+            np.stack([self._vector(d) for d in docs]) if docs else np.zeros((0, len(vocab)))
+        )
+
+    def _vector(self, terms: Iterable[str]) -> npt.NDArray[np.float64]:
+        """Unit TF-IDF vector; words unknown to every document count in its norm, so a
+        query that is mostly about something else scores low."""
+        v = np.zeros(len(self._index))
+        unknown = 0.0
+        for t, c in Counter(terms).items():
+            i = self._index.get(t)
+            if i is not None:
+                v[i] = c * self._idf[i]
+            else:
+                unknown += (c * self._rare) ** 2
+        norm = math.sqrt(float(v @ v) + unknown)
+        return v / norm if norm else v
+
+    def scores(self, query: str) -> npt.NDArray[np.float64]:
+        """Cosine similarity of ``query`` to every document."""
+        if not len(self._matrix):
+            return np.zeros(0)
+        return self._matrix @ self._vector(_terms(query))
+
+
+@function_tool
+def get_time() -> str:
+    """Get the current local time: what time is it now, the clock, the hour."""
+    now = datetime.datetime.now()
+    return f"It is {now.strftime('%I:%M %p').lstrip('0')}."
+
+
+class OfflineLLM(LLM):
+    """The offline responder (see the module docstring for exactly what it does).
+
+    ``faq``: entries or a JSON file (default: the bundled FAQ). ``threshold``: least
+    cosine similarity to answer from the FAQ or to call a tool. ``fallback``: the answer
+    when nothing matches. ``token_interval``: seconds between streamed words.
+    """
+
+    provider: ClassVar[str] = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        faq: Sequence[FaqEntry] | str | Path | None = None,
+        threshold: float = 0.35,
+        fallback: str = DEFAULT_FALLBACK,
+        token_interval: float = 0.0,
+        deadlines: LLMDeadlines | None = None,
+    ) -> None:
+        super().__init__(deadlines=deadlines)
+        entries = list(faq) if isinstance(faq, Sequence) and not isinstance(faq, str) else None
+        self.faq = entries if entries is not None else load_faq(faq)  # type: ignore[arg-type]
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
+        if token_interval < 0:
+            raise ConfigError("token_interval must be >= 0 seconds")
+        if not fallback.strip():
+            raise ConfigError("fallback must be a non-empty answer")
+        self.threshold = threshold
+        self.fallback = fallback
+        self.token_interval = token_interval
+        self._faq_index = TfIdf([e.question for e in self.faq])
+
+    def respond(self, text: str, tools: Sequence[FunctionTool] = ()) -> FunctionTool | str:
+        """The best match for ``text`` among the FAQ and the argument-free ``tools``: the
+        tool to call, the FAQ answer to say, or the fallback when nothing matches."""
+        usable = [t for t in tools if not t.parameters.get("required")]
+        docs = [e.question for e in self.faq] + [f"{t.name} {t.description}" for t in usable]
+        scores = TfIdf(docs).scores(text) if usable else self._faq_index.scores(text)
+        if not scores.size or float(scores.max()) < self.threshold:
+            return self.fallback
+        best = int(scores.argmax())
+        return self.faq[best].answer if best < len(self.faq) else usable[best - len(self.faq)]
+
+    def _new_stream(
+        self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
+    ) -> ChatStream:
+        return OfflineChatStream(self, context, tools, generation, self._tasks)
+
+
+class OfflineChatStream(ChatStream):
+    def __init__(
+        self,
+        llm: OfflineLLM,
+        context: ChatContext,
+        tools: tuple[FunctionTool, ...],
+        generation: int,
+        owner: TaskOwner,
+    ) -> None:
+        self._llm = llm
+        super().__init__(
+            provider=llm.provider,
+            context=context,
+            tools=tools,
+            generation=generation,
+            deadlines=llm.deadlines,
+            owner=owner,
+        )
+
+    async def _run(self) -> None:
+        llm, messages = self._llm, self.context.messages
+        prompt = sum(len(m.content.split()) for m in messages)
+        last = messages[-1]
+        if last.role == "tool":
+            reply = last.content.strip() or "The tool returned nothing."
+        else:
+            user = self.context.last("user")
+            question = user.content if user is not None else ""
+            match = llm.respond(question, self.tools)
+            if isinstance(match, FunctionTool):
+                tool = match
+                await asyncio.sleep(0)
+                self._tool_delta(0, id=f"call_{tool.name}_{self.generation}", name=tool.name)
+                self._tool_delta(0, arguments="{}")
+                self._finish_reason("tool_calls")
+                self._usage(Usage(prompt, 1))
+                return
+            reply = match
+        words = re.findall(r"\S+\s*", reply)
+        for word in words:
+            if llm.token_interval:
+                await asyncio.sleep(llm.token_interval)
+            else:
+                await asyncio.sleep(0)
+            self._text(word)
+        self._finish_reason("stop")
+        self._usage(Usage(prompt, len(words)))

@@ -1,0 +1,507 @@
+"""The streaming chat contract: ``LLM.chat(context, tools=...)`` → ``ChatStream``.
+
+A chat stream yields :class:`TextDelta`s as tokens arrive and :class:`ToolCallDelta`s as
+a tool call's arguments stream in (the OpenAI chat-completions shape: an ``index``, then
+``id`` and ``name`` once, then fragments of the JSON ``arguments``), followed by each
+complete :class:`ToolCall` when the model has finished it. The stream reaches exactly
+one terminal state — completed, cancelled or failed with a typed error — and its
+:class:`ChatResult` (text, tool calls, ``finish_reason``, :class:`Usage`) is available
+from :meth:`ChatStream.result`.
+
+Deadlines (:class:`LLMDeadlines`) are enforced here for every plugin: from the start to
+the first event (``first_token``), then between events (``idle``); a plugin's own
+connect deadline comes from ``connect``.
+
+Plugins implement :meth:`ChatStream._run` and report through ``_text``,
+``_tool_delta`` and ``_finish_reason``/``_usage``; the base assembles tool calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Self
+
+from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.tasks import TaskOwner
+from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
+from antiphon.services.tools import FunctionTool
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "cancelled", "error"]
+
+
+class StreamState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete call of a tool: ``arguments`` is the model's JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def args(self) -> dict[str, Any]:
+        """The arguments parsed (``{}`` when empty); ``ConfigError`` if not a JSON object."""
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"tool call {self.name}: arguments are not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"tool call {self.name}: arguments are not a JSON object")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation.
+
+    ``assistant`` messages may carry ``tool_calls``; a ``tool`` message answers one of
+    them (``tool_call_id``) with ``content`` as the result.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(
+                f"ChatMessage role must be one of {', '.join(ROLES)}, got {self.role!r}"
+            )
+        if not isinstance(self.content, str):
+            raise ConfigError(f"ChatMessage content must be str, got {type(self.content).__name__}")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ConfigError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ConfigError("only assistant messages carry tool_calls")
+
+
+@dataclass
+class ChatContext:
+    """The conversation sent to a model: an ordered list of :class:`ChatMessage`."""
+
+    messages: list[ChatMessage] = field(default_factory=list)
+
+    def add(self, message: ChatMessage) -> Self:
+        if not isinstance(message, ChatMessage):
+            raise ConfigError(f"ChatContext.add() takes a ChatMessage, got {message!r}")
+        self.messages.append(message)
+        return self
+
+    def system(self, text: str) -> Self:
+        return self.add(ChatMessage("system", text))
+
+    def user(self, text: str) -> Self:
+        return self.add(ChatMessage("user", text))
+
+    def assistant(self, text: str, tool_calls: Iterable[ToolCall] = ()) -> Self:
+        return self.add(ChatMessage("assistant", text, tuple(tool_calls)))
+
+    def tool_result(self, call: ToolCall, output: str) -> Self:
+        return self.add(ChatMessage("tool", output, tool_call_id=call.id, name=call.name))
+
+    def copy(self) -> ChatContext:
+        return ChatContext(list(self.messages))
+
+    def last(self, role: Role) -> ChatMessage | None:
+        """The last message of ``role``, if any."""
+        for m in reversed(self.messages):
+            if m.role == role:
+                return m
+        return None
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of tool call ``index``: ``id``/``name`` come once, ``arguments`` in parts."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+ChatEvent = TextDelta | ToolCallDelta | ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """What a finished (or ended) stream produced."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    state: StreamState
+    error: ProviderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDeadlines:
+    """Every wait on a model, in seconds.
+
+    ``connect``: open the connection (plugins that have one). ``first_token``: from the
+    request to the first streamed event. ``idle``: between events. ``close``: closing.
+    """
+
+    connect: float = 5.0
+    first_token: float = 15.0
+    idle: float = 10.0
+    close: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_token", "idle", "close"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"LLMDeadlines.{name} must be a positive number of seconds")
+
+
+@dataclass
+class _PartialCall:
+    id: str | None = None
+    name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+
+_call_ids = itertools.count(1)
+
+
+class ChatStream(ABC):
+    """One model response: events out, exactly one terminal state.
+
+    Iterate it for :data:`ChatEvent`s; iteration ends when the response completes or is
+    cancelled and raises the typed error when it failed (after the events before it).
+    ``await stream.result()`` waits for the end without consuming events.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        context: ChatContext,
+        tools: Sequence[FunctionTool],
+        generation: int,
+        deadlines: LLMDeadlines,
+        owner: TaskOwner,
+    ) -> None:
+        self.provider = provider
+        self.context = context
+        self.tools = tuple(tools)
+        self.generation = generation
+        self.deadlines = deadlines
+        self._out: Channel[ChatEvent] = Channel()
+        self._state = StreamState.RUNNING
+        self._error: ProviderError | None = None
+        self._terminal = asyncio.Event()
+        self._text_parts: list[str] = []
+        self._partial: dict[int, _PartialCall] = {}
+        self._calls: list[ToolCall] = []
+        self._finish: FinishReason | None = None
+        self._usage_value = Usage()
+        self._timeout: asyncio.Timeout | None = None
+        self._events = 0
+        self.time_to_first_token: float | None = None
+        self._started = asyncio.get_running_loop().time()
+        self._task = owner.spawn(self._main(), name=f"{provider}-chat")
+
+    # -- state
+    @property
+    def state(self) -> StreamState:
+        return self._state
+
+    @property
+    def error(self) -> ProviderError | None:
+        return self._error
+
+    @property
+    def done(self) -> bool:
+        return self._state is not StreamState.RUNNING
+
+    @property
+    def text(self) -> str:
+        """The text streamed so far."""
+        return "".join(self._text_parts)
+
+    async def wait(self) -> StreamState:
+        await self._terminal.wait()
+        return self._state
+
+    async def result(self) -> ChatResult:
+        """Wait for the end; the result of a failed stream carries its ``error``."""
+        await self._terminal.wait()
+        reason: FinishReason
+        if self._state is StreamState.CANCELLED:
+            reason = "cancelled"
+        elif self._state is StreamState.FAILED:
+            reason = "error"
+        else:
+            reason = self._finish or ("tool_calls" if self._calls else "stop")
+        return ChatResult(
+            self.text, tuple(self._calls), reason, self._usage_value, self._state, self._error
+        )
+
+    # -- control
+    def cancel(self) -> None:
+        """Stop now: no more events are yielded; the request is abandoned."""
+        if self._end(StreamState.CANCELLED):
+            self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel if still running and wait (bounded) for the stream's task to end."""
+        self.cancel()
+        if not self._task.done():
+            await asyncio.wait([self._task], timeout=self.deadlines.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[ChatEvent]:
+        return self
+
+    async def __anext__(self) -> ChatEvent:
+        try:
+            return await self._out.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+    async def collect_text(self) -> str:
+        """All text of the response (raises the stream's error on failure)."""
+        return "".join([e.text async for e in self if isinstance(e, TextDelta)])
+
+    # -- for plugins
+    def _touch(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._events == 0:
+            self.time_to_first_token = loop.time() - self._started
+        self._events += 1
+        if self._timeout is not None:
+            self._timeout.reschedule(loop.time() + self.deadlines.idle)
+
+    def _text(self, text: str) -> None:
+        """Report streamed text."""
+        if self._state is not StreamState.RUNNING or not text:
+            return
+        self._touch()
+        self._text_parts.append(text)
+        self._out.send_nowait(TextDelta(text))
+
+    def _tool_delta(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> None:
+        """Report a fragment of tool call ``index`` (completed calls are emitted at the end
+        of the stream, or when a higher index starts)."""
+        if self._state is not StreamState.RUNNING:
+            return
+        self._touch()
+        for i in sorted(k for k in self._partial if k < index):
+            self._complete(i)
+        part = self._partial.setdefault(index, _PartialCall())
+        if id:
+            part.id = id
+        if name:
+            part.name = name
+        if arguments:
+            part.arguments.append(arguments)
+        self._out.send_nowait(ToolCallDelta(index, id, name, arguments))
+
+    def _complete(self, index: int) -> None:
+        part = self._partial.pop(index)
+        if not part.name:
+            raise ProviderError(
+                f"tool call #{index} has no name", provider=self.provider, stage="stream"
+            )
+        call = ToolCall(part.id or f"call_{next(_call_ids)}", part.name, "".join(part.arguments))
+        self._calls.append(call)
+        self._out.send_nowait(call)
+
+    def _finish_reason(self, reason: FinishReason) -> None:
+        self._finish = reason
+
+    def _usage(self, usage: Usage) -> None:
+        self._usage_value = usage
+
+    # -- lifecycle
+    def _end(self, state: StreamState, error: ProviderError | None = None) -> bool:
+        if self._state is not StreamState.RUNNING:
+            return False
+        self._state = state
+        self._error = error
+        if state is StreamState.CANCELLED:
+            self._out.clear()
+        self._out.close(error)
+        self._terminal.set()
+        return True
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + self.deadlines.first_token) as cm:
+                self._timeout = cm
+                await self._run()
+            for i in sorted(self._partial):
+                self._complete(i)
+        except asyncio.CancelledError:
+            self._end(StreamState.CANCELLED)
+            raise
+        except TimeoutError as exc:
+            if self._timeout is None or not self._timeout.expired():
+                self._end(
+                    StreamState.FAILED,
+                    ProviderError(f"timed out: {exc!r}", provider=self.provider, stage="stream"),
+                )
+                return
+            stage = "first_token" if self._events == 0 else "idle"
+            limit = self.deadlines.first_token if self._events == 0 else self.deadlines.idle
+            self._end(
+                StreamState.FAILED,
+                ProviderTimeoutError(
+                    "no answer" if self._events == 0 else "the response stalled",
+                    provider=self.provider,
+                    stage=stage,
+                    timeout=limit,
+                ),
+            )
+        except ProviderError as exc:
+            self._end(StreamState.FAILED, exc)
+        except Exception as exc:
+            log.exception("%s chat stream failed unexpectedly", self.provider)
+            self._end(
+                StreamState.FAILED,
+                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
+            )
+        else:
+            self._end(StreamState.COMPLETED)
+        finally:
+            self._timeout = None
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """Produce the response; return when complete, raise ``ProviderError`` on failure."""
+
+
+class LLM(ABC):
+    """A streaming chat model. Owns its streams' tasks; ``aclose()`` ends them all."""
+
+    provider: ClassVar[str] = "llm"
+
+    def __init__(self, *, deadlines: LLMDeadlines | None = None) -> None:
+        if deadlines is not None and not isinstance(deadlines, LLMDeadlines):
+            raise ConfigError(f"deadlines must be LLMDeadlines, got {type(deadlines).__name__}")
+        self.deadlines = deadlines or LLMDeadlines()
+        self._tasks = TaskOwner(f"llm:{self.provider}")
+        self._streams: set[ChatStream] = set()
+        self._closed = False
+        self._close_lock = asyncio.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def chat(
+        self,
+        context: ChatContext | Sequence[ChatMessage],
+        *,
+        tools: Sequence[FunctionTool] = (),
+        generation: int = 0,
+    ) -> ChatStream:
+        """Start a response to ``context`` (copied: later edits do not affect it)."""
+        if self._closed:
+            raise StreamClosedError(f"{self.provider} LLM is closed; create a new one")
+        if isinstance(context, ChatContext):
+            ctx = context.copy()
+        else:
+            ctx = ChatContext()
+            for m in context:
+                ctx.add(m)
+        if not ctx.messages:
+            raise ConfigError("chat() needs at least one message")
+        if not all(isinstance(t, FunctionTool) for t in tools):
+            raise ConfigError(
+                "tools must be FunctionTools (decorate functions with @function_tool)"
+            )
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tool names must be unique, got {names}")
+        self._streams = {s for s in self._streams if not s._task.done()}
+        s = self._new_stream(ctx, tuple(tools), generation)
+        self._streams.add(s)
+        return s
+
+    @property
+    def active_streams(self) -> int:
+        return sum(1 for s in self._streams if not s._task.done())
+
+    async def aclose(self) -> None:
+        """Cancel live streams and release connections; idempotent."""
+        async with self._close_lock:
+            if self._closed and not self._tasks:
+                return
+            self._closed = True
+            for s in list(self._streams):
+                s.cancel()
+            await self._tasks.aclose(self.deadlines.close)
+            await self._aclose_resources()
+
+    async def _aclose_resources(self) -> None:  # noqa: B027 - optional hook
+        """Release plugin resources after every task has ended."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    def _new_stream(
+        self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
+    ) -> ChatStream:
+        """Create the plugin's stream."""

@@ -1,0 +1,375 @@
+"""Typed Python functions as LLM tools: ``@function_tool`` builds the JSON schema.
+
+::
+
+    @function_tool
+    async def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
+        \"\"\"The current weather in a city.
+
+        Args:
+            city: Name of the city, e.g. "Paris".
+            unit: Temperature unit.
+        \"\"\"
+
+The schema comes from the type hints — ``str``, ``int``, ``float``, ``bool``, ``Literal``,
+``enum.Enum`` subclasses, ``list[X]``, ``X | None`` / ``Optional[X]`` — and the docstring:
+its first paragraph describes the tool, an ``Args:`` section describes the parameters.
+A parameter without a default is required. :meth:`FunctionTool.call` checks and converts
+the model's JSON arguments (refusing bad ones with :class:`ToolArgumentError`, which the
+model can be shown) and runs the function, sync or async, within a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+from antiphon.errors import AntiphonError, ConfigError
+
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+class ToolArgumentError(AntiphonError, ValueError):
+    """The model called a tool with arguments that do not fit its schema."""
+
+
+class ToolTimeoutError(AntiphonError, TimeoutError):
+    """A tool did not return within its timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    annotation: Any
+    required: bool
+    default: Any
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A callable tool with its JSON schema (``parameters``, a JSON Schema object)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: Callable[..., Any]
+    timeout: float | None = None
+    _params: tuple[_Param, ...] = field(default=(), repr=False)
+
+    def schema(self) -> dict[str, Any]:
+        """The tool in the OpenAI chat-completions ``tools`` format."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def parse_arguments(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Check and convert the model's arguments (JSON text or a mapping) to kwargs."""
+        if isinstance(arguments, str):
+            try:
+                raw = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentError(
+                    f"{self.name}: arguments are not valid JSON ({exc.msg})"
+                ) from None
+        else:
+            raw = dict(arguments)
+        if not isinstance(raw, dict):
+            raise ToolArgumentError(f"{self.name}: arguments must be a JSON object")
+        known = {p.name for p in self._params}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ToolArgumentError(f"{self.name}: unknown argument(s) {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for p in self._params:
+            if p.name not in raw:
+                if p.required:
+                    raise ToolArgumentError(f"{self.name}: missing argument {p.name!r}")
+                continue
+            kwargs[p.name] = _convert(raw[p.name], p.annotation, f"{self.name}.{p.name}")
+        return kwargs
+
+    async def call(self, arguments: str | Mapping[str, Any] = "{}") -> Any:
+        """Run the tool with the model's arguments; sync functions run in place.
+
+        Raises :class:`ToolArgumentError` for bad arguments and :class:`ToolTimeoutError`
+        when an async tool exceeds ``timeout``.
+        """
+        kwargs = self.parse_arguments(arguments)
+        result = self.fn(**kwargs)
+        if inspect.isawaitable(result):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await result
+            except TimeoutError:
+                raise ToolTimeoutError(
+                    f"tool {self.name} did not return within {self.timeout:g}s"
+                ) from None
+        return result
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _json_schema(annotation: Any, where: str) -> dict[str, Any]:
+    inner, optional = _unwrap_optional(annotation)
+    if optional:
+        schema = _json_schema(inner, where)
+        kind = schema.get("type")
+        if isinstance(kind, str):
+            schema = {**schema, "type": [kind, "null"]}
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+        return schema
+    if annotation is str:
+        return {"type": "string"}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer"}
+    if annotation is float:
+        return {"type": "number"}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        values = [m.value for m in annotation]
+        return {"type": _literal_type(values, where), "enum": values}
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        values = list(typing.get_args(annotation))
+        return {"type": _literal_type(values, where), "enum": values}
+    if origin in (list, Sequence, tuple) or annotation is list:
+        args = typing.get_args(annotation)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise ConfigError(f"{where}: use list[X] or tuple[X, ...], not {annotation!r}")
+        if not args:
+            raise ConfigError(f"{where}: give the item type, e.g. list[str]")
+        return {"type": "array", "items": _json_schema(args[0], f"{where}[]")}
+    raise ConfigError(
+        f"{where}: unsupported type {annotation!r}; use str, int, float, bool, Literal, "
+        "an Enum, list[X] or X | None"
+    )
+
+
+def _literal_type(values: list[Any], where: str) -> str:
+    kinds = {type(v) for v in values}
+    if kinds <= {str}:
+        return "string"
+    if kinds <= {int}:
+        return "integer"
+    if kinds <= {int, float}:
+        return "number"
+    if kinds <= {bool}:
+        return "boolean"
+    raise ConfigError(f"{where}: Literal/Enum values must all be str, int, float or bool")
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    inner, optional = _unwrap_optional(annotation)
+    if optional:
+        return None if value is None else _convert(value, inner, where)
+    bad = ToolArgumentError(f"{where}: expected {_describe(annotation)}, got {value!r}")
+    if annotation is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise bad
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        try:
+            return annotation(value)
+        except ValueError:
+            raise bad from None
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value not in typing.get_args(annotation) or isinstance(value, bool) != any(
+            isinstance(a, bool) for a in typing.get_args(annotation)
+        ):
+            raise bad
+        return value
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, list):
+            raise bad
+        item = typing.get_args(annotation)[0]
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    raise bad
+
+
+def _describe(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """First paragraph, and ``name: text`` entries of an ``Args:`` section."""
+    if not doc:
+        return "", {}
+    text = inspect.cleandoc(doc)
+    paragraphs = re.split(r"\n\s*\n", text)
+    summary = " ".join(paragraphs[0].split()) if paragraphs else ""
+    if summary.lower().startswith(("args:", "arguments:", "parameters:")):
+        summary = ""
+    params: dict[str, str] = {}
+    match = re.search(r"^(?:Args|Arguments|Parameters):\s*\n((?:[ \t]+.*\n?)+)", text, re.M)
+    if match:
+        current: str | None = None
+        for line in match.group(1).splitlines():
+            m = re.match(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", line)
+            if m:
+                current = m.group(1)
+                params[current] = m.group(2).strip()
+            elif current and line.strip():
+                params[current] = f"{params[current]} {line.strip()}".strip()
+    return summary, params
+
+
+def _build(
+    fn: Callable[..., Any], name: str | None, description: str | None, timeout: float | None
+) -> FunctionTool:
+    tool_name = name or fn.__name__
+    if not _NAME.match(tool_name):
+        raise ConfigError(
+            f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-' (OpenAI's rule)"
+        )
+    if timeout is not None and timeout <= 0:
+        raise ConfigError("tool timeout must be a positive number of seconds")
+    summary, docs = _parse_docstring(fn.__doc__)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=False)
+    except NameError as exc:
+        raise ConfigError(f"tool {tool_name}: cannot resolve a type hint ({exc})") from exc
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    params: list[_Param] = []
+    for p in inspect.signature(fn).parameters.values():
+        where = f"tool {tool_name}, parameter {p.name}"
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise ConfigError(f"{where}: only named parameters can be tool arguments")
+        if p.name not in hints:
+            raise ConfigError(f"{where}: add a type hint (the JSON schema is built from it)")
+        schema = _json_schema(hints[p.name], where)
+        if p.name in docs:
+            schema["description"] = docs[p.name]
+        has_default = p.default is not inspect.Parameter.empty
+        if has_default:
+            default = p.default.value if isinstance(p.default, enum.Enum) else p.default
+            if default is None or isinstance(default, str | int | float | bool):
+                schema["default"] = default
+        else:
+            required.append(p.name)
+        properties[p.name] = schema
+        params.append(_Param(p.name, hints[p.name], not has_default, p.default))
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    desc = description if description is not None else summary
+    return FunctionTool(tool_name, desc, parameters, fn, timeout, tuple(params))
+
+
+@overload
+def function_tool(fn: Callable[..., Any], /) -> FunctionTool: ...
+
+
+@overload
+def function_tool(
+    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[..., Any]], FunctionTool]: ...
+
+
+def function_tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
+    """Turn a typed function into a :class:`FunctionTool` (bare or with options)."""
+    if fn is not None:
+        return _build(fn, name, description, timeout)
+
+    def decorate(f: Callable[..., Any]) -> FunctionTool:
+        return _build(f, name, description, timeout)
+
+    return decorate
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """The result of one tool call: ``output`` (text for the model) or ``error``."""
+
+    call_id: str
+    name: str
+    output: str
+    error: BaseException | None = None
+
+
+def _text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    try:
+        return json.dumps(result, default=str)
+    except (TypeError, ValueError):
+        return str(result)
+
+
+async def run_tools(
+    calls: Sequence[tuple[str, str, str]],
+    tools: Sequence[FunctionTool],
+    *,
+    timeout: float = 10.0,
+) -> list[ToolOutcome]:
+    """Run ``(call_id, name, arguments)`` calls concurrently, each within ``timeout``.
+
+    Failures become outcomes whose ``output`` tells the model what went wrong; results
+    come back in the order of ``calls``.
+    """
+    by_name = {t.name: t for t in tools}
+
+    async def one(call_id: str, name: str, arguments: str) -> ToolOutcome:
+        tool = by_name.get(name)
+        if tool is None:
+            err: BaseException = ToolArgumentError(f"no tool named {name!r}")
+            return ToolOutcome(call_id, name, f"error: {err}", err)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await tool.call(arguments)
+        except TimeoutError:
+            err = ToolTimeoutError(f"tool {name} did not return within {timeout:g}s")
+            return ToolOutcome(call_id, name, f"error: {err}", err)
+        except Exception as exc:
+            return ToolOutcome(call_id, name, f"error: {exc}", exc)
+        return ToolOutcome(call_id, name, _text(result))
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(*c)) for c in calls]
+    return [t.result() for t in tasks]

@@ -1,0 +1,172 @@
+"""@function_tool: JSON schema from type hints and docstrings; argument checking; running."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Literal, Optional
+
+import pytest
+
+from antiphon.errors import ConfigError
+from antiphon.services.tools import (
+    FunctionTool,
+    ToolArgumentError,
+    ToolTimeoutError,
+    function_tool,
+    run_tools,
+)
+
+
+class Unit(enum.Enum):
+    C = "celsius"
+    F = "fahrenheit"
+
+
+@function_tool
+async def weather(
+    city: str,
+    days: int = 1,
+    unit: Unit = Unit.C,
+    detail: Literal["short", "long"] = "short",
+    tags: list[str] | None = None,
+    ratio: float = 0.5,
+    alerts: Optional[bool] = None,  # noqa: UP045 - Optional is what we test here
+) -> str:
+    """Forecast for a city.
+
+    More text that is not the summary.
+
+    Args:
+        city: Name of the city,
+            e.g. "Paris".
+        days: How many days ahead.
+    """
+    return f"{city}:{days}:{unit.value}:{detail}:{tags}:{ratio}:{alerts}"
+
+
+def test_schema_from_hints_and_docstring() -> None:
+    assert isinstance(weather, FunctionTool)
+    assert weather.name == "weather"
+    assert weather.description == "Forecast for a city."
+    p = weather.parameters
+    assert p["type"] == "object" and p["additionalProperties"] is False
+    assert p["required"] == ["city"]
+    props = p["properties"]
+    assert props["city"] == {"type": "string", "description": 'Name of the city, e.g. "Paris".'}
+    assert props["days"] == {"type": "integer", "description": "How many days ahead.", "default": 1}
+    assert props["unit"] == {
+        "type": "string",
+        "enum": ["celsius", "fahrenheit"],
+        "default": "celsius",
+    }
+    assert props["detail"] == {"type": "string", "enum": ["short", "long"], "default": "short"}
+    assert props["tags"] == {
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+        "default": None,
+    }
+    assert props["ratio"] == {"type": "number", "default": 0.5}
+    assert props["alerts"] == {"type": ["boolean", "null"], "default": None}
+    assert weather.schema()["function"]["name"] == "weather"
+    assert weather.schema()["type"] == "function"
+
+
+async def test_call_converts_and_checks_arguments() -> None:
+    out = await weather.call('{"city": "Oslo", "days": 3.0, "unit": "fahrenheit", "tags": ["a"]}')
+    assert out == "Oslo:3:fahrenheit:short:['a']:0.5:None"
+    assert await weather.call({"city": "Rome", "ratio": 2}) == "Rome:1:celsius:short:None:2.0:None"
+    for bad, message in [
+        ("{}", "missing argument 'city'"),
+        ('{"city": 5}', "expected str"),
+        ('{"city": "x", "days": 1.5}', "expected int"),
+        ('{"city": "x", "days": true}', "expected int"),
+        ('{"city": "x", "unit": "kelvin"}', "expected Unit"),
+        ('{"city": "x", "detail": "medium"}', "expected"),
+        ('{"city": "x", "tags": "a"}', "expected"),
+        ('{"city": "x", "nope": 1}', "unknown argument"),
+        ("not json", "not valid JSON"),
+        ("[1]", "JSON object"),
+    ]:
+        with pytest.raises(ToolArgumentError, match=message):
+            await weather.call(bad)
+
+
+async def test_sync_tool_and_options() -> None:
+    @function_tool(name="add-numbers", description="Add.", timeout=1.0)
+    def add(a: int, b: int = 2) -> int:
+        return a + b
+
+    assert add.name == "add-numbers" and add.description == "Add."
+    assert await add.call('{"a": 1}') == 3
+
+
+async def test_async_tool_timeout() -> None:
+    @function_tool(timeout=0.05)
+    async def slow() -> str:
+        """Never returns in time."""
+        await asyncio.sleep(30)
+        return "late"
+
+    with pytest.raises(ToolTimeoutError, match=r"0\.05s"):
+        await slow.call()
+
+
+def test_bad_tools_are_refused() -> None:
+    with pytest.raises(ConfigError, match="type hint"):
+
+        @function_tool
+        def untyped(x) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    with pytest.raises(ConfigError, match="unsupported type"):
+
+        @function_tool
+        def dicts(x: dict[str, int]) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match="named parameters"):
+
+        @function_tool
+        def star(*args: int) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match="tool name"):
+        function_tool(name="has space")(lambda: None)
+
+
+async def test_run_tools_concurrently_in_order_with_errors() -> None:
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    @function_tool
+    async def first() -> str:
+        """Waits for the second to start: only passes if they run concurrently."""
+        started.append("first")
+        await gate.wait()
+        return "one"
+
+    @function_tool
+    async def second() -> dict[str, int]:
+        """Releases the first."""
+        started.append("second")
+        gate.set()
+        return {"n": 2}
+
+    @function_tool
+    async def hang() -> str:
+        """Never returns."""
+        await asyncio.sleep(30)
+        return ""
+
+    async with asyncio.timeout(5):
+        out = await run_tools(
+            [("1", "first", "{}"), ("2", "second", ""), ("3", "hang", "{}"), ("4", "nope", "{}")],
+            [first, second, hang],
+            timeout=0.2,
+        )
+    assert [o.call_id for o in out] == ["1", "2", "3", "4"]
+    assert out[0].output == "one" and out[1].output == '{"n": 2}'
+    assert isinstance(out[2].error, ToolTimeoutError) and out[2].output.startswith("error:")
+    assert isinstance(out[3].error, ToolArgumentError)
+    assert set(started) == {"first", "second"}
