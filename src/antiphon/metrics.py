@@ -57,3 +57,35 @@ REALTIME_TOKENS = Counter(
 REALTIME_RECONNECTS = Counter(
     "antiphon_realtime_reconnects", "Sessions moved to a new connection.", ["provider"]
 )
+
+# -- agent sessions (cascading pipeline)
+
+AGENT_VOICE_TO_VOICE = Histogram(
+    "antiphon_agent_voice_to_voice_seconds",
+    "End of user speech (VAD) to the first agent audio queued for the transport.",
+    buckets=_REALTIME_BUCKETS,
+)
+AGENT_END_OF_TURN = Histogram(
+    "antiphon_agent_end_of_turn_seconds",
+    "End of user speech (VAD) to the end of turn being decided (STT final).",
+    buckets=_LATENCY_BUCKETS,
+)
+AGENT_LLM_TTFT = Histogram(
+    "antiphon_agent_llm_time_to_first_token_seconds",
+    "LLM request to its first token, per agent turn.",
+    buckets=_LATENCY_BUCKETS,
+)
+AGENT_TTS_TTFA = Histogram(
+    "antiphon_agent_tts_time_to_first_audio_seconds",
+    "First sentence sent to TTS to its first audio, per agent turn.",
+    buckets=_LATENCY_BUCKETS,
+)
+AGENT_TURNS = Counter(
+    "antiphon_agent_turns",
+    "Agent turns by outcome (completed, interrupted, error).",
+    ["outcome"],
+)
+AGENT_INTERRUPTIONS = Counter(
+    "antiphon_agent_interruptions",
+    "Times the user interrupted the agent.",
+)

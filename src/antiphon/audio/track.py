@@ -91,6 +91,7 @@ class OutputTrack:
         """Writes dropped as stale: an older generation, or blocked across an interrupt."""
 
         self._closed = False
+        self._paused = False
         self._discarded_at_close = 0
         self._draining = 0  # wait_drained() callers; while > 0 the tail is padded out
         self._start: float | None = None
@@ -123,7 +124,26 @@ class OutputTrack:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold queued audio: the reader gets nothing (or silence) until :meth:`resume`.
+
+        For a possible barge-in that may turn out to be noise; nothing is dropped.
+        """
+        self._paused = True
+        self._update()
+
+    def resume(self) -> None:
+        """Release held audio again; pacing restarts from now."""
+        self._paused = False
+        self._update()
+
     def _frame_ready(self) -> bool:
+        if self._paused:
+            return False
         return self._queued >= self._frame_bytes or (self._queued > 0 and self._draining > 0)
 
     def _update(self) -> None:
@@ -178,6 +198,7 @@ class OutputTrack:
         self._chunks = deque()
         self._head = 0
         self._queued = 0
+        self._paused = False
         if generation is None:
             self._epoch += 1
         else:

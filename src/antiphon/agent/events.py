@@ -1,0 +1,160 @@
+"""What an agent session tells its listeners: states, transcripts, replies and turn metrics.
+
+Every event carries the ``generation`` of the turn it belongs to (DESIGN rule 8), so a
+transport can drop what belongs to an interrupted turn.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from antiphon.errors import ProviderError
+
+
+class AgentState(enum.Enum):
+    """Where the conversation is."""
+
+    LISTENING = "listening"
+    """Waiting for the user (nobody speaks)."""
+    USER_SPEAKING = "user_speaking"
+    """The user speaks (the VAD hears speech)."""
+    THINKING = "thinking"
+    """The user's turn ended; the agent prepares its reply (LLM, tools, first audio)."""
+    SPEAKING = "speaking"
+    """Agent audio is playing."""
+    CLOSED = "closed"
+    """The session ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    old: AgentState
+    new: AgentState
+    reason: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscribed:
+    """What the user said: interim (replaced later) or final for one utterance."""
+
+    text: str
+    is_final: bool
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurnEnded:
+    """End of the user's turn was decided; ``text`` is what the agent answers."""
+
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpeaking:
+    """A sentence of the reply was sent to speech synthesis."""
+
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReplied:
+    """The reply ended: ``text`` is what was spoken (all of it unless ``interrupted``)."""
+
+    text: str
+    interrupted: bool
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """The user spoke over the agent; its audio stopped.
+
+    ``played``: seconds of the reply heard; ``dropped``: seconds of queued audio dropped;
+    ``text``: what the history keeps (the part that was heard).
+    """
+
+    played: float
+    dropped: float
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class FalseInterruption:
+    """Speech over the agent that did not become an interruption (noise, a cough)."""
+
+    duration: float
+    resumed: bool
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    name: str
+    arguments: str
+    output: str
+    error: str | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentError:
+    """A stage failed; the session recovered (``recoverable``) or is closing."""
+
+    stage: str
+    error: ProviderError
+    recoverable: bool
+    generation: int
+
+
+@dataclass(slots=True)
+class TurnMetrics:
+    """Latencies of one agent turn, in seconds (``None``: the stage did not happen).
+
+    ``end_of_turn_delay``: end of user speech (VAD) → end of turn decided.
+    ``stt_final_delay``: end of user speech (VAD) → the STT final transcript.
+    ``llm_ttft``: LLM request → first token. ``tts_ttfa``: first sentence sent to TTS →
+    its first audio. ``voice_to_voice``: end of user speech → first agent audio queued
+    for the transport.
+    """
+
+    generation: int
+    user_text: str = ""
+    agent_text: str = ""
+    interrupted: bool = False
+    end_of_turn_delay: float | None = None
+    stt_final_delay: float | None = None
+    llm_ttft: float | None = None
+    tts_ttfa: float | None = None
+    voice_to_voice: float | None = None
+    tool_calls: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (one line of the turn log)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleted:
+    metrics: TurnMetrics
+    generation: int
+
+
+AgentEvent = (
+    StateChanged
+    | UserTranscribed
+    | UserTurnEnded
+    | AgentSpeaking
+    | AgentReplied
+    | Interrupted
+    | FalseInterruption
+    | ToolCalled
+    | AgentError
+    | TurnCompleted
+)

@@ -1,0 +1,106 @@
+"""Tuning of an agent session: turn-taking, interruptions, tools and shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from antiphon.errors import ConfigError
+
+
+def _seconds(owner: str, name: str, value: object, *, zero_ok: bool = True) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or value < 0 or (not zero_ok and value == 0):  # type: ignore[operator]
+        limit = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{owner}.{name} must be a number of seconds {limit}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    """When the user's turn ends.
+
+    The turn ends when the VAD has heard ``VADOptions.min_silence_duration`` of silence
+    after speech *and* the STT has given the final transcript of that speech; if the
+    final does not come within ``final_timeout`` seconds of the silence, the turn ends
+    with what was recognised so far (or is dropped when nothing was).
+
+    ``preemptive``: start the LLM on the last interim transcript as soon as the silence
+    is heard, before the final; the reply is kept (and spoken) only if the final says the
+    same, and is cancelled if the user goes on speaking.
+    """
+
+    final_timeout: float = 1.0
+    preemptive: bool = True
+
+    def __post_init__(self) -> None:
+        _seconds("TurnOptions", "final_timeout", self.final_timeout, zero_ok=False)
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionOptions:
+    """When user speech over the agent interrupts it.
+
+    Speech over the agent interrupts once it lasted ``min_duration`` seconds (of audio)
+    and, when ``min_words`` > 0, its transcript has that many words. Shorter speech is a
+    false interruption: with ``false_interruption="resume"`` the agent's audio is paused
+    while the user might be interrupting and resumes where it stopped; with ``"ignore"``
+    it keeps playing throughout.
+    """
+
+    enabled: bool = True
+    min_duration: float = 0.5
+    min_words: int = 0
+    false_interruption: Literal["resume", "ignore"] = "resume"
+
+    def __post_init__(self) -> None:
+        _seconds("InterruptionOptions", "min_duration", self.min_duration)
+        if not isinstance(self.min_words, int) or self.min_words < 0:
+            raise ConfigError(f"InterruptionOptions.min_words must be >= 0, got {self.min_words}")
+        if self.false_interruption not in ("resume", "ignore"):
+            raise ConfigError(
+                "InterruptionOptions.false_interruption must be 'resume' or 'ignore', "
+                f"got {self.false_interruption!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """Everything an :class:`~antiphon.agent.AgentSession` can be tuned with.
+
+    ``max_tool_rounds``: LLM calls per turn that may end in tool calls. ``tool_timeout``:
+    seconds each tool may run. ``filler_delay`` / ``filler_text``: when tools run longer
+    than this, the agent says the filler meanwhile (``""`` disables it).
+    ``error_message``: said when a stage fails mid-turn (``""``: say nothing).
+    ``drain_timeout``: the longest a reply waits for its queued audio to play out, and a
+    graceful close for the reply in progress. ``tts_lookahead``: sentences synthesised
+    ahead of the one playing. ``max_stt_restarts``: consecutive STT failures recovered
+    by opening a new stream before the session gives up.
+    """
+
+    turn: TurnOptions = field(default_factory=TurnOptions)
+    interruption: InterruptionOptions = field(default_factory=InterruptionOptions)
+    max_tool_rounds: int = 3
+    tool_timeout: float = 10.0
+    filler_delay: float = 1.0
+    filler_text: str = "One moment."
+    error_message: str = "Sorry, something went wrong on my side. Please say that again."
+    drain_timeout: float = 5.0
+    tts_lookahead: int = 2
+    max_stt_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.turn, TurnOptions):
+            raise ConfigError("AgentOptions.turn must be TurnOptions")
+        if not isinstance(self.interruption, InterruptionOptions):
+            raise ConfigError("AgentOptions.interruption must be InterruptionOptions")
+        for name in ("max_tool_rounds", "tts_lookahead", "max_stt_restarts"):
+            value = getattr(self, name)
+            low = 1 if name == "tts_lookahead" else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"AgentOptions.{name} must be an int >= {low}, got {value!r}")
+        _seconds("AgentOptions", "tool_timeout", self.tool_timeout, zero_ok=False)
+        _seconds("AgentOptions", "filler_delay", self.filler_delay)
+        _seconds("AgentOptions", "drain_timeout", self.drain_timeout)
+        for name in ("filler_text", "error_message"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"AgentOptions.{name} must be a str")

@@ -1,0 +1,1016 @@
+"""``AgentSession``: the cascading voice pipeline (VAD + STT → LLM + tools → TTS).
+
+A transport feeds the user's audio with :meth:`AgentSession.push_audio` and plays
+:attr:`AgentSession.output`, an :class:`~antiphon.audio.OutputTrack` of paced 20 ms
+frames. In between, the session listens, decides when the user's turn ended, thinks,
+speaks, and yields the floor the moment the user talks over it.
+
+How it is built (DESIGN rules 1, 4, 8, 10):
+
+- **One controller task decides everything.** VAD events (from :meth:`push_audio`, run
+  inline: a VAD is a small synchronous state machine), STT transcripts (from one reader
+  task), replies' progress and timers all arrive in one mailbox, in order; the controller
+  alone owns the conversation's state, so no flag is shared between tasks.
+- **A reply is one owned task** (LLM rounds with tools, then speech), cancelled as a
+  whole on interruption: its LLM and TTS streams close in its ``finally``. Every reply
+  has a generation; the output track drops audio of older generations, so audio already
+  on its way when the user interrupted never plays.
+- **Each sentence is one synthesis stream**, opened up to ``tts_lookahead`` sentences
+  ahead of the one playing; the audio of each sentence is therefore known exactly, and
+  when the user interrupts, the history keeps only the text that was heard
+  (:mod:`antiphon.agent.playback`).
+- **Turn-taking runs on audio time** (the VAD's positions), and the few waits on wall
+  time (the STT final, the tool filler) run on the session's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from opentelemetry import trace
+
+from antiphon import metrics
+from antiphon.agent.events import (
+    AgentError,
+    AgentEvent,
+    AgentReplied,
+    AgentSpeaking,
+    AgentState,
+    FalseInterruption,
+    Interrupted,
+    StateChanged,
+    ToolCalled,
+    TurnCompleted,
+    TurnMetrics,
+    UserTranscribed,
+    UserTurnEnded,
+)
+from antiphon.agent.options import AgentOptions
+from antiphon.agent.playback import Playback
+from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.aio.tasks import TaskOwner
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.resample import AudioConverter
+from antiphon.audio.track import OutputTrack
+from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.services.llm import LLM, ChatContext, ChatMessage, TextDelta, ToolCall
+from antiphon.services.segmenter import SentenceSegmenter
+from antiphon.services.stt import STT, RecognizeStream, Transcript
+from antiphon.services.tools import FunctionTool, run_tools
+from antiphon.services.tts import TTS, SynthesisStream
+from antiphon.services.vad import VAD, SpeechEnd, SpeechStart, VADEvent
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("antiphon.agent")
+
+
+# ------------------------------------------------------------------ mailbox messages
+
+
+@dataclass(frozen=True, slots=True)
+class _Vad:
+    event: VADEvent
+    lag: float  # seconds of audio between the event's time and the newest audio
+    at: float  # clock time the audio was pushed
+
+
+@dataclass(frozen=True, slots=True)
+class _Overlap:
+    duration: float  # seconds the current user speech has lasted
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    transcript: Transcript
+
+
+@dataclass(frozen=True, slots=True)
+class _SttEnded:
+    stream: RecognizeStream
+    error: ProviderError | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Timer:
+    kind: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplyNews:
+    reply: _Reply
+    kind: str  # "first_audio" | "done" | "failed"
+    error: ProviderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Say:
+    text: str
+    allow_interruptions: bool
+    add_to_history: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _InputEnded:
+    pass
+
+
+@dataclass(eq=False)
+class _Reply:
+    """One agent turn in progress (owned by the controller; run by its own task)."""
+
+    generation: int
+    user_text: str
+    context: ChatContext
+    metrics: TurnMetrics
+    committed: asyncio.Event
+    allow_interruptions: bool = True
+    fixed_text: str | None = None  # say(): speak this instead of asking the LLM
+    add_to_history: bool = True
+    playback: Playback = field(default_factory=Playback)
+    base: float | None = None  # output track position where this reply's audio starts
+    new_messages: list[ChatMessage] = field(default_factory=list)
+    speaking: bool = False
+    task: asyncio.Task[None] | None = None
+    started_at: float = 0.0
+    speech_end_at: float | None = None  # clock time the user's speech ended
+    span: Any = None
+
+    def played(self, track: OutputTrack) -> float:
+        if self.base is None:
+            return 0.0
+        return min(self.playback.written, max(0.0, track.played - self.base))
+
+
+# ------------------------------------------------------------------------- session
+
+
+class AgentSession:
+    """A voice agent talking with one user (see the module docstring).
+
+    ``instructions``: the system prompt. ``tools``: functions the LLM may call
+    (``@function_tool``). ``output_rate``: the transport's rate (default: the TTS's).
+    ``turn_log``: a path or text stream that gets one JSON line per turn.
+    Use ``async with AgentSession(...) as session`` (or :meth:`start` / :meth:`aclose`).
+    The services are not closed by the session: their owner closes them.
+    """
+
+    def __init__(
+        self,
+        *,
+        vad: VAD,
+        stt: STT,
+        llm: LLM,
+        tts: TTS,
+        instructions: str = "",
+        tools: Sequence[FunctionTool] = (),
+        options: AgentOptions | None = None,
+        output_rate: int | None = None,
+        clock: Clock | None = None,
+        chat_context: ChatContext | None = None,
+        turn_log: str | Path | IO[str] | None = None,
+    ) -> None:
+        for name, value, kind in (
+            ("vad", vad, VAD),
+            ("stt", stt, STT),
+            ("llm", llm, LLM),
+            ("tts", tts, TTS),
+        ):
+            if not isinstance(value, kind):
+                raise ConfigError(f"AgentSession {name}= must be a {kind.__name__} plugin")
+        if not isinstance(instructions, str):
+            raise ConfigError("AgentSession instructions must be a str")
+        if not all(isinstance(t, FunctionTool) for t in tools):
+            raise ConfigError("AgentSession tools must be decorated with @function_tool")
+        self.vad, self.stt, self.llm, self.tts = vad, stt, llm, tts
+        self.tools = tuple(tools)
+        self.options = options or AgentOptions()
+        if not isinstance(self.options, AgentOptions):
+            raise ConfigError("AgentSession options must be AgentOptions")
+        self.clock: Clock = clock or MonotonicClock()
+        self.output = OutputTrack(output_rate or tts.sample_rate, 1, clock=self.clock)
+        self.history = chat_context.copy() if chat_context is not None else ChatContext()
+        if instructions and not (
+            self.history.messages and self.history.messages[0].role == "system"
+        ):
+            self.history.messages.insert(0, ChatMessage("system", instructions))
+        self.turns: deque[TurnMetrics] = deque(maxlen=1000)
+        """Metrics of the latest turns (the last 1,000)."""
+        self._log_file: IO[str] | None = None
+        self._own_log = False
+        if isinstance(turn_log, str | Path):
+            self._log_file = open(turn_log, "a", encoding="utf-8")  # noqa: SIM115
+            self._own_log = True
+        elif turn_log is not None:
+            self._log_file = turn_log
+
+        self._tasks = TaskOwner("agent-session")
+        self._mailbox: Channel[object] = Channel()
+        self._subscribers: list[Channel[AgentEvent]] = []
+        self._state = AgentState.LISTENING
+        self._started = False
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._close_started = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._error: ProviderError | None = None
+
+        # STT stream (replaced after a failure)
+        self._stt_stream: RecognizeStream | None = None
+        self._stt_failures = 0
+
+        # push_audio side (the event loop's thread only; read by nobody else)
+        self._speech_start: float | None = None  # audio time the current speech began
+        self._voiced_until = 0.0  # audio time of the last window heard as speech
+        self._overlap_sent = False
+
+        # controller state
+        self._gen = 0
+        self._reply: _Reply | None = None
+        self._says: list[_Say] = []
+        self._finals: list[str] = []
+        self._interim = ""
+        self._carry = ""  # text of a user turn whose reply was cancelled as the user went on
+        self._user_speaking = False
+        self._awaiting_final = False
+        self._speech_end_at: float | None = None
+        self._final_delay: float | None = None
+        self._overlap = False  # the user speaks over the agent (not yet an interruption)
+        self._overlap_paused = False
+        self._overlap_duration = 0.0
+        self._timer_token = 0
+        self._timer: asyncio.Task[None] | None = None
+        self._input_ended = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def state(self) -> AgentState:
+        return self._state
+
+    @property
+    def error(self) -> ProviderError | None:
+        """Why the session closed, when a stage failed beyond recovery."""
+        return self._error
+
+    @property
+    def generation(self) -> int:
+        return self._gen
+
+    async def start(self) -> None:
+        """Open the STT stream and start listening."""
+        if self._started:
+            raise StreamClosedError("the session was already started")
+        self._started = True
+        self._open_stt()
+        self._tasks.spawn(self._controller(), name="controller")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, drain: bool = False) -> None:
+        """End the session; idempotent and bounded.
+
+        ``drain=True`` first lets the reply in progress finish speaking, for at most
+        ``options.drain_timeout`` seconds; then everything is cancelled.
+        """
+        if drain and not self._closing and self._started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.drain_timeout):
+                    await self.wait_idle()
+        if self._closed.is_set() or self._close_started:
+            await self._closed.wait()
+            return
+        self._close_started = self._closing = True
+        try:
+            self._mailbox.close()
+            reply, self._reply = self._reply, None
+            if reply is not None and reply.task is not None:
+                reply.task.cancel()
+            if self._stt_stream is not None:
+                self._stt_stream.cancel()
+            await self._tasks.aclose(self.options.drain_timeout)
+            if self._stt_stream is not None:
+                await self._stt_stream.aclose()
+            await self.output.aclose()
+            self._set_state(AgentState.CLOSED, "closed")
+            for sub in self._subscribers:
+                sub.close()
+            if self._own_log and self._log_file is not None:
+                self._log_file.close()
+        finally:
+            self._idle.set()
+            self._closed.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until nobody speaks and no reply is pending (the turn is over)."""
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)  # let queued mailbox items be taken first
+            if self._idle.is_set():
+                return
+
+    # ------------------------------------------------------------------ input
+
+    def push_audio(self, frame: AudioFrame) -> None:
+        """The user's audio, as it arrives (any rate and channel count)."""
+        if not isinstance(frame, AudioFrame):
+            raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
+        if not self._started or self._closing:
+            detail = f" (it failed: {self._error})" if self._error else ""
+            raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
+        if self._input_ended:
+            raise StreamClosedError("push_audio() after end_input()")
+        stream = self._stt_stream
+        if stream is not None and not stream.done:
+            stream.push_audio(frame)  # audio lost while a failed STT stream is replaced
+        self._after_vad(self.vad.process(frame))
+
+    def end_input(self) -> None:
+        """The user's audio is over (a file ended): close an open speech segment."""
+        if not self._started or self._closing or self._input_ended:
+            return
+        self._after_vad(self.vad.flush())
+        self._input_ended = True
+        self._mailbox.send_nowait(_InputEnded())
+
+    def _after_vad(self, events: list[VADEvent]) -> None:
+        now = self.clock.now()
+        position = self.vad.position
+        for ev in events:
+            self._idle.clear()
+            self._mailbox.send_nowait(_Vad(ev, max(0.0, position - ev.time), now))
+            if isinstance(ev, SpeechStart):
+                self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
+                self._voiced_until = position
+                self._overlap_sent = False
+            else:
+                self._speech_start = None
+        if self._speech_start is not None and not self._overlap_sent:
+            # how long the user has been talking: the silence before a SpeechEnd is not
+            if self.vad.probability >= self.vad.options.activation_threshold:
+                self._voiced_until = position
+            duration = self._voiced_until - self._speech_start
+            if duration >= self.options.interruption.min_duration:
+                self._overlap_sent = True
+                self._mailbox.send_nowait(_Overlap(duration))
+
+    def say(
+        self, text: str, *, allow_interruptions: bool = True, add_to_history: bool = True
+    ) -> None:
+        """Speak ``text`` (a greeting, a notice) as a turn of the agent's own."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("say() needs non-empty text")
+        if not self._started or self._closing:
+            raise StreamClosedError("say() needs a started, open session")
+        self._idle.clear()
+        self._mailbox.send_nowait(_Say(text.strip(), allow_interruptions, add_to_history))
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self) -> AsyncIterator[AgentEvent]:
+        """Every event from now on, until the session closes."""
+        sub: Channel[AgentEvent] = Channel()
+        if self._closing:
+            return
+        self._subscribers.append(sub)
+        try:
+            while True:
+                try:
+                    yield await sub.recv()
+                except ChannelClosed:
+                    return
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(sub)
+
+    def _emit(self, event: AgentEvent) -> None:
+        for sub in self._subscribers:
+            with contextlib.suppress(ChannelClosed):
+                sub.send_nowait(event)
+
+    def _set_state(self, new: AgentState, reason: str) -> None:
+        old = self._state
+        if new is old:
+            return
+        self._state = new
+        log.debug("agent state %s -> %s (%s)", old.value, new.value, reason)
+        self._emit(StateChanged(old, new, reason, self._gen))
+
+    def _settle_state(self, reason: str) -> None:
+        """The state that follows from the facts, when no reply speaks."""
+        if self._closing:
+            return
+        if self._reply is not None:
+            self._set_state(
+                AgentState.SPEAKING if self._reply.speaking else AgentState.THINKING, reason
+            )
+        elif self._user_speaking:
+            self._set_state(AgentState.USER_SPEAKING, reason)
+        else:
+            self._set_state(AgentState.LISTENING, reason)
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        idle = (
+            self._reply is None
+            and not self._user_speaking
+            and not self._awaiting_final
+            and not self._says
+            and self._mailbox.qsize() == 0
+        )
+        if idle:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    # ------------------------------------------------------------------ STT
+
+    def _open_stt(self) -> None:
+        stream = self.stt.stream(generation=self._gen)
+        self._stt_stream = stream
+        self._tasks.spawn(self._read_stt(stream), name="stt-reader")
+
+    async def _read_stt(self, stream: RecognizeStream) -> None:
+        error: ProviderError | None = None
+        try:
+            async for t in stream:
+                self._mailbox.send_nowait(_Heard(t))
+        except ProviderError as exc:
+            error = exc
+        except ChannelClosed:
+            return
+        with contextlib.suppress(ChannelClosed):
+            self._mailbox.send_nowait(_SttEnded(stream, error))
+
+    # ------------------------------------------------------------------ controller
+
+    async def _controller(self) -> None:
+        try:
+            async for item in self._mailbox:
+                self._handle(item)
+                self._update_idle()
+        except Exception:
+            log.exception("agent session controller failed")
+            raise
+
+    def _handle(self, item: object) -> None:
+        if isinstance(item, _Vad):
+            if isinstance(item.event, SpeechStart):
+                self._on_speech_start()
+            else:
+                self._on_speech_end(item)
+        elif isinstance(item, _Overlap):
+            self._overlap_duration = item.duration
+            self._maybe_interrupt()
+        elif isinstance(item, _Heard):
+            self._on_transcript(item.transcript)
+        elif isinstance(item, _Timer):
+            if item.token == self._timer_token and item.kind == "final":
+                self._on_final_timeout()
+        elif isinstance(item, _ReplyNews):
+            self._on_reply_news(item)
+        elif isinstance(item, _Say):
+            self._says.append(item)
+            self._next_say()
+        elif isinstance(item, _SttEnded):
+            self._on_stt_ended(item)
+        elif isinstance(item, _InputEnded):
+            stream = self._stt_stream
+            if stream is not None and not stream.done:
+                with contextlib.suppress(StreamClosedError):
+                    stream.end_input()
+
+    # -- user speech
+
+    def _on_speech_start(self) -> None:
+        self._user_speaking = True
+        self._cancel_timer()
+        reply = self._reply
+        if reply is not None and reply.speaking:
+            if reply.allow_interruptions and self.options.interruption.enabled:
+                # maybe a barge-in: collect this speech on its own until it is decided
+                self._overlap, self._overlap_duration = True, 0.0
+                self._finals, self._interim = [], ""
+                if self.options.interruption.false_interruption == "resume":
+                    self.output.pause()
+                    self._overlap_paused = True
+            return
+        if reply is not None:
+            # the user goes on before the agent said anything: drop the reply, keep the text
+            self._abandon_reply(reply, "the user went on speaking")
+        self._set_state(AgentState.USER_SPEAKING, "speech started")
+
+    def _on_speech_end(self, item: _Vad) -> None:
+        assert isinstance(item.event, SpeechEnd)
+        self._user_speaking = False
+        if self._overlap:
+            self._false_interruption()
+            return
+        reply = self._reply
+        if reply is not None and reply.speaking:
+            return  # speech over an uninterruptible reply: ignored
+        # the user paused: finalise what was said and wait (bounded) for the final
+        padding = min(self.vad.options.padding, item.event.time)
+        self._speech_end_at = item.at - max(0.0, item.lag + padding)
+        stream = self._stt_stream
+        if stream is not None and not stream.done:
+            with contextlib.suppress(StreamClosedError):
+                stream.flush()
+        self._awaiting_final = True
+        self._final_delay = None
+        self._arm_timer("final", self.options.turn.final_timeout)
+        self._set_state(AgentState.LISTENING, "speech ended")
+        if self.options.turn.preemptive and self._reply is None:
+            text = self._user_text(with_interim=True)
+            if text:
+                self._start_reply(text, committed=False)
+
+    def _on_transcript(self, t: Transcript) -> None:
+        text = t.text.strip()
+        if not text:
+            return
+        self._emit(UserTranscribed(text, t.is_final, self._gen))
+        reply = self._reply
+        if reply is not None and reply.speaking and not self._overlap:
+            return  # speech over an uninterruptible reply
+        if t.is_final:
+            self._finals.append(text)
+            self._interim = ""
+            if self._awaiting_final and not self._user_speaking:
+                if self._speech_end_at is not None:
+                    self._final_delay = self.clock.now() - self._speech_end_at
+                self._end_of_turn()
+        else:
+            self._interim = text
+        if self._overlap:
+            self._maybe_interrupt()
+
+    def _on_final_timeout(self) -> None:
+        if self._awaiting_final and not self._user_speaking:
+            self._end_of_turn()
+
+    def _user_text(self, *, with_interim: bool) -> str:
+        parts = [self._carry, *self._finals]
+        if with_interim and self._interim:
+            parts.append(self._interim)
+        return " ".join(p for p in parts if p).strip()
+
+    def _end_of_turn(self) -> None:
+        self._cancel_timer()
+        self._awaiting_final = False
+        text = self._user_text(with_interim=True)
+        self._finals, self._interim, self._carry = [], "", ""
+        reply = self._reply
+        if not text:
+            if reply is not None and not reply.committed.is_set():
+                self._abandon_reply(reply, "nothing was recognised")
+            self._settle_state("nothing was recognised")
+            return
+        if reply is not None and not reply.committed.is_set():
+            if reply.user_text == text:
+                self._commit(reply)
+                return
+            self._abandon_reply(reply, "the final transcript differs", keep_text=False)
+        if self._reply is not None:
+            return  # an uninterruptible reply speaks; this speech was over it
+        self._start_reply(text, committed=True)
+
+    # -- interruptions
+
+    def _maybe_interrupt(self) -> None:
+        reply = self._reply
+        opts = self.options.interruption
+        if not self._overlap or reply is None or not reply.speaking:
+            return
+        if self._overlap_duration < opts.min_duration:
+            return
+        if opts.min_words and len(self._user_text(with_interim=True).split()) < opts.min_words:
+            return
+        self._interrupt(reply)
+
+    def _interrupt(self, reply: _Reply) -> None:
+        dropped = self.output.interrupt(self._gen + 1)  # O(1): the next frame is silence
+        self._overlap = self._overlap_paused = False
+        played = reply.played(self.output)
+        heard = reply.playback.heard(played)
+        metrics.AGENT_INTERRUPTIONS.inc()
+        self._emit(Interrupted(played, dropped, heard, reply.generation))
+        self._end_reply(reply, heard, interrupted=True)
+        if reply.task is not None:
+            reply.task.cancel()
+        self._set_state(
+            AgentState.USER_SPEAKING if self._user_speaking else AgentState.LISTENING,
+            "interrupted",
+        )
+
+    def _false_interruption(self) -> None:
+        resumed = self._overlap_paused
+        if self._overlap_paused:
+            self.output.resume()
+        self._overlap = self._overlap_paused = False
+        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
+        self._finals, self._interim = [], ""
+        self._settle_state("false interruption")
+
+    # -- replies
+
+    def _start_reply(
+        self,
+        user_text: str,
+        *,
+        committed: bool,
+        fixed_text: str | None = None,
+        allow_interruptions: bool = True,
+        add_to_history: bool = True,
+    ) -> _Reply:
+        self._gen += 1
+        context = self.history.copy()
+        if fixed_text is None:
+            context.user(user_text)
+        reply = _Reply(
+            generation=self._gen,
+            user_text=user_text,
+            context=context,
+            metrics=TurnMetrics(self._gen, user_text=user_text),
+            committed=asyncio.Event(),
+            allow_interruptions=allow_interruptions,
+            fixed_text=fixed_text,
+            add_to_history=add_to_history,
+            started_at=self.clock.now(),
+            speech_end_at=self._speech_end_at if fixed_text is None else None,
+        )
+        self._reply = reply
+        reply.task = self._tasks.spawn(self._run_reply(reply), name=f"reply-{reply.generation}")
+        if committed:
+            self._commit(reply)
+        return reply
+
+    def _commit(self, reply: _Reply) -> None:
+        now = self.clock.now()
+        reply.metrics.stt_final_delay = self._final_delay
+        if reply.speech_end_at is not None:
+            reply.metrics.end_of_turn_delay = now - reply.speech_end_at
+        if reply.fixed_text is None:
+            self.history.user(reply.user_text)
+            self._emit(UserTurnEnded(reply.user_text, reply.generation))
+            reply.span = tracer.start_span(
+                "antiphon.agent.turn", attributes={"antiphon.generation": reply.generation}
+            )
+        reply.committed.set()
+        self._set_state(AgentState.THINKING, "end of turn")
+
+    def _abandon_reply(self, reply: _Reply, reason: str, *, keep_text: bool = True) -> None:
+        """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
+        log.debug("reply %d abandoned: %s", reply.generation, reason)
+        self.output.interrupt(self._gen + 1)
+        if reply.task is not None:
+            reply.task.cancel()
+        if reply.committed.is_set() and reply.fixed_text is None:
+            last = self.history.messages[-1] if self.history.messages else None
+            if last is not None and last.role == "user" and last.content == reply.user_text:
+                self.history.messages.pop()
+            if keep_text:
+                self._carry = reply.user_text
+        if reply.span is not None:
+            reply.span.set_attribute("antiphon.abandoned", reason)
+            reply.span.end()
+        self._reply = None
+        self._next_say()
+
+    def _next_say(self) -> None:
+        if self._reply is not None or not self._says or self._closing:
+            return
+        say = self._says.pop(0)
+        self._start_reply(
+            "",
+            committed=True,
+            fixed_text=say.text,
+            allow_interruptions=say.allow_interruptions,
+            add_to_history=say.add_to_history,
+        )
+
+    def _on_reply_news(self, news: _ReplyNews) -> None:
+        reply = news.reply
+        if reply is not self._reply:
+            return  # an interrupted or abandoned reply, still winding down
+        if news.kind == "first_audio":
+            reply.speaking = True
+            if not self._overlap:
+                self._set_state(AgentState.SPEAKING, "first audio")
+        elif news.kind == "done":
+            self._end_reply(reply, reply.playback.text, interrupted=False)
+            self._settle_state("reply done")
+            self._next_say()
+        elif news.kind == "failed":
+            error = news.error
+            assert error is not None
+            reply.metrics.error = str(error)
+            self._emit(AgentError(error.stage or "reply", error, True, reply.generation))
+            played = reply.played(self.output)
+            self._end_reply(reply, reply.playback.heard(played), interrupted=False)
+            if self.options.error_message and error.provider != self.tts.provider:
+                self._says.insert(0, _Say(self.options.error_message, True, False))
+            self._settle_state("reply failed")
+            self._next_say()
+
+    def _end_reply(self, reply: _Reply, spoken: str, *, interrupted: bool) -> None:
+        self._reply = None
+        self._overlap = self._overlap_paused = False
+        if reply.add_to_history and reply.committed.is_set():
+            for message in reply.new_messages:
+                self.history.add(message)
+            if spoken:
+                self.history.assistant(spoken)
+        m = reply.metrics
+        m.agent_text, m.interrupted = spoken, interrupted
+        self._emit(AgentReplied(spoken, interrupted, reply.generation))
+        if reply.fixed_text is None and reply.committed.is_set():
+            self._record(m)
+        if reply.span is not None:
+            for key, value in m.to_dict().items():
+                if value is not None and not isinstance(value, list):
+                    reply.span.set_attribute(f"antiphon.{key}", value)
+            reply.span.end()
+        self._emit(TurnCompleted(m, reply.generation))
+
+    def _record(self, m: TurnMetrics) -> None:
+        self.turns.append(m)
+        outcome = "error" if m.error else "interrupted" if m.interrupted else "completed"
+        metrics.AGENT_TURNS.labels(outcome).inc()
+        for hist, value in (
+            (metrics.AGENT_END_OF_TURN, m.end_of_turn_delay),
+            (metrics.AGENT_LLM_TTFT, m.llm_ttft),
+            (metrics.AGENT_TTS_TTFA, m.tts_ttfa),
+            (metrics.AGENT_VOICE_TO_VOICE, m.voice_to_voice),
+        ):
+            if value is not None:
+                hist.observe(value)
+        if self._log_file is not None:
+            try:
+                self._log_file.write(json.dumps(m.to_dict()) + "\n")
+                self._log_file.flush()
+            except (OSError, ValueError) as exc:
+                log.warning("turn log write failed: %s", exc)
+
+    # -- STT failures
+
+    def _on_stt_ended(self, item: _SttEnded) -> None:
+        if item.stream is not self._stt_stream or self._closing:
+            return
+        if item.error is None:
+            return  # completed after end_input()
+        self._stt_failures += 1
+        recoverable = self._stt_failures <= self.options.max_stt_restarts
+        self._emit(AgentError("stt", item.error, recoverable, self._gen))
+        if recoverable:
+            self._tasks.spawn(_aclose(item.stream), name="stt-close")
+            self._open_stt()
+        else:
+            # give up: stop taking input and replying; the owner's aclose() releases the rest
+            self._error = item.error
+            reply, self._reply = self._reply, None
+            if reply is not None and reply.task is not None:
+                reply.task.cancel()
+            self.output.interrupt(self._gen + 1)
+            self._closing = True
+            self._mailbox.close()
+            self._set_state(AgentState.CLOSED, f"speech recognition failed: {item.error}")
+            for sub in self._subscribers:
+                sub.close()
+
+    # -- timers
+
+    def _arm_timer(self, kind: str, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer_token += 1
+        self._timer = self._tasks.spawn(
+            self._fire(kind, self._timer_token, self.clock.now() + seconds), name=f"timer-{kind}"
+        )
+
+    def _cancel_timer(self) -> None:
+        self._timer_token += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _fire(self, kind: str, token: int, when: float) -> None:
+        await self.clock.sleep_until(when)
+        with contextlib.suppress(ChannelClosed):
+            self._mailbox.send_nowait(_Timer(kind, token))
+
+    # ------------------------------------------------------------------ a reply
+
+    def _news(self, reply: _Reply, kind: str, error: ProviderError | None = None) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._mailbox.send_nowait(_ReplyNews(reply, kind, error))
+
+    async def _run_reply(self, reply: _Reply) -> None:
+        sentences: Channel[str] = Channel()
+        failure: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._think(reply, sentences))
+                tg.create_task(self._speak(reply, sentences))
+        except* Exception as group:
+            failure = _first(group)
+        if failure is None:
+            self._news(reply, "done")
+            return
+        if not isinstance(failure, ProviderError):
+            log.error("turn %d failed", reply.generation, exc_info=failure)
+            failure = ProviderError(
+                f"unexpected error: {failure!r}", provider="agent", stage="reply"
+            )
+        self._news(reply, "failed", failure)
+
+    async def _think(self, reply: _Reply, sentences: Channel[str]) -> None:
+        """LLM rounds (with tools) → sentences; or the fixed text of a ``say()``."""
+        segmenter = SentenceSegmenter()
+        try:
+            if reply.fixed_text is not None:
+                for s in [*segmenter.push(reply.fixed_text), *segmenter.finish()]:
+                    sentences.send_nowait(s)
+                return
+            context = reply.context
+            for round_ in range(self.options.max_tool_rounds + 1):
+                calls, text = await self._llm_round(reply, context, segmenter, sentences)
+                for s in segmenter.finish():
+                    sentences.send_nowait(s)
+                if not calls:
+                    return
+                if round_ == self.options.max_tool_rounds:
+                    log.warning("turn %d: tool rounds exhausted", reply.generation)
+                    return
+                await reply.committed.wait()  # tools act on the world: never speculatively
+                asked = ChatMessage("assistant", text, tuple(calls))
+                context.add(asked)
+                reply.new_messages.append(asked)
+                for m in await self._call_tools(reply, calls, sentences):
+                    context.add(m)
+                    reply.new_messages.append(m)
+        finally:
+            sentences.close()
+
+    async def _llm_round(
+        self,
+        reply: _Reply,
+        context: ChatContext,
+        segmenter: SentenceSegmenter,
+        sentences: Channel[str],
+    ) -> tuple[list[ToolCall], str]:
+        calls: list[ToolCall] = []
+        parts: list[str] = []
+        asked = self.clock.now()
+        with tracer.start_as_current_span("antiphon.agent.llm"):
+            async with self.llm.chat(
+                context, tools=self.tools, generation=reply.generation
+            ) as stream:
+                async for ev in stream:
+                    if reply.metrics.llm_ttft is None:
+                        reply.metrics.llm_ttft = self.clock.now() - asked
+                    if isinstance(ev, TextDelta):
+                        parts.append(ev.text)
+                        for s in segmenter.push(ev.text):
+                            sentences.send_nowait(s)
+                    elif isinstance(ev, ToolCall):
+                        calls.append(ev)
+                result = await stream.result()
+                if result.error is not None:
+                    raise result.error
+        return calls, "".join(parts)
+
+    async def _call_tools(
+        self, reply: _Reply, calls: list[ToolCall], sentences: Channel[str]
+    ) -> list[ChatMessage]:
+        reply.metrics.tool_calls.extend(c.name for c in calls)
+        work = asyncio.ensure_future(
+            run_tools(
+                [(c.id, c.name, c.arguments) for c in calls],
+                self.tools,
+                timeout=self.options.tool_timeout,
+            )
+        )
+        timer = asyncio.ensure_future(
+            self.clock.sleep_until(self.clock.now() + self.options.filler_delay)
+        )
+        try:
+            if self.options.filler_text:
+                await asyncio.wait([work, timer], return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():
+                    sentences.send_nowait(self.options.filler_text)
+            outcomes = await work
+        finally:
+            for pending in (work, timer):
+                if not pending.done():
+                    pending.cancel()
+            await asyncio.wait([work, timer])
+        messages = []
+        for call, o in zip(calls, outcomes, strict=True):
+            self._emit(
+                ToolCalled(
+                    o.name,
+                    call.arguments,
+                    o.output,
+                    None if o.error is None else str(o.error),
+                    reply.generation,
+                )
+            )
+            messages.append(ChatMessage("tool", o.output, tool_call_id=o.call_id, name=o.name))
+        return messages
+
+    async def _speak(self, reply: _Reply, sentences: Channel[str]) -> None:
+        """Sentences → one synthesis stream each (``tts_lookahead`` ahead) → the track."""
+        streams: Channel[tuple[str, SynthesisStream]] = Channel()
+        slots = asyncio.Semaphore(self.options.tts_lookahead)
+        opened: list[SynthesisStream] = []
+
+        async def open_streams() -> None:
+            try:
+                async for sentence in sentences:
+                    await reply.committed.wait()
+                    await slots.acquire()
+                    stream = self.tts.synthesize(sentence, generation=reply.generation)
+                    opened.append(stream)
+                    streams.send_nowait((sentence, stream))
+            finally:
+                streams.close()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(open_streams())
+                async for sentence, stream in streams:
+                    try:
+                        await self._play(reply, sentence, stream)
+                    finally:
+                        slots.release()
+                        await stream.aclose()
+            # everything is queued: wait (bounded) until it has been heard
+            if reply.playback.written:
+                await self.output.wait_drained(self.output.buffered + self.options.drain_timeout)
+        finally:
+            for s in opened:
+                s.cancel()
+            for s in opened:
+                await s.aclose()
+
+    async def _play(self, reply: _Reply, sentence: str, stream: SynthesisStream) -> None:
+        self._emit(AgentSpeaking(sentence, reply.generation))
+        start = reply.playback.written
+        sent = self.clock.now()
+        rate = self.output.sample_rate
+        converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None
+        with tracer.start_as_current_span("antiphon.agent.tts"):
+            async for frame in stream:
+                if converter is not None:
+                    frame = converter.process(frame)
+                await self._write(reply, frame, sent)
+            if converter is not None:
+                await self._write(reply, converter.flush(), sent)
+        if stream.error is not None:
+            raise stream.error
+        reply.playback.add(sentence, start, reply.playback.written)
+
+    async def _write(self, reply: _Reply, frame: AudioFrame, sent: float) -> None:
+        if not frame.samples_per_channel:
+            return
+        if reply.base is None:
+            now = self.clock.now()
+            reply.base = self.output.played + self.output.buffered
+            reply.metrics.tts_ttfa = now - sent
+            if reply.speech_end_at is not None:
+                reply.metrics.voice_to_voice = now - reply.speech_end_at
+            self._news(reply, "first_audio")
+        await self.output.write(frame.with_generation(reply.generation))
+        reply.playback.written += frame.duration
+
+
+async def _aclose(stream: RecognizeStream) -> None:
+    await stream.aclose()
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first leaf error of a (nested) exception group."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,432 @@
+"""In-process services and a conversation driver for testing agents, fast and exactly.
+
+- :class:`EnergyVAD`: a real VAD on signal energy (20 ms windows), exact on tone and
+  silence, so a test decides when the "user" speaks.
+- :class:`ScriptedSTT`: recognises each utterance (ended by ``flush``) as the next text
+  of a script, with interim results while audio comes; can fail or stay silent.
+- :class:`ScriptedLLM`: answers from a script of texts and tool calls, token by token;
+  can fail mid-answer.
+- :class:`ToneTTS`: speaks any text as :func:`~antiphon.testing.synth.tone_for_text`;
+  can fail on a text.
+- :class:`Conversation`: drives an :class:`~antiphon.agent.AgentSession` on a
+  :class:`~antiphon.aio.clock.VirtualClock` in 20 ms steps: user audio in, paced agent
+  audio out, every event recorded.
+
+Provider plugins are tested against their fake servers; these doubles test the agent's
+own logic (turn-taking, barge-in, tools, recovery) without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from antiphon.aio.clock import Clock, MonotonicClock, VirtualClock
+from antiphon.audio.frame import AudioFrame
+from antiphon.errors import ProviderError
+from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines
+from antiphon.services.stt import (
+    STT,
+    AudioInput,
+    EndInput,
+    FlushInput,
+    RecognizeStream,
+    STTDeadlines,
+    Transcript,
+)
+from antiphon.services.tools import FunctionTool
+from antiphon.services.tts import TTS, SynthesisStream, TextInput
+from antiphon.services.tts import EndInput as TTSEnd
+from antiphon.services.vad import VAD, VADOptions
+from antiphon.testing.synth import tone_for_text
+
+if TYPE_CHECKING:
+    from antiphon.agent.events import AgentEvent
+    from antiphon.agent.session import AgentSession
+
+RATE = 16000
+E = TypeVar("E")
+
+
+async def _pause(clock: Clock, seconds: float) -> None:
+    if seconds > 0:
+        await clock.sleep_until(clock.now() + seconds)
+    else:
+        await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------- VAD
+
+
+class EnergyVAD(VAD):
+    """Speech where a 20 ms window's RMS exceeds ``threshold`` (of full scale)."""
+
+    name = "energy"
+    sample_rate: ClassVar[int] = RATE
+    window: ClassVar[int] = 320
+
+    def __init__(self, options: VADOptions | None = None, *, threshold: float = 0.02) -> None:
+        super().__init__(options or VADOptions(min_speech_duration=0.06, padding=0.0))
+        self.threshold = threshold
+
+    def _probability(self, window: npt.NDArray[np.int16]) -> float:
+        rms = float(np.sqrt(np.mean((window.astype(np.float32) / 32768.0) ** 2)))
+        return 1.0 if rms >= self.threshold else 0.0
+
+
+# ----------------------------------------------------------------------------- STT
+
+
+class ScriptedSTT(STT):
+    """Each utterance (audio, then ``flush``) is recognised as the next script line.
+
+    Interim transcripts (growing prefixes of the line) come every ``interim_every``
+    seconds of audio. ``silent_flushes``: flushes (numbered from 0) answered with no
+    final at all, as a server that drops a final. ``fail_streams``: stream number →
+    seconds of audio after which that stream fails.
+    """
+
+    provider: ClassVar[str] = "scripted-stt"
+
+    def __init__(
+        self,
+        script: Sequence[str] = (),
+        *,
+        interim_every: float = 0.2,
+        silent_flushes: Sequence[int] = (),
+        fail_streams: dict[int, float] | None = None,
+    ) -> None:
+        super().__init__(deadlines=STTDeadlines())
+        self.script = list(script)
+        self.interim_every = interim_every
+        self.silent_flushes = frozenset(silent_flushes)
+        self.fail_streams = dict(fail_streams or {})
+        self.flushes = 0
+        self.streams_opened = 0
+        self.heard: list[str] = []
+
+    def _new_stream(self, generation: int) -> RecognizeStream:
+        number = self.streams_opened
+        self.streams_opened += 1
+        return _ScriptedRecognize(self, generation, self.fail_streams.get(number))
+
+
+class _ScriptedRecognize(RecognizeStream):
+    def __init__(self, stt: ScriptedSTT, generation: int, fail_after: float | None) -> None:
+        self._stt = stt
+        self._fail_after = fail_after
+        super().__init__(
+            provider=stt.provider, generation=generation, owner=stt._tasks, close_timeout=1.0
+        )
+
+    async def _run(self) -> None:
+        stt = self._stt
+        position = 0.0
+        utt_start: float | None = None
+        since = 0.0
+        utterance = 0
+        async for item in self._mailbox:
+            if isinstance(item, AudioInput):
+                d = item.frame.duration
+                if utt_start is None:
+                    utt_start = position
+                position += d
+                since += d
+                if self._fail_after is not None and position >= self._fail_after:
+                    raise ProviderError(
+                        "injected STT failure", provider=stt.provider, stage="stream"
+                    )
+                if stt.script and since >= stt.interim_every:
+                    since = 0.0
+                    words = stt.script[0].split()
+                    n = max(1, min(len(words), round((position - utt_start) / 0.3)))
+                    self._emit(
+                        Transcript(" ".join(words[:n]), False, utt_start, position, 0.0, utterance)
+                    )
+            elif isinstance(item, FlushInput | EndInput):
+                number = stt.flushes
+                stt.flushes += 1
+                if utt_start is not None and stt.script and number not in stt.silent_flushes:
+                    text = stt.script.pop(0)
+                    stt.heard.append(text)
+                    self._emit(Transcript(text, True, utt_start, position, 1.0, utterance))
+                    utterance += 1
+                utt_start, since = None, 0.0
+                if isinstance(item, EndInput):
+                    return
+
+
+# ----------------------------------------------------------------------------- LLM
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallScript:
+    """A scripted tool call: ``name`` with ``arguments`` (a dict, sent as JSON)."""
+
+    name: str
+    arguments: dict[str, object] = field(default_factory=dict)
+
+
+LLMReply = str | Sequence[ToolCallScript] | ProviderError | Callable[[ChatContext], str]
+
+
+class ScriptedLLM(LLM):
+    """Answers each chat with the next script item, one word per token.
+
+    An item is a text, a list of :class:`ToolCallScript` (one response of tool calls),
+    a ``ProviderError`` (raised before any token), or a function of the context giving
+    the text. When the script runs out, it answers ``default``. ``token_delay``: seconds
+    between tokens, on ``clock``. ``fail_after_tokens``: fail every answer
+    after this many tokens.
+    """
+
+    provider: ClassVar[str] = "scripted-llm"
+
+    def __init__(
+        self,
+        script: Sequence[LLMReply] = (),
+        *,
+        default: str = "Okay.",
+        token_delay: float = 0.0,
+        fail_after_tokens: int | None = None,
+        deadlines: LLMDeadlines | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(deadlines=deadlines)
+        self.clock: Clock = clock or MonotonicClock()
+        self.script: list[LLMReply] = list(script)
+        self.default = default
+        self.token_delay = token_delay
+        self.fail_after_tokens = fail_after_tokens
+        self.requests: list[ChatContext] = []
+
+    def _new_stream(
+        self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
+    ) -> ChatStream:
+        self.requests.append(context)
+        item = self.script.pop(0) if self.script else self.default
+        return _ScriptedChat(self, context, tools, generation, item)
+
+
+class _ScriptedChat(ChatStream):
+    def __init__(
+        self,
+        llm: ScriptedLLM,
+        context: ChatContext,
+        tools: tuple[FunctionTool, ...],
+        generation: int,
+        item: LLMReply,
+    ) -> None:
+        self._llm = llm
+        self._item = item
+        super().__init__(
+            provider=llm.provider,
+            context=context,
+            tools=tools,
+            generation=generation,
+            owner=llm._tasks,
+            deadlines=llm.deadlines,
+        )
+
+    async def _run(self) -> None:
+        llm, item = self._llm, self._item
+        if isinstance(item, ProviderError):
+            raise item
+        if callable(item):
+            item = item(self.context)
+        if isinstance(item, str):
+            for i, word in enumerate(item.split(" ")):
+                if llm.fail_after_tokens is not None and i >= llm.fail_after_tokens:
+                    raise ProviderError(
+                        "injected LLM failure", provider=llm.provider, stage="stream"
+                    )
+                await _pause(llm.clock, llm.token_delay)
+                self._text(word if i == 0 else " " + word)
+            self._finish_reason("stop")
+            return
+        for index, call in enumerate(item):
+            await _pause(llm.clock, llm.token_delay)
+            self._tool_delta(index, id=f"call_{index}", name=call.name)
+            self._tool_delta(index, arguments=json.dumps(call.arguments))
+        self._finish_reason("tool_calls")
+
+
+# ----------------------------------------------------------------------------- TTS
+
+
+class ToneTTS(TTS):
+    """Speaks text as its deterministic tone, in ``chunk`` second chunks.
+
+    ``chunk_delay``: seconds between chunks on ``clock`` (0 yields only).
+    ``fail_on``: texts containing this fail the stream after the first chunk.
+    """
+
+    provider: ClassVar[str] = "tone-tts"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = RATE,
+        chunk: float = 0.05,
+        chunk_delay: float = 0.0,
+        fail_on: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(sample_rate=sample_rate)
+        self.clock: Clock = clock or MonotonicClock()
+        self.chunk = chunk
+        self.chunk_delay = chunk_delay
+        self.fail_on = fail_on
+        self.spoken: list[str] = []
+
+    def _new_stream(self, generation: int) -> SynthesisStream:
+        return _ToneStream(self, generation)
+
+
+class _ToneStream(SynthesisStream):
+    def __init__(self, tts: ToneTTS, generation: int) -> None:
+        self._tts = tts
+        super().__init__(
+            provider=tts.provider,
+            sample_rate=tts.sample_rate,
+            channels=1,
+            generation=generation,
+            owner=tts._tasks,
+            close_timeout=1.0,
+        )
+
+    async def _run(self) -> None:
+        text: list[str] = []
+        async for item in self._mailbox:
+            if isinstance(item, TextInput):
+                text.append(item.text)
+                continue
+            spoken = "".join(text).strip()
+            text.clear()
+            if spoken:
+                await self._say(spoken)
+            if isinstance(item, TTSEnd):
+                return
+
+    async def _say(self, text: str) -> None:
+        tts = self._tts
+        pcm = tone_for_text(text, tts.sample_rate)
+        step = round(tts.chunk * tts.sample_rate) * 2
+        for i, start in enumerate(range(0, len(pcm), step)):
+            if tts.fail_on is not None and tts.fail_on in text and i == 1:
+                raise ProviderError("injected TTS failure", provider=tts.provider, stage="stream")
+            await _pause(tts.clock, tts.chunk_delay)
+            self._emit(AudioFrame(pcm[start : start + step], tts.sample_rate, 1, self.generation))
+        tts.spoken.append(text)
+
+
+# ---------------------------------------------------------------------- conversation
+
+
+def speech(seconds: float, rate: int = RATE, freq: float = 300.0) -> AudioFrame:
+    """A loud tone: what :class:`EnergyVAD` hears as speech."""
+    t = np.arange(round(seconds * rate)) / rate
+    return AudioFrame.from_array(
+        (0.3 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16), rate
+    )
+
+
+def silence(seconds: float, rate: int = RATE) -> AudioFrame:
+    return AudioFrame.silence(seconds, rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """An agent frame as the user got it: when, and of which generation."""
+
+    time: float
+    frame: AudioFrame
+
+
+class Conversation:
+    """Drive a session in 20 ms steps on a :class:`VirtualClock`.
+
+    Each step pushes 20 ms of user audio, moves the clock 20 ms and lets every task run,
+    while a reader takes the agent's paced frames off the output track (:attr:`heard`)
+    and a listener records every event (:attr:`events`).
+    """
+
+    STEP = 0.02
+
+    def __init__(self, session: AgentSession, clock: VirtualClock, *, settle: int = 30) -> None:
+        self.session = session
+        self.clock = clock
+        self.settle_rounds = settle
+        self.heard: list[Heard] = []
+        self.events: list[AgentEvent] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        await self.session.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._listen())]
+        await self.settle()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.session.aclose()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _read(self) -> None:
+        async for frame in self.session.output:
+            self.heard.append(Heard(self.clock.now(), frame))
+
+    async def _listen(self) -> None:
+        async for ev in self.session.events():
+            self.events.append(ev)
+
+    async def settle(self) -> None:
+        for _ in range(self.settle_rounds):
+            await asyncio.sleep(0)
+
+    async def push(self, audio: AudioFrame) -> None:
+        """Push ``audio`` in 20 ms steps, in (virtual) real time."""
+        for frame in audio.split(self.STEP):
+            self.session.push_audio(frame)
+            await self.settle()
+            await self.clock.advance(frame.duration)
+            await self.settle()
+
+    async def say(self, seconds: float) -> None:
+        """The user speaks (a tone) for ``seconds``."""
+        await self.push(speech(seconds))
+
+    async def wait(self, seconds: float) -> None:
+        """The user is silent for ``seconds``."""
+        await self.push(silence(seconds))
+
+    async def until(self, predicate: Callable[[], bool], *, limit: float = 10.0) -> float:
+        """Stay silent until ``predicate()``; return the seconds it took (fail at ``limit``)."""
+        waited = 0.0
+        while not predicate():
+            if waited >= limit:
+                raise AssertionError(f"condition not met within {limit} s of conversation")
+            await self.wait(self.STEP)
+            waited += self.STEP
+        return waited
+
+    def of(self, kind: type[E]) -> list[E]:
+        """The events of one type, in order."""
+        return [e for e in self.events if isinstance(e, kind)]

@@ -1,0 +1,555 @@
+"""Scenario tests of AgentSession on in-process doubles and a virtual clock.
+
+Each test drives a conversation in 20 ms steps (``Conversation``): the user's audio is a
+tone the energy VAD hears as speech, the STT recognises each utterance as the next line
+of its script, the LLM answers from its script, and the TTS speaks each sentence as a
+deterministic tone, so every frame the user hears is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import json
+import tracemalloc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from antiphon.agent import (
+    AgentError,
+    AgentOptions,
+    AgentReplied,
+    AgentSession,
+    AgentSpeaking,
+    AgentState,
+    FalseInterruption,
+    InterruptionOptions,
+    Interrupted,
+    StateChanged,
+    ToolCalled,
+    TurnCompleted,
+    TurnOptions,
+    UserTurnEnded,
+)
+from antiphon.aio.clock import VirtualClock
+from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.services.tools import function_tool
+from antiphon.services.vad import VADOptions
+from antiphon.testing.agent import (
+    Conversation,
+    EnergyVAD,
+    LLMReply,
+    ScriptedLLM,
+    ScriptedSTT,
+    ToneTTS,
+    ToolCallScript,
+)
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.synth import tone_duration
+
+LONG = (
+    "This is a long answer to your question. It has several sentences to speak aloud. "
+    "The user will cut it off somewhere in the middle. And this last part is never heard."
+)
+
+
+@dataclass
+class Rig:
+    session: AgentSession
+    clock: VirtualClock
+    stt: ScriptedSTT
+    llm: ScriptedLLM
+    tts: ToneTTS
+
+
+@asynccontextmanager
+async def rig(
+    script: Sequence[str],
+    replies: Sequence[LLMReply],
+    *,
+    options: AgentOptions | None = None,
+    stt: ScriptedSTT | None = None,
+    tts: ToneTTS | None = None,
+    llm: ScriptedLLM | None = None,
+    tools: Sequence[object] = (),
+    vad: EnergyVAD | None = None,
+    turn_log: io.StringIO | None = None,
+    clock: VirtualClock | None = None,
+) -> AsyncIterator[tuple[Rig, Conversation]]:
+    clock = clock or VirtualClock()
+    leaks = LeakCheck()
+    stt = stt or ScriptedSTT(script)
+    llm = llm or ScriptedLLM(replies, clock=clock)
+    tts = tts or ToneTTS(clock=clock)
+    session = AgentSession(
+        vad=vad or EnergyVAD(),
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        instructions="Be brief.",
+        tools=tools,  # type: ignore[arg-type]
+        options=options,
+        clock=clock,
+        turn_log=turn_log,
+    )
+    try:
+        async with asyncio.timeout(40), Conversation(session, clock) as c:
+            yield Rig(session, clock, stt, llm, tts), c
+    finally:
+        await session.aclose()
+        for service in (stt, llm, tts):
+            await service.aclose()
+    await leaks.assert_clean(settle=1.0)
+
+
+def roles(session: AgentSession) -> list[str]:
+    return [m.role for m in session.history.messages]
+
+
+async def one_turn(c: Conversation, speech: float = 0.8) -> None:
+    """The user speaks, the agent answers in full."""
+    await c.say(speech)
+    await c.until(lambda: c.session.state is AgentState.SPEAKING, limit=3)
+    await c.until(lambda: c.session.state is AgentState.LISTENING, limit=20)
+
+
+def heard_seconds(c: Conversation, generation: int) -> float:
+    return sum(h.frame.duration for h in c.heard if h.frame.generation == generation)
+
+
+# ------------------------------------------------------------------ conversation
+
+
+async def test_a_conversation_of_three_turns() -> None:
+    log = io.StringIO()
+    replies = ["Hi! How can I help you today?", "It is noon right now.", "You are welcome."]
+    async with rig(["hello there", "what time is it", "thanks"], replies, turn_log=log) as (
+        r,
+        c,
+    ):
+        for _ in range(3):
+            await one_turn(c)
+        turns = [e.metrics for e in c.of(TurnCompleted)]
+        assert [t.user_text for t in turns] == ["hello there", "what time is it", "thanks"]
+        assert [t.agent_text for t in turns] == replies
+        assert roles(r.session) == ["system"] + ["user", "assistant"] * 3
+        assert [m.content for m in r.session.history.messages[1:]] == [
+            "hello there",
+            replies[0],
+            "what time is it",
+            replies[1],
+            "thanks",
+            replies[2],
+        ]
+        # the LLM saw the whole history each time
+        assert [len(ctx) for ctx in r.llm.requests] == [2, 4, 6]
+        # states follow the conversation, in order
+        states = [(e.old, e.new) for e in c.of(StateChanged)]
+        one = [
+            (AgentState.LISTENING, AgentState.USER_SPEAKING),
+            (AgentState.USER_SPEAKING, AgentState.LISTENING),
+            (AgentState.LISTENING, AgentState.THINKING),
+            (AgentState.THINKING, AgentState.SPEAKING),
+            (AgentState.SPEAKING, AgentState.LISTENING),
+        ]
+        assert states == one * 3
+        # every frame of every reply was heard, in order, nothing else
+        for gen, text in zip((1, 2, 3), replies, strict=True):
+            spoken = [e.text for e in c.of(AgentSpeaking) if e.generation == gen]
+            assert " ".join(spoken) == text
+            expected = sum(tone_duration(s) for s in spoken)
+            assert heard_seconds(c, gen) == pytest.approx(expected, abs=0.021)
+        gens = [h.frame.generation for h in c.heard]
+        assert gens == sorted(gens)
+        # metrics: the silence the VAD needs (0.5 s) is the voice-to-voice latency here,
+        # since the doubles answer at once
+        for t in turns:
+            assert t.voice_to_voice == pytest.approx(0.5, abs=0.045)
+            assert t.stt_final_delay is not None and t.llm_ttft is not None
+            assert t.tts_ttfa is not None
+        lines = [json.loads(line) for line in log.getvalue().splitlines()]
+        assert [line["user_text"] for line in lines] == [t.user_text for t in turns]
+        assert all(line["voice_to_voice"] > 0 for line in lines)
+
+
+async def test_first_sentence_plays_while_the_rest_is_generated() -> None:
+    clock = VirtualClock()
+    llm = ScriptedLLM([LONG], token_delay=0.1, clock=clock)
+    async with rig(["question"], [], llm=llm, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=5)
+        # the LLM is still producing tokens while the first sentence plays
+        assert r.llm.active_streams == 1
+        assert len(c.of(AgentSpeaking)) == 1
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+        assert c.of(AgentReplied)[0].text == LONG
+
+
+async def test_say_greets_and_is_kept_in_history() -> None:
+    async with rig([], []) as (r, c):
+        r.session.say("Hello! I am your assistant.")
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=5)
+        assert c.of(AgentReplied)[0].text == "Hello! I am your assistant."
+        assert r.session.history.messages[-1].content == "Hello! I am your assistant."
+        assert not r.session.turns  # a say() is not a user turn
+        assert heard_seconds(c, 1) == pytest.approx(
+            tone_duration("Hello! I am your assistant."), abs=0.021
+        )
+
+
+# ------------------------------------------------------------------ barge-in
+
+
+async def test_barge_in_stops_audio_and_truncates_history() -> None:
+    async with rig(["tell me everything", "stop"], [LONG, "Okay."]) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(2.0)
+        await c.say(0.7)  # over the agent: an interruption after 0.5 s
+        [cut] = c.of(Interrupted)
+        assert cut.generation == 1 and cut.dropped > 0
+        # no frame of the interrupted turn after the first frame of another
+        gens = [h.frame.generation for h in c.heard]
+        assert 1 in gens
+        last_old = max(i for i, g in enumerate(gens) if g == 1)
+        assert all(g == 1 for g in gens[: last_old + 1])
+        # what was heard is exactly what the history keeps
+        assert heard_seconds(c, 1) == pytest.approx(cut.played, abs=1e-6)
+        assert 1.5 < cut.played < 2.2
+        assert cut.text and LONG.startswith(cut.text) and cut.text != LONG
+        await c.until(lambda: len(c.of(TurnCompleted)) == 2, limit=10)
+        assert roles(r.session) == ["system", "user", "assistant", "user", "assistant"]
+        assert r.session.history.messages[2].content == cut.text
+        assert r.session.history.messages[3].content == "stop"
+        first = c.of(TurnCompleted)[0].metrics
+        assert first.interrupted and first.agent_text == cut.text
+        # the LLM and TTS streams of the interrupted turn were closed
+        assert r.llm.active_streams == 0 and r.tts.active_streams == 0
+        assert c.heard[-1].frame.generation == 2
+
+
+async def test_audio_stops_within_one_frame_of_the_interruption() -> None:
+    options = AgentOptions(interruption=InterruptionOptions(false_interruption="ignore"))
+    async with rig(["go on", "stop"], [LONG, "Okay."], options=options) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(1.0)
+        before = len(c.heard)
+        await c.say(0.7)
+        [cut] = c.of(Interrupted)
+        # "ignore": the agent kept talking during the first 0.5 s of user speech, then
+        # stopped; nothing of turn 1 was heard after the decision
+        old = [h for h in c.heard[before:] if h.frame.generation == 1]
+        assert 0.4 <= sum(h.frame.duration for h in old) <= 0.6
+        assert heard_seconds(c, 1) == pytest.approx(cut.played, abs=1e-6)
+        assert all(h.time <= old[-1].time for h in c.heard if h.frame.generation == 1)
+
+
+async def test_false_interruption_resumes_and_loses_nothing() -> None:
+    reply = "Here is a reply that takes a few seconds to say."
+    async with rig(["question"], [reply]) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(0.5)
+        await c.say(0.2)  # a cough: shorter than min_duration (0.5 s)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=10)
+        [false] = c.of(FalseInterruption)
+        assert false.resumed
+        assert not c.of(Interrupted)
+        assert heard_seconds(c, 1) == pytest.approx(tone_duration(reply), abs=0.021)
+        assert c.of(AgentReplied)[0].text == reply
+        assert r.session.history.messages[-1].content == reply
+
+
+async def test_min_words_keeps_the_agent_talking_over_noise() -> None:
+    options = AgentOptions(interruption=InterruptionOptions(min_duration=0.3, min_words=3))
+    stt = ScriptedSTT(["question", "uh"], interim_every=0.2)
+    async with rig([], [LONG], stt=stt, options=options) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.say(0.6)  # long enough, but its transcript has one word
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+        assert not c.of(Interrupted)
+        assert c.of(FalseInterruption)
+        assert c.of(AgentReplied)[0].text == LONG
+
+
+async def test_uninterruptible_say_plays_in_full() -> None:
+    async with rig(["hello"], ["Hi."]) as (r, c):
+        r.session.say("Please listen to this notice in full.", allow_interruptions=False)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.say(0.8)
+        await c.until(lambda: len(c.of(AgentReplied)) >= 1, limit=10)
+        assert not c.of(Interrupted)
+        assert heard_seconds(c, 1) == pytest.approx(
+            tone_duration("Please listen to this notice in full."), abs=0.021
+        )
+
+
+# ------------------------------------------------------------------ turn-taking
+
+
+async def test_preemptive_reply_is_kept_when_the_final_agrees() -> None:
+    async with rig(["hello there"], ["Hi."]) as (r, c):
+        await one_turn(c)
+        assert len(r.llm.requests) == 1  # started on the interim, kept
+        assert [m.content for m in r.session.history.messages[1:]] == ["hello there", "Hi."]
+
+
+async def test_preemptive_reply_is_replaced_when_the_final_differs() -> None:
+    stt = ScriptedSTT(["what time is it now please"], interim_every=0.2)
+    async with rig([], ["First.", "Second."], stt=stt) as (r, c):
+        await one_turn(c, speech=0.8)  # the interim has fewer words than the final
+        assert len(r.llm.requests) == 2
+        early = r.llm.requests[0].messages[-1].content
+        assert early != "what time is it now please"
+        assert "what time is it now please".startswith(early)
+        assert r.llm.requests[1].messages[-1].content == "what time is it now please"
+        assert [m.content for m in r.session.history.messages[1:]] == [
+            "what time is it now please",
+            "Second.",
+        ]
+        assert not any(g == 1 for g in (h.frame.generation for h in c.heard))
+
+
+async def test_user_going_on_cancels_the_reply_and_joins_the_turn() -> None:
+    clock = VirtualClock()
+    llm = ScriptedLLM(["Too early.", "Now I answer."], token_delay=0.3, clock=clock)
+    options = AgentOptions(turn=TurnOptions(preemptive=False))
+    async with rig(["first part", "second part"], [], llm=llm, options=options, clock=clock) as (
+        r,
+        c,
+    ):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.THINKING, limit=3)
+        await c.say(0.6)  # before the agent said anything
+        await c.until(lambda: len(c.of(AgentReplied)) == 1, limit=20)
+        assert [e.text for e in c.of(UserTurnEnded)] == ["first part", "first part second part"]
+        assert [m.content for m in r.session.history.messages[1:]] == [
+            "first part second part",
+            "Now I answer.",
+        ]
+        assert c.of(AgentReplied)[0].text == "Now I answer."
+
+
+async def test_dropped_final_ends_the_turn_at_the_final_timeout() -> None:
+    stt = ScriptedSTT(["what is the weather like"], silent_flushes=[0], interim_every=0.2)
+    options = AgentOptions(turn=TurnOptions(final_timeout=0.4, preemptive=False))
+    async with rig([], ["Sunny."], stt=stt, options=options) as (r, c):
+        await c.say(0.9)
+        await c.until(lambda: bool(c.of(UserTurnEnded)), limit=3)
+        [turn] = c.of(UserTurnEnded)
+        assert "what is the weather like".startswith(turn.text) and turn.text
+        await c.until(lambda: r.session.state is AgentState.LISTENING and bool(c.of(AgentReplied)))
+        m = c.of(TurnCompleted)[0].metrics
+        # VAD silence (0.5 s) + the final timeout (0.4 s)
+        assert m.end_of_turn_delay == pytest.approx(0.9, abs=0.045)
+        assert m.stt_final_delay is None
+
+
+async def test_silence_and_noise_without_words_start_no_turn() -> None:
+    stt = ScriptedSTT([], interim_every=0.2)  # recognises nothing
+    async with rig([], ["Should not be said."], stt=stt) as (r, c):
+        await c.say(0.4)
+        await c.wait(2.0)
+        assert not c.of(UserTurnEnded) and r.llm.requests == []
+        assert r.session.state is AgentState.LISTENING
+
+
+# ------------------------------------------------------------------ tools
+
+
+async def test_tool_call_with_filler_while_it_runs() -> None:
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    @function_tool
+    async def get_weather(city: str) -> str:
+        """Current weather of a city.
+
+        Args:
+            city: the city name
+        """
+        calls.append(city)
+        await release.wait()
+        return f"sunny in {city}"
+
+    replies: list[LLMReply] = [
+        [ToolCallScript("get_weather", {"city": "Paris"})],
+        lambda ctx: f"It is {ctx.messages[-1].content}.",
+    ]
+    options = AgentOptions(filler_delay=0.5, filler_text="Let me check.")
+    async with rig(["weather in paris"], replies, tools=[get_weather], options=options) as (
+        r,
+        c,
+    ):
+        await c.say(0.8)
+        await c.until(lambda: bool(calls), limit=3)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        assert [e.text for e in c.of(AgentSpeaking)] == ["Let me check."]
+        await c.wait(1.0)
+        release.set()
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        assert calls == ["Paris"]
+        [called] = c.of(ToolCalled)
+        assert called.output == "sunny in Paris" and called.error is None
+        assert c.of(AgentReplied)[0].text == "Let me check. It is sunny in Paris."
+        assert roles(r.session) == ["system", "user", "assistant", "tool", "assistant"]
+        assert r.session.history.messages[2].tool_calls[0].name == "get_weather"
+        assert r.session.history.messages[3].content == "sunny in Paris"
+        assert c.of(TurnCompleted)[0].metrics.tool_calls == ["get_weather"]
+
+
+async def test_independent_tools_run_concurrently_and_failures_reach_the_model() -> None:
+    started: list[str] = []
+    both = asyncio.Event()
+
+    @function_tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        started.append(key)
+        if len(started) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 5)  # deadlocks unless run concurrently
+        if key == "bad":
+            raise ValueError("no such key")
+        return key.upper()
+
+    replies: list[LLMReply] = [
+        [ToolCallScript("lookup", {"key": "good"}), ToolCallScript("lookup", {"key": "bad"})],
+        "Done.",
+    ]
+    async with rig(["look up"], replies, tools=[lookup]) as (r, c):
+        await one_turn(c)
+        outputs = [m.content for m in r.session.history.messages if m.role == "tool"]
+        assert outputs[0] == "GOOD"
+        assert "no such key" in outputs[1]
+        assert [e.error is None for e in c.of(ToolCalled)] == [True, False]
+
+
+# ------------------------------------------------------------------ failures
+
+
+async def test_llm_failure_mid_turn_is_said_and_the_next_turn_works() -> None:
+    replies: list[LLMReply] = [
+        ProviderError("model overloaded", provider="scripted-llm", stage="stream"),
+        "Back again.",
+    ]
+    options = AgentOptions(error_message="Sorry, I had a problem.")
+    async with rig(["one", "two"], replies, options=options) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: len(c.of(AgentReplied)) == 2, limit=10)
+        [err] = c.of(AgentError)
+        assert err.recoverable and err.error.provider == "scripted-llm"
+        assert c.of(AgentReplied)[1].text == "Sorry, I had a problem."
+        assert c.of(TurnCompleted)[0].metrics.error
+        await c.until(lambda: r.session.state is AgentState.LISTENING)
+        await one_turn(c)
+        assert c.of(AgentReplied)[-1].text == "Back again."
+        assert r.session.history.messages[-1].content == "Back again."
+
+
+async def test_tts_failure_mid_sentence_recovers() -> None:
+    clock = VirtualClock()
+    tts = ToneTTS(fail_on="broken", clock=clock)
+    async with rig(
+        ["one", "two"], ["This sentence is broken today.", "Fine now."], tts=tts, clock=clock
+    ) as (
+        r,
+        c,
+    ):
+        await c.say(0.6)
+        await c.until(lambda: bool(c.of(AgentError)), limit=5)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=5)
+        assert c.of(AgentError)[0].error.provider == "tone-tts"
+        await one_turn(c)
+        assert c.of(AgentReplied)[-1].text == "Fine now."
+
+
+async def test_stt_failure_opens_a_new_stream() -> None:
+    stt = ScriptedSTT(["lost", "hello again"], fail_streams={0: 0.3})
+    async with rig([], ["Hi."], stt=stt) as (r, c):
+        await c.say(0.6)  # the first stream fails mid-utterance
+        await c.until(lambda: bool(c.of(AgentError)), limit=3)
+        assert c.of(AgentError)[0].recoverable and stt.streams_opened == 2
+        await c.wait(1.0)
+        stt.script = ["hello again"]
+        await one_turn(c)
+        assert r.session.history.messages[-2].content == "hello again"
+
+
+async def test_stt_failing_for_good_closes_the_session_with_the_error() -> None:
+    stt = ScriptedSTT(["x"], fail_streams={i: 0.1 for i in range(10)})
+    options = AgentOptions(max_stt_restarts=2)
+    async with rig([], [], stt=stt, options=options) as (r, c):
+        with pytest.raises(StreamClosedError, match="injected STT failure"):
+            for _ in range(100):
+                await c.say(0.2)
+        assert r.session.state is AgentState.CLOSED
+        assert r.session.error is not None
+        assert [e.recoverable for e in c.of(AgentError)] == [True, True, False]
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+async def test_many_turns_leave_no_growth() -> None:
+    clock = VirtualClock()
+    vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.2, padding=0.0))
+    stt = ScriptedSTT([f"turn {i}" for i in range(200)])
+    async with rig(
+        [], [], vad=vad, stt=stt, llm=ScriptedLLM(default="Ok.", clock=clock), clock=clock
+    ) as (
+        r,
+        c,
+    ):
+        tasks = 0
+        for i in range(200):
+            await c.say(0.2)
+            await c.until(lambda: bool(c.of(TurnCompleted)), limit=5)
+            await c.until(lambda: r.session.state is AgentState.LISTENING, limit=5)
+            c.heard.clear()  # the test's own recordings are not the session's growth
+            c.events.clear()
+            r.llm.requests.clear()
+            if i == 49:
+                gc.collect()
+                tasks = len(asyncio.all_tasks())
+                tracemalloc.start()
+                snap = tracemalloc.take_snapshot()
+        gc.collect()
+        grown = tracemalloc.take_snapshot().compare_to(snap, "filename")
+        tracemalloc.stop()
+        assert len(asyncio.all_tasks()) <= tasks
+        agent_growth = sum(
+            s.size_diff for s in grown if "antiphon" in str(s.traceback) and s.size_diff > 0
+        )
+        # the history grows by two short messages a turn; nothing else may
+        history = sum(len(m.content) for m in r.session.history.messages)
+        assert agent_growth < 150_000 + 8 * history
+        assert len(r.session.history) == 1 + 2 * 200
+
+
+async def test_close_mid_reply_is_clean_and_idempotent() -> None:
+    async with rig(["talk"], [LONG]) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await asyncio.gather(r.session.aclose(), r.session.aclose())
+        assert r.session.state is AgentState.CLOSED
+        assert r.tts.active_streams == 0 and r.llm.active_streams == 0
+        with pytest.raises(StreamClosedError):
+            r.session.say("more")
+
+
+async def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(ConfigError, match="stt"):
+        AgentSession(vad=EnergyVAD(), stt="deepgram", llm=ScriptedLLM(), tts=ToneTTS())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="min_words"):
+        InterruptionOptions(min_words=-1)
+    with pytest.raises(ConfigError, match="final_timeout"):
+        TurnOptions(final_timeout=0)
+    with pytest.raises(ConfigError, match="false_interruption"):
+        InterruptionOptions(false_interruption="pause")  # type: ignore[arg-type]
