@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/antiphon say "Hello there. This is antiphon, speaking through a local Deepgram-protocol server." --tts deepgram --fake --out hello.wav
+	$(VENV)/bin/antiphon talk examples/question.wav --out reply.wav
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

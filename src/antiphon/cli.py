@@ -1,4 +1,4 @@
-"""The ``antiphon`` command line: ``say`` and ``fake-server``."""
+"""The ``antiphon`` command line: ``talk``, ``say``, ``realtime`` and ``fake-server``."""
 
 from __future__ import annotations
 
@@ -180,10 +180,75 @@ async def _realtime(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _talk(args: argparse.Namespace) -> int:
+    """One conversation: a WAV file of the user in, the agent's spoken answer out."""
+    from antiphon.agent.pipeline import PipelineSpec
+    from antiphon.agent.talk import talk
+    from antiphon.audio.wav import read_wav
+
+    try:
+        audio = read_wav(args.input)
+    except (OSError, ValueError) as exc:
+        raise AntiphonError(f"cannot read {args.input!r}: {exc}; give a PCM WAV file") from None
+    spec = PipelineSpec(
+        vad=args.vad,
+        stt=args.stt,
+        llm=args.llm,
+        tts=args.tts,
+        fake=args.fake,
+        llm_base_url=args.llm_base_url,
+    )
+    where = "offline, no keys" if spec.offline else "with provider keys"
+    print(f"agent: vad={spec.vad} stt={spec.stt} llm={spec.llm} tts={spec.tts} ({where})")
+    kwargs: dict[str, Any] = {"timeout": args.timeout, "turn_log": args.turn_log}
+    if args.instructions:
+        kwargs["instructions"] = args.instructions
+    result = await talk(audio, args.out, spec=spec, **kwargs)
+    if not result.heard:
+        print("user:  (nothing recognised)")
+    for text in result.heard:
+        print(f"user:  {text}")
+    for text in result.replies:
+        print(f"agent: {text}")
+    for m in result.turns:
+        print(
+            f"turn {m.generation}: end of turn {_ms(m.end_of_turn_delay)}, "
+            f"STT final {_ms(m.stt_final_delay)}, LLM first token {_ms(m.llm_ttft)}, "
+            f"TTS first audio {_ms(m.tts_ttfa)}, voice-to-voice {_ms(m.voice_to_voice)}"
+        )
+    print(f"wrote {args.out}: {result.audio_seconds:.2f} s of agent audio")
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antiphon", description="Real-time voice agents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
+
+    talk = sub.add_parser(
+        "talk", help="talk to an agent: WAV in, spoken answer out (offline by default)"
+    )
+    talk.add_argument("input", help="WAV file with what the user says")
+    talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
+    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
+    talk.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    talk.add_argument(
+        "--llm",
+        default="offline",
+        help="offline (default) or openai:MODEL, e.g. openai:gpt-4o-mini",
+    )
+    talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
+    talk.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    talk.add_argument(
+        "--fake", action="store_true", help="run cloud services against local fake servers"
+    )
+    talk.add_argument("--instructions", help="the agent's system prompt")
+    talk.add_argument("--turn-log", help="append one JSON line per turn to this file")
+    talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the agent")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
@@ -234,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    runner = {"say": _say, "realtime": _realtime, "fake-server": _fake_server}[args.command]
+    runners = {"talk": _talk, "say": _say, "realtime": _realtime, "fake-server": _fake_server}
+    runner = runners[args.command]
     try:
         return asyncio.run(runner(args))
     except AntiphonError as exc:

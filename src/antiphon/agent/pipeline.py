@@ -1,0 +1,157 @@
+"""Build an agent's services by name: the offline default, or providers with keys.
+
+``open_services(spec, stack)`` gives the VAD, STT, LLM and TTS that
+``antiphon talk`` (and the server) run an :class:`~antiphon.agent.AgentSession` on.
+Services are closed by ``stack``. With ``fake=True`` every cloud service runs against its
+fake server on loopback (started on ``stack`` too), so the whole pipeline works offline.
+
+Names:
+
+- VAD: ``silero`` (default), ``webrtc``.
+- STT: ``pocketsphinx`` (offline default), ``deepgram``.
+- LLM: ``offline`` (default: the FAQ responder), ``openai:MODEL`` (any OpenAI-compatible
+  server; ``--base-url`` for Ollama, vLLM, Groq, xAI, Azure OpenAI ...).
+- TTS: ``espeak`` (offline default) or any provider of
+  :data:`~antiphon.plugins.registry.TTS_PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from antiphon.errors import ConfigError
+from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
+from antiphon.services.llm import LLM
+from antiphon.services.stt import STT
+from antiphon.services.tools import FunctionTool
+from antiphon.services.tts import TTS
+from antiphon.services.vad import VAD
+from antiphon.testing.faults import FaultPlan
+
+VADS = ("silero", "webrtc")
+STTS = ("pocketsphinx", "deepgram")
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
+    "without lists or markdown."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """Which services an agent runs on (see the module docstring for names)."""
+
+    vad: str = "silero"
+    stt: str = "pocketsphinx"
+    llm: str = "offline"
+    tts: str = "espeak"
+    fake: bool = False
+    llm_base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.vad not in VADS:
+            raise ConfigError(f"unknown VAD {self.vad!r}; choose one of {', '.join(VADS)}")
+        if self.stt not in STTS:
+            raise ConfigError(f"unknown STT {self.stt!r}; choose one of {', '.join(STTS)}")
+        if self.llm != "offline" and not (self.llm.startswith("openai:") and self.llm[7:]):
+            raise ConfigError(
+                f"unknown LLM {self.llm!r}; use 'offline' or 'openai:MODEL' "
+                "(e.g. openai:gpt-4o-mini)"
+            )
+        if self.tts != "espeak" and self.tts not in TTS_PROVIDERS:
+            raise ConfigError(
+                f"unknown TTS {self.tts!r}; choose espeak or one of {', '.join(TTS_PROVIDERS)}"
+            )
+
+    @property
+    def offline(self) -> bool:
+        """Whether it needs no key and no network at all."""
+        return self.fake or (
+            self.stt == "pocketsphinx" and self.llm == "offline" and self.tts == "espeak"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    vad: VAD
+    stt: STT
+    llm: LLM
+    tts: TTS
+    tools: tuple[FunctionTool, ...]
+
+
+def make_vad(name: str) -> VAD:
+    """A new VAD (one per conversation: a VAD holds the state of one audio stream)."""
+    if name == "webrtc":
+        from antiphon.plugins.webrtc import WebRtcVAD
+
+        return WebRtcVAD()
+    from antiphon.plugins.silero import SileroVAD
+
+    return SileroVAD()
+
+
+async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) -> Services:
+    """Build (and prewarm) the services of ``spec``; ``stack`` closes them."""
+    tools: tuple[FunctionTool, ...] = ()
+    vad = make_vad(spec.vad)
+
+    stt: STT
+    if spec.stt == "deepgram":
+        from antiphon.plugins.deepgram import DeepgramSTT
+
+        if spec.fake:
+            from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
+
+            fake_stt = await stack.enter_async_context(FakeDeepgramSTT())
+            stt = DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake_stt.url)
+        else:
+            stt = DeepgramSTT()
+    else:
+        from antiphon.plugins.pocketsphinx import PocketsphinxSTT
+
+        stt = PocketsphinxSTT()
+    await stack.enter_async_context(stt)
+
+    llm: LLM
+    if spec.llm.startswith("openai:"):
+        from antiphon.plugins.openai import OpenAILLM
+
+        model = spec.llm.split(":", 1)[1]
+        if spec.fake:
+            from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
+            from antiphon.testing.openai_chat import FakeOpenAIChat
+
+            fake_llm = await stack.enter_async_context(FakeOpenAIChat())
+            llm = OpenAILLM(model=model, api_key=OPENAI_KEY, base_url=fake_llm.url)
+        else:
+            llm = (
+                OpenAILLM(model=model, base_url=spec.llm_base_url)
+                if spec.llm_base_url
+                else OpenAILLM(model=model)
+            )
+    else:
+        from antiphon.plugins.offline import OfflineLLM, get_time
+
+        llm = OfflineLLM()
+        tools = (get_time,)
+    await stack.enter_async_context(llm)
+
+    tts: TTS
+    if spec.tts == "espeak":
+        from antiphon.plugins.espeak import EspeakTTS
+
+        tts = EspeakTTS(sample_rate=16000)
+    else:
+        provider = tts_provider(spec.tts)
+        settings = TTSSettings()
+        if spec.fake:
+            fake = provider.fake(FaultPlan(), 0, provider.fake_key)
+            await fake.start()
+            stack.push_async_callback(fake.aclose)
+            settings = TTSSettings(api_key=provider.fake_key, base_url=fake.url)
+        tts = provider.make(settings)
+    await stack.enter_async_context(tts)
+    await stt.prewarm()
+    await tts.prewarm()
+    return Services(vad, stt, llm, tts, tools)

@@ -1,0 +1,73 @@
+"""The main job end to end: ``antiphon talk`` on the offline default pipeline."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from antiphon.agent.pipeline import PipelineSpec
+from antiphon.agent.talk import talk
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.resample import AudioConverter
+from antiphon.audio.wav import read_wav
+from antiphon.cli import main
+from antiphon.errors import ConfigError
+from antiphon.plugins.espeak.engine import Voice, sample_rate, synthesize_pcm
+from antiphon.plugins.offline import load_faq
+
+
+def spoken(text: str) -> AudioFrame:
+    """``text`` said by espeak (a voice PocketSphinx recognises well), at 16 kHz."""
+    pcm = synthesize_pcm(text, Voice(name="en-us+f3", rate=150))
+    converter = AudioConverter(16000, 1)
+    body = converter.process(AudioFrame(pcm, sample_rate(), 1)).data + converter.flush().data
+    pad = AudioFrame.silence(0.3, 16000).data
+    return AudioFrame(pad + body + pad, 16000, 1)
+
+
+async def test_offline_agent_answers_a_spoken_question(tmp_path: Path) -> None:
+    log = io.StringIO()
+    out = tmp_path / "reply.wav"
+    result = await talk(spoken("What can you do?"), str(out), turn_log=log, timeout=30)
+    assert result.heard == ["what can you do"]
+    expected = next(e.answer for e in load_faq() if "What can you do" in e.question)
+    assert result.replies == [expected]
+    reply = read_wav(out)
+    assert reply.duration == pytest.approx(result.audio_seconds)
+    assert reply.duration > 2.0  # the whole answer was spoken
+    [line] = [json.loads(x) for x in log.getvalue().splitlines()]
+    assert line["user_text"] == "what can you do" and line["agent_text"] == expected
+    assert 0 < line["voice_to_voice"] < 5
+
+
+def test_cli_talk_prints_the_conversation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    question = tmp_path / "q.wav"
+    from antiphon.audio.wav import write_wav
+
+    write_wav(str(question), spoken("What can you do?"))
+    out = tmp_path / "a.wav"
+    assert main(["talk", str(question), "--out", str(out), "--vad", "webrtc"]) == 0
+    printed = capsys.readouterr().out
+    assert "user:  what can you do" in printed
+    assert "agent: I am the offline demo agent" in printed
+    assert "voice-to-voice" in printed and out.exists()
+
+
+def test_cli_talk_refuses_what_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["talk", str(tmp_path / "missing.wav")]) == 2
+    assert "give a PCM WAV file" in capsys.readouterr().err
+
+
+def test_pipeline_spec_names_what_to_use() -> None:
+    with pytest.raises(ConfigError, match="openai:MODEL"):
+        PipelineSpec(llm="gpt-4o")
+    with pytest.raises(ConfigError, match="choose espeak or one of"):
+        PipelineSpec(tts="nope")
+    assert PipelineSpec().offline
