@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -74,9 +74,12 @@ async def push(session: RealtimeAgentSession, audio: AudioFrame, *, realtime: bo
         await asyncio.sleep(0.02 if realtime else 0)
 
 
-async def until(predicate: object, limit: float = 10.0) -> None:
+async def until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll ``predicate`` (events and a fake's counters) every 10 ms, within ``limit``."""
     async with asyncio.timeout(limit):
-        while not predicate():  # type: ignore[operator]
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.01)
 
 
