@@ -9,6 +9,7 @@ from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
+from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
@@ -21,6 +22,7 @@ __all__ = [
     "FakeAzureSpeechWs",
     "FakeAzureTTS",
     "FakeCartesiaTTS",
+    "FakeDeepgramSTT",
     "FakeDeepgramTTS",
     "FakeElevenLabsTTS",
     "FakeRealtimeServer",

@@ -1,5 +1,6 @@
 """Deepgram plugins."""
 
+from antiphon.plugins.deepgram.stt import DeepgramSTT
 from antiphon.plugins.deepgram.tts import DeepgramTTS
 
-__all__ = ["DeepgramTTS"]
+__all__ = ["DeepgramSTT", "DeepgramTTS"]

@@ -1,0 +1,190 @@
+"""DeepgramSTT: the WebSocket STT conformance suite on the fake server, plus its own checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from antiphon.audio.frame import AudioFrame
+from antiphon.errors import AuthError, ConfigError, ProviderConnectionError
+from antiphon.plugins.deepgram import DeepgramSTT
+from antiphon.services.stt import STT, StreamState, STTDeadlines, Transcript
+from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance, WsSTTHarness
+from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
+from antiphon.testing.synth import tone_for_text
+
+
+def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
+    silence = bytes(round(pad * sample_rate) * 2)
+    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
+
+
+class DeepgramSTTHarness(WsSTTHarness):
+    def fake(self, plan: FaultPlan) -> FakeDeepgramSTT:
+        return FakeDeepgramSTT(plan, vocabulary=self.PHRASES)
+
+    def make_stt(
+        self,
+        base_url: str,
+        *,
+        deadlines: STTDeadlines,
+        keepalive_interval: float | None = None,
+        max_reconnects: int | None = None,
+    ) -> STT:
+        extra: dict[str, Any] = {}
+        if keepalive_interval is not None:
+            extra["keepalive_interval"] = keepalive_interval
+        if max_reconnects is not None:
+            extra["max_reconnects"] = max_reconnects
+        return DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, **extra)
+
+    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
+        return speech(text, sample_rate)
+
+    def heard(self, text: str, transcript: str) -> bool:
+        return transcript == text
+
+    def connections(self, fake: FakeDeepgramSTT) -> int:
+        return fake.stats.connections
+
+    def keepalives(self, fake: FakeDeepgramSTT) -> int:
+        return fake.stats.count("KeepAlive")
+
+
+class TestDeepgramSTTConformance(WebSocketSTTConformance):
+    harness = DeepgramSTTHarness()
+
+
+# --------------------------------------------------------------------------- plugin-specific
+
+
+def test_missing_key_says_where_to_put_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="DEEPGRAM_API_KEY"):
+        DeepgramSTT()
+
+
+def test_key_from_environment_and_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "from-env")
+    stt = DeepgramSTT(language="de", endpointing=300)
+    assert stt._headers == {"Authorization": "Token from-env"}
+    assert stt.url.startswith("wss://api.deepgram.com/v1/listen?model=nova-3&encoding=linear16")
+    assert "language=de" in stt.url and "endpointing=300" in stt.url
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"keepalive_interval": 12}, "10 s"),
+        ({"max_reconnects": -1}, "max_reconnects"),
+        ({"journal_seconds": -1}, "journal_seconds"),
+        ({"sample_rate": 100}, "8000 and 48000"),
+        ({"base_url": "http://x"}, "ws://127.0.0.1:PORT"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DeepgramSTT(api_key="k", **kwargs)
+
+
+async def test_wrong_key_is_an_auth_error() -> None:
+    with running_in_thread(FakeDeepgramSTT()) as fake:
+        async with DeepgramSTT(api_key="wrong", base_url=fake.url, deadlines=FAST) as stt:
+            with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
+                await stt.recognize(speech("What time is it?"))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"), [("mulaw", 8000), ("alaw", 8000), ("linear16", 48000)]
+)
+async def test_wire_encodings_and_rates(encoding: str, rate: int) -> None:
+    text = "Turn on the lights."
+    with running_in_thread(FakeDeepgramSTT(vocabulary=[text])) as fake:
+        async with DeepgramSTT(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            encoding=encoding,
+            sample_rate=rate,
+            deadlines=FAST,
+        ) as stt:
+            finals = await stt.recognize(speech(text, 16000))
+        assert fake.stats.queries[0]["encoding"] == encoding
+        assert fake.stats.queries[0]["sample_rate"] == str(rate)
+    assert [f.text for f in finals] == [text]
+
+
+async def test_replay_keeps_stream_times_continuous() -> None:
+    """A drop after the first utterance: the second is replayed and its times run on."""
+    texts = ["What time is it?", "Thank you very much."]
+    first_len = speech(texts[0]).duration
+    plan = FaultPlan(drop_before_audio=1)
+    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=texts)) as fake:
+        async with DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as stt:
+            async with stt.stream() as s:
+                for f in speech(texts[0]).split(0.02):
+                    s.push_audio(f)
+                got: list[Transcript] = []
+                async for t in s:  # the first utterance ends by endpointing
+                    got.append(t)
+                    if t.is_final:
+                        break
+                for f in speech(texts[1]).split(0.02):
+                    s.push_audio(f)
+                s.flush()  # the fake drops the connection here, before answering
+                s.end_input()
+                got += [t async for t in s]
+            assert s.state is StreamState.COMPLETED
+        assert fake.stats.connections == 2
+    finals = [t for t in got if t.is_final]
+    assert [f.text for f in finals] == texts
+    assert [f.utterance for f in finals] == [0, 1]
+    # the second connection started at the journal, not at 0: times are the stream's
+    assert first_len + 0.3 <= finals[1].start <= first_len + 0.5
+    assert finals[1].end <= 2 * first_len + 0.1
+
+
+async def test_drop_with_more_audio_than_the_journal_fails_retryable() -> None:
+    text = "What time is it?"
+    plan = FaultPlan(drop_before_audio=1)
+    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=[text])) as fake:
+        async with DeepgramSTT(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            deadlines=FAST,
+            endpointing=False,  # nothing is finalized before the end
+            journal_seconds=0.5,
+        ) as stt:
+            with pytest.raises(ProviderConnectionError) as info:
+                await stt.recognize(speech(text))
+        assert info.value.retryable and info.value.code == 1011
+        assert fake.stats.connections == 1
+
+
+async def test_idle_close_without_keepalive_is_recovered_on_a_new_connection() -> None:
+    """With keep-alives too rare, the server's idle close loses nothing: replayed."""
+    texts = ["What time is it?", "Turn on the lights."]
+    plan = FaultPlan(idle_close_after=0.3)
+    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=texts)) as fake:
+        async with (
+            DeepgramSTT(
+                api_key=DEFAULT_API_KEY,
+                base_url=fake.url,
+                deadlines=FAST,
+                keepalive_interval=5,
+                max_reconnects=10,  # every idle close while paused costs one
+            ) as stt,
+            stt.stream() as s,
+        ):
+            for f in speech(texts[0]).split(0.02):
+                s.push_audio(f)
+            await asyncio.sleep(0.8)
+            for f in speech(texts[1]).split(0.02):
+                s.push_audio(f)
+            s.end_input()
+            finals = await s.finals()
+        assert fake.stats.count("KeepAlive") == 0
+        assert fake.stats.connections >= 2
+    assert [f.text for f in finals] == texts
