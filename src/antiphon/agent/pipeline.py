@@ -47,6 +47,8 @@ class PipelineSpec:
     tts: str = "espeak"
     fake: bool = False
     llm_base_url: str | None = None
+    fake_vocabulary: tuple[str, ...] = ()
+    """Phrases the fake STT recognises (it names tone speech, see FakeDeepgramSTT)."""
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -103,7 +105,9 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
         if spec.fake:
             from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
 
-            fake_stt = await stack.enter_async_context(FakeDeepgramSTT())
+            fake_stt = await stack.enter_async_context(
+                FakeDeepgramSTT(vocabulary=spec.fake_vocabulary)
+            )
             stt = DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake_stt.url)
         else:
             stt = DeepgramSTT()

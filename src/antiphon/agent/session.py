@@ -218,6 +218,7 @@ class AgentSession:
         self._mailbox: Channel[object] = Channel()
         self._subscribers: list[Channel[AgentEvent]] = []
         self._state = AgentState.LISTENING
+        self._state_changed = asyncio.Event()
         self._started = False
         self._closed = asyncio.Event()
         self._closing = False
@@ -409,11 +410,19 @@ class AgentSession:
             with contextlib.suppress(ChannelClosed):
                 sub.send_nowait(event)
 
+    async def wait_for(self, *states: AgentState) -> AgentState:
+        """Wait until the session is in one of ``states`` (or closed); return the state."""
+        while self._state not in states and self._state is not AgentState.CLOSED:
+            await self._state_changed.wait()
+        return self._state
+
     def _set_state(self, new: AgentState, reason: str) -> None:
         old = self._state
         if new is old:
             return
         self._state = new
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
         log.debug("agent state %s -> %s (%s)", old.value, new.value, reason)
         self._emit(StateChanged(old, new, reason, self._gen))
 

@@ -78,8 +78,9 @@ class EnergyVAD(VAD):
         self.threshold = threshold
 
     def _probability(self, window: npt.NDArray[np.int16]) -> float:
-        rms = float(np.sqrt(np.mean((window.astype(np.float32) / 32768.0) ** 2)))
-        return 1.0 if rms >= self.threshold else 0.0
+        x = window.astype(np.float32)
+        energy = float(np.dot(x, x)) / (x.size * 32768.0 * 32768.0)
+        return 1.0 if energy >= self.threshold * self.threshold else 0.0
 
 
 # ----------------------------------------------------------------------------- STT
