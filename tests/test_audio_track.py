@@ -442,3 +442,41 @@ async def test_real_clock_pacing_works_end_to_end() -> None:
         await track.aclose()
     assert len(frames) == 4
     assert track.played == pytest.approx(1000 / RATE)
+
+
+async def test_pause_holds_audio_and_resume_continues_where_it_stopped() -> None:
+    clock = VirtualClock()
+    track = OutputTrack(RATE, clock=clock)
+    await track.write(ramp(0, 6 * FRAME))
+    reader = Collector(track, clock)
+    await settle()
+    await advance_to(clock, 0.02)
+    assert len(reader.frames) == 2
+    track.pause()
+    assert track.paused
+    await advance_to(clock, 0.5)
+    assert len(reader.frames) == 2  # nothing released, nothing dropped
+    assert track.buffered == pytest.approx(4 * 0.02)
+    track.resume()
+    await settle()
+    assert reader.times[2] == pytest.approx(0.5)  # pacing restarts from the resume
+    await advance_to(clock, 0.56)
+    assert len(reader.frames) == 6
+    assert np.array_equal(reader.samples(), ramp(0, 6 * FRAME).as_array())  # in order, whole
+    await track.aclose()
+    await reader.task
+
+
+async def test_pause_with_fill_silence_gives_silence_and_interrupt_unpauses() -> None:
+    clock = VirtualClock()
+    track = OutputTrack(RATE, clock=clock, fill_silence=True)
+    await track.write(ramp(0, 4 * FRAME))
+    reader = Collector(track, clock)
+    await settle()
+    track.pause()
+    await advance_to(clock, 0.06)
+    assert [int(f.as_array().any()) for f in reader.frames] == [1, 0, 0, 0]
+    assert track.interrupt() == pytest.approx(3 * 0.02)
+    assert not track.paused
+    await track.aclose()
+    await reader.task
