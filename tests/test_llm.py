@@ -292,3 +292,52 @@ def test_offline_refuses_bad_settings(tmp_path: object) -> None:
         OfflineLLM(faq=tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="threshold"):
         OfflineLLM(threshold=0)
+
+
+async def test_a_plugins_own_typed_timeout_is_kept() -> None:
+    err = ProviderTimeoutError("could not connect", provider="scripted", stage="connect", timeout=1)
+    async with ScriptedLLM([Step(error=err)]) as llm:
+        s = llm.chat(CTX)
+        with pytest.raises(ProviderTimeoutError) as info:
+            await s.collect_text()
+        assert info.value is err and info.value.stage == "connect"
+        assert not s.has_output
+
+
+async def test_a_tool_call_continued_after_a_later_one_started_is_refused() -> None:
+    script = [
+        Step(tool=(0, "a", "f", "{}")),
+        Step(tool=(1, "b", "g", "{}")),
+        Step(tool=(0, None, None, "more")),
+    ]
+    async with ScriptedLLM(script) as llm:
+        s = llm.chat(CTX)
+        events: list[object] = []
+        with pytest.raises(ProviderError, match="continued"):
+            async for e in s:
+                events.append(e)
+        assert ToolCall("a", "f", "{}") in events and s.has_output
+
+
+def test_chat_message_tool_calls_are_checked_and_kept_as_a_tuple() -> None:
+    call = ToolCall("c1", "f", "{}")
+    m = ChatMessage("assistant", "", [call])  # type: ignore[arg-type]
+    assert m.tool_calls == (call,)
+    with pytest.raises(ConfigError, match="ToolCall"):
+        ChatMessage("assistant", "", ({"id": "c1"},))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="only assistant"):
+        ChatMessage("user", "x", (call,))
+    with pytest.raises(ConfigError, match="not JSON"):
+        ToolCall("c", "f", "{oops").args()
+    assert ToolCall("c", "f", "  ").args() == {}
+
+
+async def test_tool_names_must_be_unique() -> None:
+    @function_tool
+    def same() -> str:
+        """One."""
+        return ""
+
+    async with ScriptedLLM([Step(text="x")]) as llm:
+        with pytest.raises(ConfigError, match="unique"):
+            llm.chat(CTX, tools=[same, same])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Sequence
 from typing import Literal, Optional
 
 import pytest
@@ -170,3 +171,131 @@ async def test_run_tools_concurrently_in_order_with_errors() -> None:
     assert isinstance(out[2].error, ToolTimeoutError) and out[2].output.startswith("error:")
     assert isinstance(out[3].error, ToolArgumentError)
     assert set(started) == {"first", "second"}
+
+
+async def test_run_tools_takes_tool_calls_and_keeps_a_tools_own_timeout_error() -> None:
+    from antiphon.services.llm import ToolCall
+
+    @function_tool
+    async def own_timeout() -> str:
+        """Raises a TimeoutError of its own, at once."""
+        raise TimeoutError("upstream timed out")
+
+    @function_tool(timeout=0.05)
+    async def slow() -> str:
+        """Exceeds its own timeout."""
+        await asyncio.sleep(30)
+        return ""
+
+    @function_tool
+    async def cancels_itself() -> str:
+        """Raises CancelledError without being cancelled."""
+        raise asyncio.CancelledError
+
+    async with asyncio.timeout(5):
+        out = await run_tools(
+            [
+                ToolCall("a", "own_timeout", "{}"),
+                ToolCall("b", "slow", ""),
+                ToolCall("c", "cancels_itself", "{}"),
+            ],
+            [own_timeout, slow, cancels_itself],
+            timeout=5.0,
+        )
+    assert [o.call_id for o in out] == ["a", "b", "c"]
+    assert not isinstance(out[0].error, ToolTimeoutError) and "upstream" in out[0].output
+    assert isinstance(out[1].error, ToolTimeoutError) and "0.05s" in out[1].output
+    assert isinstance(out[2].error, asyncio.CancelledError) and "cancelled" in out[2].output
+    with pytest.raises(ConfigError, match="positive"):
+        await run_tools([], [], timeout=0)
+
+
+async def test_cancelling_run_tools_cancels_every_tool() -> None:
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    @function_tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append("forever")
+            raise
+        return ""
+
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(run_tools([("1", "forever", "{}")], [forever]))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert cancelled == ["forever"]
+
+
+async def test_tool_call_with_no_timeout_reports_its_own_timeout_error() -> None:
+    @function_tool
+    async def raises() -> str:
+        """No timeout set; raises TimeoutError itself."""
+        raise TimeoutError("inner")
+
+    with pytest.raises(TimeoutError, match="inner") as info:
+        await raises.call()
+    assert not isinstance(info.value, ToolTimeoutError)
+
+
+async def test_literal_and_enum_errors_list_the_allowed_values() -> None:
+    with pytest.raises(ToolArgumentError, match=r"one of 'celsius', 'fahrenheit'"):
+        await weather.call('{"city": "x", "unit": "kelvin"}')
+    with pytest.raises(ToolArgumentError, match=r"one of 'short', 'long'"):
+        await weather.call('{"city": "x", "detail": "medium"}')
+    out = await weather.call('{"city": "x", "unit": "celsius", "alerts": null}')
+    assert out.endswith(":None")
+
+
+def test_more_bad_declarations_are_refused_at_decoration() -> None:
+    with pytest.raises(ConfigError, match="default"):
+
+        @function_tool
+        def wrong_default(days: int = "two") -> None:  # type: ignore[assignment]
+            pass
+
+    with pytest.raises(ConfigError, match="lambdas"):
+        function_tool(lambda: None)
+    with pytest.raises(ConfigError, match="decorates a function"):
+        function_tool(42)  # type: ignore[call-overload]
+
+    def named() -> None:
+        pass
+
+    with pytest.raises(ConfigError, match="timeout"):
+        function_tool(timeout=0)(named)
+    with pytest.raises(ConfigError, match="list\\[str\\]"):
+
+        @function_tool
+        def bare(items: list) -> None:  # type: ignore[type-arg]
+            pass
+
+    with pytest.raises(ConfigError, match="unsupported type"):
+
+        @function_tool
+        def union(x: int | str) -> None:
+            pass
+
+
+def test_sequence_and_tuple_schemas() -> None:
+    @function_tool
+    def many(names: Sequence[str], pair: tuple[int, ...] = ()) -> str:
+        """Lists."""
+        return ""
+
+    props = many.parameters["properties"]
+    assert props["names"] == {"type": "array", "items": {"type": "string"}}
+    assert props["pair"]["items"] == {"type": "integer"}
+    assert many.parse_arguments('{"names": ["a"], "pair": [1, 2]}') == {
+        "names": ["a"],
+        "pair": (1, 2),
+    }
+    with pytest.raises(ToolArgumentError, match=r"many.names\[1\]"):
+        many.parse_arguments('{"names": ["a", 3]}')

@@ -90,6 +90,10 @@ class ChatMessage:
             raise ConfigError(f"ChatMessage content must be str, got {type(self.content).__name__}")
         if self.role == "tool" and not self.tool_call_id:
             raise ConfigError("a tool message needs the tool_call_id of the call it answers")
+        if not isinstance(self.tool_calls, tuple):
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        if not all(isinstance(c, ToolCall) for c in self.tool_calls):
+            raise ConfigError("ChatMessage tool_calls must be ToolCall objects")
         if self.tool_calls and self.role != "assistant":
             raise ConfigError("only assistant messages carry tool_calls")
 
@@ -231,6 +235,7 @@ class ChatStream(ABC):
         self._terminal = asyncio.Event()
         self._text_parts: list[str] = []
         self._partial: dict[int, _PartialCall] = {}
+        self._completed: set[int] = set()
         self._calls: list[ToolCall] = []
         self._finish: FinishReason | None = None
         self._usage_value = Usage()
@@ -252,6 +257,11 @@ class ChatStream(ABC):
     @property
     def done(self) -> bool:
         return self._state is not StreamState.RUNNING
+
+    @property
+    def has_output(self) -> bool:
+        """True once the first event (text or tool call) was delivered."""
+        return self._events > 0
 
     @property
     def text(self) -> str:
@@ -318,7 +328,8 @@ class ChatStream(ABC):
         if self._events == 0:
             self.time_to_first_token = loop.time() - self._started
         self._events += 1
-        if self._timeout is not None:
+        # An expiring timeout cannot be rescheduled: its cancellation is already on its way.
+        if self._timeout is not None and not self._timeout.expired():
             self._timeout.reschedule(loop.time() + self.deadlines.idle)
 
     def _text(self, text: str) -> None:
@@ -336,6 +347,12 @@ class ChatStream(ABC):
         of the stream, or when a higher index starts)."""
         if self._state is not StreamState.RUNNING:
             return
+        if index in self._completed:
+            raise ProviderError(
+                f"tool call #{index} continued after a later call had started",
+                provider=self.provider,
+                stage="stream",
+            )
         self._touch()
         for i in sorted(k for k in self._partial if k < index):
             self._complete(i)
@@ -350,6 +367,7 @@ class ChatStream(ABC):
 
     def _complete(self, index: int) -> None:
         part = self._partial.pop(index)
+        self._completed.add(index)
         if not part.name:
             raise ProviderError(
                 f"tool call #{index} has no name", provider=self.provider, stage="stream"
@@ -387,6 +405,8 @@ class ChatStream(ABC):
         except asyncio.CancelledError:
             self._end(StreamState.CANCELLED)
             raise
+        except ProviderError as exc:  # before TimeoutError: keep a plugin's typed timeout
+            self._end(StreamState.FAILED, exc)
         except TimeoutError as exc:
             if self._timeout is None or not self._timeout.expired():
                 self._end(
@@ -405,8 +425,6 @@ class ChatStream(ABC):
                     timeout=limit,
                 ),
             )
-        except ProviderError as exc:
-            self._end(StreamState.FAILED, exc)
         except Exception as exc:
             log.exception("%s chat stream failed unexpectedly", self.provider)
             self._end(

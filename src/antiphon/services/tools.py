@@ -30,7 +30,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, overload
 
 from antiphon.errors import AntiphonError, ConfigError
 
@@ -110,10 +110,13 @@ class FunctionTool:
         kwargs = self.parse_arguments(arguments)
         result = self.fn(**kwargs)
         if inspect.isawaitable(result):
+            cm = asyncio.timeout(self.timeout)
             try:
-                async with asyncio.timeout(self.timeout):
+                async with cm:
                     return await result
             except TimeoutError:
+                if not cm.expired():
+                    raise  # the tool's own TimeoutError, not our deadline
                 raise ToolTimeoutError(
                     f"tool {self.name} did not return within {self.timeout:g}s"
                 ) from None
@@ -202,17 +205,21 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise bad
         return float(value)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        try:
-            return annotation(value)
-        except ValueError:
-            raise bad from None
+        allowed = ", ".join(repr(m.value) for m in annotation)
+        for member in annotation:
+            if member.value == value and type(member.value) is type(value):
+                return member
+        raise ToolArgumentError(
+            f"{where}: expected {annotation.__name__} (one of {allowed}), got {value!r}"
+        )
     origin = typing.get_origin(annotation)
     if origin is Literal:
-        if value not in typing.get_args(annotation) or isinstance(value, bool) != any(
-            isinstance(a, bool) for a in typing.get_args(annotation)
-        ):
-            raise bad
-        return value
+        options = typing.get_args(annotation)
+        for option in options:
+            if option == value and type(option) is type(value):
+                return option
+        allowed = ", ".join(repr(o) for o in options)
+        raise ToolArgumentError(f"{where}: expected one of {allowed}, got {value!r}")
     if origin in (list, Sequence, tuple):
         if not isinstance(value, list):
             raise bad
@@ -252,17 +259,23 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 def _build(
     fn: Callable[..., Any], name: str | None, description: str | None, timeout: float | None
 ) -> FunctionTool:
-    tool_name = name or fn.__name__
-    if not _NAME.match(tool_name):
+    if not callable(fn):
+        raise ConfigError(f"@function_tool decorates a function, got {fn!r}")
+    tool_name = name or getattr(fn, "__name__", "")
+    if not tool_name or tool_name == "<lambda>":
+        raise ConfigError("give the tool a name: @function_tool(name=...) (lambdas have none)")
+    if not isinstance(tool_name, str) or not _NAME.match(tool_name):
         raise ConfigError(
             f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-' (OpenAI's rule)"
         )
-    if timeout is not None and timeout <= 0:
-        raise ConfigError("tool timeout must be a positive number of seconds")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise ConfigError(f"tool timeout must be a positive number of seconds, got {timeout!r}")
     summary, docs = _parse_docstring(fn.__doc__)
     try:
         hints = typing.get_type_hints(fn, include_extras=False)
-    except NameError as exc:
+    except (NameError, TypeError) as exc:
         raise ConfigError(f"tool {tool_name}: cannot resolve a type hint ({exc})") from exc
     properties: dict[str, Any] = {}
     required: list[str] = []
@@ -277,6 +290,17 @@ def _build(
         if p.name in docs:
             schema["description"] = docs[p.name]
         has_default = p.default is not inspect.Parameter.empty
+        if has_default and p.default is not None:
+            as_json = p.default.value if isinstance(p.default, enum.Enum) else p.default
+            if isinstance(as_json, tuple):
+                as_json = list(as_json)
+            try:
+                _convert(as_json, hints[p.name], where)
+            except ToolArgumentError:
+                raise ConfigError(
+                    f"{where}: the default {p.default!r} does not fit the type hint "
+                    f"{_describe(hints[p.name])}"
+                ) from None
         if has_default:
             default = p.default.value if isinstance(p.default, enum.Enum) else p.default
             if default is None or isinstance(default, str | int | float | bool):
@@ -342,34 +366,64 @@ def _text(result: Any) -> str:
         return str(result)
 
 
+class ToolCallLike(Protocol):
+    """Anything with a call's ``id``, ``name`` and JSON ``arguments`` (e.g. a ``ToolCall``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> str: ...
+
+
 async def run_tools(
-    calls: Sequence[tuple[str, str, str]],
+    calls: Sequence[tuple[str, str, str] | ToolCallLike],
     tools: Sequence[FunctionTool],
     *,
     timeout: float = 10.0,
 ) -> list[ToolOutcome]:
-    """Run ``(call_id, name, arguments)`` calls concurrently, each within ``timeout``.
+    """Run calls (``(call_id, name, arguments)`` or ``ToolCall``s) concurrently, each
+    within ``timeout`` seconds (and its tool's own ``timeout``).
 
-    Failures become outcomes whose ``output`` tells the model what went wrong; results
-    come back in the order of ``calls``.
+    Never raises for a tool's failure: an unknown tool, bad arguments, an exception or a
+    timeout becomes an outcome whose ``output`` tells the model what went wrong (and whose
+    ``error`` keeps the exception). Results come back in the order of ``calls``.
+    Cancelling the caller cancels every running tool.
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"run_tools timeout must be a positive number of seconds: {timeout!r}")
     by_name = {t.name: t for t in tools}
+    plain = [c if isinstance(c, tuple) else (c.id, c.name, c.arguments) for c in calls]
 
     async def one(call_id: str, name: str, arguments: str) -> ToolOutcome:
         tool = by_name.get(name)
         if tool is None:
-            err: BaseException = ToolArgumentError(f"no tool named {name!r}")
+            known = ", ".join(sorted(by_name)) or "none"
+            err: BaseException = ToolArgumentError(f"no tool named {name!r} (tools: {known})")
             return ToolOutcome(call_id, name, f"error: {err}", err)
+        cm = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with cm:
                 result = await tool.call(arguments)
-        except TimeoutError:
-            err = ToolTimeoutError(f"tool {name} did not return within {timeout:g}s")
-            return ToolOutcome(call_id, name, f"error: {err}", err)
-        except Exception as exc:
+        except ToolTimeoutError as exc:
             return ToolOutcome(call_id, name, f"error: {exc}", exc)
+        except TimeoutError as exc:
+            if not cm.expired():  # the tool's own TimeoutError
+                return ToolOutcome(call_id, name, f"error: {exc!r}", exc)
+            late = ToolTimeoutError(f"tool {name} did not return within {timeout:g}s")
+            return ToolOutcome(call_id, name, f"error: {late}", late)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: let the TaskGroup unwind
+            return ToolOutcome(call_id, name, f"error: tool {name} was cancelled", exc)
+        except Exception as exc:
+            return ToolOutcome(call_id, name, f"error: {exc or type(exc).__name__}", exc)
         return ToolOutcome(call_id, name, _text(result))
 
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(*c)) for c in calls]
+        tasks = [tg.create_task(one(*c)) for c in plain]
     return [t.result() for t in tasks]

@@ -13,6 +13,7 @@ from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
 from antiphon.testing.xai import FakeXAITTS
@@ -25,6 +26,7 @@ __all__ = [
     "FakeDeepgramSTT",
     "FakeDeepgramTTS",
     "FakeElevenLabsTTS",
+    "FakeOpenAIChat",
     "FakeRealtimeServer",
     "FakeServer",
     "FakeWsServer",
@@ -32,6 +34,8 @@ __all__ = [
     "FaultPlan",
     "LeakCheck",
     "RealtimeFakeStats",
+    "Reply",
+    "ScriptedCall",
     "SdkDouble",
     "running_in_thread",
 ]

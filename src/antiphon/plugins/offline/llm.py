@@ -3,7 +3,8 @@
 No language model's weights ship inside a pip package that installs here, so this is
 **not** a language model. For the last user message it:
 
-1. ranks the entries of a small FAQ and the tools given to
+1. ranks (question words such as "what" or "can you" count only when the message has
+   nothing else) the entries of a small FAQ and the tools given to
    :meth:`~antiphon.services.llm.LLM.chat` that take no required arguments by TF-IDF
    cosine similarity (numpy) of the message to the FAQ question, or to the tool's name
    and description;
@@ -39,6 +40,7 @@ from antiphon.errors import ConfigError
 from antiphon.services.llm import (
     LLM,
     ChatContext,
+    ChatMessage,
     ChatStream,
     LLMDeadlines,
     Usage,
@@ -52,6 +54,12 @@ DEFAULT_FALLBACK = (
 _STOP = frozenset(
     {"a", "an", "the", "is", "am", "be", "to", "of", "and", "or", "in", "on", "at", "for"}
     | {"it", "its", "this", "that", "i", "me", "my", "please"}
+)
+#: Question words: dropped from a question that has other words ("what hour is it" is
+#: about the hour), kept when they are all it has ("what can you do").
+_SOFT = frozenset(
+    {"what", "what's", "whats", "who", "how", "can", "could", "would", "will", "you"}
+    | {"your", "do", "does", "did", "tell", "know", "are", "was", "were", "there"}
 )
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -129,7 +137,9 @@ class TfIdf:
         """Cosine similarity of ``query`` to every document."""
         if not len(self._matrix):
             return np.zeros(0)
-        return self._matrix @ self._vector(_terms(query))
+        terms = _terms(query)
+        content = [t for t in terms if t not in _SOFT]
+        return self._matrix @ self._vector(content or terms)
 
 
 @function_tool
@@ -159,8 +169,12 @@ class OfflineLLM(LLM):
         deadlines: LLMDeadlines | None = None,
     ) -> None:
         super().__init__(deadlines=deadlines)
-        entries = list(faq) if isinstance(faq, Sequence) and not isinstance(faq, str) else None
-        self.faq = entries if entries is not None else load_faq(faq)  # type: ignore[arg-type]
+        if isinstance(faq, Sequence) and not isinstance(faq, str):
+            self.faq = list(faq)
+            if not all(isinstance(e, FaqEntry) for e in self.faq):
+                raise ConfigError("faq must be FaqEntry items, a FAQ JSON file's path or None")
+        else:
+            self.faq = load_faq(faq)
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
         if token_interval < 0:
@@ -211,9 +225,9 @@ class OfflineChatStream(ChatStream):
     async def _run(self) -> None:
         llm, messages = self._llm, self.context.messages
         prompt = sum(len(m.content.split()) for m in messages)
-        last = messages[-1]
-        if last.role == "tool":
-            reply = last.content.strip() or "The tool returned nothing."
+        results = _trailing_tool_results(messages)
+        if results:
+            reply = " ".join(_say_result(m.content) for m in results)
         else:
             user = self.context.last("user")
             question = user.content if user is not None else ""
@@ -236,3 +250,22 @@ class OfflineChatStream(ChatStream):
             self._text(word)
         self._finish_reason("stop")
         self._usage(Usage(prompt, len(words)))
+
+
+def _trailing_tool_results(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The tool messages at the end of the conversation (the results of the last calls)."""
+    out: list[ChatMessage] = []
+    for m in reversed(messages):
+        if m.role != "tool":
+            break
+        out.append(m)
+    return out[::-1]
+
+
+def _say_result(output: str) -> str:
+    text = output.strip()
+    if not text:
+        return "The tool returned nothing."
+    if text.startswith("error:"):
+        return "Sorry, that did not work: " + text[len("error:") :].strip()
+    return text

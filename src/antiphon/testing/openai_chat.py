@@ -1,0 +1,696 @@
+"""A fake OpenAI chat-completions server: ``POST /v1/chat/completions``, streamed as SSE.
+
+:class:`FakeOpenAIChat` is a loopback HTTP/1.1 server (keep-alive, chunked transfer
+encoding) that checks what OpenAI checks — the path, ``Authorization: Bearer KEY`` (or,
+on Azure's ``/openai/deployments/NAME/chat/completions?api-version=...`` path, the
+``api-key`` header), ``Content-Type: application/json``, and the body: ``model``,
+``messages`` (roles, assistant ``tool_calls`` answered by ``tool`` messages with their
+``tool_call_id``), ``tools``, ``tool_choice``/``parallel_tool_calls`` only with tools,
+``stream: true`` — and refuses with OpenAI's error body (``{"error": {"message", "type",
+"param", "code"}}``). It streams each answer exactly as OpenAI does: a first chunk with
+the role, one chunk per token (``" word"`` pieces), tool calls as an ``id``/``name``
+chunk then ``arguments`` in fragments, a chunk with the ``finish_reason``, a usage chunk
+when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+
+Replies are scripted: a :class:`Reply` (every request), a sequence of them (one per
+request in order, then :func:`default_reply`), or a function of the request body.
+
+Fault plan fields that apply, in this protocol's terms:
+
+- ``hang_connect``: accept TCP, read, never answer.
+- ``reject_status``: answer every request (or the first ``reject_requests``) with that
+  status and an OpenAI error body; 429 and 503 carry ``Retry-After`` (``retry_after``).
+- ``drop_before_audio``: close the connection after reading each of the first N
+  requests, without an answer.
+- ``silent_after``: requests after the first ``silent_after`` get a ``200`` head and then
+  nothing (no token, no end).
+- ``first_audio_delay``: seconds between the head and the first chunk (a slow first
+  token); ``chunk_interval``: seconds between chunks (a large one stalls the stream after
+  its first chunk).
+- ``close_mid_audio``: after ``close_after_chunks`` token chunks, cut the stream:
+  ``ABORT`` resets the TCP connection, ``1000`` ends the body cleanly but without a
+  finish_reason or ``[DONE]``, any other value closes the socket mid-body.
+- ``error_mid_stream``: after ``close_after_chunks`` token chunks, send OpenAI's in-stream
+  ``{"error": {...}}`` event and end the body.
+- ``malformed_mid_stream``: after the first token, a chunk of an unknown shape, a
+  keep-alive comment, and then data that is not JSON.
+- ``audio_after_done``: that many more token chunks after ``data: [DONE]``, in the same
+  body (a client must stop at ``[DONE]``).
+- ``odd_chunking``: write the event stream in 7-byte HTTP chunks (cutting lines, UTF-8
+  characters and the blank line that ends an event).
+- ``idle_close_after`` / ``max_connection_age``: close keep-alive connections idle for
+  that long / older than that (a busy one after its response).
+
+Not applicable (no upgrade, close frames or cancel message in HTTP): ``close_on_open``,
+``close_on_open_reason``, ``close_reason``, ``audio_after_clear``, ``ignore_clear``. A
+client's cancel is a closed connection; ``stats.cancels`` counts those the fake noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+from antiphon.testing.faults import ABORT, FaultPlan
+
+DEFAULT_API_KEY = "test-key"
+MAX_BODY = 4 * 1024 * 1024
+ARGUMENT_FRAGMENT = 8
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedCall:
+    """A tool call the fake model makes (``arguments``: JSON text or a mapping)."""
+
+    name: str
+    arguments: str | Mapping[str, Any] = "{}"
+    id: str | None = None
+
+    def arguments_json(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(dict(self.arguments))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One scripted answer: text, tool calls (several: parallel calls), or both."""
+
+    text: str = ""
+    tool_calls: tuple[ScriptedCall, ...] = ()
+    finish_reason: str | None = None
+    """Default: ``tool_calls`` when there are calls, else ``stop``."""
+
+    def tokens(self) -> list[str]:
+        """The text as the fake streams it, one piece per chunk."""
+        return _TOKEN.findall(self.text)
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+def default_reply(body: Mapping[str, Any]) -> Reply:
+    """What the fake answers when nothing was scripted: the last message, echoed."""
+    messages = body.get("messages") or [{}]
+    last = messages[-1]
+    content = last.get("content") or ""
+    if last.get("role") == "tool":
+        return Reply(f"The tool said: {content}")
+    return Reply(f"You said: {content}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One request as the fake read it (``json``: the parsed body, if it parsed)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+    connection: int
+
+
+@dataclass
+class ChatFakeStats:
+    """What the fake saw and did (read it from the test after the fact)."""
+
+    connections: int = 0
+    open_connections: int = 0
+    requests: list[ChatRequest] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    """Every reply streamed (or started), in order."""
+    completed: int = 0
+    """Streams sent to their ``[DONE]``."""
+    cancels: int = 0
+    """Streams the client closed before their end (as far as the fake noticed)."""
+    cut_streams: int = 0
+    dropped_requests: int = 0
+    idle_closes: int = 0
+
+
+class _Closed(Exception):
+    """The client went away."""
+
+
+class FakeOpenAIChat:
+    """``http://127.0.0.1:PORT/v1/chat/completions`` (point ``base_url`` at :attr:`base_url`).
+
+    ``replies``: see the module docstring. ``reject_requests``: with
+    ``plan.reject_status``, refuse only that many requests, then answer normally.
+    ``retry_after``: the ``Retry-After`` value sent with 429 and 503.
+    """
+
+    scheme = "http"
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        replies: Reply | Sequence[Reply] | Responder | None = None,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reject_requests: int | None = None,
+        retry_after: str = "1",
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
+        self.plan = plan or FaultPlan()
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.reject_requests = reject_requests
+        self.retry_after = retry_after
+        self.stats = ChatFakeStats()
+        self._script: list[Reply] = []
+        self._responder: Responder = default_reply
+        if isinstance(replies, Reply):
+            fixed = replies
+            self._responder = lambda _body: fixed
+        elif callable(replies):
+            self._responder = replies
+        elif replies is not None:
+            self._script = list(replies)
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._ids = itertools.count(1)
+        self._rejected = 0
+        self._answered = 0
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake server is not started")
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` to give a client (``http://127.0.0.1:PORT/v1``)."""
+        return self.url + "/v1"
+
+    async def start(self) -> str:
+        """Listen and return the URL (``http://127.0.0.1:PORT``)."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.url
+
+    async def aclose(self) -> None:
+        """Stop listening, cut every connection and wait (bounded) for the handlers."""
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        handlers = list(self._handlers)
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=0.5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=3.0)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def next_reply(self, body: dict[str, Any]) -> Reply:
+        """The reply to ``body``: the next scripted one, else the responder's."""
+        if self._script:
+            return self._script.pop(0)
+        return self._responder(body)
+
+    # -- connections
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        index = self.stats.connections
+        self.stats.connections += 1
+        self.stats.open_connections += 1
+        try:
+            if self.plan.hang_connect:
+                while await reader.read(65536):
+                    pass  # accept TCP, read, never answer
+            else:
+                await _Conn(self, reader, writer, index).serve()
+        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:
+            if self._server is not None and self._server.is_serving():
+                raise
+        finally:
+            self.stats.open_connections -= 1
+            self._writers.discard(writer)
+            self._handlers.discard(task)
+            writer.transport.abort()
+
+    def _take_rejection(self) -> int | None:
+        status = self.plan.reject_status
+        if status is None:
+            return None
+        if self.reject_requests is not None and self._rejected >= self.reject_requests:
+            return None
+        self._rejected += 1
+        return status
+
+
+def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> str:
+    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+_REJECTIONS: dict[int, tuple[str, str, str | None]] = {
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to use this model.", "invalid_request_error", None),
+    429: ("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
+
+
+class _Conn:
+    """One client connection: requests one after another (keep-alive)."""
+
+    def __init__(
+        self,
+        server: FakeOpenAIChat,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        index: int,
+    ) -> None:
+        self.server = server
+        self.plan = server.plan
+        self.stats = server.stats
+        self.reader = reader
+        self.writer = writer
+        self.index = index
+        self.loop = asyncio.get_running_loop()
+        self.opened = self.loop.time()
+
+    def _wait_limit(self) -> float | None:
+        limits: list[float] = []
+        if self.plan.idle_close_after is not None:
+            limits.append(self.plan.idle_close_after)
+        if self.plan.max_connection_age is not None:
+            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
+        return max(0.0, min(limits)) if limits else None
+
+    def _too_old(self) -> bool:
+        age = self.plan.max_connection_age
+        return age is not None and self.loop.time() - self.opened >= age
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._wait_limit()):
+                    first = await self.reader.readline()
+            except TimeoutError:
+                self.stats.idle_closes += 1
+                return
+            if not first:
+                return
+            if not await self._serve_one(first) or self._too_old():
+                return
+
+    # -- one request
+    async def _read_request(self, first: bytes) -> ChatRequest | None:
+        try:
+            method, target, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        except ValueError:
+            await self._respond(400, "malformed request line", keep_alive=False)
+            return None
+        headers: dict[str, str] = {}
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise _Closed
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                body += (await self.reader.readexactly(size + 2))[:-2]
+        else:
+            length = int(headers.get("content-length", "0") or "0")
+            if length > MAX_BODY:
+                await self._respond(413, "request body too large", keep_alive=False)
+                return None
+            body = await self.reader.readexactly(length)
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+        split = urlsplit(target)
+        request = ChatRequest(
+            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
+        )
+        self.stats.requests.append(request)
+        return request
+
+    async def _serve_one(self, first: bytes) -> bool:
+        request = await self._read_request(first)
+        if request is None:
+            return False
+        server, plan = self.server, self.plan
+        keep_alive = request.headers.get("connection", "").lower() != "close"
+        if self.stats.dropped_requests < plan.drop_before_audio:
+            self.stats.dropped_requests += 1
+            return False  # close without an answer
+        status = server._take_rejection()
+        if status is not None:
+            message, kind, code = _REJECTIONS.get(
+                status, (f"rejected by fault plan ({status})", "invalid_request_error", None)
+            )
+            extra = {"Retry-After": server.retry_after} if status in (429, 503) else {}
+            await self._respond(status, _error_body(message, kind, code), extra=extra)
+            return keep_alive
+        problem = self._check(request)
+        if problem is not None:
+            code_status, body = problem
+            await self._respond(code_status, body)
+            return keep_alive
+        body_json: dict[str, Any] = request.json
+        server._answered += 1
+        silent = plan.silent_after is not None and server._answered > plan.silent_after
+        await self._write_head(keep_alive)
+        if silent:
+            while await self.reader.read(65536):
+                pass  # never answer; wait for the client to give up
+            raise _Closed
+        reply = server.next_reply(body_json)
+        self.stats.replies.append(reply)
+        return await self._stream(reply, body_json) and keep_alive
+
+    def _check(self, request: ChatRequest) -> tuple[int, str] | None:
+        """OpenAI's checks, in its order: path, auth, then the body."""
+        h = request.headers
+        path = request.path.rstrip("/")
+        azure = re.fullmatch(r"/openai/deployments/[A-Za-z0-9._-]+/chat/completions", path)
+        if not azure and path != "/v1/chat/completions":
+            return 404, _error_body(
+                f"Invalid URL (POST {request.path})", "invalid_request_error", None
+            )
+        if request.method != "POST":
+            return 405, _error_body("Use POST.", "invalid_request_error", None)
+        if azure:
+            if not request.query.get("api-version"):
+                return 404, json.dumps(
+                    {"error": {"code": "404", "message": "Resource not found (api-version)"}}
+                )
+            if h.get("api-key") != self.server.api_key:
+                return 401, json.dumps(
+                    {
+                        "error": {
+                            "code": "401",
+                            "message": "Access denied due to invalid subscription key.",
+                        }
+                    }
+                )
+        elif h.get("authorization") != f"Bearer {self.server.api_key}":
+            message, kind, code = _REJECTIONS[401]
+            return 401, _error_body(message, kind, code)
+        if h.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return 400, _error_body(
+                "Content-Type must be application/json", "invalid_request_error", None
+            )
+        problem = _check_body(request.json)
+        if problem is not None:
+            message, param = problem
+            return 400, _error_body(message, "invalid_request_error", None, param)
+        return None
+
+    # -- writing
+    async def _write(self, data: bytes) -> None:
+        if self.writer.is_closing() or self.reader.at_eof():
+            raise _Closed
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            raise _Closed from None
+
+    async def _respond(
+        self,
+        status: int,
+        body: str,
+        *,
+        keep_alive: bool = True,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.stats.statuses.append(status)
+        data = body.encode()
+        head = [
+            f"HTTP/1.1 {status} {_reason(status)}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            f"x-request-id: req_fake_{next(self.server._ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+            *(f"{k}: {v}" for k, v in (extra or {}).items()),
+        ]
+        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+
+    async def _write_head(self, keep_alive: bool) -> None:
+        self.stats.statuses.append(200)
+        head = [
+            "HTTP/1.1 200 OK",
+            "Content-Type: text/event-stream; charset=utf-8",
+            "Transfer-Encoding: chunked",
+            "Cache-Control: no-cache",
+            f"x-request-id: req_fake_{next(self.server._ids)}",
+            "openai-processing-ms: 1",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
+        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+
+    async def _chunk(self, data: bytes) -> None:
+        """One piece of the body (split in 7-byte HTTP chunks with ``odd_chunking``)."""
+        step = 7 if self.plan.odd_chunking else len(data)
+        for pos in range(0, len(data), step):
+            part = data[pos : pos + step]
+            await self._write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but notice the client closing meanwhile."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    if not await self.reader.read(65536):
+                        raise _Closed
+        except TimeoutError:
+            return
+
+    async def _stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+        """Stream one reply; False if the connection must close afterwards."""
+        plan = self.plan
+        cid = f"chatcmpl-fake{next(self.server._ids)}"
+        model = str(body.get("model"))
+        usage_on = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def event(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+            obj: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": 1700000000,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+            }
+            if usage_on:
+                obj["usage"] = usage
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+        pieces: list[bytes] = []
+        first_delta: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        if not reply.text and reply.tool_calls:
+            first_delta["content"] = None
+        pieces.append(event(choice(first_delta)))
+        tokens = reply.tokens()
+        for token in tokens:
+            pieces.append(event(choice({"content": token})))
+        for i, call in enumerate(reply.tool_calls):
+            call_id = call.id or f"call_fake{next(self.server._ids)}"
+            start = {"index": i, "id": call_id, "type": "function"}
+            start["function"] = {"name": call.name, "arguments": ""}
+            pieces.append(event(choice({"tool_calls": [start]})))
+            args = call.arguments_json()
+            for pos in range(0, len(args), ARGUMENT_FRAGMENT):
+                frag = {"index": i, "function": {"arguments": args[pos : pos + ARGUMENT_FRAGMENT]}}
+                pieces.append(event(choice({"tool_calls": [frag]})))
+        finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+        pieces.append(event(choice({}, finish)))
+        prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
+        completion = len(tokens) + len(reply.tool_calls)
+        if usage_on:
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            pieces.append(event([], usage))
+        try:
+            if plan.first_audio_delay:
+                await self._pause(plan.first_audio_delay)
+            for i, piece in enumerate(pieces):
+                sent_tokens = i  # pieces[0] is the role chunk
+                if plan.close_mid_audio is not None and sent_tokens > plan.close_after_chunks:
+                    self.stats.cut_streams += 1
+                    if plan.close_mid_audio == ABORT:
+                        self.writer.transport.abort()
+                    elif plan.close_mid_audio == 1000:
+                        await self._write(b"0\r\n\r\n")
+                        return True
+                    else:
+                        self.writer.close()
+                    raise _Closed
+                if plan.error_mid_stream and sent_tokens > plan.close_after_chunks:
+                    message, kind, code = _REJECTIONS[500]
+                    await self._chunk(f"data: {_error_body(message, kind, code)}\n\n".encode())
+                    await self._write(b"0\r\n\r\n")
+                    return True
+                if plan.malformed_mid_stream and i == 2:
+                    await self._chunk(b'data: {"object": "chat.completion.unknown", "x": 1}\n\n')
+                    await self._chunk(b": keep-alive\n\n")
+                    await self._chunk(b"data: {this is not json\n\n")
+                await self._chunk(piece)
+                if plan.chunk_interval and 0 < i < len(pieces) - 1:
+                    await self._pause(plan.chunk_interval)
+            await self._chunk(b"data: [DONE]\n\n")
+            for _ in range(plan.audio_after_done):
+                await self._chunk(event(choice({"content": " stale"})))
+            await self._write(b"0\r\n\r\n")
+            self.stats.completed += 1
+        except _Closed:
+            if not (plan.close_mid_audio is not None):
+                self.stats.cancels += 1
+            raise
+        return True
+
+
+def _check_body(body: Any) -> tuple[str, str | None] | None:
+    """OpenAI's validation of a chat-completions body: (message, param) or None."""
+    if not isinstance(body, dict):
+        return "We could not parse the JSON body of your request.", None
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return "you must provide a model parameter", "model"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty array", "messages"
+    if body.get("stream") is not True:
+        return "this fake only streams: set 'stream': true", "stream"
+    tools = body.get("tools")
+    names: set[str] = set()
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            return "'tools' must be a non-empty array", "tools"
+        for i, t in enumerate(tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+                return f"Invalid tool at tools[{i}]", f"tools[{i}]"
+            if not isinstance(fn.get("name"), str) or not re.fullmatch(
+                r"[a-zA-Z0-9_-]{1,64}", fn["name"]
+            ):
+                return f"Invalid 'tools[{i}].function.name'", f"tools[{i}].function.name"
+            params = fn.get("parameters")
+            if params is not None and (
+                not isinstance(params, dict) or params.get("type") != "object"
+            ):
+                return f"Invalid schema for function '{fn['name']}'", f"tools[{i}]"
+            names.add(fn["name"])
+    for key in ("tool_choice", "parallel_tool_calls"):
+        if key in body and not tools:
+            return f"'{key}' is only allowed when 'tools' are specified.", key
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("function", {}).get("name") not in names:
+        return "tool_choice names a tool that is not in 'tools'", "tool_choice"
+    pending: set[str] = set()
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            return f"Invalid value for '{where}.role'", f"{where}.role"
+        role, content = m["role"], m.get("content")
+        if pending and role != "tool":
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'. Missing: {', '.join(sorted(pending))}",
+                where,
+            )
+        if role == "tool":
+            cid = m.get("tool_call_id")
+            if cid not in pending:
+                return (
+                    "Messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    where,
+                )
+            pending.discard(cid)
+        if content is None and not (role == "assistant" and m.get("tool_calls")):
+            return f"Invalid value for '{where}.content': expected a string", f"{where}.content"
+        if content is not None and not isinstance(content, str):
+            return f"Invalid type for '{where}.content'", f"{where}.content"
+        if role == "assistant" and m.get("tool_calls") is not None:
+            calls = m["tool_calls"]
+            if not isinstance(calls, list) or not calls:
+                return f"'{where}.tool_calls' must be a non-empty array", f"{where}.tool_calls"
+            for c in calls:
+                fn = c.get("function") if isinstance(c, dict) else None
+                if (
+                    not isinstance(c, dict)
+                    or not isinstance(c.get("id"), str)
+                    or c.get("type") != "function"
+                    or not isinstance(fn, dict)
+                    or not isinstance(fn.get("name"), str)
+                    or not isinstance(fn.get("arguments"), str)
+                ):
+                    return f"Invalid '{where}.tool_calls'", f"{where}.tool_calls"
+                pending.add(c["id"])
+    if pending:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            f"responding to each 'tool_call_id'. Missing: {', '.join(sorted(pending))}",
+            "messages",
+        )
+    return None
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
