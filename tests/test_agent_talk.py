@@ -71,3 +71,28 @@ def test_pipeline_spec_names_what_to_use() -> None:
     with pytest.raises(ConfigError, match="choose espeak or one of"):
         PipelineSpec(tts="nope")
     assert PipelineSpec().offline
+
+
+async def test_cloud_pipeline_on_the_fake_servers(tmp_path: Path) -> None:
+    """Deepgram STT, an OpenAI-compatible LLM and Deepgram TTS, each on its loopback fake."""
+    from antiphon.testing.synth import tone_for_text
+
+    question = "what is the weather"
+    pad = AudioFrame.silence(0.3, 16000).data
+    audio = AudioFrame(pad + tone_for_text(question, 16000) + pad, 16000, 1)
+    spec = PipelineSpec(
+        vad="webrtc",  # tone speech: Silero rightly hears no voice in it
+        stt="deepgram",
+        llm="openai:gpt-4o-mini",
+        tts="deepgram",
+        fake=True,
+        fake_vocabulary=(question, "something else"),
+    )
+    out = tmp_path / "reply.wav"
+    result = await talk(audio, str(out), spec=spec, timeout=30)
+    assert result.heard == [question]
+    assert result.replies == [f"You said: {question}"]  # the fake LLM echoes the user
+    assert read_wav(out).duration == pytest.approx(result.audio_seconds)
+    assert result.audio_seconds > 0.5
+    [turn] = result.turns
+    assert turn.llm_ttft is not None and turn.tts_ttfa is not None

@@ -9,8 +9,9 @@ Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``pocketsphinx`` (offline default), ``deepgram``.
-- LLM: ``offline`` (default: the FAQ responder), ``openai:MODEL`` (any OpenAI-compatible
-  server; ``--base-url`` for Ollama, vLLM, Groq, xAI, Azure OpenAI ...).
+- LLM: ``offline`` (default: the FAQ responder), ``SERVER:MODEL`` for an OpenAI-compatible
+  server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
+  ``ollama:llama3.2``); ``llm_base_url`` for any other.
 - TTS: ``espeak`` (offline default) or any provider of
   :data:`~antiphon.plugins.registry.TTS_PROVIDERS`.
 """
@@ -31,6 +32,7 @@ from antiphon.testing.faults import FaultPlan
 
 VADS = ("silero", "webrtc")
 STTS = ("pocketsphinx", "deepgram")
+LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm")
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
     "without lists or markdown."
@@ -55,10 +57,11 @@ class PipelineSpec:
             raise ConfigError(f"unknown VAD {self.vad!r}; choose one of {', '.join(VADS)}")
         if self.stt not in STTS:
             raise ConfigError(f"unknown STT {self.stt!r}; choose one of {', '.join(STTS)}")
-        if self.llm != "offline" and not (self.llm.startswith("openai:") and self.llm[7:]):
+        server, _, model = self.llm.partition(":")
+        if self.llm != "offline" and not (server in LLM_SERVERS and model):
             raise ConfigError(
-                f"unknown LLM {self.llm!r}; use 'offline' or 'openai:MODEL' "
-                "(e.g. openai:gpt-4o-mini)"
+                f"unknown LLM {self.llm!r}; use 'offline' or SERVER:MODEL with SERVER one of "
+                f"{', '.join(LLM_SERVERS)} (e.g. openai:gpt-4o-mini)"
             )
         if self.tts != "espeak" and self.tts not in TTS_PROVIDERS:
             raise ConfigError(
@@ -118,22 +121,20 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
     await stack.enter_async_context(stt)
 
     llm: LLM
-    if spec.llm.startswith("openai:"):
+    if spec.llm != "offline":
         from antiphon.plugins.openai import OpenAILLM
 
-        model = spec.llm.split(":", 1)[1]
+        server, _, model = spec.llm.partition(":")
         if spec.fake:
             from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
             from antiphon.testing.openai_chat import FakeOpenAIChat
 
             fake_llm = await stack.enter_async_context(FakeOpenAIChat())
-            llm = OpenAILLM(model=model, api_key=OPENAI_KEY, base_url=fake_llm.url)
+            llm = OpenAILLM(model, api_key=OPENAI_KEY, base_url=fake_llm.base_url)
+        elif spec.llm_base_url:
+            llm = OpenAILLM.compatible(server, model, base_url=spec.llm_base_url)
         else:
-            llm = (
-                OpenAILLM(model=model, base_url=spec.llm_base_url)
-                if spec.llm_base_url
-                else OpenAILLM(model=model)
-            )
+            llm = OpenAILLM.compatible(server, model)
     else:
         from antiphon.plugins.offline import OfflineLLM, get_time
 
