@@ -30,6 +30,8 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) bench/tts_overhead.py
 	$(PY) bench/resample.py
+	$(PY) bench/realtime_overhead.py
+	$(PY) bench/session.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
