@@ -553,3 +553,31 @@ async def test_bad_configuration_is_refused() -> None:
         TurnOptions(final_timeout=0)
     with pytest.raises(ConfigError, match="false_interruption"):
         InterruptionOptions(false_interruption="pause")  # type: ignore[arg-type]
+
+
+async def test_turns_are_counted_in_prometheus() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample("antiphon_agent_turns_total", outcome="completed"),
+        sample("antiphon_agent_turns_total", outcome="interrupted"),
+        sample("antiphon_agent_voice_to_voice_seconds_count"),
+        sample("antiphon_agent_interruptions_total"),
+    )
+    async with rig(["one", "two", "three"], ["Fine.", LONG, "Ok."]) as (r, c):
+        await one_turn(c)
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(0.5)
+        await c.say(0.7)
+        await c.until(lambda: len(c.of(TurnCompleted)) == 3, limit=10)
+    after = (
+        sample("antiphon_agent_turns_total", outcome="completed"),
+        sample("antiphon_agent_turns_total", outcome="interrupted"),
+        sample("antiphon_agent_voice_to_voice_seconds_count"),
+        sample("antiphon_agent_interruptions_total"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 3, 1]
