@@ -278,10 +278,12 @@ async def test_min_words_keeps_the_agent_talking_over_noise() -> None:
         assert c.of(AgentReplied)[0].text == LONG
 
 
-async def test_uninterruptible_say_plays_in_full() -> None:
+@pytest.mark.parametrize("talk_at_once", [False, True])
+async def test_uninterruptible_say_plays_in_full(talk_at_once: bool) -> None:
     async with rig(["hello"], ["Hi."]) as (r, c):
         r.session.say("Please listen to this notice in full.", allow_interruptions=False)
-        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        if not talk_at_once:  # else the user talks before its first audio
+            await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
         await c.say(0.8)
         await c.until(lambda: len(c.of(AgentReplied)) >= 1, limit=10)
         assert not c.of(Interrupted)

@@ -525,6 +525,8 @@ class AgentSession:
                     self.output.pause()
                     self._overlap_paused = True
             return
+        if reply is not None and not reply.allow_interruptions:
+            return  # an uninterruptible say() about to speak: it goes on
         if reply is not None:
             # the user goes on before the agent said anything: drop the reply, keep the text
             self._abandon_reply(reply, "the user went on speaking")
