@@ -41,6 +41,7 @@ from antiphon.agent.events import (
     UserTranscribed,
     UserTurnEnded,
 )
+from antiphon.agent.hub import EventHub
 from antiphon.agent.playback import Playback
 from antiphon.aio.channel import Channel, ChannelClosed
 from antiphon.aio.clock import Clock, MonotonicClock
@@ -123,7 +124,7 @@ class RealtimeAgentSession:
         self._tasks = TaskOwner("realtime-agent")
         self._frames: Channel[AudioFrame | _ItemEnd] = Channel()
         self._mailbox: Channel[object] = Channel()
-        self._subscribers: list[Channel[AgentEvent]] = []
+        self._hub = EventHub()
         self._state = AgentState.LISTENING
         self._idle = asyncio.Event()
         self._idle.set()
@@ -191,8 +192,7 @@ class RealtimeAgentSession:
             await self._tasks.aclose(5.0)
             await self.output.aclose()
             self._set_state(AgentState.CLOSED, "closed")
-            for sub in self._subscribers:
-                sub.close()
+            self._hub.close()
         finally:
             self._idle.set()
             self._closed.set()
@@ -219,28 +219,14 @@ class RealtimeAgentSession:
         self._idle.clear()
         self._rt.say(text)
 
-    async def events(self) -> AsyncIterator[AgentEvent]:
+    def events(self) -> AsyncIterator[AgentEvent]:
         """Every event from now on, until the session closes."""
-        if self._closing:
-            return
-        sub: Channel[AgentEvent] = Channel()
-        self._subscribers.append(sub)
-        try:
-            while True:
-                try:
-                    yield await sub.recv()
-                except ChannelClosed:
-                    return
-        finally:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(sub)
+        return self._hub.subscribe()
 
     # ------------------------------------------------------------------ internals
 
     def _emit(self, event: AgentEvent) -> None:
-        for sub in self._subscribers:
-            with contextlib.suppress(ChannelClosed):
-                sub.send_nowait(event)
+        self._hub.emit(event)
 
     def _set_state(self, new: AgentState, reason: str) -> None:
         if new is not self._state:

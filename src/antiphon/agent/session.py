@@ -54,6 +54,7 @@ from antiphon.agent.events import (
     UserTranscribed,
     UserTurnEnded,
 )
+from antiphon.agent.hub import EventHub
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback
 from antiphon.aio.channel import Channel, ChannelClosed
@@ -216,7 +217,7 @@ class AgentSession:
 
         self._tasks = TaskOwner("agent-session")
         self._mailbox: Channel[object] = Channel()
-        self._subscribers: list[Channel[AgentEvent]] = []
+        self._hub = EventHub()
         self._state = AgentState.LISTENING
         self._state_changed = asyncio.Event()
         self._started = False
@@ -315,8 +316,7 @@ class AgentSession:
                 await self._stt_stream.aclose()
             await self.output.aclose()
             self._set_state(AgentState.CLOSED, "closed")
-            for sub in self._subscribers:
-                sub.close()
+            self._hub.close()
             if self._own_log and self._log_file is not None:
                 self._log_file.close()
         finally:
@@ -389,26 +389,12 @@ class AgentSession:
 
     # ------------------------------------------------------------------ events
 
-    async def events(self) -> AsyncIterator[AgentEvent]:
+    def events(self) -> AsyncIterator[AgentEvent]:
         """Every event from now on, until the session closes."""
-        sub: Channel[AgentEvent] = Channel()
-        if self._closing:
-            return
-        self._subscribers.append(sub)
-        try:
-            while True:
-                try:
-                    yield await sub.recv()
-                except ChannelClosed:
-                    return
-        finally:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(sub)
+        return self._hub.subscribe()
 
     def _emit(self, event: AgentEvent) -> None:
-        for sub in self._subscribers:
-            with contextlib.suppress(ChannelClosed):
-                sub.send_nowait(event)
+        self._hub.emit(event)
 
     async def wait_for(self, *states: AgentState) -> AgentState:
         """Wait until the session is in one of ``states`` (or closed); return the state."""
@@ -807,8 +793,7 @@ class AgentSession:
             self._closing = True
             self._mailbox.close()
             self._set_state(AgentState.CLOSED, f"speech recognition failed: {item.error}")
-            for sub in self._subscribers:
-                sub.close()
+            self._hub.close()
 
     # -- timers
 
