@@ -380,12 +380,12 @@ class EngineWorker(Generic[E]):
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._engine: E | None = None
         self._exited: asyncio.Future[None] = self._loop.create_future()
+        self.stuck: str | None = None
+        self._closing = False
         self._thread = threading.Thread(
             target=self._main, name=f"{provider}-engine-{self.id}", daemon=True
         )
         self._thread.start()
-        self.stuck: str | None = None
-        self._closing = False
 
     def __repr__(self) -> str:
         return f"<EngineWorker {self.provider}#{self.id} stuck={self.stuck}>"
@@ -476,11 +476,15 @@ class EngineWorker(Generic[E]):
             f"the engine raised {exc!r}", provider=self.provider, stage=stage
         ) from exc
 
-    async def aclose(self, timeout: float) -> bool:
-        """Stop the thread (after queued jobs) and join it; True if it ended in time."""
+    def retire(self) -> None:
+        """Take no more jobs; the thread ends by itself after the queued ones (idempotent)."""
         if not self._closing:
             self._closing = True
             self._jobs.put(None)
+
+    async def aclose(self, timeout: float) -> bool:
+        """Stop the thread (after queued jobs) and join it; True if it ended in time."""
+        self.retire()
         if not self._exited.done():
             await asyncio.wait([self._exited], timeout=timeout)
         if not self._exited.done():
@@ -544,8 +548,19 @@ class InProcessSTT(STT):
         max_idle: int = 2,
     ) -> None:
         super().__init__(deadlines=deadlines)
-        if not isinstance(interim_interval, int | float) or interim_interval < 0:
-            raise ConfigError("interim_interval must be >= 0 seconds (0: no interim results)")
+        if (
+            not isinstance(interim_interval, int | float)
+            or isinstance(interim_interval, bool)
+            or not 0 <= interim_interval < float("inf")
+        ):
+            raise ConfigError(
+                f"interim_interval must be >= 0 seconds (0: no interim results), "
+                f"got {interim_interval!r}"
+            )
+        if not isinstance(max_idle, int) or isinstance(max_idle, bool) or max_idle < 0:
+            raise ConfigError(
+                f"max_idle must be an int >= 0 (engines kept for reuse), got {max_idle!r}"
+            )
         self.interim_interval = float(interim_interval)
         self.max_idle = max_idle
         self._idle: list[EngineWorker[Recognizer]] = []
@@ -630,6 +645,9 @@ class InProcessRecognizeStream(RecognizeStream):
         async def finish(tail: AudioFrame) -> None:
             nonlocal utt_start, utterance, last_interim, samples
             if tail.samples_per_channel:
+                if utt_start is None:  # all of the utterance was held in the resampler
+                    await worker.call(_restart, timeout=dl.process, stage="process")
+                    utt_start = samples
                 await worker.call(_feeder(tail.data), timeout=dl.process, stage="process")
                 samples += tail.samples_per_channel
             if utt_start is None:
@@ -692,8 +710,9 @@ class InProcessRecognizeStream(RecognizeStream):
         worker, self._worker = self._worker, None
         if worker is None:
             return
-        if not self._healthy and worker.stuck is None and worker.usable:
-            # cancelled or failed mid-utterance: reset the engine before reuse (bounded)
+        if self.state is StreamState.CANCELLED and worker.stuck is None and worker.usable:
+            # cancelled mid-utterance: reset the engine before reuse (bounded). An engine
+            # that failed (raised or hung) is never reused: its state is unknown.
             try:
                 await worker.call(_abandon, timeout=self._stt.deadlines.close, stage="close")
                 self._healthy = True

@@ -6,24 +6,32 @@ and it returns the events that the audio decided. Frames are converted to the mo
 rate (mono) with a streaming :class:`~antiphon.audio.AudioConverter`, cut into the model's
 windows, and each window's speech probability goes through hysteresis:
 
-* speech starts when the probability reaches ``activation_threshold`` and stays at or
-  above ``deactivation_threshold`` for ``min_speech_duration``;
-* speech ends when it stays below ``deactivation_threshold`` for ``min_silence_duration``.
+* speech starts when the probability reaches ``activation_threshold`` and does not fall
+  below ``deactivation_threshold`` for ``min_speech_duration``;
+* speech ends when the probability falls below ``deactivation_threshold`` and does not
+  climb back to ``activation_threshold`` for ``min_silence_duration`` (values in between
+  neither start nor break a run: that is the hysteresis, as in Silero's reference code).
 
+The minimum durations are counted in whole model windows (rounded up, at least one).
 Times are seconds of audio since the first frame (or the last :meth:`VAD.reset`), exact to
 one model window: ``SpeechStart.time`` is where speech began, less ``padding``;
-``SpeechEnd.time`` is where the silence began, plus ``padding``. Each event also says
-``at``: the audio time at which it was decided (later, by the minimum durations), which is
-what a turn-taking policy waits for.
+``SpeechEnd.time`` is where the silence began, plus ``padding``. Padding never reaches
+before 0, into the previous segment, or past the audio seen. Each event also says ``at``:
+the audio time at which it was decided (later, by the minimum durations), which is what a
+turn-taking policy waits for. Events alternate start/end and their times never decrease;
+how the audio is cut into frames does not change them.
 
 A plugin supplies the model: its rate, its window and :meth:`VAD._probability`. Inference
-runs inline: one window costs well under a millisecond (see docs/offline.md), like the
-resampler that precedes it; put the VAD on a worker thread if a model is heavier.
+runs inline, on the caller's thread: measured on a 2-core machine (docs/offline.md), a
+Silero window costs about 1.2 ms of CPU per 32 ms of audio (RTF ~0.04) and a WebRTC one
+about 5 µs; a process running many streams on one event loop should run Silero on a
+worker thread.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -34,6 +42,10 @@ import numpy.typing as npt
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +65,23 @@ class VADOptions:
     padding: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.activation_threshold <= 1.0:
+        on = self.activation_threshold
+        if not _is_number(on) or not 0.0 < on <= 1.0:
             raise ConfigError(
-                "VADOptions.activation_threshold must be in (0, 1], got "
-                f"{self.activation_threshold!r}"
+                f"VADOptions.activation_threshold must be a number in (0, 1], got {on!r}"
             )
         off = self.deactivation_threshold
-        if off is not None and not 0.0 <= off <= self.activation_threshold:
+        if off is not None and (not _is_number(off) or not 0.0 <= off <= on):
             raise ConfigError(
-                "VADOptions.deactivation_threshold must be in [0, activation_threshold], "
-                f"got {off!r}"
+                "VADOptions.deactivation_threshold must be a number in "
+                f"[0, activation_threshold={on!r}] (or None for activation - 0.15), got {off!r}"
             )
         for name in ("min_speech_duration", "min_silence_duration", "padding"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"VADOptions.{name} must be >= 0 seconds, got {value!r}")
+            if not _is_number(value) or not 0.0 <= value < math.inf:
+                raise ConfigError(
+                    f"VADOptions.{name} must be a finite number of seconds >= 0, got {value!r}"
+                )
 
     @property
     def off_threshold(self) -> float:
@@ -123,13 +137,25 @@ class VAD(ABC):
         if options is not None and not isinstance(options, VADOptions):
             raise ConfigError(f"options must be VADOptions, got {type(options).__name__}")
         self.options = options or VADOptions()
-        self._converter = AudioConverter(self.sample_rate, 1)
+        rate, window = self.sample_rate, self.window
+        # the minimum durations and padding in samples; the durations in whole windows
+        self._speech_need = window * max(
+            1, _windows(self.options.min_speech_duration, rate, window)
+        )
+        self._silence_need = window * max(
+            1, _windows(self.options.min_silence_duration, rate, window)
+        )
+        self._pad = round(self.options.padding * rate)
+        self._converter = AudioConverter(rate, 1)
+        self._clear()
+
+    def _clear(self) -> None:
         self._pending = np.zeros(0, dtype=np.int16)
-        self._windows = 0
+        self._samples = 0  # samples analysed (at the model's rate; flush padding excluded)
         self._state = VADState.SILENCE
-        self._run_start: int | None = None  # window index where a candidate run began
-        self._speech_start = 0.0  # padded start of the current speech
-        self._last_end = 0.0  # padded end of the previous speech (no overlap)
+        self._run_start: int | None = None  # sample where a candidate run began
+        self._speech_start = 0  # padded start of the current speech, in samples
+        self._last_end = 0  # padded end of the previous speech (no overlap), in samples
         self.probability = 0.0
 
     # -- public
@@ -148,8 +174,8 @@ class VAD(ABC):
 
     @property
     def position(self) -> float:
-        """Seconds of audio analysed so far."""
-        return self._windows * self.window_duration
+        """Seconds of audio analysed so far (what is held back for a window excluded)."""
+        return self._samples / self.sample_rate
 
     def process(self, frame: AudioFrame) -> list[VADEvent]:
         """Analyse ``frame`` (any rate, any channels); return the events it decided."""
@@ -160,34 +186,30 @@ class VAD(ABC):
     def flush(self) -> list[VADEvent]:
         """End of the audio: analyse what is held back and close an open speech segment.
 
-        A trailing partial window is padded with silence. The VAD can be fed again after.
+        A trailing partial window is analysed padded with silence (the padding does not
+        count as audio: times stay exact). The VAD can be fed again after, and its times
+        run on from :attr:`position`.
         """
         events = self._feed(self._converter.flush())
         if self._pending.size:
+            real = int(self._pending.size)
             tail = np.zeros(self.window, dtype=np.int16)
-            tail[: self._pending.size] = self._pending
+            tail[:real] = self._pending
             self._pending = np.zeros(0, dtype=np.int16)
-            events += self._step(tail)
+            events += self._step(tail, real)
         if self._state is VADState.SPEECH:
-            now = self.position
+            now = self._samples
             end = now
             if self._run_start is not None:  # already in a silence: end where it began
-                end = min(now, self._run_start * self.window_duration + self.options.padding)
-            events.append(SpeechEnd(time=end, start=self._speech_start, at=now))
-            self._last_end = end
-            self._state = VADState.SILENCE
+                end = min(now, self._run_start + self._pad)
+            events.append(self._end(end, now))
         self._run_start = None
         return events
 
     def reset(self) -> None:
         """Forget everything: time restarts at 0 with the next frame."""
         self._converter = AudioConverter(self.sample_rate, 1)
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._windows = 0
-        self._state = VADState.SILENCE
-        self._run_start = None
-        self._speech_start = self._last_end = 0.0
-        self.probability = 0.0
+        self._clear()
         self._reset_model()
 
     # -- the decision
@@ -198,50 +220,52 @@ class VAD(ABC):
         if self._pending.size:
             samples = np.concatenate([self._pending, samples])
         events: list[VADEvent] = []
-        n = samples.size // self.window
+        w = self.window
+        n = samples.size // w
         for i in range(n):
-            events += self._step(samples[i * self.window : (i + 1) * self.window])
-        self._pending = samples[n * self.window :].copy()
+            events += self._step(samples[i * w : (i + 1) * w], w)
+        self._pending = samples[n * w :].copy()
         return events
 
-    def _step(self, window: npt.NDArray[np.int16]) -> list[VADEvent]:
+    def _seconds(self, samples: int) -> float:
+        return samples / self.sample_rate
+
+    def _end(self, end: int, now: int) -> SpeechEnd:
+        self._state = VADState.SILENCE
+        self._run_start = None
+        self._last_end = end
+        return SpeechEnd(
+            time=self._seconds(end), start=self._seconds(self._speech_start), at=self._seconds(now)
+        )
+
+    def _step(self, window: npt.NDArray[np.int16], real: int) -> list[VADEvent]:
+        """One model window, of which the first ``real`` samples are audio."""
         p = float(self._probability(window))
         self.probability = p
-        index = self._windows
-        self._windows += 1
-        now = self._windows * self.window_duration
+        here = self._samples
+        self._samples = now = here + real
         opts = self.options
-        wd = self.window_duration
         if self._state is VADState.SILENCE:
             if self._run_start is None:
                 if p >= opts.activation_threshold:
-                    self._run_start = index
+                    self._run_start = here
             elif p < opts.off_threshold:
                 self._run_start = None
-            if self._run_start is not None and now - self._run_start * wd >= max(
-                opts.min_speech_duration, wd
-            ):
-                start = max(0.0, self._last_end, self._run_start * wd - opts.padding)
+            if self._run_start is not None and now - self._run_start >= self._speech_need:
+                start = max(0, self._last_end, self._run_start - self._pad)
                 self._speech_start = start
                 self._state = VADState.SPEECH
                 self._run_start = None
-                return [SpeechStart(time=start, at=now)]
+                return [SpeechStart(time=self._seconds(start), at=self._seconds(now))]
             return []
         # speaking
         if self._run_start is None:
             if p < opts.off_threshold:
-                self._run_start = index
+                self._run_start = here
         elif p >= opts.activation_threshold:
             self._run_start = None
-        if self._run_start is not None and now - self._run_start * wd >= max(
-            opts.min_silence_duration, wd
-        ):
-            silence = self._run_start * wd
-            end = min(now, silence + opts.padding)
-            self._state = VADState.SILENCE
-            self._run_start = None
-            self._last_end = end
-            return [SpeechEnd(time=end, start=self._speech_start, at=now)]
+        if self._run_start is not None and now - self._run_start >= self._silence_need:
+            return [self._end(min(now, self._run_start + self._pad), now)]
         return []
 
     # -- for plugins
@@ -251,3 +275,8 @@ class VAD(ABC):
 
     def _reset_model(self) -> None:  # noqa: B027 - optional hook
         """Drop the model's recurrent state (no-op for stateless models)."""
+
+
+def _windows(seconds: float, rate: int, window: int) -> int:
+    """Whole windows covering ``seconds`` (rounded up; float noise does not add one)."""
+    return math.ceil(seconds * rate / window - 1e-9)

@@ -7,6 +7,11 @@ process-wide lock for a whole utterance, sets voice and parameters, and runs
 ``on_audio`` *as it is produced* (a few tens of milliseconds of audio at a time). The
 callback returning ``False`` aborts the synthesis at the next block.
 
+espeak-ng's output is deterministic for a process's history but not per call: its
+wave generator keeps state between utterances (the pitch "flutter" phase), so the same
+text gives slightly different samples, and a few samples more or less, each time. Tests
+compare with the blocks the engine produced, not with a second synthesis.
+
 This module is blocking and knows nothing of asyncio: the TTS plugin calls it on its own
 worker thread (:mod:`antiphon.plugins.espeak.tts`).
 """
@@ -19,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 
 PROVIDER = "espeak"
 INSTALL_HINT = "install espeak-ng's library and data with: pip install espeakng-loader"
@@ -49,8 +54,9 @@ _raised: BaseException | None = None
 class Voice:
     """An espeak-ng voice and its prosody.
 
-    ``name``: a voice such as ``en-us``, ``en``, ``en-gb`` (``espeak-ng --voices`` lists
-    them). ``rate``: words per minute (80-450). ``pitch`` and ``volume``: 0-100 / 0-200.
+    ``name``: a voice such as ``en-us``, ``en`` (British) or ``fr``, optionally with a variant
+    such as ``en-us+f3`` (``espeak-ng --voices`` lists them; :func:`check_voice` tells).
+    ``rate``: words per minute (80-450). ``pitch`` and ``volume``: 0-100 / 0-200.
     """
 
     name: str = "en-us"
@@ -133,25 +139,65 @@ def _load() -> Any:
 
 def sample_rate() -> int:
     """The library's output rate in Hz (22050 for espeak-ng), loading it if needed."""
+    if _lib is not None:  # loaded: never wait for a synthesis that holds the lock
+        return _sample_rate
     with _lock:
         _load()
         return _sample_rate
 
 
-def synthesize(text: str, voice: Voice, on_audio: Callable[[bytes], bool]) -> bool:
+def _acquire(wait: float | None) -> None:
+    if not _lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+        assert wait is not None
+        raise ProviderTimeoutError(
+            "another espeak-ng synthesis in this process did not finish",
+            provider=PROVIDER,
+            stage="busy",
+            timeout=wait,
+            hint="libespeak-ng speaks one text at a time per process",
+        )
+
+
+def _set_voice(lib: Any, name: str) -> None:
+    if lib.espeak_SetVoiceByName(name.encode()) != 0:
+        raise ConfigError(
+            f"espeak-ng has no voice {name!r}; use e.g. 'en-us', 'en' (British), "
+            "'en-us+f3' (a variant) or another name that `espeak-ng --voices` lists"
+        )
+
+
+def check_voice(voice: Voice, *, wait: float = 1.0) -> bool:
+    """Refuse a voice espeak-ng does not have (``ConfigError``); True if it was checked.
+
+    Waits at most ``wait`` seconds for a synthesis that holds the library; returns
+    False (unchecked) if it is still busy then.
+    """
+    if not _lock.acquire(timeout=wait):
+        return False
+    try:
+        _set_voice(_load(), voice.name)
+    finally:
+        _lock.release()
+    return True
+
+
+def synthesize(
+    text: str, voice: Voice, on_audio: Callable[[bytes], bool], *, wait: float | None = None
+) -> bool:
     """Speak ``text``: call ``on_audio(pcm)`` with int16 mono blocks as they are made.
 
     Blocks until done. ``on_audio`` returning ``False`` aborts; returns ``False`` then,
     ``True`` when the whole text was spoken. An exception raised by ``on_audio`` aborts
-    and is re-raised here; ``ProviderError`` if espeak itself fails.
+    and is re-raised here; ``ConfigError`` for an unknown voice; ``ProviderError`` if
+    espeak itself fails. One synthesis runs at a time per process: ``wait`` bounds the
+    wait for another one to finish (``ProviderTimeoutError``, stage ``busy``; None: no
+    bound).
     """
     global _current, _aborted, _raised
-    with _lock:
+    _acquire(wait)
+    try:
         lib = _load()
-        if lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
-            raise ConfigError(
-                f"espeak-ng has no voice {voice.name!r}; try 'en-us', 'en' or 'en-gb'"
-            )
+        _set_voice(lib, voice.name)
         lib.espeak_SetParameter(_PARAM_RATE, voice.rate, 0)
         lib.espeak_SetParameter(_PARAM_PITCH, voice.pitch, 0)
         lib.espeak_SetParameter(_PARAM_VOLUME, voice.volume, 0)
@@ -169,6 +215,8 @@ def synthesize(text: str, voice: Voice, on_audio: Callable[[bytes], bool]) -> bo
         if err != 0 and not aborted:
             raise ProviderError(f"espeak_Synth failed ({err})", provider=PROVIDER, stage="synth")
         return not aborted
+    finally:
+        _lock.release()
 
 
 def synthesize_pcm(text: str, voice: Voice | None = None) -> bytes:

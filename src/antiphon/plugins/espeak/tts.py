@@ -9,12 +9,18 @@ within one block's compute (well under a millisecond); ``aclose()`` joins the th
 
 libespeak-ng is process-global (one voice, one callback), so all synthesis in a process
 is serialised by :mod:`antiphon.plugins.espeak.engine`; a TTS instance has one thread.
+The wait for the library is bounded by ``first_audio`` on the thread too, so a
+synthesis that never returns (holding the library) fails later streams with
+``ProviderTimeoutError`` instead of piling up blocked threads. A thread whose call missed
+its deadline is retired (it ends by itself when the call returns, and ``aclose()`` joins
+it) and a fresh one serves the next stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -76,7 +82,10 @@ class EspeakTTS(TTS):
             raise ConfigError(f"voice must be an espeak Voice, got {type(voice).__name__}")
         super().__init__(sample_rate=sample_rate or self.native_rate, deadlines=deadlines)
         self.voice = voice or esp.Voice()
-        self._synthesize: Synthesizer = synthesize or esp.synthesize
+        esp.check_voice(self.voice)  # an unknown voice is refused here, not mid-stream
+        self._synthesize: Synthesizer = synthesize or functools.partial(
+            esp.synthesize, wait=self.deadlines.first_audio
+        )
         self._worker: EngineWorker[None] | None = None
         self._retired: list[EngineWorker[None]] = []
 
@@ -85,7 +94,9 @@ class EspeakTTS(TTS):
         w = self._worker
         if w is None or not w.usable:
             if w is not None:
+                w.retire()  # its thread ends once the hung call returns
                 self._retired.append(w)
+            self._retired = [r for r in self._retired if r.thread.is_alive()]
             w = self._worker = EngineWorker(lambda: None, provider=self.provider)
         return w
 
@@ -106,8 +117,11 @@ class EspeakTTS(TTS):
 
 
 class EspeakStream(SynthesisStream):
+    """One stream of :class:`EspeakTTS`: each flush segment is one engine call."""
+
     def __init__(self, tts: EspeakTTS, generation: int) -> None:
         self._tts = tts
+        self._abort = threading.Event()  # the engine call in progress stops when set
         super().__init__(
             provider=tts.provider,
             sample_rate=tts.sample_rate,
@@ -134,7 +148,7 @@ class EspeakStream(SynthesisStream):
         tts, dl = self._tts, self._tts.deadlines
         worker = tts._engine()
         audio: Channel[bytes | _Done] = Channel()
-        abort = threading.Event()
+        abort = self._abort = threading.Event()
         synthesize, voice = tts._synthesize, tts.voice
 
         def deliver(item: bytes | _Done) -> None:
@@ -148,6 +162,8 @@ class EspeakStream(SynthesisStream):
             return True
 
         def job(_: None) -> None:
+            if abort.is_set():  # cancelled while queued: do not take the library
+                return
             try:
                 synthesize(text, voice, on_audio)
             except BaseException as exc:
@@ -190,6 +206,11 @@ class EspeakStream(SynthesisStream):
         finally:
             abort.set()  # a cancel or failure stops espeak at its next block
             audio.close()
+
+    def cancel(self) -> None:
+        """Stop now: the engine stops at its next block, even before the task runs."""
+        self._abort.set()
+        super().cancel()
 
     def _frame(self, pcm: bytes) -> None:
         if pcm:

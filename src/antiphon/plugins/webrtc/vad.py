@@ -30,8 +30,15 @@ class WebRtcVAD(VAD):
     window: ClassVar[int] = 480
 
     def __init__(self, options: VADOptions | None = None, *, aggressiveness: int = 2) -> None:
-        if aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError(f"WebRTC VAD aggressiveness must be 0-3, got {aggressiveness!r}")
+        if (
+            not isinstance(aggressiveness, int)
+            or isinstance(aggressiveness, bool)
+            or aggressiveness not in (0, 1, 2, 3)
+        ):
+            raise ConfigError(
+                "WebRTC VAD aggressiveness must be 0-3 (an int; 3 is the strictest), "
+                f"got {aggressiveness!r}"
+            )
         super().__init__(options)
         try:
             import webrtcvad  # type: ignore[import-untyped]
