@@ -18,6 +18,7 @@ beyond those latencies is the framework's own cost:
    figure DESIGN.md asks for.
 
     .venv/bin/python bench/session.py [--turns 20] [--sizes 50,100,200,400] [--seconds 8]
+        [--loop asyncio|uvloop]
 
 Prints a summary and writes ``bench/results/session.json``.
 """
@@ -30,6 +31,7 @@ import contextlib
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -235,9 +237,14 @@ async def main() -> None:
     ap.add_argument("--sizes", default="50,100,200,400")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--out", default="bench/results/session.json")
+    ap.add_argument("--loop", default="asyncio", help="event loop: asyncio or uvloop")
     args = ap.parse_args()
 
-    result: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version()}
+    result: dict[str, Any] = {
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+    }
     result["overhead"] = await bench_overhead(args.turns)
     print("voice-to-voice overhead:", json.dumps(result["overhead"]))
     result["interruption"] = await bench_interruption(args.rounds)
@@ -258,4 +265,9 @@ async def main() -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        if "--loop" in sys.argv and sys.argv[sys.argv.index("--loop") + 1] == "uvloop":
+            import uvloop  # optional: uvicorn[standard] installs it
+
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
