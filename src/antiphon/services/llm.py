@@ -19,17 +19,17 @@ Plugins implement :meth:`ChatStream._run` and report through ``_text``,
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self
 
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.stream import ProviderStream
+from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
 from antiphon.services.tools import FunctionTool
@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "cancelled", "error"]
-
-
-class StreamState(enum.Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +199,7 @@ class _PartialCall:
 _call_ids = itertools.count(1)
 
 
-class ChatStream(ABC):
+class ChatStream(ProviderStream[ChatEvent]):
     """One model response: events out, exactly one terminal state.
 
     Iterate it for :data:`ChatEvent`s; iteration ends when the response completes or is
@@ -224,39 +217,21 @@ class ChatStream(ABC):
         deadlines: LLMDeadlines,
         owner: TaskOwner,
     ) -> None:
-        self.provider = provider
+        super().__init__(provider=provider, generation=generation, close_timeout=deadlines.close)
         self.context = context
         self.tools = tuple(tools)
-        self.generation = generation
         self.deadlines = deadlines
-        self._out: Channel[ChatEvent] = Channel()
-        self._state = StreamState.RUNNING
-        self._error: ProviderError | None = None
-        self._terminal = asyncio.Event()
         self._text_parts: list[str] = []
         self._partial: dict[int, _PartialCall] = {}
         self._completed: set[int] = set()
         self._calls: list[ToolCall] = []
-        self._finish: FinishReason | None = None
+        self._reason: FinishReason | None = None
         self._usage_value = Usage()
         self._timeout: asyncio.Timeout | None = None
         self._events = 0
         self.time_to_first_token: float | None = None
         self._started = asyncio.get_running_loop().time()
-        self._task = owner.spawn(self._main(), name=f"{provider}-chat")
-
-    # -- state
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def error(self) -> ProviderError | None:
-        return self._error
-
-    @property
-    def done(self) -> bool:
-        return self._state is not StreamState.RUNNING
+        self._launch(owner, f"{provider}-chat")
 
     @property
     def has_output(self) -> bool:
@@ -268,10 +243,6 @@ class ChatStream(ABC):
         """The text streamed so far."""
         return "".join(self._text_parts)
 
-    async def wait(self) -> StreamState:
-        await self._terminal.wait()
-        return self._state
-
     async def result(self) -> ChatResult:
         """Wait for the end; the result of a failed stream carries its ``error``."""
         await self._terminal.wait()
@@ -281,42 +252,10 @@ class ChatStream(ABC):
         elif self._state is StreamState.FAILED:
             reason = "error"
         else:
-            reason = self._finish or ("tool_calls" if self._calls else "stop")
+            reason = self._reason or ("tool_calls" if self._calls else "stop")
         return ChatResult(
             self.text, tuple(self._calls), reason, self._usage_value, self._state, self._error
         )
-
-    # -- control
-    def cancel(self) -> None:
-        """Stop now: no more events are yielded; the request is abandoned."""
-        if self._end(StreamState.CANCELLED):
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel if still running and wait (bounded) for the stream's task to end."""
-        self.cancel()
-        if not self._task.done():
-            await asyncio.wait([self._task], timeout=self.deadlines.close)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[ChatEvent]:
-        return self
-
-    async def __anext__(self) -> ChatEvent:
-        try:
-            return await self._out.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
 
     async def collect_text(self) -> str:
         """All text of the response (raises the stream's error on failure)."""
@@ -377,23 +316,12 @@ class ChatStream(ABC):
         self._out.send_nowait(call)
 
     def _finish_reason(self, reason: FinishReason) -> None:
-        self._finish = reason
+        self._reason = reason
 
     def _usage(self, usage: Usage) -> None:
         self._usage_value = usage
 
     # -- lifecycle
-    def _end(self, state: StreamState, error: ProviderError | None = None) -> bool:
-        if self._state is not StreamState.RUNNING:
-            return False
-        self._state = state
-        self._error = error
-        if state is StreamState.CANCELLED:
-            self._out.clear()
-        self._out.close(error)
-        self._terminal.set()
-        return True
-
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -403,20 +331,20 @@ class ChatStream(ABC):
             for i in sorted(self._partial):
                 self._complete(i)
         except asyncio.CancelledError:
-            self._end(StreamState.CANCELLED)
+            self._finish(StreamState.CANCELLED)
             raise
         except ProviderError as exc:  # before TimeoutError: keep a plugin's typed timeout
-            self._end(StreamState.FAILED, exc)
+            self._finish(StreamState.FAILED, exc)
         except TimeoutError as exc:
             if self._timeout is None or not self._timeout.expired():
-                self._end(
+                self._finish(
                     StreamState.FAILED,
                     ProviderError(f"timed out: {exc!r}", provider=self.provider, stage="stream"),
                 )
                 return
             stage = "first_token" if self._events == 0 else "idle"
             limit = self.deadlines.first_token if self._events == 0 else self.deadlines.idle
-            self._end(
+            self._finish(
                 StreamState.FAILED,
                 ProviderTimeoutError(
                     "no answer" if self._events == 0 else "the response stalled",
@@ -427,12 +355,12 @@ class ChatStream(ABC):
             )
         except Exception as exc:
             log.exception("%s chat stream failed unexpectedly", self.provider)
-            self._end(
+            self._finish(
                 StreamState.FAILED,
                 ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
             )
         else:
-            self._end(StreamState.COMPLETED)
+            self._finish(StreamState.COMPLETED)
         finally:
             self._timeout = None
 

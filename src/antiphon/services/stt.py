@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import itertools
 import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.stream import InputStream
+from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
@@ -38,13 +38,6 @@ from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, St
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E")
-
-
-class StreamState(enum.Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +98,7 @@ class EndInput:
     pass
 
 
-class RecognizeStream(ABC):
+class RecognizeStream(InputStream[Transcript]):
     """One recognition: audio in, :class:`Transcript`s out, exactly one terminal state.
 
     Use as ``async with stt.stream() as s`` so ``aclose()`` runs; iterate it for
@@ -121,44 +114,11 @@ class RecognizeStream(ABC):
         owner: TaskOwner,
         close_timeout: float,
     ) -> None:
-        self.provider = provider
-        self.generation = generation
-        self._close_timeout = close_timeout
-        self._mailbox: Channel[object] = Channel()
-        self._out: Channel[Transcript] = Channel()
-        self._state = StreamState.RUNNING
-        self._error: ProviderError | None = None
-        self._input_ended = False
-        self._terminal = asyncio.Event()
+        super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
         self.audio_seconds = 0.0
-        self._task = owner.spawn(self._main(), name=f"{provider}-recognize")
-
-    # -- state
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def error(self) -> ProviderError | None:
-        return self._error
-
-    @property
-    def done(self) -> bool:
-        return self._state is not StreamState.RUNNING
-
-    async def wait(self) -> StreamState:
-        """Wait for the terminal state (without consuming transcripts)."""
-        await self._terminal.wait()
-        return self._state
+        self._launch(owner, f"{provider}-recognize")
 
     # -- input
-    def _check_input(self, what: str) -> None:
-        if self._state is not StreamState.RUNNING:
-            detail = f": {self._error}" if self._error else ""
-            raise StreamClosedError(f"cannot {what}: the stream is {self._state.value}{detail}")
-        if self._input_ended:
-            raise StreamClosedError(f"cannot {what} after end_input()")
-
     def push_audio(self, frame: AudioFrame) -> None:
         """Append audio of any rate and channel count (converted as the engine needs)."""
         if not isinstance(frame, AudioFrame):
@@ -175,42 +135,9 @@ class RecognizeStream(ABC):
 
     def end_input(self) -> None:
         """No more audio: the stream completes once its final transcripts are out."""
-        self._check_input("end_input")
-        self._input_ended = True
-        self._mailbox.send_nowait(EndInput())
-
-    def cancel(self) -> None:
-        """Stop now: no more transcripts are yielded; the engine stops in the background."""
-        if self._finish(StreamState.CANCELLED):
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel if still running and wait (bounded) for the stream's task to end."""
-        self.cancel()
-        if not self._task.done():
-            await asyncio.wait([self._task], timeout=self._close_timeout)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self._end_input(EndInput())
 
     # -- output
-    def __aiter__(self) -> AsyncIterator[Transcript]:
-        return self
-
-    async def __anext__(self) -> Transcript:
-        try:
-            return await self._out.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
-
     async def finals(self) -> list[Transcript]:
         """Every final transcript of the stream (raises the stream's error on failure)."""
         return [t async for t in self if t.is_final]
@@ -219,45 +146,6 @@ class RecognizeStream(ABC):
     def _emit(self, transcript: Transcript) -> None:
         if self._state is StreamState.RUNNING:
             self._out.send_nowait(transcript)
-
-    def _finish(self, state: StreamState, error: ProviderError | None = None) -> bool:
-        """Enter a terminal state; only the first call counts."""
-        if self._state is not StreamState.RUNNING:
-            return False
-        self._state = state
-        self._error = error
-        if state is StreamState.CANCELLED:
-            self._out.clear()
-        self._out.close(error)
-        self._mailbox.close()
-        self._terminal.set()
-        return True
-
-    async def _main(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            self._finish(StreamState.CANCELLED)
-            raise
-        except ProviderError as exc:
-            self._finish(StreamState.FAILED, exc)
-        except Exception as exc:
-            log.exception("%s stream failed unexpectedly", self.provider)
-            self._finish(
-                StreamState.FAILED,
-                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
-            )
-        else:
-            self._finish(StreamState.COMPLETED)
-        finally:
-            await self._cleanup()
-
-    async def _cleanup(self) -> None:  # noqa: B027 - optional hook
-        """Release what the stream holds (runs after the terminal state, even on cancel)."""
-
-    @abstractmethod
-    async def _run(self) -> None:
-        """Drive the recognition; return when complete, raise ``ProviderError`` on failure."""
 
 
 class STT(ABC):

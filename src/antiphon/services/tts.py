@@ -13,28 +13,20 @@ mailbox, so no flag is ever shared between tasks.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Self
 
 from antiphon import metrics
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.stream import InputStream
+from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, StreamClosedError
 
 log = logging.getLogger(__name__)
-
-
-class StreamState(enum.Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +67,7 @@ class EndInput:
     pass
 
 
-class SynthesisStream(ABC):
+class SynthesisStream(InputStream[AudioFrame]):
     """One synthesis: text in, ``AudioFrame``s out, exactly one terminal state.
 
     Use as ``async with tts.stream() as s`` so ``aclose()`` runs; iterate it for audio.
@@ -93,47 +85,14 @@ class SynthesisStream(ABC):
         owner: TaskOwner,
         close_timeout: float,
     ) -> None:
-        self.provider = provider
+        super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
         self.sample_rate = sample_rate
         self.channels = channels
-        self.generation = generation
-        self._close_timeout = close_timeout
-        self._mailbox: Channel[object] = Channel()
-        self._out: Channel[AudioFrame] = Channel()
-        self._state = StreamState.RUNNING
-        self._error: ProviderError | None = None
-        self._input_ended = False
-        self._terminal = asyncio.Event()
         self.audio_seconds = 0.0
         self._audio_metric = metrics.TTS_AUDIO_SECONDS.labels(provider)
-        self._task = owner.spawn(self._main(), name=f"{provider}-stream")
-
-    # -- state
-    @property
-    def state(self) -> StreamState:
-        return self._state
-
-    @property
-    def error(self) -> ProviderError | None:
-        return self._error
-
-    @property
-    def done(self) -> bool:
-        return self._state is not StreamState.RUNNING
-
-    async def wait(self) -> StreamState:
-        """Wait for the terminal state (without consuming audio)."""
-        await self._terminal.wait()
-        return self._state
+        self._launch(owner, f"{provider}-stream")
 
     # -- input
-    def _check_input(self, what: str) -> None:
-        if self._state is not StreamState.RUNNING:
-            detail = f": {self._error}" if self._error else ""
-            raise StreamClosedError(f"cannot {what}: the stream is {self._state.value}{detail}")
-        if self._input_ended:
-            raise StreamClosedError(f"cannot {what} after end_input()")
-
     def push_text(self, text: str) -> None:
         """Append text (LLM tokens as they come); spoken at the next flush or end."""
         if not isinstance(text, str):
@@ -149,42 +108,9 @@ class SynthesisStream(ABC):
 
     def end_input(self) -> None:
         """No more text: the stream completes once all its audio has arrived."""
-        self._check_input("end_input")
-        self._input_ended = True
-        self._mailbox.send_nowait(EndInput())
-
-    def cancel(self) -> None:
-        """Stop now: no more audio is yielded; the provider is told in the background."""
-        if self._finish(StreamState.CANCELLED):
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel if still running and wait (bounded) for the stream's task to end."""
-        self.cancel()
-        if not self._task.done():
-            await asyncio.wait([self._task], timeout=self._close_timeout)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self._end_input(EndInput())
 
     # -- output
-    def __aiter__(self) -> AsyncIterator[AudioFrame]:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        try:
-            return await self._out.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
-
     async def collect(self) -> AudioFrame:
         """All audio of the stream as one frame (raises the stream's error on failure)."""
         chunks = [f.data async for f in self]
@@ -197,42 +123,11 @@ class SynthesisStream(ABC):
             self._audio_metric.inc(frame.duration)
             self._out.send_nowait(frame)
 
-    def _finish(self, state: StreamState, error: ProviderError | None = None) -> bool:
-        """Enter a terminal state; only the first call counts."""
-        if self._state is not StreamState.RUNNING:
-            return False
-        self._state = state
-        self._error = error
-        if state is StreamState.CANCELLED:
-            self._out.clear()
-        self._out.close(error)
-        self._mailbox.close()
+    def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
+        super()._on_terminal(state, error)
         metrics.TTS_STREAMS.labels(self.provider, state.value).inc()
         if error is not None:
             metrics.TTS_ERRORS.labels(self.provider, type(error).__name__).inc()
-        self._terminal.set()
-        return True
-
-    async def _main(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            self._finish(StreamState.CANCELLED)
-            raise
-        except ProviderError as exc:
-            self._finish(StreamState.FAILED, exc)
-        except Exception as exc:
-            log.exception("%s stream failed unexpectedly", self.provider)
-            self._finish(
-                StreamState.FAILED,
-                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
-            )
-        else:
-            self._finish(StreamState.COMPLETED)
-
-    @abstractmethod
-    async def _run(self) -> None:
-        """Drive the synthesis; return when complete, raise ``ProviderError`` on failure."""
 
 
 class TTS(ABC):

@@ -1,0 +1,176 @@
+"""``ProviderStream``: what every provider stream shares (TTS, STT, LLM).
+
+Output on a :class:`~antiphon.aio.channel.Channel`, one owned task that drives the
+provider, and exactly one terminal state — completed, cancelled or failed with a typed
+:class:`~antiphon.errors.ProviderError` — whatever the task does. Iterate the stream for
+its output: iteration ends when it completes or is cancelled, and raises the typed error
+when it failed (after what came before the failure).
+
+:class:`InputStream` adds the caller's side of a streaming request: a mailbox the task
+reads in order, and ``end_input``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.tasks import TaskOwner
+from antiphon.errors import ProviderError, StreamClosedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StreamState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class ProviderStream(ABC, Generic[T]):
+    """Output of type ``T``, one owned task, exactly one terminal state.
+
+    A subclass implements :meth:`_run` (return when complete, raise ``ProviderError`` on
+    failure), emits with ``self._out.send_nowait``, and calls :meth:`_launch` at the end of
+    its ``__init__``. ``_on_terminal`` and ``_cleanup`` are optional hooks.
+    """
+
+    _task: asyncio.Task[None]
+
+    def __init__(self, *, provider: str, generation: int, close_timeout: float) -> None:
+        self.provider = provider
+        self.generation = generation
+        self._close_timeout = close_timeout
+        self._out: Channel[T] = Channel()
+        self._state = StreamState.RUNNING
+        self._error: ProviderError | None = None
+        self._terminal = asyncio.Event()
+
+    def _launch(self, owner: TaskOwner, name: str) -> None:
+        self._task = owner.spawn(self._main(), name=name)
+
+    # -- state
+    @property
+    def state(self) -> StreamState:
+        return self._state
+
+    @property
+    def error(self) -> ProviderError | None:
+        return self._error
+
+    @property
+    def done(self) -> bool:
+        return self._state is not StreamState.RUNNING
+
+    async def wait(self) -> StreamState:
+        """Wait for the terminal state (without consuming the output)."""
+        await self._terminal.wait()
+        return self._state
+
+    # -- control
+    def cancel(self) -> None:
+        """Stop now: no more output is yielded; the provider is told in the background."""
+        if self._finish(StreamState.CANCELLED):
+            self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel if still running and wait (bounded) for the stream's task to end."""
+        self.cancel()
+        if not self._task.done():
+            await asyncio.wait([self._task], timeout=self._close_timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- output
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self._out.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+    # -- for subclasses
+    def _finish(self, state: StreamState, error: ProviderError | None = None) -> bool:
+        """Enter a terminal state; only the first call counts."""
+        if self._state is not StreamState.RUNNING:
+            return False
+        self._state = state
+        self._error = error
+        if state is StreamState.CANCELLED:
+            self._out.clear()
+        self._out.close(error)
+        self._on_terminal(state, error)
+        self._terminal.set()
+        return True
+
+    def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
+        """Runs once, as the terminal state is entered (metrics, closing a mailbox)."""
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            self._finish(StreamState.CANCELLED)
+            raise
+        except ProviderError as exc:
+            self._finish(StreamState.FAILED, exc)
+        except Exception as exc:
+            log.exception("%s stream failed unexpectedly", self.provider)
+            self._finish(
+                StreamState.FAILED,
+                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
+            )
+        else:
+            self._finish(StreamState.COMPLETED)
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Release what the stream holds (runs after the terminal state, even on cancel)."""
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """Drive the provider; return when complete, raise ``ProviderError`` on failure."""
+
+
+class InputStream(ProviderStream[T]):
+    """A stream the caller feeds: inputs go to ``_mailbox``, read in order by the task."""
+
+    def __init__(self, *, provider: str, generation: int, close_timeout: float) -> None:
+        super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
+        self._mailbox: Channel[object] = Channel()
+        self._input_ended = False
+
+    def _check_input(self, what: str) -> None:
+        if self._state is not StreamState.RUNNING:
+            detail = f": {self._error}" if self._error else ""
+            raise StreamClosedError(f"cannot {what}: the stream is {self._state.value}{detail}")
+        if self._input_ended:
+            raise StreamClosedError(f"cannot {what} after end_input()")
+
+    def _end_input(self, marker: object) -> None:
+        self._check_input("end_input")
+        self._input_ended = True
+        self._mailbox.send_nowait(marker)
+
+    def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
+        self._mailbox.close()
