@@ -57,7 +57,13 @@ async def test_bundled_faq_answers_word_by_word() -> None:
 
 
 @pytest.mark.parametrize(
-    "question", ["What time is it?", "what's the time now", "Do you know the time?"]
+    "question",
+    [
+        "What time is it?",
+        "what's the time now",
+        "Do you know the time?",
+        "can you tell me the hour",
+    ],
 )
 async def test_time_questions_call_the_clock_tool(question: str) -> None:
     async with OfflineLLM() as llm:
@@ -69,6 +75,23 @@ async def test_without_the_tool_a_time_question_is_not_answered_with_a_time() ->
     async with OfflineLLM() as llm:
         r = await llm.chat(ChatContext().user("What time is it?")).result()
     assert not r.tool_calls and "It is" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("question", "starts"),
+    [
+        ("hi", "Hello!"),
+        ("hello there", "Hello!"),
+        ("how are you doing", "I am fine"),
+        ("bye now", "Goodbye!"),
+        ("who made you", "The antiphon maintainers"),
+        ("what is the weather", "I cannot check the weather"),
+    ],
+)
+async def test_each_phrasing_of_an_entry_is_matched_on_its_own(question: str, starts: str) -> None:
+    async with OfflineLLM() as llm:
+        text = await llm.chat(ChatContext().user(question), tools=[get_time]).collect_text()
+    assert text.startswith(starts)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ No language model's weights ship inside a pip package that installs here, so thi
 1. ranks (question words such as "what" or "can you" count only when the message has
    nothing else) the entries of a small FAQ and the tools given to
    :meth:`~antiphon.services.llm.LLM.chat` that take no required arguments by TF-IDF
-   cosine similarity (numpy) of the message to the FAQ question, or to the tool's name
-   and description;
+   cosine similarity (numpy) of the message to each phrasing of the FAQ question, or of
+   the tool's name and description (an entry scores as its best phrasing);
 2. if a tool ranks first, calls it (e.g. "what time is it?" → ``get_time``); if a FAQ
    entry does, says its answer; if nothing reaches ``threshold``, says it does not know;
 3. after a tool result (the last message is a ``tool`` message), says that result.
@@ -104,6 +104,12 @@ def _terms(text: str) -> list[str]:
     return out
 
 
+def _phrasings(text: str) -> list[str]:
+    """The phrasings of a question or description: its parts between ? | : , and ."""
+    parts = [p.strip() for p in re.split(r"[?|:,.]", text)]
+    return [p for p in parts if _terms(p)] or [text]
+
+
 class TfIdf:
     """TF-IDF vectors with cosine similarity, over a fixed set of documents."""
 
@@ -184,17 +190,30 @@ class OfflineLLM(LLM):
         self.threshold = threshold
         self.fallback = fallback
         self.token_interval = token_interval
-        self._faq_index = TfIdf([e.question for e in self.faq])
+        self._faq_phrases = [(p, i) for i, e in enumerate(self.faq) for p in _phrasings(e.question)]
+        self._faq_index = TfIdf([p for p, _ in self._faq_phrases])
 
     def respond(self, text: str, tools: Sequence[FunctionTool] = ()) -> FunctionTool | str:
         """The best match for ``text`` among the FAQ and the argument-free ``tools``: the
-        tool to call, the FAQ answer to say, or the fallback when nothing matches."""
+        tool to call, the FAQ answer to say, or the fallback when nothing matches.
+
+        Each FAQ question and tool description is cut into its phrasings (at ``?``, ``|``,
+        ``:``, ``,`` and ``.``), and an entry scores as its best phrasing, so "hi" matches
+        a greeting entry as well as "hello there" does.
+        """
         usable = [t for t in tools if not t.parameters.get("required")]
-        docs = [e.question for e in self.faq] + [f"{t.name} {t.description}" for t in usable]
-        scores = TfIdf(docs).scores(text) if usable else self._faq_index.scores(text)
+        if usable:
+            phrases = self._faq_phrases + [
+                (p, len(self.faq) + i)
+                for i, t in enumerate(usable)
+                for p in _phrasings(f"{t.name.replace('_', ' ')}, {t.description}")
+            ]
+            scores = TfIdf([p for p, _ in phrases]).scores(text)
+        else:
+            phrases, scores = self._faq_phrases, self._faq_index.scores(text)
         if not scores.size or float(scores.max()) < self.threshold:
             return self.fallback
-        best = int(scores.argmax())
+        best = phrases[int(scores.argmax())][1]
         return self.faq[best].answer if best < len(self.faq) else usable[best - len(self.faq)]
 
     def _new_stream(
