@@ -37,3 +37,15 @@ def test_more_audio_never_means_less_text(a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert p.text.startswith(p.heard(hi))
     assert p.heard(hi).startswith(p.heard(lo))
+
+
+def test_a_sentence_still_being_synthesised_is_cut_at_the_estimated_rate() -> None:
+    p = Playback()
+    p.add("Twenty characters ok.", 0.0, 1.4)  # 21 chars in 1.4 s: 15 chars a second
+    p.begin("A long sentence whose audio is still arriving from the TTS.", 1.4)  # 60 chars
+    p.grow(2.4)  # only 1 s written so far
+    # 1 s into a sentence of about 4 s: a quarter of its text, not all that was written
+    assert p.heard(2.4) == "Twenty characters ok. A long sentence"
+    p.grow(5.4)
+    p.finish()
+    assert p.heard(5.4) == p.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -24,6 +24,7 @@ from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.services.tools import function_tool
 from antiphon.testing.agent import silence, speech
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.poll import until
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.synth import tone_duration
 
@@ -72,15 +73,6 @@ async def push(session: RealtimeAgentSession, audio: AudioFrame, *, realtime: bo
     for frame in audio.split(0.02):
         session.push_audio(frame)
         await asyncio.sleep(0.02 if realtime else 0)
-
-
-async def until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll ``predicate`` (events and a fake's counters) every 10 ms, within ``limit``."""
-    async with asyncio.timeout(limit):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_a_turn_is_heard_answered_and_measured() -> None:

@@ -1,4 +1,4 @@
-"""The ``antiphon`` command line: ``talk``, ``say``, ``realtime`` and ``fake-server``."""
+"""The ``antiphon`` command line: ``talk``, ``serve``, ``say``, ``realtime``, ``fake-server``."""
 
 from __future__ import annotations
 
@@ -220,6 +220,31 @@ async def _talk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Run the server with the agent of a file, or the pipeline named on the command line."""
+    from antiphon.agent.pipeline import PipelineSpec
+    from antiphon.server.agents import AgentFactory, PipelineAgent, load_agent_file
+    from antiphon.server.app import serve
+
+    agent: AgentFactory
+    if args.agent_file:
+        agent = load_agent_file(args.agent_file)
+    else:
+        spec = PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
+        agent = PipelineAgent(spec)
+    host = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
+    print(f"antiphon: the playground is at http://{host}:{args.port}/", flush=True)
+    serve(
+        agent,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_sessions=args.max_sessions,
+        drain_timeout=args.drain_timeout,
+    )
+    return 0
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
@@ -249,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--instructions", help="the agent's system prompt")
     talk.add_argument("--turn-log", help="append one JSON line per turn to this file")
     talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the agent")
+
+    srv = sub.add_parser("serve", help="serve an agent: browser playground, /ws/agent, /metrics")
+    srv.add_argument("agent_file", nargs="?", help="a Python file defining `agent`")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--token", help="require ?token=TOKEN (or a Bearer header) on calls")
+    srv.add_argument("--max-sessions", type=int, default=100)
+    srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
+    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
+    srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
+    srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
@@ -299,6 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "serve":
+        try:
+            return _serve(args)  # runs its own event loop (uvicorn)
+        except AntiphonError as exc:
+            print(f"antiphon: error: {exc}", file=sys.stderr)
+            return 2
     runners = {"talk": _talk, "say": _say, "realtime": _realtime, "fake-server": _fake_server}
     runner = runners[args.command]
     try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from antiphon.agent.events import AgentEvent
 from antiphon.aio.channel import Channel, ChannelClosed
+
+log = logging.getLogger(__name__)
 
 
 class EventHub:
@@ -14,7 +17,22 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: list[Channel[AgentEvent]] = []
+        self._listeners: list[Callable[[AgentEvent], None]] = []
         self._closed = False
+
+    def add_listener(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` synchronously as each event happens; returns the remover.
+
+        For transports that must act in step with the session (e.g. send ``clear`` before
+        any audio of the next turn); ``fn`` must not block and should not raise.
+        """
+        self._listeners.append(fn)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(fn)
+
+        return remove
 
     async def subscribe(self) -> AsyncIterator[AgentEvent]:
         """Every event from now on, until :meth:`close`."""
@@ -33,6 +51,11 @@ class EventHub:
                 self._subscribers.remove(sub)
 
     def emit(self, event: AgentEvent) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("an agent event listener failed")
         for sub in self._subscribers:
             with contextlib.suppress(ChannelClosed):
                 sub.send_nowait(event)

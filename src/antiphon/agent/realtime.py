@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -222,6 +222,10 @@ class RealtimeAgentSession:
     def events(self) -> AsyncIterator[AgentEvent]:
         """Every event from now on, until the session closes."""
         return self._hub.subscribe()
+
+    def on_event(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` synchronously as each event happens; returns the remover."""
+        return self._hub.add_listener(fn)
 
     # ------------------------------------------------------------------ internals
 

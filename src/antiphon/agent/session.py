@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -392,6 +392,10 @@ class AgentSession:
     def events(self) -> AsyncIterator[AgentEvent]:
         """Every event from now on, until the session closes."""
         return self._hub.subscribe()
+
+    def on_event(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` synchronously as each event happens; returns the remover."""
+        return self._hub.add_listener(fn)
 
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)
@@ -972,7 +976,7 @@ class AgentSession:
 
     async def _play(self, reply: _Reply, sentence: str, stream: SynthesisStream) -> None:
         self._emit(AgentSpeaking(sentence, reply.generation))
-        start = reply.playback.written
+        reply.playback.begin(sentence, reply.playback.written)
         sent = self.clock.now()
         rate = self.output.sample_rate
         converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None
@@ -985,7 +989,7 @@ class AgentSession:
                 await self._write(reply, converter.flush(), sent)
         if stream.error is not None:
             raise stream.error
-        reply.playback.add(sentence, start, reply.playback.written)
+        reply.playback.finish()
 
     async def _write(self, reply: _Reply, frame: AudioFrame, sent: float) -> None:
         if not frame.samples_per_channel:
@@ -999,6 +1003,7 @@ class AgentSession:
             self._news(reply, "first_audio")
         await self.output.write(frame.with_generation(reply.generation))
         reply.playback.written += frame.duration
+        reply.playback.grow(reply.playback.written)
 
 
 async def _aclose(stream: RecognizeStream) -> None:

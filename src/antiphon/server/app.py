@@ -1,0 +1,234 @@
+"""The ASGI server: ``/ws/agent`` calls, ``/healthz``, ``/metrics``, the playground page.
+
+``create_app(agent)`` builds a FastAPI app around an
+:class:`~antiphon.server.agents.AgentFactory`; :func:`serve` runs it with uvicorn.
+
+- **Calls**: each WebSocket on ``/ws/agent`` gets a new agent session, bridged by
+  :class:`~antiphon.transports.websocket.WebSocketBridge`. Beyond ``max_sessions`` a call
+  is refused with 1013; with a ``token``, a call without it gets 4401.
+- **Shutdown** (:meth:`CallRegistry.drain`): new calls are refused, active calls may finish
+  for ``drain_timeout`` seconds, then they are ended with 1001, all bounded.
+- The server binds to loopback unless told otherwise; exposing it without a token logs
+  a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from antiphon.server.agents import AgentFactory
+from antiphon.transports.websocket import (
+    GOING_AWAY,
+    TRY_AGAIN,
+    UNAUTHORIZED,
+    BridgeLimits,
+    StarletteSocket,
+    WebSocketBridge,
+)
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+class CallRegistry:
+    """The active calls, and the server's draining state."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self.calls: set[WebSocketBridge] = set()
+        self.draining = False
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.total = 0
+
+    def admit(self, bridge: WebSocketBridge) -> bool:
+        if self.draining or len(self.calls) >= self.max_sessions:
+            return False
+        self.calls.add(bridge)
+        self.total += 1
+        self._empty.clear()
+        return True
+
+    def leave(self, bridge: WebSocketBridge) -> None:
+        self.calls.discard(bridge)
+        if not self.calls:
+            self._empty.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Refuse new calls, wait up to ``timeout`` for active ones, end the rest (1001).
+
+        Returns how many calls had to be ended.
+        """
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
+        left = list(self.calls)
+        for bridge in left:
+            bridge.end(GOING_AWAY, "the server is shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10.0):
+                await self._empty.wait()
+        return len(left)
+
+
+def _token_ok(expected: str | None, query: str | None, header: str | None) -> bool:
+    if expected is None:
+        return True
+    given = query or ""
+    if header and header.lower().startswith("bearer "):
+        given = header[7:]
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def create_app(
+    agent: AgentFactory,
+    *,
+    token: str | None = None,
+    max_sessions: int = 100,
+    drain_timeout: float = 10.0,
+    limits: BridgeLimits | None = None,
+    input_rate: int = 16000,
+) -> FastAPI:
+    """The FastAPI app serving ``agent`` (see the module docstring)."""
+    registry = CallRegistry(max_sessions)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await agent.start()
+        try:
+            yield
+        finally:
+            await registry.drain(drain_timeout)
+            await agent.aclose()
+
+    app = FastAPI(title="antiphon", lifespan=lifespan)
+    app.state.calls = registry
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(
+            {
+                "ok": not registry.draining,
+                "active_sessions": len(registry.calls),
+                "max_sessions": registry.max_sessions,
+                "total_sessions": registry.total,
+            },
+            status_code=503 if registry.draining else 200,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws/agent")
+    async def agent_call(ws: WebSocket) -> None:
+        await ws.accept()
+        socket = StarletteSocket(ws)
+        if not _token_ok(token, ws.query_params.get("token"), ws.headers.get("authorization")):
+            await socket.close(UNAUTHORIZED, "missing or wrong token")
+            return
+        session = agent.new_session()
+        bridge = WebSocketBridge(session, socket, input_rate=input_rate, limits=limits)
+        if not registry.admit(bridge):
+            await session.aclose()
+            reason = "the server is shutting down" if registry.draining else "too many sessions"
+            await socket.close(TRY_AGAIN, reason)
+            return
+        try:
+            await session.start()
+            greeting = getattr(agent, "greeting", "")
+            if isinstance(greeting, str) and greeting:
+                session.say(greeting)
+            await bridge.run()
+        finally:
+            await session.aclose()
+            registry.leave(bridge)
+
+    if (STATIC / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/")
+        async def index() -> RedirectResponse:
+            return RedirectResponse("/static/index.html")
+
+    return app
+
+
+def serve(
+    agent: AgentFactory,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_sessions: int = 100,
+    drain_timeout: float = 10.0,
+) -> None:
+    """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        log.warning(
+            "serving on %s without a token: anyone who reaches this address can talk to the "
+            "agent (and spend your provider credits); pass --token",
+            host,
+        )
+    app = create_app(agent, token=token, max_sessions=max_sessions, drain_timeout=drain_timeout)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=int(drain_timeout) + 5,
+    )
+    server = _DrainingServer(config, app.state.calls, drain_timeout)
+    asyncio.run(server.run_draining())
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, but the first SIGINT/SIGTERM drains calls before it stops.
+
+    A second signal stops at once (uvicorn's own handling).
+    """
+
+    def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_timeout: float):
+        super().__init__(config)
+        self._registry = registry
+        self._drain_timeout = drain_timeout
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._draining is not None or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        log.info("draining active calls (up to %.0f s), then stopping", self._drain_timeout)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        await self._registry.drain(self._drain_timeout)
+        self.should_exit = True
+
+    async def run_draining(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self.serve()
+        finally:
+            if self._draining is not None:
+                self._draining.cancel()
+                await asyncio.gather(self._draining, return_exceptions=True)
