@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -26,6 +25,7 @@ from antiphon.server.agents import CallableAgent, load_agent_file
 from antiphon.server.app import create_app
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, silence, speech
+from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.transports.websocket import BridgeLimits
@@ -61,17 +61,8 @@ async def server(
     doubles = Doubles(ScriptedSTT(script), ScriptedLLM(list(replies)), ToneTTS())
     agent = CallableAgent(doubles.make, stop=doubles.aclose)
     app = create_app(agent, **app_kwargs)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(srv.serve())
-    try:
-        await until(lambda: srv.started, 10)
-        port = srv.servers[0].sockets[0].getsockname()[1]
-        async with asyncio.timeout(60):
-            yield f"127.0.0.1:{port}", app, doubles
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serve_app(app) as host, asyncio.timeout(60):
+        yield host, app, doubles
     await leaks.assert_clean(settle=1.0)
 
 

@@ -106,7 +106,13 @@ def event_message(event: AgentEvent) -> dict[str, Any] | None:
             "generation": gen,
         }
     if isinstance(event, AgentSpeaking):
-        return {"type": "transcript", "role": "agent", "text": event.text, "final": True}
+        return {
+            "type": "transcript",
+            "role": "agent",
+            "text": event.text,
+            "final": True,
+            "generation": gen,
+        }
     if isinstance(event, Interrupted):
         return {
             "type": "interrupted",
