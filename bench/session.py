@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import platform
 import statistics
@@ -266,8 +267,10 @@ async def main() -> None:
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
         if "--loop" in sys.argv and sys.argv[sys.argv.index("--loop") + 1] == "uvloop":
-            import uvloop  # optional: uvicorn[standard] installs it
-
+            try:  # optional, not a dependency: pip install uvloop
+                uvloop = importlib.import_module("uvloop")
+            except ImportError:
+                sys.exit("--loop uvloop needs uvloop: .venv/bin/pip install uvloop")
             uvloop.run(main())
         else:
             asyncio.run(main())
