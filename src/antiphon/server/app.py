@@ -22,14 +22,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
+from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import (
     GOING_AWAY,
     TRY_AGAIN,
@@ -43,18 +46,21 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
+Call = WebSocketBridge | TwilioBridge
+
+
 class CallRegistry:
     """The active calls, and the server's draining state."""
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self.calls: set[WebSocketBridge] = set()
+        self.calls: set[Call] = set()
         self.draining = False
         self._empty = asyncio.Event()
         self._empty.set()
         self.total = 0
 
-    def admit(self, bridge: WebSocketBridge) -> bool:
+    def admit(self, bridge: Call) -> bool:
         if self.draining or len(self.calls) >= self.max_sessions:
             return False
         self.calls.add(bridge)
@@ -62,7 +68,7 @@ class CallRegistry:
         self._empty.clear()
         return True
 
-    def leave(self, bridge: WebSocketBridge) -> None:
+    def leave(self, bridge: Call) -> None:
         self.calls.discard(bridge)
         if not self.calls:
             self._empty.set()
@@ -102,8 +108,15 @@ def create_app(
     drain_timeout: float = 10.0,
     limits: BridgeLimits | None = None,
     input_rate: int = 16000,
+    twilio_auth_token: str | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``agent`` (see the module docstring)."""
+    """The FastAPI app serving ``agent`` (see the module docstring).
+
+    Telephony: ``POST /twilio/voice`` answers a Twilio call with TwiML connecting it to
+    ``/twilio/media``. With ``twilio_auth_token``, requests must carry Twilio's signature
+    (checked against ``public_url``, the server's address as Twilio sees it).
+    """
     registry = CallRegistry(max_sessions)
 
     @asynccontextmanager
@@ -147,6 +160,61 @@ def create_app(
             await session.aclose()
             reason = "the server is shutting down" if registry.draining else "too many sessions"
             await socket.close(TRY_AGAIN, reason)
+            return
+        try:
+            await session.start()
+            greeting = getattr(agent, "greeting", "")
+            if isinstance(greeting, str) and greeting:
+                session.say(greeting)
+            await bridge.run()
+        finally:
+            await session.aclose()
+            registry.leave(bridge)
+
+    def _public(request_url: str, path: str) -> str:
+        base = (public_url or request_url).rstrip("/")
+        return base + path
+
+    def _signed(url: str, params: dict[str, str], signature: str | None) -> bool:
+        if twilio_auth_token is None:
+            return True
+        return signature is not None and tw.validate_signature(
+            twilio_auth_token, url, params, signature
+        )
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        # Twilio posts application/x-www-form-urlencoded (no multipart parser needed)
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        if not _signed(
+            _public(base, "/twilio/voice"), form, request.headers.get("x-twilio-signature")
+        ):
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        ws_base = _public(base, "/twilio/media").replace("https://", "wss://")
+        ws_url = ws_base.replace("http://", "ws://")
+        return Response(tw.twiml_connect(ws_url), media_type="text/xml")
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(ws: WebSocket) -> None:
+        base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
+        signed = _signed(
+            _public(base, "/twilio/media")
+            .replace("https://", "wss://")
+            .replace("http://", "ws://"),
+            {},
+            ws.headers.get("x-twilio-signature"),
+        )
+        await ws.accept()
+        socket = StarletteSocket(ws)
+        if not signed:
+            await socket.close(UNAUTHORIZED, "invalid Twilio signature")
+            return
+        session = agent.new_session()
+        bridge = TwilioBridge(session, socket)
+        if not registry.admit(bridge):
+            await session.aclose()
+            await socket.close(TRY_AGAIN, "too many sessions")
             return
         try:
             await session.start()
