@@ -125,6 +125,8 @@ class TwilioBridge:
                     await self.ws.send_text(message)
             except TimeoutError:
                 raise CallEnded(POLICY, "Twilio stopped reading") from None
+            except Exception as exc:  # the socket is gone: the call is over
+                raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
             self.media_sent += media
 
     async def _read(self) -> None:

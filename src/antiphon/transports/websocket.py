@@ -241,6 +241,8 @@ class WebSocketBridge:
                         await self.ws.send_text(item)
             except TimeoutError:
                 raise CallEnded(POLICY, "the client stopped reading") from None
+            except Exception as exc:  # the socket is gone: the call is over
+                raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
 
     async def _read(self) -> None:
         limits = self.limits
