@@ -26,14 +26,12 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from antiphon.agent import AgentSession
-from antiphon.server.agents import CallableAgent
 from antiphon.server.app import create_app
-from antiphon.services.vad import VADOptions
-from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, silence, speech
+from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 
 FRAME = 0.02
+REPLY = "Sure, here is a short answer for you."
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -75,19 +73,9 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
 
 
 async def run(n: int, seconds: float) -> dict[str, Any]:
-    stt = ScriptedSTT([f"question {i}" for i in range(n * 20)])
-    llm = ScriptedLLM(default="Sure, here is a short answer for you.")
-    tts = ToneTTS()
-
-    def make() -> AgentSession:
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
-        return AgentSession(vad=vad, stt=stt, llm=llm, tts=tts)
-
-    async def stop() -> None:
-        for service in (stt, llm, tts):
-            await service.aclose()
-
-    app = create_app(CallableAgent(make, stop=stop), max_sessions=n + 10)
+    script = [f"question {i}" for i in range(n * 20)]
+    agent = doubles_agent(script, [], min_silence=0.3, default_reply=REPLY)
+    app = create_app(agent, max_sessions=n + 10)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with serve_app(app) as host:
         # the clients run in another process, so they do not share the server's loop

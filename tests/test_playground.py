@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from antiphon.agent import AgentSession
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import write_wav
-from antiphon.server.agents import CallableAgent
 from antiphon.server.app import create_app
-from antiphon.services.vad import VADOptions
-from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, silence, speech
+from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.browser import chromium
 
@@ -23,21 +20,11 @@ REPLY = "Hello from the agent. I heard you."
 
 
 async def test_a_person_talks_in_the_browser_and_hears_the_agent(tmp_path: Path) -> None:
-    stt, llm, tts = ScriptedSTT(["hello agent"]), ScriptedLLM([REPLY]), ToneTTS()
-
-    def make() -> AgentSession:
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.4))
-        return AgentSession(vad=vad, stt=stt, llm=llm, tts=tts)
-
-    async def stop() -> None:
-        for service in (stt, llm, tts):
-            await service.aclose()
-
     mic = tmp_path / "mic.wav"
     audio = silence(0.5, 48000).data + speech(1.0, 48000).data + silence(6.0, 48000).data
     write_wav(str(mic), AudioFrame(audio, 48000, 1))
 
-    app = create_app(CallableAgent(make, stop=stop))
+    app = create_app(doubles_agent(["hello agent"], [REPLY]))
     async with serve_app(app) as host, chromium(fake_audio=mic) as browser:
         page = await browser.open(f"http://{host}/?raw=1")
         await page.evaluate("document.getElementById('talk').click()")
@@ -69,15 +56,6 @@ async def test_a_person_talks_in_the_browser_and_hears_the_agent(tmp_path: Path)
 
 async def test_talking_over_the_agent_in_the_browser_interrupts_it(tmp_path: Path) -> None:
     long_reply = "This is a long answer that goes on and on, so that you can talk over it."
-    stt, llm, tts = ScriptedSTT(["tell me", "stop"]), ScriptedLLM([long_reply, "Okay."]), ToneTTS()
-
-    def make() -> AgentSession:
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.4))
-        return AgentSession(vad=vad, stt=stt, llm=llm, tts=tts)
-
-    async def stop() -> None:
-        for service in (stt, llm, tts):
-            await service.aclose()
 
     mic = tmp_path / "mic.wav"
     rate = 48000
@@ -90,7 +68,7 @@ async def test_talking_over_the_agent_in_the_browser_interrupts_it(tmp_path: Pat
     )
     write_wav(str(mic), AudioFrame(audio, rate, 1))
 
-    app = create_app(CallableAgent(make, stop=stop))
+    app = create_app(doubles_agent(["tell me", "stop"], [long_reply, "Okay."]))
     async with serve_app(app) as host, chromium(fake_audio=mic) as browser:
         page = await browser.open(f"http://{host}/?raw=1")
         await page.evaluate("document.getElementById('talk').click()")

@@ -62,7 +62,7 @@ async def test_a_client_that_stops_reading_is_closed_within_the_send_deadline() 
     for _ in range(40):
         ws.inbox.put_nowait(b"\x00\x00" * 320)
     code = await asyncio.wait_for(run, 20)
-    assert code == 1008 and ws.closed == (1008, "the client stopped reading")
+    assert code == 1008 and ws.closed == (1008, "the peer stopped reading")
     assert s.state.value == "closed"
     for service in services:
         await service.aclose()  # type: ignore[attr-defined]

@@ -16,12 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antiphon.agent import AgentSession
 from antiphon.protocols import twilio as tw
-from antiphon.server.agents import CallableAgent
 from antiphon.server.app import create_app
-from antiphon.services.vad import VADOptions
-from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, silence, speech
+from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
@@ -153,17 +150,7 @@ async def phone_server(
     script: Sequence[str], replies: Sequence[str], **kwargs: Any
 ) -> AsyncIterator[str]:
     leaks = LeakCheck()
-    stt, llm, tts = ScriptedSTT(script), ScriptedLLM(list(replies)), ToneTTS()
-
-    def make() -> AgentSession:
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.4))
-        return AgentSession(vad=vad, stt=stt, llm=llm, tts=tts)
-
-    async def stop() -> None:
-        for service in (stt, llm, tts):
-            await service.aclose()
-
-    app = create_app(CallableAgent(make, stop=stop), **kwargs)
+    app = create_app(doubles_agent(script, replies), **kwargs)
     async with serve_app(app) as host, asyncio.timeout(60):
         yield host
     await leaks.assert_clean(settle=1.0)

@@ -32,21 +32,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
+from antiphon.transports.base import GOING_AWAY, TRY_AGAIN, UNAUTHORIZED, CallBridge
 from antiphon.transports.twilio import TwilioBridge
-from antiphon.transports.websocket import (
-    GOING_AWAY,
-    TRY_AGAIN,
-    UNAUTHORIZED,
-    BridgeLimits,
-    StarletteSocket,
-    WebSocketBridge,
-)
+from antiphon.transports.websocket import BridgeLimits, StarletteSocket, WebSocketBridge
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-Call = WebSocketBridge | TwilioBridge
+Call = CallBridge[Any]
 
 
 class CallRegistry:
@@ -131,6 +125,24 @@ def create_app(
     app = FastAPI(title="antiphon", lifespan=lifespan)
     app.state.calls = registry
 
+    async def run_call(bridge: Call) -> None:
+        """Admit the call (or refuse it with 1013), start its session, run it to the end."""
+        session = bridge.session
+        if not registry.admit(bridge):
+            await session.aclose()
+            reason = "the server is shutting down" if registry.draining else "too many sessions"
+            await bridge.ws.close(TRY_AGAIN, reason)
+            return
+        try:
+            await session.start()
+            greeting = getattr(agent, "greeting", "")
+            if isinstance(greeting, str) and greeting:
+                session.say(greeting)
+            await bridge.run()
+        finally:
+            await session.aclose()
+            registry.leave(bridge)
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse(
@@ -155,21 +167,7 @@ def create_app(
             await socket.close(UNAUTHORIZED, "missing or wrong token")
             return
         session = agent.new_session()
-        bridge = WebSocketBridge(session, socket, input_rate=input_rate, limits=limits)
-        if not registry.admit(bridge):
-            await session.aclose()
-            reason = "the server is shutting down" if registry.draining else "too many sessions"
-            await socket.close(TRY_AGAIN, reason)
-            return
-        try:
-            await session.start()
-            greeting = getattr(agent, "greeting", "")
-            if isinstance(greeting, str) and greeting:
-                session.say(greeting)
-            await bridge.run()
-        finally:
-            await session.aclose()
-            registry.leave(bridge)
+        await run_call(WebSocketBridge(session, socket, input_rate=input_rate, limits=limits))
 
     def _public(request_url: str, path: str) -> str:
         base = (public_url or request_url).rstrip("/")
@@ -210,21 +208,7 @@ def create_app(
         if not signed:
             await socket.close(UNAUTHORIZED, "invalid Twilio signature")
             return
-        session = agent.new_session()
-        bridge = TwilioBridge(session, socket)
-        if not registry.admit(bridge):
-            await session.aclose()
-            await socket.close(TRY_AGAIN, "too many sessions")
-            return
-        try:
-            await session.start()
-            greeting = getattr(agent, "greeting", "")
-            if isinstance(greeting, str) and greeting:
-                session.say(greeting)
-            await bridge.run()
-        finally:
-            await session.aclose()
-            registry.leave(bridge)
+        await run_call(TwilioBridge(agent.new_session(), socket))
 
     if (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -51,6 +51,7 @@ from antiphon.testing.synth import tone_for_text
 if TYPE_CHECKING:
     from antiphon.agent.events import AgentEvent
     from antiphon.agent.session import AgentSession
+    from antiphon.server.agents import CallableAgent
 
 RATE = 16000
 E = TypeVar("E")
@@ -431,3 +432,30 @@ class Conversation:
     def of(self, kind: type[E]) -> list[E]:
         """The events of one type, in order."""
         return [e for e in self.events if isinstance(e, kind)]
+
+
+def doubles_agent(
+    script: Sequence[str],
+    replies: Sequence[LLMReply],
+    *,
+    min_silence: float = 0.4,
+    default_reply: str = "Okay.",
+) -> CallableAgent:
+    """A server agent on these doubles: one scripted STT, LLM and tone TTS shared by all
+    calls (closed with the server), and an energy VAD per call."""
+    from antiphon.agent.session import AgentSession
+    from antiphon.server.agents import CallableAgent
+
+    stt = ScriptedSTT(script)
+    llm = ScriptedLLM(replies, default=default_reply)
+    tts = ToneTTS()
+
+    def make() -> AgentSession:
+        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=min_silence))
+        return AgentSession(vad=vad, stt=stt, llm=llm, tts=tts)
+
+    async def stop() -> None:
+        for service in (stt, llm, tts):
+            await service.aclose()
+
+    return CallableAgent(make, stop=stop)

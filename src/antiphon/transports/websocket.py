@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from antiphon.agent.events import (
     AgentError,
@@ -36,33 +36,19 @@ from antiphon.agent.events import (
     UserTranscribed,
 )
 from antiphon.agent.session import AgentSession
-from antiphon.aio.channel import Channel, ChannelClosed
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.transports.base import (
+    NORMAL,
+    POLICY,
+    RATE_LIMITED,
+    TOO_BIG,
+    CallBridge,
+    CallEnded,
+    WebSocketLike,
+)
 
 log = logging.getLogger(__name__)
-
-NORMAL = 1000
-GOING_AWAY = 1001
-POLICY = 1008
-TOO_BIG = 1009
-TRY_AGAIN = 1013
-UNAUTHORIZED = 4401
-RATE_LIMITED = 4429
-
-
-class WebSocketLike(Protocol):
-    """The little of a WebSocket the bridge needs."""
-
-    async def receive(self) -> bytes | str | None:
-        """The next message; ``None`` once the client has gone."""
-        ...
-
-    async def send_bytes(self, data: bytes) -> None: ...
-
-    async def send_text(self, data: str) -> None: ...
-
-    async def close(self, code: int = NORMAL, reason: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +67,6 @@ class BridgeLimits:
             raise ConfigError("BridgeLimits: message size and rate limits must be positive")
         if self.send_timeout <= 0 or self.end_timeout <= 0:
             raise ConfigError("BridgeLimits: timeouts must be positive seconds")
-
-
-class CallEnded(Exception):
-    """Why a call ends: the close code and reason sent to the client."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
 
 
 def event_message(event: AgentEvent) -> dict[str, Any] | None:
@@ -132,7 +109,7 @@ def event_message(event: AgentEvent) -> dict[str, Any] | None:
     return None
 
 
-class WebSocketBridge:
+class WebSocketBridge(CallBridge[bytes | str]):
     """One call: ``await WebSocketBridge(session, ws).run()`` until it ends.
 
     The session must be started; the bridge closes it when the call ends. ``run``
@@ -147,26 +124,15 @@ class WebSocketBridge:
         input_rate: int = 16000,
         limits: BridgeLimits | None = None,
     ) -> None:
-        self.session = session
-        self.ws = ws
-        self.input_rate = input_rate
         self.limits = limits or BridgeLimits()
+        super().__init__(session, ws, send_timeout=self.limits.send_timeout)
+        self.input_rate = input_rate
         self.id = secrets.token_hex(4)
-        self._out: Channel[bytes | str] = Channel()
-        self._ended: asyncio.Future[CallEnded] | None = None
-        self._sender: asyncio.Task[None] | None = None
+        self.name = f"ws-{self.id}"
         self.frames_sent = 0
         self.frames_received = 0
 
-    def end(self, code: int, reason: str) -> None:
-        """End the call from outside (e.g. a server shutting down)."""
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(CallEnded(code, reason))
-
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        self._ended = loop.create_future()
-        remove = self.session.on_event(self._on_event)
+    def _hello(self) -> None:
         self._queue(
             json.dumps(
                 {
@@ -178,44 +144,6 @@ class WebSocketBridge:
                 }
             )
         )
-        self._sender = loop.create_task(self._send(), name=f"ws-{self.id}-send")
-        tasks = [
-            loop.create_task(self._read(), name=f"ws-{self.id}-read"),
-            self._sender,
-            loop.create_task(self._pump_audio(), name=f"ws-{self.id}-audio"),
-        ]
-        for t in tasks:
-            t.add_done_callback(self._task_done)
-        try:
-            ended = await self._ended
-        finally:
-            remove()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.session.aclose()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.limits.send_timeout):
-                await self.ws.close(ended.code, ended.reason)
-        return ended.code
-
-    # -- internals
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if isinstance(exc, CallEnded):
-            self.end(exc.code, exc.reason)
-        elif exc is not None:
-            log.warning("call %s: %s failed: %r", self.id, task.get_name(), exc)
-            self.end(1011, "internal error")
-        elif task is not self._sender:
-            self.end(NORMAL, "")
-
-    def _queue(self, item: bytes | str) -> None:
-        with contextlib.suppress(ChannelClosed):
-            self._out.send_nowait(item)
 
     def _on_event(self, event: AgentEvent) -> None:
         if isinstance(event, Interrupted):
@@ -225,24 +153,15 @@ class WebSocketBridge:
         if message is not None:
             self._queue(json.dumps(message))
 
-    async def _pump_audio(self) -> None:
-        async for frame in self.session.output:
-            self._queue(frame.data)
-        await asyncio.Future()  # the output closed: the call ends by the reader or end()
+    def _audio_out(self, pcm: bytes, generation: int) -> None:
+        self._queue(pcm)
 
-    async def _send(self) -> None:
-        async for item in self._out:
-            try:
-                async with asyncio.timeout(self.limits.send_timeout):
-                    if isinstance(item, bytes):
-                        await self.ws.send_bytes(item)
-                        self.frames_sent += 1
-                    else:
-                        await self.ws.send_text(item)
-            except TimeoutError:
-                raise CallEnded(POLICY, "the client stopped reading") from None
-            except Exception as exc:  # the socket is gone: the call is over
-                raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
+    async def _send_one(self, item: bytes | str) -> None:
+        if isinstance(item, bytes):
+            await self.ws.send_bytes(item)
+            self.frames_sent += 1
+        else:
+            await self.ws.send_text(item)
 
     async def _read(self) -> None:
         limits = self.limits
@@ -291,10 +210,7 @@ class WebSocketBridge:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.limits.end_timeout):
                     await self.session.wait_idle()
-            # let the sender take what is queued, then end
-            self._out.close()
-            if self._sender is not None:
-                await asyncio.wait([self._sender], timeout=self.limits.send_timeout)
+            await self._finish_sending()
             raise CallEnded(NORMAL, "done")
         else:
             raise CallEnded(POLICY, f"unknown message type {kind!r}")
