@@ -1,4 +1,4 @@
-"""The ``antiphon`` command line: ``talk``, ``serve``, ``say``, ``realtime``, ``fake-server``."""
+"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server."""
 
 from __future__ import annotations
 
@@ -245,6 +245,36 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _console(args: argparse.Namespace) -> int:
+    """Talk to the agent with this computer's microphone and speaker, until Ctrl-C."""
+    from antiphon.agent.pipeline import PipelineSpec
+    from antiphon.agent.session import AgentSession
+    from antiphon.server.agents import PipelineAgent
+    from antiphon.transports.console import ConsoleAudio
+
+    agent = PipelineAgent(
+        PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
+    )
+    await agent.start()
+    session: AgentSession | None = None
+    console: ConsoleAudio | None = None
+    try:
+        session = agent.new_session()
+        await session.start()
+        console = ConsoleAudio(session)
+        await console.start()
+        print("antiphon: listening; speak (Ctrl-C to stop)", flush=True)
+        async for event in session.events():
+            print(f"  {type(event).__name__}: {event}", flush=True)
+    finally:
+        if console is not None:
+            await console.aclose()
+        if session is not None:
+            await session.aclose()
+        await agent.aclose()
+    return 0
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
@@ -287,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
+
+    con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
+    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
+    con.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
+    con.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    con.add_argument("--fake", action="store_true", help="cloud services on local fakes")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
@@ -343,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except AntiphonError as exc:
             print(f"antiphon: error: {exc}", file=sys.stderr)
             return 2
-    runners = {"talk": _talk, "say": _say, "realtime": _realtime, "fake-server": _fake_server}
+    runners = {
+        "talk": _talk,
+        "console": _console,
+        "say": _say,
+        "realtime": _realtime,
+        "fake-server": _fake_server,
+    }
     runner = runners[args.command]
     try:
         return asyncio.run(runner(args))
