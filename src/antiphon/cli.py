@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -241,6 +242,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=args.token,
         max_sessions=args.max_sessions,
         drain_timeout=args.drain_timeout,
+        twilio_auth_token=args.twilio_auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
+        public_url=args.public_url,
     )
     return 0
 
@@ -317,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
+    srv.add_argument(
+        "--twilio-auth-token",
+        help="check Twilio's request signatures (default TWILIO_AUTH_TOKEN)",
+    )
+    srv.add_argument("--public-url", help="the server's address as Twilio sees it (https://...)")
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")

@@ -228,6 +228,8 @@ def serve(
     token: str | None = None,
     max_sessions: int = 100,
     drain_timeout: float = 10.0,
+    twilio_auth_token: str | None = None,
+    public_url: str | None = None,
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
@@ -236,7 +238,14 @@ def serve(
             "agent (and spend your provider credits); pass --token",
             host,
         )
-    app = create_app(agent, token=token, max_sessions=max_sessions, drain_timeout=drain_timeout)
+    app = create_app(
+        agent,
+        token=token,
+        max_sessions=max_sessions,
+        drain_timeout=drain_timeout,
+        twilio_auth_token=twilio_auth_token,
+        public_url=public_url,
+    )
     config = uvicorn.Config(
         app,
         host=host,
