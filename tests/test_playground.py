@@ -83,3 +83,28 @@ async def test_talking_over_the_agent_in_the_browser_interrupts_it(tmp_path: Pat
             timeout=20,
         )
         assert "You: stop" in log
+
+
+async def test_a_webrtc_call_from_the_browser(tmp_path: Path) -> None:
+    mic = tmp_path / "mic.wav"
+    audio = silence(0.5, 48000).data + speech(1.0, 48000).data + silence(6.0, 48000).data
+    write_wav(str(mic), AudioFrame(audio, 48000, 1))
+    app = create_app(doubles_agent(["hello agent"], [REPLY]))
+    async with serve_app(app) as host, chromium(fake_audio=mic) as browser:
+        page = await browser.open(f"http://{host}/?raw=1&transport=webrtc")
+        await page.evaluate("document.getElementById('talk').click()")
+        user = await page.wait_for(
+            "[...document.querySelectorAll('#log .user')].map(e => e.textContent).join('|')",
+            timeout=30,
+        )
+        assert user == "You: hello agent"
+        agent = await page.wait_for(
+            "(t => t.endsWith('I heard you.') && t)("
+            "[...document.querySelectorAll('#log .agent')].map(e => e.textContent).join('|'))",
+            timeout=20,
+        )
+        assert agent == f"Agent: {REPLY}"
+        got = await page.wait_for(
+            "window.antiphon.framesReceived > 50 && window.antiphon", timeout=20
+        )
+        assert got["transport"] == "webrtc" and got["framesSent"] > 50

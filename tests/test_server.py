@@ -279,3 +279,16 @@ async def test_antiphon_serve_runs_the_offline_agent_and_stops_on_sigterm() -> N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_webrtc_offer_is_checked() -> None:
+    async with server(token="s3cret") as (host, app, _d), httpx.AsyncClient() as client:
+        no_token = await client.post(f"http://{host}/webrtc/offer", json={})
+        assert no_token.status_code == 401
+        bad = await client.post(f"http://{host}/webrtc/offer?token=s3cret", content=b"{")
+        assert bad.status_code == 400 and "offer" in bad.json()["error"]
+        not_sdp = await client.post(
+            f"http://{host}/webrtc/offer?token=s3cret", json={"type": "offer", "sdp": "nonsense"}
+        )
+        assert not_sdp.status_code == 400 and "cannot answer" in not_sdp.json()["error"]
+        assert not app.state.calls.calls  # nothing left behind

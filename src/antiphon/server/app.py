@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-Call = CallBridge[Any]
+class Call(Protocol):
+    """A call the registry can end (a bridge, or a WebRTC call)."""
+
+    def end(self, code: int, reason: str) -> None: ...
 
 
 class CallRegistry:
@@ -112,6 +115,7 @@ def create_app(
     (checked against ``public_url``, the server's address as Twilio sees it).
     """
     registry = CallRegistry(max_sessions)
+    webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,12 +124,14 @@ def create_app(
             yield
         finally:
             await registry.drain(drain_timeout)
+            if webrtc_calls:
+                await asyncio.wait(list(webrtc_calls), timeout=10.0)
             await agent.aclose()
 
     app = FastAPI(title="antiphon", lifespan=lifespan)
     app.state.calls = registry
 
-    async def run_call(bridge: Call) -> None:
+    async def run_call(bridge: CallBridge[Any]) -> None:
         """Admit the call (or refuse it with 1013), start its session, run it to the end."""
         session = bridge.session
         if not registry.admit(bridge):
@@ -142,6 +148,51 @@ def create_app(
         finally:
             await session.aclose()
             registry.leave(bridge)
+
+    @app.post("/webrtc/offer")
+    async def webrtc_offer(request: Request) -> JSONResponse:
+        """A WebRTC call: the browser's SDP offer in, the answer out (JSON ``sdp``/``type``)."""
+        if not _token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        try:
+            from antiphon.transports.webrtc import WebRTCCall
+        except ImportError:
+            return JSONResponse(
+                {"error": "WebRTC needs aiortc: pip install 'antiphon[webrtc]'"}, status_code=501
+            )
+        try:
+            offer = await request.json()
+            sdp, kind = str(offer["sdp"]), str(offer["type"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
+        call = WebRTCCall(agent.new_session())
+        if not registry.admit(call):
+            await call.aclose()
+            return JSONResponse({"error": "too many sessions"}, status_code=503)
+        try:
+            await call.session.start()
+            answer = await call.answer(sdp, kind)
+        except Exception as exc:
+            await call.aclose()
+            registry.leave(call)
+            return JSONResponse({"error": f"cannot answer the offer: {exc}"}, status_code=400)
+        greeting = getattr(agent, "greeting", "")
+        if isinstance(greeting, str) and greeting:
+            call.session.say(greeting)
+
+        async def run() -> None:
+            try:
+                await call.wait()
+            finally:
+                await call.aclose()
+                registry.leave(call)
+
+        task = asyncio.get_running_loop().create_task(run(), name="webrtc-call")
+        webrtc_calls.add(task)
+        task.add_done_callback(webrtc_calls.discard)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -214,8 +265,9 @@ def create_app(
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
         @app.get("/")
-        async def index() -> RedirectResponse:
-            return RedirectResponse("/static/index.html")
+        async def index(request: Request) -> RedirectResponse:
+            query = request.url.query  # ?token=..., ?transport=webrtc, ?raw=1 pass through
+            return RedirectResponse("/static/index.html" + (f"?{query}" if query else ""))
 
     return app
 

@@ -83,8 +83,50 @@ function onEvent(ev) {
   }
 }
 
+let pc = null;
+
+async function startWebRTC(raw) {
+  // Opus both ways through the browser's own stack; events on the "events" data channel.
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: !raw, noiseSuppression: !raw, autoGainControl: !raw },
+  });
+  pc = new RTCPeerConnection();
+  const channel = pc.createDataChannel("events");
+  channel.onmessage = (e) => onEvent(JSON.parse(e.data));
+  stream.getTracks().forEach((t) => pc.addTrack(t, stream));
+  const audio = new Audio();
+  audio.autoplay = true;
+  pc.ontrack = (e) => { audio.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 3000); // send what was gathered by then
+  });
+  const token = params.get("token");
+  const response = await fetch(`/webrtc/offer${token ? `?token=${encodeURIComponent(token)}` : ""}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+  });
+  if (!response.ok) throw new Error((await response.json()).error || response.statusText);
+  await pc.setRemoteDescription(await response.json());
+  state.transport = "webrtc";
+  setInterval(async () => {
+    if (!pc) return;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "audio") state.framesReceived = r.packetsReceived;
+      if (r.type === "outbound-rtp" && r.kind === "audio") state.framesSent = r.packetsSent;
+    });
+  }, 250);
+  mic = { stream, disconnect: () => {} };
+  $("talk").textContent = "Stop";
+  $("talk").setAttribute("aria-pressed", "true");
+}
+
 async function start() {
   show("");
+  if (params.get("transport") === "webrtc") return startWebRTC(params.has("raw"));
   const raw = params.has("raw"); // no browser processing (tests, or a headset)
   ctx = new AudioContext();
   await ctx.audioWorklet.addModule("/static/pcm-worklet.js");
@@ -136,6 +178,10 @@ async function start() {
 }
 
 function stop(sendEnd) {
+  if (pc) {
+    pc.close();
+    pc = null;
+  }
   if (ws && ws.readyState === WebSocket.OPEN && sendEnd) ws.send(JSON.stringify({ type: "end" }));
   mic?.stream?.getTracks().forEach((t) => t.stop());
   mic?.disconnect();
@@ -149,7 +195,7 @@ function stop(sendEnd) {
 }
 
 $("talk").addEventListener("click", () => {
-  if (ws) {
+  if (ws || pc) {
     stop(true);
   } else {
     start().catch((err) => { show(`cannot start: ${err.message}`); stop(false); });

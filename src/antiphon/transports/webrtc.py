@@ -1,0 +1,175 @@
+"""A browser call over WebRTC (aiortc): Opus audio both ways, events on a data channel.
+
+The browser posts its SDP offer to ``/webrtc/offer``; the answer carries one audio track
+that plays the agent (:class:`AgentAudioTrack`) and a data channel ``events`` with the
+same JSON events as the WebSocket transport (docs/transport-ws.md). The caller's track is
+read by one task into ``session.push_audio``. Packet loss and jitter are WebRTC's job;
+this module only converts audio: 48 kHz from the browser to the session, the session's
+paced frames (silence between replies) to 48 kHz for the encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame as AvFrame
+
+from antiphon.agent.events import AgentEvent, Interrupted
+from antiphon.agent.session import AgentSession
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.resample import AudioConverter
+from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.transports.websocket import event_message
+
+log = logging.getLogger(__name__)
+RATE = 48000
+FRAME = 0.02
+
+
+class AgentAudioTrack(MediaStreamTrack):
+    """The agent's voice as a WebRTC audio track: 20 ms frames at 48 kHz, in real time.
+
+    Between replies it sends silence, so the browser's playout keeps its clock.
+    """
+
+    kind = "audio"
+
+    def __init__(self, session: AgentSession) -> None:
+        super().__init__()
+        self._session = session
+        self._converter = AudioConverter(RATE, 1)
+        self._pending = b""
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AvFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._pts / RATE + FRAME
+        need = round(FRAME * RATE) * 2
+        while len(self._pending) < need:
+            try:
+                async with asyncio.timeout_at(due):
+                    frame = await self._session.output.read()
+            except TimeoutError:
+                break  # nothing to say now: silence for this frame
+            except StreamClosedError:
+                self.stop()
+                raise MediaStreamError from None
+            self._pending += self._converter.process(frame).data
+        data, self._pending = self._pending[:need], self._pending[need:]
+        data = data.ljust(need, b"\x00")
+        av = AvFrame(format="s16", layout="mono", samples=need // 2)
+        av.planes[0].update(data)
+        av.sample_rate = RATE
+        av.pts = self._pts
+        av.time_base = fractions.Fraction(1, RATE)
+        self._pts += need // 2
+        wait = self._start + self._pts / RATE - loop.time() - FRAME
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return av
+
+    def interrupted(self) -> None:
+        """Drop what was converted and not sent (the track itself was interrupted)."""
+        self._pending = b""
+        self._converter.reset()
+
+
+def _pcm16_mono(frame: Any) -> bytes:
+    """An aiortc (PyAV) audio frame → int16 mono bytes at its rate."""
+    samples = frame.to_ndarray()
+    if samples.dtype != np.int16:
+        samples = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    channels = len(frame.layout.channels)
+    if samples.ndim == 2 and samples.shape[0] == 1 and channels > 1:  # packed stereo
+        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    elif samples.ndim == 2 and samples.shape[0] > 1:  # planar
+        samples = samples.mean(axis=0).astype(np.int16)
+    return bytes(np.ascontiguousarray(samples.reshape(-1)).data)
+
+
+class WebRTCCall:
+    """One WebRTC call: :meth:`answer` an offer, then :meth:`wait` for the call's end."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session = session
+        self.pc = RTCPeerConnection()
+        self.track = AgentAudioTrack(session)
+        self._channel: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._remove = session.on_event(self._on_event)
+        self.frames_received = 0
+
+    def end(self, code: int = 1000, reason: str = "") -> None:
+        """End the call (a server shutting down)."""
+        self._done.set()
+
+    async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
+        if kind != "offer" or not sdp:
+            raise ConfigError('POST an SDP offer: {"type": "offer", "sdp": "..."}')
+        pc = self.pc
+
+        @pc.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            self._channel = channel
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio" and self._reader is None:
+                self._reader = asyncio.get_running_loop().create_task(self._read(track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed", "disconnected"):
+                self._done.set()
+
+        pc.addTrack(self.track)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription
+
+    async def _read(self, track: Any) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                pcm = _pcm16_mono(frame)
+                self.frames_received += 1
+                self.session.push_audio(AudioFrame(pcm, frame.sample_rate, 1))
+        except (MediaStreamError, StreamClosedError):
+            pass
+        finally:
+            self._done.set()
+
+    def _on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, Interrupted):
+            self.track.interrupted()
+        message = event_message(event)
+        channel = self._channel
+        if message is not None and channel is not None and channel.readyState == "open":
+            with contextlib.suppress(Exception):
+                channel.send(json.dumps(message))
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    async def aclose(self) -> None:
+        """End the call: close the peer connection and the session (bounded)."""
+        self._remove()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self.pc.close()
+        await self.session.aclose()
