@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the offline agent answers a recorded question, then serves the browser
+# playground (open the printed URL, press Talk; Ctrl-C stops the server).
 demo: $(STAMP)
 	$(VENV)/bin/antiphon talk examples/question.wav --out reply.wav
+	$(VENV)/bin/antiphon serve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
