@@ -7,7 +7,8 @@ its output: iteration ends when it completes or is cancelled, and raises the typ
 when it failed (after what came before the failure).
 
 :class:`InputStream` adds the caller's side of a streaming request: a mailbox the task
-reads in order, and ``end_input``.
+reads in order, and ``end_input``. :class:`ProviderService` is the service that owns
+such streams.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import asyncio
 import enum
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from antiphon.aio.channel import Channel, ChannelClosed
 from antiphon.aio.tasks import TaskOwner
@@ -174,3 +175,73 @@ class InputStream(ProviderStream[T]):
 
     def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
         self._mailbox.close()
+
+
+S = TypeVar("S", bound="ProviderStream[Any]")
+
+
+class ProviderService(ABC, Generic[S]):
+    """What every streaming service shares (TTS, STT, LLM): it owns its streams' tasks.
+
+    ``aclose()`` cancels live streams, stops every task within :meth:`_close_timeout`
+    and then releases the plugin's resources (:meth:`_aclose_resources`); it is
+    idempotent and safe from several tasks at once. Subclasses open streams with
+    :meth:`_open`, which refuses once closed.
+    """
+
+    provider: ClassVar[str] = "service"
+    kind: ClassVar[str] = "service"
+    """How error messages name the service: "TTS", "STT", "LLM"."""
+
+    def __init__(self) -> None:
+        self._tasks = TaskOwner(f"{self.kind.lower()}:{self.provider}")
+        self._streams: set[S] = set()
+        self._closed = False
+        self._close_lock = asyncio.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _open(self, make: Callable[[], S]) -> S:
+        """A new stream from ``make()``, tracked until its task ends."""
+        if self._closed:
+            raise StreamClosedError(f"{self.provider} {self.kind} is closed; create a new one")
+        self._streams = {s for s in self._streams if not s._task.done()}
+        s = make()
+        self._streams.add(s)
+        return s
+
+    @property
+    def active_streams(self) -> int:
+        """Streams whose task has not ended yet."""
+        return sum(1 for s in self._streams if not s._task.done())
+
+    async def aclose(self) -> None:
+        """Cancel live streams, stop every task and release resources; idempotent."""
+        async with self._close_lock:
+            if self._closed and not self._tasks:
+                return
+            self._closed = True
+            for s in list(self._streams):
+                s.cancel()
+            await self._tasks.aclose(self._close_timeout())
+            await self._aclose_resources()
+
+    @abstractmethod
+    def _close_timeout(self) -> float:
+        """How long closing may wait for the streams' tasks."""
+
+    async def _aclose_resources(self) -> None:
+        """Release plugin resources (pools, threads) after every task has ended."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -22,13 +22,12 @@ import asyncio
 import itertools
 import json
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, ClassVar, Literal, Self
 
-from antiphon.aio.stream import ProviderStream
+from antiphon.aio.stream import ProviderService, ProviderStream
 from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
@@ -369,23 +368,17 @@ class ChatStream(ProviderStream[ChatEvent]):
         """Produce the response; return when complete, raise ``ProviderError`` on failure."""
 
 
-class LLM(ABC):
+class LLM(ProviderService[ChatStream]):
     """A streaming chat model. Owns its streams' tasks; ``aclose()`` ends them all."""
 
     provider: ClassVar[str] = "llm"
+    kind: ClassVar[str] = "LLM"
 
     def __init__(self, *, deadlines: LLMDeadlines | None = None) -> None:
         if deadlines is not None and not isinstance(deadlines, LLMDeadlines):
             raise ConfigError(f"deadlines must be LLMDeadlines, got {type(deadlines).__name__}")
+        super().__init__()
         self.deadlines = deadlines or LLMDeadlines()
-        self._tasks = TaskOwner(f"llm:{self.provider}")
-        self._streams: set[ChatStream] = set()
-        self._closed = False
-        self._close_lock = asyncio.Lock()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def chat(
         self,
@@ -395,7 +388,7 @@ class LLM(ABC):
         generation: int = 0,
     ) -> ChatStream:
         """Start a response to ``context`` (copied: later edits do not affect it)."""
-        if self._closed:
+        if self._closed:  # before checking the arguments, as the other services do
             raise StreamClosedError(f"{self.provider} LLM is closed; create a new one")
         if isinstance(context, ChatContext):
             ctx = context.copy()
@@ -412,39 +405,10 @@ class LLM(ABC):
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"tool names must be unique, got {names}")
-        self._streams = {s for s in self._streams if not s._task.done()}
-        s = self._new_stream(ctx, tuple(tools), generation)
-        self._streams.add(s)
-        return s
+        return self._open(lambda: self._new_stream(ctx, tuple(tools), generation))
 
-    @property
-    def active_streams(self) -> int:
-        return sum(1 for s in self._streams if not s._task.done())
-
-    async def aclose(self) -> None:
-        """Cancel live streams and release connections; idempotent."""
-        async with self._close_lock:
-            if self._closed and not self._tasks:
-                return
-            self._closed = True
-            for s in list(self._streams):
-                s.cancel()
-            await self._tasks.aclose(self.deadlines.close)
-            await self._aclose_resources()
-
-    async def _aclose_resources(self) -> None:  # noqa: B027 - optional hook
-        """Release plugin resources after every task has ended."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _close_timeout(self) -> float:
+        return self.deadlines.close
 
     @abstractmethod
     def _new_stream(

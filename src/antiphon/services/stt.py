@@ -22,13 +22,12 @@ import itertools
 import logging
 import queue
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from antiphon.aio.stream import InputStream
+from antiphon.aio.stream import InputStream, ProviderService
 from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
@@ -148,7 +147,7 @@ class RecognizeStream(InputStream[Transcript]):
             self._out.send_nowait(transcript)
 
 
-class STT(ABC):
+class STT(ProviderService[RecognizeStream]):
     """A streaming speech-to-text service.
 
     Owns every task its streams start; ``aclose()`` cancels live streams and releases
@@ -156,28 +155,17 @@ class STT(ABC):
     """
 
     provider: ClassVar[str] = "stt"
+    kind: ClassVar[str] = "STT"
 
     def __init__(self, *, deadlines: STTDeadlines | None = None) -> None:
         if deadlines is not None and not isinstance(deadlines, STTDeadlines):
             raise ConfigError(f"deadlines must be STTDeadlines, got {type(deadlines).__name__}")
+        super().__init__()
         self.deadlines = deadlines or STTDeadlines()
-        self._tasks = TaskOwner(f"stt:{self.provider}")
-        self._streams: set[RecognizeStream] = set()
-        self._closed = False
-        self._close_lock = asyncio.Lock()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def stream(self, *, generation: int = 0) -> RecognizeStream:
         """Open a recognition stream (must be called inside the event loop)."""
-        if self._closed:
-            raise StreamClosedError(f"{self.provider} STT is closed; create a new one")
-        self._streams = {s for s in self._streams if not s._task.done()}
-        s = self._new_stream(generation)
-        self._streams.add(s)
-        return s
+        return self._open(lambda: self._new_stream(generation))
 
     async def recognize(self, frame: AudioFrame, *, generation: int = 0) -> list[Transcript]:
         """One-shot: the final transcripts of ``frame`` (one utterance per VAD-free run)."""
@@ -186,37 +174,11 @@ class STT(ABC):
             s.end_input()
             return await s.finals()
 
-    async def prewarm(self) -> None:  # noqa: B027 - optional hook
+    async def prewarm(self) -> None:
         """Load the model or open a connection ahead of the first stream (no-op default)."""
 
-    @property
-    def active_streams(self) -> int:
-        return sum(1 for s in self._streams if not s._task.done())
-
-    async def aclose(self) -> None:
-        """Cancel live streams, stop every task, release engines; idempotent."""
-        async with self._close_lock:
-            if self._closed and not self._tasks:
-                return
-            self._closed = True
-            for s in list(self._streams):
-                s.cancel()
-            await self._tasks.aclose(self.deadlines.close)
-            await self._aclose_resources()
-
-    async def _aclose_resources(self) -> None:  # noqa: B027 - optional hook
-        """Release plugin resources (pools, threads) after every task has ended."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _close_timeout(self) -> float:
+        return self.deadlines.close
 
     @abstractmethod
     def _new_stream(self, generation: int) -> RecognizeStream:

@@ -12,19 +12,17 @@ mailbox, so no flag is ever shared between tasks.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from antiphon import metrics
-from antiphon.aio.stream import InputStream
+from antiphon.aio.stream import InputStream, ProviderService
 from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.errors import ConfigError, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +128,7 @@ class SynthesisStream(InputStream[AudioFrame]):
             metrics.TTS_ERRORS.labels(self.provider, type(error).__name__).inc()
 
 
-class TTS(ABC):
+class TTS(ProviderService[SynthesisStream]):
     """A streaming text-to-speech service.
 
     Owns every task its streams start; ``aclose()`` cancels live streams and closes
@@ -138,30 +136,19 @@ class TTS(ABC):
     """
 
     provider: ClassVar[str] = "tts"
+    kind: ClassVar[str] = "TTS"
 
     def __init__(
         self, *, sample_rate: int, channels: int = 1, deadlines: TTSDeadlines | None = None
     ) -> None:
+        super().__init__()
         self.sample_rate = sample_rate
         self.channels = channels
         self.deadlines = deadlines or TTSDeadlines()
-        self._tasks = TaskOwner(f"tts:{self.provider}")
-        self._streams: set[SynthesisStream] = set()
-        self._closed = False
-        self._close_lock = asyncio.Lock()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def stream(self, *, generation: int = 0) -> SynthesisStream:
         """Open a synthesis stream (must be called inside the event loop)."""
-        if self._closed:
-            raise StreamClosedError(f"{self.provider} TTS is closed; create a new one")
-        self._streams = {s for s in self._streams if not s._task.done()}
-        s = self._new_stream(generation)
-        self._streams.add(s)
-        return s
+        return self._open(lambda: self._new_stream(generation))
 
     def synthesize(self, text: str, *, generation: int = 0) -> SynthesisStream:
         """One-shot: a stream with ``text`` pushed and input ended; iterate it for audio."""
@@ -172,38 +159,11 @@ class TTS(ABC):
         s.end_input()
         return s
 
-    async def prewarm(self) -> None:  # noqa: B027 - optional hook
+    async def prewarm(self) -> None:
         """Open what the first stream needs ahead of time (no-op by default)."""
 
-    @property
-    def active_streams(self) -> int:
-        """Streams whose task has not ended yet."""
-        return sum(1 for s in self._streams if not s._task.done())
-
-    async def aclose(self) -> None:
-        """Cancel live streams, stop every task and close connections; idempotent."""
-        async with self._close_lock:
-            if self._closed and not self._tasks:
-                return
-            self._closed = True
-            for s in list(self._streams):
-                s.cancel()
-            await self._tasks.aclose(self.deadlines.close + self.deadlines.clear)
-            await self._aclose_resources()
-
-    async def _aclose_resources(self) -> None:  # noqa: B027 - optional hook
-        """Release plugin resources (pools, threads) after every task has ended."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _close_timeout(self) -> float:
+        return self.deadlines.close + self.deadlines.clear
 
     @abstractmethod
     def _new_stream(self, generation: int) -> SynthesisStream:
