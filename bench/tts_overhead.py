@@ -33,6 +33,7 @@ from antiphon.plugins.registry import TTS_PROVIDERS, TTSProvider, TTSSettings
 from antiphon.protocols.tts_session import Act
 from antiphon.services.ws_tts import WebSocketTTS
 from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing.registry import tts_fake
 from antiphon.testing.synth import tone_duration
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
@@ -83,11 +84,12 @@ async def plugin_round(tts: WebSocketTTS, fake: Any, text: str) -> tuple[list[fl
 
 
 async def bench_provider(provider: TTSProvider, texts: int, interval: float) -> dict[str, Any]:
-    fake = provider.fake(FaultPlan(chunk_interval=interval), 0, provider.fake_key)
+    entry = tts_fake(provider.name)
+    fake = entry.make(FaultPlan(chunk_interval=interval), 0, entry.key)
     fake_any: Any = fake
     fake_any.stats.record_send_times = True
     with running_in_thread(fake):
-        tts = provider.make(TTSSettings(api_key=provider.fake_key, base_url=fake.url))
+        tts = provider.make(TTSSettings(api_key=entry.key, base_url=fake.url))
         assert isinstance(tts, WebSocketTTS)
         bare_lat: list[float] = []
         ours_lat: list[float] = []

@@ -81,6 +81,7 @@ def test_pipeline_spec_names_what_to_use() -> None:
 
 async def test_cloud_pipeline_on_the_fake_servers(tmp_path: Path) -> None:
     """Deepgram STT, an OpenAI-compatible LLM and Deepgram TTS, each on its loopback fake."""
+    from antiphon.testing.registry import LoopbackFakes
     from antiphon.testing.synth import tone_for_text
 
     question = "what is the weather"
@@ -95,7 +96,7 @@ async def test_cloud_pipeline_on_the_fake_servers(tmp_path: Path) -> None:
         fake_vocabulary=(question, "something else"),
     )
     out = tmp_path / "reply.wav"
-    result = await talk(audio, str(out), spec=spec, timeout=30)
+    result = await talk(audio, str(out), spec=spec, timeout=30, fakes=LoopbackFakes())
     assert result.heard == [question]
     assert result.replies == [f"You said: {question}"]  # the fake LLM echoes the user
     assert read_wav(out).duration == pytest.approx(result.audio_seconds)

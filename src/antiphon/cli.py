@@ -17,9 +17,9 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
-from antiphon.testing.faults import FaultPlan
 
 if TYPE_CHECKING:
+    from antiphon.agent.pipeline import FakeBackends
     from antiphon.services.realtime import RealtimeModel
 
 
@@ -38,13 +38,16 @@ def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | Non
 @contextlib.asynccontextmanager
 async def _fake_for(name: str) -> AsyncIterator[tuple[str, str]]:
     """Start the provider's fake server in this process: yields (base_url, api_key)."""
-    provider = tts_provider(name)
-    fake = provider.fake(FaultPlan(), 0, provider.fake_key)
-    await fake.start()
-    try:
-        yield fake.url, provider.fake_key
-    finally:
-        await fake.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        at = await _fakes().tts(tts_provider(name).name, stack)
+        yield at.url, at.api_key
+
+
+def _fakes() -> FakeBackends:
+    """The loopback fakes behind ``--fake`` (test code, loaded only when asked for)."""
+    from antiphon.testing.registry import LoopbackFakes
+
+    return LoopbackFakes()
 
 
 async def _say(args: argparse.Namespace) -> int:
@@ -78,6 +81,9 @@ async def _say(args: argparse.Namespace) -> int:
 
 
 async def _fake_server(args: argparse.Namespace) -> int:
+    from antiphon.testing.faults import FaultPlan
+    from antiphon.testing.registry import tts_fake
+
     provider = tts_provider(args.provider)
     plan = FaultPlan(chunk_interval=0.02 if args.realtime else 0.0)
     stop = asyncio.Event()
@@ -85,7 +91,7 @@ async def _fake_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    fake = provider.fake(plan, args.port, args.api_key)
+    fake = tts_fake(provider.name).make(plan, args.port, args.api_key)
     await fake.start()
     try:
         print(f"fake {provider.name} TTS listening on {fake.url} (key: {args.api_key})", flush=True)
@@ -204,6 +210,8 @@ async def _talk(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"timeout": args.timeout, "turn_log": args.turn_log}
     if args.instructions:
         kwargs["instructions"] = args.instructions
+    if spec.fake:
+        kwargs["fakes"] = _fakes()
     result = await talk(audio, args.out, spec=spec, **kwargs)
     if not result.heard:
         print("user:  (nothing recognised)")
@@ -232,7 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
         agent = load_agent_file(args.agent_file)
     else:
         spec = PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
-        agent = PipelineAgent(spec)
+        agent = PipelineAgent(spec, fakes=_fakes() if args.fake else None)
     host = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
     print(f"antiphon: the playground is at http://{host}:{args.port}/", flush=True)
     serve(
@@ -256,7 +264,8 @@ async def _console(args: argparse.Namespace) -> int:
     from antiphon.transports.console import ConsoleAudio
 
     agent = PipelineAgent(
-        PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
+        PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake),
+        fakes=_fakes() if args.fake else None,
     )
     await agent.start()
     session: AgentSession | None = None

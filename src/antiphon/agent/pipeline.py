@@ -2,8 +2,10 @@
 
 ``open_services(spec, stack)`` gives the VAD, STT, LLM and TTS that
 ``antiphon talk`` (and the server) run an :class:`~antiphon.agent.AgentSession` on.
-Services are closed by ``stack``. With ``fake=True`` every cloud service runs against its
-fake server on loopback (started on ``stack`` too), so the whole pipeline works offline.
+Services are closed by ``stack``. With ``fake=True`` every cloud service runs against the
+stand-in ``fakes`` gives (``antiphon.testing.registry.LoopbackFakes``: each provider's fake
+server on loopback, started on ``stack`` too), so the whole pipeline works offline; the
+fakes are handed in by the caller (the CLI's ``--fake``, a test), never imported here.
 
 Names:
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from antiphon.errors import ConfigError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
@@ -28,7 +31,16 @@ from antiphon.services.stt import STT
 from antiphon.services.tools import FunctionTool
 from antiphon.services.tts import TTS
 from antiphon.services.vad import VAD
-from antiphon.testing.faults import FaultPlan
+
+__all__ = [
+    "DEFAULT_INSTRUCTIONS",
+    "Endpoint",
+    "FakeBackends",
+    "PipelineSpec",
+    "Services",
+    "make_vad",
+    "open_services",
+]
 
 VADS = ("silero", "webrtc")
 STTS = ("pocketsphinx", "deepgram")
@@ -77,6 +89,32 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a stand-in service listens, and the key it accepts."""
+
+    url: str
+    api_key: str
+
+
+class FakeBackends(Protocol):
+    """Stand-ins for the cloud services of a ``fake=True`` pipeline."""
+
+    async def stt(
+        self, provider: str, stack: contextlib.AsyncExitStack, vocabulary: tuple[str, ...]
+    ) -> Endpoint:
+        """Start the STT ``provider``'s stand-in on ``stack``."""
+        ...
+
+    async def llm(self, stack: contextlib.AsyncExitStack) -> Endpoint:
+        """Start an OpenAI-compatible chat stand-in on ``stack``."""
+        ...
+
+    async def tts(self, provider: str, stack: contextlib.AsyncExitStack) -> Endpoint:
+        """Start the TTS ``provider``'s stand-in on ``stack``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Services:
     vad: VAD
     stt: STT
@@ -96,8 +134,22 @@ def make_vad(name: str) -> VAD:
     return SileroVAD()
 
 
-async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) -> Services:
-    """Build (and prewarm) the services of ``spec``; ``stack`` closes them."""
+async def open_services(
+    spec: PipelineSpec,
+    stack: contextlib.AsyncExitStack,
+    *,
+    fakes: FakeBackends | None = None,
+) -> Services:
+    """Build (and prewarm) the services of ``spec``; ``stack`` closes them.
+
+    Raises:
+        ConfigError: ``spec.fake`` without ``fakes`` to run the services on.
+    """
+    if spec.fake and fakes is None:
+        raise ConfigError(
+            "PipelineSpec(fake=True) needs stand-in services: pass "
+            "fakes=antiphon.testing.registry.LoopbackFakes() (the CLI's --fake does)"
+        )
     tools: tuple[FunctionTool, ...] = ()
     vad = make_vad(spec.vad)
 
@@ -105,13 +157,9 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
     if spec.stt == "deepgram":
         from antiphon.plugins.deepgram import DeepgramSTT
 
-        if spec.fake:
-            from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
-
-            fake_stt = await stack.enter_async_context(
-                FakeDeepgramSTT(vocabulary=spec.fake_vocabulary)
-            )
-            stt = DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake_stt.url)
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("deepgram", stack, spec.fake_vocabulary)
+            stt = DeepgramSTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = DeepgramSTT()
     else:
@@ -125,12 +173,9 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
         from antiphon.plugins.openai import OpenAILLM
 
         server, _, model = spec.llm.partition(":")
-        if spec.fake:
-            from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
-            from antiphon.testing.openai_chat import FakeOpenAIChat
-
-            fake_llm = await stack.enter_async_context(FakeOpenAIChat())
-            llm = OpenAILLM(model, api_key=OPENAI_KEY, base_url=fake_llm.base_url)
+        if fakes is not None and spec.fake:
+            at = await fakes.llm(stack)
+            llm = OpenAILLM(model, api_key=at.api_key, base_url=at.url)
         elif spec.llm_base_url:
             llm = OpenAILLM.compatible(server, model, base_url=spec.llm_base_url)
         else:
@@ -150,11 +195,9 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
     else:
         provider = tts_provider(spec.tts)
         settings = TTSSettings()
-        if spec.fake:
-            fake = provider.fake(FaultPlan(), 0, provider.fake_key)
-            await fake.start()
-            stack.push_async_callback(fake.aclose)
-            settings = TTSSettings(api_key=provider.fake_key, base_url=fake.url)
+        if fakes is not None and spec.fake:
+            at = await fakes.tts(spec.tts, stack)
+            settings = TTSSettings(api_key=at.api_key, base_url=at.url)
         tts = provider.make(settings)
     await stack.enter_async_context(tts)
     await stt.prewarm()

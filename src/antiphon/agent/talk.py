@@ -22,7 +22,12 @@ from antiphon.agent.events import (
     UserTranscribed,
 )
 from antiphon.agent.options import AgentOptions
-from antiphon.agent.pipeline import DEFAULT_INSTRUCTIONS, PipelineSpec, open_services
+from antiphon.agent.pipeline import (
+    DEFAULT_INSTRUCTIONS,
+    FakeBackends,
+    PipelineSpec,
+    open_services,
+)
 from antiphon.agent.session import AgentSession
 from antiphon.aio.clock import MonotonicClock
 from antiphon.audio.frame import AudioFrame
@@ -51,15 +56,19 @@ async def talk(
     trailing_silence: float = 2.0,
     timeout: float = 60.0,
     turn_log: str | Path | IO[str] | None = None,
+    fakes: FakeBackends | None = None,
 ) -> TalkResult:
-    """Run one conversation on ``audio``; write the agent's audio to ``out``."""
+    """Run one conversation on ``audio``; write the agent's audio to ``out``.
+
+    ``fakes``: the stand-in services of a ``spec.fake`` pipeline (see ``open_services``).
+    """
     if audio.duration <= 0:
         raise AntiphonError("the input audio is empty; give a WAV file with speech")
     spec = spec or PipelineSpec()
     result = TalkResult()
     clock = MonotonicClock()
     async with contextlib.AsyncExitStack() as stack:
-        services = await open_services(spec, stack)
+        services = await open_services(spec, stack, fakes=fakes)
         session = AgentSession(
             vad=services.vad,
             stt=services.stt,

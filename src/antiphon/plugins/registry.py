@@ -1,8 +1,9 @@
 """The TTS providers antiphon knows by name, for the CLI, the server and benchmarks.
 
 Each entry builds the plugin from common settings (key, base URL, voice, encoding, sample
-rate) and, for offline use, the provider's fake server. Imports are lazy so that naming
-a provider never loads another one's dependencies.
+rate). Imports are lazy so that naming a provider never loads another one's
+dependencies. The providers' fake servers are test code: :mod:`antiphon.testing.registry`
+names them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from antiphon.errors import ConfigError
 
+__all__ = ["TTS_PROVIDERS", "TTSProvider", "TTSSettings", "tts_provider"]
+
 if TYPE_CHECKING:
     from antiphon.services.tts import TTS, TTSDeadlines
-    from antiphon.testing.faults import FaultPlan
-    from antiphon.testing.server import FakeServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +38,6 @@ class TTSProvider:
     env: str
     """Environment variable(s) the plugin reads its credentials from."""
     make: Callable[[TTSSettings], TTS]
-    fake: Callable[[FaultPlan, int, str], FakeServer]
-    """Build the provider's fake server: ``(plan, port, accepted_key)``."""
-    fake_key: str = "test-key"
     transport: str = "websocket"
     """``websocket``, ``http`` or ``sdk`` (a native SDK on a worker thread)."""
 
@@ -58,12 +56,6 @@ def _deepgram(s: TTSSettings) -> TTS:
     )
 
 
-def _deepgram_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.deepgram import FakeDeepgramTTS
-
-    return FakeDeepgramTTS(plan, port=port, api_key=key)
-
-
 def _cartesia(s: TTSSettings) -> TTS:
     from antiphon.plugins.cartesia import CartesiaTTS
     from antiphon.protocols import cartesia_tts as ca
@@ -76,12 +68,6 @@ def _cartesia(s: TTSSettings) -> TTS:
         sample_rate=s.sample_rate or ca.DEFAULT_SAMPLE_RATE,
         deadlines=s.deadlines,
     )
-
-
-def _cartesia_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.cartesia import FakeCartesiaTTS
-
-    return FakeCartesiaTTS(plan, port=port, api_key=key)
 
 
 def _elevenlabs(s: TTSSettings) -> TTS:
@@ -98,12 +84,6 @@ def _elevenlabs(s: TTSSettings) -> TTS:
     )
 
 
-def _elevenlabs_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.elevenlabs import FakeElevenLabsTTS
-
-    return FakeElevenLabsTTS(plan, port=port, api_key=key)
-
-
 def _azure(s: TTSSettings) -> TTS:
     from antiphon.plugins.azure import AzureTTS
     from antiphon.protocols import azure_tts as az
@@ -116,12 +96,6 @@ def _azure(s: TTSSettings) -> TTS:
         sample_rate=s.sample_rate,
         deadlines=s.deadlines,
     )
-
-
-def _azure_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.azure import FakeAzureTTS
-
-    return FakeAzureTTS(plan, port=port, api_key=key)
 
 
 def _azure_sdk(s: TTSSettings) -> TTS:
@@ -138,12 +112,6 @@ def _azure_sdk(s: TTSSettings) -> TTS:
     )
 
 
-def _azure_sdk_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.azure import FakeAzureSpeechWs
-
-    return FakeAzureSpeechWs(plan, port=port, api_key=key)
-
-
 def _xai(s: TTSSettings) -> TTS:
     from antiphon.plugins.xai import XAITTS
     from antiphon.protocols import xai_tts as xai
@@ -158,27 +126,18 @@ def _xai(s: TTSSettings) -> TTS:
     )
 
 
-def _xai_fake(plan: FaultPlan, port: int, key: str) -> FakeServer:
-    from antiphon.testing.xai import FakeXAITTS
-
-    return FakeXAITTS(plan, port=port, api_key=key)
-
-
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
-        TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram, _deepgram_fake),
-        TTSProvider("xai", "XAI_API_KEY", _xai, _xai_fake),
-        TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia, _cartesia_fake),
-        TTSProvider("elevenlabs", "ELEVEN_API_KEY", _elevenlabs, _elevenlabs_fake),
-        TTSProvider(
-            "azure", "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION", _azure, _azure_fake, transport="http"
-        ),
+        TTSProvider("deepgram", "DEEPGRAM_API_KEY", _deepgram),
+        TTSProvider("xai", "XAI_API_KEY", _xai),
+        TTSProvider("cartesia", "CARTESIA_API_KEY", _cartesia),
+        TTSProvider("elevenlabs", "ELEVEN_API_KEY", _elevenlabs),
+        TTSProvider("azure", "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION", _azure, transport="http"),
         TTSProvider(
             "azure-sdk",
             "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION",
             _azure_sdk,
-            _azure_sdk_fake,
             transport="sdk",
         ),
     ]

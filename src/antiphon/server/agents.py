@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.pipeline import (
     DEFAULT_INSTRUCTIONS,
+    FakeBackends,
     PipelineSpec,
     Services,
     make_vad,
@@ -54,7 +55,8 @@ class PipelineAgent:
     """An agent on the services of ``spec`` (default: the offline pipeline).
 
     ``greeting``: said when a call starts (``""``: none). ``output_rate``: the audio rate
-    sent to clients (16 kHz for the browser; 8 kHz for telephony).
+    sent to clients (16 kHz for the browser; 8 kHz for telephony). ``fakes``: the
+    stand-in services of a ``spec.fake`` pipeline (``antiphon.testing.registry.LoopbackFakes``).
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class PipelineAgent:
         options: AgentOptions | None = None,
         greeting: str = "Hello! Ask me what I can do.",
         output_rate: int = 16000,
+        fakes: FakeBackends | None = None,
     ) -> None:
         self.spec = spec or PipelineSpec()
+        self.fakes = fakes
         self.instructions = instructions
         self.extra_tools = tuple(tools)
         self.options = options
@@ -78,7 +82,7 @@ class PipelineAgent:
 
     async def start(self) -> None:
         if self._services is None:
-            self._services = await open_services(self.spec, self._stack)
+            self._services = await open_services(self.spec, self._stack, fakes=self.fakes)
 
     def new_session(self) -> AgentSession:
         s = self._services

@@ -1,0 +1,91 @@
+"""The fake server of every provider the registry names, and the ``--fake`` wiring.
+
+Production code never imports :mod:`antiphon.testing`: the CLI's ``--fake`` (and a test)
+hands :class:`LoopbackFakes` to :func:`antiphon.agent.pipeline.open_services`, which then
+runs each cloud service against its fake on loopback.
+
+- :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
+  how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
+- :class:`LoopbackFakes`: starts the STT, LLM and TTS fakes a pipeline needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from antiphon.agent.pipeline import Endpoint
+from antiphon.errors import ConfigError
+from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
+from antiphon.testing.cartesia import FakeCartesiaTTS
+from antiphon.testing.deepgram import FakeDeepgramTTS
+from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DEEPGRAM_STT_KEY
+from antiphon.testing.deepgram_stt import FakeDeepgramSTT
+from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
+from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.server import FakeServer
+from antiphon.testing.xai import FakeXAITTS
+
+__all__ = ["TTS_FAKES", "FakeTTS", "LoopbackFakes", "tts_fake"]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeTTS:
+    """How to build one TTS provider's fake server."""
+
+    make: Callable[[FaultPlan, int, str], FakeServer]
+    """``(plan, port, accepted_key)`` → the fake (not started)."""
+    key: str = "test-key"
+    """The key the fake accepts by default."""
+
+
+TTS_FAKES: dict[str, FakeTTS] = {
+    "deepgram": FakeTTS(lambda plan, port, key: FakeDeepgramTTS(plan, port=port, api_key=key)),
+    "xai": FakeTTS(lambda plan, port, key: FakeXAITTS(plan, port=port, api_key=key)),
+    "cartesia": FakeTTS(lambda plan, port, key: FakeCartesiaTTS(plan, port=port, api_key=key)),
+    "elevenlabs": FakeTTS(lambda plan, port, key: FakeElevenLabsTTS(plan, port=port, api_key=key)),
+    "azure": FakeTTS(lambda plan, port, key: FakeAzureTTS(plan, port=port, api_key=key)),
+    "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
+}
+
+
+def tts_fake(name: str) -> FakeTTS:
+    """The fake of TTS provider ``name``, or a ConfigError listing the known ones."""
+    try:
+        return TTS_FAKES[name]
+    except KeyError:
+        raise ConfigError(
+            f"no fake server for TTS provider {name!r}; choose one of {', '.join(TTS_FAKES)}"
+        ) from None
+
+
+class LoopbackFakes:
+    """Each cloud service of a pipeline on its fake server, started on the caller's stack.
+
+    ``plan``: the fault plan every fake gets (default: none).
+    """
+
+    def __init__(self, plan: FaultPlan | None = None) -> None:
+        self.plan = plan or FaultPlan()
+
+    async def stt(
+        self, provider: str, stack: contextlib.AsyncExitStack, vocabulary: tuple[str, ...]
+    ) -> Endpoint:
+        if provider != "deepgram":
+            raise ConfigError(f"no fake server for STT provider {provider!r}; use deepgram")
+        fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
+        return Endpoint(fake.url, DEEPGRAM_STT_KEY)
+
+    async def llm(self, stack: contextlib.AsyncExitStack) -> Endpoint:
+        fake = await stack.enter_async_context(FakeOpenAIChat(self.plan))
+        return Endpoint(fake.base_url, OPENAI_KEY)
+
+    async def tts(self, provider: str, stack: contextlib.AsyncExitStack) -> Endpoint:
+        entry = tts_fake(provider)
+        fake = entry.make(self.plan, 0, entry.key)
+        await fake.start()
+        stack.push_async_callback(fake.aclose)
+        return Endpoint(fake.url, entry.key)
