@@ -5,7 +5,7 @@ in-process doubles answers every call. Each simulated client streams 20 ms of PC
 20 ms in real time (speech, then silence, turn after turn) and receives the agent's paced
 frames. A received frame is late by how far after its expected time it arrived (its run's
 first frame + k × 20 ms). The figure is the largest number of calls that *hold*
-(``bench/capacity.py``): every call got an answer to every question it asked, with the
+(``bench/verdict.py``): every call got an answer to every question it asked, with the
 whole reply's audio (within 5 %), and no frame late by more than 20 ms; when a size does
 not hold, the output says which of these failed. Bounded: each size runs ``--seconds``
 and stops by itself.
@@ -33,7 +33,7 @@ from antiphon.server.app import create_app
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.synth import tone_duration
-from capacity import CallTally, judge, pct, runs_of
+from verdict import CallTally, judge, pct, runs_of
 
 FRAME = 0.02
 SILENCE = 0.3  # the VAD's min_silence_duration

@@ -14,7 +14,7 @@ beyond those latencies is the framework's own cost:
 3. ``concurrency``: N sessions in this one process (one core: one event loop thread),
    each a transport pushing user audio and reading agent audio in real time, turn after
    turn. A frame is late by how far after its release time (its run's start + k × 20 ms)
-   the transport got it. The largest N that *holds* (``bench/capacity.py``: every session
+   the transport got it. The largest N that *holds* (``bench/verdict.py``: every session
    answered every turn with its whole reply, and no frame late by more than 20 ms) is
    the figure DESIGN.md asks for.
 
@@ -50,7 +50,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, silence, speech
 from antiphon.testing.synth import tone_duration
-from capacity import CallTally, judge, pct, runs_of
+from verdict import CallTally, judge, pct, runs_of
 
 SILENCE = 0.3  # VAD min_silence_duration
 LLM_FIRST = 0.05  # the scripted LLM's delay per token
