@@ -186,6 +186,26 @@ async def test_request_bodies_are_bounded_before_any_check() -> None:
         assert streamed.status_code == 413
 
 
+async def test_a_body_that_never_finishes_is_answered_408() -> None:
+    limits = EdgeLimits(http_body_timeout=0.3)  # small, so the test is short
+    async with edge_server(limits=limits) as (host, _app):
+        address, port = host.split(":")
+        reader, writer = await asyncio.open_connection(address, int(port))
+        try:
+            writer.write(
+                b"POST /twilio/voice HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 1000\r\n\r\nCallSid=CA"  # and then nothing
+            )
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 20)
+            assert status.startswith(b"HTTP/1.1 408")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        await healthy(host)
+
+
 # ------------------------------------------------------------------ rates and budget
 
 

@@ -194,9 +194,11 @@ def create_app(
         if ctype != "application/json":
             return JSONResponse({"error": "POST the offer as application/json"}, 415)
         try:
-            body = await read_body(request, lim.max_http_body_bytes)
+            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
         except BodyTooLarge as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"error": "the request body came too slowly"}, 408)
         try:
             from antiphon.transports.webrtc import WebRTCCall
         except ImportError:
@@ -301,9 +303,11 @@ def create_app(
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
         try:
-            body = await read_body(request, lim.max_http_body_bytes)
+            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
         except BodyTooLarge as exc:
             return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
         base = f"{request.url.scheme}://{request.url.netloc}"
         parameters: dict[str, str] = {}
         if twilio_auth_token is not None:

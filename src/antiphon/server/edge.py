@@ -23,6 +23,7 @@ before any work is done for a peer (the threat model is in docs/server.md):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -165,12 +166,18 @@ class BodyTooLarge(Exception):
     """A request body over its limit."""
 
 
-async def read_body(request: Any, limit: int) -> bytes:
-    """The body of a Starlette ``request``, at most ``limit`` bytes.
+async def read_body(request: Any, limit: int, timeout: float) -> bytes:
+    """The body of a Starlette ``request``: at most ``limit`` bytes within ``timeout`` s.
 
     Raises:
         BodyTooLarge: ``Content-Length`` says more, or more arrives.
+        TimeoutError: the body took longer than ``timeout``.
     """
+    async with asyncio.timeout(timeout):
+        return await _read_body(request, limit)
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyTooLarge(f"request bodies are at most {limit} bytes")

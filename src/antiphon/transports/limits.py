@@ -24,6 +24,7 @@ keep; ``antiphon serve`` exposes the ones an operator would set.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections import deque
@@ -65,6 +66,8 @@ class EdgeLimits:
     """The μ-law of one ``media`` message: Twilio sends 160 (20 ms); 100 ms at most."""
     max_http_body_bytes: int = 65_536
     """A request body read before any check: ``/twilio/voice``, ``/webrtc/offer``."""
+    http_body_timeout: float = 10.0
+    """The longest a request body may take to arrive (a slow sender holds nothing)."""
     # -- rates
     max_messages_per_second: int = 200
     """Messages per second, sustained (50 a second is real time in 20 ms frames)."""
@@ -96,6 +99,7 @@ class EdgeLimits:
             raise ConfigError("EdgeLimits: sizes, depth and message rate must be integers >= 2")
         seconds = (
             self.max_audio_speed, self.burst_seconds, self.first_message_timeout,
+            self.http_body_timeout,
             self.idle_timeout, self.webrtc_connect_timeout, self.send_timeout, self.end_timeout,
         )  # fmt: skip
         if any(not math.isfinite(s) or s <= 0 for s in seconds):
@@ -169,6 +173,7 @@ class ConnectionGuard:
         self._last = 0.0
         self._rate: TokenBucket | None = None
         self._audio: TokenBucket | None = None
+        self._closing = False
 
     def _begin(self) -> float:
         now = self.clock.now()
@@ -222,7 +227,13 @@ class ConnectionGuard:
         await self.ws.send_text(data)
 
     async def close(self, code: int = NORMAL, reason: str = "") -> None:
-        await self.ws.close(code, reason)
+        """Close the socket once (later calls do nothing; a gone peer is not an error)."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.limits.send_timeout):
+                await self.ws.close(code, reason)
 
     # -- the call's budget and deadlines
     def unread(self, *messages: bytes | str) -> None:
@@ -263,8 +274,7 @@ class ConnectionGuard:
         if self.on_expire is not None:
             self.on_expire(TIMED_OUT, why)
         else:
-            with contextlib.suppress(Exception):
-                await self.ws.close(TIMED_OUT, why)
+            await self.close(TIMED_OUT, why)
 
 
 def guard_of(ws: WebSocketLike) -> tuple[EdgeLimits, ConnectionGuard | None]:
