@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from antiphon.aio.clock import VirtualClock
 from antiphon.errors import ConfigError
+from antiphon.protocols import twilio as tw
 from antiphon.server.app import create_app, default_allowed_hosts
 from antiphon.server.edge import (
     RedactSecrets,
@@ -416,6 +417,23 @@ async def test_twilio_signatures_with_blank_values_and_a_query_are_accepted() ->
             headers={"X-Twilio-Signature": signature},
         )
         assert forged.status_code == 403
+
+
+async def test_a_json_webhook_is_signed_through_body_sha256() -> None:
+    async with (
+        edge_server(twilio_auth_token="tok", public_url="https://a.example") as (host, _app),
+        httpx.AsyncClient() as client,
+    ):
+        body = json.dumps({"CallSid": "CA1", "CallerCity": ""}).encode()
+        query = f"bodySHA256={tw.body_sha256(body)}"
+        signature = RequestValidator("tok").compute_signature(
+            f"https://a.example/twilio/voice?{query}", {}
+        )
+        headers = {"X-Twilio-Signature": signature, "content-type": "application/json"}
+        url = f"http://{host}/twilio/voice?{query}"
+        ok = await client.post(url, content=body, headers=headers)
+        tampered = await client.post(url, content=body.replace(b"CA1", b"CA2"), headers=headers)
+        assert (ok.status_code, tampered.status_code) == (200, 403)
 
 
 async def test_a_replayed_media_stream_signature_gets_no_call() -> None:
