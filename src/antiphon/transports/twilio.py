@@ -21,14 +21,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
-from antiphon.transports.base import (
-    NORMAL,
-    POLICY,
-    TOO_BIG,
-    CallBridge,
-    CallEnded,
-    WebSocketLike,
-)
+from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
 from antiphon.transports.limits import guard_of
 
 log = logging.getLogger(__name__)
