@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -11,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from antiphon.errors import ConfigError
+from antiphon.services import segmenter as segmenter_module
 from antiphon.services.segmenter import SentenceSegmenter, segment_stream
 
 
@@ -335,3 +338,66 @@ def test_any_text_split_invariant_and_lossless(
     assert run(chunks(text, cuts), **kw) == whole
     assert "".join("".join(whole).split()) == "".join(text.split())
     assert all(s and s == s.strip() and len(s) <= kw["max_chars"] for s in whole)
+
+
+# ------------------------------------------------------------------ linear time
+
+
+class _CountingPattern:
+    """Stands in for the candidate regex and counts the characters each search scans."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.scanned = 0
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        match = self.pattern.search(text, pos, endpos)
+        self.scanned += (match.start() if match else min(endpos, len(text))) - pos
+        return match
+
+
+def _work(text: str, token_size: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """(characters scanned + copied, segments) to segment ``text`` in tokens of that size."""
+    counter = _CountingPattern(segmenter_module._CANDIDATE)
+    copied = 0
+    append = SentenceSegmenter._append
+
+    def counting_append(self: SentenceSegmenter, token: str) -> None:
+        nonlocal copied
+        copied += len(self._buf) - self._start + len(token)
+        append(self, token)
+
+    with monkeypatch.context() as m:
+        m.setattr(segmenter_module, "_CANDIDATE", counter)
+        m.setattr(SentenceSegmenter, "_append", counting_append)
+        seg = SentenceSegmenter()
+        segments = 0
+        for at in range(0, len(text), token_size):
+            segments += len(seg.push(text[at : at + token_size]))
+        segments += len(seg.finish())
+    return counter.scanned + copied, segments
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["word ", "Hello there, how are you. ", "x", ".", "Wait... ", '"Really?" ', "\n", "3.5 "],
+)
+@pytest.mark.parametrize("token_size", [1_000_000_000, 7])
+def test_segmenting_is_linear_in_the_text_length(
+    unit: str, token_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MB text is scanned and copied a bounded number of times per character.
+
+    Each push may copy and rescan what is pending (at most ``max_chars``), so many small
+    tokens cost up to ``max_chars`` per token; never the whole text per segment.
+    """
+    small = unit * (125_000 // len(unit))
+    large = small * 8  # 1 MB
+    work_small, n_small = _work(small, token_size, monkeypatch)
+    work_large, n_large = _work(large, token_size, monkeypatch)
+    assert n_large >= 8 * n_small - 8  # it did segment the whole text
+    token = min(token_size, len(large))
+    per_push = 2 * (SentenceSegmenter().max_chars + token) if token < len(large) else 0
+    pushes = -(-len(large) // token)
+    assert work_large <= 4 * len(large) + pushes * per_push
+    assert work_large / work_small < 8 * 1.1  # growth ratio: linear, not quadratic

@@ -28,7 +28,7 @@ from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS,
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
-from antiphon.transports.websocket import BridgeLimits
+from antiphon.transports.limits import EdgeLimits
 
 LONG = "This is a long answer that keeps going for quite a while so it can be interrupted."
 
@@ -169,7 +169,7 @@ async def test_token_is_required_when_configured() -> None:
 
 
 async def test_session_limit_and_rate_limit() -> None:
-    limits = BridgeLimits(max_messages_per_second=20)
+    limits = EdgeLimits(max_messages_per_second=20, burst_seconds=1.0)
     async with (
         server(max_sessions=1, limits=limits) as (host, _app, _d),
         connect(f"ws://{host}/ws/agent") as first,
@@ -285,7 +285,11 @@ async def test_webrtc_offer_is_checked() -> None:
     async with server(token="s3cret") as (host, app, _d), httpx.AsyncClient() as client:
         no_token = await client.post(f"http://{host}/webrtc/offer", json={})
         assert no_token.status_code == 401
-        bad = await client.post(f"http://{host}/webrtc/offer?token=s3cret", content=b"{")
+        bad = await client.post(
+            f"http://{host}/webrtc/offer?token=s3cret",
+            content=b"{",
+            headers={"content-type": "application/json"},
+        )
         assert bad.status_code == 400 and "offer" in bad.json()["error"]
         not_sdp = await client.post(
             f"http://{host}/webrtc/offer?token=s3cret", json={"type": "offer", "sdp": "nonsense"}

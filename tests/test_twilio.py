@@ -7,14 +7,16 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from twilio.request_validator import RequestValidator
 
 from antiphon.protocols import twilio as tw
 from antiphon.server.app import create_app
@@ -106,6 +108,115 @@ def test_signature_is_hmac_sha1_of_url_and_sorted_params() -> None:
     assert tw.validate_signature("tok", url, params, expected)
     assert not tw.validate_signature("tok", url, {**params, "To": "+3"}, expected)
     assert not tw.validate_signature("other", url, params, expected)
+
+
+# Requests as Twilio makes them: blank values, repeated keys, URLs with a query, with
+# and without a port; the official library's RequestValidator is the witness.
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_names = st.sampled_from(["CallSid", "From", "To", "CallerCity", "Digits", "a", "A", "b"]) | _text
+_pairs = st.lists(st.tuples(_names, _text | st.just("")), max_size=8)
+_hosts = st.sampled_from(["example.com", "a.example.com", "127.0.0.1", "xn--bcher-kva.example"])
+
+
+@st.composite
+def _urls(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["https", "http"]))
+    port = draw(st.sampled_from(["", ":443" if scheme == "https" else ":80"]))
+    path = draw(st.sampled_from(["/twilio/voice", "/twilio/media", "/", "/a/b"]))
+    query = draw(st.lists(st.tuples(_names, _text), max_size=3))
+    q = ("?" + urlencode(query)) if query else ""
+    return f"{scheme}://{draw(_hosts)}{port}{path}{q}"
+
+
+class _MultiDict:
+    """A form with repeated keys, as the validator reads one (``getall``)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({k: None for k, _ in self.pairs})
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def getall(self, name: str) -> list[str]:
+        return [v for k, v in self.pairs if k == name]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_urls(), _pairs, st.booleans(), st.sampled_from([tw.HMAC_SHA1, tw.HMAC_SHA256]))
+def test_signatures_agree_with_the_official_validator(
+    url: str, pairs: list[tuple[str, str]], with_port: bool, algorithm: str
+) -> None:
+    validator = RequestValidator("auth-token")
+    form = _MultiDict(pairs)
+    # Twilio signs one of the two spellings of the URL; the server sees the other, too
+    without, with_ = tw.url_variants(url)  # default ports only: two spellings
+    signed_url = with_ if with_port else without
+    theirs = validator.compute_signature(signed_url, form, algorithm)
+    assert tw.compute_signature("auth-token", signed_url, pairs, algorithm=algorithm) == theirs
+    # the body arrives form-encoded; parse it as the server does
+    body = urlencode(pairs).encode()
+    parsed = tw.parse_form(body)
+    assert parsed == pairs
+    for seen_url in (url, without, with_):
+        assert validator.validate(seen_url, form, theirs, algorithm)
+        assert tw.validate_signature("auth-token", seen_url, parsed, theirs, algorithm=algorithm)
+    forged = theirs[:-2] + ("AA" if not theirs.endswith("AA=") else "BB") + "="
+    assert not validator.validate(url, form, forged, algorithm)
+    assert not tw.validate_signature("auth-token", url, parsed, forged, algorithm=algorithm)
+    if pairs:  # one value changed: refused by both
+        name, value = pairs[0]
+        changed = [(name, value + "x"), *pairs[1:]]
+        ok = tw.validate_signature("auth-token", url, changed, theirs, algorithm=algorithm)
+        assert ok == validator.validate(url, _MultiDict(changed), theirs, algorithm)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_urls(), st.binary(max_size=300).map(lambda b: b.hex()), st.booleans())
+def test_json_bodies_are_signed_through_body_sha256(url: str, text: str, tamper: bool) -> None:
+    body = json.dumps({"data": text}).encode()
+    sep = "&" if "?" in url else "?"
+    signed_url = f"{url}{sep}bodySHA256={tw.body_sha256(body)}"
+    validator = RequestValidator("auth-token")
+    signature = validator.compute_signature(signed_url, {})
+    sent = body + b" " if tamper else body
+    assert tw.validate_signature("auth-token", signed_url, (), signature, body=sent) == (
+        validator.validate(signed_url, sent.decode(), signature)
+    )
+    assert tw.validate_signature("auth-token", signed_url, (), signature, body=sent) is not tamper
+
+
+@pytest.mark.parametrize(
+    ("signed", "seen"),
+    [("wss://a.example/twilio/media", "wss://a.example/twilio/media"),
+     ("wss://a.example:443/twilio/media", "wss://a.example/twilio/media"),
+     ("wss://a.example/twilio/media?t=1", "wss://a.example:443/twilio/media?t=1"),
+     ("https://a.example:8443/twilio/voice", "https://a.example:8443/twilio/voice")],
+)  # fmt: skip
+def test_websocket_and_other_port_urls(signed: str, seen: str) -> None:
+    signature = RequestValidator("tok").compute_signature(signed, {})
+    assert tw.validate_signature("tok", seen, (), signature)
+    assert not tw.validate_signature("tok", seen.replace("a.example", "b.example"), (), signature)
+
+
+def test_blank_values_and_repeated_keys_are_signed() -> None:
+    body = b"CallSid=CA1&CallerCity=&From=%2B1555&Digits=1&Digits=2"
+    url = "https://a.example/twilio/voice?x=1"
+    signature = RequestValidator("tok").compute_signature(
+        url, _MultiDict([("CallSid", "CA1"), ("CallerCity", ""), ("From", "+1555"),
+                         ("Digits", "1"), ("Digits", "2")])
+    )  # fmt: skip
+    assert tw.validate_signature("tok", url, tw.parse_form(body), signature)
+    # what the server used to do: blank values dropped, repeated keys collapsed
+    assert not tw.validate_signature("tok", url, dict(parse_qsl(body.decode())), signature)
+
+
+def test_too_deep_json_is_malformed_without_parsing() -> None:
+    deep = '{"event": "media", "media": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    event = tw.parse(deep)
+    assert isinstance(event, tw.Malformed) and "deeper than 8" in event.reason
 
 
 def test_state_refuses_media_before_start_and_a_second_start() -> None:

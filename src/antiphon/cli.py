@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AntiphonError
@@ -234,7 +235,26 @@ def _serve(args: argparse.Namespace) -> int:
     from antiphon.agent.pipeline import PipelineSpec
     from antiphon.server.agents import AgentFactory, PipelineAgent, load_agent_file
     from antiphon.server.app import serve
+    from antiphon.transports.limits import EdgeLimits
 
+    token = args.token if args.token is not None else os.environ.get("ANTIPHON_TOKEN")
+    if token is not None and not token.strip():
+        raise AntiphonError(
+            'the token is empty: give a secret, e.g. --token "$(openssl rand -hex 16)", '
+            "or leave --token out on a loopback-only server"
+        )
+    if args.guard_metrics and token is None:
+        raise AntiphonError("--guard-metrics needs --token (or ANTIPHON_TOKEN)")
+    try:
+        limits = EdgeLimits(
+            first_message_timeout=args.first_message_timeout,
+            idle_timeout=args.idle_timeout,
+            max_call_duration=args.max_call_duration,
+            max_audio_speed=args.max_audio_speed,
+            max_messages_per_second=args.max_messages_per_second,
+        )
+    except ValueError as exc:
+        raise AntiphonError(str(exc)) from None
     agent: AgentFactory
     if args.agent_file:
         agent = load_agent_file(args.agent_file)
@@ -242,12 +262,17 @@ def _serve(args: argparse.Namespace) -> int:
         spec = PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
         agent = PipelineAgent(spec, fakes=_fakes() if args.fake else None)
     host = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
-    print(f"antiphon: the playground is at http://{host}:{args.port}/", flush=True)
+    query = f"?token={quote(token, safe='')}" if token else ""
+    print(f"antiphon: the playground is at http://{host}:{args.port}/{query}", flush=True)
     serve(
         agent,
         host=args.host,
         port=args.port,
-        token=args.token,
+        token=token,
+        limits=limits,
+        allow_origins=args.allow_origin,
+        allow_hosts=args.allow_host,
+        guard_metrics=args.guard_metrics,
         max_sessions=args.max_sessions,
         drain_timeout=args.drain_timeout,
         twilio_auth_token=args.twilio_auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
@@ -321,7 +346,50 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("agent_file", nargs="?", help="a Python file defining `agent`")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--token", help="require ?token=TOKEN (or a Bearer header) on calls")
+    srv.add_argument(
+        "--token",
+        help="require ?token=TOKEN (or a Bearer header) on every call endpoint, Twilio's "
+        "included (default ANTIPHON_TOKEN)",
+    )
+    srv.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call besides the server's own, e.g. "
+        "https://app.example.com (repeatable; * for any)",
+    )
+    srv.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers besides loopback, e.g. agent.example.com or "
+        "*.example.com (repeatable; against DNS rebinding)",
+    )
+    srv.add_argument("--guard-metrics", action="store_true", help="/metrics needs the token too")
+    srv.add_argument(
+        "--first-message-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new connection may stay silent before its first message",
+    )
+    srv.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=20.0,
+        help="seconds without any message before a call is ended (clients stream silence)",
+    )
+    srv.add_argument(
+        "--max-call-duration", type=float, help="seconds after which any call is ended"
+    )
+    srv.add_argument(
+        "--max-audio-speed",
+        type=float,
+        default=3.0,
+        help="audio seconds a caller may send per second, sustained (default 3)",
+    )
+    srv.add_argument("--max-messages-per-second", type=int, default=200, help="per call, sustained")
     srv.add_argument("--max-sessions", type=int, default=100)
     srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")

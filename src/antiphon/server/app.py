@@ -5,9 +5,18 @@
 
 - **Calls**: each WebSocket on ``/ws/agent`` gets a new agent session, bridged by
   :class:`~antiphon.transports.websocket.WebSocketBridge`. Beyond ``max_sessions`` a call
-  is refused with 1013; with a ``token``, a call without it gets 4401.
-- **Shutdown** (:meth:`CallRegistry.drain`): new calls are refused, active calls may finish
-  for ``drain_timeout`` seconds, then they are ended with 1001, all bounded.
+  is refused with 1013.
+- **The edge** (docs/server.md has the threat model): every call endpoint checks the
+  token (4401), a browser's ``Origin`` (4403 / 403) and, when configured, the ``Host``
+  (:mod:`antiphon.server.edge`); every connection reads through a
+  :class:`~antiphon.transports.limits.ConnectionGuard` (sizes 1009, rates and audio
+  budget 4429) whose deadlines (first message, idle, call length: 4408) run in one task
+  per connection on the app's clock. Twilio's media stream is read up to its ``start``
+  before a session exists, so its ``customParameters`` can carry the token, or the
+  single-use ticket ``/twilio/voice`` issued when Twilio's signature is the guard.
+- **Shutdown** (:meth:`~antiphon.server.calls.CallRegistry.drain`): new calls are
+  refused, active calls may finish for ``drain_timeout`` seconds, then they are ended
+  with 1001, all bounded.
 - The server binds to loopback unless told otherwise; exposing it without a token logs
   a warning.
 """
@@ -15,14 +24,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket
@@ -30,71 +37,39 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.errors import ConfigError
+from antiphon.protocols import bounded_json
 from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
-from antiphon.transports.base import GOING_AWAY, TRY_AGAIN, UNAUTHORIZED, CallBridge
+from antiphon.server.calls import CallRegistry, DrainingServer
+from antiphon.server.edge import (
+    LOOPBACK_HOSTS,
+    BodyTooLarge,
+    HostCheck,
+    TicketBook,
+    install_redaction,
+    normalize_origin,
+    origin_ok,
+    read_body,
+    token_ok,
+)
+from antiphon.transports.base import (
+    TRY_AGAIN,
+    UNAUTHORIZED,
+    CallBridge,
+    CallEnded,
+)
+from antiphon.transports.limits import TIMED_OUT, ConnectionGuard, EdgeLimits
 from antiphon.transports.twilio import TwilioBridge
-from antiphon.transports.websocket import BridgeLimits, StarletteSocket, WebSocketBridge
+from antiphon.transports.websocket import StarletteSocket, WebSocketBridge
+
+__all__ = ["FORBIDDEN", "CallRegistry", "create_app", "default_allowed_hosts", "serve"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-class Call(Protocol):
-    """A call the registry can end (a bridge, or a WebRTC call)."""
-
-    def end(self, code: int, reason: str) -> None: ...
-
-
-class CallRegistry:
-    """The active calls, and the server's draining state."""
-
-    def __init__(self, max_sessions: int) -> None:
-        self.max_sessions = max_sessions
-        self.calls: set[Call] = set()
-        self.draining = False
-        self._empty = asyncio.Event()
-        self._empty.set()
-        self.total = 0
-
-    def admit(self, bridge: Call) -> bool:
-        if self.draining or len(self.calls) >= self.max_sessions:
-            return False
-        self.calls.add(bridge)
-        self.total += 1
-        self._empty.clear()
-        return True
-
-    def leave(self, bridge: Call) -> None:
-        self.calls.discard(bridge)
-        if not self.calls:
-            self._empty.set()
-
-    async def drain(self, timeout: float) -> int:
-        """Refuse new calls, wait up to ``timeout`` for active ones, end the rest (1001).
-
-        Returns how many calls had to be ended.
-        """
-        self.draining = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._empty.wait()
-        left = list(self.calls)
-        for bridge in left:
-            bridge.end(GOING_AWAY, "the server is shutting down")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10.0):
-                await self._empty.wait()
-        return len(left)
-
-
-def _token_ok(expected: str | None, query: str | None, header: str | None) -> bool:
-    if expected is None:
-        return True
-    given = query or ""
-    if header and header.lower().startswith("bearer "):
-        given = header[7:]
-    return hmac.compare_digest(given.encode(), expected.encode())
+FORBIDDEN = 4403
+"""Close code of a call from a browser origin that is not allowed."""
 
 
 def create_app(
@@ -103,19 +78,51 @@ def create_app(
     token: str | None = None,
     max_sessions: int = 100,
     drain_timeout: float = 10.0,
-    limits: BridgeLimits | None = None,
+    limits: EdgeLimits | None = None,
     input_rate: int = 16000,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
+    allow_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+    guard_metrics: bool = False,
+    clock: Clock | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``agent`` (see the module docstring).
+    """The FastAPI app serving ``agent`` (see the module docstring and docs/server.md).
 
-    Telephony: ``POST /twilio/voice`` answers a Twilio call with TwiML connecting it to
-    ``/twilio/media``. With ``twilio_auth_token``, requests must carry Twilio's signature
-    (checked against ``public_url``, the server's address as Twilio sees it).
+    Args:
+        agent: makes one session per call.
+        token: required on every call endpoint (None: no token).
+        max_sessions: calls at once; beyond, a call is refused with 1013.
+        drain_timeout: on shutdown, how long active calls may finish.
+        limits: sizes, rates and deadlines of every endpoint.
+        input_rate: the sample rate of ``/ws/agent`` audio.
+        twilio_auth_token: Twilio requests must carry Twilio's signature (checked
+            against ``public_url``, the server's address as Twilio sees it).
+        public_url: the server's public address (``https://...``).
+        allow_origins: browser origins allowed besides the server's own (``*``: any).
+        allowed_hosts: ``Host`` names served (None: any; ``*.example.com`` patterns).
+        guard_metrics: ``/metrics`` needs the token too.
+        clock: the clock of the deadlines (tests pass a virtual one).
+
+    Raises:
+        ConfigError: an empty token, or limits that make no sense.
     """
+    if token is not None and not token.strip():
+        raise ConfigError("the token is empty: give a secret (e.g. openssl rand -hex 16)")
+    if twilio_auth_token is not None and not twilio_auth_token.strip():
+        raise ConfigError("the Twilio auth token is empty: give the account's auth token")
+    if guard_metrics and token is None:
+        raise ConfigError("guarding /metrics needs a token")
+    lim = limits or EdgeLimits()
+    clock = clock or MonotonicClock()
+    origins = frozenset(normalize_origin(o) for o in allow_origins)
+    if public_url:
+        origins |= {normalize_origin(public_url)}
     registry = CallRegistry(max_sessions)
+    tickets = TicketBook(clock)
+    guards: set[ConnectionGuard] = set()  # the live connections' guards (deadlines)
     webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +137,11 @@ def create_app(
 
     app = FastAPI(title="antiphon", lifespan=lifespan)
     app.state.calls = registry
+    app.state.guards = guards
+    app.state.tickets = tickets
+    app.state.limits = lim
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=tuple(allowed_hosts))
 
     async def run_call(bridge: CallBridge[Any]) -> None:
         """Admit the call (or refuse it with 1013), start its session, run it to the end."""
@@ -149,13 +161,44 @@ def create_app(
             await session.aclose()
             registry.leave(bridge)
 
+    @asynccontextmanager
+    async def watched(guard: ConnectionGuard) -> AsyncIterator[ConnectionGuard]:
+        """Run the connection's deadlines for as long as the block runs."""
+        watch = asyncio.get_running_loop().create_task(guard.watch(), name="edge-deadlines")
+        guards.add(guard)
+        try:
+            yield guard
+        finally:
+            guards.discard(guard)
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    def refused(request: Request | WebSocket) -> tuple[int, str] | None:
+        """Why a call request is refused before anything runs (code, reason), if it is."""
+        if not origin_ok(request.headers.get("origin"), request.headers.get("host"), origins):
+            return FORBIDDEN, "origin not allowed (the server's own page, or --allow-origin)"
+        if not token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return UNAUTHORIZED, "missing or wrong token"
+        return None
+
     @app.post("/webrtc/offer")
     async def webrtc_offer(request: Request) -> JSONResponse:
         """A WebRTC call: the browser's SDP offer in, the answer out (JSON ``sdp``/``type``)."""
-        if not _token_ok(
-            token, request.query_params.get("token"), request.headers.get("authorization")
-        ):
-            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        refusal = refused(request)
+        if refusal is not None:
+            status = 403 if refusal[0] == FORBIDDEN else 401
+            return JSONResponse({"error": refusal[1]}, status_code=status)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return JSONResponse({"error": "POST the offer as application/json"}, 415)
+        try:
+            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"error": "the request body came too slowly"}, 408)
         try:
             from antiphon.transports.webrtc import WebRTCCall
         except ImportError:
@@ -163,7 +206,7 @@ def create_app(
                 {"error": "WebRTC needs aiortc: pip install 'antiphon[webrtc]'"}, status_code=501
             )
         try:
-            offer = await request.json()
+            offer = bounded_json.loads(body, max_depth=lim.max_json_depth)
             sdp, kind = str(offer["sdp"]), str(offer["type"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
@@ -182,10 +225,25 @@ def create_app(
         if isinstance(greeting, str) and greeting:
             call.session.say(greeting)
 
+        async def deadlines() -> None:
+            """Not connected in time: end the call; then the maximum duration, if any."""
+            started = clock.now()
+            await clock.sleep_until(started + lim.webrtc_connect_timeout)
+            if not call.connected:
+                why = f"not connected within {lim.webrtc_connect_timeout:g} s"
+                call.end(TIMED_OUT, why)
+                return
+            if lim.max_call_duration is not None:
+                await clock.sleep_until(started + lim.max_call_duration)
+                call.end(TIMED_OUT, f"longer than {lim.max_call_duration:g} s")
+
         async def run() -> None:
+            watch = asyncio.get_running_loop().create_task(deadlines(), name="webrtc-deadlines")
             try:
                 await call.wait()
             finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
                 await call.aclose()
                 registry.leave(call)
 
@@ -207,59 +265,133 @@ def create_app(
         )
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
+    async def metrics(request: Request) -> Response:
+        if guard_metrics and not token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return PlainTextResponse("missing or wrong token", status_code=401)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws/agent")
     async def agent_call(ws: WebSocket) -> None:
         await ws.accept()
         socket = StarletteSocket(ws)
-        if not _token_ok(token, ws.query_params.get("token"), ws.headers.get("authorization")):
-            await socket.close(UNAUTHORIZED, "missing or wrong token")
+        refusal = refused(ws)
+        if refusal is not None:
+            await socket.close(*refusal)
             return
-        session = agent.new_session()
-        await run_call(WebSocketBridge(session, socket, input_rate=input_rate, limits=limits))
+        guard = ConnectionGuard(
+            socket,
+            lim,
+            max_binary_bytes=lim.max_audio_bytes,
+            max_text_bytes=lim.max_text_bytes,
+            audio_rate=input_rate,
+            clock=clock,
+        )
+        async with watched(guard):
+            bridge = WebSocketBridge(agent.new_session(), guard, input_rate=input_rate, limits=lim)
+            guard.on_expire = bridge.end
+            await run_call(bridge)
 
     def _public(request_url: str, path: str) -> str:
         base = (public_url or request_url).rstrip("/")
         return base + path
 
-    def _signed(url: str, params: dict[str, str], signature: str | None) -> bool:
-        if twilio_auth_token is None:
-            return True
-        return signature is not None and tw.validate_signature(
-            twilio_auth_token, url, params, signature
-        )
+    def _ws_scheme(url: str) -> str:
+        return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        # Twilio posts application/x-www-form-urlencoded (no multipart parser needed)
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        try:
+            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
         base = f"{request.url.scheme}://{request.url.netloc}"
-        if not _signed(
-            _public(base, "/twilio/voice"), form, request.headers.get("x-twilio-signature")
-        ):
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
-        ws_base = _public(base, "/twilio/media").replace("https://", "wss://")
-        ws_url = ws_base.replace("http://", "ws://")
-        return Response(tw.twiml_connect(ws_url), media_type="text/xml")
+        parameters: dict[str, str] = {}
+        if twilio_auth_token is not None:
+            query = request.url.query
+            url = _public(base, "/twilio/voice") + (f"?{query}" if query else "")
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                # Twilio posts a form; a JSON body is signed through ?bodySHA256=
+                form = [] if ctype == "application/json" else tw.parse_form(body)
+            except ValueError:
+                return PlainTextResponse("too many form fields", status_code=413)
+            signature = request.headers.get("x-twilio-signature")
+            algorithm = tw.signature_algorithm(
+                request.headers.get("x-twilio-webhooks-signature-settings")
+            )
+            if signature is None or not tw.validate_signature(
+                twilio_auth_token,
+                url,
+                form,
+                signature,
+                body=body if ctype == "application/json" else None,
+                algorithm=algorithm,
+            ):
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+            parameters["ticket"] = tickets.issue()  # the stream's single-use pass
+        elif token is not None:
+            if not token_ok(
+                token, request.query_params.get("token"), request.headers.get("authorization")
+            ):
+                return PlainTextResponse("missing or wrong token", status_code=401)
+            parameters["token"] = token  # comes back in the stream's start message
+        ws_url = _ws_scheme(_public(base, "/twilio/media"))
+        return Response(tw.twiml_connect(ws_url, parameters), media_type="text/xml")
 
     @app.websocket("/twilio/media")
     async def twilio_media(ws: WebSocket) -> None:
-        base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
-        signed = _signed(
-            _public(base, "/twilio/media")
-            .replace("https://", "wss://")
-            .replace("http://", "ws://"),
-            {},
-            ws.headers.get("x-twilio-signature"),
-        )
+        signed = True
+        if twilio_auth_token is not None:
+            base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
+            query = ws.url.query
+            url = _ws_scheme(_public(base, "/twilio/media")) + (f"?{query}" if query else "")
+            signature = ws.headers.get("x-twilio-signature")
+            signed = signature is not None and tw.validate_signature(
+                twilio_auth_token, url, (), signature
+            )
         await ws.accept()
         socket = StarletteSocket(ws)
         if not signed:
             await socket.close(UNAUTHORIZED, "invalid Twilio signature")
             return
-        await run_call(TwilioBridge(agent.new_session(), socket))
+        guard = ConnectionGuard(
+            socket,
+            lim,
+            max_binary_bytes=lim.max_twilio_message_bytes,
+            max_text_bytes=lim.max_twilio_message_bytes,
+            clock=clock,
+        )
+        async with watched(guard):
+            try:
+                start, preface = await _read_until_start(guard, lim)
+            except CallEnded as ended:
+                await guard.close(ended.code, ended.reason)
+                return
+            if not preface:
+                return  # gone before saying anything
+            if twilio_auth_token is not None:
+                # the signature can be replayed; the ticket /twilio/voice issued cannot
+                ticket = start.parameters.get("ticket") if start else None
+                if not tickets.redeem(ticket):
+                    await guard.close(UNAUTHORIZED, "no valid ticket: calls come via /twilio/voice")
+                    return
+            elif token is not None:
+                given = start.parameters.get("token") if start else None
+                if not token_ok(
+                    token,
+                    given or ws.query_params.get("token"),
+                    ws.headers.get("authorization"),
+                ):
+                    await guard.close(UNAUTHORIZED, "missing or wrong token")
+                    return
+            guard.unread(*preface)
+            bridge = TwilioBridge(agent.new_session(), guard, send_timeout=lim.send_timeout)
+            guard.on_expire = bridge.end
+            await run_call(bridge)
 
     if (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -272,6 +404,54 @@ def create_app(
     return app
 
 
+async def _read_until_start(
+    guard: ConnectionGuard, limits: EdgeLimits
+) -> tuple[tw.Start | None, list[bytes | str]]:
+    """A Media Stream's first messages up to ``start`` (``connected`` may come first).
+
+    Returns the ``start`` event (None if another message came first: the bridge refuses
+    it) and the messages read, to be read again by the bridge; no messages if the peer
+    left. Raises :class:`CallEnded` when the guard does (size, deadline).
+    """
+    preface: list[bytes | str] = []
+    for _ in range(2):
+        message = await guard.receive()
+        if message is None:
+            return None, []
+        preface.append(message)
+        event = (
+            tw.parse(message, max_depth=limits.max_json_depth) if isinstance(message, str) else None
+        )
+        if isinstance(event, tw.Start):
+            return event, preface
+        if not isinstance(event, tw.Connected):
+            break
+    return None, preface
+
+
+def default_allowed_hosts(
+    host: str, public_url: str | None, allow_hosts: Sequence[str] = ()
+) -> list[str] | None:
+    """The ``Host`` names a server bound to ``host`` answers (None: not checked).
+
+    Loopback names always; the public URL's host; ``allow_hosts``. A server exposed on
+    another address with none of these cannot know its names: not checked (a warning).
+    """
+    names = list(allow_hosts)
+    if public_url:
+        names.append(urlsplit(public_url).hostname or "")
+    exposed = host not in LOOPBACK_HOSTS
+    if exposed and not names:
+        log.warning(
+            "serving on %s without --allow-host: the Host header is not checked "
+            "(DNS rebinding); pass --allow-host NAME",
+            host,
+        )
+        return None
+    return [*LOOPBACK_HOSTS, *([host] if exposed and host not in ("0.0.0.0", "::") else []),
+            *[n for n in names if n]]  # fmt: skip
+
+
 def serve(
     agent: AgentFactory,
     *,
@@ -282,21 +462,30 @@ def serve(
     drain_timeout: float = 10.0,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
+    limits: EdgeLimits | None = None,
+    allow_origins: Sequence[str] = (),
+    allow_hosts: Sequence[str] = (),
+    guard_metrics: bool = False,
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
-    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+    if host not in LOOPBACK_HOSTS and token is None:
         log.warning(
             "serving on %s without a token: anyone who reaches this address can talk to the "
             "agent (and spend your provider credits); pass --token",
             host,
         )
+    lim = limits or EdgeLimits()
     app = create_app(
         agent,
         token=token,
         max_sessions=max_sessions,
         drain_timeout=drain_timeout,
+        limits=lim,
         twilio_auth_token=twilio_auth_token,
         public_url=public_url,
+        allow_origins=allow_origins,
+        allowed_hosts=default_allowed_hosts(host, public_url, allow_hosts),
+        guard_metrics=guard_metrics,
     )
     config = uvicorn.Config(
         app,
@@ -304,44 +493,8 @@ def serve(
         port=port,
         log_level="info",
         timeout_graceful_shutdown=int(drain_timeout) + 5,
+        ws_max_size=lim.max_ws_message_bytes,  # a bigger message is refused unread (1009)
     )
-    server = _DrainingServer(config, app.state.calls, drain_timeout)
+    install_redaction()  # uvicorn configures its loggers again in Config
+    server = DrainingServer(config, app.state.calls, drain_timeout)
     asyncio.run(server.run_draining())
-
-
-class _DrainingServer(uvicorn.Server):
-    """uvicorn's server, but the first SIGINT/SIGTERM drains calls before it stops.
-
-    A second signal stops at once (uvicorn's own handling).
-    """
-
-    def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_timeout: float):
-        super().__init__(config)
-        self._registry = registry
-        self._drain_timeout = drain_timeout
-        self._draining: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if self._draining is not None or self._loop is None:
-            super().handle_exit(sig, frame)
-            return
-        log.info("draining active calls (up to %.0f s), then stopping", self._drain_timeout)
-        self._loop.call_soon_threadsafe(self._start_drain)
-
-    def _start_drain(self) -> None:
-        if self._draining is None:
-            self._draining = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        await self._registry.drain(self._drain_timeout)
-        self.should_exit = True
-
-    async def run_draining(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:
-            await self.serve()
-        finally:
-            if self._draining is not None:
-                self._draining.cancel()
-                await asyncio.gather(self._draining, return_exceptions=True)

@@ -53,6 +53,7 @@ _OPENERS = "\"'“‘«([{「『（【〔《〈"
 _CLAUSE = frozenset(",;:")
 _CJK_CLAUSE = frozenset("、，；：")
 _CANDIDATE = re.compile(r"[.!?…。！？\n]")
+_SPACE = re.compile(r"\s*")
 # Letters separated by dots, each part one letter: "U.S", "e.g", "a.m", "z.B".
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 
@@ -110,9 +111,12 @@ class SentenceSegmenter:
         self._reset()
 
     def _reset(self) -> None:
-        self._buf = ""  # text not yet emitted; never starts with whitespace after a scan
+        # _buf[_start:] is the text not yet emitted; the consumed prefix is dropped on the
+        # next push, so emitting a segment never copies the rest of the buffer.
+        self._buf = ""
+        self._start = 0
         self._pos = 0  # candidates before this index of _buf are decided and passed
-        self._line_blank = True  # only whitespace since the last line break before _buf
+        self._line_blank = True  # only whitespace since the last line break before _start
 
     # -- public API
     def push(self, token: str) -> list[str]:
@@ -121,51 +125,62 @@ class SentenceSegmenter:
             raise ConfigError(f"SentenceSegmenter.push() takes str, got {type(token).__name__}")
         if not token:
             return []
-        self._buf += token
+        self._append(token)
         return self._scan(final=False)
 
     def finish(self) -> list[str]:
         """End of input: return the remaining segments (the last may be short); reset."""
         out = self._scan(final=True)
-        rest = self._buf.strip()
+        rest = self._buf[self._start :].strip()
         if rest:
             out.append(rest)
         self._reset()
         return out
 
     # -- scanning
+    def _append(self, token: str) -> None:
+        """Drop the consumed prefix and add ``token``: one copy of what is pending."""
+        start = self._start
+        self._buf = self._buf[start:] + token
+        self._pos -= start
+        self._start = 0
+
     def _scan(self, final: bool) -> list[str]:
         out: list[str] = []
         while (segment := self._next_segment(final)) is not None:
             out.append(segment)
         return out
 
-    def _consume(self, n: int) -> None:
-        """Drop the first ``n`` characters of the buffer, keeping line-start context."""
-        gone = self._buf[:n]
-        newline = gone.rfind("\n")
+    def _consume(self, end: int) -> None:
+        """Mark ``_buf[_start:end]`` as emitted, keeping line-start context."""
+        buf, start = self._buf, self._start
+        newline = buf.rfind("\n", start, end)
         if newline >= 0:
-            self._line_blank = gone[newline + 1 :].strip() == ""
+            self._line_blank = _blank(buf, newline + 1, end)
         else:
-            self._line_blank = self._line_blank and gone.strip() == ""
-        self._buf = self._buf[n:]
-        self._pos = 0
+            self._line_blank = self._line_blank and _blank(buf, start, end)
+        self._start = end
+        self._pos = end
 
     def _next_segment(self, final: bool) -> str | None:
-        """Emit and consume the next segment, or return None until more text arrives."""
-        lead = len(self._buf) - len(self._buf.lstrip())
-        if lead:
-            pos = max(0, self._pos - lead)
+        """Emit and consume the next segment, or return None until more text arrives.
+
+        All work is bounded by ``max_chars`` past the segment's start (searches stop at
+        the limit, look-aheads at one past it), so a text of any length is segmented in
+        linear time.
+        """
+        buf = self._buf
+        lead = _skip_space(buf, self._start, len(buf))
+        if lead > self._start:
+            pos = max(lead, self._pos)
             self._consume(lead)
             self._pos = pos
-        buf = self._buf
-        limit = self.max_chars
-        pos = self._pos
-        while (match := _CANDIDATE.search(buf, pos)) is not None:
+        start = self._start
+        limit = start + self.max_chars
+        pos = max(self._pos, start)
+        while (match := _CANDIDATE.search(buf, pos, limit + 1)) is not None:
             i = match.start()
-            if i > limit:
-                break
-            kind, end, resume = self._decide(buf, i, final)
+            kind, end, resume = self._decide(buf, i, final, limit)
             if end > limit:
                 break  # this boundary would make the segment too long
             if kind is _Kind.NEED:
@@ -174,7 +189,7 @@ class SentenceSegmenter:
             if kind is _Kind.NO:
                 pos = resume
                 continue
-            segment = buf[:end].rstrip()
+            segment = buf[start:end].rstrip()
             if kind is _Kind.HARD or len(segment) >= self.min_chars:
                 self._consume(end)
                 return segment
@@ -184,14 +199,19 @@ class SentenceSegmenter:
         self._pos = pos
         return None
 
-    def _decide(self, buf: str, i: int, final: bool) -> tuple[_Kind, int, int]:
-        """Classify the candidate at ``i``: (kind, segment end, where to scan on)."""
+    def _decide(self, buf: str, i: int, final: bool, limit: int) -> tuple[_Kind, int, int]:
+        """Classify the candidate at ``i``: (kind, segment end, where to scan on).
+
+        Look-aheads stop at ``limit + 1``: a boundary past the limit is never taken.
+        """
         n = len(buf)
+        cap = min(n, limit + 1)
+        start = self._start
         if buf[i] == "\n":
-            if len(buf[:i].rstrip()) >= self.min_chars:
+            if len(buf[start:i].rstrip()) >= self.min_chars:
                 return _Kind.SOFT, i, i + 1
             j = i + 1
-            while j < n and buf[j].isspace():
+            while j < cap and buf[j].isspace():
                 if buf[j] == "\n":
                     return _Kind.HARD, i, i + 1  # paragraph break
                 j += 1
@@ -200,22 +220,25 @@ class SentenceSegmenter:
             return _Kind.SOFT, i, i + 1
 
         j = i
-        while j < n and buf[j] in _TERMINATORS:
+        while j < cap and buf[j] in _TERMINATORS:
             j += 1
         k = j
-        while k < n and buf[k] in _CLOSERS:
+        while k < cap and buf[k] in _CLOSERS:
             k += 1
         if k == n:
             return (_Kind.SOFT if final else _Kind.NEED), k, k
+        if k > limit:
+            return _Kind.NO, k, k  # the caller stops here: the segment would be too long
         run = buf[i:j]
         cjk = any(ch in _CJK_TERMINATORS for ch in run)
         if not buf[k].isspace():
             return (_Kind.SOFT if cjk else _Kind.NO), k, k
 
-        m = k
-        while m < n and buf[m].isspace():
-            m += 1
-        following: str | None = buf[m] if m < n else ("" if final else None)
+        m = _skip_space(buf, k, cap)
+        # past the limit, a run of whitespace counts as the following text
+        following: str | None = buf[m] if m < cap else " "
+        if m == n:
+            following = "" if final else None
 
         if any(ch in _QUOTES for ch in buf[j:k]):
             # '"Really?" she asked.' continues the sentence.
@@ -234,7 +257,7 @@ class SentenceSegmenter:
 
         # A single period: abbreviation, initial, list marker or a sentence end.
         w = i
-        while w > 0 and not buf[w - 1].isspace():
+        while w > start and not buf[w - 1].isspace():
             w -= 1
         word = buf[w:i].lstrip(_OPENERS)
         lower = word.lower()
@@ -256,30 +279,41 @@ class SentenceSegmenter:
         return _Kind.SOFT, k, k
 
     def _at_line_start(self, w: int) -> bool:
-        before = self._buf[:w]
-        newline = before.rfind("\n")
+        buf, start = self._buf, self._start
+        newline = buf.rfind("\n", start, w)
         if newline >= 0:
-            return before[newline + 1 :].strip() == ""
-        return self._line_blank and before.strip() == ""
+            return _blank(buf, newline + 1, w)
+        return self._line_blank and _blank(buf, start, w)
 
     def _force_split(self) -> str:
         """Cut an over-long buffer at a clause mark, a space, or hard at ``max_chars``."""
-        buf = self._buf
-        lo, hi = self.min_chars, self.max_chars
+        buf, start = self._buf, self._start
+        lo, hi = start + self.min_chars, start + self.max_chars
         cut = hi
-        for j in range(hi - 1, max(lo - 1, 0) - 1, -1):
+        for j in range(hi - 1, max(lo - 1, start) - 1, -1):
             c = buf[j]
             if (c in _CLAUSE and buf[j + 1].isspace()) or c in _CJK_CLAUSE:
                 cut = j + 1
                 break
         else:
-            for j in range(hi, max(lo, 1) - 1, -1):
+            for j in range(hi, max(lo, start + 1) - 1, -1):
                 if buf[j].isspace():
                     cut = j
                     break
-        segment = buf[:cut].rstrip()
+        segment = buf[start:cut].rstrip()
         self._consume(cut)
         return segment
+
+
+def _skip_space(text: str, start: int, end: int) -> int:
+    """The index of the first non-space of ``text[start:end]`` (``end`` if none)."""
+    match = _SPACE.match(text, start, end)
+    return match.end() if match is not None else start
+
+
+def _blank(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is only whitespace (without copying it)."""
+    return _skip_space(text, start, end) >= end
 
 
 async def segment_stream(

@@ -21,7 +21,8 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
-from antiphon.transports.base import NORMAL, POLICY, CallBridge, CallEnded, WebSocketLike
+from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
+from antiphon.transports.limits import guard_of
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,16 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         self.media_sent += media
 
     async def _read(self) -> None:
+        limits, guard = guard_of(self.ws)  # a guard checks sizes, rates and deadlines
         while True:
             message = await self.ws.receive()
             if message is None:
                 raise CallEnded(NORMAL, "Twilio closed the stream")
             if isinstance(message, bytes):
                 raise CallEnded(POLICY, "Media Streams messages are JSON text")
-            event = tw.parse(message)
+            if len(message) > limits.max_twilio_message_bytes:
+                raise CallEnded(TOO_BIG, "a Media Streams message too large")
+            event = tw.parse(message, max_depth=limits.max_json_depth)
             if isinstance(event, tw.Malformed):
                 raise CallEnded(POLICY, f"malformed message: {event.reason}")
             try:
@@ -95,6 +99,10 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
             if isinstance(event, tw.Start):
                 self._started.set()
             elif isinstance(event, tw.Media):
+                if len(event.payload) > limits.max_twilio_media_bytes:
+                    raise CallEnded(TOO_BIG, f"media of {len(event.payload)} bytes (20 ms: 160)")
+                if guard is not None:
+                    guard.spend_audio(len(event.payload) / tw.SAMPLE_RATE)
                 self.media_received += 1
                 pcm = AudioFrame(ulaw_decode(event.payload), tw.SAMPLE_RATE, 1)
                 try:

@@ -110,9 +110,15 @@ class WebRTCCall:
         self._done = asyncio.Event()
         self._remove = session.on_event(self._on_event)
         self.frames_received = 0
+        self.connected = False
+        """Whether the peer connection has ever reached ``connected``."""
+        self.ended: tuple[int, str] | None = None
+        """Why the call was ended from outside (code, reason), if it was."""
 
     def end(self, code: int = 1000, reason: str = "") -> None:
-        """End the call (a server shutting down)."""
+        """End the call (a server shutting down, a deadline passed)."""
+        if self.ended is None and not self._done.is_set():
+            self.ended = (code, reason)
         self._done.set()
 
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
@@ -131,6 +137,8 @@ class WebRTCCall:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
+            if pc.connectionState == "connected":
+                self.connected = True
             if pc.connectionState in ("failed", "closed", "disconnected"):
                 self._done.set()
 

@@ -4,9 +4,11 @@
 :class:`WebSocketLike` protocol, so the same bridge serves the ASGI server (Starlette's
 WebSocket, see :class:`StarletteSocket`) and tests.
 
-- **One reader task** takes the client's messages in order: audio goes to
-  ``session.push_audio`` (validated), ``say`` and ``end`` to the session; bad input ends
-  the call with the close code the protocol names.
+- **One reader task** takes the client's messages in order, through a
+  :class:`~antiphon.transports.limits.ConnectionGuard` (size, rate, audio budget): audio
+  goes to ``session.push_audio`` (validated), ``say`` and ``end`` to the session (JSON
+  depth and ``say`` length bounded); bad input ends the call with the close code the
+  protocol names.
 - **One sender task** sends everything the client gets, in order, from one queue: agent
   audio (from the session's paced output, by a pump task) and events. Events are queued
   by a synchronous listener the moment the session emits them, so ``clear`` is always
@@ -22,8 +24,6 @@ import contextlib
 import json
 import logging
 import secrets
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from antiphon.agent.events import (
@@ -37,36 +37,25 @@ from antiphon.agent.events import (
 )
 from antiphon.agent.session import AgentSession
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.errors import StreamClosedError
+from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
     NORMAL,
     POLICY,
-    RATE_LIMITED,
     TOO_BIG,
     CallBridge,
     CallEnded,
     WebSocketLike,
 )
+from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+
+__all__ = ["BridgeLimits", "StarletteSocket", "WebSocketBridge", "event_message"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class BridgeLimits:
-    """What one call may do (see the close codes in docs/transport-ws.md)."""
-
-    max_message_bytes: int = 32_000
-    max_messages_per_second: int = 200
-    send_timeout: float = 5.0
-    """The longest one send may take before the call is closed (a client not reading)."""
-    end_timeout: float = 20.0
-    """After ``end``: the longest the reply in progress may take to finish."""
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 2 or self.max_messages_per_second < 1:
-            raise ConfigError("BridgeLimits: message size and rate limits must be positive")
-        if self.send_timeout <= 0 or self.end_timeout <= 0:
-            raise ConfigError("BridgeLimits: timeouts must be positive seconds")
+BridgeLimits = EdgeLimits
+"""The former name of :class:`~antiphon.transports.limits.EdgeLimits`."""
 
 
 def event_message(event: AgentEvent) -> dict[str, Any] | None:
@@ -113,7 +102,9 @@ class WebSocketBridge(CallBridge[bytes | str]):
     """One call: ``await WebSocketBridge(session, ws).run()`` until it ends.
 
     The session must be started; the bridge closes it when the call ends. ``run``
-    returns the close code sent to the client.
+    returns the close code sent to the client. ``ws`` is read through a
+    :class:`~antiphon.transports.limits.ConnectionGuard` (sizes, rates, audio budget);
+    pass one to share it with whoever runs its deadlines (the server does).
     """
 
     def __init__(
@@ -122,9 +113,18 @@ class WebSocketBridge(CallBridge[bytes | str]):
         ws: WebSocketLike,
         *,
         input_rate: int = 16000,
-        limits: BridgeLimits | None = None,
+        limits: EdgeLimits | None = None,
     ) -> None:
-        self.limits = limits or BridgeLimits()
+        self.limits = limits or EdgeLimits()
+        if not isinstance(ws, ConnectionGuard):
+            ws = ConnectionGuard(
+                ws,
+                self.limits,
+                max_binary_bytes=self.limits.max_audio_bytes,
+                max_text_bytes=self.limits.max_text_bytes,
+                audio_rate=input_rate,
+            )
+        self.guard = ws
         super().__init__(session, ws, send_timeout=self.limits.send_timeout)
         self.input_rate = input_rate
         self.id = secrets.token_hex(4)
@@ -164,26 +164,16 @@ class WebSocketBridge(CallBridge[bytes | str]):
             await self.ws.send_text(item)
 
     async def _read(self) -> None:
-        limits = self.limits
-        window_start, count = time.monotonic(), 0
         while True:
-            message = await self.ws.receive()
+            message = await self.guard.receive()  # size, rate and audio budget checked
             if message is None:
                 raise CallEnded(NORMAL, "client left")
-            now = time.monotonic()
-            if now - window_start >= 1.0:
-                window_start, count = now, 0
-            count += 1
-            if count > limits.max_messages_per_second:
-                raise CallEnded(RATE_LIMITED, "too many messages per second")
             if isinstance(message, bytes):
                 self._audio(message)
             else:
                 await self._command(message)
 
     def _audio(self, data: bytes) -> None:
-        if len(data) > self.limits.max_message_bytes:
-            raise CallEnded(TOO_BIG, f"audio messages are at most {self.limits.max_message_bytes}")
         if len(data) % 2:
             raise CallEnded(POLICY, "audio is 16-bit PCM: an even number of bytes")
         if not data:
@@ -195,20 +185,25 @@ class WebSocketBridge(CallBridge[bytes | str]):
             raise CallEnded(1011, f"the agent ended: {exc}") from None
 
     async def _command(self, text: str) -> None:
+        limits = self.limits
         try:
-            message = json.loads(text)
-        except json.JSONDecodeError:
+            message = bounded_json.loads(text, max_depth=limits.max_json_depth)
+        except bounded_json.JSONTooDeep as exc:
+            raise CallEnded(POLICY, str(exc)) from None
+        except ValueError:
             raise CallEnded(POLICY, "text messages are JSON") from None
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "say":
             said = message.get("text")
             if not isinstance(said, str) or not said.strip():
                 raise CallEnded(POLICY, "say needs a non-empty text")
+            if len(said) > limits.max_say_chars:
+                raise CallEnded(TOO_BIG, f"say takes at most {limits.max_say_chars} characters")
             self.session.say(said)
         elif kind == "end":
             self.session.end_input()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.end_timeout):
+                async with asyncio.timeout(limits.end_timeout):
                     await self.session.wait_idle()
             await self._finish_sending()
             raise CallEnded(NORMAL, "done")
