@@ -103,8 +103,13 @@ def strict_errors(tp: Any, value: object) -> list[str]:
     try:
         parsed = pydantic.TypeAdapter(tp).validate_python(value)
     except pydantic.ValidationError as exc:
-        return [f"{e['loc']}: {e['msg']}" for e in exc.errors(include_url=False)]
+        return [f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
     return _unknown_fields(parsed, value, "$")
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``$.a.b[0].c`` of a pydantic error location (union members' names included)."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 def _member_for(tp: Any, value: object) -> Any:
@@ -175,3 +180,128 @@ def assert_all_valid(
         if errs:
             bad.append(f"{json.dumps(msg)[:300]}\n    " + "\n    ".join(errs))
     assert not bad, f"{len(bad)} {what} message(s) the SDK rejects:\n" + "\n".join(bad)
+
+
+# -- Azure's SDK models (``azure.ai.voicelive.models``) are not pydantic: each is a
+# MutableMapping with ``rest_field`` descriptors, typed by class annotations, polymorphic
+# through a ``__mapping__`` of discriminator values. The witness turns each into a strict
+# pydantic model (``extra="forbid"``; a field is required unless its type admits None).
+
+
+class _AzureModels:
+    def __init__(self) -> None:
+        self.built: dict[type, Any] = {}
+        self.building: set[type] = set()
+        self.namespace: dict[str, Any] = {}
+        self.sdk_ns: dict[str, Any] = {}
+
+    def of(self, cls: type) -> Any:
+        if cls in self.built:
+            return self.built[cls]
+        if cls in self.building:
+            return cls.__name__  # a forward reference, resolved by model_rebuild
+        self.building.add(cls)
+        mapping = cls.__dict__.get("__mapping__")
+        if mapping:
+            # the discriminator this class opens (a subclass also pins its parent's one)
+            key = next(
+                rf._rest_name_input or attr
+                for attr, rf in vars(cls).items()
+                if getattr(rf, "_is_discriminator", False)
+                and "Literal" not in str(cls.__annotations__.get(attr, ""))
+            )
+            tagged = tuple(
+                Annotated[self.of(sub), pydantic.Tag(tag)] for tag, sub in mapping.items()
+            )
+            built: Any = Annotated[
+                Union[tagged],  # noqa: UP007
+                pydantic.Discriminator(_Tagger(key)),
+            ]
+        else:
+            built = self._model(cls)
+        self.building.discard(cls)
+        self.built[cls] = built
+        self.namespace[cls.__name__] = built
+        return built
+
+    def _model(self, cls: type) -> type[pydantic.BaseModel]:
+        import sys
+
+        from azure.ai.voicelive import _types as azure_types
+        from azure.ai.voicelive import _unions as azure_unions
+        from azure.ai.voicelive import models as azure_models
+
+        fields: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, rf in vars(klass).items():
+                if attr.startswith("_") or not hasattr(rf, "_is_discriminator"):
+                    continue
+                self.sdk_ns = {
+                    **vars(sys.modules[klass.__module__]),
+                    "_models": azure_models,
+                    "_unions": azure_unions,
+                    "_types": azure_types,
+                }
+                name = rf._rest_name_input or attr
+                tp = self._convert(klass.__annotations__[attr])
+                optional = type(None) in get_args(tp) or tp is Any
+                fields[name] = (tp, None if optional else ...)
+        model: type[pydantic.BaseModel] = pydantic.create_model(
+            cls.__name__, __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        )
+        return model
+
+    def _convert(self, ann: Any) -> Any:
+        import enum
+        import typing
+
+        if isinstance(ann, typing.ForwardRef):
+            ann = ann.__forward_arg__
+        if isinstance(ann, str):  # the SDK's own annotation text, in the SDK's own module
+            ann = eval(ann, self.sdk_ns)
+
+        from azure.ai.voicelive._utils.model_base import Model
+
+        origin, args = get_origin(ann), get_args(ann)
+        if origin is Literal:
+            return Literal[tuple(getattr(a, "value", a) for a in args)]
+        if origin in (Union, UnionType):
+            return Union[tuple(self._convert(a) for a in args)]  # noqa: UP007
+        if origin in (list, list):
+            return list[self._convert(args[0]) if args else Any]  # type: ignore[misc]
+        if origin in (dict, dict):
+            return dict[str, self._convert(args[1]) if args else Any]  # type: ignore[misc]
+        if isinstance(ann, type) and issubclass(ann, Model):
+            return self.of(ann)
+        if isinstance(ann, type) and issubclass(ann, enum.Enum):
+            return Literal[tuple(m.value for m in ann)]
+        return ann
+
+    def finish(self) -> None:
+        for built in list(self.built.values()):
+            if isinstance(built, type) and issubclass(built, pydantic.BaseModel):
+                built.model_rebuild(_types_namespace=self.namespace)
+
+
+class _Tagger:
+    """The discriminator of a polymorphic Azure model: its value under ``key``."""
+
+    __name__ = "tag"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return value.get(self.key)
+        return getattr(value, self.key, None)
+
+
+_AZURE = _AzureModels()
+
+
+def azure_type(cls: type) -> Any:
+    """A strict pydantic type for the Azure SDK model ``cls`` (a union if polymorphic)."""
+    built = _AZURE.of(cls)
+    _AZURE.finish()
+    return built

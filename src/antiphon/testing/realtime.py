@@ -396,7 +396,9 @@ class _Conn:
             await self._error("invalid_request_error", "unknown_event", f"unknown {kind!r}")
 
     async def _item_added(self, item: dict[str, Any]) -> None:
-        item = {**item, "object": "realtime.item", "status": "completed"}
+        item = {**item, "object": "realtime.item"}
+        if self.ga or item.get("type") != "function_call_output":
+            item["status"] = "completed"  # Voice Live's function_call_output has no status
         if self.ga:
             await self.send({"type": "conversation.item.added", "item": item})
             await self.send({"type": "conversation.item.done", "item": item})
@@ -534,7 +536,13 @@ class _Conn:
             "total_tokens": 30,
             "input_tokens": 10,
             "output_tokens": 20,
-            "input_token_details": {"audio_tokens": 5, "text_tokens": 5, "cached_tokens": 0},
+            "input_token_details": {
+                "audio_tokens": 5,
+                "text_tokens": 5,
+                "image_tokens": 0,
+                "cached_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
             "output_token_details": {"audio_tokens": 15, "text_tokens": 5},
         }
         await self.send(
@@ -617,7 +625,7 @@ class _Conn:
                     "type": "response.output_item.added",
                     "response_id": rid,
                     "output_index": 0,
-                    "item": {**item, "arguments": ""},
+                    "item": {**item, "arguments": "", "status": "in_progress"},
                 }
             )
             for i in range(0, len(args), 5):
@@ -659,7 +667,7 @@ class _Conn:
         }
         await self.send(
             {"type": "response.output_item.added", "response_id": rid, "output_index": 0,
-             "item": msg_item}
+             "item": {**msg_item, "status": "in_progress"}}
         )  # fmt: skip
         part_kind = "audio"
         await self.send(
