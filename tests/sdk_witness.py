@@ -147,8 +147,7 @@ def _unknown_fields(parsed: object, raw: object, path: str) -> list[str]:
     if isinstance(parsed, pydantic.BaseModel) and isinstance(raw, Mapping):
         by_key: dict[str, str] = {}
         for name, info in type(parsed).model_fields.items():
-            by_key[info.alias or name] = name
-            by_key.setdefault(name, name)
+            by_key[info.alias or name] = name  # on the wire, a field has its alias only
         for key, sub in raw.items():
             if key in by_key:
                 errors += _unknown_fields(getattr(parsed, by_key[key]), sub, f"{path}.{key}")
