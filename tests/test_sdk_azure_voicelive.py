@@ -3,9 +3,8 @@
 The realtime conformance suite runs in the beta dialect with every frame recorded: each
 one the fake sends must be a strict ``ServerEvent`` of the SDK's models, each one the
 plugin sends a strict ``ClientEvent`` (the SDK's models, made strict by
-:func:`~sdk_witness.azure_type`). The SDK's own client needs a ``wss`` endpoint with
-Azure's credential flow and cannot be pointed at a plain loopback ``ws://`` URL, so only
-its types witness here.
+:func:`~sdk_witness.azure_type`). Then the SDK's own client (``azure.ai.voicelive.aio.connect``,
+on aiohttp), its endpoint at the fake, runs one spoken answer.
 """
 
 from __future__ import annotations
@@ -14,9 +13,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from azure.ai.voicelive.models import ClientEvent, ServerEvent
+from azure.ai.voicelive.aio import connect
+from azure.ai.voicelive.models import (
+    ClientEvent,
+    InputTextContentPart,
+    Modality,
+    RequestSession,
+    ServerEvent,
+    ServerEventResponseAudioDelta,
+    ServerEventResponseAudioTranscriptDone,
+    ServerEventResponseDone,
+    UserMessageItem,
+)
+from azure.core.credentials import AzureKeyCredential
 
+from antiphon.plugins.azure.voicelive import DEFAULT_API_VERSION
 from antiphon.services.realtime_conformance import RealtimeConformance
+from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from sdk_witness import Wire, assert_all_valid, azure_type, strict_errors, wire
 from test_azure_voicelive import AzureHarness
 
@@ -89,3 +102,37 @@ def test_the_witness_refuses_what_the_fake_used_to_send() -> None:
     assert strict_errors(server, created) == []
     created["item"] = {**item, "status": "completed"}
     assert any("status" in e for e in strict_errors(server, created))
+
+
+async def test_official_client_gets_a_spoken_answer_from_the_fake(wire: Wire) -> None:
+    """``connect(endpoint=..., credential=AzureKeyCredential(...))`` against the fake."""
+    async with FakeRealtimeServer(dialect="beta") as fake:
+        kinds: list[str] = []
+        audio = bytearray()
+        transcript = ""
+        async with connect(
+            endpoint=fake.url.replace("ws://", "http://"),
+            credential=AzureKeyCredential(DEFAULT_API_KEY),
+            model="gpt-realtime",
+        ) as conn:
+            await conn.session.update(
+                session=RequestSession(modalities=[Modality.TEXT, Modality.AUDIO])
+            )
+            item = UserMessageItem(content=[InputTextContentPart(text="What time is it?")])
+            await conn.conversation.item.create(item=item)
+            await conn.response.create()
+            async for event in conn:
+                kinds.append(str(event.type))
+                if isinstance(event, ServerEventResponseAudioDelta):
+                    audio.extend(event.delta)  # the SDK decodes the base64
+                elif isinstance(event, ServerEventResponseAudioTranscriptDone):
+                    transcript = event.transcript
+                elif isinstance(event, ServerEventResponseDone):
+                    assert event.response.status == "completed"
+                    break
+    assert kinds[0] == "session.created" and "conversation.item.created" in kinds
+    assert transcript == fake.expected_reply("What time is it?")
+    assert len(audio) == fake.stats.audio_out_bytes > 0
+    # the SDK's own api-version is the plugin's default
+    assert fake.stats.queries[0]["api-version"] == DEFAULT_API_VERSION
+    check_voicelive_wire(wire)

@@ -63,6 +63,8 @@ class RealtimeFakeStats:
     connections: int = 0
     open_connections: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
+    """The query parameters of every accepted upgrade (``model``, ``api-version``...)."""
     session_updates: int = 0
     sessions: list[dict[str, Any]] = field(default_factory=list)
     """The ``session`` of every ``session.update``, in order."""
@@ -145,6 +147,7 @@ class FakeRealtimeServer(FakeWsServer):
         if self.dialect is rt.Dialect.GA and request.headers.get("OpenAI-Beta"):
             return connection.respond(400, "the OpenAI-Beta header is not accepted in GA\n")
         self.stats.connections += 1
+        self.stats.queries.append(q)
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
