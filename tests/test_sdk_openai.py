@@ -217,3 +217,19 @@ async def test_chat_plugin_requests_and_fake_chunks_are_sdk_types(reply: Reply) 
     chunks = sse_data(raw.content)
     assert len(chunks) > 2
     assert_all_valid(ChatCompletionChunk, chunks, "fake")
+
+
+async def test_the_wire_records_both_directions(wire: Wire) -> None:
+    """The recorder the witnesses rely on sees the fake's and the plugin's frames."""
+    from antiphon.plugins.openai import OpenAIRealtime
+    from antiphon.services.realtime_conformance import FAST, turn
+
+    async with (
+        FakeRealtimeServer(dialect="ga") as fake,
+        OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as model,
+        model.session() as s,
+    ):
+        s.say("ok")
+        await turn(s)
+    assert {"session.created", "response.done"} <= wire.types("server")
+    assert {"session.update", "response.create"} <= wire.types("client")
