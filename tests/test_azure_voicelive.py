@@ -58,7 +58,7 @@ async def test_url_and_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     m = AzureVoiceLive()
     assert m.url == (
         "wss://res.services.ai.azure.com/voice-live/realtime"
-        "?api-version=2025-10-01&model=gpt-realtime"
+        "?api-version=2026-07-15&model=gpt-realtime"
     )
     assert await m.connect_headers() == {"api-key": "k1"}
     calls = []

@@ -62,8 +62,8 @@ def test_missing_key_says_where_to_put_it(monkeypatch: pytest.MonkeyPatch) -> No
 def test_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARTESIA_API_KEY", " from-env ")
     tts = CartesiaTTS()
-    assert tts.headers == {"X-API-Key": "from-env", "Cartesia-Version": "2025-04-16"}
-    assert tts.url == "wss://api.cartesia.ai/tts/websocket?cartesia_version=2025-04-16"
+    assert tts.headers == {"Authorization": "Bearer from-env", "Cartesia-Version": "2026-08-14"}
+    assert tts.url == "wss://api.cartesia.ai/tts/websocket?cartesia_version=2026-08-14"
     assert tts.sample_rate == 24000 and tts.wire_encoding == "linear16"
 
 

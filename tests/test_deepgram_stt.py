@@ -188,3 +188,43 @@ async def test_idle_close_without_keepalive_is_recovered_on_a_new_connection() -
         assert fake.stats.count("KeepAlive") == 0
         assert fake.stats.connections >= 2
     assert [f.text for f in finals] == texts
+
+
+async def test_vad_events_and_utterance_end_over_the_fake() -> None:
+    """With endpointing off, Deepgram's ``UtteranceEnd`` ends each utterance: the plugin
+    emits its final transcript then, long before the input ends; ``SpeechStarted`` marks
+    where each one began and emits nothing."""
+    texts = ["What time is it?", "Thank you very much."]
+    with running_in_thread(FakeDeepgramSTT(vocabulary=texts)) as fake:
+        async with DeepgramSTT(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            deadlines=FAST,
+            endpointing=False,
+            interim_results=True,
+            utterance_end_ms=1000,
+            vad_events=True,
+        ) as stt:
+            async with stt.stream() as s:
+                finals: list[Transcript] = []
+                for text in texts:
+                    for f in speech(text, pad=0.6).split(0.02):
+                        s.push_audio(f)
+                    for f in AudioFrame(bytes(16000 * 2 * 12 // 10), 16000).split(0.02):
+                        s.push_audio(f)  # 1.2 s of silence: more than utterance_end_ms
+                    async for t in s:
+                        if t.is_final:
+                            finals.append(t)
+                            break
+                assert fake.stats.control == []  # no Finalize, no CloseStream: UtteranceEnd
+                s.end_input()
+                rest = [t async for t in s]
+            assert s.state is StreamState.COMPLETED
+        assert fake.stats.queries[0]["vad_events"] == "true"
+        assert fake.stats.queries[0]["utterance_end_ms"] == "1000"
+    assert [(f.text, f.utterance) for f in finals] == [(texts[0], 0), (texts[1], 1)]
+    assert not [t for t in rest if t.is_final]
+    assert len(fake.stats.utterance_ends) == 2
+    assert [round(f.end, 2) for f in finals] == [round(e, 2) for e in fake.stats.utterance_ends]
+    first, second = fake.stats.speech_started
+    assert abs(first - 0.6) < 0.05 and abs(second - finals[1].start) < 0.05

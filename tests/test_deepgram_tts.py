@@ -114,7 +114,8 @@ async def test_metrics_time_each_flush_and_count_audio_and_outcomes() -> None:
     assert _metric("antiphon_tts_audio_seconds_total") - audio == pytest.approx(expected)
     assert _metric("antiphon_tts_streams_total", outcome="completed") == completed + 1
 
-    errors = _metric("antiphon_tts_errors_total", kind="ProviderError")
+    # Deepgram reports a failed synthesis with a Warning and a 1011 close.
+    errors = _metric("antiphon_tts_errors_total", kind="ProviderConnectionError")
     async with (
         FakeDeepgramTTS(FaultPlan(error_mid_stream=True)) as fake,
         DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
@@ -122,4 +123,31 @@ async def test_metrics_time_each_flush_and_count_audio_and_outcomes() -> None:
         with pytest.raises(ProviderError):
             await tts.synthesize("This will fail half way.").collect()
     assert _metric("antiphon_tts_streams_total", outcome="failed") == failed + 1
-    assert _metric("antiphon_tts_errors_total", kind="ProviderError") == errors + 1
+    assert _metric("antiphon_tts_errors_total", kind="ProviderConnectionError") == errors + 1
+
+
+async def test_the_readme_fault_plan_example_runs() -> None:
+    """README's ``FakeDeepgramTTS(FaultPlan(...))``: the stream fails, the fake lives on."""
+    import re
+    from pathlib import Path
+
+    from antiphon.errors import ProviderError
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (expr,) = re.findall(r"FakeDeepgramTTS\((FaultPlan\([^)]*\))\)", readme)
+    plan = eval(expr, {"FaultPlan": FaultPlan})
+    async with (
+        FakeDeepgramTTS(plan) as fake,
+        DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        with pytest.raises(ProviderError) as err:
+            await tts.synthesize("Cut in the middle of this sentence.").collect()
+        # the fake closed as planned (a crashed handler closes 1011 without a reason)
+        assert plan.close_reason in str(err.value)
+        assert f"code {plan.close_mid_audio}" in str(err.value)
+
+
+@pytest.mark.parametrize("code", [True, 1, 1005, 5000, "1011"])
+def test_a_fault_plan_close_code_must_be_sendable(code: object) -> None:
+    with pytest.raises(ConfigError, match="close code"):
+        FaultPlan(close_mid_audio=code)  # type: ignore[arg-type]

@@ -201,33 +201,6 @@ async def test_each_stream_uses_its_own_context_and_closes_it() -> None:
     assert fake.stats.max_open_contexts == 1 and fake.stats.cancels == 0
 
 
-@pytest.mark.parametrize("snake", [False, True])
-async def test_context_id_in_either_spelling(snake: bool) -> None:
-    async with (
-        FakeElevenLabsTTS(snake_case_ids=snake) as fake,
-        ElevenLabsTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
-    ):
-        frame = await tts.synthesize("Either spelling.").collect()
-    assert frame.data == synthesize("Either spelling.", "linear16", 24000)
-
-
-async def test_audio_inside_the_final_message_is_delivered() -> None:
-    async with (
-        FakeElevenLabsTTS(final_with_audio=True) as fake,
-        ElevenLabsTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
-        tts.stream() as s,
-    ):
-        s.push_text("First part.")
-        s.flush()
-        s.push_text(" Second part.")
-        s.end_input()
-        audio = (await s.collect()).data
-    expected = synthesize("First part.", "linear16", 24000) + synthesize(
-        "Second part.", "linear16", 24000
-    )
-    assert audio == expected
-
-
 async def test_cancelled_audio_keeps_arriving_but_never_reaches_the_next_turn() -> None:
     """A server that ignores close_context: the next stream drops the old context's audio."""
     plan = FaultPlan(ignore_clear=True, chunk_interval=0.002)

@@ -113,3 +113,19 @@ async def test_metrics_count_tokens_responses_and_interruptions() -> None:
     assert value("antiphon_realtime_tokens_total", direction="output") == out_tokens + 20
     assert value("antiphon_realtime_response_seconds_count") == responses + 1
     assert value("antiphon_realtime_interruptions_total") == interruptions + 1
+
+
+async def test_failed_response_reports_the_servers_error() -> None:
+    from antiphon.services.realtime import ResponseDone
+    from antiphon.testing.faults import FaultPlan
+
+    plan = FaultPlan(error_mid_stream=True)
+    async with (
+        FakeRealtimeServer(plan, dialect="ga") as fake,
+        OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as model,
+        model.session() as s,
+    ):
+        s.send_text("This one fails.")
+        end = (await turn(s))[-1]
+    assert isinstance(end, ResponseDone) and end.status == "failed" and end.reason == ""
+    assert end.error == "server_error (internal_error): fault plan error"

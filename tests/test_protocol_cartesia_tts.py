@@ -65,7 +65,7 @@ def _done(cid: str) -> str:
 def test_defaults_are_the_providers() -> None:
     o = ca.CartesiaOptions()
     assert (o.model, o.language, o.encoding, o.sample_rate) == ("sonic-2", "en", "linear16", 24000)
-    assert o.cartesia_encoding == "pcm_s16le" and o.api_version == "2025-04-16"
+    assert o.cartesia_encoding == "pcm_s16le" and o.api_version == "2026-08-14"
     assert o.fixed_fields() == {
         "model_id": "sonic-2",
         "voice": {"mode": "id", "id": ca.DEFAULT_VOICE},
@@ -90,7 +90,7 @@ def test_cartesia_encoding_names_are_normalised() -> None:
         ({"model": " "}, "sonic-2"),
         ({"voice": "not-a-uuid"}, "UUID"),
         ({"language": "English"}, "language code"),
-        ({"api_version": "latest"}, "2025-04-16"),
+        ({"api_version": "latest"}, "2026-08-14"),
         ({"speed": 2.0}, "0.6 and 1.5"),
         ({"volume": 0.1}, "0.5 and 2.0"),
         ({"emotion": ""}, "emotion"),
@@ -116,8 +116,8 @@ def test_url_carries_path_and_version() -> None:
 
 def test_auth_headers() -> None:
     assert ca.auth_headers("sk_car_1") == {
-        "X-API-Key": "sk_car_1",
-        "Cartesia-Version": "2025-04-16",
+        "Authorization": "Bearer sk_car_1",
+        "Cartesia-Version": "2026-08-14",
     }
     assert ca.auth_headers("k", "2026-03-01")["Cartesia-Version"] == "2026-03-01"
 

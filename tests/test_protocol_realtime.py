@@ -350,3 +350,24 @@ def test_any_interleaving_never_delivers_old_audio(ops: list[str], schedule: lis
             if d.act is Act.DELIVER:
                 last_gen = max(last_gen, d.generation)
     assert not s.awaiting or s.current is None
+
+
+def test_failed_response_carries_its_error_from_status_details() -> None:
+    """A real failed response names its error in ``status_details.error`` (no reason)."""
+    frame = json.dumps(
+        {
+            "type": "response.done",
+            "event_id": "e",
+            "response": {
+                "id": "resp_1",
+                "status": "failed",
+                "status_details": {
+                    "type": "failed",
+                    "error": {"type": "server_error", "code": "rate_limited", "message": "slow"},
+                },
+            },
+        }
+    )
+    ev = rt.parse(frame, rt.Dialect.GA)
+    assert isinstance(ev, rt.ResponseDone) and ev.status == "failed" and ev.reason == ""
+    assert ev.error == rt.ServerError("server_error", "rate_limited", "slow")

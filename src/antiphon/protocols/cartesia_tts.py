@@ -29,8 +29,8 @@ from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
 PROVIDER = "cartesia"
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
 PATH = "/tts/websocket"
-#: ``Cartesia-Version`` sent on the handshake (the version LiveKit's plugin pins).
-DEFAULT_API_VERSION = "2025-04-16"
+#: ``Cartesia-Version`` sent on the handshake: the one Cartesia's own SDK (4.x) sends.
+DEFAULT_API_VERSION = "2026-08-14"
 DEFAULT_MODEL = "sonic-2"
 #: The voice Cartesia's own Python SDK falls back to.
 DEFAULT_VOICE = "6ccbfb76-1fc6-48f7-b71d-91ac6298247b"
@@ -185,8 +185,9 @@ def build_url(base_url: str, options: CartesiaOptions) -> str:
 
 
 def auth_headers(api_key: str, api_version: str = DEFAULT_API_VERSION) -> dict[str, str]:
-    """``X-API-Key: <key>`` and ``Cartesia-Version: <date>``."""
-    return {"X-API-Key": api_key, "Cartesia-Version": api_version}
+    """``Authorization: Bearer <key>`` and ``Cartesia-Version: <date>``, as Cartesia's own
+    SDK sends them (the service still takes the older ``X-API-Key`` too)."""
+    return {"Authorization": f"Bearer {api_key}", "Cartesia-Version": api_version}
 
 
 # --------------------------------------------------------------------------- messages

@@ -520,10 +520,15 @@ class FunctionCallReady:
 
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
+    """``reason``: why a response was cancelled or incomplete (``status_details.reason``);
+    ``error``: why it failed (``status_details.error``, which the server may send without
+    an ``error`` event)."""
+
     response_id: str
     status: str
     reason: str = ""
     usage: Usage | None = None
+    error: ServerError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,6 +638,17 @@ def _usage(raw: object) -> Usage | None:
     )
 
 
+def _server_error(err: dict[str, Any]) -> ServerError:
+    """An ``error`` event's ``error``, or a failed response's ``status_details.error``."""
+    return ServerError(
+        _s(err.get("type")) or "error",
+        _s(err.get("code")),
+        _s(err.get("message")) or "no message",
+        _s(err.get("param")),
+        _s(err.get("event_id")),
+    )
+
+
 def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
     """Turn one WebSocket message into a typed event of ``dialect``."""
     if not isinstance(frame, str):
@@ -669,11 +685,13 @@ def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
     if kind == "response.done":
         resp = _d(msg.get("response"))
         details = _d(resp.get("status_details"))
+        err = details.get("error")
         return ResponseDone(
             _s(resp.get("id")),
             _s(resp.get("status")) or "completed",
             _s(details.get("reason")),
             _usage(resp.get("usage")),
+            _server_error(err) if isinstance(err, dict) else None,
         )
     if kind in ("response.output_item.added", "response.output_item.done"):
         item = _d(msg.get("item"))
@@ -694,14 +712,7 @@ def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
     if kind == "session.updated":
         return SessionUpdated(_d(msg.get("session")))
     if kind == "error":
-        err = _d(msg.get("error"))
-        return ServerError(
-            _s(err.get("type")) or "error",
-            _s(err.get("code")),
-            _s(err.get("message")) or "no message",
-            _s(err.get("param")),
-            _s(err.get("event_id")),
-        )
+        return _server_error(_d(msg.get("error")))
     if kind in n.item_added or kind in _IGNORED:
         return Ignored(kind)
     return Unknown(kind, msg)

@@ -148,13 +148,15 @@ class AgentAudio:
 
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
-    """``status``: completed, cancelled, incomplete or failed."""
+    """``status``: completed, cancelled, incomplete or failed; ``reason`` says why it was
+    cancelled or incomplete, ``error`` why it failed (the server's type, code, message)."""
 
     response_id: str
     status: str
     usage: Usage | None = None
     reason: str = ""
     generation: int = 0
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -908,7 +910,11 @@ class RealtimeSession:
             if ev.usage is not None:
                 metrics.REALTIME_TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
                 metrics.REALTIME_TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
-            self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen))
+            error = ""
+            if ev.error is not None:
+                code = f" ({ev.error.code})" if ev.error.code else ""
+                error = f"{ev.error.type}{code}: {ev.error.message}"
+            self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen, error))
         elif isinstance(ev, rt.FunctionCallReady):
             self._emit(
                 FunctionCall(ev.call_id, ev.name, ev.arguments, ev.item_id, ev.response_id, gen)

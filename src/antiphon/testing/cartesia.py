@@ -1,8 +1,9 @@
 """A fake Cartesia streaming TTS server (``/tts/websocket``) for tests and offline demos.
 
-It speaks the real wire protocol on loopback: checks the path, the API key (``X-API-Key``,
-``Authorization: Bearer`` or the ``api_key`` query parameter; a wrong key gets HTTP 401 on
-the upgrade, as the real service answers) and the API version (``Cartesia-Version`` header
+It speaks the real wire protocol on loopback: checks the path, the API key
+(``Authorization: Bearer``, as Cartesia's SDK sends it, the older ``X-API-Key`` or the
+``api_key`` query parameter; a wrong key gets HTTP 401 on the upgrade, as the real
+service answers) and the API version (``Cartesia-Version`` header
 or ``cartesia_version`` query), and multiplexes contexts on one connection the way the
 service does: generation requests append their transcript to a context verbatim,
 ``flush: true`` speaks what was sent and answers ``flush_done`` with the flush's id,
@@ -69,6 +70,9 @@ class CartesiaFakeStats:
     cancels: int = 0
     audio_bytes: int = 0
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
+    handshakes: list[tuple[str, str]] = field(default_factory=list)
+    """(how the key came: ``bearer``, ``x-api-key`` or ``query``; the API version) of
+    every accepted upgrade."""
     closes_sent: list[int] = field(default_factory=list)
     audio_send_times: list[int] = field(default_factory=list)
     """``time.perf_counter_ns()`` just before each audio chunk was sent (if recording)."""
@@ -129,19 +133,21 @@ class FakeCartesiaTTS(FakeWsServer):
         if parts.path.rstrip("/") != ca.PATH:
             return connection.respond(404, f"unknown path {parts.path}; use {ca.PATH}\n")
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        key = request.headers.get("X-API-Key")
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            key = key or auth[len("Bearer ") :]
-        key = key or q.get("api_key")
-        if key != self.api_key:
+        keys = {
+            "x-api-key": request.headers.get("X-API-Key"),
+            "bearer": auth[len("Bearer ") :] if auth.startswith("Bearer ") else None,
+            "query": q.get("api_key"),
+        }
+        form = next((name for name, key in keys.items() if key is not None), "none")
+        if keys.get(form) != self.api_key:
             return connection.respond(401, "Invalid API key\n")
         header_version = request.headers.get("Cartesia-Version")
         query_version = q.get("cartesia_version")
         version = header_version or query_version
         if version is None:
             return connection.respond(
-                400, "missing API version: send a Cartesia-Version header (e.g. 2025-04-16)\n"
+                400, "missing API version: send a Cartesia-Version header (e.g. 2026-08-14)\n"
             )
         if header_version and query_version and header_version != query_version:
             return connection.respond(400, "Cartesia-Version and cartesia_version differ\n")
@@ -151,6 +157,7 @@ class FakeCartesiaTTS(FakeWsServer):
         # also sees it counted.
         self._indices[id(connection)] = self.stats.connections
         self.stats.connections += 1
+        self.stats.handshakes.append((form, version))
         return None
 
     async def handle(self, ws: ServerConnection) -> None:

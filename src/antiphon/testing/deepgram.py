@@ -5,7 +5,10 @@ It speaks the real wire protocol on loopback: checks the path, query parameters 
 service does (audio as binary frames, then ``Flushed``; ``Cleared``; close 1000), refuses
 protocol misuse with Deepgram's close codes, and follows a :class:`FaultPlan`.
 
-Fault plan fields that apply: all of them; ``error_mid_stream`` sends a JSON ``Error``.
+Fault plan fields that apply: all of them. ``error_mid_stream`` does what the service
+does when synthesis fails mid-stream: a ``Warning`` (``code``, ``description``: the only
+in-band problem report of the speak protocol, per its SDK), then a close 1011 with a
+``NET-`` reason.
 """
 
 from __future__ import annotations
@@ -323,11 +326,10 @@ class _Conn:
                 await self.close(plan.close_mid_audio, plan.close_reason)
                 return
             if plan.error_mid_stream and i == plan.close_after_chunks:
-                await self.ws.send(
-                    json.dumps(
-                        {"type": "Error", "err_code": "INTERNAL", "description": "fault plan"}
-                    )
-                )
+                warning = {"code": "INTERNAL_SERVER_ERROR", "description": "fault plan"}
+                await self.ws.send(json.dumps({"type": "Warning", **warning}))
+                await self.close(1011, "NET-0000: the synthesis failed (fault plan)")
+                return
             if plan.malformed_mid_stream and i == 1:
                 await self.ws.send("{this is not json")
                 await self.ws.send(json.dumps({"type": "SomethingNew", "value": 1}))

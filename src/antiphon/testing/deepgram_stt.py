@@ -15,6 +15,12 @@ gives the words heard so far. Endpointing: a run followed by ``endpointing`` ms 
 silence (query parameter; 300 ms when absent, none when ``false``) gets a final result
 with ``speech_final``.
 
+As Deepgram does, ``vad_events=true`` adds a ``SpeechStarted`` (``channel``, the
+``timestamp`` in seconds) when a voiced run begins, and ``utterance_end_ms`` an
+``UtteranceEnd`` (``channel``, ``last_word_end``) once the audio after the last word of
+the results runs that long without a new word: the words not yet final get a final
+result first (``speech_final`` false), then the ``UtteranceEnd``.
+
 Fault plan fields that apply: ``hang_connect``, ``reject_status``, ``close_on_open``;
 ``silent_after`` (client messages, audio included); ``close_mid_audio`` and
 ``error_mid_stream`` after ``close_after_chunks`` audio messages were received;
@@ -84,6 +90,10 @@ class DeepgramSTTFakeStats:
     control: list[str] = field(default_factory=list)
     """Types of the JSON messages received, in order."""
     results_sent: int = 0
+    speech_started: list[float] = field(default_factory=list)
+    """``timestamp`` of every ``SpeechStarted`` sent."""
+    utterance_ends: list[float] = field(default_factory=list)
+    """``last_word_end`` of every ``UtteranceEnd`` sent."""
     closes_sent: list[int] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
@@ -220,6 +230,9 @@ class _Conn:
         self.errored = False
         self.closing = False
         self.request_id = f"fake-stt-{index}"
+        self.speech_heard_until = -1  # sample: end of the last voiced run announced
+        self.last_word_end = 0.0  # seconds: the end of the last word of any result
+        self.utterance_ended_at = 0.0  # last_word_end of the last UtteranceEnd
 
     # -- plumbing
     async def close(self, code: int, reason: str = "", *, drain: bool = True) -> None:
@@ -439,6 +452,8 @@ class _Conn:
                 await self.ws.send("{this is not json")
                 await self.send_json({"type": "SomethingNew", "value": 1})
         transcript = " ".join(w["punctuated_word"] for w in words)
+        if words:
+            self.last_word_end = max(self.last_word_end, float(words[-1]["end"]))
         msg = {
             "type": "Results",
             "channel_index": [0, 1],
@@ -464,8 +479,12 @@ class _Conn:
             await asyncio.sleep(plan.chunk_interval)
 
     async def _advance(self) -> None:
-        """After new audio: send the finals that endpointing allows, then an interim."""
+        """After new audio: SpeechStarted, the finals that endpointing allows, an interim,
+        then UtteranceEnd."""
         x = self._samples()
+        if self.options.vad_events:
+            runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
+            await self._speech_started(runs)
         while True:
             runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
             gap = round(self.endpoint * self.rate) if self.endpoint is not None else None
@@ -492,6 +511,37 @@ class _Conn:
             if runs:
                 words = self._transcribe(runs, self.received)
                 await self._send_results(self.finalized, self.received, words, is_final=False)
+        if self.options.utterance_end_ms is not None:
+            await self._utterance_end(self.options.utterance_end_ms / 1000)
+
+    async def _speech_started(self, runs: list[_Run]) -> None:
+        """``SpeechStarted`` for each voiced run that begins after the last announced one."""
+        for run in runs:
+            if run.start > self.speech_heard_until:
+                t = round(run.start / self.rate, 6)
+                self.stats.speech_started.append(t)
+                await self.send_json({"type": "SpeechStarted", "channel": [0], "timestamp": t})
+            self.speech_heard_until = max(self.speech_heard_until, run.end)
+
+    async def _utterance_end(self, gap: float) -> None:
+        """``UtteranceEnd`` once ``gap`` seconds passed since the last word, no new word
+        begun; the words still interim get their final result first."""
+        end = self.last_word_end
+        if end <= self.utterance_ended_at or self.received / self.rate - end < gap:
+            return
+        x = self._samples()
+        since = max(self.finalized, round(end * self.rate) + 1)
+        if _runs(x[since : self.received], self.rate, since):
+            return  # someone is speaking again: no gap after all
+        if self.received > self.finalized:
+            runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
+            words = self._transcribe(runs, self.received)
+            if words:
+                await self._send_results(self.finalized, self.received, words, is_final=True)
+                self.finalized = self.last_interim = self.received
+        self.utterance_ended_at = end
+        self.stats.utterance_ends.append(end)
+        await self.send_json({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": end})
 
     async def _final(self, *, from_finalize: bool) -> None:
         """A final result for everything not finalized yet (nothing if there is nothing)."""

@@ -168,9 +168,9 @@ def _check_query(query: dict[str, str]) -> tuple[str, int]:
 class FakeElevenLabsTTS(FakeWsServer):
     """``ws://127.0.0.1:PORT/v1/text-to-speech/{voice}/multi-stream-input``.
 
-    ``snake_case_ids``: tag server messages with ``context_id`` instead of ``contextId``
-    (clients report both). ``final_with_audio``: carry the last audio chunk of a context
-    inside its ``isFinal`` message instead of on its own.
+    Its messages are the SDK's ``ReceiveMessageMulti``: audio (``AudioOutputMulti``) and
+    the end of a context (``FinalOutputMulti``, ``isFinal`` without audio) apart, the
+    context named ``contextId``.
     """
 
     def __init__(
@@ -180,13 +180,9 @@ class FakeElevenLabsTTS(FakeWsServer):
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
-        snake_case_ids: bool = False,
-        final_with_audio: bool = False,
     ) -> None:
         super().__init__(plan, host=host, port=port)
         self.api_key = api_key
-        self.snake_case_ids = snake_case_ids
-        self.final_with_audio = final_with_audio
         self.stats = ElevenLabsFakeStats()
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -238,7 +234,6 @@ class _Context:
         self.speaking = False
         self.stop_after = 0  # chunks still sent after a cancel
         self.no_final = False  # a cancel that is ignored, or an error: never isFinal
-        self.held = b""  # last chunk, for final_with_audio
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -271,7 +266,6 @@ class _Conn:
             self.plan.idle_close_after if self.plan.idle_close_after is not None else inactivity
         )
         self.authenticated = authenticated
-        self.id_key = "context_id" if server.snake_case_ids else "contextId"
         loop = asyncio.get_running_loop()
         self.opened = loop.time()
         self.last_message = loop.time()
@@ -300,15 +294,13 @@ class _Conn:
             raise ConnectionClosed(None, None)
         await self.ws.send(json.dumps(obj))
 
-    async def send_audio(self, ctx: _Context, chunk: bytes, *, final: bool = False) -> None:
+    async def send_audio(self, ctx: _Context, chunk: bytes) -> None:
         msg: dict[str, Any] = {
             "audio": base64.b64encode(chunk).decode("ascii"),
             "normalizedAlignment": None,
             "alignment": None,
-            self.id_key: ctx.id,
+            "contextId": ctx.id,
         }
-        if final:
-            msg["isFinal"] = True
         if self.stats.record_send_times:
             self.stats.audio_send_times.append(time.perf_counter_ns())
         await self.send_json(msg)
@@ -317,12 +309,8 @@ class _Conn:
         self.stats.audio_bytes += len(chunk)
 
     async def send_final(self, ctx: _Context) -> None:
-        held, ctx.held = ctx.held, b""
         ctx.state = "done"
-        if held:
-            await self.send_audio(ctx, held, final=True)
-        else:
-            await self.send_json({"isFinal": True, self.id_key: ctx.id})
+        await self.send_json({"isFinal": True, "contextId": ctx.id})
         self.stats.finals_sent += 1
         step = self.chunk_bytes()
         for _ in range(self.plan.audio_after_done):
@@ -487,7 +475,6 @@ class _Conn:
             ctx.jobs.clear()
             ctx.state = "cancelled"
             ctx.stop_after = self.plan.audio_after_clear
-            ctx.held = b""
         ctx.wake.set()
 
     async def _context_loop(self, ctx: _Context) -> None:
@@ -520,9 +507,6 @@ class _Conn:
             raise ConnectionClosed(None, None)
         if plan.first_audio_delay:
             await asyncio.sleep(plan.first_audio_delay)
-        if ctx.held:  # the previous answer's last chunk, held for final_with_audio
-            held, ctx.held = ctx.held, b""
-            await self.send_audio(ctx, held)
         audio = synthesize(text, self.encoding, self.sample_rate)
         step = self.chunk_bytes()
         starts = list(range(0, len(audio), step))
@@ -541,7 +525,7 @@ class _Conn:
                         "message": "fault plan: synthesis failed",
                         "error": "internal_error",
                         "code": 1011,
-                        self.id_key: ctx.id,
+                        "contextId": ctx.id,
                     }
                 )
                 ctx.jobs.clear()
@@ -552,10 +536,6 @@ class _Conn:
             if plan.malformed_mid_stream and i == 1:
                 await self.ws.send("{this is not json")
                 await self.send_json({"type": "SomethingNew", "value": 1})
-            chunk = audio[pos : pos + step]
-            if self.server.final_with_audio and i == len(starts) - 1 and ctx.state != "cancelled":
-                ctx.held = chunk
-            else:
-                await self.send_audio(ctx, chunk)
+            await self.send_audio(ctx, audio[pos : pos + step])
             if plan.chunk_interval:
                 await asyncio.sleep(plan.chunk_interval)

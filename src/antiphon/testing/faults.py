@@ -8,8 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from websockets.frames import EXTERNAL_CLOSE_CODES
+
+from antiphon.errors import ConfigError
+
 #: Close code that means "drop the TCP connection without a close frame" (peer sees 1006).
 ABORT = 1006
+
+
+def _sendable(code: object) -> bool:
+    """A close code a server can send (or ``ABORT``); a bool is a mistake, not 1."""
+    if not isinstance(code, int) or isinstance(code, bool):
+        return False
+    return code == ABORT or code in EXTERNAL_CLOSE_CODES or 3000 <= code <= 4999
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,18 @@ class FaultPlan:
     """Close a connection that received nothing for this long (an idle timeout)."""
     max_connection_age: float | None = None
     """Close any connection older than this many seconds."""
+
+    def __post_init__(self) -> None:
+        for name in ("close_on_open", "close_mid_audio"):
+            code = getattr(self, name)
+            if code is None:
+                continue
+            if not _sendable(code):
+                raise ConfigError(
+                    f"FaultPlan {name} is a WebSocket close code, got {code!r}: use e.g. "
+                    "1011 (server error), 1008 (policy) or ABORT (drop TCP, the client "
+                    "sees 1006)"
+                )
 
     def describe(self) -> str:
         """The non-default fields, for test ids and logs."""

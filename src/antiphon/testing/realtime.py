@@ -63,6 +63,8 @@ class RealtimeFakeStats:
     connections: int = 0
     open_connections: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
+    """The query parameters of every accepted upgrade (``model``, ``api-version``...)."""
     session_updates: int = 0
     sessions: list[dict[str, Any]] = field(default_factory=list)
     """The ``session`` of every ``session.update``, in order."""
@@ -145,6 +147,7 @@ class FakeRealtimeServer(FakeWsServer):
         if self.dialect is rt.Dialect.GA and request.headers.get("OpenAI-Beta"):
             return connection.respond(400, "the OpenAI-Beta header is not accepted in GA\n")
         self.stats.connections += 1
+        self.stats.queries.append(q)
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -190,7 +193,18 @@ class _Conn:
         self.last_message = loop.time()
         self.received = 0
         self.chunks_sent = 0
-        self.session: dict[str, Any] = {"id": server.next_id("sess")}
+        self.session: dict[str, Any] = (
+            {
+                "type": "realtime",
+                "object": "realtime.session",
+                "id": server.next_id("sess"),
+                "model": "gpt-realtime",
+                "output_modalities": ["audio"],
+                "expires_at": 0,
+            }
+            if self.ga
+            else {"id": server.next_id("sess")}
+        )
         self.conversation: list[dict[str, Any]] = []
         self.response: asyncio.Task[None] | None = None
         self.response_id = ""
@@ -385,7 +399,9 @@ class _Conn:
             await self._error("invalid_request_error", "unknown_event", f"unknown {kind!r}")
 
     async def _item_added(self, item: dict[str, Any]) -> None:
-        item = {**item, "object": "realtime.item", "status": "completed"}
+        item = {**item, "object": "realtime.item"}
+        if self.ga or item.get("type") != "function_call_output":
+            item["status"] = "completed"  # Voice Live's function_call_output has no status
         if self.ga:
             await self.send({"type": "conversation.item.added", "item": item})
             await self.send({"type": "conversation.item.done", "item": item})
@@ -457,12 +473,20 @@ class _Conn:
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": transcript,
+                **self._transcription_usage(end_ms - self.speech_start if vad else end_ms),
             }
         )
         td = self.turn_detection
         idle = self.response is None or self.response.done()
         if vad and td is not None and td.get("create_response", True) and idle:
             self._start_response(None)
+
+    def _transcription_usage(self, ms: float) -> dict[str, Any]:
+        """GA bills transcription by duration (whisper-1: ``{type: duration, seconds}``);
+        the Voice Live preview sends no usage."""
+        if not self.ga:
+            return {}
+        return {"usage": {"type": "duration", "seconds": round(max(ms, 0.0) / 1000, 3)}}
 
     # -- responses
     def _last_user_text(self) -> str:
@@ -499,14 +523,29 @@ class _Conn:
         )
 
     async def _response_done(
-        self, rid: str, status: str, output: list[dict[str, Any]], reason: str = ""
+        self,
+        rid: str,
+        status: str,
+        output: list[dict[str, Any]],
+        reason: str = "",
+        error: dict[str, str] | None = None,
     ) -> None:
-        details = {"type": status, "reason": reason} if reason else None
+        details: dict[str, Any] | None = None
+        if reason:
+            details = {"type": status, "reason": reason}
+        elif error is not None:  # a failed response: the error, never a reason
+            details = {"type": status, "error": error}
         usage = {
             "total_tokens": 30,
             "input_tokens": 10,
             "output_tokens": 20,
-            "input_token_details": {"audio_tokens": 5, "text_tokens": 5, "cached_tokens": 0},
+            "input_token_details": {
+                "audio_tokens": 5,
+                "text_tokens": 5,
+                "image_tokens": 0,
+                "cached_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
             "output_token_details": {"audio_tokens": 15, "text_tokens": 5},
         }
         await self.send(
@@ -589,7 +628,7 @@ class _Conn:
                     "type": "response.output_item.added",
                     "response_id": rid,
                     "output_index": 0,
-                    "item": {**item, "arguments": ""},
+                    "item": {**item, "arguments": "", "status": "in_progress"},
                 }
             )
             for i in range(0, len(args), 5):
@@ -631,9 +670,17 @@ class _Conn:
         }
         await self.send(
             {"type": "response.output_item.added", "response_id": rid, "output_index": 0,
-             "item": msg_item}
+             "item": {**msg_item, "status": "in_progress"}}
         )  # fmt: skip
-        await self.send({"type": "response.content_part.added", **base, "content_index": 0})
+        part_kind = "audio"
+        await self.send(
+            {
+                "type": "response.content_part.added",
+                **base,
+                "content_index": 0,
+                "part": {"type": part_kind, "transcript": ""},
+            }
+        )
         if self.index < plan.drop_before_audio:
             await self.close(1011, "dropped by fault plan")
             return
@@ -654,7 +701,10 @@ class _Conn:
                 return
             if plan.error_mid_stream and i == plan.close_after_chunks:
                 await self._error("server_error", "internal_error", "fault plan error")
-                await self._response_done(rid, "failed", [], "error")
+                error = {"type": "server_error", "code": "internal_error"}
+                await self._response_done(
+                    rid, "failed", [], error={**error, "message": "fault plan error"}
+                )
                 return
             if plan.malformed_mid_stream and i == 1:
                 await self.ws.send("{this is not json")
@@ -678,7 +728,14 @@ class _Conn:
         await self.send(
             {"type": self.names.transcript_done, **base, "content_index": 0, "transcript": text}
         )
-        await self.send({"type": "response.content_part.done", **base, "content_index": 0})
+        await self.send(
+            {
+                "type": "response.content_part.done",
+                **base,
+                "content_index": 0,
+                "part": {"type": part_kind, "transcript": text},
+            }
+        )
         kind = "output_audio" if self.ga else "audio"
         content = [{"type": kind, "transcript": text}]
         final_item: dict[str, Any] = {**msg_item, "status": "completed", "content": content}

@@ -21,7 +21,9 @@ from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
 
 PROVIDER = "azure-voicelive"
 PATH = "/voice-live/realtime"
-DEFAULT_API_VERSION = "2025-10-01"
+#: The ``api-version`` that Azure's own SDK (azure-ai-voicelive 1.3) sends; the messages
+#: antiphon sends and reads validate against that SDK's models (tests/test_sdk_azure_voicelive.py).
+DEFAULT_API_VERSION = "2026-07-15"
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = Voice("en-US-Ava:DragonHDLatestNeural", "azure-standard")
 DEFAULT_TURN_DETECTION: Mapping[str, Any] = {
@@ -97,7 +99,7 @@ class AzureVoiceLive(WebSocketRealtimeModel):
             self._key = api_key.strip()
         if not api_version or not model:
             raise ConfigError(
-                "api_version and model are required, e.g. '2025-10-01', 'gpt-realtime'"
+                f"api_version and model are required, e.g. {DEFAULT_API_VERSION!r}, 'gpt-realtime'"
             )
         self.api_version = api_version
         self.model = model
