@@ -323,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--token", help="require ?token=TOKEN (or a Bearer header) on calls")
     srv.add_argument("--max-sessions", type=int, default=100)
-    srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
+    srv.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,  # antiphon.server.ops.DRAIN_TIMEOUT (not imported: no FastAPI here)
+        help="seconds active calls may go on after SIGTERM (default %(default)g; keep "
+        "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
+    )
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
     srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")

@@ -1,4 +1,5 @@
-"""The ASGI server: ``/ws/agent`` calls, ``/healthz``, ``/metrics``, the playground page.
+"""The ASGI server: ``/ws/agent`` calls, the playground page; ``/livez``, ``/readyz``
+(``/healthz``) and ``/metrics`` come from :mod:`antiphon.server.ops`.
 
 ``create_app(agent)`` builds a FastAPI app around an
 :class:`~antiphon.server.agents.AgentFactory`; :func:`serve` runs it with uvicorn.
@@ -28,10 +29,10 @@ import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
+from antiphon.server.ops import add_ops
 from antiphon.transports.base import GOING_AWAY, TRY_AGAIN, UNAUTHORIZED, CallBridge
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import BridgeLimits, StarletteSocket, WebSocketBridge
@@ -130,6 +131,7 @@ def create_app(
 
     app = FastAPI(title="antiphon", lifespan=lifespan)
     app.state.calls = registry
+    add_ops(app, registry)  # /livez, /readyz (= /healthz), /metrics: server/ops.py
 
     async def run_call(bridge: CallBridge[Any]) -> None:
         """Admit the call (or refuse it with 1013), start its session, run it to the end."""
@@ -193,22 +195,6 @@ def create_app(
         webrtc_calls.add(task)
         task.add_done_callback(webrtc_calls.discard)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        return JSONResponse(
-            {
-                "ok": not registry.draining,
-                "active_sessions": len(registry.calls),
-                "max_sessions": registry.max_sessions,
-                "total_sessions": registry.total,
-            },
-            status_code=503 if registry.draining else 200,
-        )
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws/agent")
     async def agent_call(ws: WebSocket) -> None:
