@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
 from antiphon.server.ops import add_ops
 from antiphon.transports.base import GOING_AWAY, TRY_AGAIN, UNAUTHORIZED, CallBridge
+from antiphon.transports.ice import IceServer, browser_config
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import BridgeLimits, StarletteSocket, WebSocketBridge
 
@@ -108,12 +109,15 @@ def create_app(
     input_rate: int = 16000,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
+    ice_servers: Sequence[IceServer] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``agent`` (see the module docstring).
 
     Telephony: ``POST /twilio/voice`` answers a Twilio call with TwiML connecting it to
     ``/twilio/media``. With ``twilio_auth_token``, requests must carry Twilio's signature
     (checked against ``public_url``, the server's address as Twilio sees it).
+    WebRTC: ``ice_servers`` (STUN/TURN) go to the server's peer connections and, through
+    ``GET /webrtc/config``, to the page's.
     """
     registry = CallRegistry(max_sessions)
     webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
@@ -151,6 +155,14 @@ def create_app(
             await session.aclose()
             registry.leave(bridge)
 
+    @app.get("/webrtc/config")
+    async def webrtc_config(request: Request) -> JSONResponse:
+        """The browser's ``RTCPeerConnection`` configuration: the same ICE servers."""
+        query, header = request.query_params.get("token"), request.headers.get("authorization")
+        if not _token_ok(token, query, header):  # TURN credentials are not for everyone
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return JSONResponse(browser_config(ice_servers))
+
     @app.post("/webrtc/offer")
     async def webrtc_offer(request: Request) -> JSONResponse:
         """A WebRTC call: the browser's SDP offer in, the answer out (JSON ``sdp``/``type``)."""
@@ -169,7 +181,7 @@ def create_app(
             sdp, kind = str(offer["sdp"]), str(offer["type"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
-        call = WebRTCCall(agent.new_session())
+        call = WebRTCCall(agent.new_session(), ice_servers)
         if not registry.admit(call):
             await call.aclose()
             return JSONResponse({"error": "too many sessions"}, status_code=503)
@@ -268,6 +280,7 @@ def serve(
     drain_timeout: float = 10.0,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
+    ice_servers: Sequence[IceServer] = (),
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
@@ -283,6 +296,7 @@ def serve(
         drain_timeout=drain_timeout,
         twilio_auth_token=twilio_auth_token,
         public_url=public_url,
+        ice_servers=ice_servers,
     )
     config = uvicorn.Config(
         app,
