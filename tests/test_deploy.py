@@ -319,10 +319,17 @@ async def test_a_drain_behind_haproxy_drops_no_call(tmp_path: Path) -> None:
                 assert await active() == (2, 2)
 
                 # SIGTERM to a: it says 503 at once, HAProxy takes it out, its calls go on
+                clock = asyncio.get_running_loop().time
+                start = clock()
                 a.proc.send_signal(signal.SIGTERM)
                 await _poll(lambda: _ready_code(a, http, 503), 60)
+                unready = clock() - start
                 assert (await a.ready(http))["status"] == "draining"
                 await _poll(lambda: haproxy_sees({"s0": "DOWN", "s1": "UP"}), 60)
+                print(
+                    f"SIGTERM: 503 after {unready:.2f} s, "
+                    f"down in HAProxy after {clock() - start:.2f} s"
+                )
 
                 # every new call goes to b, and is answered
                 later = [await calls.open() for _ in range(3)]
