@@ -4,6 +4,7 @@ the ASGI app, and the event-loop lag monitor on a clock the test controls."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from antiphon.cli import build_parser
-from antiphon.server.app import CallRegistry, create_app
+from antiphon.server.app import CallRegistry, create_app, serve
 from antiphon.server.ops import DRAIN_TIMEOUT, LoopLagMonitor, Ops
 from antiphon.testing.agent import doubles_agent
 from antiphon.testing.asgi import serve_app
@@ -186,6 +187,7 @@ async def test_lag_monitor_runs_with_the_app_and_stops_with_it() -> None:
     assert not any(t.get_name() == "loop-lag-monitor" for t in asyncio.all_tasks())
 
 
-def test_the_cli_drain_default_is_sized_for_calls() -> None:
+def test_the_drain_default_is_sized_for_calls() -> None:
     args = build_parser().parse_args(["serve"])
     assert args.drain_timeout == DRAIN_TIMEOUT >= 60
+    assert inspect.signature(serve).parameters["drain_timeout"].default == DRAIN_TIMEOUT

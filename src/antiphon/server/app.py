@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 
 from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
-from antiphon.server.ops import add_ops
+from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
 from antiphon.transports.base import GOING_AWAY, TRY_AGAIN, UNAUTHORIZED, CallBridge
 from antiphon.transports.ice import IceServer, browser_config
 from antiphon.transports.twilio import TwilioBridge
@@ -277,7 +277,7 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     max_sessions: int = 100,
-    drain_timeout: float = 10.0,
+    drain_timeout: float = DRAIN_TIMEOUT,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
     ice_servers: Sequence[IceServer] = (),

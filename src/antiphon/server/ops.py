@@ -28,7 +28,6 @@ leave: the registry stays the single source of truth.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.aio.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from antiphon.server.app import CallRegistry
@@ -89,9 +89,7 @@ class LoopLagMonitor:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], timeout=5.0, what="loop-lag monitor")
 
 
 class _Gauges(Collector):
