@@ -22,6 +22,7 @@ from antiphon.services.tts import TTS, TTSDeadlines
 if TYPE_CHECKING:
     from antiphon.agent.pipeline import FakeBackends
     from antiphon.services.realtime import RealtimeModel
+    from antiphon.transports.ice import IceServer
 
 
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
@@ -277,6 +278,7 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         twilio_auth_token=args.twilio_auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
         public_url=args.public_url,
+        ice_servers=args.ice_server,
     )
     return 0
 
@@ -314,6 +316,15 @@ async def _console(args: argparse.Namespace) -> int:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _ice_server(text: str) -> IceServer:
+    from antiphon.transports.ice import IceServer  # not at import: it loads the transports
+
+    try:
+        return IceServer.parse(text)
+    except AntiphonError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,7 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--max-messages-per-second", type=int, default=200, help="per call, sustained")
     srv.add_argument("--max-sessions", type=int, default=100)
-    srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
+    srv.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,  # antiphon.server.ops.DRAIN_TIMEOUT (not imported: no FastAPI here)
+        help="seconds active calls may go on after SIGTERM (default %(default)g; keep "
+        "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
+    )
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
     srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
@@ -402,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="check Twilio's request signatures (default TWILIO_AUTH_TOKEN)",
     )
     srv.add_argument("--public-url", help="the server's address as Twilio sees it (https://...)")
+    srv.add_argument(
+        "--ice-server",
+        action="append",
+        type=_ice_server,
+        default=[],
+        metavar="URL",
+        help="a STUN/TURN server for WebRTC calls across NAT, repeatable: stun:HOST[:PORT] "
+        "or turn:USER:CREDENTIAL@HOST[:PORT][?transport=udp|tcp] (default: none)",
+    )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")

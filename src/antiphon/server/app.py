@@ -1,4 +1,5 @@
-"""The ASGI server: ``/ws/agent`` calls, ``/healthz``, ``/metrics``, the playground page.
+"""The ASGI server: ``/ws/agent`` calls, the playground page; ``/livez``, ``/readyz``
+(``/healthz``) and ``/metrics`` come from :mod:`antiphon.server.ops`.
 
 ``create_app(agent)`` builds a FastAPI app around an
 :class:`~antiphon.server.agents.AgentFactory`; :func:`serve` runs it with uvicorn.
@@ -35,7 +36,6 @@ import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.errors import ConfigError
@@ -54,12 +54,14 @@ from antiphon.server.edge import (
     read_body,
     token_ok,
 )
+from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
 from antiphon.transports.base import (
     TRY_AGAIN,
     UNAUTHORIZED,
     CallBridge,
     CallEnded,
 )
+from antiphon.transports.ice import IceServer, browser_config
 from antiphon.transports.limits import TIMED_OUT, ConnectionGuard, EdgeLimits
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket, WebSocketBridge
@@ -86,6 +88,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     guard_metrics: bool = False,
     clock: Clock | None = None,
+    ice_servers: Sequence[IceServer] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``agent`` (see the module docstring and docs/server.md).
 
@@ -103,6 +106,8 @@ def create_app(
         allowed_hosts: ``Host`` names served (None: any; ``*.example.com`` patterns).
         guard_metrics: ``/metrics`` needs the token too.
         clock: the clock of the deadlines (tests pass a virtual one).
+        ice_servers: STUN/TURN servers for WebRTC, given to the server's peer connections
+            and, through ``GET /webrtc/config``, to the page's.
 
     Raises:
         ConfigError: an empty token, or limits that make no sense.
@@ -142,6 +147,14 @@ def create_app(
     app.state.limits = lim
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=tuple(allowed_hosts))
+
+    def metrics_refused(request: Request) -> bool:
+        """``/metrics`` with ``guard_metrics``: the token is needed."""
+        query, header = request.query_params.get("token"), request.headers.get("authorization")
+        return not token_ok(token, query, header)
+
+    # /livez, /readyz (= /healthz), /metrics: server/ops.py
+    add_ops(app, registry, metrics_refused=metrics_refused if guard_metrics else None)
 
     async def run_call(bridge: CallBridge[Any]) -> None:
         """Admit the call (or refuse it with 1013), start its session, run it to the end."""
@@ -183,6 +196,14 @@ def create_app(
             return UNAUTHORIZED, "missing or wrong token"
         return None
 
+    @app.get("/webrtc/config")
+    async def webrtc_config(request: Request) -> JSONResponse:
+        """The browser's ``RTCPeerConnection`` configuration: the same ICE servers."""
+        query, header = request.query_params.get("token"), request.headers.get("authorization")
+        if not token_ok(token, query, header):  # TURN credentials are not for everyone
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return JSONResponse(browser_config(ice_servers))
+
     @app.post("/webrtc/offer")
     async def webrtc_offer(request: Request) -> JSONResponse:
         """A WebRTC call: the browser's SDP offer in, the answer out (JSON ``sdp``/``type``)."""
@@ -210,7 +231,7 @@ def create_app(
             sdp, kind = str(offer["sdp"]), str(offer["type"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
-        call = WebRTCCall(agent.new_session())
+        call = WebRTCCall(agent.new_session(), ice_servers)
         if not registry.admit(call):
             await call.aclose()
             return JSONResponse({"error": "too many sessions"}, status_code=503)
@@ -251,26 +272,6 @@ def create_app(
         webrtc_calls.add(task)
         task.add_done_callback(webrtc_calls.discard)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        return JSONResponse(
-            {
-                "ok": not registry.draining,
-                "active_sessions": len(registry.calls),
-                "max_sessions": registry.max_sessions,
-                "total_sessions": registry.total,
-            },
-            status_code=503 if registry.draining else 200,
-        )
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        if guard_metrics and not token_ok(
-            token, request.query_params.get("token"), request.headers.get("authorization")
-        ):
-            return PlainTextResponse("missing or wrong token", status_code=401)
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws/agent")
     async def agent_call(ws: WebSocket) -> None:
@@ -459,13 +460,14 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     max_sessions: int = 100,
-    drain_timeout: float = 10.0,
+    drain_timeout: float = DRAIN_TIMEOUT,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
     limits: EdgeLimits | None = None,
     allow_origins: Sequence[str] = (),
     allow_hosts: Sequence[str] = (),
     guard_metrics: bool = False,
+    ice_servers: Sequence[IceServer] = (),
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
     if host not in LOOPBACK_HOSTS and token is None:
@@ -486,6 +488,7 @@ def serve(
         allow_origins=allow_origins,
         allowed_hosts=default_allowed_hosts(host, public_url, allow_hosts),
         guard_metrics=guard_metrics,
+        ice_servers=ice_servers,
     )
     config = uvicorn.Config(
         app,

@@ -6,6 +6,11 @@ same JSON events as the WebSocket transport (docs/transport-ws.md). The caller's
 read by one task into ``session.push_audio``. Packet loss and jitter are WebRTC's job;
 this module only converts audio: 48 kHz from the browser to the session, the session's
 paced frames (silence between replies) to 48 kHz for the encoder.
+
+NAT: the peer connection gathers candidates from the STUN/TURN servers it is given
+(``antiphon serve --ice-server``, :mod:`antiphon.transports.ice`), and from none when
+given none: host candidates only, and no server is contacted (aiortc's own default would
+be a public STUN server). aiortc uses the first STUN and the first TURN server of the list.
 """
 
 from __future__ import annotations
@@ -15,10 +20,17 @@ import contextlib
 import fractions
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame as AvFrame
 
@@ -27,7 +39,10 @@ from antiphon.agent.session import AgentSession
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.transports.ice import IceServer
 from antiphon.transports.websocket import event_message
+
+__all__ = ["AgentAudioTrack", "WebRTCCall", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 RATE = 48000
@@ -98,12 +113,25 @@ def _pcm16_mono(frame: Any) -> bytes:
     return bytes(np.ascontiguousarray(samples.reshape(-1)).data)
 
 
-class WebRTCCall:
-    """One WebRTC call: :meth:`answer` an offer, then :meth:`wait` for the call's end."""
+def rtc_configuration(servers: Sequence[IceServer] = ()) -> RTCConfiguration:
+    """aiortc's configuration for these ICE servers (an empty list means none, not
+    aiortc's default public STUN server)."""
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(s.url, s.username, s.credential) for s in servers]
+    )
 
-    def __init__(self, session: AgentSession) -> None:
+
+class WebRTCCall:
+    """One WebRTC call: :meth:`answer` an offer, then :meth:`wait` for the call's end.
+
+    ``ice_servers``: the STUN/TURN servers to gather candidates from (see the module
+    docstring).
+    """
+
+    def __init__(self, session: AgentSession, ice_servers: Sequence[IceServer] = ()) -> None:
         self.session = session
-        self.pc = RTCPeerConnection()
+        self.configuration = rtc_configuration(ice_servers)
+        self.pc = RTCPeerConnection(self.configuration)
         self.track = AgentAudioTrack(session)
         self._channel: Any = None
         self._reader: asyncio.Task[None] | None = None

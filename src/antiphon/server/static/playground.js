@@ -90,7 +90,12 @@ async function startWebRTC(raw) {
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: !raw, noiseSuppression: !raw, autoGainControl: !raw },
   });
-  pc = new RTCPeerConnection();
+  const token = params.get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  // the server's STUN/TURN servers (antiphon serve --ice-server), for callers behind NAT
+  const config = await fetch(`/webrtc/config${query}`);
+  if (!config.ok) throw new Error((await config.json()).error || config.statusText);
+  pc = new RTCPeerConnection(await config.json());
   const channel = pc.createDataChannel("events");
   channel.onmessage = (e) => onEvent(JSON.parse(e.data));
   stream.getTracks().forEach((t) => pc.addTrack(t, stream));
@@ -103,8 +108,7 @@ async function startWebRTC(raw) {
     pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
     setTimeout(resolve, 3000); // send what was gathered by then
   });
-  const token = params.get("token");
-  const response = await fetch(`/webrtc/offer${token ? `?token=${encodeURIComponent(token)}` : ""}`, {
+  const response = await fetch(`/webrtc/offer${query}`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
