@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from antiphon.aio import Channel, ChannelClosed, ChannelFull, TaskOwner, VirtualClock, deadline
-from antiphon.errors import ProviderTimeoutError, StreamClosedError
+from antiphon.errors import AntiphonError, ProviderTimeoutError, StreamClosedError
 
 
 async def test_close_wakes_every_receiver_and_sender() -> None:
@@ -105,7 +105,9 @@ async def test_deadline_raises_typed_error() -> None:
     err = info.value
     assert (err.provider, err.stage, err.timeout) == ("acme", "first audio", 0.01)
     assert "check the model" in str(err)
-    assert isinstance(err, TimeoutError)
+    # typed, and not a builtin TimeoutError/OSError: an `except TimeoutError` around an
+    # asyncio.timeout() must never take a provider's timeout for its own deadline
+    assert isinstance(err, AntiphonError) and not isinstance(err, TimeoutError | OSError)
 
 
 async def test_deadline_none_and_foreign_timeouts_pass_through() -> None:

@@ -718,8 +718,9 @@ class RealtimeSession:
         conn = await model._connect()
         self._conn = conn
         stage = "session.created"
+        ready = asyncio.timeout(self.deadlines.ready)
         try:
-            async with asyncio.timeout(self.deadlines.ready):
+            async with ready:
                 while True:
                     d = self._sm.feed(await conn.recv(stage=stage))
                     if d.act is rt.Act.CREATED:
@@ -729,13 +730,17 @@ class RealtimeSession:
                     self._log_unexpected(d)
                 stage = "session.update"
                 for m in first_messages:
-                    await conn.send(m, stage=stage)
+                    await conn.send(m, stage="send")
                 while True:
                     d = self._sm.feed(await conn.recv(stage=stage))
                     if d.act is rt.Act.READY:
                         break
                     self._handle(d)
         except TimeoutError:
+            if not ready.expired():
+                raise
+            # only the ready deadline lands here: a send that hangs is a ProviderTimeoutError
+            # of its own (stage "send"), which is not a builtin TimeoutError
             raise ProviderTimeoutError(
                 f"no {'session.created' if stage == 'session.created' else 'session.updated'}",
                 provider=self.provider,
