@@ -91,7 +91,7 @@ from antiphon.errors import (
 from antiphon.services.llm import LLM, ChatContext, ChatMessage, TextDelta, ToolCall
 from antiphon.services.segmenter import SentenceSegmenter
 from antiphon.services.stt import STT, RecognizeStream, Transcript
-from antiphon.services.tools import FunctionTool, run_tools
+from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
 from antiphon.services.tts import TTS, SynthesisStream
 from antiphon.services.vad import VAD, SpeechEnd, SpeechStart, VADEvent
 
@@ -245,6 +245,7 @@ class AgentSession:
             self._log_file = turn_log
 
         self._tasks = TaskOwner("agent-session", on_failure=self._on_task_failed)
+        self._tool_threads = ToolThreads(4, name="agent-tool")  # sync tools run here
         self._mailbox: Channel[object] = Channel(
             MAILBOX_SIZE, Overflow.FAIL, name="agent session mailbox"
         )
@@ -368,6 +369,7 @@ class AgentSession:
             await self._tasks.aclose(self.options.drain_timeout)
             if self._stt_stream is not None:
                 await self._stt_stream.aclose()
+            await self._tool_threads.aclose(self.options.drain_timeout)
         except Exception:  # pragma: no cover - each step is bounded and does not raise
             log.exception("agent session: closing failed")
         finally:
@@ -1010,6 +1012,7 @@ class AgentSession:
                 [(c.id, c.name, c.arguments) for c in calls],
                 self.tools,
                 timeout=self.options.tool_timeout,
+                threads=self._tool_threads,
             )
         )
         timer = asyncio.ensure_future(
