@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from antiphon.agent.events import AgentEvent, AgentState, Interrupted, StateChanged
