@@ -29,12 +29,12 @@ import httpx
 
 from antiphon.errors import (
     ConfigError,
-    HttpAuthError,
-    HttpStatusError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
 )
+from antiphon.errors import HttpAuthError as HttpAuthError  # re-exported (defined there)
+from antiphon.errors import HttpStatusError as HttpStatusError
 
 
 def _user_agent() -> str:

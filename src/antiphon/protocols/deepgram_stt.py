@@ -28,9 +28,11 @@ from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import (
     AuthError,
     ConfigError,
-    ProtocolStateError,
     ProviderConnectionError,
     ProviderError,
+)
+from antiphon.errors import (
+    ProtocolStateError as ProtocolStateError,
 )
 from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
 
