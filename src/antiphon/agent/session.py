@@ -929,7 +929,9 @@ class AgentSession:
         self._post(_ReplyNews(reply, kind, error))
 
     async def _run_reply(self, reply: _Reply) -> None:
-        sentences: Channel[str] = Channel()
+        # the LLM's sentences wait for TTS (lookahead-bounded); a reply of more than 1,024
+        # sentences fails with ChannelFull rather than growing without bound
+        sentences: Channel[str] = Channel(1024, Overflow.FAIL, name="reply sentences")
         failure: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -1045,8 +1047,11 @@ class AgentSession:
 
     async def _speak(self, reply: _Reply, sentences: Channel[str]) -> None:
         """Sentences → one synthesis stream each (``tts_lookahead`` ahead) → the track."""
-        streams: Channel[tuple[str, SynthesisStream]] = Channel()
         slots = asyncio.Semaphore(self.options.tts_lookahead)
+        # at most tts_lookahead streams are open (a slot is taken before each is queued)
+        streams: Channel[tuple[str, SynthesisStream]] = Channel(
+            self.options.tts_lookahead, Overflow.FAIL, name="reply synthesis streams"
+        )
         opened: list[SynthesisStream] = []
 
         async def open_streams() -> None:

@@ -439,8 +439,10 @@ class RealtimeSession:
         self.session_id = ""
         self.reconnects = 0
         self._sm = rt.RealtimeState(model.dialect, output_rate=self.config.output_rate)
-        self._mailbox: Channel[object] = Channel()
-        self._out: Channel[RealtimeEvent] = Channel()
+        # bounded in seconds of audio rather than items (policy fail: the session fails):
+        # input by max_input_backlog (push_audio), output by max_output_backlog (_emit)
+        self._mailbox: Channel[object] = Channel(name="realtime session mailbox")
+        self._out: Channel[RealtimeEvent] = Channel(name="realtime session output")
         self._converter = AudioConverter(self.config.input_rate, 1)
         self._in_bytes = 0  # input audio queued, not yet sent
         self._in_limit = int(model.max_input_backlog * self.config.input_rate) * 2
