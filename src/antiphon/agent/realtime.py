@@ -61,6 +61,7 @@ from antiphon.errors import (
     ChannelFull,
     ConfigError,
     InternalError,
+    ProviderError,
     StreamClosedError,
 )
 from antiphon.protocols.realtime import Tool
@@ -337,6 +338,8 @@ class RealtimeAgentSession:
             async for ev in rt:
                 if not self._post(ev):
                     return
+        except ProviderError:
+            pass  # the model's session failed: rt.error, reported with _Ended
         finally:
             self._post(_Ended())
 
