@@ -25,14 +25,14 @@ thread cannot be killed, so the timed-out function keeps its thread until it ret
 the pool is bounded (``max_threads``), a call waiting for a thread counts against its
 timeout, and a timeout message says how many threads are still held by calls past their
 deadline, so a hung tool cannot exhaust the pool silently. An agent session owns its
-pool and shuts it down when it closes; :func:`run_tools` without one uses a module-level
-pool of 4 threads, shut down at interpreter exit.
+pool and shuts it down when it closes; :func:`run_tools` (or :meth:`FunctionTool.call`)
+without one runs the batch on a pool of its own (at most 4 threads), shut down when the
+batch ends, so no idle thread outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextvars
 import enum
@@ -177,18 +177,6 @@ class ToolThreads:
             )
 
 
-_default_threads: ToolThreads | None = None
-
-
-def default_tool_threads() -> ToolThreads:
-    """The module-level pool (4 threads) used when no pool is given; shut down at exit."""
-    global _default_threads
-    if _default_threads is None or _default_threads._closed:
-        _default_threads = ToolThreads(4, name="antiphon-tool-default")
-        atexit.register(_default_threads.shutdown)
-    return _default_threads
-
-
 @dataclass(frozen=True, slots=True)
 class _Param:
     name: str
@@ -266,7 +254,8 @@ class FunctionTool:
         ``timeout``, the caller's, if smaller).
 
         An async function runs on the loop; a synchronous one on a thread of
-        ``threads`` (default: the module-level pool), so it never blocks the loop.
+        ``threads`` (default: a one-thread pool for this call, shut down after it), so it
+        never blocks the loop.
 
         Raises:
             ToolArgumentError: the arguments do not fit the schema.
@@ -277,10 +266,14 @@ class FunctionTool:
         limits = [t for t in (self.timeout, timeout) if t is not None]
         limit = min(limits) if limits else None
         if not self.is_async:
-            pool = threads or default_tool_threads()
-            result = await pool.run(
-                functools.partial(self.fn, **kwargs), timeout=limit, what=self.name
-            )
+            pool = threads or ToolThreads(1, name=f"tool-{self.name}")
+            try:
+                result = await pool.run(
+                    functools.partial(self.fn, **kwargs), timeout=limit, what=self.name
+                )
+            finally:
+                if threads is None:
+                    pool.shutdown()  # an idle thread exits now; a hung one when it returns
             if not inspect.isawaitable(result):
                 return result
             # a sync function that returned an awaitable: await it on the loop
@@ -568,14 +561,19 @@ async def run_tools(
     Never raises for a tool's failure: an unknown tool, bad arguments, an exception or a
     timeout becomes an outcome whose ``output`` tells the model what went wrong (and whose
     ``error`` keeps the exception). Results come back in the order of ``calls``.
-    Synchronous tools run on ``threads`` (default: the module-level pool), never on the
-    loop. Cancelling the caller cancels every running async tool (a sync tool's thread
-    goes on until its function returns).
+    Synchronous tools run on ``threads`` (default: a pool of at most 4 threads for this
+    batch, shut down when it ends), never on the loop. Cancelling the caller cancels
+    every running async tool (a sync tool's thread goes on until its function returns).
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"run_tools timeout must be a positive number of seconds: {timeout!r}")
     by_name = {t.name: t for t in tools}
     plain = [c if isinstance(c, tuple) else (c.id, c.name, c.arguments) for c in calls]
+    own_threads: ToolThreads | None = None
+    if threads is None and any(
+        (t := by_name.get(name)) is not None and not t.is_async for _, name, _ in plain
+    ):
+        threads = own_threads = ToolThreads(min(4, len(plain)), name="run-tools")
 
     async def one(call_id: str, name: str, arguments: str) -> ToolOutcome:
         tool = by_name.get(name)
@@ -605,6 +603,10 @@ async def run_tools(
             return ToolOutcome(call_id, name, f"error: {exc or type(exc).__name__}", exc)
         return ToolOutcome(call_id, name, _text(result))
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(*c)) for c in plain]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(*c)) for c in plain]
+    finally:
+        if own_threads is not None:
+            own_threads.shutdown()  # idle threads exit now; a hung one when it returns
     return [t.result() for t in tasks]
