@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
@@ -379,9 +379,10 @@ class Conversation:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
+        events = self.session.events()  # subscribed now: nothing from start() is missed
         await self.session.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._listen())]
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._listen(events))]
         await self.settle()
         return self
 
@@ -402,8 +403,8 @@ class Conversation:
         async for frame in self.session.output:
             self.heard.append(Heard(self.clock.now(), frame))
 
-    async def _listen(self) -> None:
-        async for ev in self.session.events():
+    async def _listen(self, events: AsyncIterator[AgentEvent]) -> None:
+        async for ev in events:
             self.events.append(ev)
 
     async def settle(self) -> None:
