@@ -190,9 +190,11 @@ class CallBridge(ABC, Generic[M]):
     def _on_session_event(self, event: AgentEvent) -> None:
         if isinstance(event, Interrupted):
             self._drop_queued_audio()  # before the subclass queues its notice
-        self._on_event(event)
-        if isinstance(event, StateChanged) and event.new is AgentState.CLOSED:
-            self._session_closed()
+        try:
+            self._on_event(event)
+        finally:
+            if isinstance(event, StateChanged) and event.new is AgentState.CLOSED:
+                self._session_closed()
 
     def _session_closed(self) -> None:
         error = self.session.error
