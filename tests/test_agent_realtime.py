@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
 
 from antiphon.agent import (
+    AgentError,
     AgentReplied,
     AgentState,
     Interrupted,
+    StateChanged,
     ToolCalled,
     TurnCompleted,
     UserTranscribed,
@@ -19,10 +22,11 @@ from antiphon.agent import (
 from antiphon.agent.events import AgentEvent
 from antiphon.agent.realtime import RealtimeAgentSession
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ConfigError
+from antiphon.errors import ConfigError, ProviderError, StreamClosedError
 from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.services.tools import function_tool
 from antiphon.testing.agent import silence, speech
+from antiphon.testing.faults import FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
@@ -134,3 +138,51 @@ async def test_tools_run_locally_and_answer_the_model() -> None:
 async def test_needs_a_realtime_model() -> None:
     with pytest.raises(ConfigError, match="RealtimeModel"):
         RealtimeAgentSession("openai")  # type: ignore[arg-type]
+
+
+async def test_the_model_failing_for_good_fails_the_session_at_once() -> None:
+    leaks = LeakCheck()
+    plan = FaultPlan(close_mid_audio=1011, close_after_chunks=2)
+    fake = FakeRealtimeServer(transcripts=("hello",), plan=plan)
+    await fake.start()
+    model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=fake.url, max_reconnects=0)
+    session = RealtimeAgentSession(model)
+    try:
+        async with asyncio.timeout(20):
+            await session.start()
+            events = session.events()
+            with contextlib.suppress(StreamClosedError):  # the model may fail meanwhile
+                await push(session, speech(0.4, 24000), realtime=False)
+                await push(session, silence(0.7, 24000), realtime=False)
+            seen = [e async for e in events]  # ends: the session failed
+            assert session.state is AgentState.CLOSED
+            assert isinstance(session.error, ProviderError) and "1011" in str(session.error)
+            fatal = [e for e in seen if isinstance(e, AgentError)][-1]
+            assert fatal.error is session.error and not fatal.recoverable
+            closed = seen[-1]
+            assert isinstance(closed, StateChanged) and closed.new is AgentState.CLOSED
+            with pytest.raises(ProviderError):
+                await session.wait_idle()
+            with pytest.raises(StreamClosedError):
+                session.push_audio(speech(0.02, 24000))
+    finally:
+        await session.aclose()
+        await model.aclose()
+        await fake.aclose()
+    await leaks.assert_clean(settle=1.0)
+
+
+async def test_a_failing_tool_does_not_fail_the_realtime_session() -> None:
+    @function_tool
+    def get_weather(query: str) -> str:
+        """The weather (broken)."""
+        raise RuntimeError("weather service down")
+
+    fake_kwargs = {"transcripts": ("weather please",)}
+    async with agent(fake_kwargs, tools=[get_weather]) as (_, session, events, _heard):
+        await push(session, speech(0.4, 24000), realtime=False)
+        await push(session, silence(0.7, 24000), realtime=False)
+        await until(lambda: any(isinstance(e, TurnCompleted) for e in events))
+        [called] = [e for e in events if isinstance(e, ToolCalled)]
+        assert called.error is not None and "weather service down" in called.output
+        assert session.error is None and session.state is not AgentState.CLOSED

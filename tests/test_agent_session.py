@@ -12,6 +12,7 @@ import asyncio
 import gc
 import io
 import json
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -33,10 +34,17 @@ from antiphon.agent import (
     ToolCalled,
     TurnCompleted,
     TurnOptions,
+    UserTranscribed,
     UserTurnEnded,
 )
 from antiphon.aio.clock import VirtualClock
-from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.errors import (
+    ChannelFull,
+    ConfigError,
+    InternalError,
+    ProviderError,
+    StreamClosedError,
+)
 from antiphon.services.tools import function_tool
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import (
@@ -47,6 +55,7 @@ from antiphon.testing.agent import (
     ScriptedSTT,
     ToneTTS,
     ToolCallScript,
+    speech,
 )
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.synth import tone_duration
@@ -446,7 +455,8 @@ async def test_llm_failure_mid_turn_is_said_and_the_next_turn_works() -> None:
         await c.say(0.6)
         await c.until(lambda: len(c.of(AgentReplied)) == 2, limit=10)
         [err] = c.of(AgentError)
-        assert err.recoverable and err.error.provider == "scripted-llm"
+        assert err.recoverable and isinstance(err.error, ProviderError)
+        assert err.error.provider == "scripted-llm"
         assert c.of(AgentReplied)[1].text == "Sorry, I had a problem."
         assert c.of(TurnCompleted)[0].metrics.error
         await c.until(lambda: r.session.state is AgentState.LISTENING)
@@ -467,7 +477,8 @@ async def test_tts_failure_mid_sentence_recovers() -> None:
         await c.say(0.6)
         await c.until(lambda: bool(c.of(AgentError)), limit=5)
         await c.until(lambda: r.session.state is AgentState.LISTENING, limit=5)
-        assert c.of(AgentError)[0].error.provider == "tone-tts"
+        error = c.of(AgentError)[0].error
+        assert isinstance(error, ProviderError) and error.provider == "tone-tts"
         await one_turn(c)
         assert c.of(AgentReplied)[-1].text == "Fine now."
 
@@ -583,3 +594,171 @@ async def test_turns_are_counted_in_prometheus() -> None:
         sample("antiphon_agent_interruptions_total"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 3, 1]
+
+
+# ------------------------------------------------------------------ failure and close
+
+
+class _BrokenLog(io.StringIO):
+    """A turn log whose write raises a bug (not an OSError): the controller crashes."""
+
+    def write(self, s: str) -> int:
+        raise RuntimeError("turn log exploded")
+
+
+async def test_a_controller_crash_fails_the_session_at_once() -> None:
+    async with rig(["hello"], ["Hi there."], turn_log=_BrokenLog()) as (r, c):
+        events = r.session.events()
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.CLOSED, limit=10)
+        # terminal, typed, with the original as the cause
+        err = r.session.error
+        assert isinstance(err, InternalError) and err.task == "controller"
+        assert isinstance(err.__cause__, RuntimeError) and "exploded" in str(err)
+        fatal = c.of(AgentError)[-1]
+        assert fatal.error is err and not fatal.recoverable and fatal.stage == "controller"
+        closed = c.of(StateChanged)[-1]
+        assert closed.new is AgentState.CLOSED and "controller failed" in closed.reason
+        # events() ends: the error event, then CLOSED, then nothing
+        seen = [e async for e in events]
+        assert seen[-2:] == [fatal, closed]
+        # waiting for the session raises its error instead of hanging
+        with pytest.raises(InternalError):
+            await asyncio.wait_for(r.session.wait_idle(), 1)
+        with pytest.raises(InternalError):
+            await asyncio.wait_for(r.session.wait_for(AgentState.SPEAKING), 1)
+        assert await r.session.wait_for(AgentState.CLOSED) is AgentState.CLOSED
+        with pytest.raises(StreamClosedError, match="exploded"):
+            r.session.push_audio(speech(0.02))
+        await r.session.aclose()  # closing a failed session does not raise
+        assert r.session.output.closed
+
+
+async def test_a_failing_tool_or_listener_does_not_fail_the_session() -> None:
+    @function_tool
+    def broken() -> str:
+        """Raises (on a worker thread)."""
+        raise KeyError("nope")
+
+    replies: list[LLMReply] = [[ToolCallScript("broken")], "Recovered."]
+    async with rig(["go"], replies, tools=[broken]) as (r, c):
+
+        def bad_listener(event: object) -> None:
+            raise RuntimeError("listener bug")
+
+        r.session.on_event(bad_listener)
+        await one_turn(c)
+        [called] = c.of(ToolCalled)
+        assert called.error is not None and "nope" in called.output
+        assert c.of(AgentReplied)[-1].text == "Recovered."
+        assert r.session.error is None and r.session.state is AgentState.LISTENING
+
+
+async def test_a_blocking_sync_tool_does_not_stall_the_conversation() -> None:
+    release = threading.Event()
+    inside = threading.Event()
+
+    @function_tool
+    def slow_lookup() -> str:
+        """Blocks its thread until released."""
+        inside.set()
+        release.wait(10)
+        return "found"
+
+    replies: list[LLMReply] = [[ToolCallScript("slow_lookup")], "Here it is."]
+    options = AgentOptions(filler_delay=0.3, filler_text="One moment.")
+    async with rig(["look"], replies, tools=[slow_lookup], options=options) as (_, c):
+        try:
+            await c.say(0.6)
+            await c.until(inside.is_set, limit=3)
+            # the loop runs on while the tool blocks its thread: the filler is spoken
+            await c.until(lambda: bool(c.of(AgentSpeaking)), limit=3)
+            assert [e.text for e in c.of(AgentSpeaking)] == ["One moment."]
+            assert not release.is_set()
+        finally:
+            release.set()
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        assert c.of(AgentReplied)[0].text == "One moment. Here it is."
+
+
+async def test_aclose_cancelled_mid_way_still_closes_and_reraises() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @function_tool
+    async def stubborn() -> str:
+        """Takes its time to stop when cancelled."""
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()
+            raise
+        return ""
+
+    async with rig(["go"], [[ToolCallScript("stubborn")]], tools=[stubborn]) as (r, c):
+        await c.say(0.6)
+        await c.until(started.is_set, limit=3)
+        events = r.session.events()
+        closing = asyncio.create_task(r.session.aclose())
+        await c.settle()
+        assert not closing.done()  # waiting for the stubborn reply task
+        # CLOSED and the end of events() happen at once, before the tasks are done
+        assert r.session.state is AgentState.CLOSED
+        seen = [e async for e in events]
+        assert isinstance(seen[-1], StateChanged) and seen[-1].new is AgentState.CLOSED
+        closing.cancel()
+        await c.settle()
+        assert not closing.done()  # the close goes on despite the cancellation
+        second = asyncio.create_task(r.session.aclose())
+        await c.settle()
+        assert not second.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await closing  # finished the close, then re-raised the cancellation
+        await second
+        assert r.session.output.closed and r.session.error is None
+
+
+async def test_events_sees_what_is_emitted_right_after_the_call() -> None:
+    async with rig([], []) as (r, c):
+        events = r.session.events()
+        assert c.events == []
+        await r.session.aclose()  # emits StateChanged(..., CLOSED) synchronously
+        seen = [e async for e in events]
+        assert [(e.old, e.new) for e in seen if isinstance(e, StateChanged)] == [
+            (AgentState.LISTENING, AgentState.CLOSED)
+        ]
+        assert [e async for e in r.session.events()] == []  # closed: ends at once
+
+
+async def test_a_slow_events_subscriber_is_disconnected_with_a_typed_error() -> None:
+    async with rig(["one"], ["Fine."]) as (r, c):
+        r.session._hub.max_queued = 4  # a small bound for the test
+        slow = r.session.events()
+        await one_turn(c)  # far more than 4 events, and nobody reads `slow`
+        got = []
+        with pytest.raises(ChannelFull, match="fell 4 events behind"):
+            async for e in slow:
+                got.append(e)
+        assert len(got) == 4  # it got what was queued, then the error
+        assert len(c.events) > 4  # the prompt reader was not affected
+
+
+async def test_a_late_final_after_an_empty_timeout_is_answered() -> None:
+    clock = VirtualClock()
+    stt = ScriptedSTT(["what time is it"], interim_every=100.0, final_delay=1.6, clock=clock)
+    async with rig([], ["It is noon."], stt=stt, clock=clock) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: stt.flushes == 1, limit=2)  # the user stopped: flushed
+        flushed = clock.now()
+        # no final within final_timeout (1 s): the turn ended empty...
+        await c.wait(1.3)
+        assert clock.now() - flushed > r.session.options.turn.final_timeout
+        assert not c.of(UserTranscribed) and not c.of(UserTurnEnded)
+        assert r.session.state is AgentState.LISTENING
+        # ...and the final, 0.6 s later, is the turn's text: the agent answers it
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        assert [e.text for e in c.of(UserTurnEnded)] == ["what time is it"]
+        assert c.of(AgentReplied)[0].text == "It is noon."
+        assert roles(r.session) == ["system", "user", "assistant"]

@@ -7,7 +7,10 @@ import asyncio
 import pytest
 
 from antiphon.aio import Channel, ChannelClosed, ChannelFull, TaskOwner, VirtualClock, deadline
-from antiphon.errors import ProviderTimeoutError, StreamClosedError
+from antiphon.aio.channel import Overflow
+from antiphon.aio.stream import InputStream, StreamState
+from antiphon.aio.tasks import shielded_wait
+from antiphon.errors import AntiphonError, ProviderError, ProviderTimeoutError, StreamClosedError
 
 
 async def test_close_wakes_every_receiver_and_sender() -> None:
@@ -105,7 +108,9 @@ async def test_deadline_raises_typed_error() -> None:
     err = info.value
     assert (err.provider, err.stage, err.timeout) == ("acme", "first audio", 0.01)
     assert "check the model" in str(err)
-    assert isinstance(err, TimeoutError)
+    # typed, and not a builtin TimeoutError/OSError: an `except TimeoutError` around an
+    # asyncio.timeout() must never take a provider's timeout for its own deadline
+    assert isinstance(err, AntiphonError) and not isinstance(err, TimeoutError | OSError)
 
 
 async def test_deadline_none_and_foreign_timeouts_pass_through() -> None:
@@ -149,3 +154,157 @@ async def test_task_owner_records_failures_and_drains() -> None:
     assert await owner.drain(1.0)
     assert [str(e) for e in owner.errors] == ["boom"]
     await owner.aclose()
+
+
+# ------------------------------------------------------------------ overflow policies
+
+
+async def test_block_policy_waits_for_room_and_refuses_send_nowait() -> None:
+    ch: Channel[int] = Channel(2, Overflow.BLOCK, name="q")
+    ch.send_nowait(1)
+    ch.send_nowait(2)
+    with pytest.raises(ChannelFull, match=r"q is full \(2 items queued, policy block\)") as info:
+        ch.send_nowait(3)
+    assert info.value.maxsize == 2 and isinstance(info.value, AntiphonError)
+    blocked = asyncio.create_task(ch.send(3))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    assert ch.recv_nowait() == 1
+    await blocked
+    assert [ch.recv_nowait(), ch.recv_nowait()] == [2, 3]
+
+
+async def test_drop_oldest_policy_keeps_the_newest_and_counts() -> None:
+    ch: Channel[int] = Channel(3, Overflow.DROP_OLDEST)
+    for i in range(5):
+        ch.send_nowait(i)
+    await ch.send(5)  # never waits
+    assert ch.dropped == 3 and ch.qsize() == 3
+    assert [ch.recv_nowait() for _ in range(3)] == [3, 4, 5]
+
+
+async def test_fail_policy_raises_to_sender_and_keeps_the_channel_usable() -> None:
+    ch: Channel[int] = Channel(1, Overflow.FAIL)
+    await ch.send(1)
+    with pytest.raises(ChannelFull):
+        await ch.send(2)  # does not wait
+    with pytest.raises(ChannelFull):
+        ch.send_nowait(2)
+    assert ch.recv_nowait() == 1
+    ch.send_nowait(3)
+    assert ch.recv_nowait() == 3
+
+
+def test_discard_drops_matching_items_in_order() -> None:
+    ch: Channel[int] = Channel(10)
+    for i in range(8):
+        ch.send_nowait(i)
+    assert ch.discard(lambda i: i % 2 == 0, limit=2) == 2
+    assert ch.discard(lambda i: i > 5) == 2
+    assert [ch.recv_nowait() for _ in range(ch.qsize())] == [1, 3, 4, 5]
+
+
+# ------------------------------------------------------------------ nursery semantics
+
+
+async def test_task_owner_reports_a_failure_at_once_but_not_a_cancellation() -> None:
+    failures: list[tuple[str, BaseException]] = []
+    owner = TaskOwner("sess", on_failure=lambda t, e: failures.append((t.get_name(), e)))
+
+    async def boom() -> None:
+        raise KeyError("x")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    sibling = owner.spawn(forever(), name="sibling")
+    owner.spawn(boom(), name="boom")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [(n, type(e)) for n, e in failures] == [("sess:boom", KeyError)]
+    assert owner.failed
+    sibling.cancel()
+    await asyncio.sleep(0)
+    assert len(failures) == 1  # a cancelled task is no failure
+    await owner.aclose(1.0)
+
+
+async def test_shielded_wait_finishes_the_close_then_reraises() -> None:
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def close() -> str:
+        await release.wait()
+        finished.append("closed")
+        return "ok"
+
+    inner = asyncio.create_task(close())
+    outer = asyncio.create_task(shielded_wait(inner))
+    await asyncio.sleep(0)
+    outer.cancel()
+    await asyncio.sleep(0)
+    assert not outer.done() and not inner.cancelled()
+    outer.cancel()  # twice: still waits
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert finished == ["closed"] and inner.result() == "ok"
+    assert await shielded_wait(inner) == "ok"
+
+
+class _Numbers(InputStream[int]):
+    """Emits each pushed number; ``hold`` keeps it from taking its mailbox."""
+
+    max_output = 3
+    max_input = 2
+
+    def __init__(self, owner: TaskOwner, hold: asyncio.Event) -> None:
+        self._hold = hold
+        super().__init__(provider="numbers", generation=0, close_timeout=1.0)
+        self._launch(owner, "numbers")
+
+    def push(self, n: int) -> None:
+        self._check_input("push")
+        self._mailbox.send_nowait(n)
+
+    async def _run(self) -> None:
+        await self._hold.wait()
+        async for n in self._mailbox:
+            assert isinstance(n, int)
+            self._out.send_nowait(n)
+
+
+async def test_a_stream_whose_consumer_falls_behind_fails_typed() -> None:
+    owner = TaskOwner("t")
+    go = asyncio.Event()
+    go.set()
+    s = _Numbers(owner, go)
+    for n in range(4):  # one more than max_output, nobody reading
+        s.push(n)
+        await asyncio.sleep(0)
+    assert await asyncio.wait_for(s.wait(), 1) is StreamState.FAILED
+    assert s.error is not None and s.error.stage == "output"
+    assert "fell behind: 3 items unread" in str(s.error)
+    got = []
+    with pytest.raises(ProviderError, match="fell behind"):
+        async for n in s:
+            got.append(n)
+    assert got == [0, 1, 2]
+    await owner.aclose(1.0)
+
+
+async def test_a_stream_whose_provider_falls_behind_its_input_fails_typed() -> None:
+    owner = TaskOwner("t")
+    s = _Numbers(owner, asyncio.Event())  # never takes its mailbox
+    s.push(1)
+    s.push(2)
+    with pytest.raises(StreamClosedError, match="fell behind its input: 2 inputs queued"):
+        s.push(3)
+    assert s.state is StreamState.FAILED and s.error is not None
+    assert s.error.stage == "input" and s.error.retryable
+    with pytest.raises(StreamClosedError):
+        s.push(4)
+    await s.aclose()
+    await owner.aclose(1.0)
+    assert not owner.failed

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
-from antiphon.errors import ConfigError
+from antiphon.errors import ConfigError, ProviderTimeoutError
 from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.services.realtime import RealtimeDeadlines, RealtimeModel
 from antiphon.services.realtime_conformance import (
@@ -129,3 +130,56 @@ async def test_failed_response_reports_the_servers_error() -> None:
         end = (await turn(s))[-1]
     assert isinstance(end, ResponseDone) and end.status == "failed" and end.reason == ""
     assert end.error == "server_error (internal_error): fault plan error"
+
+
+class _ServerStopsReading:
+    """A connection whose server sent ``session.created`` and then stopped reading: the
+    first send hits its own deadline (as ``WsConnection.send`` reports it)."""
+
+    id = 1
+    open = True
+
+    def __init__(self) -> None:
+        self._created = False
+
+    async def recv(self, *, stage: str = "receive") -> str:
+        if not self._created:
+            self._created = True
+            return json.dumps({"type": "session.created", "session": {"id": "sess_1"}})
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(self, message: str | bytes, *, stage: str = "send") -> None:
+        raise ProviderTimeoutError(
+            "the message was not sent",
+            provider="openai",
+            stage=stage,
+            timeout=0.25,
+            hint="the server stopped reading",
+        )
+
+    def abort(self) -> None:
+        self.open = False
+
+    async def aclose(self) -> None:
+        self.open = False
+
+
+async def test_a_send_that_hangs_while_opening_is_reported_as_a_send_timeout() -> None:
+    model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url="ws://127.0.0.1:9", max_reconnects=0)
+    conn = _ServerStopsReading()
+
+    async def connect() -> Any:
+        return conn
+
+    model._connect = connect  # type: ignore[method-assign]
+    try:
+        session = model.session()
+        with pytest.raises(ProviderTimeoutError) as info:
+            await asyncio.wait_for(session.start(), 5)
+        err = info.value
+        assert (err.stage, err.timeout) == ("send", 0.25)
+        assert "not sent" in str(err) and "session.updated" not in str(err)
+        await session.aclose()
+    finally:
+        await model.aclose()

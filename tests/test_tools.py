@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 from collections.abc import Sequence
 from typing import Literal, Optional
 
 import pytest
 
-from antiphon.errors import ConfigError
+from antiphon.errors import AntiphonError, ConfigError
 from antiphon.services.tools import (
     FunctionTool,
     ToolArgumentError,
+    ToolThreads,
     ToolTimeoutError,
     function_tool,
     run_tools,
 )
+from antiphon.testing.poll import until
 
 
 class Unit(enum.Enum):
@@ -299,3 +302,100 @@ def test_sequence_and_tuple_schemas() -> None:
     }
     with pytest.raises(ToolArgumentError, match=r"many.names\[1\]"):
         many.parse_arguments('{"names": ["a", 3]}')
+
+
+async def test_a_blocking_sync_tool_runs_off_the_loop_and_its_timeout_holds() -> None:
+    """A tool that blocks 2 s with timeout 0.5: the loop keeps running meanwhile (a
+    concurrent task makes progress while the tool's thread is blocked), and the call
+    returns a timeout outcome while the thread is still inside the tool."""
+    inside = threading.Event()
+    release = threading.Event()
+    threads = ToolThreads(2, name="test-tool")
+
+    @function_tool(timeout=0.5)
+    def blocking() -> str:
+        """Blocks its thread for up to 2 s."""
+        inside.set()
+        release.wait(2.0)
+        return "late"
+
+    ticks_while_blocked = 0
+
+    async def ticker() -> None:
+        nonlocal ticks_while_blocked
+        while True:
+            await asyncio.sleep(0.002)
+            if inside.is_set() and not release.is_set():
+                ticks_while_blocked += 1
+
+    tick = asyncio.create_task(ticker())
+    try:
+        async with asyncio.timeout(10):
+            [out] = await run_tools([("1", "blocking", "{}")], [blocking], threads=threads)
+        # the call went on while the tool's thread is still blocked inside the tool
+        assert inside.is_set() and not release.is_set()
+        assert threads.running == 1 and threads.overdue == 1
+    finally:
+        tick.cancel()
+        release.set()
+    assert isinstance(out.error, ToolTimeoutError)
+    assert out.error.timeout == 0.5 and out.error.tool == "blocking"
+    assert out.output.startswith("error: tool blocking did not return within 0.5s")
+    assert "1 of 2 tool threads" in out.output
+    assert ticks_while_blocked > 0  # the loop was never blocked by the tool
+    await threads.aclose(timeout=5.0)
+    assert threads.running == 0
+    with pytest.raises(ConfigError, match="shut down"):
+        await threads.run(lambda: None, timeout=1.0, what="x")
+
+
+async def test_sync_tools_run_concurrently_on_the_pool_and_queue_beyond_it() -> None:
+    barrier = threading.Barrier(2, timeout=5)
+    threads = ToolThreads(2, name="test-tool")
+    names: list[str] = []
+
+    @function_tool
+    def meet(n: int) -> int:
+        """Both calls must be in their threads at once to pass the barrier."""
+        names.append(threading.current_thread().name)
+        barrier.wait()
+        return n
+
+    try:
+        async with asyncio.timeout(10):
+            out = await run_tools(
+                [("1", "meet", '{"n": 1}'), ("2", "meet", '{"n": 2}')], [meet], threads=threads
+            )
+    finally:
+        await threads.aclose()
+    assert [o.output for o in out] == ["1", "2"]
+    assert all(n.startswith("test-tool") for n in names)
+    assert threading.current_thread().name not in names
+
+
+async def test_a_call_that_cannot_get_a_thread_in_time_says_so() -> None:
+    release = threading.Event()
+    threads = ToolThreads(1, name="test-tool")
+
+    @function_tool
+    def hold() -> str:
+        """Holds the only thread."""
+        release.wait(5.0)
+        return "held"
+
+    try:
+        async with asyncio.timeout(10):
+            first = asyncio.create_task(hold.call(threads=threads))
+            await until(lambda: threads.running == 1, every=0.005)
+            with pytest.raises(ToolTimeoutError, match="waited for a free tool thread"):
+                await hold.call(timeout=0.05, threads=threads)
+            release.set()
+            assert await first == "held"
+    finally:
+        release.set()
+        await threads.aclose()
+
+
+def test_tool_timeout_error_is_typed_and_no_builtin_timeout() -> None:
+    err = ToolTimeoutError("x", tool="t", timeout=1.0)
+    assert isinstance(err, AntiphonError) and not isinstance(err, TimeoutError)

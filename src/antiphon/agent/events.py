@@ -10,7 +10,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from antiphon.errors import ProviderError
+from antiphon.errors import AntiphonError
 
 
 class AgentState(enum.Enum):
@@ -104,10 +104,15 @@ class ToolCalled:
 
 @dataclass(frozen=True, slots=True)
 class AgentError:
-    """A stage failed; the session recovered (``recoverable``) or is closing."""
+    """A stage failed; the session recovered (``recoverable``) or is closing.
+
+    ``error`` is typed: a ``ProviderError`` for a provider's failure, an
+    ``InternalError`` (with the original as ``__cause__``) for a bug. When not
+    ``recoverable``, the session's ``StateChanged(..., CLOSED)`` follows at once.
+    """
 
     stage: str
-    error: ProviderError
+    error: AntiphonError
     recoverable: bool
     generation: int
 

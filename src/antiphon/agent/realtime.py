@@ -14,6 +14,14 @@ the model's wire protocol leaves to the client:
 
 Audio flows from the model's events to the track through a channel and a writer task,
 so a full track (backpressure) never delays the handling of the user's speech.
+
+Failure and close follow :class:`~antiphon.agent.AgentSession` (DESIGN rule 12): a task
+that dies, or the model's session ending with an error, fails the session at once —
+``AgentError(recoverable=False)``, ``CLOSED`` with the reason, :attr:`error` set,
+``events()`` iterators end, ``wait_idle()`` raises the error. Close enters ``CLOSED``
+synchronously and finishes in one close task that ``aclose()`` waits for even when
+cancelled (then re-raises). Queues are bounded with the ``FAIL`` policy (the audio
+channel 8,192 frames, the mailbox 4,096 items): overflowing one fails the session.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from antiphon.agent.events import (
     AgentError,
@@ -41,14 +49,21 @@ from antiphon.agent.events import (
     UserTranscribed,
     UserTurnEnded,
 )
-from antiphon.agent.hub import EventHub
+from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.playback import Playback
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
-from antiphon.aio.tasks import TaskOwner
+from antiphon.aio.tasks import TaskOwner, shielded_wait
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.track import OutputTrack
-from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.errors import (
+    AntiphonError,
+    ChannelFull,
+    ConfigError,
+    InternalError,
+    ProviderError,
+    StreamClosedError,
+)
 from antiphon.protocols.realtime import Tool
 from antiphon.services.llm import ChatContext
 from antiphon.services.realtime import (
@@ -65,7 +80,9 @@ from antiphon.services.realtime import (
     UserSpeechStopped,
     UserTranscript,
 )
-from antiphon.services.tools import FunctionTool, run_tools
+from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
+
+__all__ = ["RealtimeAgentSession"]
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +138,20 @@ class RealtimeAgentSession:
             self.history.system(instructions)
         self.turns: deque[TurnMetrics] = deque(maxlen=1000)
         self._rt: RealtimeSession | None = None
-        self._tasks = TaskOwner("realtime-agent")
-        self._frames: Channel[AudioFrame | _ItemEnd] = Channel()
-        self._mailbox: Channel[object] = Channel()
+        self._tasks = TaskOwner("realtime-agent", on_failure=self._on_task_failed)
+        self._tool_threads = ToolThreads(4, name="realtime-tool")
+        self._frames: Channel[AudioFrame | _ItemEnd] = Channel(
+            8192, Overflow.FAIL, name="realtime agent audio"
+        )
+        self._mailbox: Channel[object] = Channel(4096, Overflow.FAIL, name="realtime agent mailbox")
         self._hub = EventHub()
         self._state = AgentState.LISTENING
         self._idle = asyncio.Event()
         self._idle.set()
-        self._closed = asyncio.Event()
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._drain_timeout = 5.0
+        self._error: AntiphonError | None = None
         # the response being heard
         self._item: str | None = None
         self._base: float | None = None  # track position where the item's audio starts
@@ -146,10 +168,15 @@ class RealtimeAgentSession:
     def state(self) -> AgentState:
         return self._state
 
+    @property
+    def error(self) -> AntiphonError | None:
+        """Why the session closed, when the model or a task failed."""
+        return self._error
+
     async def start(self) -> None:
         """Connect to the model and start the conversation (bounded by its deadlines)."""
-        if self._rt is not None:
-            raise StreamClosedError("the session was already started")
+        if self._rt is not None or self._closing:
+            raise StreamClosedError("the session was already started (or closed)")
         rt = self.model.session()
         self._rt = rt
         await rt.start()
@@ -175,31 +202,83 @@ class RealtimeAgentSession:
         await self.aclose()
 
     async def aclose(self, *, drain: bool = False, drain_timeout: float = 5.0) -> None:
-        """End the session; idempotent and bounded (``drain``: let the reply finish)."""
+        """End the session; idempotent and bounded (``drain``: let the reply finish).
+
+        Complete even if the caller is cancelled mid-way (then the cancellation is
+        re-raised); never raises the session's own failure (see :attr:`error`).
+        """
         if drain and not self._closing:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, AntiphonError):
                 async with asyncio.timeout(drain_timeout):
                     await self.wait_idle()
+        self._begin_close("closed")
+        assert self._close_task is not None
+        await shielded_wait(self._close_task)
+
+    def _begin_close(self, reason: str) -> None:
+        """Enter CLOSED now and start the one close task; idempotent."""
         if self._closing:
-            await self._closed.wait()
             return
         self._closing = True
+        self._frames.close()
+        self._mailbox.close()
+        self.output.interrupt()
+        self._set_state(AgentState.CLOSED, reason)
+        self._hub.close()
+        self._idle.set()
+        self._close_task = asyncio.get_running_loop().create_task(
+            self._finish_close(), name="realtime-agent:close"
+        )
+
+    async def _finish_close(self) -> None:
         try:
-            self._frames.close()
-            self._mailbox.close()
+            await self.output.aclose()
             if self._rt is not None:
                 await self._rt.aclose()
-            await self._tasks.aclose(5.0)
-            await self.output.aclose()
-            self._set_state(AgentState.CLOSED, "closed")
-            self._hub.close()
-        finally:
-            self._idle.set()
-            self._closed.set()
+            await self._tasks.aclose(self._drain_timeout)
+            await self._tool_threads.aclose(self._drain_timeout)
+        except Exception:  # pragma: no cover - each step is bounded and does not raise
+            log.exception("realtime agent: closing failed")
+
+    def _on_task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        stage = task.get_name().rpartition(":")[2] or "session"
+        if isinstance(exc, AntiphonError):
+            error = exc
+        else:
+            error = InternalError(
+                f"failed unexpectedly: {exc!r}", owner="realtime agent", task=stage
+            )
+            error.__cause__ = exc
+        self._fail(error, stage)
+
+    def _fail(self, error: AntiphonError, stage: str, reason: str | None = None) -> None:
+        """Fail for good: emit the error, enter CLOSED with the reason, close everything."""
+        if self._closing:
+            log.warning("realtime agent: %s failed while closing: %s", stage, error)
+            return
+        self._error = error
+        self._emit(AgentError(stage, error, False, self._gen))
+        self._begin_close(reason or f"{stage} failed: {error}")
+
+    def _post(self, item: object) -> bool:
+        """Put ``item`` in the controller's mailbox; False once closed (full: fail)."""
+        try:
+            self._mailbox.send_nowait(item)
+        except ChannelClosed:
+            return False
+        except ChannelFull as exc:
+            self._fail(exc, "controller", f"the controller fell behind: {exc}")
+            return False
+        return True
 
     async def wait_idle(self) -> None:
-        """Wait until no response is in progress and its audio has played."""
+        """Wait until no response is in progress and its audio has played.
+
+        Returns once the session is closed; raises :attr:`error` if it failed.
+        """
         await self._idle.wait()
+        if self._error is not None:
+            raise self._error
 
     # ------------------------------------------------------------------ input
 
@@ -219,8 +298,9 @@ class RealtimeAgentSession:
         self._idle.clear()
         self._rt.say(text)
 
-    def events(self) -> AsyncIterator[AgentEvent]:
-        """Every event from now on, until the session closes."""
+    def events(self) -> Subscription:
+        """Every event from this call on, until the session closes (see
+        :meth:`AgentSession.events <antiphon.agent.AgentSession.events>`)."""
         return self._hub.subscribe()
 
     def on_event(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
@@ -233,7 +313,7 @@ class RealtimeAgentSession:
         self._hub.emit(event)
 
     def _set_state(self, new: AgentState, reason: str) -> None:
-        if new is not self._state:
+        if new is not self._state and self._state is not AgentState.CLOSED:
             old, self._state = self._state, new
             self._emit(StateChanged(old, new, reason, self._gen))
 
@@ -247,8 +327,7 @@ class RealtimeAgentSession:
         async for item in self._frames:
             if isinstance(item, _ItemEnd):
                 await self.output.wait_drained(self.output.buffered + 5.0)
-                with contextlib.suppress(ChannelClosed):
-                    self._mailbox.send_nowait(_Drained(item.item_id))
+                self._post(_Drained(item.item_id))
                 continue
             await self.output.write(item)
             self._pending = max(0.0, self._pending - item.duration)
@@ -257,20 +336,23 @@ class RealtimeAgentSession:
         """The model's events → the controller's mailbox."""
         try:
             async for ev in rt:
-                self._mailbox.send_nowait(ev)
-        except Exception as exc:
-            log.warning("realtime agent: the model's session ended: %r", exc)
+                if not self._post(ev):
+                    return
+        except ProviderError:
+            pass  # the model's session failed: rt.error, reported with _Ended
         finally:
-            with contextlib.suppress(ChannelClosed):
-                self._mailbox.send_nowait(_Ended())
+            self._post(_Ended())
 
     async def _controller(self, rt: RealtimeSession) -> None:
         """Decides everything, one message at a time (no awaits: nothing waits here)."""
         async for msg in self._mailbox:
             if isinstance(msg, _Ended):
+                # the model's session is over: so is this one (failed, if it failed)
                 if rt.error is not None:
-                    self._emit(AgentError("realtime", rt.error, False, self._gen))
-                self._idle.set()
+                    self._fail(rt.error, "realtime", f"the model's session failed: {rt.error}")
+                else:
+                    self._begin_close("the model's session ended")
+                return
             elif isinstance(msg, _Drained):
                 if msg.item_id == self._item:
                     self._finish_item(interrupted=False)
@@ -283,13 +365,13 @@ class RealtimeAgentSession:
 
     async def _call_tool(self, rt: RealtimeSession, ev: FunctionCall) -> None:
         [outcome] = await run_tools(
-            [(ev.call_id, ev.name, ev.arguments)], self.tools, timeout=self.tool_timeout
+            [(ev.call_id, ev.name, ev.arguments)],
+            self.tools,
+            timeout=self.tool_timeout,
+            threads=self._tool_threads,
         )
         err = None if outcome.error is None else str(outcome.error)
-        with contextlib.suppress(ChannelClosed):
-            self._mailbox.send_nowait(
-                _ToolDone(ToolCalled(ev.name, ev.arguments, outcome.output, err, ev.generation))
-            )
+        self._post(_ToolDone(ToolCalled(ev.name, ev.arguments, outcome.output, err, ev.generation)))
         with contextlib.suppress(StreamClosedError):
             rt.send_tool_result(ev.call_id, outcome.output)
 

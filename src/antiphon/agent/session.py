@@ -21,6 +21,23 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   (:mod:`antiphon.agent.playback`).
 - **Turn-taking runs on audio time** (the VAD's positions), and the few waits on wall
   time (the STT final, the tool filler) run on the session's clock.
+- **A failed task fails the session** (DESIGN rule 12, a trio nursery): the session's
+  :class:`~antiphon.aio.tasks.TaskOwner` reports a task that dies with an exception at
+  once; the session then emits ``AgentError(recoverable=False)``, enters ``CLOSED`` with
+  the reason and keeps the error in :attr:`AgentSession.error` (an ``AntiphonError``; a
+  bug is an ``InternalError`` whose ``__cause__`` is the original). ``events()``
+  iterators get those two events, then end; ``wait_idle()`` and ``wait_for()`` raise the
+  error. A failed STT stream is retried (``max_stt_restarts``) before it fails the
+  session; a failed reply only ends that turn.
+- **Close always completes.** Closing (by :meth:`AgentSession.aclose` or a failure)
+  enters ``CLOSED`` and ends the event hub at once, synchronously, then one close task
+  closes the output track, stops every task (bounded by ``drain_timeout``) and the STT
+  stream. ``aclose()`` waits for that task even if it is itself cancelled mid-way, then
+  re-raises the cancellation; a second ``aclose()`` waits for the same task.
+- **Every queue is bounded** (rule 13): the mailbox holds ``MAILBOX_SIZE`` items with
+  the ``FAIL`` policy (the controller never waits, so a full mailbox means it is stuck:
+  the session fails); each ``events()`` subscriber at most 1,024 unread events
+  (disconnected beyond: :mod:`antiphon.agent.hub`).
 """
 
 from __future__ import annotations
@@ -30,7 +47,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -54,25 +71,37 @@ from antiphon.agent.events import (
     UserTranscribed,
     UserTurnEnded,
 )
-from antiphon.agent.hub import EventHub
+from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
-from antiphon.aio.tasks import TaskOwner
+from antiphon.aio.tasks import TaskOwner, shielded_wait
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.audio.track import OutputTrack
-from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.errors import (
+    AntiphonError,
+    ChannelFull,
+    ConfigError,
+    InternalError,
+    ProviderError,
+    StreamClosedError,
+)
 from antiphon.services.llm import LLM, ChatContext, ChatMessage, TextDelta, ToolCall
 from antiphon.services.segmenter import SentenceSegmenter
 from antiphon.services.stt import STT, RecognizeStream, Transcript
-from antiphon.services.tools import FunctionTool, run_tools
+from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
 from antiphon.services.tts import TTS, SynthesisStream
 from antiphon.services.vad import VAD, SpeechEnd, SpeechStart, VADEvent
 
+__all__ = ["AgentSession"]
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("antiphon.agent")
+
+MAILBOX_SIZE = 4096
+"""Items the controller's mailbox holds (policy: fail — the session fails)."""
 
 
 # ------------------------------------------------------------------ mailbox messages
@@ -215,18 +244,20 @@ class AgentSession:
         elif turn_log is not None:
             self._log_file = turn_log
 
-        self._tasks = TaskOwner("agent-session")
-        self._mailbox: Channel[object] = Channel()
+        self._tasks = TaskOwner("agent-session", on_failure=self._on_task_failed)
+        self._tool_threads = ToolThreads(4, name="agent-tool")  # sync tools run here
+        self._mailbox: Channel[object] = Channel(
+            MAILBOX_SIZE, Overflow.FAIL, name="agent session mailbox"
+        )
         self._hub = EventHub()
         self._state = AgentState.LISTENING
         self._state_changed = asyncio.Event()
         self._started = False
-        self._closed = asyncio.Event()
-        self._closing = False
-        self._close_started = False
+        self._closing = False  # close began (by aclose() or a failure); never reset
+        self._close_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._error: ProviderError | None = None
+        self._error: AntiphonError | None = None
 
         # STT stream (replaced after a failure)
         self._stt_stream: RecognizeStream | None = None
@@ -246,6 +277,7 @@ class AgentSession:
         self._carry = ""  # text of a user turn whose reply was cancelled as the user went on
         self._user_speaking = False
         self._awaiting_final = False
+        self._final_missed = False  # the turn ended empty before the STT final came
         self._speech_end_at: float | None = None
         self._final_delay: float | None = None
         self._overlap = False  # the user speaks over the agent (not yet an interruption)
@@ -262,8 +294,8 @@ class AgentSession:
         return self._state
 
     @property
-    def error(self) -> ProviderError | None:
-        """Why the session closed, when a stage failed beyond recovery."""
+    def error(self) -> AntiphonError | None:
+        """Why the session closed, when a stage or task failed beyond recovery."""
         return self._error
 
     @property
@@ -272,8 +304,8 @@ class AgentSession:
 
     async def start(self) -> None:
         """Open the STT stream and start listening."""
-        if self._started:
-            raise StreamClosedError("the session was already started")
+        if self._started or self._closing:
+            raise StreamClosedError("the session was already started (or closed)")
         self._started = True
         self._open_stt()
         self._tasks.spawn(self._controller(), name="controller")
@@ -291,44 +323,105 @@ class AgentSession:
         await self.aclose()
 
     async def aclose(self, *, drain: bool = False) -> None:
-        """End the session; idempotent and bounded.
+        """End the session; idempotent and bounded, complete even if cancelled mid-way.
 
         ``drain=True`` first lets the reply in progress finish speaking, for at most
-        ``options.drain_timeout`` seconds; then everything is cancelled.
+        ``options.drain_timeout`` seconds; then everything is cancelled. If the caller is
+        cancelled while closing, the close still finishes (it is bounded), then the
+        cancellation is re-raised. Never raises the session's own failure (see
+        :attr:`error`).
         """
         if drain and not self._closing and self._started:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, AntiphonError):
                 async with asyncio.timeout(self.options.drain_timeout):
                     await self.wait_idle()
-        if self._closed.is_set() or self._close_started:
-            await self._closed.wait()
+        self._begin_close("closed")
+        assert self._close_task is not None
+        await shielded_wait(self._close_task)
+
+    def _begin_close(self, reason: str) -> None:
+        """Enter CLOSED now (synchronously) and start the one close task; idempotent."""
+        if self._closing:
             return
-        self._close_started = self._closing = True
-        try:
-            self._mailbox.close()
-            reply, self._reply = self._reply, None
-            if reply is not None and reply.task is not None:
+        self._closing = True
+        self._mailbox.close()
+        self._cancel_timer()
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            if reply.task is not None:
                 reply.task.cancel()
-            if self._stt_stream is not None:
-                self._stt_stream.cancel()
+            if reply.span is not None:
+                reply.span.end()
+        if self._stt_stream is not None:
+            self._stt_stream.cancel()
+        self.output.interrupt(self._gen + 1)  # O(1): not one more frame of the reply
+        self._set_state(AgentState.CLOSED, reason)
+        self._hub.close()
+        self._idle.set()
+        self._close_task = asyncio.get_running_loop().create_task(
+            self._finish_close(), name="agent-session:close"
+        )
+
+    async def _finish_close(self) -> None:
+        """Close the output, stop every task, close the STT stream (all bounded)."""
+        try:
+            await self.output.aclose()
             await self._tasks.aclose(self.options.drain_timeout)
             if self._stt_stream is not None:
                 await self._stt_stream.aclose()
-            await self.output.aclose()
-            self._set_state(AgentState.CLOSED, "closed")
-            self._hub.close()
+            await self._tool_threads.aclose(self.options.drain_timeout)
+        except Exception:  # pragma: no cover - each step is bounded and does not raise
+            log.exception("agent session: closing failed")
+        finally:
             if self._own_log and self._log_file is not None:
                 self._log_file.close()
-        finally:
-            self._idle.set()
-            self._closed.set()
+
+    def _on_task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """A task of the session died: the session fails with the error (rule 12)."""
+        stage = task.get_name().rpartition(":")[2] or "session"
+        if isinstance(exc, AntiphonError):
+            error = exc
+        else:
+            error = InternalError(
+                f"failed unexpectedly: {exc!r}", owner="agent session", task=stage
+            )
+            error.__cause__ = exc
+        self._fail(error, stage)
+
+    def _fail(self, error: AntiphonError, stage: str, reason: str | None = None) -> None:
+        """Fail for good: emit the error, enter CLOSED with the reason, close everything."""
+        if self._closing:
+            log.warning("agent session: %s failed while closing: %s", stage, error)
+            return
+        self._error = error
+        self._emit(AgentError(stage, error, False, self._gen))
+        self._begin_close(reason or f"{stage} failed: {error}")
+
+    def _post(self, item: object) -> bool:
+        """Put ``item`` in the controller's mailbox; False once closed.
+
+        A full mailbox means the controller is stuck: the session fails.
+        """
+        try:
+            self._mailbox.send_nowait(item)
+        except ChannelClosed:
+            return False
+        except ChannelFull as exc:
+            self._fail(exc, "controller", f"the controller fell behind: {exc}")
+            return False
+        return True
 
     async def wait_idle(self) -> None:
-        """Wait until nobody speaks and no reply is pending (the turn is over)."""
+        """Wait until nobody speaks and no reply is pending (the turn is over).
+
+        Returns once the session is closed; raises :attr:`error` if the session failed.
+        """
         while True:
             await self._idle.wait()
             await asyncio.sleep(0)  # let queued mailbox items be taken first
             if self._idle.is_set():
+                if self._error is not None:
+                    raise self._error
                 return
 
     # ------------------------------------------------------------------ input
@@ -344,7 +437,10 @@ class AgentSession:
             raise StreamClosedError("push_audio() after end_input()")
         stream = self._stt_stream
         if stream is not None and not stream.done:
-            stream.push_audio(frame)  # audio lost while a failed STT stream is replaced
+            # audio is lost while a failed STT stream is replaced; a stream that fails
+            # on this push (its provider fell behind) is reported by its reader
+            with contextlib.suppress(StreamClosedError):
+                stream.push_audio(frame)
         self._after_vad(self.vad.process(frame))
 
     def end_input(self) -> None:
@@ -353,14 +449,14 @@ class AgentSession:
             return
         self._after_vad(self.vad.flush())
         self._input_ended = True
-        self._mailbox.send_nowait(_InputEnded())
+        self._post(_InputEnded())
 
     def _after_vad(self, events: list[VADEvent]) -> None:
         now = self.clock.now()
         position = self.vad.position
         for ev in events:
             self._idle.clear()
-            self._mailbox.send_nowait(_Vad(ev, max(0.0, position - ev.time), now))
+            self._post(_Vad(ev, max(0.0, position - ev.time), now))
             if isinstance(ev, SpeechStart):
                 self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
                 self._voiced_until = position
@@ -374,7 +470,7 @@ class AgentSession:
             duration = self._voiced_until - self._speech_start
             if duration >= self.options.interruption.min_duration:
                 self._overlap_sent = True
-                self._mailbox.send_nowait(_Overlap(duration))
+                self._post(_Overlap(duration))
 
     def say(
         self, text: str, *, allow_interruptions: bool = True, add_to_history: bool = True
@@ -385,12 +481,19 @@ class AgentSession:
         if not self._started or self._closing:
             raise StreamClosedError("say() needs a started, open session")
         self._idle.clear()
-        self._mailbox.send_nowait(_Say(text.strip(), allow_interruptions, add_to_history))
+        self._post(_Say(text.strip(), allow_interruptions, add_to_history))
 
     # ------------------------------------------------------------------ events
 
-    def events(self) -> AsyncIterator[AgentEvent]:
-        """Every event from now on, until the session closes."""
+    def events(self) -> Subscription:
+        """Every event from this call on, until the session closes.
+
+        The subscription starts when ``events()`` is called (not at the first
+        ``__anext__``). Iteration ends after ``StateChanged(..., CLOSED)``; when the
+        session failed, the ``AgentError(recoverable=False)`` before it carries the error
+        (also in :attr:`error`). A subscriber more than 1,024 events behind is
+        disconnected: its iteration raises ``ChannelFull`` after the queued events.
+        """
         return self._hub.subscribe()
 
     def on_event(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
@@ -401,14 +504,19 @@ class AgentSession:
         self._hub.emit(event)
 
     async def wait_for(self, *states: AgentState) -> AgentState:
-        """Wait until the session is in one of ``states`` (or closed); return the state."""
+        """Wait until the session is in one of ``states`` (or closed); return the state.
+
+        Raises :attr:`error` if the session failed (unless ``CLOSED`` is among ``states``).
+        """
         while self._state not in states and self._state is not AgentState.CLOSED:
             await self._state_changed.wait()
+        if self._error is not None and self._state not in states:
+            raise self._error
         return self._state
 
     def _set_state(self, new: AgentState, reason: str) -> None:
         old = self._state
-        if new is old:
+        if new is old or old is AgentState.CLOSED:
             return
         self._state = new
         self._state_changed.set()
@@ -431,6 +539,9 @@ class AgentSession:
         self._update_idle()
 
     def _update_idle(self) -> None:
+        if self._closing:
+            self._idle.set()
+            return
         idle = (
             self._reply is None
             and not self._user_speaking
@@ -454,13 +565,11 @@ class AgentSession:
         error: ProviderError | None = None
         try:
             async for t in stream:
-                self._mailbox.send_nowait(_Heard(t))
+                if not self._post(_Heard(t)):
+                    return
         except ProviderError as exc:
             error = exc
-        except ChannelClosed:
-            return
-        with contextlib.suppress(ChannelClosed):
-            self._mailbox.send_nowait(_SttEnded(stream, error))
+        self._post(_SttEnded(stream, error))
 
     # ------------------------------------------------------------------ controller
 
@@ -504,6 +613,7 @@ class AgentSession:
 
     def _on_speech_start(self) -> None:
         self._user_speaking = True
+        self._final_missed = False
         self._cancel_timer()
         reply = self._reply
         if reply is not None and reply.speaking:
@@ -558,7 +668,11 @@ class AgentSession:
         if t.is_final:
             self._finals.append(text)
             self._interim = ""
-            if self._awaiting_final and not self._user_speaking:
+            late = self._final_missed and self._reply is None and not self._overlap
+            if (self._awaiting_final or late) and not self._user_speaking:
+                # late: the turn already ended empty at the final's timeout, and the user
+                # has not spoken since: this final is the turn's text, answer it now
+                self._final_missed = False
                 if self._speech_end_at is not None:
                     self._final_delay = self.clock.now() - self._speech_end_at
                 self._end_of_turn()
@@ -569,6 +683,7 @@ class AgentSession:
 
     def _on_final_timeout(self) -> None:
         if self._awaiting_final and not self._user_speaking:
+            self._final_missed = not self._user_text(with_interim=True)
             self._end_of_turn()
 
     def _user_text(self, *, with_interim: bool) -> str:
@@ -782,22 +897,12 @@ class AgentSession:
         if item.error is None:
             return  # completed after end_input()
         self._stt_failures += 1
-        recoverable = self._stt_failures <= self.options.max_stt_restarts
-        self._emit(AgentError("stt", item.error, recoverable, self._gen))
-        if recoverable:
+        if self._stt_failures <= self.options.max_stt_restarts:
+            self._emit(AgentError("stt", item.error, True, self._gen))
             self._tasks.spawn(_aclose(item.stream), name="stt-close")
             self._open_stt()
-        else:
-            # give up: stop taking input and replying; the owner's aclose() releases the rest
-            self._error = item.error
-            reply, self._reply = self._reply, None
-            if reply is not None and reply.task is not None:
-                reply.task.cancel()
-            self.output.interrupt(self._gen + 1)
-            self._closing = True
-            self._mailbox.close()
-            self._set_state(AgentState.CLOSED, f"speech recognition failed: {item.error}")
-            self._hub.close()
+        else:  # give up: the session fails with the error
+            self._fail(item.error, "stt", f"speech recognition failed: {item.error}")
 
     # -- timers
 
@@ -816,17 +921,17 @@ class AgentSession:
 
     async def _fire(self, kind: str, token: int, when: float) -> None:
         await self.clock.sleep_until(when)
-        with contextlib.suppress(ChannelClosed):
-            self._mailbox.send_nowait(_Timer(kind, token))
+        self._post(_Timer(kind, token))
 
     # ------------------------------------------------------------------ a reply
 
     def _news(self, reply: _Reply, kind: str, error: ProviderError | None = None) -> None:
-        with contextlib.suppress(ChannelClosed):
-            self._mailbox.send_nowait(_ReplyNews(reply, kind, error))
+        self._post(_ReplyNews(reply, kind, error))
 
     async def _run_reply(self, reply: _Reply) -> None:
-        sentences: Channel[str] = Channel()
+        # the LLM's sentences wait for TTS (lookahead-bounded); a reply of more than 1,024
+        # sentences fails with ChannelFull rather than growing without bound
+        sentences: Channel[str] = Channel(1024, Overflow.FAIL, name="reply sentences")
         failure: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -909,6 +1014,7 @@ class AgentSession:
                 [(c.id, c.name, c.arguments) for c in calls],
                 self.tools,
                 timeout=self.options.tool_timeout,
+                threads=self._tool_threads,
             )
         )
         timer = asyncio.ensure_future(
@@ -941,8 +1047,11 @@ class AgentSession:
 
     async def _speak(self, reply: _Reply, sentences: Channel[str]) -> None:
         """Sentences → one synthesis stream each (``tts_lookahead`` ahead) → the track."""
-        streams: Channel[tuple[str, SynthesisStream]] = Channel()
         slots = asyncio.Semaphore(self.options.tts_lookahead)
+        # at most tts_lookahead streams are open (a slot is taken before each is queued)
+        streams: Channel[tuple[str, SynthesisStream]] = Channel(
+            self.options.tts_lookahead, Overflow.FAIL, name="reply synthesis streams"
+        )
         opened: list[SynthesisStream] = []
 
         async def open_streams() -> None:

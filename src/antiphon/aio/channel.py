@@ -1,13 +1,30 @@
-"""A closable channel: closing wakes every waiter; sending after close raises."""
+"""A closable, bounded channel: closing wakes every waiter; sending after close raises.
+
+Every queue between tasks is bounded and says what happens when it is full (DESIGN
+rule 13). The three policies of :class:`Overflow`:
+
+- ``BLOCK``: ``send`` waits for room; ``send_nowait`` raises :class:`ChannelFull`.
+  For producers that can wait (backpressure).
+- ``DROP_OLDEST``: the oldest queued item is dropped to make room (counted in
+  :attr:`Channel.dropped`). For live data where the newest matters most.
+- ``FAIL``: ``send`` and ``send_nowait`` raise :class:`ChannelFull`. For queues whose
+  overflow means the consumer is stuck: the producer turns it into a typed failure.
+
+``maxsize=0`` (unbounded) exists for tests and legacy callers; code in ``antiphon``
+states a bound.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
-from antiphon.errors import StreamClosedError
+from antiphon.errors import ChannelFull, StreamClosedError
+
+__all__ = ["Channel", "ChannelClosed", "ChannelFull", "Overflow"]
 
 T = TypeVar("T")
 
@@ -16,22 +33,36 @@ class ChannelClosed(StreamClosedError):
     """The channel was closed (and, for receivers, drained)."""
 
 
-class ChannelFull(RuntimeError):
-    """``send_nowait`` on a bounded channel that is full."""
+class Overflow(enum.Enum):
+    """What a full channel does with one more item."""
+
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+    FAIL = "fail"
 
 
 class Channel(Generic[T]):
-    """A FIFO between tasks with an explicit end.
+    """A FIFO between tasks with an explicit end and an explicit bound.
 
-    ``maxsize=0`` is unbounded. ``close(error)`` lets receivers drain what was sent, then
-    raises ``error`` (or :class:`ChannelClosed`) to them; senders fail at once.
-    ``clear()`` drops everything queued in O(1).
+    ``maxsize`` bounds the queued items (0: unbounded); ``overflow`` says what a full
+    channel does (see the module docstring); ``name`` appears in errors.
+    ``close(error)`` lets receivers drain what was sent, then raises ``error`` (or
+    :class:`ChannelClosed`) to them; senders fail at once. ``clear()`` drops everything
+    queued in O(1); ``discard(predicate)`` drops some items, keeping the others' order.
     """
 
-    def __init__(self, maxsize: int = 0) -> None:
+    def __init__(
+        self, maxsize: int = 0, overflow: Overflow = Overflow.BLOCK, *, name: str = "channel"
+    ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be >= 0 (0 means unbounded)")
+        if not isinstance(overflow, Overflow):
+            raise ValueError(f"overflow must be an Overflow policy, got {overflow!r}")
         self._maxsize = maxsize
+        self.overflow = overflow
+        self.name = name
+        self.dropped = 0
+        """Items dropped by the ``DROP_OLDEST`` policy."""
         self._items: deque[T] = deque()
         self._closed = False
         self._error: BaseException | None = None
@@ -40,35 +71,54 @@ class Channel(Generic[T]):
         self._writable.set()
 
     @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
     def qsize(self) -> int:
         return len(self._items)
 
+    def full(self) -> bool:
+        return bool(self._maxsize) and len(self._items) >= self._maxsize
+
     def _update(self) -> None:
         if self._items or self._closed:
             self._readable.set()
         else:
             self._readable.clear()
-        if self._closed or not self._maxsize or len(self._items) < self._maxsize:
+        if self._closed or not self.full():
             self._writable.set()
         else:
             self._writable.clear()
 
+    def _full_error(self) -> ChannelFull:
+        return ChannelFull(
+            f"{self.name} is full ({self._maxsize} items queued, policy {self.overflow.value})",
+            maxsize=self._maxsize,
+            what=self.name,
+        )
+
     def send_nowait(self, item: T) -> None:
+        """Queue ``item`` now; a full channel applies its policy (``BLOCK`` raises)."""
         if self._closed:
-            raise ChannelClosed("send on a closed channel")
-        if self._maxsize and len(self._items) >= self._maxsize:
-            raise ChannelFull(f"channel is full ({self._maxsize} items)")
+            raise ChannelClosed(f"send on a closed {self.name}")
+        if self.full():
+            if self.overflow is not Overflow.DROP_OLDEST:
+                raise self._full_error()
+            self._items.popleft()
+            self.dropped += 1
         self._items.append(item)
         self._update()
 
     async def send(self, item: T) -> None:
+        """Queue ``item``; with ``BLOCK``, wait while the channel is full."""
         while True:
             if self._closed:
-                raise ChannelClosed("send on a closed channel")
-            if not self._maxsize or len(self._items) < self._maxsize:
+                raise ChannelClosed(f"send on a closed {self.name}")
+            if self.overflow is not Overflow.BLOCK or not self.full():
                 self.send_nowait(item)
                 return
             await self._writable.wait()
@@ -82,7 +132,7 @@ class Channel(Generic[T]):
         if self._closed:
             if self._error is not None:
                 raise self._error
-            raise ChannelClosed("channel closed")
+            raise ChannelClosed(f"{self.name} closed")
         raise asyncio.QueueEmpty
 
     async def recv(self) -> T:
@@ -105,6 +155,21 @@ class Channel(Generic[T]):
         n = len(self._items)
         self._items = deque()
         self._update()
+        return n
+
+    def discard(self, predicate: Callable[[T], bool], *, limit: int | None = None) -> int:
+        """Drop queued items for which ``predicate`` is true (at most ``limit``, oldest
+        first), keeping the order of the rest; return how many were dropped."""
+        kept: deque[T] = deque()
+        n = 0
+        for item in self._items:
+            if (limit is None or n < limit) and predicate(item):
+                n += 1
+            else:
+                kept.append(item)
+        if n:
+            self._items = kept
+            self._update()
         return n
 
     def __aiter__(self) -> AsyncIterator[T]:

@@ -11,11 +11,19 @@ from antiphon.errors import ProviderTimeoutError
 
 @asynccontextmanager
 async def deadline(
-    seconds: float | None, *, provider: str, stage: str, hint: str | None = None
+    seconds: float | None,
+    *,
+    provider: str,
+    stage: str,
+    hint: str | None = None,
+    what: str | None = None,
 ) -> AsyncIterator[asyncio.Timeout]:
     """Run the block within ``seconds``; on expiry raise :class:`ProviderTimeoutError`.
 
     ``None`` means no deadline. The yielded ``asyncio.Timeout`` may be rescheduled.
+    ``what`` says what did not happen in time (default: "no answer during <stage>"); the
+    error carries ``provider``, ``stage`` and the deadline (``timeout``). Only this
+    block's own expiry is converted: a ``TimeoutError`` raised inside passes through.
     """
     cm = asyncio.timeout(seconds)
     try:
@@ -24,7 +32,7 @@ async def deadline(
     except TimeoutError as exc:
         if cm.expired() and seconds is not None:
             raise ProviderTimeoutError(
-                f"no answer during {stage}",
+                what or f"no answer during {stage}",
                 provider=provider,
                 stage=stage,
                 timeout=seconds,

@@ -9,6 +9,13 @@ when it failed (after what came before the failure).
 :class:`InputStream` adds the caller's side of a streaming request: a mailbox the task
 reads in order, and ``end_input``. :class:`ProviderService` is the service that owns
 such streams.
+
+Both queues are bounded (DESIGN rule 13): the output holds at most
+:attr:`ProviderStream.max_output` items with the ``FAIL`` policy — a consumer that falls
+that far behind fails the stream with a typed error (stage ``output``) instead of
+growing memory; the mailbox holds at most :attr:`InputStream.max_input` inputs with the
+``FAIL`` policy — a provider that falls that far behind its input fails the stream
+(stage ``input``), and the push that overflowed raises ``StreamClosedError``.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.tasks import TaskOwner
-from antiphon.errors import ProviderError, StreamClosedError
+from antiphon.errors import ChannelFull, ProviderError, StreamClosedError
+
+__all__ = ["InputStream", "ProviderService", "ProviderStream", "StreamState"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,12 +54,16 @@ class ProviderStream(ABC, Generic[T]):
     """
 
     _task: asyncio.Task[None]
+    max_output: ClassVar[int] = 8192
+    """Items the output holds for a consumer that has not read them (policy: fail)."""
 
     def __init__(self, *, provider: str, generation: int, close_timeout: float) -> None:
         self.provider = provider
         self.generation = generation
         self._close_timeout = close_timeout
-        self._out: Channel[T] = Channel()
+        self._out: Channel[T] = Channel(
+            self.max_output, Overflow.FAIL, name=f"{provider} stream output"
+        )
         self._state = StreamState.RUNNING
         self._error: ProviderError | None = None
         self._terminal = asyncio.Event()
@@ -134,6 +147,16 @@ class ProviderStream(ABC, Generic[T]):
             raise
         except ProviderError as exc:
             self._finish(StreamState.FAILED, exc)
+        except ChannelFull as exc:
+            self._finish(
+                StreamState.FAILED,
+                ProviderError(
+                    f"the consumer fell behind: {exc.maxsize} items unread",
+                    provider=self.provider,
+                    stage="output",
+                    hint="read the stream as it is produced, or cancel it",
+                ),
+            )
         except Exception as exc:
             log.exception("%s stream failed unexpectedly", self.provider)
             self._finish(
@@ -143,7 +166,10 @@ class ProviderStream(ABC, Generic[T]):
         else:
             self._finish(StreamState.COMPLETED)
         finally:
-            await self._cleanup()
+            try:
+                await self._cleanup()
+            except Exception:  # the terminal state is set: a cleanup bug is only logged
+                log.exception("%s stream cleanup failed", self.provider)
 
     async def _cleanup(self) -> None:
         """Release what the stream holds (runs after the terminal state, even on cancel)."""
@@ -153,13 +179,43 @@ class ProviderStream(ABC, Generic[T]):
         """Drive the provider; return when complete, raise ``ProviderError`` on failure."""
 
 
+class _Mailbox(Channel[object]):
+    """An input stream's mailbox: overflowing it fails the stream (stage ``input``)."""
+
+    def __init__(self, stream: InputStream[Any], maxsize: int) -> None:
+        super().__init__(maxsize, Overflow.FAIL, name=f"{stream.provider} stream input")
+        self._stream = stream
+
+    def send_nowait(self, item: object) -> None:
+        try:
+            super().send_nowait(item)
+        except ChannelFull as exc:
+            error = self._stream._overflowed(exc)
+            raise StreamClosedError(f"cannot send: {error}") from exc
+
+
 class InputStream(ProviderStream[T]):
     """A stream the caller feeds: inputs go to ``_mailbox``, read in order by the task."""
 
+    max_input: ClassVar[int] = 4096
+    """Inputs the mailbox holds for a provider that has not taken them (policy: fail)."""
+
     def __init__(self, *, provider: str, generation: int, close_timeout: float) -> None:
         super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
-        self._mailbox: Channel[object] = Channel()
+        self._mailbox: Channel[object] = _Mailbox(self, self.max_input)
         self._input_ended = False
+
+    def _overflowed(self, exc: ChannelFull) -> ProviderError:
+        error = ProviderError(
+            f"the provider fell behind its input: {exc.maxsize} inputs queued",
+            provider=self.provider,
+            stage="input",
+            hint="the service does not keep up; check its load and the network",
+            retryable=True,
+        )
+        if self._finish(StreamState.FAILED, error):
+            self._task.cancel()
+        return self._error or error
 
     def _check_input(self, what: str) -> None:
         if self._state is not StreamState.RUNNING:

@@ -1,16 +1,26 @@
-"""An owner for tasks: everything it starts, its ``aclose()`` cancels and awaits."""
+"""An owner for tasks: everything it starts, its ``aclose()`` cancels and awaits.
+
+Nursery semantics (DESIGN rule 12, after trio): a task that dies with an exception is
+reported to its owner at once through ``on_failure``, so the owner can enter a terminal
+failed state instead of living on as a zombie. :func:`shielded_wait` lets a close
+finish even when the caller is cancelled mid-way, then re-raises the cancellation.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from antiphon.errors import StreamClosedError
 
+__all__ = ["TaskOwner", "cancel_and_wait", "shielded_wait"]
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+FailureHandler = Callable[[asyncio.Task[Any], BaseException], None]
 
 
 class TaskOwner:
@@ -18,11 +28,15 @@ class TaskOwner:
 
     ``spawn`` refuses work after ``aclose`` began; ``aclose`` is idempotent, may be called
     from several tasks at once, and returns within ``timeout`` plus one scheduling round.
-    A task that fails is logged and its exception kept in :attr:`errors`.
+    A task that fails (ends with an exception other than cancellation) is logged, its
+    exception kept in :attr:`errors`, and ``on_failure(task, exc)`` is called at once,
+    synchronously: the owner reacts there (cancel the siblings, enter a failed state).
+    ``on_failure`` must not block; what it raises is logged.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, on_failure: FailureHandler | None = None) -> None:
         self.name = name
+        self.on_failure = on_failure
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._closed = asyncio.Event()
@@ -50,6 +64,16 @@ class TaskOwner:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.errors.append(exc)
             log.warning("%s: task %s failed: %r", self.name, task.get_name(), exc)
+            if self.on_failure is not None:
+                try:
+                    self.on_failure(task, exc)
+                except Exception:
+                    log.exception("%s: the failure handler failed", self.name)
+
+    @property
+    def failed(self) -> bool:
+        """Whether an owned task has failed."""
+        return bool(self.errors)
 
     async def drain(self, timeout: float) -> bool:
         """Wait (without cancelling) for the tasks running now; True if all ended."""
@@ -87,3 +111,22 @@ async def cancel_and_wait(
     _, still = await asyncio.wait(pending, timeout=timeout)
     if still:
         log.error("%s: %d task(s) ignored cancellation for %.1fs", what, len(still), timeout)
+
+
+async def shielded_wait(task: asyncio.Future[T]) -> T:
+    """Wait for ``task`` to end even if the caller is cancelled meanwhile.
+
+    For a close that must complete (DESIGN rule 12): the caller's cancellation does not
+    reach ``task``; once ``task`` has ended, the cancellation is re-raised (never
+    swallowed). ``task`` must be bounded in time (its own deadlines), or this waits as
+    long as it runs. If ``task`` itself was cancelled, ``CancelledError`` is raised.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    if cancelled is not None:
+        raise cancelled
+    return task.result()

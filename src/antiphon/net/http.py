@@ -28,12 +28,13 @@ from importlib.metadata import PackageNotFoundError, version
 import httpx
 
 from antiphon.errors import (
-    AuthError,
     ConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
 )
+from antiphon.errors import HttpAuthError as HttpAuthError  # re-exported (defined there)
+from antiphon.errors import HttpStatusError as HttpStatusError
 
 
 def _user_agent() -> str:
@@ -122,37 +123,6 @@ def make_client(
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class HttpStatusError(ProviderError):
-    """The server answered with a non-2xx status.
-
-    ``status`` is the HTTP status (also ``code``), ``retry_after`` the seconds from a
-    ``Retry-After`` header (None without one), ``body`` the start of the error body.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        stage: str,
-        status: int,
-        retry_after: float | None = None,
-        body: str = "",
-        hint: str | None = None,
-        retryable: bool = False,
-    ) -> None:
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
-        super().__init__(
-            message, provider=provider, stage=stage, hint=hint, code=status, retryable=retryable
-        )
-
-
-class HttpAuthError(AuthError, HttpStatusError):
-    """401 or 403: the credentials were refused."""
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

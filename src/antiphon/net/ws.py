@@ -109,6 +109,7 @@ class WsConnection:
                 provider=self.provider,
                 stage=stage,
                 hint="the server stopped reading; the connection will be replaced",
+                what="the message was not sent",
             ):
                 await self._ws.send(message)
         except ConnectionClosed:
@@ -185,7 +186,7 @@ async def connect(
                 user_agent_header="antiphon",
             )
     except ProviderError:
-        raise  # our own deadline (TimeoutError is an OSError: keep it from the branch below)
+        raise  # our own deadline, already typed
     except InvalidStatus as exc:
         raise _status_error(exc, provider=provider, auth_hint=auth_hint) from None
     except InvalidURI as exc:

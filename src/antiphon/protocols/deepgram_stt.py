@@ -25,7 +25,15 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
-from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+)
+from antiphon.errors import (
+    ProtocolStateError as ProtocolStateError,
+)
 from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
 
 PROVIDER = "deepgram"
@@ -433,10 +441,6 @@ class Action:
     event: object = None
     transcript: Recognized | None = None
     note: str = ""
-
-
-class ProtocolStateError(RuntimeError):
-    """The client asked for something the session's phase forbids (a bug in the caller)."""
 
 
 @dataclass(slots=True)

@@ -36,7 +36,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from antiphon.errors import AuthError, ConfigError, ProviderError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    HttpAuthError,
+    HttpRequestError,
+    HttpStatusError,
+    ProviderError,
+    ProviderTimeoutError,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CHAT_PATH = "/chat/completions"
@@ -458,41 +466,10 @@ def _stream_error(obj: dict[str, Any]) -> StreamErrorEvent:
 # --------------------------------------------------------------------------- errors
 
 
-class ChatHttpError(ProviderError):
-    """An error status from the server: ``status``, ``retry_after`` (seconds or None),
-    and the server's ``error_type``/``error_code``/``param`` when it sent them."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        stage: str,
-        status: int,
-        retry_after: float | None = None,
-        error_type: str | None = None,
-        error_code: str | None = None,
-        param: str | None = None,
-        hint: str | None = None,
-        retryable: bool = False,
-    ) -> None:
-        self.status = status
-        self.retry_after = retry_after
-        self.error_type = error_type
-        self.error_code = error_code
-        self.param = param
-        super().__init__(
-            message, provider=provider, stage=stage, hint=hint, code=status, retryable=retryable
-        )
-
-
-class ChatAuthError(AuthError, ChatHttpError):
-    """401 or 403: the key was refused."""
-
-
-class ChatRequestError(ChatHttpError, ConfigError):
-    """400/404/413/422: the request itself is wrong (model name, deployment, messages,
-    tool schema, context too long); the message is the server's."""
+ChatHttpError = HttpStatusError
+"""An error status from the server (the one HTTP error class of :mod:`antiphon.errors`)."""
+ChatAuthError = HttpAuthError
+ChatRequestError = HttpRequestError
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -607,7 +584,7 @@ def retry_delay(
     """
     if delivered or attempt >= max_retries or not error.retryable:
         return None
-    if isinstance(error, AuthError | TimeoutError):
+    if isinstance(error, AuthError | ProviderTimeoutError):
         return None
     wait: float | None = getattr(error, "retry_after", None)
     if wait is None:

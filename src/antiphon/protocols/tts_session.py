@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from antiphon.errors import ProtocolStateError as ProtocolStateError
+
 
 class Act(enum.Enum):
     """What the client should do with an event."""
@@ -32,10 +34,6 @@ class Action:
     event: object
     note: str = ""
     audio: bytes = b""
-
-
-class ProtocolStateError(RuntimeError):
-    """The client asked the state machine for something its phase forbids (a bug)."""
 
 
 class TTSSession(Protocol):

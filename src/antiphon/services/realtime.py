@@ -441,8 +441,10 @@ class RealtimeSession:
         self.session_id = ""
         self.reconnects = 0
         self._sm = rt.RealtimeState(model.dialect, output_rate=self.config.output_rate)
-        self._mailbox: Channel[object] = Channel()
-        self._out: Channel[RealtimeEvent] = Channel()
+        # bounded in seconds of audio rather than items (policy fail: the session fails):
+        # input by max_input_backlog (push_audio), output by max_output_backlog (_emit)
+        self._mailbox: Channel[object] = Channel(name="realtime session mailbox")
+        self._out: Channel[RealtimeEvent] = Channel(name="realtime session output")
         self._converter = AudioConverter(self.config.input_rate, 1)
         self._in_bytes = 0  # input audio queued, not yet sent
         self._in_limit = int(model.max_input_backlog * self.config.input_rate) * 2
@@ -720,8 +722,9 @@ class RealtimeSession:
         conn = await model._connect()
         self._conn = conn
         stage = "session.created"
+        ready = asyncio.timeout(self.deadlines.ready)
         try:
-            async with asyncio.timeout(self.deadlines.ready):
+            async with ready:
                 while True:
                     d = self._sm.feed(await conn.recv(stage=stage))
                     if d.act is rt.Act.CREATED:
@@ -731,13 +734,17 @@ class RealtimeSession:
                     self._log_unexpected(d)
                 stage = "session.update"
                 for m in first_messages:
-                    await conn.send(m, stage=stage)
+                    await conn.send(m, stage="send")
                 while True:
                     d = self._sm.feed(await conn.recv(stage=stage))
                     if d.act is rt.Act.READY:
                         break
                     self._handle(d)
         except TimeoutError:
+            if not ready.expired():
+                raise
+            # only the ready deadline lands here: a send that hangs is a ProviderTimeoutError
+            # of its own (stage "send"), which is not a builtin TimeoutError
             raise ProviderTimeoutError(
                 f"no {'session.created' if stage == 'session.created' else 'session.updated'}",
                 provider=self.provider,

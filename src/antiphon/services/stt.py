@@ -560,15 +560,22 @@ class InProcessRecognizeStream(RecognizeStream):
         worker, self._worker = self._worker, None
         if worker is None:
             return
-        if self.state is StreamState.CANCELLED and worker.stuck is None and worker.usable:
-            # cancelled mid-utterance: reset the engine before reuse (bounded). An engine
-            # that failed (raised or hung) is never reused: its state is unknown.
-            try:
-                await worker.call(_abandon, timeout=self._stt.deadlines.close, stage="close")
-                self._healthy = True
-            except (ProviderError, asyncio.CancelledError):
-                self._healthy = False
-        await self._stt._give_back(worker, self._healthy)
+        healthy = self._healthy
+        try:
+            if self.state is StreamState.CANCELLED and worker.stuck is None and worker.usable:
+                # cancelled mid-utterance: reset the engine before reuse (bounded). An engine
+                # that failed (raised or hung) is never reused: its state is unknown.
+                healthy = False  # until the reset returns (a cancellation keeps it False)
+                try:
+                    await worker.call(_abandon, timeout=self._stt.deadlines.close, stage="close")
+                    healthy = True
+                except ProviderError:
+                    pass
+        finally:
+            # a cancellation of this cleanup still gives the worker back (closed), then
+            # propagates: it is never swallowed
+            self._healthy = healthy
+            await self._stt._give_back(worker, healthy)
 
 
 # Engine-thread functions (module level: no closure over loop-side state).

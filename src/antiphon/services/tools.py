@@ -17,14 +17,29 @@ its first paragraph describes the tool, an ``Args:`` section describes the param
 A parameter without a default is required. :meth:`FunctionTool.call` checks and converts
 the model's JSON arguments (refusing bad ones with :class:`ToolArgumentError`, which the
 model can be shown) and runs the function, sync or async, within a timeout.
+
+Nothing heavy runs on the event loop (DESIGN rule 14): a synchronous tool runs on a
+worker thread of a :class:`ToolThreads` pool, and its timeout is enforced on the loop —
+when it expires the call goes on and the tool's result says it timed out. A Python
+thread cannot be killed, so the timed-out function keeps its thread until it returns;
+the pool is bounded (``max_threads``), a call waiting for a thread counts against its
+timeout, and a timeout message says how many threads are still held by calls past their
+deadline, so a hung tool cannot exhaust the pool silently. An agent session owns its
+pool and shuts it down when it closes; :func:`run_tools` (or :meth:`FunctionTool.call`)
+without one runs the batch on a pool of its own (at most 4 threads), shut down when the
+batch ends, so no idle thread outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import enum
+import functools
 import inspect
 import json
+import logging
 import re
 import types
 import typing
@@ -34,6 +49,19 @@ from typing import Any, Literal, Protocol, overload
 
 from antiphon.errors import AntiphonError, ConfigError
 
+__all__ = [
+    "FunctionTool",
+    "ToolArgumentError",
+    "ToolCallLike",
+    "ToolOutcome",
+    "ToolThreads",
+    "ToolTimeoutError",
+    "function_tool",
+    "run_tools",
+]
+
+log = logging.getLogger(__name__)
+
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -41,8 +69,112 @@ class ToolArgumentError(AntiphonError, ValueError):
     """The model called a tool with arguments that do not fit its schema."""
 
 
-class ToolTimeoutError(AntiphonError, TimeoutError):
-    """A tool did not return within its timeout."""
+class ToolTimeoutError(AntiphonError):
+    """A tool did not return within its timeout (``timeout``, seconds; ``tool``).
+
+    Not a builtin ``TimeoutError``: a tool's own ``TimeoutError`` stays distinct.
+    """
+
+    def __init__(self, message: str, *, tool: str = "", timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.timeout = timeout
+
+
+class ToolThreads:
+    """A bounded pool of worker threads for synchronous tools.
+
+    ``max_threads`` calls run at once; more wait for a thread (within their timeout).
+    :attr:`overdue` counts calls whose deadline passed while their thread still runs
+    (a thread cannot be killed). :meth:`aclose` refuses new calls, lets idle threads
+    exit and waits (bounded) for running ones; a thread still running then is logged.
+    """
+
+    def __init__(self, max_threads: int = 4, *, name: str = "antiphon-tool") -> None:
+        if not isinstance(max_threads, int) or isinstance(max_threads, bool) or max_threads < 1:
+            raise ConfigError(f"max_threads must be a positive int, got {max_threads!r}")
+        self.max_threads = max_threads
+        self.name = name
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix=name)
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._overdue: set[concurrent.futures.Future[Any]] = set()
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        """Threads running a tool now."""
+        return sum(1 for f in self._futures if f.running())
+
+    @property
+    def overdue(self) -> int:
+        """Calls past their deadline whose thread has not returned yet."""
+        return sum(1 for f in self._overdue if not f.done())
+
+    async def run(self, fn: Callable[[], Any], *, timeout: float | None, what: str) -> Any:
+        """Run ``fn()`` on a thread; :class:`ToolTimeoutError` after ``timeout`` seconds
+        (the thread goes on until ``fn`` returns; its result is dropped)."""
+        if self._closed:
+            raise ConfigError(f"{self.name} threads are shut down; cannot run {what}")
+        ctx = contextvars.copy_context()
+        future = self._executor.submit(ctx.run, fn)
+        self._futures = {f for f in self._futures if not f.done()}
+        self._futures.add(future)
+        waiter = asyncio.wrap_future(future)
+        try:
+            done, _ = await asyncio.wait([waiter], timeout=timeout)
+        except asyncio.CancelledError:
+            self._abandon(future)
+            waiter.cancel()
+            raise
+        if not done:
+            self._abandon(future)
+            waiter.cancel()  # the thread's late result (or error) is dropped
+            assert timeout is not None
+            stuck = self.overdue
+            raise ToolTimeoutError(
+                f"tool {what} did not return within {timeout:g}s"
+                + (
+                    f" ({stuck} of {self.max_threads} tool threads are still running calls "
+                    "past their timeout)"
+                    if not future.cancelled()
+                    else " (it waited for a free tool thread)"
+                ),
+                tool=what,
+                timeout=timeout,
+            )
+        return waiter.result()
+
+    def _abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        if not future.cancel():  # running: the thread cannot be stopped
+            self._overdue = {f for f in self._overdue if not f.done()}
+            self._overdue.add(future)
+            if len(self._overdue) >= self.max_threads:
+                log.warning(
+                    "%s: all %d tool threads run calls past their timeout",
+                    self.name,
+                    self.max_threads,
+                )
+
+    def shutdown(self) -> None:
+        """Refuse new calls and let idle threads exit (does not wait)."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Shut down, and wait up to ``timeout`` seconds for running tools to return."""
+        self.shutdown()
+        running = [asyncio.wrap_future(f) for f in self._futures if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+            for w in running:
+                w.cancel()
+        if self.running:
+            log.warning(
+                "%s: %d tool thread(s) still running a tool at close; "
+                "a thread cannot be killed, it ends when the tool returns",
+                self.name,
+                self.running,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,26 +233,63 @@ class FunctionTool:
             kwargs[p.name] = _convert(raw[p.name], p.annotation, f"{self.name}.{p.name}")
         return kwargs
 
-    async def call(self, arguments: str | Mapping[str, Any] = "{}") -> Any:
-        """Run the tool with the model's arguments; sync functions run in place.
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function (else it runs on a thread)."""
+        fn: Any = self.fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - a callable object's method
+        )
 
-        Raises :class:`ToolArgumentError` for bad arguments and :class:`ToolTimeoutError`
-        when an async tool exceeds ``timeout``.
+    async def call(
+        self,
+        arguments: str | Mapping[str, Any] = "{}",
+        *,
+        timeout: float | None = None,
+        threads: ToolThreads | None = None,
+    ) -> Any:
+        """Run the tool with the model's arguments, within its ``timeout`` (and
+        ``timeout``, the caller's, if smaller).
+
+        An async function runs on the loop; a synchronous one on a thread of
+        ``threads`` (default: a one-thread pool for this call, shut down after it), so it
+        never blocks the loop.
+
+        Raises:
+            ToolArgumentError: the arguments do not fit the schema.
+            ToolTimeoutError: the tool did not return in time (a sync tool's thread
+                goes on until the function returns; its result is dropped).
         """
         kwargs = self.parse_arguments(arguments)
-        result = self.fn(**kwargs)
-        if inspect.isawaitable(result):
-            cm = asyncio.timeout(self.timeout)
+        limits = [t for t in (self.timeout, timeout) if t is not None]
+        limit = min(limits) if limits else None
+        if not self.is_async:
+            pool = threads or ToolThreads(1, name=f"tool-{self.name}")
             try:
-                async with cm:
-                    return await result
-            except TimeoutError:
-                if not cm.expired():
-                    raise  # the tool's own TimeoutError, not our deadline
-                raise ToolTimeoutError(
-                    f"tool {self.name} did not return within {self.timeout:g}s"
-                ) from None
-        return result
+                result = await pool.run(
+                    functools.partial(self.fn, **kwargs), timeout=limit, what=self.name
+                )
+            finally:
+                if threads is None:
+                    pool.shutdown()  # an idle thread exits now; a hung one when it returns
+            if not inspect.isawaitable(result):
+                return result
+            # a sync function that returned an awaitable: await it on the loop
+        else:
+            result = self.fn(**kwargs)
+        cm = asyncio.timeout(limit)
+        try:
+            async with cm:
+                return await result
+        except TimeoutError:
+            if not cm.expired():
+                raise  # the tool's own TimeoutError, not our deadline
+            assert limit is not None
+            raise ToolTimeoutError(
+                f"tool {self.name} did not return within {limit:g}s", tool=self.name, timeout=limit
+            ) from None
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -384,6 +553,7 @@ async def run_tools(
     tools: Sequence[FunctionTool],
     *,
     timeout: float = 10.0,
+    threads: ToolThreads | None = None,
 ) -> list[ToolOutcome]:
     """Run calls (``(call_id, name, arguments)`` or ``ToolCall``s) concurrently, each
     within ``timeout`` seconds (and its tool's own ``timeout``).
@@ -391,12 +561,19 @@ async def run_tools(
     Never raises for a tool's failure: an unknown tool, bad arguments, an exception or a
     timeout becomes an outcome whose ``output`` tells the model what went wrong (and whose
     ``error`` keeps the exception). Results come back in the order of ``calls``.
-    Cancelling the caller cancels every running tool.
+    Synchronous tools run on ``threads`` (default: a pool of at most 4 threads for this
+    batch, shut down when it ends), never on the loop. Cancelling the caller cancels
+    every running async tool (a sync tool's thread goes on until its function returns).
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"run_tools timeout must be a positive number of seconds: {timeout!r}")
     by_name = {t.name: t for t in tools}
     plain = [c if isinstance(c, tuple) else (c.id, c.name, c.arguments) for c in calls]
+    own_threads: ToolThreads | None = None
+    if threads is None and any(
+        (t := by_name.get(name)) is not None and not t.is_async for _, name, _ in plain
+    ):
+        threads = own_threads = ToolThreads(min(4, len(plain)), name="run-tools")
 
     async def one(call_id: str, name: str, arguments: str) -> ToolOutcome:
         tool = by_name.get(name)
@@ -407,13 +584,15 @@ async def run_tools(
         cm = asyncio.timeout(timeout)
         try:
             async with cm:
-                result = await tool.call(arguments)
+                result = await tool.call(arguments, timeout=timeout, threads=threads)
         except ToolTimeoutError as exc:
             return ToolOutcome(call_id, name, f"error: {exc}", exc)
         except TimeoutError as exc:
             if not cm.expired():  # the tool's own TimeoutError
                 return ToolOutcome(call_id, name, f"error: {exc!r}", exc)
-            late = ToolTimeoutError(f"tool {name} did not return within {timeout:g}s")
+            late = ToolTimeoutError(
+                f"tool {name} did not return within {timeout:g}s", tool=name, timeout=timeout
+            )
             return ToolOutcome(call_id, name, f"error: {late}", late)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -424,6 +603,10 @@ async def run_tools(
             return ToolOutcome(call_id, name, f"error: {exc or type(exc).__name__}", exc)
         return ToolOutcome(call_id, name, _text(result))
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(*c)) for c in plain]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(*c)) for c in plain]
+    finally:
+        if own_threads is not None:
+            own_threads.shutdown()  # idle threads exit now; a hung one when it returns
     return [t.result() for t in tasks]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
@@ -93,7 +93,8 @@ class ScriptedSTT(STT):
     Interim transcripts (growing prefixes of the line) come every ``interim_every``
     seconds of audio. ``silent_flushes``: flushes (numbered from 0) answered with no
     final at all, as a server that drops a final. ``fail_streams``: stream number →
-    seconds of audio after which that stream fails.
+    seconds of audio after which that stream fails. ``final_delay``: seconds (on
+    ``clock``) between a flush and its final, as a slow server.
     """
 
     provider: ClassVar[str] = "scripted-stt"
@@ -105,8 +106,12 @@ class ScriptedSTT(STT):
         interim_every: float = 0.2,
         silent_flushes: Sequence[int] = (),
         fail_streams: dict[int, float] | None = None,
+        final_delay: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(deadlines=STTDeadlines())
+        self.final_delay = final_delay
+        self.clock: Clock = clock or MonotonicClock()
         self.script = list(script)
         self.interim_every = interim_every
         self.silent_flushes = frozenset(silent_flushes)
@@ -157,6 +162,8 @@ class _ScriptedRecognize(RecognizeStream):
                 number = stt.flushes
                 stt.flushes += 1
                 if utt_start is not None and stt.script and number not in stt.silent_flushes:
+                    if stt.final_delay:
+                        await _pause(stt.clock, stt.final_delay)
                     text = stt.script.pop(0)
                     stt.heard.append(text)
                     self._emit(Transcript(text, True, utt_start, position, 1.0, utterance))
@@ -372,9 +379,10 @@ class Conversation:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
+        events = self.session.events()  # subscribed now: nothing from start() is missed
         await self.session.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._listen())]
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._listen(events))]
         await self.settle()
         return self
 
@@ -395,8 +403,8 @@ class Conversation:
         async for frame in self.session.output:
             self.heard.append(Heard(self.clock.now(), frame))
 
-    async def _listen(self) -> None:
-        async for ev in self.session.events():
+    async def _listen(self, events: AsyncIterator[AgentEvent]) -> None:
+        async for ev in events:
             self.events.append(ev)
 
     async def settle(self) -> None:

@@ -7,6 +7,23 @@ that queue). Events are queued by a synchronous session listener the moment the 
 emits them, so an interruption's notice always precedes any audio of the next turn.
 The first task to end (or :meth:`end`) ends the call; the session is closed and the
 socket closed with the call's code, all bounded.
+
+The outgoing queue is bounded and knows audio from messages (DESIGN rules 6, 13):
+
+- audio (what :meth:`CallBridge._audio_out` queues) holds at most
+  ``max_queued_audio`` frames, policy **drop oldest** (a slow peer hears the newest
+  audio; :attr:`CallBridge.audio_dropped` counts the rest); on ``Interrupted`` every
+  queued audio frame is dropped at once, before the subclass queues its notice, so a
+  slow peer's backlog never delays the barge-in ``clear``;
+- messages (events, ``clear``, marks) keep their order among themselves and with the
+  audio; at most ``max_queued_messages`` wait, policy **fail**: the call ends with 1008.
+
+Nursery semantics (rule 12): a task of the call that fails ends it with 1011, and so
+does the session failing (``StateChanged`` to ``CLOSED`` with ``session.error`` set):
+what was queued for the peer (the error event) is sent within ``send_timeout``, then
+the socket is closed with 1011 and the reason. If :meth:`CallBridge.run` is cancelled,
+the call still closes (session, then socket with 1001), then the cancellation is
+re-raised.
 """
 
 from __future__ import annotations
@@ -15,11 +32,29 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from antiphon.agent.events import AgentEvent
+from antiphon.agent.events import AgentEvent, AgentState, Interrupted, StateChanged
 from antiphon.agent.session import AgentSession
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel, ChannelClosed, Overflow
+from antiphon.aio.tasks import shielded_wait
+from antiphon.errors import AntiphonError
+
+__all__ = [
+    "GOING_AWAY",
+    "INTERNAL",
+    "NORMAL",
+    "POLICY",
+    "RATE_LIMITED",
+    "TOO_BIG",
+    "TRY_AGAIN",
+    "UNAUTHORIZED",
+    "CallBridge",
+    "CallEnded",
+    "WebSocketLike",
+    "close_reason",
+]
 
 log = logging.getLogger(__name__)
 M = TypeVar("M")
@@ -48,7 +83,15 @@ class WebSocketLike(Protocol):
     async def close(self, code: int = NORMAL, reason: str = "") -> None: ...
 
 
-class CallEnded(Exception):
+def close_reason(text: str) -> str:
+    """``text`` cut to the 123 bytes of UTF-8 a WebSocket close reason may hold."""
+    data = text.encode("utf-8")
+    if len(data) <= 123:
+        return text
+    return data[:120].decode("utf-8", "ignore") + "..."
+
+
+class CallEnded(AntiphonError):
     """Why a call ends: the close code and reason sent to the peer."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -60,17 +103,39 @@ class CallEnded(Exception):
 class CallBridge(ABC, Generic[M]):
     """One call between ``session`` and ``ws``; subclasses speak a wire format.
 
-    Subclasses implement :meth:`_read`, :meth:`_pump_audio`, :meth:`_on_event` and
+    Subclasses implement :meth:`_read`, :meth:`_audio_out`, :meth:`_on_event` and
     :meth:`_send_one`, and queue outgoing messages of type ``M`` with :meth:`_queue`.
+    ``max_queued_audio``/``max_queued_messages`` bound the outgoing queue (see the
+    module docstring).
     """
 
     name = "call"
 
-    def __init__(self, session: AgentSession, ws: WebSocketLike, *, send_timeout: float) -> None:
+    def __init__(
+        self,
+        session: AgentSession,
+        ws: WebSocketLike,
+        *,
+        send_timeout: float,
+        max_queued_audio: int = 250,
+        max_queued_messages: int = 1000,
+    ) -> None:
+        if max_queued_audio < 1 or max_queued_messages < 1:
+            raise ValueError("the outgoing queue bounds must be >= 1")
         self.session = session
         self.ws = ws
         self.send_timeout = send_timeout
-        self._out: Channel[M] = Channel()
+        self.max_queued_audio = max_queued_audio
+        self.max_queued_messages = max_queued_messages
+        # (is_audio, message); the two bounds are kept by _queue, so the channel's own
+        # bound (their sum) is never reached
+        self._out: Channel[tuple[bool, M]] = Channel(
+            max_queued_audio + max_queued_messages, Overflow.FAIL, name=f"{self.name} outbox"
+        )
+        self._audio_queued = 0
+        self._in_audio_out = False
+        self.audio_dropped = 0
+        """Audio frames dropped: by an interruption, or the oldest for a slow peer."""
         self._ended: asyncio.Future[CallEnded] | None = None
         self._sender: asyncio.Task[None] | None = None
 
@@ -80,10 +145,13 @@ class CallBridge(ABC, Generic[M]):
             self._ended.set_result(CallEnded(code, reason))
 
     async def run(self) -> int:
-        """Run the call until it ends; the session is closed; returns the close code."""
+        """Run the call until it ends; the session is closed; returns the close code.
+
+        If cancelled, the call is still closed (bounded), then the cancellation raised.
+        """
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
-        remove = self.session.on_event(self._on_event)
+        remove = self.session.on_event(self._on_session_event)
         self._hello()
         self._sender = loop.create_task(self._send(), name=f"{self.name}-send")
         tasks = [
@@ -93,18 +161,47 @@ class CallBridge(ABC, Generic[M]):
         ]
         for t in tasks:
             t.add_done_callback(self._task_done)
+        if self.session.state is AgentState.CLOSED:  # it ended before the call began
+            self._session_closed()
         try:
             ended = await self._ended
-        finally:
-            remove()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.session.aclose()
+        except asyncio.CancelledError:
+            ended = CallEnded(GOING_AWAY, "the call was cancelled")
+            await shielded_wait(loop.create_task(self._close(tasks, remove, ended)))
+            raise
+        await shielded_wait(loop.create_task(self._close(tasks, remove, ended)))
+        return ended.code
+
+    async def _close(
+        self, tasks: list[asyncio.Task[None]], remove: Callable[[], None], ended: CallEnded
+    ) -> None:
+        """Stop the tasks, close the session, close the socket with the code (bounded)."""
+        remove()
+        if self.session.error is not None:
+            await self._finish_sending()  # the peer gets the error event first
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks, timeout=self.send_timeout)
+        await self.session.aclose()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.send_timeout):
-                await self.ws.close(ended.code, ended.reason)
-        return ended.code
+                await self.ws.close(ended.code, close_reason(ended.reason))
+
+    def _on_session_event(self, event: AgentEvent) -> None:
+        if isinstance(event, Interrupted):
+            self._drop_queued_audio()  # before the subclass queues its notice
+        try:
+            self._on_event(event)
+        finally:
+            if isinstance(event, StateChanged) and event.new is AgentState.CLOSED:
+                self._session_closed()
+
+    def _session_closed(self) -> None:
+        error = self.session.error
+        if error is not None:
+            self.end(INTERNAL, f"the agent failed: {error}")
+        else:
+            self.end(NORMAL, "the agent ended the call")
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -118,9 +215,35 @@ class CallBridge(ABC, Generic[M]):
         elif task is not self._sender:
             self.end(NORMAL, "")
 
-    def _queue(self, item: M) -> None:
+    def _queue(self, item: M, *, audio: bool | None = None) -> None:
+        """Queue ``item`` for the peer, in order.
+
+        ``audio``: whether it is agent audio (dropped on interruption, oldest dropped
+        beyond ``max_queued_audio``); by default, what is queued from within
+        :meth:`_audio_out` is audio and everything else a message. Beyond
+        ``max_queued_messages`` queued messages the call ends (1008).
+        """
+        if self._out.closed:
+            return
+        is_audio = self._in_audio_out if audio is None else audio
+        if is_audio:
+            if self._audio_queued >= self.max_queued_audio:
+                self._audio_queued -= self._out.discard(lambda e: e[0], limit=1)
+                self.audio_dropped += 1
+            self._audio_queued += 1
+        elif self._out.qsize() - self._audio_queued >= self.max_queued_messages:
+            self.end(POLICY, "the peer stopped reading")
+            return
         with contextlib.suppress(ChannelClosed):
-            self._out.send_nowait(item)
+            self._out.send_nowait((is_audio, item))
+
+    def _drop_queued_audio(self) -> int:
+        """Drop every queued audio frame at once, keeping messages in order; return how
+        many were dropped. Called on ``Interrupted`` (subclasses may call it too)."""
+        n = self._out.discard(lambda e: e[0])
+        self._audio_queued -= n
+        self.audio_dropped += n
+        return n
 
     async def _finish_sending(self) -> None:
         """Send what is queued (bounded), then nothing more."""
@@ -129,7 +252,9 @@ class CallBridge(ABC, Generic[M]):
             await asyncio.wait([self._sender], timeout=self.send_timeout)
 
     async def _send(self) -> None:
-        async for item in self._out:
+        async for is_audio, item in self._out:
+            if is_audio:
+                self._audio_queued -= 1
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await self._send_one(item)
@@ -143,7 +268,11 @@ class CallBridge(ABC, Generic[M]):
 
     async def _pump_audio(self) -> None:
         async for frame in self.session.output:
-            self._audio_out(frame.data, frame.generation)
+            self._in_audio_out = True
+            try:
+                self._audio_out(frame.data, frame.generation)
+            finally:
+                self._in_audio_out = False
         await asyncio.Future()  # the output closed: the call ends by the reader or end()
 
     @abstractmethod
