@@ -166,19 +166,26 @@ def check_model(value: Any, model: Any) -> Any:
         raise WitnessError(str(exc)) from None
     extras: list[str] = []
 
-    def walk(obj: Any, path: str) -> None:
+    def walk(obj: Any, raw: Any, path: str) -> None:
+        # Models that ignore extra fields drop them silently: compare with the raw input.
         if isinstance(obj, BaseModel):
-            extras.extend(f"{path}.{k}" for k in (obj.model_extra or {}))
-            for name in type(obj).model_fields:
-                walk(getattr(obj, name), f"{path}.{name}")
-        elif isinstance(obj, list | tuple):
-            for i, item in enumerate(obj):
-                walk(item, f"{path}[{i}]")
-        elif isinstance(obj, dict):
+            fields = type(obj).model_fields
+            names = {f.alias or n: n for n, f in fields.items()}
+            if isinstance(raw, dict):
+                extras.extend(f"{path}.{k}" for k in raw if k not in names)
+                for key, name in names.items():
+                    if key in raw:
+                        walk(getattr(obj, name), raw[key], f"{path}.{key}")
+            else:
+                extras.extend(f"{path}.{k}" for k in (obj.model_extra or {}))
+        elif isinstance(obj, list | tuple) and isinstance(raw, list | tuple):
+            for i, (item, raw_item) in enumerate(zip(obj, raw, strict=False)):
+                walk(item, raw_item, f"{path}[{i}]")
+        elif isinstance(obj, dict) and isinstance(raw, dict):
             for k, item in obj.items():
-                walk(item, f"{path}.{k}")
+                walk(item, raw.get(k), f"{path}.{k}")
 
-    walk(parsed, "$")
+    walk(parsed, value, "$")
     if extras:
         raise WitnessError(f"fields the SDK does not declare: {', '.join(extras)}")
     return parsed
