@@ -291,6 +291,9 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
 
+STT_NAMES = ["pocketsphinx", "deepgram", "assemblyai"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antiphon", description="Real-time voice agents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -302,11 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
     talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    talk.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    talk.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     talk.add_argument(
         "--llm",
         default="offline",
-        help="offline (default) or openai:MODEL, e.g. openai:gpt-4o-mini",
+        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini) or anthropic:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
     talk.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
@@ -325,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-sessions", type=int, default=100)
     srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    srv.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
@@ -337,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    con.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    con.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     con.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     con.add_argument("--fake", action="store_true", help="cloud services on local fakes")
