@@ -31,6 +31,7 @@ from antiphon.services.llm_conformance import (
 from antiphon.services.tools import function_tool
 from antiphon.testing.anthropic_messages import (
     DEFAULT_API_KEY,
+    ERRORS,
     FakeAnthropicMessages,
     check_body,
     error_body,
@@ -344,6 +345,24 @@ async def test_every_request_and_event_fits_the_sdk_types() -> None:
     }
     for event in fake.sent_events:
         if event["type"] != "ping":  # the SDK skips pings before typing events
+            check_model(event, RawMessageStreamEvent)
+
+
+async def test_error_bodies_and_the_in_stream_error_fit_the_sdk() -> None:
+    for status in ERRORS:
+        check_model(json.loads(error_body(status)), ErrorResponse)
+    plan = FaultPlan(error_mid_stream=True)
+    with running_in_thread(FakeAnthropicMessages(plan, replies=_replies())) as fake:
+        async with AnthropicLLM(
+            MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST
+        ) as llm:
+            result = await llm.chat(ChatContext().user("hi")).result()
+    assert result.state is StreamState.FAILED and result.error is not None
+    assert result.error.code == "overloaded_error"
+    (error,) = [e for e in fake.sent_events if e["type"] == "error"]
+    check_model(error, ErrorResponse)
+    for event in fake.sent_events:
+        if event["type"] not in ("ping", "error"):
             check_model(event, RawMessageStreamEvent)
 
 

@@ -94,7 +94,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     401: ("authentication_error", "invalid x-api-key"),
     403: ("permission_error", "Your API key does not have permission to use this resource."),
     404: ("not_found_error", "Not found."),
-    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    413: ("invalid_request_error", "Request exceeds the maximum allowed number of bytes."),
     429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
     500: ("api_error", "Internal server error"),
     503: ("api_error", "Service unavailable"),
