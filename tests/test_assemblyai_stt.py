@@ -130,6 +130,17 @@ async def test_wrong_key_is_an_auth_error() -> None:
                 await stt.recognize(speech("What time is it?"))
 
 
+async def test_a_temporary_token_goes_in_the_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
+    with running_in_thread(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
+        async with AssemblyAISTT(token=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as stt:
+            assert stt._headers == {}
+            finals = await stt.recognize(speech(PHRASES[0]))
+        assert fake.stats.queries[0]["token"] == DEFAULT_API_KEY
+        assert "Authorization" not in fake.stats.headers[0]
+    assert [f.text for f in finals] == [PHRASES[0]]
+
+
 @pytest.mark.parametrize(("code", "auth"), [(1008, True), (3007, False), (3008, False)])
 def test_close_codes_are_typed(code: int, auth: bool) -> None:
     error = aai.close_error(code, "", stage="receive")

@@ -74,6 +74,8 @@ class AssemblyAISTT(STT):
 
     Args:
         api_key: Defaults to ``$ASSEMBLYAI_API_KEY``.
+        token: A temporary token (made by your server from the key) instead of the key:
+            it goes in the ``token`` query parameter, and no key is needed.
         speech_model: ``universal-streaming-english`` or ``universal-streaming-multilingual``.
         sample_rate: The audio on the wire (pushed audio is converted to it).
         encoding: ``pcm_s16le`` or ``pcm_mulaw``.
@@ -96,6 +98,7 @@ class AssemblyAISTT(STT):
         self,
         *,
         api_key: str | None = None,
+        token: str | None = None,
         speech_model: str = aai.DEFAULT_MODEL,
         sample_rate: int = aai.DEFAULT_SAMPLE_RATE,
         encoding: str = "pcm_s16le",
@@ -112,7 +115,9 @@ class AssemblyAISTT(STT):
         journal_seconds: float = 30.0,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        if not isinstance(key, str) or not key.strip():
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ConfigError("token must be a temporary token string (or None to use a key)")
+        if token is None and (not isinstance(key, str) or not key.strip()):
             raise ConfigError(f"AssemblyAI STT needs an API key: pass api_key=... or set {KEY_ENV}")
         if not isinstance(keepalive_interval, int | float) or keepalive_interval <= 0:
             raise ConfigError("keepalive_interval must be a positive number of seconds")
@@ -136,8 +141,8 @@ class AssemblyAISTT(STT):
             max_turn_silence=max_turn_silence,
             inactivity_timeout=inactivity_timeout,
         )
-        self.url = aai.build_url(base_url, self.options)
-        self._headers = aai.auth_headers(key.strip())
+        self.url = aai.build_url(base_url, self.options, token=token.strip() if token else None)
+        self._headers = {} if token else aai.auth_headers(key.strip())
         self.keepalive_interval = float(keepalive_interval)
         self.max_reconnects = max_reconnects
         self.journal_seconds = float(journal_seconds)
