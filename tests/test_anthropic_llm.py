@@ -270,6 +270,19 @@ async def test_http_errors_are_typed(status: int, kind: str, retryable: bool) ->
     check_model(json.loads(error_body(status)), ErrorResponse)
 
 
+async def test_an_overloaded_error_event_before_the_first_token_is_retried_once() -> None:
+    plan = FaultPlan(error_mid_stream=True, close_after_chunks=0)
+    with running_in_thread(FakeAnthropicMessages(plan)) as fake:
+        async with AnthropicLLM(
+            MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST, retry_backoff=0
+        ) as llm:
+            s = llm.chat(ChatContext().user("hi"))
+            result = await s.result()
+    assert result.state is StreamState.FAILED and result.text == ""
+    assert result.error is not None and result.error.code == "overloaded_error"
+    assert result.error.retryable and len(fake.stats.requests) == 2
+
+
 def test_the_stream_machine_refuses_events_out_of_order() -> None:
     machine = am.MessageStream()
     with pytest.raises(am.Malformed, match="before message_start"):
