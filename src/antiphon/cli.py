@@ -327,6 +327,9 @@ def _ice_server(text: str) -> IceServer:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+STT_NAMES = ["pocketsphinx", "deepgram", "assemblyai"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antiphon", description="Real-time voice agents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -338,11 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
     talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    talk.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    talk.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     talk.add_argument(
         "--llm",
         default="offline",
-        help="offline (default) or openai:MODEL, e.g. openai:gpt-4o-mini",
+        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini) or anthropic:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
     talk.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
@@ -410,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
     )
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    srv.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
@@ -431,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    con.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")
+    con.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
     con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
     con.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
     con.add_argument("--fake", action="store_true", help="cloud services on local fakes")

@@ -10,8 +10,9 @@ fakes are handed in by the caller (the CLI's ``--fake``, a test), never imported
 Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
-- STT: ``pocketsphinx`` (offline default), ``deepgram``.
-- LLM: ``offline`` (default: the FAQ responder), ``SERVER:MODEL`` for an OpenAI-compatible
+- STT: ``pocketsphinx`` (offline default), ``deepgram``, ``assemblyai``.
+- LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
+  ``anthropic:claude-sonnet-4-5``), ``SERVER:MODEL`` for an OpenAI-compatible
   server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
   ``ollama:llama3.2``); ``llm_base_url`` for any other.
 - TTS: ``espeak`` (offline default) or any provider of
@@ -43,8 +44,8 @@ __all__ = [
 ]
 
 VADS = ("silero", "webrtc")
-STTS = ("pocketsphinx", "deepgram")
-LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm")
+STTS = ("pocketsphinx", "deepgram", "assemblyai")
+LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic")
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
     "without lists or markdown."
@@ -105,8 +106,8 @@ class FakeBackends(Protocol):
         """Start the STT ``provider``'s stand-in on ``stack``."""
         ...
 
-    async def llm(self, stack: contextlib.AsyncExitStack) -> Endpoint:
-        """Start an OpenAI-compatible chat stand-in on ``stack``."""
+    async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
+        """Start a chat stand-in on ``stack``: OpenAI-compatible, or ``anthropic``."""
         ...
 
     async def tts(self, provider: str, stack: contextlib.AsyncExitStack) -> Endpoint:
@@ -162,6 +163,14 @@ async def open_services(
             stt = DeepgramSTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = DeepgramSTT()
+    elif spec.stt == "assemblyai":
+        from antiphon.plugins.assemblyai import AssemblyAISTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("assemblyai", stack, spec.fake_vocabulary)
+            stt = AssemblyAISTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = AssemblyAISTT()
     else:
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
@@ -169,7 +178,16 @@ async def open_services(
     await stack.enter_async_context(stt)
 
     llm: LLM
-    if spec.llm != "offline":
+    if spec.llm.startswith("anthropic:"):
+        from antiphon.plugins.anthropic import AnthropicLLM
+
+        model = spec.llm.partition(":")[2]
+        if fakes is not None and spec.fake:
+            at = await fakes.llm(stack, "anthropic")
+            llm = AnthropicLLM(model, api_key=at.api_key, base_url=at.url)
+        else:
+            llm = AnthropicLLM(model, base_url=spec.llm_base_url or "https://api.anthropic.com")
+    elif spec.llm != "offline":
         from antiphon.plugins.openai import OpenAILLM
 
         server, _, model = spec.llm.partition(":")

@@ -5,6 +5,8 @@ Every fake speaks its provider's real wire protocol on loopback and takes a
 or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
 """
 
+from antiphon.testing.anthropic_messages import FakeAnthropicMessages
+from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.cartesia import FakeCartesiaTTS
@@ -20,6 +22,8 @@ from antiphon.testing.xai import FakeXAITTS
 
 __all__ = [
     "ABORT",
+    "FakeAnthropicMessages",
+    "FakeAssemblyAISTT",
     "FakeAzureSpeechWs",
     "FakeAzureTTS",
     "FakeCartesiaTTS",

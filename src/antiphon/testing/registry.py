@@ -6,7 +6,8 @@ runs each cloud service against its fake on loopback.
 
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
-- :class:`LoopbackFakes`: starts the STT, LLM and TTS fakes a pipeline needs.
+- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI), LLM (OpenAI-compatible,
+  Anthropic) and TTS fakes a pipeline needs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 
 from antiphon.agent.pipeline import Endpoint
 from antiphon.errors import ConfigError
+from antiphon.testing.anthropic_messages import DEFAULT_API_KEY as ANTHROPIC_KEY
+from antiphon.testing.anthropic_messages import FakeAnthropicMessages
+from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as ASSEMBLYAI_KEY
+from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
@@ -74,12 +79,22 @@ class LoopbackFakes:
     async def stt(
         self, provider: str, stack: contextlib.AsyncExitStack, vocabulary: tuple[str, ...]
     ) -> Endpoint:
+        if provider == "assemblyai":
+            aai = FakeAssemblyAISTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(aai)
+            return Endpoint(aai.url, ASSEMBLYAI_KEY)
         if provider != "deepgram":
-            raise ConfigError(f"no fake server for STT provider {provider!r}; use deepgram")
+            raise ConfigError(
+                f"no fake server for STT provider {provider!r}; use deepgram or assemblyai"
+            )
         fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)
 
-    async def llm(self, stack: contextlib.AsyncExitStack) -> Endpoint:
+    async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
+        """An LLM fake: Anthropic Messages for ``anthropic``, else OpenAI chat completions."""
+        if provider == "anthropic":
+            claude = await stack.enter_async_context(FakeAnthropicMessages(self.plan))
+            return Endpoint(claude.url, ANTHROPIC_KEY)
         fake = await stack.enter_async_context(FakeOpenAIChat(self.plan))
         return Endpoint(fake.base_url, OPENAI_KEY)
 

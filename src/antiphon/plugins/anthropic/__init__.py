@@ -1,0 +1,5 @@
+"""Anthropic plugins: streaming Messages (AnthropicLLM)."""
+
+from antiphon.plugins.anthropic.llm import AnthropicLLM
+
+__all__ = ["AnthropicLLM"]

@@ -1,0 +1,708 @@
+"""AssemblyAI Universal-Streaming STT (v3 WebSocket) wire protocol, sans I/O.
+
+The protocol of ``wss://streaming.assemblyai.com/v3/ws``, as documented at
+https://www.assemblyai.com/docs/api-reference/streaming-api/streaming-api (the handshake,
+query and messages) and https://www.assemblyai.com/docs/streaming/message-sequence (the
+order of messages), and typed by the ``assemblyai`` SDK's ``streaming.v3`` models:
+
+- :class:`StreamingOptions` is the query (``sample_rate``, ``encoding`` ``pcm_s16le`` or
+  ``pcm_mulaw``, ``speech_model``, ``format_turns``, ``keyterms_prompt`` as a JSON list,
+  the end-of-turn thresholds); :func:`build_url` and :func:`auth_headers` (the key itself
+  in ``Authorization``) make the handshake.
+- Client messages: binary audio (the service takes 50 to 1000 ms per message; we send
+  ~50 ms), ``ForceEndpoint`` (end the current turn now), ``UpdateConfiguration``,
+  ``KeepAlive`` and ``Terminate``.
+- :func:`parse` turns a server frame into a typed event: :class:`Begin`, :class:`Turn`
+  (``turn_order``, ``end_of_turn``, ``turn_is_formatted``, ``words`` in milliseconds),
+  :class:`Termination`, :class:`SpeechStarted`, :class:`ErrorMessage`, :class:`Unknown`
+  or :class:`Malformed`. :func:`close_error` maps close codes to typed errors.
+- :class:`StreamingSession` is the state machine of one recognition. A turn's
+  end (``end_of_turn``; with ``format_turns`` the formatted message that follows it) is
+  antiphon's final transcript; the partial turns before it are interim transcripts of
+  the whole turn so far. A flush is ``ForceEndpoint``: the answer is owed when a turn is
+  open; ``Terminate`` is owed its ``Termination``. Un-finalized audio is kept in a bounded
+  journal so that a dropped connection can be replaced and the audio replayed (times on
+  the new connection are shifted to the stream's).
+
+No I/O and no asyncio here; the plugin is ``antiphon.plugins.assemblyai.stt``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from antiphon.audio.codecs import encode_pcm
+from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "FORCE_ENDPOINT",
+    "KEEPALIVE",
+    "PATH",
+    "PROVIDER",
+    "TERMINATE",
+    "Act",
+    "Action",
+    "Begin",
+    "ErrorMessage",
+    "Malformed",
+    "Phase",
+    "ProtocolStateError",
+    "Recognized",
+    "ServerEvent",
+    "SpeechStarted",
+    "StreamingOptions",
+    "StreamingSession",
+    "Termination",
+    "Turn",
+    "Unknown",
+    "Word",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "options_from_query",
+    "parse",
+    "update_configuration",
+]
+
+PROVIDER = "assemblyai"
+DEFAULT_BASE_URL = "wss://streaming.assemblyai.com"
+PATH = "/v3/ws"
+DEFAULT_MODEL = "universal-streaming-english"
+DEFAULT_SAMPLE_RATE = 16000
+#: Bytes per sample of each encoding we send (from int16 PCM).
+ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_mulaw": 1}
+#: The service's bounds on one audio message, and what we send.
+MIN_CHUNK_SECONDS = 0.05
+MAX_CHUNK_SECONDS = 1.0
+SEND_CHUNK_SECONDS = 0.05
+#: Slack when comparing word times with audio sent (word times are whole ms).
+TIME_TOLERANCE = 0.02
+
+FORCE_ENDPOINT = json.dumps({"type": "ForceEndpoint"})
+TERMINATE = json.dumps({"type": "Terminate"})
+KEEPALIVE = json.dumps({"type": "KeepAlive"})
+
+Message = str | bytes
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingOptions:
+    """Query parameters of a ``/v3/ws`` connection (``None``: the service's default).
+
+    ``min_turn_silence`` (silence that ends a turn when the model is confident; the
+    older name is ``min_end_of_turn_silence_when_confident``) and ``max_turn_silence`` are
+    milliseconds; ``end_of_turn_confidence_threshold`` is 0 to 1; ``keyterms`` boost
+    words and phrases (``keyterms_prompt``).
+    """
+
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    encoding: str = "pcm_s16le"
+    speech_model: str = DEFAULT_MODEL
+    format_turns: bool = True
+    keyterms: tuple[str, ...] = ()
+    end_of_turn_confidence_threshold: float | None = None
+    min_turn_silence: int | None = None
+    max_turn_silence: int | None = None
+    inactivity_timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 48000:
+            raise ConfigError(
+                f"AssemblyAI sample_rate must be an int between 8000 and 48000 Hz, got {rate!r}"
+            )
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(
+                f"AssemblyAI encoding {self.encoding!r} is not supported here; use one of "
+                f"{', '.join(ENCODINGS)}"
+            )
+        if not isinstance(self.speech_model, str) or not self.speech_model.strip():
+            raise ConfigError(
+                f"AssemblyAI speech_model must be a model name, e.g. {DEFAULT_MODEL!r}"
+            )
+        if isinstance(self.keyterms, str) or not all(
+            isinstance(k, str) and k.strip() and len(k) <= 50 for k in self.keyterms
+        ):
+            raise ConfigError(
+                "keyterms must be a list of non-blank phrases of at most 50 characters"
+            )
+        if len(self.keyterms) > 100:
+            raise ConfigError("AssemblyAI takes at most 100 keyterms")
+        threshold = self.end_of_turn_confidence_threshold
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"end_of_turn_confidence_threshold must be 0 to 1, got {threshold!r}")
+        for name in ("min_turn_silence", "max_turn_silence"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ConfigError(f"{name} is milliseconds (an int >= 0), got {value!r}")
+        t = self.inactivity_timeout
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 5 <= t <= 3600):
+            raise ConfigError(f"inactivity_timeout must be 5 to 3600 seconds, got {t!r}")
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.sample_rate * ENCODINGS[self.encoding]
+
+    def query(self) -> dict[str, str]:
+        q: dict[str, str] = {
+            "sample_rate": str(self.sample_rate),
+            "encoding": self.encoding,
+            "speech_model": self.speech_model,
+            "format_turns": "true" if self.format_turns else "false",
+        }
+        if self.keyterms:
+            q["keyterms_prompt"] = json.dumps(list(self.keyterms))
+        for name in (
+            "end_of_turn_confidence_threshold",
+            "min_turn_silence",
+            "max_turn_silence",
+            "inactivity_timeout",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                q[name] = str(value)
+        return q
+
+
+def _bool(q: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
+
+
+def options_from_query(q: Mapping[str, str]) -> StreamingOptions:
+    """The options a query names (what a server reads); ConfigError if one is invalid."""
+    try:
+        keyterms = tuple(json.loads(q["keyterms_prompt"])) if "keyterms_prompt" in q else ()
+        threshold = q.get("end_of_turn_confidence_threshold")
+        q = dict(q)
+        if "min_end_of_turn_silence_when_confident" in q:  # the older name
+            q.setdefault("min_turn_silence", q.pop("min_end_of_turn_silence_when_confident"))
+        ints = {
+            name: int(q[name])
+            for name in (
+                "min_turn_silence",
+                "max_turn_silence",
+                "inactivity_timeout",
+            )
+            if name in q
+        }
+        if "sample_rate" not in q:
+            raise ConfigError("sample_rate is required for PCM audio")
+        return StreamingOptions(
+            sample_rate=int(q["sample_rate"]),
+            encoding=q.get("encoding", "pcm_s16le"),
+            speech_model=q.get("speech_model", DEFAULT_MODEL),
+            format_turns=_bool(q, "format_turns", False),
+            keyterms=keyterms,
+            end_of_turn_confidence_threshold=float(threshold) if threshold is not None else None,
+            **ints,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid query: {exc}") from None
+
+
+def build_url(base_url: str, options: StreamingOptions, *, token: str | None = None) -> str:
+    """``{base_url}/v3/ws?...`` (``base_url``: ``wss://host`` or ``ws://127.0.0.1:PORT``)."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ConfigError(
+            f"base_url must be a WebSocket URL such as {DEFAULT_BASE_URL!r} or "
+            f"'ws://127.0.0.1:PORT', got {base_url!r}"
+        )
+    query = options.query()
+    if token:
+        query["token"] = token
+    path = parts.path.rstrip("/")
+    if not path.endswith(PATH):
+        path += PATH
+    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(query)}"
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    """The API key goes as it is in ``Authorization`` (no scheme)."""
+    return {"Authorization": api_key}
+
+
+def update_configuration(**fields: Any) -> str:
+    """``UpdateConfiguration`` with the given session parameters (``None`` ones left out);
+    ``keyterms`` is sent as ``keyterms_prompt``."""
+    msg: dict[str, Any] = {"type": "UpdateConfiguration"}
+    allowed = {
+        "keyterms",
+        "end_of_turn_confidence_threshold",
+        "min_turn_silence",
+        "max_turn_silence",
+        "format_turns",
+    }
+    for name, value in fields.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"UpdateConfiguration cannot change {name!r}; it takes {sorted(allowed)}"
+            )
+        if value is None:
+            continue
+        msg["keyterms_prompt" if name == "keyterms" else name] = (
+            list(value) if name == "keyterms" else value
+        )
+    return json.dumps(msg)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start: int  # ms of the connection's audio
+    end: int
+    confidence: float
+    word_is_final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    id: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    turn_order: int
+    transcript: str
+    end_of_turn: bool
+    turn_is_formatted: bool
+    end_of_turn_confidence: float
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    audio_duration_seconds: float | None = None
+    session_duration_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage:
+    error: str
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    reason: str
+    raw: str = ""
+
+
+ServerEvent = Begin | Turn | Termination | SpeechStarted | ErrorMessage | Unknown | Malformed
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _word(w: Any) -> Word | None:
+    if not isinstance(w, dict) or not isinstance(w.get("text"), str):
+        return None
+    start, end, conf = _num(w.get("start")), _num(w.get("end")), _num(w.get("confidence"))
+    if start is None or end is None or start < 0 or end < start:
+        return None
+    return Word(w["text"], int(start), int(end), conf or 0.0, w.get("word_is_final") is True)
+
+
+def parse(frame: str | bytes) -> ServerEvent:
+    """One server frame as a typed event (never raises)."""
+    if isinstance(frame, bytes):
+        return Malformed("a binary frame from the server")
+    try:
+        msg = json.loads(frame)
+    except ValueError:
+        return Malformed("not JSON", frame[:200])
+    if not isinstance(msg, dict):
+        return Malformed("not a JSON object", frame[:200])
+    kind = msg.get("type")
+    if kind == "Turn":
+        words_raw = msg.get("words")
+        order = msg.get("turn_order")
+        if not isinstance(words_raw, list) or isinstance(order, bool) or not isinstance(order, int):
+            return Malformed("a Turn without words or turn_order", frame[:200])
+        words = tuple(w for w in (_word(x) for x in words_raw) if w is not None)
+        if len(words) != len(words_raw):
+            return Malformed("a Turn with a malformed word", frame[:200])
+        transcript = msg.get("transcript")
+        return Turn(
+            order,
+            transcript if isinstance(transcript, str) else "",
+            msg.get("end_of_turn") is True,
+            msg.get("turn_is_formatted") is True,
+            _num(msg.get("end_of_turn_confidence")) or 0.0,
+            words,
+        )
+    if kind == "Begin":
+        expires = _num(msg.get("expires_at"))
+        return Begin(str(msg.get("id", "")), int(expires or 0))
+    if kind == "Termination":
+        return Termination(
+            _num(msg.get("audio_duration_seconds")), _num(msg.get("session_duration_seconds"))
+        )
+    if kind == "SpeechStarted":
+        return SpeechStarted(int(_num(msg.get("timestamp")) or 0))
+    if kind == "Error" or (kind is None and "error" in msg):
+        code = msg.get("error_code")
+        return ErrorMessage(
+            str(msg.get("error") or "no detail"), code if isinstance(code, int) else None
+        )
+    return Unknown(str(kind))
+
+
+#: Close codes AssemblyAI documents (the SDK's table), and what they mean for a retry.
+CLOSE_CODES: dict[int, str] = {
+    1008: "Unauthorized connection",
+    3005: "Server error",
+    3006: "Input validation error",
+    3007: "Audio chunk duration violation",
+    3008: "Session expired: maximum session duration exceeded",
+    3009: "Too many concurrent sessions",
+    4001: "Not Authorized",
+    4002: "Insufficient Funds",
+    4029: "Client sent audio too fast",
+    4031: "Session idle for too long",
+}
+_RETRYABLE = {None, 1000, 1001, 1006, 1011, 1012, 1013, 1014, 3005, 3008, 3009, 4031}
+_HINTS = {
+    1000: "the server ended the session before every result was sent",
+    3005: "the server had an internal error; retrying usually helps",
+    3006: "the server refused a message or a query parameter; please report it",
+    3007: "an audio message was shorter than 50 ms or longer than 1000 ms",
+    3008: "the session reached its maximum duration; a new session continues",
+    3009: "too many concurrent sessions for this account",
+    4002: "the account has no funds left",
+    4029: "audio was sent faster than real time",
+    4031: "the session was idle too long; keep keepalive_interval below inactivity_timeout",
+}
+
+
+def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
+    """The typed error for a server close with ``code``/``reason``."""
+    reason = reason or CLOSE_CODES.get(code or 0, "no reason given")
+    if code in (1008, 4001, 4003):
+        return AuthError(
+            f"the server closed the connection: {reason}",
+            provider=PROVIDER,
+            stage=stage,
+            code=code,
+            hint="check ASSEMBLYAI_API_KEY (or the api_key argument)",
+        )
+    return ProviderConnectionError(
+        f"the server closed the connection: {reason}",
+        provider=PROVIDER,
+        stage=stage,
+        code=code if code is not None else 1006,
+        hint=_HINTS.get(code or 0, "the connection dropped; check the network"),
+        retryable=code in _RETRYABLE,
+    )
+
+
+# --------------------------------------------------------------------------- state machine
+
+
+class Phase(enum.Enum):
+    OPEN = "open"  # audio may be sent
+    CLOSING = "closing"  # Terminate sent: waiting for the last turns and Termination
+    DONE = "done"  # Termination received
+
+
+class Act(enum.Enum):
+    EMIT = "emit"  # a transcript for the caller (Action.transcript)
+    DONE = "done"  # the recognition is complete
+    FAIL = "fail"  # the server reported an error (Action.note)
+    NOTICE = "notice"  # informational (Begin, SpeechStarted): log at most
+    DROP = "drop"  # stale, unknown or malformed: discard (Action.note)
+
+
+@dataclass(frozen=True, slots=True)
+class Recognized:
+    """A transcript in seconds of the *stream's* audio (offsets of reconnects applied)."""
+
+    text: str
+    is_final: bool
+    start: float
+    end: float
+    confidence: float
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    act: Act
+    event: object = None
+    transcript: Recognized | None = None
+    note: str = ""
+
+
+class ProtocolStateError(RuntimeError):
+    """The client asked for something the session's phase forbids (a bug in the caller)."""
+
+
+@dataclass(slots=True)
+class _Chunk:
+    start: float  # stream seconds
+    data: bytes
+
+
+@dataclass(slots=True)
+class _Pending:
+    data: bytearray = field(default_factory=bytearray)
+
+
+class StreamingSession:
+    """State of one recognition, possibly across reconnects.
+
+    Time is in seconds of the stream's audio: ``sent`` (audio sent so far, padding
+    included) and ``finalized`` (the end of the last final turn's last word). Audio is
+    sent in messages of :data:`SEND_CHUNK_SECONDS`; a flush or the end sends what is
+    left, padded with silence to the service's 50 ms minimum. ``forced`` is true while
+    a ``ForceEndpoint`` sent during an open turn waits for that turn's end.
+    """
+
+    def __init__(self, options: StreamingOptions, *, journal_seconds: float = 30.0) -> None:
+        if not isinstance(journal_seconds, int | float) or journal_seconds < 0:
+            raise ConfigError("journal_seconds must be >= 0 (0: never replay audio)")
+        self.options = options
+        self.journal_seconds = float(journal_seconds)
+        self.phase = Phase.OPEN
+        self._bps = options.bytes_per_second
+        self._width = ENCODINGS[options.encoding]
+        self._step = max(self._width, round(SEND_CHUNK_SECONDS * options.sample_rate) * self._width)
+        self._pending = bytearray()
+        self.sent = 0.0
+        self.finalized = 0.0
+        self.offset = 0.0  # stream time of the current connection's time 0
+        self.forced = False
+        self.utterance = 0
+        self.session_id: str | None = None
+        self._open_turn: int | None = None  # turn_order of a partial turn with words
+        self._last_final = -1  # turn_order of the last final turn on this connection
+        self._journal: deque[_Chunk] = deque()
+        self._journal_bytes = 0
+        self.journal_overflowed = False
+        self.connections = 1
+
+    # -- queries
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.DONE
+
+    @property
+    def awaiting(self) -> bool:
+        """The server owes an answer (a forced endpoint or the Termination)."""
+        return self.forced or self.phase is Phase.CLOSING
+
+    @property
+    def turn_open(self) -> bool:
+        return self._open_turn is not None
+
+    @property
+    def unfinalized(self) -> float:
+        return max(0.0, self.sent - self.finalized)
+
+    # -- client side
+    def _require_open(self, what: str) -> None:
+        if self.phase is not Phase.OPEN:
+            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
+
+    def _chunk(self, piece: bytes) -> bytes:
+        self._journal_add(_Chunk(self.sent, piece))
+        self.sent += len(piece) / self._bps
+        return piece
+
+    def audio(self, pcm: bytes) -> list[Message]:
+        """Binary messages for int16 PCM ``pcm`` (wire-encoded, in ~50 ms messages)."""
+        self._require_open("send audio")
+        wire = pcm if self.options.encoding == "pcm_s16le" else encode_pcm("mulaw", pcm)
+        if len(wire) % self._width:
+            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
+        self._pending += wire
+        msgs: list[Message] = []
+        while len(self._pending) >= self._step:
+            msgs.append(self._chunk(bytes(self._pending[: self._step])))
+            del self._pending[: self._step]
+        return msgs
+
+    def _tail(self) -> list[Message]:
+        """What is left of the audio, padded with silence to the 50 ms minimum."""
+        if not self._pending:
+            return []
+        least = round(MIN_CHUNK_SECONDS * self.options.sample_rate) * self._width
+        silence = b"\x00\x00" if self.options.encoding == "pcm_s16le" else b"\xff"
+        pad = max(0, least - len(self._pending)) // self._width
+        piece = bytes(self._pending) + silence * pad
+        self._pending.clear()
+        return [self._chunk(piece)]
+
+    def force_endpoint(self) -> list[Message]:
+        """The audio left, then ``ForceEndpoint``; its answer is owed when a turn is open."""
+        self._require_open("force an endpoint")
+        msgs = self._tail()
+        if self.unfinalized <= TIME_TOLERANCE:
+            return msgs
+        if self.turn_open:
+            self.forced = True
+        return [*msgs, FORCE_ENDPOINT]
+
+    def terminate(self) -> list[Message]:
+        """The audio left, then ``Terminate``: the last turns and ``Termination`` follow."""
+        self._require_open("terminate")
+        msgs = self._tail()
+        self.phase = Phase.CLOSING
+        return [*msgs, TERMINATE]
+
+    def keepalive(self) -> list[Message]:
+        return [KEEPALIVE] if self.phase is Phase.OPEN else []
+
+    # -- journal and replay
+    def _journal_add(self, chunk: _Chunk) -> None:
+        if self.journal_seconds <= 0:
+            self.journal_overflowed = True
+            return
+        self._journal.append(chunk)
+        self._journal_bytes += len(chunk.data)
+        while self._journal and self._journal_bytes > self.journal_seconds * self._bps:
+            self._journal_bytes -= len(self._journal.popleft().data)
+            self.journal_overflowed = True
+
+    def _journal_trim(self, until: float) -> None:
+        """Forget whole messages that final turns have covered up to ``until``."""
+        while self._journal:
+            head = self._journal[0]
+            if head.start + len(head.data) / self._bps > until + 1e-9:
+                break
+            self._journal.popleft()
+            self._journal_bytes -= len(head.data)
+
+    def replay(self) -> list[Message] | None:
+        """What to send on a new connection to recover, or None if audio was lost."""
+        if self.journal_overflowed or self.phase is Phase.DONE:
+            return None
+        msgs: list[Message] = [c.data for c in self._journal]
+        if self.forced:
+            msgs.append(FORCE_ENDPOINT)
+        if self.phase is Phase.CLOSING:
+            msgs.append(TERMINATE)
+        return msgs
+
+    def begin_replay(self) -> list[Message]:
+        """Switch to a new connection: its times start at the journal's first sample."""
+        msgs = self.replay()
+        if msgs is None:
+            raise ProtocolStateError("nothing can be replayed: audio was lost")
+        self.offset = self._journal[0].start if self._journal else self.sent
+        self._open_turn = None
+        self._last_final = -1
+        self.connections += 1
+        return msgs
+
+    def lost_is_harmless(self) -> bool:
+        """A drop now loses nothing: the input ended and every sample was finalized."""
+        return (
+            self.phase is Phase.CLOSING and not self.forced and self.unfinalized <= TIME_TOLERANCE
+        )
+
+    # -- server side
+    def feed(self, frame: str | bytes) -> list[Action]:
+        return self.receive(parse(frame))
+
+    def receive(self, event: ServerEvent) -> list[Action]:
+        if self.phase is Phase.DONE:
+            return [Action(Act.DROP, event, note="message after Termination")]
+        match event:
+            case Turn():
+                return self._turn(event)
+            case Termination():
+                if self.phase is not Phase.CLOSING:
+                    return [Action(Act.FAIL, event, note="the server ended the session")]
+                self.phase = Phase.DONE
+                self.forced = False
+                return [Action(Act.DONE, event)]
+            case Begin():
+                self.session_id = event.id
+                return [Action(Act.NOTICE, event)]
+            case SpeechStarted():
+                return [Action(Act.NOTICE, event)]
+            case ErrorMessage():
+                note = f"{event.code or 'Error'}: {event.error}"
+                return [Action(Act.FAIL, event, note=note)]
+            case Unknown():
+                return [Action(Act.DROP, event, note=f"unknown message type {event.type!r}")]
+            case Malformed():
+                return [Action(Act.DROP, event, note=event.reason)]
+        return [Action(Act.DROP, event, note="unexpected event")]  # pragma: no cover
+
+    def _turn(self, turn: Turn) -> list[Action]:
+        if turn.turn_order <= self._last_final:
+            return [Action(Act.DROP, turn, note=f"turn {turn.turn_order} already ended")]
+        final = turn.end_of_turn and (turn.turn_is_formatted or not self.options.format_turns)
+        if turn.end_of_turn and not final:
+            # the unformatted end of turn: its formatted copy follows and is the final
+            return [Action(Act.DROP, turn, note="unformatted end of turn")]
+        if not turn.words and not (final and turn.transcript.strip()):
+            if final:  # an empty turn ends nothing the caller saw
+                self._end_turn(turn)
+            return []
+        rec = self._recognized(turn, final)
+        if not final:
+            self._open_turn = turn.turn_order
+            return [Action(Act.EMIT, turn, transcript=rec)]
+        self._end_turn(turn)
+        self.finalized = max(self.finalized, rec.end)
+        self._journal_trim(self.finalized)
+        self.utterance += 1
+        return [Action(Act.EMIT, turn, transcript=rec)]
+
+    def _end_turn(self, turn: Turn) -> None:
+        self._last_final = turn.turn_order
+        self._open_turn = None
+        self.forced = False
+
+    def _recognized(self, turn: Turn, final: bool) -> Recognized:
+        words: Sequence[Word] = turn.words
+        text = turn.transcript.strip() if final else ""
+        if not text:
+            text = " ".join(w.text for w in words).strip()
+        if words:
+            start = words[0].start / 1000 + self.offset
+            end = words[-1].end / 1000 + self.offset
+            conf = sum(w.confidence for w in words) / len(words)
+        else:
+            start = end = self.finalized
+            conf = 0.0
+        return Recognized(text, final, start, max(start, end), conf, self.utterance)
