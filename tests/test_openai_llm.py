@@ -17,7 +17,7 @@ from antiphon.services.llm_conformance import FAST, LLMFaultConformance, LLMHarn
 from antiphon.services.tools import function_tool
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import DEFAULT_API_KEY, FakeOpenAIChat, Reply
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import running_in_thread, serving
 
 
 class OpenAIHarness(LLMHarness):
@@ -35,7 +35,7 @@ class OpenAIHarness(LLMHarness):
             retry_after=options.pop("retry_after", "1"),
             reject_requests=options.pop("reject_requests", None),
         )
-        with running_in_thread(fake):
+        async with serving(fake):
             base_url = options.pop("base_url", fake.base_url)
             llm = OpenAILLM(
                 "gpt-4o-mini",
