@@ -18,6 +18,9 @@ from antiphon.errors import ConfigError
 from antiphon.plugins.espeak.engine import Voice, sample_rate, synthesize_pcm
 from antiphon.plugins.offline import load_faq
 
+#: Real threads and wall-clock time: the offline engines run on their own threads.
+pytestmark = pytest.mark.realtime
+
 
 def spoken(text: str) -> AudioFrame:
     """``text`` said by espeak (a voice PocketSphinx recognises well), at 16 kHz."""

@@ -32,10 +32,12 @@ from antiphon.testing.azure import DEFAULT_API_KEY, FakeAzureSpeechWs, synthesiz
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
+from antiphon.testing.vloop import time_scale
 
 pytest.importorskip("azure.cognitiveservices.speech")
 #: Every test here is bounded (the conformance ones also by their own guard).
-pytestmark = pytest.mark.timeout(30)
+#: The SDK (and its double) run on their own threads: real time; see docs/testing.md.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.realtime]
 
 
 class AzureSdkHarness(TTSHarness):
@@ -67,7 +69,6 @@ class AzureSdkHarness(TTSHarness):
         return fake.stats.stops
 
 
-@pytest.mark.realtime
 class TestAzureSdkConformance(CoreTTSConformance):
     """The SDK works on its own native threads, which a virtual clock cannot wait for."""
 
@@ -175,10 +176,15 @@ async def test_real_sdk_builds_and_closes_a_synthesizer_without_a_network() -> N
 
 # --------------------------------------------------------------------------- the double
 
-#: Short deadlines: blocked steps resolve fast; the guard catches real hangs.
-QUICK = TTSDeadlines(connect=0.5, first_audio=0.5, idle=0.5, clear=0.3, close=0.3)
-#: How long TTS.aclose() may take: tasks (close + clear) then the workers (close).
-ACLOSE_BOUND = QUICK.close + QUICK.clear + QUICK.close + 0.5
+#: Short deadlines: blocked steps resolve fast; the guard catches real hangs. The double
+#: works on real threads, so they scale with the CI profile (docs/testing.md).
+_K = time_scale()
+QUICK = TTSDeadlines(
+    connect=0.5 * _K, first_audio=0.5 * _K, idle=0.5 * _K, clear=0.3 * _K, close=0.3 * _K
+)
+#: How long TTS.aclose() may take: tasks (close + clear) then the workers (close), plus
+#: the profile's margin for scheduling.
+ACLOSE_BOUND = QUICK.close + QUICK.clear + QUICK.close + 0.5 * _K
 
 
 def _tts(double: SdkDouble, **kw: Any) -> AzureSdkTTS:
