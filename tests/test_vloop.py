@@ -43,8 +43,12 @@ async def test_timers_fire_in_order_at_their_own_times() -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     fired: list[tuple[str, float]] = []
+
+    def fire(name: str) -> None:
+        fired.append((name, loop.time() - began))
+
     for name, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
-        loop.call_later(delay, lambda n=name: fired.append((n, loop.time() - began)))
+        loop.call_later(delay, fire, name)
     await asyncio.sleep(5)
     assert fired == [("a", 1.0), ("b", 2.0), ("c", 3.0)]
 
