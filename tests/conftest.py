@@ -9,7 +9,8 @@
   (:func:`antiphon.testing.vloop.time_scale`; 3 when ``CI`` is set). ``-m realtime``
   runs them alone.
 - Hypothesis runs under a named profile: ``ci`` when ``CI`` is set, else ``dev``;
-  ``HYPOTHESIS_PROFILE`` picks one by name.
+  ``HYPOTHESIS_PROFILE`` picks one by name. Property tests get their own per-test
+  timeout (:data:`HYPOTHESIS_TIMEOUT`), not the suite's 60 s.
 """
 
 from __future__ import annotations
@@ -53,7 +54,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: The per-test timeout of property tests (pyproject's ``timeout`` is for the rest): their
+#: cost is examples x CPU, which a loaded machine stretches without anything being wrong.
+HYPOTHESIS_TIMEOUT = 240
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if uses_virtual_time(item) and item.get_closest_marker("realtime") is not None:
             raise pytest.UsageError(f"{item.nodeid}: marked both realtime and virtual_time")
+        test = getattr(item, "obj", None)
+        if getattr(test, "is_hypothesis_test", False) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(HYPOTHESIS_TIMEOUT))
