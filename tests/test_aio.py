@@ -9,6 +9,9 @@ import pytest
 from antiphon.aio import Channel, ChannelClosed, ChannelFull, TaskOwner, VirtualClock, deadline
 from antiphon.errors import ProviderTimeoutError, StreamClosedError
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 async def test_close_wakes_every_receiver_and_sender() -> None:
     ch: Channel[int] = Channel(maxsize=1)

@@ -25,8 +25,13 @@ from antiphon.plugins.espeak import EspeakTTS, Voice
 from antiphon.plugins.espeak import engine as esp
 from antiphon.services.tts import StreamState, SynthesisStream, TTSDeadlines
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.vloop import time_scale
 
-FAST = TTSDeadlines(connect=1.0, first_audio=2.0, idle=1.0, clear=0.5, close=5.0)
+#: The engine runs on a real thread: deadlines scale with the CI profile (docs/testing.md).
+_K = time_scale()
+FAST = TTSDeadlines(
+    connect=1.0 * _K, first_audio=2.0 * _K, idle=1.0 * _K, clear=0.5 * _K, close=5.0 * _K
+)
 LONG = "This is a long sentence that takes many blocks of audio to speak. " * 4
 
 
@@ -45,7 +50,7 @@ class Call:
 class Engine:
     """The real engine, recorded, with faults on cue (all bounded by ``WAIT``)."""
 
-    WAIT = 10.0
+    WAIT = 10.0 * _K
 
     def __init__(
         self,

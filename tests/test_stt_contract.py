@@ -28,13 +28,16 @@ from antiphon.services.stt import (
     Transcript,
 )
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.vloop import time_scale
 
 #: Real threads and wall-clock time: the recogniser runs on its own thread.
 pytestmark = pytest.mark.realtime
 
 RATE = 16000
-DL = STTDeadlines(connect=5.0, process=0.5, final=2.0, idle=1.0, close=3.0)
-GUARD = 20.0
+#: The recogniser runs on a real thread: deadlines scale with the CI profile.
+_K = time_scale()
+DL = STTDeadlines(connect=5.0 * _K, process=0.5 * _K, final=2.0 * _K, idle=1.0 * _K, close=3.0 * _K)
+GUARD = 20.0 * _K
 
 
 class Script:
@@ -92,7 +95,7 @@ class ScriptedRecognizer:
         if s.hang_on_chunk is not None and self.chunks == s.hang_on_chunk:
             s.hanging.set()
             try:
-                s.release.wait(10)
+                s.release.wait(GUARD)  # past every deadline; running() releases it
             finally:
                 s.hanging.clear()
         self.chunks += 1

@@ -18,6 +18,9 @@ from antiphon.services.tools import (
     run_tools,
 )
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 class Unit(enum.Enum):
     C = "celsius"

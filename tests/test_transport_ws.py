@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from antiphon.agent import AgentSession
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, speech
 from antiphon.testing.leaks import LeakCheck
 from antiphon.transports.websocket import BridgeLimits, WebSocketBridge
+
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class MemorySocket:

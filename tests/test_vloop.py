@@ -4,6 +4,7 @@ profile, and VirtualClock settling until idle."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -124,7 +125,10 @@ async def test_unmarked_tests_keep_the_ordinary_loop() -> None:
 def test_time_scale_comes_from_one_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTIPHON_TEST_TIME_SCALE", raising=False)
     monkeypatch.delenv("CI", raising=False)
-    assert time_scale() == 1.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert time_scale() == 1.0  # an idle machine
+    monkeypatch.setattr(os, "getloadavg", lambda: (100.0, 100.0, 100.0))
+    assert time_scale() == 3.0  # a loaded one: the CI margins, capped
     monkeypatch.setenv("CI", "true")
     assert time_scale() == 3.0
     monkeypatch.setenv("ANTIPHON_TEST_TIME_SCALE", "5")
