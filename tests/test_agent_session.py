@@ -499,6 +499,7 @@ async def test_stt_failing_for_good_closes_the_session_with_the_error() -> None:
 # ------------------------------------------------------------------ lifecycle
 
 
+@pytest.mark.timeout(240)  # 200 turns under tracemalloc: CPU-bound, stretched by load
 async def test_many_turns_leave_no_growth() -> None:
     clock = VirtualClock()
     vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.2, padding=0.0))

@@ -20,8 +20,8 @@ from antiphon.testing.browser import chromium
 from antiphon.testing.vloop import time_scale
 
 #: A real browser on real time: waits scale with the CI profile (docs/testing.md).
-pytestmark = pytest.mark.realtime
 SCALE = time_scale()
+pytestmark = [pytest.mark.realtime, pytest.mark.timeout(120 * SCALE)]
 
 REPLY = "Hello from the agent. I heard you."
 
