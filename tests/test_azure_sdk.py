@@ -193,7 +193,7 @@ def _tts(double: SdkDouble, **kw: Any) -> AzureSdkTTS:
     )
 
 
-async def _wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+async def _wait_for(predicate: Callable[[], bool], timeout: float = 3.0 * _K) -> None:
     """Poll a condition set by another thread (no event to await across threads)."""
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110
@@ -205,14 +205,12 @@ def _worker(tts: AzureSdkTTS) -> SdkWorker:
     return worker
 
 
-def _released(double: SdkDouble) -> bool:
-    return (
-        not double.synthesizers
-        and not double.requests
-        and not double.configs
-        and double.connected_callbacks == 0
-        and not double.native_threads()
-    )
+async def _assert_released(double: SdkDouble) -> None:
+    """Every native handle released now; the double's own threads (service, late
+    callbacks) end by themselves, so those are waited for, bounded."""
+    assert not double.synthesizers and not double.requests and not double.configs
+    assert double.connected_callbacks == 0
+    await _wait_for(lambda: not double.native_threads())
 
 
 @contextlib.contextmanager
@@ -243,7 +241,7 @@ async def test_every_sdk_call_runs_on_one_worker_thread_and_is_released_there() 
         assert double.api_threads() == {worker.thread.ident}
         assert threading.get_ident() not in double.api_threads()
         assert not worker.thread.is_alive() and not tts.workers
-        assert _released(double)
+        await _assert_released(double)
         # The native objects were released on the worker thread.
         (release,) = double.calls_to("release")
         assert release.thread == worker.thread.ident
@@ -278,7 +276,7 @@ async def test_cancel_closes_input_stops_gets_disconnects_and_releases_in_order(
         expected = ["stop_speaking", "get", "disconnect_all", "release"]
         assert _names_after(double, start) == (["close", *expected] if open_input else expected)
         assert double.api_threads() == {worker.thread.ident}
-        assert _released(double)
+        await _assert_released(double)
         await tts.aclose()
     await leaks.assert_clean(settle=1.0)
 
@@ -357,7 +355,7 @@ async def test_get_never_returning_after_the_audio_still_completes_the_stream() 
     finally:
         double.unblock_all()
     await _wait_for(lambda: not worker.thread.is_alive())
-    assert _released(double)
+    await _assert_released(double)
 
 
 @pytest.mark.parametrize("step", ["SpeechSynthesizer", "speak_async", "write"])
@@ -388,7 +386,7 @@ async def test_callbacks_firing_after_close_reach_nobody() -> None:
     await _wait_for(lambda: old.dropped_events > 0)
     await tts.aclose()
     await _wait_for(lambda: not double.native_threads())
-    assert _released(double)
+    await _assert_released(double)
 
 
 def test_callbacks_firing_after_the_loop_closed_are_harmless() -> None:

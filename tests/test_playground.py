@@ -94,7 +94,12 @@ async def test_talking_over_the_agent_in_the_browser_interrupts_it(tmp_path: Pat
 
 async def test_a_webrtc_call_from_the_browser(tmp_path: Path) -> None:
     mic = tmp_path / "mic.wav"
-    audio = silence(0.5, 48000).data + speech(1.0, 48000).data + silence(6.0, 48000).data
+    # Chromium's fake microphone plays from the moment the page opens it, but WebRTC
+    # carries media only once ICE and DTLS are done: on a loaded machine that takes
+    # seconds, and speech played before it is never heard. The lead-in silence covers
+    # the setup (the page could instead open the track when the connection is up).
+    lead = 0.5 + 3.0 * SCALE
+    audio = silence(lead, 48000).data + speech(1.0, 48000).data + silence(6.0, 48000).data
     write_wav(str(mic), AudioFrame(audio, 48000, 1))
     app = create_app(doubles_agent(["hello agent"], [REPLY]))
     async with serve_app(app) as host, chromium(fake_audio=mic) as browser:

@@ -48,10 +48,10 @@ from antiphon.testing.vloop import time_scale
 _SCALE = time_scale()
 FAST = STTDeadlines(
     connect=20.0 * _SCALE,
-    process=2.0 * _SCALE,
-    final=5.0 * _SCALE,
-    idle=2.0 * _SCALE,
-    close=6.0 * _SCALE,
+    process=5.0 * _SCALE,
+    final=8.0 * _SCALE,
+    idle=5.0 * _SCALE,
+    close=10.0 * _SCALE,
 )
 GUARD = 60.0 * _SCALE
 #: The longest a hanging engine call blocks if the test never releases it (a safety
