@@ -51,6 +51,9 @@ from antiphon.testing.agent import (
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.synth import tone_duration
 
+#: asyncio only, the doubles in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 LONG = (
     "This is a long answer to your question. It has several sentences to speak aloud. "
     "The user will cut it off somewhere in the middle. And this last part is never heard."
@@ -97,6 +100,8 @@ async def rig(
         turn_log=turn_log,
     )
     try:
+        # On the virtual-time loop this guard fires only when the test hangs (the loop is
+        # idle), never because a loaded machine made the CPU-bound turns slow.
         async with asyncio.timeout(40), Conversation(session, clock) as c:
             yield Rig(session, clock, stt, llm, tts), c
     finally:
