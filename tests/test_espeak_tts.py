@@ -261,7 +261,10 @@ async def test_a_stream_cancelled_while_queued_never_takes_the_library() -> None
         a = tts.synthesize(LONG)
         await until(engine.gated.is_set)
         b = tts.synthesize("Queued behind the first.")
-        await asyncio.sleep(0.05)  # b's job is queued on the (busy) engine thread
+        worker = tts._worker
+        assert worker is not None
+        # b's job is queued behind a's on the (busy) engine thread before the cancel
+        await until(lambda: worker._jobs.qsize() >= 1)
         b.cancel()
         engine.gate.set()
         await audio_of(a)
