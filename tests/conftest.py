@@ -43,17 +43,6 @@ _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "virtual_time: run on the virtual-time loop (antiphon.testing.vloop)"
-    )
-    config.addinivalue_line(
-        "markers",
-        "realtime: uses real threads and wall-clock time; margins scale with "
-        "ANTIPHON_TEST_TIME_SCALE",
-    )
-
-
 #: The per-test timeout of property tests (pyproject's ``timeout`` is for the rest): their
 #: cost is examples x CPU, which a loaded machine stretches without anything being wrong.
 HYPOTHESIS_TIMEOUT = 240
