@@ -524,3 +524,15 @@ class TTSConformance(CoreTTSConformance):
             # Without stream ids the connection cannot be trusted again; with them it can,
             # and the old stream's audio, still arriving, is dropped by the new one.
             assert self.harness.connections(r.fake) == (1 if self.harness.context_ids else 2)
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "CoreTTSConformance",
+    "Run",
+    "SendProbe",
+    "TTSConformance",
+    "TTSHarness",
+    "slow_sends",
+]

@@ -437,3 +437,20 @@ class LLMFaultConformance(LLMConformance):
             await anext(s)
             s.cancel()
             await eventually(lambda: r.cancels() == 1)
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "HELLO",
+    "PROMPT",
+    "TOOL_PROMPT",
+    "LLMConformance",
+    "LLMFaultConformance",
+    "LLMHarness",
+    "LLMRun",
+    "drain",
+    "eventually",
+    "free_port",
+    "text_of",
+]

@@ -627,3 +627,16 @@ class RealtimeConformance:
             assert audio_of(events) == tone_for_text(
                 r.fake.expected_reply("What was the number?"), 24000
             )
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "RealtimeConformance",
+    "RealtimeHarness",
+    "Run",
+    "audio_of",
+    "eventually",
+    "speech",
+    "turn",
+]
