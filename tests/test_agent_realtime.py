@@ -32,6 +32,9 @@ from antiphon.testing.poll import until
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.synth import tone_duration
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 REPLY = "Here is a fairly long answer, so there is time to talk over it before it ends."
 
 

@@ -60,6 +60,9 @@ from antiphon.testing.agent import (
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.synth import tone_duration
 
+#: asyncio only, the doubles in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 LONG = (
     "This is a long answer to your question. It has several sentences to speak aloud. "
     "The user will cut it off somewhere in the middle. And this last part is never heard."
@@ -106,6 +109,8 @@ async def rig(
         turn_log=turn_log,
     )
     try:
+        # On the virtual-time loop this guard fires only when the test hangs (the loop is
+        # idle), never because a loaded machine made the CPU-bound turns slow.
         async with asyncio.timeout(40), Conversation(session, clock) as c:
             yield Rig(session, clock, stt, llm, tts), c
     finally:
@@ -510,6 +515,7 @@ async def test_stt_failing_for_good_closes_the_session_with_the_error() -> None:
 # ------------------------------------------------------------------ lifecycle
 
 
+@pytest.mark.timeout(240)  # 200 turns under tracemalloc: CPU-bound, stretched by load
 async def test_many_turns_leave_no_growth() -> None:
     clock = VirtualClock()
     vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.2, padding=0.0))

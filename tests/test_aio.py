@@ -12,6 +12,9 @@ from antiphon.aio.stream import InputStream, StreamState
 from antiphon.aio.tasks import shielded_wait
 from antiphon.errors import AntiphonError, ProviderError, ProviderTimeoutError, StreamClosedError
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 async def test_close_wakes_every_receiver_and_sender() -> None:
     ch: Channel[int] = Channel(maxsize=1)

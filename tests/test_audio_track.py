@@ -12,6 +12,9 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import ConfigError, StreamClosedError
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 RATE = 16000
 FRAME = 320  # samples in 20 ms at 16 kHz
 

@@ -23,7 +23,7 @@ from antiphon.plugins.azure import AzureTTS
 from antiphon.protocols import azure_tts as az
 from antiphon.services.conformance import FAST, GUARD, CoreTTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
-from antiphon.testing import FaultPlan, LeakCheck, running_in_thread
+from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure import DEFAULT_API_KEY, DEFAULT_TOKEN, FakeAzureTTS, synthesize
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
@@ -60,6 +60,9 @@ class TestAzureConformance(CoreTTSConformance):
 
 # --------------------------------------------------------------------------- helpers
 
+#: Every test here is asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 TEXT = "The quick brown fox jumps over the lazy dog."
 
 
@@ -73,9 +76,9 @@ class _Run:
 async def azure_run(
     plan: FaultPlan | None = None, *, reject_requests: int | None = None, **kw: Any
 ) -> AsyncIterator[_Run]:
-    """Fake on its own thread + AzureTTS pointed at it; leak-checked on the way out."""
+    """Fake in the test's loop + AzureTTS pointed at it; leak-checked on the way out."""
     fake = FakeAzureTTS(plan, reject_requests=reject_requests)
-    with running_in_thread(fake):
+    async with serving(fake):
         leaks = LeakCheck(ports=[fake.port])
         tts = AzureTTS(base_url=fake.url, **{"api_key": DEFAULT_API_KEY, "deadlines": FAST, **kw})
         try:
@@ -124,7 +127,7 @@ async def test_429_with_retry_after_is_retried_once_then_succeeds() -> None:
         audio = await r.tts.synthesize(TEXT).collect()
         assert audio.data == _pcm(TEXT)
         assert r.fake.stats.statuses == [429, 200]
-        assert loop.time() - started >= 0.9  # waited for Retry-After: 1
+        assert loop.time() - started >= 1.0  # waited for Retry-After: 1 (virtual time)
 
 
 async def test_persistent_429_fails_with_retry_after_after_one_retry() -> None:

@@ -19,8 +19,11 @@ from antiphon.services.realtime_conformance import (
     turn,
 )
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import serving
 from antiphon.testing.synth import tone_for_text
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class AzureHarness(RealtimeHarness):
@@ -89,18 +92,18 @@ def test_voice_type_comes_from_config(voice: Any, fragment: str) -> None:
 
 async def test_beta_session_shape_with_azure_additions() -> None:
     voice = {"name": "en-US-Custom", "type": "azure-custom", "endpoint_id": "ep-1"}
-    with running_in_thread(FakeRealtimeServer(dialect="beta")) as fake:
-        async with (
-            AzureVoiceLive(
-                endpoint=fake.url,
-                api_key=DEFAULT_API_KEY,
-                voice=voice,
-                deadlines=FAST,
-            ) as model,
-            model.session() as s,
-        ):
-            s.say("ok")
-            await turn(s)
+    async with (
+        serving(FakeRealtimeServer(dialect="beta")) as fake,
+        AzureVoiceLive(
+            endpoint=fake.url,
+            api_key=DEFAULT_API_KEY,
+            voice=voice,
+            deadlines=FAST,
+        ) as model,
+        model.session() as s,
+    ):
+        s.say("ok")
+        await turn(s)
     sent = fake.stats.sessions[0]
     assert sent["voice"] == voice
     assert sent["turn_detection"]["type"] == "azure_semantic_vad"
@@ -111,23 +114,23 @@ async def test_beta_session_shape_with_azure_additions() -> None:
 
 
 async def test_16k_in_and_out_on_the_wire() -> None:
-    with running_in_thread(FakeRealtimeServer(dialect="beta")) as fake:
-        async with (
-            AzureVoiceLive(
-                endpoint=fake.url,
-                api_key=DEFAULT_API_KEY,
-                input_sample_rate=16000,
-                output_sample_rate=16000,
-                deadlines=FAST,
-            ) as model,
-            model.session() as s,
-        ):
-            for f in speech(0.5, 48000, channels=2).split(0.02):
-                s.push_audio(f)  # 48 kHz stereo in: mixed and resampled to 16 kHz
-            for f in speech(0.0, 16000).split(0.02):
-                s.push_audio(f)
-            s.say("sixteen")
-            events = await turn(s)
+    async with (
+        serving(FakeRealtimeServer(dialect="beta")) as fake,
+        AzureVoiceLive(
+            endpoint=fake.url,
+            api_key=DEFAULT_API_KEY,
+            input_sample_rate=16000,
+            output_sample_rate=16000,
+            deadlines=FAST,
+        ) as model,
+        model.session() as s,
+    ):
+        for f in speech(0.5, 48000, channels=2).split(0.02):
+            s.push_audio(f)  # 48 kHz stereo in: mixed and resampled to 16 kHz
+        for f in speech(0.0, 16000).split(0.02):
+            s.push_audio(f)
+        s.say("sixteen")
+        events = await turn(s)
     assert fake.stats.sessions[0]["output_audio_format"] == "pcm16_16000hz"
     assert abs(len(fake.stats.audio_in) - 16000) < 400  # ~0.5 s of 16-bit 16 kHz mono
     frames = [e.frame for e in events if isinstance(e, AgentAudio)]
@@ -136,8 +139,10 @@ async def test_16k_in_and_out_on_the_wire() -> None:
 
 
 async def test_wrong_token_is_an_auth_error() -> None:
-    with running_in_thread(FakeRealtimeServer(dialect="beta")) as fake:
-        async with AzureVoiceLive(endpoint=fake.url, token="nope", deadlines=FAST) as model:
-            with pytest.raises(AuthError, match="AZURE_VOICELIVE_API_KEY"):
-                async with model.session():
-                    pass
+    async with (
+        serving(FakeRealtimeServer(dialect="beta")) as fake,
+        AzureVoiceLive(endpoint=fake.url, token="nope", deadlines=FAST) as model,
+    ):
+        with pytest.raises(AuthError, match="AZURE_VOICELIVE_API_KEY"):
+            async with model.session():
+                pass

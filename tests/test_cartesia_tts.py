@@ -14,9 +14,12 @@ from antiphon.plugins.cartesia import CartesiaTTS
 from antiphon.protocols import cartesia_tts as ca
 from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
-from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing import FaultPlan, serving
 from antiphon.testing.cartesia import DEFAULT_API_KEY, FakeCartesiaTTS, synthesize
 from antiphon.testing.server import FakeWsServer
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class CartesiaHarness(TTSHarness):
@@ -115,7 +118,7 @@ def test_unsupported_combination_is_refused(kwargs: dict[str, object], fragment:
 
 @pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
 async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
-    with running_in_thread(FakeCartesiaTTS()) as fake:
+    async with serving(FakeCartesiaTTS()) as fake:
         async with CartesiaTTS(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -131,18 +134,22 @@ async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
 
 
 async def test_wrong_key_is_an_auth_error_from_the_fake() -> None:
-    with running_in_thread(FakeCartesiaTTS()) as fake:
-        async with CartesiaTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts:
-            with pytest.raises(AuthError, match="CARTESIA_API_KEY") as info:
-                await tts.synthesize("hi").collect()
+    async with (
+        serving(FakeCartesiaTTS()) as fake,
+        CartesiaTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        with pytest.raises(AuthError, match="CARTESIA_API_KEY") as info:
+            await tts.synthesize("hi").collect()
     assert info.value.code == 401 and info.value.stage == "connect"
 
 
 async def test_each_stream_is_a_new_context_on_the_same_connection() -> None:
-    with running_in_thread(FakeCartesiaTTS()) as fake:
-        async with CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts:
-            for text in ("One.", "Two."):
-                await tts.synthesize(text).collect()
+    async with (
+        serving(FakeCartesiaTTS()) as fake,
+        CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        for text in ("One.", "Two."):
+            await tts.synthesize(text).collect()
         contexts, messages = list(fake.stats.contexts), list(fake.stats.messages)
     assert fake.stats.connections == 1 and len(set(contexts)) == 2
     # Per context: the text (continue: true), then the end (continue: false, no text).
@@ -156,7 +163,7 @@ async def test_each_stream_is_a_new_context_on_the_same_connection() -> None:
 
 
 async def test_flushes_are_answered_per_flush_id() -> None:
-    with running_in_thread(FakeCartesiaTTS()) as fake:
+    async with serving(FakeCartesiaTTS()) as fake:
         async with (
             CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
             tts.stream() as s,
@@ -186,35 +193,37 @@ async def test_flushes_are_answered_per_flush_id() -> None:
 
 async def test_server_error_for_the_context_fails_with_its_message() -> None:
     """A request the server refuses is a typed error carrying the server's explanation."""
-    with running_in_thread(FakeCartesiaTTS()) as fake:
-        async with CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts:
-            # Simulate a client bug: a context whose fields change between messages.
-            original = tts.new_session
+    async with (
+        serving(FakeCartesiaTTS()) as fake,
+        CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        # Simulate a client bug: a context whose fields change between messages.
+        original = tts.new_session
 
-            def drifting() -> ca.ContextSession:
-                session = original()
-                real_speak = session.speak
+        def drifting() -> ca.ContextSession:
+            session = original()
+            real_speak = session.speak
 
-                def speak(text: str) -> list[str | bytes]:
-                    msgs = real_speak(text)
-                    if session.flushes_sent:  # after the first flush, change the voice
-                        m = json.loads(msgs[0])
-                        m["voice"]["id"] = "a0e99841-438c-4a64-b679-ae501e7d6091"
-                        msgs = [json.dumps(m)]
-                    return msgs
+            def speak(text: str) -> list[str | bytes]:
+                msgs = real_speak(text)
+                if session.flushes_sent:  # after the first flush, change the voice
+                    m = json.loads(msgs[0])
+                    m["voice"]["id"] = "a0e99841-438c-4a64-b679-ae501e7d6091"
+                    msgs = [json.dumps(m)]
+                return msgs
 
-                session.speak = speak  # type: ignore[method-assign]
-                return session
+            session.speak = speak  # type: ignore[method-assign]
+            return session
 
-            tts.new_session = drifting  # type: ignore[method-assign]
-            async with tts.stream() as s:
-                s.push_text("First.")
-                s.flush()
-                s.push_text(" Second.")
-                s.end_input()
-                with pytest.raises(ProviderError, match="keep all fields") as info:
-                    await s.collect()
-            assert s.state is StreamState.FAILED and info.value.stage == "receive"
+        tts.new_session = drifting  # type: ignore[method-assign]
+        async with tts.stream() as s:
+            s.push_text("First.")
+            s.flush()
+            s.push_text(" Second.")
+            s.end_input()
+            with pytest.raises(ProviderError, match="keep all fields") as info:
+                await s.collect()
+        assert s.state is StreamState.FAILED and info.value.stage == "receive"
 
 
 def _dropped() -> float:
@@ -227,17 +236,19 @@ def _dropped() -> float:
 async def test_cancelled_context_audio_is_dropped_by_the_next_stream() -> None:
     plan = FaultPlan(chunk_interval=0.005, ignore_clear=True)
     dropped = _dropped()
-    with running_in_thread(FakeCartesiaTTS(plan)) as fake:
-        async with CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts:
-            s1 = tts.synthesize("An answer the server keeps speaking after the cancel. " * 2)
-            await anext(s1)
-            await s1.aclose()
-            async with tts.stream() as s2:
-                s2.push_text("Next turn.")
-                s2.end_input()
-                audio = (await s2.collect()).data
-            # The old context was still speaking on the same connection meanwhile.
-            await asyncio.sleep(0.05)
+    async with (
+        serving(FakeCartesiaTTS(plan)) as fake,
+        CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        s1 = tts.synthesize("An answer the server keeps speaking after the cancel. " * 2)
+        await anext(s1)
+        await s1.aclose()
+        async with tts.stream() as s2:
+            s2.push_text("Next turn.")
+            s2.end_input()
+            audio = (await s2.collect()).data
+        # The old context was still speaking on the same connection meanwhile.
+        await asyncio.sleep(0.05)
         cancels = [m for m in fake.stats.messages if m.get("cancel")]
     assert audio == synthesize("Next turn.", "linear16", 24000)
     assert _dropped() > dropped  # the old context's chunks reached s2 and were dropped
@@ -247,38 +258,38 @@ async def test_cancelled_context_audio_is_dropped_by_the_next_stream() -> None:
 
 async def test_timestamps_are_notices_and_change_nothing() -> None:
     """With add_timestamps (set here through the session) the audio stays exact."""
-    with running_in_thread(FakeCartesiaTTS()) as fake:
-        async with CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts:
-            original = tts.new_session
+    async with (
+        serving(FakeCartesiaTTS()) as fake,
+        CartesiaTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        original = tts.new_session
 
-            def with_timestamps() -> ca.ContextSession:
-                session = original()
-                encode = session._encode
+        def with_timestamps() -> ca.ContextSession:
+            session = original()
+            encode = session._encode
 
-                def _encode(op: tuple[str, str], context_id: str) -> str:
-                    m = json.loads(encode(op, context_id))  # type: ignore[arg-type]
-                    m["add_timestamps"] = True
-                    return json.dumps(m)
+            def _encode(op: tuple[str, str], context_id: str) -> str:
+                m = json.loads(encode(op, context_id))  # type: ignore[arg-type]
+                m["add_timestamps"] = True
+                return json.dumps(m)
 
-                session._encode = _encode  # type: ignore[method-assign]
-                return session
+            session._encode = _encode  # type: ignore[method-assign]
+            return session
 
-            tts.new_session = with_timestamps  # type: ignore[method-assign]
-            frame = await tts.synthesize("Time me please.").collect()
+        tts.new_session = with_timestamps  # type: ignore[method-assign]
+        frame = await tts.synthesize("Time me please.").collect()
     assert frame.data == synthesize("Time me please.", "linear16", 24000)
 
 
 async def test_missing_version_is_refused_by_the_fake() -> None:
     from antiphon.net.ws import connect
 
-    with (
-        running_in_thread(FakeCartesiaTTS()) as fake,
-        pytest.raises(ProviderError, match="Cartesia-Version") as info,
-    ):
-        await connect(
-            f"{fake.url}/tts/websocket",
-            provider="cartesia",
-            headers={"X-API-Key": DEFAULT_API_KEY},
-            auth_hint="",
-        )
+    async with serving(FakeCartesiaTTS()) as fake:
+        with pytest.raises(ProviderError, match="Cartesia-Version") as info:
+            await connect(
+                f"{fake.url}/tts/websocket",
+                provider="cartesia",
+                headers={"X-API-Key": DEFAULT_API_KEY},
+                auth_hint="",
+            )
     assert info.value.code == 400

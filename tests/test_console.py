@@ -19,6 +19,9 @@ from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS,
 from antiphon.testing.poll import until
 from antiphon.transports.console import ConsoleAudio
 
+#: Real threads and wall-clock time: the sound device stand-in runs on its own thread.
+pytestmark = pytest.mark.realtime
+
 
 class _Stream:
     def __init__(self, *, samplerate: int, blocksize: int, callback: Any, **_: Any) -> None:

@@ -12,9 +12,12 @@ from antiphon.errors import AuthError, ConfigError, ProviderConnectionError
 from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.services.stt import STT, StreamState, STTDeadlines, Transcript
 from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance, WsSTTHarness
-from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing import FaultPlan, serving
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
 from antiphon.testing.synth import tone_for_text
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
@@ -91,10 +94,12 @@ def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> N
 
 
 async def test_wrong_key_is_an_auth_error() -> None:
-    with running_in_thread(FakeDeepgramSTT()) as fake:
-        async with DeepgramSTT(api_key="wrong", base_url=fake.url, deadlines=FAST) as stt:
-            with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
-                await stt.recognize(speech("What time is it?"))
+    async with (
+        serving(FakeDeepgramSTT()) as fake,
+        DeepgramSTT(api_key="wrong", base_url=fake.url, deadlines=FAST) as stt,
+    ):
+        with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
+            await stt.recognize(speech("What time is it?"))
 
 
 @pytest.mark.parametrize(
@@ -102,7 +107,7 @@ async def test_wrong_key_is_an_auth_error() -> None:
 )
 async def test_wire_encodings_and_rates(encoding: str, rate: int) -> None:
     text = "Turn on the lights."
-    with running_in_thread(FakeDeepgramSTT(vocabulary=[text])) as fake:
+    async with serving(FakeDeepgramSTT(vocabulary=[text])) as fake:
         async with DeepgramSTT(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -121,22 +126,24 @@ async def test_replay_keeps_stream_times_continuous() -> None:
     texts = ["What time is it?", "Thank you very much."]
     first_len = speech(texts[0]).duration
     plan = FaultPlan(drop_before_audio=1)
-    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=texts)) as fake:
-        async with DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as stt:
-            async with stt.stream() as s:
-                for f in speech(texts[0]).split(0.02):
-                    s.push_audio(f)
-                got: list[Transcript] = []
-                async for t in s:  # the first utterance ends by endpointing
-                    got.append(t)
-                    if t.is_final:
-                        break
-                for f in speech(texts[1]).split(0.02):
-                    s.push_audio(f)
-                s.flush()  # the fake drops the connection here, before answering
-                s.end_input()
-                got += [t async for t in s]
-            assert s.state is StreamState.COMPLETED
+    async with (
+        serving(FakeDeepgramSTT(plan, vocabulary=texts)) as fake,
+        DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as stt,
+    ):
+        async with stt.stream() as s:
+            for f in speech(texts[0]).split(0.02):
+                s.push_audio(f)
+            got: list[Transcript] = []
+            async for t in s:  # the first utterance ends by endpointing
+                got.append(t)
+                if t.is_final:
+                    break
+            for f in speech(texts[1]).split(0.02):
+                s.push_audio(f)
+            s.flush()  # the fake drops the connection here, before answering
+            s.end_input()
+            got += [t async for t in s]
+        assert s.state is StreamState.COMPLETED
         assert fake.stats.connections == 2
     finals = [t for t in got if t.is_final]
     assert [f.text for f in finals] == texts
@@ -149,7 +156,7 @@ async def test_replay_keeps_stream_times_continuous() -> None:
 async def test_drop_with_more_audio_than_the_journal_fails_retryable() -> None:
     text = "What time is it?"
     plan = FaultPlan(drop_before_audio=1)
-    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=[text])) as fake:
+    async with serving(FakeDeepgramSTT(plan, vocabulary=[text])) as fake:
         async with DeepgramSTT(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -167,7 +174,7 @@ async def test_idle_close_without_keepalive_is_recovered_on_a_new_connection() -
     """With keep-alives too rare, the server's idle close loses nothing: replayed."""
     texts = ["What time is it?", "Turn on the lights."]
     plan = FaultPlan(idle_close_after=0.3)
-    with running_in_thread(FakeDeepgramSTT(plan, vocabulary=texts)) as fake:
+    async with serving(FakeDeepgramSTT(plan, vocabulary=texts)) as fake:
         async with (
             DeepgramSTT(
                 api_key=DEFAULT_API_KEY,
@@ -195,7 +202,7 @@ async def test_vad_events_and_utterance_end_over_the_fake() -> None:
     emits its final transcript then, long before the input ends; ``SpeechStarted`` marks
     where each one began and emits nothing."""
     texts = ["What time is it?", "Thank you very much."]
-    with running_in_thread(FakeDeepgramSTT(vocabulary=texts)) as fake:
+    async with serving(FakeDeepgramSTT(vocabulary=texts)) as fake:
         async with DeepgramSTT(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,

@@ -9,9 +9,12 @@ from antiphon.net.pool import PoolOptions
 from antiphon.plugins.deepgram import DeepgramTTS
 from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, TTSDeadlines
-from antiphon.testing import FakeDeepgramTTS, FaultPlan, running_in_thread
+from antiphon.testing import FakeDeepgramTTS, FaultPlan, serving
 from antiphon.testing.deepgram import DEFAULT_API_KEY, synthesize
 from antiphon.testing.server import FakeWsServer
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class DeepgramHarness(TTSHarness):
@@ -63,15 +66,17 @@ def test_unsupported_combination_is_refused() -> None:
 async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
     from antiphon.audio.codecs import decode_to_pcm
 
-    with running_in_thread(FakeDeepgramTTS()) as fake:
-        async with DeepgramTTS(
+    async with (
+        serving(FakeDeepgramTTS()) as fake,
+        DeepgramTTS(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
             encoding=encoding,
             sample_rate=8000,
             deadlines=FAST,
-        ) as tts:
-            frame = await tts.synthesize("Phone call audio.").collect()
+        ) as tts,
+    ):
+        frame = await tts.synthesize("Phone call audio.").collect()
     assert frame.sample_rate == 8000
     assert frame.data == decode_to_pcm(encoding, synthesize("Phone call audio.", encoding, 8000))
 
@@ -79,10 +84,12 @@ async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
 async def test_wrong_key_is_an_auth_error_from_the_fake() -> None:
     from antiphon.errors import AuthError
 
-    with running_in_thread(FakeDeepgramTTS()) as fake:
-        async with DeepgramTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts:
-            with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
-                await tts.synthesize("hi").collect()
+    async with (
+        serving(FakeDeepgramTTS()) as fake,
+        DeepgramTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        with pytest.raises(AuthError, match="DEEPGRAM_API_KEY"):
+            await tts.synthesize("hi").collect()
 
 
 def _metric(name: str, **labels: str) -> float:

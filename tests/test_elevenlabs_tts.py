@@ -17,7 +17,7 @@ from antiphon.plugins.elevenlabs import ElevenLabsTTS
 from antiphon.protocols import elevenlabs_tts as el
 from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
-from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing import FaultPlan, serving
 from antiphon.testing.elevenlabs import (
     DEFAULT_API_KEY,
     MAX_CONTEXTS_MESSAGE,
@@ -25,6 +25,9 @@ from antiphon.testing.elevenlabs import (
     synthesize,
 )
 from antiphon.testing.server import FakeWsServer
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class ElevenLabsHarness(TTSHarness):
@@ -140,11 +143,13 @@ def test_every_option_reaches_the_wire() -> None:
 
 @pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
 async def test_telephony_encodings_are_decoded_to_pcm(encoding: str) -> None:
-    with running_in_thread(FakeElevenLabsTTS()) as fake:
-        async with ElevenLabsTTS(
+    async with (
+        serving(FakeElevenLabsTTS()) as fake,
+        ElevenLabsTTS(
             api_key=DEFAULT_API_KEY, base_url=fake.url, encoding=encoding, deadlines=FAST
-        ) as tts:
-            frame = await tts.synthesize("Phone call audio.").collect()
+        ) as tts,
+    ):
+        frame = await tts.synthesize("Phone call audio.").collect()
     assert frame.sample_rate == 8000
     assert frame.data == decode_to_pcm(encoding, synthesize("Phone call audio.", encoding, 8000))
 
@@ -163,10 +168,12 @@ async def test_other_pcm_rates(rate: int) -> None:
 
 
 async def test_wrong_key_is_an_auth_error_from_the_fake() -> None:
-    with running_in_thread(FakeElevenLabsTTS()) as fake:
-        async with ElevenLabsTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts:
-            with pytest.raises(AuthError, match="ELEVEN_API_KEY") as info:
-                await tts.synthesize("hi").collect()
+    async with (
+        serving(FakeElevenLabsTTS()) as fake,
+        ElevenLabsTTS(api_key="wrong", base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        with pytest.raises(AuthError, match="ELEVEN_API_KEY") as info:
+            await tts.synthesize("hi").collect()
     assert info.value.code == 1008 and fake.stats.closes_sent == [1008]
 
 

@@ -26,6 +26,9 @@ from antiphon.services.llm import (
 from antiphon.services.tools import FunctionTool, function_tool
 from antiphon.testing.leaks import LeakCheck
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 FAST = LLMDeadlines(connect=1.0, first_token=0.3, idle=0.3, close=1.0)
 
 

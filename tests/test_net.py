@@ -20,7 +20,12 @@ from antiphon.net.pool import ConnectionPool, PoolOptions
 from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.poll import until
 from antiphon.testing.server import FakeWsServer
+
+#: asyncio only, the servers in the test's loop: virtual time, so every wait below is
+#: exact and the loop is idle before the clock moves (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class EchoServer(FakeWsServer):
@@ -126,7 +131,7 @@ async def test_pool_reuses_warm_connections(echo: EchoServer) -> None:
     assert b is a
     assert (pool.stats.connects, pool.stats.reused) == (2, 2)
     pool.release(b, reusable=False)  # not reusable: closed, not kept
-    await asyncio.sleep(0.05)
+    await until(lambda: not b.open)
     assert pool.idle_count == 1
     await pool.aclose()
     await pool.aclose()

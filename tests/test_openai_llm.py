@@ -17,7 +17,10 @@ from antiphon.services.llm_conformance import FAST, LLMFaultConformance, LLMHarn
 from antiphon.services.tools import function_tool
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import DEFAULT_API_KEY, FakeOpenAIChat, Reply
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import serving
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class OpenAIHarness(LLMHarness):
@@ -35,7 +38,7 @@ class OpenAIHarness(LLMHarness):
             retry_after=options.pop("retry_after", "1"),
             reject_requests=options.pop("reject_requests", None),
         )
-        with running_in_thread(fake):
+        async with serving(fake):
             base_url = options.pop("base_url", fake.base_url)
             llm = OpenAILLM(
                 "gpt-4o-mini",
@@ -125,17 +128,19 @@ async def test_request_on_the_wire_with_history_and_tools() -> None:
         .assistant("", [call])
         .tool_result(call, "sunny")
     )
-    with running_in_thread(FakeOpenAIChat(replies=Reply("It is sunny."))) as fake:
-        async with OpenAILLM(
+    async with (
+        serving(FakeOpenAIChat(replies=Reply("It is sunny."))) as fake,
+        OpenAILLM(
             "gpt-4o-mini",
             api_key=DEFAULT_API_KEY,
             base_url=fake.base_url,
             temperature=0.2,
             tool_choice="auto",
             deadlines=FAST,
-        ) as llm:
-            r = await llm.chat(ctx, tools=[get_weather]).result()
-            assert r.text == "It is sunny." and r.usage.prompt_tokens > 0
+        ) as llm,
+    ):
+        r = await llm.chat(ctx, tools=[get_weather]).result()
+        assert r.text == "It is sunny." and r.usage.prompt_tokens > 0
     (req,) = fake.stats.requests
     assert req.path == "/v1/chat/completions"
     assert req.headers["authorization"] == f"Bearer {DEFAULT_API_KEY}"
@@ -164,16 +169,18 @@ async def test_request_on_the_wire_with_history_and_tools() -> None:
 
 
 async def test_azure_deployment_path_key_header_and_api_version() -> None:
-    with running_in_thread(FakeOpenAIChat(replies=Reply("Hi from Azure."))) as fake:
-        async with OpenAILLM(
+    async with (
+        serving(FakeOpenAIChat(replies=Reply("Hi from Azure."))) as fake,
+        OpenAILLM(
             api_key=DEFAULT_API_KEY,
             azure_endpoint=fake.url,
             azure_deployment="my-gpt",
             api_version="2024-10-21",
             deadlines=FAST,
-        ) as llm:
-            assert llm.model == "my-gpt"
-            assert await llm.chat(ChatContext().user("hi")).collect_text() == "Hi from Azure."
+        ) as llm,
+    ):
+        assert llm.model == "my-gpt"
+        assert await llm.chat(ChatContext().user("hi")).collect_text() == "Hi from Azure."
     (req,) = fake.stats.requests
     assert req.path == "/openai/deployments/my-gpt/chat/completions"
     assert req.query == {"api-version": ["2024-10-21"]}
@@ -183,15 +190,17 @@ async def test_azure_deployment_path_key_header_and_api_version() -> None:
 async def test_a_request_the_server_refuses_is_a_config_error_with_its_message() -> None:
     call = ToolCall("call_1", "get_weather", "{}")
     ctx = ChatContext().user("hi").assistant("", [call])  # the tool result is missing
-    with running_in_thread(FakeOpenAIChat()) as fake:
-        async with OpenAILLM(
+    async with (
+        serving(FakeOpenAIChat()) as fake,
+        OpenAILLM(
             "gpt-4o-mini", api_key=DEFAULT_API_KEY, base_url=fake.base_url, deadlines=FAST
-        ) as llm:
-            s = llm.chat(ctx)
-            with pytest.raises(ChatRequestError, match="tool_call_id") as info:
-                await s.collect_text()
-            assert isinstance(info.value, ConfigError) and info.value.status == 400
-            assert info.value.param == "messages" and len(fake.stats.requests) == 1
+        ) as llm,
+    ):
+        s = llm.chat(ctx)
+        with pytest.raises(ChatRequestError, match="tool_call_id") as info:
+            await s.collect_text()
+        assert isinstance(info.value, ConfigError) and info.value.status == 400
+        assert info.value.param == "messages" and len(fake.stats.requests) == 1
 
 
 async def test_tool_choice_naming_an_unknown_tool_is_refused_at_chat() -> None:

@@ -18,7 +18,10 @@ from antiphon.services.realtime_conformance import (
     turn,
 )
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import serving
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
 
 
 class OpenAIHarness(RealtimeHarness):
@@ -68,20 +71,20 @@ def test_what_ga_cannot_carry_is_refused(kwargs: dict[str, Any], fragment: str) 
 
 
 async def test_ga_session_shape_on_the_wire() -> None:
-    with running_in_thread(FakeRealtimeServer(dialect="ga")) as fake:
-        async with (
-            OpenAIRealtime(
-                api_key=DEFAULT_API_KEY,
-                base_url=fake.url,
-                instructions="Hi",
-                voice="cedar",
-                noise_reduction={"type": "near_field"},
-                deadlines=FAST,
-            ) as model,
-            model.session() as s,
-        ):
-            s.say("ok")
-            await turn(s)
+    async with (
+        serving(FakeRealtimeServer(dialect="ga")) as fake,
+        OpenAIRealtime(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            instructions="Hi",
+            voice="cedar",
+            noise_reduction={"type": "near_field"},
+            deadlines=FAST,
+        ) as model,
+        model.session() as s,
+    ):
+        s.say("ok")
+        await turn(s)
     sent = fake.stats.sessions[0]
     assert sent["type"] == "realtime" and sent["output_modalities"] == ["audio"]
     assert sent["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}

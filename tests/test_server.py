@@ -93,6 +93,7 @@ async def push(ws: ClientConnection, seconds: float, *, loud: bool) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.virtual_time
 async def test_a_call_hears_answers_and_measures() -> None:
     async with server() as (host, _app, _d), connect(f"ws://{host}/ws/agent") as ws:
         call = Call(ws)
@@ -118,6 +119,7 @@ async def test_a_call_hears_answers_and_measures() -> None:
         assert ws.close_code == 1000
 
 
+@pytest.mark.virtual_time
 async def test_barge_in_sends_clear_before_newer_audio() -> None:
     script, replies = ("tell me", "stop now"), (LONG, "Okay.")
     async with server(script, replies) as (host, _app, _d), connect(f"ws://{host}/ws/agent") as ws:
@@ -146,6 +148,7 @@ async def test_barge_in_sends_clear_before_newer_audio() -> None:
     ("message", "code"),
     [(b"\x00" * 33, 1008), (b"\x00" * 40_000, 1009), ("not json", 1008), ('{"type": "x"}', 1008)],
 )
+@pytest.mark.virtual_time
 async def test_bad_messages_close_with_the_right_code(message: bytes | str, code: int) -> None:
     async with server() as (host, _app, _d), connect(f"ws://{host}/ws/agent") as ws:
         await ws.recv()  # ready
@@ -157,6 +160,7 @@ async def test_bad_messages_close_with_the_right_code(message: bytes | str, code
         assert ws.close_code == code
 
 
+@pytest.mark.virtual_time
 async def test_token_is_required_when_configured() -> None:
     async with server(token="s3cret") as (host, _app, _d):
         async with connect(f"ws://{host}/ws/agent") as ws:
@@ -168,6 +172,7 @@ async def test_token_is_required_when_configured() -> None:
             assert ready["type"] == "ready"
 
 
+@pytest.mark.virtual_time
 async def test_session_limit_and_rate_limit() -> None:
     limits = EdgeLimits(max_messages_per_second=20, burst_seconds=1.0)
     async with (
@@ -188,6 +193,7 @@ async def test_session_limit_and_rate_limit() -> None:
         assert first.close_code == 4429
 
 
+@pytest.mark.virtual_time
 async def test_graceful_shutdown_drains_then_ends_calls() -> None:
     async with server(("talk",), (LONG,), drain_timeout=0.5) as (host, app, doubles):
         async with connect(f"ws://{host}/ws/agent") as ws:
@@ -208,6 +214,7 @@ async def test_graceful_shutdown_drains_then_ends_calls() -> None:
         assert all(s.state.value == "closed" for s in doubles.sessions)
 
 
+@pytest.mark.virtual_time
 async def test_healthz_and_metrics() -> None:
     async with server() as (host, _app, _d), httpx.AsyncClient() as client:
         health = await client.get(f"http://{host}/healthz")
@@ -281,6 +288,7 @@ async def test_antiphon_serve_runs_the_offline_agent_and_stops_on_sigterm() -> N
             await proc.wait()
 
 
+@pytest.mark.virtual_time
 async def test_webrtc_offer_is_checked() -> None:
     async with server(token="s3cret") as (host, app, _d), httpx.AsyncClient() as client:
         no_token = await client.post(f"http://{host}/webrtc/offer", json={})

@@ -15,6 +15,9 @@ from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 from antiphon.services.stt import InProcessSTT, Recognizer, STTDeadlines
 from antiphon.services.stt_conformance import InProcessSTTConformance, STTHarness
 
+#: Real threads and wall-clock time: PocketSphinx runs on its own thread.
+pytestmark = pytest.mark.realtime
+
 #: The espeak voice PocketSphinx hears best (measured, see docs/offline.md).
 VOICE = ("en-us+f3", 150)
 PAD = 0.5

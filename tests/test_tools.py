@@ -21,6 +21,9 @@ from antiphon.services.tools import (
 )
 from antiphon.testing.poll import until
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 class Unit(enum.Enum):
     C = "celsius"

@@ -28,6 +28,9 @@ LONG_REPLY = (
     "Nobody could stop it easily. It had many sentences in it."
 )
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 class MemorySocket:
     """The client side is a queue; ``stall_after`` sends, sending blocks for ever."""

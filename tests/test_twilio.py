@@ -26,6 +26,9 @@ from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.testing.twilio import SimulatedTwilioCall
 
+#: asyncio only: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 START = {
     "event": "start",
     "sequenceNumber": "1",

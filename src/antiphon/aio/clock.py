@@ -1,4 +1,10 @@
-"""Clocks. Scheduling logic takes a ``Clock`` so tests can run it on virtual time."""
+"""Clocks. Scheduling logic takes a ``Clock`` so tests can run it on virtual time.
+
+:class:`VirtualClock` moves only when a test advances it; after each step it lets the
+loop run until no callback is ready (not a fixed number of turns), so whatever a step
+woke has finished reacting before the test looks. For whole suites on virtual time (a
+fake server included), see ``antiphon.testing.vloop``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import asyncio
 import heapq
 import itertools
 from typing import Protocol
+
+__all__ = ["Clock", "MonotonicClock", "VirtualClock"]
 
 
 class Clock(Protocol):
@@ -83,7 +91,26 @@ class VirtualClock:
         await _settle()
 
 
-async def _settle(rounds: int = 5) -> None:
-    """Let woken tasks run until they block again."""
-    for _ in range(rounds):
+#: Loop turns :func:`_settle` allows before it gives up on the loop going idle.
+SETTLE_LIMIT = 10_000
+
+
+async def _settle(limit: int = SETTLE_LIMIT) -> None:
+    """Let woken tasks run until the loop is idle: no callback ready, twice in a row (the
+    second turn also takes in I/O that is already readable). Bounded by ``limit`` turns,
+    for code that reschedules itself forever (a busy ``sleep(0)`` loop)."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)  # asyncio's run queue (BaseEventLoop)
+    if ready is None:  # another loop implementation: a generous fixed number of turns
+        for _ in range(100):
+            await asyncio.sleep(0)
+        return
+    quiet = 0
+    for _ in range(limit):
         await asyncio.sleep(0)
+        if ready:
+            quiet = 0
+            continue
+        quiet += 1
+        if quiet >= 2:
+            return

@@ -8,10 +8,16 @@ A WebSocket plugin's tests subclass :class:`TTSConformance` and set ``harness``:
 A plugin on another transport (HTTP) subclasses :class:`CoreTTSConformance`, the faults
 that every transport has, and adds its transport's own.
 
-Each test runs the plugin against the plugin's fake server (on its own thread) with a
-:class:`~antiphon.testing.FaultPlan`, asserts that the stream ends in the expected
-terminal state with the expected audio or typed error, and that no task, thread or socket
-is left behind. Requires pytest and pytest-asyncio.
+Each test runs the plugin against the plugin's fake server (in the test's own event
+loop) with a :class:`~antiphon.testing.FaultPlan`, asserts that the stream ends in the
+expected terminal state with the expected audio or typed error, and that no task, thread
+or socket is left behind. Requires pytest and pytest-asyncio.
+
+Time: the suite sets ``virtual_time = True``, so with
+:func:`antiphon.testing.vloop.pytest_asyncio_loop_factories` in your ``conftest.py`` every
+test runs on a loop whose clock jumps to the next timer when idle: deadlines are exact
+and cost no wall-clock time, however loaded the machine. A plugin whose work runs on
+threads the loop cannot see (a native SDK) sets ``virtual_time = False``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from antiphon.net.ws import WsConnection
 from antiphon.services.tts import TTS, StreamState, SynthesisStream, TTSDeadlines
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
-from antiphon.testing.server import FakeServer, running_in_thread
+from antiphon.testing.poll import until
+from antiphon.testing.server import FakeServer, FakeWsServer, serving
+from antiphon.testing.vloop import time_scale
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
 FAST = TTSDeadlines(connect=1.0, first_audio=1.0, idle=1.0, clear=0.5, close=0.5)
@@ -79,6 +87,12 @@ class TTSHarness(ABC):
     def cancels(self, fake: Any) -> int:
         """How many cancel/clear messages the fake has received."""
 
+    def connect_attempts(self, fake: Any) -> int:
+        """How many connections reached the fake, held ones (``hang_connect``) included."""
+        if isinstance(fake, FakeWsServer):
+            return fake.upgrades
+        return self.connections(fake)
+
 
 @dataclass
 class Run:
@@ -94,22 +108,37 @@ def _free_port() -> int:
         return port
 
 
+@dataclass
+class SendProbe:
+    """What the patched sends saw: ``entered`` is set when a send begins; ``interrupted``
+    counts sends cancelled while they waited."""
+
+    entered: asyncio.Event
+    interrupted: int = 0
+
+
 @contextlib.contextmanager
-def _slow_sends(
+def slow_sends(
     monkeypatch: pytest.MonkeyPatch, *, before: float = 0.0, after: float = 0.0
-) -> Iterator[None]:
+) -> Iterator[SendProbe]:
     """Make every WebSocket send of the client wait before and/or after the write."""
     original = WsConnection.send
+    probe = SendProbe(asyncio.Event())
 
     async def send(self: WsConnection, message: str | bytes, *, stage: str = "send") -> None:
-        if before:
-            await asyncio.sleep(before)
+        probe.entered.set()
+        try:
+            if before:
+                await asyncio.sleep(before)
+        except asyncio.CancelledError:
+            probe.interrupted += 1
+            raise
         await original(self, message, stage=stage)
         if after:
             await asyncio.sleep(after)
 
     monkeypatch.setattr(WsConnection, "send", send)
-    yield
+    yield probe
     monkeypatch.setattr(WsConnection, "send", original)
 
 
@@ -121,6 +150,24 @@ class CoreTTSConformance:
     """The faults every transport has; subclasses set ``harness``."""
 
     harness: ClassVar[TTSHarness]
+    #: Run on :class:`~antiphon.testing.vloop.VirtualTimeLoop` (see the module docstring).
+    virtual_time: ClassVar[bool] = True
+
+    @property
+    def fast(self) -> TTSDeadlines:
+        """The deadlines under test: :data:`FAST` on virtual time; on real time, FAST
+        times the CI profile's :func:`~antiphon.testing.vloop.time_scale`."""
+        if self.virtual_time:
+            return FAST
+        k = time_scale()
+        f = FAST
+        return TTSDeadlines(
+            connect=f.connect * k,
+            first_audio=f.first_audio * k,
+            idle=f.idle * k,
+            clear=f.clear * k,
+            close=f.close * k,
+        )
 
     @contextlib.asynccontextmanager
     async def run(
@@ -131,11 +178,11 @@ class CoreTTSConformance:
         base_url: str | None = None,
     ) -> AsyncIterator[Run]:
         fake = self.harness.fake(plan or FaultPlan())
-        with running_in_thread(fake):
+        async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
             leaks = LeakCheck(ports=[port])
-            tts = self.harness.make_tts(url, deadlines=FAST, pool=pool)
+            tts = self.harness.make_tts(url, deadlines=self.fast, pool=pool)
             try:
                 async with asyncio.timeout(GUARD):
                     yield Run(fake, tts, self.harness)
@@ -270,13 +317,13 @@ class CoreTTSConformance:
             assert s.state is StreamState.FAILED
 
     async def test_slow_server_within_deadline(self) -> None:
-        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio / 3)) as r:
+        async with self.run(FaultPlan(first_audio_delay=self.fast.first_audio / 3)) as r:
             audio, s = await self._speak(r.tts, "Slow but fine.")
             assert s.state is StreamState.COMPLETED
             assert audio == self.harness.expected_pcm("Slow but fine.", r.tts)
 
     async def test_slow_server_past_deadline(self) -> None:
-        async with self.run(FaultPlan(first_audio_delay=FAST.first_audio * 3)) as r:
+        async with self.run(FaultPlan(first_audio_delay=self.fast.first_audio * 3)) as r:
             s = r.tts.synthesize("Too slow.")
             with pytest.raises(ProviderTimeoutError):
                 await _audio(s)
@@ -287,7 +334,9 @@ class CoreTTSConformance:
         async with self.run(FaultPlan(hang_connect=True)) as r:
             s = r.tts.stream()
             s.push_text("Never mind.")
-            await asyncio.sleep(0.1)
+            s.flush()
+            await until(lambda: self.harness.connect_attempts(r.fake) >= 1)
+            assert not s.done  # connecting: the fake holds the upgrade
             s.cancel()
             assert await s.wait() is StreamState.CANCELLED
             assert await _audio(s) == b""
@@ -381,7 +430,7 @@ class TTSConformance(CoreTTSConformance):
 
     async def test_ack_before_the_last_send_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The server answers before our send() returns: the stream must still end."""
-        with _slow_sends(monkeypatch, after=0.02):
+        with slow_sends(monkeypatch, after=0.02):
             async with self.run() as r:
                 for i in range(10):
                     audio, s = await self._speak(r.tts, f"Race {i}.")
@@ -451,15 +500,17 @@ class TTSConformance(CoreTTSConformance):
             assert self.harness.connections(r.fake) == 2
 
     async def test_cancel_during_send(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        with _slow_sends(monkeypatch, before=0.3):
+        with slow_sends(monkeypatch, before=GUARD) as probe:
             async with self.run() as r:
                 s = r.tts.stream()
                 s.push_text("Stuck in send.")
                 s.end_input()
-                await asyncio.sleep(0.1)
+                await probe.entered.wait()  # the stream is inside a send that never ends
+                assert not s.done
                 s.cancel()
                 assert await s.wait() is StreamState.CANCELLED
                 await s.aclose()
+                assert probe.interrupted >= 1  # the cancel broke the stuck send
 
     async def test_cancel_not_acknowledged_discards_connection(self) -> None:
         async with self.run(FaultPlan(ignore_clear=True, chunk_interval=0.005)) as r:
@@ -467,9 +518,21 @@ class TTSConformance(CoreTTSConformance):
             await anext(s1)
             s1.cancel()
             await s1.aclose()
-            await asyncio.sleep(FAST.clear + 0.1)
+            await asyncio.sleep(self.fast.clear + 0.1)
             audio, _ = await self._speak(r.tts, "Fresh connection.")
             assert audio == self.harness.expected_pcm("Fresh connection.", r.tts)
             # Without stream ids the connection cannot be trusted again; with them it can,
             # and the old stream's audio, still arriving, is dropped by the new one.
             assert self.harness.connections(r.fake) == (1 if self.harness.context_ids else 2)
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "CoreTTSConformance",
+    "Run",
+    "SendProbe",
+    "TTSConformance",
+    "TTSHarness",
+    "slow_sends",
+]

@@ -130,7 +130,7 @@ def text_of(events: Sequence[ChatEvent]) -> str:
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Wait (bounded) until a server on another thread has caught up."""
+    """Wait (bounded) until the server has caught up."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not check():
@@ -143,6 +143,10 @@ class LLMConformance:
     """Cases every LLM must pass; subclasses set ``harness``."""
 
     harness: ClassVar[LLMHarness]
+    #: Run on :class:`~antiphon.testing.vloop.VirtualTimeLoop`: a harness runs its fake in
+    #: the test's loop (``antiphon.testing.server.serving``) so deadlines are exact virtual
+    #: time. A model that works on threads the loop cannot see sets it False.
+    virtual_time: ClassVar[bool] = True
 
     @contextlib.asynccontextmanager
     async def run(
@@ -433,3 +437,20 @@ class LLMFaultConformance(LLMConformance):
             await anext(s)
             s.cancel()
             await eventually(lambda: r.cancels() == 1)
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "HELLO",
+    "PROMPT",
+    "TOOL_PROMPT",
+    "LLMConformance",
+    "LLMFaultConformance",
+    "LLMHarness",
+    "LLMRun",
+    "drain",
+    "eventually",
+    "free_port",
+    "text_of",
+]

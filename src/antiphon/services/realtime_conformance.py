@@ -6,8 +6,9 @@ A plugin's tests subclass :class:`RealtimeConformance` and set ``harness``::
         harness = OpenAIHarness()
 
 Each test runs the plugin against :class:`~antiphon.testing.realtime.FakeRealtimeServer`
-(on its own thread) with a :class:`~antiphon.testing.FaultPlan`, asserts the terminal
-state, the audio and the typed error, and that no task, thread or socket is left behind.
+(in the test's loop, on virtual time) with a :class:`~antiphon.testing.FaultPlan`,
+asserts the terminal state, the audio and the typed error, and that no task, thread or
+socket is left behind.
 It also holds one test per defect of issue 4 (stereo guessing, per-chunk resampling,
 reordered audio, voice type guessed from the name, barge-in without truncation, function
 calls, reconnect without restoring the session). Requires pytest and pytest-asyncio.
@@ -58,8 +59,9 @@ from antiphon.services.realtime import (
 )
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.poll import until
 from antiphon.testing.realtime import FakeRealtimeServer
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import serving
 from antiphon.testing.synth import tone_for_text
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
@@ -125,7 +127,7 @@ async def turn(
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 1.0) -> None:
-    """Wait (bounded) until the fake, on its own thread, has caught up."""
+    """Wait (bounded) until the fake has caught up."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not check():
@@ -151,6 +153,9 @@ class RealtimeConformance:
     """The suite; subclasses set ``harness``."""
 
     harness: ClassVar[RealtimeHarness]
+    #: Run on :class:`~antiphon.testing.vloop.VirtualTimeLoop`: the fake runs in the test's
+    #: loop and every deadline is exact virtual time.
+    virtual_time: ClassVar[bool] = True
 
     @contextlib.asynccontextmanager
     async def run(
@@ -162,7 +167,7 @@ class RealtimeConformance:
         **model_kwargs: Any,
     ) -> AsyncIterator[Run]:
         fake = self.harness.fake(plan or FaultPlan(), **(fake_kwargs or {}))
-        with running_in_thread(fake):
+        async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
             leaks = LeakCheck(ports=[port])
@@ -294,7 +299,8 @@ class RealtimeConformance:
         async with self.run(FaultPlan(hang_connect=True)) as r:
             s = r.model.session()
             task = asyncio.create_task(s.start())
-            await asyncio.sleep(0.1)
+            await until(lambda: r.fake.upgrades >= 1)
+            assert not task.done()  # connecting: the fake holds the upgrade
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -621,3 +627,16 @@ class RealtimeConformance:
             assert audio_of(events) == tone_for_text(
                 r.fake.expected_reply("What was the number?"), 24000
             )
+
+
+__all__ = [
+    "FAST",
+    "GUARD",
+    "RealtimeConformance",
+    "RealtimeHarness",
+    "Run",
+    "audio_of",
+    "eventually",
+    "speech",
+    "turn",
+]

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,11 +36,12 @@ from antiphon.errors import (
     ProviderTimeoutError,
     StreamClosedError,
 )
-from antiphon.net.ws import WsConnection
+from antiphon.services.conformance import slow_sends
 from antiphon.services.stt import STT, RecognizeStream, StreamState, STTDeadlines, Transcript
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
-from antiphon.testing.server import FakeServer, running_in_thread
+from antiphon.testing.poll import until
+from antiphon.testing.server import FakeServer, FakeWsServer, serving
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
 FAST = STTDeadlines(connect=1.0, process=1.0, final=1.0, idle=1.0, close=0.5)
@@ -107,25 +108,6 @@ def _free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def _slow_sends(
-    monkeypatch: pytest.MonkeyPatch, *, before: float = 0.0, after: float = 0.0
-) -> Iterator[None]:
-    """Make every WebSocket send of the client wait before and/or after the write."""
-    original = WsConnection.send
-
-    async def send(self: WsConnection, message: str | bytes, *, stage: str = "send") -> None:
-        if before:
-            await asyncio.sleep(before)
-        await original(self, message, stage=stage)
-        if after:
-            await asyncio.sleep(after)
-
-    monkeypatch.setattr(WsConnection, "send", send)
-    yield
-    monkeypatch.setattr(WsConnection, "send", original)
-
-
 async def _all(stream: RecognizeStream) -> list[Transcript]:
     return [t async for t in stream]
 
@@ -139,6 +121,9 @@ class WebSocketSTTConformance:
     """The WebSocket faults for streaming STT plugins; subclasses set ``harness``."""
 
     harness: ClassVar[WsSTTHarness]
+    #: Run on :class:`~antiphon.testing.vloop.VirtualTimeLoop`: the fake runs in the test's
+    #: loop and every deadline is exact virtual time.
+    virtual_time: ClassVar[bool] = True
 
     @contextlib.asynccontextmanager
     async def run(
@@ -150,7 +135,7 @@ class WebSocketSTTConformance:
         max_reconnects: int | None = None,
     ) -> AsyncIterator[Run]:
         fake = self.harness.fake(plan or FaultPlan())
-        with running_in_thread(fake):
+        async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
             leaks = LeakCheck(ports=[port])
@@ -350,7 +335,8 @@ class WebSocketSTTConformance:
                 await _all(s)
             assert info.value.stage in ("final", "receive")
             assert info.value.timeout in (FAST.final, FAST.idle)
-            assert loop.time() - began < GUARD / 2  # ended by a deadline, not by the guard
+            # ended by that deadline (virtual time: exact), not by the guard
+            assert loop.time() - began <= info.value.timeout + 1e-9
             assert s.state is StreamState.FAILED
             await s.aclose()
 
@@ -393,7 +379,7 @@ class WebSocketSTTConformance:
 
     async def test_ack_before_the_last_send_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
         text = self.harness.PHRASES[1]
-        with _slow_sends(monkeypatch, after=0.002):
+        with slow_sends(monkeypatch, after=0.002):
             async with self.run() as r:
                 results, s = await self._recognize(r.stt, text)
                 assert s.state is StreamState.COMPLETED
@@ -405,21 +391,25 @@ class WebSocketSTTConformance:
         async with self.run(FaultPlan(hang_connect=True)) as r:
             s = r.stt.stream()
             _feed(s, self.harness.speech(self.harness.PHRASES[0]))
-            await asyncio.sleep(0.1)
+            assert isinstance(r.fake, FakeWsServer)
+            await until(lambda: r.fake.upgrades >= 1)
+            assert not s.done  # connecting: the fake holds the upgrade
             s.cancel()
             assert await s.wait() is StreamState.CANCELLED
             assert await _all(s) == []
             await s.aclose()
 
     async def test_cancel_during_send(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        with _slow_sends(monkeypatch, before=0.3):
+        with slow_sends(monkeypatch, before=GUARD) as probe:
             async with self.run() as r:
                 s = r.stt.stream()
                 _feed(s, self.harness.speech(self.harness.PHRASES[0]))
-                await asyncio.sleep(0.2)
+                await probe.entered.wait()  # the stream is inside a send that never ends
+                assert not s.done
                 s.cancel()
                 assert await s.wait() is StreamState.CANCELLED
                 await s.aclose()
+                assert probe.interrupted >= 1  # the cancel broke the stuck send
 
     async def test_cancel_mid_stream(self) -> None:
         audio = self.harness.speech(self.harness.PHRASES[0])

@@ -2,7 +2,9 @@
 
 Every fake speaks its provider's real wire protocol on loopback and takes a
 :class:`FaultPlan`. Run one in the test's event loop (``async with FakeDeepgramTTS()``)
-or on its own thread (``with running_in_thread(FakeDeepgramTTS()) as fake``).
+(``async with serving(FakeDeepgramTTS()) as fake``, its tasks apart from yours for leak
+checks, and on virtual time with ``antiphon.testing.vloop``) or on its own thread
+(``with running_in_thread(FakeDeepgramTTS()) as fake``).
 """
 
 from antiphon.testing.anthropic_messages import FakeAnthropicMessages
@@ -17,7 +19,7 @@ from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
-from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread
+from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread, serving
 from antiphon.testing.xai import FakeXAITTS
 
 __all__ = [
@@ -42,4 +44,5 @@ __all__ = [
     "ScriptedCall",
     "SdkDouble",
     "running_in_thread",
+    "serving",
 ]

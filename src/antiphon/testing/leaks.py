@@ -1,12 +1,70 @@
-"""Assert that code under test left no task, thread or socket behind."""
+"""Assert that code under test left no task, thread or socket behind.
+
+A fake server may run in the same event loop as the client (``testing.server.serving``):
+its tasks are created in a context marked as the fake's side (:func:`fake_side`) and a
+task factory records them, so :class:`LeakCheck` counts only the client's tasks. Its
+sockets are told apart by port: the check looks for sockets whose *remote* end is the
+fake's port, which only the client's are.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
 import sys
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any
+
+__all__ = ["LeakCheck", "client_sockets_to", "fake_side", "is_fake_task"]
+
+_FAKE_SIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "antiphon_fake_side", default=False
+)
+_fake_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def is_fake_task(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` was created on a fake server's side (see :func:`fake_side`)."""
+    return task in _fake_tasks
+
+
+def _marking_factory(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    *,
+    context: contextvars.Context | None = None,
+) -> asyncio.Task[Any]:
+    task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, context=context)
+    side = context.get(_FAKE_SIDE, False) if context is not None else _FAKE_SIDE.get()
+    if side:
+        _fake_tasks.add(task)
+    return task
+
+
+@contextlib.contextmanager
+def fake_side() -> Iterator[contextvars.Context]:
+    """A context in which tasks count as the fake server's, not the client's.
+
+    Yields a :class:`contextvars.Context` to create the fake's tasks in (``create_task(...,
+    context=ctx)``); every task, callback and connection started from it inherits the mark.
+    Installs a recording task factory on the running loop for the duration.
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    if previous is not None and previous is not _marking_factory:
+        raise RuntimeError("the running loop already has a task factory; cannot mark fakes")
+    loop.set_task_factory(_marking_factory)  # type: ignore[arg-type]
+    ctx = contextvars.copy_context()
+    ctx.run(_FAKE_SIDE.set, True)
+    try:
+        yield ctx
+    finally:
+        if previous is None:
+            loop.set_task_factory(None)
 
 
 def _socket_inodes() -> set[int]:
@@ -55,7 +113,11 @@ class LeakCheck:
 
     def leftovers(self) -> list[str]:
         current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t not in self._tasks and t is not current]
+        tasks = [
+            t
+            for t in asyncio.all_tasks()
+            if t not in self._tasks and t is not current and not is_fake_task(t)
+        ]
         threads = [t for t in threading.enumerate() if t not in self._threads and t.is_alive()]
         return (
             [f"task {t.get_name()}: {t.get_coro()!r}" for t in tasks]

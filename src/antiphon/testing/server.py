@@ -1,7 +1,10 @@
-"""Base of the fake WebSocket provider servers, and a way to run one on its own thread.
+"""Base of the fake WebSocket provider servers, and two ways to run one.
 
-Fakes bind to loopback only. Running a fake on its own thread and event loop keeps its
-tasks and sockets apart from the code under test, so leak checks see only the client.
+Fakes bind to loopback only. :func:`serving` runs a fake in the caller's event loop, so
+that on a virtual-time loop (``antiphon.testing.vloop``) its delays are virtual too; its
+tasks are marked as the fake's (``leaks.fake_side``) so leak checks see only the client.
+:func:`running_in_thread` runs it on its own thread and loop, for clients that block the
+loop or run on real time anyway.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
@@ -18,6 +21,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from antiphon.testing.faults import FaultPlan
+from antiphon.testing.leaks import fake_side
+
+__all__ = ["FakeServer", "FakeWsServer", "running_in_thread", "serving"]
 
 
 class FakeServer(Protocol):
@@ -51,6 +57,8 @@ class FakeWsServer(ABC):
         self._server: Server | None = None
         self._hanging: set[asyncio.Future[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Opening handshakes received so far (held ones included).
+        self.upgrades = 0
 
     @property
     def url(self) -> str:
@@ -78,6 +86,7 @@ class FakeWsServer(ABC):
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        self.upgrades += 1
         if self.plan.hang_connect:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._hanging.add(fut)
@@ -129,6 +138,18 @@ class FakeWsServer(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serving(server: S) -> AsyncIterator[S]:
+    """Run ``server`` in the running event loop, its tasks marked as the fake's; close it
+    on exit."""
+    with fake_side() as ctx:
+        await asyncio.get_running_loop().create_task(server.start(), context=ctx)
+        try:
+            yield server
+        finally:
+            await asyncio.get_running_loop().create_task(server.aclose(), context=ctx)
 
 
 @contextlib.contextmanager

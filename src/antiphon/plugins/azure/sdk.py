@@ -930,6 +930,8 @@ class AzureSdkSynthesisStream(SynthesisStream):
                     if replacement is not None and head is open_req:
                         open_req = replacement
                     if replacement is not None:
+                        # A replay is a new attempt: it gets its own connect deadline.
+                        connect_since = None
                         continue
                 if head is open_req:  # finished while still open: nothing more to say
                     open_req = None
