@@ -38,12 +38,16 @@ from antiphon.testing.anthropic_messages import (
 )
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import Reply, ScriptedCall
-from antiphon.testing.server import running_in_thread
+from antiphon.testing.server import serving
 from antiphon.testing.witness import (
     WitnessError,
     assert_typed_dict,
     check_model,
 )
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 MODEL = "claude-sonnet-4-5"
 
@@ -63,7 +67,7 @@ class AnthropicHarness(LLMHarness):
             retry_after=options.pop("retry_after", "1"),
             reject_requests=options.pop("reject_requests", None),
         )
-        with running_in_thread(fake):
+        async with serving(fake):
             llm = AnthropicLLM(
                 MODEL,
                 api_key=options.pop("api_key", DEFAULT_API_KEY),
@@ -150,8 +154,9 @@ def _history() -> ChatContext:
 
 
 async def test_request_on_the_wire_with_history_tools_and_caching() -> None:
-    with running_in_thread(FakeAnthropicMessages(replies=Reply("Sunny, then rain."))) as fake:
-        async with AnthropicLLM(
+    async with (
+        serving(FakeAnthropicMessages(replies=Reply("Sunny, then rain."))) as fake,
+        AnthropicLLM(
             MODEL,
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -161,12 +166,13 @@ async def test_request_on_the_wire_with_history_tools_and_caching() -> None:
             cache_system=True,
             cache_tools=True,
             deadlines=FAST,
-        ) as llm:
-            s = llm.chat(_history(), tools=[get_weather])
-            r = await s.result()
-            assert r.text == "Sunny, then rain." and r.usage.prompt_tokens > 0
-            assert r.finish_reason == "stop" and isinstance(s, AnthropicChatStream)
-            assert s.stop_reason == "end_turn"
+        ) as llm,
+    ):
+        s = llm.chat(_history(), tools=[get_weather])
+        r = await s.result()
+        assert r.text == "Sunny, then rain." and r.usage.prompt_tokens > 0
+        assert r.finish_reason == "stop" and isinstance(s, AnthropicChatStream)
+        assert s.stop_reason == "end_turn"
     (req,) = fake.stats.requests
     assert req.path == "/v1/messages"
     assert req.headers["x-api-key"] == DEFAULT_API_KEY
@@ -235,14 +241,14 @@ def test_caching_is_opt_in_and_the_system_prompt_is_plain_text_by_default() -> N
 async def test_a_request_the_server_refuses_is_a_config_error_with_its_message() -> None:
     call = ToolCall("toolu_1", "get_weather", "{}")
     ctx = ChatContext().user("hi").assistant("", [call]).user("well?")  # no tool result
-    with running_in_thread(FakeAnthropicMessages()) as fake:
-        async with AnthropicLLM(
-            MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST
-        ) as llm:
-            with pytest.raises(ChatRequestError, match="tool_result") as info:
-                await llm.chat(ctx).collect_text()
-            assert isinstance(info.value, ConfigError) and info.value.status == 400
-            assert info.value.error_type == "invalid_request_error"
+    async with (
+        serving(FakeAnthropicMessages()) as fake,
+        AnthropicLLM(MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as llm,
+    ):
+        with pytest.raises(ChatRequestError, match="tool_result") as info:
+            await llm.chat(ctx).collect_text()
+        assert isinstance(info.value, ConfigError) and info.value.status == 400
+        assert info.value.error_type == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -255,12 +261,14 @@ async def test_a_request_the_server_refuses_is_a_config_error_with_its_message()
 )
 async def test_http_errors_are_typed(status: int, kind: str, retryable: bool) -> None:
     plan = FaultPlan(reject_status=status)
-    with running_in_thread(FakeAnthropicMessages(plan, retry_after="7")) as fake:
-        async with AnthropicLLM(
+    async with (
+        serving(FakeAnthropicMessages(plan, retry_after="7")) as fake,
+        AnthropicLLM(
             MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST, max_retries=0
-        ) as llm:
-            s = llm.chat(ChatContext().user("hi"))
-            result = await s.result()
+        ) as llm,
+    ):
+        s = llm.chat(ChatContext().user("hi"))
+        result = await s.result()
     assert result.state is StreamState.FAILED
     error = result.error
     assert isinstance(error, ChatHttpError) and error.status == status
@@ -272,12 +280,14 @@ async def test_http_errors_are_typed(status: int, kind: str, retryable: bool) ->
 
 async def test_an_overloaded_error_event_before_the_first_token_is_retried_once() -> None:
     plan = FaultPlan(error_mid_stream=True, close_after_chunks=0)
-    with running_in_thread(FakeAnthropicMessages(plan)) as fake:
-        async with AnthropicLLM(
+    async with (
+        serving(FakeAnthropicMessages(plan)) as fake,
+        AnthropicLLM(
             MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST, retry_backoff=0
-        ) as llm:
-            s = llm.chat(ChatContext().user("hi"))
-            result = await s.result()
+        ) as llm,
+    ):
+        s = llm.chat(ChatContext().user("hi"))
+        result = await s.result()
     assert result.state is StreamState.FAILED and result.text == ""
     assert result.error is not None and result.error.code == "overloaded_error"
     assert result.error.retryable and len(fake.stats.requests) == 2
@@ -327,8 +337,9 @@ def _replies() -> list[Reply]:
 
 
 async def test_every_request_and_event_fits_the_sdk_types() -> None:
-    with running_in_thread(FakeAnthropicMessages(replies=_replies())) as fake:
-        async with AnthropicLLM(
+    async with (
+        serving(FakeAnthropicMessages(replies=_replies())) as fake,
+        AnthropicLLM(
             MODEL,
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -338,10 +349,11 @@ async def test_every_request_and_event_fits_the_sdk_types() -> None:
             stop_sequences=["###"],
             user_id="user-1",
             deadlines=FAST,
-        ) as llm:
-            for ctx in (_history(), ChatContext().user("hi"), ChatContext().system("x").user("y")):
-                result = await llm.chat(ctx, tools=[get_weather, lookup, read_clock]).result()
-                assert result.state is StreamState.COMPLETED
+        ) as llm,
+    ):
+        for ctx in (_history(), ChatContext().user("hi"), ChatContext().system("x").user("y")):
+            result = await llm.chat(ctx, tools=[get_weather, lookup, read_clock]).result()
+            assert result.state is StreamState.COMPLETED
     assert len(fake.stats.requests) == 3
     for request in fake.stats.requests:
         assert_typed_dict(request.json, MessageCreateParamsStreaming)
@@ -365,11 +377,11 @@ async def test_error_bodies_and_the_in_stream_error_fit_the_sdk() -> None:
     for status in ERRORS:
         check_model(json.loads(error_body(status)), ErrorResponse)
     plan = FaultPlan(error_mid_stream=True)
-    with running_in_thread(FakeAnthropicMessages(plan, replies=_replies())) as fake:
-        async with AnthropicLLM(
-            MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST
-        ) as llm:
-            result = await llm.chat(ChatContext().user("hi")).result()
+    async with (
+        serving(FakeAnthropicMessages(plan, replies=_replies())) as fake,
+        AnthropicLLM(MODEL, api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as llm,
+    ):
+        result = await llm.chat(ChatContext().user("hi")).result()
     assert result.state is StreamState.FAILED and result.error is not None
     assert result.error.code == "overloaded_error"
     (error,) = [e for e in fake.sent_events if e["type"] == "error"]

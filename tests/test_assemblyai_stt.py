@@ -33,10 +33,14 @@ from antiphon.plugins.assemblyai.stt import AssemblyAIRecognizeStream
 from antiphon.protocols import assemblyai_stt as aai
 from antiphon.services.stt import STT, StreamState, STTDeadlines
 from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance, WsSTTHarness
-from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing import FaultPlan, serving
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY, FakeAssemblyAISTT
 from antiphon.testing.synth import tone_for_text
 from antiphon.testing.witness import WitnessError, check_model
+
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
 
 PHRASES = ("What time is it?", "Turn on the lights.", "Thank you very much.")
 
@@ -124,15 +128,17 @@ def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> N
 
 
 async def test_wrong_key_is_an_auth_error() -> None:
-    with running_in_thread(FakeAssemblyAISTT()) as fake:
-        async with AssemblyAISTT(api_key="wrong", base_url=fake.url, deadlines=FAST) as stt:
-            with pytest.raises(AuthError, match="ASSEMBLYAI_API_KEY"):
-                await stt.recognize(speech("What time is it?"))
+    async with (
+        serving(FakeAssemblyAISTT()) as fake,
+        AssemblyAISTT(api_key="wrong", base_url=fake.url, deadlines=FAST) as stt,
+    ):
+        with pytest.raises(AuthError, match="ASSEMBLYAI_API_KEY"):
+            await stt.recognize(speech("What time is it?"))
 
 
 async def test_a_temporary_token_goes_in_the_query(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
-    with running_in_thread(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
+    async with serving(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
         async with AssemblyAISTT(token=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as stt:
             assert stt._headers == {}
             finals = await stt.recognize(speech(PHRASES[0]))
@@ -151,7 +157,7 @@ def test_close_codes_are_typed(code: int, auth: bool) -> None:
 
 async def test_audio_goes_in_messages_the_service_accepts_and_mulaw_works() -> None:
     text = PHRASES[1]
-    with running_in_thread(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
+    async with serving(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
         async with AssemblyAISTT(
             api_key=DEFAULT_API_KEY,
             base_url=fake.url,
@@ -167,7 +173,7 @@ async def test_audio_goes_in_messages_the_service_accepts_and_mulaw_works() -> N
 
 async def test_update_configuration_and_keyterms_reach_the_server() -> None:
     text = PHRASES[0]
-    with running_in_thread(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
+    async with serving(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
         async with AssemblyAISTT(
             api_key=DEFAULT_API_KEY, base_url=fake.url, keyterms=["antiphon"], deadlines=FAST
         ) as stt:
@@ -262,7 +268,7 @@ def _check_query(query: dict[str, str]) -> None:
 
 async def test_every_message_fits_the_sdk_models() -> None:
     plan = FaultPlan(error_mid_stream=True, close_after_chunks=20)
-    with running_in_thread(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
+    async with serving(FakeAssemblyAISTT(vocabulary=PHRASES)) as fake:
         async with (
             AssemblyAISTT(
                 api_key=DEFAULT_API_KEY,

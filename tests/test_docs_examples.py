@@ -114,7 +114,7 @@ def test_example_compiles_imports_and_calls_what_exists(example: Example) -> Non
         except TypeError as exc:
             pytest.fail(f"{example}: {ast.unparse(node)[:80]}: {exc}")
         checked += 1
-    if "antiphon" in example.code:
+    if "antiphon" in example.code and any(isinstance(n, ast.Call) for n in ast.walk(tree)):
         assert checked, f"{example}: no antiphon call found to check"
 
 

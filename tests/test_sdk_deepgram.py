@@ -40,7 +40,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.services.conformance import TTSConformance
 from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance
-from antiphon.testing import running_in_thread
+from antiphon.testing import serving
 from antiphon.testing.deepgram import DEFAULT_API_KEY, FakeDeepgramTTS, synthesize
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire
@@ -75,6 +75,10 @@ SPEAK_CLIENT: Mapping[str, Any] = {
 }
 #: ``sha256`` of the closing ``Metadata``: in Deepgram's reference and on the wire, not in
 #: the SDK's ``ListenV1Metadata``.
+#: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
+
 METADATA_GAPS = frozenset({"$.sha256"})
 GARBAGE = ("{this is not json", '"SomethingNew"')
 
@@ -130,25 +134,25 @@ def test_the_witness_refuses_what_the_fakes_used_to_send() -> None:
 async def test_vad_events_and_utterance_end_are_sdk_messages(wire: Wire) -> None:
     """The fake's SpeechStarted and UtteranceEnd, and the plugin's messages around them."""
     text = "What time is it?"
-    with running_in_thread(FakeDeepgramSTT(vocabulary=[text])) as fake:
-        async with (
-            DeepgramSTT(
-                api_key=DEFAULT_API_KEY,
-                base_url=fake.url,
-                deadlines=FAST,
-                endpointing=False,
-                interim_results=True,
-                utterance_end_ms=1000,
-                vad_events=True,
-            ) as stt,
-            stt.stream() as s,
-        ):
-            for f in speech(text).split(0.02):
-                s.push_audio(f)
-            for f in AudioFrame(bytes(16000 * 2 * 12 // 10), 16000).split(0.02):
-                s.push_audio(f)
-            s.end_input()
-            finals = [t.text async for t in s if t.is_final]
+    async with (
+        serving(FakeDeepgramSTT(vocabulary=[text])) as fake,
+        DeepgramSTT(
+            api_key=DEFAULT_API_KEY,
+            base_url=fake.url,
+            deadlines=FAST,
+            endpointing=False,
+            interim_results=True,
+            utterance_end_ms=1000,
+            vad_events=True,
+        ) as stt,
+        stt.stream() as s,
+    ):
+        for f in speech(text).split(0.02):
+            s.push_audio(f)
+        for f in AudioFrame(bytes(16000 * 2 * 12 // 10), 16000).split(0.02):
+            s.push_audio(f)
+        s.end_input()
+        finals = [t.text async for t in s if t.is_final]
     assert finals == [text]
     assert {"SpeechStarted", "UtteranceEnd", "Results", "Metadata"} <= wire.types("server")
     check_listen_wire(wire)
