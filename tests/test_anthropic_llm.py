@@ -20,14 +20,6 @@ from antiphon.plugins.anthropic.llm import AnthropicChatStream
 from antiphon.protocols import anthropic_messages as am
 from antiphon.protocols.openai_chat import ChatHttpError, ChatRequestError, SseEvent
 from antiphon.services.llm import ChatContext, LLMDeadlines, StreamState, ToolCall
-from antiphon.services.llm_conformance import (
-    FAST,
-    LLMFaultConformance,
-    LLMHarness,
-    LLMRun,
-    lookup,
-    read_clock,
-)
 from antiphon.services.tools import function_tool
 from antiphon.testing.anthropic_messages import (
     DEFAULT_API_KEY,
@@ -35,6 +27,14 @@ from antiphon.testing.anthropic_messages import (
     FakeAnthropicMessages,
     check_body,
     error_body,
+)
+from antiphon.testing.conformance.llm import (
+    FAST,
+    LLMFaultConformance,
+    LLMHarness,
+    LLMRun,
+    lookup,
+    read_clock,
 )
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import Reply, ScriptedCall

@@ -32,9 +32,9 @@ from antiphon.plugins.assemblyai import AssemblyAISTT
 from antiphon.plugins.assemblyai.stt import AssemblyAIRecognizeStream
 from antiphon.protocols import assemblyai_stt as aai
 from antiphon.services.stt import STT, StreamState, STTDeadlines
-from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance, WsSTTHarness
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY, FakeAssemblyAISTT
+from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
 from antiphon.testing.synth import tone_for_text
 from antiphon.testing.witness import WitnessError, check_model
 

@@ -25,11 +25,11 @@ from antiphon.errors import (
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.azure.sdk import AzureSdkTTS, SdkWorker
 from antiphon.protocols import azure_tts as az
-from antiphon.services.conformance import FAST, GUARD, CoreTTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, LeakCheck, running_in_thread
 from antiphon.testing.azure import DEFAULT_API_KEY, FakeAzureSpeechWs, synthesize
 from antiphon.testing.azure_sdk_double import SdkDouble
+from antiphon.testing.conformance.tts import FAST, GUARD, CoreTTSConformance, TTSHarness
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
 from antiphon.testing.vloop import time_scale

@@ -21,10 +21,10 @@ from antiphon.net.http import HttpStatusError
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.azure import AzureTTS
 from antiphon.protocols import azure_tts as az
-from antiphon.services.conformance import FAST, GUARD, CoreTTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure import DEFAULT_API_KEY, DEFAULT_TOKEN, FakeAzureTTS, synthesize
+from antiphon.testing.conformance.tts import FAST, GUARD, CoreTTSConformance, TTSHarness
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
 

@@ -10,7 +10,7 @@ from antiphon.errors import AuthError, ConfigError
 from antiphon.plugins.azure.voicelive import AzureVoiceLive
 from antiphon.protocols.realtime import Voice
 from antiphon.services.realtime import AgentAudio, RealtimeDeadlines, RealtimeModel
-from antiphon.services.realtime_conformance import (
+from antiphon.testing.conformance.realtime import (
     FAST,
     RealtimeConformance,
     RealtimeHarness,

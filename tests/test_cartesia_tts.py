@@ -12,10 +12,10 @@ from antiphon.errors import AuthError, ConfigError, ProviderError
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.cartesia import CartesiaTTS
 from antiphon.protocols import cartesia_tts as ca
-from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.cartesia import DEFAULT_API_KEY, FakeCartesiaTTS, synthesize
+from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.server import FakeWsServer
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).

@@ -11,8 +11,8 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError
 from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.services.stt import STT, StreamState, STTDeadlines, Transcript
-from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance, WsSTTHarness
 from antiphon.testing import FaultPlan, serving
+from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
 from antiphon.testing.synth import tone_for_text
 

@@ -7,9 +7,9 @@ import pytest
 from antiphon.errors import ConfigError
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.deepgram import DeepgramTTS
-from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, TTSDeadlines
 from antiphon.testing import FakeDeepgramTTS, FaultPlan, serving
+from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.deepgram import DEFAULT_API_KEY, synthesize
 from antiphon.testing.server import FakeWsServer
 

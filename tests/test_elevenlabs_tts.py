@@ -15,9 +15,9 @@ from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, Pro
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.elevenlabs import ElevenLabsTTS
 from antiphon.protocols import elevenlabs_tts as el
-from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, serving
+from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.elevenlabs import (
     DEFAULT_API_KEY,
     MAX_CONTEXTS_MESSAGE,

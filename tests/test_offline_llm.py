@@ -12,8 +12,8 @@ from antiphon.errors import ConfigError
 from antiphon.plugins.offline import FaqEntry, OfflineLLM, get_time, load_faq
 from antiphon.plugins.offline.llm import DEFAULT_FALLBACK
 from antiphon.services.llm import ChatContext, LLMDeadlines, TextDelta, ToolCall
-from antiphon.services.llm_conformance import PROMPT, LLMConformance, LLMHarness, LLMRun
 from antiphon.services.tools import function_tool
+from antiphon.testing.conformance.llm import PROMPT, LLMConformance, LLMHarness, LLMRun
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import Reply
 

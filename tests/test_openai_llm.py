@@ -13,8 +13,8 @@ from antiphon.errors import ConfigError
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.protocols.openai_chat import ChatRequestError
 from antiphon.services.llm import ChatContext, LLMDeadlines, ToolCall
-from antiphon.services.llm_conformance import FAST, LLMFaultConformance, LLMHarness, LLMRun
 from antiphon.services.tools import function_tool
+from antiphon.testing.conformance.llm import FAST, LLMFaultConformance, LLMHarness, LLMRun
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import DEFAULT_API_KEY, FakeOpenAIChat, Reply
 from antiphon.testing.server import serving

@@ -11,7 +11,7 @@ import pytest
 from antiphon.errors import ConfigError, ProviderTimeoutError
 from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.services.realtime import RealtimeDeadlines, RealtimeModel
-from antiphon.services.realtime_conformance import (
+from antiphon.testing.conformance.realtime import (
     FAST,
     RealtimeConformance,
     RealtimeHarness,
@@ -97,7 +97,7 @@ async def test_ga_session_shape_on_the_wire() -> None:
 async def test_metrics_count_tokens_responses_and_interruptions() -> None:
     from prometheus_client import REGISTRY
 
-    from antiphon.services.realtime_conformance import turn
+    from antiphon.testing.conformance.realtime import turn
     from antiphon.testing.realtime import FakeRealtimeServer
 
     def value(name: str, **labels: str) -> float:

@@ -28,7 +28,7 @@ from azure.ai.voicelive.models import (
 from azure.core.credentials import AzureKeyCredential
 
 from antiphon.plugins.azure.voicelive import DEFAULT_API_VERSION
-from antiphon.services.realtime_conformance import RealtimeConformance
+from antiphon.testing.conformance.realtime import RealtimeConformance
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from sdk_witness import Wire, assert_all_valid, azure_type, strict_errors, wire
 from test_azure_voicelive import AzureHarness

@@ -21,8 +21,8 @@ from cartesia.types.websocket_client_event import CancelContextRequest
 from cartesia.types.websocket_response import WebsocketResponse
 
 from antiphon.protocols import cartesia_tts as ca
-from antiphon.services.conformance import TTSConformance
 from antiphon.testing.cartesia import DEFAULT_API_KEY, FakeCartesiaTTS, synthesize
+from antiphon.testing.conformance.tts import TTSConformance
 from sdk_witness import Wire, assert_all_valid, wire
 from test_cartesia_tts import CartesiaHarness
 

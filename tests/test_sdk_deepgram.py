@@ -38,9 +38,9 @@ from deepgram.speak.v1.types import (
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.plugins.deepgram import DeepgramSTT
-from antiphon.services.conformance import TTSConformance
-from antiphon.services.stt_ws_conformance import FAST, WebSocketSTTConformance
 from antiphon.testing import serving
+from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance
+from antiphon.testing.conformance.tts import TTSConformance
 from antiphon.testing.deepgram import DEFAULT_API_KEY, FakeDeepgramTTS, synthesize
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire

@@ -25,7 +25,7 @@ from elevenlabs.types import (
     SendTextMulti,
 )
 
-from antiphon.services.conformance import TTSConformance
+from antiphon.testing.conformance.tts import TTSConformance
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire
 from test_elevenlabs_tts import ElevenLabsHarness
 

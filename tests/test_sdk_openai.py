@@ -23,7 +23,7 @@ from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.services.llm import ChatContext, ToolCall
-from antiphon.services.realtime_conformance import RealtimeConformance
+from antiphon.testing.conformance.realtime import RealtimeConformance
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from sdk_witness import Wire, assert_all_valid, wire
@@ -222,7 +222,7 @@ async def test_chat_plugin_requests_and_fake_chunks_are_sdk_types(reply: Reply) 
 async def test_the_wire_records_both_directions(wire: Wire) -> None:
     """The recorder the witnesses rely on sees the fake's and the plugin's frames."""
     from antiphon.plugins.openai import OpenAIRealtime
-    from antiphon.services.realtime_conformance import FAST, turn
+    from antiphon.testing.conformance.realtime import FAST, turn
 
     async with (
         FakeRealtimeServer(dialect="ga") as fake,

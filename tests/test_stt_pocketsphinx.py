@@ -13,7 +13,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 from antiphon.services.stt import InProcessSTT, Recognizer, STTDeadlines
-from antiphon.services.stt_conformance import InProcessSTTConformance, STTHarness
+from antiphon.testing.conformance.stt import InProcessSTTConformance, STTHarness
 
 #: Real threads and wall-clock time: PocketSphinx runs on its own thread.
 pytestmark = pytest.mark.realtime

@@ -13,9 +13,9 @@ from antiphon.net.pool import PoolOptions
 from antiphon.net.ws import WsConnection
 from antiphon.plugins.xai import XAITTS
 from antiphon.protocols import xai_tts as xai
-from antiphon.services.conformance import FAST, TTSConformance, TTSHarness
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, LeakCheck, serving
+from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.server import FakeWsServer
 from antiphon.testing.xai import DEFAULT_API_KEY, FakeXAITTS, synthesize
 

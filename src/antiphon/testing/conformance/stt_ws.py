@@ -12,7 +12,7 @@ end, closing idle or old connections; the caller cancelling during connect, send
 receive, closing twice and from another task, running many streams. Each asserts the
 stream's one terminal state, its transcripts or typed error, and that no task, thread or
 socket to the fake is left (:class:`~antiphon.testing.leaks.LeakCheck`). Requires pytest
-and pytest-asyncio. The in-process faults are in :mod:`antiphon.services.stt_conformance`.
+and pytest-asyncio. The in-process faults are in :mod:`antiphon.testing.conformance.stt`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from antiphon.errors import (
     ProviderTimeoutError,
     StreamClosedError,
 )
-from antiphon.services.conformance import slow_sends
 from antiphon.services.stt import STT, RecognizeStream, StreamState, STTDeadlines, Transcript
+from antiphon.testing.conformance.tts import slow_sends
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until

@@ -10,7 +10,7 @@ mid-stream, hangs past its deadline; the caller cancels mid-stream, closes twice
 another task, runs many streams at once. Faults are injected by wrapping the plugin's
 recogniser in :class:`FaultyRecognizer`. Each test asserts the stream's one terminal
 state, its transcripts or typed error, and that no task or thread is left behind. The
-WebSocket faults of DESIGN.md are in :mod:`antiphon.services.stt_ws_conformance`.
+WebSocket faults of DESIGN.md are in :mod:`antiphon.testing.conformance.stt_ws`.
 Requires pytest and pytest-asyncio.
 """
 
