@@ -81,6 +81,27 @@ REPLY = "Sure. Here it is."
 UTTERANCE = "what time is it"
 
 
+# ------------------------------------------------------------------------- the clock
+
+
+class TickClock(VirtualClock):
+    """A :class:`VirtualClock` on a microsecond grid.
+
+    Times computed as ``start + k * 0.02`` and a clock moved by 0.02 at a time drift
+    apart by rounding: a frame due at ``4.380000000000001`` would wait for the next step
+    of a clock at ``4.379999999999999``, a 20 ms gap that no server caused. Here every
+    deadline and every step lands on whole microseconds.
+    """
+
+    async def sleep_until(self, when: float) -> None:
+        await super().sleep_until(round(when, 6))
+
+    async def advance(self, seconds: float) -> None:
+        target = round(self.now() + seconds, 6)
+        await super().advance(max(0.0, target - self.now()) + 1e-7)  # wakes all <= target
+        self._now = target
+
+
 # ------------------------------------------------------------------------- the agent
 
 
@@ -405,11 +426,15 @@ class Chaos:
         )
 
     def _taken(self) -> bool:
-        """The server took every frame the counted peers sent."""
+        """The server took every frame the counted peers sent, and every reading peer
+        got every frame of agent audio the server sent it."""
         for p in self.peers:
             b = p.bridge
-            live = p.counted and b is not None and b in self.registry.calls
-            if live and b.frames_received < p.audio_sent:
+            if b is None or b not in self.registry.calls:
+                continue
+            if p.counted and b.frames_received < p.audio_sent:
+                return False
+            if p.reads and p.frames < b.frames_sent:  # agent audio still on its way
                 return False
         return True
 
@@ -720,6 +745,18 @@ async def huge_message(chaos: Chaos) -> None:
     _outcome(chaos, peer)
 
 
+async def oversized_text(chaos: Chaos) -> None:
+    peer = await chaos.open("faulty", sends=False)
+    peer.counted = False
+    chaos.fault_start = chaos.clock.now()
+    assert peer.ws is not None
+    text = json.dumps({"type": "say", "text": "x" * chaos.limits.max_text_bytes})
+    assert len(text) < chaos.limits.max_ws_message_bytes  # read, then refused by the guard
+    await peer.ws.send(text)
+    await chaos.run_until(lambda: peer.closed_at is not None, what="the long text refused")
+    _outcome(chaos, peer)
+
+
 async def disconnect_mid_reply(chaos: Chaos) -> None:
     peer = await chaos.open("faulty", talk_turns=1)
     await chaos.run_until(lambda: peer.frames > 5, what="the faulty call's reply playing")
@@ -792,7 +829,8 @@ FAULTS: dict[str, Fault] = {
         Fault("never-reads", "1008 after one send_timeout", never_reads,
               limits=EdgeLimits(send_timeout=1.0)),
         Fault("too-fast", "4429 (audio budget)", too_fast),
-        Fault("huge-message", "1009", huge_message),
+        Fault("huge-message", "1009 unread (the reader's size limit)", huge_message),
+        Fault("oversized-text", "1009 (the guard's text limit)", oversized_text),
         Fault("disconnect-mid-reply", "1000 client left, session closed", disconnect_mid_reply),
         Fault("cross-origin", "4403, no session", cross_origin),
         Fault("sigterm-drain", "1001 after drain_timeout; new calls 1013", sigterm),
@@ -851,14 +889,17 @@ async def run_chaos(fault: Fault | str, *, virtual: bool = True, healthy: int = 
     f = FAULTS[fault] if isinstance(fault, str) else fault
     result = ChaosResult(f.name, virtual, expected=f.expected)
     wall = time.perf_counter()
-    clock: Clock = VirtualClock() if virtual else MonotonicClock()
+    clock: Clock = TickClock() if virtual else MonotonicClock()
     options = f.options or AgentOptions(turn=TurnOptions(final_timeout=1.0))
     with _fakes(f.fakes) as fakes:
         leaks = LeakCheck(ports=[getattr(x, "port", 0) for x in fakes.values()])
         agent = ChaosAgent(clock, options)
         app = create_app(agent, limits=f.limits, clock=clock, drain_timeout=5.0)
         try:
-            async with serve_app(app) as host, _watching(host, result.livez, 0.05):
+            # the reader's size limit of antiphon.server.app.serve: a bigger message is
+            # refused (1009) before it is read
+            served = serve_app(app, ws_max_size=f.limits.max_ws_message_bytes)
+            async with served as host, _watching(host, result.livez, 0.05):
                 leaks.ports.add(int(host.rsplit(":", 1)[1]))
                 chaos = Chaos(
                     app=app,
