@@ -8,6 +8,8 @@ runs on a virtual clock), here on the loop's own clock: peers send 20 ms of audi
   when, from the start of the fault, against the configured bound where one applies;
 - the healthy calls' worst gap between two frames of one reply, as they received them
   (budget: 60 ms), and whether they had every turn answered;
+- the worst lateness of a 5 ms timer on the same event loop (``loop lag``): a gap about
+  that large was the machine's (a shared, loaded box), not the server's;
 - ``/livez`` polled every 50 ms throughout: the worst answer (budget: 100 ms);
 - what was left: tasks, threads, sockets, calls in the registry; and the process's
   resident memory and live objects after the measured pass against their baseline after
@@ -104,8 +106,8 @@ def verdict(r: ChaosResult) -> list[str]:
 
 
 def table(results: list[ChaosResult]) -> str:
-    head = ("fault", "faulty call: code at", "bound", "healthy worst gap", "livez worst",
-            "leaks", "ok")  # fmt: skip
+    head = ("fault", "faulty call: code at", "bound", "healthy worst gap", "loop lag",
+            "livez worst", "leaks", "ok")  # fmt: skip
     rows = [head]
     for r in results:
         rows.append(
@@ -114,6 +116,7 @@ def table(results: list[ChaosResult]) -> str:
                 ended(r),
                 "-" if r.bound is None else f"{r.bound:g} s",
                 f"{r.worst_gap * 1000:.1f} ms",
+                f"{r.loop_lag * 1000:.1f} ms",
                 f"{r.livez_worst * 1000:.1f} ms ({len(r.livez)})",
                 str(len(r.leaks) + r.active_after),
                 "yes" if not verdict(r) else "NO: " + "; ".join(verdict(r)),

@@ -279,6 +279,9 @@ class ChaosResult:
     healthy: list[HealthyCall] = field(default_factory=list)
     livez: list[tuple[int, float]] = field(default_factory=list)
     """Every ``/livez`` answer: status, wall seconds."""
+    loop_lag: float = 0.0
+    """The worst lateness of a 5 ms timer of this event loop (wall seconds): how much of
+    a gap the machine, not the server, caused."""
     leaks: list[str] = field(default_factory=list)
     active_after: int = 0
     wall: float = 0.0
@@ -309,6 +312,7 @@ class ChaosResult:
             "livez_count": len(self.livez),
             "livez_bad": sum(1 for s, _ in self.livez if s != 200),
             "livez_worst": self.livez_worst,
+            "loop_lag": self.loop_lag,
             "leaks": self.leaks,
             "active_after": self.active_after,
             "wall": self.wall,
@@ -525,8 +529,9 @@ class Fault:
 
 
 TURNS = 3  # the healthy calls' turns
-LLM_FAST = LLMDeadlines(first_token=0.5, idle=0.5)
-TTS_FAST = TTSDeadlines(first_audio=0.5, idle=0.5)
+# short, so a stall is found soon, yet long enough for a loaded machine's healthy answer
+LLM_FAST = LLMDeadlines(first_token=5.0, idle=1.5)
+TTS_FAST = TTSDeadlines(first_audio=1.5, idle=1.5)
 
 
 def _outcome(chaos: Chaos, peer: Peer) -> None:
@@ -827,7 +832,7 @@ FAULTS: dict[str, Fault] = {
         Fault("never-sends", "4408 at first_message_timeout", never_sends,
               limits=EdgeLimits(first_message_timeout=2.0)),
         Fault("never-reads", "1008 after one send_timeout", never_reads,
-              limits=EdgeLimits(send_timeout=1.0)),
+              limits=EdgeLimits(send_timeout=2.0)),
         Fault("too-fast", "4429 (audio budget)", too_fast),
         Fault("huge-message", "1009 unread (the reader's size limit)", huge_message),
         Fault("oversized-text", "1009 (the guard's text limit)", oversized_text),
@@ -872,14 +877,28 @@ async def _poll_livez(host: str, into: list[tuple[int, float]], every: float) ->
             await asyncio.sleep(every)
 
 
+async def _probe_lag(result: ChaosResult, every: float = 0.005) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        result.loop_lag = max(result.loop_lag, loop.time() - due)
+
+
 @asynccontextmanager
-async def _watching(host: str, into: list[tuple[int, float]], every: float) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(_poll_livez(host, into, every), name="livez")
+async def _watching(host: str, result: ChaosResult, every: float) -> AsyncIterator[None]:
+    """``/livez`` polled every ``every`` seconds, and the loop's lag, while the block runs."""
+    loop = asyncio.get_running_loop()
+    tasks = [
+        loop.create_task(_poll_livez(host, result.livez, every), name="livez"),
+        loop.create_task(_probe_lag(result), name="loop-lag"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_chaos(fault: Fault | str, *, virtual: bool = True, healthy: int = 3) -> ChaosResult:
@@ -899,7 +918,7 @@ async def run_chaos(fault: Fault | str, *, virtual: bool = True, healthy: int = 
             # the reader's size limit of antiphon.server.app.serve: a bigger message is
             # refused (1009) before it is read
             served = serve_app(app, ws_max_size=f.limits.max_ws_message_bytes)
-            async with served as host, _watching(host, result.livez, 0.05):
+            async with served as host, _watching(host, result, 0.05):
                 leaks.ports.add(int(host.rsplit(":", 1)[1]))
                 chaos = Chaos(
                     app=app,
