@@ -8,7 +8,9 @@ speech (a question, then silence) in 20 ms messages every 20 ms, turn after turn
 
 - memory per call: (RSS with the calls - idle RSS) / calls;
 - CPU per call: the server's CPU seconds per wall second over the calls / calls (1.0 is
-  one core), and the turns the agent answered.
+  one core), and the turns the agent answered;
+- the server's RSS 2 s after each of ``--rounds`` rounds of calls (growth from round to
+  round would be a leak; a first step up is the allocator keeping its arenas).
 
     .venv/bin/python bench/offline_call_cost.py [--calls 4] [--seconds 20]
 
@@ -91,6 +93,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of calls on one server")
     ap.add_argument("--out", default="bench/results/offline_call_cost.json")
     args = ap.parse_args()
     with socket.socket() as s:
@@ -127,7 +130,11 @@ async def main() -> None:
         sampler.cancel()
         cpu, wall = cpu_s(server.pid) - cpu0, time.perf_counter() - wall0
         await asyncio.sleep(2.0)
-        after_rss = rss_mb(server.pid)
+        after_rss = [rss_mb(server.pid)]
+        for _ in range(args.rounds - 1):  # the same again: does the server keep growing?
+            await asyncio.gather(*(call(host, speech, args.seconds, []) for _ in range(args.calls)))
+            await asyncio.sleep(2.0)
+            after_rss.append(rss_mb(server.pid))
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 30)
@@ -137,7 +144,7 @@ async def main() -> None:
         "turns_answered": len(turns),
         "idle_rss_mb": idle_rss,
         "peak_rss_mb": peak,
-        "after_rss_mb": after_rss,
+        "rss_after_each_round_mb": after_rss,
         "memory_per_call_mb": (peak - idle_rss) / args.calls,
         "cpu_cores_total": cpu / wall,
         "cpu_cores_per_call": cpu / wall / args.calls,
