@@ -71,7 +71,16 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.transports.limits import EdgeLimits
 
-__all__ = ["FAULTS", "ChaosResult", "Fault", "HealthyCall", "run_chaos"]
+__all__ = [
+    "FAULTS",
+    "TURNS",
+    "Chaos",
+    "ChaosResult",
+    "Fault",
+    "HealthyCall",
+    "TickClock",
+    "run_chaos",
+]
 
 STEP = 0.02
 SPEECH = speech(STEP).data
