@@ -13,13 +13,15 @@ from antiphon.testing.poll import until
 
 
 @asynccontextmanager
-async def serve_app(app: Any, *, timeout: float = 30.0) -> AsyncIterator[str]:
+async def serve_app(app: Any, *, timeout: float = 30.0, **config: Any) -> AsyncIterator[str]:
     """Serve ``app`` on ``127.0.0.1`` (a free port); yields ``"127.0.0.1:PORT"``.
 
     On exit the server stops (lifespan shutdown included) within ``timeout`` seconds.
+    ``config``: more ``uvicorn.Config`` options (e.g. ``ws_max_size``, as ``serve`` sets).
     """
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **config}
+    server_config = uvicorn.Config(app, host="127.0.0.1", port=0, **options)
+    server = uvicorn.Server(server_config)
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
         await until(lambda: server.started or task.done(), 10)
