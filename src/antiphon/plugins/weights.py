@@ -11,6 +11,7 @@ hashing 75 MB takes about 0.1 s.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from antiphon.errors import ProviderError
 __all__ = ["sha256_of", "verify"]
 
 _CHUNK = 1 << 20
+_lock = threading.Lock()
+_verified: set[tuple[int, int, int, int, str]] = set()
 
 
 def sha256_of(path: Path) -> str:
@@ -33,15 +36,26 @@ def sha256_of(path: Path) -> str:
 def verify(directory: Path, pins: Mapping[str, str], *, provider: str, hint: str) -> None:
     """Check each ``pins`` file (a name relative to ``directory``) against its digest.
 
+    A file that passed is not hashed again while its identity (device, inode, size,
+    modification time) is unchanged: a process hashes each file version once.
+
     Raises:
         ProviderError: (stage ``load``) a file is missing or its SHA-256 differs.
     """
     for name, expected in pins.items():
         path = directory / name
-        if not path.is_file():
+        try:
+            st = path.resolve().stat()
+        except OSError:
+            st = None
+        if st is None or not path.is_file():
             raise ProviderError(
                 f"model file {str(path)!r} is missing", provider=provider, stage="load", hint=hint
             )
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, expected.lower())
+        with _lock:
+            if identity in _verified:
+                continue
         actual = sha256_of(path)
         if actual != expected.lower():
             raise ProviderError(
@@ -51,3 +65,5 @@ def verify(directory: Path, pins: Mapping[str, str], *, provider: str, hint: str
                 stage="load",
                 hint=hint,
             )
+        with _lock:
+            _verified.add(identity)

