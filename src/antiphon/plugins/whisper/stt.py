@@ -105,8 +105,10 @@ class WhisperRecognizer:
         beam_size: int = 5,
         min_level: float = 0.003,
         slots: threading.Semaphore | None = None,
+        hotwords: str | None = None,
     ) -> None:
         self._model: Any = model
+        self._hotwords = hotwords
         self._slots = slots or threading.Semaphore(1)
         self._beam_size = beam_size
         self._min_level = min_level
@@ -138,6 +140,7 @@ class WhisperRecognizer:
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
+            hotwords=self._hotwords,
         )
         texts: list[str] = []
         logprobs: list[float] = []
@@ -217,6 +220,8 @@ class WhisperSTT(InProcessSTT):
         threads: CPU threads per model call (CTranslate2's ``intra_threads``).
         workers: model calls that run at once (others wait; each adds memory).
         beam_size: beam search width (1: greedy, faster, a little less accurate).
+        hotwords: words of your domain the decoder should favour (e.g. a product name
+            Whisper does not know).
         min_level: RMS (full scale 1.0) below which audio counts as silence.
         deadlines, interim_interval, max_idle: as :class:`InProcessSTT`.
 
@@ -235,6 +240,7 @@ class WhisperSTT(InProcessSTT):
         workers: int = 1,
         beam_size: int = 5,
         min_level: float = 0.003,
+        hotwords: str | None = None,
         deadlines: STTDeadlines | None = None,
         interim_interval: float = 0.0,
         max_idle: int = 2,
@@ -251,7 +257,10 @@ class WhisperSTT(InProcessSTT):
             PINS if model is None else dict(checksums) if checksums else {}
         )
         self._threads, self._parallel = threads, workers
+        if hotwords is not None and not isinstance(hotwords, str):
+            raise ConfigError(f"hotwords must be a str, got {type(hotwords).__name__}")
         self._beam_size, self._min_level = beam_size, float(min_level)
+        self._hotwords = hotwords or None
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)  # model calls at once (as CTranslate2)
@@ -302,7 +311,11 @@ class WhisperSTT(InProcessSTT):
 
     def make_recognizer(self) -> Recognizer:
         return WhisperRecognizer(
-            self._load(), beam_size=self._beam_size, min_level=self._min_level, slots=self._slots
+            self._load(),
+            beam_size=self._beam_size,
+            min_level=self._min_level,
+            slots=self._slots,
+            hotwords=self._hotwords,
         )
 
     async def _aclose_resources(self) -> None:
