@@ -7,7 +7,8 @@ subprocess of its own, so its memory is its own:
 * **STT word error rate and real-time factor** over (a) the human recordings of
   Debian's ``pocketsphinx-testdata`` (``apt-get install pocketsphinx-testdata``: 5
   LibriVox sentences, 5 card names; 16 kHz WAV with transcripts) and (b) synthetic
-  questions: :data:`QUESTIONS` spoken by each espeak-ng voice of :data:`VOICES`. One
+  questions: :data:`QUESTIONS` spoken by each voice of :data:`VOICES` (Piper's joe, then
+  espeak-ng voices). One
   stream per utterance (``STT.recognize``), after a prewarm; RTF = wall time / audio time.
   WER = (substitutions + deletions + insertions) / reference words, summed over the set,
   after normalising both sides: lower case, no punctuation, digits and "mr" spelled out
@@ -23,7 +24,7 @@ subprocess of its own, so its memory is its own:
   of this stack needs).
 
     apt-get install pocketsphinx-testdata
-    .venv/bin/python bench/offline_quality.py [--stacks old,new] [--voices 3]
+    .venv/bin/python bench/offline_quality.py [--stacks old,new] [--voices 4]
 
 Prints the JSON it writes to ``bench/results/offline_quality.json``.
 """
@@ -61,8 +62,10 @@ QUESTIONS: list[tuple[str, str]] = [
     ("Thank you.", "Thank you"),
     ("Goodbye.", "Goodbye"),
 ]
-#: espeak-ng voices (name, words per minute) that say the synthetic questions.
+#: Voices that say the synthetic questions: the Piper voice (``en_US-joe-medium``, the
+#: speaker's rate) and espeak-ng voices (name, words per minute).
 VOICES: list[tuple[str, int]] = [
+    ("piper", 0),
     ("en-us", 160),
     ("en-us+f3", 150),
     ("en", 170),
@@ -140,14 +143,14 @@ def pct(values: list[float], q: float) -> float | None:
 async def run_stack(stack: str, n_voices: int) -> dict[str, Any]:
     import numpy as np
 
-    from antiphon.agent.pipeline import PipelineSpec
+    from antiphon.agent.pipeline import OFFLINE_HOTWORDS, PipelineSpec
     from antiphon.agent.talk import talk
     from antiphon.audio.frame import AudioFrame
     from antiphon.audio.resample import AudioConverter
     from antiphon.plugins.espeak import EspeakTTS
     from antiphon.plugins.espeak.engine import Voice, sample_rate, synthesize_pcm
     from antiphon.plugins.offline import load_faq
-    from antiphon.plugins.piper import PiperTTS
+    from antiphon.plugins.piper import PiperTTS, PiperVoice, VoiceConfig, packaged_voice
     from antiphon.plugins.pocketsphinx import PocketsphinxSTT
     from antiphon.plugins.whisper import WhisperSTT
     from antiphon.services.stt import STT
@@ -161,13 +164,18 @@ async def run_stack(stack: str, n_voices: int) -> dict[str, Any]:
         with wave.open(str(path)) as w:
             return AudioFrame(w.readframes(w.getnframes()), w.getframerate(), w.getnchannels())
 
+    piper = PiperVoice(packaged_voice(), VoiceConfig.from_json(Path(f"{packaged_voice()}.json")))
+
     def say(text: str, voice: tuple[str, int]) -> AudioFrame:
-        pad = np.zeros(round(0.3 * sample_rate()), "<i2").tobytes()
-        pcm = pad + synthesize_pcm(text, Voice(*voice)) + pad
-        return to16k(AudioFrame(pcm, sample_rate()))
+        if voice[0] == "piper":
+            rate, pcm = piper.config.sample_rate, piper.synthesize(text)
+        else:
+            rate, pcm = sample_rate(), synthesize_pcm(text, Voice(*voice))
+        pad = np.zeros(round(0.3 * rate), "<i2").tobytes()
+        return to16k(AudioFrame(pad + pcm + pad, rate))
 
     baseline = rss_mb()
-    stt: STT = PocketsphinxSTT() if stack == "old" else WhisperSTT()
+    stt: STT = PocketsphinxSTT() if stack == "old" else WhisperSTT(hotwords=OFFLINE_HOTWORDS)
     tts: TTS = EspeakTTS() if stack == "old" else PiperTTS()
     t = time.perf_counter()
     await stt.prewarm()
@@ -291,7 +299,7 @@ async def run_stack(stack: str, n_voices: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stacks", default="old,new", help="old, new or old,new")
-    ap.add_argument("--voices", type=int, default=3, help=f"espeak voices (1-{len(VOICES)})")
+    ap.add_argument("--voices", type=int, default=4, help=f"voices (1-{len(VOICES)})")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # run one stack here (subprocess)
     args = ap.parse_args()
     if args.one:

@@ -48,6 +48,9 @@ VADS = ("silero", "webrtc")
 STTS = ("whisper", "pocketsphinx", "deepgram")
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
+#: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
+#: about antiphon, a word Whisper tiny.en does not know ("anti-fun", "and define").
+OFFLINE_HOTWORDS = "Antiphon"
 LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm")
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
@@ -174,7 +177,7 @@ async def open_services(
     else:
         from antiphon.plugins.whisper import WhisperSTT
 
-        stt = WhisperSTT()
+        stt = WhisperSTT(hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None)
     await stack.enter_async_context(stt)
 
     llm: LLM
