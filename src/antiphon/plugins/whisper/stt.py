@@ -13,6 +13,9 @@ How it is built:
   the audio of one utterance (from the first pushed sample to the session's ``flush``,
   which the VAD decides) and transcribes it on ``finish()``. A buffer without speech
   energy is never sent to the model (Whisper invents words in silence: "Thank you.").
+  To save a model call's time, the transcription starts early: once the speech is
+  followed by 0.2 s of quiet (the VAD waits 0.5 s before it ends the utterance), and is
+  kept as the final if nothing but quiet follows it before the flush (``early=``).
   Interim results are off by default (``interim_interval=0``); when enabled, each one
   transcribes the audio so far (costly: a whole model call each), and is skipped when
   the model is busy with other calls (a final never waits behind an interim).
@@ -60,6 +63,8 @@ PINS: Mapping[str, str] = {
 LAYOUT = ("model.bin", "config.json", "tokenizer.json")
 #: Longest utterance kept (seconds); audio past it is dropped (VAD turns are far shorter).
 MAX_UTTERANCE = 30.0
+#: Quiet after speech (seconds) that starts an early transcription (the VAD waits 0.5 s).
+EARLY_SILENCE = 0.2
 _WINDOW = SAMPLE_RATE // 100  # 10 ms windows for the speech-energy gate and timings
 
 
@@ -94,6 +99,11 @@ class WhisperRecognizer:
 
     Buffers one utterance and transcribes it whole on :meth:`finish` (and on
     :meth:`partial`, when the stream asks for interim results).
+
+    ``early``: once the speech is followed by :data:`EARLY_SILENCE` of quiet, transcribe
+    at once (while the VAD is still waiting for its longer silence); if nothing louder
+    than that quiet comes before :meth:`finish`, that transcript is the final, so the
+    final comes right after the flush instead of one model call later.
     """
 
     sample_rate: int = SAMPLE_RATE
@@ -106,9 +116,14 @@ class WhisperRecognizer:
         min_level: float = 0.003,
         slots: threading.Semaphore | None = None,
         hotwords: str | None = None,
+        early: bool = True,
     ) -> None:
         self._model: Any = model
         self._hotwords = hotwords
+        self._early = early
+        self._peak = 0.0  # loudest chunk (RMS) of the utterance
+        self._quiet = 0  # samples of quiet at the end of the buffer
+        self._early_result: tuple[Hypothesis | None] | None = None  # and still valid
         self._slots = slots or threading.Semaphore(1)
         self._beam_size = beam_size
         self._min_level = min_level
@@ -117,13 +132,33 @@ class WhisperRecognizer:
 
     def start(self) -> None:
         self._chunks, self._bytes = [], 0
+        self._peak, self._quiet, self._early_result = 0.0, 0, None
 
     def process(self, pcm: bytes) -> None:
         room = round(MAX_UTTERANCE * SAMPLE_RATE) * 2 - self._bytes
-        if room > 0:
-            pcm = pcm[:room]
-            self._chunks.append(pcm)
-            self._bytes += len(pcm)
+        if room <= 0:
+            return
+        pcm = pcm[:room]
+        self._chunks.append(pcm)
+        self._bytes += len(pcm)
+        if not self._early or not pcm:
+            return
+        level = float(np.sqrt(np.mean(np.square(np.frombuffer(pcm, "<i2") / 32768.0))))
+        if level >= max(self._min_level, self._peak * 0.05):  # speech (again)
+            self._peak = max(self._peak, level)
+            self._quiet, self._early_result = 0, None
+            return
+        self._quiet += len(pcm) // 2
+        if (
+            self._early_result is None
+            and self._peak >= self._min_level
+            and self._quiet >= EARLY_SILENCE * SAMPLE_RATE
+            and self._slots.acquire(blocking=False)  # never wait for the model here
+        ):
+            try:
+                self._early_result = (self._transcribe(),)
+            finally:
+                self._slots.release()
 
     def _transcribe(self) -> Hypothesis | None:
         if self._model is None or not self._chunks:
@@ -165,6 +200,8 @@ class WhisperRecognizer:
 
     def finish(self) -> Hypothesis | None:
         try:
+            if self._early_result is not None:  # only quiet since: it is the final
+                return self._early_result[0]
             with self._slots:
                 return self._transcribe()
         finally:
@@ -222,6 +259,9 @@ class WhisperSTT(InProcessSTT):
         beam_size: beam search width (1: greedy, faster, a little less accurate).
         hotwords: words of your domain the decoder should favour (e.g. a product name
             Whisper does not know).
+        early: transcribe once the speech is followed by a short quiet, before the
+            flush (see :class:`WhisperRecognizer`); the model call then runs inside a
+            ``process`` call, so ``deadlines.process`` must allow for one.
         min_level: RMS (full scale 1.0) below which audio counts as silence.
         deadlines, interim_interval, max_idle: as :class:`InProcessSTT`.
 
@@ -241,6 +281,7 @@ class WhisperSTT(InProcessSTT):
         beam_size: int = 5,
         min_level: float = 0.003,
         hotwords: str | None = None,
+        early: bool = True,
         deadlines: STTDeadlines | None = None,
         interim_interval: float = 0.0,
         max_idle: int = 2,
@@ -261,6 +302,7 @@ class WhisperSTT(InProcessSTT):
             raise ConfigError(f"hotwords must be a str, got {type(hotwords).__name__}")
         self._beam_size, self._min_level = beam_size, float(min_level)
         self._hotwords = hotwords or None
+        self._early = bool(early)
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)  # model calls at once (as CTranslate2)
@@ -316,6 +358,7 @@ class WhisperSTT(InProcessSTT):
             min_level=self._min_level,
             slots=self._slots,
             hotwords=self._hotwords,
+            early=self._early,
         )
 
     async def _aclose_resources(self) -> None:
