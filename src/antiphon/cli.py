@@ -19,6 +19,11 @@ from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
 
+#: The offline engines, defaults first (as antiphon.agent.pipeline names them; it is
+#: imported lazily, so the names are repeated here).
+OFFLINE_STTS = ("whisper", "pocketsphinx")
+OFFLINE_TTSS = ("piper", "espeak")
+
 if TYPE_CHECKING:
     from antiphon.agent.pipeline import FakeBackends
     from antiphon.services.realtime import RealtimeModel
@@ -327,7 +332,7 @@ def _ice_server(text: str) -> IceServer:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-STT_NAMES = ["pocketsphinx", "deepgram", "assemblyai"]
+STT_NAMES = [*OFFLINE_STTS, "deepgram", "assemblyai"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,14 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
     talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    talk.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
+    talk.add_argument("--stt", choices=STT_NAMES, default="whisper")
     talk.add_argument(
         "--llm",
         default="offline",
         help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini) or anthropic:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
-    talk.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    talk.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
     talk.add_argument(
         "--fake", action="store_true", help="run cloud services against local fake servers"
     )
@@ -413,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
     )
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    srv.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
+    srv.add_argument("--stt", choices=STT_NAMES, default="whisper")
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    srv.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    srv.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
     srv.add_argument(
         "--twilio-auth-token",
@@ -434,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    con.add_argument("--stt", choices=STT_NAMES, default="pocketsphinx")
+    con.add_argument("--stt", choices=STT_NAMES, default="whisper")
     con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    con.add_argument("--tts", choices=["espeak", *TTS_PROVIDERS], default="espeak")
+    con.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
     con.add_argument("--fake", action="store_true", help="cloud services on local fakes")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")

@@ -27,9 +27,14 @@ class TurnOptions:
     ``preemptive``: start the LLM on the last interim transcript as soon as the silence
     is heard, before the final; the reply is kept (and spoken) only if the final says the
     same, and is cancelled if the user goes on speaking.
+
+    The default ``final_timeout`` leaves room for an in-process model that hears each
+    utterance whole (the offline default, Whisper: one model call after the silence,
+    0.5-2 s on a busy 2-core machine, with no interim to fall back on); a streaming cloud
+    STT gives its final well within it.
     """
 
-    final_timeout: float = 1.0
+    final_timeout: float = 3.0
     preemptive: bool = True
 
     def __post_init__(self) -> None:

@@ -10,12 +10,14 @@ fakes are handed in by the caller (the CLI's ``--fake``, a test), never imported
 Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
-- STT: ``pocketsphinx`` (offline default), ``deepgram``, ``assemblyai``.
+- STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
+  far less accurate), ``deepgram``, ``assemblyai``.
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``SERVER:MODEL`` for an OpenAI-compatible
   server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
   ``ollama:llama3.2``); ``llm_base_url`` for any other.
-- TTS: ``espeak`` (offline default) or any provider of
+- TTS: ``piper`` (offline default: a Piper neural voice), ``espeak`` (offline, light,
+  robotic, deterministic enough for tests) or any provider of
   :data:`~antiphon.plugins.registry.TTS_PROVIDERS`.
 """
 
@@ -44,7 +46,12 @@ __all__ = [
 ]
 
 VADS = ("silero", "webrtc")
-STTS = ("pocketsphinx", "deepgram", "assemblyai")
+STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai")
+OFFLINE_STTS = ("whisper", "pocketsphinx")
+OFFLINE_TTSS = ("piper", "espeak")
+#: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
+#: about antiphon, a word Whisper tiny.en does not know ("anti-fun", "and define").
+OFFLINE_HOTWORDS = "Antiphon"
 LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic")
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
@@ -57,9 +64,9 @@ class PipelineSpec:
     """Which services an agent runs on (see the module docstring for names)."""
 
     vad: str = "silero"
-    stt: str = "pocketsphinx"
+    stt: str = "whisper"
     llm: str = "offline"
-    tts: str = "espeak"
+    tts: str = "piper"
     fake: bool = False
     llm_base_url: str | None = None
     fake_vocabulary: tuple[str, ...] = ()
@@ -76,16 +83,17 @@ class PipelineSpec:
                 f"unknown LLM {self.llm!r}; use 'offline' or SERVER:MODEL with SERVER one of "
                 f"{', '.join(LLM_SERVERS)} (e.g. openai:gpt-4o-mini)"
             )
-        if self.tts != "espeak" and self.tts not in TTS_PROVIDERS:
+        if self.tts not in OFFLINE_TTSS and self.tts not in TTS_PROVIDERS:
             raise ConfigError(
-                f"unknown TTS {self.tts!r}; choose espeak or one of {', '.join(TTS_PROVIDERS)}"
+                f"unknown TTS {self.tts!r}; choose piper, espeak or one of "
+                f"{', '.join(TTS_PROVIDERS)}"
             )
 
     @property
     def offline(self) -> bool:
         """Whether it needs no key and no network at all."""
         return self.fake or (
-            self.stt == "pocketsphinx" and self.llm == "offline" and self.tts == "espeak"
+            self.stt in OFFLINE_STTS and self.llm == "offline" and self.tts in OFFLINE_TTSS
         )
 
 
@@ -171,10 +179,14 @@ async def open_services(
             stt = AssemblyAISTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = AssemblyAISTT()
-    else:
+    elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
         stt = PocketsphinxSTT()
+    else:
+        from antiphon.plugins.whisper import WhisperSTT
+
+        stt = WhisperSTT(hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None)
     await stack.enter_async_context(stt)
 
     llm: LLM
@@ -210,6 +222,10 @@ async def open_services(
         from antiphon.plugins.espeak import EspeakTTS
 
         tts = EspeakTTS(sample_rate=16000)
+    elif spec.tts == "piper":
+        from antiphon.plugins.piper import PiperTTS
+
+        tts = PiperTTS(sample_rate=16000)
     else:
         provider = tts_provider(spec.tts)
         settings = TTSSettings()

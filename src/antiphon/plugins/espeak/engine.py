@@ -35,6 +35,7 @@ _POS_CHARACTER = 1
 _PARAM_RATE = 1
 _PARAM_VOLUME = 2
 _PARAM_PITCH = 3
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA as UTF-8 instead of espeak's names
 #: Milliseconds of audio per callback block (espeak's ``buflength``).
 BLOCK_MS = 60
 
@@ -127,6 +128,12 @@ def _load() -> Any:
         ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_TextToPhonemes.argtypes = [
+        ctypes.POINTER(ctypes.c_char_p),
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, BLOCK_MS, data.encode(), 0)
     if rate <= 0:
         raise ProviderError(
@@ -215,6 +222,28 @@ def synthesize(
         if err != 0 and not aborted:
             raise ProviderError(f"espeak_Synth failed ({err})", provider=PROVIDER, stage="synth")
         return not aborted
+    finally:
+        _lock.release()
+
+
+def phonemize(text: str, voice: str, *, wait: float | None = None) -> str:
+    """``text`` as IPA phonemes in ``voice``'s language (words separated by spaces).
+
+    espeak-ng reads the text clause by clause and drops the punctuation; callers that
+    need it split the clauses themselves. ``wait`` bounds the wait for the library as in
+    :func:`synthesize`; ``ConfigError`` for an unknown voice.
+    """
+    _acquire(wait)
+    try:
+        lib = _load()
+        _set_voice(lib, voice)
+        cursor = ctypes.c_char_p(text.encode("utf-8"))
+        clauses: list[str] = []
+        while cursor.value:  # espeak advances the cursor one clause per call
+            out = lib.espeak_TextToPhonemes(ctypes.byref(cursor), _CHARS_UTF8, _PHONEMES_IPA)
+            if out:
+                clauses.append(out.decode("utf-8", errors="replace"))
+        return " ".join(c.strip() for c in clauses if c.strip())
     finally:
         _lock.release()
 
