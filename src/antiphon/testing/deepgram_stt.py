@@ -225,13 +225,7 @@ class _Conn(ListenerConnection):
         from_finalize: bool = False,
     ) -> None:
         plan = self.plan
-        if not self.answered_once:
-            self.answered_once = True
-            if plan.first_audio_delay:
-                await asyncio.sleep(plan.first_audio_delay)
-            if plan.malformed_mid_stream:
-                await self.ws.send("{this is not json")
-                await self.send_json({"type": "SomethingNew", "value": 1})
+        await self.first_answer()
         transcript = " ".join(w["punctuated_word"] for w in words)
         if words:
             self.last_word_end = max(self.last_word_end, float(words[-1]["end"]))

@@ -234,6 +234,18 @@ class ListenerConnection(WsConnection):
             await asyncio.sleep(self.plan.first_audio_delay)
         return True
 
+    async def first_answer(self) -> None:
+        """Before the first answer: the plan's ``first_audio_delay``, then (with
+        ``malformed_mid_stream``) invalid JSON and an unknown message type."""
+        if self.answered_once:
+            return
+        self.answered_once = True
+        if self.plan.first_audio_delay:
+            await asyncio.sleep(self.plan.first_audio_delay)
+        if self.plan.malformed_mid_stream:
+            await self.ws.send("{this is not json")
+            await self.ws.send(json.dumps({"type": "SomethingNew", "value": 1}))
+
     # -- recognition
     def samples_array(self) -> npt.NDArray[np.int16]:
         """All audio received so far."""
