@@ -361,17 +361,19 @@ class WsConnection:
         *,
         stopped: Callable[[], bool] = lambda: False,
         error: Callable[[], Awaitable[bool]] | None = None,
-        malformed: Sequence[str | bytes] = (),
+        malformed: Sequence[str | bytes] | Callable[[], Awaitable[None]] = (),
         at: Callable[[int], None] | None = None,
+        per_answer: bool = False,
     ) -> bool:
         """Send ``audio`` in ``step``-byte chunks with the plan's mid-stream faults; True
         when all of it went out.
 
         Before each chunk: ``at(offset)``; stop if ``stopped()``; ``close_mid_audio``
-        once ``close_after_chunks`` chunks went out on the connection; ``error()`` (the
+        once ``close_after_chunks`` chunks went out on the connection (``per_answer``: in
+        this answer); ``error()`` (the
         protocol's error; True stops) at chunk ``close_after_chunks`` if
-        ``error_mid_stream``; the ``malformed`` frames before the second chunk if
-        ``malformed_mid_stream``. ``chunk_interval`` paces the chunks.
+        ``error_mid_stream``; the ``malformed`` frames (or call) before the second chunk
+        if ``malformed_mid_stream``. ``chunk_interval`` paces the chunks.
         """
         plan = self.plan
         for i, pos in enumerate(range(0, len(audio), step)):
@@ -379,15 +381,19 @@ class WsConnection:
                 at(pos)
             if stopped():
                 return False
-            if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
+            sent = i if per_answer else self.chunks_sent
+            if plan.close_mid_audio is not None and sent >= plan.close_after_chunks:
                 await self.close(plan.close_mid_audio, plan.close_reason)
                 return False
             fail = plan.error_mid_stream and i == plan.close_after_chunks and error is not None
             if fail and error is not None and await error():
                 return False
             if plan.malformed_mid_stream and i == 1:
-                for frame in malformed:
-                    await self.ws.send(frame)
+                if callable(malformed):
+                    await malformed()
+                else:
+                    for frame in malformed:
+                        await self.ws.send(frame)
             await send(audio[pos : pos + step])
             if plan.chunk_interval:
                 await asyncio.sleep(plan.chunk_interval)
