@@ -54,7 +54,7 @@ from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import azure_tts as az
 from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
 DEFAULT_API_KEY = "test-key"
@@ -501,6 +501,8 @@ class FakeAzureSpeechWs(FakeWsServer):
     ``ignore_clear`` (a stop is never acknowledged).
     """
 
+    stats: SpeechWsStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -534,124 +536,70 @@ class FakeAzureSpeechWs(FakeWsServer):
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
-        conn = _WsConn(self, ws, self.stats.connections)
         self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
+        await self.run(_WsConn(self, ws, self.stats.connections - 1))
 
 
-class _WsConn:
+class _WsConn(WsConnection):
     """One SDK connection: requests one after another, as the SDK sends them."""
 
+    IDLE_CLOSE = (1000, "idle timeout")
+    AGE_CLOSE = (1000, "maximum connection duration")
+
     def __init__(self, server: FakeAzureSpeechWs, ws: ServerConnection, index: int) -> None:
-        self.server = server
-        self.plan = server.plan
+        super().__init__(server, ws, index=index)
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.last_message = self.loop.time()
-        self.received = 0
-        self.chunks_sent = 0
+        self.requests = 0  # client messages but telemetry (what silent_after counts)
         self.formats: dict[str, az.OutputFormat] = {}
         self.texts: dict[str, list[str]] = {}
         self.speaking: asyncio.Task[None] | None = None
         self.speaking_id = ""
         self.stream_ids = itertools.count(1)
 
-    async def close(self, code: int, reason: str = "") -> None:
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
+    def busy(self) -> bool:
+        return self.speaking is not None and not self.speaking.done()
 
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
-        async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(self._lifetime())
-            try:
-                await self._read_loop()
-            finally:
-                watchdog.cancel()
-                if self.speaking is not None:
-                    self.speaking.cancel()
-                    await asyncio.wait([self.speaking])
-
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        while True:
-            await asyncio.sleep(0.02)
-            now = self.loop.time()
-            busy = self.speaking is not None and not self.speaking.done()
-            if (
-                plan.idle_close_after is not None
-                and not busy
-                and now - self.last_message > plan.idle_close_after
-            ):
-                await self.close(1000, "idle timeout")
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1000, "maximum connection duration")
-                return
-
-    async def _read_loop(self) -> None:
+    async def on_frame(self, raw: str | bytes) -> bool:
         plan = self.plan
         try:
-            async for raw in self.ws:
-                self.last_message = self.loop.time()
-                try:
-                    msg = az.parse_ws_message(raw)
-                except ValueError:
-                    await self.close(1007, "malformed message")
-                    return
-                path = msg.path
-                self.stats.paths.append(path)
-                if path == "telemetry":
-                    continue
-                self.received += 1
-                if plan.silent_after is not None and self.received > plan.silent_after:
-                    continue
-                rid = msg.request_id
-                if path == "speech.config":
-                    continue
-                if path == "synthesis.context":
-                    body = msg.json()
-                    ctx = body if isinstance(body, dict) else {}
-                    self.stats.contexts.append(ctx)
-                    name = ctx.get("synthesis", {}).get("audio", {}).get("outputFormat", "")
-                    try:
-                        self.formats[rid] = az.resolve_output_format(name)
-                    except ConfigError:
-                        await self.close(1007, f"unsupported output format {name!r}")
-                        return
-                    self.texts[rid] = []
-                elif path == "text.piece":
-                    self.texts.setdefault(rid, []).append(msg.body.decode("utf-8"))
-                elif path == "text.end":
-                    if self.index < plan.drop_before_audio:
-                        await self.close(1011, "dropped by fault plan")
-                        return
-                    if self.speaking is not None:
-                        await asyncio.wait([self.speaking])
-                    text = "".join(self.texts.pop(rid, []))
-                    fmt = self.formats.pop(rid, az.resolve_output_format(az.DEFAULT_OUTPUT_FORMAT))
-                    self.speaking_id = rid
-                    self.speaking = asyncio.create_task(self._speak(rid, text, fmt))
-                elif path == "synthesis.control":
-                    await self._stop(rid)
-        except ConnectionClosed:
-            return
+            msg = az.parse_ws_message(raw)
+        except ValueError:
+            await self.close(1007, "malformed message")
+            return False
+        path = msg.path
+        self.stats.paths.append(path)
+        if path == "telemetry":
+            return True
+        self.requests += 1
+        if plan.silent_after is not None and self.requests > plan.silent_after:
+            return True
+        rid = msg.request_id
+        if path == "synthesis.context":
+            body = msg.json()
+            ctx = body if isinstance(body, dict) else {}
+            self.stats.contexts.append(ctx)
+            name = ctx.get("synthesis", {}).get("audio", {}).get("outputFormat", "")
+            try:
+                self.formats[rid] = az.resolve_output_format(name)
+            except ConfigError:
+                await self.close(1007, f"unsupported output format {name!r}")
+                return False
+            self.texts[rid] = []
+        elif path == "text.piece":
+            self.texts.setdefault(rid, []).append(msg.body.decode("utf-8"))
+        elif path == "text.end":
+            if self.index < plan.drop_before_audio:
+                await self.close(1011, "dropped by fault plan")
+                return False
+            if self.speaking is not None:
+                await asyncio.wait([self.speaking])
+            text = "".join(self.texts.pop(rid, []))
+            fmt = self.formats.pop(rid, az.resolve_output_format(az.DEFAULT_OUTPUT_FORMAT))
+            self.speaking_id = rid
+            self.speaking = self.spawn(self._speak(rid, text, fmt))
+        elif path == "synthesis.control":
+            await self._stop(rid)
+        return True
 
     async def _stop(self, rid: str) -> None:
         self.stats.stops += 1
@@ -689,16 +637,13 @@ class _WsConn:
             step = round(CHUNK_SECONDS * fmt.sample_rate) * fmt.sample_width
             if plan.odd_chunking and fmt.sample_width == 2:
                 step += 1
-            for i, pos in enumerate(range(0, len(audio), step)):
-                if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
-                    await self.close(plan.close_mid_audio, plan.close_reason)
-                    return
-                if plan.malformed_mid_stream and i == 1:
-                    await self.ws.send("no headers here")
-                    await self.ws.send(az.encode_ws_text("something.new", rid, "{}"))
-                await self._send_audio(rid, sid, audio[pos : pos + step])
-                if plan.chunk_interval:
-                    await asyncio.sleep(plan.chunk_interval)
+
+            async def send(chunk: bytes) -> None:
+                await self._send_audio(rid, sid, chunk)
+
+            malformed = ("no headers here", az.encode_ws_text("something.new", rid, "{}"))
+            if not await self.stream_audio(audio, step, send, malformed=malformed):
+                return
             await self.ws.send(az.encode_ws_text("turn.end", rid, "{}"))
             for _ in range(plan.audio_after_done):
                 await self._send_audio(rid, sid, audio[:step])
