@@ -39,12 +39,10 @@ an aborted response; ``stats.cancels`` counts the ones the fake noticed before t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -54,6 +52,7 @@ from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import azure_tts as az
 from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.http_server import FakeHttpServer, HttpClosed, HttpConnection
 from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
@@ -104,18 +103,14 @@ class AzureFakeStats:
     audio_bytes: int = 0
 
 
-class _Closed(Exception):
-    """The client went away."""
-
-
-class FakeAzureTTS:
+class FakeAzureTTS(FakeHttpServer):
     """``http://127.0.0.1:PORT/cognitiveservices/v1`` with Azure's TTS REST protocol.
 
     ``reject_requests``: with ``plan.reject_status``, refuse only that many requests, then
     answer normally (e.g. one 429 with ``Retry-After``, then audio).
     """
 
-    scheme = "http"
+    stats: AzureFakeStats
 
     def __init__(
         self,
@@ -127,103 +122,25 @@ class FakeAzureTTS:
         port: int = 0,
         reject_requests: int | None = None,
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
-        self.plan = plan or FaultPlan()
-        self.api_key = api_key
+        super().__init__(
+            plan, api_key=api_key, host=host, port=port, reject_requests=reject_requests
+        )
         self.token = token
-        self.host = host
-        self.port = port
-        self.reject_requests = reject_requests
         self.stats = AzureFakeStats()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._request_ids = itertools.count()
-        self._rejected = 0
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    async def start(self) -> str:
-        """Listen and return the base URL (``http://127.0.0.1:PORT``)."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.url
-
-    async def aclose(self) -> None:
-        """Stop listening, cut every connection and wait (bounded) for the handlers."""
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        handlers = list(self._handlers)
-        if handlers:  # aborted sockets end most handlers on their own
-            _, pending = await asyncio.wait(handlers, timeout=0.5)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=3.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3.0):
-                    await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    # -- connections
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        index = self.stats.connections
-        self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            if self.plan.hang_connect:
-                while await reader.read(65536):
-                    pass  # accept TCP, read, never answer
-            else:
-                await _Conn(self, reader, writer, index).serve()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            # Cancelled by aclose(): end quietly (asyncio logs a handler that raises).
-            if self._server is not None and self._server.is_serving():
-                raise
-        finally:
-            self.stats.open_connections -= 1
-            self._writers.discard(writer)
-            self._handlers.discard(task)
-            writer.transport.abort()
-
-    def _take_rejection(self) -> int | None:
-        status = self.plan.reject_status
-        if status is None:
-            return None
-        if self.reject_requests is not None and self._rejected >= self.reject_requests:
-            return None
-        self._rejected += 1
-        return status
+    def connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> _Conn:
+        return _Conn(self, reader, writer, index)
 
 
-class _Conn:
+class _Conn(HttpConnection[FakeRequest]):
     """One client connection of the fake: requests one after another (keep-alive)."""
+
+    MAX_BODY = MAX_BODY
+    CHUNKED_OVERFLOW = "truncate"
+    WRITE_CHECKS_EOF = False
 
     def __init__(
         self,
@@ -232,111 +149,56 @@ class _Conn:
         writer: asyncio.StreamWriter,
         index: int,
     ) -> None:
+        super().__init__(server, reader, writer, index)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
-        self.reader = reader
-        self.writer = writer
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.loop.time()
         self.messages = 0
 
-    # -- lifetime
-    def _wait_limit(self) -> float | None:
-        """How long the connection may wait idle for its next request."""
-        limits: list[float] = []
-        if self.plan.idle_close_after is not None:
-            limits.append(self.plan.idle_close_after)
-        if self.plan.max_connection_age is not None:
-            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
-        return max(0.0, min(limits)) if limits else None
+    def make_request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> FakeRequest:
+        return FakeRequest(method, target.split("?", 1)[0], headers, body, self.index)
 
-    def _too_old(self) -> bool:
-        age = self.plan.max_connection_age
-        return age is not None and self.loop.time() - self.opened >= age
-
-    async def serve(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._wait_limit()):
-                    first = await self.reader.readline()
-            except TimeoutError:
-                self.stats.idle_closes += 1
-                return
-            if not first:
-                return
-            keep_alive = await self._serve_one(first)
-            if not keep_alive or self._too_old():
-                return
-
-    # -- one request
-    async def _read_request(self, first: bytes) -> FakeRequest | None:
-        try:
-            method, path, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        except ValueError:
-            await self._respond(400, "malformed request line\n", keep_alive=False)
-            return None
-        headers: dict[str, str] = {}
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                raise _Closed
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = b""
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    await self.reader.readline()
-                    break
-                body += await self.reader.readexactly(size + 2)
-                body = body[:-2]
-                if len(body) > MAX_BODY:
-                    break
-        else:
-            length = int(headers.get("content-length", "0") or "0")
-            if length > MAX_BODY:
-                await self._respond(413, "request body too large\n", keep_alive=False)
-                return None
-            body = await self.reader.readexactly(length)
-        request = FakeRequest(method, path.split("?", 1)[0], headers, body, self.index)
-        self.stats.requests.append(request)
-        return request
-
-    async def _serve_one(self, first: bytes) -> bool:
-        request = await self._read_request(first)
-        if request is None:
-            return False
+    def on_request(self, request: FakeRequest) -> None:
         self.messages += 2
+
+    def error_text(self, status: int, message: str | None) -> str:
+        return (message or "request body too large") + "\n"
+
+    def error_head(self, status: int, length: int, keep_alive: bool) -> list[str]:
+        return [
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {length}",
+            f"X-RequestId: fake-{next(self.server._request_ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
+
+    def rejection(self, status: int) -> tuple[str, dict[str, str]]:
+        extra = {"Retry-After": "1"} if status in (429, 503) else {}
+        return f"rejected by fault plan ({status})\n", extra
+
+    async def answer(self, request: FakeRequest, keep_alive: bool) -> bool:
         plan = self.plan
-        keep_alive = request.headers.get("connection", "").lower() != "close"
-        if self.server.stats.dropped_requests < plan.drop_before_audio:
-            self.server.stats.dropped_requests += 1
-            return False  # close without an answer
-        status = self.server._take_rejection()
-        if status is not None:
-            extra = {"Retry-After": "1"} if status in (429, 503) else {}
-            await self._respond(status, f"rejected by fault plan ({status})\n", extra=extra)
-            return keep_alive
-        problem = self._check(request)
-        if problem is not None:
-            code, message = problem
-            await self._respond(code, message + "\n")
-            return keep_alive
         fmt = az.resolve_output_format(request.headers["x-microsoft-outputformat"])
         text = az.parse_ssml(request.body).text
         silent = plan.silent_after is not None and self.messages > plan.silent_after
-        await self._write_head(fmt, keep_alive)
+        ctype = "audio/x-wav" if fmt.container == "riff" else _CONTENT_TYPES[fmt.encoding]
+        await self.write_head(
+            [
+                f"Content-Type: {ctype}",
+                "Transfer-Encoding: chunked",
+                f"X-RequestId: fake-{next(self.server._request_ids)}",
+                "Connection: " + ("keep-alive" if keep_alive else "close"),
+            ]
+        )
         if silent:
-            while await self.reader.read(65536):
-                pass  # never answer; wait for the client to give up
-            raise _Closed
+            await self.hang()
         self.stats.spoken.append(text)
         return await self._speak(text, fmt) and keep_alive
+
+    def check(self, request: FakeRequest) -> tuple[int, str] | None:
+        problem = self._check(request)
+        return None if problem is None else (problem[0], problem[1] + "\n")
 
     def _check(self, request: FakeRequest) -> tuple[int, str] | None:
         h = request.headers
@@ -369,48 +231,6 @@ class _Conn:
             return 400, f"invalid SSML: {exc}"
         return None
 
-    # -- writing
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing():
-            raise _Closed
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            raise _Closed from None
-
-    async def _respond(
-        self,
-        status: int,
-        body: str,
-        *,
-        keep_alive: bool = True,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.stats.statuses.append(status)
-        data = body.encode()
-        head = [
-            f"HTTP/1.1 {status} {_reason(status)}",
-            "Content-Type: text/plain; charset=utf-8",
-            f"Content-Length: {len(data)}",
-            f"X-RequestId: fake-{next(self.server._request_ids)}",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
-
-    async def _write_head(self, fmt: az.OutputFormat, keep_alive: bool) -> None:
-        self.stats.statuses.append(200)
-        ctype = "audio/x-wav" if fmt.container == "riff" else _CONTENT_TYPES[fmt.encoding]
-        head = [
-            "HTTP/1.1 200 OK",
-            f"Content-Type: {ctype}",
-            "Transfer-Encoding: chunked",
-            f"X-RequestId: fake-{next(self.server._request_ids)}",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-
     def _client_gone(self) -> bool:
         return self.reader.at_eof() or self.writer.is_closing()
 
@@ -428,7 +248,7 @@ class _Conn:
         try:
             for i, pos in enumerate(range(0, len(data), step)):
                 if self._client_gone():
-                    raise _Closed
+                    raise HttpClosed
                 if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
                     self.stats.cut_bodies += 1
                     cut = True
@@ -436,30 +256,21 @@ class _Conn:
                         self.writer.transport.abort()
                     else:
                         self.writer.close()
-                    raise _Closed
+                    raise HttpClosed
                 chunk = data[pos : pos + step]
-                await self._write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await self.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 self.stats.audio_bytes += len(chunk)
                 if plan.chunk_interval:
                     await asyncio.sleep(plan.chunk_interval)
-            await self._write(b"0\r\n\r\n")
-        except _Closed:
+            await self.write(b"0\r\n\r\n")
+        except HttpClosed:
             if not cut:
                 self.stats.cancels += 1
             raise
         if plan.audio_after_done:
             stale = synthesize("stale audio", fmt.name)[:step]
-            await self._write(stale * plan.audio_after_done)  # junk on a keep-alive connection
+            await self.write(stale * plan.audio_after_done)  # junk on a keep-alive connection
         return True
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 # --------------------------------------------------------------------------- Speech SDK
