@@ -55,18 +55,16 @@ Not applicable: ``close_on_open``, ``close_on_open_reason``, ``close_reason``,
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.http_server import FakeHttpServer, HttpConnection
 from antiphon.testing.openai_chat import (
-    ChatFakeStats,
+    ChatConnection,
     ChatRequest,
+    FakeChatServer,
     Reply,
     Responder,
 )
@@ -131,15 +129,13 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-class FakeAnthropicMessages(FakeHttpServer):
+class FakeAnthropicMessages(FakeChatServer):
     """``http://127.0.0.1:PORT/v1/messages`` (point ``base_url`` at :attr:`url`).
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests. ``retry_after``: the
     ``retry-after`` value sent with 429, 503 and 529.
     """
-
-    stats: ChatFakeStats
 
     def __init__(
         self,
@@ -153,33 +149,24 @@ class FakeAnthropicMessages(FakeHttpServer):
         retry_after: str = "1",
     ) -> None:
         super().__init__(
-            plan, api_key=api_key, host=host, port=port, reject_requests=reject_requests
+            plan,
+            replies=replies,
+            api_key=api_key,
+            host=host,
+            port=port,
+            reject_requests=reject_requests,
+            retry_after=retry_after,
         )
-        self.retry_after = retry_after
-        self.stats = ChatFakeStats()
         self.sent_events: list[dict[str, Any]] = []
         """Every event streamed, parsed (for witness tests)."""
-        self._script: list[Reply] = []
-        self._responder: Responder = default_reply
-        if isinstance(replies, Reply):
-            fixed = replies
-            self._responder = lambda _body: fixed
-        elif callable(replies):
-            self._responder = replies
-        elif replies is not None:
-            self._script = list(replies)
-        self._ids = itertools.count(1)
-        self._answered = 0
+
+    def default_reply(self, body: dict[str, Any]) -> Reply:
+        return default_reply(body)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT`` (the SDK's and the plugin's ``base_url``)."""
         return self.url
-
-    def next_reply(self, body: dict[str, Any]) -> Reply:
-        if self._script:
-            return self._script.pop(0)
-        return self._responder(body)
 
     def connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
@@ -187,10 +174,9 @@ class FakeAnthropicMessages(FakeHttpServer):
         return _Conn(self, reader, writer, index)
 
 
-class _Conn(HttpConnection[ChatRequest]):
+class _Conn(ChatConnection):
     """One client connection: requests one after another (keep-alive)."""
 
-    MAX_BODY = MAX_BODY
     CHUNKED_OVERFLOW = "refuse"
 
     def __init__(
@@ -202,19 +188,6 @@ class _Conn(HttpConnection[ChatRequest]):
     ) -> None:
         super().__init__(server, reader, writer, index)
         self.server = server
-        self.stats = server.stats
-
-    def make_request(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> ChatRequest:
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            parsed = None
-        split = urlsplit(target)
-        return ChatRequest(
-            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
-        )
 
     def error_text(self, status: int, message: str | None) -> str:
         return error_body(status, message)
@@ -232,25 +205,14 @@ class _Conn(HttpConnection[ChatRequest]):
         retry = status in (429, 503, 529)
         return error_body(status), {"retry-after": self.server.retry_after} if retry else {}
 
-    async def answer(self, request: ChatRequest, keep_alive: bool) -> bool:
-        server, plan = self.server, self.plan
-        body: dict[str, Any] = request.json
-        server._answered += 1
-        silent = plan.silent_after is not None and server._answered > plan.silent_after
-        await self.write_head(
-            [
-                "content-type: text/event-stream; charset=utf-8",
-                "transfer-encoding: chunked",
-                "cache-control: no-cache",
-                f"request-id: req_fake{next(self.server._ids)}",
-                "connection: " + ("keep-alive" if keep_alive else "close"),
-            ]
-        )
-        if silent:
-            await self.hang()
-        reply = server.next_reply(body)
-        self.stats.replies.append(reply)
-        return await self._stream(reply, body) and keep_alive
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        return [
+            "content-type: text/event-stream; charset=utf-8",
+            "transfer-encoding: chunked",
+            "cache-control: no-cache",
+            f"request-id: req_fake{next(self.server._ids)}",
+            "connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
     def check(self, request: ChatRequest) -> tuple[int, str] | None:
         """The API's checks, in its order: path, method, auth, version, then the body."""
@@ -341,7 +303,7 @@ class _Conn(HttpConnection[ChatRequest]):
         out.append((self._event({"type": "message_stop"}), False))
         return out
 
-    async def _stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
         """Stream one reply; False if the connection must close afterwards."""
 
         def error() -> bytes:

@@ -56,6 +56,19 @@ from antiphon.testing.http_server import FakeHttpServer, HttpClosed, HttpConnect
 from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "DEFAULT_TOKEN",
+    "MAX_BODY",
+    "AzureFakeStats",
+    "FakeAzureSpeechWs",
+    "FakeAzureTTS",
+    "FakeRequest",
+    "SpeechWsStats",
+    "synthesize",
+]
+
 DEFAULT_API_KEY = "test-key"
 DEFAULT_TOKEN = "test-token"
 CHUNK_SECONDS = 0.02

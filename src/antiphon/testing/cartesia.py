@@ -46,6 +46,15 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "VARIABLE_FIELDS",
+    "CartesiaFakeStats",
+    "FakeCartesiaTTS",
+    "synthesize",
+]
+
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
 #: Fields that may change between the messages of one context.

@@ -30,6 +30,8 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = ["CHUNK_SECONDS", "DEFAULT_API_KEY", "DeepgramFakeStats", "FakeDeepgramTTS", "synthesize"]
+
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
 

@@ -60,6 +60,18 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "MAX_CONTEXTS_MESSAGE",
+    "VOICE_SETTINGS_MESSAGE",
+    "ElevenLabsFakeStats",
+    "FakeElevenLabsTTS",
+    "inactivity_message",
+    "normalize_text",
+    "synthesize",
+]
+
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
 _PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/multi-stream-input/?$")

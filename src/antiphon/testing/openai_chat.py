@@ -60,6 +60,21 @@ from urllib.parse import parse_qs, urlsplit
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.http_server import FakeHttpServer, HttpConnection
 
+__all__ = [
+    "ARGUMENT_FRAGMENT",
+    "DEFAULT_API_KEY",
+    "MAX_BODY",
+    "ChatConnection",
+    "ChatFakeStats",
+    "ChatRequest",
+    "FakeChatServer",
+    "FakeOpenAIChat",
+    "Reply",
+    "Responder",
+    "ScriptedCall",
+    "default_reply",
+]
+
 DEFAULT_API_KEY = "test-key"
 MAX_BODY = 4 * 1024 * 1024
 ARGUMENT_FRAGMENT = 8
@@ -140,12 +155,11 @@ class ChatFakeStats:
     idle_closes: int = 0
 
 
-class FakeOpenAIChat(FakeHttpServer):
-    """``http://127.0.0.1:PORT/v1/chat/completions`` (point ``base_url`` at :attr:`base_url`).
+class FakeChatServer(FakeHttpServer):
+    """What the chat API fakes share: scripted replies, a ``Retry-After`` value.
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests, then answer normally.
-    ``retry_after``: the ``Retry-After`` value sent with 429 and 503.
     """
 
     stats: ChatFakeStats
@@ -167,7 +181,7 @@ class FakeOpenAIChat(FakeHttpServer):
         self.retry_after = retry_after
         self.stats = ChatFakeStats()
         self._script: list[Reply] = []
-        self._responder: Responder = default_reply
+        self._responder: Responder = self.default_reply
         if isinstance(replies, Reply):
             fixed = replies
             self._responder = lambda _body: fixed
@@ -178,16 +192,78 @@ class FakeOpenAIChat(FakeHttpServer):
         self._ids = itertools.count(1)
         self._answered = 0
 
-    @property
-    def base_url(self) -> str:
-        """The ``base_url`` to give a client (``http://127.0.0.1:PORT/v1``)."""
-        return self.url + "/v1"
+    def default_reply(self, body: dict[str, Any]) -> Reply:
+        """The answer when nothing was scripted."""
+        return default_reply(body)
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
         """The reply to ``body``: the next scripted one, else the responder's."""
         if self._script:
             return self._script.pop(0)
         return self._responder(body)
+
+
+class ChatConnection(HttpConnection[ChatRequest]):
+    """A chat API connection: JSON requests, answered with a server-sent-event stream."""
+
+    MAX_BODY = MAX_BODY
+
+    def __init__(
+        self,
+        server: FakeChatServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        index: int,
+    ) -> None:
+        super().__init__(server, reader, writer, index)
+        self.chat = server
+        self.stats = server.stats
+
+    def make_request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> ChatRequest:
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+        split = urlsplit(target)
+        return ChatRequest(
+            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
+        )
+
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        """The header lines of a streamed answer."""
+        raise NotImplementedError
+
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+        """Stream one reply; False if the connection must close afterwards."""
+        raise NotImplementedError
+
+    async def answer(self, request: ChatRequest, keep_alive: bool) -> bool:
+        server, plan = self.chat, self.plan
+        body: dict[str, Any] = request.json
+        server._answered += 1
+        silent = plan.silent_after is not None and server._answered > plan.silent_after
+        await self.write_head(self.stream_head(keep_alive))
+        if silent:
+            await self.hang()
+        reply = server.next_reply(body)
+        self.stats.replies.append(reply)
+        return await self.stream(reply, body) and keep_alive
+
+
+class FakeOpenAIChat(FakeChatServer):
+    """``http://127.0.0.1:PORT/v1/chat/completions`` (point ``base_url`` at :attr:`base_url`).
+
+    ``replies``: see the module docstring. ``reject_requests``: with
+    ``plan.reject_status``, refuse only that many requests, then answer normally.
+    ``retry_after``: the ``Retry-After`` value sent with 429 and 503.
+    """
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` to give a client (``http://127.0.0.1:PORT/v1``)."""
+        return self.url + "/v1"
 
     def connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
@@ -208,10 +284,8 @@ _REJECTIONS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
-class _Conn(HttpConnection[ChatRequest]):
+class _Conn(ChatConnection):
     """One client connection: requests one after another (keep-alive)."""
-
-    MAX_BODY = MAX_BODY
 
     def __init__(
         self,
@@ -222,19 +296,6 @@ class _Conn(HttpConnection[ChatRequest]):
     ) -> None:
         super().__init__(server, reader, writer, index)
         self.server = server
-        self.stats = server.stats
-
-    def make_request(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> ChatRequest:
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            parsed = None
-        split = urlsplit(target)
-        return ChatRequest(
-            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
-        )
 
     def error_text(self, status: int, message: str | None) -> str:
         return message or "request body too large"
@@ -254,26 +315,15 @@ class _Conn(HttpConnection[ChatRequest]):
         extra = {"Retry-After": self.server.retry_after} if status in (429, 503) else {}
         return _error_body(message, kind, code), extra
 
-    async def answer(self, request: ChatRequest, keep_alive: bool) -> bool:
-        server, plan = self.server, self.plan
-        body_json: dict[str, Any] = request.json
-        server._answered += 1
-        silent = plan.silent_after is not None and server._answered > plan.silent_after
-        await self.write_head(
-            [
-                "Content-Type: text/event-stream; charset=utf-8",
-                "Transfer-Encoding: chunked",
-                "Cache-Control: no-cache",
-                f"x-request-id: req_fake_{next(self.server._ids)}",
-                "openai-processing-ms: 1",
-                "Connection: " + ("keep-alive" if keep_alive else "close"),
-            ]
-        )
-        if silent:
-            await self.hang()
-        reply = server.next_reply(body_json)
-        self.stats.replies.append(reply)
-        return await self._stream(reply, body_json) and keep_alive
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        return [
+            "Content-Type: text/event-stream; charset=utf-8",
+            "Transfer-Encoding: chunked",
+            "Cache-Control: no-cache",
+            f"x-request-id: req_fake_{next(self.server._ids)}",
+            "openai-processing-ms: 1",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
     def check(self, request: ChatRequest) -> tuple[int, str] | None:
         """OpenAI's checks, in its order: path, auth, then the body."""
@@ -313,7 +363,7 @@ class _Conn(HttpConnection[ChatRequest]):
             return 400, _error_body(message, "invalid_request_error", None, param)
         return None
 
-    async def _stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
         """Stream one reply; False if the connection must close afterwards."""
         cid = f"chatcmpl-fake{next(self.server._ids)}"
         model = str(body.get("model"))

@@ -44,6 +44,16 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = [
+    "BETA_PATH",
+    "DEFAULT_API_KEY",
+    "GA_PATH",
+    "VAD_THRESHOLD",
+    "FakeRealtimeServer",
+    "RealtimeFakeStats",
+    "default_reply",
+]
+
 DEFAULT_API_KEY = "test-key"
 GA_PATH = "/v1/realtime"
 BETA_PATH = "/voice-live/realtime"

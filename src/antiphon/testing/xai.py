@@ -44,6 +44,16 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
 from antiphon.testing.synth import tone_for_text
 
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "FAKE_CODECS",
+    "FakeXAITTS",
+    "XAIFakeStats",
+    "check_query",
+    "synthesize",
+]
+
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
 #: The codecs the fake can produce (``wav``/``mp3`` are valid for xAI, not for the fake).
