@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.server import LoopbackServer
 
 __all__ = ["FakeHttpServer", "HttpClosed", "HttpConnection", "reason_phrase"]
 
@@ -54,7 +54,7 @@ R = TypeVar("R")
 _StreamError = (asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 
-class FakeHttpServer:
+class FakeHttpServer(LoopbackServer):
     """A loopback HTTP/1.1 server that speaks one provider's API with a FaultPlan.
 
     ``reject_requests``: with ``plan.reject_status``, refuse only that many requests, then
@@ -73,23 +73,13 @@ class FakeHttpServer:
         port: int,
         reject_requests: int | None,
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
-        self.plan = plan or FaultPlan()
+        super().__init__(plan, host=host, port=port)
         self.api_key = api_key
-        self.host = host
-        self.port = port
         self.reject_requests = reject_requests
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._rejected = 0
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
 
     async def start(self) -> str:
         """Listen and return the URL (``http://127.0.0.1:PORT``)."""
@@ -115,18 +105,6 @@ class FakeHttpServer:
                 async with asyncio.timeout(3.0):
                     await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int

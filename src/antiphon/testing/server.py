@@ -38,6 +38,7 @@ __all__ = [
     "NOT_OBJECT",
     "FakeServer",
     "FakeWsServer",
+    "LoopbackServer",
     "WsConnection",
     "running_in_thread",
     "serving",
@@ -74,17 +75,49 @@ class ConnStats(Protocol):
     closes_sent: list[int]
 
 
-class FakeWsServer(ABC):
-    """A loopback WebSocket server that speaks one provider's protocol with a FaultPlan."""
+class LoopbackServer:
+    """What every fake server has: a plan, a loopback address, ``async with`` support."""
 
     scheme = "ws"
 
-    def __init__(self, plan: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, plan: FaultPlan | None, *, host: str, port: int) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
         self.plan = plan or FaultPlan()
         self.host = host
         self.port = port
+        self._server: object | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake server is not started")
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class FakeWsServer(LoopbackServer, ABC):
+    """A loopback WebSocket server that speaks one provider's protocol with a FaultPlan."""
+
+    def __init__(self, plan: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(plan, host=host, port=port)
         self._server: Server | None = None
         self._hanging: set[asyncio.Future[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -93,12 +126,6 @@ class FakeWsServer(ABC):
         self.upgrades = 0
 
     stats: ConnStats
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
 
     async def start(self) -> str:
         """Listen and return the base URL (``ws://127.0.0.1:PORT``)."""
@@ -178,18 +205,6 @@ class FakeWsServer(ABC):
                 async with asyncio.timeout(3.0):
                     await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class WsConnection:
