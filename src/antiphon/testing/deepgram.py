@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +31,14 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
 from antiphon.testing.synth import tone_for_text
 
-__all__ = ["CHUNK_SECONDS", "DEFAULT_API_KEY", "DeepgramFakeStats", "FakeDeepgramTTS", "synthesize"]
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "DeepgramFakeStats",
+    "FakeDeepgramTTS",
+    "check_upgrade",
+    "synthesize",
+]
 
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
@@ -65,6 +73,44 @@ def synthesize(text: str, encoding: str, sample_rate: int) -> bytes:
     return pcm
 
 
+def check_upgrade(
+    connection: ServerConnection,
+    request: Request,
+    *,
+    path: str,
+    api_key: str,
+    check_query: Callable[[dict[str, str]], object],
+    errors: tuple[type[Exception], ...] = (ConfigError, ValueError),
+) -> Response | None:
+    """Deepgram's refusals of an upgrade: the path (404), the key (401, ``Token`` or
+    ``Bearer``), the query (400 when ``check_query`` raises one of ``errors``), the
+    problem in a ``dg-error`` header."""
+    parts = urlsplit(request.path)
+    if parts.path.rstrip("/") != path:
+        return connection.respond(404, f"unknown path {parts.path}; use {path}\n")
+    auth = request.headers.get("Authorization", "")
+    if auth not in (f"Token {api_key}", f"Bearer {api_key}"):
+        resp = connection.respond(401, "invalid credentials\n")
+        resp.headers["dg-error"] = "Invalid credentials."
+        return resp
+    try:
+        check_query({k: v[-1] for k, v in parse_qs(parts.query).items()})
+    except errors as exc:
+        resp = connection.respond(400, f"{exc}\n")
+        resp.headers["dg-error"] = str(exc)
+        return resp
+    return None
+
+
+def _speak_options(q: dict[str, str]) -> dg.SpeakOptions:
+    return dg.SpeakOptions(
+        model=q.get("model", "aura-asteria-en"),
+        encoding=q.get("encoding", dg.DEFAULT_ENCODING),
+        sample_rate=int(q.get("sample_rate", dg.DEFAULT_SAMPLE_RATE)),
+        speed=float(q["speed"]) if "speed" in q else None,
+    )
+
+
 class FakeDeepgramTTS(FakeWsServer):
     """``ws://127.0.0.1:PORT/v1/speak`` with the Deepgram TTS protocol."""
 
@@ -83,28 +129,12 @@ class FakeDeepgramTTS(FakeWsServer):
         self.stats = DeepgramFakeStats()
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != dg.PATH:
-            return connection.respond(404, f"unknown path {parts.path}; use {dg.PATH}\n")
-        auth = request.headers.get("Authorization", "")
-        if auth not in (f"Token {self.api_key}", f"Bearer {self.api_key}"):
-            resp = connection.respond(401, "invalid credentials\n")
-            resp.headers["dg-error"] = "Invalid credentials."
-            return resp
-        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            dg.SpeakOptions(
-                model=q.get("model", "aura-asteria-en"),
-                encoding=q.get("encoding", dg.DEFAULT_ENCODING),
-                sample_rate=int(q.get("sample_rate", dg.DEFAULT_SAMPLE_RATE)),
-                speed=float(q["speed"]) if "speed" in q else None,
-            )
-        except (ConfigError, ValueError) as exc:
-            resp = connection.respond(400, f"{exc}\n")
-            resp.headers["dg-error"] = str(exc)
-            return resp
-        self.count_connection(connection)
-        return None
+        refusal = check_upgrade(
+            connection, request, path=dg.PATH, api_key=self.api_key, check_query=_speak_options
+        )
+        if refusal is None:
+            self.count_connection(connection)
+        return refusal
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None

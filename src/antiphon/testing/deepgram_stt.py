@@ -48,6 +48,7 @@ from websockets.http11 import Request, Response
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.errors import ConfigError
 from antiphon.protocols import deepgram_stt as dg
+from antiphon.testing.deepgram import check_upgrade
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.listening import FakeListenServer, ListenerConnection, Run, phrase_pitch
 
@@ -101,24 +102,24 @@ class FakeDeepgramSTT(FakeListenServer):
         self.stats = DeepgramSTTFakeStats()
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != dg.PATH:
-            return connection.respond(404, f"unknown path {parts.path}; use {dg.PATH}\n")
-        auth = request.headers.get("Authorization", "")
-        if auth not in (f"Token {self.api_key}", f"Bearer {self.api_key}"):
-            resp = connection.respond(401, "invalid credentials\n")
-            resp.headers["dg-error"] = "Invalid credentials."
-            return resp
-        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
+        queries: list[dict[str, str]] = []
+
+        def check_query(q: dict[str, str]) -> None:
             dg.options_from_query(q)
-        except ConfigError as exc:
-            resp = connection.respond(400, f"{exc}\n")
-            resp.headers["dg-error"] = str(exc)
-            return resp
-        self.count_connection(connection)
-        self.stats.queries.append(q)
-        return None
+            queries.append(q)
+
+        refusal = check_upgrade(
+            connection,
+            request,
+            path=dg.PATH,
+            api_key=self.api_key,
+            check_query=check_query,
+            errors=(ConfigError,),
+        )
+        if refusal is None:
+            self.count_connection(connection)
+            self.stats.queries.extend(queries)
+        return refusal
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
