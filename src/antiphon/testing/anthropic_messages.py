@@ -55,20 +55,16 @@ Not applicable: ``close_on_open``, ``close_on_open_reason``, ``close_reason``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import re
 from collections.abc import Sequence
-from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
-from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import (
-    ChatFakeStats,
+    ChatConnection,
     ChatRequest,
+    FakeChatServer,
     Reply,
     Responder,
 )
@@ -133,19 +129,13 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-class _Closed(Exception):
-    """The client went away."""
-
-
-class FakeAnthropicMessages:
+class FakeAnthropicMessages(FakeChatServer):
     """``http://127.0.0.1:PORT/v1/messages`` (point ``base_url`` at :attr:`url`).
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests. ``retry_after``: the
     ``retry-after`` value sent with 429, 503 and 529.
     """
-
-    scheme = "http"
 
     def __init__(
         self,
@@ -158,120 +148,36 @@ class FakeAnthropicMessages:
         reject_requests: int | None = None,
         retry_after: str = "1",
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
-        self.plan = plan or FaultPlan()
-        self.api_key = api_key
-        self.host = host
-        self.port = port
-        self.reject_requests = reject_requests
-        self.retry_after = retry_after
-        self.stats = ChatFakeStats()
+        super().__init__(
+            plan,
+            replies=replies,
+            api_key=api_key,
+            host=host,
+            port=port,
+            reject_requests=reject_requests,
+            retry_after=retry_after,
+        )
         self.sent_events: list[dict[str, Any]] = []
         """Every event streamed, parsed (for witness tests)."""
-        self._script: list[Reply] = []
-        self._responder: Responder = default_reply
-        if isinstance(replies, Reply):
-            fixed = replies
-            self._responder = lambda _body: fixed
-        elif callable(replies):
-            self._responder = replies
-        elif replies is not None:
-            self._script = list(replies)
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._ids = itertools.count(1)
-        self._rejected = 0
-        self._answered = 0
+
+    def default_reply(self, body: dict[str, Any]) -> Reply:
+        return default_reply(body)
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         """``http://127.0.0.1:PORT`` (the SDK's and the plugin's ``base_url``)."""
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    base_url = url
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
         return self.url
 
-    async def aclose(self) -> None:
-        """Stop listening, cut every connection and wait (bounded) for the handlers."""
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        handlers = list(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=0.5)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=3.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3.0):
-                    await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def next_reply(self, body: dict[str, Any]) -> Reply:
-        if self._script:
-            return self._script.pop(0)
-        return self._responder(body)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        index = self.stats.connections
-        self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            if self.plan.hang_connect:
-                while await reader.read(65536):
-                    pass
-            else:
-                await _Conn(self, reader, writer, index).serve()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            if self._server is not None and self._server.is_serving():
-                raise
-        finally:
-            self.stats.open_connections -= 1
-            self._writers.discard(writer)
-            self._handlers.discard(task)
-            writer.transport.abort()
-
-    def _take_rejection(self) -> int | None:
-        status = self.plan.reject_status
-        if status is None:
-            return None
-        if self.reject_requests is not None and self._rejected >= self.reject_requests:
-            return None
-        self._rejected += 1
-        return status
+    def connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> _Conn:
+        return _Conn(self, reader, writer, index)
 
 
-class _Conn:
+class _Conn(ChatConnection):
     """One client connection: requests one after another (keep-alive)."""
+
+    CHUNKED_OVERFLOW = "refuse"
 
     def __init__(
         self,
@@ -280,113 +186,41 @@ class _Conn:
         writer: asyncio.StreamWriter,
         index: int,
     ) -> None:
+        super().__init__(server, reader, writer, index)
         self.server = server
-        self.plan = server.plan
-        self.stats = server.stats
-        self.reader = reader
-        self.writer = writer
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.loop.time()
 
-    def _wait_limit(self) -> float | None:
-        limits: list[float] = []
-        if self.plan.idle_close_after is not None:
-            limits.append(self.plan.idle_close_after)
-        if self.plan.max_connection_age is not None:
-            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
-        return max(0.0, min(limits)) if limits else None
+    def error_text(self, status: int, message: str | None) -> str:
+        return error_body(status, message)
 
-    async def serve(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._wait_limit()):
-                    first = await self.reader.readline()
-            except TimeoutError:
-                self.stats.idle_closes += 1
-                return
-            if not first or not await self._serve_one(first):
-                return
-            age = self.plan.max_connection_age
-            if age is not None and self.loop.time() - self.opened >= age:
-                return
+    def error_head(self, status: int, length: int, keep_alive: bool) -> list[str]:
+        return [
+            "content-type: application/json",
+            f"content-length: {length}",
+            f"request-id: req_fake{next(self.server._ids)}",
+            "x-should-retry: " + ("true" if status in (429, 500, 503, 529) else "false"),
+            "connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
-    async def _read_request(self, first: bytes) -> ChatRequest | None:
-        try:
-            method, target, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        except ValueError:
-            await self._respond(400, error_body(400, "malformed request line"), keep_alive=False)
-            return None
-        headers: dict[str, str] = {}
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                raise _Closed
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    await self.reader.readline()
-                    break
-                body += (await self.reader.readexactly(size + 2))[:-2]
-                if len(body) > MAX_BODY:
-                    await self._respond(413, error_body(413), keep_alive=False)
-                    return None
-        else:
-            length = int(headers.get("content-length", "0") or "0")
-            if length > MAX_BODY:
-                await self._respond(413, error_body(413), keep_alive=False)
-                return None
-            body = await self.reader.readexactly(length)
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            parsed = None
-        split = urlsplit(target)
-        request = ChatRequest(
-            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
-        )
-        self.stats.requests.append(request)
-        return request
+    def rejection(self, status: int) -> tuple[str, dict[str, str]]:
+        retry = status in (429, 503, 529)
+        return error_body(status), {"retry-after": self.server.retry_after} if retry else {}
 
-    async def _serve_one(self, first: bytes) -> bool:
-        request = await self._read_request(first)
-        if request is None:
-            return False
-        server, plan = self.server, self.plan
-        keep_alive = request.headers.get("connection", "").lower() != "close"
-        if self.stats.dropped_requests < plan.drop_before_audio:
-            self.stats.dropped_requests += 1
-            return False
-        status = server._take_rejection()
-        if status is not None:
-            extra = {"retry-after": server.retry_after} if status in (429, 503, 529) else {}
-            await self._respond(status, error_body(status), extra=extra)
-            return keep_alive
-        problem = self._check(request)
-        if problem is not None:
-            await self._respond(problem[0], error_body(problem[0], problem[1]))
-            return keep_alive
-        body: dict[str, Any] = request.json
-        server._answered += 1
-        silent = plan.silent_after is not None and server._answered > plan.silent_after
-        await self._write_head(keep_alive)
-        if silent:
-            while await self.reader.read(65536):
-                pass
-            raise _Closed
-        reply = server.next_reply(body)
-        self.stats.replies.append(reply)
-        return await self._stream(reply, body) and keep_alive
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        return [
+            "content-type: text/event-stream; charset=utf-8",
+            "transfer-encoding: chunked",
+            "cache-control: no-cache",
+            f"request-id: req_fake{next(self.server._ids)}",
+            "connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
-    def _check(self, request: ChatRequest) -> tuple[int, str] | None:
+    def check(self, request: ChatRequest) -> tuple[int, str] | None:
         """The API's checks, in its order: path, method, auth, version, then the body."""
         h = request.headers
+        problem = self._problem(request, h)
+        return None if problem is None else (problem[0], error_body(*problem))
+
+    def _problem(self, request: ChatRequest, h: dict[str, str]) -> tuple[int, str] | None:
         if request.path.rstrip("/") != "/v1/messages":
             return 404, f"Not found: {request.path}"
         if request.method != "POST":
@@ -400,65 +234,6 @@ class _Conn:
             return 400, "content-type must be application/json"
         problem = check_body(request.json)
         return None if problem is None else (400, problem)
-
-    # -- writing
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing() or self.reader.at_eof():
-            raise _Closed
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            raise _Closed from None
-
-    async def _respond(
-        self,
-        status: int,
-        body: str,
-        *,
-        keep_alive: bool = True,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.stats.statuses.append(status)
-        data = body.encode()
-        head = [
-            f"HTTP/1.1 {status} {_reason(status)}",
-            "content-type: application/json",
-            f"content-length: {len(data)}",
-            f"request-id: req_fake{next(self.server._ids)}",
-            "x-should-retry: " + ("true" if status in (429, 500, 503, 529) else "false"),
-            "connection: " + ("keep-alive" if keep_alive else "close"),
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
-
-    async def _write_head(self, keep_alive: bool) -> None:
-        self.stats.statuses.append(200)
-        head = [
-            "HTTP/1.1 200 OK",
-            "content-type: text/event-stream; charset=utf-8",
-            "transfer-encoding: chunked",
-            "cache-control: no-cache",
-            f"request-id: req_fake{next(self.server._ids)}",
-            "connection: " + ("keep-alive" if keep_alive else "close"),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-
-    async def _chunk(self, data: bytes) -> None:
-        step = 7 if self.plan.odd_chunking else len(data)
-        for pos in range(0, len(data), step):
-            part = data[pos : pos + step]
-            await self._write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but notice the client closing meanwhile."""
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    if not await self.reader.read(65536):
-                        raise _Closed
-        except TimeoutError:
-            return
 
     def _event(self, obj: dict[str, Any]) -> bytes:
         self.server.sent_events.append(obj)
@@ -528,55 +303,27 @@ class _Conn:
         out.append((self._event({"type": "message_stop"}), False))
         return out
 
-    async def _stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
         """Stream one reply; False if the connection must close afterwards."""
-        plan = self.plan
-        events = self._events(reply, body)
-        deltas = 0
-        try:
-            if plan.first_audio_delay:
-                await self._pause(plan.first_audio_delay)
-            for data, counted in events:
-                if counted:
-                    at_cut = deltas >= plan.close_after_chunks
-                    if plan.close_mid_audio is not None and at_cut:
-                        self.stats.cut_streams += 1
-                        if plan.close_mid_audio == ABORT:
-                            self.writer.transport.abort()
-                        elif plan.close_mid_audio == 1000:
-                            await self._write(b"0\r\n\r\n")
-                            return True
-                        else:
-                            self.writer.close()
-                        raise _Closed
-                    if plan.error_mid_stream and at_cut:
-                        err = json.loads(error_body(529))
-                        del err["request_id"]
-                        await self._chunk(self._event(err))
-                        await self._write(b"0\r\n\r\n")
-                        return True
-                    if plan.malformed_mid_stream and deltas == 1:
-                        await self._chunk(
-                            b'event: unknown_event\ndata: {"type": "unknown_event"}\n\n'
-                        )
-                        await self._chunk(b": keep-alive\n\n")
-                        await self._chunk(
-                            b"event: content_block_delta\ndata: {this is not json\n\n"
-                        )
-                    deltas += 1
-                await self._chunk(data)
-                if counted and plan.chunk_interval:
-                    await self._pause(plan.chunk_interval)
-            for _ in range(plan.audio_after_done):
-                stale = _block_delta(0, {"type": "text_delta", "text": " stale"})
-                await self._chunk(self._event(stale))
-            await self._write(b"0\r\n\r\n")
-            self.stats.completed += 1
-        except _Closed:
-            if plan.close_mid_audio is None:
-                self.stats.cancels += 1
-            raise
-        return True
+
+        def error() -> bytes:
+            err = json.loads(error_body(529))
+            del err["request_id"]
+            return self._event(err)
+
+        def stale() -> bytes:
+            return self._event(_block_delta(0, {"type": "text_delta", "text": " stale"}))
+
+        return await self.stream_sse(
+            self._events(reply, body),
+            error=error,
+            malformed=(
+                b'event: unknown_event\ndata: {"type": "unknown_event"}\n\n',
+                b": keep-alive\n\n",
+                b"event: content_block_delta\ndata: {this is not json\n\n",
+            ),
+            stale=stale,
+        )
 
 
 def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:
@@ -707,12 +454,3 @@ def check_body(body: Any) -> str | None:
     if marks > 4:
         return f"A maximum of 4 blocks with cache_control may be provided. Found {marks}."
     return None
-
-
-def _reason(status: int) -> str:
-    if status == 529:
-        return "Overloaded"
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"

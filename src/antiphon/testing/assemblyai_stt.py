@@ -31,9 +31,7 @@ ForceEndpoint/Terminate); ``chunk_interval`` (after each Turn); ``idle_close_aft
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,26 +41,19 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import numpy.typing as npt
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.errors import ConfigError
 from antiphon.protocols import assemblyai_stt as aai
-from antiphon.testing.deepgram_stt import phrase_pitch
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
-from antiphon.testing.synth import tone_duration
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.listening import FakeListenServer, ListenerConnection, Run
 
 __all__ = ["DEFAULT_API_KEY", "AssemblyAIFakeStats", "FakeAssemblyAISTT"]
 
 DEFAULT_API_KEY = "test-key"
-BLOCK_SECONDS = 0.01
-VOICED_RMS = 500.0
-MIN_GAP = 0.1
 DEFAULT_TURN_SILENCE_MS = 400
 INTERIM_EVERY = 0.25
-PITCH_TOLERANCE = 6.0
 
 
 @dataclass
@@ -86,40 +77,10 @@ class AssemblyAIFakeStats:
         return self.control.count(kind)
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    start: int
-    end: int
-
-
-def _runs(x: npt.NDArray[np.int16], rate: int, base: int) -> list[_Run]:
-    """Voiced runs of ``x`` (which starts at sample ``base``), short gaps merged."""
-    block = max(1, round(BLOCK_SECONDS * rate))
-    n = len(x) // block
-    if n == 0:
-        return []
-    blocks = x[: n * block].astype(np.float64).reshape(n, block)
-    voiced = np.sqrt((blocks**2).mean(axis=1)) > VOICED_RMS
-    runs: list[_Run] = []
-    gap = max(1, round(MIN_GAP / BLOCK_SECONDS)) * block
-    i = 0
-    while i < n:
-        if not voiced[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and voiced[j]:
-            j += 1
-        if runs and (i * block + base) - runs[-1].end < gap:
-            runs[-1] = _Run(runs[-1].start, j * block + base)
-        else:
-            runs.append(_Run(i * block + base, j * block + base))
-        i = j
-    return runs
-
-
-class FakeAssemblyAISTT(FakeWsServer):
+class FakeAssemblyAISTT(FakeListenServer):
     """``ws://127.0.0.1:PORT/v3/ws`` with AssemblyAI's v3 streaming protocol."""
+
+    stats: AssemblyAIFakeStats
 
     def __init__(
         self,
@@ -130,18 +91,9 @@ class FakeAssemblyAISTT(FakeWsServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(plan, host=host, port=port)
-        self.vocabulary: list[str] = list(vocabulary)
-        self.api_key = api_key
+        super().__init__(plan, vocabulary=vocabulary, api_key=api_key, host=host, port=port)
         self.stats = AssemblyAIFakeStats()
         self.sent: list[dict[str, Any]] = []
-        self._indices: dict[int, int] = {}
-
-    def identify(self, pitch: float) -> str:
-        best = min(self.vocabulary, key=lambda p: abs(phrase_pitch(p) - pitch), default=None)
-        if best is None or abs(phrase_pitch(best) - pitch) > PITCH_TOLERANCE:
-            return "unknown"
-        return best
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -159,8 +111,7 @@ class FakeAssemblyAISTT(FakeWsServer):
             aai.options_from_query(q)
         except ConfigError as exc:
             return connection.respond(400, json.dumps({"error": str(exc)}))
-        self._indices[id(connection)] = self.stats.connections
-        self.stats.connections += 1
+        self.count_connection(connection)
         self.stats.queries.append(q)
         self.stats.headers.append({k: v for k, v in request.headers.raw_items()})
         return None
@@ -168,21 +119,15 @@ class FakeAssemblyAISTT(FakeWsServer):
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         q = {k: v[-1] for k, v in parse_qs(urlsplit(ws.request.path).query).items()}
-        conn = _Conn(
-            self,
-            ws,
-            index=self._indices.pop(id(ws), self.stats.connections),
-            options=aai.options_from_query(q),
-        )
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
+        options = aai.options_from_query(q)
+        await self.run(_Conn(self, ws, index=self.take_index(ws), options=options))
 
 
-class _Conn:
+class _Conn(ListenerConnection):
     """One client connection of the fake."""
+
+    IDLE_CLOSE = (4031, "Session idle for too long")
+    AGE_CLOSE = (3008, "Session expired: maximum session duration exceeded")
 
     def __init__(
         self,
@@ -192,61 +137,19 @@ class _Conn:
         index: int,
         options: aai.StreamingOptions,
     ) -> None:
+        super().__init__(server, ws, index=index, rate=options.sample_rate)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
         self.options = options
-        self.rate = options.sample_rate
         silence = options.min_turn_silence
         self.turn_silence = (DEFAULT_TURN_SILENCE_MS if silence is None else silence) / 1000
-        loop = asyncio.get_running_loop()
-        self.opened = loop.time()
-        self.last_message = loop.time()
-        self.pcm = np.zeros(0, dtype=np.int16)
-        self.chunks: list[npt.NDArray[np.int16]] = []
-        self.received = 0
-        self.finalized = 0
-        self.last_interim = 0
         self.turn_order = 0
-        self.messages = 0
-        self.audio_messages = 0
-        self.answered_once = False
-        self.errored = False
-        self.closing = False
-
-    # -- plumbing
-    async def close(self, code: int, reason: str = "", *, drain: bool = True) -> None:
-        self.stats.closes_sent.append(code)
-        self.closing = True
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        drainer = asyncio.create_task(self._drain()) if drain else None
-        try:
-            with contextlib.suppress(ConnectionClosed):
-                await self.ws.close(code, reason)
-        finally:
-            if drainer is not None:
-                drainer.cancel()
-                await asyncio.wait([drainer])
-
-    async def _drain(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for _ in self.ws:
-                pass
 
     async def send_json(self, msg: dict[str, Any]) -> None:
         self.server.sent.append(msg)
-        await self.ws.send(json.dumps(msg))
+        await super().send_json(msg)
 
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
+    async def on_open(self) -> None:
         await self.send_json(
             {
                 "type": "Begin",
@@ -254,166 +157,65 @@ class _Conn:
                 "expires_at": int(time.time()) + 3 * 3600,
             }
         )
-        async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(self._lifetime())
-            try:
-                await self._read_loop()
-            except ConnectionClosed:
-                pass
-            finally:
-                watchdog.cancel()
 
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        loop = asyncio.get_running_loop()
-        while not self.closing:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            idle = plan.idle_close_after
-            if idle is not None and now - self.last_message > idle:
-                await self.close(4031, "Session idle for too long", drain=False)
-                return
-            age = plan.max_connection_age
-            if age is not None and now - self.opened > age:
-                await self.close(
-                    3008, "Session expired: maximum session duration exceeded", drain=False
-                )
-                return
+    def record(self, msg: dict[str, Any]) -> None:
+        self.stats.received.append(msg)
 
-    # -- reading
-    async def _read_loop(self) -> None:
-        plan = self.plan
-        async for raw in self.ws:
-            self.last_message = asyncio.get_running_loop().time()
-            self.messages += 1
-            silent = plan.silent_after is not None and self.messages > plan.silent_after
-            if isinstance(raw, bytes):
-                self.stats.audio_messages += 1
-                self.stats.audio_bytes += len(raw)
-                if self.closing:
-                    continue
-                seconds = len(raw) / (self.rate * aai.ENCODINGS[self.options.encoding])
-                if not aai.MIN_CHUNK_SECONDS - 1e-9 <= seconds <= aai.MAX_CHUNK_SECONDS:
-                    await self.close(3007, "Audio chunk duration violation")
-                    return
-                self.audio_messages += 1
-                self._append(raw)
-                if silent:
-                    continue
-                if not await self._audio_faults():
-                    return
-                await self._advance()
-                continue
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                msg = None
-            kind = msg.get("type") if isinstance(msg, dict) else None
-            self.stats.control.append(str(kind))
-            if isinstance(msg, dict):
-                self.stats.received.append(msg)
-            if silent or kind == "KeepAlive":
-                continue
-            if kind == "UpdateConfiguration":
-                assert isinstance(msg, dict)
-                silence = msg.get("min_turn_silence")
-                if isinstance(silence, int):
-                    self.turn_silence = silence / 1000
-            elif kind == "ForceEndpoint":
-                if not await self._answer_gate():
-                    return
-                await self._end_turn()
-            elif kind == "Terminate":
-                if not await self._answer_gate():
-                    return
-                await self._terminate()
-                return
-            else:
-                await self.send_json(
-                    {"type": "Error", "error_code": 3006, "error": f"Invalid message: {kind!r}"}
-                )
-                await self.close(3006, "Input validation error")
-                return
-
-    def _append(self, wire: bytes) -> None:
-        pcm = wire if self.options.encoding == "pcm_s16le" else decode_to_pcm("mulaw", wire)
-        x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        self.chunks.append(x)
-        self.received += len(x)
-
-    def _samples(self) -> npt.NDArray[np.int16]:
-        if self.chunks:
-            self.pcm = np.concatenate([self.pcm, *self.chunks])
-            self.chunks = []
-        return self.pcm
-
-    async def _audio_faults(self) -> bool:
-        plan = self.plan
-        if plan.close_mid_audio is not None and self.audio_messages >= plan.close_after_chunks:
-            await self.close(plan.close_mid_audio, plan.close_reason)
-            return False
-        if plan.error_mid_stream and self.audio_messages >= plan.close_after_chunks:
-            if not self.errored:
-                self.errored = True
-                await self.send_json(
-                    {"type": "Error", "error_code": 3005, "error": "Server error (fault plan)"}
-                )
-                await self.close(3005, "Server error")
+    async def check_audio(self, wire: bytes) -> bool:
+        seconds = len(wire) / (self.rate * aai.ENCODINGS[self.options.encoding])
+        if not aai.MIN_CHUNK_SECONDS - 1e-9 <= seconds <= aai.MAX_CHUNK_SECONDS:
+            await self.close(3007, "Audio chunk duration violation")
             return False
         return True
 
-    async def _answer_gate(self) -> bool:
-        if self.index < self.plan.drop_before_audio:
-            await self.close(1011, "dropped by fault plan")
+    def decode(self, wire: bytes) -> npt.NDArray[np.int16]:
+        pcm = wire if self.options.encoding == "pcm_s16le" else decode_to_pcm("mulaw", wire)
+        return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+
+    async def send_failure(self) -> None:
+        await self.send_json(
+            {"type": "Error", "error_code": 3005, "error": "Server error (fault plan)"}
+        )
+        await self.close(3005, "Server error")
+
+    async def on_control(self, kind: str | None, msg: Any, raw: str) -> bool:
+        if kind == "UpdateConfiguration":
+            silence = msg.get("min_turn_silence")
+            if isinstance(silence, int):
+                self.turn_silence = silence / 1000
+        elif kind == "ForceEndpoint":
+            if not await self.answer_gate():
+                return False
+            await self._end_turn()
+        elif kind == "Terminate":
+            if not await self.answer_gate():
+                return False
+            await self._terminate()
             return False
-        if self.plan.first_audio_delay:
-            await asyncio.sleep(self.plan.first_audio_delay)
+        else:
+            await self.send_json(
+                {"type": "Error", "error_code": 3006, "error": f"Invalid message: {kind!r}"}
+            )
+            await self.close(3006, "Input validation error")
+            return False
         return True
 
     # -- recognition
-    def _words(self, run: _Run, upto: int, *, formatted: bool) -> list[dict[str, Any]]:
-        x = self._samples()[run.start : min(run.end, upto)]
-        if len(x) < 2:
-            return []
-        signs = np.signbit(x)
-        crossings = int(np.count_nonzero(signs[1:] != signs[:-1]))
-        phrase = self.server.identify(crossings / 2 / (len(x) / self.rate))
-        tokens = phrase.split()
-        heard = len(x) / self.rate
-        expected = tone_duration(phrase) if phrase != "unknown" else heard
-        n = (
-            len(tokens)
-            if heard >= 0.9 * expected
-            else max(1, math.floor(len(tokens) * heard / expected))
-        )
-        step = expected / len(tokens)
-        t0 = run.start / self.rate
-        out = []
-        for i, tok in enumerate(tokens[:n]):
-            start = t0 + i * step
-            end = min(t0 + (i + 1) * step, (run.start + len(x)) / self.rate)
-            out.append(
-                {
-                    "start": round(start * 1000),
-                    "end": round(max(start, end) * 1000),
-                    "confidence": 0.99,
-                    "text": tok if formatted else tok.strip(".,?!;:").lower(),
-                    "word_is_final": True,
-                }
-            )
-        return out
+    def _words(self, run: Run, upto: int, *, formatted: bool) -> list[dict[str, Any]]:
+        return [
+            {
+                "start": round(start * 1000),
+                "end": round(end * 1000),
+                "confidence": 0.99,
+                "text": tok if formatted else tok.strip(".,?!;:").lower(),
+                "word_is_final": True,
+            }
+            for tok, start, end in self.heard(run, upto)
+        ]
 
-    async def _send_turn(self, runs: list[_Run], upto: int, *, end: bool) -> None:
+    async def _send_turn(self, runs: list[Run], upto: int, *, end: bool) -> None:
         plan = self.plan
-        if not self.answered_once:
-            self.answered_once = True
-            if plan.first_audio_delay:
-                await asyncio.sleep(plan.first_audio_delay)
-            if plan.malformed_mid_stream:
-                await self.ws.send("{this is not json")
-                await self.ws.send(json.dumps({"type": "SomethingNew", "value": 1}))
+        await self.first_answer()
         forms = [False, True] if end and self.options.format_turns else [False]
         for formatted in forms:
             words = [w for r in runs for w in self._words(r, upto, formatted=formatted)]
@@ -437,34 +239,32 @@ class _Conn:
         if end:
             self.turn_order += 1
 
-    async def _advance(self) -> None:
+    async def advance(self) -> None:
         """After new audio: end the turns that enough silence allows, then a partial."""
-        x = self._samples()
         gap = max(1, round(self.turn_silence * self.rate))
-        runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
-        done = [r for r in runs if r.end + gap <= self.received]
+        runs = self.runs(self.finalized)
+        done = [r for r in runs if r.end + gap <= self.samples]
         if done:
-            await self._send_turn(done, self.received, end=True)
+            await self._send_turn(done, self.samples, end=True)
             self.finalized = self.last_interim = done[-1].end + gap
-            runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
-        if runs and self.received - self.last_interim >= INTERIM_EVERY * self.rate:
-            self.last_interim = self.received
-            await self._send_turn(runs, self.received, end=False)
+            runs = self.runs(self.finalized)
+        if runs and self.samples - self.last_interim >= INTERIM_EVERY * self.rate:
+            self.last_interim = self.samples
+            await self._send_turn(runs, self.samples, end=False)
 
     async def _end_turn(self) -> None:
         """End the open turn now (ForceEndpoint): nothing if no word was heard."""
-        x = self._samples()
-        runs = _runs(x[self.finalized : self.received], self.rate, self.finalized)
+        runs = self.runs(self.finalized)
         if runs:
-            await self._send_turn(runs, self.received, end=True)
-        self.finalized = self.last_interim = self.received
+            await self._send_turn(runs, self.samples, end=True)
+        self.finalized = self.last_interim = self.samples
 
     async def _terminate(self) -> None:
         await self._end_turn()
         await self.send_json(
             {
                 "type": "Termination",
-                "audio_duration_seconds": round(self.received / self.rate),
+                "audio_duration_seconds": round(self.samples / self.rate),
                 "session_duration_seconds": round(asyncio.get_running_loop().time() - self.opened),
             }
         )

@@ -39,12 +39,10 @@ an aborted response; ``stats.cancels`` counts the ones the fake noticed before t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -54,8 +52,22 @@ from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import azure_tts as az
 from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.http_server import FakeHttpServer, HttpClosed, HttpConnection
+from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "DEFAULT_TOKEN",
+    "MAX_BODY",
+    "AzureFakeStats",
+    "FakeAzureSpeechWs",
+    "FakeAzureTTS",
+    "FakeRequest",
+    "SpeechWsStats",
+    "synthesize",
+]
 
 DEFAULT_API_KEY = "test-key"
 DEFAULT_TOKEN = "test-token"
@@ -104,18 +116,14 @@ class AzureFakeStats:
     audio_bytes: int = 0
 
 
-class _Closed(Exception):
-    """The client went away."""
-
-
-class FakeAzureTTS:
+class FakeAzureTTS(FakeHttpServer):
     """``http://127.0.0.1:PORT/cognitiveservices/v1`` with Azure's TTS REST protocol.
 
     ``reject_requests``: with ``plan.reject_status``, refuse only that many requests, then
     answer normally (e.g. one 429 with ``Retry-After``, then audio).
     """
 
-    scheme = "http"
+    stats: AzureFakeStats
 
     def __init__(
         self,
@@ -127,103 +135,25 @@ class FakeAzureTTS:
         port: int = 0,
         reject_requests: int | None = None,
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
-        self.plan = plan or FaultPlan()
-        self.api_key = api_key
+        super().__init__(
+            plan, api_key=api_key, host=host, port=port, reject_requests=reject_requests
+        )
         self.token = token
-        self.host = host
-        self.port = port
-        self.reject_requests = reject_requests
         self.stats = AzureFakeStats()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._request_ids = itertools.count()
-        self._rejected = 0
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    async def start(self) -> str:
-        """Listen and return the base URL (``http://127.0.0.1:PORT``)."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.url
-
-    async def aclose(self) -> None:
-        """Stop listening, cut every connection and wait (bounded) for the handlers."""
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        handlers = list(self._handlers)
-        if handlers:  # aborted sockets end most handlers on their own
-            _, pending = await asyncio.wait(handlers, timeout=0.5)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=3.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3.0):
-                    await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    # -- connections
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        index = self.stats.connections
-        self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            if self.plan.hang_connect:
-                while await reader.read(65536):
-                    pass  # accept TCP, read, never answer
-            else:
-                await _Conn(self, reader, writer, index).serve()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            # Cancelled by aclose(): end quietly (asyncio logs a handler that raises).
-            if self._server is not None and self._server.is_serving():
-                raise
-        finally:
-            self.stats.open_connections -= 1
-            self._writers.discard(writer)
-            self._handlers.discard(task)
-            writer.transport.abort()
-
-    def _take_rejection(self) -> int | None:
-        status = self.plan.reject_status
-        if status is None:
-            return None
-        if self.reject_requests is not None and self._rejected >= self.reject_requests:
-            return None
-        self._rejected += 1
-        return status
+    def connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> _Conn:
+        return _Conn(self, reader, writer, index)
 
 
-class _Conn:
+class _Conn(HttpConnection[FakeRequest]):
     """One client connection of the fake: requests one after another (keep-alive)."""
+
+    MAX_BODY = MAX_BODY
+    CHUNKED_OVERFLOW = "truncate"
+    WRITE_CHECKS_EOF = False
 
     def __init__(
         self,
@@ -232,111 +162,56 @@ class _Conn:
         writer: asyncio.StreamWriter,
         index: int,
     ) -> None:
+        super().__init__(server, reader, writer, index)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
-        self.reader = reader
-        self.writer = writer
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.loop.time()
         self.messages = 0
 
-    # -- lifetime
-    def _wait_limit(self) -> float | None:
-        """How long the connection may wait idle for its next request."""
-        limits: list[float] = []
-        if self.plan.idle_close_after is not None:
-            limits.append(self.plan.idle_close_after)
-        if self.plan.max_connection_age is not None:
-            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
-        return max(0.0, min(limits)) if limits else None
+    def make_request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> FakeRequest:
+        return FakeRequest(method, target.split("?", 1)[0], headers, body, self.index)
 
-    def _too_old(self) -> bool:
-        age = self.plan.max_connection_age
-        return age is not None and self.loop.time() - self.opened >= age
-
-    async def serve(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._wait_limit()):
-                    first = await self.reader.readline()
-            except TimeoutError:
-                self.stats.idle_closes += 1
-                return
-            if not first:
-                return
-            keep_alive = await self._serve_one(first)
-            if not keep_alive or self._too_old():
-                return
-
-    # -- one request
-    async def _read_request(self, first: bytes) -> FakeRequest | None:
-        try:
-            method, path, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        except ValueError:
-            await self._respond(400, "malformed request line\n", keep_alive=False)
-            return None
-        headers: dict[str, str] = {}
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                raise _Closed
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = b""
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    await self.reader.readline()
-                    break
-                body += await self.reader.readexactly(size + 2)
-                body = body[:-2]
-                if len(body) > MAX_BODY:
-                    break
-        else:
-            length = int(headers.get("content-length", "0") or "0")
-            if length > MAX_BODY:
-                await self._respond(413, "request body too large\n", keep_alive=False)
-                return None
-            body = await self.reader.readexactly(length)
-        request = FakeRequest(method, path.split("?", 1)[0], headers, body, self.index)
-        self.stats.requests.append(request)
-        return request
-
-    async def _serve_one(self, first: bytes) -> bool:
-        request = await self._read_request(first)
-        if request is None:
-            return False
+    def on_request(self, request: FakeRequest) -> None:
         self.messages += 2
+
+    def error_text(self, status: int, message: str | None) -> str:
+        return (message or "request body too large") + "\n"
+
+    def error_head(self, status: int, length: int, keep_alive: bool) -> list[str]:
+        return [
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {length}",
+            f"X-RequestId: fake-{next(self.server._request_ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
+
+    def rejection(self, status: int) -> tuple[str, dict[str, str]]:
+        extra = {"Retry-After": "1"} if status in (429, 503) else {}
+        return f"rejected by fault plan ({status})\n", extra
+
+    async def answer(self, request: FakeRequest, keep_alive: bool) -> bool:
         plan = self.plan
-        keep_alive = request.headers.get("connection", "").lower() != "close"
-        if self.server.stats.dropped_requests < plan.drop_before_audio:
-            self.server.stats.dropped_requests += 1
-            return False  # close without an answer
-        status = self.server._take_rejection()
-        if status is not None:
-            extra = {"Retry-After": "1"} if status in (429, 503) else {}
-            await self._respond(status, f"rejected by fault plan ({status})\n", extra=extra)
-            return keep_alive
-        problem = self._check(request)
-        if problem is not None:
-            code, message = problem
-            await self._respond(code, message + "\n")
-            return keep_alive
         fmt = az.resolve_output_format(request.headers["x-microsoft-outputformat"])
         text = az.parse_ssml(request.body).text
         silent = plan.silent_after is not None and self.messages > plan.silent_after
-        await self._write_head(fmt, keep_alive)
+        ctype = "audio/x-wav" if fmt.container == "riff" else _CONTENT_TYPES[fmt.encoding]
+        await self.write_head(
+            [
+                f"Content-Type: {ctype}",
+                "Transfer-Encoding: chunked",
+                f"X-RequestId: fake-{next(self.server._request_ids)}",
+                "Connection: " + ("keep-alive" if keep_alive else "close"),
+            ]
+        )
         if silent:
-            while await self.reader.read(65536):
-                pass  # never answer; wait for the client to give up
-            raise _Closed
+            await self.hang()
         self.stats.spoken.append(text)
         return await self._speak(text, fmt) and keep_alive
+
+    def check(self, request: FakeRequest) -> tuple[int, str] | None:
+        problem = self._check(request)
+        return None if problem is None else (problem[0], problem[1] + "\n")
 
     def _check(self, request: FakeRequest) -> tuple[int, str] | None:
         h = request.headers
@@ -369,48 +244,6 @@ class _Conn:
             return 400, f"invalid SSML: {exc}"
         return None
 
-    # -- writing
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing():
-            raise _Closed
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            raise _Closed from None
-
-    async def _respond(
-        self,
-        status: int,
-        body: str,
-        *,
-        keep_alive: bool = True,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.stats.statuses.append(status)
-        data = body.encode()
-        head = [
-            f"HTTP/1.1 {status} {_reason(status)}",
-            "Content-Type: text/plain; charset=utf-8",
-            f"Content-Length: {len(data)}",
-            f"X-RequestId: fake-{next(self.server._request_ids)}",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
-
-    async def _write_head(self, fmt: az.OutputFormat, keep_alive: bool) -> None:
-        self.stats.statuses.append(200)
-        ctype = "audio/x-wav" if fmt.container == "riff" else _CONTENT_TYPES[fmt.encoding]
-        head = [
-            "HTTP/1.1 200 OK",
-            f"Content-Type: {ctype}",
-            "Transfer-Encoding: chunked",
-            f"X-RequestId: fake-{next(self.server._request_ids)}",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-
     def _client_gone(self) -> bool:
         return self.reader.at_eof() or self.writer.is_closing()
 
@@ -428,7 +261,7 @@ class _Conn:
         try:
             for i, pos in enumerate(range(0, len(data), step)):
                 if self._client_gone():
-                    raise _Closed
+                    raise HttpClosed
                 if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
                     self.stats.cut_bodies += 1
                     cut = True
@@ -436,30 +269,21 @@ class _Conn:
                         self.writer.transport.abort()
                     else:
                         self.writer.close()
-                    raise _Closed
+                    raise HttpClosed
                 chunk = data[pos : pos + step]
-                await self._write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await self.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 self.stats.audio_bytes += len(chunk)
                 if plan.chunk_interval:
                     await asyncio.sleep(plan.chunk_interval)
-            await self._write(b"0\r\n\r\n")
-        except _Closed:
+            await self.write(b"0\r\n\r\n")
+        except HttpClosed:
             if not cut:
                 self.stats.cancels += 1
             raise
         if plan.audio_after_done:
             stale = synthesize("stale audio", fmt.name)[:step]
-            await self._write(stale * plan.audio_after_done)  # junk on a keep-alive connection
+            await self.write(stale * plan.audio_after_done)  # junk on a keep-alive connection
         return True
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 # --------------------------------------------------------------------------- Speech SDK
@@ -501,6 +325,8 @@ class FakeAzureSpeechWs(FakeWsServer):
     ``ignore_clear`` (a stop is never acknowledged).
     """
 
+    stats: SpeechWsStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -534,124 +360,70 @@ class FakeAzureSpeechWs(FakeWsServer):
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
-        conn = _WsConn(self, ws, self.stats.connections)
         self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
+        await self.run(_WsConn(self, ws, self.stats.connections - 1))
 
 
-class _WsConn:
+class _WsConn(WsConnection):
     """One SDK connection: requests one after another, as the SDK sends them."""
 
+    IDLE_CLOSE = (1000, "idle timeout")
+    AGE_CLOSE = (1000, "maximum connection duration")
+
     def __init__(self, server: FakeAzureSpeechWs, ws: ServerConnection, index: int) -> None:
-        self.server = server
-        self.plan = server.plan
+        super().__init__(server, ws, index=index)
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.last_message = self.loop.time()
-        self.received = 0
-        self.chunks_sent = 0
+        self.requests = 0  # client messages but telemetry (what silent_after counts)
         self.formats: dict[str, az.OutputFormat] = {}
         self.texts: dict[str, list[str]] = {}
         self.speaking: asyncio.Task[None] | None = None
         self.speaking_id = ""
         self.stream_ids = itertools.count(1)
 
-    async def close(self, code: int, reason: str = "") -> None:
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
+    def busy(self) -> bool:
+        return self.speaking is not None and not self.speaking.done()
 
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
-        async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(self._lifetime())
-            try:
-                await self._read_loop()
-            finally:
-                watchdog.cancel()
-                if self.speaking is not None:
-                    self.speaking.cancel()
-                    await asyncio.wait([self.speaking])
-
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        while True:
-            await asyncio.sleep(0.02)
-            now = self.loop.time()
-            busy = self.speaking is not None and not self.speaking.done()
-            if (
-                plan.idle_close_after is not None
-                and not busy
-                and now - self.last_message > plan.idle_close_after
-            ):
-                await self.close(1000, "idle timeout")
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1000, "maximum connection duration")
-                return
-
-    async def _read_loop(self) -> None:
+    async def on_frame(self, raw: str | bytes) -> bool:
         plan = self.plan
         try:
-            async for raw in self.ws:
-                self.last_message = self.loop.time()
-                try:
-                    msg = az.parse_ws_message(raw)
-                except ValueError:
-                    await self.close(1007, "malformed message")
-                    return
-                path = msg.path
-                self.stats.paths.append(path)
-                if path == "telemetry":
-                    continue
-                self.received += 1
-                if plan.silent_after is not None and self.received > plan.silent_after:
-                    continue
-                rid = msg.request_id
-                if path == "speech.config":
-                    continue
-                if path == "synthesis.context":
-                    body = msg.json()
-                    ctx = body if isinstance(body, dict) else {}
-                    self.stats.contexts.append(ctx)
-                    name = ctx.get("synthesis", {}).get("audio", {}).get("outputFormat", "")
-                    try:
-                        self.formats[rid] = az.resolve_output_format(name)
-                    except ConfigError:
-                        await self.close(1007, f"unsupported output format {name!r}")
-                        return
-                    self.texts[rid] = []
-                elif path == "text.piece":
-                    self.texts.setdefault(rid, []).append(msg.body.decode("utf-8"))
-                elif path == "text.end":
-                    if self.index < plan.drop_before_audio:
-                        await self.close(1011, "dropped by fault plan")
-                        return
-                    if self.speaking is not None:
-                        await asyncio.wait([self.speaking])
-                    text = "".join(self.texts.pop(rid, []))
-                    fmt = self.formats.pop(rid, az.resolve_output_format(az.DEFAULT_OUTPUT_FORMAT))
-                    self.speaking_id = rid
-                    self.speaking = asyncio.create_task(self._speak(rid, text, fmt))
-                elif path == "synthesis.control":
-                    await self._stop(rid)
-        except ConnectionClosed:
-            return
+            msg = az.parse_ws_message(raw)
+        except ValueError:
+            await self.close(1007, "malformed message")
+            return False
+        path = msg.path
+        self.stats.paths.append(path)
+        if path == "telemetry":
+            return True
+        self.requests += 1
+        if plan.silent_after is not None and self.requests > plan.silent_after:
+            return True
+        rid = msg.request_id
+        if path == "synthesis.context":
+            body = msg.json()
+            ctx = body if isinstance(body, dict) else {}
+            self.stats.contexts.append(ctx)
+            name = ctx.get("synthesis", {}).get("audio", {}).get("outputFormat", "")
+            try:
+                self.formats[rid] = az.resolve_output_format(name)
+            except ConfigError:
+                await self.close(1007, f"unsupported output format {name!r}")
+                return False
+            self.texts[rid] = []
+        elif path == "text.piece":
+            self.texts.setdefault(rid, []).append(msg.body.decode("utf-8"))
+        elif path == "text.end":
+            if self.index < plan.drop_before_audio:
+                await self.close(1011, "dropped by fault plan")
+                return False
+            if self.speaking is not None:
+                await asyncio.wait([self.speaking])
+            text = "".join(self.texts.pop(rid, []))
+            fmt = self.formats.pop(rid, az.resolve_output_format(az.DEFAULT_OUTPUT_FORMAT))
+            self.speaking_id = rid
+            self.speaking = self.spawn(self._speak(rid, text, fmt))
+        elif path == "synthesis.control":
+            await self._stop(rid)
+        return True
 
     async def _stop(self, rid: str) -> None:
         self.stats.stops += 1
@@ -689,16 +461,13 @@ class _WsConn:
             step = round(CHUNK_SECONDS * fmt.sample_rate) * fmt.sample_width
             if plan.odd_chunking and fmt.sample_width == 2:
                 step += 1
-            for i, pos in enumerate(range(0, len(audio), step)):
-                if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
-                    await self.close(plan.close_mid_audio, plan.close_reason)
-                    return
-                if plan.malformed_mid_stream and i == 1:
-                    await self.ws.send("no headers here")
-                    await self.ws.send(az.encode_ws_text("something.new", rid, "{}"))
-                await self._send_audio(rid, sid, audio[pos : pos + step])
-                if plan.chunk_interval:
-                    await asyncio.sleep(plan.chunk_interval)
+
+            async def send(chunk: bytes) -> None:
+                await self._send_audio(rid, sid, chunk)
+
+            malformed = ("no headers here", az.encode_ws_text("something.new", rid, "{}"))
+            if not await self.stream_audio(audio, step, send, malformed=malformed):
+                return
             await self.ws.send(az.encode_ws_text("turn.end", rid, "{}"))
             for _ in range(plan.audio_after_done):
                 await self._send_audio(rid, sid, audio[:step])

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import time
@@ -43,9 +42,18 @@ from websockets.http11 import Request, Response
 
 from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.protocols import cartesia_tts as ca
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "VARIABLE_FIELDS",
+    "CartesiaFakeStats",
+    "FakeCartesiaTTS",
+    "synthesize",
+]
 
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
@@ -115,6 +123,8 @@ def synthesize(text: str, encoding: str, sample_rate: int) -> bytes:
 class FakeCartesiaTTS(FakeWsServer):
     """``ws://127.0.0.1:PORT/tts/websocket`` with the Cartesia TTS protocol."""
 
+    stats: CartesiaFakeStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -126,7 +136,6 @@ class FakeCartesiaTTS(FakeWsServer):
         super().__init__(plan, host=host, port=port)
         self.api_key = api_key
         self.stats = CartesiaFakeStats()
-        self._indices: dict[int, int] = {}  # accepted upgrade -> connection number
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -153,20 +162,12 @@ class FakeCartesiaTTS(FakeWsServer):
             return connection.respond(400, "Cartesia-Version and cartesia_version differ\n")
         if not _VERSION_RE.match(version):
             return connection.respond(400, f"invalid Cartesia-Version {version!r}\n")
-        # Counted before the 101 goes out, so a client that sees its connection open
-        # also sees it counted.
-        self._indices[id(connection)] = self.stats.connections
-        self.stats.connections += 1
+        self.count_connection(connection)
         self.stats.handshakes.append((form, version))
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
-        conn = _Conn(self, ws, index=self._indices.pop(id(ws), self.stats.connections))
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
+        await self.run(_Conn(self, ws, index=self.take_index(ws)))
 
 
 @dataclass
@@ -206,40 +207,18 @@ class _Context:
         return not self.stopped and (self.speaking or bool(self.jobs))
 
 
-class _Conn:
+class _Conn(WsConnection):
     """One client connection of the fake."""
 
+    IDLE_CLOSE = (1000, "idle timeout")
+    AGE_CLOSE = (1001, "maximum connection duration")
+
     def __init__(self, server: FakeCartesiaTTS, ws: ServerConnection, *, index: int) -> None:
-        self.server = server
-        self.plan = server.plan
+        super().__init__(server, ws, index=index)
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
-        loop = asyncio.get_running_loop()
-        self.opened = loop.time()
-        self.last_message = loop.time()
-        self.received = 0
-        self.chunks_sent = 0
         self.contexts: dict[str, _Context] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
 
     # -- sending
-    async def close(self, code: int, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
-
-    async def send_json(self, msg: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(msg))
-
     async def send_error(
         self, context_id: str | None, message: str, *, status: int = 400, title: str = ""
     ) -> None:
@@ -274,68 +253,23 @@ class _Conn:
         self.chunks_sent += 1
         self.stats.audio_bytes += len(audio)
 
-    # -- lifetime
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
-        watchdog = asyncio.create_task(self._lifetime())
-        try:
-            await self._read_loop()
-        finally:
-            watchdog.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(watchdog, *self.tasks, return_exceptions=True)
-
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            idle = not any(c.busy for c in self.contexts.values())
-            if (
-                plan.idle_close_after is not None
-                and idle
-                and now - self.last_message > plan.idle_close_after
-            ):
-                await self.close(1000, "idle timeout")
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1001, "maximum connection duration")
-                return
-
     # -- receiving
-    async def _read_loop(self) -> None:
-        plan = self.plan
-        try:
-            async for raw in self.ws:
-                self.last_message = asyncio.get_running_loop().time()
-                self.received += 1
-                if isinstance(raw, bytes):
-                    await self.send_error(None, "binary messages are not accepted")
-                    continue
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    await self.send_error(None, "invalid JSON")
-                    continue
-                if not isinstance(msg, dict):
-                    await self.send_error(None, "expected a JSON object")
-                    continue
-                self.stats.messages.append(msg)
-                if plan.silent_after is not None and self.received > plan.silent_after:
-                    continue
-                if msg.get("cancel") is True:
-                    await self._cancel(msg)
-                else:
-                    await self._generation(msg)
-        except ConnectionClosed:
-            return
+    def busy(self) -> bool:
+        return any(c.busy for c in self.contexts.values())
+
+    async def refuse(self, problem: str) -> bool:
+        await self.send_error(None, problem)
+        return True
+
+    def record(self, msg: dict[str, Any]) -> None:
+        self.stats.messages.append(msg)
+
+    async def on_message(self, msg: dict[str, Any]) -> bool:
+        if msg.get("cancel") is True:
+            await self._cancel(msg)
+        else:
+            await self._generation(msg)
+        return True
 
     async def _cancel(self, msg: dict[str, Any]) -> None:
         self.stats.cancels += 1
@@ -419,9 +353,7 @@ class _Conn:
             ctx.flush_id += 1
         ctx.wake.set()
         if ctx.task is None:
-            ctx.task = asyncio.create_task(self._speak_loop(ctx), name=f"ctx-{ctx.id}")
-            self.tasks.add(ctx.task)
-            ctx.task.add_done_callback(self.tasks.discard)
+            ctx.task = self.spawn(self._speak_loop(ctx))
 
     # -- speaking
     def _chunk_bytes(self, ctx: _Context) -> int:
@@ -477,26 +409,34 @@ class _Conn:
             await asyncio.sleep(plan.first_audio_delay)
         audio = synthesize(job.text, ctx.encoding, ctx.sample_rate)
         ctx.current_audio = audio
-        step = self._chunk_bytes(ctx)
-        for i, pos in enumerate(range(0, len(audio), step)):
+
+        def at(pos: int) -> None:
             ctx.current_pos = pos
-            if ctx.stopped:
-                return False
-            if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
-                await self.close(plan.close_mid_audio, plan.close_reason)
-                return False
-            if plan.error_mid_stream and i == plan.close_after_chunks:
-                ctx.stopped = True
-                await self.send_error(
-                    ctx.id, "synthesis failed (fault plan)", status=500, title="Internal error"
-                )
-                return False
-            if plan.malformed_mid_stream and i == 1:
-                await self.ws.send("{this is not json")
-                await self.send_json({"type": "something_new", "context_id": ctx.id})
-            await self.send_chunk(ctx, audio[pos : pos + step], job.flush_id)
-            if plan.chunk_interval:
-                await asyncio.sleep(plan.chunk_interval)
+
+        async def error() -> bool:
+            ctx.stopped = True
+            await self.send_error(
+                ctx.id, "synthesis failed (fault plan)", status=500, title="Internal error"
+            )
+            return True
+
+        async def send(chunk: bytes) -> None:
+            await self.send_chunk(ctx, chunk, job.flush_id)
+
+        malformed = (
+            "{this is not json",
+            json.dumps({"type": "something_new", "context_id": ctx.id}),
+        )
+        if not await self.stream_audio(
+            audio,
+            self._chunk_bytes(ctx),
+            send,
+            stopped=lambda: ctx.stopped,
+            error=error,
+            malformed=malformed,
+            at=at,
+        ):
+            return False
         ctx.current_audio = b""
         if ctx.timestamps and job.text.strip():
             await self._send_timestamps(ctx, job)

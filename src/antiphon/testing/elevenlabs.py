@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import time
@@ -57,9 +56,21 @@ from websockets.http11 import Request, Response
 from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import elevenlabs_tts as el
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "MAX_CONTEXTS_MESSAGE",
+    "VOICE_SETTINGS_MESSAGE",
+    "ElevenLabsFakeStats",
+    "FakeElevenLabsTTS",
+    "inactivity_message",
+    "normalize_text",
+    "synthesize",
+]
 
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
@@ -173,6 +184,8 @@ class FakeElevenLabsTTS(FakeWsServer):
     context named ``contextId``.
     """
 
+    stats: ElevenLabsFakeStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -198,6 +211,7 @@ class FakeElevenLabsTTS(FakeWsServer):
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
+        self.stats.connections += 1
         parts = urlsplit(ws.request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         encoding, rate = _check_query(query)
@@ -206,19 +220,14 @@ class FakeElevenLabsTTS(FakeWsServer):
         conn = _Conn(
             self,
             ws,
-            index=self.stats.connections,
+            index=self.stats.connections - 1,
             voice=unquote(match.group(1)),
             encoding=encoding,
             sample_rate=rate,
             inactivity=float(query.get("inactivity_timeout", el.DEFAULT_INACTIVITY_TIMEOUT)),
             authenticated=ws.request.headers.get("xi-api-key") == self.api_key,
         )
-        self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
+        await self.run(conn)
 
 
 class _Context:
@@ -238,8 +247,10 @@ class _Context:
         self.task: asyncio.Task[None] | None = None
 
 
-class _Conn:
+class _Conn(WsConnection):
     """One client connection of the fake."""
+
+    AGE_CLOSE = (1011, "maximum connection duration reached")
 
     def __init__(
         self,
@@ -253,42 +264,21 @@ class _Conn:
         inactivity: float,
         authenticated: bool,
     ) -> None:
+        super().__init__(server, ws, index=index)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
         self.voice = voice
         self.encoding = encoding
         self.sample_rate = sample_rate
         self.width = 2 if encoding == "linear16" else 1
-        self.idle_limit = (
+        self.inactivity = (
             self.plan.idle_close_after if self.plan.idle_close_after is not None else inactivity
         )
         self.authenticated = authenticated
-        loop = asyncio.get_running_loop()
-        self.opened = loop.time()
-        self.last_message = loop.time()
-        self.received = 0
-        self.chunks_sent = 0
         self.spoken = 0  # answers started on this connection
         self.contexts: dict[str, _Context] = {}
-        self.closed = False
-        self.tg: asyncio.TaskGroup | None = None
 
     # -- sending
-    async def close(self, code: int, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
-
     async def send_json(self, obj: dict[str, Any]) -> None:
         if self.closed:
             raise ConnectionClosed(None, None)
@@ -323,72 +313,33 @@ class _Conn:
         return n + 1 if self.plan.odd_chunking and self.width == 2 else n
 
     # -- the connection
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self.tg = tg
-                watchdog = tg.create_task(self._lifetime())
-                try:
-                    await self._read_loop()
-                finally:
-                    watchdog.cancel()
-                    for ctx in self.contexts.values():
-                        if ctx.task is not None:
-                            ctx.task.cancel()
-        except* ConnectionClosed:
-            pass
-
-    def _busy(self) -> bool:
+    def busy(self) -> bool:
         return any(c.speaking or c.jobs for c in self.contexts.values())
 
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            if not self._busy() and now - self.last_message > self.idle_limit:
-                await self.close(1008, inactivity_message(self.idle_limit))
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1011, "maximum connection duration reached")
-                return
+    def idle_limit(self) -> float | None:
+        return self.inactivity
 
-    async def _read_loop(self) -> None:
-        try:
-            async for raw in self.ws:
-                self.last_message = asyncio.get_running_loop().time()
-                self.received += 1
-                if isinstance(raw, bytes):
-                    await self.close(1008, "Invalid message: expected JSON text")
-                    return
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    await self.close(1008, "Invalid message: expected JSON")
-                    return
-                if not isinstance(msg, dict):
-                    await self.close(1008, "Invalid message: expected a JSON object")
-                    return
-                self.stats.messages.append(msg)
-                if self.plan.silent_after is not None and self.received > self.plan.silent_after:
-                    continue
-                if not self.authenticated:
-                    key = msg.get("xi_api_key", msg.get("xi-api-key"))
-                    auth = msg.get("authorization")
-                    if key == self.server.api_key or auth == f"Bearer {self.server.api_key}":
-                        self.authenticated = True
-                    else:
-                        await self.close(1008, "Invalid API key")
-                        return
-                if not await self._handle(msg):
-                    return
-        except ConnectionClosed:
-            return
+    def idle_close(self) -> tuple[int, str]:
+        return (1008, inactivity_message(self.inactivity))
+
+    async def refuse(self, problem: str) -> bool:
+        what = {BINARY: "JSON text", INVALID_JSON: "JSON"}.get(problem, "a JSON object")
+        await self.close(1008, f"Invalid message: expected {what}")
+        return False
+
+    def record(self, msg: dict[str, Any]) -> None:
+        self.stats.messages.append(msg)
+
+    async def on_message(self, msg: dict[str, Any]) -> bool:
+        if not self.authenticated:
+            key = msg.get("xi_api_key", msg.get("xi-api-key"))
+            auth = msg.get("authorization")
+            if key == self.server.api_key or auth == f"Bearer {self.server.api_key}":
+                self.authenticated = True
+            else:
+                await self.close(1008, "Invalid API key")
+                return False
+        return await self._handle(msg)
 
     async def _handle(self, msg: dict[str, Any]) -> bool:
         """Act on one client message; False when the connection was closed."""
@@ -424,8 +375,7 @@ class _Conn:
             self.contexts[context_id] = ctx
             self.stats.contexts_opened += 1
             self.stats.max_open_contexts = max(self.stats.max_open_contexts, open_now + 1)
-            assert self.tg is not None
-            ctx.task = self.tg.create_task(self._context_loop(ctx))
+            ctx.task = self.spawn(self._context_loop(ctx))
         elif "voice_settings" in msg and msg["voice_settings"] != ctx.voice_settings:
             await self.close(1008, VOICE_SETTINGS_MESSAGE)
             return False
@@ -508,34 +458,39 @@ class _Conn:
         if plan.first_audio_delay:
             await asyncio.sleep(plan.first_audio_delay)
         audio = synthesize(text, self.encoding, self.sample_rate)
-        step = self.chunk_bytes()
-        starts = list(range(0, len(audio), step))
-        for i, pos in enumerate(starts):
-            if ctx.state == "cancelled":
-                if ctx.stop_after <= 0:
-                    return
-                ctx.stop_after -= 1
-            if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
-                await self.close(plan.close_mid_audio, plan.close_reason)
-                raise ConnectionClosed(None, None)
-            if plan.error_mid_stream and i == plan.close_after_chunks:
-                self.stats.errors_sent.append("fault_plan")
-                await self.send_json(
-                    {
-                        "message": "fault plan: synthesis failed",
-                        "error": "internal_error",
-                        "code": 1011,
-                        "contextId": ctx.id,
-                    }
-                )
-                ctx.jobs.clear()
-                ctx.no_final = True
-                ctx.state = "cancelled"
-                ctx.stop_after = 0
-                return
-            if plan.malformed_mid_stream and i == 1:
-                await self.ws.send("{this is not json")
-                await self.send_json({"type": "SomethingNew", "value": 1})
-            await self.send_audio(ctx, audio[pos : pos + step])
-            if plan.chunk_interval:
-                await asyncio.sleep(plan.chunk_interval)
+
+        def stopped() -> bool:
+            if ctx.state != "cancelled":
+                return False
+            if ctx.stop_after <= 0:
+                return True
+            ctx.stop_after -= 1
+            return False
+
+        async def error() -> bool:
+            self.stats.errors_sent.append("fault_plan")
+            await self.send_json(
+                {
+                    "message": "fault plan: synthesis failed",
+                    "error": "internal_error",
+                    "code": 1011,
+                    "contextId": ctx.id,
+                }
+            )
+            ctx.jobs.clear()
+            ctx.no_final = True
+            ctx.state = "cancelled"
+            ctx.stop_after = 0
+            return True
+
+        async def send(chunk: bytes) -> None:
+            await self.send_audio(ctx, chunk)
+
+        malformed = ("{this is not json", json.dumps({"type": "SomethingNew", "value": 1}))
+        if (
+            not await self.stream_audio(
+                audio, self.chunk_bytes(), send, stopped=stopped, error=error, malformed=malformed
+            )
+            and self.closed
+        ):
+            raise ConnectionClosed(None, None)

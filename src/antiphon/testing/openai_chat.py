@@ -49,18 +49,31 @@ client's cancel is a closed connection; ``stats.cancels`` counts those the fake 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.http_server import FakeHttpServer, HttpConnection
+
+__all__ = [
+    "ARGUMENT_FRAGMENT",
+    "DEFAULT_API_KEY",
+    "MAX_BODY",
+    "ChatConnection",
+    "ChatFakeStats",
+    "ChatRequest",
+    "FakeChatServer",
+    "FakeOpenAIChat",
+    "Reply",
+    "Responder",
+    "ScriptedCall",
+    "default_reply",
+]
 
 DEFAULT_API_KEY = "test-key"
 MAX_BODY = 4 * 1024 * 1024
@@ -142,19 +155,14 @@ class ChatFakeStats:
     idle_closes: int = 0
 
 
-class _Closed(Exception):
-    """The client went away."""
-
-
-class FakeOpenAIChat:
-    """``http://127.0.0.1:PORT/v1/chat/completions`` (point ``base_url`` at :attr:`base_url`).
+class FakeChatServer(FakeHttpServer):
+    """What the chat API fakes share: scripted replies, a ``Retry-After`` value.
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests, then answer normally.
-    ``retry_after``: the ``Retry-After`` value sent with 429 and 503.
     """
 
-    scheme = "http"
+    stats: ChatFakeStats
 
     def __init__(
         self,
@@ -167,17 +175,13 @@ class FakeOpenAIChat:
         reject_requests: int | None = None,
         retry_after: str = "1",
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
-        self.plan = plan or FaultPlan()
-        self.api_key = api_key
-        self.host = host
-        self.port = port
-        self.reject_requests = reject_requests
+        super().__init__(
+            plan, api_key=api_key, host=host, port=port, reject_requests=reject_requests
+        )
         self.retry_after = retry_after
         self.stats = ChatFakeStats()
         self._script: list[Reply] = []
-        self._responder: Responder = default_reply
+        self._responder: Responder = self.default_reply
         if isinstance(replies, Reply):
             fixed = replies
             self._responder = lambda _body: fixed
@@ -185,60 +189,12 @@ class FakeOpenAIChat:
             self._responder = replies
         elif replies is not None:
             self._script = list(replies)
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._ids = itertools.count(1)
-        self._rejected = 0
         self._answered = 0
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake server is not started")
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """The ``base_url`` to give a client (``http://127.0.0.1:PORT/v1``)."""
-        return self.url + "/v1"
-
-    async def start(self) -> str:
-        """Listen and return the URL (``http://127.0.0.1:PORT``)."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.url
-
-    async def aclose(self) -> None:
-        """Stop listening, cut every connection and wait (bounded) for the handlers."""
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        handlers = list(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=0.5)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=3.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3.0):
-                    await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def default_reply(self, body: dict[str, Any]) -> Reply:
+        """The answer when nothing was scripted."""
+        return default_reply(body)
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
         """The reply to ``body``: the next scripted one, else the responder's."""
@@ -246,40 +202,73 @@ class FakeOpenAIChat:
             return self._script.pop(0)
         return self._responder(body)
 
-    # -- connections
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        index = self.stats.connections
-        self.stats.connections += 1
-        self.stats.open_connections += 1
-        try:
-            if self.plan.hang_connect:
-                while await reader.read(65536):
-                    pass  # accept TCP, read, never answer
-            else:
-                await _Conn(self, reader, writer, index).serve()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            if self._server is not None and self._server.is_serving():
-                raise
-        finally:
-            self.stats.open_connections -= 1
-            self._writers.discard(writer)
-            self._handlers.discard(task)
-            writer.transport.abort()
 
-    def _take_rejection(self) -> int | None:
-        status = self.plan.reject_status
-        if status is None:
-            return None
-        if self.reject_requests is not None and self._rejected >= self.reject_requests:
-            return None
-        self._rejected += 1
-        return status
+class ChatConnection(HttpConnection[ChatRequest]):
+    """A chat API connection: JSON requests, answered with a server-sent-event stream."""
+
+    MAX_BODY = MAX_BODY
+
+    def __init__(
+        self,
+        server: FakeChatServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        index: int,
+    ) -> None:
+        super().__init__(server, reader, writer, index)
+        self.chat = server
+        self.stats = server.stats
+
+    def make_request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> ChatRequest:
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+        split = urlsplit(target)
+        return ChatRequest(
+            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
+        )
+
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        """The header lines of a streamed answer."""
+        raise NotImplementedError
+
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+        """Stream one reply; False if the connection must close afterwards."""
+        raise NotImplementedError
+
+    async def answer(self, request: ChatRequest, keep_alive: bool) -> bool:
+        server, plan = self.chat, self.plan
+        body: dict[str, Any] = request.json
+        server._answered += 1
+        silent = plan.silent_after is not None and server._answered > plan.silent_after
+        await self.write_head(self.stream_head(keep_alive))
+        if silent:
+            await self.hang()
+        reply = server.next_reply(body)
+        self.stats.replies.append(reply)
+        return await self.stream(reply, body) and keep_alive
+
+
+class FakeOpenAIChat(FakeChatServer):
+    """``http://127.0.0.1:PORT/v1/chat/completions`` (point ``base_url`` at :attr:`base_url`).
+
+    ``replies``: see the module docstring. ``reject_requests``: with
+    ``plan.reject_status``, refuse only that many requests, then answer normally.
+    ``retry_after``: the ``Retry-After`` value sent with 429 and 503.
+    """
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` to give a client (``http://127.0.0.1:PORT/v1``)."""
+        return self.url + "/v1"
+
+    def connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> _Conn:
+        return _Conn(self, reader, writer, index)
 
 
 def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> str:
@@ -295,7 +284,7 @@ _REJECTIONS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
-class _Conn:
+class _Conn(ChatConnection):
     """One client connection: requests one after another (keep-alive)."""
 
     def __init__(
@@ -305,116 +294,38 @@ class _Conn:
         writer: asyncio.StreamWriter,
         index: int,
     ) -> None:
+        super().__init__(server, reader, writer, index)
         self.server = server
-        self.plan = server.plan
-        self.stats = server.stats
-        self.reader = reader
-        self.writer = writer
-        self.index = index
-        self.loop = asyncio.get_running_loop()
-        self.opened = self.loop.time()
 
-    def _wait_limit(self) -> float | None:
-        limits: list[float] = []
-        if self.plan.idle_close_after is not None:
-            limits.append(self.plan.idle_close_after)
-        if self.plan.max_connection_age is not None:
-            limits.append(self.opened + self.plan.max_connection_age - self.loop.time())
-        return max(0.0, min(limits)) if limits else None
+    def error_text(self, status: int, message: str | None) -> str:
+        return message or "request body too large"
 
-    def _too_old(self) -> bool:
-        age = self.plan.max_connection_age
-        return age is not None and self.loop.time() - self.opened >= age
+    def error_head(self, status: int, length: int, keep_alive: bool) -> list[str]:
+        return [
+            "Content-Type: application/json",
+            f"Content-Length: {length}",
+            f"x-request-id: req_fake_{next(self.server._ids)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
-    async def serve(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._wait_limit()):
-                    first = await self.reader.readline()
-            except TimeoutError:
-                self.stats.idle_closes += 1
-                return
-            if not first:
-                return
-            if not await self._serve_one(first) or self._too_old():
-                return
-
-    # -- one request
-    async def _read_request(self, first: bytes) -> ChatRequest | None:
-        try:
-            method, target, _version = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        except ValueError:
-            await self._respond(400, "malformed request line", keep_alive=False)
-            return None
-        headers: dict[str, str] = {}
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                raise _Closed
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    await self.reader.readline()
-                    break
-                body += (await self.reader.readexactly(size + 2))[:-2]
-        else:
-            length = int(headers.get("content-length", "0") or "0")
-            if length > MAX_BODY:
-                await self._respond(413, "request body too large", keep_alive=False)
-                return None
-            body = await self.reader.readexactly(length)
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            parsed = None
-        split = urlsplit(target)
-        request = ChatRequest(
-            method, split.path, parse_qs(split.query), headers, body, parsed, self.index
+    def rejection(self, status: int) -> tuple[str, dict[str, str]]:
+        message, kind, code = _REJECTIONS.get(
+            status, (f"rejected by fault plan ({status})", "invalid_request_error", None)
         )
-        self.stats.requests.append(request)
-        return request
+        extra = {"Retry-After": self.server.retry_after} if status in (429, 503) else {}
+        return _error_body(message, kind, code), extra
 
-    async def _serve_one(self, first: bytes) -> bool:
-        request = await self._read_request(first)
-        if request is None:
-            return False
-        server, plan = self.server, self.plan
-        keep_alive = request.headers.get("connection", "").lower() != "close"
-        if self.stats.dropped_requests < plan.drop_before_audio:
-            self.stats.dropped_requests += 1
-            return False  # close without an answer
-        status = server._take_rejection()
-        if status is not None:
-            message, kind, code = _REJECTIONS.get(
-                status, (f"rejected by fault plan ({status})", "invalid_request_error", None)
-            )
-            extra = {"Retry-After": server.retry_after} if status in (429, 503) else {}
-            await self._respond(status, _error_body(message, kind, code), extra=extra)
-            return keep_alive
-        problem = self._check(request)
-        if problem is not None:
-            code_status, body = problem
-            await self._respond(code_status, body)
-            return keep_alive
-        body_json: dict[str, Any] = request.json
-        server._answered += 1
-        silent = plan.silent_after is not None and server._answered > plan.silent_after
-        await self._write_head(keep_alive)
-        if silent:
-            while await self.reader.read(65536):
-                pass  # never answer; wait for the client to give up
-            raise _Closed
-        reply = server.next_reply(body_json)
-        self.stats.replies.append(reply)
-        return await self._stream(reply, body_json) and keep_alive
+    def stream_head(self, keep_alive: bool) -> list[str]:
+        return [
+            "Content-Type: text/event-stream; charset=utf-8",
+            "Transfer-Encoding: chunked",
+            "Cache-Control: no-cache",
+            f"x-request-id: req_fake_{next(self.server._ids)}",
+            "openai-processing-ms: 1",
+            "Connection: " + ("keep-alive" if keep_alive else "close"),
+        ]
 
-    def _check(self, request: ChatRequest) -> tuple[int, str] | None:
+    def check(self, request: ChatRequest) -> tuple[int, str] | None:
         """OpenAI's checks, in its order: path, auth, then the body."""
         h = request.headers
         path = request.path.rstrip("/")
@@ -452,69 +363,8 @@ class _Conn:
             return 400, _error_body(message, "invalid_request_error", None, param)
         return None
 
-    # -- writing
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing() or self.reader.at_eof():
-            raise _Closed
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            raise _Closed from None
-
-    async def _respond(
-        self,
-        status: int,
-        body: str,
-        *,
-        keep_alive: bool = True,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.stats.statuses.append(status)
-        data = body.encode()
-        head = [
-            f"HTTP/1.1 {status} {_reason(status)}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(data)}",
-            f"x-request-id: req_fake_{next(self.server._ids)}",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
-
-    async def _write_head(self, keep_alive: bool) -> None:
-        self.stats.statuses.append(200)
-        head = [
-            "HTTP/1.1 200 OK",
-            "Content-Type: text/event-stream; charset=utf-8",
-            "Transfer-Encoding: chunked",
-            "Cache-Control: no-cache",
-            f"x-request-id: req_fake_{next(self.server._ids)}",
-            "openai-processing-ms: 1",
-            "Connection: " + ("keep-alive" if keep_alive else "close"),
-        ]
-        await self._write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-
-    async def _chunk(self, data: bytes) -> None:
-        """One piece of the body (split in 7-byte HTTP chunks with ``odd_chunking``)."""
-        step = 7 if self.plan.odd_chunking else len(data)
-        for pos in range(0, len(data), step):
-            part = data[pos : pos + step]
-            await self._write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but notice the client closing meanwhile."""
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    if not await self.reader.read(65536):
-                        raise _Closed
-        except TimeoutError:
-            return
-
-    async def _stream(self, reply: Reply, body: dict[str, Any]) -> bool:
+    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
         """Stream one reply; False if the connection must close afterwards."""
-        plan = self.plan
         cid = f"chatcmpl-fake{next(self.server._ids)}"
         model = str(body.get("model"))
         usage_on = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -563,43 +413,19 @@ class _Conn:
                 "total_tokens": prompt + completion,
             }
             pieces.append(event([], usage))
-        try:
-            if plan.first_audio_delay:
-                await self._pause(plan.first_audio_delay)
-            for i, piece in enumerate(pieces):
-                sent_tokens = i  # pieces[0] is the role chunk
-                if plan.close_mid_audio is not None and sent_tokens > plan.close_after_chunks:
-                    self.stats.cut_streams += 1
-                    if plan.close_mid_audio == ABORT:
-                        self.writer.transport.abort()
-                    elif plan.close_mid_audio == 1000:
-                        await self._write(b"0\r\n\r\n")
-                        return True
-                    else:
-                        self.writer.close()
-                    raise _Closed
-                if plan.error_mid_stream and sent_tokens > plan.close_after_chunks:
-                    message, kind, code = _REJECTIONS[500]
-                    await self._chunk(f"data: {_error_body(message, kind, code)}\n\n".encode())
-                    await self._write(b"0\r\n\r\n")
-                    return True
-                if plan.malformed_mid_stream and i == 2:
-                    await self._chunk(b'data: {"object": "chat.completion.unknown", "x": 1}\n\n')
-                    await self._chunk(b": keep-alive\n\n")
-                    await self._chunk(b"data: {this is not json\n\n")
-                await self._chunk(piece)
-                if plan.chunk_interval and 0 < i < len(pieces) - 1:
-                    await self._pause(plan.chunk_interval)
-            await self._chunk(b"data: [DONE]\n\n")
-            for _ in range(plan.audio_after_done):
-                await self._chunk(event(choice({"content": " stale"})))
-            await self._write(b"0\r\n\r\n")
-            self.stats.completed += 1
-        except _Closed:
-            if not (plan.close_mid_audio is not None):
-                self.stats.cancels += 1
-            raise
-        return True
+        message, kind, code = _REJECTIONS[500]
+        error = f"data: {_error_body(message, kind, code)}\n\n".encode()
+        return await self.stream_sse(
+            [(piece, i > 0) for i, piece in enumerate(pieces)],
+            error=lambda: error,
+            malformed=(
+                b'data: {"object": "chat.completion.unknown", "x": 1}\n\n',
+                b": keep-alive\n\n",
+                b"data: {this is not json\n\n",
+            ),
+            done=b"data: [DONE]\n\n",
+            stale=lambda: event(choice({"content": " stale"})),
+        )
 
 
 def _check_body(body: Any) -> tuple[str, str | None] | None:
@@ -687,10 +513,3 @@ def _check_body(body: Any) -> tuple[str, str | None] | None:
             "messages",
         )
     return None
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"

@@ -40,9 +40,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from antiphon.protocols import realtime as rt
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
+
+__all__ = [
+    "BETA_PATH",
+    "DEFAULT_API_KEY",
+    "GA_PATH",
+    "VAD_THRESHOLD",
+    "FakeRealtimeServer",
+    "RealtimeFakeStats",
+    "default_reply",
+]
 
 DEFAULT_API_KEY = "test-key"
 GA_PATH = "/v1/realtime"
@@ -96,6 +106,8 @@ class FakeRealtimeServer(FakeWsServer):
     ``chunk_ms``: milliseconds of audio per delta.
     """
 
+    stats: RealtimeFakeStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -146,19 +158,17 @@ class FakeRealtimeServer(FakeWsServer):
             return connection.respond(401, "invalid credentials\n")
         if self.dialect is rt.Dialect.GA and request.headers.get("OpenAI-Beta"):
             return connection.respond(400, "the OpenAI-Beta header is not accepted in GA\n")
-        self.stats.connections += 1
+        self.count_connection(connection)
         self.stats.queries.append(q)
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
         self._loop = asyncio.get_running_loop()
-        conn = _Conn(self, ws, self.stats.connections - 1)
+        conn = _Conn(self, ws, self.take_index(ws))
         self._conns.add(conn)
-        self.stats.open_connections += 1
         try:
-            await conn.serve()
+            await self.run(conn)
         finally:
-            self.stats.open_connections -= 1
             self._conns.discard(conn)
 
     def kick(self, code: int = 1011, reason: str = "kicked by the test") -> None:
@@ -177,22 +187,17 @@ class FakeRealtimeServer(FakeWsServer):
         return f"{prefix}_{next(self._ids)}"
 
 
-class _Conn:
+class _Conn(WsConnection):
     """One client connection of the fake."""
 
+    AGE_CLOSE = (1001, "maximum session duration")
+
     def __init__(self, server: FakeRealtimeServer, ws: ServerConnection, index: int) -> None:
+        super().__init__(server, ws, index=index)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
         self.names = server.names
         self.ga = server.dialect is rt.Dialect.GA
-        self.ws = ws
-        self.index = index
-        loop = asyncio.get_running_loop()
-        self.opened = loop.time()
-        self.last_message = loop.time()
-        self.received = 0
-        self.chunks_sent = 0
         self.session: dict[str, Any] = (
             {
                 "type": "realtime",
@@ -211,7 +216,6 @@ class _Conn:
         self.cancelled = False
         self.audio_sent_ms: dict[str, float] = {}
         self.turn = 0
-        self.closed = False
         # VAD
         self.vad_buf = bytearray()
         self.audio_ms = 0.0
@@ -225,18 +229,6 @@ class _Conn:
     async def send(self, msg: dict[str, Any]) -> None:
         msg.setdefault("event_id", self.server.next_id("event"))
         await self.ws.send(json.dumps(msg))
-
-    async def close(self, code: int, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
 
     @property
     def input_rate(self) -> int:
@@ -263,68 +255,28 @@ class _Conn:
         return td if isinstance(td, dict) else None
 
     # -- serving
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
+    async def on_open(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self.send({"type": "session.created", "session": dict(self.session)})
-        async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(self._lifetime())
-            try:
-                await self._read_loop()
-            finally:
-                watchdog.cancel()
-                if self.response is not None:
-                    self.response.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                        await self.response
 
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            busy = self.response is not None and not self.response.done()
-            if (
-                plan.idle_close_after is not None
-                and not busy
-                and now - self.last_message > plan.idle_close_after
-            ):
-                await self.close(1011, "idle timeout")
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1001, "maximum session duration")
-                return
+    def busy(self) -> bool:
+        return self.response is not None and not self.response.done()
 
-    async def _read_loop(self) -> None:
-        plan = self.plan
-        try:
-            async for raw in self.ws:
-                self.last_message = asyncio.get_running_loop().time()
-                self.received += 1
-                if isinstance(raw, bytes):
-                    await self._error("invalid_request_error", "binary_not_supported", "")
-                    continue
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    await self._error("invalid_request_error", "invalid_json", "invalid JSON")
-                    continue
-                if not isinstance(msg, dict):
-                    continue
-                self.stats.messages.append(
-                    msg if msg.get("type") != "input_audio_buffer.append" else {"type": msg["type"]}
-                )
-                if plan.silent_after is not None and self.received > plan.silent_after:
-                    continue
-                await self._dispatch(msg)
-        except ConnectionClosed:
-            return
+    async def refuse(self, problem: str) -> bool:
+        if problem == BINARY:
+            await self._error("invalid_request_error", "binary_not_supported", "")
+        elif problem == INVALID_JSON:
+            await self._error("invalid_request_error", "invalid_json", "invalid JSON")
+        return True
+
+    def record(self, msg: dict[str, Any]) -> None:
+        self.stats.messages.append(
+            msg if msg.get("type") != "input_audio_buffer.append" else {"type": msg["type"]}
+        )
+
+    async def on_message(self, msg: dict[str, Any]) -> bool:
+        await self._dispatch(msg)
+        return True
 
     async def _error(self, etype: str, code: str, message: str, param: str = "") -> None:
         err = {"type": etype, "code": code, "message": message, "param": param}
@@ -518,9 +470,7 @@ class _Conn:
         self.response_id = self.server.next_id("resp")
         self.cancelled = False
         text, call = self._plan_response(instructions)
-        self.response = asyncio.get_running_loop().create_task(
-            self._respond(self.response_id, text, call)
-        )
+        self.response = self.spawn(self._respond(self.response_id, text, call))
 
     async def _response_done(
         self,
@@ -692,24 +642,26 @@ class _Conn:
         if plan.odd_chunking:
             step += 1
         words = text.split(" ")
-        chunks = range(0, len(audio), step)
-        n = len(chunks)
+        n = len(range(0, len(audio), step))
         said = 0
-        for i, pos in enumerate(chunks):
-            if plan.close_mid_audio is not None and i == plan.close_after_chunks:
-                await self.close(plan.close_mid_audio, plan.close_reason)
-                return
-            if plan.error_mid_stream and i == plan.close_after_chunks:
-                await self._error("server_error", "internal_error", "fault plan error")
-                error = {"type": "server_error", "code": "internal_error"}
-                await self._response_done(
-                    rid, "failed", [], error={**error, "message": "fault plan error"}
-                )
-                return
-            if plan.malformed_mid_stream and i == 1:
-                await self.ws.send("{this is not json")
-                await self.send({"type": "response.something_new", "value": 1})
-            upto = round((i + 1) * len(words) / n)
+        sent = 0
+
+        async def error() -> bool:
+            await self._error("server_error", "internal_error", "fault plan error")
+            error = {"type": "server_error", "code": "internal_error"}
+            await self._response_done(
+                rid, "failed", [], error={**error, "message": "fault plan error"}
+            )
+            return True
+
+        async def malformed() -> None:
+            await self.ws.send("{this is not json")
+            await self.send({"type": "response.something_new", "value": 1})
+
+        async def send(chunk: bytes) -> None:
+            nonlocal sent, said
+            sent += 1
+            upto = round(sent * len(words) / n)
             if upto > said:
                 delta = (" " if said else "") + " ".join(words[said:upto])
                 await self.send(
@@ -721,9 +673,12 @@ class _Conn:
                     }
                 )
                 said = upto
-            await self._audio_delta(rid, item_id, audio[pos : pos + step])
-            if plan.chunk_interval:
-                await asyncio.sleep(plan.chunk_interval)
+            await self._audio_delta(rid, item_id, chunk)
+
+        if not await self.stream_audio(
+            audio, step, send, error=error, malformed=malformed, per_answer=True
+        ):
+            return
         await self.send({"type": self.names.audio_done, **base, "content_index": 0})
         await self.send(
             {"type": self.names.transcript_done, **base, "content_index": 0, "transcript": text}

@@ -1,5 +1,11 @@
 """Base of the fake WebSocket provider servers, and two ways to run one.
 
+:class:`FakeWsServer` accepts upgrades (faults of the handshake, numbering of accepted
+connections) and hands each connection to a :class:`WsConnection`: the per-connection
+message loop, the lifetime watchdog (idle timeout, maximum age), close and abort, and the
+plan's mid-stream audio faults (:meth:`WsConnection.stream_audio`). A fake subclasses both
+and adds only its protocol: parsing, replies, close codes.
+
 Fakes bind to loopback only. :func:`serving` runs a fake in the caller's event loop, so
 that on a virtual-time loop (``antiphon.testing.vloop``) its delays are virtual too; its
 tasks are marked as the fake's (``leaks.fake_side``) so leak checks see only the client.
@@ -11,19 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from antiphon.testing.faults import FaultPlan
+from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import fake_side
 
-__all__ = ["FakeServer", "FakeWsServer", "running_in_thread", "serving"]
+__all__ = [
+    "BINARY",
+    "INVALID_JSON",
+    "NOT_OBJECT",
+    "FakeServer",
+    "FakeWsServer",
+    "LoopbackServer",
+    "WsConnection",
+    "running_in_thread",
+    "serving",
+]
+
+#: Problems of a client frame that :meth:`WsConnection.refuse` is asked to answer.
+BINARY = "binary messages are not accepted"
+INVALID_JSON = "invalid JSON"
+NOT_OBJECT = "expected a JSON object"
 
 
 class FakeServer(Protocol):
@@ -43,28 +67,65 @@ class FakeServer(Protocol):
 S = TypeVar("S", bound=FakeServer)
 
 
-class FakeWsServer(ABC):
-    """A loopback WebSocket server that speaks one provider's protocol with a FaultPlan."""
+class ConnStats(Protocol):
+    """The statistics every WebSocket fake keeps."""
+
+    connections: int
+    open_connections: int
+    closes_sent: list[int]
+
+
+class LoopbackServer:
+    """What every fake server has: a plan, a loopback address, ``async with`` support."""
 
     scheme = "ws"
 
-    def __init__(self, plan: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, plan: FaultPlan | None, *, host: str, port: int) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("fake servers bind to loopback only (127.0.0.1 or ::1)")
         self.plan = plan or FaultPlan()
         self.host = host
         self.port = port
-        self._server: Server | None = None
-        self._hanging: set[asyncio.Future[None]] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-        #: Opening handshakes received so far (held ones included).
-        self.upgrades = 0
+        self._server: object | None = None
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the fake server is not started")
         return f"{self.scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class FakeWsServer(LoopbackServer, ABC):
+    """A loopback WebSocket server that speaks one provider's protocol with a FaultPlan."""
+
+    def __init__(self, plan: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(plan, host=host, port=port)
+        self._server: Server | None = None
+        self._hanging: set[asyncio.Future[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._indices: dict[int, int] = {}  # accepted upgrade -> connection number
+        #: Opening handshakes received so far (held ones included).
+        self.upgrades = 0
+
+    stats: ConnStats
 
     async def start(self) -> str:
         """Listen and return the base URL (``ws://127.0.0.1:PORT``)."""
@@ -111,6 +172,24 @@ class FakeWsServer(ABC):
         finally:
             self._handlers.discard(task)
 
+    def count_connection(self, connection: ServerConnection) -> None:
+        """Number an accepted upgrade; called before the 101 goes out, so a client that
+        sees its connection open also sees it counted."""
+        self._indices[id(connection)] = self.stats.connections
+        self.stats.connections += 1
+
+    def take_index(self, ws: ServerConnection) -> int:
+        """The number :meth:`count_connection` gave this connection."""
+        return self._indices.pop(id(ws), self.stats.connections)
+
+    async def run(self, conn: WsConnection) -> None:
+        """Serve ``conn``, counted in ``stats.open_connections`` meanwhile."""
+        self.stats.open_connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.stats.open_connections -= 1
+
     @abstractmethod
     async def handle(self, ws: ServerConnection) -> None:
         """Serve one connection."""
@@ -127,17 +206,340 @@ class FakeWsServer(ABC):
                     await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
+class WsConnection:
+    """One client connection of a fake: the loop, the watchdog, closing, audio faults.
+
+    Subclasses set :attr:`IDLE_CLOSE`/:attr:`AGE_CLOSE` (what the service closes with),
+    answer frames (:meth:`on_message`, or :meth:`on_frame` for non-JSON protocols) and
+    may start work in :meth:`on_open` (send a greeting, :meth:`spawn` a speaker).
+    """
+
+    #: Code and reason of the close after ``idle_close_after`` without a client message.
+    IDLE_CLOSE: tuple[int, str] = (1011, "idle timeout")
+    #: Code and reason of the close after ``max_connection_age``.
+    AGE_CLOSE: tuple[int, str] = (1011, "maximum connection duration")
+    #: Keep reading while closing (``close(drain=...)``'s default).
+    DRAIN_ON_CLOSE = False
+
+    def __init__(self, server: FakeWsServer, ws: ServerConnection, *, index: int) -> None:
+        self.plan = server.plan
+        self.ws = ws
+        self.index = index
+        self._closes = server.stats.closes_sent
+        loop = asyncio.get_running_loop()
+        self.opened = loop.time()
+        self.last_message = loop.time()
+        self.received = 0  # client messages
+        self.chunks_sent = 0
+        self.closed = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    # -- closing
+    async def close(self, code: int, reason: str = "", *, drain: bool | None = None) -> None:
+        """Close with ``code`` (``ABORT``: drop TCP); once. ``drain``: read what the client
+        still sends meanwhile, so its close frame is read at once (only the reading task
+        may drain)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._closes.append(code)
+        if code == ABORT:
+            if self.ws.transport is not None:
+                self.ws.transport.abort()
+            return
+        drain = self.DRAIN_ON_CLOSE if drain is None else drain
+        drainer = asyncio.create_task(self._drain()) if drain else None
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.close(code, reason)
+        finally:
+            if drainer is not None:
+                drainer.cancel()
+                await asyncio.wait([drainer])
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in self.ws:
+                pass
+
+    async def send_json(self, msg: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(msg))
+
+    # -- the connection
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` for the connection's life (cancelled when it ends)."""
+        assert self._tg is not None, "spawn() runs while the connection is served"
+        task = self._tg.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def on_open(self) -> None:
+        """After the upgrade (unless ``close_on_open``): greet, spawn background work."""
+
+    def busy(self) -> bool:
+        """Still answering (the idle timeout waits)."""
+        return False
+
+    def idle_limit(self) -> float | None:
+        return self.plan.idle_close_after
+
+    def idle_close(self) -> tuple[int, str]:
+        return self.IDLE_CLOSE
+
+    async def serve(self) -> None:
+        plan = self.plan
+        if plan.close_on_open is not None:
+            await self.close(plan.close_on_open, plan.close_on_open_reason)
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.spawn(self._lifetime())
+                try:
+                    await self.on_open()
+                    await self._read_loop()
+                except ConnectionClosed:
+                    pass
+                finally:
+                    for task in list(self.tasks):
+                        task.cancel()
+        except* ConnectionClosed:
+            pass
+
+    async def _lifetime(self) -> None:
+        idle, age = self.idle_limit(), self.plan.max_connection_age
+        if idle is None and age is None:
+            return
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(0.02)
+            now = loop.time()
+            if idle is not None and not self.busy() and now - self.last_message > idle:
+                await self.close(*self.idle_close(), drain=False)
+                return
+            if age is not None and now - self.opened > age:
+                await self.close(*self.AGE_CLOSE, drain=False)
+                return
+
+    # -- reading
+    @property
+    def silent(self) -> bool:
+        """The plan's ``silent_after`` has run out: read, answer nothing."""
+        after = self.plan.silent_after
+        return after is not None and self.received > after
+
+    async def _read_loop(self) -> None:
+        async for raw in self.ws:
+            self.last_message = asyncio.get_running_loop().time()
+            self.received += 1
+            if not await self.on_frame(raw):
+                return
+
+    async def on_frame(self, raw: str | bytes) -> bool:
+        """Answer one frame; False ends the connection. By default: one JSON object per
+        text frame, recorded by :meth:`record`, then :meth:`on_message` unless silent."""
+        if isinstance(raw, bytes):
+            return await self.refuse(BINARY)
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return await self.refuse(INVALID_JSON)
+        if not isinstance(msg, dict):
+            return await self.refuse(NOT_OBJECT)
+        self.record(msg)
+        if self.silent:
+            return True
+        return await self.on_message(msg)
+
+    async def refuse(self, problem: str) -> bool:
+        """Answer a frame that is no JSON object (``problem``: BINARY, INVALID_JSON,
+        NOT_OBJECT); False ends the connection."""
+        await self.close(1003 if problem == BINARY else 1008, problem)
+        return False
+
+    def record(self, msg: dict[str, Any]) -> None:
+        """Note a client message in the stats."""
+
+    async def on_message(self, msg: dict[str, Any]) -> bool:
+        """Answer one client message; False ends the connection."""
+        raise NotImplementedError
+
+    # -- audio
+    async def stream_audio(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        audio: bytes,
+        step: int,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        stopped: Callable[[], bool] = lambda: False,
+        error: Callable[[], Awaitable[bool]] | None = None,
+        malformed: Sequence[str | bytes] | Callable[[], Awaitable[None]] = (),
+        at: Callable[[int], None] | None = None,
+        per_answer: bool = False,
+    ) -> bool:
+        """Send ``audio`` in ``step``-byte chunks with the plan's mid-stream faults; True
+        when all of it went out.
+
+        Before each chunk: ``at(offset)``; stop if ``stopped()``; ``close_mid_audio``
+        once ``close_after_chunks`` chunks went out on the connection (``per_answer``: in
+        this answer); ``error()`` (the
+        protocol's error; True stops) at chunk ``close_after_chunks`` if
+        ``error_mid_stream``; the ``malformed`` frames (or call) before the second chunk
+        if ``malformed_mid_stream``. ``chunk_interval`` paces the chunks.
+        """
+        plan = self.plan
+        for i, pos in enumerate(range(0, len(audio), step)):
+            if at is not None:
+                at(pos)
+            if stopped():
+                return False
+            sent = i if per_answer else self.chunks_sent
+            if plan.close_mid_audio is not None and sent >= plan.close_after_chunks:
+                await self.close(plan.close_mid_audio, plan.close_reason)
+                return False
+            fail = plan.error_mid_stream and i == plan.close_after_chunks and error is not None
+            if fail and error is not None and await error():
+                return False
+            if plan.malformed_mid_stream and i == 1:
+                if callable(malformed):
+                    await malformed()
+                else:
+                    for frame in malformed:
+                        await self.ws.send(frame)
+            await send(audio[pos : pos + step])
+            if plan.chunk_interval:
+                await asyncio.sleep(plan.chunk_interval)
+        return True
+
+
+class SpeakerConnection(WsConnection):
+    """A TTS connection that speaks queued texts one after another (a speaker task).
+
+    Subclasses provide :meth:`synthesize`, :meth:`send_audio` and :meth:`speak` (one
+    job: usually :meth:`speak_audio` and a done marker); :meth:`clear` drops the queue
+    with the plan's ``ignore_clear``/``audio_after_clear``.
+    """
+
+    #: Seconds of audio per chunk.
+    chunk_seconds = 0.02
+
+    def __init__(
+        self,
+        server: FakeWsServer,
+        ws: ServerConnection,
+        *,
+        index: int,
+        encoding: str,
+        sample_rate: int,
     ) -> None:
-        await self.aclose()
+        super().__init__(server, ws, index=index)
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self.width = 2 if encoding == "linear16" else 1
+        self.buffer: list[str] = []
+        self.jobs: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()  # no job queued or in progress
+        self.drained.set()
+        self.speaking = False
+        self.clear_gen = 0
+        self.current_audio = b""
+        self.current_pos = 0
+
+    def synthesize(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    async def send_audio(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    async def speak(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def on_open(self) -> None:
+        self.spawn(self._speak_loop())
+
+    def busy(self) -> bool:
+        return self.speaking or bool(self.jobs)
+
+    def chunk_bytes(self) -> int:
+        n = max(1, round(self.chunk_seconds * self.sample_rate)) * self.width
+        return n + 1 if self.plan.odd_chunking and self.width == 2 else n
+
+    def queue(self, text: str) -> None:
+        self.jobs.append(text)
+        self.drained.clear()
+        self.wake.set()
+
+    def flush_buffer(self) -> str:
+        text = "".join(self.buffer)
+        self.buffer.clear()
+        return text
+
+    async def _speak_loop(self) -> None:
+        try:
+            while True:
+                while not self.jobs:
+                    self.drained.set()
+                    self.wake.clear()
+                    await self.wake.wait()
+                text = self.jobs.popleft()
+                self.speaking = True
+                await self.speak(text)
+                self.speaking = False
+        except ConnectionClosed:
+            return
+
+    async def speak_audio(self, text: str, *, gen: int, **faults: Any) -> bool:
+        """Send the audio of ``text`` with the plan's faults; False if cleared (since
+        ``gen``) or closed meanwhile. ``faults``: :meth:`stream_audio`'s ``error`` and
+        ``malformed``."""
+        audio = self.synthesize(text) if text.strip() or self.SPEAK_BLANK else b""
+        self.current_audio = audio
+
+        def at(pos: int) -> None:
+            self.current_pos = pos
+
+        done = await self.stream_audio(
+            audio,
+            self.chunk_bytes(),
+            self.send_audio,
+            stopped=lambda: self.clear_gen != gen,
+            at=at,
+            **faults,
+        )
+        if done:
+            self.current_audio = b""
+        return done
+
+    #: Synthesize blank text too (else it has no audio).
+    SPEAK_BLANK = True
+
+    async def send_stale(self) -> None:
+        """The plan's ``audio_after_done``: stale chunks after the done marker."""
+        step = self.chunk_bytes()
+        for _ in range(self.plan.audio_after_done):
+            await self.send_audio(self.synthesize("stale audio")[:step])
+
+    async def clear(self) -> bool:
+        """Drop the buffer and the queue, abandon the current job; False under
+        ``ignore_clear`` (send no acknowledgement)."""
+        if self.plan.ignore_clear:
+            return False
+        self.buffer.clear()
+        self.jobs.clear()
+        if not self.speaking:
+            self.drained.set()
+        old_audio, pos = self.current_audio, self.current_pos
+        self.clear_gen += 1  # the speaker abandons its job at the next chunk
+        step = self.chunk_bytes()
+        for _ in range(self.plan.audio_after_clear):
+            chunk = old_audio[pos : pos + step] or bytes(step)
+            pos += step
+            await self.send_audio(chunk)
+        return True
 
 
 @contextlib.asynccontextmanager

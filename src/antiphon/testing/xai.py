@@ -29,23 +29,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.protocols import xai_tts as xai
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.server import FakeWsServer
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
 from antiphon.testing.synth import tone_for_text
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEFAULT_API_KEY",
+    "FAKE_CODECS",
+    "FakeXAITTS",
+    "XAIFakeStats",
+    "check_query",
+    "synthesize",
+]
 
 DEFAULT_API_KEY = "test-key"
 CHUNK_SECONDS = 0.02
@@ -139,6 +146,8 @@ class FakeXAITTS(FakeWsServer):
     ``audio.delta``.
     """
 
+    stats: XAIFakeStats
+
     def __init__(
         self,
         plan: FaultPlan | None = None,
@@ -156,7 +165,6 @@ class FakeXAITTS(FakeWsServer):
         self.instant_done = instant_done
         self.chunk_seconds = chunk_seconds
         self.stats = XAIFakeStats()
-        self._indices: dict[int, int] = {}  # accepted upgrade -> connection number
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -168,211 +176,95 @@ class FakeXAITTS(FakeWsServer):
         problem = check_query(q)
         if problem is not None:
             return _json_response(connection, 400, problem)
-        # Counted before the 101 goes out, so a client that sees its connection open
-        # also sees it counted.
-        self._indices[id(connection)] = self.stats.connections
-        self.stats.connections += 1
+        self.count_connection(connection)
         self.stats.queries.append(q)
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         q = {k: v[-1] for k, v in parse_qs(urlsplit(ws.request.path).query).items()}
-        conn = _Conn(
-            self,
-            ws,
-            index=self._indices.pop(id(ws), self.stats.connections),
-            encoding=FAKE_CODECS[q.get("codec", "pcm")],
-            sample_rate=int(q.get("sample_rate", xai.DEFAULT_SAMPLE_RATE)),
-            timestamps=q.get("with_timestamps") == "true",
+        await self.run(
+            _Conn(
+                self,
+                ws,
+                index=self.take_index(ws),
+                encoding=FAKE_CODECS[q.get("codec", "pcm")],
+                sample_rate=int(q.get("sample_rate", xai.DEFAULT_SAMPLE_RATE)),
+                timestamps=q.get("with_timestamps") == "true",
+            )
         )
-        self.stats.open_connections += 1
-        try:
-            await conn.serve()
-        finally:
-            self.stats.open_connections -= 1
 
 
-class _Conn:
+class _Conn(SpeakerConnection):
     """One client connection of the fake."""
 
+    IDLE_CLOSE = (1001, "idle timeout")
+    AGE_CLOSE = (1001, "maximum connection duration")
+    SPEAK_BLANK = False
+
     def __init__(
-        self,
-        server: FakeXAITTS,
-        ws: ServerConnection,
-        *,
-        index: int,
-        encoding: str,
-        sample_rate: int,
-        timestamps: bool,
+        self, server: FakeXAITTS, ws: ServerConnection, *, timestamps: bool, **kw: Any
     ) -> None:
+        super().__init__(server, ws, **kw)
         self.server = server
-        self.plan = server.plan
         self.stats = server.stats
-        self.ws = ws
-        self.index = index
-        self.encoding = encoding
-        self.sample_rate = sample_rate
+        self.chunk_seconds = server.chunk_seconds
         self.timestamps = timestamps
-        self.width = 2 if encoding == "linear16" else 1
-        loop = asyncio.get_running_loop()
-        self.opened = loop.time()
-        self.last_message = loop.time()
-        self.received = 0
-        self.chunks_sent = 0
         self.utterances = 0
-        self.buffer: list[str] = []
-        self.jobs: deque[str] = deque()
-        self.wake = asyncio.Event()
-        self.speaking = False
-        self.clear_gen = 0
-        self.current_audio = b""
-        self.current_pos = 0
-
-    async def close(self, code: int, reason: str = "") -> None:
-        self.stats.closes_sent.append(code)
-        if code == ABORT:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, reason)
-
-    async def send_json(self, msg: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(msg))
 
     async def send_error(self, message: str) -> None:
         self.stats.errors_sent.append(message)
         await self.send_json({"type": "error", "message": message})
 
-    async def serve(self) -> None:
-        plan = self.plan
-        if plan.close_on_open is not None:
-            await self.close(plan.close_on_open, plan.close_on_open_reason)
-            return
-        async with asyncio.TaskGroup() as tg:
-            speaker = tg.create_task(self._speak_loop())
-            watchdog = tg.create_task(self._lifetime())
-            try:
-                await self._read_loop()
-            finally:
-                speaker.cancel()
-                watchdog.cancel()
+    async def refuse(self, problem: str) -> bool:
+        await self.send_error(
+            "binary messages are not accepted; send JSON text" if problem == BINARY else problem
+        )
+        await self.close(1003 if problem == BINARY else 1008, problem)
+        return False
 
-    async def _lifetime(self) -> None:
-        plan = self.plan
-        if plan.idle_close_after is None and plan.max_connection_age is None:
-            return
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            idle = not self.speaking and not self.jobs
-            if (
-                plan.idle_close_after is not None
-                and idle
-                and now - self.last_message > plan.idle_close_after
-            ):
-                await self.close(1001, "idle timeout")
-                return
-            if plan.max_connection_age is not None and now - self.opened > plan.max_connection_age:
-                await self.close(1001, "maximum connection duration")
-                return
+    def record(self, msg: dict[str, Any]) -> None:
+        self.stats.messages.append(msg)
 
-    async def _read_loop(self) -> None:
-        plan = self.plan
-        try:
-            async for raw in self.ws:
-                self.last_message = asyncio.get_running_loop().time()
-                self.received += 1
-                if isinstance(raw, bytes):
-                    await self.send_error("binary messages are not accepted; send JSON text")
-                    await self.close(1003, "binary messages are not accepted")
-                    return
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    await self.send_error("invalid JSON")
-                    await self.close(1008, "invalid JSON")
-                    return
-                if not isinstance(msg, dict):
-                    await self.send_error("expected a JSON object")
-                    await self.close(1008, "expected a JSON object")
-                    return
-                self.stats.messages.append(msg)
-                if plan.silent_after is not None and self.received > plan.silent_after:
-                    continue
-                kind = msg.get("type")
-                if kind == "text.delta":
-                    delta = msg.get("delta")
-                    if not isinstance(delta, str):
-                        await self.send_error("text.delta needs a string 'delta'")
-                        await self.close(1008, "invalid text.delta")
-                        return
-                    if len(delta) > xai.MAX_DELTA_CHARS:
-                        await self.send_error("text.delta is capped at 15000 characters")
-                        await self.close(1009, "text.delta too long")
-                        return
-                    self.buffer.append(delta)
-                elif kind == "text.done":
-                    text = "".join(self.buffer)
-                    self.buffer.clear()
-                    if self.server.instant_done:
-                        await self._speak(text)
-                    else:
-                        self.jobs.append(text)
-                        self.wake.set()
-                elif kind == "text.clear":
-                    await self._clear()
-                else:
-                    await self.send_error(f"unknown message type {kind!r}")
-                    await self.close(1008, "unknown message type")
-                    return
-        except ConnectionClosed:
-            return
+    async def on_message(self, msg: dict[str, Any]) -> bool:
+        kind = msg.get("type")
+        if kind == "text.delta":
+            delta = msg.get("delta")
+            if not isinstance(delta, str):
+                await self.send_error("text.delta needs a string 'delta'")
+                await self.close(1008, "invalid text.delta")
+                return False
+            if len(delta) > xai.MAX_DELTA_CHARS:
+                await self.send_error("text.delta is capped at 15000 characters")
+                await self.close(1009, "text.delta too long")
+                return False
+            self.buffer.append(delta)
+        elif kind == "text.done":
+            text = self.flush_buffer()
+            if self.server.instant_done:
+                await self.speak(text)
+            else:
+                self.queue(text)
+        elif kind == "text.clear":
+            self.stats.clears += 1
+            if await self.clear():
+                await self.send_json({"type": "audio.clear"})
+        else:
+            await self.send_error(f"unknown message type {kind!r}")
+            await self.close(1008, "unknown message type")
+            return False
+        return True
 
-    async def _clear(self) -> None:
-        self.stats.clears += 1
-        if self.plan.ignore_clear:
-            return
-        self.buffer.clear()
-        self.jobs.clear()
-        old_audio, pos = self.current_audio, self.current_pos
-        self.clear_gen += 1  # the speaker abandons its utterance at the next chunk
-        step = self._chunk_bytes()
-        for _ in range(self.plan.audio_after_clear):
-            chunk = old_audio[pos : pos + step] or bytes(step)
-            pos += step
-            await self._send_audio(chunk)
-        await self.send_json({"type": "audio.clear"})
+    def synthesize(self, text: str) -> bytes:
+        return synthesize(text, self.encoding, self.sample_rate)
 
-    def _chunk_bytes(self) -> int:
-        n = max(1, round(self.server.chunk_seconds * self.sample_rate)) * self.width
-        return n + 1 if self.plan.odd_chunking and self.width == 2 else n
-
-    async def _send_audio(self, chunk: bytes, extra: dict[str, Any] | None = None) -> None:
+    async def send_audio(self, chunk: bytes) -> None:
         if self.stats.record_send_times:
             self.stats.audio_send_times.append(time.perf_counter_ns())
-        msg: dict[str, Any] = {"type": "audio.delta", "delta": base64.b64encode(chunk).decode()}
-        if extra:
-            msg.update(extra)
-        await self.send_json(msg)
+        await self.send_json({"type": "audio.delta", "delta": base64.b64encode(chunk).decode()})
         self.chunks_sent += 1
         self.stats.audio_messages += 1
         self.stats.audio_bytes += len(chunk)
-
-    async def _speak_loop(self) -> None:
-        try:
-            while True:
-                while not self.jobs:
-                    self.wake.clear()
-                    await self.wake.wait()
-                text = self.jobs.popleft()
-                self.speaking = True
-                await self._speak(text)
-                self.speaking = False
-        except ConnectionClosed:
-            return
 
     def _timestamps(self, text: str) -> dict[str, Any]:
         step = 0.06
@@ -383,7 +275,11 @@ class _Conn:
             ],
         }
 
-    async def _speak(self, text: str) -> None:
+    async def _error(self) -> bool:
+        await self.send_error("fault plan: synthesis failed")
+        return False  # the audio goes on
+
+    async def speak(self, text: str) -> None:
         plan = self.plan
         self.stats.done_texts.append(text)
         if self.index < plan.drop_before_audio:
@@ -399,32 +295,16 @@ class _Conn:
             await self.send_json(
                 {"type": "audio.delta", "delta": "", "audio_timestamps": self._timestamps(text)}
             )
-        audio = synthesize(text, self.encoding, self.sample_rate) if text.strip() else b""
-        self.current_audio = audio
-        step = self._chunk_bytes()
-        for i, pos in enumerate(range(0, len(audio), step)):
-            self.current_pos = pos
-            if self.clear_gen != gen:
-                return  # cleared: no audio.done for this utterance
-            if plan.close_mid_audio is not None and self.chunks_sent >= plan.close_after_chunks:
-                await self.close(plan.close_mid_audio, plan.close_reason)
-                return
-            if plan.error_mid_stream and i == plan.close_after_chunks:
-                await self.send_error("fault plan: synthesis failed")
-            if plan.malformed_mid_stream and i == 1:
-                await self.ws.send("{this is not json")
-                await self.send_json({"type": "audio.something_new", "value": 1})
-                await self.ws.send(b"\x00\x01binary")
-            await self._send_audio(audio[pos : pos + step])
-            if plan.chunk_interval:
-                await asyncio.sleep(plan.chunk_interval)
-        self.current_audio = b""
+        malformed = (
+            "{this is not json",
+            json.dumps({"type": "audio.something_new", "value": 1}),
+            b"\x00\x01binary",
+        )
+        if not await self.speak_audio(text, gen=gen, error=self._error, malformed=malformed):
+            return  # cleared (no audio.done for this utterance) or closed
         await self.send_json(
             {"type": "audio.done", "trace_id": f"fake-{self.index}-{self.utterances}"}
         )
         self.utterances += 1
         self.stats.done_sent += 1
-        for _ in range(plan.audio_after_done):
-            await self._send_audio(
-                synthesize("stale audio", self.encoding, self.sample_rate)[:step]
-            )
+        await self.send_stale()
