@@ -313,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--token", help="require ?token=TOKEN (or a Bearer header) on calls")
-    srv.add_argument("--max-sessions", type=int, default=100)
+    srv.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="calls served at once (default: the pipeline's measured capacity, else 100)",
+    )
     srv.add_argument("--drain-timeout", type=float, default=10.0, help="seconds on shutdown")
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
     srv.add_argument("--stt", choices=["pocketsphinx", "deepgram"], default="pocketsphinx")

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from antiphon.aio.worker import BatchWorker
 from antiphon.errors import ConfigError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.llm import LLM
 from antiphon.services.stt import STT
 from antiphon.services.tools import FunctionTool
 from antiphon.services.tts import TTS
-from antiphon.services.vad import VAD
+from antiphon.services.vad import VAD, OffloadedVAD
 from antiphon.testing.faults import FaultPlan
 
 VADS = ("silero", "webrtc")
@@ -37,6 +38,12 @@ DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
     "without lists or markdown."
 )
+
+
+#: Phone calls the offline pipeline serves at once on a 2-core machine, every question
+#: answered (bench/phone.py, docs/twilio.md): its PocketSphinx pool holds this many
+#: engines and the server admits this many calls by default.
+OFFLINE_CAPACITY = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,8 @@ class PipelineSpec:
     tts: str = "espeak"
     fake: bool = False
     llm_base_url: str | None = None
+    stt_engines: int | None = None
+    """In-process STT engines alive at once (None: :data:`OFFLINE_CAPACITY`)."""
     fake_vocabulary: tuple[str, ...] = ()
     """Phrases the fake STT recognises (it names tone speech, see FakeDeepgramSTT)."""
 
@@ -69,6 +78,17 @@ class PipelineSpec:
             )
 
     @property
+    def capacity(self) -> int | None:
+        """Calls one process serves in real time on this pipeline (None: no local bound).
+
+        With an in-process recogniser, it is the size of its engine pool (measured, see
+        :data:`OFFLINE_CAPACITY`); cloud pipelines do their heavy work elsewhere.
+        """
+        if self.stt == "pocketsphinx":
+            return self.stt_engines or OFFLINE_CAPACITY
+        return None
+
+    @property
     def offline(self) -> bool:
         """Whether it needs no key and no network at all."""
         return self.fake or (
@@ -83,23 +103,34 @@ class Services:
     llm: LLM
     tts: TTS
     tools: tuple[FunctionTool, ...]
+    vad_worker: BatchWorker | None = None
+    """The thread that runs every call's VAD model (Silero), batched."""
 
 
-def make_vad(name: str) -> VAD:
-    """A new VAD (one per conversation: a VAD holds the state of one audio stream)."""
+def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
+    """A new VAD (one per conversation: a VAD holds the state of one audio stream).
+
+    With ``worker``, a model VAD (Silero) runs on it instead of the event loop; WebRTC's
+    (5 µs a window) stays inline.
+    """
     if name == "webrtc":
         from antiphon.plugins.webrtc import WebRtcVAD
 
         return WebRtcVAD()
     from antiphon.plugins.silero import SileroVAD
 
-    return SileroVAD()
+    vad = SileroVAD()
+    return OffloadedVAD(vad, worker) if worker is not None else vad
 
 
 async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) -> Services:
     """Build (and prewarm) the services of ``spec``; ``stack`` closes them."""
     tools: tuple[FunctionTool, ...] = ()
-    vad = make_vad(spec.vad)
+    vad_worker: BatchWorker | None = None
+    if spec.vad == "silero":
+        vad_worker = BatchWorker("vad-inference")
+        stack.push_async_callback(vad_worker.aclose)
+    vad = make_vad(spec.vad, vad_worker)
 
     stt: STT
     if spec.stt == "deepgram":
@@ -117,7 +148,8 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
     else:
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
-        stt = PocketsphinxSTT()
+        engines = spec.capacity  # one per admitted call: never the bottleneck
+        stt = PocketsphinxSTT(max_engines=engines, max_idle=2)
     await stack.enter_async_context(stt)
 
     llm: LLM
@@ -159,4 +191,4 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
     await stack.enter_async_context(tts)
     await stt.prewarm()
     await tts.prewarm()
-    return Services(vad, stt, llm, tts, tools)
+    return Services(vad, stt, llm, tts, tools, vad_worker)

@@ -57,6 +57,11 @@ class CallRegistry:
         self._empty.set()
         self.total = 0
 
+    @property
+    def full(self) -> bool:
+        """No room for another call (``/healthz`` answers 503: not ready)."""
+        return len(self.calls) >= self.max_sessions
+
     def admit(self, bridge: Call) -> bool:
         if self.draining or len(self.calls) >= self.max_sessions:
             return False
@@ -88,6 +93,15 @@ class CallRegistry:
         return len(left)
 
 
+def admission_limit(agent: AgentFactory, max_sessions: int | None) -> int:
+    """``max_sessions`` if given, else the agent's ``capacity`` (calls it serves in real
+    time, when it knows), else 100."""
+    if max_sessions is not None:
+        return max_sessions
+    capacity = getattr(agent, "capacity", None)
+    return capacity if isinstance(capacity, int) and capacity > 0 else 100
+
+
 def _token_ok(expected: str | None, query: str | None, header: str | None) -> bool:
     if expected is None:
         return True
@@ -101,7 +115,7 @@ def create_app(
     agent: AgentFactory,
     *,
     token: str | None = None,
-    max_sessions: int = 100,
+    max_sessions: int | None = None,
     drain_timeout: float = 10.0,
     limits: BridgeLimits | None = None,
     input_rate: int = 16000,
@@ -114,7 +128,7 @@ def create_app(
     ``/twilio/media``. With ``twilio_auth_token``, requests must carry Twilio's signature
     (checked against ``public_url``, the server's address as Twilio sees it).
     """
-    registry = CallRegistry(max_sessions)
+    registry = CallRegistry(admission_limit(agent, max_sessions))
     webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
 
     @asynccontextmanager
@@ -203,7 +217,7 @@ def create_app(
                 "max_sessions": registry.max_sessions,
                 "total_sessions": registry.total,
             },
-            status_code=503 if registry.draining else 200,
+            status_code=503 if registry.draining or registry.full else 200,
         )
 
     @app.get("/metrics")
@@ -278,7 +292,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
-    max_sessions: int = 100,
+    max_sessions: int | None = None,
     drain_timeout: float = 10.0,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,
