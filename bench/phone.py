@@ -142,14 +142,17 @@ async def one_call(
                     await asyncio.sleep(0.02)
                 return bool(pred())
 
-            await wait(lambda: got.marks, timeout)  # the greeting played
+            def turns() -> int:  # turns Twilio finished playing (not playout marks)
+                return sum(1 for m in got.marks if m.startswith("turn-"))
+
+            await wait(turns, timeout)  # the greeting played
             if call._ws is not None and call._ws.close_code is not None:
                 r.refused = call._ws.close_code == 1013
                 r.error = f"closed {call._ws.close_code} before the first question"
                 return r
             for q in range(n_questions + 1):
                 barge = q == n_questions
-                marks = len(got.marks)
+                marks = turns()
                 r.asked += 1
                 utt = await call.say(audio[(index + q) % len(audio)])
                 if not await wait(lambda u=utt: got.first_media_after(u.end), timeout):
@@ -169,7 +172,7 @@ async def one_call(
                     if await wait(lambda o=over: got.first_media_after(o.end + 0.1), timeout):
                         r.answered += 1
                 else:
-                    await wait(lambda m=marks: len(got.marks) > m, timeout)
+                    await wait(lambda m=marks: turns() > m, timeout)
                 await asyncio.sleep(0.3)
             await call.hang_up()
     except InvalidStatus as exc:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, TypeVar
 
+from antiphon.aio.channel import ChannelClosed
 from antiphon.aio.stream import InputStream, ProviderService
 from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
@@ -457,20 +458,21 @@ class InProcessRecognizeStream(RecognizeStream):
         last_interim = ""
         every = round(stt.interim_interval * rate)
 
-        async def feed(pcm: bytes, n: int) -> None:
+        async def feed(*pcm: bytes) -> None:
+            """Feed chunks in one engine call (one call per chunk on the engine)."""
             nonlocal utt_start, samples
             worker = await self._engine()
             if utt_start is None:
                 stage = "process" if worker.loaded else "load"  # a new engine loads first
                 await worker.call(_restart, timeout=dl.connect, stage=stage)
                 utt_start = samples
-            await worker.call(_feeder(pcm), timeout=dl.process, stage="process")
-            samples += n
+            await worker.call(_feeder(*pcm), timeout=dl.process, stage="process")
+            samples += sum(len(p) for p in pcm) // 2
 
         async def finish(tail: AudioFrame) -> None:
             nonlocal utt_start, utterance, last_interim
             if tail.samples_per_channel:
-                await feed(tail.data, tail.samples_per_channel)
+                await feed(tail.data)
             if utt_start is None:
                 return
             worker = await self._engine()
@@ -512,26 +514,49 @@ class InProcessRecognizeStream(RecognizeStream):
                     )
                 )
 
-        async for item in self._mailbox:
+        held: object = None
+        while True:
+            if held is not None:
+                item, held = held, None
+            else:
+                try:
+                    item = await self._mailbox.recv()
+                except ChannelClosed:
+                    return
             if isinstance(item, AudioInput):
-                self._queued -= item.frame.duration
-                out = converter.process(item.frame)
-                n = out.samples_per_channel
-                if not n:
-                    continue
-                await feed(out.data, n)
-                since_interim += n
-                if every and since_interim >= every:
-                    since_interim = 0
-                    await interim()
-                if self._queued > stt.max_backlog:
+                # the audio queued behind it goes in the same engine call (a thread hop
+                # per 20 ms frame costs more than the frame, the GIL being contended)
+                frames = [item.frame]
+                while self._mailbox.qsize() and held is None:
+                    nxt = self._mailbox.recv_nowait()
+                    if isinstance(nxt, AudioInput):
+                        frames.append(nxt.frame)
+                    else:
+                        held = nxt
+                backlog = self._queued
+                self._queued -= sum(f.duration for f in frames)
+                if backlog > stt.max_backlog:
                     raise ProviderTimeoutError(
-                        f"{self._queued:.1f} s of audio waited for the engine",
+                        f"{backlog:.1f} s of audio waited for the engine",
                         provider=stt.provider,
                         stage="backlog",
                         timeout=stt.max_backlog,
                         hint="the engines cannot keep up: the process is over capacity",
                     )
+                batch: list[bytes] = []
+                for frame in frames:
+                    out = converter.process(frame)
+                    if not out.samples_per_channel:
+                        continue
+                    batch.append(out.data)
+                    since_interim += out.samples_per_channel
+                    if every and since_interim >= every:  # interim results as if unbatched
+                        await feed(*batch)
+                        batch = []
+                        since_interim = 0
+                        await interim()
+                if batch:
+                    await feed(*batch)
             elif isinstance(item, FlushInput):
                 await finish(converter.flush())
                 since_interim = 0
@@ -564,9 +589,10 @@ def _restart(r: Recognizer) -> None:
     r.start()
 
 
-def _feeder(pcm: bytes) -> Callable[[Recognizer], None]:
+def _feeder(*pcm: bytes) -> Callable[[Recognizer], None]:
     def feed(r: Recognizer) -> None:
-        r.process(pcm)
+        for chunk in pcm:
+            r.process(chunk)
 
     return feed
 
