@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from websockets.exceptions import InvalidStatus
 
 from antiphon.audio.frame import AudioFrame
@@ -113,6 +114,16 @@ def questions(fake: bool) -> list[AudioFrame]:
     return audio
 
 
+def lead(audio: AudioFrame) -> float:
+    """Seconds of silence before the voice starts (the onset a listener would hear)."""
+    x = np.abs(audio.as_array().astype(np.int32))
+    block = audio.sample_rate // 100  # 10 ms
+    for i in range(0, len(x) - block, block):
+        if x[i : i + block].mean() > 300:
+            return i / audio.sample_rate
+    return 0.0
+
+
 @dataclass
 class CallResult:
     asked: int = 0
@@ -124,9 +135,15 @@ class CallResult:
 
 
 async def one_call(
-    url: str, audio: list[AudioFrame], n_questions: int, timeout: float, index: int
+    url: str,
+    audio: list[AudioFrame],
+    n_questions: int,
+    timeout: float,
+    index: int,
+    delay: float = 0.0,
 ) -> CallResult:
     r = CallResult()
+    await asyncio.sleep(delay)  # callers do not all dial at the same instant
     try:
         async with SimulatedTwilioCall(url, line=True) as call:
             got = call.received
@@ -163,11 +180,13 @@ async def one_call(
                 r.latencies.append(first - utt.end)
                 if barge:
                     await asyncio.sleep(0.4)
-                    over = await call.say(audio[(index + q + 1) % len(audio)])
-                    if await wait(lambda o=over: got.first_clear_after(o.onset), 5.0):
-                        clear = got.first_clear_after(over.onset)
+                    talk = audio[(index + q + 1) % len(audio)]
+                    over = await call.say(talk)
+                    onset = over.onset + lead(talk)  # the caller's voice begins
+                    if await wait(lambda o=onset: got.first_clear_after(o), 5.0):
+                        clear = got.first_clear_after(onset)
                         assert clear is not None
-                        r.clears.append(clear - over.onset)
+                        r.clears.append(clear - onset)
                     r.asked += 1
                     if await wait(lambda o=over: got.first_media_after(o.end + 0.1), timeout):
                         r.answered += 1
@@ -184,7 +203,10 @@ async def one_call(
 
 async def run_size(url: str, n: int, audio: list[AudioFrame], args: argparse.Namespace) -> Any:
     results = await asyncio.gather(
-        *(one_call(url, audio, args.questions, args.answer_timeout, i) for i in range(n))
+        *(
+            one_call(url, audio, args.questions, args.answer_timeout, i, i * args.stagger)
+            for i in range(n)
+        )
     )
     refused = sum(1 for r in results if r.refused or (r.asked == 0 and r.error))
     lat = [x for r in results for x in r.latencies]
@@ -283,6 +305,7 @@ def main() -> None:
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", default="")
+    p.add_argument("--stagger", type=float, default=0.5, help="seconds between callers")
     args = p.parse_args()
     if args.serve:
         serve_main(args.fake, args.port, args.max_sessions or None)

@@ -295,6 +295,7 @@ class InProcessSTT(STT):
         self._waiters: collections.deque[asyncio.Future[EngineWorker[Recognizer]]] = (
             collections.deque()
         )
+        self._rate_seen: int | None = None  # the engines' rate, once one was asked
         self.leases = 0
         """Engines leased so far (one per utterance)."""
         self.pool_waits = 0
@@ -384,12 +385,12 @@ class InProcessSTT(STT):
         await worker.aclose(self.deadlines.close)
 
     async def prewarm(self) -> None:
-        """Load one engine now, so the first stream starts at once."""
+        """Load one engine now (and learn its rate), so the first stream starts at once."""
         if self._closed:
             raise StreamClosedError(f"{self.provider} STT is closed; create a new one")
         w = await self._lease()
         try:
-            await w.call(lambda r: None, timeout=self.deadlines.connect, stage="load")
+            self._rate_seen = await w.call(_start, timeout=self.deadlines.connect, stage="load")
         except BaseException:
             await self._give_back(w, False)
             raise
@@ -446,10 +447,11 @@ class InProcessRecognizeStream(RecognizeStream):
 
     async def _run(self) -> None:
         stt, dl = self._stt, self._stt.deadlines
-        rate = self._rate = stt.engine_rate
+        rate = self._rate = stt.engine_rate or stt._rate_seen
         if rate is None:  # the plugin does not know it before loading: ask an engine
             worker = await self._engine()
             rate = self._rate = await worker.call(_start, timeout=dl.connect, stage="load")
+            stt._rate_seen = rate
         converter = AudioConverter(rate, 1)
         samples = 0  # samples of the stream so far, at the engine's rate
         utt_start: int | None = None  # where the open utterance began

@@ -12,7 +12,8 @@ that buffer small and knows what was heard:
   ``mark_every``-th frame; Twilio echoes it when the audio before it has played, so the
   bridge knows the last frame the caller heard. It sends at most ``max_ahead`` seconds
   (100 ms) beyond that: the pump waits for the echo before sending more. A peer that
-  never echoes marks (``mark_timeout``) turns tracking off for the call (sent as paced).
+  never echoes marks (``mark_timeout``; five times that once it echoed one) turns tracking
+  off for the call (audio is then sent as paced).
 - **Pause = clear.** The moment the session pauses its output (speech over the agent,
   :class:`~antiphon.agent.events.AgentPaused`) the bridge sends ``clear`` (queued by a
   synchronous listener, so before any later audio) and sends nothing until it resumes
@@ -81,6 +82,7 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         self._room = asyncio.Event()
         self._room.set()
         self._tracking = True  # off if the peer never echoes marks
+        self.marks_echoed = 0
         self._cleared = True  # nothing sent since the last clear (or ever)
         self.state = tw.StreamState()
         self._started = asyncio.Event()
@@ -142,6 +144,7 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         if not (epoch.isdigit() and index.isdigit()) or int(epoch) != self._epoch:
             return  # echoed by a clear, or not ours
         n = int(index)
+        self.marks_echoed += 1
         if n > self._played:
             self._played = n
             while self._unplayed and self._unplayed[0][0] <= n:
@@ -156,14 +159,17 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
                 if self._paused:
                     await self._room.wait()
                     continue
+                # a peer that never echoed a mark may not do marks: give it a short time;
+                # one that did is only slow (its echoes come late): give it longer
+                timeout = self.mark_timeout * (5 if self.marks_echoed else 1)
                 try:
-                    async with asyncio.timeout(self.mark_timeout):
+                    async with asyncio.timeout(timeout):
                         await self._room.wait()
                 except TimeoutError:
                     if not self._paused:
                         log.warning(
                             "twilio: no playout mark echoed in %.1fs; sending as paced",
-                            self.mark_timeout,
+                            timeout,
                         )
                         self._tracking = False
                         self._update_room()
