@@ -11,9 +11,9 @@ import asyncio
 import gc
 import json
 import tracemalloc
-from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx

@@ -43,7 +43,7 @@ DEFAULT_INSTRUCTIONS = (
 #: Phone calls the offline pipeline serves at once on a 2-core machine, every question
 #: answered (bench/phone.py, docs/twilio.md): its PocketSphinx pool holds this many
 #: engines and the server admits this many calls by default.
-OFFLINE_CAPACITY = 6
+OFFLINE_CAPACITY = 5
 
 
 @dataclass(frozen=True, slots=True)
