@@ -343,7 +343,8 @@ class OffloadedVAD(VAD):
     all calls in one batch and posts the batch's results back in one thread hop.
     ``state``, ``speaking``, ``position`` and ``probability`` are those of the last
     decided frame. :meth:`flush` and :meth:`reset` run on the caller's thread, after the
-    frames still queued (a lock orders them with the worker).
+    frames still queued (a lock orders them with the worker; :meth:`process` never waits
+    for inference).
 
     When the worker is more than ``max_lag`` seconds of audio behind (it is starved),
     frames are analysed inline instead, so decisions never fall further behind.
@@ -358,7 +359,8 @@ class OffloadedVAD(VAD):
         self.options = inner.options
         self.max_lag = max_lag
         self._worker = worker
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the frame queue (held briefly)
+        self._model_lock = threading.Lock()  # the inner VAD (held across inference)
         self._frames: deque[AudioFrame] = deque()  # queued, not yet analysed
         self._queued_seconds = 0.0
         self._scheduled = False
@@ -400,13 +402,19 @@ class OffloadedVAD(VAD):
         return ready
 
     def _analyse(self) -> _Decided:
-        """Analyse every queued frame (on the worker, or inline)."""
-        with self._lock:
-            self._scheduled = False
+        """Analyse every queued frame (on the worker, or inline).
+
+        The queue's lock is held only to take the frames (the loop's ``process`` takes
+        it too, so never across inference); the model's lock orders analyses.
+        """
+        with self._model_lock:
+            with self._lock:
+                self._scheduled = False
+                frames = list(self._frames)
+                self._frames.clear()
+                self._queued_seconds = 0.0
             events: list[VADEvent] = []
-            while self._frames:
-                frame = self._frames.popleft()
-                self._queued_seconds -= frame.duration
+            for frame in frames:
                 events += self.inner.process(frame)
             inner = self.inner
             self._seq += 1
@@ -423,7 +431,7 @@ class OffloadedVAD(VAD):
 
     def flush(self) -> list[VADEvent]:
         self._take(self._analyse())
-        with self._lock:
+        with self._model_lock:
             events = self.inner.flush()
             self._seq += 1
             inner = self.inner
@@ -433,7 +441,7 @@ class OffloadedVAD(VAD):
         return ready
 
     def reset(self) -> None:
-        with self._lock:
+        with self._model_lock, self._lock:
             self._frames.clear()
             self._queued_seconds = 0.0
             self.inner.reset()

@@ -98,7 +98,7 @@ class SimulatedTwilioCall:
         self.close_code: int | None = None
 
     async def __aenter__(self) -> SimulatedTwilioCall:
-        self._ws = await connect(self.url)
+        self._ws = await connect(self.url, compression=None)  # Twilio does not deflate
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send(
             {
