@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,11 +21,19 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from antiphon.agent.events import AgentPaused, AgentResumed, Interrupted
-from antiphon.agent.session import AgentSession
+from antiphon.agent.events import (
+    AgentPaused,
+    AgentResumed,
+    AgentSpeaking,
+    Interrupted,
+    TurnUnanswered,
+    UserTurnEnded,
+)
+from antiphon.agent.session import UNANSWERED_FALLBACK, AgentSession
 from antiphon.protocols import twilio as tw
 from antiphon.server.agents import CallableAgent
 from antiphon.server.app import create_app
+from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import (
     EnergyVAD,
@@ -330,3 +339,69 @@ def _payloads(pcm: bytes) -> list[str]:
 @pytest.fixture(autouse=True)
 def _quiet_marks(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="antiphon.transports.twilio")
+
+
+# ------------------------------------------------------------------ never silence
+
+
+class _SlowRecognizer:
+    """Hears every utterance as "hello", but its final takes ``release`` to come."""
+
+    sample_rate = 16000
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def start(self) -> None:
+        pass
+
+    def process(self, pcm: bytes) -> None:
+        pass
+
+    def partial(self) -> Hypothesis | None:
+        return None
+
+    def finish(self) -> Hypothesis | None:
+        self.release.wait(10)  # a starved, backlogged engine
+        return Hypothesis("hello", 0.0, 0.1, 0.9)
+
+    def close(self) -> None:
+        pass
+
+
+class _SlowSTT(InProcessSTT):
+    provider = "slow"
+    engine_rate = 16000
+
+    def __init__(self) -> None:
+        super().__init__(deadlines=STTDeadlines(final=0.5, close=0.5), interim_interval=0)
+        self.release = threading.Event()
+
+    def make_recognizer(self) -> Recognizer:
+        return _SlowRecognizer(self.release)
+
+
+async def test_a_turn_the_recogniser_cannot_finish_in_its_budget_gets_a_spoken_fallback() -> None:
+    stt = _SlowSTT()
+    llm, tts = ScriptedLLM([]), ToneTTS()
+    vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
+    try:
+        async with AgentSession(vad=vad, stt=stt, llm=llm, tts=tts) as s:
+            events = s.events()
+            for frame in [*speech(0.4).split(0.02), *silence(0.5).split(0.02)]:
+                s.push_audio(frame)
+            seen: list[object] = []
+            async with asyncio.timeout(20):
+                async for ev in events:
+                    seen.append(ev)
+                    if isinstance(ev, AgentSpeaking):
+                        break
+            unanswered = [e for e in seen if isinstance(e, TurnUnanswered)]
+            assert len(unanswered) == 1  # typed, not silence
+            spoken = [e for e in seen if isinstance(e, AgentSpeaking)]
+            assert UNANSWERED_FALLBACK.startswith(spoken[0].text)  # its first sentence
+            assert not any(isinstance(e, UserTurnEnded) for e in seen)
+    finally:
+        stt.release.set()
+        for service in (stt, llm, tts):
+            await service.aclose()
