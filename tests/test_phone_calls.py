@@ -405,3 +405,18 @@ async def test_a_turn_the_recogniser_cannot_finish_in_its_budget_gets_a_spoken_f
         stt.release.set()
         for service in (stt, llm, tts):
             await service.aclose()
+
+
+async def test_pocketsphinx_in_a_child_process_recognises_and_leaves_no_process() -> None:
+    import multiprocessing
+    from pathlib import Path
+
+    from antiphon.audio.wav import read_wav
+    from antiphon.plugins.pocketsphinx import PocketsphinxSTT
+
+    question = read_wav(Path(__file__).parent.parent / "examples" / "question.wav")
+    async with PocketsphinxSTT(child_process=True, max_engines=1) as stt:
+        (final,) = await stt.recognize(question)
+        assert final.text == "what can you do"
+        assert len(multiprocessing.active_children()) == 1
+    assert multiprocessing.active_children() == []  # closed and joined

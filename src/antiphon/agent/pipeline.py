@@ -149,7 +149,7 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
         engines = spec.capacity  # one per admitted call: never the bottleneck
-        stt = PocketsphinxSTT(max_engines=engines, max_idle=2)
+        stt = PocketsphinxSTT(max_engines=engines, max_idle=2, child_process=True)
     await stack.enter_async_context(stt)
 
     llm: LLM

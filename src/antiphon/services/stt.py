@@ -10,8 +10,15 @@ unbounded.
 
 Plugins implement :meth:`RecognizeStream._run`, one loop that takes every input from the
 stream's mailbox. Cloud plugins map it onto a connection; in-process engines (blocking,
-native) use :class:`InProcessSTT`, which runs a :class:`Recognizer` on a dedicated
-:class:`EngineWorker` thread that the plugin owns and joins (DESIGN rule 3).
+native) use :class:`InProcessSTT`, which runs each :class:`Recognizer` on a dedicated
+:class:`EngineWorker` thread that the plugin owns and joins (DESIGN rule 3), leased to a
+stream per utterance from a bounded pool; the audio queued behind a frame goes to the
+engine in the same thread hop.
+
+``STT.speech_only`` tells an agent to feed the engine only speech (an in-process engine
+costs CPU per second of audio, silence included); ``RecognizeStream.behind`` says input
+is still unanswered (the agent then waits for the final, bounded, rather than end the
+turn with no text).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from antiphon.aio.channel import ChannelClosed
 from antiphon.aio.stream import InputStream, ProviderService
@@ -593,6 +600,10 @@ def _restart(r: Recognizer) -> None:
 
 def _feeder(*pcm: bytes) -> Callable[[Recognizer], None]:
     def feed(r: Recognizer) -> None:
+        many = getattr(r, "process_many", None)
+        if many is not None and len(pcm) > 1:  # one round trip to a child process
+            many(list(pcm))
+            return
         for chunk in pcm:
             r.process(chunk)
 
@@ -610,3 +621,96 @@ def _finish(r: Recognizer) -> Hypothesis | None:
 def _abandon(r: Recognizer) -> None:
     with contextlib.suppress(Exception):
         r.finish()
+
+
+# ------------------------------------------------------------ engines in a child process
+
+
+def _serve_recognizer(
+    conn: Any, factory: Callable[..., Recognizer], kwargs: dict[str, Any]
+) -> None:
+    """The child process: build the recogniser, then answer calls until told to stop."""
+    try:
+        recognizer = factory(**kwargs)
+    except BaseException as exc:  # reported to the parent as the load failure
+        conn.send(("err", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ok", recognizer.sample_rate))
+    while True:
+        try:
+            method, args = conn.recv()
+        except EOFError:
+            return
+        if method == "stop":
+            recognizer.close()
+            conn.send(("ok", None))
+            return
+        try:
+            conn.send(("ok", getattr(recognizer, method)(*args)))
+        except Exception as exc:
+            conn.send(("err", f"{type(exc).__name__}: {exc}"))
+
+
+class ChildProcessRecognizer:
+    """A :class:`Recognizer` that runs ``factory(**kwargs)`` in a child process.
+
+    For native engines that hold the GIL while they decode (PocketSphinx): on the engine
+    thread they take the event loop's interpreter away for the length of each call, so
+    every call of a busy server waits; in a child process they run on another core and
+    the engine thread only waits on a pipe (without the GIL). Each method is one round
+    trip; :meth:`close` stops the child (joined, killed if it does not stop).
+    ``factory`` must be picklable (a module-level function or class).
+    """
+
+    def __init__(self, factory: Callable[..., Recognizer], **kwargs: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve_recognizer, args=(child, factory, kwargs), daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self.sample_rate = int(self._result())
+
+    def _result(self) -> Any:
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"the engine process failed: {value}")
+        return value
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._conn.send((method, args))
+        return self._result()
+
+    def start(self) -> None:
+        self._call("start")
+
+    def process(self, pcm: bytes) -> None:
+        self._call("process", pcm)
+
+    def process_many(self, chunks: list[bytes]) -> None:
+        """Several chunks in one round trip (one ``process`` call each in the child)."""
+        self._call("process_many", chunks)
+
+    def partial(self) -> Hypothesis | None:
+        result: Hypothesis | None = self._call("partial")
+        return result
+
+    def finish(self) -> Hypothesis | None:
+        result: Hypothesis | None = self._call("finish")
+        return result
+
+    def close(self) -> None:
+        try:
+            if self._proc.is_alive():
+                self._call("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        finally:
+            self._conn.close()
+            self._proc.join(2.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2.0)

@@ -21,12 +21,19 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError
-from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
+from antiphon.services.stt import (
+    ChildProcessRecognizer,
+    Hypothesis,
+    InProcessSTT,
+    Recognizer,
+    STTDeadlines,
+)
 
 PROVIDER = "pocketsphinx"
 INSTALL_HINT = "install PocketSphinx and its English model with: pip install pocketsphinx"
 SAMPLE_RATE = 16000
 FRAME_RATE = 100  # the decoder's frames per second (``-frate``)
+_PIECE = 2 * SAMPLE_RATE // FRAME_RATE  # bytes of one decoder frame (10 ms)
 _FILLERS = re.compile(r"^(<s>|</s>|<sil>|\[.*\]|\+\+.*\+\+)$")
 
 
@@ -84,7 +91,10 @@ class PocketsphinxRecognizer:
         self._in_utt = True
 
     def process(self, pcm: bytes) -> None:
-        self._decoder.process_raw(pcm, False, False)
+        # in 10 ms pieces: the decoder holds the GIL for the length of a call, and the
+        # event loop of a busy server waits that long each time it gives the GIL up
+        for i in range(0, len(pcm), _PIECE):
+            self._decoder.process_raw(pcm[i : i + _PIECE], False, False)
 
     def _hypothesis(self, final: bool) -> Hypothesis | None:
         words = [s for s in self._decoder.seg() if not _FILLERS.match(s.word)]
@@ -98,6 +108,10 @@ class PocketsphinxRecognizer:
             (words[-1].end_frame + 1) / FRAME_RATE,
             min(1.0, max(0.0, confidence)),
         )
+
+    def process_many(self, chunks: list[bytes]) -> None:
+        for pcm in chunks:
+            self.process(pcm)
 
     def partial(self) -> Hypothesis | None:
         return self._hypothesis(False) if self._in_utt else None
@@ -141,6 +155,8 @@ class PocketsphinxSTT(InProcessSTT):
 
     Audio of any rate is converted; ``flush()`` ends an utterance (give it VAD ends).
     See :class:`PocketsphinxRecognizer` for ``words``, ``lm`` and ``dictionary``.
+    ``child_process=True``: each engine decodes in a child process of its own (on
+    another core, without the server's GIL: what a server with several calls wants).
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -156,6 +172,7 @@ class PocketsphinxSTT(InProcessSTT):
         interim_interval: float = 0.3,
         max_idle: int = 2,
         max_engines: int | None = None,
+        child_process: bool = False,
     ) -> None:
         _module()  # refuse at once if it is missing
         for name, path in (("lm", lm), ("dictionary", dictionary)):
@@ -165,6 +182,7 @@ class PocketsphinxSTT(InProcessSTT):
         if self._words is not None:
             _check_vocabulary(self._words, dictionary)
         self._lm, self._dict = lm, dictionary
+        self.child_process = child_process
         super().__init__(
             deadlines=deadlines,
             interim_interval=interim_interval,
@@ -173,4 +191,7 @@ class PocketsphinxSTT(InProcessSTT):
         )
 
     def make_recognizer(self) -> Recognizer:
-        return PocketsphinxRecognizer(words=self._words, lm=self._lm, dictionary=self._dict)
+        kwargs: dict[str, Any] = {"words": self._words, "lm": self._lm, "dictionary": self._dict}
+        if self.child_process:
+            return ChildProcessRecognizer(PocketsphinxRecognizer, **kwargs)
+        return PocketsphinxRecognizer(**kwargs)
