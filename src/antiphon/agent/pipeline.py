@@ -149,7 +149,8 @@ async def open_services(spec: PipelineSpec, stack: contextlib.AsyncExitStack) ->
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
         engines = spec.capacity  # one per admitted call: never the bottleneck
-        stt = PocketsphinxSTT(max_engines=engines, max_idle=2, child_process=True)
+        # the pool stays warm: an engine in a child process takes ~0.7 s to start
+        stt = PocketsphinxSTT(max_engines=engines, max_idle=engines or 2, child_process=True)
     await stack.enter_async_context(stt)
 
     llm: LLM
