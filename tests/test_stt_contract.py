@@ -420,3 +420,54 @@ async def test_engine_worker_deadline_marks_it_stuck_and_close_is_bounded() -> N
     assert await w.aclose(5.0) is True  # the call returned: the thread ended and joined
     assert not w.thread.is_alive()
     await leaks.assert_clean()
+
+
+# ----------------------------------------------------------------- the engine pool
+
+
+async def test_streams_share_a_bounded_pool_one_engine_per_utterance() -> None:
+    async with running(max_engines=1, interim_interval=0) as (stt, script):
+        await stt.prewarm()  # learns the engines' rate: streams lease only for speech
+        a, b = stt.stream(generation=1), stt.stream(generation=2)
+        # utterances that do not overlap: one engine serves both calls
+        feed(a, words((1, 0.2)))
+        a.flush()
+        await until(lambda: stt.busy_engines == 0 and script.finishes == 1)
+        feed(b, words((2, 0.2)))
+        b.flush()
+        await until(lambda: script.finishes == 2)
+        # overlapping ones: the second waits for the engine, then is answered too
+        feed(a, words((3, 0.2)))
+        feed(b, words((4, 0.2)))
+        a.end_input()
+        b.end_input()
+        got_a, got_b = await asyncio.gather(a.finals(), b.finals())
+        assert [t.text for t in got_a] == ["w1", "w3"]
+        assert [t.text for t in got_b] == ["w2", "w4"]
+        assert script.built == 1 and stt.pool_waits >= 1 and stt.leases == 1 + 4  # prewarm
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_no_free_engine_within_the_deadline_is_a_typed_error_not_silence() -> None:
+    fast = STTDeadlines(connect=0.3, process=0.5, final=2.0, idle=1.0, close=3.0)
+    async with running(max_engines=1, interim_interval=0) as (stt, _):
+        stt.deadlines = fast
+        await stt.prewarm()
+        a, b = stt.stream(), stt.stream()
+        feed(a, words((1, 0.2)))  # a holds the engine: its utterance never ends
+        await until(lambda: stt.busy_engines == 1)
+        feed(b, words((2, 0.2)))
+        with pytest.raises(ProviderTimeoutError) as info:
+            await drain(b)
+        assert info.value.stage == "engine pool" and info.value.timeout == fast.connect
+        assert b.state is StreamState.FAILED
+        a.end_input()
+        assert [t.text for t in await a.finals()] == ["w1"]  # the holder is unharmed
+        await a.aclose()
+        await b.aclose()
+
+
+def test_max_engines_must_be_a_positive_int() -> None:
+    with pytest.raises(ConfigError, match="max_engines"):
+        ScriptedSTT(Script(), max_engines=0)

@@ -529,3 +529,58 @@ def test_plugins_refuse_bad_settings(tmp_path: object) -> None:
         SileroVAD(model_path=garbage)
     with pytest.raises(ConfigError, match="VADOptions"):
         SileroVAD(0.5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ off the event loop
+
+
+async def test_offloaded_vad_decides_the_same_events_a_frame_later_on_a_shared_worker() -> None:
+    from antiphon.aio.worker import BatchWorker
+    from antiphon.services.vad import OffloadedVAD
+    from antiphon.testing.poll import until
+
+    audio = np.concatenate([silence(0.3), tone(0.5), silence(0.6), tone(0.3), silence(0.2)])
+    expected = run(EnergyVAD(opts()), audio)
+    worker = BatchWorker("test-vad")
+    calls = [OffloadedVAD(EnergyVAD(opts()), worker) for _ in range(3)]
+    got: list[list[VADEvent]] = [[] for _ in calls]
+    try:
+        for f in AudioFrame.from_array(audio, RATE).split(0.02):
+            for i, vad in enumerate(calls):
+                got[i] += vad.process(f)
+            await until(lambda: worker.pending == 0, 10)  # the worker keeps up here
+        for i, vad in enumerate(calls):
+            got[i] += vad.flush()
+            assert got[i] == expected  # same events, same audio times
+            assert vad.position == pytest.approx(audio.size / RATE)
+        assert worker.jobs >= worker.batches > 0
+    finally:
+        assert await worker.aclose(5.0)
+    assert worker.thread is not None and not worker.thread.is_alive()
+
+
+def test_offloaded_vad_decides_inline_when_the_worker_is_behind() -> None:
+    from antiphon.aio.worker import BatchWorker
+    from antiphon.services.vad import OffloadedVAD
+
+    class Refusing(BatchWorker):  # a worker whose queue is full
+        def submit(self, job: object, done: object) -> bool:
+            return False
+
+    audio = np.concatenate([silence(0.2), tone(0.4), silence(0.6)])
+    vad = OffloadedVAD(EnergyVAD(opts()), Refusing("full"))
+    assert run(vad, audio) == run(EnergyVAD(opts()), audio)  # nothing lost, nothing late
+    assert vad.inline_frames == 0  # refused submits run inline at once, no backlog
+
+
+def test_speech_gate_passes_speech_and_the_preroll_before_it() -> None:
+    from antiphon.services.vad import SpeechGate
+
+    gate = SpeechGate(preroll=0.1)
+    frames = AudioFrame.from_array(tone(0.4), RATE).split(0.02)
+    assert [gate.feed(f, False) for f in frames[:10]] == [[]] * 10  # silence: held
+    out = gate.feed(frames[10], True)
+    assert out == [*frames[5:10], frames[10]]  # the last 0.1 s first, then the frame
+    assert gate.feed(frames[11], True) == [frames[11]]
+    assert gate.feed(frames[12], False) == []
+    assert SpeechGate(enabled=False).feed(frames[0], False) == [frames[0]]

@@ -409,7 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio seconds a caller may send per second, sustained (default 3)",
     )
     srv.add_argument("--max-messages-per-second", type=int, default=200, help="per call, sustained")
-    srv.add_argument("--max-sessions", type=int, default=100)
+    srv.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="calls served at once (default: the pipeline's measured capacity, else 100)",
+    )
     srv.add_argument(
         "--drain-timeout",
         type=float,

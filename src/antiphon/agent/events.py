@@ -94,6 +94,36 @@ class FalseInterruption:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentPaused:
+    """The agent's audio is held: the user may be interrupting (speech over the agent).
+
+    Followed by :class:`Interrupted` (the audio is dropped) or :class:`AgentResumed` (it
+    plays on from where it was held). A transport with a buffer at its peer (a phone
+    carrier) clears that buffer now, so the user stops hearing the agent at once.
+    """
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResumed:
+    """The agent's held audio plays again (the speech over it was not an interruption)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnUnanswered:
+    """The user's turn could not be answered within its budget: ``reason`` says why (the
+    speech recogniser was behind or failed); the agent says ``fallback`` instead of
+    staying silent."""
+
+    reason: str
+    fallback: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCalled:
     name: str
     arguments: str
@@ -159,6 +189,9 @@ AgentEvent = (
     | AgentReplied
     | Interrupted
     | FalseInterruption
+    | AgentPaused
+    | AgentResumed
+    | TurnUnanswered
     | ToolCalled
     | AgentError
     | TurnCompleted

@@ -27,13 +27,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from antiphon.aio.worker import BatchWorker
 from antiphon.errors import ConfigError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.llm import LLM
 from antiphon.services.stt import STT
 from antiphon.services.tools import FunctionTool
 from antiphon.services.tts import TTS
-from antiphon.services.vad import VAD
+from antiphon.services.vad import VAD, OffloadedVAD
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
@@ -59,6 +60,15 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+#: Phone calls the offline pipeline serves at once on a 2-core machine, every question
+#: answered (bench/phone.py, docs/twilio.md): its PocketSphinx pool holds this many
+#: engines and the server admits this many calls by default.
+OFFLINE_CAPACITY = 5
+#: The same for the default offline pipeline (Whisper tiny.en and Piper), measured the
+#: same way (bench/phone.py).
+WHISPER_CAPACITY = 5
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineSpec:
     """Which services an agent runs on (see the module docstring for names)."""
@@ -69,6 +79,8 @@ class PipelineSpec:
     tts: str = "piper"
     fake: bool = False
     llm_base_url: str | None = None
+    stt_engines: int | None = None
+    """In-process STT engines alive at once (None: :data:`OFFLINE_CAPACITY`)."""
     fake_vocabulary: tuple[str, ...] = ()
     """Phrases the fake STT recognises (it names tone speech, see FakeDeepgramSTT)."""
 
@@ -88,6 +100,19 @@ class PipelineSpec:
                 f"unknown TTS {self.tts!r}; choose piper, espeak or one of "
                 f"{', '.join(TTS_PROVIDERS)}"
             )
+
+    @property
+    def capacity(self) -> int | None:
+        """Calls one process serves in real time on this pipeline (None: no local bound).
+
+        With an in-process recogniser, it is the size of its engine pool (measured, see
+        :data:`OFFLINE_CAPACITY`); cloud pipelines do their heavy work elsewhere.
+        """
+        if self.stt == "pocketsphinx":
+            return self.stt_engines or OFFLINE_CAPACITY
+        if self.stt == "whisper":
+            return WHISPER_CAPACITY
+        return None
 
     @property
     def offline(self) -> bool:
@@ -130,17 +155,24 @@ class Services:
     llm: LLM
     tts: TTS
     tools: tuple[FunctionTool, ...]
+    vad_worker: BatchWorker | None = None
+    """The thread that runs every call's VAD model (Silero), batched."""
 
 
-def make_vad(name: str) -> VAD:
-    """A new VAD (one per conversation: a VAD holds the state of one audio stream)."""
+def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
+    """A new VAD (one per conversation: a VAD holds the state of one audio stream).
+
+    With ``worker``, a model VAD (Silero) runs on it instead of the event loop; WebRTC's
+    (5 µs a window) stays inline.
+    """
     if name == "webrtc":
         from antiphon.plugins.webrtc import WebRtcVAD
 
         return WebRtcVAD()
     from antiphon.plugins.silero import SileroVAD
 
-    return SileroVAD()
+    vad = SileroVAD()
+    return OffloadedVAD(vad, worker) if worker is not None else vad
 
 
 async def open_services(
@@ -160,7 +192,11 @@ async def open_services(
             "fakes=antiphon.testing.registry.LoopbackFakes() (the CLI's --fake does)"
         )
     tools: tuple[FunctionTool, ...] = ()
-    vad = make_vad(spec.vad)
+    vad_worker: BatchWorker | None = None
+    if spec.vad == "silero":
+        vad_worker = BatchWorker("vad-inference")
+        stack.push_async_callback(vad_worker.aclose)
+    vad = make_vad(spec.vad, vad_worker)
 
     stt: STT
     if spec.stt == "deepgram":
@@ -182,7 +218,9 @@ async def open_services(
     elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
-        stt = PocketsphinxSTT()
+        engines = spec.capacity  # one per admitted call: never the bottleneck
+        # the pool stays warm: an engine in a child process takes ~0.7 s to start
+        stt = PocketsphinxSTT(max_engines=engines, max_idle=engines or 2, child_process=True)
     else:
         from antiphon.plugins.whisper import WhisperSTT
 
@@ -236,4 +274,4 @@ async def open_services(
     await stack.enter_async_context(tts)
     await stt.prewarm()
     await tts.prewarm()
-    return Services(vad, stt, llm, tts, tools)
+    return Services(vad, stt, llm, tts, tools, vad_worker)

@@ -59,7 +59,9 @@ from antiphon import metrics
 from antiphon.agent.events import (
     AgentError,
     AgentEvent,
+    AgentPaused,
     AgentReplied,
+    AgentResumed,
     AgentSpeaking,
     AgentState,
     FalseInterruption,
@@ -68,6 +70,7 @@ from antiphon.agent.events import (
     ToolCalled,
     TurnCompleted,
     TurnMetrics,
+    TurnUnanswered,
     UserTranscribed,
     UserTurnEnded,
 )
@@ -93,11 +96,13 @@ from antiphon.services.segmenter import SentenceSegmenter
 from antiphon.services.stt import STT, RecognizeStream, Transcript
 from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
 from antiphon.services.tts import TTS, SynthesisStream
-from antiphon.services.vad import VAD, SpeechEnd, SpeechStart, VADEvent
+from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
 
 log = logging.getLogger(__name__)
+#: Said when the user's turn cannot be answered in its budget (the recogniser is behind).
+UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
 tracer = trace.get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
@@ -262,6 +267,8 @@ class AgentSession:
         # STT stream (replaced after a failure)
         self._stt_stream: RecognizeStream | None = None
         self._stt_failures = 0
+        # an in-process recogniser hears only speech (and a little before it)
+        self._stt_gate = SpeechGate(enabled=stt.speech_only)
 
         # push_audio side (the event loop's thread only; read by nobody else)
         self._speech_start: float | None = None  # audio time the current speech began
@@ -435,13 +442,15 @@ class AgentSession:
             raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
         if self._input_ended:
             raise StreamClosedError("push_audio() after end_input()")
+        events = self.vad.process(frame)
         stream = self._stt_stream
         if stream is not None and not stream.done:
             # audio is lost while a failed STT stream is replaced; a stream that fails
             # on this push (its provider fell behind) is reported by its reader
             with contextlib.suppress(StreamClosedError):
-                stream.push_audio(frame)
-        self._after_vad(self.vad.process(frame))
+                for part in self._stt_gate.feed(frame, self.vad.speaking or bool(events)):
+                    stream.push_audio(part)
+        self._after_vad(events)
 
     def end_input(self) -> None:
         """The user's audio is over (a file ended): close an open speech segment."""
@@ -624,6 +633,7 @@ class AgentSession:
                 if self.options.interruption.false_interruption == "resume":
                     self.output.pause()
                     self._overlap_paused = True
+                    self._emit(AgentPaused(reply.generation))
             return
         if reply is not None and not reply.allow_interruptions:
             return  # an uninterruptible say() about to speak: it goes on
@@ -683,8 +693,16 @@ class AgentSession:
 
     def _on_final_timeout(self) -> None:
         if self._awaiting_final and not self._user_speaking:
-            self._final_missed = not self._user_text(with_interim=True)
-            self._end_of_turn()
+            stream = self._stt_stream
+            waited = self.clock.now() - (self._speech_end_at or self.clock.now())
+            if stream is not None and stream.behind and waited < self.stt.deadlines.final:
+                self._arm_timer("final", 0.1)  # the recogniser is behind: wait (bounded)
+                return
+            behind = stream is not None and stream.behind
+            # a final that comes after this (and no text yet) still starts the turn,
+            # unless the fallback already asked the user to say it again
+            self._final_missed = not behind and not self._user_text(with_interim=True)
+            self._end_of_turn(behind=behind)
 
     def _user_text(self, *, with_interim: bool) -> str:
         parts = [self._carry, *self._finals]
@@ -692,12 +710,21 @@ class AgentSession:
             parts.append(self._interim)
         return " ".join(p for p in parts if p).strip()
 
-    def _end_of_turn(self) -> None:
+    def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
         text = self._user_text(with_interim=True)
         self._finals, self._interim, self._carry = [], "", ""
         reply = self._reply
+        if not text and behind and reply is None:
+            # never silence: the recogniser could not keep up within the turn's budget
+            metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
+            self._emit(
+                TurnUnanswered("speech recognition is behind", UNANSWERED_FALLBACK, self._gen)
+            )
+            self._says.append(_Say(UNANSWERED_FALLBACK, True, False))
+            self._next_say()
+            return
         if not text:
             if reply is not None and not reply.committed.is_set():
                 self._abandon_reply(reply, "nothing was recognised")
@@ -744,6 +771,7 @@ class AgentSession:
         resumed = self._overlap_paused
         if self._overlap_paused:
             self.output.resume()
+            self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = False
         self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
         self._finals, self._interim = [], ""
@@ -901,6 +929,8 @@ class AgentSession:
             self._emit(AgentError("stt", item.error, True, self._gen))
             self._tasks.spawn(_aclose(item.stream), name="stt-close")
             self._open_stt()
+            if self._awaiting_final and not self._user_speaking:
+                self._end_of_turn(behind=True)  # its final is lost: answer, never silence
         else:  # give up: the session fails with the error
             self._fail(item.error, "stt", f"speech recognition failed: {item.error}")
 

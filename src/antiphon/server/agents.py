@@ -7,6 +7,11 @@ each call gets its own), and closes the shared services when the server stops.
 
 - :class:`PipelineAgent`: the services named by a
   :class:`~antiphon.agent.pipeline.PipelineSpec` (the offline default, or providers).
+- Capacity: a factory may say how many calls it serves at once in real time
+  (``capacity``, optional); the server admits that many by default, refuses more with
+  1013 and reports 503 on ``/healthz`` when full, so an overloaded server refuses new
+  calls instead of failing all of them. :class:`PipelineAgent` takes it from its
+  pipeline (the offline one: the size of its PocketSphinx pool).
 - :func:`load_agent_file`: a user's Python file defining ``agent`` (an AgentFactory) or
   ``create_agent()`` returning one.
 """
@@ -80,6 +85,12 @@ class PipelineAgent:
         self._stack = contextlib.AsyncExitStack()
         self._services: Services | None = None
 
+    @property
+    def capacity(self) -> int | None:
+        """Calls this agent serves at once in real time (the server's default
+        ``max_sessions``); None when its pipeline has no local bound."""
+        return self.spec.capacity
+
     async def start(self) -> None:
         if self._services is None:
             self._services = await open_services(self.spec, self._stack, fakes=self.fakes)
@@ -89,7 +100,7 @@ class PipelineAgent:
         if s is None:
             raise StreamClosedError("the agent is not started (or closed): call start() first")
         session = AgentSession(
-            vad=make_vad(self.spec.vad),
+            vad=make_vad(self.spec.vad, s.vad_worker),
             stt=s.stt,
             llm=s.llm,
             tts=s.tts,

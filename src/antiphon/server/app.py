@@ -74,11 +74,20 @@ FORBIDDEN = 4403
 """Close code of a call from a browser origin that is not allowed."""
 
 
+def admission_limit(agent: AgentFactory, max_sessions: int | None) -> int:
+    """``max_sessions`` if given, else the agent's ``capacity`` (calls it serves in real
+    time, when it knows), else 100."""
+    if max_sessions is not None:
+        return max_sessions
+    capacity = getattr(agent, "capacity", None)
+    return capacity if isinstance(capacity, int) and capacity > 0 else 100
+
+
 def create_app(
     agent: AgentFactory,
     *,
     token: str | None = None,
-    max_sessions: int = 100,
+    max_sessions: int | None = None,
     drain_timeout: float = 10.0,
     limits: EdgeLimits | None = None,
     input_rate: int = 16000,
@@ -95,7 +104,8 @@ def create_app(
     Args:
         agent: makes one session per call.
         token: required on every call endpoint (None: no token).
-        max_sessions: calls at once; beyond, a call is refused with 1013.
+        max_sessions: calls at once (None: the agent's ``capacity``, else 100); beyond,
+            a call is refused with 1013.
         drain_timeout: on shutdown, how long active calls may finish.
         limits: sizes, rates and deadlines of every endpoint.
         input_rate: the sample rate of ``/ws/agent`` audio.
@@ -123,7 +133,7 @@ def create_app(
     origins = frozenset(normalize_origin(o) for o in allow_origins)
     if public_url:
         origins |= {normalize_origin(public_url)}
-    registry = CallRegistry(max_sessions)
+    registry = CallRegistry(admission_limit(agent, max_sessions))
     tickets = TicketBook(clock)
     guards: set[ConnectionGuard] = set()  # the live connections' guards (deadlines)
     webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
@@ -459,7 +469,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
-    max_sessions: int = 100,
+    max_sessions: int | None = None,
     drain_timeout: float = DRAIN_TIMEOUT,
     twilio_auth_token: str | None = None,
     public_url: str | None = None,

@@ -10,26 +10,34 @@ unbounded.
 
 Plugins implement :meth:`RecognizeStream._run`, one loop that takes every input from the
 stream's mailbox. Cloud plugins map it onto a connection; in-process engines (blocking,
-native) use :class:`InProcessSTT`, which runs a :class:`Recognizer` on a dedicated
-:class:`EngineWorker` thread that the plugin owns and joins (DESIGN rule 3).
+native) use :class:`InProcessSTT`, which runs each :class:`Recognizer` on a dedicated
+:class:`EngineWorker` thread that the plugin owns and joins (DESIGN rule 3), leased to a
+stream per utterance from a bounded pool; the audio queued behind a frame goes to the
+engine in the same thread hop.
+
+``STT.speech_only`` tells an agent to feed the engine only speech (an in-process engine
+costs CPU per second of audio, silence included); ``RecognizeStream.behind`` says input
+is still unanswered (the agent then waits for the final, bounded, rather than end the
+turn with no text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import itertools
 import logging
-import queue
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from antiphon.aio.channel import ChannelClosed
 from antiphon.aio.stream import InputStream, ProviderService
 from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
+from antiphon.aio.worker import ThreadWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
@@ -136,6 +144,11 @@ class RecognizeStream(InputStream[Transcript]):
         """No more audio: the stream completes once its final transcripts are out."""
         self._end_input(EndInput())
 
+    @property
+    def behind(self) -> bool:
+        """Input not yet answered: queued audio or a flush whose final is owed."""
+        return self._mailbox.qsize() > 0
+
     # -- output
     async def finals(self) -> list[Transcript]:
         """Every final transcript of the stream (raises the stream's error on failure)."""
@@ -156,6 +169,10 @@ class STT(ProviderService[RecognizeStream]):
 
     provider: ClassVar[str] = "stt"
     kind: ClassVar[str] = "STT"
+    #: True when the engine should be fed only the user's speech (plus a little before
+    #: it), not the silence between: in-process engines, whose cost is CPU per second of
+    #: audio. Cloud services get everything (their endpointing and keep-alive need it).
+    speech_only: ClassVar[bool] = False
 
     def __init__(self, *, deadlines: STTDeadlines | None = None) -> None:
         if deadlines is not None and not isinstance(deadlines, STTDeadlines):
@@ -187,167 +204,8 @@ class STT(ProviderService[RecognizeStream]):
 
 # ----------------------------------------------------------------- in-process engines
 
-_worker_ids = itertools.count(1)
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-class EngineWorker(Generic[E]):
-    """A dedicated thread that owns one blocking engine and makes every call on it.
-
-    The engine is built on the thread by ``factory`` (its first job). :meth:`call` runs a
-    function of the engine there and waits for it within a deadline; a call that misses
-    it marks the worker ``stuck`` (it is then never reused). :meth:`aclose` asks the
-    thread to close the engine and end, and joins it within a deadline; a native call
-    that never returns cannot be interrupted, so the thread is a daemon and finishes the
-    close by itself if the call ever returns.
-    """
-
-    def __init__(
-        self,
-        factory: Callable[[], E],
-        *,
-        provider: str,
-        close: Callable[[E], None] | None = None,
-    ) -> None:
-        self.id = next(_worker_ids)
-        self.provider = provider
-        self._loop = asyncio.get_running_loop()
-        self._factory = factory
-        self._close_engine = close
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._engine: E | None = None
-        self._exited: asyncio.Future[None] = self._loop.create_future()
-        self.stuck: str | None = None
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._main, name=f"{provider}-engine-{self.id}", daemon=True
-        )
-        self._thread.start()
-
-    def __repr__(self) -> str:
-        return f"<EngineWorker {self.provider}#{self.id} stuck={self.stuck}>"
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    @property
-    def usable(self) -> bool:
-        """Healthy and not closing: may take another stream."""
-        return self.stuck is None and not self._closing and self._thread.is_alive()
-
-    # -- on the thread
-    def _main(self) -> None:
-        try:
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    break
-                job()
-        finally:
-            engine, self._engine = self._engine, None
-            if engine is not None and self._close_engine is not None:
-                try:
-                    self._close_engine(engine)
-                except Exception:
-                    log.exception("%s: closing the engine failed", self.provider)
-            del engine
-            self.post(_settle, self._exited, None, None)
-
-    def post(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the event loop (from any thread; dropped if it closed)."""
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    # -- on the loop
-    def submit(self, fn: Callable[[E], T]) -> asyncio.Future[T]:
-        """Queue ``fn(engine)`` on the thread; the future resolves on the loop."""
-        if self._closing:
-            raise StreamClosedError(f"{self.provider} engine worker is closed")
-        fut: asyncio.Future[T] = self._loop.create_future()
-        fut.add_done_callback(_retrieve)
-
-        def job() -> None:
-            if fut.cancelled():
-                return
-            try:
-                if self._engine is None:
-                    self._engine = self._factory()
-                result: Any = fn(self._engine)
-            except BaseException as exc:
-                self.post(_settle, fut, None, exc)
-            else:
-                self.post(_settle, fut, result, None)
-
-        self._jobs.put(job)
-        return fut
-
-    async def call(self, fn: Callable[[E], T], *, timeout: float, stage: str) -> T:
-        """Run ``fn(engine)`` on the thread within ``timeout`` seconds.
-
-        Raises ``ProviderTimeoutError`` (and marks the worker stuck) on expiry, the
-        function's ``ProviderError`` as is, and any other exception as ``ProviderError``.
-        """
-        fut = self.submit(fn)
-        try:
-            done, _ = await asyncio.wait([fut], timeout=timeout)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        if not done:
-            fut.cancel()
-            self.stuck = stage
-            raise ProviderTimeoutError(
-                "the engine did not return",
-                provider=self.provider,
-                stage=stage,
-                timeout=timeout,
-                hint="the engine thread is abandoned; it ends by itself if the call returns",
-            )
-        exc = fut.exception()
-        if exc is None:
-            return fut.result()
-        if isinstance(exc, ProviderError):
-            raise exc
-        raise ProviderError(
-            f"the engine raised {exc!r}", provider=self.provider, stage=stage
-        ) from exc
-
-    def retire(self) -> None:
-        """Take no more jobs; the thread ends by itself after the queued ones (idempotent)."""
-        if not self._closing:
-            self._closing = True
-            self._jobs.put(None)
-
-    async def aclose(self, timeout: float) -> bool:
-        """Stop the thread (after queued jobs) and join it; True if it ended in time."""
-        self.retire()
-        if not self._exited.done():
-            await asyncio.wait([self._exited], timeout=timeout)
-        if not self._exited.done():
-            log.error(
-                "%s: engine thread %s still busy (%s) after %.1fs; abandoned (daemon)",
-                self.provider,
-                self._thread.name,
-                self.stuck or "closing",
-                timeout,
-            )
-            return False
-        self._thread.join(timeout=0.5)  # it has posted its last act: returns at once
-        return not self._thread.is_alive()
+#: The owned engine thread (written once in :mod:`antiphon.aio.worker`).
+EngineWorker = ThreadWorker
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,13 +240,26 @@ class Recognizer(Protocol):
 
 
 class InProcessSTT(STT):
-    """Streaming STT over a blocking :class:`Recognizer` on worker threads it owns.
+    """Streaming STT over a blocking :class:`Recognizer` on a bounded pool of engines.
 
-    Each live stream has a worker (thread + engine) of its own, so streams run in
-    parallel; a worker of a stream that ended cleanly is kept for the next one (models
-    take time to load), up to ``max_idle`` of them. ``interim_interval``: seconds of
-    audio between interim transcripts (0 disables them).
+    An engine (a worker thread and its recogniser) is leased by a stream for one
+    utterance, from its first audio to its final transcript (``flush``/``end_input``), then
+    returned to the pool for any stream: a stream fed only speech (the agent session
+    does that for ``speech_only`` engines) holds an engine only while its user speaks, so
+    a pool of a few engines serves many calls. At most ``max_engines`` engines live at
+    once (None: no bound); a stream that finds none free waits for one, at most
+    ``deadlines.connect`` seconds, then fails with a typed ``ProviderTimeoutError`` (stage
+    ``"engine pool"``) rather than falling silently behind. Engines beyond ``max_idle``
+    are closed when returned. ``interim_interval``: seconds of audio between interim transcripts (0
+    disables them). ``max_backlog``: seconds of audio a stream may hold unprocessed
+    before it fails with a typed error (stage ``"backlog"``: its engine cannot keep up,
+    the process is over capacity).
     """
+
+    speech_only: ClassVar[bool] = True
+    #: The recogniser's sample rate when the plugin knows it without loading an engine
+    #: (None: a stream leases an engine at once to ask it).
+    engine_rate: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -396,6 +267,8 @@ class InProcessSTT(STT):
         deadlines: STTDeadlines | None = None,
         interim_interval: float = 0.3,
         max_idle: int = 2,
+        max_engines: int | None = None,
+        max_backlog: float = 10.0,
     ) -> None:
         super().__init__(deadlines=deadlines)
         if (
@@ -411,10 +284,29 @@ class InProcessSTT(STT):
             raise ConfigError(
                 f"max_idle must be an int >= 0 (engines kept for reuse), got {max_idle!r}"
             )
+        if max_engines is not None and (
+            not isinstance(max_engines, int) or isinstance(max_engines, bool) or max_engines < 1
+        ):
+            raise ConfigError(
+                f"max_engines must be an int >= 1 (engines alive at once) or None, "
+                f"got {max_engines!r}"
+            )
+        if not isinstance(max_backlog, int | float) or not 0 < max_backlog < float("inf"):
+            raise ConfigError(f"max_backlog must be > 0 seconds, got {max_backlog!r}")
         self.interim_interval = float(interim_interval)
         self.max_idle = max_idle
+        self.max_engines = max_engines
+        self.max_backlog = float(max_backlog)
         self._idle: list[EngineWorker[Recognizer]] = []
         self._workers: set[EngineWorker[Recognizer]] = set()
+        self._waiters: collections.deque[asyncio.Future[EngineWorker[Recognizer]]] = (
+            collections.deque()
+        )
+        self._rate_seen: int | None = None  # the engines' rate, once one was asked
+        self.leases = 0
+        """Engines leased so far (one per utterance)."""
+        self.pool_waits = 0
+        """Leases that had to wait for a free engine."""
 
     @abstractmethod
     def make_recognizer(self) -> Recognizer:
@@ -423,31 +315,89 @@ class InProcessSTT(STT):
     def _new_stream(self, generation: int) -> RecognizeStream:
         return InProcessRecognizeStream(self, generation)
 
-    def _take_worker(self) -> EngineWorker[Recognizer]:
+    @property
+    def busy_engines(self) -> int:
+        """Engines leased to a stream now."""
+        return len(self._workers) - len(self._idle)
+
+    def _take_worker(self) -> EngineWorker[Recognizer] | None:
+        """A free engine at once, or None when ``max_engines`` are all leased."""
         while self._idle:
             idle = self._idle.pop()
             if idle.usable:
                 return idle
+            self._workers.discard(idle)
+        if self.max_engines is not None and len(self._workers) >= self.max_engines:
+            return None
         w: EngineWorker[Recognizer] = EngineWorker(
             self.make_recognizer, provider=self.provider, close=lambda r: r.close()
         )
         self._workers.add(w)
         return w
 
+    async def _lease(self) -> EngineWorker[Recognizer]:
+        """An engine for one utterance; waits (bounded) while all are leased."""
+        self.leases += 1
+        w = None if self._waiters else self._take_worker()
+        if w is not None:
+            return w
+        self.pool_waits += 1
+        fut: asyncio.Future[EngineWorker[Recognizer]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        timeout = self.deadlines.connect
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"no free engine: all {self.max_engines} are busy",
+                provider=self.provider,
+                stage="engine pool",
+                timeout=timeout,
+                hint="the process takes more calls than its engines serve; lower the "
+                "server's max_sessions or raise max_engines",
+            ) from None
+        except BaseException:
+            if fut.done() and not fut.cancelled():  # handed over as we gave up: put it back
+                self._idle.append(fut.result())
+                self._hand_over()
+            raise
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def _hand_over(self) -> None:
+        """Give free engines to waiting streams, first come first served."""
+        while self._waiters:
+            w = self._take_worker()
+            if w is None:
+                return
+            fut = self._waiters.popleft()
+            if fut.done():  # gave up meanwhile
+                self._idle.append(w)
+                continue
+            fut.set_result(w)
+
     async def _give_back(self, worker: EngineWorker[Recognizer], healthy: bool) -> None:
-        if healthy and worker.usable and not self._closed and len(self._idle) < self.max_idle:
-            self._idle.append(worker)
-            return
+        if healthy and worker.usable and not self._closed:
+            if self._waiters:
+                self._idle.append(worker)
+                self._hand_over()
+                return
+            if len(self._idle) < self.max_idle:
+                self._idle.append(worker)
+                return
         self._workers.discard(worker)
+        self._hand_over()  # room for a new engine
         await worker.aclose(self.deadlines.close)
 
     async def prewarm(self) -> None:
-        """Load one engine now, so the first stream starts at once."""
+        """Load one engine now (and learn its rate), so the first stream starts at once."""
         if self._closed:
             raise StreamClosedError(f"{self.provider} STT is closed; create a new one")
-        w = self._take_worker()
+        w = await self._lease()
         try:
-            await w.call(lambda r: None, timeout=self.deadlines.connect, stage="load")
+            self._rate_seen = await w.call(_start, timeout=self.deadlines.connect, stage="load")
         except BaseException:
             await self._give_back(w, False)
             raise
@@ -462,17 +412,21 @@ class InProcessSTT(STT):
         workers = list(self._workers)
         self._workers.clear()
         self._idle.clear()
+        for fut in self._waiters:
+            fut.cancel()
+        self._waiters.clear()
         if workers:
             await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
 
 
 class InProcessRecognizeStream(RecognizeStream):
-    """The stream of :class:`InProcessSTT`: audio goes to the engine in pushed chunks."""
+    """The stream of :class:`InProcessSTT`: an engine leased per utterance."""
 
     def __init__(self, stt: InProcessSTT, generation: int) -> None:
         self._stt = stt
         self._worker: EngineWorker[Recognizer] | None = None
-        self._healthy = False
+        self._rate: int | None = None
+        self._queued = 0.0  # seconds of audio pushed and not yet taken by the engine
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -480,10 +434,31 @@ class InProcessRecognizeStream(RecognizeStream):
             close_timeout=stt.deadlines.close,
         )
 
+    @property
+    def behind(self) -> bool:
+        return self._mailbox.qsize() > 0 or self._worker is not None
+
+    def push_audio(self, frame: AudioFrame) -> None:
+        super().push_audio(frame)
+        self._queued += frame.duration
+
+    async def _engine(self) -> EngineWorker[Recognizer]:
+        if self._worker is None:
+            self._worker = await self._stt._lease()
+        return self._worker
+
+    async def _release(self, healthy: bool) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await self._stt._give_back(worker, healthy)
+
     async def _run(self) -> None:
         stt, dl = self._stt, self._stt.deadlines
-        self._worker = worker = stt._take_worker()
-        rate: int = await worker.call(_start, timeout=dl.connect, stage="load")
+        rate = self._rate = stt.engine_rate or stt._rate_seen
+        if rate is None:  # the plugin does not know it before loading: ask an engine
+            worker = await self._engine()
+            rate = self._rate = await worker.call(_start, timeout=dl.connect, stage="load")
+            stt._rate_seen = rate
         converter = AudioConverter(rate, 1)
         samples = 0  # samples of the stream so far, at the engine's rate
         utt_start: int | None = None  # where the open utterance began
@@ -492,17 +467,26 @@ class InProcessRecognizeStream(RecognizeStream):
         last_interim = ""
         every = round(stt.interim_interval * rate)
 
+        async def feed(*pcm: bytes) -> None:
+            """Feed chunks in one engine call (one call per chunk on the engine)."""
+            nonlocal utt_start, samples
+            worker = await self._engine()
+            if utt_start is None:
+                stage = "process" if worker.loaded else "load"  # a new engine loads first
+                await worker.call(_restart, timeout=dl.connect, stage=stage)
+                utt_start = samples
+            await worker.call(_feeder(*pcm), timeout=dl.process, stage="process")
+            samples += sum(len(p) for p in pcm) // 2
+
         async def finish(tail: AudioFrame) -> None:
-            nonlocal utt_start, utterance, last_interim, samples
+            nonlocal utt_start, utterance, last_interim
             if tail.samples_per_channel:
-                if utt_start is None:  # all of the utterance was held in the resampler
-                    await worker.call(_restart, timeout=dl.process, stage="process")
-                    utt_start = samples
-                await worker.call(_feeder(tail.data), timeout=dl.process, stage="process")
-                samples += tail.samples_per_channel
+                await feed(tail.data)
             if utt_start is None:
                 return
+            worker = await self._engine()
             hyp = await worker.call(_finish, timeout=dl.final, stage="final")
+            await self._release(True)
             offset = utt_start / rate
             if hyp is not None and hyp.text:
                 self._emit(
@@ -519,51 +503,85 @@ class InProcessRecognizeStream(RecognizeStream):
             utterance += 1
             utt_start, last_interim = None, ""
 
-        async for item in self._mailbox:
+        async def interim() -> None:
+            nonlocal last_interim
+            assert utt_start is not None
+            worker = await self._engine()
+            hyp = await worker.call(_partial, timeout=dl.process, stage="process")
+            if hyp is not None and hyp.text and hyp.text != last_interim:
+                last_interim = hyp.text
+                offset = utt_start / rate
+                self._emit(
+                    Transcript(
+                        hyp.text,
+                        False,
+                        offset + hyp.start,
+                        offset + hyp.end,
+                        hyp.confidence,
+                        utterance,
+                        self.generation,
+                    )
+                )
+
+        held: object = None
+        while True:
+            if held is not None:
+                item, held = held, None
+            else:
+                try:
+                    item = await self._mailbox.recv()
+                except ChannelClosed:
+                    return
             if isinstance(item, AudioInput):
-                out = converter.process(item.frame)
-                n = out.samples_per_channel
-                if not n:
-                    continue
-                if utt_start is None:
-                    await worker.call(_restart, timeout=dl.process, stage="process")
-                    utt_start = samples
-                await worker.call(_feeder(out.data), timeout=dl.process, stage="process")
-                samples += n
-                since_interim += n
-                if every and since_interim >= every:
-                    since_interim = 0
-                    hyp = await worker.call(_partial, timeout=dl.process, stage="process")
-                    if hyp is not None and hyp.text and hyp.text != last_interim:
-                        last_interim = hyp.text
-                        offset = utt_start / rate
-                        self._emit(
-                            Transcript(
-                                hyp.text,
-                                False,
-                                offset + hyp.start,
-                                offset + hyp.end,
-                                hyp.confidence,
-                                utterance,
-                                self.generation,
-                            )
-                        )
+                # the audio queued behind it goes in the same engine call (a thread hop
+                # per 20 ms frame costs more than the frame, the GIL being contended)
+                frames = [item.frame]
+                while self._mailbox.qsize() and held is None:
+                    nxt = self._mailbox.recv_nowait()
+                    if isinstance(nxt, AudioInput):
+                        frames.append(nxt.frame)
+                    else:
+                        held = nxt
+                backlog = self._queued
+                self._queued -= sum(f.duration for f in frames)
+                if backlog > stt.max_backlog:
+                    raise ProviderTimeoutError(
+                        f"{backlog:.1f} s of audio waited for the engine",
+                        provider=stt.provider,
+                        stage="backlog",
+                        timeout=stt.max_backlog,
+                        hint="the engines cannot keep up: the process is over capacity",
+                    )
+                batch: list[bytes] = []
+                for frame in frames:
+                    out = converter.process(frame)
+                    if not out.samples_per_channel:
+                        continue
+                    batch.append(out.data)
+                    since_interim += out.samples_per_channel
+                    if every and since_interim >= every:  # interim results as if unbatched
+                        await feed(*batch)
+                        batch = []
+                        since_interim = 0
+                        await interim()
+                if batch:
+                    await feed(*batch)
             elif isinstance(item, FlushInput):
                 await finish(converter.flush())
                 since_interim = 0
             elif isinstance(item, EndInput):
                 await finish(converter.flush())
-                self._healthy = True
+                await self._release(True)
                 return
 
     async def _cleanup(self) -> None:
-        worker, self._worker = self._worker, None
+        worker = self._worker
         if worker is None:
             return
-        healthy = self._healthy
+        healthy = self.state is not StreamState.FAILED and worker.stuck is None
         try:
-            if self.state is StreamState.CANCELLED and worker.stuck is None and worker.usable:
-                # cancelled mid-utterance: reset the engine before reuse (bounded). An engine
+            if healthy and worker.usable:
+                # ended mid-utterance: reset the engine before reuse (bounded). An engine
                 # that failed (raised or hung) is never reused: its state is unknown.
                 healthy = False  # until the reset returns (a cancellation keeps it False)
                 try:
@@ -574,8 +592,7 @@ class InProcessRecognizeStream(RecognizeStream):
         finally:
             # a cancellation of this cleanup still gives the worker back (closed), then
             # propagates: it is never swallowed
-            self._healthy = healthy
-            await self._stt._give_back(worker, healthy)
+            await self._release(healthy)
 
 
 # Engine-thread functions (module level: no closure over loop-side state).
@@ -587,9 +604,14 @@ def _restart(r: Recognizer) -> None:
     r.start()
 
 
-def _feeder(pcm: bytes) -> Callable[[Recognizer], None]:
+def _feeder(*pcm: bytes) -> Callable[[Recognizer], None]:
     def feed(r: Recognizer) -> None:
-        r.process(pcm)
+        many = getattr(r, "process_many", None)
+        if many is not None and len(pcm) > 1:  # one round trip to a child process
+            many(list(pcm))
+            return
+        for chunk in pcm:
+            r.process(chunk)
 
     return feed
 
@@ -605,3 +627,96 @@ def _finish(r: Recognizer) -> Hypothesis | None:
 def _abandon(r: Recognizer) -> None:
     with contextlib.suppress(Exception):
         r.finish()
+
+
+# ------------------------------------------------------------ engines in a child process
+
+
+def _serve_recognizer(
+    conn: Any, factory: Callable[..., Recognizer], kwargs: dict[str, Any]
+) -> None:
+    """The child process: build the recogniser, then answer calls until told to stop."""
+    try:
+        recognizer = factory(**kwargs)
+    except BaseException as exc:  # reported to the parent as the load failure
+        conn.send(("err", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ok", recognizer.sample_rate))
+    while True:
+        try:
+            method, args = conn.recv()
+        except EOFError:
+            return
+        if method == "stop":
+            recognizer.close()
+            conn.send(("ok", None))
+            return
+        try:
+            conn.send(("ok", getattr(recognizer, method)(*args)))
+        except Exception as exc:
+            conn.send(("err", f"{type(exc).__name__}: {exc}"))
+
+
+class ChildProcessRecognizer:
+    """A :class:`Recognizer` that runs ``factory(**kwargs)`` in a child process.
+
+    For native engines that hold the GIL while they decode (PocketSphinx): on the engine
+    thread they take the event loop's interpreter away for the length of each call, so
+    every call of a busy server waits; in a child process they run on another core and
+    the engine thread only waits on a pipe (without the GIL). Each method is one round
+    trip; :meth:`close` stops the child (joined, killed if it does not stop).
+    ``factory`` must be picklable (a module-level function or class).
+    """
+
+    def __init__(self, factory: Callable[..., Recognizer], **kwargs: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve_recognizer, args=(child, factory, kwargs), daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self.sample_rate = int(self._result())
+
+    def _result(self) -> Any:
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"the engine process failed: {value}")
+        return value
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._conn.send((method, args))
+        return self._result()
+
+    def start(self) -> None:
+        self._call("start")
+
+    def process(self, pcm: bytes) -> None:
+        self._call("process", pcm)
+
+    def process_many(self, chunks: list[bytes]) -> None:
+        """Several chunks in one round trip (one ``process`` call each in the child)."""
+        self._call("process_many", chunks)
+
+    def partial(self) -> Hypothesis | None:
+        result: Hypothesis | None = self._call("partial")
+        return result
+
+    def finish(self) -> Hypothesis | None:
+        result: Hypothesis | None = self._call("finish")
+        return result
+
+    def close(self) -> None:
+        try:
+            if self._proc.is_alive():
+                self._call("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        finally:
+            self._conn.close()
+            self._proc.join(2.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2.0)

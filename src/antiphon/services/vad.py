@@ -24,21 +24,26 @@ how the audio is cut into frames does not change them.
 A plugin supplies the model: its rate, its window and :meth:`VAD._probability`. Inference
 runs inline, on the caller's thread: measured on a 2-core machine (docs/offline.md), a
 Silero window costs about 1.2 ms of CPU per 32 ms of audio (RTF ~0.04) and a WebRTC one
-about 5 µs; a process running many streams on one event loop should run Silero on a
-worker thread.
+about 5 µs; a process running many streams on one event loop runs Silero on a worker
+thread: :class:`OffloadedVAD` wraps any VAD so its model runs on a shared
+:class:`~antiphon.aio.worker.BatchWorker` (the frames of every call, batched).
+:class:`SpeechGate` passes a stream's audio on only while its VAD hears speech.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError
@@ -277,6 +282,171 @@ class VAD(ABC):
         """Drop the model's recurrent state (no-op for stateless models)."""
 
 
+class SpeechGate:
+    """Passes audio on only while the user speaks, plus ``preroll`` seconds before.
+
+    ``feed(frame, speaking)`` returns the frames to pass: while ``speaking`` is False
+    (the VAD hears silence) frames are held in a ring of the last ``preroll`` seconds;
+    when it turns True the ring is released first, then every frame passes. The ring
+    covers what the VAD needs to decide speech began (its minimum duration, its padding,
+    and the lag of a VAD run on a worker). Disabled (``enabled=False``), everything passes.
+    An agent uses it to feed an in-process recogniser only speech: its cost is CPU per
+    second of audio, and a phone line streams silence without pause.
+    """
+
+    def __init__(self, *, preroll: float = 0.6, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.preroll = preroll
+        self._ring: deque[AudioFrame] = deque()
+        self._held = 0.0
+
+    def feed(self, frame: AudioFrame, speaking: bool) -> list[AudioFrame]:
+        if not self.enabled:
+            return [frame]
+        if speaking:
+            out = [*self._ring, frame]
+            self._ring.clear()
+            self._held = 0.0
+            return out
+        self._ring.append(frame)
+        self._held += frame.duration
+        while self._ring and self._held - self._ring[0].duration >= self.preroll:
+            self._held -= self._ring.popleft().duration
+        return []
+
+
 def _windows(seconds: float, rate: int, window: int) -> int:
     """Whole windows covering ``seconds`` (rounded up; float noise does not add one)."""
     return math.ceil(seconds * rate / window - 1e-9)
+
+
+# ------------------------------------------------------------ inference off the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    seq: int
+    events: list[VADEvent]
+    position: float
+    probability: float
+    state: VADState
+
+
+class OffloadedVAD(VAD):
+    """A VAD whose model runs on a shared :class:`~antiphon.aio.worker.BatchWorker`.
+
+    Same contract as the ``inner`` VAD (same events, same times: they are in audio
+    time), but :meth:`process` only queues the frame and returns the events that the
+    worker decided since the last call, so a caller learns of an event one frame later
+    (20 ms on a phone line) and the event loop never runs the model (DESIGN rule 14).
+    The frames of every call go to one worker thread, which takes whatever was queued by
+    all calls in one batch and posts the batch's results back in one thread hop.
+    ``state``, ``speaking``, ``position`` and ``probability`` are those of the last
+    decided frame. :meth:`flush` and :meth:`reset` run on the caller's thread, after the
+    frames still queued (a lock orders them with the worker; :meth:`process` never waits
+    for inference).
+
+    When the worker is more than ``max_lag`` seconds of audio behind (it is starved),
+    frames are analysed inline instead, so decisions never fall further behind.
+    """
+
+    name = "offloaded"
+    sample_rate: ClassVar[int] = 16000
+    window: ClassVar[int] = 512
+
+    def __init__(self, inner: VAD, worker: BatchWorker, *, max_lag: float = 0.5) -> None:
+        self.inner = inner
+        self.options = inner.options
+        self.max_lag = max_lag
+        self._worker = worker
+        self._lock = threading.Lock()  # the frame queue (held briefly)
+        self._model_lock = threading.Lock()  # the inner VAD (held across inference)
+        self._frames: deque[AudioFrame] = deque()  # queued, not yet analysed
+        self._queued_seconds = 0.0
+        self._scheduled = False
+        self._seq = 0  # analyses made (under the lock)
+        self._taken = 0  # the newest analysis whose results the loop has
+        self._ready: list[VADEvent] = []
+        self._position = 0.0
+        self._state = VADState.SILENCE
+        self.probability = 0.0
+        self.inline_frames = 0
+        """Frames analysed inline because the worker was behind."""
+
+    @property
+    def window_duration(self) -> float:
+        return self.inner.window_duration
+
+    @property
+    def position(self) -> float:
+        return self._position
+
+    def process(self, frame: AudioFrame) -> list[VADEvent]:
+        if not isinstance(frame, AudioFrame):
+            raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
+        with self._lock:
+            self._frames.append(frame)
+            self._queued_seconds += frame.duration
+            lagging = self._queued_seconds > self.max_lag
+            schedule = not self._scheduled and not lagging
+            if schedule:
+                self._scheduled = True
+        if lagging:  # the worker is starved: decide here rather than fall behind
+            self.inline_frames += 1
+            self._take(self._analyse())
+        elif schedule and not self._worker.submit(self._analyse, self._take):
+            with self._lock:
+                self._scheduled = False
+            self._take(self._analyse())
+        ready, self._ready = self._ready, []
+        return ready
+
+    def _analyse(self) -> _Decided:
+        """Analyse every queued frame (on the worker, or inline).
+
+        The queue's lock is held only to take the frames (the loop's ``process`` takes
+        it too, so never across inference); the model's lock orders analyses.
+        """
+        with self._model_lock:
+            with self._lock:
+                self._scheduled = False
+                frames = list(self._frames)
+                self._frames.clear()
+                self._queued_seconds = 0.0
+            events: list[VADEvent] = []
+            for frame in frames:
+                events += self.inner.process(frame)
+            inner = self.inner
+            self._seq += 1
+            return _Decided(self._seq, events, inner.position, inner.probability, inner.state)
+
+    def _take(self, decided: _Decided) -> None:
+        """On the loop: the worker's results join what the next process() returns."""
+        self._ready += decided.events
+        if decided.seq > self._taken:  # results of a batch overtaken by a flush: stale
+            self._taken = decided.seq
+            self._position = decided.position
+            self.probability = decided.probability
+            self._state = decided.state
+
+    def flush(self) -> list[VADEvent]:
+        self._take(self._analyse())
+        with self._model_lock:
+            events = self.inner.flush()
+            self._seq += 1
+            inner = self.inner
+            decided = _Decided(self._seq, events, inner.position, inner.probability, inner.state)
+        self._take(decided)
+        ready, self._ready = self._ready, []
+        return ready
+
+    def reset(self) -> None:
+        with self._model_lock, self._lock:
+            self._frames.clear()
+            self._queued_seconds = 0.0
+            self.inner.reset()
+        self._ready = []
+        self._position, self.probability, self._state = 0.0, 0.0, VADState.SILENCE
+
+    def _probability(self, window: npt.NDArray[np.int16]) -> float:  # pragma: no cover
+        raise NotImplementedError("OffloadedVAD delegates to its inner VAD")

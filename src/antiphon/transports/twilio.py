@@ -3,18 +3,42 @@ WebSocket and one agent session.
 
 The caller's μ-law 8 kHz audio goes to ``session.push_audio`` (the session converts it);
 the agent's paced 20 ms frames are converted to 8 kHz, μ-law encoded and sent as
-``media`` messages. When the caller interrupts, ``clear`` goes out at once (queued by a
-synchronous listener, so before any audio of the next turn) and Twilio drops what it has
-buffered. A ``mark`` after each turn tells when Twilio has played it. ``stop`` or a
-closed socket ends the call; every send has a deadline.
+``media`` messages. ``stop`` or a closed socket ends the call; every send has a deadline.
+
+Barge-in on a phone is decided by what the carrier has buffered, so the bridge keeps
+that buffer small and knows what was heard:
+
+- **Playout tracking.** A ``mark`` named ``p<epoch>.<n>`` follows every
+  ``mark_every``-th frame; Twilio echoes it when the audio before it has played, so the
+  bridge knows the last frame the caller heard. It sends at most ``max_ahead`` seconds
+  (100 ms) beyond that: the pump waits for the echo before sending more. A peer that
+  never echoes marks (``mark_timeout``; five times that once it echoed one) turns tracking
+  off for the call (audio is then sent as paced).
+- **Pause = clear.** The moment the session pauses its output (speech over the agent,
+  :class:`~antiphon.agent.events.AgentPaused`) the bridge sends ``clear`` (queued by a
+  synchronous listener, so before any later audio) and sends nothing until it resumes
+  or is interrupted. The frames sent but not yet played are kept: on
+  :class:`~antiphon.agent.events.AgentResumed` (a false interruption) they are sent
+  again first, so the caller hears the answer on from where it stopped for them, not
+  from where the bridge had got to. On :class:`~antiphon.agent.events.Interrupted` they
+  are dropped (and ``clear`` sent, unless nothing was sent since the last one).
+- Marks echoed because of a ``clear`` carry an older epoch and are ignored. A ``mark``
+  named ``turn-<generation>`` after each turn tells when Twilio has played it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
-from antiphon.agent.events import AgentEvent, Interrupted, TurnCompleted
+from antiphon.agent.events import (
+    AgentEvent,
+    AgentPaused,
+    AgentResumed,
+    Interrupted,
+    TurnCompleted,
+)
 from antiphon.agent.session import AgentSession
 from antiphon.audio.codecs import ulaw_decode, ulaw_encode
 from antiphon.audio.frame import AudioFrame
@@ -24,7 +48,10 @@ from antiphon.protocols import twilio as tw
 from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
 from antiphon.transports.limits import guard_of
 
+__all__ = ["TwilioBridge"]
+
 log = logging.getLogger(__name__)
+FRAME = 0.02  # seconds per media message
 
 
 class TwilioBridge(CallBridge[tuple[bool, str]]):
@@ -33,9 +60,31 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
     name = "twilio"
 
     def __init__(
-        self, session: AgentSession, ws: WebSocketLike, *, send_timeout: float = 5.0
+        self,
+        session: AgentSession,
+        ws: WebSocketLike,
+        *,
+        send_timeout: float = 5.0,
+        max_ahead: float = 0.1,
+        mark_every: int = 2,
+        mark_timeout: float = 1.0,
     ) -> None:
         super().__init__(session, ws, send_timeout=send_timeout)
+        self.max_ahead = max_ahead
+        self.mark_every = max(1, mark_every)
+        self.mark_timeout = mark_timeout
+        self._ahead_frames = max(1, round(max_ahead / FRAME))
+        self._sent = 0  # media frames sent (queued) in this call; the index of the last
+        self._played = 0  # the last frame Twilio said it played
+        self._epoch = 0  # bumped by every clear: older playout marks are stale
+        self._unplayed: deque[tuple[int, bytes]] = deque()  # (index, μ-law) not yet played
+        self._held: list[bytes] = []  # cleared at a pause, sent again on resume
+        self._paused = False
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tracking = True  # off if the peer never echoes marks
+        self.marks_echoed = 0
+        self._cleared = True  # nothing sent since the last clear (or ever)
         self.state = tw.StreamState()
         self._started = asyncio.Event()
         self._converter = AudioConverter(tw.SAMPLE_RATE, 1)
@@ -49,18 +98,98 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         if self.state.start is None:
             return
         sid = self.state.stream_sid
-        if isinstance(event, Interrupted):
-            self._queue((False, tw.encode_clear(sid)))
-            self.state.cleared()
-            self.clears += 1
+        if isinstance(event, AgentPaused):
+            self._paused = True
+            self._held = [ulaw for _, ulaw in self._unplayed]
+            self._clear()
+        elif isinstance(event, AgentResumed):
+            self._paused = False
+            held, self._held = self._held, []
+            for ulaw in held:  # what the caller did not hear, first
+                self._send_frame(ulaw)
+            self._update_room()
+        elif isinstance(event, Interrupted):
+            self._paused = False
+            self._held = []
+            if not self._cleared:
+                self._clear()
+            self._update_room()
         elif isinstance(event, TurnCompleted):
             name = f"turn-{event.generation}"
             self.state.sent_mark(name)
             self._queue((False, tw.encode_mark(sid, name)))
 
+    def _clear(self) -> None:
+        """Tell Twilio to drop what it buffered; everything sent counts as done."""
+        self._queue((False, tw.encode_clear(self.state.stream_sid)))
+        self.state.cleared()
+        self.clears += 1
+        self._epoch += 1
+        self._unplayed.clear()
+        self._played = self._sent
+        self._cleared = True
+        self._update_room()
+
+    def _update_room(self) -> None:
+        room = not self._paused and (
+            not self._tracking or self._sent - self._played < self._ahead_frames
+        )
+        if room:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    def _played_up_to(self, name: str) -> None:
+        """A playout mark came back: frames up to its index were heard."""
+        epoch, _, index = name[1:].partition(".")
+        if not (epoch.isdigit() and index.isdigit()) or int(epoch) != self._epoch:
+            return  # echoed by a clear, or not ours
+        n = int(index)
+        self.marks_echoed += 1
+        if n > self._played:
+            self._played = n
+            while self._unplayed and self._unplayed[0][0] <= n:
+                self._unplayed.popleft()
+            self._update_room()
+
     async def _pump_audio(self) -> None:
         await self._started.wait()  # media needs the stream's id
-        await super()._pump_audio()
+        output = self.session.output
+        async for frame in output:
+            while not self._room.is_set():
+                if self._paused:
+                    await self._room.wait()
+                    continue
+                # a peer that never echoed a mark may not do marks: give it a short time;
+                # one that did is only slow (its echoes come late): give it longer
+                timeout = self.mark_timeout * (5 if self.marks_echoed else 1)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._room.wait()
+                except TimeoutError:
+                    if not self._paused:
+                        log.warning(
+                            "twilio: no playout mark echoed in %.1fs; sending as paced",
+                            timeout,
+                        )
+                        self._tracking = False
+                        self._update_room()
+            if frame.generation < output.generation:
+                continue  # interrupted while it waited for room
+            self._audio_out(frame.data, frame.generation)
+        await asyncio.Future()  # the output closed: the call ends by the reader or end()
+
+    def _send_frame(self, ulaw: bytes) -> None:
+        sid = self.state.stream_sid
+        self._sent += 1
+        self._unplayed.append((self._sent, ulaw))
+        self._cleared = False
+        self._queue((True, tw.encode_media(sid, ulaw)))
+        if self._tracking and self._sent % self.mark_every == 0:
+            name = f"p{self._epoch}.{self._sent}"
+            self.state.sent_mark(name)
+            self._queue((False, tw.encode_mark(sid, name)))
+        self._update_room()
 
     def _audio_out(self, pcm: bytes, generation: int) -> None:
         if generation != self._generation:  # a new turn: no leftovers of the old one
@@ -68,11 +197,10 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
             self._converter.reset()
         frame = AudioFrame(pcm, self.session.output.sample_rate, 1)
         self._pending += ulaw_encode(self._converter.process(frame).data)
-        sid = self.state.stream_sid
         while len(self._pending) >= tw.FRAME_BYTES:  # 20 ms per media message
             chunk = self._pending[: tw.FRAME_BYTES]
             self._pending = self._pending[tw.FRAME_BYTES :]
-            self._queue((True, tw.encode_media(sid, chunk)))
+            self._send_frame(chunk)
 
     async def _send_one(self, item: tuple[bool, str]) -> None:
         media, message = item
@@ -98,6 +226,8 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
                 raise CallEnded(POLICY, str(exc)) from None
             if isinstance(event, tw.Start):
                 self._started.set()
+            elif isinstance(event, tw.Mark) and event.name.startswith("p"):
+                self._played_up_to(event.name)
             elif isinstance(event, tw.Media):
                 if len(event.payload) > limits.max_twilio_media_bytes:
                     raise CallEnded(TOO_BIG, f"media of {len(event.payload)} bytes (20 ms: 160)")

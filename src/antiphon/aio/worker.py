@@ -1,0 +1,320 @@
+"""Owned worker threads: blocking or native work off the event loop (DESIGN rules 3, 14).
+
+- :class:`ThreadWorker`: one dedicated thread that owns one blocking engine (a native
+  decoder, an SDK object) and makes every call on it; calls have deadlines, a call that
+  misses one marks the worker ``stuck``; :meth:`ThreadWorker.aclose` joins the thread
+  within a deadline. Used by in-process STT engines.
+- :class:`BatchWorker`: one shared thread that runs small jobs of many callers (a VAD
+  window of each of many calls) in batches: whatever was queued while it worked runs in
+  the next batch, and the batch's results go back to the loop in one thread hop, so the
+  cost per frame on the loop is one queue put, whatever the number of calls.
+
+Both are built the same way: a ``queue.SimpleQueue`` of jobs, results posted back with
+``loop.call_soon_threadsafe`` (dropped if the loop closed), the thread a daemon so a native
+call that never returns cannot keep the process alive, and ``aclose`` waiting (bounded)
+for the thread's last act before joining it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from antiphon.errors import ProviderError, ProviderTimeoutError, StreamClosedError
+
+__all__ = ["BatchWorker", "ThreadWorker"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+E = TypeVar("E")
+
+_worker_ids = itertools.count(1)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class ThreadWorker(Generic[E]):
+    """A dedicated thread that owns one blocking engine and makes every call on it.
+
+    The engine is built on the thread by ``factory`` (its first job). :meth:`call` runs a
+    function of the engine there and waits for it within a deadline; a call that misses
+    it marks the worker ``stuck`` (it is then never reused). :meth:`aclose` asks the
+    thread to close the engine and end, and joins it within a deadline; a native call
+    that never returns cannot be interrupted, so the thread is a daemon and finishes the
+    close by itself if the call ever returns.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], E],
+        *,
+        provider: str,
+        close: Callable[[E], None] | None = None,
+    ) -> None:
+        self.id = next(_worker_ids)
+        self.provider = provider
+        self._loop = asyncio.get_running_loop()
+        self._factory = factory
+        self._close_engine = close
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._engine: E | None = None
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self.stuck: str | None = None
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._main, name=f"{provider}-engine-{self.id}", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<ThreadWorker {self.provider}#{self.id} stuck={self.stuck}>"
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def loaded(self) -> bool:
+        """The engine was built (its factory ran) and not closed."""
+        return self._engine is not None
+
+    @property
+    def usable(self) -> bool:
+        """Healthy and not closing: may take another stream."""
+        return self.stuck is None and not self._closing and self._thread.is_alive()
+
+    # -- on the thread
+    def _main(self) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                job()
+        finally:
+            engine, self._engine = self._engine, None
+            if engine is not None and self._close_engine is not None:
+                try:
+                    self._close_engine(engine)
+                except Exception:
+                    log.exception("%s: closing the engine failed", self.provider)
+            del engine
+            self.post(_settle, self._exited, None, None)
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop (from any thread; dropped if it closed)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- on the loop
+    def submit(self, fn: Callable[[E], T]) -> asyncio.Future[T]:
+        """Queue ``fn(engine)`` on the thread; the future resolves on the loop."""
+        if self._closing:
+            raise StreamClosedError(f"{self.provider} engine worker is closed")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        fut.add_done_callback(_retrieve)
+
+        def job() -> None:
+            if fut.cancelled():
+                return
+            try:
+                if self._engine is None:
+                    self._engine = self._factory()
+                result: Any = fn(self._engine)
+            except BaseException as exc:
+                self.post(_settle, fut, None, exc)
+            else:
+                self.post(_settle, fut, result, None)
+
+        self._jobs.put(job)
+        return fut
+
+    async def call(self, fn: Callable[[E], T], *, timeout: float, stage: str) -> T:
+        """Run ``fn(engine)`` on the thread within ``timeout`` seconds.
+
+        Raises ``ProviderTimeoutError`` (and marks the worker stuck) on expiry, the
+        function's ``ProviderError`` as is, and any other exception as ``ProviderError``.
+        """
+        fut = self.submit(fn)
+        try:
+            done, _ = await asyncio.wait([fut], timeout=timeout)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        if not done:
+            fut.cancel()
+            self.stuck = stage
+            raise ProviderTimeoutError(
+                "the engine did not return",
+                provider=self.provider,
+                stage=stage,
+                timeout=timeout,
+                hint="the engine thread is abandoned; it ends by itself if the call returns",
+            )
+        exc = fut.exception()
+        if exc is None:
+            return fut.result()
+        if isinstance(exc, ProviderError):
+            raise exc
+        raise ProviderError(
+            f"the engine raised {exc!r}", provider=self.provider, stage=stage
+        ) from exc
+
+    def retire(self) -> None:
+        """Take no more jobs; the thread ends by itself after the queued ones (idempotent)."""
+        if not self._closing:
+            self._closing = True
+            self._jobs.put(None)
+
+    async def aclose(self, timeout: float) -> bool:
+        """Stop the thread (after queued jobs) and join it; True if it ended in time."""
+        self.retire()
+        if not self._exited.done():
+            await asyncio.wait([self._exited], timeout=timeout)
+        if not self._exited.done():
+            log.error(
+                "%s: engine thread %s still busy (%s) after %.1fs; abandoned (daemon)",
+                self.provider,
+                self._thread.name,
+                self.stuck or "closing",
+                timeout,
+            )
+            return False
+        self._thread.join(timeout=0.5)  # it has posted its last act: returns at once
+        return not self._thread.is_alive()
+
+
+class BatchWorker:
+    """A shared thread running many callers' small jobs in batches (see the module doc).
+
+    :meth:`submit` queues ``job()`` (run on the thread) and, when it returns,
+    ``done(result)`` on the loop; ``done`` calls of one batch are made in one thread hop,
+    in submission order. A job that raises is logged and its ``done`` is not called.
+    ``max_pending`` bounds the queue: beyond it :meth:`submit` returns False (the caller
+    decides: run inline, drop, fail). Close with :meth:`aclose` (idempotent).
+    """
+
+    def __init__(self, name: str, *, max_pending: int = 4096) -> None:
+        self.name = name
+        self.max_pending = max_pending
+        self.batches = 0
+        self.jobs = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._closing = False
+        self._exited: asyncio.Future[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._pending
+
+    def _ensure(self) -> None:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._exited = self._loop.create_future()
+            self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+            self._thread.start()
+
+    def submit(self, job: Callable[[], T], done: Callable[[T], None]) -> bool:
+        """Queue ``job``; ``done(result)`` runs on the loop. False when full or closed."""
+        if self._closing:
+            return False
+        with self._lock:
+            if self._pending >= self.max_pending:
+                return False
+            self._pending += 1
+        self._ensure()
+        self._jobs.put((job, done))
+        return True
+
+    def _main(self) -> None:
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                batch = [first]
+                stop = False
+                while True:
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                results: list[tuple[Callable[[Any], None], Any]] = []
+                for job, done in batch:
+                    try:
+                        results.append((done, job()))
+                    except Exception:
+                        log.exception("%s: a job failed", self.name)
+                with self._lock:
+                    self._pending -= len(batch)
+                self.batches += 1
+                self.jobs += len(batch)
+                self._post(_deliver, results)
+                if stop:
+                    break
+        finally:
+            if self._exited is not None:
+                self._post(_settle, self._exited, None, None)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    async def aclose(self, timeout: float = 2.0) -> bool:
+        """Run what is queued, stop the thread and join it; True if it ended in time."""
+        self._closing = True
+        if self._thread is None:
+            return True
+        self._jobs.put(None)
+        assert self._exited is not None
+        if not self._exited.done():
+            await asyncio.wait([self._exited], timeout=timeout)
+        if not self._exited.done():
+            log.error(
+                "%s: worker thread still busy after %.1fs; abandoned (daemon)", self.name, timeout
+            )
+            return False
+        self._thread.join(timeout=0.5)
+        return not self._thread.is_alive()
+
+
+def _deliver(results: list[tuple[Callable[[Any], None], Any]]) -> None:
+    for done, result in results:
+        try:
+            done(result)
+        except Exception:
+            log.exception("a batch result's callback failed")

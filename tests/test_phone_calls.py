@@ -1,0 +1,422 @@
+"""Phone calls that hold up: many Twilio callers at once, barge-in, admission, memory.
+
+The callers are :class:`~antiphon.testing.twilio.SimulatedTwilioCall` on a line that never
+pauses (``line=True``), against the real ASGI app on the in-process doubles. Nothing
+here asserts a wall-clock bound: latencies are the bench's (``bench/phone.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from antiphon.agent.events import (
+    AgentPaused,
+    AgentResumed,
+    AgentSpeaking,
+    Interrupted,
+    TurnUnanswered,
+    UserTurnEnded,
+)
+from antiphon.agent.session import UNANSWERED_FALLBACK, AgentSession
+from antiphon.protocols import twilio as tw
+from antiphon.server.agents import CallableAgent
+from antiphon.server.app import create_app
+from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
+from antiphon.services.vad import VADOptions
+from antiphon.testing.agent import (
+    EnergyVAD,
+    ScriptedLLM,
+    ScriptedSTT,
+    ToneTTS,
+    doubles_agent,
+    silence,
+    speech,
+)
+from antiphon.testing.asgi import serve_app
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.poll import until
+from antiphon.testing.twilio import SimulatedTwilioCall
+from antiphon.transports.twilio import TwilioBridge
+
+
+@asynccontextmanager
+async def phone_server(agent: Any, **kwargs: Any) -> AsyncIterator[str]:
+    leaks = LeakCheck()
+    app = create_app(agent, **kwargs)
+    async with serve_app(app) as host, asyncio.timeout(90):
+        yield host
+    await leaks.assert_clean(settle=1.0)
+
+
+def answered(call: SimulatedTwilioCall, n: int) -> bool:
+    return len(turns(call)) >= n
+
+
+def turns(call: SimulatedTwilioCall) -> list[str]:
+    """The turn marks Twilio echoed (not the bridge's playout marks)."""
+    return [m for m in call.received.marks if m.startswith("turn-")]
+
+
+async def test_many_callers_at_once_are_all_answered_and_barge_in_clears() -> None:
+    callers = 6
+    reply = "Here is the answer to your question, said slowly enough to talk over."
+    agent = doubles_agent(["a question"] * 40, [], default_reply=reply)
+
+    async def one(host: str, i: int) -> SimulatedTwilioCall:
+        async with SimulatedTwilioCall(f"ws://{host}/twilio/media", line=True) as call:
+            for q in range(2):
+                await call.say(speech(0.5, 8000, freq=300 + 40 * i))
+                await until(partial(answered, call, q + 1), 30)  # answered and played
+            # barge in: talk over the third answer as soon as it starts
+            asked = await call.say(speech(0.5, 8000))
+            await until(lambda: call.received.first_media_after(asked.end) is not None, 30)
+            over = await call.say(speech(0.8, 8000, freq=450))
+            await until(lambda: call.received.first_clear_after(over.onset) is not None, 30)
+            await until(lambda: call.received.first_media_after(over.end) is not None, 30)
+            await call.hang_up()
+            return call
+
+    async with phone_server(agent) as host:
+        calls = await asyncio.gather(*(one(host, i) for i in range(callers)))
+    for call in calls:
+        assert turns(call)[:2] == ["turn-1", "turn-2"]
+        assert call.received.clears == 1  # one clear for the barge-in, sent at the pause
+        at = call.received.events.index("clear")
+        assert "media" in call.received.events[at:]  # the reply to the talk-over came
+
+
+async def test_a_false_interruption_resumes_from_what_the_caller_had_not_heard() -> None:
+    reply = "This answer is long, and a cough over it must not lose a single word of it."
+    agent = doubles_agent(["a question"] * 5, [], default_reply=reply, min_silence=0.3)
+    async with (
+        phone_server(agent) as host,
+        SimulatedTwilioCall(f"ws://{host}/twilio/media", line=True) as call,
+    ):
+        asked = await call.say(speech(0.5, 8000))
+        await until(lambda: call.received.first_media_after(asked.end) is not None, 30)
+        await until(lambda: call.received.played >= 25, 30)  # half a second heard
+        cough = await call.say(speech(0.12, 8000, freq=500))  # shorter than min_duration
+        await until(lambda: call.received.first_clear_after(cough.onset) is not None, 30)
+        await until(lambda: len(turns(call)) == 1, 30)
+        got = call.received
+        assert got.clears == 1 and got.dropped > 0  # the carrier's buffer was cleared
+        # every frame of the reply was heard exactly once: the cleared ones were sent again
+        frames = round(len(reply) * 0.06 / 0.02)
+        assert abs(got.played - frames) <= 1
+        assert len(got.media) == got.played + got.dropped
+
+
+def capacity_agent(capacity: int) -> CallableAgent:
+    agent = doubles_agent([], [])
+    agent.capacity = capacity  # type: ignore[attr-defined]
+    return agent
+
+
+async def test_calls_beyond_the_agents_capacity_are_refused_and_healthz_says_full() -> None:
+    async with (
+        phone_server(capacity_agent(2)) as host,
+        httpx.AsyncClient(base_url=f"http://{host}") as http,
+    ):
+        assert (await http.get("/healthz")).json()["max_sessions"] == 2
+        async with (
+            SimulatedTwilioCall(f"ws://{host}/twilio/media", line=True),
+            SimulatedTwilioCall(f"ws://{host}/twilio/media", line=True),
+        ):
+            await _wait_status(http, 503)  # full: not ready for another call
+            async with connect(f"ws://{host}/twilio/media") as third:
+                await asyncio.wait_for(third.wait_closed(), 10)
+                assert third.close_code == 1013  # refused at once, not failed later
+        await _wait_status(http, 200)
+
+
+async def _wait_status(http: httpx.AsyncClient, status: int) -> None:
+    codes: list[int] = []
+
+    async def probe() -> None:
+        codes.append((await http.get("/healthz")).status_code)
+
+    async with asyncio.timeout(20):
+        await probe()
+        while codes[-1] != status:
+            await asyncio.sleep(0.05)
+            await probe()
+
+
+async def test_max_sessions_given_wins_over_the_capacity() -> None:
+    async with (
+        phone_server(capacity_agent(2), max_sessions=7) as host,
+        httpx.AsyncClient(base_url=f"http://{host}") as http,
+    ):
+        assert (await http.get("/healthz")).json()["max_sessions"] == 7
+
+
+# ------------------------------------------------------------------ the bridge, in memory
+
+
+class TwilioPeer:
+    """The server side of a Twilio socket in memory: messages in, sent messages kept."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def receive(self) -> bytes | str | None:
+        return await self.inbox.get()
+
+    async def send_bytes(self, data: bytes) -> None:
+        raise AssertionError("Twilio gets text")
+
+    async def send_text(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+START = json.dumps(
+    {
+        "event": "start",
+        "streamSid": "MZ1",
+        "start": {
+            "streamSid": "MZ1",
+            "callSid": "CA1",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+)
+
+
+def doubles_session() -> tuple[AgentSession, list[Any]]:
+    services: list[Any] = [ScriptedSTT([]), ScriptedLLM([]), ToneTTS()]
+    vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
+    s = AgentSession(vad=vad, stt=services[0], llm=services[1], tts=services[2])
+    return s, services
+
+
+async def test_the_bridge_sends_at_most_max_ahead_beyond_what_was_played() -> None:
+    s, services = doubles_session()
+    peer = TwilioPeer()
+    bridge = TwilioBridge(s, peer, max_ahead=0.1, mark_every=2)
+    peer.inbox.put_nowait(START)
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    s.say("A reply long enough to run far ahead of the caller if nothing held it back.")
+
+    def media() -> int:
+        return sum(1 for m in peer.sent if m["event"] == "media")
+
+    # 100 ms is 5 frames (a 16 kHz frame may give its 8 kHz frame with the next: +1)
+    await until(lambda: media() >= 5, 20)
+    await asyncio.sleep(0.3)  # paced frames keep coming; none may be sent
+    assert 5 <= media() <= 6  # nothing echoed: nothing more sent
+    marks = [m["mark"]["name"] for m in peer.sent if m["event"] == "mark"]
+    assert marks[:2] == ["p0.2", "p0.4"]
+    peer.inbox.put_nowait(
+        json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "p0.4"}})
+    )
+    await until(lambda: media() >= 9, 20)  # again 100 ms ahead of frame 4
+    await asyncio.sleep(0.3)
+    assert 9 <= media() <= 10
+    # a pause clears the carrier; the frames not yet played are sent again on resume
+    unplayed = [m["media"]["payload"] for m in peer.sent if m["event"] == "media"][4:]
+    assert len(unplayed) in (5, 6)
+    bridge._on_event(AgentPaused(1))
+    await until(lambda: peer.sent[-1]["event"] == "clear", 20)
+    cleared_at = len(peer.sent)
+    bridge._on_event(AgentResumed(1))
+    await until(lambda: media() >= 13, 20)
+    again = [m["media"]["payload"] for m in peer.sent[cleared_at:] if m["event"] == "media"]
+    assert again[: len(unplayed)] == unplayed
+    # an interruption right after a pause clears once, not twice
+    bridge._on_event(AgentPaused(1))
+    bridge._on_event(Interrupted(0.1, 1.0, "", 1))
+    await asyncio.sleep(0)
+    assert bridge.clears == 2
+    peer.inbox.put_nowait(None)
+    await asyncio.wait_for(run, 20)
+    for service in services:
+        await service.aclose()
+
+
+async def test_a_peer_that_never_echoes_marks_still_gets_the_whole_reply() -> None:
+    s, services = doubles_session()
+    peer = TwilioPeer()
+    bridge = TwilioBridge(s, peer, max_ahead=0.1, mark_timeout=0.2)
+    peer.inbox.put_nowait(START)
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    text = "Nobody echoes my marks."
+    s.say(text)
+    frames = round(len(text) * 0.06 / 0.02) - 3  # less the resampler's tail
+    await until(lambda: sum(1 for m in peer.sent if m["event"] == "media") >= frames, 30)
+    peer.inbox.put_nowait(None)
+    await asyncio.wait_for(run, 20)
+    for service in services:
+        await service.aclose()
+
+
+# ------------------------------------------------------------------ memory per call
+
+
+async def test_memory_is_flat_over_fifty_sequential_calls() -> None:
+    """50 calls through the bridge on one set of shared services: Python memory after
+    the 55th is within 5 MB of after the 5th (it grew by 3.6 MB a call before)."""
+    services: list[Any] = [ScriptedSTT(["hello"] * 60), ScriptedLLM([], default="Fine."), ToneTTS()]
+    call_audio = [
+        json.dumps(
+            {
+                "event": "media",
+                "streamSid": "MZ1",
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(i + 1),
+                    "timestamp": str(20 * i),
+                    "payload": payload,
+                },
+            }
+        )
+        for i, payload in enumerate(_payloads(speech(0.3, 8000).data + silence(0.5, 8000).data))
+    ]
+
+    async def one_call() -> None:
+        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
+        s = AgentSession(vad=vad, stt=services[0], llm=services[1], tts=services[2])
+        peer = TwilioPeer()
+        bridge = TwilioBridge(s, peer, mark_timeout=0.05)
+        peer.inbox.put_nowait(START)
+        for m in call_audio:
+            peer.inbox.put_nowait(m)
+        await s.start()
+        run = asyncio.create_task(bridge.run())
+        await until(lambda: any(m["event"] == "media" for m in peer.sent), 20)
+        peer.inbox.put_nowait(json.dumps({"event": "stop", "stop": {"callSid": "CA1"}}))
+        assert await asyncio.wait_for(run, 20) == 1000
+
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            await one_call()
+        gc.collect()
+        after_5 = tracemalloc.get_traced_memory()[0]
+        for _ in range(50):
+            await one_call()
+        gc.collect()
+        after_55 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        for service in services:
+            await service.aclose()
+    grown = (after_55 - after_5) / 1e6
+    assert grown < 5.0, f"memory grew {grown:.1f} MB over 50 calls"
+
+
+def _payloads(pcm: bytes) -> list[str]:
+    import base64
+
+    from antiphon.audio.codecs import ulaw_encode
+
+    ulaw = ulaw_encode(pcm)
+    return [
+        base64.b64encode(ulaw[i : i + tw.FRAME_BYTES]).decode()
+        for i in range(0, len(ulaw), tw.FRAME_BYTES)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_marks(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("ERROR", logger="antiphon.transports.twilio")
+
+
+# ------------------------------------------------------------------ never silence
+
+
+class _SlowRecognizer:
+    """Hears every utterance as "hello", but its final takes ``release`` to come."""
+
+    sample_rate = 16000
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def start(self) -> None:
+        pass
+
+    def process(self, pcm: bytes) -> None:
+        pass
+
+    def partial(self) -> Hypothesis | None:
+        return None
+
+    def finish(self) -> Hypothesis | None:
+        self.release.wait(10)  # a starved, backlogged engine
+        return Hypothesis("hello", 0.0, 0.1, 0.9)
+
+    def close(self) -> None:
+        pass
+
+
+class _SlowSTT(InProcessSTT):
+    provider = "slow"
+    engine_rate = 16000
+
+    def __init__(self) -> None:
+        super().__init__(deadlines=STTDeadlines(final=0.5, close=0.5), interim_interval=0)
+        self.release = threading.Event()
+
+    def make_recognizer(self) -> Recognizer:
+        return _SlowRecognizer(self.release)
+
+
+async def test_a_turn_the_recogniser_cannot_finish_in_its_budget_gets_a_spoken_fallback() -> None:
+    stt = _SlowSTT()
+    llm, tts = ScriptedLLM([]), ToneTTS()
+    vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
+    try:
+        async with AgentSession(vad=vad, stt=stt, llm=llm, tts=tts) as s:
+            events = s.events()
+            for frame in [*speech(0.4).split(0.02), *silence(0.5).split(0.02)]:
+                s.push_audio(frame)
+            seen: list[object] = []
+            async with asyncio.timeout(20):
+                async for ev in events:
+                    seen.append(ev)
+                    if isinstance(ev, AgentSpeaking):
+                        break
+            unanswered = [e for e in seen if isinstance(e, TurnUnanswered)]
+            assert len(unanswered) == 1  # typed, not silence
+            spoken = [e for e in seen if isinstance(e, AgentSpeaking)]
+            assert UNANSWERED_FALLBACK.startswith(spoken[0].text)  # its first sentence
+            assert not any(isinstance(e, UserTurnEnded) for e in seen)
+    finally:
+        stt.release.set()
+        for service in (stt, llm, tts):
+            await service.aclose()
+
+
+async def test_pocketsphinx_in_a_child_process_recognises_and_leaves_no_process() -> None:
+    import multiprocessing
+    from pathlib import Path
+
+    from antiphon.audio.wav import read_wav
+    from antiphon.plugins.pocketsphinx import PocketsphinxSTT
+
+    question = read_wav(Path(__file__).parent.parent / "examples" / "question.wav")
+    async with PocketsphinxSTT(child_process=True, max_engines=1) as stt:
+        (final,) = await stt.recognize(question)
+        assert final.text == "what can you do"
+        assert len(multiprocessing.active_children()) == 1
+    assert multiprocessing.active_children() == []  # closed and joined
