@@ -136,6 +136,11 @@ async def test_calls_beyond_the_agents_capacity_are_refused_and_healthz_says_ful
         ):
             await _wait_status(http, 503)  # full: not ready for another call
             async with connect(f"ws://{host}/twilio/media") as third:
+                # the edge admits a Twilio stream at its start message (docs/server.md)
+                sid = "MZ" + "3" * 32
+                start = {"accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": "CA1"}
+                await third.send(json.dumps({"event": "connected", "protocol": "Call"}))
+                await third.send(json.dumps({"event": "start", "streamSid": sid, "start": start}))
                 await asyncio.wait_for(third.wait_closed(), 10)
                 assert third.close_code == 1013  # refused at once, not failed later
         await _wait_status(http, 200)

@@ -28,13 +28,14 @@ class TurnOptions:
     is heard, before the final; the reply is kept (and spoken) only if the final says the
     same, and is cancelled if the user goes on speaking.
 
-    The default ``final_timeout`` leaves room for an in-process model that hears each
-    utterance whole (the offline default, Whisper: one model call after the silence,
-    0.5-2 s on a busy 2-core machine, with no interim to fall back on); a streaming cloud
-    STT gives its final well within it.
+    An in-process recogniser that is still working on the utterance when the timeout
+    fires (the offline default, Whisper, hears each utterance whole: 0.5-2 s on a busy
+    2-core machine) extends the wait up to its own ``STTDeadlines.final``, and a final
+    that comes after an empty timeout still starts the turn; so the default stays short
+    for a streaming cloud STT whose final was lost.
     """
 
-    final_timeout: float = 3.0
+    final_timeout: float = 1.0
     preemptive: bool = True
 
     def __post_init__(self) -> None:
