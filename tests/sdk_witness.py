@@ -171,7 +171,7 @@ def assert_all_valid(
     """Every message is a valid, strict ``tp``; the failure lists each bad one.
 
     ``sdk_gaps``: paths (``$.session.id``) of fields the provider's API reference documents
-    and sends but the SDK's type omits; each one is named in ``docs/sdk-witnesses.md``.
+    and sends but the SDK's type omits; each one is named in ``docs/testing.md``.
     """
     bad = []
     for msg in messages:

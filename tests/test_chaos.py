@@ -15,6 +15,11 @@ import pytest
 
 from antiphon.testing.chaos import FAULTS, TURNS, ChaosResult, run_chaos
 
+#: real loopback I/O, real worker threads and some real-time deadlines: on a loaded
+#: machine a scenario takes far longer than its ~5 s (its own guards scale with the
+#: CI profile)
+pytestmark = pytest.mark.timeout(300)
+
 MAX_GAP = 0.06
 STEP = 0.02
 AT_ONCE = 5 * STEP  # "refused at once": within a few steps, far below any deadline

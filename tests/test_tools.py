@@ -307,8 +307,9 @@ def test_sequence_and_tuple_schemas() -> None:
         many.parse_arguments('{"names": ["a", 3]}')
 
 
+@pytest.mark.realtime  # tool threads the virtual clock cannot see
 async def test_a_blocking_sync_tool_runs_off_the_loop_and_its_timeout_holds() -> None:
-    """A tool that blocks 2 s with timeout 0.5: the loop keeps running meanwhile (a
+    """A tool that blocks until released, with timeout 0.5: the loop keeps running meanwhile (a
     concurrent task makes progress while the tool's thread is blocked), and the call
     returns a timeout outcome while the thread is still inside the tool."""
     inside = threading.Event()
@@ -317,9 +318,9 @@ async def test_a_blocking_sync_tool_runs_off_the_loop_and_its_timeout_holds() ->
 
     @function_tool(timeout=0.5)
     def blocking() -> str:
-        """Blocks its thread for up to 2 s."""
+        """Blocks its thread until released (the test releases it)."""
         inside.set()
-        release.wait(2.0)
+        release.wait(60.0)
         return "late"
 
     ticks_while_blocked = 0
@@ -352,6 +353,7 @@ async def test_a_blocking_sync_tool_runs_off_the_loop_and_its_timeout_holds() ->
         await threads.run(lambda: None, timeout=1.0, what="x")
 
 
+@pytest.mark.realtime  # tool threads the virtual clock cannot see
 async def test_sync_tools_run_concurrently_on_the_pool_and_queue_beyond_it() -> None:
     barrier = threading.Barrier(2, timeout=5)
     threads = ToolThreads(2, name="test-tool")
@@ -376,6 +378,7 @@ async def test_sync_tools_run_concurrently_on_the_pool_and_queue_beyond_it() -> 
     assert threading.current_thread().name not in names
 
 
+@pytest.mark.realtime  # tool threads the virtual clock cannot see
 async def test_a_call_that_cannot_get_a_thread_in_time_says_so() -> None:
     release = threading.Event()
     threads = ToolThreads(1, name="test-tool")

@@ -69,6 +69,7 @@ from antiphon.testing.agent import (
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.vloop import time_scale
 from antiphon.transports.limits import EdgeLimits
 
 __all__ = [
@@ -494,8 +495,10 @@ class Chaos:
         self, predicate: Callable[[], bool], *, what: str, limit: float = 300.0, wall: float = 30.0
     ) -> None:
         """Step until ``predicate()``; fail after ``limit`` seconds of the clock or
-        ``wall`` seconds of real time (deadlines kept on the loop's clock need real time)."""
+        ``wall`` seconds of real time (deadlines kept on the loop's clock need real time),
+        the latter times the CI profile's :func:`~antiphon.testing.vloop.time_scale`."""
         loop = asyncio.get_running_loop()
+        wall *= time_scale()
         start, wall_end = self.clock.now(), loop.time() + wall
         while not predicate():
             if self.clock.now() - start > limit or loop.time() > wall_end:

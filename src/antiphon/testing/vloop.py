@@ -176,7 +176,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 def uses_virtual_time(item: Any) -> bool:
-    """Whether a pytest item runs on :class:`VirtualTimeLoop` (marker or class flag)."""
+    """Whether a pytest item runs on :class:`VirtualTimeLoop` (marker or class flag).
+
+    A ``realtime`` mark on the test wins over a module's or class's ``virtual_time``:
+    work on threads the loop does not know of needs the wall clock.
+    """
+    if item.get_closest_marker("realtime") is not None:
+        return False
     if item.get_closest_marker("virtual_time") is not None:
         return True
     return bool(getattr(getattr(item, "cls", None), "virtual_time", False))
