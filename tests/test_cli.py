@@ -58,3 +58,74 @@ def test_realtime_answers_a_wav_file(
     printed = capsys.readouterr().out
     assert "user:  hello there" in printed and "agent: " in printed
     assert read_wav(out).duration > 0.1
+
+
+def _speech_wav(path: Path, seconds: float = 0.5) -> None:
+    import numpy as np
+
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    write_wav(
+        path, AudioFrame.from_array((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), 16000)
+    )
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["talk", "realtime"])
+def test_an_empty_file_is_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert main([command, str(empty), "--out", str(tmp_path / "r.wav")]) == 2
+    assert "not a WAV file" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["talk", "realtime"])
+def test_a_missing_file_is_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.wav"
+    assert main([command, str(missing), "--out", str(tmp_path / "r.wav")]) == 2
+    assert "No such file" in _one_error_line(capsys)
+
+
+def test_a_wav_without_samples_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    silent = tmp_path / "none.wav"
+    _speech_wav(silent, seconds=0.0)
+    assert main(["realtime", str(silent), "--fake", "--out", str(tmp_path / "r.wav")]) == 2
+    assert "holds no audio" in _one_error_line(capsys)
+
+
+def test_a_truncated_wav_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    whole = tmp_path / "whole.wav"
+    _speech_wav(whole)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:-1000])
+    assert main(["talk", str(cut), "--out", str(tmp_path / "r.wav")]) == 2
+    assert "truncated" in _one_error_line(capsys)
+
+
+def test_an_8_bit_wav_says_16_bit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import wave
+
+    path = tmp_path / "u8.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(8000)
+        w.writeframes(bytes(800))
+    assert main(["talk", str(path), "--out", str(tmp_path / "r.wav")]) == 2
+    line = _one_error_line(capsys)
+    assert "8-bit" in line and "16-bit" in line and "give a PCM" not in line

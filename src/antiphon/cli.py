@@ -132,9 +132,25 @@ def _make_realtime(
     raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai or azure")
 
 
+def _read_input(path: str) -> AudioFrame:
+    """The user's WAV file, or one clear error: missing, unreadable, not 16-bit PCM, empty."""
+    from antiphon.audio.wav import read_wav
+    from antiphon.errors import ConfigError
+
+    try:
+        audio = read_wav(path)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise AntiphonError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if audio.duration <= 0:
+        raise AntiphonError(f"{path}: the WAV file holds no audio; give one with speech")
+    return audio
+
+
 async def _realtime(args: argparse.Namespace) -> int:
     """Talk to a speech-to-speech model: a WAV file in, the spoken answer to a WAV file."""
-    from antiphon.audio.wav import WavWriter, read_wav
+    from antiphon.audio.wav import WavWriter
     from antiphon.services.realtime import (
         AgentAudio,
         AgentTranscriptDone,
@@ -142,7 +158,7 @@ async def _realtime(args: argparse.Namespace) -> int:
         UserTranscript,
     )
 
-    audio = read_wav(args.input)
+    audio = _read_input(args.input)
     async with contextlib.AsyncExitStack() as stack:
         base_url, api_key = args.base_url, args.api_key
         if args.fake:
@@ -198,12 +214,8 @@ async def _talk(args: argparse.Namespace) -> int:
     """One conversation: a WAV file of the user in, the agent's spoken answer out."""
     from antiphon.agent.pipeline import PipelineSpec
     from antiphon.agent.talk import talk
-    from antiphon.audio.wav import read_wav
 
-    try:
-        audio = read_wav(args.input)
-    except (OSError, ValueError) as exc:
-        raise AntiphonError(f"cannot read {args.input!r}: {exc}; give a PCM WAV file") from None
+    audio = _read_input(args.input)
     spec = PipelineSpec(
         vad=args.vad,
         stt=args.stt,

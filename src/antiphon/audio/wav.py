@@ -15,7 +15,11 @@ PathLike = str | os.PathLike[str]
 
 
 def read_wav(path: PathLike | BinaryIO) -> AudioFrame:
-    """Read a 16-bit PCM WAV file into one frame."""
+    """Read a 16-bit PCM WAV file into one frame.
+
+    Refused with a :class:`ConfigError`: not a WAV file, an empty one, another sample
+    width, and a truncated one (fewer samples than its header announces).
+    """
     try:
         with wave.open(path if not isinstance(path, os.PathLike) else str(path), "rb") as w:
             if w.getsampwidth() != 2:
@@ -23,10 +27,18 @@ def read_wav(path: PathLike | BinaryIO) -> AudioFrame:
                     f"{_name(path)}: {8 * w.getsampwidth()}-bit WAV is not supported; "
                     "convert it to 16-bit PCM (e.g. sox in.wav -b 16 out.wav)"
                 )
-            data = w.readframes(w.getnframes())
+            announced = w.getnframes()
+            data = w.readframes(announced)
+            got = len(data) // (2 * w.getnchannels())
+            if got < announced:
+                raise ConfigError(
+                    f"{_name(path)}: truncated WAV file: the header announces {announced} "
+                    f"samples, the file holds {got}"
+                )
             return AudioFrame(data, w.getframerate(), w.getnchannels())
-    except wave.Error as exc:
-        raise ConfigError(f"{_name(path)}: not a PCM WAV file ({exc})") from exc
+    except (wave.Error, EOFError) as exc:
+        reason = str(exc) or "the file is empty or cut short"
+        raise ConfigError(f"{_name(path)}: not a WAV file ({reason})") from exc
 
 
 def write_wav(path: PathLike | BinaryIO, frame: AudioFrame) -> None:
