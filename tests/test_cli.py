@@ -129,3 +129,25 @@ def test_an_8_bit_wav_says_16_bit(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["talk", str(path), "--out", str(tmp_path / "r.wav")]) == 2
     line = _one_error_line(capsys)
     assert "8-bit" in line and "16-bit" in line and "give a PCM" not in line
+
+
+def test_fake_server_on_a_busy_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["fake-server", "deepgram", "--port", str(port)]) == 1
+    line = _one_error_line(capsys)
+    assert f"port {port}" in line and "--port" in line
+
+
+def test_console_without_a_sound_device_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import sounddevice fails
+    assert main(["console", "--fake"]) != 0
+    assert "sounddevice" in _one_error_line(capsys)

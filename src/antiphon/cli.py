@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from antiphon.transports.ice import IceServer
 
 
+class Unavailable(AntiphonError):
+    """Something the command needs is not there (a port, a device, a service): exit 1."""
+
+
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
     settings = TTSSettings(
         api_key=api_key,
@@ -99,7 +103,12 @@ async def _fake_server(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     fake = tts_fake(provider.name).make(plan, args.port, args.api_key)
-    await fake.start()
+    try:
+        await fake.start()
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on port {args.port}: {exc.strerror or exc}; choose another with --port"
+        ) from None
     try:
         print(f"fake {provider.name} TTS listening on {fake.url} (key: {args.api_key})", flush=True)
         print(
@@ -305,8 +314,17 @@ async def _console(args: argparse.Namespace) -> int:
     from antiphon.agent.pipeline import PipelineSpec
     from antiphon.agent.session import AgentSession
     from antiphon.server.agents import PipelineAgent
-    from antiphon.transports.console import ConsoleAudio
+    from antiphon.transports.console import ConsoleAudio, _sounddevice
 
+    sd = _sounddevice()  # before the models load: a missing PortAudio is one line, at once
+    try:
+        sd.query_devices(kind="input")
+        sd.query_devices(kind="output")
+    except Exception as exc:  # sounddevice.PortAudioError, ValueError: no such device
+        raise Unavailable(
+            f"no sound device ({exc}); plug in a microphone and a speaker, "
+            "or use antiphon talk FILE.wav"
+        ) from None
     agent = PipelineAgent(
         PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake),
         fakes=_fakes() if args.fake else None,
@@ -317,8 +335,11 @@ async def _console(args: argparse.Namespace) -> int:
     try:
         session = agent.new_session()
         await session.start()
-        console = ConsoleAudio(session)
-        await console.start()
+        console = ConsoleAudio(session, sd=sd)
+        try:
+            await console.start()
+        except Exception as exc:  # PortAudio refused the stream
+            raise Unavailable(f"cannot open the sound device: {exc}") from None
         print("antiphon: listening; speak (Ctrl-C to stop)", flush=True)
         async for event in session.events():
             print(f"  {type(event).__name__}: {event}", flush=True)
@@ -528,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(runner(args))
     except AntiphonError as exc:
         print(f"antiphon: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, Unavailable) else 2
     except KeyboardInterrupt:
         return 130
 
