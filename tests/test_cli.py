@@ -151,3 +151,37 @@ def test_console_without_a_sound_device_is_one_line(
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import sounddevice fails
     assert main(["console", "--fake"]) != 0
     assert "sounddevice" in _one_error_line(capsys)
+
+
+FAKE_PIPELINE = ["--vad", "webrtc", "--stt", "assemblyai", "--llm", "anthropic:x"]
+FAKE_PIPELINE += ["--tts", "deepgram", "--fake"]
+
+
+def test_talk_hearing_nothing_fails_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, AudioFrame.silence(0.5, 16000))
+    assert main(["talk", str(silence), "--out", str(tmp_path / "r.wav"), *FAKE_PIPELINE]) == 1
+    line = _one_error_line(capsys)
+    assert "nothing recognised" in line and "speech" in line
+
+
+def test_talk_numbers_the_turns_from_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+    from antiphon.testing.synth import tone_for_text
+
+    pad = AudioFrame.silence(0.5, 16000).data
+    question = tmp_path / "q.wav"
+    write_wav(
+        question, AudioFrame(pad + tone_for_text("what is the weather", 16000) + pad, 16000, 1)
+    )
+    assert main(["talk", str(question), "--out", str(tmp_path / "r.wav"), *FAKE_PIPELINE]) == 0
+    turns = [line for line in capsys.readouterr().out.splitlines() if line.startswith("turn ")]
+    assert turns and turns[0].startswith("turn 1: ")

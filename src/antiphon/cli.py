@@ -242,17 +242,33 @@ async def _talk(args: argparse.Namespace) -> int:
         kwargs["fakes"] = _fakes()
     result = await talk(audio, args.out, spec=spec, **kwargs)
     if not result.heard:
-        print("user:  (nothing recognised)")
+        raise Unavailable(
+            f"nothing recognised in {args.input} ({audio.duration:.1f} s): is it speech, "
+            "loud and clear enough? (try --stt pocketsphinx, or -v to see the recogniser)"
+        )
     for text in result.heard:
         print(f"user:  {text}")
     for text in result.replies:
         print(f"agent: {text}")
-    for m in result.turns:
+    unmeasured = False
+    for number, m in enumerate(result.turns, start=1):
+        delays = (
+            m.end_of_turn_delay,
+            m.stt_final_delay,
+            m.llm_ttft,
+            m.tts_ttfa,
+            m.voice_to_voice,
+        )
+        unmeasured = unmeasured or None in delays
         print(
-            f"turn {m.generation}: end of turn {_ms(m.end_of_turn_delay)}, "
+            f"turn {number}: end of turn {_ms(m.end_of_turn_delay)}, "
             f"STT final {_ms(m.stt_final_delay)}, LLM first token {_ms(m.llm_ttft)}, "
             f"TTS first audio {_ms(m.tts_ttfa)}, voice-to-voice {_ms(m.voice_to_voice)}"
         )
+        if m.error:
+            print(f"turn {number}: error: {m.error}")
+    if unmeasured:
+        print("  (- : not measured in this turn, e.g. the STT final came before the VAD's end)")
     print(f"wrote {args.out}: {result.audio_seconds:.2f} s of agent audio")
     return 0
 
