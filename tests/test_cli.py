@@ -185,3 +185,24 @@ def test_talk_numbers_the_turns_from_one(
     assert main(["talk", str(question), "--out", str(tmp_path / "r.wav"), *FAKE_PIPELINE]) == 0
     turns = [line for line in capsys.readouterr().out.splitlines() if line.startswith("turn ")]
     assert turns and turns[0].startswith("turn 1: ")
+
+
+@pytest.mark.parametrize("voice", [[], ["--tts", "espeak"]], ids=["piper-default", "espeak"])
+def test_say_speaks_offline_without_a_key(
+    voice: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    out = tmp_path / "hi.wav"
+    assert main(["say", "Hello there", *voice, "--out", str(out)]) == 0
+    assert f"from {voice[1] if voice else 'piper'} (offline)" in capsys.readouterr().out
+    assert read_wav(out).duration > 0.3
+
+
+def test_say_refuses_cloud_options_for_an_offline_voice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["say", "Hi", "--tts", "espeak", "--fake", "--out", str(tmp_path / "x.wav")]) == 2
+    assert "offline voice" in _one_error_line(capsys)

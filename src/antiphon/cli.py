@@ -35,6 +35,21 @@ class Unavailable(AntiphonError):
 
 
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
+    if args.tts in OFFLINE_TTSS and (args.fake or base_url or api_key or args.encoding):
+        raise AntiphonError(
+            f"{args.tts} is an offline voice: --fake, --base-url, --api-key and --encoding "
+            "are for the cloud voices (e.g. --tts deepgram)"
+        )
+    if args.tts == "piper":
+        from antiphon.plugins.piper import PiperTTS
+
+        return PiperTTS(voice=args.voice, sample_rate=args.sample_rate)
+    if args.tts == "espeak":
+        from antiphon.plugins.espeak import EspeakTTS
+
+        if args.voice:
+            raise AntiphonError("--voice is for piper and the cloud voices, not espeak")
+        return EspeakTTS(sample_rate=args.sample_rate)
     settings = TTSSettings(
         api_key=api_key,
         base_url=base_url,
@@ -69,7 +84,7 @@ async def _say(args: argparse.Namespace) -> int:
         raise AntiphonError('nothing to say: give the text, e.g. antiphon say "Hello there"')
     async with contextlib.AsyncExitStack() as stack:
         base_url, api_key = args.base_url, args.api_key
-        if args.fake:
+        if args.fake and args.tts not in OFFLINE_TTSS:
             base_url, api_key = await stack.enter_async_context(_fake_for(args.tts))
         tts = await stack.enter_async_context(_make_tts(args, base_url, api_key))
         started = time.perf_counter()
@@ -82,7 +97,13 @@ async def _say(args: argparse.Namespace) -> int:
                         first = time.perf_counter() - started
                     wav.write(frame)
                     seconds += frame.duration
-        where = "fake server" if args.fake else (base_url or "service")
+        where = (
+            "offline"
+            if args.tts in OFFLINE_TTSS
+            else "fake server"
+            if args.fake
+            else (base_url or "service")
+        )
         ttfb = f"{first * 1000:.0f} ms" if first is not None else "n/a"
         print(
             f"wrote {args.out}: {seconds:.2f} s of audio at {tts.sample_rate} Hz "
@@ -500,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
-    say.add_argument("--tts", choices=list(TTS_PROVIDERS), default="deepgram")
+    say.add_argument(
+        "--tts",
+        choices=[*OFFLINE_TTSS, *TTS_PROVIDERS],
+        default="piper",
+        help="the voice: piper (default, offline), espeak (offline, light) or a cloud provider",
+    )
     say.add_argument("--out", default="out.wav", help="WAV file to write (default out.wav)")
     say.add_argument("--base-url", help="provider URL, e.g. ws://127.0.0.1:8765 for a fake")
     say.add_argument(
