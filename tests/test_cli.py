@@ -73,7 +73,10 @@ def _speech_wav(path: Path, seconds: float = 0.5) -> None:
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
+    return _one_error_line_of(capsys.readouterr().err)
+
+
+def _one_error_line_of(err: str) -> str:
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -206,3 +209,19 @@ def test_say_refuses_cloud_options_for_an_offline_voice(
 ) -> None:
     assert main(["say", "Hi", "--tts", "espeak", "--fake", "--out", str(tmp_path / "x.wav")]) == 2
     assert "offline voice" in _one_error_line(capsys)
+
+
+def test_serve_on_a_busy_port_is_one_line_before_any_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--fake", "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert "playground" not in captured.out
+    line = _one_error_line_of(captured.err)
+    assert f"127.0.0.1:{port}" in line and "--port" in line

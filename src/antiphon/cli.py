@@ -319,15 +319,26 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise AntiphonError(str(exc)) from None
+    _check_port(args.host, args.port)
     agent: AgentFactory
     if args.agent_file:
         agent = load_agent_file(args.agent_file)
     else:
         spec = PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
         agent = PipelineAgent(spec, fakes=_fakes() if args.fake else None)
-    host = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
     query = f"?token={quote(token, safe='')}" if token else ""
-    print(f"antiphon: the playground is at http://{host}:{args.port}/{query}", flush=True)
+    print(f"antiphon: the playground is at http://localhost:{args.port}/{query}", flush=True)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            "antiphon: other machines need https (browsers allow the microphone only on "
+            "https or localhost): put a TLS proxy in front, see docs/deploy.md",
+            flush=True,
+        )
+    print(
+        f"antiphon: Ctrl-C stops: open calls drain first (up to {args.drain_timeout:g} s); "
+        "press Ctrl-C again to stop at once",
+        flush=True,
+    )
     serve(
         agent,
         host=args.host,
@@ -344,6 +355,22 @@ def _serve(args: argparse.Namespace) -> int:
         ice_servers=args.ice_server,
     )
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse at once, in one line, a port the server could not listen on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port"
+        ) from None
 
 
 async def _console(args: argparse.Namespace) -> int:
@@ -578,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)  # runs its own event loop (uvicorn)
         except AntiphonError as exc:
             print(f"antiphon: error: {exc}", file=sys.stderr)
-            return 2
+            return 1 if isinstance(exc, Unavailable) else 2
     runners = {
         "talk": _talk,
         "console": _console,
