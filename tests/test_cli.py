@@ -57,6 +57,7 @@ def test_realtime_answers_a_wav_file(
     assert main([*args, "--out", str(out), "--timeout", "20"]) == 0
     printed = capsys.readouterr().out
     assert "user:  hello there" in printed and "agent: " in printed
+    assert "not words" in printed  # honest: the fake's transcript is fixed
     assert read_wav(out).duration > 0.1
 
 
@@ -225,3 +226,18 @@ def test_serve_on_a_busy_port_is_one_line_before_any_url(
     assert "playground" not in captured.out
     line = _one_error_line_of(captured.err)
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_every_option_has_help() -> None:
+    import argparse
+
+    from antiphon.cli import build_parser
+
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, parser in commands.choices.items()
+        for action in parser._actions
+        if action.help is None
+    ]
+    assert missing == []

@@ -197,6 +197,10 @@ async def _realtime(args: argparse.Namespace) -> int:
             dialect = "ga" if args.provider == "openai" else "beta"
             fake = await stack.enter_async_context(FakeRealtimeServer(dialect=dialect))
             base_url, api_key = fake.url, DEFAULT_API_KEY
+            print(
+                "(--fake: a local stand-in model; it hears loudness, not words: whatever "
+                "you say, its transcript is a fixed phrase)"
+            )
         model = await stack.enter_async_context(
             _make_realtime(args.provider, base_url, api_key, args)
         )
@@ -430,6 +434,9 @@ def _ice_server(text: str) -> IceServer:
 
 
 STT_NAMES = [*OFFLINE_STTS, "deepgram", "assemblyai"]
+VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
+STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"
+TTS_HELP = "the voice: piper (default, offline), espeak (offline, light) or a cloud one"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,15 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
-    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    talk.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    talk.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     talk.add_argument(
         "--llm",
         default="offline",
         help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini) or anthropic:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
-    talk.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    talk.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     talk.add_argument(
         "--fake", action="store_true", help="run cloud services against local fake servers"
     )
@@ -461,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve an agent: browser playground, /ws/agent, /metrics")
     srv.add_argument("agent_file", nargs="?", help="a Python file defining `agent`")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     srv.add_argument(
         "--token",
         help="require ?token=TOKEN (or a Bearer header) on every call endpoint, Twilio's "
@@ -519,10 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds active calls may go on after SIGTERM (default %(default)g; keep "
         "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
     )
-    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    srv.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    srv.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    srv.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    srv.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
     srv.add_argument(
         "--twilio-auth-token",
@@ -540,10 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
-    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    con.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    con.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    con.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    con.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     con.add_argument("--fake", action="store_true", help="cloud services on local fakes")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
@@ -573,18 +586,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("realtime", help="talk to a speech-to-speech model: WAV in, WAV out")
     rt.add_argument("input", help="WAV file with what the user says")
-    rt.add_argument("--provider", choices=["openai", "azure"], default="openai")
+    rt.add_argument(
+        "--provider", choices=["openai", "azure"], default="openai", help="default openai"
+    )
     rt.add_argument("--out", default="reply.wav", help="WAV file for the answer")
     rt.add_argument("--base-url", help="endpoint (Azure: https://<resource>.services.ai.azure.com)")
     rt.add_argument("--api-key", help="key (default OPENAI_API_KEY / AZURE_VOICELIVE_API_KEY)")
     rt.add_argument("--fake", action="store_true", help="use the local fake server (no key)")
     rt.add_argument("--voice", help="voice name (provider default if omitted)")
-    rt.add_argument("--instructions", default="You are a helpful voice assistant.")
+    rt.add_argument(
+        "--instructions",
+        default="You are a helpful voice assistant.",
+        help="the model's system prompt",
+    )
     rt.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
 
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
-    fake.add_argument("provider", choices=list(TTS_PROVIDERS))
-    fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument("provider", choices=list(TTS_PROVIDERS), help="whose TTS to imitate")
+    fake.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     fake.add_argument("--api-key", default="test-key", help="key the fake accepts")
     fake.add_argument(
         "--realtime",
