@@ -241,3 +241,36 @@ def test_every_option_has_help() -> None:
         if action.help is None
     ]
     assert missing == []
+
+
+def test_talk_with_the_llm_down_names_the_cause(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import contextlib
+    import socket
+
+    from antiphon.agent.pipeline import Endpoint
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+    from antiphon.testing import registry
+    from antiphon.testing.synth import tone_for_text
+
+    with socket.socket() as s:  # a port nobody listens on: the LLM server is not running
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+
+    class DeadLLM(registry.LoopbackFakes):
+        async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
+            return Endpoint(f"http://127.0.0.1:{dead}/v1", "key")
+
+    monkeypatch.setattr(registry, "LoopbackFakes", DeadLLM)
+    pad = AudioFrame.silence(0.5, 16000).data
+    question = tmp_path / "q.wav"
+    write_wav(
+        question, AudioFrame(pad + tone_for_text("what is the weather", 16000) + pad, 16000, 1)
+    )
+    argv = ["talk", str(question), "--out", str(tmp_path / "r.wav"), *FAKE_PIPELINE]
+    argv[argv.index("anthropic:x")] = "openai:x"
+    assert main(argv) == 1
+    line = _one_error_line(capsys)
+    assert "could not answer" in line and f"127.0.0.1:{dead}" in line and "reachable" in line

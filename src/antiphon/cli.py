@@ -172,7 +172,9 @@ def _read_input(path: str) -> AudioFrame:
     except ConfigError:
         raise
     except OSError as exc:
-        raise AntiphonError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        raise AntiphonError(
+            f"cannot read {path!r}: {exc.strerror or exc}; give a PCM WAV file"
+        ) from None
     if audio.duration <= 0:
         raise AntiphonError(f"{path}: the WAV file holds no audio; give one with speech")
     return audio
@@ -295,6 +297,8 @@ async def _talk(args: argparse.Namespace) -> int:
     if unmeasured:
         print("  (- : not measured in this turn, e.g. the STT final came before the VAD's end)")
     print(f"wrote {args.out}: {result.audio_seconds:.2f} s of agent audio")
+    if result.errors:
+        raise Unavailable(f"the agent could not answer properly: {result.errors[0]}")
     return 0
 
 
