@@ -274,3 +274,16 @@ def test_talk_with_the_llm_down_names_the_cause(
     assert main(argv) == 1
     line = _one_error_line(capsys)
     assert "could not answer" in line and f"127.0.0.1:{dead}" in line and "reachable" in line
+
+
+def test_progress_shows_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    argv = ["say", "Hi", "--tts", "espeak", "--out", str(tmp_path / "hi.wav")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # piped: quiet
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(argv) == 0
+    assert "loading the espeak voice" in capsys.readouterr().err

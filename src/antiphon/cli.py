@@ -34,6 +34,12 @@ class Unavailable(AntiphonError):
     """Something the command needs is not there (a port, a device, a service): exit 1."""
 
 
+def _progress(message: str) -> None:
+    """A status line for a person at a terminal; nothing when stderr is piped or captured."""
+    if sys.stderr.isatty():
+        print(f"antiphon: {message}", file=sys.stderr, flush=True)
+
+
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
     if args.tts in OFFLINE_TTSS and (args.fake or base_url or api_key or args.encoding):
         raise AntiphonError(
@@ -86,7 +92,9 @@ async def _say(args: argparse.Namespace) -> int:
         base_url, api_key = args.base_url, args.api_key
         if args.fake and args.tts not in OFFLINE_TTSS:
             base_url, api_key = await stack.enter_async_context(_fake_for(args.tts))
+        _progress(f"loading the {args.tts} voice...")
         tts = await stack.enter_async_context(_make_tts(args, base_url, api_key))
+        _progress("speaking...")
         started = time.perf_counter()
         first: float | None = None
         seconds = 0.0
@@ -210,6 +218,7 @@ async def _realtime(args: argparse.Namespace) -> int:
         wav = stack.enter_context(
             WavWriter(args.out, sample_rate=model.output_sample_rate, channels=1)
         )
+        _progress(f"sending {args.input} in real time ({audio.duration:.1f} s), then waiting...")
         started = time.perf_counter()
 
         async def feed() -> None:
@@ -267,6 +276,10 @@ async def _talk(args: argparse.Namespace) -> int:
         kwargs["instructions"] = args.instructions
     if spec.fake:
         kwargs["fakes"] = _fakes()
+    _progress(
+        f"loading the models, then listening to {args.input} in real time "
+        f"({audio.duration:.1f} s) and answering..."
+    )
     result = await talk(audio, args.out, spec=spec, **kwargs)
     if not result.heard:
         raise Unavailable(
@@ -397,6 +410,7 @@ async def _console(args: argparse.Namespace) -> int:
             f"no sound device ({exc}); plug in a microphone and a speaker, "
             "or use antiphon talk FILE.wav"
         ) from None
+    _progress("loading the models...")
     agent = PipelineAgent(
         PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake),
         fakes=_fakes() if args.fake else None,
