@@ -287,3 +287,19 @@ def test_progress_shows_on_a_terminal_only(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(argv) == 0
     assert "loading the espeak voice" in capsys.readouterr().err
+
+
+def test_talk_heard_but_unanswered_is_not_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.audio.wav import write_wav
+    from antiphon.testing.synth import tone_for_text
+
+    pad = AudioFrame.silence(0.5, 16000).data
+    question = tmp_path / "q.wav"
+    write_wav(question, AudioFrame(pad + tone_for_text("hello", 16000) + pad, 16000, 1))
+    assert main(["talk", str(question), "--out", str(tmp_path / "r.wav"), *FAKE_PIPELINE]) == 1
+    captured = capsys.readouterr()
+    assert "local fakes, no keys" in captured.out
+    assert "did not answer" in _one_error_line_of(captured.err)

@@ -269,7 +269,13 @@ async def _talk(args: argparse.Namespace) -> int:
         fake=args.fake,
         llm_base_url=args.llm_base_url,
     )
-    where = "offline, no keys" if spec.offline else "with provider keys"
+    where = (
+        "local fakes, no keys"
+        if spec.fake
+        else "offline, no keys"
+        if spec.offline
+        else "with provider keys"
+    )
     print(f"agent: vad={spec.vad} stt={spec.stt} llm={spec.llm} tts={spec.tts} ({where})")
     kwargs: dict[str, Any] = {"timeout": args.timeout, "turn_log": args.turn_log}
     if args.instructions:
@@ -312,6 +318,11 @@ async def _talk(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {result.audio_seconds:.2f} s of agent audio")
     if result.errors:
         raise Unavailable(f"the agent could not answer properly: {result.errors[0]}")
+    if not result.replies:
+        raise Unavailable(
+            f"the agent heard {' '.join(result.heard)!r} but did not answer "
+            "(no end of turn: too short or too quiet for the voice detector?); try -v"
+        )
     return 0
 
 
