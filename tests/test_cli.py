@@ -91,7 +91,7 @@ def test_an_empty_file_is_one_line(
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     assert main([command, str(empty), "--out", str(tmp_path / "r.wav")]) == 2
-    assert "not a WAV file" in _one_error_line(capsys)
+    assert "not a PCM WAV file" in _one_error_line(capsys)
 
 
 @pytest.mark.parametrize("command", ["talk", "realtime"])
@@ -303,3 +303,21 @@ def test_talk_heard_but_unanswered_is_not_success(
     captured = capsys.readouterr()
     assert "local fakes, no keys" in captured.out
     assert "did not answer" in _one_error_line_of(captured.err)
+
+
+def test_an_unwritable_output_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the output's directory should be
+    out = blocker / "hi.wav"
+    assert main(["say", "Hi", "--tts", "espeak", "--out", str(out)]) == 2
+    assert "cannot write" in _one_error_line(capsys)
+
+
+def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "99999"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a port" in err and "Traceback" not in err

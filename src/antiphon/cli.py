@@ -1,4 +1,11 @@
-"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server."""
+"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server.
+
+Built for a newcomer: ``--help`` imports nothing heavy (each command imports its engines
+when it runs); every failure is one line on stderr, ``antiphon: error: ...``, with exit
+2 for bad input (an :class:`AntiphonError`) and 1 when something needed is missing
+(:class:`Unavailable`: a busy port, no sound device, a service down, nothing heard).
+Progress lines go to stderr only when it is a terminal, so piped output stays clean.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
+
+__all__ = ["Unavailable", "build_parser", "main"]
 
 #: The offline engines, defaults first (as antiphon.agent.pipeline names them; it is
 #: imported lazily, so the names are repeated here).
@@ -453,6 +462,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def _ice_server(text: str) -> IceServer:
     from antiphon.transports.ice import IceServer  # not at import: it loads the transports
 
@@ -499,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve an agent: browser playground, /ws/agent, /metrics")
     srv.add_argument("agent_file", nargs="?", help="a Python file defining `agent`")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    srv.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     srv.add_argument(
         "--token",
         help="require ?token=TOKEN (or a Bearer header) on every call endpoint, Twilio's "
@@ -632,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
     fake.add_argument("provider", choices=list(TTS_PROVIDERS), help="whose TTS to imitate")
-    fake.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    fake.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (default 8765)")
     fake.add_argument("--api-key", default="test-key", help="key the fake accepts")
     fake.add_argument(
         "--realtime",

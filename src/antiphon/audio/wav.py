@@ -38,7 +38,7 @@ def read_wav(path: PathLike | BinaryIO) -> AudioFrame:
             return AudioFrame(data, w.getframerate(), w.getnchannels())
     except (wave.Error, EOFError) as exc:
         reason = str(exc) or "the file is empty or cut short"
-        raise ConfigError(f"{_name(path)}: not a WAV file ({reason})") from exc
+        raise ConfigError(f"{_name(path)}: not a PCM WAV file ({reason})") from exc
 
 
 def write_wav(path: PathLike | BinaryIO, frame: AudioFrame) -> None:
@@ -61,8 +61,13 @@ class WavWriter:
         self.channels = channels
         self.frames_written = 0
         target = str(path) if isinstance(path, os.PathLike) else path
+        self._owned: BinaryIO | None = None  # the file we opened (wave leaves it open)
         if isinstance(target, str):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                self._owned = target = open(target, "wb")  # noqa: SIM115 (closed by close())
+            except OSError as exc:
+                raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
         self._w: wave.Wave_write | None = wave.open(target, "wb")  # noqa: SIM115 (closed by close())
         self._w.setnchannels(channels)
         self._w.setsampwidth(2)
@@ -86,7 +91,11 @@ class WavWriter:
     def close(self) -> None:
         if self._w is not None:
             w, self._w = self._w, None
-            w.close()
+            try:
+                w.close()
+            finally:
+                if self._owned is not None:
+                    self._owned.close()
 
     def __enter__(self) -> WavWriter:
         return self
