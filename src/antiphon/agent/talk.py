@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from antiphon.agent.events import (
+    AgentError,
     AgentEvent,
     AgentReplied,
     TurnCompleted,
     TurnMetrics,
+    TurnUnanswered,
     UserTranscribed,
 )
 from antiphon.agent.options import AgentOptions
@@ -44,6 +46,8 @@ class TalkResult:
     turns: list[TurnMetrics] = field(default_factory=list)
     audio_seconds: float = 0.0
     """Seconds of agent audio written."""
+    errors: list[str] = field(default_factory=list)
+    """What failed, as "stage: error" (a reply may then be the agent's fallback)."""
 
 
 async def talk(
@@ -98,6 +102,10 @@ async def talk(
                     result.replies.append(ev.text)
                 elif isinstance(ev, TurnCompleted):
                     result.turns.append(ev.metrics)
+                elif isinstance(ev, AgentError):
+                    result.errors.append(f"{ev.stage}: {ev.error}")
+                elif isinstance(ev, TurnUnanswered):
+                    result.errors.append(f"unanswered: {ev.reason}")
 
         async def feed() -> None:
             frames = [

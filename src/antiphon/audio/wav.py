@@ -15,7 +15,11 @@ PathLike = str | os.PathLike[str]
 
 
 def read_wav(path: PathLike | BinaryIO) -> AudioFrame:
-    """Read a 16-bit PCM WAV file into one frame."""
+    """Read a 16-bit PCM WAV file into one frame.
+
+    Refused with a :class:`ConfigError`: not a WAV file, an empty one, another sample
+    width, and a truncated one (fewer samples than its header announces).
+    """
     try:
         with wave.open(path if not isinstance(path, os.PathLike) else str(path), "rb") as w:
             if w.getsampwidth() != 2:
@@ -23,10 +27,18 @@ def read_wav(path: PathLike | BinaryIO) -> AudioFrame:
                     f"{_name(path)}: {8 * w.getsampwidth()}-bit WAV is not supported; "
                     "convert it to 16-bit PCM (e.g. sox in.wav -b 16 out.wav)"
                 )
-            data = w.readframes(w.getnframes())
+            announced = w.getnframes()
+            data = w.readframes(announced)
+            got = len(data) // (2 * w.getnchannels())
+            if got < announced:
+                raise ConfigError(
+                    f"{_name(path)}: truncated WAV file: the header announces {announced} "
+                    f"samples, the file holds {got}"
+                )
             return AudioFrame(data, w.getframerate(), w.getnchannels())
-    except wave.Error as exc:
-        raise ConfigError(f"{_name(path)}: not a PCM WAV file ({exc})") from exc
+    except (wave.Error, EOFError) as exc:
+        reason = str(exc) or "the file is empty or cut short"
+        raise ConfigError(f"{_name(path)}: not a PCM WAV file ({reason})") from exc
 
 
 def write_wav(path: PathLike | BinaryIO, frame: AudioFrame) -> None:
@@ -49,8 +61,13 @@ class WavWriter:
         self.channels = channels
         self.frames_written = 0
         target = str(path) if isinstance(path, os.PathLike) else path
+        self._owned: BinaryIO | None = None  # the file we opened (wave leaves it open)
         if isinstance(target, str):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                self._owned = target = open(target, "wb")  # noqa: SIM115 (closed by close())
+            except OSError as exc:
+                raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
         self._w: wave.Wave_write | None = wave.open(target, "wb")  # noqa: SIM115 (closed by close())
         self._w.setnchannels(channels)
         self._w.setsampwidth(2)
@@ -74,7 +91,11 @@ class WavWriter:
     def close(self) -> None:
         if self._w is not None:
             w, self._w = self._w, None
-            w.close()
+            try:
+                w.close()
+            finally:
+                if self._owned is not None:
+                    self._owned.close()
 
     def __enter__(self) -> WavWriter:
         return self
