@@ -128,6 +128,32 @@ class SynthesisStream(InputStream[AudioFrame]):
             metrics.TTS_ERRORS.labels(self.provider, type(error).__name__).inc()
 
 
+class FlushSegmentStream(SynthesisStream):
+    """A synthesis stream that speaks its text one flush segment at a time.
+
+    For engines that take whole text, not a token stream (in-process voices): the text
+    pushed up to each ``flush()`` or ``end_input()`` is joined, stripped and handed to
+    :meth:`_speak` in order; the stream completes after the last segment is spoken.
+    """
+
+    async def _run(self) -> None:
+        pending: list[str] = []
+        async for item in self._mailbox:
+            if isinstance(item, TextInput):
+                pending.append(item.text)
+            elif isinstance(item, FlushInput | EndInput):
+                text = "".join(pending).strip()
+                pending.clear()
+                if text:
+                    await self._speak(text)
+                if isinstance(item, EndInput):
+                    return
+
+    @abstractmethod
+    async def _speak(self, text: str) -> None:
+        """Speak one non-empty segment (emit its audio); raise ``ProviderError`` on failure."""
+
+
 class TTS(ProviderService[SynthesisStream]):
     """A streaming text-to-speech service.
 

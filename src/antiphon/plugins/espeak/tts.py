@@ -34,14 +34,7 @@ from antiphon.audio.resample import StreamResampler
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.espeak import engine as esp
 from antiphon.services.stt import EngineWorker
-from antiphon.services.tts import (
-    TTS,
-    EndInput,
-    FlushInput,
-    SynthesisStream,
-    TextInput,
-    TTSDeadlines,
-)
+from antiphon.services.tts import TTS, FlushSegmentStream, SynthesisStream, TTSDeadlines
 
 log = logging.getLogger(__name__)
 PROVIDER = esp.PROVIDER
@@ -116,7 +109,7 @@ class EspeakTTS(TTS):
             await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
 
 
-class EspeakStream(SynthesisStream):
+class EspeakStream(FlushSegmentStream):
     """One stream of :class:`EspeakTTS`: each flush segment is one engine call."""
 
     def __init__(self, tts: EspeakTTS, generation: int) -> None:
@@ -130,19 +123,6 @@ class EspeakStream(SynthesisStream):
             owner=tts._tasks,
             close_timeout=tts.deadlines.close,
         )
-
-    async def _run(self) -> None:
-        pending: list[str] = []
-        async for item in self._mailbox:
-            if isinstance(item, TextInput):
-                pending.append(item.text)
-            elif isinstance(item, FlushInput | EndInput):
-                text = "".join(pending).strip()
-                pending.clear()
-                if text:
-                    await self._speak(text)
-                if isinstance(item, EndInput):
-                    return
 
     async def _speak(self, text: str) -> None:
         tts, dl = self._tts, self._tts.deadlines

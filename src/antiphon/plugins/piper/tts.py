@@ -42,14 +42,7 @@ from antiphon.plugins.piper.voice import INSTALL_HINT, PROVIDER, PiperVoice, Voi
 from antiphon.plugins.weights import verify
 from antiphon.services.segmenter import SentenceSegmenter
 from antiphon.services.stt import EngineWorker
-from antiphon.services.tts import (
-    TTS,
-    EndInput,
-    FlushInput,
-    SynthesisStream,
-    TextInput,
-    TTSDeadlines,
-)
+from antiphon.services.tts import TTS, FlushSegmentStream, SynthesisStream, TTSDeadlines
 
 __all__ = ["PINS", "PiperStream", "PiperTTS", "packaged_voice"]
 
@@ -191,7 +184,7 @@ class PiperTTS(TTS):
             await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
 
 
-class PiperStream(SynthesisStream):
+class PiperStream(FlushSegmentStream):
     """One stream of :class:`PiperTTS`: each sentence of a flush segment is one model run."""
 
     def __init__(self, tts: PiperTTS, generation: int) -> None:
@@ -206,19 +199,6 @@ class PiperStream(SynthesisStream):
             owner=tts._tasks,
             close_timeout=tts.deadlines.close,
         )
-
-    async def _run(self) -> None:
-        pending: list[str] = []
-        async for item in self._mailbox:
-            if isinstance(item, TextInput):
-                pending.append(item.text)
-            elif isinstance(item, FlushInput | EndInput):
-                text = "".join(pending).strip()
-                pending.clear()
-                if text:
-                    await self._speak(text)
-                if isinstance(item, EndInput):
-                    return
 
     async def _speak(self, text: str) -> None:
         tts, dl = self._tts, self._tts.deadlines
