@@ -17,6 +17,7 @@ from antiphon.errors import (
 )
 from antiphon.net.http import status_error
 from antiphon.protocols import azure_tts as az
+from antiphon.protocols.retry import retry_delay
 
 # --------------------------------------------------------------------------- formats
 
@@ -253,8 +254,8 @@ def _status(code: int, retry_after: str | None = None) -> ProviderError:
     ],
 )
 def test_retry_policy(error: ProviderError, heard: bool, attempt: int, delay: float | None) -> None:
-    got = az.retry_delay(
-        error, heard_audio=heard, attempt=attempt, max_retries=1, max_wait=2.0, backoff=0.25
+    got = retry_delay(
+        error, delivered=heard, attempt=attempt, max_retries=1, max_wait=2.0, backoff=0.25
     )
     assert got == delay
 
@@ -270,9 +271,9 @@ def test_retry_policy(error: ProviderError, heard: bool, attempt: int, delay: fl
 def test_retry_policy_is_bounded(
     status: int, retry_after: str | None, heard: bool, attempt: int, max_retries: int
 ) -> None:
-    delay = az.retry_delay(
+    delay = retry_delay(
         _status(status, retry_after),
-        heard_audio=heard,
+        delivered=heard,
         attempt=attempt,
         max_retries=max_retries,
         max_wait=2.0,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.protocols import openai_chat as oc
+from antiphon.protocols.retry import retry_delay
 from antiphon.services.llm import ChatContext, ToolCall
 from antiphon.services.tools import function_tool
 
@@ -242,7 +243,7 @@ def test_retry_policy() -> None:
         max_wait: float = 1.0,
         budget: float | None = None,
     ) -> float | None:
-        return oc.retry_delay(
+        return retry_delay(
             error,
             delivered=delivered,
             attempt=attempt,

@@ -10,7 +10,6 @@
   a bearer token, ``X-Microsoft-OutputFormat`` and ``User-Agent``.
 - :class:`RiffReader`: strips the RIFF/WAVE header of ``riff-*`` formats from a streamed
   body, checking that it describes the requested format.
-- :func:`retry_delay`: whether (and after how long) a failed request may be retried.
 - The Speech SDK side: :func:`sdk_error` maps a cancellation to a typed error; and the
   SDK's (undocumented) v2 WebSocket framing, :func:`encode_ws_text` & co., for the fake.
 
@@ -32,7 +31,6 @@ from antiphon.errors import (
     ConfigError,
     ProviderConnectionError,
     ProviderError,
-    ProviderTimeoutError,
 )
 
 PROVIDER = "azure"
@@ -432,32 +430,6 @@ STATUS_HINTS: dict[int, str] = {
     429: "over the resource's request quota (free tier: 20 per minute); slow down or upgrade",
     502: "a network or server problem at Azure (or invalid headers); retrying usually helps",
 }
-
-
-def retry_delay(
-    error: ProviderError,
-    *,
-    heard_audio: bool,
-    attempt: int,
-    max_retries: int,
-    max_wait: float,
-    backoff: float,
-) -> float | None:
-    """Seconds to wait before retrying a failed request, or None to give up.
-
-    A request is retried (``max_retries`` times at most) only if none of its audio was
-    delivered, the error is retryable and not a timeout (its deadline is spent), and the
-    server's ``Retry-After`` (if any) is at most ``max_wait``. Without one the wait is
-    ``backoff``.
-    """
-    if heard_audio or attempt >= max_retries or not error.retryable:
-        return None
-    if isinstance(error, ProviderTimeoutError | AuthError):
-        return None
-    retry_after: float | None = getattr(error, "retry_after", None)
-    if retry_after is None:
-        return backoff
-    return retry_after if retry_after <= max_wait else None
 
 
 # --------------------------------------------------------------------------- RIFF

@@ -37,13 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from antiphon.errors import (
-    AuthError,
     ConfigError,
     HttpAuthError,
     HttpRequestError,
     HttpStatusError,
-    ProviderError,
-    ProviderTimeoutError,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -563,32 +560,3 @@ def _error_fields(text: str) -> tuple[str, str | None, str | None, str | None]:
 
         return str(message)[:300], opt("type"), opt("code"), opt("param")
     return " ".join(text.split())[:300], None, None, None
-
-
-def retry_delay(
-    error: ProviderError,
-    *,
-    delivered: bool,
-    attempt: int,
-    max_retries: int,
-    max_wait: float,
-    backoff: float,
-    budget: float | None = None,
-) -> float | None:
-    """Seconds to wait before retrying a request, or None to give up.
-
-    Retried only when nothing was delivered yet, fewer than ``max_retries`` retries were
-    made, the error is retryable and not a timeout or an auth error, and the wait — the
-    server's ``retry_after`` or else ``backoff`` — is at most ``max_wait`` and fits in the
-    ``budget`` left (the first-token deadline).
-    """
-    if delivered or attempt >= max_retries or not error.retryable:
-        return None
-    if isinstance(error, AuthError | ProviderTimeoutError):
-        return None
-    wait: float | None = getattr(error, "retry_after", None)
-    if wait is None:
-        wait = backoff
-    if wait > max_wait or (budget is not None and wait >= budget):
-        return None
-    return wait

@@ -36,6 +36,7 @@ from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
 from antiphon.protocols import anthropic_messages as am
 from antiphon.protocols import openai_chat as oc
+from antiphon.protocols.retry import retry_delay
 from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
@@ -199,7 +200,7 @@ class AnthropicChatStream(ChatStream):
                 await self._attempt()
                 return
             except ProviderError as exc:
-                delay = oc.retry_delay(
+                delay = retry_delay(
                     exc,
                     delivered=self.has_output,
                     attempt=retries,

@@ -27,6 +27,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.net.http import BodyReader, HttpOptions, make_client, open_response
 from antiphon.protocols import azure_tts as az
+from antiphon.protocols.retry import retry_delay
 from antiphon.services.tts import (
     TTS,
     EndInput,
@@ -230,9 +231,9 @@ class AzureSynthesisStream(SynthesisStream):
                 await self._request(ssml)
                 return
             except ProviderError as exc:
-                delay = az.retry_delay(
+                delay = retry_delay(
                     exc,
-                    heard_audio=self._heard,
+                    delivered=self._heard,
                     attempt=attempt,
                     max_retries=tts.max_retries,
                     max_wait=tts.max_retry_wait,
