@@ -6,9 +6,11 @@ The set (each utterance twice: *complete*, and *incomplete* — cut mid-sentence
   spoken card names, commands; 16 kHz), when the package is installed;
 * **synthetic**: :data:`SENTENCES` spoken by the packaged Piper voice (``en_US-joe-medium``).
 
-Speech bounds come from a 20 ms energy gate. The incomplete version of an utterance ends
-at its quietest 20 ms frame between 35 % and 75 % of the speech (a gap between words, so
-no word is cut in half), i.e. where a speaker could pause mid-sentence.
+Words are aligned to the audio with PocketSphinx (forced alignment to the known text).
+The complete version runs from the first word's start to the last word's end; the
+incomplete one ends after a word that leaves the sentence unfinished — the function word
+("to", "of", "a", "my", "than"...) nearest the middle of the sentence (30-80 % of its
+words), else the middle word — i.e. where a speaker could pause mid-sentence.
 
 Each endpointer sees what a session would give it: the speech, then silence (the
 recording's own quietest stretch, repeated). What it decides is turned into time:
@@ -38,6 +40,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import time
 import wave
 from dataclasses import dataclass
@@ -73,7 +76,7 @@ SENTENCES = [
     "I need to change the address on my account.",
     "Could you remind me to call my sister at six?",
     "The heating in my apartment stopped working last night.",
-    "Is there a pharmacy open near the city centre on Sunday?",
+    "Is there a pharmacy open near the city center on Sunday?",
     "I want to transfer fifty dollars to my savings account.",
     "Which platform does the next train to Boston leave from?",
     "We are looking for a hotel with a pool and free parking.",
@@ -87,13 +90,29 @@ SENTENCES = [
 ]
 
 
+_FUNCTION_WORDS = (
+    "a an the to of for in on at from with about and or but than my your his her our their "
+    "is are was were be been have has had would could can will do does did i we he she it "
+    "this that these those some no"
+)
+#: Words after which a sentence cannot end: a cut there is surely unfinished.
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
+#: The transcripts of the recordings without a transcription file of their own.
+RAW_TRANSCRIPTS = {
+    "goforward": "go forward ten meters",
+    "something": "go somewhere and do something",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Utterance:
     name: str
     source: str  # human | synthetic
-    speech: npt.NDArray[np.int16]  # complete: from speech start to speech end
-    cut: npt.NDArray[np.int16]  # incomplete: the same, cut at a gap mid-sentence
+    speech: npt.NDArray[np.int16]  # complete: from the first word's start to the last's end
+    cut: npt.NDArray[np.int16]  # incomplete: the same, ending after a word mid-sentence
     silence: npt.NDArray[np.int16]  # the recording's quietest 0.2 s
+    text: str
+    cut_text: str
 
 
 def _rms(x: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
@@ -103,36 +122,79 @@ def _rms(x: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
     return out
 
 
-def utterance(name: str, source: str, audio: npt.NDArray[np.int16]) -> Utterance:
+class Aligner:
+    """Word times by PocketSphinx forced alignment (its packaged US English model)."""
+
+    def __init__(self) -> None:
+        from pocketsphinx import Decoder  # type: ignore[import-untyped]
+
+        self._decoder = Decoder(samprate=RATE, loglevel="FATAL")
+
+    def words(self, audio: npt.NDArray[np.int16], text: str) -> list[tuple[str, float, float]]:
+        d = self._decoder
+        d.set_align_text(text)
+        d.start_utt()
+        d.process_raw(audio.tobytes(), full_utt=True)
+        d.end_utt()
+        out = []
+        for seg in d.seg():
+            word = seg.word.split("(")[0]
+            if word.startswith(("<", "[")):
+                continue
+            out.append((word, seg.start_frame / 100, (seg.end_frame + 1) / 100))
+        return out
+
+
+def utterance(
+    aligner: Aligner, name: str, source: str, audio: npt.NDArray[np.int16], text: str
+) -> Utterance:
+    words = aligner.words(audio, text)
+    if len(words) != len(text.split()):
+        raise RuntimeError(f"{name}: aligned {len(words)} of {len(text.split())} words")
+    n = len(words)
+    middle = (n - 1) / 2
+    inner = [k for k in range(n - 1) if 0.3 <= (k + 1) / n <= 0.8] or [max(0, n // 2 - 1)]
+    function = [k for k in inner if words[k][0] in FUNCTION_WORDS]
+    k = min(function or inner, key=lambda i: abs(i - middle))
+    start, end, cut_end = words[0][1], words[-1][2], words[k][2]
+    first, last, cut = round(start * RATE), round(end * RATE), round(cut_end * RATE)
     rms = _rms(audio)
-    loud = np.flatnonzero(rms > 0.05 * rms.max())
-    first, last = int(loud[0]), int(loud[-1]) + 1
-    speech = audio[first * FRAME : last * FRAME]
-    inner = rms[first:last]
-    lo, hi = round(0.35 * len(inner)), round(0.75 * len(inner))
-    gap = lo + int(np.argmin(inner[lo:hi]))
     quiet = int(np.argmin(np.convolve(rms, np.ones(10), "valid")))  # quietest 0.2 s
     silence = audio[quiet * FRAME : (quiet + 10) * FRAME]
-    return Utterance(name, source, speech, speech[: (gap + 1) * FRAME], silence)
+    cut_text = " ".join(w for w, _, _ in words[: k + 1])
+    return Utterance(name, source, audio[first:last], audio[first:cut], silence, text, cut_text)
 
 
-def human_set() -> list[Utterance]:
-    out: list[Utterance] = []
-    for path in sorted((TESTDATA / "librivox").glob("*.wav")) + sorted(
-        (TESTDATA / "cards").glob("*.wav")
-    ):
-        with wave.open(str(path)) as w:
-            assert w.getframerate() == RATE and w.getnchannels() == 1
-            audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-        out.append(utterance(f"{path.parent.name}/{path.stem}", "human", audio))
-    for stem in ("goforward", "numbers", "something"):
-        raw = TESTDATA / f"{stem}.raw"
-        if raw.is_file():  # 16 kHz mono int16 without a header
-            out.append(utterance(stem, "human", np.fromfile(raw, "<i2")))
+def _transcripts(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if "(" in line:
+            words, _, key = line.rpartition("(")
+            text = " ".join(w for w in words.split() if not w.startswith("<"))
+            out[key.strip(" )")] = text
     return out
 
 
-def synthetic_set() -> list[Utterance]:
+def human_set(aligner: Aligner) -> list[Utterance]:
+    out: list[Utterance] = []
+    for folder, listing in (("librivox", "transcription"), ("cards", "cards.transcription")):
+        if not (TESTDATA / folder / listing).is_file():
+            continue
+        texts = _transcripts(TESTDATA / folder / listing)
+        for path in sorted((TESTDATA / folder).glob("*.wav")):
+            with wave.open(str(path)) as w:
+                assert w.getframerate() == RATE and w.getnchannels() == 1
+                audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+            name = f"{folder}/{path.stem}"
+            out.append(utterance(aligner, name, "human", audio, texts[path.stem]))
+    for stem, text in RAW_TRANSCRIPTS.items():
+        raw = TESTDATA / f"{stem}.raw"
+        if raw.is_file():  # 16 kHz mono int16 without a header
+            out.append(utterance(aligner, stem, "human", np.fromfile(raw, "<i2"), text))
+    return out
+
+
+def synthetic_set(aligner: Aligner) -> list[Utterance]:
     from antiphon.plugins.piper import PiperVoice, VoiceConfig, packaged_voice
 
     voice = PiperVoice(packaged_voice(), VoiceConfig.from_json(Path(f"{packaged_voice()}.json")))
@@ -144,7 +206,8 @@ def synthetic_set() -> list[Utterance]:
             pcm = conv.process(frame).data + conv.flush().data
             pad = np.zeros(RATE // 2, np.int16)
             audio = np.concatenate([pad, np.frombuffer(pcm, "<i2"), pad])
-            out.append(utterance(f"piper/{i:02d}", "synthetic", audio))
+            words = re.sub(r"[^a-z ]", "", text.lower())
+            out.append(utterance(aligner, f"piper/{i:02d}", "synthetic", audio, words))
     finally:
         voice.close()
     return out
@@ -241,11 +304,22 @@ async def measure(items: list[Utterance], threads: int) -> dict[str, Any]:
         "calls": len(inference),
         "fallbacks": sum(1 for v in verdicts.values() if v[1] != "model"),
     }
-    report["probabilities"] = {
-        f"{k[0]}|{k[1]}": None if v[2] is None else round(v[2], 3)
-        for k, v in verdicts.items()
-        if k[2:] == MODEL_CONFIGS[0]
-    }
+    probe, threshold = MODEL_CONFIGS[0]
+
+    def probability(u: Utterance, version: str) -> float | None:
+        p = verdicts[(u.name, version, probe, threshold)][2]
+        return None if p is None else round(p, 3)
+
+    report["utterances"] = [
+        {
+            "name": u.name,
+            "text": u.text,
+            "cut_after": u.cut_text,
+            "p_complete": probability(u, "complete"),
+            "p_complete_of_cut": probability(u, "incomplete"),
+        }
+        for u in items
+    ]
     return report
 
 
@@ -272,7 +346,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     args = parser.parse_args()
-    items = human_set() + synthetic_set()
+    aligner = Aligner()
+    items = human_set(aligner) + synthetic_set(aligner)
     body = asyncio.run(measure(items, args.threads))
     report = {
         "machine": {
