@@ -14,8 +14,9 @@ How it is built and why:
   owns the ONNX session; a prediction (features in numpy, then the model: 0.1-0.4 s on
   one core of a loaded 2-core machine, less when idle) runs there. At most one
   prediction is in flight: a second one while the first still runs is refused at once,
-  so a slow machine falls back to silence instead of queueing turns behind each other. A prediction that misses its deadline is left to
-  finish on the thread (its answer is dropped); the worker is not marked stuck by it.
+  so a slow machine falls back to silence instead of queueing turns behind each other.
+  A prediction that misses its deadline is left to finish on the thread (its answer is
+  dropped); the worker is not marked stuck by it.
 - **Input as the model was trained**: the last 8 s of 16 kHz audio (zero-padded at the
   front when shorter), Whisper log-mel features (:mod:`.features`); the graph's output
   is the probability that the turn is complete.
