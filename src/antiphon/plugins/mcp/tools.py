@@ -172,9 +172,8 @@ class MCPTools:
     ) -> MCPTools:
         """A server started as ``command args`` speaking MCP on its stdin/stdout.
 
-        ``env`` replaces the environment of the server (the SDK passes a safe default
-        set — ``PATH``, ``HOME``... — when None), so secrets of this process do not leak
-        into it unless given.
+        The server gets the SDK's short list of safe variables (``PATH``, ``HOME``...)
+        plus ``env``, never the rest of this process's environment (its secrets).
         """
         params = _require().StdioServerParameters(
             command=command, args=list(args), env=dict(env) if env is not None else None, cwd=cwd
