@@ -25,7 +25,6 @@ How it is built and why:
 from __future__ import annotations
 
 import abc
-import asyncio
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -33,6 +32,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
@@ -98,13 +98,9 @@ class EndOfTurnOptions:
         for name in ("max_silence", "fallback_silence", "model_timeout"):
             value = getattr(self, name)
             bad = not isinstance(value, int | float) or isinstance(value, bool)
-            if (
-                bad
-                or not math.isfinite(value)
-                or value < 0
-                or (name == "model_timeout" and not value)
-            ):
-                raise ConfigError(f"EndOfTurnOptions.{name} must be seconds >= 0, got {value!r}")
+            low = "> 0" if name == "model_timeout" else ">= 0"
+            if bad or not math.isfinite(value) or value < 0 or (low == "> 0" and not value):
+                raise ConfigError(f"EndOfTurnOptions.{name} must be seconds {low}, got {value!r}")
         if self.fallback_silence > self.max_silence:
             raise ConfigError(
                 "EndOfTurnOptions.fallback_silence must not exceed max_silence "
@@ -139,13 +135,19 @@ class EndOfTurn:
     Args:
         detector: the turn model, or None for silence-only endpointing.
         options: thresholds and deadlines (:class:`EndOfTurnOptions`).
+        clock: what ``took`` is measured on (the session's; default: the loop's).
     """
 
     def __init__(
-        self, detector: TurnDetector | None, options: EndOfTurnOptions | None = None
+        self,
+        detector: TurnDetector | None,
+        options: EndOfTurnOptions | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.detector = detector
         self.options = options or EndOfTurnOptions()
+        self.clock: Clock = clock or MonotonicClock()
         self.last_error: ProviderError | None = None
 
     def _hold(self, total: float, silent_for: float) -> float:
@@ -165,16 +167,15 @@ class EndOfTurn:
             return TurnVerdict(False, None, "no-model", fallback)
         if audio is None or not audio.samples_per_channel:
             return TurnVerdict(False, None, "no-audio", fallback)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = self.clock.now()
         try:
             probability = await detector.predict(audio, timeout=opts.model_timeout)
         except ProviderError as exc:
             self.last_error = exc
             source: Source = "slow" if isinstance(exc, ProviderTimeoutError) else "failed"
-            took = loop.time() - start
+            took = self.clock.now() - start
             return TurnVerdict(False, None, source, self._hold(fallback, took), took)
-        took = loop.time() - start
+        took = self.clock.now() - start
         if probability >= opts.threshold:
             return TurnVerdict(True, probability, "model", 0.0, took)
         hold = self._hold(opts.max_silence, silent_for + took)
