@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the Smart Turn weights (antiphon[turn]) without Pipecat's dependencies: docs/turns.md
+	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	touch $(STAMP)
 
 $(RUNTIME): pyproject.toml

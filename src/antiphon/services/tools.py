@@ -56,6 +56,7 @@ __all__ = [
     "ToolOutcome",
     "ToolThreads",
     "ToolTimeoutError",
+    "decode_arguments",
     "function_tool",
     "run_tools",
 ]
@@ -209,17 +210,7 @@ class FunctionTool:
 
     def parse_arguments(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
         """Check and convert the model's arguments (JSON text or a mapping) to kwargs."""
-        if isinstance(arguments, str):
-            try:
-                raw = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ToolArgumentError(
-                    f"{self.name}: arguments are not valid JSON ({exc.msg})"
-                ) from None
-        else:
-            raw = dict(arguments)
-        if not isinstance(raw, dict):
-            raise ToolArgumentError(f"{self.name}: arguments must be a JSON object")
+        raw = decode_arguments(self.name, arguments)
         known = {p.name for p in self._params}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -290,6 +281,24 @@ class FunctionTool:
             raise ToolTimeoutError(
                 f"tool {self.name} did not return within {limit:g}s", tool=self.name, timeout=limit
             ) from None
+
+
+def decode_arguments(tool: str, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The model's arguments (JSON text, empty for none, or a mapping) as a dict.
+
+    Raises:
+        ToolArgumentError: not JSON, or not a JSON object.
+    """
+    if isinstance(arguments, str):
+        try:
+            raw = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ToolArgumentError(f"{tool}: arguments are not valid JSON ({exc.msg})") from None
+    else:
+        raw = dict(arguments)
+    if not isinstance(raw, dict):
+        raise ToolArgumentError(f"{tool}: arguments must be a JSON object")
+    return raw
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
