@@ -181,6 +181,19 @@ class TurnCompleted:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class DTMFReceived:
+    """The caller pressed a key (a touch-tone: ``0``-``9``, ``*``, ``#``, ``A``-``D``).
+
+    Sent by the phone transports (Twilio, Telnyx, Plivo, Vonage, Exotel) and by a
+    ``{"type": "dtmf", "digit": "5"}`` message on ``/ws/agent``; handle it with
+    ``session.on_event`` or ``session.events()``.
+    """
+
+    digit: str
+    generation: int
+
+
 AgentEvent = (
     StateChanged
     | UserTranscribed
@@ -195,4 +208,5 @@ AgentEvent = (
     | ToolCalled
     | AgentError
     | TurnCompleted
+    | DTMFReceived
 )
