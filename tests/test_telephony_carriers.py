@@ -20,17 +20,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from antiphon.agent.events import AgentEvent, DTMFReceived
-from antiphon.agent.session import AgentSession
+from antiphon.agent.events import DTMFReceived
 from antiphon.errors import ConfigError
 from antiphon.protocols import exotel, plivo, telnyx, vonage
 from antiphon.protocols import media_stream as ms
-from antiphon.server.agents import AgentFactory
 from antiphon.server.app import create_app
 from antiphon.server.telephony import CarrierSecrets
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
-from antiphon.testing.carriers import SimulatedCarrierCall
+from antiphon.testing.carriers import RecordingAgent, SimulatedCarrierCall
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 
@@ -240,25 +238,6 @@ def test_carrier_secrets_are_checked() -> None:
 
 
 # ------------------------------------------------------------------ calls on loopback
-
-
-class RecordingAgent:
-    """The doubles agent, keeping every event of every session it made."""
-
-    def __init__(self, inner: AgentFactory) -> None:
-        self.inner = inner
-        self.events: list[AgentEvent] = []
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    def new_session(self) -> AgentSession:
-        session = self.inner.new_session()
-        session.on_event(self.events.append)
-        return session
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @asynccontextmanager

@@ -31,13 +31,16 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from antiphon.agent.events import AgentEvent
+from antiphon.agent.session import AgentSession
 from antiphon.audio.codecs import ulaw_encode
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.protocols import exotel, plivo, telnyx, vonage
 from antiphon.protocols.media_stream import Dialect, JsonDialect
+from antiphon.server.agents import AgentFactory
 
-__all__ = ["ENCODINGS", "Heard", "SimulatedCarrierCall", "dialect_of"]
+__all__ = ["ENCODINGS", "Heard", "RecordingAgent", "SimulatedCarrierCall", "dialect_of"]
 
 DIALECTS: Mapping[str, Dialect] = {
     "telnyx": telnyx.DIALECT,
@@ -255,3 +258,22 @@ class SimulatedCarrierCall:
             if self._buffer:
                 self._buffer.pop(0)
                 self.heard.played += 1
+
+
+class RecordingAgent:
+    """An agent factory that keeps every event of every session it made (``events``)."""
+
+    def __init__(self, inner: AgentFactory) -> None:
+        self.inner = inner
+        self.events: list[AgentEvent] = []
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    def new_session(self) -> AgentSession:
+        session = self.inner.new_session()
+        session.on_event(self.events.append)
+        return session
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -42,7 +42,6 @@ from antiphon.agent.events import (
     AgentEvent,
     AgentPaused,
     AgentResumed,
-    DTMFReceived,
     Interrupted,
     TurnCompleted,
 )
@@ -54,13 +53,13 @@ from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
 from antiphon.protocols.media_stream import Dialect
 from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
+from antiphon.transports.dtmf import deliver_dtmf
 from antiphon.transports.limits import guard_of
 
 __all__ = ["TwilioBridge"]
 
 log = logging.getLogger(__name__)
 FRAME = 0.02  # seconds per media message
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
@@ -269,8 +268,9 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
                 raise CallEnded(NORMAL, "the call ended")
 
     def _dtmf(self, digit: str) -> None:
-        """A touch-tone: to the session's listeners as :class:`DTMFReceived`."""
-        if len(digit) != 1 or digit not in DTMF_DIGITS:
-            raise CallEnded(POLICY, f"not a DTMF digit: {digit[:8]!r}")
+        """A touch-tone: to the session's listeners as ``DTMFReceived``."""
+        try:
+            deliver_dtmf(self.session, digit)
+        except ValueError as exc:
+            raise CallEnded(POLICY, str(exc)) from None
         self.dtmf_received += 1
-        self.session._emit(DTMFReceived(digit, self.session.generation))
