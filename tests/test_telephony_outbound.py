@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from twilio.rest import Client
 
 from antiphon import cli
+from antiphon.agent.events import MachineDetected
 from antiphon.errors import ConfigError, HttpAuthError, HttpRequestError
+from antiphon.protocols import twilio as tw
 from antiphon.protocols import twilio_rest as rest
+from antiphon.server.app import create_app
+from antiphon.testing.agent import doubles_agent, silence
 from antiphon.testing.asgi import serve_app
+from antiphon.testing.carriers import RecordingAgent
+from antiphon.testing.twilio import SimulatedTwilioCall
 from antiphon.testing.twilio_rest import FakeTwilioRest
 from antiphon.transports.twilio_rest import TwilioAccount, TwilioCalls
 
@@ -144,3 +151,37 @@ async def test_the_official_client_is_the_fakes_witness() -> None:
     ours = rest.create_form("+15551234567", "+15550000000", "https://a.example/twilio/voice")
     theirs = fake.requests[0][1]
     assert {k: v for k, v in ours if k != "Method"} == theirs
+
+
+# ------------------------------------------------------------------ answering machines
+
+
+async def test_answering_machine_detection_reaches_the_live_call() -> None:
+    agent = RecordingAgent(doubles_agent(["x"], ["y"]))
+    async with (
+        serve_app(create_app(agent)) as host,
+        SimulatedTwilioCall(f"ws://{host}/twilio/media") as call,
+        httpx.AsyncClient(base_url=f"http://{host}") as client,
+    ):
+        await call.speak(silence(0.1, 8000))  # the call runs
+        form = {"CallSid": call.call_sid, "AnsweredBy": "machine_end_beep"}
+        assert (await client.post("/twilio/amd", data=form)).status_code == 204
+        detected = [e for e in agent.events if isinstance(e, MachineDetected)]
+        assert [(e.answered_by, e.machine) for e in detected] == [("machine_end_beep", True)]
+        gone = await client.post("/twilio/amd", data={**form, "CallSid": "CA0"})
+        assert gone.status_code == 404
+        odd = await client.post("/twilio/amd", data={**form, "AnsweredBy": "robot"})
+        assert odd.status_code == 400 and "unknown AnsweredBy" in odd.text
+
+
+async def test_answering_machine_callbacks_are_signed() -> None:
+    app = create_app(
+        doubles_agent(["x"], ["y"]), twilio_auth_token="tok", public_url="https://a.example"
+    )
+    async with serve_app(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as client:
+        form = {"CallSid": "CA1", "AnsweredBy": "human"}
+        bad = await client.post("/twilio/amd", data=form, headers={"X-Twilio-Signature": "x"})
+        assert (bad.status_code, bad.text) == (403, "invalid Twilio signature")
+        good = tw.compute_signature("tok", "https://a.example/twilio/amd", form)
+        ok = await client.post("/twilio/amd", data=form, headers={"X-Twilio-Signature": good})
+        assert ok.status_code == 404  # signed, but no such call here

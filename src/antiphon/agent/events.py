@@ -194,6 +194,23 @@ class DTMFReceived:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class MachineDetected:
+    """Who answered an outbound call, by Twilio's answering-machine detection.
+
+    ``answered_by``: ``human``, ``machine_start``, ``machine_end_beep``,
+    ``machine_end_silence``, ``machine_end_other``, ``fax`` or ``unknown``. The agent
+    decides (leave a message after the beep, hang up, carry on).
+    """
+
+    answered_by: str
+    generation: int
+
+    @property
+    def machine(self) -> bool:
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
+
+
 AgentEvent = (
     StateChanged
     | UserTranscribed
@@ -209,4 +226,5 @@ AgentEvent = (
     | AgentError
     | TurnCompleted
     | DTMFReceived
+    | MachineDetected
 )

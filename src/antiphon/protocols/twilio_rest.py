@@ -25,17 +25,12 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 __all__ = [
-    "ANSWERED_BY", "API_BASE", "E164", "CallInfo", "RestError", "calls_path", "create_form",
+    "API_BASE", "E164", "CallInfo", "RestError", "calls_path", "create_form",
     "dial_twiml", "is_e164", "parse_call", "parse_error", "update_form",
 ]  # fmt: skip
 
 API_BASE = "https://api.twilio.com"
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-ANSWERED_BY = frozenset(
-    {"human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other",
-     "fax", "unknown"}
-)  # fmt: skip
-"""The values of ``AnsweredBy`` in an answering-machine-detection callback."""
 
 
 def is_e164(number: str) -> bool:

@@ -55,7 +55,7 @@ from antiphon.server.edge import (
     token_ok,
 )
 from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
-from antiphon.server.telephony import CarrierSecrets, add_carrier_routes
+from antiphon.server.telephony import CarrierSecrets, add_carrier_routes, add_twilio_amd_route
 from antiphon.transports.base import (
     TRY_AGAIN,
     UNAUTHORIZED,
@@ -413,6 +413,10 @@ def create_app(
         app, agent=agent, secrets=carriers or CarrierSecrets(), token=token,
         public_url=public_url, limits=lim, clock=clock, tickets=tickets, watched=watched,
         run_call=run_call,
+    )  # fmt: skip
+    add_twilio_amd_route(
+        app, registry=registry, twilio_auth_token=twilio_auth_token, token=token,
+        public_url=public_url, limits=lim,
     )  # fmt: skip
 
     if (STATIC / "index.html").is_file():

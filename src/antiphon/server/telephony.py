@@ -14,6 +14,11 @@ handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twili
   credentials instead. The stream is read up to its start under the connection's guard,
   then :class:`~antiphon.transports.twilio.TwilioBridge` runs the call in the carrier's
   dialect.
+
+``POST /twilio/amd`` takes Twilio's asynchronous answering-machine verdict on an
+outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
+and hands it to the live call with that ``CallSid`` as
+:class:`~antiphon.agent.events.MachineDetected`.
 """
 
 from __future__ import annotations
@@ -34,13 +39,18 @@ from antiphon.protocols import exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
 from antiphon.protocols.media_stream import Connected, Dialect, Start
 from antiphon.server.agents import AgentFactory
+from antiphon.server.calls import CallRegistry
 from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, token_ok
 from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.phone_events import deliver_answered_by
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket
 
-__all__ = ["CARRIERS", "Carrier", "CarrierSecrets", "add_carrier_routes", "read_until_start"]
+__all__ = [
+    "CARRIERS", "Carrier", "CarrierSecrets", "add_carrier_routes", "add_twilio_amd_route",
+    "read_until_start",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,3 +333,55 @@ def _media_handler(
 
     media.__name__ = f"{name}_media"
     return media
+
+
+def add_twilio_amd_route(
+    app: FastAPI,
+    *,
+    registry: CallRegistry,
+    twilio_auth_token: str | None,
+    token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+) -> None:
+    """Serve ``POST /twilio/amd`` (see the module docstring)."""
+
+    @app.post("/twilio/amd")
+    async def twilio_amd(request: Request) -> Response:
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+            form = tw.parse_form(body)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        except ValueError:
+            return PlainTextResponse("too many form fields", status_code=413)
+        if twilio_auth_token is not None:
+            base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+            query = request.url.query
+            url = base + "/twilio/amd" + (f"?{query}" if query else "")
+            signature = request.headers.get("x-twilio-signature")
+            algorithm = tw.signature_algorithm(
+                request.headers.get("x-twilio-webhooks-signature-settings")
+            )
+            if signature is None or not tw.validate_signature(
+                twilio_auth_token, url, form, signature, algorithm=algorithm
+            ):
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+        elif token is not None and not token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return PlainTextResponse("missing or wrong token", status_code=401)
+        fields = dict(form)
+        call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "")
+        for call in list(registry.calls):
+            if not isinstance(call, TwilioBridge) or call.state.start is None:
+                continue
+            if call_sid and call.state.start.call_sid == call_sid:
+                try:
+                    deliver_answered_by(call.session, answered_by)
+                except ValueError as exc:
+                    return PlainTextResponse(str(exc), status_code=400)
+                return Response(status_code=204)
+        return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)

@@ -53,8 +53,8 @@ from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
 from antiphon.protocols.media_stream import Dialect
 from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
-from antiphon.transports.dtmf import deliver_dtmf
 from antiphon.transports.limits import guard_of
+from antiphon.transports.phone_events import deliver_dtmf
 
 __all__ = ["TwilioBridge"]
 

@@ -47,8 +47,8 @@ from antiphon.transports.base import (
     CallEnded,
     WebSocketLike,
 )
-from antiphon.transports.dtmf import deliver_dtmf
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.phone_events import deliver_dtmf
 
 __all__ = ["BridgeLimits", "StarletteSocket", "WebSocketBridge", "event_message"]
 
