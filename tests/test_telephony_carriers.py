@@ -17,6 +17,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -28,7 +30,12 @@ from antiphon.server.app import create_app
 from antiphon.server.telephony import CarrierSecrets
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
-from antiphon.testing.carriers import RecordingAgent, SimulatedCarrierCall
+from antiphon.testing.carriers import (
+    ENCODINGS,
+    RecordingAgent,
+    SimulatedCarrierCall,
+    dialect_of,
+)
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 
@@ -148,6 +155,52 @@ def test_answer_documents() -> None:
     assert ncco == [{"action": "connect", "endpoint": [{
         "type": "websocket", "uri": "wss://a.example/vonage/media",
         "content-type": "audio/l16;rate=16000", "headers": {"lang": "en"}}]}]  # fmt: skip
+
+
+def _vocabulary(carrier: str) -> list[str | bytes]:
+    """Messages the carrier sends, and garbage, for any-order tests."""
+    if carrier == "vonage":
+        return [
+            json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"}),
+            b"\x00\x01" * 320, b"\x00", '{"event": "websocket:dtmf", "digit": "1"}',
+            '{"event": "websocket:notify", "payload": {"name": "p0.2"}}',
+            '{"event": "websocket:cleared"}', '{"event": 3}', "[", "{}",
+        ]  # fmt: skip
+    d = dialect_of(carrier)
+    assert isinstance(d, ms.JsonDialect)
+    k = d.spelling
+    fmt = {"encoding": ENCODINGS[carrier], k.sample_rate: d.sample_rate}
+    mark = {"name": "p0.2"} if k.flat_mark else {"mark": {"name": "p0.2"}}
+    return [
+        json.dumps({"event": "connected"}),
+        json.dumps({"event": "start", k.stream: "s", "start": {k.media_format: fmt}}),
+        json.dumps({"event": "media", "media": {"payload": "AAE="}}),
+        json.dumps({"event": "media", "media": {"payload": "@"}}),
+        json.dumps({"event": "dtmf", "dtmf": {"digit": "1"}}),
+        json.dumps({"event": k.played, **mark}),
+        json.dumps({"event": "stop"}), json.dumps({"event": "start"}), b"\x00", "{", "[]",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_order_of_messages_is_accepted_or_refused_never_crashes(
+    carrier: str, data: st.DataObject
+) -> None:
+    dialect = dialect_of(carrier)
+    vocabulary = _vocabulary(carrier)
+    state = dialect.new_state()
+    for message in data.draw(st.lists(st.sampled_from(vocabulary), max_size=12)):
+        event = dialect.parse(message)
+        if isinstance(event, ms.Malformed):
+            continue  # the bridge closes with 1008
+        try:
+            state.feed(event)
+        except ms.ProtocolViolation:
+            return
+        if isinstance(event, ms.Media | ms.Mark | ms.Dtmf):
+            assert state.start is not None  # never before the start
 
 
 # ------------------------------------------------------------------ signatures

@@ -55,7 +55,12 @@ from antiphon.server.edge import (
     token_ok,
 )
 from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
-from antiphon.server.telephony import CarrierSecrets, add_carrier_routes, add_twilio_amd_route
+from antiphon.server.telephony import (
+    CarrierSecrets,
+    add_carrier_routes,
+    add_twilio_amd_route,
+    read_until_start,
+)
 from antiphon.transports.base import (
     TRY_AGAIN,
     UNAUTHORIZED,
@@ -382,7 +387,7 @@ def create_app(
         )
         async with watched(guard):
             try:
-                start, preface = await _read_until_start(guard, lim)
+                start, preface = await read_until_start(guard, tw.DIALECT, lim)
             except CallEnded as ended:
                 await guard.close(ended.code, ended.reason)
                 return
@@ -428,31 +433,6 @@ def create_app(
             return RedirectResponse("/static/index.html" + (f"?{query}" if query else ""))
 
     return app
-
-
-async def _read_until_start(
-    guard: ConnectionGuard, limits: EdgeLimits
-) -> tuple[tw.Start | None, list[bytes | str]]:
-    """A Media Stream's first messages up to ``start`` (``connected`` may come first).
-
-    Returns the ``start`` event (None if another message came first: the bridge refuses
-    it) and the messages read, to be read again by the bridge; no messages if the peer
-    left. Raises :class:`CallEnded` when the guard does (size, deadline).
-    """
-    preface: list[bytes | str] = []
-    for _ in range(2):
-        message = await guard.receive()
-        if message is None:
-            return None, []
-        preface.append(message)
-        event = (
-            tw.parse(message, max_depth=limits.max_json_depth) if isinstance(message, str) else None
-        )
-        if isinstance(event, tw.Start):
-            return event, preface
-        if not isinstance(event, tw.Connected):
-            break
-    return None, preface
 
 
 def default_allowed_hosts(

@@ -229,7 +229,7 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         while True:
             message = await self.ws.receive()
             if message is None:
-                raise CallEnded(NORMAL, "Twilio closed the stream")
+                raise CallEnded(NORMAL, f"{self.dialect.name} closed the stream")
             if len(message) > limits.max_twilio_message_bytes:
                 raise CallEnded(TOO_BIG, "a Media Streams message too large")
             event = self.dialect.parse(message, max_depth=limits.max_json_depth)
