@@ -3,6 +3,7 @@
 Sources: https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket
 (the stream's messages), https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/stream
 (``<Stream>``, ``bidirectionalMode``/``bidirectionalCodec``),
+https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/connect (``<Connect>``),
 https://developers.telnyx.com/docs/development/sdk/python/webhooks (webhook signatures).
 
 Telnyx copies Twilio's Media Streams in snake case: ``connected``, ``start`` (the call's
@@ -14,7 +15,9 @@ RTP media needs ``bidirectionalMode="rtp"`` on the ``<Stream>``.
 Webhooks are signed with Ed25519: ``telnyx-signature-ed25519`` (base64) over
 ``f"{telnyx-timestamp}|{raw body}"``, checked with the account's public key (base64, 32
 bytes), within a tolerance of the timestamp against replays. Ed25519 needs the
-``cryptography`` package (``pip install 'antiphon[telephony]'``).
+``cryptography`` package (``pip install 'antiphon[telephony]'``). The pages found
+document these headers on API v2 webhooks; that TeXML's instruction requests carry them
+too is assumed, not seen (docs/telephony.md says what to do if they do not).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ and ``websocket:dtmf``, and a hang-up is the socket closing. What the server sen
 is "played" in real time: audio joins a playback buffer, a mark (Plivo's
 ``checkpoint``, Vonage's ``notify``) is echoed once the audio before it has played, and a
 clear (``clearAudio``, ``{"action": "clear"}``) empties the buffer at once, echoing the
-marks in it.
+marks in it (Plivo drops them: it answers a ``checkpoint`` only once played).
 
 Only the test layer builds the carrier's messages; the spelling comes from the
 carrier's dialect (:class:`~antiphon.protocols.media_stream.JsonSpelling`), so the
@@ -230,10 +230,10 @@ class SimulatedCarrierCall:
                 elif kind == "clear":
                     self.heard.clears += 1
                     for item in self._buffer:
-                        if isinstance(item, str):
-                            await self._echo_mark(item)
-                        else:
+                        if not isinstance(item, str):
                             self.heard.dropped += 1
+                        elif self.carrier != "plivo":  # Plivo answers only what played
+                            await self._echo_mark(item)
                     self._buffer.clear()
                     if not isinstance(self.dialect, JsonDialect):
                         await self._send({"event": "websocket:cleared"})
