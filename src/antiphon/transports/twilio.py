@@ -208,8 +208,8 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             self._generation, self._pending = generation, b""
             self._converter.reset()
         frame = AudioFrame(pcm, self.session.output.sample_rate, 1)
-        pcm = self._converter.process(frame).data
-        self._pending += ulaw_encode(pcm) if self.dialect.codec == "mulaw" else pcm
+        converted = self._converter.process(frame).data
+        self._pending += ulaw_encode(converted) if self.dialect.codec == "mulaw" else converted
         size = self.dialect.frame_bytes  # 20 ms per media message (Exotel: 100 ms)
         while len(self._pending) >= size:
             chunk = self._pending[:size]
