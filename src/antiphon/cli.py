@@ -695,7 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("number", help="the number to call, E.164 (+15551234567)")
     call.add_argument(
-        "--from", dest="from_", help="caller ID, a number of the account (TWILIO_FROM_NUMBER)"
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="caller ID, a number of the account (TWILIO_FROM_NUMBER)",
     )
     call.add_argument(
         "--public-url",
