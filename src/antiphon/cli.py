@@ -1,4 +1,4 @@
-"""The ``antiphon`` command line: talk, serve, console, say, realtime and fake-server.
+"""The ``antiphon`` command line: talk, serve, console, say, realtime, call and fake-server.
 
 Built for a newcomer: ``--help`` imports nothing heavy (each command imports its engines
 when it runs); every failure is one line on stderr, ``antiphon: error: ...``, with exit
@@ -458,6 +458,47 @@ async def _console(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _call(args: argparse.Namespace) -> int:
+    """Call a number through Twilio's REST API; the answered call streams to the server at
+    --public-url (``antiphon serve``), whose /twilio/voice gives Twilio the TwiML."""
+    from antiphon.errors import ProviderConnectionError, ProviderTimeoutError
+    from antiphon.protocols.twilio_rest import is_e164
+    from antiphon.transports.twilio_rest import TwilioAccount, TwilioCalls
+
+    if not is_e164(args.number):
+        raise AntiphonError(
+            f"{args.number!r} is not a phone number in E.164 form "
+            "(+, the country code, then the number: e.g. +15551234567)"
+        )
+    caller = args.from_ or os.environ.get("TWILIO_FROM_NUMBER")
+    if not caller:
+        raise AntiphonError(
+            "give the caller ID: --from +1... (a number of your Twilio account) or "
+            "TWILIO_FROM_NUMBER"
+        )
+    public = (args.public_url or os.environ.get("ANTIPHON_PUBLIC_URL") or "").rstrip("/")
+    if not public.startswith(("https://", "http://")):
+        raise AntiphonError(
+            "give --public-url https://... (or ANTIPHON_PUBLIC_URL): the address of "
+            "`antiphon serve` as Twilio reaches it"
+        )
+    account = TwilioAccount.from_env()
+    token = args.token if args.token is not None else os.environ.get("ANTIPHON_TOKEN")
+    url = f"{public}/twilio/voice" + (f"?token={quote(token, safe='')}" if token else "")
+    amd = args.machine_detection
+    try:
+        async with TwilioCalls(account, base_url=args.api_base, timeout=args.timeout) as calls:
+            call = await calls.create(
+                args.number, caller, url, machine_detection=amd,
+                amd_callback=f"{public}/twilio/amd" if amd else None,
+            )  # fmt: skip
+    except (ProviderConnectionError, ProviderTimeoutError) as exc:
+        raise Unavailable(str(exc)) from None
+    _progress(f"calling {call.to} from {call.from_}: {call.status}")
+    print(call.sid)
+    return 0
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
@@ -649,6 +690,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rt.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
 
+    call = sub.add_parser(
+        "call", help="call a phone number through Twilio and connect it to a served agent"
+    )
+    call.add_argument("number", help="the number to call, E.164 (+15551234567)")
+    call.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="caller ID, a number of the account (TWILIO_FROM_NUMBER)",
+    )
+    call.add_argument(
+        "--public-url",
+        help="where `antiphon serve` runs, as Twilio reaches it (ANTIPHON_PUBLIC_URL)",
+    )
+    call.add_argument("--token", help="the server's --token, if any (default ANTIPHON_TOKEN)")
+    call.add_argument(
+        "--machine-detection",
+        choices=["Enable", "DetectMessageEnd"],
+        help="answering-machine detection; the agent gets MachineDetected",
+    )
+    call.add_argument("--api-base", default="https://api.twilio.com", help="Twilio's REST API")
+    call.add_argument("--timeout", type=float, default=15.0, help="seconds for Twilio to answer")
+
     fake = sub.add_parser("fake-server", help="run a provider's fake server on loopback")
     fake.add_argument("provider", choices=list(TTS_PROVIDERS), help="whose TTS to imitate")
     fake.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (default 8765)")
@@ -679,6 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "say": _say,
         "realtime": _realtime,
         "fake-server": _fake_server,
+        "call": _call,
     }
     runner = runners[args.command]
     try:

@@ -181,6 +181,36 @@ class TurnCompleted:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class DTMFReceived:
+    """The caller pressed a key (a touch-tone: ``0``-``9``, ``*``, ``#``, ``A``-``D``).
+
+    Sent by the phone transports (Twilio, Telnyx, Plivo, Vonage, Exotel) and by a
+    ``{"type": "dtmf", "digit": "5"}`` message on ``/ws/agent``; handle it with
+    ``session.on_event`` or ``session.events()``.
+    """
+
+    digit: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDetected:
+    """Who answered an outbound call, by Twilio's answering-machine detection.
+
+    ``answered_by``: ``human``, ``machine_start``, ``machine_end_beep``,
+    ``machine_end_silence``, ``machine_end_other``, ``fax`` or ``unknown``. The agent
+    decides (leave a message after the beep, hang up, carry on).
+    """
+
+    answered_by: str
+    generation: int
+
+    @property
+    def machine(self) -> bool:
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
+
+
 AgentEvent = (
     StateChanged
     | UserTranscribed
@@ -195,4 +225,6 @@ AgentEvent = (
     | ToolCalled
     | AgentError
     | TurnCompleted
+    | DTMFReceived
+    | MachineDetected
 )

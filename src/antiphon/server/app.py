@@ -55,6 +55,12 @@ from antiphon.server.edge import (
     token_ok,
 )
 from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
+from antiphon.server.telephony import (
+    CarrierSecrets,
+    add_carrier_routes,
+    add_twilio_amd_route,
+    read_until_start,
+)
 from antiphon.transports.base import (
     TRY_AGAIN,
     UNAUTHORIZED,
@@ -98,6 +104,7 @@ def create_app(
     guard_metrics: bool = False,
     clock: Clock | None = None,
     ice_servers: Sequence[IceServer] = (),
+    carriers: CarrierSecrets | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``agent`` (see the module docstring and docs/server.md).
 
@@ -118,9 +125,11 @@ def create_app(
         clock: the clock of the deadlines (tests pass a virtual one).
         ice_servers: STUN/TURN servers for WebRTC, given to the server's peer connections
             and, through ``GET /webrtc/config``, to the page's.
+        carriers: the secrets that check Telnyx, Plivo, Vonage and Exotel requests
+            (:mod:`antiphon.server.telephony`; None: none checked).
 
     Raises:
-        ConfigError: an empty token, or limits that make no sense.
+        ConfigError: an empty token or carrier secret, or limits that make no sense.
     """
     if token is not None and not token.strip():
         raise ConfigError("the token is empty: give a secret (e.g. openssl rand -hex 16)")
@@ -378,7 +387,7 @@ def create_app(
         )
         async with watched(guard):
             try:
-                start, preface = await _read_until_start(guard, lim)
+                start, preface = await read_until_start(guard, tw.DIALECT, lim)
             except CallEnded as ended:
                 await guard.close(ended.code, ended.reason)
                 return
@@ -404,6 +413,17 @@ def create_app(
             guard.on_expire = bridge.end
             await run_call(bridge)
 
+    # /telnyx, /plivo, /vonage, /exotel: server/telephony.py
+    add_carrier_routes(
+        app, agent=agent, secrets=carriers or CarrierSecrets(), token=token,
+        public_url=public_url, limits=lim, clock=clock, tickets=tickets, watched=watched,
+        run_call=run_call,
+    )  # fmt: skip
+    add_twilio_amd_route(
+        app, registry=registry, twilio_auth_token=twilio_auth_token, token=token,
+        public_url=public_url, limits=lim,
+    )  # fmt: skip
+
     if (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -413,31 +433,6 @@ def create_app(
             return RedirectResponse("/static/index.html" + (f"?{query}" if query else ""))
 
     return app
-
-
-async def _read_until_start(
-    guard: ConnectionGuard, limits: EdgeLimits
-) -> tuple[tw.Start | None, list[bytes | str]]:
-    """A Media Stream's first messages up to ``start`` (``connected`` may come first).
-
-    Returns the ``start`` event (None if another message came first: the bridge refuses
-    it) and the messages read, to be read again by the bridge; no messages if the peer
-    left. Raises :class:`CallEnded` when the guard does (size, deadline).
-    """
-    preface: list[bytes | str] = []
-    for _ in range(2):
-        message = await guard.receive()
-        if message is None:
-            return None, []
-        preface.append(message)
-        event = (
-            tw.parse(message, max_depth=limits.max_json_depth) if isinstance(message, str) else None
-        )
-        if isinstance(event, tw.Start):
-            return event, preface
-        if not isinstance(event, tw.Connected):
-            break
-    return None, preface
 
 
 def default_allowed_hosts(
@@ -478,8 +473,13 @@ def serve(
     allow_hosts: Sequence[str] = (),
     guard_metrics: bool = False,
     ice_servers: Sequence[IceServer] = (),
+    carriers: CarrierSecrets | None = None,
 ) -> None:
-    """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop."""
+    """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop.
+
+    ``carriers`` None: the carriers' secrets from the environment
+    (:meth:`~antiphon.server.telephony.CarrierSecrets.from_env`).
+    """
     if host not in LOOPBACK_HOSTS and token is None:
         log.warning(
             "serving on %s without a token: anyone who reaches this address can talk to the "
@@ -499,6 +499,7 @@ def serve(
         allowed_hosts=default_allowed_hosts(host, public_url, allow_hosts),
         guard_metrics=guard_metrics,
         ice_servers=ice_servers,
+        carriers=carriers if carriers is not None else CarrierSecrets.from_env(),
     )
     config = uvicorn.Config(
         app,

@@ -1,6 +1,12 @@
 """A phone call through Twilio Media Streams: ``TwilioBridge`` between the call's
 WebSocket and one agent session.
 
+The same bridge speaks the carriers that copy Media Streams (Telnyx, Plivo, Exotel) and
+Vonage's WebSocket: ``dialect=`` (:mod:`antiphon.protocols.media_stream`) says how the
+carrier spells its messages, its codec and rate; everything below is shared. A
+touch-tone reaches the session's listeners as
+:class:`~antiphon.agent.events.DTMFReceived`.
+
 The caller's μ-law 8 kHz audio goes to ``session.push_audio`` (the session converts it);
 the agent's paced 20 ms frames are converted to 8 kHz, μ-law encoded and sent as
 ``media`` messages. ``stop`` or a closed socket ends the call; every send has a deadline.
@@ -45,8 +51,10 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
+from antiphon.protocols.media_stream import Dialect
 from antiphon.transports.base import NORMAL, POLICY, TOO_BIG, CallBridge, CallEnded, WebSocketLike
 from antiphon.transports.limits import guard_of
+from antiphon.transports.phone_events import deliver_dtmf
 
 __all__ = ["TwilioBridge"]
 
@@ -54,7 +62,7 @@ log = logging.getLogger(__name__)
 FRAME = 0.02  # seconds per media message
 
 
-class TwilioBridge(CallBridge[tuple[bool, str]]):
+class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
     """One phone call: ``await TwilioBridge(session, ws).run()`` until it ends."""
 
     name = "twilio"
@@ -68,12 +76,15 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         max_ahead: float = 0.1,
         mark_every: int = 2,
         mark_timeout: float = 1.0,
+        dialect: Dialect = tw.DIALECT,
     ) -> None:
+        self.dialect = dialect  # the carrier's spelling (protocols/media_stream.py)
+        self.name = dialect.name
         super().__init__(session, ws, send_timeout=send_timeout)
         self.max_ahead = max_ahead
         self.mark_every = max(1, mark_every)
         self.mark_timeout = mark_timeout
-        self._ahead_frames = max(1, round(max_ahead / FRAME))
+        self._ahead_frames = max(self.mark_every, round(max_ahead / dialect.frame_seconds))
         self._sent = 0  # media frames sent (queued) in this call; the index of the last
         self._played = 0  # the last frame Twilio said it played
         self._epoch = 0  # bumped by every clear: older playout marks are stale
@@ -85,14 +96,15 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         self._tracking = True  # off if the peer never echoes marks
         self.marks_echoed = 0
         self._cleared = True  # nothing sent since the last clear (or ever)
-        self.state = tw.StreamState()
+        self.state = dialect.new_state()
         self._started = asyncio.Event()
-        self._converter = AudioConverter(tw.SAMPLE_RATE, 1)
+        self._converter = AudioConverter(dialect.sample_rate, 1)
         self._generation = 0
         self._pending = b""
         self.media_sent = 0
         self.media_received = 0
         self.clears = 0
+        self.dtmf_received = 0
 
     def _on_event(self, event: AgentEvent) -> None:
         if self.state.start is None:
@@ -117,11 +129,11 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         elif isinstance(event, TurnCompleted):
             name = f"turn-{event.generation}"
             self.state.sent_mark(name)
-            self._queue((False, tw.encode_mark(sid, name)))
+            self._queue((False, self.dialect.encode_mark(sid, name)))
 
     def _clear(self) -> None:
         """Tell Twilio to drop what it buffered; everything sent counts as done."""
-        self._queue((False, tw.encode_clear(self.state.stream_sid)))
+        self._queue((False, self.dialect.encode_clear(self.state.stream_sid)))
         self.state.cleared()
         self.clears += 1
         self._epoch += 1
@@ -184,11 +196,11 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         self._sent += 1
         self._unplayed.append((self._sent, ulaw))
         self._cleared = False
-        self._queue((True, tw.encode_media(sid, ulaw)))
+        self._queue((True, self.dialect.encode_media(sid, ulaw)))
         if self._tracking and self._sent % self.mark_every == 0:
             name = f"p{self._epoch}.{self._sent}"
             self.state.sent_mark(name)
-            self._queue((False, tw.encode_mark(sid, name)))
+            self._queue((False, self.dialect.encode_mark(sid, name)))
         self._update_room()
 
     def _audio_out(self, pcm: bytes, generation: int) -> None:
@@ -196,15 +208,20 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
             self._generation, self._pending = generation, b""
             self._converter.reset()
         frame = AudioFrame(pcm, self.session.output.sample_rate, 1)
-        self._pending += ulaw_encode(self._converter.process(frame).data)
-        while len(self._pending) >= tw.FRAME_BYTES:  # 20 ms per media message
-            chunk = self._pending[: tw.FRAME_BYTES]
-            self._pending = self._pending[tw.FRAME_BYTES :]
+        converted = self._converter.process(frame).data
+        self._pending += ulaw_encode(converted) if self.dialect.codec == "mulaw" else converted
+        size = self.dialect.frame_bytes  # 20 ms per media message (Exotel: 100 ms)
+        while len(self._pending) >= size:
+            chunk = self._pending[:size]
+            self._pending = self._pending[size:]
             self._send_frame(chunk)
 
-    async def _send_one(self, item: tuple[bool, str]) -> None:
+    async def _send_one(self, item: tuple[bool, str | bytes]) -> None:
         media, message = item
-        await self.ws.send_text(message)
+        if isinstance(message, bytes):  # Vonage's audio frames
+            await self.ws.send_bytes(message)
+        else:
+            await self.ws.send_text(message)
         self.media_sent += media
 
     async def _read(self) -> None:
@@ -212,12 +229,10 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
         while True:
             message = await self.ws.receive()
             if message is None:
-                raise CallEnded(NORMAL, "Twilio closed the stream")
-            if isinstance(message, bytes):
-                raise CallEnded(POLICY, "Media Streams messages are JSON text")
+                raise CallEnded(NORMAL, f"{self.dialect.name} closed the stream")
             if len(message) > limits.max_twilio_message_bytes:
                 raise CallEnded(TOO_BIG, "a Media Streams message too large")
-            event = tw.parse(message, max_depth=limits.max_json_depth)
+            event = self.dialect.parse(message, max_depth=limits.max_json_depth)
             if isinstance(event, tw.Malformed):
                 raise CallEnded(POLICY, f"malformed message: {event.reason}")
             try:
@@ -228,16 +243,34 @@ class TwilioBridge(CallBridge[tuple[bool, str]]):
                 self._started.set()
             elif isinstance(event, tw.Mark) and event.name.startswith("p"):
                 self._played_up_to(event.name)
+            elif isinstance(event, tw.Dtmf):
+                self._dtmf(event.digit)
             elif isinstance(event, tw.Media):
-                if len(event.payload) > limits.max_twilio_media_bytes:
-                    raise CallEnded(TOO_BIG, f"media of {len(event.payload)} bytes (20 ms: 160)")
+                mulaw = self.dialect.codec == "mulaw"
+                seconds = len(event.payload) / (self.dialect.sample_rate * (1 if mulaw else 2))
+                most = max(
+                    limits.max_twilio_media_bytes / tw.SAMPLE_RATE, 2 * self.dialect.frame_seconds
+                )
+                if seconds > most:
+                    raise CallEnded(
+                        TOO_BIG, f"media of {len(event.payload)} bytes ({seconds:.3f} s)"
+                    )
                 if guard is not None:
-                    guard.spend_audio(len(event.payload) / tw.SAMPLE_RATE)
+                    guard.spend_audio(seconds)
                 self.media_received += 1
-                pcm = AudioFrame(ulaw_decode(event.payload), tw.SAMPLE_RATE, 1)
+                data = ulaw_decode(event.payload) if mulaw else event.payload
+                pcm = AudioFrame(data, self.dialect.sample_rate, 1)
                 try:
                     self.session.push_audio(pcm)
                 except StreamClosedError as exc:
                     raise CallEnded(1011, f"the agent ended: {exc}") from None
             elif isinstance(event, tw.Stop):
                 raise CallEnded(NORMAL, "the call ended")
+
+    def _dtmf(self, digit: str) -> None:
+        """A touch-tone: to the session's listeners as ``DTMFReceived``."""
+        try:
+            deliver_dtmf(self.session, digit)
+        except ValueError as exc:
+            raise CallEnded(POLICY, str(exc)) from None
+        self.dtmf_received += 1

@@ -48,6 +48,7 @@ from antiphon.transports.base import (
     WebSocketLike,
 )
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.phone_events import deliver_dtmf
 
 __all__ = ["BridgeLimits", "StarletteSocket", "WebSocketBridge", "event_message"]
 
@@ -200,6 +201,12 @@ class WebSocketBridge(CallBridge[bytes | str]):
             if len(said) > limits.max_say_chars:
                 raise CallEnded(TOO_BIG, f"say takes at most {limits.max_say_chars} characters")
             self.session.say(said)
+        elif kind == "dtmf":  # a key pressed: to the agent as DTMFReceived
+            digit = message.get("digit")
+            try:
+                deliver_dtmf(self.session, digit if isinstance(digit, str) else "")
+            except ValueError as exc:
+                raise CallEnded(POLICY, str(exc)) from None
         elif kind == "end":
             self.session.end_input()
             with contextlib.suppress(TimeoutError):

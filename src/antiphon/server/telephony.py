@@ -1,0 +1,387 @@
+"""The other carriers' routes: ``/telnyx``, ``/plivo``, ``/vonage`` and ``/exotel``.
+
+One table (:data:`CARRIERS`) says, for each carrier, its dialect, how its answer webhook
+is signed and what the webhook answers (TeXML, Plivo XML, an NCCO); one pair of
+handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twilio:
+
+- ``POST /<carrier>/voice`` (Vonage: ``GET`` too) checks the carrier's signature with
+  the secret in :class:`CarrierSecrets` (403 and one line if it is wrong), issues a
+  single-use ticket and answers with the document that connects the call to
+  ``wss://<public url>/<carrier>/media?ticket=...``. Without a secret, the server's
+  token (when set) is checked and passed on the same way.
+- ``/<carrier>/media`` (WebSocket) admits a stream that redeems its ticket (or carries
+  the token); Exotel, which has no webhook, authenticates the handshake with HTTP Basic
+  credentials instead. The stream is read up to its start under the connection's guard,
+  then :class:`~antiphon.transports.twilio.TwilioBridge` runs the call in the carrier's
+  dialect.
+
+``POST /twilio/amd`` takes Twilio's asynchronous answering-machine verdict on an
+outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
+and hands it to the live call with that ``CallSid`` as
+:class:`~antiphon.agent.events.MachineDetected`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from antiphon.aio.clock import Clock
+from antiphon.errors import ConfigError
+from antiphon.protocols import exotel, plivo, telnyx, vonage
+from antiphon.protocols import twilio as tw
+from antiphon.protocols.media_stream import Connected, Dialect, Start
+from antiphon.server.agents import AgentFactory
+from antiphon.server.calls import CallRegistry
+from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, token_ok
+from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
+from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.phone_events import deliver_answered_by
+from antiphon.transports.twilio import TwilioBridge
+from antiphon.transports.websocket import StarletteSocket
+
+__all__ = [
+    "CARRIERS", "Carrier", "CarrierSecrets", "add_carrier_routes", "add_twilio_amd_route",
+    "read_until_start",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierSecrets:
+    """What proves a request comes from each carrier (None: that carrier is not checked).
+
+    ``telnyx_public_key``: the account's Ed25519 public key (base64);
+    ``plivo_auth_token``: the auth token; ``vonage_signature_secret``: the signature
+    secret of signed webhooks; ``exotel_credentials``: ``KEY:TOKEN`` of the Voicebot
+    applet's ``wss://KEY:TOKEN@host/exotel/media`` URL.
+    """
+
+    telnyx_public_key: str | None = None
+    plivo_auth_token: str | None = None
+    vonage_signature_secret: str | None = None
+    exotel_credentials: str | None = None
+
+    @classmethod
+    def from_env(cls) -> CarrierSecrets:
+        """From ``TELNYX_PUBLIC_KEY``, ``PLIVO_AUTH_TOKEN``, ``VONAGE_SIGNATURE_SECRET``,
+        ``EXOTEL_STREAM_CREDENTIALS``."""
+        return cls(
+            telnyx_public_key=os.environ.get("TELNYX_PUBLIC_KEY") or None,
+            plivo_auth_token=os.environ.get("PLIVO_AUTH_TOKEN") or None,
+            vonage_signature_secret=os.environ.get("VONAGE_SIGNATURE_SECRET") or None,
+            exotel_credentials=os.environ.get("EXOTEL_STREAM_CREDENTIALS") or None,
+        )
+
+    def check(self) -> None:
+        """Refuse empty secrets, a malformed Exotel pair, or Telnyx's without Ed25519.
+
+        Raises:
+            ConfigError: with what to fix.
+        """
+        for name, value in (
+            ("Telnyx public key", self.telnyx_public_key),
+            ("Plivo auth token", self.plivo_auth_token),
+            ("Vonage signature secret", self.vonage_signature_secret),
+            ("Exotel credentials", self.exotel_credentials),
+        ):
+            if value is not None and not value.strip():
+                raise ConfigError(f"the {name} is empty: give it, or leave it unset")
+        if self.exotel_credentials is not None and ":" not in self.exotel_credentials:
+            raise ConfigError("the Exotel credentials are KEY:TOKEN (the applet's wss:// URL)")
+        if self.telnyx_public_key is not None and not telnyx.ed25519_available():
+            raise ConfigError(
+                "checking Telnyx signatures needs Ed25519: pip install 'antiphon[telephony]'"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """What a signature check reads of an answer webhook."""
+
+    method: str
+    url: str  # the public URL the carrier requested, query included
+    headers: Any  # case-insensitive
+    body: bytes
+    form: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """One row of the table: a carrier's dialect, webhook check and answer."""
+
+    name: str
+    dialect: Dialect
+    secret: Callable[[CarrierSecrets], str | None]
+    verify: Callable[[str, WebhookRequest], bool] | None  # None: no webhook
+    answer: Callable[[str], Response] | None  # the webhook's answer, given the stream's URL
+    methods: tuple[str, ...] = ("POST",)
+
+
+def _telnyx_ok(key: str, r: WebhookRequest) -> bool:
+    return telnyx.verify_signature(
+        key,
+        r.body,
+        r.headers.get("telnyx-signature-ed25519"),
+        r.headers.get("telnyx-timestamp"),
+        now=time.time(),
+    )
+
+
+def _plivo_ok(token: str, r: WebhookRequest) -> bool:
+    nonce, signature = (
+        r.headers.get("x-plivo-signature-v3-nonce"),
+        r.headers.get("x-plivo-signature-v3"),
+    )
+    return plivo.validate_signature(token, r.method, r.url, nonce, signature, r.form)
+
+
+def _vonage_ok(secret: str, r: WebhookRequest) -> bool:
+    return vonage.verify_jwt(secret, r.headers.get("authorization"), r.body, now=time.time())
+
+
+CARRIERS: tuple[Carrier, ...] = (
+    Carrier(
+        "telnyx", telnyx.DIALECT, lambda s: s.telnyx_public_key, _telnyx_ok,
+        lambda url: Response(telnyx.texml_connect(url), media_type="text/xml"),
+    ),
+    Carrier(
+        "plivo", plivo.DIALECT, lambda s: s.plivo_auth_token, _plivo_ok,
+        lambda url: Response(plivo.stream_xml(url), media_type="application/xml"),
+    ),
+    Carrier(
+        "vonage", vonage.DIALECT, lambda s: s.vonage_signature_secret, _vonage_ok,
+        lambda url: JSONResponse(vonage.ncco_connect(url)), methods=("GET", "POST"),
+    ),
+    Carrier(
+        "exotel", exotel.DIALECT, lambda s: s.exotel_credentials, None, None,
+    ),
+)  # fmt: skip
+"""The carriers served besides Twilio, by name."""
+
+
+async def read_until_start(
+    guard: ConnectionGuard, dialect: Dialect, limits: EdgeLimits
+) -> tuple[Start | None, list[bytes | str]]:
+    """A stream's first messages up to its start (``connected`` may come first).
+
+    Returns the start (None if another message came first: the bridge refuses it) and
+    the messages read, for the bridge to read again; none if the peer left. Raises
+    :class:`CallEnded` when the guard does (size, deadline).
+    """
+    preface: list[bytes | str] = []
+    for _ in range(2):
+        message = await guard.receive()
+        if message is None:
+            return None, []
+        preface.append(message)
+        event = dialect.parse(message, max_depth=limits.max_json_depth)
+        if isinstance(event, Start):
+            return event, preface
+        if not isinstance(event, Connected):
+            break
+    return None, preface
+
+
+def add_carrier_routes(
+    app: FastAPI,
+    *,
+    agent: AgentFactory,
+    secrets: CarrierSecrets,
+    token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+    clock: Clock,
+    tickets: TicketBook,
+    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+) -> None:
+    """Serve every carrier of :data:`CARRIERS` (see the module docstring)."""
+    secrets.check()
+
+    def public(base: str, path: str) -> str:
+        return (public_url or base).rstrip("/") + path
+
+    def ws_scheme(url: str) -> str:
+        return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+
+    for carrier in CARRIERS:
+        if carrier.answer is not None:
+            app.add_api_route(
+                f"/{carrier.name}/voice",
+                _voice_handler(carrier, secrets, token, limits, tickets, public, ws_scheme),
+                methods=list(carrier.methods),
+            )
+        app.add_api_websocket_route(
+            f"/{carrier.name}/media",
+            _media_handler(
+                carrier, secrets, token, limits, clock, tickets, agent, watched, run_call
+            ),
+        )
+
+
+def _voice_handler(
+    carrier: Carrier,
+    secrets: CarrierSecrets,
+    token: str | None,
+    limits: EdgeLimits,
+    tickets: TicketBook,
+    public: Callable[[str, str], str],
+    ws_scheme: Callable[[str], str],
+) -> Callable[[Request], Awaitable[Response]]:
+    secret = carrier.secret(secrets)
+    name = carrier.name
+    title = name.capitalize()
+
+    async def voice(request: Request) -> Response:
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        query = request.url.query
+        ws_url = ws_scheme(public(base, f"/{name}/media"))
+        if secret is not None and carrier.verify is not None:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                form = tw.parse_form(body) if ctype.endswith("x-www-form-urlencoded") else []
+            except ValueError:
+                return PlainTextResponse("too many form fields", status_code=413)
+            url = public(base, f"/{name}/voice") + (f"?{query}" if query else "")
+            signed = WebhookRequest(request.method, url, request.headers, body, form)
+            if not carrier.verify(secret, signed):
+                return PlainTextResponse(f"invalid {title} signature", status_code=403)
+            ws_url += f"?ticket={tickets.issue()}"  # the stream's single-use pass
+        elif token is not None:
+            if not token_ok(
+                token, request.query_params.get("token"), request.headers.get("authorization")
+            ):
+                return PlainTextResponse("missing or wrong token", status_code=401)
+            ws_url += f"?token={token}"
+        assert carrier.answer is not None  # routed only then
+        return carrier.answer(ws_url)
+
+    voice.__name__ = f"{name}_voice"
+    return voice
+
+
+def _media_handler(
+    carrier: Carrier,
+    secrets: CarrierSecrets,
+    token: str | None,
+    limits: EdgeLimits,
+    clock: Clock,
+    tickets: TicketBook,
+    agent: AgentFactory,
+    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+) -> Callable[[WebSocket], Awaitable[None]]:
+    secret = carrier.secret(secrets)
+    name = carrier.name
+
+    def refusal(ws: WebSocket) -> str | None:
+        """Why the stream is not admitted (None: it is)."""
+        if secret is not None and carrier.verify is None:  # Exotel: HTTP Basic
+            if not exotel.basic_auth_ok(secret, ws.headers.get("authorization")):
+                return f"invalid {name.capitalize()} credentials"
+        elif secret is not None:
+            if not tickets.redeem(ws.query_params.get("ticket")):
+                return f"no valid ticket: calls come via /{name}/voice"
+        elif token is not None and not token_ok(
+            token, ws.query_params.get("token"), ws.headers.get("authorization")
+        ):
+            return "missing or wrong token"
+        return None
+
+    async def media(ws: WebSocket) -> None:
+        why = refusal(ws)
+        await ws.accept()
+        socket = StarletteSocket(ws)
+        if why is not None:
+            await socket.close(UNAUTHORIZED, why)
+            return
+        guard = ConnectionGuard(
+            socket,
+            limits,
+            max_binary_bytes=limits.max_twilio_message_bytes,
+            max_text_bytes=limits.max_twilio_message_bytes,
+            clock=clock,
+        )
+        async with watched(guard):
+            try:
+                _, preface = await read_until_start(guard, carrier.dialect, limits)
+            except CallEnded as ended:
+                await guard.close(ended.code, ended.reason)
+                return
+            if not preface:
+                return  # gone before saying anything
+            guard.unread(*preface)
+            bridge = TwilioBridge(
+                agent.new_session(), guard, send_timeout=limits.send_timeout,
+                dialect=carrier.dialect,
+            )  # fmt: skip
+            guard.on_expire = bridge.end
+            await run_call(bridge)
+
+    media.__name__ = f"{name}_media"
+    return media
+
+
+def add_twilio_amd_route(
+    app: FastAPI,
+    *,
+    registry: CallRegistry,
+    twilio_auth_token: str | None,
+    token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+) -> None:
+    """Serve ``POST /twilio/amd`` (see the module docstring)."""
+
+    @app.post("/twilio/amd")
+    async def twilio_amd(request: Request) -> Response:
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+            form = tw.parse_form(body)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        except ValueError:
+            return PlainTextResponse("too many form fields", status_code=413)
+        if twilio_auth_token is not None:
+            base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+            query = request.url.query
+            url = base + "/twilio/amd" + (f"?{query}" if query else "")
+            signature = request.headers.get("x-twilio-signature")
+            algorithm = tw.signature_algorithm(
+                request.headers.get("x-twilio-webhooks-signature-settings")
+            )
+            if signature is None or not tw.validate_signature(
+                twilio_auth_token, url, form, signature, algorithm=algorithm
+            ):
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+        elif token is not None and not token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return PlainTextResponse("missing or wrong token", status_code=401)
+        fields = dict(form)
+        call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "")
+        for call in list(registry.calls):
+            if not isinstance(call, TwilioBridge) or call.state.start is None:
+                continue
+            if call_sid and call.state.start.call_sid == call_sid:
+                try:
+                    deliver_answered_by(call.session, answered_by)
+                except ValueError as exc:
+                    return PlainTextResponse(str(exc), status_code=400)
+                return Response(status_code=204)
+        return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)
