@@ -33,6 +33,7 @@ from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.openai_tts import FakeOpenAITTS
 from antiphon.testing.server import FakeServer
 from antiphon.testing.xai import FakeXAITTS
 
@@ -56,6 +57,7 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "elevenlabs": FakeTTS(lambda plan, port, key: FakeElevenLabsTTS(plan, port=port, api_key=key)),
     "azure": FakeTTS(lambda plan, port, key: FakeAzureTTS(plan, port=port, api_key=key)),
     "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
+    "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
 }
 
 
