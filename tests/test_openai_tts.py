@@ -12,7 +12,7 @@ from openai.types.audio.speech_create_params import SpeechCreateParams
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.pool import PoolOptions
-from antiphon.plugins.openai.tts import OpenAITTS
+from antiphon.plugins.openai.tts import OpenAISynthesisStream, OpenAITTS
 from antiphon.protocols import openai_tts as ot
 from antiphon.protocols.retry import Backoff
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
@@ -136,8 +136,9 @@ async def test_a_busy_server_is_retried_once_before_any_audio() -> None:
         ) as tts,
     ):
         s = tts.synthesize("Second time lucky.")
+        assert isinstance(s, OpenAISynthesisStream)
         frame = await s.collect()
-        assert s.state is StreamState.COMPLETED and tts.requests == 2
+        assert s.state is StreamState.COMPLETED and s.requests == 2
     assert frame.data == synthesize("Second time lucky.") and fake.stats.statuses == [503, 200]
 
 
@@ -148,11 +149,12 @@ async def test_a_cut_after_audio_is_not_retried() -> None:
         OpenAITTS(api_key=DEFAULT_API_KEY, base_url=fake.base_url, deadlines=FAST) as tts,
     ):
         s = tts.synthesize("Cut in the middle of the sentence.")
+        assert isinstance(s, OpenAISynthesisStream)
         got = b""
         with pytest.raises(ProviderError, match="dropped"):
             async for f in s:
                 got += f.data
-        assert s.state is StreamState.FAILED and tts.requests == 1
+        assert s.state is StreamState.FAILED and s.requests == 1
         assert got and synthesize("Cut in the middle of the sentence.").startswith(got)
 
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antiphon.protocols import openai_tts as ot
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.http_server import FakeHttpServer, HttpClosed, HttpConnection
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.http_server import FakeHttpServer, HttpConnection
 from antiphon.testing.synth import tone_for_text
 
 __all__ = [
@@ -252,38 +252,8 @@ class _Conn(HttpConnection[SpeechRequest]):
         self.stats.spoken.append(text)
         return await self._speak(text) and keep_alive
 
-    def _client_gone(self) -> bool:
-        return self.reader.at_eof() or self.writer.is_closing()
-
     async def _speak(self, text: str) -> bool:
-        plan = self.plan
-        data = synthesize(text)
-        step = round(CHUNK_SECONDS * ot.SAMPLE_RATE) * 2 + (1 if plan.odd_chunking else 0)
-        if plan.first_audio_delay:
-            await asyncio.sleep(plan.first_audio_delay)
-        cut = False
-        try:
-            for i, pos in enumerate(range(0, len(data), step)):
-                if self._client_gone():
-                    raise HttpClosed
-                if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
-                    self.stats.cut_bodies += 1
-                    cut = True
-                    if plan.close_mid_audio == ABORT:
-                        self.writer.transport.abort()
-                    else:
-                        self.writer.close()
-                    raise HttpClosed
-                chunk = data[pos : pos + step]
-                await self.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                self.stats.audio_bytes += len(chunk)
-                if plan.chunk_interval:
-                    await asyncio.sleep(plan.chunk_interval)
-            await self.write(b"0\r\n\r\n")
-        except HttpClosed:
-            if not cut:
-                self.stats.cancels += 1
-            raise
-        if plan.audio_after_done:
-            await self.write(synthesize("stale audio")[:step] * plan.audio_after_done)
-        return True
+        step = round(CHUNK_SECONDS * ot.SAMPLE_RATE) * 2 + (1 if self.plan.odd_chunking else 0)
+        return await self.stream_audio(
+            synthesize(text), step, stale=synthesize("stale audio")[:step]
+        )
