@@ -142,6 +142,23 @@ def _openai(s: TTSSettings) -> TTS:
     )
 
 
+def _hume(s: TTSSettings) -> TTS:
+    from antiphon.plugins.hume import HumeTTS
+    from antiphon.plugins.hume.tts import DEFAULT_VOICE
+    from antiphon.protocols import hume_tts as ht
+
+    if s.encoding not in (None, "linear16"):
+        raise ConfigError("Hume TTS streams linear16 (pcm) only")
+    if s.sample_rate not in (None, ht.SAMPLE_RATE):
+        raise ConfigError(f"Hume TTS streams {ht.SAMPLE_RATE} Hz only")
+    return HumeTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or ht.DEFAULT_BASE_URL,
+        voice=s.voice or DEFAULT_VOICE,
+        deadlines=s.deadlines,
+    )
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
@@ -157,6 +174,7 @@ TTS_PROVIDERS: dict[str, TTSProvider] = {
             transport="sdk",
         ),
         TTSProvider("openai", "OPENAI_API_KEY", _openai, transport="http"),
+        TTSProvider("hume", "HUME_API_KEY", _hume, transport="http"),
     ]
 }
 

@@ -31,6 +31,7 @@ from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
+from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
 from antiphon.testing.openai_tts import FakeOpenAITTS
@@ -58,6 +59,7 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "azure": FakeTTS(lambda plan, port, key: FakeAzureTTS(plan, port=port, api_key=key)),
     "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
     "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
+    "hume": FakeTTS(lambda plan, port, key: FakeHumeTTS(plan, port=port, api_key=key)),
 }
 
 
