@@ -91,3 +91,19 @@ def test_cli_talk_runs_assemblyai_anthropic_deepgram_on_fakes(
     # the CLI gives the fake STT no vocabulary: it hears the tone as "unknown"
     assert "user:  unknown" in printed and "agent: You said: unknown" in printed
     assert out.exists() and read_wav(out).duration > 0.5
+
+
+def test_cli_talk_runs_gemini_on_its_fake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not PipelineSpec(llm="gemini:gemini-2.5-flash").offline
+    question = tmp_path / "q.wav"
+    write_wav(str(question), tone_speech(QUESTION))
+    out = tmp_path / "a.wav"
+    argv = ["talk", str(question), "--out", str(out), "--vad", "webrtc", "--stt", "assemblyai"]
+    argv += ["--llm", "gemini:gemini-x", "--tts", "deepgram", "--fake"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "llm=gemini:gemini-x" in printed
+    assert "agent: You said: unknown" in printed  # the fake Gemini echoes the user
+    assert out.exists() and read_wav(out).duration > 0.5

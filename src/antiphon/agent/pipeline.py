@@ -13,7 +13,8 @@ Names:
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
   far less accurate), ``deepgram``, ``assemblyai``.
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
-  ``anthropic:claude-sonnet-4-5``), ``SERVER:MODEL`` for an OpenAI-compatible
+  ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
+  ``SERVER:MODEL`` for an OpenAI-compatible
   server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
   ``ollama:llama3.2``); ``llm_base_url`` for any other.
 - TTS: ``piper`` (offline default: a Piper neural voice), ``espeak`` (offline, light,
@@ -53,7 +54,7 @@ OFFLINE_TTSS = ("piper", "espeak")
 #: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
 #: about antiphon, a word Whisper tiny.en does not know ("anti-fun", "and define").
 OFFLINE_HOTWORDS = "Antiphon"
-LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic")
+LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic", "gemini")
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
     "without lists or markdown."
@@ -140,7 +141,8 @@ class FakeBackends(Protocol):
         ...
 
     async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
-        """Start a chat stand-in on ``stack``: OpenAI-compatible, or ``anthropic``."""
+        """Start a chat stand-in on ``stack``: OpenAI-compatible, ``anthropic`` or
+        ``gemini``."""
         ...
 
     async def tts(self, provider: str, stack: contextlib.AsyncExitStack) -> Endpoint:
@@ -237,6 +239,17 @@ async def open_services(
             llm = AnthropicLLM(model, api_key=at.api_key, base_url=at.url)
         else:
             llm = AnthropicLLM(model, base_url=spec.llm_base_url or "https://api.anthropic.com")
+    elif spec.llm.startswith("gemini:"):
+        from antiphon.plugins.gemini import GeminiLLM
+
+        model = spec.llm.partition(":")[2]
+        if fakes is not None and spec.fake:
+            at = await fakes.llm(stack, "gemini")
+            llm = GeminiLLM(model, api_key=at.api_key, base_url=at.url)
+        elif spec.llm_base_url:
+            llm = GeminiLLM(model, base_url=spec.llm_base_url)
+        else:
+            llm = GeminiLLM(model)
     elif spec.llm != "offline":
         from antiphon.plugins.openai import OpenAILLM
 

@@ -126,6 +126,39 @@ def _xai(s: TTSSettings) -> TTS:
     )
 
 
+def _openai(s: TTSSettings) -> TTS:
+    from antiphon.plugins.openai.tts import OpenAITTS
+    from antiphon.protocols import openai_tts as ot
+
+    if s.encoding not in (None, "linear16"):
+        raise ConfigError("OpenAI TTS streams linear16 (pcm) only")
+    if s.sample_rate not in (None, ot.SAMPLE_RATE):
+        raise ConfigError(f"OpenAI TTS streams {ot.SAMPLE_RATE} Hz only")
+    return OpenAITTS(
+        api_key=s.api_key,
+        base_url=s.base_url or ot.DEFAULT_BASE_URL,
+        voice=s.voice or ot.DEFAULT_VOICE,
+        deadlines=s.deadlines,
+    )
+
+
+def _hume(s: TTSSettings) -> TTS:
+    from antiphon.plugins.hume import HumeTTS
+    from antiphon.plugins.hume.tts import DEFAULT_VOICE
+    from antiphon.protocols import hume_tts as ht
+
+    if s.encoding not in (None, "linear16"):
+        raise ConfigError("Hume TTS streams linear16 (pcm) only")
+    if s.sample_rate not in (None, ht.SAMPLE_RATE):
+        raise ConfigError(f"Hume TTS streams {ht.SAMPLE_RATE} Hz only")
+    return HumeTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or ht.DEFAULT_BASE_URL,
+        voice=s.voice or DEFAULT_VOICE,
+        deadlines=s.deadlines,
+    )
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
@@ -140,6 +173,8 @@ TTS_PROVIDERS: dict[str, TTSProvider] = {
             _azure_sdk,
             transport="sdk",
         ),
+        TTSProvider("openai", "OPENAI_API_KEY", _openai, transport="http"),
+        TTSProvider("hume", "HUME_API_KEY", _hume, transport="http"),
     ]
 }
 

@@ -51,8 +51,8 @@ from websockets.http11 import Request, Response
 from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import azure_tts as az
-from antiphon.testing.faults import ABORT, FaultPlan
-from antiphon.testing.http_server import FakeHttpServer, HttpClosed, HttpConnection
+from antiphon.testing.faults import FaultPlan
+from antiphon.testing.http_server import FakeHttpServer, HttpConnection
 from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
@@ -244,46 +244,15 @@ class _Conn(HttpConnection[FakeRequest]):
             return 400, f"invalid SSML: {exc}"
         return None
 
-    def _client_gone(self) -> bool:
-        return self.reader.at_eof() or self.writer.is_closing()
-
     async def _speak(self, text: str, fmt: az.OutputFormat) -> bool:
         """Stream the audio; False if the connection must close afterwards."""
-        plan = self.plan
         payload = synthesize(text, fmt.name)
         data = az.riff_header(fmt, len(payload)) + payload if fmt.container == "riff" else payload
         step = round(CHUNK_SECONDS * fmt.sample_rate) * fmt.sample_width
-        if plan.odd_chunking and fmt.sample_width == 2:
+        if self.plan.odd_chunking and fmt.sample_width == 2:
             step += 1
-        if plan.first_audio_delay:
-            await asyncio.sleep(plan.first_audio_delay)
-        cut = False
-        try:
-            for i, pos in enumerate(range(0, len(data), step)):
-                if self._client_gone():
-                    raise HttpClosed
-                if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
-                    self.stats.cut_bodies += 1
-                    cut = True
-                    if plan.close_mid_audio == ABORT:
-                        self.writer.transport.abort()
-                    else:
-                        self.writer.close()
-                    raise HttpClosed
-                chunk = data[pos : pos + step]
-                await self.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                self.stats.audio_bytes += len(chunk)
-                if plan.chunk_interval:
-                    await asyncio.sleep(plan.chunk_interval)
-            await self.write(b"0\r\n\r\n")
-        except HttpClosed:
-            if not cut:
-                self.stats.cancels += 1
-            raise
-        if plan.audio_after_done:
-            stale = synthesize("stale audio", fmt.name)[:step]
-            await self.write(stale * plan.audio_after_done)  # junk on a keep-alive connection
-        return True
+        stale = synthesize("stale audio", fmt.name)[:step]
+        return await self.stream_audio(data, step, stale=stale)
 
 
 # --------------------------------------------------------------------------- Speech SDK

@@ -360,6 +360,50 @@ class HttpConnection(Generic[R]):
         except TimeoutError:
             return
 
+    def _client_gone(self) -> bool:
+        return self.reader.at_eof() or self.writer.is_closing()
+
+    async def stream_audio(self, data: bytes, step: int, *, stale: bytes = b"") -> bool:
+        """Stream ``data`` as a chunked body in ``step``-byte chunks with the plan's faults
+        (a REST TTS answer); False if the connection must close afterwards.
+
+        ``first_audio_delay`` before the first chunk, ``chunk_interval`` after each;
+        ``close_mid_audio`` cuts the body after ``close_after_chunks`` chunks (``ABORT``
+        resets TCP, any other value closes the socket); ``audio_after_done`` writes that
+        many copies of ``stale`` on the connection after the final chunk. The fake's stats
+        count ``audio_bytes``, ``cut_bodies`` and ``cancels``.
+        """
+        plan = self.plan
+        stats: Any = self._http.stats
+        if plan.first_audio_delay:
+            await asyncio.sleep(plan.first_audio_delay)
+        cut = False
+        try:
+            for i, pos in enumerate(range(0, len(data), step)):
+                if self._client_gone():
+                    raise HttpClosed
+                if plan.close_mid_audio is not None and i >= plan.close_after_chunks:
+                    stats.cut_bodies += 1
+                    cut = True
+                    if plan.close_mid_audio == ABORT:
+                        self.writer.transport.abort()
+                    else:
+                        self.writer.close()
+                    raise HttpClosed
+                chunk = data[pos : pos + step]
+                await self.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                stats.audio_bytes += len(chunk)
+                if plan.chunk_interval:
+                    await asyncio.sleep(plan.chunk_interval)
+            await self.write(b"0\r\n\r\n")
+        except HttpClosed:
+            if not cut:
+                stats.cancels += 1
+            raise
+        if plan.audio_after_done:
+            await self.write(stale * plan.audio_after_done)  # junk on a keep-alive connection
+        return True
+
     async def stream_sse(
         self,
         events: Sequence[tuple[bytes, bool]],

@@ -7,7 +7,7 @@ runs each cloud service against its fake on loopback.
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
 - :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI), LLM (OpenAI-compatible,
-  Anthropic) and TTS fakes a pipeline needs.
+  Anthropic, Gemini) and TTS fakes a pipeline needs.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DEEPGRAM_STT_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import FaultPlan
+from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
+from antiphon.testing.gemini_generate import FakeGeminiGenerate
+from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.openai_tts import FakeOpenAITTS
 from antiphon.testing.server import FakeServer
 from antiphon.testing.xai import FakeXAITTS
 
@@ -54,6 +58,8 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "elevenlabs": FakeTTS(lambda plan, port, key: FakeElevenLabsTTS(plan, port=port, api_key=key)),
     "azure": FakeTTS(lambda plan, port, key: FakeAzureTTS(plan, port=port, api_key=key)),
     "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
+    "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
+    "hume": FakeTTS(lambda plan, port, key: FakeHumeTTS(plan, port=port, api_key=key)),
 }
 
 
@@ -91,7 +97,11 @@ class LoopbackFakes:
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)
 
     async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
-        """An LLM fake: Anthropic Messages for ``anthropic``, else OpenAI chat completions."""
+        """An LLM fake: Anthropic Messages for ``anthropic``, Gemini streamGenerateContent
+        for ``gemini``, else OpenAI chat completions."""
+        if provider == "gemini":
+            gemini = await stack.enter_async_context(FakeGeminiGenerate(self.plan))
+            return Endpoint(gemini.url, GEMINI_KEY)
         if provider == "anthropic":
             claude = await stack.enter_async_context(FakeAnthropicMessages(self.plan))
             return Endpoint(claude.url, ANTHROPIC_KEY)

@@ -1,14 +1,16 @@
 """Azure Speech TTS over REST (``POST https://{region}.tts.speech.microsoft.com/cognitiveservices/v1``).
 
 Each flush segment of a stream is one POST of SSML, sent one after another in order; its
-audio is streamed into frames as the chunked response arrives. Every wait is bounded:
-``deadlines.connect`` until the response head (TCP, TLS, the request, the status line),
-``deadlines.first_audio`` from the request to its first audio byte, ``deadlines.idle``
-between chunks and until the end of the body. A segment whose request fails before any
-of its audio arrived (a dropped connection, 429 or 5xx) is retried once, after the
-server's ``Retry-After`` when that is short. A cancel closes the response at once (the
-connection is dropped, not reused), so no audio of it can reach anyone. Connections are
-kept alive and reused by the shared ``httpx`` client, which ``aclose()`` closes.
+audio is streamed into frames as the chunked response arrives. The loop is
+:class:`~antiphon.services.http_tts.HttpSegmentStream`'s: ``deadlines.connect`` until the
+response head (TCP, TLS, the request, the status line), ``deadlines.first_audio`` from the
+request to its first audio byte, ``deadlines.idle`` between chunks and until the end of
+the body; a segment whose request fails before any of its audio arrived (a dropped
+connection, 429 or 5xx) is retried once, after the server's ``Retry-After`` when that is
+short; a cancel closes the response at once (the connection is dropped, not reused), so
+no audio of it can reach anyone. This module supplies the SSML, the credentials and the
+decoding (RIFF headers stripped, mu-law and a-law decoded). Connections are kept alive
+and reused by the shared ``httpx`` client, which ``aclose()`` closes.
 """
 
 from __future__ import annotations
@@ -21,21 +23,12 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from antiphon import metrics
 from antiphon.audio.codecs import decode_to_pcm
-from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
-from antiphon.net.http import BodyReader, HttpOptions, make_client, open_response
+from antiphon.net.http import HttpOptions, make_client
 from antiphon.protocols import azure_tts as az
-from antiphon.protocols.retry import retry_delay
-from antiphon.services.tts import (
-    TTS,
-    EndInput,
-    FlushInput,
-    SynthesisStream,
-    TextInput,
-    TTSDeadlines,
-)
+from antiphon.services.http_tts import HttpSegmentStream
+from antiphon.services.tts import TTS, TTSDeadlines
 
 log = logging.getLogger(__name__)
 PROVIDER = az.PROVIDER
@@ -155,6 +148,7 @@ class AzureTTS(TTS):
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
         self.retry_backoff = retry_backoff
+        self.backoff: float = retry_backoff
         super().__init__(sample_rate=fmt.sample_rate, channels=1, deadlines=deadlines)
         d = self.deadlines
         self.http_options = http or HttpOptions(
@@ -188,114 +182,20 @@ class AzureTTS(TTS):
                 await self._client.aclose()
 
 
-class AzureSynthesisStream(SynthesisStream):
-    """One synthesis: each flush segment is one POST, spoken in order."""
+class AzureSynthesisStream(HttpSegmentStream):
+    """One synthesis: each flush segment is one POST of SSML, spoken in order (the loop
+    is :class:`~antiphon.services.http_tts.HttpSegmentStream`'s)."""
+
+    auth_hint = az.AUTH_HINT
+    status_hints = az.STATUS_HINTS
 
     def __init__(self, tts: AzureTTS, generation: int) -> None:
         self._tts = tts
-        self._carry = b""
-        self._heard = False
-        self.requests = 0
-        super().__init__(
-            provider=tts.provider,
-            sample_rate=tts.sample_rate,
-            channels=1,
-            generation=generation,
-            owner=tts._tasks,
-            close_timeout=tts.deadlines.close,
-        )
+        self._riff: az.RiffReader | None = None
+        super().__init__(tts, generation)
 
-    async def _run(self) -> None:
-        pending: list[str] = []
-        while True:
-            item = await self._mailbox.recv()
-            if isinstance(item, TextInput):
-                pending.append(item.text)
-                continue
-            if isinstance(item, FlushInput | EndInput):
-                text = "".join(pending)
-                pending.clear()
-                if text.strip():
-                    await self._speak(text)
-                if isinstance(item, EndInput):
-                    return
-
-    async def _speak(self, text: str) -> None:
-        """One segment: POST it, retrying before any audio when the policy allows."""
-        tts = self._tts
-        ssml = az.build_ssml(text, tts.voice).encode("utf-8")
-        attempt = 0
-        while True:
-            self._heard = False
-            try:
-                await self._request(ssml)
-                return
-            except ProviderError as exc:
-                delay = retry_delay(
-                    exc,
-                    delivered=self._heard,
-                    attempt=attempt,
-                    max_retries=tts.max_retries,
-                    max_wait=tts.max_retry_wait,
-                    backoff=tts.retry_backoff,
-                )
-                if delay is None:
-                    raise
-                attempt += 1
-                log.info("%s: %s; retrying in %.2fs", self.provider, exc, delay)
-                await asyncio.sleep(delay)
-
-    async def _request(self, ssml: bytes) -> None:
-        tts = self._tts
-        d = tts.deadlines
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self.requests += 1
-        headers = await self._headers()
-        request = tts._client.build_request("POST", tts.url, content=ssml, headers=headers)
-        response = await open_response(
-            tts._client,
-            request,
-            provider=self.provider,
-            timeout=d.connect,
-            stage="connect",
-            auth_hint=az.AUTH_HINT,
-            hints=az.STATUS_HINTS,
-            options=tts.http_options,
-        )
-        body = BodyReader(response, provider=self.provider, options=tts.http_options)
-        riff = az.RiffReader(tts.output_format) if tts.output_format.container == "riff" else None
-        try:
-            while True:
-                if self._heard:
-                    chunk = await body.next(
-                        deadline_at=loop.time() + d.idle,
-                        timeout=d.idle,
-                        message="audio stopped before the end of the response",
-                        hint="the server went silent mid-answer; the connection is dropped",
-                    )
-                else:
-                    chunk = await body.next(
-                        deadline_at=started + d.first_audio,
-                        timeout=d.first_audio,
-                        message="no audio after the request",
-                        hint="the service accepted the request but sent no audio",
-                    )
-                if chunk is None:
-                    break
-                if riff is not None:
-                    chunk = self._unwrap(riff, chunk)
-                if not chunk:
-                    continue
-                if not self._heard:
-                    metrics.TTS_TTFB.labels(self.provider).observe(loop.time() - started)
-                    self._heard = True
-                self._deliver(chunk)
-            if riff is not None:
-                self._unwrap(riff, None)
-            self._end_audio()
-        finally:
-            await body.aclose()
+    def _bodies(self, text: str) -> list[bytes]:
+        return [az.build_ssml(text, self._tts.voice).encode("utf-8")]
 
     async def _headers(self) -> dict[str, str]:
         """The request headers; a token source that hangs or fails is a typed error."""
@@ -320,6 +220,20 @@ class AzureSynthesisStream(SynthesisStream):
                 hint="check the function passed as auth_token",
             ) from exc
 
+    def _begin_body(self) -> None:
+        fmt = self._tts.output_format
+        self._riff = az.RiffReader(fmt) if fmt.container == "riff" else None
+
+    def _decode(self, chunk: bytes) -> bytes:
+        if self._riff is not None:
+            chunk = self._unwrap(self._riff, chunk)
+        encoding = self._tts.output_format.encoding
+        return chunk if encoding == "linear16" or not chunk else decode_to_pcm(encoding, chunk)
+
+    def _end_body(self) -> None:
+        if self._riff is not None:
+            self._unwrap(self._riff, None)
+
     def _unwrap(self, riff: az.RiffReader, chunk: bytes | None) -> bytes:
         try:
             if chunk is None:
@@ -333,21 +247,3 @@ class AzureSynthesisStream(SynthesisStream):
                 stage="receive",
                 hint="the response is not the requested RIFF format; try a raw-* format",
             ) from None
-
-    def _deliver(self, data: bytes) -> None:
-        encoding = self._tts.output_format.encoding
-        if encoding == "linear16":
-            if self._carry:
-                data = self._carry + data
-                self._carry = b""
-            if len(data) % 2:
-                data, self._carry = data[:-1], data[-1:]
-        else:
-            data = decode_to_pcm(encoding, data)
-        if data:
-            self._emit(AudioFrame(data, self.sample_rate, 1, self.generation))
-
-    def _end_audio(self) -> None:
-        if self._carry:
-            log.warning("%s: dropped a trailing odd byte of 16-bit audio", self.provider)
-            self._carry = b""

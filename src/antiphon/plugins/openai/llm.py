@@ -6,35 +6,25 @@ servers that copy its API — Ollama, vLLM, xAI, Groq (:meth:`OpenAILLM.compatib
 their URLs and key variables) — and with Azure OpenAI (``azure_endpoint`` +
 ``azure_deployment``: the deployment path, ``api-version`` query and ``api-key`` header).
 
-Deadlines come from :class:`~antiphon.services.llm.LLMDeadlines`: ``connect`` for TCP/TLS,
-``first_token`` from the request to the first text or tool call (the request, the
-response head and any retry included), ``idle`` between events afterwards, ``close``
-for closing. A request that fails before anything was delivered — 429, 5xx, a dropped
-connection, a stream cut before its first token — is retried ``max_retries`` times (one
-by default) after the server's ``Retry-After`` (or ``retry_backoff``), provided the wait
-is at most ``max_retry_wait`` and fits in the first-token deadline. Once a token was
-delivered a failure is never retried: it ends the stream with a typed error after the
-text that came. Cancelling a stream closes its response (and drops that connection) at
-once.
+The HTTP loop — deadlines, retries before the first token (after ``Retry-After`` or a
+jittered backoff from ``retry_backoff``), never after, cancel closing the response — is
+:mod:`antiphon.services.http_llm`'s; this module builds the request and parses the
+stream (:class:`OpenAIChatStream`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import httpx
-
-from antiphon.aio.tasks import TaskOwner
-from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
-from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
+from antiphon.errors import ConfigError, ProviderError
+from antiphon.net.http import HttpOptions
 from antiphon.protocols import openai_chat as oc
-from antiphon.protocols.retry import retry_delay
-from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines, Usage
+from antiphon.protocols.retry import Backoff
+from antiphon.services.http_llm import HttpChatStream, HttpLLM
+from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
 log = logging.getLogger(__name__)
@@ -56,7 +46,7 @@ COMPATIBLE: dict[str, tuple[str, str | None]] = {
 _FINISH = {"stop", "tool_calls", "length", "content_filter"}
 
 
-class OpenAILLM(LLM):
+class OpenAILLM(HttpLLM):
     """Streaming chat over an OpenAI-compatible API (see the module docstring).
 
     ``model`` is required (for Azure it defaults to the deployment). ``api_key`` defaults
@@ -67,6 +57,7 @@ class OpenAILLM(LLM):
     """
 
     provider: ClassVar[str] = PROVIDER
+    not_streaming_hint: ClassVar[str] = "does this server support streaming (stream: true)?"
 
     def __init__(
         self,
@@ -95,7 +86,7 @@ class OpenAILLM(LLM):
         http: HttpOptions | None = None,
         max_retries: int = 1,
         max_retry_wait: float = 5.0,
-        retry_backoff: float = 0.25,
+        retry_backoff: float | Backoff = 0.25,
     ) -> None:
         azure = azure_endpoint is not None or azure_deployment is not None
         if azure:
@@ -112,10 +103,6 @@ class OpenAILLM(LLM):
             raise ConfigError(
                 "OpenAILLM needs model=..., e.g. 'gpt-4o-mini' (OpenAI), 'llama3.2' (Ollama)"
             )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if max_retry_wait < 0 or retry_backoff < 0:
-            raise ConfigError("max_retry_wait and retry_backoff must be >= 0 seconds")
         self.model = model
         self.azure = azure
         key = self._resolve_key(api_key, AZURE_KEY_ENV if azure else api_key_env, azure)
@@ -130,7 +117,7 @@ class OpenAILLM(LLM):
         if project:
             hdrs["OpenAI-Project"] = project
         hdrs.update(headers or {})
-        self._headers = hdrs
+        self.headers = hdrs
         self.options: dict[str, Any] = {
             "include_usage": include_usage,
             "temperature": temperature,
@@ -145,20 +132,13 @@ class OpenAILLM(LLM):
         }
         # Refuse bad options now rather than at the first chat().
         oc.build_body([_Probe()], [], model=model, **{**self.options, "tool_choice": None})
-        self.max_retries = max_retries
-        self.max_retry_wait = max_retry_wait
-        self.retry_backoff = retry_backoff
-        super().__init__(deadlines=deadlines)
-        d = self.deadlines
-        self.http_options = http or HttpOptions(
-            connect_timeout=d.connect,
-            read_timeout=max(d.first_token, d.idle) + d.close,
-            write_timeout=d.connect,
-            pool_timeout=d.connect,
+        super().__init__(
+            deadlines=deadlines,
+            http=http,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            retry_backoff=retry_backoff,
         )
-        self._client: httpx.AsyncClient = make_client(self.http_options)
-        self.requests = 0
-        """HTTP requests sent (retries included)."""
 
     @staticmethod
     def _resolve_key(api_key: str | None, env: str | None, azure: bool) -> str:
@@ -194,16 +174,15 @@ class OpenAILLM(LLM):
         """The JSON request body for ``context`` and ``tools``."""
         return oc.build_body(context.messages, tools, model=self.model, **self.options)
 
-    def _new_stream(
-        self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
-    ) -> ChatStream:
-        body = oc.encode_body(self.body(context, tools))  # ConfigError here, at chat()
-        return OpenAIChatStream(self, context, tools, generation, body, self._tasks)
+    def encode(self, context: ChatContext, tools: tuple[FunctionTool, ...]) -> bytes:
+        return oc.encode_body(self.body(context, tools))
 
-    async def _aclose_resources(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.deadlines.close):
-                await self._client.aclose()
+    def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        if self.azure:
+            hint = f"check the Azure OpenAI key ({AZURE_KEY_ENV} or api_key=...)"
+        else:
+            hint = f"check the API key for {self.url} (api_key=... or its variable)"
+        return oc.http_error(status, headers, body, provider=self.provider, auth_hint=hint)
 
 
 class _Probe:
@@ -213,124 +192,32 @@ class _Probe:
     tool_call_id = None
 
 
-class OpenAIChatStream(ChatStream):
-    """One streamed chat completion (with at most ``max_retries`` retries before output)."""
+class OpenAIChatStream(HttpChatStream):
+    """One streamed chat completion: SSE chunks, complete at ``[DONE]`` (or, from servers
+    that omit it, at the end of a body that carried a ``finish_reason``)."""
 
-    def __init__(
-        self,
-        llm: OpenAILLM,
-        context: ChatContext,
-        tools: tuple[FunctionTool, ...],
-        generation: int,
-        body: bytes,
-        owner: TaskOwner,
-    ) -> None:
-        self._llm = llm
-        self._body = body
-        self._t0 = asyncio.get_running_loop().time()
-        self.attempts = 0
-        super().__init__(
-            provider=llm.provider,
-            context=context,
-            tools=tools,
-            generation=generation,
-            deadlines=llm.deadlines,
-            owner=owner,
-        )
+    end_marker = "its end ([DONE] or a finish_reason)"
 
-    async def _run(self) -> None:
-        llm = self._llm
-        loop = asyncio.get_running_loop()
-        retries = 0
-        while True:
-            try:
-                await self._attempt()
-                return
-            except ProviderError as exc:
-                delay = retry_delay(
-                    exc,
-                    delivered=self.has_output,
-                    attempt=retries,
-                    max_retries=llm.max_retries,
-                    max_wait=llm.max_retry_wait,
-                    backoff=llm.retry_backoff,
-                    budget=self._t0 + self.deadlines.first_token - loop.time(),
-                )
-                if delay is None:
-                    raise
-                retries += 1
-                log.info("%s: %s; retrying in %.2fs", self.provider, exc, delay)
-                await asyncio.sleep(delay)
+    def _begin(self) -> None:
+        self._parser = oc.SseParser()
+        self._finished = False
 
-    async def _attempt(self) -> None:
-        llm = self._llm
-        self.attempts += 1
-        llm.requests += 1
-        request = llm._client.build_request(
-            "POST", llm.url, content=self._body, headers=llm._headers
-        )
-        try:
-            response = await llm._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(
-                exc, provider=self.provider, stage="request", url=llm.url, options=llm.http_options
-            ) from None
-        try:
-            if not response.is_success:
-                body = await self._error_body(response)
-                raise oc.http_error(
-                    response.status_code,
-                    response.headers,
-                    body,
-                    provider=self.provider,
-                    auth_hint=self._auth_hint(),
-                )
-            ctype = response.headers.get("content-type", "")
-            if ctype.startswith("application/json"):
-                raise ProviderError(
-                    "the server answered with JSON, not an event stream",
-                    provider=self.provider,
-                    stage="receive",
-                    hint="does this server support streaming (stream: true)?",
-                )
-            await self._read(response)
-        finally:
-            await self._close(response)
+    def _feed(self, chunk: bytes) -> bool:
+        return self._report(self._parse(self._parser.feed, chunk))
 
-    async def _read(self, response: httpx.Response) -> None:
-        parser = oc.SseParser()
-        chunks = response.aiter_bytes()
-        finished = False
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except httpx.HTTPError as exc:
-                raise transport_error(
-                    exc,
-                    provider=self.provider,
-                    stage="receive",
-                    url=self._llm.url,
-                    options=self._llm.http_options,
-                ) from None
-            for event in self._parse(parser.feed, chunk):
-                if self._handle(event):
-                    return
-                finished = finished or isinstance(event, oc.Finish)
-        for event in self._parse(lambda _: parser.close(), b""):
+    def _end(self) -> bool:
+        if self._report(self._parse(lambda _: self._parser.close(), b"")):
+            return True
+        if self._finished:
+            log.debug("%s: stream ended after its finish_reason but without [DONE]", self.provider)
+        return self._finished
+
+    def _report(self, events: list[oc.WireEvent]) -> bool:
+        for event in events:
             if self._handle(event):
-                return
-            finished = finished or isinstance(event, oc.Finish)
-        if not finished:
-            raise ProviderConnectionError(
-                "the stream ended before its end ([DONE] or a finish_reason)",
-                provider=self.provider,
-                stage="receive",
-                hint="the server closed the response early; retrying usually helps",
-                retryable=True,
-            )
-        log.debug("%s: stream ended after its finish_reason but without [DONE]", self.provider)
+                return True
+            self._finished = self._finished or isinstance(event, oc.Finish)
+        return False
 
     def _parse(self, feed: Any, chunk: bytes) -> list[oc.WireEvent]:
         try:
@@ -371,23 +258,5 @@ class OpenAIChatStream(ChatStream):
             return True
         return False
 
-    async def _error_body(self, response: httpx.Response) -> bytes:
-        body = b""
-        with contextlib.suppress(TimeoutError, httpx.HTTPError, httpx.StreamError):
-            async with asyncio.timeout(self.deadlines.close):
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) >= ERROR_BODY_LIMIT:
-                        break
-        return body[:ERROR_BODY_LIMIT]
 
-    async def _close(self, response: httpx.Response) -> None:
-        """Close the response; one not read to its end drops its connection."""
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
-            async with asyncio.timeout(self.deadlines.close):
-                await response.aclose()
-
-    def _auth_hint(self) -> str:
-        if self._llm.azure:
-            return f"check the Azure OpenAI key ({AZURE_KEY_ENV} or api_key=...)"
-        return f"check the API key for {self._llm.url} (api_key=... or its variable)"
+OpenAILLM.stream_class = OpenAIChatStream

@@ -1,0 +1,5 @@
+"""Hume plugins: Octave text to speech, streamed (HumeTTS)."""
+
+from antiphon.plugins.hume.tts import HumeTTS
+
+__all__ = ["HumeTTS"]

@@ -1,0 +1,286 @@
+"""Chat over streaming HTTP: one request per response, read as it arrives, retried before output.
+
+OpenAI chat completions, Anthropic Messages and Gemini ``streamGenerateContent`` differ
+only in the request they build and the event stream they parse; the loop around them is
+the same, and lives here once:
+
+- :class:`HttpLLM` owns the ``httpx`` client (deadlines from
+  :class:`~antiphon.services.llm.LLMDeadlines`: ``connect`` for TCP/TLS, a read backstop of
+  ``max(first_token, idle) + close``), the request headers and the retry settings. A
+  plugin sets :attr:`HttpLLM.url`, :attr:`HttpLLM.headers`, :attr:`HttpLLM.stream_class`
+  and implements :meth:`HttpLLM.encode` (the body, refused with ``ConfigError`` at
+  ``chat()``) and :meth:`HttpLLM.http_error` (its error body → a typed error).
+- :class:`HttpChatStream` sends the request, waits for the head, refuses an error status
+  or a JSON answer where an event stream was asked for, and feeds the body, chunk by
+  chunk, to the plugin's parser (:meth:`HttpChatStream._begin`, :meth:`~HttpChatStream._feed`,
+  :meth:`~HttpChatStream._end`), which reports through the
+  :class:`~antiphon.services.llm.ChatStream` base. A body that ends before the protocol's
+  end marker is a retryable ``ProviderConnectionError``.
+
+Retries: a request that fails before anything was delivered — 429, 5xx, a dropped
+connection, a stream cut before its first token — is retried ``max_retries`` times (one
+by default) after the server's ``Retry-After`` or else the jittered
+:class:`~antiphon.protocols.retry.Backoff` (``retry_backoff`` is its base, or a
+``Backoff``), provided the wait is at most ``max_retry_wait`` and fits in the first-token
+deadline (:func:`~antiphon.protocols.retry.retry_delay`). Once a token was delivered a
+failure is never retried: it ends the stream with a typed error after the text that came.
+Cancelling a stream closes its response (and drops that connection) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
+
+import httpx
+
+from antiphon.aio.tasks import TaskOwner
+from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
+from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
+from antiphon.protocols.retry import Backoff, retry_delay
+from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines
+from antiphon.services.tools import FunctionTool
+
+__all__ = ["HttpChatStream", "HttpLLM", "make_backoff"]
+
+log = logging.getLogger(__name__)
+
+
+def make_backoff(retry_backoff: float | Backoff) -> Backoff:
+    """The :class:`Backoff` of a ``retry_backoff`` option: a ``Backoff`` as is, or a
+    number of seconds as the base of a jittered exponential one (capped at 4 s, or the
+    base if larger). ``ConfigError`` if negative."""
+    if isinstance(retry_backoff, Backoff):
+        return retry_backoff
+    if (
+        isinstance(retry_backoff, bool)
+        or not isinstance(retry_backoff, int | float)
+        or retry_backoff < 0
+    ):
+        raise ConfigError(f"retry_backoff must be >= 0 seconds, got {retry_backoff!r}")
+    return Backoff(base=float(retry_backoff), cap=max(4.0, float(retry_backoff)))
+
+
+class HttpLLM(LLM):
+    """An LLM that streams each response over one HTTP request (see the module docstring).
+
+    Args:
+        deadlines: The waits on the model.
+        http: The HTTP client's deadlines and pool (default: from ``deadlines``).
+        max_retries: Retries of a request that failed before any output.
+        max_retry_wait: The longest wait before a retry (a longer ``Retry-After`` gives up).
+        retry_backoff: The backoff's base in seconds, or a :class:`Backoff`.
+
+    Raises:
+        ConfigError: a retry option out of range.
+    """
+
+    #: The stream class the plugin's responses use.
+    stream_class: ClassVar[type[HttpChatStream]]
+    #: What a JSON answer (where an event stream was asked for) suggests checking.
+    not_streaming_hint: ClassVar[str] = "does this server support streaming?"
+
+    url: str
+    """Where each request is POSTed."""
+    headers: dict[str, str]
+    """The request headers (the key among them)."""
+
+    def __init__(
+        self,
+        *,
+        deadlines: LLMDeadlines | None = None,
+        http: HttpOptions | None = None,
+        max_retries: int = 1,
+        max_retry_wait: float = 5.0,
+        retry_backoff: float | Backoff = 0.25,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if max_retry_wait < 0:
+            raise ConfigError("max_retry_wait must be >= 0 seconds")
+        self.backoff = make_backoff(retry_backoff)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.retry_backoff = retry_backoff
+        super().__init__(deadlines=deadlines)
+        d = self.deadlines
+        self.http_options = http or HttpOptions(
+            connect_timeout=d.connect,
+            read_timeout=max(d.first_token, d.idle) + d.close,
+            write_timeout=d.connect,
+            pool_timeout=d.connect,
+        )
+        self._client: httpx.AsyncClient = make_client(self.http_options)
+        self.requests = 0
+        """HTTP requests sent (retries included)."""
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return self.headers
+
+    @abstractmethod
+    def encode(self, context: ChatContext, tools: tuple[FunctionTool, ...]) -> bytes:
+        """The request body (``ConfigError`` for a conversation the API cannot take)."""
+
+    @abstractmethod
+    def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        """The typed error of an error response."""
+
+    def _new_stream(
+        self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
+    ) -> ChatStream:
+        body = self.encode(context, tools)  # ConfigError here, at chat()
+        return self.stream_class(self, context, tools, generation, body, self._tasks)
+
+    async def _aclose_resources(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.deadlines.close):
+                await self._client.aclose()
+
+
+class HttpChatStream(ChatStream):
+    """One streamed response (with at most ``max_retries`` retries before output).
+
+    A plugin implements the parser hooks: :meth:`_begin` (a new attempt: fresh parser
+    state), :meth:`_feed` (report the events of a chunk; True at the end marker) and
+    :meth:`_end` (the body ended: report what remains; True if the response was
+    complete). ``end_marker`` names what a complete stream ends with, for the error.
+    """
+
+    end_marker: ClassVar[str] = "its end"
+
+    def __init__(
+        self,
+        llm: HttpLLM,
+        context: ChatContext,
+        tools: tuple[FunctionTool, ...],
+        generation: int,
+        body: bytes,
+        owner: TaskOwner,
+    ) -> None:
+        self._llm = llm
+        self._body = body
+        self._t0 = asyncio.get_running_loop().time()
+        self.attempts = 0
+        """Requests this response took (1 + retries)."""
+        super().__init__(
+            provider=llm.provider,
+            context=context,
+            tools=tools,
+            generation=generation,
+            deadlines=llm.deadlines,
+            owner=owner,
+        )
+
+    # -- the parser (the plugin's)
+    @abstractmethod
+    def _begin(self) -> None:
+        """A new attempt starts: reset the parser."""
+
+    @abstractmethod
+    def _feed(self, chunk: bytes) -> bool:
+        """Parse ``chunk`` and report its events; True once the stream is complete."""
+
+    @abstractmethod
+    def _end(self) -> bool:
+        """The body ended: report what the parser still holds; True if complete."""
+
+    # -- the loop
+    async def _run(self) -> None:
+        llm = self._llm
+        loop = asyncio.get_running_loop()
+        retries = 0
+        while True:
+            try:
+                await self._attempt()
+                return
+            except ProviderError as exc:
+                delay = retry_delay(
+                    exc,
+                    delivered=self.has_output,
+                    attempt=retries,
+                    max_retries=llm.max_retries,
+                    max_wait=llm.max_retry_wait,
+                    backoff=llm.backoff,
+                    budget=self._t0 + self.deadlines.first_token - loop.time(),
+                )
+                if delay is None:
+                    raise
+                retries += 1
+                log.info("%s: %s; retrying in %.2fs", self.provider, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _attempt(self) -> None:
+        llm = self._llm
+        self.attempts += 1
+        llm.requests += 1
+        request = llm._client.build_request(
+            "POST", llm.url, content=self._body, headers=llm.headers
+        )
+        try:
+            response = await llm._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "request") from None
+        try:
+            if not response.is_success:
+                body = await self._error_body(response)
+                raise llm.http_error(response.status_code, response.headers, body)
+            if response.headers.get("content-type", "").startswith("application/json"):
+                raise ProviderError(
+                    "the server answered with JSON, not an event stream",
+                    provider=self.provider,
+                    stage="receive",
+                    hint=llm.not_streaming_hint,
+                )
+            await self._read(response)
+        finally:
+            await self._close(response)
+
+    async def _read(self, response: httpx.Response) -> None:
+        self._begin()
+        chunks = response.aiter_bytes()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, "receive") from None
+            if self._feed(chunk):
+                return
+        if self._end():
+            return
+        raise ProviderConnectionError(
+            f"the stream ended before {self.end_marker}",
+            provider=self.provider,
+            stage="receive",
+            hint="the server closed the response early; retrying usually helps",
+            retryable=True,
+        )
+
+    def _transport_error(self, exc: httpx.HTTPError, stage: str) -> ProviderError:
+        llm = self._llm
+        return transport_error(
+            exc, provider=self.provider, stage=stage, url=llm.url, options=llm.http_options
+        )
+
+    async def _error_body(self, response: httpx.Response) -> bytes:
+        """Up to ERROR_BODY_LIMIT bytes of an error body, within the close deadline."""
+        body = b""
+        with contextlib.suppress(TimeoutError, httpx.HTTPError, httpx.StreamError):
+            async with asyncio.timeout(self.deadlines.close):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= ERROR_BODY_LIMIT:
+                        break
+        return body[:ERROR_BODY_LIMIT]
+
+    async def _close(self, response: httpx.Response) -> None:
+        """Close the response; one not read to its end drops its connection."""
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(self.deadlines.close):
+                await response.aclose()
