@@ -9,8 +9,8 @@ import pytest
 from antiphon.errors import ConfigError
 from antiphon.plugins.anthropic import AnthropicLLM
 from antiphon.plugins.openai import OpenAILLM
-from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, make_backoff
+from antiphon.protocols.retry import Backoff, make_backoff
+from antiphon.services.http_llm import HttpChatStream
 from antiphon.services.llm import ChatContext
 from antiphon.testing.anthropic_messages import FakeAnthropicMessages
 from antiphon.testing.conformance.llm import FAST

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
 
-__all__ = ["Backoff", "retry_delay"]
+__all__ = ["Backoff", "make_backoff", "retry_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +83,18 @@ def retry_delay(
     if wait > max_wait or (budget is not None and wait >= budget):
         return None
     return wait
+
+
+def make_backoff(retry_backoff: float | Backoff) -> Backoff:
+    """The :class:`Backoff` of a ``retry_backoff`` option: a ``Backoff`` as is, or a
+    number of seconds as the base of a jittered exponential one (capped at 4 s, or the
+    base if larger). ``ConfigError`` if negative."""
+    if isinstance(retry_backoff, Backoff):
+        return retry_backoff
+    if (
+        isinstance(retry_backoff, bool)
+        or not isinstance(retry_backoff, int | float)
+        or retry_backoff < 0
+    ):
+        raise ConfigError(f"retry_backoff must be >= 0 seconds, got {retry_backoff!r}")
+    return Backoff(base=float(retry_backoff), cap=max(4.0, float(retry_backoff)))

@@ -41,28 +41,13 @@ import httpx
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
-from antiphon.protocols.retry import Backoff, retry_delay
+from antiphon.protocols.retry import Backoff, make_backoff, retry_delay
 from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines
 from antiphon.services.tools import FunctionTool
 
-__all__ = ["HttpChatStream", "HttpLLM", "make_backoff"]
+__all__ = ["HttpChatStream", "HttpLLM"]
 
 log = logging.getLogger(__name__)
-
-
-def make_backoff(retry_backoff: float | Backoff) -> Backoff:
-    """The :class:`Backoff` of a ``retry_backoff`` option: a ``Backoff`` as is, or a
-    number of seconds as the base of a jittered exponential one (capped at 4 s, or the
-    base if larger). ``ConfigError`` if negative."""
-    if isinstance(retry_backoff, Backoff):
-        return retry_backoff
-    if (
-        isinstance(retry_backoff, bool)
-        or not isinstance(retry_backoff, int | float)
-        or retry_backoff < 0
-    ):
-        raise ConfigError(f"retry_backoff must be >= 0 seconds, got {retry_backoff!r}")
-    return Backoff(base=float(retry_backoff), cap=max(4.0, float(retry_backoff)))
 
 
 class HttpLLM(LLM):

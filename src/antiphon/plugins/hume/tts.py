@@ -21,8 +21,7 @@ import httpx
 from antiphon.errors import ConfigError
 from antiphon.net.http import HttpOptions, make_client
 from antiphon.protocols import hume_tts as ht
-from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import make_backoff
+from antiphon.protocols.retry import Backoff, make_backoff
 from antiphon.services.http_tts import HttpSegmentStream
 from antiphon.services.tts import TTS, TTSDeadlines
 
