@@ -235,6 +235,11 @@ class WebSocketSTT(STT, Generic[S, A]):
     def end_input(self, session: S) -> list[Message]:
         """What the end of input sends (the server then finishes and ends the session)."""
 
+    def opening(self, session: S) -> list[Message]:
+        """What a stream sends first on its first connection (e.g. a session's configuration;
+        a replay resends it as part of ``replay()``)."""
+        return []
+
     def settle(self, session: S) -> list[A]:
         """Actions that close what is open when a drop completes the stream harmlessly."""
         return []
@@ -453,7 +458,8 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S, A]):
             conn = await self._connect_retrying(None)
             self._start_reading(conn)
             self._last_send = asyncio.get_running_loop().time()
-            await self._loop()
+            if not await self._send(self._stt.opening(self._session)):
+                await self._loop()
             graceful = True
         finally:
             await self._detach(graceful=graceful and not self._stt._tasks.closing)
