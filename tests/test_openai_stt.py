@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from antiphon.audio.frame import AudioFrame
+from antiphon.audio.wav import read_wav, write_wav
+from antiphon.cli import main
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.openai import OpenAISTT
 from antiphon.plugins.openai.stt import OpenAIRecognizeStream
@@ -288,3 +291,23 @@ async def test_without_vad_each_flush_is_one_commit_and_one_final() -> None:
         assert fake.stats.commits == 2
         assert fake.stats.sessions[0]["audio"]["input"]["turn_detection"] is None
     assert [(f.text, f.utterance) for f in finals] == [(texts[0], 0), (texts[1], 1)]
+
+
+@pytest.mark.realtime
+def test_cli_talk_runs_with_the_openai_stt_on_its_fake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``antiphon talk --stt openai --fake``: the whole pipeline on loopback fakes."""
+    question = tmp_path / "q.wav"
+    # a phrase whose tone the WebRTC voice detector hears as speech (as in
+    # tests/test_provider_pipeline.py)
+    write_wav(str(question), speech("what is the weather", pad=0.5))
+    out = tmp_path / "a.wav"
+    argv = ["talk", str(question), "--out", str(out), "--vad", "webrtc", "--stt", "openai"]
+    argv += ["--llm", "openai:gpt-4o-mini", "--tts", "deepgram", "--fake"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "stt=openai llm=openai:gpt-4o-mini tts=deepgram" in printed
+    # the CLI gives the fake STT no vocabulary: it hears the tone as "unknown"
+    assert "user:  unknown" in printed
+    assert out.exists() and read_wav(out).duration > 0.5
