@@ -88,7 +88,9 @@ class TestOpenAISTTConformance(WebSocketSTTConformance):
         paused session anyway costs one reconnect: the session is configured again and
         the next speech is heard on the new connection, times running on."""
         texts = PHRASES[:2]
-        async with self.run(FaultPlan(idle_close_after=0.4), max_reconnects=2) as r:
+        # the idle close at 0.6 s, the reconnect within the first backoff wait (at most
+        # 0.25 s): the new connection is busy again when the caller resumes at 1.0 s
+        async with self.run(FaultPlan(idle_close_after=0.6), max_reconnects=2) as r:
             async with r.stt.stream() as s:
                 _feed(s, speech(texts[0]))
                 await asyncio.sleep(1.0)  # the caller pauses longer than the idle close

@@ -36,7 +36,7 @@ from test_deepgram_stt import speech
 pytestmark = pytest.mark.virtual_time
 
 PHRASE = "What time is it?"
-Make = Callable[..., WebSocketSTT[Any, Any]]
+Make = Callable[..., WebSocketSTT[Any]]
 
 
 def _free_port() -> int:
@@ -57,7 +57,7 @@ def _assemblyai(url: str, **kw: Any) -> AssemblyAISTT:
 PLUGINS = [pytest.param(_deepgram, id="deepgram"), pytest.param(_assemblyai, id="assemblyai")]
 
 
-def _record_attempts(stt: WebSocketSTT[Any, Any], times: list[float]) -> None:
+def _record_attempts(stt: WebSocketSTT[Any], times: list[float]) -> None:
     """Note the loop time of every connection attempt the stream makes."""
     original = stt._connect
     loop = asyncio.get_running_loop()

@@ -39,7 +39,6 @@ No I/O and no asyncio here; the plugin is ``antiphon.plugins.openai.stt``.
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import math
 from collections import deque
@@ -55,6 +54,7 @@ from antiphon.errors import (
     ProviderConnectionError,
     ProviderError,
 )
+from antiphon.protocols.stt_session import Act, Action, AudioJournal, Phase, Recognized
 
 __all__ = [
     "COMMIT",
@@ -377,51 +377,11 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class Phase(enum.Enum):
-    OPEN = "open"  # audio may be sent
-    CLOSING = "closing"  # input ended: waiting for the transcripts owed
-    DONE = "done"  # nothing more is owed
-
-
-class Act(enum.Enum):
-    EMIT = "emit"  # a transcript for the caller (Action.transcript)
-    DONE = "done"  # the recognition is complete
-    FAIL = "fail"  # the server reported an error (Action.note)
-    NOTICE = "notice"  # informational: log at most
-    DROP = "drop"  # stale, unknown or malformed: discard (Action.note)
-
-
-@dataclass(frozen=True, slots=True)
-class Recognized:
-    """A transcript in seconds of the *stream's* audio (offsets of reconnects applied)."""
-
-    text: str
-    is_final: bool
-    start: float
-    end: float
-    confidence: float
-    utterance: int
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    act: Act
-    event: object = None
-    transcript: Recognized | None = None
-    note: str = ""
-
-
 @dataclass(slots=True)
 class _Item:
     start: float  # stream seconds
     end: float
     text: str = ""
-
-
-@dataclass(slots=True)
-class _Chunk:
-    start: float
-    data: bytes
 
 
 TIME_TOLERANCE = 0.02
@@ -438,10 +398,8 @@ class TranscriptionSession:
     """
 
     def __init__(self, options: TranscriptionOptions, *, journal_seconds: float = 30.0) -> None:
-        if not isinstance(journal_seconds, int | float) or journal_seconds < 0:
-            raise ConfigError("journal_seconds must be >= 0 (0: never replay audio)")
         self.options = options
-        self.journal_seconds = float(journal_seconds)
+        self.journal = AudioJournal(journal_seconds, bytes_per_second=BYTES_PER_SECOND, width=2)
         self.phase = Phase.OPEN
         self.sent = 0.0
         self.buffer_start = 0.0
@@ -452,9 +410,6 @@ class TranscriptionSession:
         self.speaking: tuple[str, float] | None = None  # VAD: item and start of speech
         self.utterance = 0
         self.connections = 1
-        self._journal: deque[_Chunk] = deque()
-        self._journal_bytes = 0
-        self.journal_overflowed = False
 
     # -- queries
     @property
@@ -488,7 +443,7 @@ class TranscriptionSession:
         msgs: list[Message] = []
         for i in range(0, len(pcm), step):
             piece = pcm[i : i + step]
-            self._journal_add(_Chunk(self.sent, piece))
+            self.journal.add(self.sent, piece)
             self.sent += len(piece) / BYTES_PER_SECOND
             msgs.append(append(piece))
         return msgs
@@ -530,41 +485,20 @@ class TranscriptionSession:
         return []
 
     # -- journal and replay
-    def _journal_add(self, chunk: _Chunk) -> None:
-        if self.journal_seconds <= 0:
-            self.journal_overflowed = True
-            return
-        self._journal.append(chunk)
-        self._journal_bytes += len(chunk.data)
-        while self._journal and self._journal_bytes > self.journal_seconds * BYTES_PER_SECOND:
-            self._journal_bytes -= len(self._journal.popleft().data)
-            self.journal_overflowed = True
-
     def _journal_trim(self) -> None:
         """Forget audio before every pending item and the uncommitted buffer."""
         keep = min(
             [self.buffer_start, *(i.start for i in self.items.values())]
             + ([self.speaking[1]] if self.speaking else [])
         )
-        while self._journal:
-            head = self._journal[0]
-            if head.start + len(head.data) / BYTES_PER_SECOND <= keep + 1e-9:
-                self._journal.popleft()
-                self._journal_bytes -= len(head.data)
-                continue
-            cut = min(round((keep - head.start) * SAMPLE_RATE) * 2, len(head.data) - 2)
-            if cut > 0:  # a replay starts exactly where the audio is still owed
-                head.data = head.data[cut:]
-                head.start += cut / BYTES_PER_SECOND
-                self._journal_bytes -= cut
-            break
+        self.journal.trim(keep)
 
     def replay(self) -> list[Message] | None:
         """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal_overflowed or self.phase is Phase.DONE:
+        if self.journal.overflowed or self.phase is Phase.DONE:
             return None
-        msgs: list[Message] = [*self.start(), *(append(c.data) for c in self._journal)]
-        if self._journal and (self.awaiting or self.items):
+        msgs: list[Message] = [*self.start(), *(append(data) for data in self.journal)]
+        if self.journal and (self.awaiting or self.items):
             msgs.append(COMMIT)
         return msgs
 
@@ -573,7 +507,8 @@ class TranscriptionSession:
         msgs = self.replay()
         if msgs is None:
             raise ProtocolStateError("nothing can be replayed: audio was lost")
-        self.offset = self._journal[0].start if self._journal else self.sent
+        start = self.journal.start
+        self.offset = start if start is not None else self.sent
         self.buffer_start = self.offset
         self.items.clear()
         self.owed.clear()

@@ -2,9 +2,10 @@
 
 A plugin subclasses :class:`WebSocketSTT` and supplies its protocol: a URL and headers, a
 session factory (its protocol module's sans-I/O state machine, which satisfies
-:class:`WireSession`), what a flush and the end of input send, how an action of the
-machine reads (a transcript, an error, or nothing) and how a close code maps to a typed
-error. This module does the rest, once, for all of them.
+:class:`WireSession` and speaks the shared vocabulary of
+:mod:`antiphon.protocols.stt_session`), what opens a connection, what a flush and the end
+of input send, and how a close code maps to a typed error. This module does the rest,
+once, for all of them.
 
 How it is built:
 
@@ -17,7 +18,7 @@ How it is built:
   only what it must act on (the connection was lost, the recognition is complete)
   through the mailbox, and fails the stream directly on a server error. The deadlines
   read the time of the reader's last message (written by the reader alone);
-- a connection that drops while results are owed is replaced and the un-finalized audio
+- a connection that drops before every result arrived is replaced and the un-finalized audio
   in the machine's bounded journal replayed (result times are shifted by the machine, so
   the caller sees one continuous stream). A refused first connection is retried the same
   way. Attempts are spaced by :class:`~antiphon.protocols.retry.Backoff` (bounded
@@ -38,7 +39,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from antiphon.aio.channel import ChannelClosed
 from antiphon.audio.resample import AudioConverter
@@ -51,6 +52,7 @@ from antiphon.errors import (
 )
 from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
 from antiphon.protocols.retry import Backoff, retry_delay
+from antiphon.protocols.stt_session import Act, Action, Phase, Recognized
 from antiphon.services.stt import (
     STT,
     AudioInput,
@@ -63,7 +65,6 @@ from antiphon.services.stt import (
 )
 
 __all__ = [
-    "Recognition",
     "WebSocketRecognizeStream",
     "WebSocketSTT",
     "WireSession",
@@ -72,18 +73,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Message = str | bytes
-A = TypeVar("A")
-S = TypeVar("S", bound="WireSession[Any]")
-A_co = TypeVar("A_co", covariant=True)
+S = TypeVar("S", bound="WireSession")
 
 
-class WireSession(Protocol[A_co]):
-    """What the driver needs of a protocol module's session (one recognition).
+class WireSession(Protocol):
+    r"""What the driver needs of a protocol module's session (one recognition).
 
-    ``awaiting``: the server owes an answer (a deadline runs). ``replay()``: what a new
-    connection needs to recover, or None when audio was lost; ``begin_replay()`` switches
-    to it. ``lost_is_harmless()``: a drop now loses nothing (input ended, all finalized).
+    ``phase``: audio is taken while ``OPEN``. ``awaiting``: the server owes an answer (a
+    deadline runs). ``replay()``: what a new connection needs to recover, or None when
+    audio was lost; ``begin_replay()`` switches to it. ``lost_is_harmless()``: a drop now
+    loses nothing (input ended, all finalized). ``feed`` answers a server frame with the
+    shared :class:`~antiphon.protocols.stt_session.Action`\ s.
     """
+
+    phase: Phase
 
     @property
     def done(self) -> bool: ...
@@ -101,29 +104,7 @@ class WireSession(Protocol[A_co]):
 
     def lost_is_harmless(self) -> bool: ...
 
-    def feed(self, frame: str | bytes) -> Sequence[A_co]: ...
-
-
-class Recognition(Protocol):
-    """A transcript as a protocol machine reports it (stream seconds, reconnects applied)."""
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def is_final(self) -> bool: ...
-
-    @property
-    def start(self) -> float: ...
-
-    @property
-    def end(self) -> float: ...
-
-    @property
-    def confidence(self) -> float: ...
-
-    @property
-    def utterance(self) -> int: ...
+    def feed(self, frame: str | bytes) -> list[Action]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +123,7 @@ class _Control:
     message: Message
 
 
-class WebSocketSTT(STT, Generic[S, A]):
+class WebSocketSTT(STT, Generic[S]):
     """Base of streaming STT plugins over one WebSocket per stream.
 
     Args:
@@ -223,12 +204,15 @@ class WebSocketSTT(STT, Generic[S, A]):
     def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
         """The typed error for a server close (``retryable`` decides about a replay)."""
 
-    @abstractmethod
+    #: Said with an error the server reports (what to read, where to look).
+    error_hint: ClassVar[str] = "see the provider's error message above"
+
     def accepts_input(self, session: S) -> bool:
         """Whether the session still takes audio, keep-alives and control messages."""
+        return session.phase is Phase.OPEN
 
     @abstractmethod
-    def flush_input(self, session: S) -> tuple[list[Message], list[A]]:
+    def flush_input(self, session: S) -> tuple[list[Message], list[Action]]:
         """What a flush sends, and actions to apply at once (an utterance the client ends)."""
 
     @abstractmethod
@@ -240,13 +224,28 @@ class WebSocketSTT(STT, Generic[S, A]):
         a replay resends it as part of ``replay()``)."""
         return []
 
-    def settle(self, session: S) -> list[A]:
+    def settle(self, session: S) -> list[Action]:
         """Actions that close what is open when a drop completes the stream harmlessly."""
         return []
 
-    @abstractmethod
-    def interpret(self, action: A) -> Recognition | ProviderError | None:
+    def interpret(self, action: Action) -> Recognized | ProviderError | None:
         """A transcript for the caller, the error that fails the stream, or nothing."""
+        if action.act is Act.EMIT:
+            return action.transcript
+        if action.act is Act.FAIL:
+            return ProviderError(
+                f"the server reported an error: {action.note}",
+                provider=self.provider,
+                stage="receive",
+                hint=self.error_hint,
+            )
+        if action.act is Act.DROP:
+            log.debug(
+                "%s: dropped %s (%s)", self.provider, type(action.event).__name__, action.note
+            )
+        elif action.act is Act.NOTICE:
+            log.debug("%s: %s", self.provider, type(action.event).__name__)
+        return None
 
     # -- connections
     async def _connect(self) -> WsConnection:
@@ -267,10 +266,10 @@ class WebSocketSTT(STT, Generic[S, A]):
         return WebSocketRecognizeStream(self, generation)
 
 
-class WebSocketRecognizeStream(RecognizeStream, Generic[S, A]):
+class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
     """One recognition on its own connection of a :class:`WebSocketSTT`."""
 
-    def __init__(self, stt: WebSocketSTT[S, A], generation: int) -> None:
+    def __init__(self, stt: WebSocketSTT[S], generation: int) -> None:
         self._stt = stt
         self._session: S = stt.new_session()
         self._conn: WsConnection | None = None
@@ -323,7 +322,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S, A]):
                 )
             )
 
-    def _apply(self, actions: Sequence[A]) -> ProviderError | None:
+    def _apply(self, actions: Sequence[Action]) -> ProviderError | None:
         """Deliver the transcripts of ``actions``; the first error, if one failed it."""
         for action in actions:
             out = self._stt.interpret(action)

@@ -20,24 +20,23 @@ stream) are the driver's: see :mod:`antiphon.services.ws_stt`.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols import assemblyai_stt as aai
 from antiphon.protocols.retry import Backoff
+from antiphon.protocols.stt_session import Action
 from antiphon.services.stt import RecognizeStream, STTDeadlines
 from antiphon.services.ws_stt import Message, WebSocketRecognizeStream, WebSocketSTT
 
 __all__ = ["KEY_ENV", "AssemblyAIRecognizeStream", "AssemblyAISTT"]
 
-log = logging.getLogger(__name__)
 PROVIDER = aai.PROVIDER
 KEY_ENV = "ASSEMBLYAI_API_KEY"
 
 
-class AssemblyAISTT(WebSocketSTT[aai.StreamingSession, aai.Action]):
+class AssemblyAISTT(WebSocketSTT[aai.StreamingSession]):
     """AssemblyAI Universal-Streaming over the v3 WebSocket (see the module docstring).
 
     Args:
@@ -63,6 +62,7 @@ class AssemblyAISTT(WebSocketSTT[aai.StreamingSession, aai.Action]):
     """
 
     provider = PROVIDER
+    error_hint = "see AssemblyAI's error message above"
 
     def __init__(
         self,
@@ -126,36 +126,17 @@ class AssemblyAISTT(WebSocketSTT[aai.StreamingSession, aai.Action]):
     def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
         return aai.close_error(code, reason, stage=stage)
 
-    def accepts_input(self, session: aai.StreamingSession) -> bool:
-        return session.phase is aai.Phase.OPEN
-
-    def flush_input(self, session: aai.StreamingSession) -> tuple[list[Message], list[aai.Action]]:
+    def flush_input(self, session: aai.StreamingSession) -> tuple[list[Message], list[Action]]:
         return session.force_endpoint(), []
 
     def end_input(self, session: aai.StreamingSession) -> list[Message]:
         return session.terminate()
 
-    def interpret(self, action: aai.Action) -> aai.Recognized | ProviderError | None:
-        if action.act is aai.Act.EMIT:
-            return action.transcript
-        if action.act is aai.Act.FAIL:
-            return ProviderError(
-                f"the server reported an error: {action.note}",
-                provider=self.provider,
-                stage="receive",
-                hint="see AssemblyAI's error message above",
-            )
-        if action.act is aai.Act.DROP:
-            log.debug(
-                "%s: dropped %s (%s)", self.provider, type(action.event).__name__, action.note
-            )
-        return None
-
     def _new_stream(self, generation: int) -> RecognizeStream:
         return AssemblyAIRecognizeStream(self, generation)
 
 
-class AssemblyAIRecognizeStream(WebSocketRecognizeStream[aai.StreamingSession, aai.Action]):
+class AssemblyAIRecognizeStream(WebSocketRecognizeStream[aai.StreamingSession]):
     """One recognition on its own ``/v3/ws`` session."""
 
     def update_configuration(

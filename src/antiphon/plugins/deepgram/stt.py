@@ -19,22 +19,21 @@ was owed (input ended and all audio finalized) completes the stream.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols import deepgram_stt as dg
 from antiphon.protocols.retry import Backoff
+from antiphon.protocols.stt_session import Action
 from antiphon.services.stt import RecognizeStream, STTDeadlines
 from antiphon.services.ws_stt import Message, WebSocketRecognizeStream, WebSocketSTT
 
 __all__ = ["DeepgramRecognizeStream", "DeepgramSTT"]
 
-log = logging.getLogger(__name__)
 PROVIDER = dg.PROVIDER
 
 
-class DeepgramSTT(WebSocketSTT[dg.ListenSession, dg.Action]):
+class DeepgramSTT(WebSocketSTT[dg.ListenSession]):
     """Deepgram live transcription (Nova models) over the ``/v1/listen`` WebSocket.
 
     ``api_key`` defaults to ``$DEEPGRAM_API_KEY``; ``base_url`` may point at a local fake
@@ -48,6 +47,7 @@ class DeepgramSTT(WebSocketSTT[dg.ListenSession, dg.Action]):
     """
 
     provider = PROVIDER
+    error_hint = "see Deepgram's error description above"
 
     def __init__(
         self,
@@ -121,10 +121,7 @@ class DeepgramSTT(WebSocketSTT[dg.ListenSession, dg.Action]):
     def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
         return dg.close_error(code, reason, stage=stage)
 
-    def accepts_input(self, session: dg.ListenSession) -> bool:
-        return session.phase is dg.Phase.OPEN
-
-    def flush_input(self, session: dg.ListenSession) -> tuple[list[Message], list[dg.Action]]:
+    def flush_input(self, session: dg.ListenSession) -> tuple[list[Message], list[Action]]:
         msgs = session.finalize()
         if not msgs and not session.marks:  # all finalized: the utterance ends now
             return [], session.end_utterance()
@@ -133,30 +130,12 @@ class DeepgramSTT(WebSocketSTT[dg.ListenSession, dg.Action]):
     def end_input(self, session: dg.ListenSession) -> list[Message]:
         return session.close_stream()
 
-    def settle(self, session: dg.ListenSession) -> list[dg.Action]:
+    def settle(self, session: dg.ListenSession) -> list[Action]:
         return session.end_utterance()
-
-    def interpret(self, action: dg.Action) -> dg.Recognized | ProviderError | None:
-        if action.act is dg.Act.EMIT:
-            return action.transcript
-        if action.act is dg.Act.FAIL:
-            return ProviderError(
-                f"the server reported an error: {action.note}",
-                provider=self.provider,
-                stage="receive",
-                hint="see Deepgram's error description above",
-            )
-        if action.act is dg.Act.DROP:
-            log.debug(
-                "%s: dropped %s (%s)", self.provider, type(action.event).__name__, action.note
-            )
-        elif action.act is dg.Act.NOTICE:
-            log.debug("%s: %s", self.provider, action.event)
-        return None
 
     def _new_stream(self, generation: int) -> RecognizeStream:
         return DeepgramRecognizeStream(self, generation)
 
 
-class DeepgramRecognizeStream(WebSocketRecognizeStream[dg.ListenSession, dg.Action]):
+class DeepgramRecognizeStream(WebSocketRecognizeStream[dg.ListenSession]):
     """One recognition on its own ``/v1/listen`` connection."""

@@ -23,7 +23,6 @@ configured again on the new connection) are the driver's: see
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -31,17 +30,17 @@ from typing import Any
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols import openai_transcription as ot
 from antiphon.protocols.retry import Backoff
+from antiphon.protocols.stt_session import Action
 from antiphon.services.stt import RecognizeStream, STTDeadlines
 from antiphon.services.ws_stt import Message, WebSocketRecognizeStream, WebSocketSTT
 
 __all__ = ["KEY_ENV", "OpenAIRecognizeStream", "OpenAISTT"]
 
-log = logging.getLogger(__name__)
 KEY_ENV = "OPENAI_API_KEY"
 _DEFAULT_VAD: Mapping[str, Any] = {"type": "server_vad"}
 
 
-class OpenAISTT(WebSocketSTT[ot.TranscriptionSession, ot.Action]):
+class OpenAISTT(WebSocketSTT[ot.TranscriptionSession]):
     """OpenAI's realtime transcription (see the module docstring).
 
     Args:
@@ -66,6 +65,7 @@ class OpenAISTT(WebSocketSTT[ot.TranscriptionSession, ot.Action]):
     """
 
     provider = ot.PROVIDER
+    error_hint = "see OpenAI's error message above"
 
     def __init__(
         self,
@@ -126,39 +126,18 @@ class OpenAISTT(WebSocketSTT[ot.TranscriptionSession, ot.Action]):
     def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
         return ot.close_error(code, reason, stage=stage)
 
-    def accepts_input(self, session: ot.TranscriptionSession) -> bool:
-        return session.phase is ot.Phase.OPEN
-
     def opening(self, session: ot.TranscriptionSession) -> list[Message]:
         return session.start()
 
-    def flush_input(
-        self, session: ot.TranscriptionSession
-    ) -> tuple[list[Message], list[ot.Action]]:
+    def flush_input(self, session: ot.TranscriptionSession) -> tuple[list[Message], list[Action]]:
         return session.flush(), []
 
     def end_input(self, session: ot.TranscriptionSession) -> list[Message]:
         return session.end_input()
 
-    def interpret(self, action: ot.Action) -> ot.Recognized | ProviderError | None:
-        if action.act is ot.Act.EMIT:
-            return action.transcript
-        if action.act is ot.Act.FAIL:
-            return ProviderError(
-                f"the server reported an error: {action.note}",
-                provider=self.provider,
-                stage="receive",
-                hint="see OpenAI's error message above",
-            )
-        if action.act is ot.Act.DROP:
-            log.debug(
-                "%s: dropped %s (%s)", self.provider, type(action.event).__name__, action.note
-            )
-        return None
-
     def _new_stream(self, generation: int) -> RecognizeStream:
         return OpenAIRecognizeStream(self, generation)
 
 
-class OpenAIRecognizeStream(WebSocketRecognizeStream[ot.TranscriptionSession, ot.Action]):
+class OpenAIRecognizeStream(WebSocketRecognizeStream[ot.TranscriptionSession]):
     """One recognition on its own transcription session."""
