@@ -4,7 +4,9 @@ The WebSocket STT conformance suite runs again with :class:`~sdk_witness.Wire` r
 both directions: every frame the fake sends must be a strict ``RealtimeServerEvent`` and
 every frame the plugin sends a strict ``RealtimeClientEvent`` (the fault plan's deliberate
 garbage excepted). Then the official ``AsyncOpenAI`` realtime client opens a transcription
-session (``intent=transcription``) on the fake and transcribes one utterance.
+session (``intent=transcription``) on the fake and transcribes one utterance. For the file
+endpoint (``audio/transcriptions``, the batch STT), the official client's multipart request
+is answered by the fake and parsed by the SDK's ``Transcription``.
 """
 
 from __future__ import annotations
@@ -12,16 +14,24 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from openai import AsyncOpenAI
+from openai.types.audio import Transcription
+from openai.types.audio.transcription_create_params import (
+    TranscriptionCreateParamsNonStreaming,
+)
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 
 import test_openai_stt
 from antiphon.audio.resample import AudioConverter
-from antiphon.plugins.openai import OpenAISTT
+from antiphon.plugins.openai import OpenAIBatchSTT, OpenAISTT
+from antiphon.protocols import openai_audio as oa
 from antiphon.protocols import openai_transcription as ot
 from antiphon.testing import serving
 from antiphon.testing.conformance.stt_ws import FAST
+from antiphon.testing.openai_audio import DEFAULT_API_KEY as AUDIO_KEY
+from antiphon.testing.openai_audio import FakeOpenAIAudio
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY, FakeOpenAITranscription
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire
 from test_openai_stt import PHRASES, VAD, speech
@@ -156,3 +166,51 @@ async def test_official_client_transcribes_on_the_fake(wire: Wire) -> None:
     assert "input_audio_buffer.committed" in seen
     assert transcript == deltas == text
     check_transcription_wire(wire)
+
+
+# --------------------------------------------------------------------------- file endpoint
+
+
+async def test_official_client_transcribes_a_file_on_the_audio_fake() -> None:
+    """``AsyncOpenAI().audio.transcriptions.create`` against the file-transcription fake:
+    the SDK's multipart request is accepted and its ``Transcription`` parses the answer."""
+    text = PHRASES[1]
+    pcm = speech(text).data
+    async with FakeOpenAIAudio(vocabulary=PHRASES) as fake:
+        client = AsyncOpenAI(api_key=AUDIO_KEY, base_url=fake.url + "/v1", max_retries=0)
+        result = await client.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=("speech.wav", oa.wav(pcm, 16000)), language="en"
+        )
+        await client.close()
+    assert isinstance(result, Transcription) and result.text == text
+    assert fake.stats.forms[0]["model"] == "gpt-4o-transcribe"
+    assert fake.stats.forms[0]["language"] == "en"
+
+
+async def test_the_audio_fake_answers_what_the_sdk_types() -> None:
+    """Each answer of the fake is a strict ``Transcription``; the plugin's form fields are
+    those of the SDK's ``TranscriptionCreateParams``."""
+    async with (
+        serving(FakeOpenAIAudio(vocabulary=PHRASES)) as fake,
+        OpenAIBatchSTT(
+            api_key=AUDIO_KEY, base_url=fake.url, deadlines=FAST, language="en", prompt="p"
+        ) as stt,
+    ):
+        finals = await stt.recognize(speech(PHRASES[0]))
+        client = httpx.AsyncClient()
+        try:
+            response = await client.post(
+                fake.url + oa.PATH,
+                headers={"Authorization": f"Bearer {AUDIO_KEY}"},
+                data={"model": "whisper-1"},
+                files={"file": ("a.wav", oa.wav(speech(PHRASES[2]).data, 16000), "audio/wav")},
+            )
+        finally:
+            await client.aclose()
+    assert [f.text for f in finals] == [PHRASES[0]]
+    assert strict_errors(Transcription, response.json()) == []
+    # the params' file type (IO[bytes]) has no schema: the field names are checked
+    params = TranscriptionCreateParamsNonStreaming
+    declared = params.__required_keys__ | params.__optional_keys__
+    assert set(fake.stats.forms[0]) | {"file"} <= declared
+    assert params.__required_keys__ <= set(fake.stats.forms[0]) | {"file"}

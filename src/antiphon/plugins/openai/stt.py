@@ -19,22 +19,34 @@ transcript owed has arrived, and closes the connection itself.
 Deadlines, retries with backoff and the replay of audio after a drop (the session
 configured again on the new connection) are the driver's: see
 :mod:`antiphon.services.ws_stt`.
+
+:class:`OpenAIBatchSTT` is the same contract over the file endpoint
+(``POST /v1/audio/transcriptions``, :mod:`antiphon.protocols.openai_audio`): one request
+per speech segment, through :class:`~antiphon.services.batch_stt.BatchSTT`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
+
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.net.http import BodyReader, HttpOptions, make_client, open_response
+from antiphon.protocols import openai_audio as oa
 from antiphon.protocols import openai_transcription as ot
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Action
+from antiphon.services.batch_stt import BatchSTT, Clip
 from antiphon.services.stt import RecognizeStream, STTDeadlines
+from antiphon.services.vad import VAD
 from antiphon.services.ws_stt import Message, WebSocketRecognizeStream, WebSocketSTT
 
-__all__ = ["KEY_ENV", "OpenAIRecognizeStream", "OpenAISTT"]
+__all__ = ["KEY_ENV", "OpenAIBatchSTT", "OpenAIRecognizeStream", "OpenAISTT"]
 
 KEY_ENV = "OPENAI_API_KEY"
 _DEFAULT_VAD: Mapping[str, Any] = {"type": "server_vad"}
@@ -141,3 +153,104 @@ class OpenAISTT(WebSocketSTT[ot.TranscriptionSession]):
 
 class OpenAIRecognizeStream(WebSocketRecognizeStream[ot.TranscriptionSession]):
     """One recognition on its own transcription session."""
+
+
+class OpenAIBatchSTT(BatchSTT):
+    """OpenAI's file transcription, one request per speech segment.
+
+    Args:
+        api_key: Defaults to ``$OPENAI_API_KEY``.
+        model: ``gpt-4o-transcribe``, ``gpt-4o-mini-transcribe``, ``whisper-1``, ...
+        language: ISO-639-1 code of the speech.
+        prompt: Text that guides the transcription.
+        base_url: ``https://api.openai.com`` (without ``/v1``) or a local fake.
+        vad, min_segment, max_segment, max_retries, backoff: The segmenting and retries
+            of :class:`~antiphon.services.batch_stt.BatchSTT`.
+        http: Connection deadlines and pool (default: from ``deadlines``).
+
+    Raises:
+        ConfigError: no key, or an option out of range.
+    """
+
+    provider = oa.PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        model: str = oa.DEFAULT_MODEL,
+        language: str | None = None,
+        prompt: str | None = None,
+        base_url: str = oa.DEFAULT_BASE_URL,
+        deadlines: STTDeadlines | None = None,
+        vad: Callable[[], VAD] | None = None,
+        min_segment: float = 0.1,
+        max_segment: float = 30.0,
+        max_retries: int = 2,
+        backoff: Backoff | None = None,
+        http: HttpOptions | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"OpenAI STT needs an API key: pass api_key=... or set {KEY_ENV}")
+        self.request = oa.TranscriptionRequest(model=model, language=language, prompt=prompt)
+        self.url = oa.build_url(base_url)
+        super().__init__(
+            sample_rate=oa.SAMPLE_RATE,
+            deadlines=deadlines,
+            vad=vad,
+            min_segment=min_segment,
+            max_segment=max_segment,
+            max_retries=max_retries,
+            backoff=backoff,
+        )
+        self._auth = ot.auth_headers(key.strip())
+        d = self.deadlines
+        self.http_options = http or HttpOptions(
+            connect_timeout=d.connect,
+            read_timeout=d.final,
+            write_timeout=d.process,
+            pool_timeout=d.connect,
+        )
+        self._client: httpx.AsyncClient = make_client(self.http_options)
+
+    async def transcribe(self, pcm: bytes) -> Clip:
+        request = self._client.build_request(
+            "POST",
+            self.url,
+            headers=self._auth,
+            data=self.request.fields(),
+            files={"file": ("speech.wav", oa.wav(pcm, self.sample_rate), "audio/wav")},
+        )
+        d = self.deadlines
+        response = await open_response(
+            self._client,
+            request,
+            provider=self.provider,
+            timeout=d.final,
+            stage="final",
+            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            options=self.http_options,
+        )
+        body = BodyReader(response, provider=self.provider, options=self.http_options)
+        loop = asyncio.get_running_loop()
+        data = bytearray()
+        try:
+            while (
+                chunk := await body.next(deadline_at=loop.time() + d.idle, timeout=d.idle)
+            ) is not None:
+                data += chunk
+                if len(data) > 1 << 20:
+                    raise ProviderError(
+                        "a transcription response over 1 MiB",
+                        provider=self.provider,
+                        stage="receive",
+                    )
+        finally:
+            await body.aclose()
+        return Clip(oa.parse_response(bytes(data)))
+
+    async def _aclose_resources(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.deadlines.close):
+                await self._client.aclose()
