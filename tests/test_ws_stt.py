@@ -20,8 +20,9 @@ from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, Pro
 from antiphon.net.ws import WsConnection
 from antiphon.plugins.assemblyai import AssemblyAISTT
 from antiphon.plugins.deepgram import DeepgramSTT
+from antiphon.plugins.openai import OpenAISTT
 from antiphon.protocols.retry import Backoff
-from antiphon.services.stt import StreamState
+from antiphon.services.stt import StreamState, Transcript
 from antiphon.services.ws_stt import WebSocketRecognizeStream, WebSocketSTT
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as AAI_KEY
@@ -30,6 +31,8 @@ from antiphon.testing.conformance.stt_ws import FAST
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DG_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OAI_KEY
+from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.poll import until
 from test_deepgram_stt import speech
 
@@ -175,3 +178,41 @@ def test_options_are_checked() -> None:
         _deepgram("ws://127.0.0.1:1", reconnect_budget=-1)
     with pytest.raises(ConfigError, match="backoff"):
         _deepgram("ws://127.0.0.1:1", backoff=0.5)
+
+
+def _openai(url: str, **kw: Any) -> OpenAISTT:
+    return OpenAISTT(api_key=OAI_KEY, base_url=url, deadlines=FAST, **kw)
+
+
+FAKES: list[Any] = [
+    pytest.param(_deepgram, FakeDeepgramSTT, id="deepgram"),
+    pytest.param(_assemblyai, FakeAssemblyAISTT, id="assemblyai"),
+    pytest.param(_openai, FakeOpenAITranscription, id="openai"),
+]
+
+
+@pytest.mark.parametrize(("make", "fake_type"), FAKES)
+async def test_transcripts_reach_the_consumer_from_the_socket_reader(
+    make: Make, fake_type: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One task hop: the connection's reader feeds the protocol machine and delivers each
+    transcript itself; the stream's task (the caller's side) never relays one."""
+    async with serving(fake_type(vocabulary=[PHRASE])) as fake, make(fake.url) as stt:
+        s = stt.stream()
+        deliverers: list[str] = []
+        emit = s._emit
+
+        def recording(t: Transcript) -> None:
+            task = asyncio.current_task()
+            deliverers.append(task.get_name() if task is not None else "")
+            emit(t)
+
+        monkeypatch.setattr(s, "_emit", recording)
+        for f in speech(PHRASE).split(0.02):
+            s.push_audio(f)
+        s.end_input()
+        got = [t async for t in s]
+    assert any(t.is_final and t.text == PHRASE for t in got)
+    assert len(deliverers) == len(got) > 0
+    assert all("-read#" in name for name in deliverers), deliverers
+    assert s._task.get_name() not in deliverers
