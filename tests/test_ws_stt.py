@@ -216,3 +216,30 @@ async def test_transcripts_reach_the_consumer_from_the_socket_reader(
     assert len(deliverers) == len(got) > 0
     assert all("-read#" in name for name in deliverers), deliverers
     assert s._task.get_name() not in deliverers
+
+
+async def test_a_reader_that_breaks_fails_its_stream_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the protocol machine (here: feed raises) fails the stream with a typed
+    error at the first server message, not at a deadline."""
+    loop = asyncio.get_running_loop()
+    async with (
+        serving(FakeDeepgramSTT(vocabulary=[PHRASE])) as fake,
+        _deepgram(fake.url) as stt,
+    ):
+        s = stt.stream()
+        assert isinstance(s, WebSocketRecognizeStream)
+
+        def broken(frame: str | bytes) -> list[Any]:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(s._session, "feed", broken)
+        for f in speech(PHRASE).split(0.02):
+            s.push_audio(f)
+        began = loop.time()
+        with pytest.raises(ProviderError, match="unexpected error") as info:
+            await s.finals()
+        assert info.value.stage == "receive" and s.state is StreamState.FAILED
+        assert loop.time() - began < FAST.idle  # at once, not at a deadline
+        await s.aclose()

@@ -321,6 +321,11 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                     hint="read the stream as it is produced, or cancel it",
                 )
             )
+        except Exception as exc:  # a bug: the failed child fails its stream at once
+            log.exception("%s: the reader failed unexpectedly", stt.provider)
+            self._fail_now(
+                ProviderError(f"unexpected error: {exc!r}", provider=stt.provider, stage="receive")
+            )
 
     def _apply(self, actions: Sequence[Action]) -> ProviderError | None:
         """Deliver the transcripts of ``actions``; the first error, if one failed it."""
