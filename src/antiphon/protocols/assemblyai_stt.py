@@ -37,7 +37,15 @@ from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.stt_session import Act, Action, AudioJournal, Phase, Recognized
+from antiphon.protocols.stt_session import (
+    Act,
+    Action,
+    AudioJournal,
+    Malformed,
+    Phase,
+    Recognized,
+    json_object,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -314,12 +322,6 @@ class Unknown:
     type: str
 
 
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    raw: str = ""
-
-
 ServerEvent = Begin | Turn | Termination | SpeechStarted | ErrorMessage | Unknown | Malformed
 
 
@@ -340,23 +342,19 @@ def _word(w: Any) -> Word | None:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """One server frame as a typed event (never raises)."""
-    if isinstance(frame, bytes):
-        return Malformed("a binary frame from the server")
-    try:
-        msg = json.loads(frame)
-    except ValueError:
-        return Malformed("not JSON", frame[:200])
-    if not isinstance(msg, dict):
-        return Malformed("not a JSON object", frame[:200])
+    msg = json_object(frame)
+    if isinstance(msg, Malformed):
+        return msg
+    raw = frame[:200] if isinstance(frame, str) else ""
     kind = msg.get("type")
     if kind == "Turn":
         words_raw = msg.get("words")
         order = msg.get("turn_order")
         if not isinstance(words_raw, list) or isinstance(order, bool) or not isinstance(order, int):
-            return Malformed("a Turn without words or turn_order", frame[:200])
+            return Malformed("a Turn without words or turn_order", raw)
         words = tuple(w for w in (_word(x) for x in words_raw) if w is not None)
         if len(words) != len(words_raw):
-            return Malformed("a Turn with a malformed word", frame[:200])
+            return Malformed("a Turn with a malformed word", raw)
         transcript = msg.get("transcript")
         return Turn(
             order,

@@ -54,7 +54,15 @@ from antiphon.errors import (
     ProviderConnectionError,
     ProviderError,
 )
-from antiphon.protocols.stt_session import Act, Action, AudioJournal, Phase, Recognized
+from antiphon.protocols.stt_session import (
+    Act,
+    Action,
+    AudioJournal,
+    Malformed,
+    Phase,
+    Recognized,
+    json_object,
+)
 
 __all__ = [
     "COMMIT",
@@ -257,12 +265,6 @@ class Unknown:
     type: object
 
 
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    raw: str = ""
-
-
 ServerEvent = (
     SpeechStarted
     | SpeechStopped
@@ -298,14 +300,10 @@ def _logprobs(value: object) -> tuple[float, ...]:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """One server frame as a typed event (never raises)."""
-    if isinstance(frame, bytes):
-        return Malformed("a binary frame from the server")
-    try:
-        msg = json.loads(frame)
-    except ValueError:
-        return Malformed("not JSON", frame[:200])
-    if not isinstance(msg, dict):
-        return Malformed("not a JSON object", frame[:200])
+    msg = json_object(frame)
+    if isinstance(msg, Malformed):
+        return msg
+    raw = frame[:200] if isinstance(frame, str) else ""
     kind = msg.get("type")
     item = _str(msg.get("item_id"))
     if kind in INFORMATIONAL:
@@ -313,7 +311,7 @@ def parse(frame: str | bytes) -> ServerEvent:
     if kind == "error":
         err = msg.get("error")
         if not isinstance(err, dict):
-            return Malformed("an error without its error object", frame[:200])
+            return Malformed("an error without its error object", raw)
         return ErrorMessage(
             _str(err.get("type")) or "error",
             _str(err.get("code")),
@@ -324,7 +322,7 @@ def parse(frame: str | bytes) -> ServerEvent:
         and isinstance(kind, str)
         and kind.startswith(("input_audio_buffer.", "conversation.item.input_audio_transcription."))
     ):
-        return Malformed(f"{kind} without item_id", frame[:200])
+        return Malformed(f"{kind} without item_id", raw)
     if item is None:
         return Unknown(kind)
     if kind == "input_audio_buffer.speech_started":
@@ -340,7 +338,7 @@ def parse(frame: str | bytes) -> ServerEvent:
     if kind == "conversation.item.input_audio_transcription.completed":
         text = _str(msg.get("transcript"))
         if text is None:
-            return Malformed("a completed transcription without transcript", frame[:200])
+            return Malformed("a completed transcription without transcript", raw)
         return TranscriptCompleted(item, text, _logprobs(msg.get("logprobs")))
     if kind == "conversation.item.input_audio_transcription.failed":
         err = msg.get("error")

@@ -1,9 +1,10 @@
-"""What the streaming-STT protocol machines share: their vocabulary and the audio journal.
+"""What the streaming-STT protocol machines share: vocabulary, JSON frames, the journal.
 
 Sans-I/O, like the machines that use it (``deepgram_stt``, ``assemblyai_stt``,
 ``openai_transcription``): each parses its own server messages, but all of them answer
 ``feed(frame)`` with the same :class:`Action`\\ s (a transcript to emit, the end, a
-failure, something to log or drop), move through the same :class:`Phase`\\ s, and keep
+failure, something to log or drop), move through the same :class:`Phase`\\ s, read JSON
+frames the same way (:func:`json_object`, :class:`Malformed`), and keep
 the audio that no final result has answered yet in an :class:`AudioJournal`, so that a
 dropped connection can be replaced and that audio replayed. The driver
 (:mod:`antiphon.services.ws_stt`) reads only this vocabulary.
@@ -12,13 +13,15 @@ dropped connection can be replaced and that audio replayed. The driver
 from __future__ import annotations
 
 import enum
+import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from antiphon.errors import ConfigError
 
-__all__ = ["Act", "Action", "AudioJournal", "Phase", "Recognized"]
+__all__ = ["Act", "Action", "AudioJournal", "Malformed", "Phase", "Recognized", "json_object"]
 
 
 class Phase(enum.Enum):
@@ -53,6 +56,27 @@ class Action:
     event: object = None
     transcript: Recognized | None = None
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A server frame that is no message of the protocol: ``reason``, and its start."""
+
+    reason: str
+    raw: str = ""
+
+
+def json_object(frame: str | bytes) -> dict[str, Any] | Malformed:
+    """A server text frame's JSON object, or why it is none (never raises)."""
+    if isinstance(frame, bytes):
+        return Malformed("a binary frame from the server")
+    try:
+        msg = json.loads(frame)
+    except ValueError:
+        return Malformed("not JSON", frame[:200])
+    if not isinstance(msg, dict):
+        return Malformed("not a JSON object", frame[:200])
+    return msg
 
 
 @dataclass(slots=True)
