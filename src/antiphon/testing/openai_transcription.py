@@ -47,7 +47,7 @@ from websockets.http11 import Request, Response
 
 from antiphon.protocols import openai_transcription as ot
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.listening import FakeListenServer, ListenerConnection, Run
+from antiphon.testing.listening import FakeListenServer, ListenerConnection, ListenerStats, Run
 
 __all__ = ["DEFAULT_API_KEY", "FakeOpenAITranscription", "OpenAITranscriptionStats"]
 
@@ -56,24 +56,14 @@ DEFAULT_SILENCE_MS = 500
 
 
 @dataclass
-class OpenAITranscriptionStats:
+class OpenAITranscriptionStats(ListenerStats):
     """What the fake saw and did (read it from the test after the fact)."""
 
-    connections: int = 0
-    open_connections: int = 0
     headers: list[dict[str, str]] = field(default_factory=list)
-    audio_messages: int = 0
-    audio_bytes: int = 0
-    control: list[str] = field(default_factory=list)
-    """Types of the JSON messages received, in order (appends included)."""
     sessions: list[dict[str, Any]] = field(default_factory=list)
     """The ``session`` objects of the ``session.update`` messages received."""
     commits: int = 0
     transcripts_sent: int = 0
-    closes_sent: list[int] = field(default_factory=list)
-
-    def count(self, kind: str) -> int:
-        return self.control.count(kind)
 
 
 class FakeOpenAITranscription(FakeListenServer):
