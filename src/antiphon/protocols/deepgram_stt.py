@@ -34,7 +34,11 @@ from antiphon.errors import (
     ProtocolStateError as ProtocolStateError,
 )
 from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
-from antiphon.protocols.stt_session import Act, Action, AudioJournal, Phase, Recognized
+from antiphon.protocols.stt_session import Act as Act
+from antiphon.protocols.stt_session import Action as Action
+from antiphon.protocols.stt_session import AudioJournal as AudioJournal
+from antiphon.protocols.stt_session import Phase as Phase
+from antiphon.protocols.stt_session import Recognized as Recognized
 
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
