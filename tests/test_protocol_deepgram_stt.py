@@ -251,7 +251,7 @@ def test_journal_overflow_means_no_replay() -> None:
     s.audio(pcm(0.4))
     assert s.replay() is not None
     s.audio(pcm(0.4))
-    assert s.journal_overflowed and s.replay() is None
+    assert s.journal.overflowed and s.replay() is None
 
 
 def test_mulaw_audio_is_encoded_to_one_byte_samples() -> None:

@@ -11,7 +11,7 @@ Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
-  far less accurate), ``deepgram``, ``assemblyai``.
+  far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription).
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 VADS = ("silero", "webrtc")
-STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai")
+STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai", "openai")
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
 #: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
@@ -217,6 +217,14 @@ async def open_services(
             stt = AssemblyAISTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = AssemblyAISTT()
+    elif spec.stt == "openai":
+        from antiphon.plugins.openai import OpenAISTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("openai", stack, spec.fake_vocabulary)
+            stt = OpenAISTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = OpenAISTT()
     elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 

@@ -29,9 +29,7 @@ No I/O and no asyncio here; the plugin is ``antiphon.plugins.assemblyai.stt``.
 
 from __future__ import annotations
 
-import enum
 import json
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +37,15 @@ from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.protocols.stt_session import (
+    Act,
+    Action,
+    AudioJournal,
+    Malformed,
+    Phase,
+    Recognized,
+    json_object,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -315,12 +322,6 @@ class Unknown:
     type: str
 
 
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    raw: str = ""
-
-
 ServerEvent = Begin | Turn | Termination | SpeechStarted | ErrorMessage | Unknown | Malformed
 
 
@@ -341,23 +342,19 @@ def _word(w: Any) -> Word | None:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """One server frame as a typed event (never raises)."""
-    if isinstance(frame, bytes):
-        return Malformed("a binary frame from the server")
-    try:
-        msg = json.loads(frame)
-    except ValueError:
-        return Malformed("not JSON", frame[:200])
-    if not isinstance(msg, dict):
-        return Malformed("not a JSON object", frame[:200])
+    msg = json_object(frame)
+    if isinstance(msg, Malformed):
+        return msg
+    raw = frame[:200] if isinstance(frame, str) else ""
     kind = msg.get("type")
     if kind == "Turn":
         words_raw = msg.get("words")
         order = msg.get("turn_order")
         if not isinstance(words_raw, list) or isinstance(order, bool) or not isinstance(order, int):
-            return Malformed("a Turn without words or turn_order", frame[:200])
+            return Malformed("a Turn without words or turn_order", raw)
         words = tuple(w for w in (_word(x) for x in words_raw) if w is not None)
         if len(words) != len(words_raw):
-            return Malformed("a Turn with a malformed word", frame[:200])
+            return Malformed("a Turn with a malformed word", raw)
         transcript = msg.get("transcript")
         return Turn(
             order,
@@ -435,48 +432,8 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class Phase(enum.Enum):
-    OPEN = "open"  # audio may be sent
-    CLOSING = "closing"  # Terminate sent: waiting for the last turns and Termination
-    DONE = "done"  # Termination received
-
-
-class Act(enum.Enum):
-    EMIT = "emit"  # a transcript for the caller (Action.transcript)
-    DONE = "done"  # the recognition is complete
-    FAIL = "fail"  # the server reported an error (Action.note)
-    NOTICE = "notice"  # informational (Begin, SpeechStarted): log at most
-    DROP = "drop"  # stale, unknown or malformed: discard (Action.note)
-
-
-@dataclass(frozen=True, slots=True)
-class Recognized:
-    """A transcript in seconds of the *stream's* audio (offsets of reconnects applied)."""
-
-    text: str
-    is_final: bool
-    start: float
-    end: float
-    confidence: float
-    utterance: int
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    act: Act
-    event: object = None
-    transcript: Recognized | None = None
-    note: str = ""
-
-
 class ProtocolStateError(RuntimeError):
     """The client asked for something the session's phase forbids (a bug in the caller)."""
-
-
-@dataclass(slots=True)
-class _Chunk:
-    start: float  # stream seconds
-    data: bytes
 
 
 @dataclass(slots=True)
@@ -495,10 +452,13 @@ class StreamingSession:
     """
 
     def __init__(self, options: StreamingOptions, *, journal_seconds: float = 30.0) -> None:
-        if not isinstance(journal_seconds, int | float) or journal_seconds < 0:
-            raise ConfigError("journal_seconds must be >= 0 (0: never replay audio)")
         self.options = options
-        self.journal_seconds = float(journal_seconds)
+        self.journal = AudioJournal(
+            journal_seconds,
+            bytes_per_second=options.bytes_per_second,
+            width=ENCODINGS[options.encoding],
+            cut=False,  # whole messages: the service bounds a message's length
+        )
         self.phase = Phase.OPEN
         self._bps = options.bytes_per_second
         self._width = ENCODINGS[options.encoding]
@@ -512,9 +472,6 @@ class StreamingSession:
         self.session_id: str | None = None
         self._open_turn: int | None = None  # turn_order of a partial turn with words
         self._last_final = -1  # turn_order of the last final turn on this connection
-        self._journal: deque[_Chunk] = deque()
-        self._journal_bytes = 0
-        self.journal_overflowed = False
         self.connections = 1
 
     # -- queries
@@ -541,7 +498,7 @@ class StreamingSession:
             raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
 
     def _chunk(self, piece: bytes) -> bytes:
-        self._journal_add(_Chunk(self.sent, piece))
+        self.journal.add(self.sent, piece)
         self.sent += len(piece) / self._bps
         return piece
 
@@ -589,31 +546,12 @@ class StreamingSession:
     def keepalive(self) -> list[Message]:
         return [KEEPALIVE] if self.phase is Phase.OPEN else []
 
-    # -- journal and replay
-    def _journal_add(self, chunk: _Chunk) -> None:
-        if self.journal_seconds <= 0:
-            self.journal_overflowed = True
-            return
-        self._journal.append(chunk)
-        self._journal_bytes += len(chunk.data)
-        while self._journal and self._journal_bytes > self.journal_seconds * self._bps:
-            self._journal_bytes -= len(self._journal.popleft().data)
-            self.journal_overflowed = True
-
-    def _journal_trim(self, until: float) -> None:
-        """Forget whole messages that final turns have covered up to ``until``."""
-        while self._journal:
-            head = self._journal[0]
-            if head.start + len(head.data) / self._bps > until + 1e-9:
-                break
-            self._journal.popleft()
-            self._journal_bytes -= len(head.data)
-
+    # -- replay
     def replay(self) -> list[Message] | None:
         """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal_overflowed or self.phase is Phase.DONE:
+        if self.journal.overflowed or self.phase is Phase.DONE:
             return None
-        msgs: list[Message] = [c.data for c in self._journal]
+        msgs: list[Message] = list(self.journal)
         if self.forced:
             msgs.append(FORCE_ENDPOINT)
         if self.phase is Phase.CLOSING:
@@ -625,7 +563,8 @@ class StreamingSession:
         msgs = self.replay()
         if msgs is None:
             raise ProtocolStateError("nothing can be replayed: audio was lost")
-        self.offset = self._journal[0].start if self._journal else self.sent
+        start = self.journal.start
+        self.offset = start if start is not None else self.sent
         self._open_turn = None
         self._last_final = -1
         self.connections += 1
@@ -684,7 +623,7 @@ class StreamingSession:
             return [Action(Act.EMIT, turn, transcript=rec)]
         self._end_turn(turn)
         self.finalized = max(self.finalized, rec.end)
-        self._journal_trim(self.finalized)
+        self.journal.trim(self.finalized)
         self.utterance += 1
         return [Action(Act.EMIT, turn, transcript=rec)]
 

@@ -15,7 +15,6 @@ per utterance and interim ones that always cover the whole utterance so far.
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from collections import deque
@@ -35,6 +34,11 @@ from antiphon.errors import (
     ProtocolStateError as ProtocolStateError,
 )
 from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
+from antiphon.protocols.stt_session import Act as Act
+from antiphon.protocols.stt_session import Action as Action
+from antiphon.protocols.stt_session import AudioJournal as AudioJournal
+from antiphon.protocols.stt_session import Phase as Phase
+from antiphon.protocols.stt_session import Recognized as Recognized
 
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
@@ -409,46 +413,6 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class Phase(enum.Enum):
-    OPEN = "open"  # audio may be sent
-    CLOSING = "closing"  # CloseStream sent: waiting for the last results and Metadata
-    DONE = "done"  # Metadata after CloseStream received: nothing more is owed
-
-
-class Act(enum.Enum):
-    EMIT = "emit"  # a transcript for the caller (Action.transcript)
-    DONE = "done"  # the recognition is complete
-    FAIL = "fail"  # the server reported an error (Action.note)
-    NOTICE = "notice"  # informational (SpeechStarted, early Metadata): log at most
-    DROP = "drop"  # stale, unknown or malformed: discard (Action.note)
-
-
-@dataclass(frozen=True, slots=True)
-class Recognized:
-    """A transcript in seconds of the *stream's* audio (offsets of reconnects applied)."""
-
-    text: str
-    is_final: bool
-    start: float
-    end: float
-    confidence: float
-    utterance: int
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    act: Act
-    event: object = None
-    transcript: Recognized | None = None
-    note: str = ""
-
-
-@dataclass(slots=True)
-class _Chunk:
-    start: float  # stream seconds
-    data: bytes
-
-
 class ListenSession:
     """State of one recognition, possibly across reconnects.
 
@@ -465,10 +429,12 @@ class ListenSession:
     """
 
     def __init__(self, options: ListenOptions, *, journal_seconds: float = 30.0) -> None:
-        if not isinstance(journal_seconds, int | float) or journal_seconds < 0:
-            raise ConfigError("journal_seconds must be >= 0 (0: never replay audio)")
         self.options = options
-        self.journal_seconds = float(journal_seconds)
+        self.journal = AudioJournal(
+            journal_seconds,
+            bytes_per_second=options.bytes_per_second,
+            width=ENCODINGS[options.encoding] * options.channels,
+        )
         self.phase = Phase.OPEN
         self._bps = options.bytes_per_second
         self._width = ENCODINGS[options.encoding] * options.channels
@@ -478,9 +444,6 @@ class ListenSession:
         self.marks: deque[float] = deque()
         self.utterance = 0
         self._segments: list[Results] = []  # final segments of the open utterance (shifted)
-        self._journal: deque[_Chunk] = deque()
-        self._journal_bytes = 0
-        self.journal_overflowed = False
         self.connections = 1
 
     # -- queries
@@ -517,7 +480,7 @@ class ListenSession:
         msgs: list[Message] = []
         for i in range(0, len(wire), step):
             piece = wire[i : i + step]
-            self._journal_add(_Chunk(self.sent, piece))
+            self.journal.add(self.sent, piece)
             self.sent += len(piece) / self._bps
             msgs.append(piece)
         return msgs
@@ -539,46 +502,16 @@ class ListenSession:
     def keepalive(self) -> list[Message]:
         return [KEEPALIVE] if self.phase is Phase.OPEN else []
 
-    # -- journal and replay
-    def _journal_add(self, chunk: _Chunk) -> None:
-        if self.journal_seconds <= 0:
-            self.journal_overflowed = True
-            return
-        self._journal.append(chunk)
-        self._journal_bytes += len(chunk.data)
-        limit = self.journal_seconds * self._bps
-        while self._journal and self._journal_bytes > limit:
-            old = self._journal.popleft()
-            self._journal_bytes -= len(old.data)
-            self.journal_overflowed = True
-
-    def _journal_trim(self, until: float) -> None:
-        """Forget audio that final results have covered up to ``until`` (stream seconds)."""
-        while self._journal:
-            head = self._journal[0]
-            head_end = head.start + len(head.data) / self._bps
-            if head_end <= until + 1e-9:
-                self._journal.popleft()
-                self._journal_bytes -= len(head.data)
-                continue
-            if head.start < until:
-                cut = round((until - head.start) * self._bps / self._width) * self._width
-                cut = min(cut, len(head.data) - self._width)
-                if cut > 0:
-                    head.data = head.data[cut:]
-                    head.start += cut / self._bps
-                    self._journal_bytes -= cut
-            break
-
+    # -- replay
     def replay(self) -> list[Message] | None:
         """What to send on a new connection to recover, or None if audio was lost.
 
         The journal's audio, then a ``Finalize`` if one was owed and a ``CloseStream`` if
         the input had ended. Call :meth:`begin_replay` when switching connections.
         """
-        if self.journal_overflowed or self.phase is Phase.DONE:
+        if self.journal.overflowed or self.phase is Phase.DONE:
             return None
-        msgs: list[Message] = [c.data for c in self._journal]
+        msgs: list[Message] = list(self.journal)
         if self.marks:
             msgs.append(FINALIZE)
         if self.phase is Phase.CLOSING:
@@ -590,7 +523,8 @@ class ListenSession:
         msgs = self.replay()
         if msgs is None:
             raise ProtocolStateError("nothing can be replayed: audio was lost")
-        self.offset = self._journal[0].start if self._journal else self.sent
+        start = self.journal.start
+        self.offset = start if start is not None else self.sent
         # Only the last Finalize is resent: it answers every earlier mark as well.
         if len(self.marks) > 1:
             last = self.marks[-1]
@@ -661,7 +595,7 @@ class ListenSession:
         if r.end <= self.finalized + _EPS and r.duration > 0 and not r.from_finalize:
             return [Action(Act.DROP, r, note="final result for audio already finalized")]
         self.finalized = max(self.finalized, r.end)
-        self._journal_trim(self.finalized)
+        self.journal.trim(self.finalized)
         answered = False
         if r.from_finalize and self.marks:
             self.marks.popleft()

@@ -47,7 +47,7 @@ from antiphon.audio.codecs import decode_to_pcm
 from antiphon.errors import ConfigError
 from antiphon.protocols import assemblyai_stt as aai
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.listening import FakeListenServer, ListenerConnection, Run
+from antiphon.testing.listening import FakeListenServer, ListenerConnection, ListenerStats, Run
 
 __all__ = ["DEFAULT_API_KEY", "AssemblyAIFakeStats", "FakeAssemblyAISTT"]
 
@@ -57,24 +57,14 @@ INTERIM_EVERY = 0.25
 
 
 @dataclass
-class AssemblyAIFakeStats:
+class AssemblyAIFakeStats(ListenerStats):
     """What the fake saw and did (read it from the test after the fact)."""
 
-    connections: int = 0
-    open_connections: int = 0
     queries: list[dict[str, str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    audio_messages: int = 0
-    audio_bytes: int = 0
-    control: list[str] = field(default_factory=list)
-    """Types of the JSON messages received, in order."""
     received: list[dict[str, Any]] = field(default_factory=list)
     """The JSON messages received, parsed."""
     turns_sent: int = 0
-    closes_sent: list[int] = field(default_factory=list)
-
-    def count(self, kind: str) -> int:
-        return self.control.count(kind)
 
 
 class FakeAssemblyAISTT(FakeListenServer):

@@ -50,7 +50,13 @@ from antiphon.errors import ConfigError
 from antiphon.protocols import deepgram_stt as dg
 from antiphon.testing.deepgram import check_upgrade
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.listening import FakeListenServer, ListenerConnection, Run, phrase_pitch
+from antiphon.testing.listening import (
+    FakeListenServer,
+    ListenerConnection,
+    ListenerStats,
+    Run,
+    phrase_pitch,
+)
 
 __all__ = ["DEFAULT_API_KEY", "DeepgramSTTFakeStats", "FakeDeepgramSTT", "phrase_pitch"]
 
@@ -63,25 +69,15 @@ SILENCE_FINAL = 1.0
 
 
 @dataclass
-class DeepgramSTTFakeStats:
+class DeepgramSTTFakeStats(ListenerStats):
     """What the fake saw and did (read it from the test after the fact)."""
 
-    connections: int = 0
-    open_connections: int = 0
     queries: list[dict[str, str]] = field(default_factory=list)
-    audio_messages: int = 0
-    audio_bytes: int = 0
-    control: list[str] = field(default_factory=list)
-    """Types of the JSON messages received, in order."""
     results_sent: int = 0
     speech_started: list[float] = field(default_factory=list)
     """``timestamp`` of every ``SpeechStarted`` sent."""
     utterance_ends: list[float] = field(default_factory=list)
     """``last_word_end`` of every ``UtteranceEnd`` sent."""
-    closes_sent: list[int] = field(default_factory=list)
-
-    def count(self, kind: str) -> int:
-        return self.control.count(kind)
 
 
 class FakeDeepgramSTT(FakeListenServer):

@@ -16,7 +16,7 @@ import json
 import math
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "FakeListenServer",
     "ListenStats",
     "ListenerConnection",
+    "ListenerStats",
     "Run",
     "identify",
     "phrase_pitch",
@@ -102,6 +103,22 @@ class ListenStats(Protocol):
     audio_messages: int
     audio_bytes: int
     control: list[str]
+
+
+@dataclass
+class ListenerStats:
+    """The statistics every STT fake keeps; a fake's own stats add to them."""
+
+    connections: int = 0
+    open_connections: int = 0
+    audio_messages: int = 0
+    audio_bytes: int = 0
+    control: list[str] = field(default_factory=list)
+    """Types of the JSON messages received, in order."""
+    closes_sent: list[int] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return self.control.count(kind)
 
 
 class FakeListenServer(FakeWsServer):

@@ -34,6 +34,8 @@ from antiphon.testing.gemini_generate import FakeGeminiGenerate
 from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OPENAI_STT_KEY
+from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.openai_tts import FakeOpenAITTS
 from antiphon.testing.server import FakeServer
 from antiphon.testing.xai import FakeXAITTS
@@ -89,9 +91,13 @@ class LoopbackFakes:
             aai = FakeAssemblyAISTT(self.plan, vocabulary=vocabulary)
             await stack.enter_async_context(aai)
             return Endpoint(aai.url, ASSEMBLYAI_KEY)
+        if provider == "openai":
+            oai = FakeOpenAITranscription(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(oai)
+            return Endpoint(oai.url, OPENAI_STT_KEY)
         if provider != "deepgram":
             raise ConfigError(
-                f"no fake server for STT provider {provider!r}; use deepgram or assemblyai"
+                f"no fake server for STT provider {provider!r}; use deepgram, assemblyai or openai"
             )
         fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)

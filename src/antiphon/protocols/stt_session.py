@@ -1,0 +1,147 @@
+"""What the streaming-STT protocol machines share: vocabulary, JSON frames, the journal.
+
+Sans-I/O, like the machines that use it (``deepgram_stt``, ``assemblyai_stt``,
+``openai_transcription``): each parses its own server messages, but all of them answer
+``feed(frame)`` with the same :class:`Action`\\ s (a transcript to emit, the end, a
+failure, something to log or drop), move through the same :class:`Phase`\\ s, read JSON
+frames the same way (:func:`json_object`, :class:`Malformed`), and keep
+the audio that no final result has answered yet in an :class:`AudioJournal`, so that a
+dropped connection can be replaced and that audio replayed. The driver
+(:mod:`antiphon.services.ws_stt`) reads only this vocabulary.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from antiphon.errors import ConfigError
+
+__all__ = ["Act", "Action", "AudioJournal", "Malformed", "Phase", "Recognized", "json_object"]
+
+
+class Phase(enum.Enum):
+    OPEN = "open"  # audio may be sent
+    CLOSING = "closing"  # the input ended: waiting for the last results
+    DONE = "done"  # nothing more is owed
+
+
+class Act(enum.Enum):
+    EMIT = "emit"  # a transcript for the caller (Action.transcript)
+    DONE = "done"  # the recognition is complete
+    FAIL = "fail"  # the server reported an error (Action.note)
+    NOTICE = "notice"  # informational: log at most
+    DROP = "drop"  # stale, unknown or malformed: discard (Action.note)
+
+
+@dataclass(frozen=True, slots=True)
+class Recognized:
+    """A transcript in seconds of the *stream's* audio (offsets of reconnects applied)."""
+
+    text: str
+    is_final: bool
+    start: float
+    end: float
+    confidence: float
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    act: Act
+    event: object = None
+    transcript: Recognized | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A server frame that is no message of the protocol: ``reason``, and its start."""
+
+    reason: str
+    raw: str = ""
+
+
+def json_object(frame: str | bytes) -> dict[str, Any] | Malformed:
+    """A server text frame's JSON object, or why it is none (never raises)."""
+    if isinstance(frame, bytes):
+        return Malformed("a binary frame from the server")
+    try:
+        msg = json.loads(frame)
+    except ValueError:
+        return Malformed("not JSON", frame[:200])
+    if not isinstance(msg, dict):
+        return Malformed("not a JSON object", frame[:200])
+    return msg
+
+
+@dataclass(slots=True)
+class _Chunk:
+    start: float  # stream seconds
+    data: bytes
+
+
+class AudioJournal:
+    """Audio messages sent and not yet covered by a final result, at most ``seconds``.
+
+    ``add`` notes each message with its start (stream seconds); ``trim(until)`` forgets
+    what final results covered. With ``cut`` the first message is cut at ``until`` (to a
+    whole sample of ``width`` bytes), else only whole messages go (protocols that bound a
+    message's length). Past ``seconds`` the oldest audio is dropped and ``overflowed`` is
+    set: a replay would then miss audio (``seconds=0``: never journal).
+    """
+
+    def __init__(
+        self, seconds: float, *, bytes_per_second: int, width: int, cut: bool = True
+    ) -> None:
+        if not isinstance(seconds, int | float) or seconds < 0:
+            raise ConfigError("journal_seconds must be >= 0 (0: never replay audio)")
+        self.seconds = float(seconds)
+        self.overflowed = False
+        self._bps = bytes_per_second
+        self._width = width
+        self._cut = cut
+        self._chunks: deque[_Chunk] = deque()
+        self._bytes = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (c.data for c in self._chunks)
+
+    @property
+    def start(self) -> float | None:
+        """Stream seconds of the first sample kept (None when empty)."""
+        return self._chunks[0].start if self._chunks else None
+
+    def add(self, start: float, data: bytes) -> None:
+        if self.seconds <= 0:
+            self.overflowed = True
+            return
+        self._chunks.append(_Chunk(start, data))
+        self._bytes += len(data)
+        while self._chunks and self._bytes > self.seconds * self._bps:
+            self._bytes -= len(self._chunks.popleft().data)
+            self.overflowed = True
+
+    def trim(self, until: float) -> None:
+        """Forget the audio before ``until`` (stream seconds)."""
+        while self._chunks:
+            head = self._chunks[0]
+            if head.start + len(head.data) / self._bps <= until + 1e-9:
+                self._chunks.popleft()
+                self._bytes -= len(head.data)
+                continue
+            if self._cut and head.start < until:
+                cut = round((until - head.start) * self._bps / self._width) * self._width
+                cut = min(cut, len(head.data) - self._width)
+                if cut > 0:
+                    head.data = head.data[cut:]
+                    head.start += cut / self._bps
+                    self._bytes -= cut
+            break
