@@ -20,9 +20,13 @@ class TurnOptions:
     """When the user's turn ends.
 
     The turn ends when the VAD has heard ``VADOptions.min_silence_duration`` of silence
-    after speech *and* the STT has given the final transcript of that speech; if the
-    final does not come within ``final_timeout`` seconds of the silence, the turn ends
-    with what was recognised so far (or is dropped when nothing was).
+    after speech *and* the STT has given the final transcript of that speech, on the
+    first sufficient evidence: a final that already covers the speech when the silence
+    window ends (a cloud STT's end-of-speech final, such as Deepgram's ``speech_final``,
+    often comes first) ends the turn at once, and so does a final that comes after it
+    (the answer to the session's flush). ``final_timeout`` is only the fallback: if no
+    final comes within it, the turn ends with what was recognised so far (or is dropped
+    when nothing was).
 
     ``preemptive``: start the LLM on the last interim transcript as soon as the silence
     is heard, before the final; the reply is kept (and spoken) only if the final says the

@@ -108,6 +108,10 @@ tracer = trace.get_tracer("antiphon.agent")
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
 
+COVER_SLACK = 0.3
+"""Seconds a final may end before the VAD's end of speech and still cover it (word times
+end at the last phoneme; the VAD's decision windows are 20-30 ms and its edges soft)."""
+
 
 # ------------------------------------------------------------------ mailbox messages
 
@@ -117,6 +121,10 @@ class _Vad:
     event: VADEvent
     lag: float  # seconds of audio between the event's time and the newest audio
     at: float  # clock time the audio was pushed
+    # the event's time in seconds of the STT stream's audio, when the stream hears all
+    # the audio the VAD hears (a cloud STT); None otherwise
+    stt_time: float | None = None
+    stream: RecognizeStream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,7 @@ class _Overlap:
 @dataclass(frozen=True, slots=True)
 class _Heard:
     transcript: Transcript
+    stream: RecognizeStream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +294,10 @@ class AgentSession:
         self._user_speaking = False
         self._awaiting_final = False
         self._final_missed = False  # the turn ended empty before the STT final came
+        # end of the speech the STT's finals cover (stream seconds, of _covered_stream);
+        # None once an interim with text says more speech is pending
+        self._covered_until: float | None = None
+        self._covered_stream: RecognizeStream | None = None
         self._speech_end_at: float | None = None
         self._final_delay: float | None = None
         self._overlap = False  # the user speaks over the agent (not yet an interruption)
@@ -463,9 +476,15 @@ class AgentSession:
     def _after_vad(self, events: list[VADEvent]) -> None:
         now = self.clock.now()
         position = self.vad.position
+        stream = self._stt_stream
+        # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD time
+        # maps onto the stream's time; its transcripts' times then say what they cover
+        aligned = stream if stream is not None and not self._stt_gate.enabled else None
         for ev in events:
             self._idle.clear()
-            self._post(_Vad(ev, max(0.0, position - ev.time), now))
+            lag = max(0.0, position - ev.time)
+            stt_time = aligned.audio_seconds - lag if aligned is not None else None
+            self._post(_Vad(ev, lag, now, stt_time, aligned))
             if isinstance(ev, SpeechStart):
                 self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
                 self._voiced_until = position
@@ -574,7 +593,7 @@ class AgentSession:
         error: ProviderError | None = None
         try:
             async for t in stream:
-                if not self._post(_Heard(t)):
+                if not self._post(_Heard(t, stream)):
                     return
         except ProviderError as exc:
             error = exc
@@ -601,7 +620,7 @@ class AgentSession:
             self._overlap_duration = item.duration
             self._maybe_interrupt()
         elif isinstance(item, _Heard):
-            self._on_transcript(item.transcript)
+            self._on_transcript(item.transcript, item.stream)
         elif isinstance(item, _Timer):
             if item.token == self._timer_token and item.kind == "final":
                 self._on_final_timeout()
@@ -660,6 +679,13 @@ class AgentSession:
                 stream.flush()
         self._awaiting_final = True
         self._final_delay = None
+        if self._finals_cover(item):
+            # the STT's end-of-speech final came before the VAD's silence window ended:
+            # both say the turn is over, so it is (the flush's answer adds nothing)
+            self._final_delay = 0.0
+            self._set_state(AgentState.LISTENING, "speech ended")
+            self._end_of_turn()
+            return
         self._arm_timer("final", self.options.turn.final_timeout)
         self._set_state(AgentState.LISTENING, "speech ended")
         if self.options.turn.preemptive and self._reply is None:
@@ -667,7 +693,23 @@ class AgentSession:
             if text:
                 self._start_reply(text, committed=False)
 
-    def _on_transcript(self, t: Transcript) -> None:
+    def _finals_cover(self, item: _Vad) -> bool:
+        """Do the finals heard so far cover the speech that just ended (``item``)?
+
+        True when the last transcript of the stream was a final (no interim with text
+        after it) whose end reaches the end of the speech, less the VAD's padding and
+        ``COVER_SLACK`` (word times and the VAD's edges differ a little).
+        """
+        if not self._finals or self._interim or item.stt_time is None:
+            return False
+        if item.stream is None or item.stream is not self._covered_stream:
+            return False
+        if self._covered_until is None:
+            return False
+        speech_end = item.stt_time - min(self.vad.options.padding, item.event.time)
+        return self._covered_until >= speech_end - COVER_SLACK
+
+    def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
         text = t.text.strip()
         if not text:
             return
@@ -675,6 +717,10 @@ class AgentSession:
         reply = self._reply
         if reply is not None and reply.speaking and not self._overlap:
             return  # speech over an uninterruptible reply
+        if t.is_final:
+            self._covered_until, self._covered_stream = t.end, stream
+        else:
+            self._covered_until = None
         if t.is_final:
             self._finals.append(text)
             self._interim = ""
@@ -713,6 +759,7 @@ class AgentSession:
     def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
+        self._covered_until = None
         text = self._user_text(with_interim=True)
         self._finals, self._interim, self._carry = [], "", ""
         reply = self._reply

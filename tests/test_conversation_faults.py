@@ -1,0 +1,207 @@
+"""What the caller hears when a service fails: one user turn through the cloud pipeline.
+
+Each test runs an :class:`~antiphon.agent.AgentSession` on Deepgram STT, an
+OpenAI-compatible LLM and Deepgram TTS, each against its fake server on loopback, with
+one fault of the fake's :class:`~antiphon.testing.FaultPlan`, on the virtual-time loop
+(every deadline, backoff and pacing wait takes its configured length of loop time and no
+wall time). The user says one phrase, then stays silent. Each test asserts what the
+caller hears (the reply, a part of it, the fallback line, or nothing), how many requests
+the LLM got, when the session is idle again, and that nothing is left behind
+(:class:`~antiphon.testing.leaks.LeakCheck`). The table in ``docs/agent.md`` is this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from antiphon.agent import (
+    AgentOptions,
+    AgentReplied,
+    AgentSession,
+    AgentState,
+    TurnCompleted,
+    TurnOptions,
+)
+from antiphon.agent.events import AgentEvent
+from antiphon.aio.clock import MonotonicClock
+from antiphon.audio.frame import AudioFrame
+from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
+from antiphon.plugins.openai import OpenAILLM
+from antiphon.services.stt import STTDeadlines
+from antiphon.services.vad import VADOptions
+from antiphon.testing import FaultPlan
+from antiphon.testing.agent import EnergyVAD
+from antiphon.testing.deepgram import DEFAULT_API_KEY as TTS_KEY
+from antiphon.testing.deepgram import FakeDeepgramTTS
+from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as STT_KEY
+from antiphon.testing.deepgram_stt import FakeDeepgramSTT
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.openai_chat import DEFAULT_API_KEY as LLM_KEY
+from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.synth import tone_for_text
+
+#: asyncio only, every fake in the test's loop: virtual time (docs/testing.md).
+pytestmark = pytest.mark.virtual_time
+
+PHRASE = "what can you do"
+RATE = 16000
+STEP = 0.02
+
+
+@dataclass
+class Call:
+    """One session on the cloud fakes, and what its caller got."""
+
+    session: AgentSession
+    stt_fake: FakeDeepgramSTT
+    llm_fake: FakeOpenAIChat
+    tts_fake: FakeDeepgramTTS
+    events: list[AgentEvent] = field(default_factory=list)
+    frames: dict[int, float] = field(default_factory=dict)  # generation -> seconds heard
+
+    def of(self, kind: type[AgentEvent]) -> list[AgentEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    @property
+    def llm_requests(self) -> int:
+        return len(self.llm_fake.stats.requests)
+
+    def heard(self) -> list[str]:
+        """The agent's lines the caller heard (some audio of), in order."""
+        return [
+            e.text
+            for e in self.events
+            if isinstance(e, AgentReplied) and e.text and self.frames.get(e.generation, 0.0) > 0
+        ]
+
+    async def push(self, audio: AudioFrame) -> None:
+        """Push ``audio`` paced like a transport: 20 ms per 20 ms of loop time."""
+        loop = asyncio.get_running_loop()
+        start, t = loop.time(), 0.0
+        for frame in audio.split(STEP):
+            self.session.push_audio(frame)
+            t += frame.duration
+            await asyncio.sleep(max(0.0, start + t - loop.time()))
+
+    async def say(self, phrase: str = PHRASE) -> float:
+        """The user says ``phrase``; returns the loop time its speech ended."""
+        await self.push(AudioFrame(tone_for_text(phrase, RATE), RATE))
+        return asyncio.get_running_loop().time()
+
+    async def until(self, predicate: object, *, limit: float = 30.0) -> float:
+        """Stay silent until ``predicate()`` holds; the loop time it took."""
+        assert callable(predicate)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not predicate():
+            if loop.time() - start > limit:
+                raise AssertionError(f"not within {limit} s of loop time")
+            await self.push(AudioFrame.silence(STEP, RATE))
+        return loop.time() - start
+
+    async def idle(self, *, limit: float = 30.0) -> float:
+        """Silence until the session is idle (nobody speaks, nothing pending)."""
+        session = self.session
+
+        def is_idle() -> bool:
+            return session.state is AgentState.LISTENING and session._idle.is_set()
+
+        return await self.until(is_idle, limit=limit)
+
+
+@contextlib.asynccontextmanager
+async def cloud_call(
+    *,
+    stt_plan: FaultPlan | None = None,
+    llm_plan: FaultPlan | None = None,
+    tts_plan: FaultPlan | None = None,
+    options: AgentOptions | None = None,
+    vad_silence: float = 0.5,
+    endpointing: int | None = None,
+    stt_deadlines: STTDeadlines | None = None,
+) -> AsyncIterator[Call]:
+    leaks = LeakCheck()
+    async with contextlib.AsyncExitStack() as stack:
+        stt_fake = await stack.enter_async_context(
+            FakeDeepgramSTT(stt_plan, vocabulary=(PHRASE, "hello again"))
+        )
+        llm_fake = await stack.enter_async_context(FakeOpenAIChat(llm_plan))
+        tts_fake = FakeDeepgramTTS(tts_plan)
+        await tts_fake.start()
+        stack.push_async_callback(tts_fake.aclose)
+        stt = DeepgramSTT(
+            api_key=STT_KEY,
+            base_url=stt_fake.url,
+            endpointing=endpointing,
+            deadlines=stt_deadlines,
+        )
+        llm = OpenAILLM("gpt-4o-mini", api_key=LLM_KEY, base_url=llm_fake.base_url)
+        tts = DeepgramTTS(api_key=TTS_KEY, base_url=tts_fake.url)
+        for service in (stt, llm, tts):
+            stack.push_async_callback(service.aclose)
+        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=vad_silence))
+        session = AgentSession(
+            vad=vad, stt=stt, llm=llm, tts=tts, clock=MonotonicClock(), options=options
+        )
+        call = Call(session, stt_fake, llm_fake, tts_fake)
+        events = session.events()
+        stack.push_async_callback(session.aclose)
+        await session.start()
+
+        async def listen() -> None:
+            async for ev in events:
+                call.events.append(ev)
+
+        async def read() -> None:
+            async for frame in session.output:
+                g = frame.generation
+                call.frames[g] = call.frames.get(g, 0.0) + frame.duration
+
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(listen()), loop.create_task(read())]
+        try:
+            async with asyncio.timeout(120):  # fires only if the test hangs (loop idle)
+                await call.push(AudioFrame.silence(0.3, RATE))
+                yield call
+        finally:
+            await session.aclose()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await leaks.assert_clean(settle=1.0)
+
+
+# ------------------------------------------------------------------ end of turn
+
+
+@pytest.mark.parametrize(
+    ("vad_silence", "endpointing", "order"),
+    [
+        (0.5, 300, "speech_final before the VAD's silence window ends"),
+        (0.2, 400, "the VAD's silence first: the answer to Finalize is the final"),
+    ],
+)
+async def test_the_turn_ends_on_the_first_sufficient_evidence(
+    vad_silence: float, endpointing: int, order: str
+) -> None:
+    final_timeout = 3.0  # long, so that waiting for it could not pass unnoticed
+    options = AgentOptions(turn=TurnOptions(final_timeout=final_timeout))
+    async with cloud_call(options=options, vad_silence=vad_silence, endpointing=endpointing) as c:
+        for _ in range(2):
+            await c.say()
+            await c.until(lambda: bool(c.of(TurnCompleted)))
+            await c.idle()
+            c.events.clear()
+        turns = list(c.session.turns)
+        assert [t.user_text for t in turns] == [PHRASE, PHRASE], order
+        for t in turns:
+            assert t.end_of_turn_delay is not None and t.voice_to_voice is not None
+            # the VAD's silence window, plus loopback round trips (no fallback wait)
+            assert vad_silence - 0.021 < t.end_of_turn_delay < vad_silence + 0.2, order
+            assert t.voice_to_voice < vad_silence + 0.5 < final_timeout, order
+        assert c.llm_requests == 2
