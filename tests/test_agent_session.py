@@ -332,6 +332,41 @@ async def test_preemptive_reply_is_replaced_when_the_final_differs() -> None:
         assert not any(g == 1 for g in (h.frame.generation for h in c.heard))
 
 
+@pytest.mark.parametrize("agrees", [True, False], ids=["final-agrees", "final-differs"])
+async def test_a_failed_speculative_reply_is_never_heard(agrees: bool) -> None:
+    """The reply started on the interim fails before the final: nothing is said or
+    shown until the turn is decided; then one apology (final agrees: the failure is
+    reused, one LLM request) or one new request (final differs)."""
+    clock = VirtualClock()
+    line = "hello there" if agrees else "hello there my friend"
+    # the interim of 0.6 s of speech at 0.2 s steps: all of "hello there", or 3 words
+    stt = ScriptedSTT([line], interim_every=0.2, final_delay=0.3, clock=clock)
+    failure = ProviderError("model overloaded", provider="scripted-llm", stage="stream")
+    options = AgentOptions(error_message="Sorry, I had a problem.")
+    replies: list[LLMReply] = [failure, "Hi friend."]
+    async with rig([], replies, stt=stt, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: len(c.of(UserTurnEnded)) == 1, limit=3)
+        # the speculative request failed before the final: nothing of it showed
+        kinds = [type(e).__name__ for e in c.events]
+        assert kinds.index("UserTurnEnded") < min(
+            (kinds.index(k) for k in ("AgentError", "AgentReplied") if k in kinds),
+            default=len(kinds),
+        )
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=10)
+        heard = [e.text for e in c.of(AgentReplied) if e.text]
+        if agrees:
+            assert len(r.llm.requests) == 1  # the failure was reused
+            assert heard == ["Sorry, I had a problem."]
+            assert len(c.of(AgentError)) == 1
+        else:
+            assert len(r.llm.requests) == 2  # the committed turn asked once
+            assert r.llm.requests[1].messages[-1].content == line
+            assert heard == ["Hi friend."]
+            assert not c.of(AgentError)
+
+
 async def test_user_going_on_cancels_the_reply_and_joins_the_turn() -> None:
     clock = VirtualClock()
     llm = ScriptedLLM(["Too early.", "Now I answer."], token_delay=0.3, clock=clock)

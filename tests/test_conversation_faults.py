@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
 from antiphon.agent import (
+    AgentError,
     AgentOptions,
     AgentReplied,
     AgentSession,
     AgentState,
     TurnCompleted,
     TurnOptions,
+    UserTurnEnded,
 )
 from antiphon.agent.events import AgentEvent
 from antiphon.aio.clock import MonotonicClock
@@ -51,6 +54,7 @@ pytestmark = pytest.mark.virtual_time
 PHRASE = "what can you do"
 RATE = 16000
 STEP = 0.02
+E = TypeVar("E")
 
 
 @dataclass
@@ -61,10 +65,11 @@ class Call:
     stt_fake: FakeDeepgramSTT
     llm_fake: FakeOpenAIChat
     tts_fake: FakeDeepgramTTS
+    llm: OpenAILLM
     events: list[AgentEvent] = field(default_factory=list)
     frames: dict[int, float] = field(default_factory=dict)  # generation -> seconds heard
 
-    def of(self, kind: type[AgentEvent]) -> list[AgentEvent]:
+    def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
     @property
@@ -148,7 +153,7 @@ async def cloud_call(
         session = AgentSession(
             vad=vad, stt=stt, llm=llm, tts=tts, clock=MonotonicClock(), options=options
         )
-        call = Call(session, stt_fake, llm_fake, tts_fake)
+        call = Call(session, stt_fake, llm_fake, tts_fake, llm)
         events = session.events()
         stack.push_async_callback(session.aclose)
         await session.start()
@@ -205,3 +210,41 @@ async def test_the_turn_ends_on_the_first_sufficient_evidence(
             assert vad_silence - 0.021 < t.end_of_turn_delay < vad_silence + 0.2, order
             assert t.voice_to_voice < vad_silence + 0.5 < final_timeout, order
         assert c.llm_requests == 2
+
+
+# ------------------------------------------------------------------ LLM faults
+
+
+APOLOGY = "Sorry, something went wrong on my side. Please say that again."
+
+
+LLM_FAULTS = {
+    # fault: (plan, retried by the plugin before its first token)
+    "http-500": (FaultPlan(reject_status=500), True),
+    "cut-stream": (FaultPlan(close_mid_audio=1011, close_after_chunks=2), False),
+    "error-mid-stream": (FaultPlan(error_mid_stream=True, close_after_chunks=2), False),
+    "malformed-chunk": (FaultPlan(malformed_mid_stream=True), False),
+}
+
+
+@pytest.mark.parametrize("speculative", [False, True], ids=["final-first", "speculative"])
+@pytest.mark.parametrize("fault", list(LLM_FAULTS))
+async def test_an_llm_failure_is_one_apology(fault: str, speculative: bool) -> None:
+    plan, retried = LLM_FAULTS[fault]
+    # speculative: the VAD's silence ends first and the STT's final is slow, so the reply
+    # starts on the interim transcript and fails before the turn is decided
+    stt_plan = FaultPlan(first_audio_delay=0.4) if speculative else None
+    vad_silence, endpointing = (0.2, 800) if speculative else (0.5, 300)
+    async with cloud_call(
+        llm_plan=plan, stt_plan=stt_plan, vad_silence=vad_silence, endpointing=endpointing
+    ) as c:
+        await c.say()
+        await c.until(lambda: bool(c.of(TurnCompleted)))
+        await c.idle()
+        assert c.heard() == [APOLOGY]
+        # nothing of the failure shows before the turn is decided, on its final
+        kinds = [type(e).__name__ for e in c.events]
+        assert kinds.index("UserTurnEnded") < kinds.index("AgentError")
+        assert [e.text for e in c.of(UserTurnEnded)] == [PHRASE]
+        assert len(c.of(AgentError)) == 1
+        assert c.llm_requests == 1 + (c.llm.max_retries if retried else 0)

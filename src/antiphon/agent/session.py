@@ -189,6 +189,9 @@ class _Reply:
     started_at: float = 0.0
     speech_end_at: float | None = None  # clock time the user's speech ended
     span: Any = None
+    # the end of a speculative reply (done or failed before the turn was committed):
+    # held, unseen, until the commit reuses it or the reply is abandoned
+    held: _ReplyNews | None = None
 
     def played(self, track: OutputTrack) -> float:
         if self.base is None:
@@ -870,6 +873,8 @@ class AgentSession:
             )
         reply.committed.set()
         self._set_state(AgentState.THINKING, "end of turn")
+        if reply.held is not None:
+            self._on_reply_news(reply.held)
 
     def _abandon_reply(self, reply: _Reply, reason: str, *, keep_text: bool = True) -> None:
         """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
@@ -905,6 +910,12 @@ class AgentSession:
         reply = news.reply
         if reply is not self._reply:
             return  # an interrupted or abandoned reply, still winding down
+        if not reply.committed.is_set() and news.kind in ("done", "failed"):
+            # speculation is invisible: a reply started on an interim transcript that
+            # ends (fails) before the turn is decided says and shows nothing; the commit
+            # reuses its outcome when the final agrees, else it is dropped unheard
+            reply.held = news
+            return
         if news.kind == "first_audio":
             reply.speaking = True
             if not self._overlap:
