@@ -33,12 +33,13 @@ from antiphon.agent import (
 from antiphon.agent.events import AgentEvent
 from antiphon.aio.clock import MonotonicClock
 from antiphon.audio.frame import AudioFrame
+from antiphon.errors import AuthError
 from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.services.stt import STTDeadlines
 from antiphon.services.vad import VADOptions
 from antiphon.testing import FaultPlan
-from antiphon.testing.agent import EnergyVAD
+from antiphon.testing.agent import EnergyVAD, ToneTTS
 from antiphon.testing.deepgram import DEFAULT_API_KEY as TTS_KEY
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as STT_KEY
@@ -89,6 +90,8 @@ class Call:
         loop = asyncio.get_running_loop()
         start, t = loop.time(), 0.0
         for frame in audio.split(STEP):
+            if self.session.state is AgentState.CLOSED:
+                return  # the caller's line is dead: the transport stops pushing
             self.session.push_audio(frame)
             t += frame.duration
             await asyncio.sleep(max(0.0, start + t - loop.time()))
@@ -129,6 +132,7 @@ async def cloud_call(
     vad_silence: float = 0.5,
     endpointing: int | None = None,
     stt_deadlines: STTDeadlines | None = None,
+    offline_fallback: bool = True,
 ) -> AsyncIterator[Call]:
     leaks = LeakCheck()
     async with contextlib.AsyncExitStack() as stack:
@@ -147,11 +151,21 @@ async def cloud_call(
         )
         llm = OpenAILLM("gpt-4o-mini", api_key=LLM_KEY, base_url=llm_fake.base_url)
         tts = DeepgramTTS(api_key=TTS_KEY, base_url=tts_fake.url)
-        for service in (stt, llm, tts):
-            stack.push_async_callback(service.aclose)
+        # the offline fallback: the tone TTS double (in-process, on the loop's clock) stands
+        # in for espeak, whose engine thread the virtual-time loop cannot wait for
+        fallback = ToneTTS(clock=MonotonicClock()) if offline_fallback else None
+        for service in (stt, llm, tts, fallback):
+            if service is not None:
+                stack.push_async_callback(service.aclose)
         vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=vad_silence))
         session = AgentSession(
-            vad=vad, stt=stt, llm=llm, tts=tts, clock=MonotonicClock(), options=options
+            vad=vad,
+            stt=stt,
+            llm=llm,
+            tts=tts,
+            clock=MonotonicClock(),
+            options=options,
+            fallback_tts=fallback,
         )
         call = Call(session, stt_fake, llm_fake, tts_fake, llm)
         events = session.events()
@@ -248,3 +262,151 @@ async def test_an_llm_failure_is_one_apology(fault: str, speculative: bool) -> N
         assert [e.text for e in c.of(UserTurnEnded)] == [PHRASE]
         assert len(c.of(AgentError)) == 1
         assert c.llm_requests == 1 + (c.llm.max_retries if retried else 0)
+
+
+# ------------------------------------------------------------------ the fault table
+
+ANSWER = f"You said: {PHRASE}"
+MISSED = AgentOptions().unanswered_message
+CAUGHT = AgentOptions().misheard_message.replace("{text}", "what")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One fault and what the caller gets (the table of docs/agent.md)."""
+
+    stt: FaultPlan | None = None
+    llm: FaultPlan | None = None
+    tts: FaultPlan | None = None
+    heard: tuple[str, ...] = ()
+    llm_requests: int = 1
+    idle_within: float = 3.0  # loop seconds from the end of the user's speech
+    closed: type[Exception] | None = None  # the session closes with this error
+    next_turn: str = ANSWER  # the next turn, the provider's fault plan lifted
+
+
+TABLE: dict[str, Row] = {
+    "control": Row(heard=(ANSWER,), idle_within=2.5),
+    # -- STT (Deepgram): every connection of the stream gets the fault
+    "stt refuses (HTTP 503)": Row(
+        stt=FaultPlan(reject_status=503), heard=(MISSED,), llm_requests=0, idle_within=4.5
+    ),
+    "stt hangs on connect": Row(
+        stt=FaultPlan(hang_connect=True), heard=(MISSED,), llm_requests=0, idle_within=8.0
+    ),
+    # (the connection opened after the failure keeps its plan: silent again)
+    "stt goes silent": Row(
+        stt=FaultPlan(silent_after=20),
+        heard=(MISSED,),
+        llm_requests=0,
+        idle_within=8.5,
+        next_turn=MISSED,
+    ),
+    "stt closes mid-stream": Row(
+        stt=FaultPlan(close_mid_audio=1011, close_after_chunks=20),
+        heard=(CAUGHT,),
+        llm_requests=0,
+        idle_within=5.0,
+    ),
+    "stt error mid-stream": Row(
+        stt=FaultPlan(error_mid_stream=True, close_after_chunks=20),
+        heard=(CAUGHT,),
+        llm_requests=0,
+        idle_within=5.0,
+    ),
+    "stt garbage": Row(stt=FaultPlan(malformed_mid_stream=True), heard=(ANSWER,), idle_within=2.5),
+    "stt drops at Finalize": Row(
+        stt=FaultPlan(drop_before_audio=1), heard=(ANSWER,), idle_within=2.5
+    ),
+    "stt slow (0.5 s per answer)": Row(
+        stt=FaultPlan(first_audio_delay=0.5), heard=(ANSWER,), idle_within=2.5
+    ),
+    "stt rejects the key (401)": Row(
+        stt=FaultPlan(reject_status=401), llm_requests=0, idle_within=0.0, closed=AuthError
+    ),
+    # -- LLM (OpenAI-compatible): the plugin retries once before its first token
+    "llm HTTP 500": Row(
+        llm=FaultPlan(reject_status=500), heard=(APOLOGY,), llm_requests=2, idle_within=5.0
+    ),
+    "llm HTTP 429": Row(
+        llm=FaultPlan(reject_status=429), heard=(APOLOGY,), llm_requests=2, idle_within=5.5
+    ),
+    "llm cut stream": Row(
+        llm=FaultPlan(close_mid_audio=1011, close_after_chunks=2), heard=(APOLOGY,), idle_within=4.5
+    ),
+    "llm error mid-stream": Row(
+        llm=FaultPlan(error_mid_stream=True, close_after_chunks=2),
+        heard=(APOLOGY,),
+        idle_within=4.5,
+    ),
+    "llm malformed chunk": Row(
+        llm=FaultPlan(malformed_mid_stream=True), heard=(APOLOGY,), idle_within=4.5
+    ),
+    "llm stalls mid-stream": Row(
+        llm=FaultPlan(chunk_interval=3600.0), heard=(APOLOGY,), idle_within=14.5
+    ),
+    "llm hangs (no answer)": Row(
+        llm=FaultPlan(hang_connect=True), heard=(APOLOGY,), llm_requests=0, idle_within=19.5
+    ),
+    "llm slow tokens (0.2 s)": Row(
+        llm=FaultPlan(chunk_interval=0.2), heard=(ANSWER,), idle_within=3.5
+    ),
+    # -- TTS (Deepgram): the offline fallback TTS says the apology
+    "tts refuses (HTTP 500)": Row(
+        tts=FaultPlan(reject_status=500), heard=(APOLOGY,), idle_within=4.5
+    ),
+    "tts hangs on connect": Row(
+        tts=FaultPlan(hang_connect=True), heard=(APOLOGY,), idle_within=9.5
+    ),
+    "tts goes silent": Row(tts=FaultPlan(silent_after=0), heard=(APOLOGY,), idle_within=14.5),
+    "tts closes mid-stream": Row(
+        tts=FaultPlan(close_mid_audio=1011, close_after_chunks=2), heard=(APOLOGY,), idle_within=4.5
+    ),
+    "tts rejects the key (401)": Row(
+        tts=FaultPlan(reject_status=401), idle_within=0.6, closed=AuthError
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+async def test_what_the_caller_hears(name: str) -> None:
+    row = TABLE[name]
+    async with cloud_call(stt_plan=row.stt, llm_plan=row.llm, tts_plan=row.tts) as c:
+        loop = asyncio.get_running_loop()
+        if row.closed is not None and row.stt is not None:
+            # the recogniser refuses the key at once: the session closes before any turn
+            async with asyncio.timeout(5):
+                await c.session.wait_for(AgentState.CLOSED)
+            took = 0.0
+        else:
+            end = await c.say()
+
+            def settled() -> bool:
+                s = c.session
+                return s.state is AgentState.CLOSED or (
+                    s.state is AgentState.LISTENING and s._idle.is_set() and bool(c.heard())
+                )
+
+            await c.until(settled if row.heard else lambda: c.session.state is AgentState.CLOSED)
+            took = loop.time() - end
+        assert c.heard() == list(row.heard), name
+        assert c.llm_requests == row.llm_requests, name
+        assert took <= row.idle_within, (name, took)
+        if row.closed is not None:
+            assert c.session.state is AgentState.CLOSED
+            [fatal] = [e for e in c.of(AgentError) if not e.recoverable]
+            assert isinstance(fatal.error, row.closed)
+            assert isinstance(c.session.error, row.closed)
+        else:
+            assert c.session.state is AgentState.LISTENING and c.session.error is None
+            assert all(e.recoverable for e in c.of(AgentError))
+            # still listening: the next turn is answered once the service is back
+            for fake in (c.stt_fake, c.llm_fake, c.tts_fake):
+                fake.plan = FaultPlan()
+            # (a hanging connection attempt ends at its connect deadline)
+            back = STTDeadlines().connect + 5.0 if row.stt is not None else 1.0
+            await c.push(AudioFrame.silence(back, RATE))
+            before = len(c.heard())
+            await c.say()
+            await c.until(lambda: len(c.heard()) > before and c.session._idle.is_set())
+            assert c.heard()[-1] == row.next_turn, name

@@ -85,6 +85,7 @@ from antiphon.audio.resample import AudioConverter
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import (
     AntiphonError,
+    AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
@@ -101,7 +102,7 @@ from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEv
 __all__ = ["AgentSession"]
 
 log = logging.getLogger(__name__)
-#: Said when the user's turn cannot be answered in its budget (the recogniser is behind).
+#: The default of ``AgentOptions.unanswered_message``: said when the recogniser lost a turn.
 UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
 tracer = trace.get_tracer("antiphon.agent")
 
@@ -162,6 +163,13 @@ class _Say:
     text: str
     allow_interruptions: bool
     add_to_history: bool
+    notice: bool = False  # a fallback line of the session's own: never apologised for
+    offline: bool = False  # say it with the fallback TTS (the TTS is the one failing)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReopenStt:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +189,8 @@ class _Reply:
     allow_interruptions: bool = True
     fixed_text: str | None = None  # say(): speak this instead of asking the LLM
     add_to_history: bool = True
+    notice: bool = False  # a fallback line (see _Say)
+    tts: TTS | None = None  # the TTS that speaks it (None: the session's)
     playback: Playback = field(default_factory=Playback)
     base: float | None = None  # output track position where this reply's audio starts
     new_messages: list[ChatMessage] = field(default_factory=list)
@@ -208,6 +218,8 @@ class AgentSession:
     ``instructions``: the system prompt. ``tools``: functions the LLM may call
     (``@function_tool``). ``output_rate``: the transport's rate (default: the TTS's).
     ``turn_log``: a path or text stream that gets one JSON line per turn.
+    ``fallback_tts``: an offline TTS (espeak, Piper) that says ``error_message`` when
+    the TTS fails mid-turn.
     Use ``async with AgentSession(...) as session`` (or :meth:`start` / :meth:`aclose`).
     The services are not closed by the session: their owner closes them.
     """
@@ -226,6 +238,7 @@ class AgentSession:
         clock: Clock | None = None,
         chat_context: ChatContext | None = None,
         turn_log: str | Path | IO[str] | None = None,
+        fallback_tts: TTS | None = None,
     ) -> None:
         for name, value, kind in (
             ("vad", vad, VAD),
@@ -239,7 +252,10 @@ class AgentSession:
             raise ConfigError("AgentSession instructions must be a str")
         if not all(isinstance(t, FunctionTool) for t in tools):
             raise ConfigError("AgentSession tools must be decorated with @function_tool")
+        if fallback_tts is not None and not isinstance(fallback_tts, TTS):
+            raise ConfigError("AgentSession fallback_tts= must be a TTS plugin")
         self.vad, self.stt, self.llm, self.tts = vad, stt, llm, tts
+        self.fallback_tts = fallback_tts
         self.tools = tuple(tools)
         self.options = options or AgentOptions()
         if not isinstance(self.options, AgentOptions):
@@ -276,9 +292,11 @@ class AgentSession:
         self._idle.set()
         self._error: AntiphonError | None = None
 
-        # STT stream (replaced after a failure)
+        # STT stream (replaced after a failure, after a backoff; None meanwhile)
         self._stt_stream: RecognizeStream | None = None
-        self._stt_failures = 0
+        self._stt_failures = 0  # consecutive: reset by a transcript
+        self._stt_reopen: asyncio.Task[None] | None = None
+        self._stt_lost_turn = False  # the recogniser lost audio of the current turn
         # an in-process recogniser hears only speech (and a little before it)
         self._stt_gate = SpeechGate(enabled=stt.speech_only)
 
@@ -377,6 +395,8 @@ class AgentSession:
                 reply.span.end()
         if self._stt_stream is not None:
             self._stt_stream.cancel()
+        if self._stt_reopen is not None:
+            self._stt_reopen.cancel()
         self.output.interrupt(self._gen + 1)  # O(1): not one more frame of the reply
         self._set_state(AgentState.CLOSED, reason)
         self._hub.close()
@@ -634,6 +654,10 @@ class AgentSession:
             self._next_say()
         elif isinstance(item, _SttEnded):
             self._on_stt_ended(item)
+        elif isinstance(item, _ReopenStt):
+            self._stt_reopen = None
+            if self._stt_stream is None and not self._closing:
+                self._open_stt()
         elif isinstance(item, _InputEnded):
             stream = self._stt_stream
             if stream is not None and not stream.done:
@@ -645,6 +669,8 @@ class AgentSession:
     def _on_speech_start(self) -> None:
         self._user_speaking = True
         self._final_missed = False
+        if self._stt_stream is None:
+            self._stt_lost_turn = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
         reply = self._reply
         if reply is not None and reply.speaking:
@@ -691,7 +717,7 @@ class AgentSession:
             return
         self._arm_timer("final", self.options.turn.final_timeout)
         self._set_state(AgentState.LISTENING, "speech ended")
-        if self.options.turn.preemptive and self._reply is None:
+        if self.options.turn.preemptive and self._reply is None and not self._stt_lost_turn:
             text = self._user_text(with_interim=True)
             if text:
                 self._start_reply(text, committed=False)
@@ -716,6 +742,8 @@ class AgentSession:
         text = t.text.strip()
         if not text:
             return
+        if stream is not None and stream is self._stt_stream:
+            self._stt_failures = 0  # the recogniser works again
         self._emit(UserTranscribed(text, t.is_final, self._gen))
         reply = self._reply
         if reply is not None and reply.speaking and not self._overlap:
@@ -747,7 +775,7 @@ class AgentSession:
             if stream is not None and stream.behind and waited < self.stt.deadlines.final:
                 self._arm_timer("final", 0.1)  # the recogniser is behind: wait (bounded)
                 return
-            behind = stream is not None and stream.behind
+            behind = (stream is not None and stream.behind) or self._stt_lost_turn
             # a final that comes after this (and no text yet) still starts the turn,
             # unless the fallback already asked the user to say it again
             self._final_missed = not behind and not self._user_text(with_interim=True)
@@ -763,17 +791,24 @@ class AgentSession:
         self._cancel_timer()
         self._awaiting_final = False
         self._covered_until = None
+        lost, self._stt_lost_turn = self._stt_lost_turn, False
+        behind = behind or lost
+        # a fragment: the recogniser lost or never finished part of this turn
+        fragment = behind and bool(self._interim or lost)
         text = self._user_text(with_interim=True)
         self._finals, self._interim, self._carry = [], "", ""
         reply = self._reply
-        if not text and behind and reply is None:
-            # never silence: the recogniser could not keep up within the turn's budget
-            metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
-            self._emit(
-                TurnUnanswered("speech recognition is behind", UNANSWERED_FALLBACK, self._gen)
-            )
-            self._says.append(_Say(UNANSWERED_FALLBACK, True, False))
-            self._next_say()
+        policy = self.options.misheard if text else "reask"
+        misheard = behind and (not text or (fragment and policy != "answer"))
+        if reply is not None and reply.committed.is_set() and text and not misheard:
+            return  # an uninterruptible reply speaks; this speech was over it
+        if misheard:
+            # never silence, never a confident answer to a fragment
+            if reply is not None:
+                if reply.committed.is_set():
+                    return  # an uninterruptible reply speaks; it goes on
+                self._abandon_reply(reply, "the recogniser lost the turn", keep_text=False)
+            self._unanswered(text if policy == "confirm" else "")
             return
         if not text:
             if reply is not None and not reply.committed.is_set():
@@ -788,6 +823,22 @@ class AgentSession:
         if self._reply is not None:
             return  # an uninterruptible reply speaks; this speech was over it
         self._start_reply(text, committed=True)
+
+    def _unanswered(self, fragment: str) -> None:
+        """Say the fallback line of a turn the recogniser lost (all or part of it)."""
+        opts = self.options
+        if fragment:
+            line = opts.misheard_message.replace("{text}", fragment)
+            reason = "speech recognition lost the rest of the turn"
+            self.history.user(fragment)  # what was heard, with the question about it
+        else:
+            line = opts.unanswered_message
+            reason = "speech recognition failed or is behind"
+        metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
+        self._emit(TurnUnanswered(reason, line, self._gen))
+        if line:
+            self._says.append(_Say(line, True, bool(fragment), notice=True))
+        self._next_say()
 
     # -- interruptions
 
@@ -898,13 +949,17 @@ class AgentSession:
         if self._reply is not None or not self._says or self._closing:
             return
         say = self._says.pop(0)
-        self._start_reply(
+        reply = self._start_reply(
             "",
-            committed=True,
+            committed=False,
             fixed_text=say.text,
             allow_interruptions=say.allow_interruptions,
             add_to_history=say.add_to_history,
         )
+        reply.notice = say.notice
+        if say.offline and self.fallback_tts is not None:
+            reply.tts = self.fallback_tts
+        self._commit(reply)
 
     def _on_reply_news(self, news: _ReplyNews) -> None:
         reply = news.reply
@@ -928,11 +983,21 @@ class AgentSession:
             error = news.error
             assert error is not None
             reply.metrics.error = str(error)
+            if _unrecoverable(error):
+                stage = error.stage or "reply"
+                self._fail(error, stage, f"{error.provider} failed for good: {error}")
+                return
             self._emit(AgentError(error.stage or "reply", error, True, reply.generation))
             played = reply.played(self.output)
             self._end_reply(reply, reply.playback.heard(played), interrupted=False)
-            if self.options.error_message and error.provider != self.tts.provider:
-                self._says.insert(0, _Say(self.options.error_message, True, False))
+            line = self.options.error_message
+            tts = reply.tts or self.tts
+            if line and not reply.notice:  # a failed fallback line is not apologised for
+                if error.provider != tts.provider:
+                    self._says.insert(0, _Say(line, True, False, notice=True))
+                elif self.fallback_tts is not None and tts is not self.fallback_tts:
+                    # the TTS is the one failing: the offline one says it
+                    self._says.insert(0, _Say(line, True, False, notice=True, offline=True))
             self._settle_state("reply failed")
             self._next_say()
 
@@ -982,15 +1047,34 @@ class AgentSession:
             return
         if item.error is None:
             return  # completed after end_input()
+        error = item.error
         self._stt_failures += 1
-        if self._stt_failures <= self.options.max_stt_restarts:
-            self._emit(AgentError("stt", item.error, True, self._gen))
-            self._tasks.spawn(_aclose(item.stream), name="stt-close")
-            self._open_stt()
-            if self._awaiting_final and not self._user_speaking:
-                self._end_of_turn(behind=True)  # its final is lost: answer, never silence
-        else:  # give up: the session fails with the error
-            self._fail(item.error, "stt", f"speech recognition failed: {item.error}")
+        limit = self.options.max_stt_restarts
+        if _unrecoverable(error) or (limit is not None and self._stt_failures > limit):
+            self._fail(error, "stt", f"speech recognition failed: {error}")
+            return
+        self._emit(AgentError("stt", error, True, self._gen))
+        self._tasks.spawn(_aclose(item.stream), name="stt-close")
+        self._stt_stream = None
+        # a new stream after a backoff (never N attempts in the same millisecond); the
+        # audio meanwhile is lost, and so is the turn it belonged to
+        delay = self.options.stt_backoff.delay(self._stt_failures - 1)
+        self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
+        if self._user_speaking or self._awaiting_final:
+            self._stt_lost_turn = True
+        if self._awaiting_final and not self._user_speaking:
+            self._end_of_turn(behind=True)  # its final is lost: never silence
+        elif self._final_missed and not self._user_speaking and self._reply is None:
+            # the turn ended empty at the final's timeout, and now the recogniser failed
+            # within its own final deadline: the final was lost, not the words
+            since = self.clock.now() - (self._speech_end_at or 0.0)
+            if since <= self.stt.deadlines.final + self.options.turn.final_timeout:
+                self._final_missed = False
+                self._unanswered("")
+
+    async def _reopen_stt(self, delay: float) -> None:
+        await self.clock.sleep_until(self.clock.now() + delay)
+        self._post(_ReopenStt())
 
     # -- timers
 
@@ -1141,13 +1225,14 @@ class AgentSession:
             self.options.tts_lookahead, Overflow.FAIL, name="reply synthesis streams"
         )
         opened: list[SynthesisStream] = []
+        tts = reply.tts or self.tts
 
         async def open_streams() -> None:
             try:
                 async for sentence in sentences:
                     await reply.committed.wait()
                     await slots.acquire()
-                    stream = self.tts.synthesize(sentence, generation=reply.generation)
+                    stream = tts.synthesize(sentence, generation=reply.generation)
                     opened.append(stream)
                     streams.send_nowait((sentence, stream))
             finally:
@@ -1205,6 +1290,13 @@ class AgentSession:
 
 async def _aclose(stream: RecognizeStream) -> None:
     await stream.aclose()
+
+
+def _unrecoverable(error: ProviderError) -> bool:
+    """An error no retry or new stream can mend: the credentials or the account."""
+    if isinstance(error, AuthError):
+        return True
+    return not error.retryable and "quota" in str(error).lower()
 
 
 def _first(error: BaseException) -> BaseException:
