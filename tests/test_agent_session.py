@@ -37,14 +37,18 @@ from antiphon.agent import (
     UserTranscribed,
     UserTurnEnded,
 )
+from antiphon.agent.events import TurnUnanswered
 from antiphon.aio.clock import VirtualClock
 from antiphon.errors import (
+    AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
     ProviderError,
     StreamClosedError,
 )
+from antiphon.protocols.retry import Backoff
+from antiphon.services.stt import RecognizeStream
 from antiphon.services.tools import function_tool
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import (
@@ -533,6 +537,66 @@ async def test_stt_failure_opens_a_new_stream() -> None:
         stt.script = ["hello again"]
         await one_turn(c)
         assert r.session.history.messages[-2].content == "hello again"
+
+
+@pytest.mark.parametrize("policy", ["confirm", "reask", "answer"])
+async def test_a_fragment_after_an_stt_failure_follows_the_misheard_policy(policy: str) -> None:
+    # the stream fails 0.3 s into the utterance, after the interim "what"
+    stt = ScriptedSTT(["what can you do", "do"], interim_every=0.2, fail_streams={0: 0.3})
+    options = AgentOptions(misheard=policy)  # type: ignore[arg-type]
+    async with rig([], ["Answered."], stt=stt, options=options) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=5)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=10)
+        assert [e.recoverable for e in c.of(AgentError)] == [True]
+        said = [e.text for e in c.of(AgentReplied)]
+        history = [m.content for m in r.session.history.messages[1:]]
+        if policy == "answer":
+            assert said == ["Answered."] and len(r.llm.requests) == 1
+            assert not c.of(TurnUnanswered)
+            return
+        [unanswered] = c.of(TurnUnanswered)
+        assert said == [unanswered.fallback] and not r.llm.requests
+        if policy == "confirm":
+            fragment = history[0]
+            assert fragment.startswith("what")
+            assert said == [options.misheard_message.replace("{text}", fragment)]
+            assert history == [fragment, said[0]]
+        else:
+            assert said == [options.unanswered_message] and history == []
+
+
+async def test_a_refused_stt_is_retried_with_backoff_and_the_session_listens_on() -> None:
+    stt = ScriptedSTT(["x"], fail_streams={i: 0.0 for i in range(100)})
+    backoff = Backoff(base=0.25, factor=2.0, cap=4.0, jitter=0.0)
+    async with rig([], [], stt=stt, options=AgentOptions(stt_backoff=backoff)) as (r, c):
+        await c.wait(3.0)
+        # opened at 0, then after 0.25, 0.5, 1.0 (and 2.0: at 3.75 s, not yet)
+        assert stt.streams_opened == 4
+        assert r.session.state is AgentState.LISTENING
+        assert all(e.recoverable for e in c.of(AgentError))
+
+
+async def test_an_auth_error_of_the_stt_closes_the_session_with_it() -> None:
+    class Refused(RecognizeStream):
+        async def _run(self) -> None:
+            raise AuthError("bad key", provider="scripted-stt", stage="connect")
+
+    class RefusingSTT(ScriptedSTT):
+        def _new_stream(self, generation: int) -> RecognizeStream:
+            self.streams_opened += 1
+            return Refused(
+                provider=self.provider, generation=generation, owner=self._tasks, close_timeout=1
+            )
+
+    stt = RefusingSTT(["x"])
+    async with rig([], [], stt=stt) as (r, c):
+        await c.settle()
+        assert stt.streams_opened == 1
+        assert r.session.state is AgentState.CLOSED
+        [error] = c.of(AgentError)
+        assert not error.recoverable and isinstance(error.error, AuthError)
+        assert isinstance(r.session.error, AuthError)
 
 
 async def test_stt_failing_for_good_closes_the_session_with_the_error() -> None:

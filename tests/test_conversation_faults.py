@@ -37,6 +37,7 @@ from antiphon.errors import AuthError
 from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.services.stt import STTDeadlines
+from antiphon.services.tts import TTS
 from antiphon.services.vad import VADOptions
 from antiphon.testing import FaultPlan
 from antiphon.testing.agent import EnergyVAD, ToneTTS
@@ -133,6 +134,7 @@ async def cloud_call(
     endpointing: int | None = None,
     stt_deadlines: STTDeadlines | None = None,
     offline_fallback: bool = True,
+    fallback_tts: TTS | None = None,
 ) -> AsyncIterator[Call]:
     leaks = LeakCheck()
     async with contextlib.AsyncExitStack() as stack:
@@ -153,7 +155,9 @@ async def cloud_call(
         tts = DeepgramTTS(api_key=TTS_KEY, base_url=tts_fake.url)
         # the offline fallback: the tone TTS double (in-process, on the loop's clock) stands
         # in for espeak, whose engine thread the virtual-time loop cannot wait for
-        fallback = ToneTTS(clock=MonotonicClock()) if offline_fallback else None
+        fallback = fallback_tts
+        if fallback is None and offline_fallback:
+            fallback = ToneTTS(clock=MonotonicClock())
         for service in (stt, llm, tts, fallback):
             if service is not None:
                 stack.push_async_callback(service.aclose)
@@ -410,3 +414,20 @@ async def test_what_the_caller_hears(name: str) -> None:
             await c.say()
             await c.until(lambda: len(c.heard()) > before and c.session._idle.is_set())
             assert c.heard()[-1] == row.next_turn, name
+
+
+@pytest.mark.realtime  # espeak-ng runs on its engine thread: real time
+async def test_the_offline_espeak_voice_says_the_apology_when_the_cloud_tts_fails() -> None:
+    from antiphon.plugins.espeak import EspeakTTS
+
+    espeak = EspeakTTS()
+    try:
+        async with cloud_call(tts_plan=FaultPlan(reject_status=500), fallback_tts=espeak) as c:
+            await c.say()
+            await c.until(lambda: bool(c.heard()) and c.session._idle.is_set(), limit=30)
+            assert c.heard() == [APOLOGY]
+            [error] = c.of(AgentError)
+            assert error.recoverable and error.error.provider == "deepgram"
+            assert c.llm_requests == 1
+    finally:
+        await espeak.aclose()
