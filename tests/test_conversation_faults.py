@@ -33,7 +33,7 @@ from antiphon.agent import (
 from antiphon.agent.events import AgentEvent
 from antiphon.aio.clock import MonotonicClock
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import AuthError
+from antiphon.errors import AuthError, ProviderError
 from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.services.stt import STTDeadlines
@@ -427,7 +427,8 @@ async def test_the_offline_espeak_voice_says_the_apology_when_the_cloud_tts_fail
             await c.until(lambda: bool(c.heard()) and c.session._idle.is_set(), limit=30)
             assert c.heard() == [APOLOGY]
             [error] = c.of(AgentError)
-            assert error.recoverable and error.error.provider == "deepgram"
+            assert error.recoverable and isinstance(error.error, ProviderError)
+            assert error.error.provider == "deepgram"
             assert c.llm_requests == 1
     finally:
         await espeak.aclose()
