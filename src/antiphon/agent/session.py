@@ -165,6 +165,7 @@ class _Say:
     add_to_history: bool
     notice: bool = False  # a fallback line of the session's own: never apologised for
     offline: bool = False  # say it with the fallback TTS (the TTS is the one failing)
+    user_text: str = ""  # the user's words this line answers (a misheard fragment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -837,7 +838,7 @@ class AgentSession:
         metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
         self._emit(TurnUnanswered(reason, line, self._gen))
         if line:
-            self._says.append(_Say(line, True, bool(fragment), notice=True))
+            self._says.append(_Say(line, True, bool(fragment), notice=True, user_text=fragment))
         self._next_say()
 
     # -- interruptions
@@ -957,6 +958,7 @@ class AgentSession:
             add_to_history=say.add_to_history,
         )
         reply.notice = say.notice
+        reply.metrics.user_text = say.user_text
         if say.offline and self.fallback_tts is not None:
             reply.tts = self.fallback_tts
         self._commit(reply)
