@@ -11,8 +11,10 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   inline: a VAD is a small synchronous state machine), STT transcripts (from one reader
   task), replies' progress and timers all arrive in one mailbox, in order; the controller
   alone owns the conversation's state, so no flag is shared between tasks.
-- **A reply is one owned task** (LLM rounds with tools, then speech), cancelled as a
-  whole on interruption: its LLM and TTS streams close in its ``finally``. Every reply
+- **A reply is one owned task** (LLM rounds with tools, then speech: the I/O of
+  :mod:`antiphon.agent.reply`), cancelled as a whole on interruption: its LLM and TTS
+  streams close in its ``finally``. A reply started speculatively (on an interim
+  transcript) speaks nothing and shows nothing until the turn is committed. Every reply
   has a generation; the output track drops audio of older generations, so audio already
   on its way when the user interrupted never plays.
 - **Each sentence is one synthesis stream**, opened up to ``tts_lookahead`` sentences
@@ -48,7 +50,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -62,12 +64,10 @@ from antiphon.agent.events import (
     AgentPaused,
     AgentReplied,
     AgentResumed,
-    AgentSpeaking,
     AgentState,
     FalseInterruption,
     Interrupted,
     StateChanged,
-    ToolCalled,
     TurnCompleted,
     TurnMetrics,
     TurnUnanswered,
@@ -76,12 +76,11 @@ from antiphon.agent.events import (
 )
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
-from antiphon.agent.playback import Playback
+from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
 from antiphon.audio.frame import AudioFrame
-from antiphon.audio.resample import AudioConverter
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import (
     AntiphonError,
@@ -92,11 +91,10 @@ from antiphon.errors import (
     ProviderError,
     StreamClosedError,
 )
-from antiphon.services.llm import LLM, ChatContext, ChatMessage, TextDelta, ToolCall
-from antiphon.services.segmenter import SentenceSegmenter
+from antiphon.services.llm import LLM, ChatContext, ChatMessage
 from antiphon.services.stt import STT, RecognizeStream, Transcript
-from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
-from antiphon.services.tts import TTS, SynthesisStream
+from antiphon.services.tools import FunctionTool, ToolThreads
+from antiphon.services.tts import TTS
 from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
@@ -152,13 +150,6 @@ class _Timer:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReplyNews:
-    reply: _Reply
-    kind: str  # "first_audio" | "done" | "failed"
-    error: ProviderError | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Say:
     text: str
     allow_interruptions: bool
@@ -176,38 +167,6 @@ class _ReopenStt:
 @dataclass(frozen=True, slots=True)
 class _InputEnded:
     pass
-
-
-@dataclass(eq=False)
-class _Reply:
-    """One agent turn in progress (owned by the controller; run by its own task)."""
-
-    generation: int
-    user_text: str
-    context: ChatContext
-    metrics: TurnMetrics
-    committed: asyncio.Event
-    allow_interruptions: bool = True
-    fixed_text: str | None = None  # say(): speak this instead of asking the LLM
-    add_to_history: bool = True
-    notice: bool = False  # a fallback line (see _Say)
-    tts: TTS | None = None  # the TTS that speaks it (None: the session's)
-    playback: Playback = field(default_factory=Playback)
-    base: float | None = None  # output track position where this reply's audio starts
-    new_messages: list[ChatMessage] = field(default_factory=list)
-    speaking: bool = False
-    task: asyncio.Task[None] | None = None
-    started_at: float = 0.0
-    speech_end_at: float | None = None  # clock time the user's speech ended
-    span: Any = None
-    # the end of a speculative reply (done or failed before the turn was committed):
-    # held, unseen, until the commit reuses it or the reply is abandoned
-    held: _ReplyNews | None = None
-
-    def played(self, track: OutputTrack) -> float:
-        if self.base is None:
-            return 0.0
-        return min(self.playback.written, max(0.0, track.played - self.base))
 
 
 # ------------------------------------------------------------------------- session
@@ -280,6 +239,17 @@ class AgentSession:
 
         self._tasks = TaskOwner("agent-session", on_failure=self._on_task_failed)
         self._tool_threads = ToolThreads(4, name="agent-tool")  # sync tools run here
+        self._runner = ReplyRunner(
+            llm=llm,
+            tts=tts,
+            tools=self.tools,
+            options=self.options,
+            clock=self.clock,
+            output=self.output,
+            tool_threads=self._tool_threads,
+            emit=self._emit,
+            report=self._post,
+        )
         self._mailbox: Channel[object] = Channel(
             MAILBOX_SIZE, Overflow.FAIL, name="agent session mailbox"
         )
@@ -308,7 +278,7 @@ class AgentSession:
 
         # controller state
         self._gen = 0
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self._says: list[_Say] = []
         self._finals: list[str] = []
         self._interim = ""
@@ -648,7 +618,7 @@ class AgentSession:
         elif isinstance(item, _Timer):
             if item.token == self._timer_token and item.kind == "final":
                 self._on_final_timeout()
-        elif isinstance(item, _ReplyNews):
+        elif isinstance(item, ReplyNews):
             self._on_reply_news(item)
         elif isinstance(item, _Say):
             self._says.append(item)
@@ -699,6 +669,7 @@ class AgentSession:
             return
         reply = self._reply
         if reply is not None and reply.speaking:
+            self._stt_lost_turn = False
             return  # speech over an uninterruptible reply: ignored
         # the user paused: finalise what was said and wait (bounded) for the final
         padding = min(self.vad.options.padding, item.event.time)
@@ -854,7 +825,7 @@ class AgentSession:
             return
         self._interrupt(reply)
 
-    def _interrupt(self, reply: _Reply) -> None:
+    def _interrupt(self, reply: Reply) -> None:
         dropped = self.output.interrupt(self._gen + 1)  # O(1): the next frame is silence
         self._overlap = self._overlap_paused = False
         played = reply.played(self.output)
@@ -875,6 +846,7 @@ class AgentSession:
             self.output.resume()
             self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = False
+        self._stt_lost_turn = False  # the speech is dropped, and what the STT lost of it
         self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
         self._finals, self._interim = [], ""
         self._settle_state("false interruption")
@@ -889,12 +861,12 @@ class AgentSession:
         fixed_text: str | None = None,
         allow_interruptions: bool = True,
         add_to_history: bool = True,
-    ) -> _Reply:
+    ) -> Reply:
         self._gen += 1
         context = self.history.copy()
         if fixed_text is None:
             context.user(user_text)
-        reply = _Reply(
+        reply = Reply(
             generation=self._gen,
             user_text=user_text,
             context=context,
@@ -907,12 +879,12 @@ class AgentSession:
             speech_end_at=self._speech_end_at if fixed_text is None else None,
         )
         self._reply = reply
-        reply.task = self._tasks.spawn(self._run_reply(reply), name=f"reply-{reply.generation}")
+        reply.task = self._tasks.spawn(self._runner.run(reply), name=f"reply-{reply.generation}")
         if committed:
             self._commit(reply)
         return reply
 
-    def _commit(self, reply: _Reply) -> None:
+    def _commit(self, reply: Reply) -> None:
         now = self.clock.now()
         reply.metrics.stt_final_delay = self._final_delay
         if reply.speech_end_at is not None:
@@ -928,7 +900,7 @@ class AgentSession:
         if reply.held is not None:
             self._on_reply_news(reply.held)
 
-    def _abandon_reply(self, reply: _Reply, reason: str, *, keep_text: bool = True) -> None:
+    def _abandon_reply(self, reply: Reply, reason: str, *, keep_text: bool = True) -> None:
         """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
         log.debug("reply %d abandoned: %s", reply.generation, reason)
         self.output.interrupt(self._gen + 1)
@@ -963,7 +935,7 @@ class AgentSession:
             reply.tts = self.fallback_tts
         self._commit(reply)
 
-    def _on_reply_news(self, news: _ReplyNews) -> None:
+    def _on_reply_news(self, news: ReplyNews) -> None:
         reply = news.reply
         if reply is not self._reply:
             return  # an interrupted or abandoned reply, still winding down
@@ -1003,7 +975,7 @@ class AgentSession:
             self._settle_state("reply failed")
             self._next_say()
 
-    def _end_reply(self, reply: _Reply, spoken: str, *, interrupted: bool) -> None:
+    def _end_reply(self, reply: Reply, spoken: str, *, interrupted: bool) -> None:
         self._reply = None
         self._overlap = self._overlap_paused = False
         if reply.add_to_history and reply.committed.is_set():
@@ -1097,198 +1069,6 @@ class AgentSession:
         await self.clock.sleep_until(when)
         self._post(_Timer(kind, token))
 
-    # ------------------------------------------------------------------ a reply
-
-    def _news(self, reply: _Reply, kind: str, error: ProviderError | None = None) -> None:
-        self._post(_ReplyNews(reply, kind, error))
-
-    async def _run_reply(self, reply: _Reply) -> None:
-        # the LLM's sentences wait for TTS (lookahead-bounded); a reply of more than 1,024
-        # sentences fails with ChannelFull rather than growing without bound
-        sentences: Channel[str] = Channel(1024, Overflow.FAIL, name="reply sentences")
-        failure: BaseException | None = None
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._think(reply, sentences))
-                tg.create_task(self._speak(reply, sentences))
-        except* Exception as group:
-            failure = _first(group)
-        if failure is None:
-            self._news(reply, "done")
-            return
-        if not isinstance(failure, ProviderError):
-            log.error("turn %d failed", reply.generation, exc_info=failure)
-            failure = ProviderError(
-                f"unexpected error: {failure!r}", provider="agent", stage="reply"
-            )
-        self._news(reply, "failed", failure)
-
-    async def _think(self, reply: _Reply, sentences: Channel[str]) -> None:
-        """LLM rounds (with tools) → sentences; or the fixed text of a ``say()``."""
-        segmenter = SentenceSegmenter()
-        try:
-            if reply.fixed_text is not None:
-                for s in [*segmenter.push(reply.fixed_text), *segmenter.finish()]:
-                    sentences.send_nowait(s)
-                return
-            context = reply.context
-            for round_ in range(self.options.max_tool_rounds + 1):
-                calls, text = await self._llm_round(reply, context, segmenter, sentences)
-                for s in segmenter.finish():
-                    sentences.send_nowait(s)
-                if not calls:
-                    return
-                if round_ == self.options.max_tool_rounds:
-                    log.warning("turn %d: tool rounds exhausted", reply.generation)
-                    return
-                await reply.committed.wait()  # tools act on the world: never speculatively
-                asked = ChatMessage("assistant", text, tuple(calls))
-                context.add(asked)
-                reply.new_messages.append(asked)
-                for m in await self._call_tools(reply, calls, sentences):
-                    context.add(m)
-                    reply.new_messages.append(m)
-        finally:
-            sentences.close()
-
-    async def _llm_round(
-        self,
-        reply: _Reply,
-        context: ChatContext,
-        segmenter: SentenceSegmenter,
-        sentences: Channel[str],
-    ) -> tuple[list[ToolCall], str]:
-        calls: list[ToolCall] = []
-        parts: list[str] = []
-        asked = self.clock.now()
-        with tracer.start_as_current_span("antiphon.agent.llm"):
-            async with self.llm.chat(
-                context, tools=self.tools, generation=reply.generation
-            ) as stream:
-                async for ev in stream:
-                    if reply.metrics.llm_ttft is None:
-                        reply.metrics.llm_ttft = self.clock.now() - asked
-                    if isinstance(ev, TextDelta):
-                        parts.append(ev.text)
-                        for s in segmenter.push(ev.text):
-                            sentences.send_nowait(s)
-                    elif isinstance(ev, ToolCall):
-                        calls.append(ev)
-                result = await stream.result()
-                if result.error is not None:
-                    raise result.error
-        return calls, "".join(parts)
-
-    async def _call_tools(
-        self, reply: _Reply, calls: list[ToolCall], sentences: Channel[str]
-    ) -> list[ChatMessage]:
-        reply.metrics.tool_calls.extend(c.name for c in calls)
-        work = asyncio.ensure_future(
-            run_tools(
-                [(c.id, c.name, c.arguments) for c in calls],
-                self.tools,
-                timeout=self.options.tool_timeout,
-                threads=self._tool_threads,
-            )
-        )
-        timer = asyncio.ensure_future(
-            self.clock.sleep_until(self.clock.now() + self.options.filler_delay)
-        )
-        try:
-            if self.options.filler_text:
-                await asyncio.wait([work, timer], return_when=asyncio.FIRST_COMPLETED)
-                if not work.done():
-                    sentences.send_nowait(self.options.filler_text)
-            outcomes = await work
-        finally:
-            for pending in (work, timer):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.wait([work, timer])
-        messages = []
-        for call, o in zip(calls, outcomes, strict=True):
-            self._emit(
-                ToolCalled(
-                    o.name,
-                    call.arguments,
-                    o.output,
-                    None if o.error is None else str(o.error),
-                    reply.generation,
-                )
-            )
-            messages.append(ChatMessage("tool", o.output, tool_call_id=o.call_id, name=o.name))
-        return messages
-
-    async def _speak(self, reply: _Reply, sentences: Channel[str]) -> None:
-        """Sentences → one synthesis stream each (``tts_lookahead`` ahead) → the track."""
-        slots = asyncio.Semaphore(self.options.tts_lookahead)
-        # at most tts_lookahead streams are open (a slot is taken before each is queued)
-        streams: Channel[tuple[str, SynthesisStream]] = Channel(
-            self.options.tts_lookahead, Overflow.FAIL, name="reply synthesis streams"
-        )
-        opened: list[SynthesisStream] = []
-        tts = reply.tts or self.tts
-
-        async def open_streams() -> None:
-            try:
-                async for sentence in sentences:
-                    await reply.committed.wait()
-                    await slots.acquire()
-                    stream = tts.synthesize(sentence, generation=reply.generation)
-                    opened.append(stream)
-                    streams.send_nowait((sentence, stream))
-            finally:
-                streams.close()
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(open_streams())
-                async for sentence, stream in streams:
-                    try:
-                        await self._play(reply, sentence, stream)
-                    finally:
-                        slots.release()
-                        await stream.aclose()
-            # everything is queued: wait (bounded) until it has been heard
-            if reply.playback.written:
-                await self.output.wait_drained(self.output.buffered + self.options.drain_timeout)
-        finally:
-            for s in opened:
-                s.cancel()
-            for s in opened:
-                await s.aclose()
-
-    async def _play(self, reply: _Reply, sentence: str, stream: SynthesisStream) -> None:
-        self._emit(AgentSpeaking(sentence, reply.generation))
-        reply.playback.begin(sentence, reply.playback.written)
-        sent = self.clock.now()
-        rate = self.output.sample_rate
-        converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None
-        with tracer.start_as_current_span("antiphon.agent.tts"):
-            async for frame in stream:
-                if converter is not None:
-                    frame = converter.process(frame)
-                await self._write(reply, frame, sent)
-            if converter is not None:
-                await self._write(reply, converter.flush(), sent)
-        if stream.error is not None:
-            raise stream.error
-        reply.playback.finish()
-
-    async def _write(self, reply: _Reply, frame: AudioFrame, sent: float) -> None:
-        if not frame.samples_per_channel:
-            return
-        if reply.base is None:
-            now = self.clock.now()
-            reply.base = self.output.played + self.output.buffered
-            reply.metrics.tts_ttfa = now - sent
-            if reply.speech_end_at is not None:
-                reply.metrics.voice_to_voice = now - reply.speech_end_at
-            self._news(reply, "first_audio")
-        await self.output.write(frame.with_generation(reply.generation))
-        reply.playback.written += frame.duration
-        reply.playback.grow(reply.playback.written)
-
 
 async def _aclose(stream: RecognizeStream) -> None:
     await stream.aclose()
@@ -1299,10 +1079,3 @@ def _unrecoverable(error: ProviderError) -> bool:
     if isinstance(error, AuthError):
         return True
     return not error.retryable and "quota" in str(error).lower()
-
-
-def _first(error: BaseException) -> BaseException:
-    """The first leaf error of a (nested) exception group."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
