@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -37,6 +37,7 @@ from antiphon.errors import AuthError, ProviderError
 from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
 from antiphon.plugins.openai import OpenAILLM
 from antiphon.services.stt import STTDeadlines
+from antiphon.services.tools import FunctionTool, function_tool
 from antiphon.services.tts import TTS
 from antiphon.services.vad import VADOptions
 from antiphon.testing import FaultPlan
@@ -47,7 +48,7 @@ from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as STT_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as LLM_KEY
-from antiphon.testing.openai_chat import FakeOpenAIChat
+from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.synth import tone_for_text
 
 #: asyncio only, every fake in the test's loop: virtual time (docs/testing.md).
@@ -135,13 +136,15 @@ async def cloud_call(
     stt_deadlines: STTDeadlines | None = None,
     offline_fallback: bool = True,
     fallback_tts: TTS | None = None,
+    llm_replies: Sequence[Reply] | None = None,
+    tools: Sequence[FunctionTool] = (),
 ) -> AsyncIterator[Call]:
     leaks = LeakCheck()
     async with contextlib.AsyncExitStack() as stack:
         stt_fake = await stack.enter_async_context(
             FakeDeepgramSTT(stt_plan, vocabulary=(PHRASE, "hello again"))
         )
-        llm_fake = await stack.enter_async_context(FakeOpenAIChat(llm_plan))
+        llm_fake = await stack.enter_async_context(FakeOpenAIChat(llm_plan, replies=llm_replies))
         tts_fake = FakeDeepgramTTS(tts_plan)
         await tts_fake.start()
         stack.push_async_callback(tts_fake.aclose)
@@ -167,6 +170,7 @@ async def cloud_call(
             stt=stt,
             llm=llm,
             tts=tts,
+            tools=tools,
             clock=MonotonicClock(),
             options=options,
             fallback_tts=fallback,
@@ -432,3 +436,27 @@ async def test_the_offline_espeak_voice_says_the_apology_when_the_cloud_tts_fail
             assert c.llm_requests == 1
     finally:
         await espeak.aclose()
+
+
+async def test_bad_tool_arguments_reach_the_model_which_answers() -> None:
+    called: list[str] = []
+
+    @function_tool
+    async def weather(city: str) -> str:
+        """The weather in a city."""
+        called.append(city)
+        return "sunny"
+
+    replies = [
+        Reply(tool_calls=(ScriptedCall("weather", '{"city": "Par'),)),  # cut JSON
+        Reply("I could not look that up."),
+    ]
+    async with cloud_call(llm_replies=replies, tools=[weather]) as c:
+        end = await c.say()
+        await c.until(lambda: bool(c.heard()) and c.session._idle.is_set())
+        took = asyncio.get_running_loop().time() - end
+        assert c.heard() == ["I could not look that up."]
+        assert called == []  # the tool never ran on arguments that do not parse
+        assert c.llm_requests == 2  # the tool round, then the answer
+        assert not c.of(AgentError)
+        assert took <= 3.0
