@@ -77,6 +77,7 @@ from antiphon.agent.events import (
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
+from antiphon.agent.turns import UserTurn
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
@@ -106,11 +107,6 @@ tracer = trace.get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
-
-COVER_SLACK = 0.3
-"""Seconds a final may end before the VAD's end of speech and still cover it (word times
-end at the last phoneme; the VAD's decision windows are 20-30 ms and its edges soft)."""
-
 
 # ------------------------------------------------------------------ mailbox messages
 
@@ -267,7 +263,6 @@ class AgentSession:
         self._stt_stream: RecognizeStream | None = None
         self._stt_failures = 0  # consecutive: reset by a transcript
         self._stt_reopen: asyncio.Task[None] | None = None
-        self._stt_lost_turn = False  # the recogniser lost audio of the current turn
         # an in-process recogniser hears only speech (and a little before it)
         self._stt_gate = SpeechGate(enabled=stt.speech_only)
 
@@ -280,16 +275,10 @@ class AgentSession:
         self._gen = 0
         self._reply: Reply | None = None
         self._says: list[_Say] = []
-        self._finals: list[str] = []
-        self._interim = ""
-        self._carry = ""  # text of a user turn whose reply was cancelled as the user went on
+        self._turn = UserTurn()  # what the user said in this turn (pure state)
         self._user_speaking = False
         self._awaiting_final = False
         self._final_missed = False  # the turn ended empty before the STT final came
-        # end of the speech the STT's finals cover (stream seconds, of _covered_stream);
-        # None once an interim with text says more speech is pending
-        self._covered_until: float | None = None
-        self._covered_stream: RecognizeStream | None = None
         self._speech_end_at: float | None = None
         self._final_delay: float | None = None
         self._overlap = False  # the user speaks over the agent (not yet an interruption)
@@ -641,14 +630,14 @@ class AgentSession:
         self._user_speaking = True
         self._final_missed = False
         if self._stt_stream is None:
-            self._stt_lost_turn = True  # the recogniser is down: this speech is unheard
+            self._turn.lost = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
         reply = self._reply
         if reply is not None and reply.speaking:
             if reply.allow_interruptions and self.options.interruption.enabled:
                 # maybe a barge-in: collect this speech on its own until it is decided
                 self._overlap, self._overlap_duration = True, 0.0
-                self._finals, self._interim = [], ""
+                self._turn.drop_speech()
                 if self.options.interruption.false_interruption == "resume":
                     self.output.pause()
                     self._overlap_paused = True
@@ -669,7 +658,7 @@ class AgentSession:
             return
         reply = self._reply
         if reply is not None and reply.speaking:
-            self._stt_lost_turn = False
+            self._turn.lost = False
             return  # speech over an uninterruptible reply: ignored
         # the user paused: finalise what was said and wait (bounded) for the final
         padding = min(self.vad.options.padding, item.event.time)
@@ -689,26 +678,17 @@ class AgentSession:
             return
         self._arm_timer("final", self.options.turn.final_timeout)
         self._set_state(AgentState.LISTENING, "speech ended")
-        if self.options.turn.preemptive and self._reply is None and not self._stt_lost_turn:
-            text = self._user_text(with_interim=True)
+        if self.options.turn.preemptive and self._reply is None and not self._turn.lost:
+            text = self._turn.text()
             if text:
                 self._start_reply(text, committed=False)
 
     def _finals_cover(self, item: _Vad) -> bool:
-        """Do the finals heard so far cover the speech that just ended (``item``)?
-
-        True when the last transcript of the stream was a final (no interim with text
-        after it) whose end reaches the end of the speech, less the VAD's padding and
-        ``COVER_SLACK`` (word times and the VAD's edges differ a little).
-        """
-        if not self._finals or self._interim or item.stt_time is None:
-            return False
-        if item.stream is None or item.stream is not self._covered_stream:
-            return False
-        if self._covered_until is None:
+        """Do the finals heard so far cover the speech that just ended (``item``)?"""
+        if item.stt_time is None:
             return False
         speech_end = item.stt_time - min(self.vad.options.padding, item.event.time)
-        return self._covered_until >= speech_end - COVER_SLACK
+        return self._turn.covers(speech_end, item.stream)
 
     def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
         text = t.text.strip()
@@ -720,13 +700,8 @@ class AgentSession:
         reply = self._reply
         if reply is not None and reply.speaking and not self._overlap:
             return  # speech over an uninterruptible reply
+        self._turn.hear(text, final=t.is_final, end=t.end, source=stream)
         if t.is_final:
-            self._covered_until, self._covered_stream = t.end, stream
-        else:
-            self._covered_until = None
-        if t.is_final:
-            self._finals.append(text)
-            self._interim = ""
             late = self._final_missed and self._reply is None and not self._overlap
             if (self._awaiting_final or late) and not self._user_speaking:
                 # late: the turn already ended empty at the final's timeout, and the user
@@ -735,8 +710,6 @@ class AgentSession:
                 if self._speech_end_at is not None:
                     self._final_delay = self.clock.now() - self._speech_end_at
                 self._end_of_turn()
-        else:
-            self._interim = text
         if self._overlap:
             self._maybe_interrupt()
 
@@ -747,28 +720,19 @@ class AgentSession:
             if stream is not None and stream.behind and waited < self.stt.deadlines.final:
                 self._arm_timer("final", 0.1)  # the recogniser is behind: wait (bounded)
                 return
-            behind = (stream is not None and stream.behind) or self._stt_lost_turn
+            behind = (stream is not None and stream.behind) or self._turn.lost
             # a final that comes after this (and no text yet) still starts the turn,
             # unless the fallback already asked the user to say it again
-            self._final_missed = not behind and not self._user_text(with_interim=True)
+            self._final_missed = not behind and not self._turn.text()
             self._end_of_turn(behind=behind)
-
-    def _user_text(self, *, with_interim: bool) -> str:
-        parts = [self._carry, *self._finals]
-        if with_interim and self._interim:
-            parts.append(self._interim)
-        return " ".join(p for p in parts if p).strip()
 
     def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
-        self._covered_until = None
-        lost, self._stt_lost_turn = self._stt_lost_turn, False
-        behind = behind or lost
+        behind = behind or self._turn.lost
         # a fragment: the recogniser lost or never finished part of this turn
-        fragment = behind and bool(self._interim or lost)
-        text = self._user_text(with_interim=True)
-        self._finals, self._interim, self._carry = [], "", ""
+        taken = self._turn.take(behind=behind)
+        text, fragment = taken.text, taken.fragment
         reply = self._reply
         policy = self.options.misheard if text else "reask"
         misheard = behind and (not text or (fragment and policy != "answer"))
@@ -821,7 +785,7 @@ class AgentSession:
             return
         if self._overlap_duration < opts.min_duration:
             return
-        if opts.min_words and len(self._user_text(with_interim=True).split()) < opts.min_words:
+        if opts.min_words and len(self._turn.text().split()) < opts.min_words:
             return
         self._interrupt(reply)
 
@@ -846,9 +810,9 @@ class AgentSession:
             self.output.resume()
             self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = False
-        self._stt_lost_turn = False  # the speech is dropped, and what the STT lost of it
+        self._turn.lost = False  # the speech is dropped, and what the STT lost of it
         self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
-        self._finals, self._interim = [], ""
+        self._turn.drop_speech()
         self._settle_state("false interruption")
 
     # -- replies
@@ -911,7 +875,7 @@ class AgentSession:
             if last is not None and last.role == "user" and last.content == reply.user_text:
                 self.history.messages.pop()
             if keep_text:
-                self._carry = reply.user_text
+                self._turn.carry = reply.user_text
         if reply.span is not None:
             reply.span.set_attribute("antiphon.abandoned", reason)
             reply.span.end()
@@ -1035,7 +999,7 @@ class AgentSession:
         delay = self.options.stt_backoff.delay(self._stt_failures - 1)
         self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
         if self._user_speaking or self._awaiting_final:
-            self._stt_lost_turn = True
+            self._turn.lost = True
         if self._awaiting_final and not self._user_speaking:
             self._end_of_turn(behind=True)  # its final is lost: never silence
         elif self._final_missed and not self._user_speaking and self._reply is None:
