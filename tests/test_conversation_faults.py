@@ -234,6 +234,23 @@ async def test_the_turn_ends_on_the_first_sufficient_evidence(
         assert c.llm_requests == 2
 
 
+async def test_an_early_final_of_the_first_words_does_not_cut_the_turn() -> None:
+    """A pause longer than the STT's endpointing (a speech_final) but shorter than the
+    VAD's window, then more words: the turn holds both parts and ends on the last."""
+    options = AgentOptions(turn=TurnOptions(final_timeout=3.0))
+    async with cloud_call(options=options, vad_silence=0.5, endpointing=300) as c:
+        await c.say(PHRASE)
+        await c.push(AudioFrame.silence(0.4, RATE))
+        await c.say("hello again")
+        await c.until(lambda: bool(c.of(TurnCompleted)))
+        await c.idle()
+        assert [e.text for e in c.of(UserTurnEnded)] == [f"{PHRASE} hello again"]
+        [turn] = c.session.turns
+        assert turn.end_of_turn_delay is not None
+        assert 0.5 - 0.021 < turn.end_of_turn_delay < 0.5 + 0.2
+        assert c.llm_requests == 1
+
+
 # ------------------------------------------------------------------ LLM faults
 
 
