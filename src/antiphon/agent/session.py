@@ -29,8 +29,9 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   the reason and keeps the error in :attr:`AgentSession.error` (an ``AntiphonError``; a
   bug is an ``InternalError`` whose ``__cause__`` is the original). ``events()``
   iterators get those two events, then end; ``wait_idle()`` and ``wait_for()`` raise the
-  error. A failed STT stream is retried (``max_stt_restarts``) before it fails the
-  session; a failed reply only ends that turn.
+  error. A provider's failure is not a task's: a failed STT stream is replaced after a
+  backoff and a failed reply ends only its turn, each with a spoken fallback line; only
+  an unrecoverable error (authentication, quota) fails the session.
 - **Close always completes.** Closing (by :meth:`AgentSession.aclose` or a failure)
   enters ``CLOSED`` and ends the event hub at once, synchronously, then one close task
   closes the output track, stops every task (bounded by ``drain_timeout``) and the STT
