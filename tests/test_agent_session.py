@@ -37,14 +37,18 @@ from antiphon.agent import (
     UserTranscribed,
     UserTurnEnded,
 )
+from antiphon.agent.events import TurnUnanswered
 from antiphon.aio.clock import VirtualClock
 from antiphon.errors import (
+    AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
     ProviderError,
     StreamClosedError,
 )
+from antiphon.protocols.retry import Backoff
+from antiphon.services.stt import RecognizeStream
 from antiphon.services.tools import function_tool
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import (
@@ -332,6 +336,41 @@ async def test_preemptive_reply_is_replaced_when_the_final_differs() -> None:
         assert not any(g == 1 for g in (h.frame.generation for h in c.heard))
 
 
+@pytest.mark.parametrize("agrees", [True, False], ids=["final-agrees", "final-differs"])
+async def test_a_failed_speculative_reply_is_never_heard(agrees: bool) -> None:
+    """The reply started on the interim fails before the final: nothing is said or
+    shown until the turn is decided; then one apology (final agrees: the failure is
+    reused, one LLM request) or one new request (final differs)."""
+    clock = VirtualClock()
+    line = "hello there" if agrees else "hello there my friend"
+    # the interim of 0.6 s of speech at 0.2 s steps: all of "hello there", or 3 words
+    stt = ScriptedSTT([line], interim_every=0.2, final_delay=0.3, clock=clock)
+    failure = ProviderError("model overloaded", provider="scripted-llm", stage="stream")
+    options = AgentOptions(error_message="Sorry, I had a problem.")
+    replies: list[LLMReply] = [failure, "Hi friend."]
+    async with rig([], replies, stt=stt, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: len(c.of(UserTurnEnded)) == 1, limit=3)
+        # the speculative request failed before the final: nothing of it showed
+        kinds = [type(e).__name__ for e in c.events]
+        assert kinds.index("UserTurnEnded") < min(
+            (kinds.index(k) for k in ("AgentError", "AgentReplied") if k in kinds),
+            default=len(kinds),
+        )
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=10)
+        heard = [e.text for e in c.of(AgentReplied) if e.text]
+        if agrees:
+            assert len(r.llm.requests) == 1  # the failure was reused
+            assert heard == ["Sorry, I had a problem."]
+            assert len(c.of(AgentError)) == 1
+        else:
+            assert len(r.llm.requests) == 2  # the committed turn asked once
+            assert r.llm.requests[1].messages[-1].content == line
+            assert heard == ["Hi friend."]
+            assert not c.of(AgentError)
+
+
 async def test_user_going_on_cancels_the_reply_and_joins_the_turn() -> None:
     clock = VirtualClock()
     llm = ScriptedLLM(["Too early.", "Now I answer."], token_delay=0.3, clock=clock)
@@ -498,6 +537,66 @@ async def test_stt_failure_opens_a_new_stream() -> None:
         stt.script = ["hello again"]
         await one_turn(c)
         assert r.session.history.messages[-2].content == "hello again"
+
+
+@pytest.mark.parametrize("policy", ["confirm", "reask", "answer"])
+async def test_a_fragment_after_an_stt_failure_follows_the_misheard_policy(policy: str) -> None:
+    # the stream fails 0.3 s into the utterance, after the interim "what"
+    stt = ScriptedSTT(["what can you do", "do"], interim_every=0.2, fail_streams={0: 0.3})
+    options = AgentOptions(misheard=policy)  # type: ignore[arg-type]
+    async with rig([], ["Answered."], stt=stt, options=options) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=5)
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=10)
+        assert [e.recoverable for e in c.of(AgentError)] == [True]
+        said = [e.text for e in c.of(AgentReplied)]
+        history = [m.content for m in r.session.history.messages[1:]]
+        if policy == "answer":
+            assert said == ["Answered."] and len(r.llm.requests) == 1
+            assert not c.of(TurnUnanswered)
+            return
+        [unanswered] = c.of(TurnUnanswered)
+        assert said == [unanswered.fallback] and not r.llm.requests
+        if policy == "confirm":
+            fragment = history[0]
+            assert fragment.startswith("what")
+            assert said == [options.misheard_message.replace("{text}", fragment)]
+            assert history == [fragment, said[0]]
+        else:
+            assert said == [options.unanswered_message] and history == []
+
+
+async def test_a_refused_stt_is_retried_with_backoff_and_the_session_listens_on() -> None:
+    stt = ScriptedSTT(["x"], fail_streams={i: 0.0 for i in range(100)})
+    backoff = Backoff(base=0.25, factor=2.0, cap=4.0, jitter=0.0)
+    async with rig([], [], stt=stt, options=AgentOptions(stt_backoff=backoff)) as (r, c):
+        await c.wait(3.0)
+        # opened at 0, then after 0.25, 0.5, 1.0 (and 2.0: at 3.75 s, not yet)
+        assert stt.streams_opened == 4
+        assert r.session.state is AgentState.LISTENING
+        assert all(e.recoverable for e in c.of(AgentError))
+
+
+async def test_an_auth_error_of_the_stt_closes_the_session_with_it() -> None:
+    class Refused(RecognizeStream):
+        async def _run(self) -> None:
+            raise AuthError("bad key", provider="scripted-stt", stage="connect")
+
+    class RefusingSTT(ScriptedSTT):
+        def _new_stream(self, generation: int) -> RecognizeStream:
+            self.streams_opened += 1
+            return Refused(
+                provider=self.provider, generation=generation, owner=self._tasks, close_timeout=1
+            )
+
+    stt = RefusingSTT(["x"])
+    async with rig([], [], stt=stt) as (r, c):
+        await c.settle()
+        assert stt.streams_opened == 1
+        assert r.session.state is AgentState.CLOSED
+        [error] = c.of(AgentError)
+        assert not error.recoverable and isinstance(error.error, AuthError)
+        assert isinstance(r.session.error, AuthError)
 
 
 async def test_stt_failing_for_good_closes_the_session_with_the_error() -> None:

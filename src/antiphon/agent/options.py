@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from antiphon.errors import ConfigError
+from antiphon.protocols.retry import Backoff
+
+__all__ = ["AgentOptions", "InterruptionOptions", "Misheard", "TurnOptions"]
+
+#: What the agent does with a fragment of a turn the recogniser lost the rest of.
+Misheard = Literal["confirm", "reask", "answer"]
 
 
 def _seconds(owner: str, name: str, value: object, *, zero_ok: bool = True) -> None:
@@ -20,9 +26,13 @@ class TurnOptions:
     """When the user's turn ends.
 
     The turn ends when the VAD has heard ``VADOptions.min_silence_duration`` of silence
-    after speech *and* the STT has given the final transcript of that speech; if the
-    final does not come within ``final_timeout`` seconds of the silence, the turn ends
-    with what was recognised so far (or is dropped when nothing was).
+    after speech *and* the STT has given the final transcript of that speech, on the
+    first sufficient evidence: a final that already covers the speech when the silence
+    window ends (a cloud STT's end-of-speech final, such as Deepgram's ``speech_final``,
+    often comes first) ends the turn at once, and so does a final that comes after it
+    (the answer to the session's flush). ``final_timeout`` is only the fallback: if no
+    final comes within it, the turn ends with what was recognised so far (or is dropped
+    when nothing was).
 
     ``preemptive``: start the LLM on the last interim transcript as soon as the silence
     is heard, before the final; the reply is kept (and spoken) only if the final says the
@@ -76,11 +86,22 @@ class AgentOptions:
     ``max_tool_rounds``: LLM calls per turn that may end in tool calls. ``tool_timeout``:
     seconds each tool may run. ``filler_delay`` / ``filler_text``: when tools run longer
     than this, the agent says the filler meanwhile (``""`` disables it).
-    ``error_message``: said when a stage fails mid-turn (``""``: say nothing).
+    ``error_message``: said when the LLM, a tool or the TTS fails mid-turn (``""``: say
+    nothing); when the TTS is the one failing it is said with the session's
+    ``fallback_tts`` (an offline TTS), or not at all without one.
     ``drain_timeout``: the longest a reply waits for its queued audio to play out, and a
     graceful close for the reply in progress. ``tts_lookahead``: sentences synthesised
-    ahead of the one playing. ``max_stt_restarts``: consecutive STT failures recovered
-    by opening a new stream before the session gives up.
+    ahead of the one playing.
+
+    Speech recognition failures: a failed STT stream is replaced after ``stt_backoff``
+    (bounded exponential backoff with jitter, by consecutive failure); the session goes
+    on listening, and closes only on an unrecoverable error (authentication, quota) or
+    after ``max_stt_restarts`` consecutive failures (``None``: never). A turn whose
+    speech the recogniser could not hear says ``unanswered_message``; a turn of which it
+    heard only a fragment (it failed or fell behind mid-turn) is handled by ``misheard``:
+    ``"confirm"`` says ``misheard_message`` (``{text}``: the fragment) and keeps the
+    fragment in the history, ``"reask"`` says ``unanswered_message`` and drops it,
+    ``"answer"`` answers the fragment as if it were the whole turn.
     """
 
     turn: TurnOptions = field(default_factory=TurnOptions)
@@ -92,7 +113,11 @@ class AgentOptions:
     error_message: str = "Sorry, something went wrong on my side. Please say that again."
     drain_timeout: float = 5.0
     tts_lookahead: int = 2
-    max_stt_restarts: int = 3
+    max_stt_restarts: int | None = None
+    stt_backoff: Backoff = field(default_factory=Backoff)
+    unanswered_message: str = "Sorry, I missed that. Could you say it again?"
+    misheard: Misheard = "confirm"
+    misheard_message: str = 'Sorry, I only caught "{text}". Could you say the rest again?'
 
     def __post_init__(self) -> None:
         if not isinstance(self.turn, TurnOptions):
@@ -101,12 +126,21 @@ class AgentOptions:
             raise ConfigError("AgentOptions.interruption must be InterruptionOptions")
         for name in ("max_tool_rounds", "tts_lookahead", "max_stt_restarts"):
             value = getattr(self, name)
+            if value is None and name == "max_stt_restarts":
+                continue
             low = 1 if name == "tts_lookahead" else 0
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"AgentOptions.{name} must be an int >= {low}, got {value!r}")
         _seconds("AgentOptions", "tool_timeout", self.tool_timeout, zero_ok=False)
         _seconds("AgentOptions", "filler_delay", self.filler_delay)
         _seconds("AgentOptions", "drain_timeout", self.drain_timeout)
-        for name in ("filler_text", "error_message"):
+        for name in ("filler_text", "error_message", "unanswered_message", "misheard_message"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"AgentOptions.{name} must be a str")
+        if not isinstance(self.stt_backoff, Backoff):
+            raise ConfigError("AgentOptions.stt_backoff must be a Backoff")
+        if self.misheard not in ("confirm", "reask", "answer"):
+            raise ConfigError(
+                f"AgentOptions.misheard must be 'confirm', 'reask' or 'answer', got "
+                f"{self.misheard!r}"
+            )

@@ -11,8 +11,10 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   inline: a VAD is a small synchronous state machine), STT transcripts (from one reader
   task), replies' progress and timers all arrive in one mailbox, in order; the controller
   alone owns the conversation's state, so no flag is shared between tasks.
-- **A reply is one owned task** (LLM rounds with tools, then speech), cancelled as a
-  whole on interruption: its LLM and TTS streams close in its ``finally``. Every reply
+- **A reply is one owned task** (LLM rounds with tools, then speech: the I/O of
+  :mod:`antiphon.agent.reply`), cancelled as a whole on interruption: its LLM and TTS
+  streams close in its ``finally``. A reply started speculatively (on an interim
+  transcript) speaks nothing and shows nothing until the turn is committed. Every reply
   has a generation; the output track drops audio of older generations, so audio already
   on its way when the user interrupted never plays.
 - **Each sentence is one synthesis stream**, opened up to ``tts_lookahead`` sentences
@@ -27,8 +29,9 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   the reason and keeps the error in :attr:`AgentSession.error` (an ``AntiphonError``; a
   bug is an ``InternalError`` whose ``__cause__`` is the original). ``events()``
   iterators get those two events, then end; ``wait_idle()`` and ``wait_for()`` raise the
-  error. A failed STT stream is retried (``max_stt_restarts``) before it fails the
-  session; a failed reply only ends that turn.
+  error. A provider's failure is not a task's: a failed STT stream is replaced after a
+  backoff and a failed reply ends only its turn, each with a spoken fallback line; only
+  an unrecoverable error (authentication, quota) fails the session.
 - **Close always completes.** Closing (by :meth:`AgentSession.aclose` or a failure)
   enters ``CLOSED`` and ends the event hub at once, synchronously, then one close task
   closes the output track, stops every task (bounded by ``drain_timeout``) and the STT
@@ -48,7 +51,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -62,12 +65,10 @@ from antiphon.agent.events import (
     AgentPaused,
     AgentReplied,
     AgentResumed,
-    AgentSpeaking,
     AgentState,
     FalseInterruption,
     Interrupted,
     StateChanged,
-    ToolCalled,
     TurnCompleted,
     TurnMetrics,
     TurnUnanswered,
@@ -76,38 +77,37 @@ from antiphon.agent.events import (
 )
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
-from antiphon.agent.playback import Playback
+from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
+from antiphon.agent.turns import UserTurn
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
 from antiphon.audio.frame import AudioFrame
-from antiphon.audio.resample import AudioConverter
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import (
     AntiphonError,
+    AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
     ProviderError,
     StreamClosedError,
 )
-from antiphon.services.llm import LLM, ChatContext, ChatMessage, TextDelta, ToolCall
-from antiphon.services.segmenter import SentenceSegmenter
+from antiphon.services.llm import LLM, ChatContext, ChatMessage
 from antiphon.services.stt import STT, RecognizeStream, Transcript
-from antiphon.services.tools import FunctionTool, ToolThreads, run_tools
-from antiphon.services.tts import TTS, SynthesisStream
+from antiphon.services.tools import FunctionTool, ToolThreads
+from antiphon.services.tts import TTS
 from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
 
 log = logging.getLogger(__name__)
-#: Said when the user's turn cannot be answered in its budget (the recogniser is behind).
+#: The default of ``AgentOptions.unanswered_message``: said when the recogniser lost a turn.
 UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
 tracer = trace.get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
-
 
 # ------------------------------------------------------------------ mailbox messages
 
@@ -117,6 +117,10 @@ class _Vad:
     event: VADEvent
     lag: float  # seconds of audio between the event's time and the newest audio
     at: float  # clock time the audio was pushed
+    # the event's time in seconds of the STT stream's audio, when the stream hears all
+    # the audio the VAD hears (a cloud STT); None otherwise
+    stt_time: float | None = None
+    stream: RecognizeStream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class _Overlap:
 @dataclass(frozen=True, slots=True)
 class _Heard:
     transcript: Transcript
+    stream: RecognizeStream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,49 +147,23 @@ class _Timer:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReplyNews:
-    reply: _Reply
-    kind: str  # "first_audio" | "done" | "failed"
-    error: ProviderError | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Say:
     text: str
     allow_interruptions: bool
     add_to_history: bool
+    notice: bool = False  # a fallback line of the session's own: never apologised for
+    offline: bool = False  # say it with the fallback TTS (the TTS is the one failing)
+    user_text: str = ""  # the user's words this line answers (a misheard fragment)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReopenStt:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
 class _InputEnded:
     pass
-
-
-@dataclass(eq=False)
-class _Reply:
-    """One agent turn in progress (owned by the controller; run by its own task)."""
-
-    generation: int
-    user_text: str
-    context: ChatContext
-    metrics: TurnMetrics
-    committed: asyncio.Event
-    allow_interruptions: bool = True
-    fixed_text: str | None = None  # say(): speak this instead of asking the LLM
-    add_to_history: bool = True
-    playback: Playback = field(default_factory=Playback)
-    base: float | None = None  # output track position where this reply's audio starts
-    new_messages: list[ChatMessage] = field(default_factory=list)
-    speaking: bool = False
-    task: asyncio.Task[None] | None = None
-    started_at: float = 0.0
-    speech_end_at: float | None = None  # clock time the user's speech ended
-    span: Any = None
-
-    def played(self, track: OutputTrack) -> float:
-        if self.base is None:
-            return 0.0
-        return min(self.playback.written, max(0.0, track.played - self.base))
 
 
 # ------------------------------------------------------------------------- session
@@ -196,6 +175,8 @@ class AgentSession:
     ``instructions``: the system prompt. ``tools``: functions the LLM may call
     (``@function_tool``). ``output_rate``: the transport's rate (default: the TTS's).
     ``turn_log``: a path or text stream that gets one JSON line per turn.
+    ``fallback_tts``: an offline TTS (espeak, Piper) that says ``error_message`` when
+    the TTS fails mid-turn.
     Use ``async with AgentSession(...) as session`` (or :meth:`start` / :meth:`aclose`).
     The services are not closed by the session: their owner closes them.
     """
@@ -214,6 +195,7 @@ class AgentSession:
         clock: Clock | None = None,
         chat_context: ChatContext | None = None,
         turn_log: str | Path | IO[str] | None = None,
+        fallback_tts: TTS | None = None,
     ) -> None:
         for name, value, kind in (
             ("vad", vad, VAD),
@@ -227,7 +209,10 @@ class AgentSession:
             raise ConfigError("AgentSession instructions must be a str")
         if not all(isinstance(t, FunctionTool) for t in tools):
             raise ConfigError("AgentSession tools must be decorated with @function_tool")
+        if fallback_tts is not None and not isinstance(fallback_tts, TTS):
+            raise ConfigError("AgentSession fallback_tts= must be a TTS plugin")
         self.vad, self.stt, self.llm, self.tts = vad, stt, llm, tts
+        self.fallback_tts = fallback_tts
         self.tools = tuple(tools)
         self.options = options or AgentOptions()
         if not isinstance(self.options, AgentOptions):
@@ -251,6 +236,17 @@ class AgentSession:
 
         self._tasks = TaskOwner("agent-session", on_failure=self._on_task_failed)
         self._tool_threads = ToolThreads(4, name="agent-tool")  # sync tools run here
+        self._runner = ReplyRunner(
+            llm=llm,
+            tts=tts,
+            tools=self.tools,
+            options=self.options,
+            clock=self.clock,
+            output=self.output,
+            tool_threads=self._tool_threads,
+            emit=self._emit,
+            report=self._post,
+        )
         self._mailbox: Channel[object] = Channel(
             MAILBOX_SIZE, Overflow.FAIL, name="agent session mailbox"
         )
@@ -264,9 +260,10 @@ class AgentSession:
         self._idle.set()
         self._error: AntiphonError | None = None
 
-        # STT stream (replaced after a failure)
+        # STT stream (replaced after a failure, after a backoff; None meanwhile)
         self._stt_stream: RecognizeStream | None = None
-        self._stt_failures = 0
+        self._stt_failures = 0  # consecutive: reset by a transcript
+        self._stt_reopen: asyncio.Task[None] | None = None
         # an in-process recogniser hears only speech (and a little before it)
         self._stt_gate = SpeechGate(enabled=stt.speech_only)
 
@@ -277,11 +274,9 @@ class AgentSession:
 
         # controller state
         self._gen = 0
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self._says: list[_Say] = []
-        self._finals: list[str] = []
-        self._interim = ""
-        self._carry = ""  # text of a user turn whose reply was cancelled as the user went on
+        self._turn = UserTurn()  # what the user said in this turn (pure state)
         self._user_speaking = False
         self._awaiting_final = False
         self._final_missed = False  # the turn ended empty before the STT final came
@@ -361,6 +356,8 @@ class AgentSession:
                 reply.span.end()
         if self._stt_stream is not None:
             self._stt_stream.cancel()
+        if self._stt_reopen is not None:
+            self._stt_reopen.cancel()
         self.output.interrupt(self._gen + 1)  # O(1): not one more frame of the reply
         self._set_state(AgentState.CLOSED, reason)
         self._hub.close()
@@ -463,9 +460,15 @@ class AgentSession:
     def _after_vad(self, events: list[VADEvent]) -> None:
         now = self.clock.now()
         position = self.vad.position
+        stream = self._stt_stream
+        # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD time
+        # maps onto the stream's time; its transcripts' times then say what they cover
+        aligned = stream if stream is not None and not self._stt_gate.enabled else None
         for ev in events:
             self._idle.clear()
-            self._post(_Vad(ev, max(0.0, position - ev.time), now))
+            lag = max(0.0, position - ev.time)
+            stt_time = aligned.audio_seconds - lag if aligned is not None else None
+            self._post(_Vad(ev, lag, now, stt_time, aligned))
             if isinstance(ev, SpeechStart):
                 self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
                 self._voiced_until = position
@@ -574,7 +577,7 @@ class AgentSession:
         error: ProviderError | None = None
         try:
             async for t in stream:
-                if not self._post(_Heard(t)):
+                if not self._post(_Heard(t, stream)):
                     return
         except ProviderError as exc:
             error = exc
@@ -601,17 +604,21 @@ class AgentSession:
             self._overlap_duration = item.duration
             self._maybe_interrupt()
         elif isinstance(item, _Heard):
-            self._on_transcript(item.transcript)
+            self._on_transcript(item.transcript, item.stream)
         elif isinstance(item, _Timer):
             if item.token == self._timer_token and item.kind == "final":
                 self._on_final_timeout()
-        elif isinstance(item, _ReplyNews):
+        elif isinstance(item, ReplyNews):
             self._on_reply_news(item)
         elif isinstance(item, _Say):
             self._says.append(item)
             self._next_say()
         elif isinstance(item, _SttEnded):
             self._on_stt_ended(item)
+        elif isinstance(item, _ReopenStt):
+            self._stt_reopen = None
+            if self._stt_stream is None and not self._closing:
+                self._open_stt()
         elif isinstance(item, _InputEnded):
             stream = self._stt_stream
             if stream is not None and not stream.done:
@@ -623,13 +630,15 @@ class AgentSession:
     def _on_speech_start(self) -> None:
         self._user_speaking = True
         self._final_missed = False
+        if self._stt_stream is None:
+            self._turn.lost = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
         reply = self._reply
         if reply is not None and reply.speaking:
             if reply.allow_interruptions and self.options.interruption.enabled:
                 # maybe a barge-in: collect this speech on its own until it is decided
                 self._overlap, self._overlap_duration = True, 0.0
-                self._finals, self._interim = [], ""
+                self._turn.drop_speech()
                 if self.options.interruption.false_interruption == "resume":
                     self.output.pause()
                     self._overlap_paused = True
@@ -650,6 +659,7 @@ class AgentSession:
             return
         reply = self._reply
         if reply is not None and reply.speaking:
+            self._turn.lost = False
             return  # speech over an uninterruptible reply: ignored
         # the user paused: finalise what was said and wait (bounded) for the final
         padding = min(self.vad.options.padding, item.event.time)
@@ -660,24 +670,39 @@ class AgentSession:
                 stream.flush()
         self._awaiting_final = True
         self._final_delay = None
+        if self._finals_cover(item):
+            # the STT's end-of-speech final came before the VAD's silence window ended:
+            # both say the turn is over, so it is (the flush's answer adds nothing)
+            self._final_delay = 0.0
+            self._set_state(AgentState.LISTENING, "speech ended")
+            self._end_of_turn()
+            return
         self._arm_timer("final", self.options.turn.final_timeout)
         self._set_state(AgentState.LISTENING, "speech ended")
-        if self.options.turn.preemptive and self._reply is None:
-            text = self._user_text(with_interim=True)
+        if self.options.turn.preemptive and self._reply is None and not self._turn.lost:
+            text = self._turn.text()
             if text:
                 self._start_reply(text, committed=False)
 
-    def _on_transcript(self, t: Transcript) -> None:
+    def _finals_cover(self, item: _Vad) -> bool:
+        """Do the finals heard so far cover the speech that just ended (``item``)?"""
+        if item.stt_time is None:
+            return False
+        speech_end = item.stt_time - min(self.vad.options.padding, item.event.time)
+        return self._turn.covers(speech_end, item.stream)
+
+    def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
         text = t.text.strip()
         if not text:
             return
+        if stream is not None and stream is self._stt_stream:
+            self._stt_failures = 0  # the recogniser works again
         self._emit(UserTranscribed(text, t.is_final, self._gen))
         reply = self._reply
         if reply is not None and reply.speaking and not self._overlap:
             return  # speech over an uninterruptible reply
+        self._turn.hear(text, final=t.is_final, end=t.end, source=stream)
         if t.is_final:
-            self._finals.append(text)
-            self._interim = ""
             late = self._final_missed and self._reply is None and not self._overlap
             if (self._awaiting_final or late) and not self._user_speaking:
                 # late: the turn already ended empty at the final's timeout, and the user
@@ -686,8 +711,6 @@ class AgentSession:
                 if self._speech_end_at is not None:
                     self._final_delay = self.clock.now() - self._speech_end_at
                 self._end_of_turn()
-        else:
-            self._interim = text
         if self._overlap:
             self._maybe_interrupt()
 
@@ -698,32 +721,31 @@ class AgentSession:
             if stream is not None and stream.behind and waited < self.stt.deadlines.final:
                 self._arm_timer("final", 0.1)  # the recogniser is behind: wait (bounded)
                 return
-            behind = stream is not None and stream.behind
+            behind = (stream is not None and stream.behind) or self._turn.lost
             # a final that comes after this (and no text yet) still starts the turn,
             # unless the fallback already asked the user to say it again
-            self._final_missed = not behind and not self._user_text(with_interim=True)
+            self._final_missed = not behind and not self._turn.text()
             self._end_of_turn(behind=behind)
-
-    def _user_text(self, *, with_interim: bool) -> str:
-        parts = [self._carry, *self._finals]
-        if with_interim and self._interim:
-            parts.append(self._interim)
-        return " ".join(p for p in parts if p).strip()
 
     def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
-        text = self._user_text(with_interim=True)
-        self._finals, self._interim, self._carry = [], "", ""
+        behind = behind or self._turn.lost
+        # a fragment: the recogniser lost or never finished part of this turn
+        taken = self._turn.take(behind=behind)
+        text, fragment = taken.text, taken.fragment
         reply = self._reply
-        if not text and behind and reply is None:
-            # never silence: the recogniser could not keep up within the turn's budget
-            metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
-            self._emit(
-                TurnUnanswered("speech recognition is behind", UNANSWERED_FALLBACK, self._gen)
-            )
-            self._says.append(_Say(UNANSWERED_FALLBACK, True, False))
-            self._next_say()
+        policy = self.options.misheard if text else "reask"
+        misheard = behind and (not text or (fragment and policy != "answer"))
+        if reply is not None and reply.committed.is_set() and text and not misheard:
+            return  # an uninterruptible reply speaks; this speech was over it
+        if misheard:
+            # never silence, never a confident answer to a fragment
+            if reply is not None:
+                if reply.committed.is_set():
+                    return  # an uninterruptible reply speaks; it goes on
+                self._abandon_reply(reply, "the recogniser lost the turn", keep_text=False)
+            self._unanswered(text if policy == "confirm" else "")
             return
         if not text:
             if reply is not None and not reply.committed.is_set():
@@ -739,6 +761,22 @@ class AgentSession:
             return  # an uninterruptible reply speaks; this speech was over it
         self._start_reply(text, committed=True)
 
+    def _unanswered(self, fragment: str) -> None:
+        """Say the fallback line of a turn the recogniser lost (all or part of it)."""
+        opts = self.options
+        if fragment:
+            line = opts.misheard_message.replace("{text}", fragment)
+            reason = "speech recognition lost the rest of the turn"
+            self.history.user(fragment)  # what was heard, with the question about it
+        else:
+            line = opts.unanswered_message
+            reason = "speech recognition failed or is behind"
+        metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
+        self._emit(TurnUnanswered(reason, line, self._gen))
+        if line:
+            self._says.append(_Say(line, True, bool(fragment), notice=True, user_text=fragment))
+        self._next_say()
+
     # -- interruptions
 
     def _maybe_interrupt(self) -> None:
@@ -748,11 +786,11 @@ class AgentSession:
             return
         if self._overlap_duration < opts.min_duration:
             return
-        if opts.min_words and len(self._user_text(with_interim=True).split()) < opts.min_words:
+        if opts.min_words and len(self._turn.text().split()) < opts.min_words:
             return
         self._interrupt(reply)
 
-    def _interrupt(self, reply: _Reply) -> None:
+    def _interrupt(self, reply: Reply) -> None:
         dropped = self.output.interrupt(self._gen + 1)  # O(1): the next frame is silence
         self._overlap = self._overlap_paused = False
         played = reply.played(self.output)
@@ -773,8 +811,9 @@ class AgentSession:
             self.output.resume()
             self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = False
+        self._turn.lost = False  # the speech is dropped, and what the STT lost of it
         self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
-        self._finals, self._interim = [], ""
+        self._turn.drop_speech()
         self._settle_state("false interruption")
 
     # -- replies
@@ -787,12 +826,12 @@ class AgentSession:
         fixed_text: str | None = None,
         allow_interruptions: bool = True,
         add_to_history: bool = True,
-    ) -> _Reply:
+    ) -> Reply:
         self._gen += 1
         context = self.history.copy()
         if fixed_text is None:
             context.user(user_text)
-        reply = _Reply(
+        reply = Reply(
             generation=self._gen,
             user_text=user_text,
             context=context,
@@ -805,12 +844,12 @@ class AgentSession:
             speech_end_at=self._speech_end_at if fixed_text is None else None,
         )
         self._reply = reply
-        reply.task = self._tasks.spawn(self._run_reply(reply), name=f"reply-{reply.generation}")
+        reply.task = self._tasks.spawn(self._runner.run(reply), name=f"reply-{reply.generation}")
         if committed:
             self._commit(reply)
         return reply
 
-    def _commit(self, reply: _Reply) -> None:
+    def _commit(self, reply: Reply) -> None:
         now = self.clock.now()
         reply.metrics.stt_final_delay = self._final_delay
         if reply.speech_end_at is not None:
@@ -823,8 +862,10 @@ class AgentSession:
             )
         reply.committed.set()
         self._set_state(AgentState.THINKING, "end of turn")
+        if reply.held is not None:
+            self._on_reply_news(reply.held)
 
-    def _abandon_reply(self, reply: _Reply, reason: str, *, keep_text: bool = True) -> None:
+    def _abandon_reply(self, reply: Reply, reason: str, *, keep_text: bool = True) -> None:
         """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
         log.debug("reply %d abandoned: %s", reply.generation, reason)
         self.output.interrupt(self._gen + 1)
@@ -835,7 +876,7 @@ class AgentSession:
             if last is not None and last.role == "user" and last.content == reply.user_text:
                 self.history.messages.pop()
             if keep_text:
-                self._carry = reply.user_text
+                self._turn.carry = reply.user_text
         if reply.span is not None:
             reply.span.set_attribute("antiphon.abandoned", reason)
             reply.span.end()
@@ -846,18 +887,29 @@ class AgentSession:
         if self._reply is not None or not self._says or self._closing:
             return
         say = self._says.pop(0)
-        self._start_reply(
+        reply = self._start_reply(
             "",
-            committed=True,
+            committed=False,
             fixed_text=say.text,
             allow_interruptions=say.allow_interruptions,
             add_to_history=say.add_to_history,
         )
+        reply.notice = say.notice
+        reply.metrics.user_text = say.user_text
+        if say.offline and self.fallback_tts is not None:
+            reply.tts = self.fallback_tts
+        self._commit(reply)
 
-    def _on_reply_news(self, news: _ReplyNews) -> None:
+    def _on_reply_news(self, news: ReplyNews) -> None:
         reply = news.reply
         if reply is not self._reply:
             return  # an interrupted or abandoned reply, still winding down
+        if not reply.committed.is_set() and news.kind in ("done", "failed"):
+            # speculation is invisible: a reply started on an interim transcript that
+            # ends (fails) before the turn is decided says and shows nothing; the commit
+            # reuses its outcome when the final agrees, else it is dropped unheard
+            reply.held = news
+            return
         if news.kind == "first_audio":
             reply.speaking = True
             if not self._overlap:
@@ -870,15 +922,25 @@ class AgentSession:
             error = news.error
             assert error is not None
             reply.metrics.error = str(error)
+            if _unrecoverable(error):
+                stage = error.stage or "reply"
+                self._fail(error, stage, f"{error.provider} failed for good: {error}")
+                return
             self._emit(AgentError(error.stage or "reply", error, True, reply.generation))
             played = reply.played(self.output)
             self._end_reply(reply, reply.playback.heard(played), interrupted=False)
-            if self.options.error_message and error.provider != self.tts.provider:
-                self._says.insert(0, _Say(self.options.error_message, True, False))
+            line = self.options.error_message
+            tts = reply.tts or self.tts
+            if line and not reply.notice:  # a failed fallback line is not apologised for
+                if error.provider != tts.provider:
+                    self._says.insert(0, _Say(line, True, False, notice=True))
+                elif self.fallback_tts is not None and tts is not self.fallback_tts:
+                    # the TTS is the one failing: the offline one says it
+                    self._says.insert(0, _Say(line, True, False, notice=True, offline=True))
             self._settle_state("reply failed")
             self._next_say()
 
-    def _end_reply(self, reply: _Reply, spoken: str, *, interrupted: bool) -> None:
+    def _end_reply(self, reply: Reply, spoken: str, *, interrupted: bool) -> None:
         self._reply = None
         self._overlap = self._overlap_paused = False
         if reply.add_to_history and reply.committed.is_set():
@@ -924,15 +986,34 @@ class AgentSession:
             return
         if item.error is None:
             return  # completed after end_input()
+        error = item.error
         self._stt_failures += 1
-        if self._stt_failures <= self.options.max_stt_restarts:
-            self._emit(AgentError("stt", item.error, True, self._gen))
-            self._tasks.spawn(_aclose(item.stream), name="stt-close")
-            self._open_stt()
-            if self._awaiting_final and not self._user_speaking:
-                self._end_of_turn(behind=True)  # its final is lost: answer, never silence
-        else:  # give up: the session fails with the error
-            self._fail(item.error, "stt", f"speech recognition failed: {item.error}")
+        limit = self.options.max_stt_restarts
+        if _unrecoverable(error) or (limit is not None and self._stt_failures > limit):
+            self._fail(error, "stt", f"speech recognition failed: {error}")
+            return
+        self._emit(AgentError("stt", error, True, self._gen))
+        self._tasks.spawn(_aclose(item.stream), name="stt-close")
+        self._stt_stream = None
+        # a new stream after a backoff (never N attempts in the same millisecond); the
+        # audio meanwhile is lost, and so is the turn it belonged to
+        delay = self.options.stt_backoff.delay(self._stt_failures - 1)
+        self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
+        if self._user_speaking or self._awaiting_final:
+            self._turn.lost = True
+        if self._awaiting_final and not self._user_speaking:
+            self._end_of_turn(behind=True)  # its final is lost: never silence
+        elif self._final_missed and not self._user_speaking and self._reply is None:
+            # the turn ended empty at the final's timeout, and now the recogniser failed
+            # within its own final deadline: the final was lost, not the words
+            since = self.clock.now() - (self._speech_end_at or 0.0)
+            if since <= self.stt.deadlines.final + self.options.turn.final_timeout:
+                self._final_missed = False
+                self._unanswered("")
+
+    async def _reopen_stt(self, delay: float) -> None:
+        await self.clock.sleep_until(self.clock.now() + delay)
+        self._post(_ReopenStt())
 
     # -- timers
 
@@ -953,204 +1034,13 @@ class AgentSession:
         await self.clock.sleep_until(when)
         self._post(_Timer(kind, token))
 
-    # ------------------------------------------------------------------ a reply
-
-    def _news(self, reply: _Reply, kind: str, error: ProviderError | None = None) -> None:
-        self._post(_ReplyNews(reply, kind, error))
-
-    async def _run_reply(self, reply: _Reply) -> None:
-        # the LLM's sentences wait for TTS (lookahead-bounded); a reply of more than 1,024
-        # sentences fails with ChannelFull rather than growing without bound
-        sentences: Channel[str] = Channel(1024, Overflow.FAIL, name="reply sentences")
-        failure: BaseException | None = None
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._think(reply, sentences))
-                tg.create_task(self._speak(reply, sentences))
-        except* Exception as group:
-            failure = _first(group)
-        if failure is None:
-            self._news(reply, "done")
-            return
-        if not isinstance(failure, ProviderError):
-            log.error("turn %d failed", reply.generation, exc_info=failure)
-            failure = ProviderError(
-                f"unexpected error: {failure!r}", provider="agent", stage="reply"
-            )
-        self._news(reply, "failed", failure)
-
-    async def _think(self, reply: _Reply, sentences: Channel[str]) -> None:
-        """LLM rounds (with tools) → sentences; or the fixed text of a ``say()``."""
-        segmenter = SentenceSegmenter()
-        try:
-            if reply.fixed_text is not None:
-                for s in [*segmenter.push(reply.fixed_text), *segmenter.finish()]:
-                    sentences.send_nowait(s)
-                return
-            context = reply.context
-            for round_ in range(self.options.max_tool_rounds + 1):
-                calls, text = await self._llm_round(reply, context, segmenter, sentences)
-                for s in segmenter.finish():
-                    sentences.send_nowait(s)
-                if not calls:
-                    return
-                if round_ == self.options.max_tool_rounds:
-                    log.warning("turn %d: tool rounds exhausted", reply.generation)
-                    return
-                await reply.committed.wait()  # tools act on the world: never speculatively
-                asked = ChatMessage("assistant", text, tuple(calls))
-                context.add(asked)
-                reply.new_messages.append(asked)
-                for m in await self._call_tools(reply, calls, sentences):
-                    context.add(m)
-                    reply.new_messages.append(m)
-        finally:
-            sentences.close()
-
-    async def _llm_round(
-        self,
-        reply: _Reply,
-        context: ChatContext,
-        segmenter: SentenceSegmenter,
-        sentences: Channel[str],
-    ) -> tuple[list[ToolCall], str]:
-        calls: list[ToolCall] = []
-        parts: list[str] = []
-        asked = self.clock.now()
-        with tracer.start_as_current_span("antiphon.agent.llm"):
-            async with self.llm.chat(
-                context, tools=self.tools, generation=reply.generation
-            ) as stream:
-                async for ev in stream:
-                    if reply.metrics.llm_ttft is None:
-                        reply.metrics.llm_ttft = self.clock.now() - asked
-                    if isinstance(ev, TextDelta):
-                        parts.append(ev.text)
-                        for s in segmenter.push(ev.text):
-                            sentences.send_nowait(s)
-                    elif isinstance(ev, ToolCall):
-                        calls.append(ev)
-                result = await stream.result()
-                if result.error is not None:
-                    raise result.error
-        return calls, "".join(parts)
-
-    async def _call_tools(
-        self, reply: _Reply, calls: list[ToolCall], sentences: Channel[str]
-    ) -> list[ChatMessage]:
-        reply.metrics.tool_calls.extend(c.name for c in calls)
-        work = asyncio.ensure_future(
-            run_tools(
-                [(c.id, c.name, c.arguments) for c in calls],
-                self.tools,
-                timeout=self.options.tool_timeout,
-                threads=self._tool_threads,
-            )
-        )
-        timer = asyncio.ensure_future(
-            self.clock.sleep_until(self.clock.now() + self.options.filler_delay)
-        )
-        try:
-            if self.options.filler_text:
-                await asyncio.wait([work, timer], return_when=asyncio.FIRST_COMPLETED)
-                if not work.done():
-                    sentences.send_nowait(self.options.filler_text)
-            outcomes = await work
-        finally:
-            for pending in (work, timer):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.wait([work, timer])
-        messages = []
-        for call, o in zip(calls, outcomes, strict=True):
-            self._emit(
-                ToolCalled(
-                    o.name,
-                    call.arguments,
-                    o.output,
-                    None if o.error is None else str(o.error),
-                    reply.generation,
-                )
-            )
-            messages.append(ChatMessage("tool", o.output, tool_call_id=o.call_id, name=o.name))
-        return messages
-
-    async def _speak(self, reply: _Reply, sentences: Channel[str]) -> None:
-        """Sentences → one synthesis stream each (``tts_lookahead`` ahead) → the track."""
-        slots = asyncio.Semaphore(self.options.tts_lookahead)
-        # at most tts_lookahead streams are open (a slot is taken before each is queued)
-        streams: Channel[tuple[str, SynthesisStream]] = Channel(
-            self.options.tts_lookahead, Overflow.FAIL, name="reply synthesis streams"
-        )
-        opened: list[SynthesisStream] = []
-
-        async def open_streams() -> None:
-            try:
-                async for sentence in sentences:
-                    await reply.committed.wait()
-                    await slots.acquire()
-                    stream = self.tts.synthesize(sentence, generation=reply.generation)
-                    opened.append(stream)
-                    streams.send_nowait((sentence, stream))
-            finally:
-                streams.close()
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(open_streams())
-                async for sentence, stream in streams:
-                    try:
-                        await self._play(reply, sentence, stream)
-                    finally:
-                        slots.release()
-                        await stream.aclose()
-            # everything is queued: wait (bounded) until it has been heard
-            if reply.playback.written:
-                await self.output.wait_drained(self.output.buffered + self.options.drain_timeout)
-        finally:
-            for s in opened:
-                s.cancel()
-            for s in opened:
-                await s.aclose()
-
-    async def _play(self, reply: _Reply, sentence: str, stream: SynthesisStream) -> None:
-        self._emit(AgentSpeaking(sentence, reply.generation))
-        reply.playback.begin(sentence, reply.playback.written)
-        sent = self.clock.now()
-        rate = self.output.sample_rate
-        converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None
-        with tracer.start_as_current_span("antiphon.agent.tts"):
-            async for frame in stream:
-                if converter is not None:
-                    frame = converter.process(frame)
-                await self._write(reply, frame, sent)
-            if converter is not None:
-                await self._write(reply, converter.flush(), sent)
-        if stream.error is not None:
-            raise stream.error
-        reply.playback.finish()
-
-    async def _write(self, reply: _Reply, frame: AudioFrame, sent: float) -> None:
-        if not frame.samples_per_channel:
-            return
-        if reply.base is None:
-            now = self.clock.now()
-            reply.base = self.output.played + self.output.buffered
-            reply.metrics.tts_ttfa = now - sent
-            if reply.speech_end_at is not None:
-                reply.metrics.voice_to_voice = now - reply.speech_end_at
-            self._news(reply, "first_audio")
-        await self.output.write(frame.with_generation(reply.generation))
-        reply.playback.written += frame.duration
-        reply.playback.grow(reply.playback.written)
-
 
 async def _aclose(stream: RecognizeStream) -> None:
     await stream.aclose()
 
 
-def _first(error: BaseException) -> BaseException:
-    """The first leaf error of a (nested) exception group."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+def _unrecoverable(error: ProviderError) -> bool:
+    """An error no retry or new stream can mend: the credentials or the account."""
+    if isinstance(error, AuthError):
+        return True
+    return not error.retryable and "quota" in str(error).lower()

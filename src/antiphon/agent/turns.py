@@ -1,0 +1,102 @@
+"""Turn-taking state without I/O: what the user said in the turn, and when it is whole.
+
+How it is built: :class:`UserTurn` is a plain object the session's controller feeds —
+transcripts as they arrive (:meth:`UserTurn.hear`), the VAD's end of speech
+(:meth:`UserTurn.covers`), a recogniser failure (:attr:`UserTurn.lost`) — and asks for
+the turn's text when the turn ends (:meth:`UserTurn.take`). It awaits nothing, reads no
+clock and owns no task, so every order of events can be driven through it by a property
+test (``tests/test_turns.py``); the session (:mod:`antiphon.agent.session`) is the I/O
+shell that turns its answers into flushes, timers and replies. It is the first seam of
+issue 14's turn machine: the rest of the controller's turn state (speaking, overlap,
+awaiting the final) still lives in the session.
+
+The end-of-turn evidence (issue 18): when the VAD's silence window ends, the turn's text
+is whole if the recogniser's last word on it was a final (no interim with text came
+after it) that reaches the end of the speech, less ``slack`` seconds — both say the user
+is done, so the turn ends without waiting for the answer to the flush.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["COVER_SLACK", "Taken", "UserTurn"]
+
+COVER_SLACK = 0.3
+"""Seconds a final may end before the VAD's end of speech and still cover it (word times
+end at the last phoneme; the VAD's decision windows are 20-30 ms and its edges soft)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The text of an ended turn, and whether it is only a fragment of what was said
+    (the recogniser failed or fell behind and lost or never finished the rest)."""
+
+    text: str
+    fragment: bool
+
+
+@dataclass(slots=True)
+class UserTurn:
+    """The user's words of the current turn (see the module docstring).
+
+    ``carry``: text of an earlier turn whose reply was dropped as the user went on; it
+    starts this turn's text. ``lost``: the recogniser lost audio of this turn (it failed
+    while the user spoke or while the final was owed, or was down when speech began).
+    """
+
+    slack: float = COVER_SLACK
+    carry: str = ""
+    finals: list[str] = field(default_factory=list)
+    interim: str = ""
+    lost: bool = False
+    # end of the speech the finals cover, in seconds of ``_source``'s audio; None once an
+    # interim with text says more speech is pending
+    _covered_until: float | None = None
+    _source: object | None = None
+
+    def hear(self, text: str, *, final: bool, end: float, source: object | None) -> None:
+        """A transcript with text (``end``: its end in seconds of ``source``'s audio)."""
+        if final:
+            self.finals.append(text)
+            self.interim = ""
+            self._covered_until, self._source = end, source
+        else:
+            self.interim = text
+            self._covered_until = None
+
+    def covers(self, speech_end: float | None, source: object | None) -> bool:
+        """Do the finals heard so far cover speech that ended at ``speech_end``?
+
+        ``speech_end`` is in seconds of ``source``'s audio (None: the times cannot be
+        compared, as for a recogniser fed only speech): never covered then.
+        """
+        if speech_end is None or source is None or source is not self._source:
+            return False
+        if not self.finals or self.interim or self._covered_until is None:
+            return False
+        return self._covered_until >= speech_end - self.slack
+
+    def text(self, *, with_interim: bool = True) -> str:
+        parts = [self.carry, *self.finals]
+        if with_interim and self.interim:
+            parts.append(self.interim)
+        return " ".join(p for p in parts if p).strip()
+
+    def drop_speech(self) -> None:
+        """Forget what was heard of the speech (not the carry): it was not a turn."""
+        self.finals, self.interim = [], ""
+        self._covered_until = None
+
+    def take(self, *, behind: bool) -> Taken:
+        """End the turn: its text (interim included) and whether it is a fragment.
+
+        ``behind``: the turn ends without the recogniser's final (it failed or is late).
+        Everything is forgotten afterwards, ``lost`` included.
+        """
+        lost = self.lost
+        fragment = (behind or lost) and bool(self.interim or lost)
+        taken = Taken(self.text(with_interim=True), fragment)
+        self.carry, self.lost = "", False
+        self.drop_speech()
+        return taken
