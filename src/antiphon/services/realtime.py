@@ -11,11 +11,17 @@ The session reaches exactly one terminal state (closed by the caller, or failed 
 typed :class:`~antiphon.errors.ProviderError`) within its deadlines, whatever the server
 does. Design, as in :mod:`antiphon.services.ws_tts`:
 
-- one task per connection reads the socket into a single mailbox; the session's one main
-  task takes the caller's commands, its audio and the server's messages from that
-  mailbox, in order, and asks :class:`~antiphon.protocols.realtime.RealtimeState` what
-  each event means: never a task per audio delta, no flag shared between tasks;
-- every network wait has a deadline (:class:`RealtimeDeadlines`);
+- one task per connection reads the socket, asks
+  :class:`~antiphon.protocols.realtime.RealtimeState` what each server event means and
+  puts the resulting events straight into the session's output: one task hop per audio
+  delta (reader → consumer), never a task per delta. The session's main task takes the
+  caller's commands and audio from a mailbox, in order, and sends them; what the reader
+  must hand over (a lost connection, a message to send) goes through that mailbox too.
+  Client-side state-machine calls update the state before anything is sent, so a reply
+  can never be fed before the state knows its request;
+- every network wait has a deadline (:class:`RealtimeDeadlines`); the wait for a response
+  uses one timer per session, re-armed lazily: an event only moves a timestamp, and the
+  timer, when it fires early, sets itself again at the new due time;
 - input audio is converted with a streaming :class:`~antiphon.audio.AudioConverter` (mix
   only real stereo; state across chunks) and its backlog is bounded: a server that stops
   reading fails the session instead of growing memory;
@@ -250,12 +256,6 @@ class RealtimeDeadlines:
 
 
 @dataclass(frozen=True, slots=True)
-class _Server:
-    conn_id: int
-    data: str | bytes
-
-
-@dataclass(frozen=True, slots=True)
 class _Lost:
     conn_id: int
     error: ConnectionLost
@@ -458,6 +458,8 @@ class RealtimeSession:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._terminal = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._progress_at = 0.0
         self._was_awaiting = False
         self._speech_stopped_at: float | None = None
@@ -490,7 +492,8 @@ class RealtimeSession:
         """Connect and wait until the session is configured (bounded by the deadlines)."""
         if self._task is not None:
             raise StreamClosedError("the session was already started")
-        self._ready = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
         self._task = self._model._tasks.spawn(self._main(), name=f"{self.provider}-session")
         try:
             await asyncio.shield(self._ready)
@@ -657,6 +660,7 @@ class RealtimeSession:
             return False
         self.state = state
         self.error = error
+        self._unwatch()
         self._out.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():
@@ -704,16 +708,27 @@ class RealtimeSession:
                 raise
 
     async def _read(self, conn: WsConnection) -> None:
+        """Feed the server's events to the state machine and emit from here."""
         mailbox = self._mailbox
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await conn.recv()
                 if mailbox.closed:
                     return
-                mailbox.send_nowait(_Server(conn.id, data))
+                self._progress_at = loop.time()  # read lazily by the watchdog
+                self._handle(self._sm.feed(data))
+                if self.done:
+                    return
+                self._track_awaiting()
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
+        except Exception as exc:
+            log.exception("%s realtime reader failed unexpectedly", self.provider)
+            self._fail(
+                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="receive")
+            )
 
     async def _open(self, first_messages: list[str]) -> None:
         """Connect, wait for ``session.created``, send ``first_messages`` (starting with
@@ -791,6 +806,7 @@ class RealtimeSession:
                 )
             )
             self._progress_at = asyncio.get_running_loop().time()
+            self._track_awaiting()
             return
 
     async def _send(self, msgs: Sequence[str]) -> None:
@@ -815,47 +831,65 @@ class RealtimeSession:
         if not self._ready.done():
             self._ready.set_result(None)
         self._progress_at = loop.time()
-        while True:
-            item = await self._next(loop)
+        self._track_awaiting()
+        async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
                 await self._send([rt.encode_append(item.pcm)])
-            elif isinstance(item, _Server):
-                if self._conn is None or item.conn_id != self._conn.id:
-                    continue
-                self._progress_at = loop.time()
-                self._handle(self._sm.feed(item.data))
-                if self.done:
-                    return
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._reconnect(item.error)
             elif isinstance(item, _Send):
                 await self._command(item)
+                self._track_awaiting()
 
-    async def _next(self, loop: asyncio.AbstractEventLoop) -> object:
+    # -- the response deadline: one timer, re-armed lazily
+    def _track_awaiting(self) -> None:
+        """Start the deadline when a response becomes owed; keep the timer no later than due."""
         awaiting = self._sm.awaiting
         if awaiting and not self._was_awaiting:
-            self._progress_at = loop.time()
+            assert self._loop is not None
+            self._progress_at = self._loop.time()
         self._was_awaiting = awaiting
-        try:
-            return self._mailbox.recv_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        if not awaiting:
-            return await self._mailbox.recv()
-        limit = self.deadlines.idle if self._sm.current is not None else self.deadlines.response
-        try:
-            async with asyncio.timeout_at(self._progress_at + limit):
-                return await self._mailbox.recv()
-        except TimeoutError:
-            raise ProviderTimeoutError(
+        if awaiting:
+            self._watch()
+
+    def _limit(self) -> float:
+        return self.deadlines.idle if self._sm.current is not None else self.deadlines.response
+
+    def _watch(self) -> None:
+        due = self._progress_at + self._limit()
+        timer = self._watchdog
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        assert self._loop is not None
+        self._watchdog = self._loop.call_at(due, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self.done or not self._sm.awaiting:
+            return  # armed again when a response is owed
+        assert self._loop is not None
+        if self._loop.time() < self._progress_at + self._limit():
+            self._watch()
+            return
+        limit = self._limit()
+        self._fail(
+            ProviderTimeoutError(
                 "the response stopped" if self._sm.current is not None else "no response",
                 provider=self.provider,
                 stage="receive",
                 timeout=limit,
                 hint="the server went silent while a response was owed",
-            ) from None
+            )
+        )
+
+    def _unwatch(self) -> None:
+        timer, self._watchdog = self._watchdog, None
+        if timer is not None:
+            timer.cancel()
 
     async def _command(self, cmd: _Send) -> None:
         sm = self._sm
