@@ -171,7 +171,7 @@ async def main() -> None:
             runs.append(r)
             print(
                 f"{n:>4} calls  {'holds' if r['holds'] else 'fails'}  late p99 "
-                f"{r['late_p99_ms']:.1f} ms max {r['late_max_ms'] or 0:.1f} ms (an idle timer's p99: "
+                f"{r['late_p99_ms']:.1f} ms max {r['late_max_ms'] or 0:.1f} ms (idle timer p99 "
                 f"{r['machine_timer_late_p99_ms']:.1f} ms)  server CPU "
                 f"{r['server_cpu_cores']:.2f} cores ({r['server_cpu_pct_of_core_per_call']:.2f} "
                 f"%/call)  RSS {r['server_rss_peak_mb']:.0f} MB "
