@@ -14,7 +14,8 @@ send to the moment the chunk reaches its consumer:
 
 A round runs ``--streams`` streams at once; rounds alternate bare/antiphon so both see the
 same machine. CPU is the client process's CPU time per phase. Then ``--deadline-streams``
-(200) streams at once, each client kind in turn, count deadline failures: for antiphon,
+(200) streams at once, ``--deadline-rounds`` rounds per client interleaved, count deadline
+failures: for antiphon,
 streams that failed with a timeout; for bare, streams whose first chunk or any gap
 between chunks exceeded the same deadlines.
 
@@ -23,7 +24,7 @@ within 2x of bare and its CPU within 1.1x; with 200 streams, no antiphon stream 
 deadline the bare client met.
 
     .venv/bin/python bench/stream_hops.py [--streams 50] [--rounds 4] [--chunks 100]
-        [--interval 0.02] [--deadline-streams 200] [--idle 5.0] [--out FILE]
+        [--interval 0.02] [--deadline-streams 200] [--deadline-rounds 2] [--idle 5.0]
 
 Prints a summary and writes ``bench/results/stream_hops.json``.
 """
@@ -207,7 +208,7 @@ async def phase(url: str, n: int, rounds: int, idle: float) -> dict[str, Any]:
 
 async def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
     main = await phase(url, a.streams, a.rounds, a.idle)
-    load = await phase(url, a.deadline_streams, 1, a.idle)
+    load = await phase(url, a.deadline_streams, a.deadline_rounds, a.idle)
     main["target_met"] = main["p99_ratio"] <= 2.0 and (main["cpu_ratio"] or 0) <= 1.1
     ours_failed = load["antiphon"]["timeouts"]
     load["target_met"] = ours_failed <= load["bare"]["missed_deadlines"]
@@ -239,6 +240,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=100, help="audio chunks per stream")
     ap.add_argument("--interval", type=float, default=0.02, help="seconds between chunks")
     ap.add_argument("--deadline-streams", type=int, default=200)
+    ap.add_argument("--deadline-rounds", type=int, default=2, help="rounds per client")
     ap.add_argument("--idle", type=float, default=5.0, help="idle deadline (seconds)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/stream_hops.json"))
     a = ap.parse_args()
