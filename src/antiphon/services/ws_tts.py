@@ -5,19 +5,27 @@ A plugin subclasses :class:`WebSocketTTS` and supplies a URL, headers, a session
 mapping of close codes to errors. This module does the rest, once, for all of them:
 
 - connections come from a :class:`~antiphon.net.pool.ConnectionPool` (warm, reused);
-- one task per stream reads a single mailbox that carries both the user's text and the
-  server's messages, so their order is the order of events, never of scheduling;
+- the connection's reader task runs the protocol session on each server message and puts
+  its audio straight into the stream's bounded output: one task hop per chunk (reader →
+  consumer), as a bare client has. Client-side session methods update the state before
+  anything is sent, so a reply can never be fed before the state knows its request;
+- the stream's task reads a mailbox with the caller's text and what the reader hands over
+  (done, failed, connection lost), each tagged with its connection so a stale one is
+  ignored;
 - a connection that drops before any audio of the pending text arrived is replaced and
   the text replayed (``max_reconnects``); a drop after audio fails the stream;
 - a cancelled stream's connection is cleared (waiting for the acknowledgement where the
   protocol has no stream ids) and only then pooled again, so old audio never reaches the
   next turn;
-- first-audio and idle deadlines bound every wait.
+- first-audio and idle deadlines bound every wait, with one timer per stream: progress
+  only moves a timestamp, and the timer, when it fires early, sets itself again at the
+  new due time (no timer per message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -26,7 +34,12 @@ from dataclasses import dataclass
 from antiphon import metrics
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
+from antiphon.errors import (
+    ConfigError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamClosedError,
+)
 from antiphon.net.pool import ConnectionPool, PoolOptions
 from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
 from antiphon.protocols.tts_session import Act, Action, TTSSession
@@ -34,6 +47,7 @@ from antiphon.services.tts import (
     TTS,
     EndInput,
     FlushInput,
+    StreamState,
     SynthesisStream,
     TextInput,
     TTSDeadlines,
@@ -43,9 +57,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class _ServerMessage:
+class _Done:
+    """The reader saw the end of the stream on connection ``conn_id``."""
+
     conn_id: int
-    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The reader failed on connection ``conn_id`` (server error, consumer behind)."""
+
+    conn_id: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeout:
+    """The watchdog found a deadline passed (checked again by the stream task)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +194,14 @@ class WebSocketTTS(TTS):
 
 
 class WebSocketSynthesisStream(SynthesisStream):
-    """One synthesis over a pooled connection of a :class:`WebSocketTTS`."""
+    """One synthesis over a pooled connection of a :class:`WebSocketTTS`.
+
+    Two tasks: the stream's own task takes the caller's text from the mailbox and sends
+    it; the connection's reader feeds each server message to the protocol session and
+    emits its audio straight into the output channel, so an audio chunk crosses one task
+    hop (reader → consumer). The reader hands the stream task only what changes its course
+    (done, failed, connection lost), as mailbox items tagged with the connection's id.
+    """
 
     def __init__(self, tts: WebSocketTTS, generation: int) -> None:
         self._tts = tts
@@ -175,7 +210,11 @@ class WebSocketSynthesisStream(SynthesisStream):
         self._reader: asyncio.Task[None] | None = None
         self._carry = b""
         self._reconnects = 0
+        self._loop = asyncio.get_running_loop()
         self._progress_at = 0.0
+        self._heard = False  # audio of the current flush segment arrived
+        self._flush_times: list[float] = []
+        self._watchdog: asyncio.TimerHandle | None = None
         super().__init__(
             provider=tts.provider,
             sample_rate=tts.sample_rate,
@@ -193,16 +232,56 @@ class WebSocketSynthesisStream(SynthesisStream):
         return conn
 
     async def _read(self, conn: WsConnection) -> None:
+        """Feed the server's messages to the session; deliver audio from here."""
         mailbox = self._mailbox
         try:
             while True:
                 data = await conn.recv()
-                if mailbox.closed:
+                if mailbox.closed or not self._receive(conn.id, data):
                     return
-                mailbox.send_nowait(_ServerMessage(conn.id, data))
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
+        except Exception as exc:  # a server error, a consumer behind, a bug: the stream's
+            if not mailbox.closed:
+                mailbox.send_nowait(_Failed(conn.id, exc))
+
+    def _receive(self, conn_id: int, data: str | bytes) -> bool:
+        """One server message, in the reader's context; False once the reader is done."""
+        action = self._session.feed(data)
+        act = action.act
+        if act is Act.DELIVER:
+            now = self._loop.time()
+            if not self._heard:
+                self._heard = True
+                if self._flush_times:
+                    metrics.TTS_TTFB.labels(self.provider).observe(now - self._flush_times[0])
+                self._progress_at = now
+                self._watch()  # the idle window may end before the first-audio one
+            self._progress_at = now  # the watchdog reads it lazily: no timer per chunk
+            self._deliver(action.audio)
+        elif act is Act.SEGMENT_DONE or act is Act.STREAM_DONE:
+            if action.audio:  # some protocols put audio in the done marker
+                self._deliver(action.audio)
+            self._heard = False
+            self._progress_at = self._loop.time()
+            if self._flush_times:
+                self._flush_times.pop(0)
+            if act is Act.STREAM_DONE:
+                self._mailbox.send_nowait(_Done(conn_id))
+                return False
+        elif act is Act.FAIL:
+            raise ProviderError(
+                f"the server reported an error: {action.note}",
+                provider=self.provider,
+                stage="receive",
+            )
+        elif act is Act.DROP:
+            metrics.TTS_DROPPED_MESSAGES.labels(self.provider, "unexpected").inc()
+            log.debug("%s: dropped %s", self.provider, action.note)
+        elif act is Act.NOTICE:
+            self._tts.notice(action)
+        return True
 
     async def _detach(self) -> WsConnection | None:
         reader, self._reader = self._reader, None
@@ -236,108 +315,105 @@ class WebSocketSynthesisStream(SynthesisStream):
         self._carry = b""
         await self._attach()
         await self._send(self._session.reset_for_replay())
-        self._progress_at = asyncio.get_running_loop().time()
+        self._progress_at = self._loop.time()
+        self._watch()
 
     # -- the loop
     async def _run(self) -> None:
         await self._attach()
         try:
-            await self._loop()
+            await self._loop_inputs()
         except asyncio.CancelledError:
+            self._unwatch()
             self._release_after_cancel()
             raise
         except BaseException:
+            self._unwatch()
             old = await self._detach()
             if old is not None:
                 self._tts.pool.discard(old)
             raise
+        self._unwatch()
         old = await self._detach()
         if old is not None:
             self._tts.pool.release(old, reusable=True)
 
-    async def _loop(self) -> None:
-        """Take text and server messages from the mailbox until the stream is done."""
-        loop = asyncio.get_running_loop()
+    async def _loop_inputs(self) -> None:
+        """Take text and what the reader hands over from the mailbox until done."""
         session = self._session
-        provider = self.provider
-        self._progress_at = loop.time()
-        heard_in_segment = False
-        flush_times: list[float] = []
-        while True:
-            if session.awaiting_audio and loop.time() >= self._due(heard_in_segment):
-                raise self._timeout(heard_in_segment)  # noise alone does not keep it alive
-            try:
-                item = self._mailbox.recv_nowait()  # no timer when something is waiting
-            except asyncio.QueueEmpty:
-                item = await self._next_item(session, heard_in_segment)
+        self._progress_at = self._loop.time()
+        async for item in self._mailbox:
             if isinstance(item, TextInput):
                 await self._send(session.speak(item.text))
             elif isinstance(item, FlushInput | EndInput):
                 msgs = session.flush() if isinstance(item, FlushInput) else session.end_input()
                 if msgs:
+                    now = self._loop.time()
                     if session.pending_flushes == 1:  # the deadline starts now
-                        self._progress_at = loop.time()
-                    flush_times.append(loop.time())
+                        self._progress_at = now
+                    self._flush_times.append(now)
+                    self._watch()
                 await self._send(msgs)
                 if session.done:
                     return self._end_audio()
-            elif isinstance(item, _ServerMessage):
-                if item.conn_id != self._conn_id():
-                    continue  # left over from a connection we moved away from
-                action = session.feed(item.data)
-                if action.act is Act.DELIVER:
-                    if not heard_in_segment and flush_times:
-                        metrics.TTS_TTFB.labels(provider).observe(loop.time() - flush_times[0])
-                    heard_in_segment = True
-                    self._progress_at = loop.time()
-                    self._deliver(action.audio)
-                elif action.act in (Act.SEGMENT_DONE, Act.STREAM_DONE):
-                    if action.audio:  # some protocols put audio in the done marker
-                        self._deliver(action.audio)
-                    heard_in_segment = False
-                    self._progress_at = loop.time()
-                    if flush_times:
-                        flush_times.pop(0)
-                    if action.act is Act.STREAM_DONE:
-                        return self._end_audio()
-                elif action.act is Act.FAIL:
-                    raise ProviderError(
-                        f"the server reported an error: {action.note}",
-                        provider=provider,
-                        stage="receive",
-                    )
-                elif action.act is Act.DROP:
-                    metrics.TTS_DROPPED_MESSAGES.labels(provider, "unexpected").inc()
-                    log.debug("%s: dropped %s", provider, action.note)
-                elif action.act is Act.NOTICE:
-                    self._tts.notice(action)
-            elif isinstance(item, _Lost) and item.conn_id == self._conn_id():
+            elif isinstance(item, _Timeout):
+                if session.awaiting_audio and self._loop.time() >= self._due():
+                    raise self._timeout()
+                self._watch()
+            elif isinstance(item, _Done | _Failed | _Lost) and item.conn_id != self._conn_id():
+                continue  # left over from a connection we moved away from
+            elif isinstance(item, _Done):
+                return self._end_audio()
+            elif isinstance(item, _Failed):
+                raise item.error
+            elif isinstance(item, _Lost):
                 await self._recover(item.error)
                 if session.done:  # the replay left nothing owed
                     return self._end_audio()
 
-    def _due(self, heard_in_segment: bool) -> float:
+    # -- the deadline: one timer, re-armed lazily
+    def _due(self) -> float:
         d = self._tts.deadlines
-        return self._progress_at + (d.idle if heard_in_segment else d.first_audio)
+        return self._progress_at + (d.idle if self._heard else d.first_audio)
 
-    def _timeout(self, heard_in_segment: bool) -> ProviderTimeoutError:
+    def _watch(self) -> None:
+        """Make sure the watchdog fires no later than the current due time."""
+        if not self._session.awaiting_audio or self._state is not StreamState.RUNNING:
+            return
+        due = self._due()
+        timer = self._watchdog
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._watchdog = self._loop.call_at(due, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        """Progress only moves ``_progress_at``; here the due time is checked and, if it
+        moved, the timer set again — one timer per deadline window, not per message."""
+        self._watchdog = None
+        if self._mailbox.closed or not self._session.awaiting_audio:
+            return  # re-armed by the next flush
+        if self._loop.time() >= self._due():
+            with contextlib.suppress(StreamClosedError):  # the mailbox overflowed: failed
+                self._mailbox.send_nowait(_Timeout())
+        else:
+            self._watch()
+
+    def _unwatch(self) -> None:
+        timer, self._watchdog = self._watchdog, None
+        if timer is not None:
+            timer.cancel()
+
+    def _timeout(self) -> ProviderTimeoutError:
         d = self._tts.deadlines
         return ProviderTimeoutError(
-            "audio stopped before the done marker" if heard_in_segment else "no audio after flush",
+            "audio stopped before the done marker" if self._heard else "no audio after flush",
             provider=self.provider,
             stage="receive",
-            timeout=d.idle if heard_in_segment else d.first_audio,
+            timeout=d.idle if self._heard else d.first_audio,
             hint="the server went silent; the connection is discarded",
         )
-
-    async def _next_item(self, session: TTSSession, heard_in_segment: bool) -> object:
-        """Wait for the next mailbox item, within the deadline of what the server owes."""
-        when = self._due(heard_in_segment) if session.awaiting_audio else None
-        try:
-            async with asyncio.timeout_at(when):
-                return await self._mailbox.recv()
-        except TimeoutError:
-            raise self._timeout(heard_in_segment) from None
 
     def _conn_id(self) -> int:
         return self._conn.id if self._conn is not None else -1

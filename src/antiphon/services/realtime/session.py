@@ -1,46 +1,24 @@
-"""The speech-to-speech realtime contract: ``RealtimeModel.session()`` → ``RealtimeSession``.
+"""One conversation with a realtime model: :class:`RealtimeSession`.
 
-A session is one conversation with a realtime model over one WebSocket at a time::
-
-    async with model.session() as s:          # connects; waits for the session to be ready
-        s.push_audio(frame)                   # any rate/channels: converted, in order
-        async for ev in s:                    # typed events, each with its generation
-            if isinstance(ev, AgentAudio): play(ev.frame)
-
-The session reaches exactly one terminal state (closed by the caller, or failed with a
-typed :class:`~antiphon.errors.ProviderError`) within its deadlines, whatever the server
-does. Design, as in :mod:`antiphon.services.ws_tts`:
-
-- one task per connection reads the socket into a single mailbox; the session's one main
-  task takes the caller's commands, its audio and the server's messages from that
-  mailbox, in order, and asks :class:`~antiphon.protocols.realtime.RealtimeState` what
-  each event means: never a task per audio delta, no flag shared between tasks;
-- every network wait has a deadline (:class:`RealtimeDeadlines`);
-- input audio is converted with a streaming :class:`~antiphon.audio.AudioConverter` (mix
-  only real stereo; state across chunks) and its backlog is bounded: a server that stops
-  reading fails the session instead of growing memory;
-- ``interrupt()`` drops queued agent audio at once (everything of the interrupted
-  generation is skipped at the iterator), cancels the response and truncates the
-  assistant item at the played position;
-- a dropped connection is replaced (``max_reconnects``): instructions, voice and tools are
-  restored with ``session.update``, the text of the conversation is replayed, a response
-  that produced no audio yet is requested again, and a :class:`Reconnected` event says so.
+How it is built (see the package docstring for the contract): the connection's reader
+task feeds each server message to :class:`~antiphon.protocols.realtime.RealtimeState`
+and emits the resulting events straight into the bounded output (one task hop per audio
+delta); the session's main task sends the caller's commands and audio, in order, from a
+mailbox, and replaces a dropped connection. The wait for a response has one timer per
+session, re-armed lazily.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from antiphon import metrics
 from antiphon.aio.channel import Channel, ChannelClosed
-from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import (
@@ -49,210 +27,34 @@ from antiphon.errors import (
     ProviderTimeoutError,
     StreamClosedError,
 )
-from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
+from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
-from antiphon.protocols.realtime import (
-    Dialect,
-    SessionConfig,
-    Tool,
-    Usage,
-    Voice,
-    tools_from_config,
-    voice_from_config,
+from antiphon.protocols.realtime import Tool, Voice, tools_from_config, voice_from_config
+from antiphon.services.realtime.events import (
+    DROPPABLE,
+    AgentAudio,
+    AgentTranscriptDelta,
+    AgentTranscriptDone,
+    FunctionCall,
+    RealtimeError,
+    RealtimeEvent,
+    Reconnected,
+    ResponseDone,
+    SessionReady,
+    SessionState,
+    UserSpeechStarted,
+    UserSpeechStopped,
+    UserTranscript,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from antiphon.services.realtime.model import WebSocketRealtimeModel
 
-__all__ = [
-    "AgentAudio",
-    "AgentTranscriptDelta",
-    "AgentTranscriptDone",
-    "FunctionCall",
-    "RealtimeDeadlines",
-    "RealtimeError",
-    "RealtimeEvent",
-    "RealtimeModel",
-    "RealtimeSession",
-    "Reconnected",
-    "ResponseDone",
-    "SessionReady",
-    "SessionState",
-    "Tool",
-    "Usage",
-    "UserSpeechStarted",
-    "UserSpeechStopped",
-    "UserTranscript",
-    "Voice",
-    "WebSocketRealtimeModel",
-]
+__all__ = ["RealtimeSession"]
 
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """The session is connected and its configuration applied."""
-
-    session_id: str
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UserSpeechStarted:
-    item_id: str
-    audio_start_ms: int
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UserSpeechStopped:
-    item_id: str
-    audio_end_ms: int
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UserTranscript:
-    """The final transcript of what the user said (may arrive after the answer began)."""
-
-    text: str
-    item_id: str
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AgentTranscriptDelta:
-    text: str
-    item_id: str
-    response_id: str
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AgentTranscriptDone:
-    text: str
-    item_id: str
-    response_id: str
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AgentAudio:
-    """Agent speech; ``frame.generation`` equals ``generation``."""
-
-    frame: AudioFrame
-    item_id: str
-    response_id: str
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
-    """``status``: completed, cancelled, incomplete or failed; ``reason`` says why it was
-    cancelled or incomplete, ``error`` why it failed (the server's type, code, message)."""
-
-    response_id: str
-    status: str
-    usage: Usage | None = None
-    reason: str = ""
-    generation: int = 0
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
-    """The model calls a tool; answer with ``send_tool_result(call_id, output)``."""
-
-    call_id: str
-    name: str
-    arguments: str
-    item_id: str = ""
-    response_id: str = ""
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeError:
-    """An error event from the server; the session goes on unless ``fatal``."""
-
-    error: ProviderError
-    fatal: bool = False
-    generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnected:
-    """The connection dropped and a new one carries the session on.
-
-    ``replayed_items``: text items of the conversation sent again; ``response_requested``:
-    a response that had produced no audio yet was asked for again; ``lost_response``: a
-    response that was partly delivered was lost with the old connection.
-    """
-
-    attempt: int
-    reason: str
-    replayed_items: int
-    response_requested: bool
-    lost_response: bool
-    generation: int = 0
-
-
-RealtimeEvent = (
-    SessionReady
-    | UserSpeechStarted
-    | UserSpeechStopped
-    | UserTranscript
-    | AgentTranscriptDelta
-    | AgentTranscriptDone
-    | AgentAudio
-    | ResponseDone
-    | FunctionCall
-    | RealtimeError
-    | Reconnected
-)
-
-#: Events of an interrupted generation that the iterator drops.
-_DROPPABLE = (AgentAudio, AgentTranscriptDelta, AgentTranscriptDone)
-
-
-class SessionState(enum.Enum):
-    CONNECTING = "connecting"
-    RUNNING = "running"
-    CLOSED = "closed"  # by the caller
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeDeadlines:
-    """Every wait on a realtime provider, in seconds.
-
-    ``connect``: open the WebSocket. ``ready``: ``session.created`` and the
-    acknowledgement of our ``session.update``. ``response``: from asking for a response
-    to its first event. ``idle``: longest gap between events while a response is owed.
-    ``send``: one WebSocket send. ``close``: closing the connection and the session.
-    """
-
-    connect: float = 5.0
-    ready: float = 5.0
-    response: float = 10.0
-    idle: float = 5.0
-    send: float = 5.0
-    close: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("connect", "ready", "response", "idle", "send", "close"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"RealtimeDeadlines.{name} must be a positive number of seconds")
-
+log = logging.getLogger("antiphon.services.realtime")
 
 # --------------------------------------------------------------------------- mailbox items
-
-
-@dataclass(frozen=True, slots=True)
-class _Server:
-    conn_id: int
-    data: str | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,152 +74,6 @@ class _Send:
 
     what: str
     args: tuple[Any, ...] = ()
-
-
-# --------------------------------------------------------------------------- the model
-
-
-class RealtimeModel(ABC):
-    """A speech-to-speech model; ``session()`` opens a conversation.
-
-    Owns every task its sessions start; ``aclose()`` closes live sessions within their
-    deadlines. Use ``async with`` or call ``aclose()``.
-    """
-
-    provider: ClassVar[str] = "realtime"
-
-    def __init__(
-        self,
-        *,
-        instructions: str = "",
-        voice: str | Voice | Mapping[str, Any] = "alloy",
-        tools: Sequence[Tool | Mapping[str, Any]] = (),
-        input_sample_rate: int = 24000,
-        output_sample_rate: int = 24000,
-        deadlines: RealtimeDeadlines | None = None,
-    ) -> None:
-        self.instructions = instructions
-        self.voice = voice_from_config(voice)
-        self.tools = tools_from_config(tools)
-        self.input_sample_rate = input_sample_rate
-        self.output_sample_rate = output_sample_rate
-        self.deadlines = deadlines or RealtimeDeadlines()
-        self._tasks = TaskOwner(f"realtime:{self.provider}")
-        self._sessions: set[RealtimeSession] = set()
-        self._closed = False
-
-    @abstractmethod
-    def session(self) -> RealtimeSession:
-        """A new, not yet connected session: ``async with model.session() as s``."""
-
-    @property
-    def active_sessions(self) -> int:
-        return sum(1 for s in self._sessions if not s.done)
-
-    async def aclose(self) -> None:
-        """Close live sessions and stop every task; idempotent and bounded."""
-        self._closed = True
-        sessions = list(self._sessions)
-        if sessions:
-            await asyncio.gather(*(s.aclose() for s in sessions))
-        await self._tasks.aclose(self.deadlines.close * 2)
-        self._sessions.clear()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class WebSocketRealtimeModel(RealtimeModel):
-    """Base of the plugins that speak the OpenAI Realtime schema over a WebSocket.
-
-    A plugin supplies ``url``, ``dialect``, handshake headers (:meth:`connect_headers`),
-    an auth hint, and the parts of :class:`SessionConfig` its service adds.
-    ``max_reconnects``: how often a session may move to a new connection after a drop.
-    ``max_input_backlog``: seconds of input audio allowed to wait for the socket.
-    """
-
-    dialect: ClassVar[Dialect] = Dialect.GA
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        auth_hint: str,
-        max_reconnects: int = 2,
-        max_input_backlog: float = 2.0,
-        max_output_backlog: float = 120.0,
-        turn_detection: Mapping[str, Any] | None = None,
-        transcription: Mapping[str, Any] | None = None,
-        noise_reduction: Mapping[str, Any] | None = None,
-        echo_cancellation: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        extra_session: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if max_reconnects < 0:
-            raise ConfigError("max_reconnects must be >= 0")
-        if max_input_backlog <= 0 or max_output_backlog <= 0:
-            raise ConfigError("max_input_backlog and max_output_backlog must be > 0 seconds")
-        self.url = url
-        self.auth_hint = auth_hint
-        self.max_reconnects = max_reconnects
-        self.max_input_backlog = max_input_backlog
-        self.max_output_backlog = max_output_backlog
-        self.config = SessionConfig(
-            instructions=self.instructions,
-            voice=self.voice,
-            tools=self.tools,
-            input_rate=self.input_sample_rate,
-            output_rate=self.output_sample_rate,
-            turn_detection=turn_detection,
-            transcription=transcription,
-            noise_reduction=noise_reduction,
-            echo_cancellation=echo_cancellation,
-            temperature=temperature,
-            extra=dict(extra_session or {}),
-        )
-        self.config.check(self.dialect)
-        self._ws_options = WsOptions(
-            connect_timeout=self.deadlines.connect,
-            send_timeout=self.deadlines.send,
-            close_timeout=self.deadlines.close,
-        )
-
-    @abstractmethod
-    async def connect_headers(self) -> Mapping[str, str]:
-        """Handshake headers for a new connection (credentials: never log them)."""
-
-    def close_error(self, code: int | None, reason: str, *, stage: str) -> ProviderError:
-        """The typed error for a server close (``retryable`` decides about reconnecting)."""
-        return rt.close_error(
-            code, reason, provider=self.provider, stage=stage, auth_hint=self.auth_hint
-        )
-
-    async def _connect(self) -> WsConnection:
-        return await connect(
-            self.url,
-            provider=self.provider,
-            headers=await self.connect_headers(),
-            options=self._ws_options,
-            auth_hint=self.auth_hint,
-        )
-
-    def session(self) -> RealtimeSession:
-        if self._closed:
-            raise StreamClosedError(f"{self.provider} realtime model is closed; create a new one")
-        self._sessions = {s for s in self._sessions if not s.done}
-        s = RealtimeSession(self)
-        self._sessions.add(s)
-        return s
 
 
 # --------------------------------------------------------------------------- the session
@@ -458,6 +114,8 @@ class RealtimeSession:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._terminal = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._progress_at = 0.0
         self._was_awaiting = False
         self._speech_stopped_at: float | None = None
@@ -490,7 +148,8 @@ class RealtimeSession:
         """Connect and wait until the session is configured (bounded by the deadlines)."""
         if self._task is not None:
             raise StreamClosedError("the session was already started")
-        self._ready = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
         self._task = self._model._tasks.spawn(self._main(), name=f"{self.provider}-session")
         try:
             await asyncio.shield(self._ready)
@@ -623,7 +282,7 @@ class RealtimeSession:
                 raise StopAsyncIteration from None
             if isinstance(ev, AgentAudio):
                 self._out_seconds -= ev.frame.duration
-            if isinstance(ev, _DROPPABLE) and ev.generation < self._drop_below:
+            if isinstance(ev, DROPPABLE) and ev.generation < self._drop_below:
                 continue
             if isinstance(ev, AgentAudio):
                 ms = self._yielded_ms.pop(ev.item_id, 0.0) + ev.frame.duration * 1000
@@ -657,6 +316,7 @@ class RealtimeSession:
             return False
         self.state = state
         self.error = error
+        self._unwatch()
         self._out.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():
@@ -704,16 +364,27 @@ class RealtimeSession:
                 raise
 
     async def _read(self, conn: WsConnection) -> None:
+        """Feed the server's events to the state machine and emit from here."""
         mailbox = self._mailbox
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await conn.recv()
                 if mailbox.closed:
                     return
-                mailbox.send_nowait(_Server(conn.id, data))
+                self._progress_at = loop.time()  # read lazily by the watchdog
+                self._handle(self._sm.feed(data))
+                if self.done:
+                    return
+                self._track_awaiting()
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
+        except Exception as exc:
+            log.exception("%s realtime reader failed unexpectedly", self.provider)
+            self._fail(
+                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="receive")
+            )
 
     async def _open(self, first_messages: list[str]) -> None:
         """Connect, wait for ``session.created``, send ``first_messages`` (starting with
@@ -791,6 +462,7 @@ class RealtimeSession:
                 )
             )
             self._progress_at = asyncio.get_running_loop().time()
+            self._track_awaiting()
             return
 
     async def _send(self, msgs: Sequence[str]) -> None:
@@ -815,47 +487,65 @@ class RealtimeSession:
         if not self._ready.done():
             self._ready.set_result(None)
         self._progress_at = loop.time()
-        while True:
-            item = await self._next(loop)
+        self._track_awaiting()
+        async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
                 await self._send([rt.encode_append(item.pcm)])
-            elif isinstance(item, _Server):
-                if self._conn is None or item.conn_id != self._conn.id:
-                    continue
-                self._progress_at = loop.time()
-                self._handle(self._sm.feed(item.data))
-                if self.done:
-                    return
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._reconnect(item.error)
             elif isinstance(item, _Send):
                 await self._command(item)
+                self._track_awaiting()
 
-    async def _next(self, loop: asyncio.AbstractEventLoop) -> object:
+    # -- the response deadline: one timer, re-armed lazily
+    def _track_awaiting(self) -> None:
+        """Start the deadline when a response becomes owed; keep the timer no later than due."""
         awaiting = self._sm.awaiting
         if awaiting and not self._was_awaiting:
-            self._progress_at = loop.time()
+            assert self._loop is not None
+            self._progress_at = self._loop.time()
         self._was_awaiting = awaiting
-        try:
-            return self._mailbox.recv_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        if not awaiting:
-            return await self._mailbox.recv()
-        limit = self.deadlines.idle if self._sm.current is not None else self.deadlines.response
-        try:
-            async with asyncio.timeout_at(self._progress_at + limit):
-                return await self._mailbox.recv()
-        except TimeoutError:
-            raise ProviderTimeoutError(
+        if awaiting:
+            self._watch()
+
+    def _limit(self) -> float:
+        return self.deadlines.idle if self._sm.current is not None else self.deadlines.response
+
+    def _watch(self) -> None:
+        due = self._progress_at + self._limit()
+        timer = self._watchdog
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        assert self._loop is not None
+        self._watchdog = self._loop.call_at(due, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self.done or not self._sm.awaiting:
+            return  # armed again when a response is owed
+        assert self._loop is not None
+        if self._loop.time() < self._progress_at + self._limit():
+            self._watch()
+            return
+        limit = self._limit()
+        self._fail(
+            ProviderTimeoutError(
                 "the response stopped" if self._sm.current is not None else "no response",
                 provider=self.provider,
                 stage="receive",
                 timeout=limit,
                 hint="the server went silent while a response was owed",
-            ) from None
+            )
+        )
+
+    def _unwatch(self) -> None:
+        timer, self._watchdog = self._watchdog, None
+        if timer is not None:
+            timer.cancel()
 
     async def _command(self, cmd: _Send) -> None:
         sm = self._sm
