@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,40 @@ def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> N
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "not a port" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", ["antiphon.cli", "antiphon"])
+def test_python_dash_m_runs_the_one_imported_cli_module(
+    module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m antiphon.cli`` (and ``-m antiphon``) call ``antiphon.cli.main``, not a copy.
+
+    Run as ``__main__``, cli.py is a second module object beside the ``antiphon.cli`` the
+    package imports; its ``main`` would run on duplicate classes and state.
+    """
+    import runpy
+    import warnings
+    from unittest import mock
+
+    import antiphon.cli
+
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with (
+        mock.patch.object(antiphon.cli, "main", return_value=7) as the_main,
+        warnings.catch_warnings(),
+        pytest.raises(SystemExit) as exited,
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: "found in sys.modules"
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert the_main.call_count == 1
+    assert exited.value.code == 7
+
+
+def test_python_dash_m_antiphon_prints_the_commands() -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "antiphon", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert "serve" in done.stdout

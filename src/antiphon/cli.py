@@ -757,4 +757,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m antiphon.cli`` runs this file as ``__main__``, a second copy of the module
+    # beside the ``antiphon.cli`` the rest of the package imports: its classes and state would
+    # be duplicates (an ``isinstance`` against one copy fails for the other's). Run the
+    # imported module's ``main`` instead, so one copy of everything serves the process.
+    from antiphon.cli import main as _main
+
+    sys.exit(_main())
