@@ -143,7 +143,7 @@ def create_app(
     if public_url:
         origins |= {normalize_origin(public_url)}
     registry = CallRegistry(admission_limit(agent, max_sessions))
-    tickets = TicketBook(clock)
+    tickets = TicketBook((carriers or CarrierSecrets()).ticket_key(twilio_auth_token))
     guards: set[ConnectionGuard] = set()  # the live connections' guards (deadlines)
     webrtc_calls: set[asyncio.Task[None]] = set()  # the calls' tasks, awaited at shutdown
     install_redaction()
@@ -352,7 +352,7 @@ def create_app(
                 algorithm=algorithm,
             ):
                 return PlainTextResponse("invalid Twilio signature", status_code=403)
-            parameters["ticket"] = tickets.issue()  # the stream's single-use pass
+            parameters["ticket"] = tickets.issue("twilio")  # the stream's single-use pass
         elif token is not None:
             if not token_ok(
                 token, request.query_params.get("token"), request.headers.get("authorization")
@@ -396,7 +396,7 @@ def create_app(
             if twilio_auth_token is not None:
                 # the signature can be replayed; the ticket /twilio/voice issued cannot
                 ticket = start.parameters.get("ticket") if start else None
-                if not tickets.redeem(ticket):
+                if not tickets.redeem(ticket, "twilio"):
                     await guard.close(UNAUTHORIZED, "no valid ticket: calls come via /twilio/voice")
                     return
             elif token is not None:

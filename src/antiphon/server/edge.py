@@ -15,8 +15,10 @@ before any work is done for a peer (the threat model is in docs/server.md):
   (refused upgrade).
 - :func:`read_body`: a request body of at most N bytes, refused (413) as soon as it
   passes N, before any signature is computed over it.
-- :class:`TicketBook`: single-use, expiring tickets that ``/twilio/voice`` hands to the
-  media stream (a TwiML ``<Parameter>``), so a replayed signed upgrade gets no call.
+- :class:`TicketBook`: HMAC-signed, expiring tickets that a verified carrier webhook
+  (``/twilio/voice``, ``/<carrier>/voice``) hands to the media stream, single-use in each
+  process, so a replayed signed upgrade gets no call; any process with the same key
+  (:func:`ticket_key`) accepts them, so a load balancer may send the stream anywhere.
 - :class:`RedactSecrets`: a logging filter that rewrites ``token=...`` (and the like) in
   every record of uvicorn's loggers, access lines included.
 """
@@ -24,18 +26,20 @@ before any work is done for a peer (the threat model is in docs/server.md):
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import logging
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from antiphon.aio.clock import Clock
-
 __all__ = [
+    "TICKET_TTL",
     "BodyTooLarge",
     "HostCheck",
     "RedactSecrets",
@@ -45,6 +49,7 @@ __all__ = [
     "origin_ok",
     "read_body",
     "redact",
+    "ticket_key",
     "token_ok",
 ]
 
@@ -191,34 +196,97 @@ async def _read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class TicketBook:
-    """Single-use tickets valid for ``ttl`` seconds; at most ``capacity`` outstanding.
+TICKET_TTL = 60.0
+"""Seconds a ticket stays valid: the carrier connects the stream within a second or two of
+the webhook's answer; a minute covers a slow carrier and clocks a few seconds apart."""
 
-    Issuing beyond ``capacity`` forgets the oldest (bounded memory whatever the rate).
+_TICKET_CONTEXT = b"antiphon media-stream ticket v1"
+
+
+def ticket_key(secret: str | None, *fallbacks: str | None) -> bytes:
+    """The key that signs tickets: from ``secret`` (``ANTIPHON_TICKET_SECRET``), else from the
+    carrier secrets given (auth tokens, signature secrets: secrets every pod of one deployment
+    shares), else random (tickets then hold in this process only).
+
+    A key derived from a carrier's secret is an HMAC of it, never the secret itself.
+    """
+    material = secret or "\0".join(f for f in fallbacks if f)
+    if not material:
+        return secrets.token_bytes(32)
+    return hmac.new(material.encode(), _TICKET_CONTEXT, hashlib.sha256).digest()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TicketBook:
+    """Self-verifying tickets: HMAC-signed, expiring, single-use in each process.
+
+    A ticket is ``<expiry ms>.<nonce>.<mac>``: the MAC (HMAC-SHA256 with ``key``, cut to
+    128 bits) covers the expiry, the nonce and the route (``scope``) it was issued for, so
+    any process holding the same key accepts it: behind a load balancer the carrier's media
+    WebSocket may reach another process than the webhook did. Expiry is wall-clock time
+    (``wall``, :func:`time.time`; tests inject theirs), since processes share no monotonic
+    clock. Replays are refused within a process: a redeemed ticket is remembered until it
+    expires, at most ``capacity`` of them; forgetting one early raises a floor under which
+    every ticket is refused, so memory stays bounded and no forgotten ticket is accepted
+    twice. Across processes a ticket could be redeemed once in each within its lifetime.
     """
 
-    def __init__(self, clock: Clock, ttl: float = 60.0, capacity: int = 10_000) -> None:
-        self.clock = clock
+    def __init__(
+        self,
+        key: bytes,
+        ttl: float = TICKET_TTL,
+        capacity: int = 10_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if len(key) < 16:
+            raise ValueError("a ticket key has at least 16 bytes")
+        if ttl <= 0:
+            raise ValueError("a ticket's lifetime is positive")
+        self._key = key
         self.ttl = ttl
         self.capacity = capacity
-        self._tickets: OrderedDict[str, float] = OrderedDict()
+        self.wall = wall
+        self._used: OrderedDict[str, int] = OrderedDict()  # nonce -> expiry (ms), redeemed
+        self._floor = 0  # tickets expiring at or before this (ms) are refused
 
-    def issue(self) -> str:
-        ticket = secrets.token_urlsafe(18)
-        self._tickets[ticket] = self.clock.now() + self.ttl
-        while len(self._tickets) > self.capacity:
-            self._tickets.popitem(last=False)
-        return ticket
+    def _mac(self, expires: int, nonce: str, scope: str) -> str:
+        signed = f"{expires}.{nonce}.{scope}".encode()
+        return _b64(hmac.new(self._key, signed, hashlib.sha256).digest()[:16])
 
-    def redeem(self, ticket: str | None) -> bool:
-        """Whether ``ticket`` was issued, has not expired and was not used; uses it."""
-        if not ticket:
+    def issue(self, scope: str = "") -> str:
+        """A new ticket for the route ``scope`` (e.g. the carrier's name)."""
+        expires = int((self.wall() + self.ttl) * 1000)
+        nonce = _b64(secrets.token_bytes(12))
+        return f"{expires}.{nonce}.{self._mac(expires, nonce, scope)}"
+
+    def redeem(self, ticket: str | None, scope: str = "") -> bool:
+        """Whether ``ticket`` was signed with this key for ``scope``, has not expired and was
+        not redeemed here before; redeems it."""
+        if not ticket or len(ticket) > 100:
             return False
-        expires = self._tickets.pop(ticket, None)
-        return expires is not None and self.clock.now() < expires
+        parts = ticket.split(".")
+        if len(parts) != 3 or not parts[0].isdigit():
+            return False
+        expires, nonce, mac = int(parts[0]), parts[1], parts[2]
+        if not hmac.compare_digest(mac.encode(), self._mac(expires, nonce, scope).encode()):
+            return False
+        now = int(self.wall() * 1000)
+        while self._used and next(iter(self._used.values())) <= now:
+            self._used.popitem(last=False)  # expired: refused by its expiry from now on
+        if expires <= now or expires <= self._floor or nonce in self._used:
+            return False
+        self._used[nonce] = expires
+        while len(self._used) > self.capacity:
+            _, forgotten = self._used.popitem(last=False)
+            self._floor = max(self._floor, forgotten)
+        return True
 
     def __len__(self) -> int:
-        return len(self._tickets)
+        """Redeemed tickets remembered (not yet expired)."""
+        return len(self._used)
 
 
 # ------------------------------------------------------------------ secrets out of logs

@@ -40,7 +40,7 @@ from antiphon.protocols import twilio as tw
 from antiphon.protocols.media_stream import Connected, Dialect, Start
 from antiphon.server.agents import AgentFactory
 from antiphon.server.calls import CallRegistry
-from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, token_ok
+from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, ticket_key, token_ok
 from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
 from antiphon.transports.phone_events import deliver_answered_by
@@ -60,23 +60,41 @@ class CarrierSecrets:
     ``telnyx_public_key``: the account's Ed25519 public key (base64);
     ``plivo_auth_token``: the auth token; ``vonage_signature_secret``: the signature
     secret of signed webhooks; ``exotel_credentials``: ``KEY:TOKEN`` of the Voicebot
-    applet's ``wss://KEY:TOKEN@host/exotel/media`` URL.
+    applet's ``wss://KEY:TOKEN@host/exotel/media`` URL. ``ticket_secret`` signs the media
+    streams' tickets (``ANTIPHON_TICKET_SECRET``, the same in every process of a
+    deployment; None: a key derived from the carriers' secrets, see :meth:`ticket_key`).
     """
 
     telnyx_public_key: str | None = None
     plivo_auth_token: str | None = None
     vonage_signature_secret: str | None = None
     exotel_credentials: str | None = None
+    ticket_secret: str | None = None
 
     @classmethod
     def from_env(cls) -> CarrierSecrets:
         """From ``TELNYX_PUBLIC_KEY``, ``PLIVO_AUTH_TOKEN``, ``VONAGE_SIGNATURE_SECRET``,
-        ``EXOTEL_STREAM_CREDENTIALS``."""
+        ``EXOTEL_STREAM_CREDENTIALS``, ``ANTIPHON_TICKET_SECRET``."""
         return cls(
             telnyx_public_key=os.environ.get("TELNYX_PUBLIC_KEY") or None,
             plivo_auth_token=os.environ.get("PLIVO_AUTH_TOKEN") or None,
             vonage_signature_secret=os.environ.get("VONAGE_SIGNATURE_SECRET") or None,
             exotel_credentials=os.environ.get("EXOTEL_STREAM_CREDENTIALS") or None,
+            ticket_secret=os.environ.get("ANTIPHON_TICKET_SECRET") or None,
+        )
+
+    def ticket_key(self, twilio_auth_token: str | None = None) -> bytes:
+        """The key of the media streams' tickets (:func:`~antiphon.server.edge.ticket_key`).
+
+        From ``ticket_secret``, else from the shared secrets (Twilio's and Plivo's auth
+        tokens, Vonage's signature secret; not Telnyx's key, which is public), else random:
+        then a ticket is good only in the process that issued it.
+        """
+        return ticket_key(
+            self.ticket_secret,
+            twilio_auth_token,
+            self.plivo_auth_token,
+            self.vonage_signature_secret,
         )
 
     def check(self) -> None:
@@ -93,6 +111,11 @@ class CarrierSecrets:
         ):
             if value is not None and not value.strip():
                 raise ConfigError(f"the {name} is empty: give it, or leave it unset")
+        if self.ticket_secret is not None and len(self.ticket_secret.strip()) < 16:
+            raise ConfigError(
+                "the ticket secret (ANTIPHON_TICKET_SECRET) has at least 16 characters: "
+                "e.g. openssl rand -hex 32"
+            )
         if self.exotel_credentials is not None and ":" not in self.exotel_credentials:
             raise ConfigError("the Exotel credentials are KEY:TOKEN (the applet's wss:// URL)")
         if self.telnyx_public_key is not None and not telnyx.ed25519_available():
@@ -259,7 +282,7 @@ def _voice_handler(
             signed = WebhookRequest(request.method, url, request.headers, body, form)
             if not carrier.verify(secret, signed):
                 return PlainTextResponse(f"invalid {title} signature", status_code=403)
-            ws_url += f"?ticket={tickets.issue()}"  # the stream's single-use pass
+            ws_url += f"?ticket={tickets.issue(name)}"  # the stream's single-use pass
         elif token is not None:
             if not token_ok(
                 token, request.query_params.get("token"), request.headers.get("authorization")
@@ -293,7 +316,7 @@ def _media_handler(
             if not exotel.basic_auth_ok(secret, ws.headers.get("authorization")):
                 return f"invalid {name.capitalize()} credentials"
         elif secret is not None:
-            if not tickets.redeem(ws.query_params.get("ticket")):
+            if not tickets.redeem(ws.query_params.get("ticket"), name):
                 return f"no valid ticket: calls come via /{name}/voice"
         elif token is not None and not token_ok(
             token, ws.query_params.get("token"), ws.headers.get("authorization")
