@@ -100,6 +100,17 @@ def test_the_deployment_drains_calls_before_the_kubelet_kills_them() -> None:
     assert 0 < int(metric["pods"]["target"]["averageValue"]) < sessions
 
 
+def test_every_pod_signs_tickets_with_the_secret_the_docs_create() -> None:
+    """A carrier's media stream may reach another pod than its webhook: same ticket key."""
+    pod = _kinds()["Deployment"]["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["name"] == "antiphon"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["ANTIPHON_TICKET_SECRET"]["valueFrom"]["secretKeyRef"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"--from-literal={ref['key']}=" in docs
+    assert f"kubectl create secret generic {ref['name']}" in docs
+
+
 def test_the_haproxy_config_is_valid() -> None:
     cfg = DEPLOY / "haproxy" / "haproxy.cfg"
     done = subprocess.run(
