@@ -4,6 +4,14 @@
 recursion (and a ``RecursionError``) before any check could run. :func:`nesting_depth`
 measures the depth in one linear pass over the text (strings skipped, escapes honoured)
 without building anything, so :func:`loads` refuses a too-deep message first.
+
+That pass is a Python-level regex loop, several times the cost of the parse itself, and
+:func:`loads` runs on every media message (50 a second per call). So :func:`loads` first
+counts the opening brackets with ``str.count`` (C speed): the depth can never exceed that
+count (each level opens with a bracket; brackets inside strings only add to the count),
+so a message with at most ``max_depth`` of them (a media message has two) goes straight
+to ``json.loads``, and only the others are scanned. Sizes are bounded before this, by the
+transport (the WebSocket's ``max_size``, the HTTP body limit).
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ def loads(text: str | bytes, *, max_depth: int) -> Any:
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
+    if text.count("{") + text.count("[") <= max_depth:
+        return json.loads(text)  # it cannot nest deeper than its brackets
     if nesting_depth(text, max_depth) > max_depth:
         raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels")
     return json.loads(text)
