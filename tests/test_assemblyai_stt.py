@@ -365,3 +365,9 @@ async def test_the_official_client_streams_to_the_fake() -> None:
     assert any(not t.end_of_turn for t in turns)
     assert fake.stats.count("ForceEndpoint") == 1 and fake.stats.count("Terminate") == 1
     assert json.loads(fake.stats.queries[0]["keyterms_prompt"]) == ["antiphon"]
+
+
+def test_its_state_error_is_the_one_of_the_error_tree() -> None:
+    import antiphon.errors
+
+    assert aai.ProtocolStateError is antiphon.errors.ProtocolStateError

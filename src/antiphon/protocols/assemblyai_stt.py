@@ -36,7 +36,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
-from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProtocolStateError,
+    ProviderConnectionError,
+    ProviderError,
+)
 from antiphon.protocols.stt_session import (
     Act,
     Action,
@@ -430,10 +436,6 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 
 
 # --------------------------------------------------------------------------- state machine
-
-
-class ProtocolStateError(RuntimeError):
-    """The client asked for something the session's phase forbids (a bug in the caller)."""
 
 
 @dataclass(slots=True)
