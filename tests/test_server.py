@@ -288,6 +288,52 @@ async def test_antiphon_serve_runs_the_offline_agent_and_stops_on_sigterm() -> N
             await proc.wait()
 
 
+async def test_python_dash_m_serve_with_an_agent_file_answers_a_turn(tmp_path: Path) -> None:
+    """``python -m antiphon.cli serve agent.py``: a call through it gets its reply's audio."""
+    import socket
+    import sys
+
+    agent_file = tmp_path / "agent.py"
+    agent_file.write_text(
+        "from antiphon.testing.agent import doubles_agent\n"
+        "agent = doubles_agent(['hello there'], ['Hi! How can I help?'])\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "antiphon.cli", "serve", str(agent_file), "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            while True:  # the server is starting in another process
+                try:
+                    ws = await connect(f"ws://127.0.0.1:{port}/ws/agent")
+                    break
+                except OSError:
+                    await asyncio.sleep(0.2)
+        async with ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "ready"
+            frames = speech(0.6).split(0.02) + silence(1.0).split(0.02)
+            for frame in frames:  # at the pace of a caller
+                await ws.send(frame.data)
+                await asyncio.sleep(0.02)
+            said: list[str] = []
+            async with asyncio.timeout(30):
+                async for message in ws:  # until the reply's first audio
+                    if isinstance(message, bytes):
+                        break
+                    event = json.loads(message)
+                    if event["type"] == "transcript" and event["final"]:
+                        said.append(f"{event['role']}: {event['text']}")
+            assert said[0] == "user: hello there"  # heard, then answered (the audio)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
 @pytest.mark.virtual_time
 async def test_webrtc_offer_is_checked() -> None:
     async with server(token="s3cret") as (host, app, _d), httpx.AsyncClient() as client:
