@@ -33,6 +33,7 @@ from antiphon.server.edge import (
     origin_ok,
     redact,
 )
+from antiphon.server.telephony import CarrierSecrets
 from antiphon.testing.agent import doubles_agent
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
@@ -464,6 +465,38 @@ async def test_a_replayed_media_stream_signature_gets_no_call() -> None:
         async with connect(f"ws://{host}/twilio/media") as ws:  # no signature at all
             assert (await closed(ws))[0] == 4401
         assert app.state.calls.total == 1
+
+
+async def test_a_twilio_stream_may_reach_another_process_than_its_webhook() -> None:
+    """Behind a load balancer: the ticket of one app is taken by another with the same key."""
+    other_key = CarrierSecrets(ticket_secret="another-deployment-ticket-key")
+    async with (
+        edge_server(twilio_auth_token="tok", public_url="https://a.example") as (webhook, _a),
+        edge_server(twilio_auth_token="tok", public_url="https://a.example") as (media, app),
+        edge_server(twilio_auth_token="tok", public_url="https://a.example", carriers=other_key)
+        as (stranger, stranger_app),
+        httpx.AsyncClient() as client,
+    ):  # fmt: skip
+        voice_sig = RequestValidator("tok").compute_signature(
+            "https://a.example/twilio/voice", {"CallSid": "CA1"}
+        )
+        twiml = await client.post(
+            f"http://{webhook}/twilio/voice",
+            data={"CallSid": "CA1"},
+            headers={"X-Twilio-Signature": voice_sig},
+        )
+        ticket = twiml.text.split('name="ticket" value="')[1].split('"')[0]
+        media_sig = RequestValidator("tok").compute_signature("wss://a.example/twilio/media", {})
+        headers = {"X-Twilio-Signature": media_sig}
+        async with connect(f"ws://{stranger}/twilio/media", additional_headers=headers) as ws:
+            await ws.send(twilio_start({"ticket": ticket}))  # another key: refused
+            assert (await closed(ws))[0] == 4401
+        async with connect(f"ws://{media}/twilio/media", additional_headers=headers) as ws:
+            await ws.send(twilio_start({"ticket": ticket}))
+            await until(lambda: app.state.calls.total == 1, 10)
+            await ws.send(json.dumps({"event": "stop", "stop": {"callSid": "CA1"}}))
+            assert (await closed(ws))[0] == 1000
+        assert stranger_app.state.calls.total == 0
 
 
 def test_tickets_are_single_use_and_expire() -> None:
