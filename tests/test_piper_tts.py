@@ -332,3 +332,36 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         PiperTTS(sample_rate=0)
     with pytest.raises(ConfigError, match="threads"):
         PiperTTS(threads=0)
+
+
+# ----------------------------------------------------------------- the first answer
+
+
+async def test_the_first_runs_are_clauses_until_the_lead_is_made() -> None:
+    plan = Plan()
+    text = (
+        "Hello! Ask me what I can do, or what time it is. "
+        "It is 7:13 AM, and the next sentence, with its commas, is spoken whole."
+    )
+    async with running(plan) as tts:
+        audio = await audio_of(tts.synthesize(text))
+    assert audio == b"".join(r.pcm for r in plan.runs)
+    assert " ".join(plan.texts) == text  # every word spoken, in order, once
+    assert plan.texts[:2] == ["Hello!", "Ask me what I can do,"]
+    made = 0.0
+    for run in plan.runs:
+        if made < piper_tts.LEAD:  # one clause per run until LEAD seconds are made
+            assert piper_tts.clauses(run.text) == [run.text]
+        made += len(run.pcm) / 2 / 22050
+    assert len(piper_tts.clauses(plan.texts[-1])) > 1  # then longer runs
+    assert "7:13 AM," in " ".join(plan.texts)  # a time is not a clause end
+
+
+def test_a_colon_inside_a_time_is_not_a_clause() -> None:
+    voice = PiperVoice(piper_tts.packaged_voice(), PiperTTS().config)
+    try:
+        phonemes = voice.phonemize("It is 7:13 AM.")
+    finally:
+        voice.close()
+    assert ":" not in phonemes and phonemes.endswith(".")
+    assert "θˈɜːtiːn" in phonemes  # "thirteen": espeak-ng read the time whole

