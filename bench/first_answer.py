@@ -19,7 +19,11 @@ the start of the silence, the origin of ``TurnMetrics.voice_to_voice``):
 Each is given as p50 and p90 over the turns, with every turn's own figures in the JSON.
 The Whisper and Piper model calls are timed by wrapping them here (the code is unchanged).
 
-    .venv/bin/python bench/first_answer.py [--voices piper,en-us] [--out NAME]
+Piper's two run plans (:data:`VARIANTS`) answer each question in turn, so both see the
+same load on a shared machine.
+
+    .venv/bin/python bench/first_answer.py [--voices piper,en-us] [--variants sentences,clauses] \\
+        [--out NAME]
 
 Prints the JSON it writes to ``bench/results/first_answer[-NAME].json``.
 """
@@ -72,7 +76,12 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-async def run(voices: list[str]) -> dict[str, Any]:
+#: Piper's run plans: ``sentences`` is one model run per sentence from the first word (how
+#: the plugin ran before it spoke clause by clause), ``clauses`` is the plugin's default.
+VARIANTS = {"sentences": 0.0, "clauses": None}
+
+
+async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
     import numpy as np
 
     from antiphon.agent.events import (
@@ -89,6 +98,7 @@ async def run(voices: list[str]) -> dict[str, Any]:
     from antiphon.audio.resample import AudioConverter
     from antiphon.plugins.espeak.engine import Voice, sample_rate, synthesize_pcm
     from antiphon.plugins.piper import PiperVoice, VoiceConfig, packaged_voice
+    from antiphon.plugins.piper import tts as piper_tts
     from antiphon.plugins.piper.voice import PiperVoice as PV
     from antiphon.plugins.whisper.stt import WhisperRecognizer
 
@@ -129,12 +139,15 @@ async def run(voices: list[str]) -> dict[str, Any]:
     clock = MonotonicClock()
     spec = PipelineSpec()
     turns: list[dict[str, Any]] = []
+    default_lead = piper_tts.LEAD
     t_load = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         services = await open_services(spec, stack)
         load_s = time.monotonic() - t_load
         for voice in voices:
-            for question in QUESTIONS:
+            for question, variant in [(q, v) for q in QUESTIONS for v in variants]:
+                lead = VARIANTS[variant]
+                piper_tts.LEAD = default_lead if lead is None else lead
                 audio = say(question, voice)
                 calls.clear()
                 marks: dict[str, float] = {}
@@ -193,7 +206,12 @@ async def run(voices: list[str]) -> dict[str, Any]:
                     finally:
                         await session.aclose(drain=False)
                 m = next((m for m in metrics if m.voice_to_voice is not None), None)
-                row: dict[str, Any] = {"voice": voice, "said": question, "heard": heard}
+                row: dict[str, Any] = {
+                    "variant": variant,
+                    "voice": voice,
+                    "said": question,
+                    "heard": heard,
+                }
                 if m is None:
                     row["error"] = "no answer"
                     turns.append(row)
@@ -219,7 +237,7 @@ async def run(voices: list[str]) -> dict[str, Any]:
                     row["tts_first_text"] = tts[0][3]
                 turns.append(row)
                 print(
-                    f"{voice:6} {question:28} v2v {m.voice_to_voice:.2f} s  "
+                    f"{variant:9} {voice:6} {question:28} v2v {m.voice_to_voice:.2f} s  "
                     + " ".join(
                         f"{k}={row[k]:.2f}"
                         for k in KEYS[:-1]
@@ -227,17 +245,22 @@ async def run(voices: list[str]) -> dict[str, Any]:
                     ),
                     file=sys.stderr,
                 )
-    summary = {}
-    for k in KEYS:
-        values = [float(t[k]) for t in turns if isinstance(t.get(k), float)]
-        summary[k] = {
-            "p50_ms": round(1000 * (pct(values, 0.5) or 0)),
-            "p90_ms": round(1000 * (pct(values, 0.9) or 0)),
+    summary: dict[str, Any] = {}
+    for variant in variants:
+        rows = [t for t in turns if t["variant"] == variant]
+        summary[variant] = {
+            "turns": len(rows),
+            "answered": sum("voice_to_voice" in t for t in rows),
         }
+        for k in KEYS:
+            values = [float(t[k]) for t in rows if isinstance(t.get(k), float)]
+            summary[variant][k] = {
+                "p50_ms": round(1000 * (pct(values, 0.5) or 0)),
+                "p90_ms": round(1000 * (pct(values, 0.9) or 0)),
+            }
     return {
         "load_seconds": round(load_s, 2),
-        "turns": len(turns),
-        "answered": sum(1 for t in turns if "voice_to_voice" in t),
+        "piper_lead_seconds": default_lead,
         "stages_from_speech_end": summary,
         "per_turn": turns,
     }
@@ -246,6 +269,11 @@ async def run(voices: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voices", default="piper,en-us", help="piper and/or espeak-ng voices")
+    ap.add_argument(
+        "--variants",
+        default="sentences,clauses",
+        help="Piper's run plans to compare, turn by turn: sentences (before) and/or clauses",
+    )
     ap.add_argument("--out", default="", help="suffix of the result file name")
     args = ap.parse_args()
     results: dict[str, Any] = {
@@ -253,7 +281,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "load_average_before": os.getloadavg(),
     }
-    results.update(asyncio.run(run(args.voices.split(","))))
+    results.update(asyncio.run(run(args.voices.split(","), args.variants.split(","))))
     results["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     name = "first_answer" + (f"-{re.sub(r'[^a-z0-9_-]', '', args.out)}" if args.out else "")
