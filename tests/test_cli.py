@@ -321,3 +321,40 @@ def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> N
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "not a port" in err and "Traceback" not in err
+
+
+@pytest.mark.realtime
+def test_serve_says_it_drains_on_ctrl_c_at_the_default_log_level() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "antiphon.cli", "serve", "--fake", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listening = False
+        for _ in range(1200):  # until it listens: at most 120 s on a loaded machine
+            assert proc.poll() is None, "the server exited before it listened"
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    listening = True
+                    break
+            time.sleep(0.1)
+        assert listening
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "draining active calls" in err
