@@ -23,6 +23,7 @@ Names:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Protocol
@@ -272,6 +273,11 @@ async def open_services(
             settings = TTSSettings(api_key=at.api_key, base_url=at.url)
         tts = provider.make(settings)
     await stack.enter_async_context(tts)
-    await stt.prewarm()
-    await tts.prewarm()
+    # both models load at once, each on its own worker thread (a cold start is shorter)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(stt.prewarm())
+            tg.create_task(tts.prewarm())
+    except* Exception as group:
+        raise group.exceptions[0] from None
     return Services(vad, stt, llm, tts, tools, vad_worker)
