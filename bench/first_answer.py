@@ -19,10 +19,10 @@ the start of the silence, the origin of ``TurnMetrics.voice_to_voice``):
 Each is given as p50 and p90 over the turns, with every turn's own figures in the JSON.
 The Whisper and Piper model calls are timed by wrapping them here (the code is unchanged).
 
-Piper's two run plans (:data:`VARIANTS`) answer each question in turn, so both see the
-same load on a shared machine.
+The variants (:data:`VARIANTS`: how Piper and Whisper ran before, and now) answer each
+question in turn, so both see the same load on a shared machine.
 
-    .venv/bin/python bench/first_answer.py [--voices piper,en-us] [--variants sentences,clauses] \\
+    .venv/bin/python bench/first_answer.py [--voices piper,en-us] [--variants before,after] \\
         [--out NAME]
 
 Prints the JSON it writes to ``bench/results/first_answer[-NAME].json``.
@@ -76,9 +76,14 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-#: Piper's run plans: ``sentences`` is one model run per sentence from the first word (how
-#: the plugin ran before it spoke clause by clause), ``clauses`` is the plugin's default.
-VARIANTS = {"sentences": 0.0, "clauses": None}
+#: (Piper's LEAD, Whisper's window) of each variant; None: the plugin's default. ``before``
+#: is how the plugins ran before: one Piper run per sentence from the first word, and
+#: Whisper's 30 s window; ``after`` is their defaults (clauses first, a 15 s window).
+VARIANTS: dict[str, tuple[float | None, float | None]] = {
+    "before": (0.0, 30.0),
+    "clauses": (None, 30.0),
+    "after": (None, None),
+}
 
 
 async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
@@ -100,6 +105,7 @@ async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
     from antiphon.plugins.piper import PiperVoice, VoiceConfig, packaged_voice
     from antiphon.plugins.piper import tts as piper_tts
     from antiphon.plugins.piper.voice import PiperVoice as PV
+    from antiphon.plugins.whisper import stt as whisper_stt
     from antiphon.plugins.whisper.stt import WhisperRecognizer
 
     piper = PiperVoice(packaged_voice(), VoiceConfig.from_json(Path(f"{packaged_voice()}.json")))
@@ -120,6 +126,7 @@ async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
     synthesize = PV.synthesize
 
     def timed_transcribe(self: Any) -> Any:
+        self._window = whisper_window[0]
         t0 = time.monotonic()
         try:
             return transcribe(self)
@@ -140,14 +147,16 @@ async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
     spec = PipelineSpec()
     turns: list[dict[str, Any]] = []
     default_lead = piper_tts.LEAD
+    whisper_window = [whisper_stt.WINDOW]
     t_load = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         services = await open_services(spec, stack)
         load_s = time.monotonic() - t_load
         for voice in voices:
             for question, variant in [(q, v) for q in QUESTIONS for v in variants]:
-                lead = VARIANTS[variant]
+                lead, window = VARIANTS[variant]
                 piper_tts.LEAD = default_lead if lead is None else lead
+                whisper_window[0] = whisper_stt.WINDOW if window is None else window
                 audio = say(question, voice)
                 calls.clear()
                 marks: dict[str, float] = {}
@@ -260,7 +269,9 @@ async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
             }
     return {
         "load_seconds": round(load_s, 2),
+        "variants": {v: VARIANTS[v] for v in variants},
         "piper_lead_seconds": default_lead,
+        "whisper_window_seconds": whisper_stt.WINDOW,
         "stages_from_speech_end": summary,
         "per_turn": turns,
     }
@@ -271,8 +282,8 @@ def main() -> None:
     ap.add_argument("--voices", default="piper,en-us", help="piper and/or espeak-ng voices")
     ap.add_argument(
         "--variants",
-        default="sentences,clauses",
-        help="Piper's run plans to compare, turn by turn: sentences (before) and/or clauses",
+        default="before,after",
+        help=f"what to compare, turn by turn: {', '.join(VARIANTS)}",
     )
     ap.add_argument("--out", default="", help="suffix of the result file name")
     args = ap.parse_args()
