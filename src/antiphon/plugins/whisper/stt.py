@@ -62,6 +62,9 @@ PINS: Mapping[str, str] = {
     "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
 }
 LAYOUT = ("model.bin", "config.json", "tokenizer.json")
+#: The first load imports faster-whisper and CTranslate2, hashes 75 MB, loads the model and
+#: runs a warm-up call: 2-7 s, past 10 s on a loaded 2-core machine with Piper loading too.
+DEADLINES = STTDeadlines(connect=30.0)
 #: Longest utterance kept (seconds); audio past it is dropped (VAD turns are far shorter).
 MAX_UTTERANCE = 30.0
 #: Quiet after speech (seconds) that starts an early transcription (the VAD waits 0.5 s).
@@ -338,7 +341,8 @@ class WhisperSTT(InProcessSTT):
         window: seconds of the encoder window for an utterance that fits in it (see
             :data:`WINDOW`; 30 or more: always Whisper's own 30 s).
         min_level: RMS (full scale 1.0) below which audio counts as silence.
-        deadlines, interim_interval, max_idle: as :class:`InProcessSTT`.
+        deadlines: as :class:`InProcessSTT` (default :data:`DEADLINES`: 30 s to load).
+        interim_interval, max_idle: as :class:`InProcessSTT`.
 
     Raises:
         ConfigError: faster-whisper or the weights are missing, or a bad argument.
@@ -385,7 +389,9 @@ class WhisperSTT(InProcessSTT):
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)  # model calls at once (as CTranslate2)
-        super().__init__(deadlines=deadlines, interim_interval=interim_interval, max_idle=max_idle)
+        super().__init__(
+            deadlines=deadlines or DEADLINES, interim_interval=interim_interval, max_idle=max_idle
+        )
 
     def _load(self) -> Any:
         """The shared model, loaded (and its files checked) by the first worker."""
