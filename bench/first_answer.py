@@ -17,7 +17,8 @@ the start of the silence, the origin of ``TurnMetrics.voice_to_voice``):
 - ``voice_to_voice``: the first agent audio was queued for the transport.
 
 Each is given as p50 and p90 over the turns, with every turn's own figures in the JSON.
-The Whisper and Piper model calls are timed by wrapping them here (the code is unchanged).
+The Whisper and Piper model calls are timed by wrapping them here (the wrapper also sets
+the variant's Whisper window; the plugins are otherwise run as they are).
 
 The variants (:data:`VARIANTS`: how Piper and Whisper ran before, and now) answer each
 question in turn, so both see the same load on a shared machine.
