@@ -202,7 +202,7 @@ class PiperTTS(TTS):
 
 
 class PiperStream(FlushSegmentStream):
-    """One stream of :class:`PiperTTS`: each sentence of a flush segment is one model run."""
+    """One stream of :class:`PiperTTS`: a flush segment in model runs, clauses first."""
 
     def __init__(self, tts: PiperTTS, generation: int) -> None:
         self._tts = tts
