@@ -11,8 +11,9 @@ A fresh clone of this repository (its last commit) goes to a temporary directory
 Each run's output is read line by line and timed from the start of ``make demo``:
 ``installed`` (the runtime stamp ``.venv/.runtime`` appears; cold only), ``answer``
 (``antiphon talk`` printed the agent's reply: the models were loaded, the question
-heard in real time, the reply spoken into ``reply.wav``), ``serving`` (the playground
-URL is printed). The server is then stopped with Ctrl-C (SIGINT), as a user would.
+heard in real time, the reply played out in real time into ``reply.wav``), ``serving``
+(the playground URL is printed), ``listening`` (the server loaded its agent and
+answers). The server is then stopped with Ctrl-C (SIGINT), as a user would.
 
     .venv/bin/python bench/cold_demo.py [--keep]
 
@@ -55,6 +56,8 @@ def run_demo(clone: Path) -> dict[str, Any]:
         text=True,
         start_new_session=True,  # its own process group: Ctrl-C goes to make and antiphon
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Ctrl-C as in a terminal (a shell's background job inherits it ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     done = threading.Event()
 
@@ -76,6 +79,8 @@ def run_demo(clone: Path) -> dict[str, Any]:
                 marks.setdefault("answer", now)
             if "http://localhost" in line:
                 marks.setdefault("serving", now)
+            if "Uvicorn running" in line:  # the page answers now
+                marks.setdefault("listening", now)
                 os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in the terminal
             if now > LIMIT:
                 os.killpg(proc.pid, signal.SIGKILL)
