@@ -224,8 +224,13 @@ async def open_services(
         stt = PocketsphinxSTT(max_engines=engines, max_idle=engines or 2, child_process=True)
     else:
         from antiphon.plugins.whisper import WhisperSTT
+        from antiphon.plugins.whisper.stt import WINDOW
 
-        stt = WhisperSTT(hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None)
+        # the shorter window: a third of the decode time; an agent needs the words, and
+        # their case and punctuation vary a little more (docs/offline.md)
+        stt = WhisperSTT(
+            hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None, window=WINDOW
+        )
     await stack.enter_async_context(stt)
 
     llm: LLM

@@ -70,10 +70,12 @@ MAX_UTTERANCE = 30.0
 #: Quiet after speech (seconds) that starts an early transcription (the VAD waits 0.5 s).
 EARLY_SILENCE = 0.2
 _WINDOW = SAMPLE_RATE // 100  # 10 ms windows for the speech-energy gate and timings
-#: Seconds of the encoder window for an utterance that fits in it (Whisper's own is 30 s;
-#: the encoder's cost grows with it). 15 s decoded the bench's human recordings as well
-#: as 30 s and its synthetic questions better, in a third of the time; 10 s made Whisper
-#: repeat itself. Longer utterances, and a decode whose words repeat, take the 30 s way.
+#: A shorter encoder window for an utterance that fits in it (Whisper's own is 30 s; the
+#: encoder's cost grows with it). 15 s decoded the bench's human recordings as well as
+#: 30 s and its synthetic questions better, in a third of the time; but its case and
+#: punctuation vary more with the length of the trailing silence ("what can you do"), so
+#: it is opt-in (``window=``). 10 s made Whisper repeat itself. Longer utterances, and a
+#: decode whose words repeat, take the 30 s way.
 WINDOW = 15.0
 _WINDOW_ROOM = 1.0  # seconds of the window kept free after the speech
 
@@ -338,8 +340,9 @@ class WhisperSTT(InProcessSTT):
         early: transcribe once the speech is followed by a short quiet, before the
             flush (see :class:`WhisperRecognizer`); the model call then runs inside a
             ``process`` call, so ``deadlines.process`` must allow for one.
-        window: seconds of the encoder window for an utterance that fits in it (see
-            :data:`WINDOW`; 30 or more: always Whisper's own 30 s).
+        window: seconds of the encoder window for an utterance that fits in it (30 or
+            more: always Whisper's own 30 s; :data:`WINDOW`, 15, decodes a short question
+            in a third of the time, as the offline agent pipeline does).
         min_level: RMS (full scale 1.0) below which audio counts as silence.
         deadlines: as :class:`InProcessSTT` (default :data:`DEADLINES`: 30 s to load).
         interim_interval, max_idle: as :class:`InProcessSTT`.
@@ -361,7 +364,7 @@ class WhisperSTT(InProcessSTT):
         min_level: float = 0.003,
         hotwords: str | None = None,
         early: bool = True,
-        window: float = WINDOW,
+        window: float = 30.0,
         deadlines: STTDeadlines | None = None,
         interim_interval: float = 0.0,
         max_idle: int = 2,
