@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	touch $(STAMP)
 
+# The venv's own pip (3.11's) installs the runtime: upgrading pip first cost 5-20 s of a
+# cold start (bench/cold_demo.py); `make test` upgrades it.
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
 	touch $(RUNTIME)
 

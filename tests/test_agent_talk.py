@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,20 +46,27 @@ def spoken(text: str) -> AudioFrame:
 EXAMPLE = Path(__file__).parent.parent / "examples" / "question.wav"
 
 
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
 @pytest.mark.engines
 async def test_offline_agent_answers_the_example_question(tmp_path: Path) -> None:
     log = io.StringIO()
     out = tmp_path / "reply.wav"
     # the demo's input: espeak's output varies from call to call, a recorded file does not
     result = await talk(read_wav(str(EXAMPLE)), str(out), turn_log=log, timeout=60, options=PATIENT)
-    assert result.heard == ["What can you do?"]  # Whisper: case and punctuation
+    # the words (the pipeline's 15 s Whisper window may drop the "?" and the capital,
+    # depending on the trailing silence: docs/offline.md; the plugin test checks them)
+    assert [words(h) for h in result.heard] == [["what", "can", "you", "do"]]
     expected = next(e.answer for e in load_faq() if "What can you do" in e.question)
     assert result.replies == [expected]
     reply = read_wav(out)
     assert reply.duration == pytest.approx(result.audio_seconds)
     assert reply.duration > 2.0  # the whole answer was spoken
     [line] = [json.loads(x) for x in log.getvalue().splitlines()]
-    assert line["user_text"] == "What can you do?" and line["agent_text"] == expected
+    assert words(line["user_text"]) == ["what", "can", "you", "do"]
+    assert line["agent_text"] == expected
     assert line["voice_to_voice"] > 0  # measured; its size depends on the machine
 
 
@@ -86,7 +94,8 @@ def test_cli_talk_prints_the_conversation(
     out = tmp_path / "a.wav"
     assert main(["talk", str(question), "--out", str(out), "--vad", "webrtc"]) == 0
     printed = capsys.readouterr().out
-    assert "user:  What can you do?" in printed
+    [user] = [line for line in printed.splitlines() if line.startswith("user:  ")]
+    assert words(user.removeprefix("user:  ")) == ["what", "can", "you", "do"]
     assert "agent: I am the offline demo agent" in printed
     assert "voice-to-voice" in printed and out.exists()
 

@@ -359,3 +359,40 @@ def test_python_dash_m_antiphon_prints_the_commands() -> None:
     )
     assert done.returncode == 0
     assert "serve" in done.stdout
+
+
+@pytest.mark.realtime
+def test_serve_says_it_drains_on_ctrl_c_at_the_default_log_level() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "antiphon.cli", "serve", "--fake", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listening = False
+        for _ in range(1200):  # until it listens: at most 120 s on a loaded machine
+            assert proc.poll() is None, "the server exited before it listened"
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    listening = True
+                    break
+            time.sleep(0.1)
+        assert listening
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "draining active calls" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +136,25 @@ def test_bad_faq_items_are_refused() -> None:
         OfflineLLM(token_interval=-1)
     with pytest.raises(ConfigError, match="fallback"):
         OfflineLLM(fallback=" ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 8 levels"),
+        ('{"q": "x", "a": "y"}', "got a JSON dict"),
+        ('[{"q": "x", "a": "y"}, {"q": "z"}]', "entry 1: 'a' is missing"),
+        ('[{"q": "x", "a": {"text": "y"}}]', "entry 0: 'a' must be a string"),
+        ('[["x", "y"]]', "entry 0: a FAQ must be"),
+        ('[{"q": "x", "a": "y"', "not valid JSON"),
+    ],
+)
+def test_a_bad_faq_file_is_one_line_naming_the_entry_and_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "faq.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_faq(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 200

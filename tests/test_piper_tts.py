@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
-from antiphon.plugins.piper import PINS, PiperTTS, PiperVoice, phoneme_ids
+from antiphon.plugins.piper import PINS, PiperTTS, PiperVoice, VoiceConfig, phoneme_ids
 from antiphon.plugins.piper import tts as piper_tts
 from antiphon.services.tts import StreamState, SynthesisStream, TTSDeadlines
 from antiphon.testing.leaks import LeakCheck
@@ -332,3 +333,60 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         PiperTTS(sample_rate=0)
     with pytest.raises(ConfigError, match="threads"):
         PiperTTS(threads=0)
+
+
+# ----------------------------------------------------------------- the first answer
+
+
+async def test_the_first_runs_are_clauses_until_the_lead_is_made() -> None:
+    plan = Plan()
+    text = (
+        "Hello! Ask me what I can do, or what time it is. "
+        "It is 7:13 AM, and the next sentence, with its commas, is spoken whole."
+    )
+    async with running(plan) as tts:
+        audio = await audio_of(tts.synthesize(text))
+    assert audio == b"".join(r.pcm for r in plan.runs)
+    assert " ".join(plan.texts) == text  # every word spoken, in order, once
+    assert plan.texts[:2] == ["Hello!", "Ask me what I can do,"]
+    made = 0.0
+    for run in plan.runs:
+        if made < piper_tts.LEAD:  # one clause per run until LEAD seconds are made
+            assert piper_tts.clauses(run.text) == [run.text]
+        made += len(run.pcm) / 2 / 22050
+    assert len(piper_tts.clauses(plan.texts[-1])) > 1  # then longer runs
+    assert "7:13 AM," in " ".join(plan.texts)  # a time is not a clause end
+
+
+def test_a_colon_inside_a_time_is_not_a_clause() -> None:
+    voice = PiperVoice(piper_tts.packaged_voice(), PiperTTS().config)
+    try:
+        phonemes = voice.phonemize("It is 7:13 AM.")
+    finally:
+        voice.close()
+    assert ":" not in phonemes and phonemes.endswith(".")
+    assert "θˈɜːtiːn" in phonemes  # "thirteen": espeak-ng read the time whole
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["audio"].pop("sample_rate"), "audio.sample_rate is missing"),
+        (lambda c: c["audio"].update(sample_rate="fast"), "audio.sample_rate must be an integer"),
+        (lambda c: c.update(audio=[22050]), "audio.sample_rate: its parent is not an object"),
+        (lambda c: c["inference"].update(noise_w={"a": 1}), "inference.noise_w must be a number"),
+        (lambda c: c["phoneme_id_map"].update(a=["x"]), "phoneme_id_map.a must be a list of ints"),
+        (lambda c: c.update(deep=json.loads("[" * 20 + "]" * 20)), "deeper than 16"),
+    ],
+)
+def test_a_bad_voice_config_is_one_line_naming_the_key(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    source = Path(f"{piper_tts.packaged_voice()}.json")
+    config = json.loads(source.read_text())
+    change(config)
+    path = tmp_path / "voice.onnx.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message) as info:
+        VoiceConfig.from_json(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -284,3 +284,32 @@ async def test_default_stream_gives_the_early_final_after_the_flush() -> None:
             s.end_input()
             assert [t async for t in s] == []
     assert final.is_final and final.text == "What time is it?"
+
+
+def test_repeated_words_are_recognised_as_a_loop() -> None:
+    assert whisper_stt._repeats("Goodbye Goodbye")
+    assert whisper_stt._repeats("10 of clubs 10 of clubs.")
+    assert not whisper_stt._repeats("What time is it?")
+    assert not whisper_stt._repeats("")
+
+
+async def test_short_utterances_decode_in_the_shorter_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    windows: list[int] = []
+    decode = WhisperRecognizer._transcribe_window
+
+    def counted(self: WhisperRecognizer, audio: Any) -> Any:
+        windows.append(len(audio))
+        return decode(self, audio)
+
+    monkeypatch.setattr(WhisperRecognizer, "_transcribe_window", counted)
+    speech = espeak_speech("What time is it?")
+    for window, used in ((whisper_stt.WINDOW, 1), (30.0, 0)):
+        windows.clear()
+        async with WhisperSTT(window=window) as stt:
+            finals = await stt.recognize(speech)
+        assert words(" ".join(f.text for f in finals)) == ["what", "time", "is", "it"]
+        assert len(windows) == used
+    with pytest.raises(ConfigError, match="window"):
+        WhisperSTT(window=0.5)

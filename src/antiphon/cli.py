@@ -732,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the server's shutdown steps (draining open calls) are shown without -v
+    logging.getLogger("antiphon.server.calls").setLevel(logging.INFO)
     if args.command == "serve":
         try:
             return _serve(args)  # runs its own event loop (uvicorn)

@@ -24,6 +24,7 @@ Names:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Protocol
@@ -233,8 +234,13 @@ async def open_services(
         stt = PocketsphinxSTT(max_engines=engines, max_idle=engines or 2, child_process=True)
     else:
         from antiphon.plugins.whisper import WhisperSTT
+        from antiphon.plugins.whisper.stt import WINDOW
 
-        stt = WhisperSTT(hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None)
+        # the shorter window: a third of the decode time; an agent needs the words, and
+        # their case and punctuation vary a little more (docs/offline.md)
+        stt = WhisperSTT(
+            hotwords=OFFLINE_HOTWORDS if spec.llm == "offline" else None, window=WINDOW
+        )
     await stack.enter_async_context(stt)
 
     llm: LLM
@@ -293,6 +299,11 @@ async def open_services(
             settings = TTSSettings(api_key=at.api_key, base_url=at.url)
         tts = provider.make(settings)
     await stack.enter_async_context(tts)
-    await stt.prewarm()
-    await tts.prewarm()
+    # both models load at once, each on its own worker thread (a cold start is shorter)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(stt.prewarm())
+            tg.create_task(tts.prewarm())
+    except* Exception as group:
+        raise group.exceptions[0] from None
     return Services(vad, stt, llm, tts, tools, vad_worker)

@@ -1,9 +1,11 @@
 """Offline streaming TTS with espeak-ng (library and voices from ``espeakng-loader``).
 
 Each flush segment is synthesised on the plugin's own worker thread
-(:class:`~antiphon.services.stt.EngineWorker`), and the audio reaches the stream block by
-block *while* espeak produces it (60 ms of audio per block), through the event loop's
-``call_soon_threadsafe`` into a channel the stream reads with its deadlines. A cancel
+(:class:`~antiphon.aio.worker.ThreadWorker`), and the audio reaches the stream block by
+block *while* espeak produces it (60 ms of audio per block), through a bounded
+:class:`~antiphon.aio.handoff.Handoff` (:data:`IN_FLIGHT` blocks) the stream reads with
+its deadlines: when the reader falls behind, espeak's callback waits for room, so nothing
+is dropped and nothing piles up. A cancel
 sets an abort flag that espeak's callback checks at the next block, so the thread stops
 within one block's compute (well under a millisecond); ``aclose()`` joins the thread.
 
@@ -19,7 +21,6 @@ it) and a fresh one serves the next stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -27,17 +28,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from antiphon.aio.channel import Channel
 from antiphon.aio.deadline import deadline
+from antiphon.aio.handoff import Handoff
+from antiphon.aio.worker import ThreadWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import StreamResampler
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.espeak import engine as esp
-from antiphon.services.stt import EngineWorker
 from antiphon.services.tts import TTS, FlushSegmentStream, SynthesisStream, TTSDeadlines
 
 log = logging.getLogger(__name__)
 PROVIDER = esp.PROVIDER
+#: Blocks of audio (60 ms each) that may wait for the stream's reader; espeak then waits.
+IN_FLIGHT = 32
 
 #: ``synthesize(text, voice, on_audio) -> completed``: the engine call (tests wrap it).
 Synthesizer = Callable[[str, esp.Voice, Callable[[bytes], bool]], bool]
@@ -79,10 +82,10 @@ class EspeakTTS(TTS):
         self._synthesize: Synthesizer = synthesize or functools.partial(
             esp.synthesize, wait=self.deadlines.first_audio
         )
-        self._worker: EngineWorker[None] | None = None
-        self._retired: list[EngineWorker[None]] = []
+        self._worker: ThreadWorker[None] | None = None
+        self._retired: list[ThreadWorker[None]] = []
 
-    def _engine(self) -> EngineWorker[None]:
+    def _engine(self) -> ThreadWorker[None]:
         """The worker thread, replaced if a call on it hung."""
         w = self._worker
         if w is None or not w.usable:
@@ -90,7 +93,7 @@ class EspeakTTS(TTS):
                 w.retire()  # its thread ends once the hung call returns
                 self._retired.append(w)
             self._retired = [r for r in self._retired if r.thread.is_alive()]
-            w = self._worker = EngineWorker(lambda: None, provider=self.provider)
+            w = self._worker = ThreadWorker(lambda: None, provider=self.provider)
         return w
 
     @property
@@ -127,19 +130,12 @@ class EspeakStream(FlushSegmentStream):
     async def _speak(self, text: str) -> None:
         tts, dl = self._tts, self._tts.deadlines
         worker = tts._engine()
-        audio: Channel[bytes | _Done] = Channel()
+        audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="espeak audio")
         abort = self._abort = threading.Event()
         synthesize, voice = tts._synthesize, tts.voice
 
-        def deliver(item: bytes | _Done) -> None:
-            with contextlib.suppress(Exception):  # the stream may have ended meanwhile
-                audio.send_nowait(item)
-
         def on_audio(pcm: bytes) -> bool:  # on the worker thread, inside espeak_Synth
-            if abort.is_set():
-                return False
-            worker.post(deliver, pcm)
-            return True
+            return not abort.is_set() and audio.put(pcm)  # False: espeak stops
 
         def job(_: None) -> None:
             if abort.is_set():  # cancelled while queued: do not take the library
@@ -147,9 +143,9 @@ class EspeakStream(FlushSegmentStream):
             try:
                 synthesize(text, voice, on_audio)
             except BaseException as exc:
-                worker.post(deliver, _Done(exc))
+                audio.put(_Done(exc))
             else:
-                worker.post(deliver, _Done())
+                audio.put(_Done())
 
         resampler = (
             StreamResampler(tts.native_rate, tts.sample_rate)

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError
+from antiphon.protocols import bounded_json
 from antiphon.services.llm import (
     LLM,
     ChatContext,
@@ -62,6 +63,7 @@ _SOFT = frozenset(
     | {"your", "do", "does", "did", "tell", "know", "are", "was", "were", "there"}
 )
 _WORD = re.compile(r"[a-z0-9']+")
+_MAX_DEPTH = 8  # a FAQ nests 2 levels; deeper is refused before it is parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +75,39 @@ class FaqEntry:
 
 
 def load_faq(path: str | Path | None = None) -> list[FaqEntry]:
-    """Read a FAQ: a JSON list of ``{"q": ..., "a": ...}`` (the bundled one by default)."""
+    """Read a FAQ: a JSON list of ``{"q": ..., "a": ...}`` (the bundled one by default).
+
+    Raises:
+        ConfigError: in one line naming the file and, for a bad entry, its index and key.
+    """
+    name = "the bundled FAQ" if path is None else f"FAQ file {str(path)!r}"
     try:
         if path is None:
             text = resources.files("antiphon.plugins.offline").joinpath("faq.json").read_text()
         else:
             text = Path(path).read_text(encoding="utf-8")
-        raw = json.loads(text)
+        raw = bounded_json.loads(text, max_depth=_MAX_DEPTH)
     except OSError as exc:
         raise ConfigError(f"cannot read FAQ file {str(path)!r}: {exc.strerror}") from exc
+    except bounded_json.JSONTooDeep as exc:
+        raise ConfigError(f"{name} is not a FAQ: {exc} (a FAQ nests 2)") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"FAQ file {str(path)!r} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(raw, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("q"), str) and isinstance(e.get("a"), str)
-        for e in raw
-    ):
-        raise ConfigError('a FAQ must be a JSON list of {"q": "question", "a": "answer"}')
-    return [FaqEntry(e["q"], e["a"]) for e in raw]
+        raise ConfigError(f"{name} is not valid JSON: {exc.msg}") from exc
+    except ValueError as exc:  # not UTF-8
+        raise ConfigError(f"{name} is not UTF-8 JSON: {exc}") from exc
+    shape = 'a FAQ must be a JSON list of {"q": "question", "a": "answer"}'
+    if not isinstance(raw, list):
+        raise ConfigError(f"{name}: {shape}, got a JSON {type(raw).__name__}")
+    entries = []
+    for i, e in enumerate(raw):
+        if not isinstance(e, dict):
+            raise ConfigError(f"{name}: entry {i}: {shape}")
+        for key in ("q", "a"):
+            if not isinstance(e.get(key), str):
+                problem = "is missing" if key not in e else f"must be a string, got {e[key]!r:.40}"
+                raise ConfigError(f"{name}: entry {i}: {key!r} {problem}")
+        entries.append(FaqEntry(e["q"], e["a"]))
+    return entries
 
 
 def _terms(text: str) -> list[str]:

