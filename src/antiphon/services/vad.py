@@ -46,7 +46,7 @@ import numpy.typing as npt
 from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
-from antiphon.errors import ConfigError
+from antiphon.errors import ConfigError, StreamClosedError
 
 
 def _is_number(value: object) -> bool:
@@ -152,6 +152,7 @@ class VAD(ABC):
         )
         self._pad = round(self.options.padding * rate)
         self._converter = AudioConverter(rate, 1)
+        self._closed = False
         self._clear()
 
     def _clear(self) -> None:
@@ -186,7 +187,22 @@ class VAD(ABC):
         """Analyse ``frame`` (any rate, any channels); return the events it decided."""
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
+        if self._closed:
+            raise StreamClosedError("VAD.process() after close()")
         return self._feed(self._converter.process(frame))
+
+    def close(self) -> None:
+        """The stream is over: release what the model holds, now (idempotent).
+
+        A model that holds native memory (Silero's detector: ~2.5 MB resident) gives it
+        back here (to its pool) rather than when the VAD is garbage collected: a call's
+        objects may sit in reference cycles until a full collection, which a busy server
+        runs rarely, and each call meanwhile took a new detector. The VAD takes no audio
+        after (``StreamClosedError``).
+        """
+        if not self._closed:
+            self._closed = True
+            self._release_model()
 
     def flush(self) -> list[VADEvent]:
         """End of the audio: analyse what is held back and close an open speech segment.
@@ -195,6 +211,8 @@ class VAD(ABC):
         count as audio: times stay exact). The VAD can be fed again after, and its times
         run on from :attr:`position`.
         """
+        if self._closed:
+            raise StreamClosedError("VAD.flush() after close()")
         events = self._feed(self._converter.flush())
         if self._pending.size:
             real = int(self._pending.size)
@@ -213,6 +231,8 @@ class VAD(ABC):
 
     def reset(self) -> None:
         """Forget everything: time restarts at 0 with the next frame."""
+        if self._closed:
+            raise StreamClosedError("VAD.reset() after close()")
         self._converter = AudioConverter(self.sample_rate, 1)
         self._clear()
         self._reset_model()
@@ -280,6 +300,9 @@ class VAD(ABC):
 
     def _reset_model(self) -> None:  # noqa: B027 - optional hook
         """Drop the model's recurrent state (no-op for stateless models)."""
+
+    def _release_model(self) -> None:  # noqa: B027 - optional hook
+        """Give back what the model holds (see :meth:`close`); called once."""
 
 
 class SpeechGate:
@@ -369,6 +392,7 @@ class OffloadedVAD(VAD):
         self._ready: list[VADEvent] = []
         self._position = 0.0
         self._state = VADState.SILENCE
+        self._closed = False
         self.probability = 0.0
         self.inline_frames = 0
         """Frames analysed inline because the worker was behind."""
@@ -384,6 +408,8 @@ class OffloadedVAD(VAD):
     def process(self, frame: AudioFrame) -> list[VADEvent]:
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
+        if self._closed:
+            raise StreamClosedError("VAD.process() after close()")
         with self._lock:
             self._frames.append(frame)
             self._queued_seconds += frame.duration
@@ -413,11 +439,13 @@ class OffloadedVAD(VAD):
                 frames = list(self._frames)
                 self._frames.clear()
                 self._queued_seconds = 0.0
+            self._seq += 1
+            inner = self.inner
+            if self._closed:  # a batch job that ran after close(): the model is gone
+                return _Decided(self._seq, [], self._position, self.probability, self._state)
             events: list[VADEvent] = []
             for frame in frames:
-                events += self.inner.process(frame)
-            inner = self.inner
-            self._seq += 1
+                events += inner.process(frame)
             return _Decided(self._seq, events, inner.position, inner.probability, inner.state)
 
     def _take(self, decided: _Decided) -> None:
@@ -430,6 +458,8 @@ class OffloadedVAD(VAD):
             self._state = decided.state
 
     def flush(self) -> list[VADEvent]:
+        if self._closed:
+            raise StreamClosedError("VAD.flush() after close()")
         self._take(self._analyse())
         with self._model_lock:
             events = self.inner.flush()
@@ -440,7 +470,19 @@ class OffloadedVAD(VAD):
         ready, self._ready = self._ready, []
         return ready
 
+    def close(self) -> None:
+        """Release the inner VAD's model now; a frame still queued is dropped."""
+        with self._model_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._frames.clear()
+            self._queued_seconds = 0.0
+            self.inner.close()
+
     def reset(self) -> None:
+        if self._closed:
+            raise StreamClosedError("VAD.reset() after close()")
         with self._model_lock, self._lock:
             self._frames.clear()
             self._queued_seconds = 0.0
