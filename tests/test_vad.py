@@ -656,3 +656,16 @@ async def test_closing_an_offloaded_vad_releases_its_model_and_drops_what_is_que
         await until(lambda: real.pending == 0, 10)
     finally:
         assert await real.aclose(5.0)
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
+def test_each_frame_reaches_the_model_when_it_arrives(rate: int) -> None:
+    """The conversion to the model's rate holds nothing back beyond a partial window:
+    soxr HQ handed its output out in ~100 ms blocks, and speech starts (barge-in) were
+    decided that much late."""
+    vad = EnergyVAD(opts())
+    fed = 0.0
+    for f in AudioFrame.from_array(tone(1.0, rate), rate).split(0.02):
+        vad.process(f)
+        fed += f.duration
+        assert fed - vad.position < vad.window_duration + 0.001
