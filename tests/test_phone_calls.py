@@ -8,6 +8,7 @@ here asserts a wall-clock bound: latencies are the bench's (``bench/phone.py``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import threading
@@ -251,6 +252,48 @@ async def test_the_bridge_sends_at_most_max_ahead_beyond_what_was_played() -> No
     bridge._on_event(Interrupted(0.1, 1.0, "", 1))
     await asyncio.sleep(0)
     assert bridge.clears == 2
+    peer.inbox.put_nowait(None)
+    await asyncio.wait_for(run, 20)
+    for service in services:
+        await service.aclose()
+
+
+async def test_a_pause_sends_the_clear_before_audio_still_queued_and_holds_that_audio() -> None:
+    """Frames queued but not yet sent at a pause would only reach Twilio ahead of the
+    clear, to be dropped by it: the clear goes out first; the frames are sent on resume."""
+
+    class SlowPeer(TwilioPeer):  # sending media waits until the gate opens
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def send_text(self, data: str) -> None:
+            if '"media"' in data:
+                await self.gate.wait()
+            await super().send_text(data)
+
+    s, services = doubles_session()
+    peer = SlowPeer()
+    bridge = TwilioBridge(s, peer, max_ahead=0.1, mark_every=2)
+    peer.inbox.put_nowait(START)
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    s.say("A reply long enough to queue a few frames while the socket is slow.")
+    await until(lambda: bridge._sent >= 4, 20)  # one media in flight, the rest queued
+    bridge._on_event(AgentPaused(1))
+    held = list(bridge._held)
+    assert len(held) >= 4
+    peer.gate.set()
+    await until(lambda: bridge.clears == 1 and any(m["event"] == "clear" for m in peer.sent), 20)
+    before = peer.sent[: next(i for i, m in enumerate(peer.sent) if m["event"] == "clear")]
+    assert sum(1 for m in before if m["event"] == "media") <= 1  # only one in flight
+    cleared_at = len(peer.sent)
+    bridge._on_event(AgentResumed(1))
+    await until(
+        lambda: sum(1 for m in peer.sent[cleared_at:] if m["event"] == "media") >= len(held), 20
+    )
+    again = [m["media"]["payload"] for m in peer.sent[cleared_at:] if m["event"] == "media"]
+    assert again[: len(held)] == [base64.b64encode(f).decode() for f in held]  # none lost
     peer.inbox.put_nowait(None)
     await asyncio.wait_for(run, 20)
     for service in services:
