@@ -92,7 +92,12 @@ def serve_main(fake: bool, port: int, max_sessions: int | None) -> None:
         if fake
         else PipelineSpec()
     )
-    agent = PipelineAgent(spec, output_rate=8000)
+    fakes = None
+    if fake:
+        from antiphon.testing.registry import LoopbackFakes
+
+        fakes = LoopbackFakes()
+    agent = PipelineAgent(spec, output_rate=8000, fakes=fakes)
     kwargs: dict[str, Any] = {}
     if max_sessions is not None:
         kwargs["max_sessions"] = max_sessions
