@@ -19,9 +19,11 @@ to finish), then asks once more and talks over the answer 0.4 s after it starts
 - barge-in: caller's speech onset → ``clear`` received, p50/p95;
 - refused: calls the server refused (1013) — a clean refusal, not a failure to answer.
 
-Memory per call: the server's RSS after 5 and after ``--sequential`` sequential calls.
+Memory per call: the server's RSS after 5 and after ``--sequential`` sequential calls
+(each: greeting, one question, one barge-in), after the sizes above (the engine pools
+are warm), and after each call.
 
-    .venv/bin/python bench/phone.py [--fake] [--sizes 1,2,3,5,6] [--questions 2]
+    .venv/bin/python bench/phone.py [--fake] [--sizes 1,2,3,5,6] [--questions 2] [--sequential 50]
 
 Writes ``bench/results/phone[-fake].json``.
 """
@@ -90,7 +92,12 @@ def serve_main(fake: bool, port: int, max_sessions: int | None) -> None:
         if fake
         else PipelineSpec()
     )
-    agent = PipelineAgent(spec, output_rate=8000)
+    fakes = None
+    if fake:
+        from antiphon.testing.registry import LoopbackFakes
+
+        fakes = LoopbackFakes()
+    agent = PipelineAgent(spec, output_rate=8000, fakes=fakes)
     kwargs: dict[str, Any] = {}
     if max_sessions is not None:
         kwargs["max_sessions"] = max_sessions
@@ -242,6 +249,7 @@ async def memory(url: str, pid: int, audio: list[AudioFrame], args: argparse.Nam
         "rss_mb_after_5": round(at5, 1),
         "rss_mb_after_last": round(last, 1),
         "mb_per_call_after_5": round((last - at5) / calls, 2),
+        "rss_mb_each_call": [round(x, 1) for x in rss],
     }
 
 

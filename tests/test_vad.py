@@ -3,9 +3,9 @@ model), then Silero and WebRTC on tones, noise and speech made by the offline es
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -584,3 +584,88 @@ def test_speech_gate_passes_speech_and_the_preroll_before_it() -> None:
     assert gate.feed(frames[11], True) == [frames[11]]
     assert gate.feed(frames[12], False) == []
     assert SpeechGate(enabled=False).feed(frames[0], False) == [frames[0]]
+
+
+# ------------------------------------------------------------ closing: the model goes back
+
+
+def test_a_closed_vad_takes_no_more_audio() -> None:
+    from antiphon.errors import StreamClosedError
+
+    vad = EnergyVAD(opts())
+    run(vad, tone(0.2))
+    vad.close()
+    vad.close()  # idempotent
+    frame = AudioFrame.from_array(silence(0.02), RATE)
+    for use in (lambda: vad.process(frame), vad.flush, vad.reset):
+        with pytest.raises(StreamClosedError, match="after close"):
+            use()
+
+
+def test_silero_gives_its_detector_back_to_the_pool_when_closed() -> None:
+    """At close, not at garbage collection: a call's objects may wait for a full
+    collection in reference cycles, and each call meanwhile took a new detector."""
+    from antiphon.plugins.silero import SileroVAD
+    from antiphon.plugins.silero import vad as silero
+
+    first = SileroVAD(opts())
+    run(first, tone(0.3))
+    detector = first._model
+    first.close()
+    assert silero._pool[-1] is detector
+    second = SileroVAD(opts())  # takes it, reset: the same decisions as a fresh one
+    assert second._model is detector
+    audio = espeak_at("hello there", RATE)[0]
+    assert run(second, audio) == run(SileroVAD(opts(), model_path=None), audio)
+    pooled = len(silero._pool)
+    del first  # its finalizer already ran at close: the detector is not given back twice
+    assert len(silero._pool) == pooled
+
+
+async def test_closing_an_offloaded_vad_releases_its_model_and_drops_what_is_queued() -> None:
+    from antiphon.aio.worker import BatchWorker
+    from antiphon.errors import StreamClosedError
+    from antiphon.services.vad import OffloadedVAD
+    from antiphon.testing.poll import until
+
+    class Held(BatchWorker):  # runs the jobs only when told
+        def __init__(self) -> None:
+            super().__init__("held")
+            self.held: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+
+        def submit(self, job: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+            self.held.append((job, done))
+            return True
+
+    worker = Held()
+    inner = EnergyVAD(opts())
+    vad = OffloadedVAD(inner, worker)
+    assert vad.process(AudioFrame.from_array(tone(0.02), RATE)) == []
+    vad.close()
+    assert inner._closed  # the inner model released with it
+    ((job, done),) = worker.held
+    done(job())  # the batch that ran after the close: nothing decided, nothing raised
+    assert vad.position == 0.0
+    with pytest.raises(StreamClosedError):
+        vad.process(AudioFrame.from_array(tone(0.02), RATE))
+    real = BatchWorker("test-vad-close")  # and a queued frame on a real worker is dropped
+    try:
+        other = OffloadedVAD(EnergyVAD(opts()), real)
+        other.process(AudioFrame.from_array(tone(0.02), RATE))
+        other.close()
+        await until(lambda: real.pending == 0, 10)
+    finally:
+        assert await real.aclose(5.0)
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
+def test_each_frame_reaches_the_model_when_it_arrives(rate: int) -> None:
+    """The conversion to the model's rate holds nothing back beyond a partial window:
+    soxr HQ handed its output out in ~100 ms blocks, and speech starts (barge-in) were
+    decided that much late."""
+    vad = EnergyVAD(opts())
+    fed = 0.0
+    for f in AudioFrame.from_array(tone(1.0, rate), rate).split(0.02):
+        vad.process(f)
+        fed += f.duration
+        assert fed - vad.position < vad.window_duration + 0.001

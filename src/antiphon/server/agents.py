@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from antiphon.agent.events import AgentEvent, AgentState, StateChanged
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.pipeline import (
     DEFAULT_INSTRUCTIONS,
@@ -37,6 +38,7 @@ from antiphon.agent.pipeline import (
 from antiphon.agent.session import AgentSession
 from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.services.tools import FunctionTool
+from antiphon.services.vad import VAD
 
 
 @runtime_checkable
@@ -99,8 +101,9 @@ class PipelineAgent:
         s = self._services
         if s is None:
             raise StreamClosedError("the agent is not started (or closed): call start() first")
+        vad = make_vad(self.spec.vad, s.vad_worker)
         session = AgentSession(
-            vad=make_vad(self.spec.vad, s.vad_worker),
+            vad=vad,
             stt=s.stt,
             llm=s.llm,
             tts=s.tts,
@@ -109,11 +112,27 @@ class PipelineAgent:
             options=self.options,
             output_rate=self.output_rate,
         )
+        session.on_event(_close_when_closed(vad))
         return session
 
     async def aclose(self) -> None:
         self._services = None
         await self._stack.aclose()
+
+
+def _close_when_closed(vad: VAD) -> Callable[[AgentEvent], None]:
+    """A listener that releases the call's VAD model when its session closes.
+
+    The session takes no audio once closed, so its VAD's model (a pooled Silero
+    detector) goes back now, not when the call's objects are garbage collected (a full
+    collection a busy server runs rarely: each call meanwhile took a new detector).
+    """
+
+    def listener(event: AgentEvent) -> None:
+        if isinstance(event, StateChanged) and event.new is AgentState.CLOSED:
+            vad.close()
+
+    return listener
 
 
 class CallableAgent:

@@ -45,8 +45,17 @@ import numpy.typing as npt
 
 from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
-from antiphon.audio.resample import AudioConverter
-from antiphon.errors import ConfigError
+from antiphon.audio.resample import AudioConverter, Quality
+from antiphon.errors import ConfigError, StreamClosedError
+
+#: soxr quality of the conversion to the model's rate. soxr's filtered qualities (LQ and
+#: up) hand out their output in blocks: from 20 ms frames of 8 kHz, HQ returns ~100 ms
+#: at once every fifth frame, so each window reached the model up to 100 ms (52 ms on
+#: average) after its audio arrived, and every decision (a barge-in's speech start)
+#: was that much late. ``QQ`` (cubic interpolation) returns every frame's samples at once
+#: and is enough for a speech/silence decision (measured: the same events on the
+#: suite's speech at every rate).
+RESAMPLE_QUALITY: Quality = "QQ"
 
 
 def _is_number(value: object) -> bool:
@@ -151,7 +160,8 @@ class VAD(ABC):
             1, _windows(self.options.min_silence_duration, rate, window)
         )
         self._pad = round(self.options.padding * rate)
-        self._converter = AudioConverter(rate, 1)
+        self._converter = AudioConverter(rate, 1, quality=RESAMPLE_QUALITY)
+        self._closed = False
         self._clear()
 
     def _clear(self) -> None:
@@ -186,7 +196,22 @@ class VAD(ABC):
         """Analyse ``frame`` (any rate, any channels); return the events it decided."""
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
+        if self._closed:
+            raise StreamClosedError("VAD.process() after close()")
         return self._feed(self._converter.process(frame))
+
+    def close(self) -> None:
+        """The stream is over: release what the model holds, now (idempotent).
+
+        A model that holds native memory (Silero's detector: ~2.5 MB resident) gives it
+        back here (to its pool) rather than when the VAD is garbage collected: a call's
+        objects may sit in reference cycles until a full collection, which a busy server
+        runs rarely, and each call meanwhile took a new detector. The VAD takes no audio
+        after (``StreamClosedError``).
+        """
+        if not self._closed:
+            self._closed = True
+            self._release_model()
 
     def flush(self) -> list[VADEvent]:
         """End of the audio: analyse what is held back and close an open speech segment.
@@ -195,6 +220,8 @@ class VAD(ABC):
         count as audio: times stay exact). The VAD can be fed again after, and its times
         run on from :attr:`position`.
         """
+        if self._closed:
+            raise StreamClosedError("VAD.flush() after close()")
         events = self._feed(self._converter.flush())
         if self._pending.size:
             real = int(self._pending.size)
@@ -213,7 +240,9 @@ class VAD(ABC):
 
     def reset(self) -> None:
         """Forget everything: time restarts at 0 with the next frame."""
-        self._converter = AudioConverter(self.sample_rate, 1)
+        if self._closed:
+            raise StreamClosedError("VAD.reset() after close()")
+        self._converter = AudioConverter(self.sample_rate, 1, quality=RESAMPLE_QUALITY)
         self._clear()
         self._reset_model()
 
@@ -280,6 +309,9 @@ class VAD(ABC):
 
     def _reset_model(self) -> None:  # noqa: B027 - optional hook
         """Drop the model's recurrent state (no-op for stateless models)."""
+
+    def _release_model(self) -> None:  # noqa: B027 - optional hook
+        """Give back what the model holds (see :meth:`close`); called once."""
 
 
 class SpeechGate:
@@ -369,6 +401,7 @@ class OffloadedVAD(VAD):
         self._ready: list[VADEvent] = []
         self._position = 0.0
         self._state = VADState.SILENCE
+        self._closed = False
         self.probability = 0.0
         self.inline_frames = 0
         """Frames analysed inline because the worker was behind."""
@@ -384,6 +417,8 @@ class OffloadedVAD(VAD):
     def process(self, frame: AudioFrame) -> list[VADEvent]:
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
+        if self._closed:
+            raise StreamClosedError("VAD.process() after close()")
         with self._lock:
             self._frames.append(frame)
             self._queued_seconds += frame.duration
@@ -413,11 +448,13 @@ class OffloadedVAD(VAD):
                 frames = list(self._frames)
                 self._frames.clear()
                 self._queued_seconds = 0.0
+            self._seq += 1
+            inner = self.inner
+            if self._closed:  # a batch job that ran after close(): the model is gone
+                return _Decided(self._seq, [], self._position, self.probability, self._state)
             events: list[VADEvent] = []
             for frame in frames:
-                events += self.inner.process(frame)
-            inner = self.inner
-            self._seq += 1
+                events += inner.process(frame)
             return _Decided(self._seq, events, inner.position, inner.probability, inner.state)
 
     def _take(self, decided: _Decided) -> None:
@@ -430,6 +467,8 @@ class OffloadedVAD(VAD):
             self._state = decided.state
 
     def flush(self) -> list[VADEvent]:
+        if self._closed:
+            raise StreamClosedError("VAD.flush() after close()")
         self._take(self._analyse())
         with self._model_lock:
             events = self.inner.flush()
@@ -440,7 +479,19 @@ class OffloadedVAD(VAD):
         ready, self._ready = self._ready, []
         return ready
 
+    def close(self) -> None:
+        """Release the inner VAD's model now; a frame still queued is dropped."""
+        with self._model_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._frames.clear()
+            self._queued_seconds = 0.0
+            self.inner.close()
+
     def reset(self) -> None:
+        if self._closed:
+            raise StreamClosedError("VAD.reset() after close()")
         with self._model_lock, self._lock:
             self._frames.clear()
             self._queued_seconds = 0.0

@@ -22,7 +22,8 @@ that buffer small and knows what was heard:
   off for the call (audio is then sent as paced).
 - **Pause = clear.** The moment the session pauses its output (speech over the agent,
   :class:`~antiphon.agent.events.AgentPaused`) the bridge sends ``clear`` (queued by a
-  synchronous listener, so before any later audio) and sends nothing until it resumes
+  synchronous listener, so before any later audio; audio still queued to send is
+  taken back, so the clear does not wait behind it) and sends nothing until it resumes
   or is interrupted. The frames sent but not yet played are kept: on
   :class:`~antiphon.agent.events.AgentResumed` (a false interruption) they are sent
   again first, so the caller hears the answer on from where it stopped for them, not
@@ -113,6 +114,9 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         if isinstance(event, AgentPaused):
             self._paused = True
             self._held = [ulaw for _, ulaw in self._unplayed]
+            # audio still queued here would only go out ahead of the clear to be dropped
+            # by Twilio: the clear goes first (the frames are held, sent again on resume)
+            self._out.discard(lambda e: e[1][0])  # (audio?, (media?, message))
             self._clear()
         elif isinstance(event, AgentResumed):
             self._paused = False

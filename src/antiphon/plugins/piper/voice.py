@@ -171,8 +171,16 @@ class PiperVoice:
         return " ".join(parts)
 
     def run_options(self) -> Any:
-        """A ``RunOptions`` to pass to :meth:`synthesize`; ``terminate = True`` stops it."""
-        return self._ort.RunOptions()
+        """A ``RunOptions`` to pass to :meth:`synthesize`; ``terminate = True`` stops it.
+
+        The run gives back what it grew the CPU arena by (``enable_memory_arena_shrinkage``):
+        without it the arena keeps its high-water mark, which each longer sentence raised
+        for good (measured: 263 -> 590 MB RSS over sentences up to 4x as long; with it,
+        163 -> 215 MB, no slower).
+        """
+        run = self._ort.RunOptions()
+        run.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return run
 
     def synthesize(self, text: str, run: Any = None, *, wait: float | None = None) -> bytes:
         """``text`` spoken as int16 mono PCM at ``config.sample_rate`` (b"" if unsayable)."""
@@ -188,7 +196,7 @@ class PiperVoice:
         }
         if "sid" in self._inputs:
             feeds["sid"] = np.asarray([0], dtype=np.int64)
-        audio = self._session.run(None, feeds, run)[0]
+        audio = self._session.run(None, feeds, run if run is not None else self.run_options())[0]
         pcm = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767.0
         return pcm.astype("<i2").tobytes()
 
