@@ -66,8 +66,10 @@ from antiphon.agent.events import (
     AgentReplied,
     AgentResumed,
     AgentState,
+    DTMFReceived,
     FalseInterruption,
     Interrupted,
+    MachineDetected,
     StateChanged,
     TurnCompleted,
     TurnMetrics,
@@ -512,6 +514,25 @@ class AgentSession:
         """Call ``fn(event)`` synchronously as each event happens; returns the remover."""
         return self._hub.add_listener(fn)
 
+    def notify(self, event: DTMFReceived | MachineDetected) -> None:
+        """Deliver an event of the line to the session's listeners (for transports).
+
+        A transport calls it with what the call says besides audio: a key press
+        (:class:`~antiphon.agent.events.DTMFReceived`) or who answered an outbound call
+        (:class:`~antiphon.agent.events.MachineDetected`). Listeners get it in order with
+        the session's own events; after close it is dropped.
+
+        Raises:
+            ConfigError: ``event`` is not one of those.
+        """
+        if not isinstance(event, DTMFReceived | MachineDetected):
+            raise ConfigError(
+                f"notify() takes DTMFReceived or MachineDetected, got {type(event).__name__}"
+            )
+        if self._closing:
+            return
+        self._emit(event)
+
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)
 
@@ -694,6 +715,8 @@ class AgentSession:
     def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
         text = t.text.strip()
         if not text:
+            if t.flushed:
+                self._on_flush_answered(stream)
             return
         if stream is not None and stream is self._stt_stream:
             self._stt_failures = 0  # the recogniser works again
@@ -713,6 +736,18 @@ class AgentSession:
                 self._end_of_turn()
         if self._overlap:
             self._maybe_interrupt()
+
+    def _on_flush_answered(self, stream: RecognizeStream | None) -> None:
+        """The STT answered the flush with nothing more: the turn ends now, not at the
+        ``final_timeout`` (a final of the stream's own, e.g. ``speech_final``, came first).
+        The stream marks an answer only when no later flush waits behind it.
+        """
+        if stream is None or stream is not self._stt_stream:
+            return
+        if self._awaiting_final and not self._user_speaking:
+            if self._speech_end_at is not None:
+                self._final_delay = self.clock.now() - self._speech_end_at
+            self._end_of_turn()
 
     def _on_final_timeout(self) -> None:
         if self._awaiting_final and not self._user_speaking:
