@@ -37,7 +37,7 @@ from antiphon.agent import (
     UserTranscribed,
     UserTurnEnded,
 )
-from antiphon.agent.events import TurnUnanswered
+from antiphon.agent.events import DTMFReceived, MachineDetected, TurnUnanswered
 from antiphon.aio.clock import VirtualClock
 from antiphon.errors import (
     AuthError,
@@ -217,6 +217,20 @@ async def test_say_greets_and_is_kept_in_history() -> None:
         assert heard_seconds(c, 1) == pytest.approx(
             tone_duration("Hello! I am your assistant."), abs=0.021
         )
+
+
+async def test_notify_delivers_the_line_events_of_a_transport() -> None:
+    async with rig([], []) as (r, _c):
+        got: list[object] = []
+        r.session.on_event(got.append)
+        r.session.notify(DTMFReceived("5", r.session.generation))
+        r.session.notify(MachineDetected("machine_end_beep", r.session.generation))
+        assert got == [DTMFReceived("5", 0), MachineDetected("machine_end_beep", 0)]
+        with pytest.raises(ConfigError, match="DTMFReceived or MachineDetected"):
+            r.session.notify(UserTurnEnded("not from a transport", 0))  # type: ignore[arg-type]
+        await r.session.aclose()
+        r.session.notify(DTMFReceived("7", 0))  # a line event after close: dropped
+        assert not [e for e in got if isinstance(e, DTMFReceived) and e.digit == "7"]
 
 
 # ------------------------------------------------------------------ barge-in
