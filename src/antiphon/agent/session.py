@@ -99,6 +99,7 @@ from antiphon.services.llm import LLM, ChatContext, ChatMessage
 from antiphon.services.stt import STT, RecognizeStream, Transcript
 from antiphon.services.tools import FunctionTool, ToolThreads
 from antiphon.services.tts import TTS
+from antiphon.services.turn import TurnAudio, TurnVerdict
 from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
@@ -161,6 +162,19 @@ class _Say:
 @dataclass(frozen=True, slots=True)
 class _ReopenStt:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The end-of-turn model's verdict on the pause numbered ``pause``."""
+
+    pause: int
+    verdict: TurnVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class _Typed:
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +304,18 @@ class AgentSession:
         self._timer_token = 0
         self._timer: asyncio.Task[None] | None = None
         self._input_ended = False
+        self._typed: list[str] = []  # send_text() turns waiting for an uninterruptible reply
+
+        # semantic end of turn (TurnOptions.end_of_turn): the user's audio for the model,
+        # the pause being decided (numbered: a verdict on an older one is dropped)
+        eot = self.options.turn.end_of_turn
+        detector = eot.detector if eot is not None else None
+        self._turn_audio = (
+            TurnAudio(detector.sample_rate, detector.max_audio) if detector is not None else None
+        )
+        self._pause = 0
+        self._pause_item: _Vad | None = None  # the SpeechEnd of the pause being decided
+        self._eot_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -442,6 +468,8 @@ class AgentSession:
         if self._input_ended:
             raise StreamClosedError("push_audio() after end_input()")
         events = self.vad.process(frame)
+        if self._turn_audio is not None:
+            self._turn_audio.push(frame)
         stream = self._stt_stream
         if stream is not None and not stream.done:
             # audio is lost while a failed STT stream is replaced; a stream that fails
@@ -496,6 +524,20 @@ class AgentSession:
             raise StreamClosedError("say() needs a started, open session")
         self._idle.clear()
         self._post(_Say(text.strip(), allow_interruptions, add_to_history))
+
+    def send_text(self, text: str) -> None:
+        """A user turn typed rather than spoken (a chat box on a voice call).
+
+        It is a whole turn: it interrupts an interruptible reply (as barge-in does), joins
+        the text of a reply dropped before it spoke, and is answered by voice like a
+        spoken turn. While an uninterruptible reply speaks it waits for its end.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("send_text() needs non-empty text")
+        if not self._started or self._closing:
+            raise StreamClosedError("send_text() needs a started, open session")
+        self._idle.clear()
+        self._post(_Typed(" ".join(text.split())))
 
     # ------------------------------------------------------------------ events
 
@@ -579,7 +621,9 @@ class AgentSession:
             self._reply is None
             and not self._user_speaking
             and not self._awaiting_final
+            and self._pause_item is None
             and not self._says
+            and not self._typed
             and self._mailbox.qsize() == 0
         )
         if idle:
@@ -629,11 +673,18 @@ class AgentSession:
         elif isinstance(item, _Timer):
             if item.token == self._timer_token and item.kind == "final":
                 self._on_final_timeout()
+            elif item.token == self._timer_token and item.kind == "hold":
+                self._end_pause()
+        elif isinstance(item, _Verdict):
+            self._on_verdict(item)
         elif isinstance(item, ReplyNews):
             self._on_reply_news(item)
         elif isinstance(item, _Say):
             self._says.append(item)
             self._next_say()
+        elif isinstance(item, _Typed):
+            self._typed.append(item.text)
+            self._on_typed()
         elif isinstance(item, _SttEnded):
             self._on_stt_ended(item)
         elif isinstance(item, _ReopenStt):
@@ -651,6 +702,7 @@ class AgentSession:
     def _on_speech_start(self) -> None:
         self._user_speaking = True
         self._final_missed = False
+        self._drop_pause()
         if self._stt_stream is None:
             self._turn.lost = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
@@ -682,9 +734,28 @@ class AgentSession:
         if reply is not None and reply.speaking:
             self._turn.lost = False
             return  # speech over an uninterruptible reply: ignored
-        # the user paused: finalise what was said and wait (bounded) for the final
         padding = min(self.vad.options.padding, item.event.time)
-        self._speech_end_at = item.at - max(0.0, item.lag + padding)
+        if self._pause_item is None:  # a pause held by the model keeps its speech end
+            self._speech_end_at = item.at - max(0.0, item.lag + padding)
+        eot = self.options.turn.end_of_turn
+        if eot is not None and not self._turn.lost:
+            # the VAD's window was the probe: ask the model (one owned task) whether the
+            # turn is over; silence decides if it does not answer (the hold timer)
+            self._pause += 1
+            self._pause_item = item
+            audio = self._turn_audio.snapshot() if self._turn_audio is not None else None
+            probe = self.vad.options.min_silence_duration
+            self._arm_timer("hold", max(0.0, eot.options.fallback_silence - probe))
+            self._eot_task = self._tasks.spawn(
+                self._ask_turn_model(self._pause, audio, probe), name="end-of-turn"
+            )
+            self._set_state(AgentState.LISTENING, "speech paused")
+            return
+        self._await_final(item)
+
+    def _await_final(self, item: _Vad) -> None:
+        """The user's speech is over: finalise what was said and wait (bounded) for the
+        final."""
         stream = self._stt_stream
         if stream is not None and not stream.done:
             with contextlib.suppress(StreamClosedError):
@@ -704,6 +775,64 @@ class AgentSession:
             text = self._turn.text()
             if text:
                 self._start_reply(text, committed=False)
+
+    async def _ask_turn_model(self, pause: int, audio: AudioFrame | None, probe: float) -> None:
+        eot = self.options.turn.end_of_turn
+        assert eot is not None
+        verdict = await eot.decide(audio, silent_for=probe)
+        self._post(_Verdict(pause, verdict))
+
+    def _on_verdict(self, item: _Verdict) -> None:
+        if item.pause != self._pause or self._pause_item is None or self._user_speaking:
+            return  # the user spoke since: the turn went on
+        self._eot_task = None
+        v = item.verdict
+        log.debug("end of turn: %s (%s, hold %.2f s)", v.complete, v.source, v.hold)
+        if v.hold <= 0:
+            self._end_pause()
+        else:
+            self._arm_timer("hold", v.hold)
+
+    def _end_pause(self) -> None:
+        """The pause is the end of the turn (the model said so, or silence did)."""
+        item, self._pause_item = self._pause_item, None
+        if item is None or self._user_speaking:
+            return
+        if self._eot_task is not None:
+            self._eot_task.cancel()
+            self._eot_task = None
+        self._await_final(item)
+
+    def _drop_pause(self) -> None:
+        """Speech resumed during a pause: no verdict or hold of it may end the turn."""
+        self._pause += 1
+        self._pause_item = None
+        if self._eot_task is not None:
+            self._eot_task.cancel()
+            self._eot_task = None
+
+    def _on_typed(self) -> None:
+        """Answer the typed turns now, unless an uninterruptible reply holds the floor."""
+        if not self._typed or self._closing:
+            return
+        reply = self._reply
+        if reply is not None:
+            if not reply.allow_interruptions:
+                return  # answered when it ends (_next_say)
+            if reply.speaking:
+                self._interrupt(reply)
+            else:
+                self._abandon_reply(reply, "the user typed a turn")  # may answer it
+            if self._reply is not None or not self._typed:
+                return
+        text = " ".join([self._turn.carry, *self._typed]).strip()
+        self._typed.clear()
+        self._turn.carry = ""
+        self._drop_pause()
+        self._cancel_timer()
+        self._awaiting_final = False
+        self._speech_end_at = self._final_delay = None  # no speech: no voice latencies
+        self._start_reply(text, committed=True)
 
     def _finals_cover(self, item: _Vad) -> bool:
         """Do the finals heard so far cover the speech that just ended (``item``)?"""
@@ -765,6 +894,8 @@ class AgentSession:
     def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
+        if self._turn_audio is not None:
+            self._turn_audio.clear()
         behind = behind or self._turn.lost
         # a fragment: the recogniser lost or never finished part of this turn
         taken = self._turn.take(behind=behind)
@@ -919,6 +1050,9 @@ class AgentSession:
         self._next_say()
 
     def _next_say(self) -> None:
+        if self._reply is None and self._typed and not self._closing:
+            self._on_typed()
+            return
         if self._reply is not None or not self._says or self._closing:
             return
         say = self._says.pop(0)
@@ -1034,7 +1168,7 @@ class AgentSession:
         # audio meanwhile is lost, and so is the turn it belonged to
         delay = self.options.stt_backoff.delay(self._stt_failures - 1)
         self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
-        if self._user_speaking or self._awaiting_final:
+        if self._user_speaking or self._awaiting_final or self._pause_item is not None:
             self._turn.lost = True
         if self._awaiting_final and not self._user_speaking:
             self._end_of_turn(behind=True)  # its final is lost: never silence
