@@ -120,6 +120,31 @@ async def test_a_call_hears_answers_and_measures() -> None:
 
 
 @pytest.mark.virtual_time
+async def test_a_typed_turn_is_answered_by_voice() -> None:
+    async with (
+        server(("unused",), ("Many things.",)) as (host, _app, doubles),
+        connect(f"ws://{host}/ws/agent") as ws,
+    ):
+        call = Call(ws)
+        reader = asyncio.create_task(call.collect())
+        await until(lambda: call.of("ready"))
+        await ws.send(json.dumps({"type": "text", "text": "  what can   you do "}))
+        await until(lambda: call.of("turn"))
+        [turn] = call.of("turn")
+        assert turn["metrics"]["user_text"] == "what can you do"
+        assert turn["metrics"]["voice_to_voice"] is None  # no speech: no voice latency
+        agent = [e["text"] for e in call.of("transcript") if e["role"] == "agent"]
+        assert agent == ["Many things."]
+        assert call.audio  # answered by voice
+        [context] = doubles.llm.requests
+        assert context.messages[-1].content == "what can you do"
+        assert doubles.stt.flushes == 0  # nothing went through the recogniser
+        await ws.send(json.dumps({"type": "text", "text": "   "}))
+        await asyncio.wait_for(reader, 10)
+        assert ws.close_code == 1008  # an empty typed turn is refused
+
+
+@pytest.mark.virtual_time
 async def test_barge_in_sends_clear_before_newer_audio() -> None:
     script, replies = ("tell me", "stop now"), (LONG, "Okay.")
     async with server(script, replies) as (host, _app, _d), connect(f"ws://{host}/ws/agent") as ws:

@@ -6,8 +6,9 @@ WebSocket, see :class:`StarletteSocket`) and tests.
 
 - **One reader task** takes the client's messages in order, through a
   :class:`~antiphon.transports.limits.ConnectionGuard` (size, rate, audio budget): audio
-  goes to ``session.push_audio`` (validated), ``say`` and ``end`` to the session (JSON
-  depth and ``say`` length bounded); bad input ends the call with the close code the
+  goes to ``session.push_audio`` (validated), ``say``, ``text`` (a typed user turn,
+  ``session.send_text``), ``dtmf`` and ``end`` to the session (JSON depth and text
+  length bounded); bad input ends the call with the close code the
   protocol names.
 - **One sender task** sends everything the client gets, in order, from one queue: agent
   audio (from the session's paced output, by a pump task) and events. Events are queued
@@ -201,6 +202,16 @@ class WebSocketBridge(CallBridge[bytes | str]):
             if len(said) > limits.max_say_chars:
                 raise CallEnded(TOO_BIG, f"say takes at most {limits.max_say_chars} characters")
             self.session.say(said)
+        elif kind == "text":  # a typed user turn, answered by voice
+            typed = message.get("text")
+            if not isinstance(typed, str) or not typed.strip():
+                raise CallEnded(POLICY, "text needs a non-empty text")
+            if len(typed) > limits.max_say_chars:
+                raise CallEnded(TOO_BIG, f"text takes at most {limits.max_say_chars} characters")
+            try:
+                self.session.send_text(typed)
+            except StreamClosedError as exc:
+                raise CallEnded(1011, f"the agent ended: {exc}") from None
         elif kind == "dtmf":  # a key pressed: to the agent as DTMFReceived
             digit = message.get("digit")
             try:
