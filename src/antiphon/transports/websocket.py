@@ -14,6 +14,9 @@ WebSocket, see :class:`StarletteSocket`) and tests.
   audio (from the session's paced output, by a pump task) and events. Events are queued
   by a synchronous listener the moment the session emits them, so ``clear`` is always
   queued before any audio of the next turn.
+- **Recording** (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`):
+  the user's frames as they are pushed to the session, the agent's as they are sent
+  (queued audio dropped on an interruption is not in the file); closed after the call.
 - **Every send has a deadline**: a client that stops reading cannot hold the session;
   its call is closed.
 """
@@ -37,7 +40,9 @@ from antiphon.agent.events import (
     UserTranscribed,
 )
 from antiphon.agent.session import AgentSession
+from antiphon.aio.tasks import shielded_wait
 from antiphon.audio.frame import AudioFrame
+from antiphon.audio.recording import CallRecorder
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
@@ -116,8 +121,10 @@ class WebSocketBridge(CallBridge[bytes | str]):
         *,
         input_rate: int = 16000,
         limits: EdgeLimits | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.limits = limits or EdgeLimits()
+        self.recorder = recorder
         if not isinstance(ws, ConnectionGuard):
             ws = ConnectionGuard(
                 ws,
@@ -133,6 +140,20 @@ class WebSocketBridge(CallBridge[bytes | str]):
         self.name = f"ws-{self.id}"
         self.frames_sent = 0
         self.frames_received = 0
+
+    async def run(self) -> int:
+        """Run the call (see :meth:`CallBridge.run`); the recording is closed after it."""
+        try:
+            return await super().run()
+        finally:
+            if self.recorder is not None:
+                recorder = self.recorder
+                # bounded (it joins its writer thread); completes even if we are cancelled
+                closing = asyncio.get_running_loop().create_task(recorder.aclose())
+                try:
+                    await shielded_wait(closing)
+                except OSError as exc:  # the call is over; the file is what failed
+                    log.warning("%s: the recording %s failed: %s", self.name, recorder.path, exc)
 
     def _hello(self) -> None:
         self._queue(
@@ -162,6 +183,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if isinstance(item, bytes):
             await self.ws.send_bytes(item)
             self.frames_sent += 1
+            if self.recorder is not None:  # what the caller got, not what was queued
+                self.recorder.agent(AudioFrame(item, self.session.output.sample_rate, 1))
         else:
             await self.ws.send_text(item)
 
@@ -181,10 +204,13 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if not data:
             return
         self.frames_received += 1
+        frame = AudioFrame(data, self.input_rate, 1)
         try:
-            self.session.push_audio(AudioFrame(data, self.input_rate, 1))
+            self.session.push_audio(frame)
         except StreamClosedError as exc:
             raise CallEnded(1011, f"the agent ended: {exc}") from None
+        if self.recorder is not None:
+            self.recorder.user(frame)
 
     async def _command(self, text: str) -> None:
         limits = self.limits
