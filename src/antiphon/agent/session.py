@@ -22,7 +22,13 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   when the user interrupts, the history keeps only the text that was heard
   (:mod:`antiphon.agent.playback`).
 - **Turn-taking runs on audio time** (the VAD's positions), and the few waits on wall
-  time (the STT final, the tool filler) run on the session's clock.
+  time (the STT final, the tool filler, a turn model's hold) run on the session's clock.
+  The wait for the final ends on the first sufficient evidence: a final that covers the
+  speech, or the STT's answer to the flush (``Transcript.flushed``, even empty).
+- **A turn model only advises** (``TurnOptions.end_of_turn``): at the VAD's short probe
+  one owned task asks it and posts the verdict, numbered by pause, to the mailbox; a
+  verdict of a pause the user has spoken since is dropped, and a hold timer (armed at
+  the fallback silence first) ends the pause when the model is slow or silent.
 - **A failed task fails the session** (DESIGN rule 12, a trio nursery): the session's
   :class:`~antiphon.aio.tasks.TaskOwner` reports a task that dies with an exception at
   once; the session then emits ``AgentError(recoverable=False)``, enters ``CLOSED`` with
@@ -735,8 +741,7 @@ class AgentSession:
             self._turn.lost = False
             return  # speech over an uninterruptible reply: ignored
         padding = min(self.vad.options.padding, item.event.time)
-        if self._pause_item is None:  # a pause held by the model keeps its speech end
-            self._speech_end_at = item.at - max(0.0, item.lag + padding)
+        self._speech_end_at = item.at - max(0.0, item.lag + padding)
         eot = self.options.turn.end_of_turn
         if eot is not None and not self._turn.lost:
             # the VAD's window was the probe: ask the model (one owned task) whether the
