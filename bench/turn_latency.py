@@ -11,11 +11,17 @@ The fake STT ends an utterance with ``speech_final`` after ``endpointing`` ms of
 (300 ms by default), before the VAD's window (500 ms) ends: the ordinary order with a
 fast STT. Before issue 18 the session then waited its whole ``final_timeout`` (1 s).
 
+``--tail SECONDS`` adds a quiet tail after the phrase (RMS 300 of 32768: a breath, a
+noise) that the VAD hears (its threshold lowered to 0.005) and the recogniser does not:
+the end-of-speech final then comes early and does not reach the VAD's end of speech, and
+the session's Finalize is answered empty. Before ``Transcript.flushed`` that order waited
+``final_timeout`` (1 s); 0.8 s is longer than endpointing plus the cover slack.
+
 Per turn: ``voice_to_voice`` (end of user speech to first agent audio queued),
 ``end_of_turn_delay`` (end of speech to the turn's commit) and the LLM requests made.
 
     .venv/bin/python bench/turn_latency.py [--turns 10] [--loop real|virtual]
-        [--out bench/results/turn_latency.json]
+        [--tail 0.8] [--out bench/results/turn_latency.json]
 
 ``--loop real`` (default) runs on the ordinary asyncio loop: wall-clock figures.
 ``--loop virtual`` runs on :class:`~antiphon.testing.vloop.VirtualTimeLoop`: the same
@@ -33,6 +39,8 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from antiphon.agent import AgentOptions, AgentSession, AgentState
 from antiphon.aio.clock import MonotonicClock
@@ -67,7 +75,15 @@ async def feed(session: AgentSession, audio: AudioFrame) -> None:
         await asyncio.sleep(max(0.0, start + t - loop.time()))
 
 
-async def run(turns: int) -> dict[str, Any]:
+def quiet_tail(seconds: float) -> AudioFrame:
+    """A 150 Hz hum at RMS 300: speech to the lowered VAD threshold, not to the fake STT."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    return AudioFrame(
+        (np.sin(2 * np.pi * 150.0 * t) * 300 * np.sqrt(2)).astype("<i2").tobytes(), RATE
+    )
+
+
+async def run(turns: int, tail: float = 0.0) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         stt_fake = await stack.enter_async_context(FakeDeepgramSTT(vocabulary=(PHRASE,)))
         llm_fake = await stack.enter_async_context(FakeOpenAIChat())
@@ -79,7 +95,10 @@ async def run(turns: int) -> dict[str, Any]:
         tts = DeepgramTTS(api_key=TTS_KEY, base_url=tts_fake.url)
         for service in (stt, llm, tts):
             stack.push_async_callback(service.aclose)
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=VAD_SILENCE))
+        vad = EnergyVAD(
+            VADOptions(min_speech_duration=0.06, min_silence_duration=VAD_SILENCE),
+            threshold=0.005 if tail else 0.02,
+        )
         session = AgentSession(
             vad=vad, stt=stt, llm=llm, tts=tts, clock=MonotonicClock(), options=AgentOptions()
         )
@@ -93,6 +112,8 @@ async def run(turns: int) -> dict[str, Any]:
             before = len(llm_fake.stats.requests)
             await feed(session, AudioFrame.silence(0.3, RATE))
             await feed(session, utterance)
+            if tail:
+                await feed(session, quiet_tail(tail))
             done = len(session.turns) + 1
             while len(session.turns) < done:
                 await feed(session, AudioFrame.silence(FRAME, RATE))
@@ -111,6 +132,7 @@ async def run(turns: int) -> dict[str, Any]:
         "voice_to_voice_ms": [_ms(v) for v in v2v],
         "end_of_turn_p50_ms": _ms(statistics.median(eot)) if eot else None,
         "vad_silence_ms": VAD_SILENCE * 1000,
+        "quiet_tail_s": tail,
         "llm_requests_per_turn": requests,
     }
 
@@ -128,16 +150,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--loop", choices=("real", "virtual"), default="real")
+    parser.add_argument("--tail", type=float, default=0.0, help="seconds of quiet tail")
     parser.add_argument("--out", type=Path, default=Path("bench/results/turn_latency.json"))
     args = parser.parse_args()
     if args.loop == "virtual":
         loop = VirtualTimeLoop()
         try:
-            result = loop.run_until_complete(run(args.turns))
+            result = loop.run_until_complete(run(args.turns, args.tail))
         finally:
             loop.close()
     else:
-        result = asyncio.run(run(args.turns))
+        result = asyncio.run(run(args.turns, args.tail))
     result = {"loop": args.loop, "python": platform.python_version(), **result}
     text = json.dumps(result, indent=2)
     print(text)

@@ -37,19 +37,22 @@ from antiphon.agent import (
     UserTranscribed,
     UserTurnEnded,
 )
-from antiphon.agent.events import TurnUnanswered
+from antiphon.agent.events import DTMFReceived, MachineDetected, TurnUnanswered
 from antiphon.aio.clock import VirtualClock
+from antiphon.audio.frame import AudioFrame
 from antiphon.errors import (
     AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
     ProviderError,
+    ProviderTimeoutError,
     StreamClosedError,
 )
 from antiphon.protocols.retry import Backoff
 from antiphon.services.stt import RecognizeStream
 from antiphon.services.tools import function_tool
+from antiphon.services.turn import EndOfTurn, EndOfTurnOptions, TurnDetector
 from antiphon.services.vad import VADOptions
 from antiphon.testing.agent import (
     Conversation,
@@ -217,6 +220,20 @@ async def test_say_greets_and_is_kept_in_history() -> None:
         assert heard_seconds(c, 1) == pytest.approx(
             tone_duration("Hello! I am your assistant."), abs=0.021
         )
+
+
+async def test_notify_delivers_the_line_events_of_a_transport() -> None:
+    async with rig([], []) as (r, _c):
+        got: list[object] = []
+        r.session.on_event(got.append)
+        r.session.notify(DTMFReceived("5", r.session.generation))
+        r.session.notify(MachineDetected("machine_end_beep", r.session.generation))
+        assert got == [DTMFReceived("5", 0), MachineDetected("machine_end_beep", 0)]
+        with pytest.raises(ConfigError, match="DTMFReceived or MachineDetected"):
+            r.session.notify(UserTurnEnded("not from a transport", 0))  # type: ignore[arg-type]
+        await r.session.aclose()
+        r.session.notify(DTMFReceived("7", 0))  # a line event after close: dropped
+        assert not [e for e in got if isinstance(e, DTMFReceived) and e.digit == "7"]
 
 
 # ------------------------------------------------------------------ barge-in
@@ -867,3 +884,123 @@ async def test_a_late_final_after_an_empty_timeout_is_answered() -> None:
         assert [e.text for e in c.of(UserTurnEnded)] == ["what time is it"]
         assert c.of(AgentReplied)[0].text == "It is noon."
         assert roles(r.session) == ["system", "user", "assistant"]
+
+
+# ------------------------------------------------------------------ semantic end of turn
+
+
+class ScriptedDetector(TurnDetector):
+    """A turn model double: answers its ``probabilities`` in order after ``delay``
+    seconds of the session's clock (no answer within the timeout: a slow model)."""
+
+    provider = "scripted-turn"
+
+    def __init__(self, probabilities: Sequence[float], clock: VirtualClock, delay: float = 0.0):
+        self.probabilities = list(probabilities)
+        self.clock = clock
+        self.delay = delay
+        self.asked: list[float] = []  # seconds of audio of each question
+
+    async def predict(self, audio: AudioFrame, *, timeout: float) -> float:
+        self.asked.append(audio.duration)
+        if self.delay > timeout:
+            await self.clock.sleep(timeout)
+            raise ProviderTimeoutError(
+                "slow", provider=self.provider, stage="predict", timeout=timeout
+            )
+        await self.clock.sleep(self.delay)
+        return self.probabilities.pop(0)
+
+    async def aclose(self) -> None:
+        pass
+
+
+PROBE = 0.2  # the VAD's silence window with a model: the short probe
+EOT = EndOfTurnOptions(threshold=0.5, max_silence=2.0, fallback_silence=0.6, model_timeout=0.3)
+
+
+def eot_options(detector: ScriptedDetector) -> AgentOptions:
+    hook = EndOfTurn(detector, EOT, clock=detector.clock)
+    return AgentOptions(turn=TurnOptions(preemptive=False, end_of_turn=hook))
+
+
+def probe_vad() -> EnergyVAD:
+    return EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=PROBE, padding=0))
+
+
+async def test_a_complete_verdict_ends_the_turn_at_the_probe() -> None:
+    clock = VirtualClock()
+    detector = ScriptedDetector([0.9], clock)
+    async with rig(
+        ["what can you do"],
+        ["Many things."],
+        options=eot_options(detector),
+        vad=probe_vad(),
+        clock=clock,
+    ) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        [turn] = r.session.turns
+        assert detector.asked and detector.asked[0] >= 0.8  # it heard the utterance
+        assert turn.end_of_turn_delay is not None
+        # the probe and the loop's 20 ms steps; not the fallback silence
+        assert turn.end_of_turn_delay < PROBE + 0.1 < EOT.fallback_silence
+
+
+async def test_an_incomplete_verdict_holds_and_speech_resumes_without_a_cut_in() -> None:
+    clock = VirtualClock()
+    detector = ScriptedDetector([0.1, 0.9], clock)
+    async with rig(
+        ["I would like to book a table"],
+        ["For how many?"],
+        options=eot_options(detector),
+        vad=probe_vad(),
+        clock=clock,
+    ) as (r, c):
+        await c.say(0.6)
+        # a pause longer than the probe and the fallback silence, shorter than max_silence
+        await c.wait(PROBE + EOT.fallback_silence + 0.2)
+        assert not c.of(UserTurnEnded) and r.session.state is AgentState.LISTENING
+        assert r.stt.flushes == 0  # the turn is not over: nothing was finalised
+        await c.say(0.6)
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        assert [e.text for e in c.of(UserTurnEnded)] == ["I would like to book a table"]
+        assert len(detector.asked) == 2 and len(r.llm.requests) == 1
+
+
+async def test_a_slow_model_leaves_the_decision_to_the_fallback_silence() -> None:
+    clock = VirtualClock()
+    detector = ScriptedDetector([0.9], clock, delay=5.0)
+    async with rig(
+        ["what can you do"],
+        ["Many things."],
+        options=eot_options(detector),
+        vad=probe_vad(),
+        clock=clock,
+    ) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(AgentReplied)), limit=10)
+        [turn] = r.session.turns
+        assert turn.end_of_turn_delay is not None
+        assert EOT.fallback_silence - 0.021 < turn.end_of_turn_delay < EOT.fallback_silence + 0.1
+
+
+# ------------------------------------------------------------------ typed turns
+
+
+async def test_a_typed_turn_interrupts_the_agent_and_is_answered() -> None:
+    async with rig(["tell me a story"], [LONG, "Sure, the weather."]) as (r, c):
+        await c.say(0.8)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=5)
+        r.session.send_text("what about the weather")
+        await c.until(lambda: len(c.of(AgentReplied)) == 2, limit=20)
+        assert len(c.of(Interrupted)) == 1
+        assert [e.text for e in c.of(UserTurnEnded)] == [
+            "tell me a story",
+            "what about the weather",
+        ]
+        assert c.of(AgentReplied)[1].text == "Sure, the weather."
+        assert r.stt.flushes == 1  # the typed turn never went through the recogniser
+        assert r.session.history.messages[-2].content == "what about the weather"
+        with pytest.raises(ConfigError):
+            r.session.send_text("  ")

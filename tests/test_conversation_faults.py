@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 import pytest
 
 from antiphon.agent import (
@@ -132,6 +133,7 @@ async def cloud_call(
     tts_plan: FaultPlan | None = None,
     options: AgentOptions | None = None,
     vad_silence: float = 0.5,
+    vad_threshold: float = 0.02,
     endpointing: int | None = None,
     stt_deadlines: STTDeadlines | None = None,
     offline_fallback: bool = True,
@@ -164,7 +166,10 @@ async def cloud_call(
         for service in (stt, llm, tts, fallback):
             if service is not None:
                 stack.push_async_callback(service.aclose)
-        vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=vad_silence))
+        vad = EnergyVAD(
+            VADOptions(min_speech_duration=0.06, min_silence_duration=vad_silence),
+            threshold=vad_threshold,
+        )
         session = AgentSession(
             vad=vad,
             stt=stt,
@@ -232,6 +237,36 @@ async def test_the_turn_ends_on_the_first_sufficient_evidence(
             assert vad_silence - 0.021 < t.end_of_turn_delay < vad_silence + 0.2, order
             assert t.voice_to_voice < vad_silence + 0.5 < final_timeout, order
         assert c.llm_requests == 2
+
+
+async def test_an_empty_answer_to_finalize_ends_the_turn_at_once() -> None:
+    """The STT's end-of-speech final does not reach the VAD's end of speech (the VAD
+    hears a quiet tail, a breath or a noise, that the recogniser does not), so the
+    session flushes; Deepgram answers the Finalize with an empty result. That answer is
+    the flush's (``Transcript.flushed``): the turn ends on it, not at ``final_timeout``."""
+    final_timeout = 3.0
+    vad_silence = 0.5
+    options = AgentOptions(turn=TurnOptions(final_timeout=final_timeout))
+    # the VAD hears RMS 300 (of 32768), the fake recogniser's voiced runs need 500
+    tail_seconds = 0.8  # longer than endpointing plus the cover slack: not covered
+    t = np.arange(round(tail_seconds * RATE)) / RATE
+    tail = (np.sin(2 * np.pi * 150.0 * t) * 300 * np.sqrt(2)).astype(np.int16)
+    async with cloud_call(
+        options=options, vad_silence=vad_silence, vad_threshold=0.005, endpointing=300
+    ) as c:
+        await c.say()
+        await c.push(AudioFrame(tail.tobytes(), RATE))
+        await c.until(lambda: bool(c.of(TurnCompleted)))
+        await c.idle()
+        assert [e.text for e in c.of(UserTurnEnded)] == [PHRASE]
+        [turn] = c.session.turns
+        assert turn.end_of_turn_delay is not None and turn.voice_to_voice is not None
+        # the VAD's silence window plus loopback round trips: never the fallback wait
+        assert turn.end_of_turn_delay < vad_silence + 0.2 < final_timeout
+        assert turn.voice_to_voice < vad_silence + 0.5
+        # the order this is about: the final text came before the flush's Finalize
+        assert c.stt_fake.stats.count("Finalize") == 1
+        assert c.llm_requests == 1
 
 
 async def test_an_early_final_of_the_first_words_does_not_cut_the_turn() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import wave
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -117,6 +119,79 @@ async def test_a_call_hears_answers_and_measures() -> None:
         await ws.send(json.dumps({"type": "end"}))
         await asyncio.wait_for(reader, 10)
         assert ws.close_code == 1000
+
+
+@pytest.mark.virtual_time
+async def test_a_typed_turn_is_answered_by_voice() -> None:
+    async with (
+        server(("unused",), ("Many things.",)) as (host, _app, doubles),
+        connect(f"ws://{host}/ws/agent") as ws,
+    ):
+        call = Call(ws)
+        reader = asyncio.create_task(call.collect())
+        await until(lambda: call.of("ready"))
+        await ws.send(json.dumps({"type": "text", "text": "  what can   you do "}))
+        await until(lambda: call.of("turn"))
+        [turn] = call.of("turn")
+        assert turn["metrics"]["user_text"] == "what can you do"
+        assert turn["metrics"]["voice_to_voice"] is None  # no speech: no voice latency
+        agent = [e["text"] for e in call.of("transcript") if e["role"] == "agent"]
+        assert agent == ["Many things."]
+        assert call.audio  # answered by voice
+        [context] = doubles.llm.requests
+        assert context.messages[-1].content == "what can you do"
+        assert doubles.stt.flushes == 0  # nothing went through the recogniser
+        await ws.send(json.dumps({"type": "text", "text": "   "}))
+        await asyncio.wait_for(reader, 10)
+        assert ws.close_code == 1008  # an empty typed turn is refused
+
+
+def read_recording(folder: Path) -> np.ndarray:
+    """The one call recording in ``folder``: 16 kHz stereo int16, (samples, 2)."""
+    [path] = list(folder.glob("call-*.wav"))
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 16000)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+
+
+@pytest.mark.virtual_time
+async def test_a_recorded_call_has_the_user_left_and_the_agent_right(tmp_path: Path) -> None:
+    async with (
+        server(record_dir=tmp_path) as (host, _app, _d),
+        connect(f"ws://{host}/ws/agent") as ws,
+    ):
+        call = Call(ws)
+        reader = asyncio.create_task(call.collect())
+        await until(lambda: call.of("ready"))
+        await push(ws, 0.6, loud=True)
+        await push(ws, 0.5, loud=False)
+        await until(lambda: call.of("turn"))
+        await ws.send(json.dumps({"type": "end"}))
+        await asyncio.wait_for(reader, 10)
+    pcm = read_recording(tmp_path)
+    left, right = pcm[:, 0].astype(np.float64), pcm[:, 1].astype(np.float64)
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+
+    user_part = slice(round(0.1 * 16000), round(0.5 * 16000))  # the user speaks, 0-0.6 s
+    assert rms(left[user_part]) > 1000 and rms(right[user_part]) < 50
+    # the agent's reply is on the right: as many voiced 20 ms blocks as voiced frames sent
+    blocks = right[: len(right) // 320 * 320].reshape(-1, 320)
+    voiced = int(np.count_nonzero(np.sqrt((blocks**2).mean(axis=1)) > 1000))
+    sent = [np.frombuffer(f, dtype="<i2").astype(np.float64) for _, f in call.audio]
+    voiced_sent = sum(rms(f) > 1000 for f in sent)
+    assert voiced_sent > 10 and abs(voiced - voiced_sent) <= 2
+    start = np.flatnonzero(np.abs(right) > 1000)[0]
+    assert start > 0.6 * 16000  # after the user's speech
+    agent_part = slice(start, start + round(0.3 * 16000))
+    assert rms(right[agent_part]) > 1000 and rms(left[agent_part]) < 50  # the user is silent
+
+
+def test_record_dir_must_be_a_folder(tmp_path: Path) -> None:
+    agent = CallableAgent(lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match="not a folder"):
+        create_app(agent, record_dir=tmp_path / "missing")
 
 
 @pytest.mark.virtual_time

@@ -180,10 +180,24 @@ async def test_finals_have_utterance_indexes_times_and_generation() -> None:
         got = await drain(s)
         assert s.state is StreamState.COMPLETED and s.error is None and s.done
     assert got == [
-        Transcript("w7 w8", True, 0.2, 0.8, 0.9, 0, 4),
-        Transcript("w9", True, 1.5, 1.75, 0.9, 1, 4),
+        Transcript("w7 w8", True, 0.2, 0.8, 0.9, 0, 4, flushed=True),  # the flush's answer
+        Transcript("w9", True, 1.5, 1.75, 0.9, 1, 4),  # end_input's: not a flush
     ]
     assert s.audio_seconds == pytest.approx(2.0)
+
+
+async def test_a_flush_with_nothing_to_recognise_is_answered_empty() -> None:
+    """The answer ends a caller's wait on the flush even when there is no text."""
+    async with running(interim_interval=0) as (stt, _), stt.stream(generation=1) as s:
+        s.flush()  # nothing pushed: nothing to recognise
+        first = await anext(s)
+        assert first == Transcript("", True, 0.0, 0.0, 0.0, 0, 1, flushed=True)
+        feed(s, words((0, 0.2), (7, 0.3), (0, 0.1)))
+        s.flush()
+        s.flush()  # the second flush is queued behind the first: only its answer counts
+        s.end_input()
+        got = await drain(s)
+    assert [(t.text, t.flushed) for t in got] == [("w7", False), ("", True)]
 
 
 async def test_interim_transcripts_grow_then_the_final_replaces_them() -> None:
@@ -201,7 +215,7 @@ async def test_interim_transcripts_grow_then_the_final_replaces_them() -> None:
     assert got[-1] == Transcript("w3 w4", True, 0.1, 0.7, 0.9, 0, 2)
 
 
-async def test_flush_without_audio_and_empty_streams_give_nothing() -> None:
+async def test_flush_without_audio_and_empty_streams_give_no_utterance() -> None:
     async with running() as (stt, _):
         async with stt.stream() as s:
             s.flush()
@@ -209,7 +223,11 @@ async def test_flush_without_audio_and_empty_streams_give_nothing() -> None:
             feed(s, words((5, 0.2)))
             s.end_input()
             got = await drain(s)
-        assert [(t.text, t.utterance) for t in got if t.is_final] == [("w5", 0)]
+        # one empty answer, to the second flush (the first was queued behind it)
+        assert [(t.text, t.utterance, t.flushed) for t in got if t.is_final] == [
+            ("", 0, True),
+            ("w5", 0, False),
+        ]
         async with stt.stream() as s:
             s.end_input()
             assert await drain(s) == []

@@ -394,6 +394,7 @@ def _serve(args: argparse.Namespace) -> int:
         twilio_auth_token=args.twilio_auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
         public_url=args.public_url,
         ice_servers=args.ice_server,
+        record_dir=args.record_dir,
     )
     return 0
 
@@ -638,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a STUN/TURN server for WebRTC calls across NAT, repeatable: stun:HOST[:PORT] "
         "or turn:USER:CREDENTIAL@HOST[:PORT][?transport=udp|tcp] (default: none)",
+    )
+
+    srv.add_argument(
+        "--record-dir",
+        metavar="DIR",
+        help="record each /ws/agent call to one stereo WAV in DIR (user left, agent right)",
     )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")

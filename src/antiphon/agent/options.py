@@ -7,6 +7,7 @@ from typing import Literal
 
 from antiphon.errors import ConfigError
 from antiphon.protocols.retry import Backoff
+from antiphon.services.turn import EndOfTurn
 
 __all__ = ["AgentOptions", "InterruptionOptions", "Misheard", "TurnOptions"]
 
@@ -43,13 +44,24 @@ class TurnOptions:
     2-core machine) extends the wait up to its own ``STTDeadlines.final``, and a final
     that comes after an empty timeout still starts the turn; so the default stays short
     for a streaming cloud STT whose final was lost.
+
+    ``end_of_turn``: a semantic end-of-turn hook (:class:`~antiphon.services.turn.EndOfTurn`,
+    a turn model behind silence), or None for silence alone. With one, the VAD's silence
+    window is the short *probe* (0.2-0.3 s): at it the session asks the model with the
+    user's audio, and ends the turn at once on "complete", or after the verdict's ``hold``
+    of further silence (``EndOfTurnOptions.max_silence`` for "not yet",
+    ``fallback_silence`` when the model is slow, fails or is absent); speech in the hold
+    continues the turn. The session never closes the hook's detector: its owner does.
     """
 
     final_timeout: float = 1.0
     preemptive: bool = True
+    end_of_turn: EndOfTurn | None = None
 
     def __post_init__(self) -> None:
         _seconds("TurnOptions", "final_timeout", self.final_timeout, zero_ok=False)
+        if self.end_of_turn is not None and not isinstance(self.end_of_turn, EndOfTurn):
+            raise ConfigError("TurnOptions.end_of_turn must be an EndOfTurn or None")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,13 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   when the user interrupts, the history keeps only the text that was heard
   (:mod:`antiphon.agent.playback`).
 - **Turn-taking runs on audio time** (the VAD's positions), and the few waits on wall
-  time (the STT final, the tool filler) run on the session's clock.
+  time (the STT final, the tool filler, a turn model's hold) run on the session's clock.
+  The wait for the final ends on the first sufficient evidence: a final that covers the
+  speech, or the STT's answer to the flush (``Transcript.flushed``, even empty).
+- **A turn model only advises** (``TurnOptions.end_of_turn``): at the VAD's short probe
+  one owned task asks it and posts the verdict, numbered by pause, to the mailbox; a
+  verdict of a pause the user has spoken since is dropped, and a hold timer (armed at
+  the fallback silence first) ends the pause when the model is slow or silent.
 - **A failed task fails the session** (DESIGN rule 12, a trio nursery): the session's
   :class:`~antiphon.aio.tasks.TaskOwner` reports a task that dies with an exception at
   once; the session then emits ``AgentError(recoverable=False)``, enters ``CLOSED`` with
@@ -66,8 +72,10 @@ from antiphon.agent.events import (
     AgentReplied,
     AgentResumed,
     AgentState,
+    DTMFReceived,
     FalseInterruption,
     Interrupted,
+    MachineDetected,
     StateChanged,
     TurnCompleted,
     TurnMetrics,
@@ -97,6 +105,7 @@ from antiphon.services.llm import LLM, ChatContext, ChatMessage
 from antiphon.services.stt import STT, RecognizeStream, Transcript
 from antiphon.services.tools import FunctionTool, ToolThreads
 from antiphon.services.tts import TTS
+from antiphon.services.turn import TurnAudio, TurnVerdict
 from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
@@ -159,6 +168,19 @@ class _Say:
 @dataclass(frozen=True, slots=True)
 class _ReopenStt:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The end-of-turn model's verdict on the pause numbered ``pause``."""
+
+    pause: int
+    verdict: TurnVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class _Typed:
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +310,18 @@ class AgentSession:
         self._timer_token = 0
         self._timer: asyncio.Task[None] | None = None
         self._input_ended = False
+        self._typed: list[str] = []  # send_text() turns waiting for an uninterruptible reply
+
+        # semantic end of turn (TurnOptions.end_of_turn): the user's audio for the model,
+        # the pause being decided (numbered: a verdict on an older one is dropped)
+        eot = self.options.turn.end_of_turn
+        detector = eot.detector if eot is not None else None
+        self._turn_audio = (
+            TurnAudio(detector.sample_rate, detector.max_audio) if detector is not None else None
+        )
+        self._pause = 0
+        self._pause_item: _Vad | None = None  # the SpeechEnd of the pause being decided
+        self._eot_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -440,6 +474,8 @@ class AgentSession:
         if self._input_ended:
             raise StreamClosedError("push_audio() after end_input()")
         events = self.vad.process(frame)
+        if self._turn_audio is not None:
+            self._turn_audio.push(frame)
         stream = self._stt_stream
         if stream is not None and not stream.done:
             # audio is lost while a failed STT stream is replaced; a stream that fails
@@ -495,6 +531,20 @@ class AgentSession:
         self._idle.clear()
         self._post(_Say(text.strip(), allow_interruptions, add_to_history))
 
+    def send_text(self, text: str) -> None:
+        """A user turn typed rather than spoken (a chat box on a voice call).
+
+        It is a whole turn: it interrupts an interruptible reply (as barge-in does), joins
+        the text of a reply dropped before it spoke, and is answered by voice like a
+        spoken turn. While an uninterruptible reply speaks it waits for its end.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("send_text() needs non-empty text")
+        if not self._started or self._closing:
+            raise StreamClosedError("send_text() needs a started, open session")
+        self._idle.clear()
+        self._post(_Typed(" ".join(text.split())))
+
     # ------------------------------------------------------------------ events
 
     def events(self) -> Subscription:
@@ -511,6 +561,25 @@ class AgentSession:
     def on_event(self, fn: Callable[[AgentEvent], None]) -> Callable[[], None]:
         """Call ``fn(event)`` synchronously as each event happens; returns the remover."""
         return self._hub.add_listener(fn)
+
+    def notify(self, event: DTMFReceived | MachineDetected) -> None:
+        """Deliver an event of the line to the session's listeners (for transports).
+
+        A transport calls it with what the call says besides audio: a key press
+        (:class:`~antiphon.agent.events.DTMFReceived`) or who answered an outbound call
+        (:class:`~antiphon.agent.events.MachineDetected`). Listeners get it in order with
+        the session's own events; after close it is dropped.
+
+        Raises:
+            ConfigError: ``event`` is not one of those.
+        """
+        if not isinstance(event, DTMFReceived | MachineDetected):
+            raise ConfigError(
+                f"notify() takes DTMFReceived or MachineDetected, got {type(event).__name__}"
+            )
+        if self._closing:
+            return
+        self._emit(event)
 
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)
@@ -558,7 +627,9 @@ class AgentSession:
             self._reply is None
             and not self._user_speaking
             and not self._awaiting_final
+            and self._pause_item is None
             and not self._says
+            and not self._typed
             and self._mailbox.qsize() == 0
         )
         if idle:
@@ -608,11 +679,18 @@ class AgentSession:
         elif isinstance(item, _Timer):
             if item.token == self._timer_token and item.kind == "final":
                 self._on_final_timeout()
+            elif item.token == self._timer_token and item.kind == "hold":
+                self._end_pause()
+        elif isinstance(item, _Verdict):
+            self._on_verdict(item)
         elif isinstance(item, ReplyNews):
             self._on_reply_news(item)
         elif isinstance(item, _Say):
             self._says.append(item)
             self._next_say()
+        elif isinstance(item, _Typed):
+            self._typed.append(item.text)
+            self._on_typed()
         elif isinstance(item, _SttEnded):
             self._on_stt_ended(item)
         elif isinstance(item, _ReopenStt):
@@ -630,6 +708,7 @@ class AgentSession:
     def _on_speech_start(self) -> None:
         self._user_speaking = True
         self._final_missed = False
+        self._drop_pause()
         if self._stt_stream is None:
             self._turn.lost = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
@@ -661,9 +740,27 @@ class AgentSession:
         if reply is not None and reply.speaking:
             self._turn.lost = False
             return  # speech over an uninterruptible reply: ignored
-        # the user paused: finalise what was said and wait (bounded) for the final
         padding = min(self.vad.options.padding, item.event.time)
         self._speech_end_at = item.at - max(0.0, item.lag + padding)
+        eot = self.options.turn.end_of_turn
+        if eot is not None and not self._turn.lost:
+            # the VAD's window was the probe: ask the model (one owned task) whether the
+            # turn is over; silence decides if it does not answer (the hold timer)
+            self._pause += 1
+            self._pause_item = item
+            audio = self._turn_audio.snapshot() if self._turn_audio is not None else None
+            probe = self.vad.options.min_silence_duration
+            self._arm_timer("hold", max(0.0, eot.options.fallback_silence - probe))
+            self._eot_task = self._tasks.spawn(
+                self._ask_turn_model(self._pause, audio, probe), name="end-of-turn"
+            )
+            self._set_state(AgentState.LISTENING, "speech paused")
+            return
+        self._await_final(item)
+
+    def _await_final(self, item: _Vad) -> None:
+        """The user's speech is over: finalise what was said and wait (bounded) for the
+        final."""
         stream = self._stt_stream
         if stream is not None and not stream.done:
             with contextlib.suppress(StreamClosedError):
@@ -684,6 +781,64 @@ class AgentSession:
             if text:
                 self._start_reply(text, committed=False)
 
+    async def _ask_turn_model(self, pause: int, audio: AudioFrame | None, probe: float) -> None:
+        eot = self.options.turn.end_of_turn
+        assert eot is not None
+        verdict = await eot.decide(audio, silent_for=probe)
+        self._post(_Verdict(pause, verdict))
+
+    def _on_verdict(self, item: _Verdict) -> None:
+        if item.pause != self._pause or self._pause_item is None or self._user_speaking:
+            return  # the user spoke since: the turn went on
+        self._eot_task = None
+        v = item.verdict
+        log.debug("end of turn: %s (%s, hold %.2f s)", v.complete, v.source, v.hold)
+        if v.hold <= 0:
+            self._end_pause()
+        else:
+            self._arm_timer("hold", v.hold)
+
+    def _end_pause(self) -> None:
+        """The pause is the end of the turn (the model said so, or silence did)."""
+        item, self._pause_item = self._pause_item, None
+        if item is None or self._user_speaking:
+            return
+        if self._eot_task is not None:
+            self._eot_task.cancel()
+            self._eot_task = None
+        self._await_final(item)
+
+    def _drop_pause(self) -> None:
+        """Speech resumed during a pause: no verdict or hold of it may end the turn."""
+        self._pause += 1
+        self._pause_item = None
+        if self._eot_task is not None:
+            self._eot_task.cancel()
+            self._eot_task = None
+
+    def _on_typed(self) -> None:
+        """Answer the typed turns now, unless an uninterruptible reply holds the floor."""
+        if not self._typed or self._closing:
+            return
+        reply = self._reply
+        if reply is not None:
+            if not reply.allow_interruptions:
+                return  # answered when it ends (_next_say)
+            if reply.speaking:
+                self._interrupt(reply)
+            else:
+                self._abandon_reply(reply, "the user typed a turn")  # may answer it
+            if self._reply is not None or not self._typed:
+                return
+        text = " ".join([self._turn.carry, *self._typed]).strip()
+        self._typed.clear()
+        self._turn.carry = ""
+        self._drop_pause()
+        self._cancel_timer()
+        self._awaiting_final = False
+        self._speech_end_at = self._final_delay = None  # no speech: no voice latencies
+        self._start_reply(text, committed=True)
+
     def _finals_cover(self, item: _Vad) -> bool:
         """Do the finals heard so far cover the speech that just ended (``item``)?"""
         if item.stt_time is None:
@@ -694,6 +849,8 @@ class AgentSession:
     def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
         text = t.text.strip()
         if not text:
+            if t.flushed:
+                self._on_flush_answered(stream)
             return
         if stream is not None and stream is self._stt_stream:
             self._stt_failures = 0  # the recogniser works again
@@ -714,6 +871,18 @@ class AgentSession:
         if self._overlap:
             self._maybe_interrupt()
 
+    def _on_flush_answered(self, stream: RecognizeStream | None) -> None:
+        """The STT answered the flush with nothing more: the turn ends now, not at the
+        ``final_timeout`` (a final of the stream's own, e.g. ``speech_final``, came first).
+        The stream marks an answer only when no later flush waits behind it.
+        """
+        if stream is None or stream is not self._stt_stream:
+            return
+        if self._awaiting_final and not self._user_speaking:
+            if self._speech_end_at is not None:
+                self._final_delay = self.clock.now() - self._speech_end_at
+            self._end_of_turn()
+
     def _on_final_timeout(self) -> None:
         if self._awaiting_final and not self._user_speaking:
             stream = self._stt_stream
@@ -730,6 +899,8 @@ class AgentSession:
     def _end_of_turn(self, *, behind: bool = False) -> None:
         self._cancel_timer()
         self._awaiting_final = False
+        if self._turn_audio is not None:
+            self._turn_audio.clear()
         behind = behind or self._turn.lost
         # a fragment: the recogniser lost or never finished part of this turn
         taken = self._turn.take(behind=behind)
@@ -884,6 +1055,9 @@ class AgentSession:
         self._next_say()
 
     def _next_say(self) -> None:
+        if self._reply is None and self._typed and not self._closing:
+            self._on_typed()
+            return
         if self._reply is not None or not self._says or self._closing:
             return
         say = self._says.pop(0)
@@ -999,7 +1173,7 @@ class AgentSession:
         # audio meanwhile is lost, and so is the turn it belonged to
         delay = self.options.stt_backoff.delay(self._stt_failures - 1)
         self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
-        if self._user_speaking or self._awaiting_final:
+        if self._user_speaking or self._awaiting_final or self._pause_item is not None:
             self._turn.lost = True
         if self._awaiting_final and not self._user_speaking:
             self._end_of_turn(behind=True)  # its final is lost: never silence

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +40,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.audio.recording import CallRecorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json
 from antiphon.protocols import twilio as tw
@@ -105,6 +108,7 @@ def create_app(
     clock: Clock | None = None,
     ice_servers: Sequence[IceServer] = (),
     carriers: CarrierSecrets | None = None,
+    record_dir: str | Path | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``agent`` (see the module docstring and docs/server.md).
 
@@ -127,9 +131,12 @@ def create_app(
             and, through ``GET /webrtc/config``, to the page's.
         carriers: the secrets that check Telnyx, Plivo, Vonage and Exotel requests
             (:mod:`antiphon.server.telephony`; None: none checked).
+        record_dir: record every ``/ws/agent`` call to one stereo WAV in this folder
+            (``call-<time>-<id>.wav``: the user left, the agent right; None: no recording).
 
     Raises:
-        ConfigError: an empty token or carrier secret, or limits that make no sense.
+        ConfigError: an empty token or carrier secret, limits that make no sense, or a
+            ``record_dir`` that is no folder.
     """
     if token is not None and not token.strip():
         raise ConfigError("the token is empty: give a secret (e.g. openssl rand -hex 16)")
@@ -137,6 +144,8 @@ def create_app(
         raise ConfigError("the Twilio auth token is empty: give the account's auth token")
     if guard_metrics and token is None:
         raise ConfigError("guarding /metrics needs a token")
+    if record_dir is not None and not Path(record_dir).is_dir():
+        raise ConfigError(f"record_dir {str(record_dir)!r} is not a folder: create it first")
     lim = limits or EdgeLimits()
     clock = clock or MonotonicClock()
     origins = frozenset(normalize_origin(o) for o in allow_origins)
@@ -309,7 +318,13 @@ def create_app(
             clock=clock,
         )
         async with watched(guard):
-            bridge = WebSocketBridge(agent.new_session(), guard, input_rate=input_rate, limits=lim)
+            recorder = None
+            if record_dir is not None:  # one stereo WAV per call: user left, agent right
+                name = f"call-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.wav"
+                recorder = CallRecorder(Path(record_dir) / name)
+            bridge = WebSocketBridge(
+                agent.new_session(), guard, input_rate=input_rate, limits=lim, recorder=recorder
+            )
             guard.on_expire = bridge.end
             await run_call(bridge)
 
@@ -474,8 +489,11 @@ def serve(
     guard_metrics: bool = False,
     ice_servers: Sequence[IceServer] = (),
     carriers: CarrierSecrets | None = None,
+    record_dir: str | Path | None = None,
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop.
+
+    ``record_dir``: record each ``/ws/agent`` call there (see :func:`create_app`).
 
     ``carriers`` None: the carriers' secrets from the environment
     (:meth:`~antiphon.server.telephony.CarrierSecrets.from_env`).
@@ -500,6 +518,7 @@ def serve(
         guard_metrics=guard_metrics,
         ice_servers=ice_servers,
         carriers=carriers if carriers is not None else CarrierSecrets.from_env(),
+        record_dir=record_dir,
     )
     config = uvicorn.Config(
         app,

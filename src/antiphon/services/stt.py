@@ -55,7 +55,10 @@ class Transcript:
     of the same utterance). ``start``/``end``: seconds of the stream's audio (from its
     first pushed sample). ``confidence`` in [0, 1] (engines without one give 1.0 for
     final and 0.0 for interim). ``utterance``: counts the utterances of the stream from 0.
-    ``generation``: the turn the stream belongs to.
+    ``generation``: the turn the stream belongs to. ``flushed``: this final answers the
+    stream's flushes (every one sent so far): nothing more will come for the audio before
+    them, so an agent waiting on the flush may end the turn at once. Its text may be empty
+    (the engine had nothing left to say); such an empty answer is never an utterance.
     """
 
     text: str
@@ -65,6 +68,7 @@ class Transcript:
     confidence: float = 0.0
     utterance: int = 0
     generation: int = 0
+    flushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,7 @@ class RecognizeStream(InputStream[Transcript]):
     ) -> None:
         super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
         self.audio_seconds = 0.0
+        self._flushes_queued = 0  # flush() calls the stream's task has not taken yet
         self._launch(owner, f"{provider}-recognize")
 
     # -- input
@@ -136,9 +141,14 @@ class RecognizeStream(InputStream[Transcript]):
             self._mailbox.send_nowait(AudioInput(frame))
 
     def flush(self) -> None:
-        """The current utterance is over: finalise it now; more audio may follow."""
+        """The current utterance is over: finalise it now; more audio may follow.
+
+        Plugins that know which message answers it mark that final with
+        ``flushed`` (its text empty when nothing was left to recognise).
+        """
         self._check_input("flush")
         self._mailbox.send_nowait(FlushInput())
+        self._flushes_queued += 1
 
     def end_input(self) -> None:
         """No more audio: the stream completes once its final transcripts are out."""
@@ -151,10 +161,19 @@ class RecognizeStream(InputStream[Transcript]):
 
     # -- output
     async def finals(self) -> list[Transcript]:
-        """Every final transcript of the stream (raises the stream's error on failure)."""
-        return [t async for t in self if t.is_final]
+        """Every final transcript with text (raises the stream's error on failure)."""
+        return [t async for t in self if t.is_final and t.text]
 
     # -- for plugins
+    def _took_flush(self) -> None:
+        """The stream's task took a :class:`FlushInput` from the mailbox."""
+        self._flushes_queued -= 1
+
+    @property
+    def _flush_pending(self) -> bool:
+        """A flush is still queued: an answer now does not answer it (not ``flushed``)."""
+        return self._flushes_queued > 0
+
     def _emit(self, transcript: Transcript) -> None:
         if self._state is StreamState.RUNNING:
             self._out.send_nowait(transcript)
@@ -478,16 +497,20 @@ class InProcessRecognizeStream(RecognizeStream):
             await worker.call(_feeder(*pcm), timeout=dl.process, stage="process")
             samples += sum(len(p) for p in pcm) // 2
 
-        async def finish(tail: AudioFrame) -> None:
+        async def finish(tail: AudioFrame, *, flush: bool) -> None:
+            """End the open utterance; a flush is always answered (``flushed``)."""
             nonlocal utt_start, utterance, last_interim
             if tail.samples_per_channel:
                 await feed(tail.data)
-            if utt_start is None:
-                return
-            worker = await self._engine()
-            hyp = await worker.call(_finish, timeout=dl.final, stage="final")
-            await self._release(True)
-            offset = utt_start / rate
+            hyp: Hypothesis | None = None
+            offset, number = samples / rate, utterance
+            if utt_start is not None:
+                worker = await self._engine()
+                hyp = await worker.call(_finish, timeout=dl.final, stage="final")
+                await self._release(True)
+                offset = utt_start / rate
+                utterance += 1
+                utt_start, last_interim = None, ""
             if hyp is not None and hyp.text:
                 self._emit(
                     Transcript(
@@ -496,12 +519,13 @@ class InProcessRecognizeStream(RecognizeStream):
                         offset + hyp.start,
                         offset + hyp.end,
                         hyp.confidence,
-                        utterance,
+                        number,
                         self.generation,
+                        flushed=flush and not self._flush_pending,
                     )
                 )
-            utterance += 1
-            utt_start, last_interim = None, ""
+            elif flush and not self._flush_pending:  # nothing to say: end the wait
+                self._emit(Transcript("", True, offset, offset, 0.0, number, self.generation, True))
 
         async def interim() -> None:
             nonlocal last_interim
@@ -567,10 +591,11 @@ class InProcessRecognizeStream(RecognizeStream):
                 if batch:
                     await feed(*batch)
             elif isinstance(item, FlushInput):
-                await finish(converter.flush())
+                self._took_flush()
+                await finish(converter.flush(), flush=True)
                 since_interim = 0
             elif isinstance(item, EndInput):
-                await finish(converter.flush())
+                await finish(converter.flush(), flush=False)
                 await self._release(True)
                 return
 

@@ -26,6 +26,9 @@ How it is built:
   millisecond), at most ``max_reconnects`` per stream and within ``reconnect_budget``
   seconds per outage; credentials and quota errors (not ``retryable``), timeouts and lost
   audio are never retried. The stream then fails with the last typed error;
+- the transcript that answers the flushes is marked ``flushed``: the server message after
+  which the machine owes nothing more (its last final, or an empty final made for an
+  answer without one);
 - deadlines: ``connect`` per attempt; ``process`` per send; ``final`` from a flush or
   ``end_input`` to the answer; ``idle`` between server messages while an answer is owed
   (restarted when a new connection takes over).
@@ -278,6 +281,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         self._last_send = 0.0
         self._heard_at = 0.0  # the reader's last server message (written by the reader only)
         self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
+        self._until = 0.0  # the end of the latest transcript (stream seconds)
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -303,7 +307,16 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             while True:
                 data = await conn.recv()
                 self._heard_at = loop.time()
-                error = self._apply(session.feed(data))
+                owed = session.awaiting
+                actions = session.feed(data)
+                # the message that leaves nothing owed answers every flush sent so far
+                answered = (
+                    owed
+                    and not session.awaiting
+                    and stt.accepts_input(session)
+                    and not self._flush_pending
+                )
+                error = self._apply(actions, answered=answered)
                 if error is not None:
                     self._fail_now(error)
                     return
@@ -327,24 +340,39 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                 ProviderError(f"unexpected error: {exc!r}", provider=stt.provider, stage="receive")
             )
 
-    def _apply(self, actions: Sequence[Action]) -> ProviderError | None:
-        """Deliver the transcripts of ``actions``; the first error, if one failed it."""
+    def _apply(self, actions: Sequence[Action], *, answered: bool = False) -> ProviderError | None:
+        """Deliver the transcripts of ``actions``; the first error, if one failed it.
+
+        ``answered``: they answer the flushes, so their last final is marked ``flushed``
+        (an empty final is made when they hold none).
+        """
+        found: list[Recognized] = []
         for action in actions:
             out = self._stt.interpret(action)
             if out is None:
                 continue
             if isinstance(out, ProviderError):
                 return out
+            found.append(out)
+        last = max((i for i, r in enumerate(found) if r.is_final), default=None)
+        for i, r in enumerate(found):
+            flushed = answered and i == last
             self._emit(
                 Transcript(
-                    out.text,
-                    out.is_final,
-                    out.start,
-                    out.end,
-                    out.confidence,
-                    out.utterance,
+                    r.text,
+                    r.is_final,
+                    r.start,
+                    r.end,
+                    r.confidence,
+                    r.utterance,
                     self.generation,
+                    flushed,
                 )
+            )
+            self._until = max(self._until, r.end)
+        if answered and last is None:
+            self._emit(
+                Transcript("", True, self._until, self._until, 0.0, 0, self.generation, True)
             )
         return None
 
@@ -506,6 +534,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                     return
                 was_awaiting = session.awaiting
                 if isinstance(item, FlushInput):
+                    self._took_flush()
                     msgs, actions = stt.flush_input(session)
                     error = self._apply(actions)
                     if error is not None:

@@ -3,10 +3,9 @@
 A key press is an event, not audio: it reaches the session's listeners (``on_event``,
 ``events()``) as :class:`~antiphon.agent.events.DTMFReceived`, tagged with the session's
 current generation; so does Twilio's answering-machine verdict on an outbound call
-(:class:`~antiphon.agent.events.MachineDetected`). The session has no public way for a
-transport to emit an event, so this module is the one place that uses its event hub
-(``AgentSession._emit``); the day the session grows a public hook, only this module
-changes.
+(:class:`~antiphon.agent.events.MachineDetected`). Both go through the session's public
+hook for transports, :meth:`~antiphon.agent.AgentSession.notify`, after the values are
+checked here.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ def deliver_dtmf(session: AgentSession, digit: str) -> None:
     """
     if len(digit) != 1 or digit not in DTMF_DIGITS:
         raise ValueError(f"not a DTMF key: {digit[:8]!r} (one of 0-9, *, #, A-D)")
-    session._emit(DTMFReceived(digit, session.generation))
+    session.notify(DTMFReceived(digit, session.generation))
 
 
 ANSWERED_BY = frozenset(
@@ -46,4 +45,4 @@ def deliver_answered_by(session: AgentSession, answered_by: str) -> None:
     """
     if answered_by not in ANSWERED_BY:
         raise ValueError(f"unknown AnsweredBy {answered_by[:40]!r}")
-    session._emit(MachineDetected(answered_by, session.generation))
+    session.notify(MachineDetected(answered_by, session.generation))

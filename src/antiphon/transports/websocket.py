@@ -6,13 +6,17 @@ WebSocket, see :class:`StarletteSocket`) and tests.
 
 - **One reader task** takes the client's messages in order, through a
   :class:`~antiphon.transports.limits.ConnectionGuard` (size, rate, audio budget): audio
-  goes to ``session.push_audio`` (validated), ``say`` and ``end`` to the session (JSON
-  depth and ``say`` length bounded); bad input ends the call with the close code the
+  goes to ``session.push_audio`` (validated), ``say``, ``text`` (a typed user turn,
+  ``session.send_text``), ``dtmf`` and ``end`` to the session (JSON depth and text
+  length bounded); bad input ends the call with the close code the
   protocol names.
 - **One sender task** sends everything the client gets, in order, from one queue: agent
   audio (from the session's paced output, by a pump task) and events. Events are queued
   by a synchronous listener the moment the session emits them, so ``clear`` is always
   queued before any audio of the next turn.
+- **Recording** (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`):
+  the user's frames as they are pushed to the session, the agent's as they are sent
+  (queued audio dropped on an interruption is not in the file); closed after the call.
 - **Every send has a deadline**: a client that stops reading cannot hold the session;
   its call is closed.
 """
@@ -36,7 +40,9 @@ from antiphon.agent.events import (
     UserTranscribed,
 )
 from antiphon.agent.session import AgentSession
+from antiphon.aio.tasks import shielded_wait
 from antiphon.audio.frame import AudioFrame
+from antiphon.audio.recording import CallRecorder
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
@@ -115,8 +121,10 @@ class WebSocketBridge(CallBridge[bytes | str]):
         *,
         input_rate: int = 16000,
         limits: EdgeLimits | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.limits = limits or EdgeLimits()
+        self.recorder = recorder
         if not isinstance(ws, ConnectionGuard):
             ws = ConnectionGuard(
                 ws,
@@ -132,6 +140,20 @@ class WebSocketBridge(CallBridge[bytes | str]):
         self.name = f"ws-{self.id}"
         self.frames_sent = 0
         self.frames_received = 0
+
+    async def run(self) -> int:
+        """Run the call (see :meth:`CallBridge.run`); the recording is closed after it."""
+        try:
+            return await super().run()
+        finally:
+            if self.recorder is not None:
+                recorder = self.recorder
+                # bounded (it joins its writer thread); completes even if we are cancelled
+                closing = asyncio.get_running_loop().create_task(recorder.aclose())
+                try:
+                    await shielded_wait(closing)
+                except OSError as exc:  # the call is over; the file is what failed
+                    log.warning("%s: the recording %s failed: %s", self.name, recorder.path, exc)
 
     def _hello(self) -> None:
         self._queue(
@@ -161,6 +183,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if isinstance(item, bytes):
             await self.ws.send_bytes(item)
             self.frames_sent += 1
+            if self.recorder is not None:  # what the caller got, not what was queued
+                self.recorder.agent(AudioFrame(item, self.session.output.sample_rate, 1))
         else:
             await self.ws.send_text(item)
 
@@ -180,10 +204,13 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if not data:
             return
         self.frames_received += 1
+        frame = AudioFrame(data, self.input_rate, 1)
         try:
-            self.session.push_audio(AudioFrame(data, self.input_rate, 1))
+            self.session.push_audio(frame)
         except StreamClosedError as exc:
             raise CallEnded(1011, f"the agent ended: {exc}") from None
+        if self.recorder is not None:
+            self.recorder.user(frame)
 
     async def _command(self, text: str) -> None:
         limits = self.limits
@@ -201,6 +228,16 @@ class WebSocketBridge(CallBridge[bytes | str]):
             if len(said) > limits.max_say_chars:
                 raise CallEnded(TOO_BIG, f"say takes at most {limits.max_say_chars} characters")
             self.session.say(said)
+        elif kind == "text":  # a typed user turn, answered by voice
+            typed = message.get("text")
+            if not isinstance(typed, str) or not typed.strip():
+                raise CallEnded(POLICY, "text needs a non-empty text")
+            if len(typed) > limits.max_say_chars:
+                raise CallEnded(TOO_BIG, f"text takes at most {limits.max_say_chars} characters")
+            try:
+                self.session.send_text(typed)
+            except StreamClosedError as exc:
+                raise CallEnded(1011, f"the agent ended: {exc}") from None
         elif kind == "dtmf":  # a key pressed: to the agent as DTMFReceived
             digit = message.get("digit")
             try:
