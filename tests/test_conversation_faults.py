@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -37,6 +37,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ProviderError
 from antiphon.plugins.deepgram import DeepgramSTT, DeepgramTTS
 from antiphon.plugins.openai import OpenAILLM
+from antiphon.protocols.retry import Backoff
 from antiphon.services.stt import STTDeadlines
 from antiphon.services.tools import FunctionTool, function_tool
 from antiphon.services.tts import TTS
@@ -125,6 +126,11 @@ class Call:
         return await self.until(is_idle, limit=limit)
 
 
+# Every retry wait is jittered in production; here the draw is fixed (mid-range) so that each
+# row's timeline, and so what the caller hears, is the same on every run.
+STEADY = Backoff(rand=lambda: 0.5)
+
+
 @contextlib.asynccontextmanager
 async def cloud_call(
     *,
@@ -155,8 +161,11 @@ async def cloud_call(
             base_url=stt_fake.url,
             endpointing=endpointing,
             deadlines=stt_deadlines,
+            backoff=STEADY,
         )
-        llm = OpenAILLM("gpt-4o-mini", api_key=LLM_KEY, base_url=llm_fake.base_url)
+        llm = OpenAILLM(
+            "gpt-4o-mini", api_key=LLM_KEY, base_url=llm_fake.base_url, retry_backoff=STEADY
+        )
         tts = DeepgramTTS(api_key=TTS_KEY, base_url=tts_fake.url)
         # the offline fallback: the tone TTS double (in-process, on the loop's clock) stands
         # in for espeak, whose engine thread the virtual-time loop cannot wait for
@@ -177,7 +186,7 @@ async def cloud_call(
             tts=tts,
             tools=tools,
             clock=MonotonicClock(),
-            options=options,
+            options=replace(options or AgentOptions(), stt_backoff=STEADY),
             fallback_tts=fallback,
         )
         call = Call(session, stt_fake, llm_fake, tts_fake, llm)
