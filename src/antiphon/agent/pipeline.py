@@ -11,7 +11,8 @@ Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
-  far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription).
+  far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
+  ``speechmatics``.
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 VADS = ("silero", "webrtc")
-STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai", "openai")
+STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai", "openai", "speechmatics")
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
 #: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
@@ -225,6 +226,14 @@ async def open_services(
             stt = OpenAISTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = OpenAISTT()
+    elif spec.stt == "speechmatics":
+        from antiphon.plugins.speechmatics import SpeechmaticsSTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("speechmatics", stack, spec.fake_vocabulary)
+            stt = SpeechmaticsSTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = SpeechmaticsSTT()
     elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 

@@ -20,6 +20,7 @@ from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread, serving
+from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "FakeOpenAIChat",
     "FakeRealtimeServer",
     "FakeServer",
+    "FakeSpeechmaticsSTT",
     "FakeWsServer",
     "FakeXAITTS",
     "FaultPlan",

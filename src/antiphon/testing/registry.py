@@ -6,8 +6,8 @@ runs each cloud service against its fake on loopback.
 
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
-- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI), LLM (OpenAI-compatible,
-  Anthropic, Gemini) and TTS fakes a pipeline needs.
+- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI, OpenAI, Speechmatics),
+  LLM (OpenAI-compatible, Anthropic, Gemini) and TTS fakes a pipeline needs.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OPENAI_STT_
 from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.openai_tts import FakeOpenAITTS
 from antiphon.testing.server import FakeServer
+from antiphon.testing.speechmatics_stt import DEFAULT_API_KEY as SPEECHMATICS_KEY
+from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
 
 __all__ = ["TTS_FAKES", "FakeTTS", "LoopbackFakes", "tts_fake"]
@@ -95,9 +97,14 @@ class LoopbackFakes:
             oai = FakeOpenAITranscription(self.plan, vocabulary=vocabulary)
             await stack.enter_async_context(oai)
             return Endpoint(oai.url, OPENAI_STT_KEY)
+        if provider == "speechmatics":
+            smx = FakeSpeechmaticsSTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(smx)
+            return Endpoint(smx.url, SPEECHMATICS_KEY)
         if provider != "deepgram":
             raise ConfigError(
-                f"no fake server for STT provider {provider!r}; use deepgram, assemblyai or openai"
+                f"no fake server for STT provider {provider!r}; "
+                "use deepgram, assemblyai, openai or speechmatics"
             )
         fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)
