@@ -15,6 +15,7 @@ from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
@@ -32,6 +33,7 @@ __all__ = [
     "FakeCartesiaTTS",
     "FakeDeepgramSTT",
     "FakeDeepgramTTS",
+    "FakeElevenLabsSTT",
     "FakeElevenLabsTTS",
     "FakeOpenAIChat",
     "FakeRealtimeServer",

@@ -6,7 +6,7 @@ runs each cloud service against its fake on loopback.
 
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
-- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI, OpenAI, Speechmatics),
+- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI, OpenAI, Speechmatics, ElevenLabs),
   LLM (OpenAI-compatible, Anthropic, Gemini) and TTS fakes a pipeline needs.
 """
 
@@ -28,6 +28,8 @@ from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DEEPGRAM_STT_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+from antiphon.testing.elevenlabs_stt import DEFAULT_API_KEY as ELEVENLABS_STT_KEY
+from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
@@ -97,6 +99,10 @@ class LoopbackFakes:
             oai = FakeOpenAITranscription(self.plan, vocabulary=vocabulary)
             await stack.enter_async_context(oai)
             return Endpoint(oai.url, OPENAI_STT_KEY)
+        if provider == "elevenlabs":
+            xis = FakeElevenLabsSTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(xis)
+            return Endpoint(xis.url, ELEVENLABS_STT_KEY)
         if provider == "speechmatics":
             smx = FakeSpeechmaticsSTT(self.plan, vocabulary=vocabulary)
             await stack.enter_async_context(smx)
@@ -104,7 +110,7 @@ class LoopbackFakes:
         if provider != "deepgram":
             raise ConfigError(
                 f"no fake server for STT provider {provider!r}; "
-                "use deepgram, assemblyai, openai or speechmatics"
+                "use deepgram, assemblyai, openai, speechmatics or elevenlabs"
             )
         fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)
