@@ -403,8 +403,9 @@ async def test_every_message_fits_the_sdk_models() -> None:
         async with SpeechmaticsSTT(
             api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST
         ) as stt:
-            with pytest.raises(ProviderError, match="job_error"):
+            with pytest.raises(ProviderError, match="job_error") as info:
                 await stt.recognize(speech(PHRASES[2]))
+            assert info.value.retryable  # job_error: the reference says to retry
     kinds = {m["message"] for m in fake.sent}
     assert kinds == {
         "RecognitionStarted",

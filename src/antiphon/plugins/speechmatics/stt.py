@@ -33,7 +33,7 @@ from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import speechmatics_stt as sm
 from antiphon.protocols.retry import Backoff
-from antiphon.protocols.stt_session import Action
+from antiphon.protocols.stt_session import Act, Action, Recognized
 from antiphon.services.stt import STTDeadlines
 from antiphon.services.ws_stt import Message, WebSocketSTT
 
@@ -182,3 +182,8 @@ class SpeechmaticsSTT(WebSocketSTT[sm.RealtimeSession]):
 
     def settle(self, session: sm.RealtimeSession) -> list[Action]:
         return session.settle()
+
+    def interpret(self, action: Action) -> Recognized | ProviderError | None:
+        if action.act is Act.FAIL and isinstance(action.event, sm.ErrorMessage):
+            return sm.error_for(action.event, stage="receive")
+        return super().interpret(action)
