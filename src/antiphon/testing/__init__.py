@@ -12,6 +12,7 @@ from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.cartesia import FakeCartesiaTTS
+from antiphon.testing.cartesia_stt import FakeCartesiaSTT
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
@@ -30,6 +31,7 @@ __all__ = [
     "FakeAssemblyAISTT",
     "FakeAzureSpeechWs",
     "FakeAzureTTS",
+    "FakeCartesiaSTT",
     "FakeCartesiaTTS",
     "FakeDeepgramSTT",
     "FakeDeepgramTTS",
