@@ -523,7 +523,15 @@ def _ice_server(text: str) -> IceServer:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-STT_NAMES = [*OFFLINE_STTS, "deepgram", "assemblyai", "openai"]
+STT_NAMES = [
+    *OFFLINE_STTS,
+    "deepgram",
+    "assemblyai",
+    "openai",
+    "speechmatics",
+    "elevenlabs",
+    "cartesia",
+]
 VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"
 TTS_HELP = "the voice: piper (default, offline), espeak (offline, light) or a cloud one"

@@ -11,7 +11,8 @@ Names:
 
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
-  far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription).
+  far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
+  ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink).
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
@@ -49,7 +50,16 @@ __all__ = [
 ]
 
 VADS = ("silero", "webrtc")
-STTS = ("whisper", "pocketsphinx", "deepgram", "assemblyai", "openai")
+STTS = (
+    "whisper",
+    "pocketsphinx",
+    "deepgram",
+    "assemblyai",
+    "openai",
+    "speechmatics",
+    "elevenlabs",
+    "cartesia",
+)
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
 #: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
@@ -226,6 +236,30 @@ async def open_services(
             stt = OpenAISTT(api_key=at.api_key, base_url=at.url)
         else:
             stt = OpenAISTT()
+    elif spec.stt == "speechmatics":
+        from antiphon.plugins.speechmatics import SpeechmaticsSTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("speechmatics", stack, spec.fake_vocabulary)
+            stt = SpeechmaticsSTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = SpeechmaticsSTT()
+    elif spec.stt == "elevenlabs":
+        from antiphon.plugins.elevenlabs import ElevenLabsSTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("elevenlabs", stack, spec.fake_vocabulary)
+            stt = ElevenLabsSTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = ElevenLabsSTT()
+    elif spec.stt == "cartesia":
+        from antiphon.plugins.cartesia import CartesiaSTT
+
+        if fakes is not None and spec.fake:
+            at = await fakes.stt("cartesia", stack, spec.fake_vocabulary)
+            stt = CartesiaSTT(api_key=at.api_key, base_url=at.url)
+        else:
+            stt = CartesiaSTT()
     elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 

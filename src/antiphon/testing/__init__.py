@@ -12,14 +12,17 @@ from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.cartesia import FakeCartesiaTTS
+from antiphon.testing.cartesia_stt import FakeCartesiaSTT
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread, serving
+from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
 
 __all__ = [
@@ -28,13 +31,16 @@ __all__ = [
     "FakeAssemblyAISTT",
     "FakeAzureSpeechWs",
     "FakeAzureTTS",
+    "FakeCartesiaSTT",
     "FakeCartesiaTTS",
     "FakeDeepgramSTT",
     "FakeDeepgramTTS",
+    "FakeElevenLabsSTT",
     "FakeElevenLabsTTS",
     "FakeOpenAIChat",
     "FakeRealtimeServer",
     "FakeServer",
+    "FakeSpeechmaticsSTT",
     "FakeWsServer",
     "FakeXAITTS",
     "FaultPlan",

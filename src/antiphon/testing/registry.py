@@ -6,8 +6,9 @@ runs each cloud service against its fake on loopback.
 
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
-- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI), LLM (OpenAI-compatible,
-  Anthropic, Gemini) and TTS fakes a pipeline needs.
+- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI, OpenAI, Speechmatics,
+  ElevenLabs, Cartesia), LLM (OpenAI-compatible, Anthropic, Gemini) and TTS fakes a
+  pipeline needs.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as ASSEMBLYAI_KEY
 from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.cartesia import FakeCartesiaTTS
+from antiphon.testing.cartesia_stt import DEFAULT_API_KEY as CARTESIA_STT_KEY
+from antiphon.testing.cartesia_stt import FakeCartesiaSTT
 from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DEEPGRAM_STT_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
+from antiphon.testing.elevenlabs_stt import DEFAULT_API_KEY as ELEVENLABS_STT_KEY
+from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
@@ -38,6 +43,8 @@ from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OPENAI_STT_
 from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.openai_tts import FakeOpenAITTS
 from antiphon.testing.server import FakeServer
+from antiphon.testing.speechmatics_stt import DEFAULT_API_KEY as SPEECHMATICS_KEY
+from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
 
 __all__ = ["TTS_FAKES", "FakeTTS", "LoopbackFakes", "tts_fake"]
@@ -95,9 +102,22 @@ class LoopbackFakes:
             oai = FakeOpenAITranscription(self.plan, vocabulary=vocabulary)
             await stack.enter_async_context(oai)
             return Endpoint(oai.url, OPENAI_STT_KEY)
+        if provider == "cartesia":
+            ink = FakeCartesiaSTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(ink)
+            return Endpoint(ink.url, CARTESIA_STT_KEY)
+        if provider == "elevenlabs":
+            xis = FakeElevenLabsSTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(xis)
+            return Endpoint(xis.url, ELEVENLABS_STT_KEY)
+        if provider == "speechmatics":
+            smx = FakeSpeechmaticsSTT(self.plan, vocabulary=vocabulary)
+            await stack.enter_async_context(smx)
+            return Endpoint(smx.url, SPEECHMATICS_KEY)
         if provider != "deepgram":
             raise ConfigError(
-                f"no fake server for STT provider {provider!r}; use deepgram, assemblyai or openai"
+                f"no fake server for STT provider {provider!r}; "
+                "use deepgram, assemblyai, openai, speechmatics, elevenlabs or cartesia"
             )
         fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
         return Endpoint(fake.url, DEEPGRAM_STT_KEY)
