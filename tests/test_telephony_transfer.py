@@ -20,7 +20,7 @@ from antiphon.testing.agent import doubles_agent
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.twilio_rest import FakeTwilioRest
 from antiphon.transports.limits import EdgeLimits
-from antiphon.transports.twilio_rest import TwilioAccount, TwilioCalls
+from antiphon.transports.twilio_rest import TwilioAccount, TwilioCalls, transfer_call_tool
 
 #: asyncio only: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
@@ -178,3 +178,32 @@ def test_the_longest_summary_fits_twilios_twiml_limit() -> None:
     twiml = rest.dial_twiml("+15557654321", caller_id="+15550000000", whisper_url=url)
     assert len(twiml) <= rest.MAX_TWIML_CHARS
     assert seal.open(url.split("ticket=", 1)[1]) == widest
+
+
+async def test_the_transfer_tool_hands_the_llms_summary_to_a_warm_transfer() -> None:
+    fake = FakeTwilioRest(SID, TOKEN)
+    live: list[str] = []
+    async with (
+        serve_app(fake.app()) as host,
+        TwilioCalls(
+            TwilioAccount(SID, TOKEN), base_url=f"http://{host}", public_url=PUBLIC
+        ) as calls,
+    ):
+        tool = transfer_call_tool(calls, "+15557654321", lambda: live[0] if live else None)
+        assert tool.name == "transfer_call"
+        assert tool.parameters["required"] == ["summary"]
+        assert "colleague" in tool.parameters["properties"]["summary"]["description"]
+        none = await tool.call('{"summary": "x"}')
+        live.append((await calls.create("+15551234567", "+15550000000", PUBLIC + "/x")).sid)
+        said = await tool.call('{"summary": "Bob wants to cancel his plan."}')
+        async with TwilioCalls(TwilioAccount(SID, TOKEN)) as private:
+            with pytest.raises(ConfigError, match="public URL"):
+                transfer_call_tool(private, "+15557654321", lambda: None)
+        with pytest.raises(ConfigError, match=r"E\.164"):
+            transfer_call_tool(calls, "555", lambda: None)
+    assert none == "there is no live phone call to transfer"
+    assert said.startswith("transferring")
+    twiml = fake.calls[live[0]]["twiml"]
+    ticket = (_number(twiml).get("url") or "").split("ticket=", 1)[1]
+    assert rest.WhisperSeal(TOKEN).open(ticket) == "Bob wants to cancel his plan."
+    assert ElementTree.fromstring(twiml)[0].text == "Please hold while I connect you."

@@ -14,11 +14,13 @@ any request.
 number as it answers) and warm with a ``summary``: the human who answers first hears it
 (a call whisper, fetched from ``<public_url>/twilio/whisper`` with the summary in a signed,
 expiring token; see :mod:`antiphon.protocols.twilio_rest`), then is bridged.
+:func:`transfer_call_tool` offers that to an agent's LLM as a ready-made tool.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -33,8 +35,9 @@ from antiphon.errors import (
     ProviderTimeoutError,
 )
 from antiphon.protocols import twilio_rest as rest
+from antiphon.services.tools import FunctionTool, function_tool
 
-__all__ = ["TwilioAccount", "TwilioCalls"]
+__all__ = ["TwilioAccount", "TwilioCalls", "transfer_call_tool"]
 
 PROVIDER = "twilio"
 
@@ -221,3 +224,45 @@ class TwilioCalls:
             message, provider=PROVIDER, stage=stage, status=error.status, error_code=code,
             retryable=True,
         )  # fmt: skip
+
+
+def transfer_call_tool(
+    calls: TwilioCalls,
+    number: str,
+    call_sid: Callable[[], str | None],
+    *,
+    hold_message: str | None = "Please hold while I connect you.",
+    caller_id: str | None = None,
+    name: str = "transfer_call",
+) -> FunctionTool:
+    """A tool the agent's LLM calls with a summary to hand the caller to a human at
+    ``number`` (a warm transfer: the human hears the summary first).
+
+    ``call_sid`` gives the live call's ``CallSid`` (None: no call to transfer), e.g. read
+    from the Twilio stream's start. ``calls`` needs its ``public_url``.
+
+    Raises:
+        ConfigError: ``number`` is not in E.164 form, or ``calls`` has no public URL.
+    """
+    _check_number("the transfer number", number)
+    if not calls.public_url:
+        raise ConfigError(
+            "the transfer tool needs the server's public URL: TwilioCalls(..., public_url=...)"
+        )
+
+    async def transfer_call(summary: str) -> str:
+        """Transfer the caller to a human colleague, who first hears your summary.
+
+        Args:
+            summary: one or two sentences for the colleague: who is calling and what they
+                need, already found out.
+        """
+        sid = call_sid()
+        if not sid:
+            return "there is no live phone call to transfer"
+        await calls.transfer(
+            sid, number, summary=summary, caller_id=caller_id, hold_message=hold_message
+        )
+        return "transferring: the colleague hears the summary, then the caller is connected"
+
+    return function_tool(transfer_call, name=name)
