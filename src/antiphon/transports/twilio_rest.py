@@ -265,4 +265,4 @@ def transfer_call_tool(
         )
         return "transferring: the colleague hears the summary, then the caller is connected"
 
-    return function_tool(transfer_call, name=name)
+    return function_tool(name=name)(transfer_call)
