@@ -93,8 +93,8 @@ MAX_SUMMARY_CHARS = 600
 in the whisper URL, in the update's ``Twiml`` (:data:`MAX_TWIML_CHARS`)."""
 
 MAX_TWIML_CHARS = 4000
-"""The longest ``Twiml`` parameter Twilio takes on a call create or update (call-resource
-docs)."""
+"""The longest ``Twiml`` parameter Twilio takes on a call create or update (error 32018,
+https://www.twilio.com/docs/api/errors/32018)."""
 
 WHISPER_TTL = 300.0
 """Seconds a whisper token stays good: it is fetched when the human answers, after the
