@@ -8,6 +8,8 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from antiphon.errors import ConfigError
@@ -207,3 +209,17 @@ async def test_the_transfer_tool_hands_the_llms_summary_to_a_warm_transfer() -> 
     ticket = (_number(twiml).get("url") or "").split("ticket=", 1)[1]
     assert rest.WhisperSeal(TOKEN).open(ticket) == "Bob wants to cancel his plan."
     assert ElementTree.fromstring(twiml)[0].text == "Please hold while I connect you."
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=rest.MAX_SUMMARY_CHARS))
+@example("a\ufffeb\uffff \x1b[0m c")
+def test_any_summary_is_refused_or_whispered_exactly_as_checked(summary: str) -> None:
+    try:
+        text = rest.check_summary(summary)
+    except ValueError as exc:  # none is too long here: only nothing left to say
+        assert "the transfer summary is empty" in str(exc)
+        return
+    say = ElementTree.fromstring(rest.whisper_twiml(text)).find("./Say")
+    assert say is not None and (say.text or "") == text
+    assert rest.WhisperSeal(TOKEN).open(rest.WhisperSeal(TOKEN).seal(summary)) == text

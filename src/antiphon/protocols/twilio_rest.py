@@ -102,9 +102,13 @@ update, the dial and the ringing (``<Dial timeout>`` is 30 s by default)."""
 
 
 def _xml_text(text: str) -> str:
-    """``text`` with the characters XML 1.0 cannot carry (controls) turned to spaces."""
+    """``text`` with the characters XML 1.0 cannot carry (controls, surrogates, U+FFFE,
+    U+FFFF) turned to spaces."""
     return "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r" else c for c in text
+        " "
+        if (unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r") or c in "\ufffe\uffff"
+        else c
+        for c in text
     )
 
 
