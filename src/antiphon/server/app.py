@@ -62,6 +62,7 @@ from antiphon.server.telephony import (
     CarrierSecrets,
     add_carrier_routes,
     add_twilio_amd_route,
+    add_twilio_whisper_route,
     read_until_start,
 )
 from antiphon.transports.base import (
@@ -438,6 +439,9 @@ def create_app(
         app, registry=registry, twilio_auth_token=twilio_auth_token, token=token,
         public_url=public_url, limits=lim,
     )  # fmt: skip
+    add_twilio_whisper_route(
+        app, twilio_auth_token=twilio_auth_token, public_url=public_url, limits=lim
+    )
 
     if (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

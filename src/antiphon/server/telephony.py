@@ -19,6 +19,14 @@ handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twili
 outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
 and hands it to the live call with that ``CallSid`` as
 :class:`~antiphon.agent.events.MachineDetected`.
+
+``POST /twilio/whisper`` answers a warm transfer's ``<Number url>``
+(:meth:`~antiphon.transports.twilio_rest.TwilioCalls.transfer` with a summary): it checks
+Twilio's signature, opens the summary's signed, expiring token (``?ticket=``, redacted in
+the logs) with the auth token's whisper key, and answers ``<Say>`` of the summary, which
+Twilio plays to the human who answered before bridging. It needs the Twilio auth token
+(the key and the signature check); without it, or for a bad signature or token, it
+refuses with one line.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from antiphon.aio.clock import Clock
 from antiphon.errors import ConfigError
 from antiphon.protocols import exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
+from antiphon.protocols import twilio_rest as rest
 from antiphon.protocols.media_stream import Connected, Dialect, Start
 from antiphon.server.agents import AgentFactory
 from antiphon.server.calls import CallRegistry
@@ -49,7 +58,7 @@ from antiphon.transports.websocket import StarletteSocket
 
 __all__ = [
     "CARRIERS", "Carrier", "CarrierSecrets", "add_carrier_routes", "add_twilio_amd_route",
-    "read_until_start",
+    "add_twilio_whisper_route", "read_until_start",
 ]  # fmt: skip
 
 
@@ -408,3 +417,47 @@ def add_twilio_amd_route(
                     return PlainTextResponse(str(exc), status_code=400)
                 return Response(status_code=204)
         return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)
+
+
+def add_twilio_whisper_route(
+    app: FastAPI,
+    *,
+    twilio_auth_token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+    wall: Callable[[], float] = time.time,
+) -> None:
+    """Serve ``POST /twilio/whisper`` (see the module docstring)."""
+    seal = rest.WhisperSeal(twilio_auth_token, wall=wall) if twilio_auth_token else None
+
+    @app.post("/twilio/whisper")
+    async def twilio_whisper(request: Request) -> Response:
+        if seal is None or twilio_auth_token is None:
+            return PlainTextResponse(
+                "warm transfers need the server's Twilio auth token (TWILIO_AUTH_TOKEN)",
+                status_code=404,
+            )
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+            form = tw.parse_form(body)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        except ValueError:
+            return PlainTextResponse("too many form fields", status_code=413)
+        base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+        query = request.url.query
+        url = base + "/twilio/whisper" + (f"?{query}" if query else "")
+        signature = request.headers.get("x-twilio-signature")
+        algorithm = tw.signature_algorithm(
+            request.headers.get("x-twilio-webhooks-signature-settings")
+        )
+        if signature is None or not tw.validate_signature(
+            twilio_auth_token, url, form, signature, algorithm=algorithm
+        ):
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        summary = seal.open(request.query_params.get("ticket"))
+        if summary is None:
+            return PlainTextResponse("no valid whisper ticket (forged or expired)", status_code=403)
+        return Response(rest.whisper_twiml(summary), media_type="text/xml")

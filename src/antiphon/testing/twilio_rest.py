@@ -8,6 +8,11 @@ and auth token, else 401 with error 20003; a ``To`` or ``From`` not in E.164 for
 400 with error 21211 (21212 for ``From``), as Twilio's error bodies say; a missing
 ``Url``/``Twiml`` is 400 with 21205; an unknown call 404 with 20404. Every request's
 form is kept in :attr:`FakeTwilioRest.requests`.
+
+A transfer's ``<Number url=...>`` (a warm transfer) is what Twilio fetches when the
+human answers: :meth:`FakeTwilioRest.answer_transfer` does that fetch as Twilio would,
+signed with the auth token (``X-Twilio-Signature`` over the public URL), and returns the
+whisper TwiML the server answered.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import base64
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
+from xml.etree import ElementTree
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from antiphon.protocols.twilio import compute_signature
 from antiphon.protocols.twilio_rest import is_e164
 
 __all__ = ["FakeTwilioRest"]
@@ -85,6 +93,34 @@ class FakeTwilioRest:
                 path = request.url.path
                 return _error(404, 20404, f"The requested resource {path} was not found")
             call["status"] = "in-progress"
+            if form.get("Twiml"):
+                call["twiml"] = form["Twiml"]
             return JSONResponse(self._resource(call))
 
         return app
+
+    async def answer_transfer(self, call_sid: str, via: str) -> httpx.Response:
+        """The human answers the transfer of ``call_sid``: fetch its ``<Number url>``
+        as Twilio does (POST, signed over that URL) from the server at ``via``
+        (``http://host:port``, the loopback address behind the public URL).
+
+        Raises:
+            LookupError: the call's last TwiML dials no ``<Number url>``.
+        """
+        twiml = self.calls.get(call_sid, {}).get("twiml", "")
+        number = ElementTree.fromstring(twiml).find("./Dial/Number") if twiml else None
+        url = number.get("url") if number is not None else None
+        if number is None or not url:
+            raise LookupError(f"call {call_sid} was not transferred to a <Number url>")
+        form = {
+            "AccountSid": self.account_sid,
+            "CallSid": "CA" + secrets.token_hex(16),
+            "ParentCallSid": call_sid,
+            "To": number.text or "",
+            "CallStatus": "in-progress",
+        }
+        signature = compute_signature(self.auth_token, url, form)
+        parts = urlsplit(url)
+        target = via.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+        async with httpx.AsyncClient() as client:
+            return await client.post(target, data=form, headers={"X-Twilio-Signature": signature})

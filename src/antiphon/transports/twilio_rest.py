@@ -9,11 +9,18 @@ Twilio's error code and message), Twilio failing or unreachable
 (:class:`~antiphon.errors.HttpStatusError`, :class:`~antiphon.errors.ProviderConnectionError`,
 :class:`~antiphon.errors.ProviderTimeoutError`). A number is checked for E.164 form before
 any request.
+
+:meth:`TwilioCalls.transfer` is cold by default (``<Dial>``: the caller is bridged to the
+number as it answers) and warm with a ``summary``: the human who answers first hears it
+(a call whisper, fetched from ``<public_url>/twilio/whisper`` with the summary in a signed,
+expiring token; see :mod:`antiphon.protocols.twilio_rest`), then is bridged.
+:func:`transfer_call_tool` offers that to an agent's LLM as a ready-made tool.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -28,8 +35,9 @@ from antiphon.errors import (
     ProviderTimeoutError,
 )
 from antiphon.protocols import twilio_rest as rest
+from antiphon.services.tools import FunctionTool, function_tool
 
-__all__ = ["TwilioAccount", "TwilioCalls"]
+__all__ = ["TwilioAccount", "TwilioCalls", "transfer_call_tool"]
 
 PROVIDER = "twilio"
 
@@ -78,13 +86,22 @@ class TwilioCalls:
         account: the credentials.
         base_url: Twilio's API (a fake's address in tests).
         timeout: the deadline of each request, in seconds.
+        public_url: this server's public address (``https://...``), where Twilio fetches
+            a warm transfer's whisper (``/twilio/whisper``); needed only for those.
     """
 
     def __init__(
-        self, account: TwilioAccount, *, base_url: str = rest.API_BASE, timeout: float = 15.0
+        self,
+        account: TwilioAccount,
+        *,
+        base_url: str = rest.API_BASE,
+        timeout: float = 15.0,
+        public_url: str | None = None,
     ) -> None:
         self.account = account
         self.timeout = timeout
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self._seal = rest.WhisperSeal(account.auth_token)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             auth=(account.sid, account.auth_token),
@@ -125,16 +142,49 @@ class TwilioCalls:
         return await self._post("create the call", rest.calls_path(self.account.sid), form)
 
     async def transfer(
-        self, call_sid: str, number: str, *, caller_id: str | None = None
+        self,
+        call_sid: str,
+        number: str,
+        *,
+        summary: str | None = None,
+        caller_id: str | None = None,
+        hold_message: str | None = None,
     ) -> rest.CallInfo:
         """Bridge the live call ``call_sid`` to ``number`` (its media stream ends).
 
+        ``summary`` None: a cold transfer. Else a warm one: the human who answers hears
+        ``summary`` (at most :data:`~antiphon.protocols.twilio_rest.MAX_SUMMARY_CHARS`
+        characters) before being bridged; the server at ``public_url`` must serve
+        ``/twilio/whisper`` with this account's auth token. ``hold_message`` is said to
+        the caller before the dial.
+
         Raises:
-            ConfigError: a number not in E.164 form.
+            ConfigError: a number not in E.164 form; a summary empty or too long; a warm
+                transfer without ``public_url``; TwiML over Twilio's limit.
             ProviderError: Twilio refused or failed.
         """
         _check_number("the transfer number", number)
-        form = rest.update_form(rest.dial_twiml(number, caller_id=caller_id))
+        whisper_url = None
+        if summary is not None:
+            if not self.public_url:
+                raise ConfigError(
+                    "a warm transfer needs the server's public URL, where Twilio fetches "
+                    "the whisper: TwilioCalls(..., public_url='https://...')"
+                )
+            try:
+                ticket = self._seal.seal(summary)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            whisper_url = f"{self.public_url}/twilio/whisper?ticket={ticket}"
+        twiml = rest.dial_twiml(
+            number, caller_id=caller_id, whisper_url=whisper_url, hold_message=hold_message
+        )
+        if len(twiml) > rest.MAX_TWIML_CHARS:
+            raise ConfigError(
+                f"the transfer's TwiML has {len(twiml)} characters; Twilio takes at most "
+                f"{rest.MAX_TWIML_CHARS}: shorten the summary or the hold message"
+            )
+        form = rest.update_form(twiml)
         return await self._post(
             "transfer the call", rest.calls_path(self.account.sid, call_sid), form
         )
@@ -174,3 +224,45 @@ class TwilioCalls:
             message, provider=PROVIDER, stage=stage, status=error.status, error_code=code,
             retryable=True,
         )  # fmt: skip
+
+
+def transfer_call_tool(
+    calls: TwilioCalls,
+    number: str,
+    call_sid: Callable[[], str | None],
+    *,
+    hold_message: str | None = "Please hold while I connect you.",
+    caller_id: str | None = None,
+    name: str = "transfer_call",
+) -> FunctionTool:
+    """A tool the agent's LLM calls with a summary to hand the caller to a human at
+    ``number`` (a warm transfer: the human hears the summary first).
+
+    ``call_sid`` gives the live call's ``CallSid`` (None: no call to transfer), e.g. read
+    from the Twilio stream's start. ``calls`` needs its ``public_url``.
+
+    Raises:
+        ConfigError: ``number`` is not in E.164 form, or ``calls`` has no public URL.
+    """
+    _check_number("the transfer number", number)
+    if not calls.public_url:
+        raise ConfigError(
+            "the transfer tool needs the server's public URL: TwilioCalls(..., public_url=...)"
+        )
+
+    async def transfer_call(summary: str) -> str:
+        """Transfer the caller to a human colleague, who first hears your summary.
+
+        Args:
+            summary: one or two sentences for the colleague: who is calling and what they
+                need, already found out.
+        """
+        sid = call_sid()
+        if not sid:
+            return "there is no live phone call to transfer"
+        await calls.transfer(
+            sid, number, summary=summary, caller_id=caller_id, hold_message=hold_message
+        )
+        return "transferring: the colleague hears the summary, then the caller is connected"
+
+    return function_tool(name=name)(transfer_call)
