@@ -221,6 +221,11 @@ class RealtimeState:
     def feed(self, frame: str | bytes) -> Decision:
         return self.receive(parse(frame, self.dialect))
 
+    def feed_all(self, frame: str | bytes) -> list[Decision]:
+        """What one frame means, as a list: a protocol whose messages carry several events
+        (Gemini Live's ``serverContent``) overrides this; here one frame is one event."""
+        return [self.feed(frame)]
+
     def _response(self, rid: str) -> _Response | None:
         cur = self.current
         if cur is not None and cur.id == rid:
