@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from antiphon.protocols.realtime.client import (
     COMMIT,
     SAY_PREFIX,
+    encode_append,
     encode_function_output,
     encode_message,
     encode_response_cancel,
@@ -159,6 +160,10 @@ class RealtimeState:
 
     def commit(self) -> list[str]:
         return [COMMIT, *self.request_response()]
+
+    def audio(self, pcm: bytes) -> list[str]:
+        """The messages that send a chunk of input audio."""
+        return [encode_append(pcm)]
 
     def interrupt(
         self, target_generation: int, played_ms: int | None, played_item: str | None = None

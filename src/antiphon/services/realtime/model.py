@@ -146,7 +146,8 @@ class WebSocketRealtimeModel(RealtimeModel):
         )
 
     # -- the protocol hook: a plugin whose wire protocol is not the OpenAI Realtime schema
-    #    (Gemini Live) overrides these five; the defaults speak the OpenAI schema.
+    #    (Gemini Live) overrides these four, and its state's ``audio`` and ``feed_all``;
+    #    the defaults speak the OpenAI schema.
 
     #: The server speaks first (``session.created``) before the client configures it.
     server_speaks_first: ClassVar[bool] = True
@@ -166,10 +167,6 @@ class WebSocketRealtimeModel(RealtimeModel):
     def update_messages(self, cfg: SessionConfig) -> list[str]:
         """What applies a changed configuration to the open connection."""
         return self.setup_messages(cfg)
-
-    def encode_audio(self, pcm: bytes) -> str:
-        """One message of input audio (PCM16 mono at ``config.input_rate``)."""
-        return rt.encode_append(pcm)
 
     @abstractmethod
     async def connect_headers(self) -> Mapping[str, str]:

@@ -498,7 +498,7 @@ class RealtimeSession:
         async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
-                await self._send([self._model.encode_audio(item.pcm)])
+                await self._send(self._sm.audio(item.pcm))
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._reconnect(item.error)
