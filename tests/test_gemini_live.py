@@ -246,7 +246,9 @@ class TestGeminiLiveConformance(RealtimeConformance):
             s.send_tool_result(call.call_id, '{"sky": "sunny"}')
             events = await turn(s)
             assert audio_of(events) == tone_for_text('The tool says {"sky":"sunny"}', 24000)
-            assert r.fake.stats.tool_responses == [
+            stats = r.fake.stats
+            assert isinstance(stats, GeminiLiveFakeStats)
+            assert stats.tool_responses == [
                 {"id": call.call_id, "name": "get_weather", "response": {"sky": "sunny"}}
             ]
 
