@@ -104,7 +104,11 @@ def encode_setup(
         setup["systemInstruction"] = {"parts": [{"text": cfg.instructions}]}
     if cfg.tools:
         decls = [
-            {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+            {
+                "name": t.name,
+                "description": t.description,
+                "parametersJsonSchema": dict(t.parameters),
+            }
             for t in cfg.tools
         ]
         setup["tools"] = [{"functionDeclarations": decls}]

@@ -42,10 +42,27 @@ from antiphon.testing.realtime import VAD_THRESHOLD, default_reply
 from antiphon.testing.server import FakeWsServer, WsConnection
 from antiphon.testing.synth import tone_for_text
 
-__all__ = ["DEFAULT_API_KEY", "FakeGeminiLiveServer", "GeminiLiveFakeStats"]
+__all__ = ["DEFAULT_API_KEY", "FakeGeminiLiveServer", "GeminiLiveFakeStats", "proto_json_names"]
 
 DEFAULT_API_KEY = "test-key"
 USAGE = {"promptTokenCount": 10, "responseTokenCount": 20, "totalTokenCount": 30}
+#: Values that are the user's own JSON (tool arguments, results, schemas): kept as is.
+_OPAQUE = frozenset({"args", "response", "parameters", "parametersJsonSchema"})
+
+
+def proto_json_names(value: Any) -> Any:
+    """Field names as the service reads them: proto JSON accepts ``snake_case`` as well as
+    ``lowerCamelCase`` (the SDK's ``send_client_content`` sends ``client_content``)."""
+    if isinstance(value, list):
+        return [proto_json_names(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for k, v in value.items():
+        head, *rest = str(k).split("_")
+        name = head + "".join(w[:1].upper() + w[1:] for w in rest)
+        out[name] = v if name in _OPAQUE else proto_json_names(v)
+    return out
 
 
 @dataclass
@@ -176,6 +193,7 @@ class _Conn(WsConnection):
             self.stats.messages.append(msg)
 
     async def on_message(self, msg: dict[str, Any]) -> bool:
+        msg = proto_json_names(msg)
         if self.setup is None:
             if not isinstance(msg.get("setup"), dict):
                 await self.close(1007, "the first message must be setup")
