@@ -422,7 +422,8 @@ class GeminiLiveState(RealtimeState):
             self._user_text.append(heard["text"])
         if c.get("interrupted") is True:
             out += self._end("cancelled", "turn_detected")
-            out.append(Decision(Act.DELIVER, SpeechStarted(self._user_item or "user", 0), 0))
+            barge_in = SpeechStarted(self._user_item or "user", 0)
+            out.append(Decision(Act.DELIVER, barge_in, self.generation))
             self._skip_turn = False
         turn = c.get("modelTurn")
         parts = turn.get("parts") if isinstance(turn, dict) else None

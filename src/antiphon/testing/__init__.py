@@ -16,6 +16,7 @@ from antiphon.testing.deepgram import FakeDeepgramTTS
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.gemini_live import FakeGeminiLiveServer
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
@@ -32,6 +33,7 @@ __all__ = [
     "FakeDeepgramSTT",
     "FakeDeepgramTTS",
     "FakeElevenLabsTTS",
+    "FakeGeminiLiveServer",
     "FakeOpenAIChat",
     "FakeRealtimeServer",
     "FakeServer",
