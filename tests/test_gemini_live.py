@@ -252,6 +252,22 @@ class TestGeminiLiveConformance(RealtimeConformance):
                 {"id": call.call_id, "name": "get_weather", "response": {"sky": "sunny"}}
             ]
 
+    async def test_go_away_at_the_session_limit_then_a_new_connection(self) -> None:
+        """At its connection limit the server says ``goAway`` and closes (1001); the session
+        moves to a new connection and the next turn is answered there."""
+        async with self.run(FaultPlan(max_connection_age=0.5)) as r, r.model.session() as s:
+            s.send_text("Before the limit.")
+            await turn(s)
+            events = await turn(s, lambda e: isinstance(e, Reconnected))
+            assert isinstance(events[-1], Reconnected)
+            stats = r.fake.stats
+            assert isinstance(stats, GeminiLiveFakeStats)
+            assert {"goAway": {"timeLeft": "0s"}} in stats.sent and stats.closes_sent[0] == 1001
+            s.send_text("After the limit.")
+            events = await turn(s)
+            reply = r.fake.expected_reply("After the limit.")
+            assert audio_of(events) == tone_for_text(reply, 24000)
+
     async def test_reconnect_restores_instructions_voice_tools_and_conversation(self) -> None:
         async with (
             self.run(instructions="You are terse.", tools=[WEATHER], voice="Kore") as r,

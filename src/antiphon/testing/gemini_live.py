@@ -15,7 +15,8 @@ Fault plan fields that apply: ``hang_connect``, ``reject_status``, ``close_on_op
 ``silent_after``, ``close_mid_audio``/``close_after_chunks``, ``error_mid_stream`` (Gemini
 has no error message: the server closes 1011), ``malformed_mid_stream``,
 ``audio_after_done``, ``first_audio_delay``, ``chunk_interval``, ``odd_chunking``,
-``drop_before_audio``, ``idle_close_after``, ``max_connection_age``. Every message it emits
+``drop_before_audio``, ``idle_close_after``, ``max_connection_age`` (``goAway``, then close
+1001). Every message it emits
 validates against ``google.genai.types.LiveServerMessage`` (tests/test_sdk_gemini_live.py).
 """
 
@@ -177,6 +178,13 @@ class _Conn(WsConnection):
     async def send(self, msg: dict[str, Any]) -> None:
         self.stats.sent.append(msg)
         await self.ws.send(json.dumps(msg))
+
+    async def close(self, code: int, reason: str = "", *, drain: bool | None = None) -> None:
+        """As the service does at its session limit, a ``goAway`` precedes the age close."""
+        if (code, reason) == self.AGE_CLOSE and not self.closed:
+            with contextlib.suppress(ConnectionClosed):
+                await self.send({"goAway": {"timeLeft": "0s"}})
+        await super().close(code, reason, drain=drain)
 
     async def on_open(self) -> None:
         if not self.server.key_ok(self.ws.request):
