@@ -176,7 +176,13 @@ def _make_realtime(
         from antiphon.plugins.azure.voicelive import AzureVoiceLive
 
         return AzureVoiceLive(endpoint=base_url, api_key=api_key, **common)
-    raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai or azure")
+    if provider == "gemini":
+        from antiphon.plugins.gemini import GeminiLive
+
+        if base_url:
+            common["base_url"] = base_url
+        return GeminiLive(api_key=api_key, **common)
+    raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai, azure or gemini")
 
 
 def _read_input(path: str) -> AudioFrame:
@@ -210,12 +216,19 @@ async def _realtime(args: argparse.Namespace) -> int:
     audio = _read_input(args.input)
     async with contextlib.AsyncExitStack() as stack:
         base_url, api_key = args.base_url, args.api_key
-        if args.fake:
+        if args.fake and args.provider == "gemini":
+            from antiphon.testing.gemini_live import DEFAULT_API_KEY as GEMINI_KEY
+            from antiphon.testing.gemini_live import FakeGeminiLiveServer
+
+            gemini_fake = await stack.enter_async_context(FakeGeminiLiveServer())
+            base_url, api_key = gemini_fake.url, GEMINI_KEY
+        elif args.fake:
             from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 
             dialect = "ga" if args.provider == "openai" else "beta"
             fake = await stack.enter_async_context(FakeRealtimeServer(dialect=dialect))
             base_url, api_key = fake.url, DEFAULT_API_KEY
+        if args.fake:
             print(
                 "(--fake: a local stand-in model; it hears loudness, not words: whatever "
                 "you say, its transcript is a fixed phrase)"
@@ -692,11 +705,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("realtime", help="talk to a speech-to-speech model: WAV in, WAV out")
     rt.add_argument("input", help="WAV file with what the user says")
     rt.add_argument(
-        "--provider", choices=["openai", "azure"], default="openai", help="default openai"
+        "--provider", choices=["openai", "azure", "gemini"], default="openai", help="default openai"
     )
     rt.add_argument("--out", default="reply.wav", help="WAV file for the answer")
     rt.add_argument("--base-url", help="endpoint (Azure: https://<resource>.services.ai.azure.com)")
-    rt.add_argument("--api-key", help="key (default OPENAI_API_KEY / AZURE_VOICELIVE_API_KEY)")
+    rt.add_argument(
+        "--api-key",
+        help="key (default OPENAI_API_KEY / AZURE_VOICELIVE_API_KEY / GOOGLE_API_KEY)",
+    )
     rt.add_argument("--fake", action="store_true", help="use the local fake server (no key)")
     rt.add_argument("--voice", help="voice name (provider default if omitted)")
     rt.add_argument(

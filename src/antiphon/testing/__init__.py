@@ -18,6 +18,7 @@ from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.elevenlabs import FakeElevenLabsTTS
 from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import ABORT, FaultPlan
+from antiphon.testing.gemini_live import FakeGeminiLiveServer
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_chat import FakeOpenAIChat, Reply, ScriptedCall
 from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
@@ -37,6 +38,7 @@ __all__ = [
     "FakeDeepgramTTS",
     "FakeElevenLabsSTT",
     "FakeElevenLabsTTS",
+    "FakeGeminiLiveServer",
     "FakeOpenAIChat",
     "FakeRealtimeServer",
     "FakeServer",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from antiphon.protocols.realtime.client import (
     COMMIT,
     SAY_PREFIX,
+    encode_append,
     encode_function_output,
     encode_message,
     encode_response_cancel,
@@ -160,6 +161,10 @@ class RealtimeState:
     def commit(self) -> list[str]:
         return [COMMIT, *self.request_response()]
 
+    def audio(self, pcm: bytes) -> list[str]:
+        """The messages that send a chunk of input audio."""
+        return [encode_append(pcm)]
+
     def interrupt(
         self, target_generation: int, played_ms: int | None, played_item: str | None = None
     ) -> list[str]:
@@ -220,6 +225,11 @@ class RealtimeState:
     # -- server side
     def feed(self, frame: str | bytes) -> Decision:
         return self.receive(parse(frame, self.dialect))
+
+    def feed_all(self, frame: str | bytes) -> list[Decision]:
+        """What one frame means, as a list: a protocol whose messages carry several events
+        (Gemini Live's ``serverContent``) overrides this; here one frame is one event."""
+        return [self.feed(frame)]
 
     def _response(self, rid: str) -> _Response | None:
         cur = self.current

@@ -138,12 +138,35 @@ class WebSocketRealtimeModel(RealtimeModel):
             temperature=temperature,
             extra=dict(extra_session or {}),
         )
-        self.config.check(self.dialect)
+        self.check_config(self.config)
         self._ws_options = WsOptions(
             connect_timeout=self.deadlines.connect,
             send_timeout=self.deadlines.send,
             close_timeout=self.deadlines.close,
         )
+
+    # -- the protocol hook: a plugin whose wire protocol is not the OpenAI Realtime schema
+    #    (Gemini Live) overrides these four, and its state's ``audio`` and ``feed_all``;
+    #    the defaults speak the OpenAI schema.
+
+    #: The server speaks first (``session.created``) before the client configures it.
+    server_speaks_first: ClassVar[bool] = True
+
+    def protocol_state(self) -> rt.RealtimeState:
+        """A new state machine for one session (it lives across the session's connections)."""
+        return rt.RealtimeState(self.dialect, output_rate=self.config.output_rate)
+
+    def check_config(self, cfg: SessionConfig) -> None:
+        """Refuse a configuration this service cannot carry (ConfigError)."""
+        cfg.check(self.dialect)
+
+    def setup_messages(self, cfg: SessionConfig) -> list[str]:
+        """What configures a new connection (the first messages after it opened)."""
+        return [rt.encode_session_update(self.dialect, cfg)]
+
+    def update_messages(self, cfg: SessionConfig) -> list[str]:
+        """What applies a changed configuration to the open connection."""
+        return self.setup_messages(cfg)
 
     @abstractmethod
     async def connect_headers(self) -> Mapping[str, str]:

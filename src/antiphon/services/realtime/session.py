@@ -96,7 +96,7 @@ class RealtimeSession:
         self.error: ProviderError | None = None
         self.session_id = ""
         self.reconnects = 0
-        self._sm = rt.RealtimeState(model.dialect, output_rate=self.config.output_rate)
+        self._sm = model.protocol_state()
         # bounded in seconds of audio rather than items (policy fail: the session fails):
         # input by max_input_backlog (push_audio), output by max_output_backlog (_emit)
         self._mailbox: Channel[object] = Channel(name="realtime session mailbox")
@@ -248,7 +248,7 @@ class RealtimeSession:
             cfg = replace(cfg, voice=voice_from_config(voice))
         if tools is not None:
             cfg = replace(cfg, tools=tools_from_config(tools))
-        cfg.check(self._model.dialect)
+        self._model.check_config(cfg)
         self.config = cfg
         self._mailbox.send_nowait(_Send("update", (cfg,)))
 
@@ -373,9 +373,10 @@ class RealtimeSession:
                 if mailbox.closed:
                     return
                 self._progress_at = loop.time()  # read lazily by the watchdog
-                self._handle(self._sm.feed(data))
-                if self.done:
-                    return
+                for d in self._sm.feed_all(data):
+                    self._handle(d)
+                    if self.done:
+                        return
                 self._track_awaiting()
         except ConnectionLost as exc:
             if not mailbox.closed:
@@ -396,21 +397,27 @@ class RealtimeSession:
         ready = asyncio.timeout(self.deadlines.ready)
         try:
             async with ready:
-                while True:
-                    d = self._sm.feed(await conn.recv(stage=stage))
-                    if d.act is rt.Act.CREATED:
-                        assert isinstance(d.event, rt.SessionCreated)
-                        self.session_id = d.event.session_id
-                        break
-                    self._log_unexpected(d)
+                created = not model.server_speaks_first
+                while not created:
+                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
+                        if d.act is rt.Act.CREATED:
+                            assert isinstance(d.event, rt.SessionCreated)
+                            self.session_id = d.event.session_id
+                            created = True
+                        else:
+                            self._log_unexpected(d)
                 stage = "session.update"
                 for m in first_messages:
                     await conn.send(m, stage="send")
-                while True:
-                    d = self._sm.feed(await conn.recv(stage=stage))
-                    if d.act is rt.Act.READY:
-                        break
-                    self._handle(d)
+                configured = False
+                while not configured:
+                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
+                        if d.act is rt.Act.READY:
+                            configured = True
+                            if isinstance(d.event, rt.SessionCreated):
+                                self.session_id = d.event.session_id
+                        else:
+                            self._handle(d)
         except TimeoutError:
             if not ready.expired():
                 raise
@@ -443,7 +450,7 @@ class RealtimeSession:
             await self._drop_connection()
             lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
             msgs = self._sm.reconnect(self.config)
-            requested = msgs[-1].startswith('{"type":"response.create"')
+            requested = self._sm.awaiting  # reconnect() asked for the response again
             replayed = len(msgs) - 1 - int(requested)
             try:
                 await self._open(msgs)
@@ -480,7 +487,7 @@ class RealtimeSession:
     # -- the loop
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        await self._open([rt.encode_session_update(self._model.dialect, self.config)])
+        await self._open(self._model.setup_messages(self.config))
         self.state = SessionState.RUNNING
         self._emit(SessionReady(self.session_id, self._sm.generation))
         assert self._ready is not None
@@ -491,7 +498,7 @@ class RealtimeSession:
         async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
-                await self._send([rt.encode_append(item.pcm)])
+                await self._send(self._sm.audio(item.pcm))
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._reconnect(item.error)
@@ -558,7 +565,7 @@ class RealtimeSession:
         elif cmd.what == "commit":
             msgs = sm.commit()
         elif cmd.what == "update":
-            msgs = [rt.encode_session_update(self._model.dialect, cmd.args[0])]
+            msgs = self._model.update_messages(cmd.args[0])
         elif cmd.what == "interrupt":
             msgs = sm.interrupt(*cmd.args)
             self._carry.clear()

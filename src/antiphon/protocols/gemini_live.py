@@ -1,0 +1,508 @@
+"""Gemini Live (``BidiGenerateContent`` over WebSocket), sans I/O, mapped onto the events of
+the OpenAI-shaped realtime layer so that :class:`~antiphon.services.realtime.RealtimeSession`
+drives it unchanged.
+
+Sources: the Live API WebSockets reference, https://ai.google.dev/api/live (session
+configuration is fixed by the first ``setup`` message, "you cannot update the configuration
+while the connection is open"; client messages carry exactly one of ``setup``,
+``clientContent``, ``realtimeInput``, ``toolResponse``), and the field names of the
+``google-genai`` SDK's ``LiveClientMessage``/``LiveServerMessage`` models, against which
+every message here is validated in ``tests/test_sdk_gemini_live.py``.
+
+How it is built: :class:`GeminiLiveState` subclasses
+:class:`~antiphon.protocols.realtime.RealtimeState` (the session's hook type) and replaces
+its client side (encoders of Gemini messages) and its server side (:meth:`feed_all`: one
+``serverContent`` may carry audio, a transcription and ``turnComplete`` at once, so one
+frame becomes a list of decisions). Gemini has no response ids: a response opens at the
+first model output after a request (a synthetic ``ResponseCreated`` with id ``turn_N``)
+and ends at ``turnComplete`` (completed), ``interrupted`` (cancelled) or a ``toolCall``.
+Gemini has no cancel or truncate message either: :meth:`interrupt` drops the rest of the
+turn locally; the server's own activity detection interrupts generation on barge-in.
+Errors arrive as WebSocket close codes (see :func:`close_error`), never as a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from antiphon.errors import AuthError, ProviderError
+from antiphon.protocols.realtime import (
+    SAY_PREFIX,
+    AudioDelta,
+    FunctionCallReady,
+    Ignored,
+    InputTranscript,
+    Malformed,
+    ResponseCreated,
+    ResponseDone,
+    SessionConfig,
+    SessionCreated,
+    SpeechStarted,
+    TranscriptDelta,
+    TranscriptDone,
+    Unknown,
+    Usage,
+)
+from antiphon.protocols.realtime import close_error as realtime_close_error
+from antiphon.protocols.realtime.config import Dialect, dump_json
+from antiphon.protocols.realtime.state import Act, Decision, JournalEntry, RealtimeState, _Response
+
+__all__ = [
+    "DEFAULT_VOICE",
+    "INPUT_RATE",
+    "OUTPUT_RATE",
+    "PATH",
+    "VOICES",
+    "GeminiLiveState",
+    "close_error",
+    "encode_activity",
+    "encode_audio",
+    "encode_audio_stream_end",
+    "encode_client_content",
+    "encode_setup",
+    "encode_tool_response",
+]
+
+#: The WebSocket path of the Gemini API (v1beta), https://ai.google.dev/api/live.
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+#: Input audio is raw 16-bit little-endian PCM at 16 kHz; output is 24 kHz.
+INPUT_RATE = 16000
+OUTPUT_RATE = 24000
+#: The prebuilt voices named by the Live API documentation (others may exist).
+VOICES = ("Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr")
+DEFAULT_VOICE = "Puck"
+
+
+# --------------------------------------------------------------------------- client messages
+
+
+def encode_setup(
+    cfg: SessionConfig,
+    *,
+    model: str,
+    voice: str,
+    automatic_activity_detection: bool = True,
+    transcription: bool = True,
+) -> str:
+    """The ``setup`` message: model, audio output, voice, instructions, tools, transcription."""
+    generation: dict[str, Any] = {
+        "responseModalities": ["AUDIO"],
+        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": voice}}},
+    }
+    if cfg.temperature is not None:
+        generation["temperature"] = cfg.temperature
+    setup: dict[str, Any] = {
+        "model": model if model.startswith("models/") else f"models/{model}",
+        "generationConfig": generation,
+    }
+    if cfg.instructions:
+        setup["systemInstruction"] = {"parts": [{"text": cfg.instructions}]}
+    if cfg.tools:
+        decls = [
+            {
+                "name": t.name,
+                "description": t.description,
+                "parametersJsonSchema": dict(t.parameters),
+            }
+            for t in cfg.tools
+        ]
+        setup["tools"] = [{"functionDeclarations": decls}]
+    if not automatic_activity_detection:
+        setup["realtimeInputConfig"] = {"automaticActivityDetection": {"disabled": True}}
+    if transcription:
+        setup["inputAudioTranscription"] = {}
+        setup["outputAudioTranscription"] = {}
+    setup.update(cfg.extra)
+    return dump_json({"setup": setup})
+
+
+def encode_audio(pcm: bytes, rate: int = INPUT_RATE) -> str:
+    """``realtimeInput.audio``: one chunk of PCM16 mono."""
+    blob = {"data": base64.b64encode(pcm).decode(), "mimeType": f"audio/pcm;rate={rate}"}
+    return dump_json({"realtimeInput": {"audio": blob}})
+
+
+def encode_activity(start: bool) -> str:
+    """``realtimeInput.activityStart``/``activityEnd``: the user's turn, marked by the client
+    (only with automatic activity detection off)."""
+    return dump_json({"realtimeInput": {"activityStart" if start else "activityEnd": {}}})
+
+
+def encode_audio_stream_end() -> str:
+    """``realtimeInput.audioStreamEnd``: the microphone paused; flush what was heard."""
+    return dump_json({"realtimeInput": {"audioStreamEnd": True}})
+
+
+def encode_client_content(turns: list[tuple[str, str]], *, turn_complete: bool) -> str:
+    """``clientContent``: (role, text) turns; ``turn_complete`` asks the model to answer."""
+    msg: dict[str, Any] = {"turnComplete": turn_complete}
+    if turns:
+        msg["turns"] = [
+            {"role": "model" if role == "assistant" else "user", "parts": [{"text": text}]}
+            for role, text in turns
+        ]
+    return dump_json({"clientContent": msg})
+
+
+def encode_tool_response(call_id: str, name: str, output: str) -> str:
+    """``toolResponse``: the result of one function call; ``output`` is JSON if it parses
+    to an object, else it is wrapped as ``{"output": output}``."""
+    try:
+        parsed = json.loads(output)
+    except ValueError:
+        parsed = None
+    response = parsed if isinstance(parsed, dict) else {"output": output}
+    fr = {"id": call_id, "name": name, "response": response}
+    return dump_json({"toolResponse": {"functionResponses": [fr]}})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def close_error(
+    code: int | None, reason: str, *, provider: str, stage: str, auth_hint: str
+) -> ProviderError:
+    """The typed error for a close of the Live API: 1008 (policy: key, permission) and a
+    1007 whose reason names the API key are auth errors; other 1007s are a refused
+    request (not retryable); the rest as for every realtime service."""
+    text = reason or "no reason given"
+    if code == 1007 and "key" in text.lower():
+        return AuthError(
+            f"the server closed the connection: {text}",
+            provider=provider,
+            stage=stage,
+            code=code,
+            hint=auth_hint,
+        )
+    if code == 1007:
+        return ProviderError(
+            f"the server refused the request: {text}",
+            provider=provider,
+            stage=stage,
+            code=code,
+            hint="a setup field or message is invalid for this model; check the model name "
+            "and the configuration",
+        )
+    return realtime_close_error(code, reason, provider=provider, stage=stage, auth_hint=auth_hint)
+
+
+# --------------------------------------------------------------------------- the state machine
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, Mapping):
+        return None
+
+    def num(key: str) -> int:
+        v = raw.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    def audio(key: str) -> int:
+        details = raw.get(key)
+        if not isinstance(details, list):
+            return 0
+        return sum(
+            int(d.get("tokenCount", 0))
+            for d in details
+            if isinstance(d, Mapping) and d.get("modality") == "AUDIO"
+        )
+
+    prompt, response = num("promptTokenCount"), num("responseTokenCount")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=response,
+        total_tokens=num("totalTokenCount") or prompt + response,
+        input_audio_tokens=audio("promptTokensDetails"),
+        output_audio_tokens=audio("responseTokensDetails"),
+        cached_tokens=num("cachedContentTokenCount"),
+    )
+
+
+class GeminiLiveState(RealtimeState):
+    """What one Gemini Live session knows, across connections (see the module docstring).
+
+    ``model``/``voice``/``automatic_activity_detection``: what :meth:`setup` sends.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        voice: str = DEFAULT_VOICE,
+        input_rate: int = INPUT_RATE,
+        output_rate: int = OUTPUT_RATE,
+        automatic_activity_detection: bool = True,
+        journal_limit: int = 64,
+    ) -> None:
+        super().__init__(Dialect.GA, output_rate=output_rate, journal_limit=journal_limit)
+        self.model = model
+        self.voice = voice
+        self.input_rate = input_rate
+        self.automatic_activity_detection = automatic_activity_detection
+        self._ids = itertools.count(1)
+        self._names: dict[str, str] = {}  # call id -> function name (for toolResponse)
+        self._user_text: list[str] = []
+        self._user_item = ""
+        self._said: list[str] = []  # output transcription of the current response
+        self._usage: Usage | None = None
+        self._skip_turn = False  # the rest of an interrupted turn is dropped
+        self._dropped: _Response | None = None  # ... and ends cancelled at its turnComplete
+        self._activity = False  # activityStart sent, activityEnd not yet
+
+    # -- client side
+    def setup(self, cfg: SessionConfig) -> str:
+        return encode_setup(
+            cfg,
+            model=self.model,
+            voice=self.voice,
+            automatic_activity_detection=self.automatic_activity_detection,
+        )
+
+    def user_text(self, text: str) -> list[str]:
+        self.journal.append(JournalEntry("user", text))
+        self._requested.append(None)
+        return [encode_client_content([("user", text)], turn_complete=True)]
+
+    def request_response(self, instructions: str | None = None) -> list[str]:
+        self._requested.append(instructions)
+        return [encode_client_content([], turn_complete=True)]
+
+    def say(self, text: str) -> list[str]:
+        self._requested.append(None)
+        return [encode_client_content([("user", SAY_PREFIX + text)], turn_complete=True)]
+
+    def tool_result(self, call_id: str, output: str) -> list[str]:
+        self._requested.append(None)  # the model goes on after the tool response
+        name = self._names.pop(call_id, "")
+        return [encode_tool_response(call_id, name, output)]
+
+    def audio(self, pcm: bytes) -> list[str]:
+        msgs = []
+        if not self.automatic_activity_detection and not self._activity:
+            self._activity = True
+            msgs.append(encode_activity(True))
+        msgs.append(encode_audio(pcm, self.input_rate))
+        return msgs
+
+    def commit(self) -> list[str]:
+        """End the user's turn: ``activityEnd`` (activity detection off) or
+        ``audioStreamEnd`` (on: the server decides, this only flushes)."""
+        self._requested.append(None)
+        if self.automatic_activity_detection:
+            return [encode_audio_stream_end()]
+        if not self._activity:
+            return [encode_activity(True), encode_activity(False)]
+        self._activity = False
+        return [encode_activity(False)]
+
+    def interrupt(
+        self, target_generation: int, played_ms: int | None, played_item: str | None = None
+    ) -> list[str]:
+        """Drop the rest of the current turn; Gemini has no cancel or truncate message."""
+        cur = self.current
+        if cur is not None and cur.generation <= target_generation:
+            cur.cancelled = True
+            self.current = None
+            self._skip_turn = True
+            self._dropped = cur
+        elif cur is None and self._requested:
+            self._cancel_on_create += len(self._requested)
+        self.generation = max(self.generation, target_generation + 1)
+        return []
+
+    def reconnect(self, cfg: SessionConfig) -> list[str]:
+        """``setup`` again, the conversation's text as ``clientContent`` turns (one message
+        each), and a ``turnComplete`` if a requested response had produced no audio."""
+        again = self.response_pending_unheard and not self._cancel_on_create
+        if self.current is not None:
+            self.current.cancelled = True
+        self.current = None
+        self._requested.clear()
+        self._cancel_on_create = 0
+        self._skip_turn = False
+        self._dropped = None
+        self._activity = False
+        self._said.clear()
+        self.generation += 1
+        msgs = [self.setup(cfg)]
+        msgs += [
+            encode_client_content([(e.role, e.text)], turn_complete=False) for e in self.journal
+        ]
+        if again:
+            msgs += self.request_response()
+        return msgs
+
+    # -- server side
+    def feed(self, frame: str | bytes) -> Decision:
+        """The first decision of :meth:`feed_all` (use :meth:`feed_all`)."""
+        return self.feed_all(frame)[0]
+
+    def feed_all(self, frame: str | bytes) -> list[Decision]:
+        g = self.generation
+        try:
+            msg = json.loads(frame)
+        except (ValueError, UnicodeDecodeError) as exc:
+            text = frame if isinstance(frame, str) else repr(frame[:64])
+            return [Decision(Act.DROP, Malformed(f"invalid JSON: {exc}", text), g, "malformed")]
+        if not isinstance(msg, dict):
+            return [Decision(Act.DROP, Malformed("not a JSON object", str(msg)), g, "malformed")]
+        out: list[Decision] = []
+        if "usageMetadata" in msg:
+            self._usage = _usage(msg["usageMetadata"]) or self._usage
+        if "setupComplete" in msg:
+            out.append(Decision(Act.READY, SessionCreated(f"gemini_{next(self._ids)}"), g))
+        content = msg.get("serverContent")
+        if isinstance(content, dict):
+            out += self._content(content)
+        call = msg.get("toolCall")
+        if isinstance(call, dict):
+            out += self._tool_call(call)
+        for key in ("toolCallCancellation", "goAway", "sessionResumptionUpdate", "voiceActivity"):
+            if key in msg:
+                out.append(Decision(Act.NOTICE, Ignored(key), g))
+        known = {"usageMetadata", "setupComplete", "serverContent", "toolCall"}
+        known |= {"toolCallCancellation", "goAway", "sessionResumptionUpdate", "voiceActivity"}
+        known |= {"voiceActivityDetectionSignal"}
+        if not out:
+            unknown = [k for k in msg if k not in known]
+            kind = unknown[0] if unknown else "usageMetadata"
+            act = Act.DROP if unknown else Act.NOTICE
+            out.append(Decision(act, Unknown(kind, msg) if unknown else Ignored(kind), g))
+        return out
+
+    def _open_response(self) -> tuple[_Response | None, list[Decision]]:
+        """The response that model output belongs to (opened on its first output)."""
+        cur = self.current
+        if cur is not None:
+            return cur, []
+        if self._skip_turn:
+            return None, []
+        if not self._requested and not self.automatic_activity_detection:
+            return None, []  # nobody asked: stale output (no server turns without detection)
+        if self._requested:
+            self._requested.popleft()
+        self.generation += 1
+        r = _Response(f"turn_{next(self._ids)}", self.generation)
+        self._responses.append(r)
+        self._said.clear()
+        out = self._flush_user()
+        if self._cancel_on_create:
+            self._cancel_on_create -= 1
+            r.cancelled = True
+            self._skip_turn = True
+            self._dropped = r
+            return None, out
+        self.current = r
+        out.append(Decision(Act.DELIVER, ResponseCreated(r.id), r.generation))
+        return r, out
+
+    def _flush_user(self) -> list[Decision]:
+        if not self._user_text:
+            return []
+        text = "".join(self._user_text).strip()
+        item = self._user_item or f"user_{next(self._ids)}"
+        self._user_text.clear()
+        self._user_item = ""
+        if not text:
+            return []
+        self.journal.append(JournalEntry("user", text))
+        return [Decision(Act.DELIVER, InputTranscript(item, text), self.generation)]
+
+    def _content(self, c: dict[str, Any]) -> list[Decision]:
+        out: list[Decision] = []
+        heard = c.get("inputTranscription")
+        if isinstance(heard, dict) and isinstance(heard.get("text"), str):
+            if not self._user_item:
+                self._user_item = f"user_{next(self._ids)}"
+            self._user_text.append(heard["text"])
+        if c.get("interrupted") is True:
+            out += self._end("cancelled", "turn_detected")
+            barge_in = SpeechStarted(self._user_item or "user", 0)
+            out.append(Decision(Act.DELIVER, barge_in, self.generation))
+            self._skip_turn = False
+        turn = c.get("modelTurn")
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            blob = part.get("inlineData") if isinstance(part, dict) else None
+            if not isinstance(blob, dict) or not str(blob.get("mimeType", "")).startswith(
+                "audio/pcm"
+            ):
+                continue  # text parts (thoughts) and other media are not spoken
+            try:
+                pcm = base64.b64decode(str(blob.get("data", "")), validate=True)
+            except (binascii.Error, ValueError):
+                out.append(Decision(Act.DROP, Malformed("audio not base64", ""), self.generation))
+                continue
+            r, opened = self._open_response()
+            out += opened
+            ev = AudioDelta(r.id if r else "", r.id if r else "", 0, pcm)
+            if r is None:
+                out.append(Decision(Act.DROP, ev, self.generation, "audio of a dropped turn"))
+                continue
+            r.audio_items.add(r.id)
+            self._audio_ms[r.id] = (
+                self._audio_ms.get(r.id, 0.0) + len(pcm) / 2 / self.output_rate * 1000
+            )
+            self._last_audio = (r.id, r.generation)
+            out.append(Decision(Act.DELIVER, ev, r.generation))
+        said = c.get("outputTranscription")
+        if isinstance(said, dict) and isinstance(said.get("text"), str) and said["text"]:
+            r, opened = self._open_response()
+            out += opened
+            if r is not None:
+                self._said.append(said["text"])
+                out.append(
+                    Decision(Act.DELIVER, TranscriptDelta(r.id, r.id, said["text"]), r.generation)
+                )
+        if c.get("turnComplete") is True:
+            out += self._end("completed", "")
+            self._skip_turn = False
+        return out
+
+    def _end(self, status: str, reason: str) -> list[Decision]:
+        out = self._flush_user()
+        r = self.current
+        if r is None:
+            dropped, self._dropped = self._dropped, None
+            self._said.clear()
+            if dropped is not None and not dropped.done:
+                dropped.done = True
+                ev = ResponseDone(dropped.id, "cancelled", "client_cancelled", self._usage)
+                self._usage = None
+                out.append(Decision(Act.DELIVER, ev, dropped.generation))
+            return out
+        self.current = None
+        r.done = True
+        text = "".join(self._said)
+        self._said.clear()
+        if text and status == "completed":
+            self.journal.append(JournalEntry("assistant", text))
+        if text:
+            out.append(Decision(Act.DELIVER, TranscriptDone(r.id, r.id, text), r.generation))
+        usage, self._usage = self._usage, None
+        out.append(Decision(Act.DELIVER, ResponseDone(r.id, status, reason, usage), r.generation))
+        return out
+
+    def _tool_call(self, call: dict[str, Any]) -> list[Decision]:
+        out: list[Decision] = []
+        calls = call.get("functionCalls")
+        for fc in calls if isinstance(calls, list) else []:
+            if not isinstance(fc, dict) or not isinstance(fc.get("name"), str):
+                continue
+            r, opened = self._open_response()
+            out += opened
+            if r is None:
+                continue
+            call_id = str(fc.get("id") or f"call_{next(self._ids)}")
+            self._names[call_id] = fc["name"]
+            args = json.dumps(fc.get("args") or {}, separators=(",", ":"))
+            ready = FunctionCallReady(r.id, r.id, call_id, fc["name"], args)
+            out.append(Decision(Act.DELIVER, ready, r.generation))
+        if self.current is not None:
+            out += self._end("completed", "")  # the model waits for the tool response
+        return out
