@@ -110,6 +110,7 @@ class Dialogue:
         self.frames: list[tuple[float, AudioFrame]] = []
         """The agent's audio as the transport took it: (loop time, frame)."""
         self.turns: list[Turn] = []
+        """Every turn :meth:`user_says` played, in order."""
 
     @property
     def history(self) -> list[ChatMessage]:
@@ -137,6 +138,9 @@ class Dialogue:
     async def user_says(self, text: str, *, typed: bool = False, limit: float = 30.0) -> Turn:
         """The user says ``text`` (as audio, or ``typed`` through ``send_text``), then
         stays silent until the session is idle (at most ``limit`` loop seconds).
+
+        The turn is also kept in :attr:`turns`. Raises the session's error if it failed,
+        ``AssertionError`` if the turn does not end within ``limit``.
         """
         loop = asyncio.get_running_loop()
         mark_events, mark_frames = len(self.events), len(self.frames)
