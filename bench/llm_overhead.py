@@ -193,10 +193,10 @@ async def plugin_round(llm: HttpLLM, ctx: ChatContext) -> tuple[list[float], flo
 
 async def bench_provider(p: Provider, replies: int, interval: float) -> dict[str, Any]:
     fake = p.fake(FaultPlan(chunk_interval=interval))
-    base_url: str = getattr(fake, "base_url")  # noqa: B009 (each fake has its own)
     lat: dict[str, list[float]] = {"bare": [], "ours": []}
     ttft: dict[str, list[float]] = {"bare": [], "ours": []}
     with running_in_thread(fake):
+        base_url: str = getattr(fake, "base_url")  # noqa: B009 (each fake has its own)
         async with (
             httpx.AsyncClient(trust_env=False, timeout=10.0) as client,
             p.make(base_url) as llm,
