@@ -176,10 +176,10 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
     g_ours: list[float] = []
     with running_in_thread(
         gl_fake.FakeGeminiLiveServer(FaultPlan(chunk_interval=interval), chunk_ms=20.0)
-    ) as fake:
+    ) as live:
         for _ in range(rounds):
-            g_bare += await gemini_bare_round(fake.url)
-            g_ours += await gemini_round(fake.url, recv_times)
+            g_bare += await gemini_bare_round(live.url)
+            g_ours += await gemini_round(live.url, recv_times)
     WsConnection.recv = original  # type: ignore[method-assign]
     res = {
         "what": "per 20 ms audio delta: recv() returned -> PCM available (microseconds)",
