@@ -1,4 +1,4 @@
-"""Framework overhead of the realtime session over a bare websockets client.
+"""Framework overhead of the realtime sessions over a bare websockets client.
 
 Against :class:`~antiphon.testing.realtime.FakeRealtimeServer` (GA, on its own thread),
 each round sends a user turn and reads the spoken answer (20 ms audio deltas):
@@ -8,6 +8,11 @@ each round sends a user turn and reads the spoken answer (20 ms audio deltas):
 (b) antiphon: ``OpenAIRealtime`` session (reader task, mailbox, state machine, events);
     per audio delta, the time from the connection's ``recv()`` returning to the
     ``AgentAudio`` coming out of ``async for ev in session``.
+
+The same against :class:`~antiphon.testing.gemini_live.FakeGeminiLiveServer` (20 ms
+chunks): bare = ``setup``, ``setupComplete``, a ``clientContent`` turn, then per
+``serverContent`` with ``modelTurn`` audio, ``json.loads`` + base64 of its ``inlineData``;
+antiphon = ``GeminiLive`` (keys ``gemini_*`` in the JSON).
 
 ``--interval`` paces the fake's deltas (default 5 ms) so that the figure is the per-frame
 cost, not the wait behind a burst of deltas that arrived together. Also the input side:
@@ -34,15 +39,19 @@ from websockets.asyncio.client import connect
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.net.ws import WsConnection
+from antiphon.plugins.gemini import GeminiLive
 from antiphon.plugins.openai import OpenAIRealtime
+from antiphon.protocols import gemini_live as gl
 from antiphon.protocols import realtime as rt
 from antiphon.services.realtime import AgentAudio, ResponseDone
+from antiphon.testing import gemini_live as gl_fake
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
 AUDIO_DELTA = rt.NAMES[rt.Dialect.GA].audio_delta
+GEMINI_AUDIO = '"inlineData"'
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -95,13 +104,59 @@ async def antiphon_round(url: str, recv_times: list[int]) -> tuple[list[float], 
     return out, push
 
 
+async def gemini_bare_round(url: str) -> list[float]:
+    out: list[float] = []
+    async with connect(
+        rt.build_url(url, gl.PATH, {}),
+        additional_headers={"x-goog-api-key": gl_fake.DEFAULT_API_KEY},
+        compression=None,
+    ) as ws:
+        cfg = rt.SessionConfig(turn_detection=None)
+        await ws.send(
+            gl.encode_setup(
+                cfg, model="m", voice=gl.DEFAULT_VOICE, automatic_activity_detection=False
+            )
+        )
+        while "setupComplete" not in json.loads(await ws.recv()):
+            pass
+        await ws.send(gl.encode_client_content([("user", TEXT)], turn_complete=True))
+        while True:
+            raw = await ws.recv()
+            t0 = time.perf_counter_ns()
+            content = json.loads(raw).get("serverContent", {})
+            parts = content.get("modelTurn", {}).get("parts", [])
+            pcm = b"".join(base64.b64decode(p["inlineData"]["data"]) for p in parts)
+            if pcm:
+                out.append((time.perf_counter_ns() - t0) / 1e3)
+            if content.get("turnComplete"):
+                return out
+
+
+async def gemini_round(url: str, recv_times: list[int]) -> list[float]:
+    out: list[float] = []
+    model = GeminiLive(
+        api_key=gl_fake.DEFAULT_API_KEY, base_url=url, automatic_activity_detection=False
+    )
+    async with model, model.session() as s:
+        recv_times.clear()
+        s.send_text(TEXT)
+        i = 0
+        async for ev in s:
+            if isinstance(ev, AgentAudio):
+                out.append((time.perf_counter_ns() - recv_times[i]) / 1e3)
+                i += 1
+            elif isinstance(ev, ResponseDone):
+                break
+    return out
+
+
 async def main(rounds: int, interval: float) -> dict[str, Any]:
     recv_times: list[int] = []
     original = WsConnection.recv
 
     async def timed_recv(self: WsConnection, *, stage: str = "receive") -> str | bytes:
         data = await original(self, stage=stage)
-        if isinstance(data, str) and AUDIO_DELTA in data[:60]:
+        if isinstance(data, str) and (AUDIO_DELTA in data[:60] or GEMINI_AUDIO in data[:80]):
             recv_times.append(time.perf_counter_ns())
         return data
 
@@ -117,6 +172,14 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
             o, p = await antiphon_round(fake.url, recv_times)
             ours += o
             push += p
+    g_bare: list[float] = []
+    g_ours: list[float] = []
+    with running_in_thread(
+        gl_fake.FakeGeminiLiveServer(FaultPlan(chunk_interval=interval), chunk_ms=20.0)
+    ) as live:
+        for _ in range(rounds):
+            g_bare += await gemini_bare_round(live.url)
+            g_ours += await gemini_round(live.url, recv_times)
     WsConnection.recv = original  # type: ignore[method-assign]
     res = {
         "what": "per 20 ms audio delta: recv() returned -> PCM available (microseconds)",
@@ -129,6 +192,11 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
         "antiphon_p99_us": pct(ours, 0.99),
         "push_audio_16k_to_24k_p50_us": statistics.median(push),
         "push_audio_16k_to_24k_p99_us": pct(push, 0.99),
+        "gemini_deltas": len(g_ours),
+        "gemini_bare_p50_us": statistics.median(g_bare),
+        "gemini_bare_p99_us": pct(g_bare, 0.99),
+        "gemini_antiphon_p50_us": statistics.median(g_ours),
+        "gemini_antiphon_p99_us": pct(g_ours, 0.99),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }

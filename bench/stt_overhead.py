@@ -1,6 +1,7 @@
 """Framework overhead of each WebSocket STT plugin over a bare websockets client.
 
-For the WebSocket STT plugins (Deepgram, AssemblyAI, OpenAI realtime transcription),
+For the WebSocket STT plugins (Deepgram, AssemblyAI, OpenAI realtime transcription,
+Speechmatics, ElevenLabs Scribe, Cartesia Ink),
 against each provider's fake server (on its own thread, same speech, same messages):
 
 (a) a bare client: one ``websockets`` connection, the provider's sans-I/O protocol session
@@ -28,7 +29,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,21 @@ from websockets.asyncio.server import ServerConnection
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.plugins.assemblyai import AssemblyAISTT
+from antiphon.plugins.cartesia.stt import CartesiaSTT
 from antiphon.plugins.deepgram import DeepgramSTT
+from antiphon.plugins.elevenlabs.stt import ElevenLabsSTT
 from antiphon.plugins.openai import OpenAISTT
+from antiphon.plugins.speechmatics.stt import SpeechmaticsSTT
+from antiphon.protocols import speechmatics_stt as sm
 from antiphon.protocols.stt_session import Act
 from antiphon.services.ws_stt import WebSocketSTT
 from antiphon.testing import FaultPlan, running_in_thread
 from antiphon.testing import assemblyai_stt as aai_fake
+from antiphon.testing import cartesia_stt as ink_fake
 from antiphon.testing import deepgram_stt as dg_fake
+from antiphon.testing import elevenlabs_stt as xi_fake
 from antiphon.testing import openai_transcription as oai_fake
+from antiphon.testing import speechmatics_stt as sm_fake
 from antiphon.testing.server import FakeWsServer
 from antiphon.testing.synth import tone_for_text
 
@@ -61,6 +69,15 @@ class Provider:
     make: Callable[[str], WebSocketSTT[Any]]
     carries: tuple[str, ...]
     """Substrings of a server frame that carries a transcript."""
+    start: Callable[[ClientConnection, Any], Awaitable[None]] | None = None
+    """A handshake after the upgrade, before any audio (as the plugin's ``_connect``)."""
+
+
+async def speechmatics_start(ws: ClientConnection, stt: Any) -> None:
+    """``StartRecognition``, then wait for ``RecognitionStarted``."""
+    await ws.send(stt.options.start_recognition())
+    while not isinstance(sm.parse(await ws.recv()), sm.RecognitionStarted):
+        pass
 
 
 PROVIDERS = [
@@ -85,6 +102,25 @@ PROVIDERS = [
             turn_detection={"type": "server_vad", "silence_duration_ms": 300},
         ),
         ("input_audio_transcription.delta", "input_audio_transcription.completed"),
+    ),
+    Provider(
+        "speechmatics",
+        lambda plan: sm_fake.FakeSpeechmaticsSTT(plan, vocabulary=PHRASES),
+        lambda url: SpeechmaticsSTT(api_key=sm_fake.DEFAULT_API_KEY, base_url=url),
+        ('"AddPartialTranscript"', '"AddTranscript"'),
+        speechmatics_start,
+    ),
+    Provider(
+        "elevenlabs",
+        lambda plan: xi_fake.FakeElevenLabsSTT(plan, vocabulary=PHRASES),
+        lambda url: ElevenLabsSTT(api_key=xi_fake.DEFAULT_API_KEY, base_url=url),
+        ('"partial_transcript"', '"committed_transcript'),
+    ),
+    Provider(
+        "cartesia",
+        lambda plan: ink_fake.FakeCartesiaSTT(plan, vocabulary=PHRASES),
+        lambda url: CartesiaSTT(api_key=ink_fake.DEFAULT_API_KEY, base_url=url),
+        ('"transcript"',),
     ),
 ]
 
@@ -126,7 +162,7 @@ def speech(text: str) -> AudioFrame:
 
 
 async def bare_round(
-    stt: WebSocketSTT[Any], audio: AudioFrame, speed: float
+    p: Provider, stt: WebSocketSTT[Any], audio: AudioFrame, speed: float
 ) -> tuple[list[float], int]:
     start = len(SENT)
     converter = AudioConverter(stt.sample_rate, 1)
@@ -146,6 +182,8 @@ async def bare_round(
             await ws.send(m)
 
     async with connect(stt.url, additional_headers=stt.headers, compression=None) as ws:
+        if p.start is not None:
+            await p.start(ws, stt)
         sender = asyncio.create_task(send_all())
         try:
             while not session.done:
@@ -191,13 +229,13 @@ async def bench_provider(
     counts = {"bare": 0, "plugin": 0}
     with running_in_thread(fake):
         async with p.make(fake.url) as stt:
-            await bare_round(stt, speech(PHRASES[0]), speed)  # warm up, not counted
+            await bare_round(p, stt, speech(PHRASES[0]), speed)  # warm up, not counted
             await plugin_round(stt, speech(PHRASES[0]), speed)
             for i in range(utterances):
                 audio = speech(PHRASES[i % len(PHRASES)])
                 for which in ("bare", "plugin") if i % 2 == 0 else ("plugin", "bare"):
                     if which == "bare":
-                        lat, n = await bare_round(stt, audio, speed)
+                        lat, n = await bare_round(p, stt, audio, speed)
                         bare += lat
                     else:
                         lat, n = await plugin_round(stt, audio, speed)
@@ -251,7 +289,7 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(r, indent=2) + "\n")
     print(
-        f"{'provider':<11} {'transcripts':>11} {'bare p50/p99 ms':>16} "
+        f"{'provider':<12} {'transcripts':>11} {'bare p50/p99 ms':>16} "
         f"{'plugin p50/p99 ms':>18} {'added p99 ms':>12}"
     )
     for p in r["providers"]:
@@ -259,7 +297,7 @@ def main() -> None:
         met = "met" if p["target_met"] else "NOT met"
         n = p["transcripts"]
         print(
-            f"{p['provider']:<11} {n['bare']:>5}/{n['plugin']:<5} "
+            f"{p['provider']:<12} {n['bare']:>5}/{n['plugin']:<5} "
             f"{b['p50']:>7.3f}/{b['p99']:<8.3f} {o['p50']:>8.3f}/{o['p99']:<9.3f} "
             f"{d['p99']:>+12.3f}  {met}"
         )

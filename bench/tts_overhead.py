@@ -1,4 +1,4 @@
-"""Framework overhead of each WebSocket TTS plugin over a bare websockets client.
+"""Framework overhead of each streaming TTS plugin over a bare client of its protocol.
 
 For every provider in the registry whose plugin is a ``WebSocketTTS``, against that
 provider's fake server (on its own thread, same text, same frames):
@@ -10,6 +10,12 @@ provider's fake server (on its own thread, same text, same frames):
 Per audio chunk, the latency from the fake's send to (a) ``recv()`` returning and (b) the
 ``AudioFrame`` coming out; and CPU seconds of the client thread per second of audio. The
 two run interleaved, text by text, in one process.
+
+For the HTTP streaming plugins (OpenAI, Hume; the ``http`` transport in the registry but
+Azure, whose fake is not a streamed body), the bare client is one ``httpx`` streaming POST
+of the same body with the same headers, reading ``aiter_raw()``. The fake's send times are
+taken by wrapping its ``HttpConnection.write``; besides the per-chunk latency, the time to
+the first audio byte (from the request, or from ``synthesize()``) is compared.
 
     .venv/bin/python bench/tts_overhead.py [--texts 12] [--interval 0.002] [--only deepgram]
 
@@ -27,16 +33,126 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSProvider, TTSSettings
 from antiphon.protocols.tts_session import Act
 from antiphon.services.ws_tts import WebSocketTTS
 from antiphon.testing import FaultPlan, running_in_thread
+from antiphon.testing.http_server import HttpConnection
 from antiphon.testing.registry import tts_fake
 from antiphon.testing.synth import tone_duration
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
+HTTP_PROVIDERS = ("openai", "hume")
+
+#: perf_counter_ns of every write of an HTTP fake (any thread).
+HTTP_SENT: list[int] = []
+
+
+def _install_http_send_clock() -> None:
+    original = HttpConnection.write
+
+    async def write(self: HttpConnection[Any], data: bytes) -> None:
+        await original(self, data)
+        HTTP_SENT.append(time.perf_counter_ns())
+
+    HttpConnection.write = write  # type: ignore[method-assign]
+
+
+def _after_last_send(received: list[int], start: int) -> list[float]:
+    """Each receive against the last chunk written before it (ms)."""
+    sent = HTTP_SENT[start:]
+    out = []
+    for r in received:
+        before = [s for s in sent if s <= r]
+        if before:
+            out.append((r - before[-1]) / 1e6)
+    return out
+
+
+def _summary(bare: list[float], ours: list[float]) -> dict[str, Any]:
+    return {
+        "bare_ms": {"p50": pct(bare, 50), "p99": pct(bare, 99), "mean": statistics.fmean(bare)},
+        "plugin_ms": {"p50": pct(ours, 50), "p99": pct(ours, 99), "mean": statistics.fmean(ours)},
+        "added_latency_ms": {
+            "p50": pct(ours, 50) - pct(bare, 50),
+            "p99": pct(ours, 99) - pct(bare, 99),
+        },
+        "latency_ratio": {
+            "p50": pct(ours, 50) / pct(bare, 50),
+            "p99": pct(ours, 99) / pct(bare, 99),
+        },
+    }
+
+
+async def http_bare_round(
+    client: httpx.AsyncClient, tts: Any, text: str
+) -> tuple[list[float], float, float]:
+    """(per-chunk latencies, time to first byte in ms, client-thread CPU seconds)."""
+    start = len(HTTP_SENT)
+    recv_ns: list[int] = []
+    cpu = time.thread_time()
+    t0 = time.perf_counter_ns()
+    async with client.stream("POST", tts.url, content=tts.body(text), headers=tts.headers) as r:
+        r.raise_for_status()
+        async for data in r.aiter_raw():
+            if data:
+                recv_ns.append(time.perf_counter_ns())
+    cpu = time.thread_time() - cpu
+    return _after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, cpu
+
+
+async def http_plugin_round(tts: Any, text: str) -> tuple[list[float], float, float]:
+    start = len(HTTP_SENT)
+    recv_ns: list[int] = []
+    cpu = time.thread_time()
+    t0 = time.perf_counter_ns()
+    async with tts.synthesize(text) as stream:
+        async for _frame in stream:
+            recv_ns.append(time.perf_counter_ns())
+    cpu = time.thread_time() - cpu
+    return _after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, cpu
+
+
+async def bench_http_provider(provider: TTSProvider, texts: int, interval: float) -> dict[str, Any]:
+    entry = tts_fake(provider.name)
+    fake = entry.make(FaultPlan(chunk_interval=interval), 0, entry.key)
+    lat: dict[str, list[float]] = {"bare": [], "ours": []}
+    ttfb: dict[str, list[float]] = {"bare": [], "ours": []}
+    cpu = {"bare": 0.0, "ours": 0.0}
+    audio_seconds = 0.0
+    with running_in_thread(fake):
+        tts = provider.make(TTSSettings(api_key=entry.key, base_url=fake.url))
+        async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client, tts:
+            await http_bare_round(client, tts, "Warm up.")  # not counted
+            await http_plugin_round(tts, "Warm up.")
+            for i in range(texts):
+                text = f"{TEXT} Number {i}."
+                for which in ("bare", "ours") if i % 2 == 0 else ("ours", "bare"):
+                    if which == "bare":
+                        chunk_lat, first, c = await http_bare_round(client, tts, text)
+                    else:
+                        chunk_lat, first, c = await http_plugin_round(tts, text)
+                    lat[which] += chunk_lat
+                    ttfb[which].append(first)
+                    cpu[which] += c
+                audio_seconds += tone_duration(text)
+    result: dict[str, Any] = {
+        "provider": provider.name,
+        "transport": "http",
+        "chunks_per_client": len(lat["ours"]),
+        **_summary(lat["bare"], lat["ours"]),
+        "first_byte": _summary(ttfb["bare"], ttfb["ours"]),
+        "cpu_s_per_audio_s": {
+            "bare": cpu["bare"] / audio_seconds,
+            "plugin": cpu["ours"] / audio_seconds,
+            "ratio": cpu["ours"] / cpu["bare"] if cpu["bare"] else None,
+        },
+    }
+    result["target_met"] = result["added_latency_ms"]["p99"] < 1.0
+    return result
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,13 +262,15 @@ async def bench_provider(provider: TTSProvider, texts: int, interval: float) -> 
 
 
 async def run(texts: int, interval: float, only: list[str]) -> dict[str, Any]:
+    _install_http_send_clock()
     results = []
     for name, provider in TTS_PROVIDERS.items():
         if only and name not in only:
             continue
-        if provider.transport != "websocket":
-            continue  # the bare baseline below speaks WebSocket
-        results.append(await bench_provider(provider, texts, interval))
+        if provider.transport == "websocket":
+            results.append(await bench_provider(provider, texts, interval))
+        elif name in HTTP_PROVIDERS:
+            results.append(await bench_http_provider(provider, texts, interval))
     return {
         "benchmark": "tts_overhead",
         "python": platform.python_version(),
@@ -186,6 +304,13 @@ def main() -> None:
             f"{b['p50']:>7.3f}/{b['p99']:<8.3f} {o['p50']:>8.3f}/{o['p99']:<9.3f} "
             f"{d['p99']:>+12.3f} {c['ratio'] or 0:>8.2f}x  {met}"
         )
+    for p in r["providers"]:
+        if "first_byte" in p:
+            b, o = p["first_byte"]["bare_ms"], p["first_byte"]["plugin_ms"]
+            print(
+                f"{p['provider']:<11} first audio byte p50/p99 ms: bare {b['p50']:.3f}/"
+                f"{b['p99']:.3f}, plugin {o['p50']:.3f}/{o['p99']:.3f}"
+            )
     print(f"wrote {a.out}")
 
 
