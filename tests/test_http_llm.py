@@ -75,3 +75,23 @@ async def test_a_backoff_longer_than_max_retry_wait_is_not_waited_for() -> None:
         result = await llm.chat(ChatContext().user("hi")).result()
         assert result.error is not None and result.error.retryable
         assert len(fake.stats.requests) == 1
+
+
+@pytest.mark.parametrize("plugin", ["openai", "anthropic"])
+async def test_requests_in_turn_reuse_one_connection(plugin: str) -> None:
+    """A stream read to its end marker hands its connection back to the pool."""
+    fake = (
+        FakeOpenAIChat(replies=[Reply("One."), Reply("Two."), Reply("Three.")])
+        if plugin == "openai"
+        else FakeAnthropicMessages(replies=[Reply("One."), Reply("Two."), Reply("Three.")])
+    )
+    async with serving(fake):
+        llm = (
+            OpenAILLM("m", api_key=DEFAULT_API_KEY, base_url=fake.base_url)
+            if plugin == "openai"
+            else AnthropicLLM("m", api_key=DEFAULT_API_KEY, base_url=fake.url)
+        )
+        async with llm:
+            heard = [await llm.chat(ChatContext().user("hi")).collect_text() for _ in range(3)]
+        assert heard == ["One.", "Two.", "Three."]
+        assert fake.stats.connections == 1
