@@ -265,6 +265,7 @@ class WebSocketSynthesisStream(SynthesisStream):
                 self._deliver(action.audio)
             self._heard = False
             self._progress_at = self._loop.time()
+            self._count_audio()
             if self._flush_times:
                 self._flush_times.pop(0)
             if act is Act.STREAM_DONE:
@@ -454,7 +455,10 @@ class WebSocketSynthesisStream(SynthesisStream):
         else:
             data = decode_to_pcm(self._tts.wire_encoding, data)
         if data:
-            self._emit(AudioFrame(data, self.sample_rate, 1, self.generation))
+            # Whole int16 samples by construction (carry above, or decoded): no checks.
+            if type(data) is not bytes:
+                data = bytes(data)
+            self._emit(AudioFrame.trusted(data, self.sample_rate, 1, self.generation))
 
     def _end_audio(self) -> None:
         if self._carry:
