@@ -37,7 +37,7 @@ from antiphon.agent.events import (
 )
 from antiphon.agent.session import AgentSession
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import StreamClosedError
+from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
     NORMAL,
@@ -127,6 +127,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
             )
         self.guard = ws
         super().__init__(session, ws, send_timeout=self.limits.send_timeout)
+        if not isinstance(input_rate, int) or input_rate <= 0:
+            raise ConfigError(f"input_rate must be a positive int in Hz, got {input_rate!r}")
         self.input_rate = input_rate
         self.id = secrets.token_hex(4)
         self.name = f"ws-{self.id}"
@@ -180,8 +182,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if not data:
             return
         self.frames_received += 1
-        try:
-            self.session.push_audio(AudioFrame(data, self.input_rate, 1))
+        try:  # bytes of whole int16 samples at a checked rate: no checks again per frame
+            self.session.push_audio(AudioFrame.trusted(data, self.input_rate))
         except StreamClosedError as exc:
             raise CallEnded(1011, f"the agent ended: {exc}") from None
 
