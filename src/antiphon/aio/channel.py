@@ -157,7 +157,15 @@ class Channel(Generic[T]):
                 return item
             if self._closed:
                 return self.recv_nowait()  # raises the close error
-            await self._wait(self._getters)
+            # _wait inlined: one coroutine less per wake-up on the per-chunk path
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if fut in self._getters:
+                    self._getters.remove(fut)
+                raise
 
     def close(self, error: BaseException | None = None) -> None:
         """End the channel; idempotent (the first error wins)."""
