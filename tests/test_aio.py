@@ -82,6 +82,36 @@ async def test_bounded_channel_and_clear_unblocks_senders() -> None:
         Channel(maxsize=-1)
 
 
+async def test_a_cancelled_waiter_leaves_no_trace_and_the_next_one_is_woken() -> None:
+    ch: Channel[int] = Channel(maxsize=1)
+    gone = asyncio.create_task(ch.recv())
+    kept = asyncio.create_task(ch.recv())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    ch.send_nowait(7)
+    assert await kept == 7
+    # a sender cancelled while the channel is full: its item never arrives
+    ch.send_nowait(1)
+    dropped = asyncio.create_task(ch.send(2))
+    waiting = asyncio.create_task(ch.send(3))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    await asyncio.gather(dropped, return_exceptions=True)
+    assert ch.recv_nowait() == 1
+    await waiting
+    assert ch.recv_nowait() == 3 and ch.qsize() == 0
+
+
+async def test_two_receivers_each_get_one_item() -> None:
+    ch: Channel[int] = Channel(maxsize=4)
+    receivers = [asyncio.create_task(ch.recv()) for _ in range(2)]
+    await asyncio.sleep(0)
+    ch.send_nowait(1)
+    ch.send_nowait(2)
+    assert sorted(await asyncio.gather(*receivers)) == [1, 2]
+
+
 async def test_virtual_clock_wakes_sleepers_in_order() -> None:
     clock = VirtualClock()
     woke: list[tuple[str, float]] = []

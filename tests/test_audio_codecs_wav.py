@@ -133,3 +133,25 @@ def test_read_wav_rejects_non_wav_and_8_bit(tmp_path: Path) -> None:
         w.writeframes(bytes(10))
     with pytest.raises(ConfigError, match="16-bit"):
         read_wav(eight)
+
+
+@given(
+    st.integers(0, 200),
+    st.sampled_from([8000, 16000, 24000]),
+    st.integers(1, 2),
+    st.integers(0, 5),
+)
+def test_a_trusted_frame_is_the_checked_frame(
+    n: int, rate: int, channels: int, generation: int
+) -> None:
+    data = bytes(range(256)) * 4
+    data = data[: n * 2 * channels]
+    checked = AudioFrame(data, rate, channels, generation)
+    trusted = AudioFrame.trusted(data, rate, channels, generation)
+    assert trusted == checked and hash(trusted) == hash(checked)
+    assert trusted.samples_per_channel == checked.samples_per_channel == n
+    assert trusted.duration == checked.duration
+    assert trusted.with_generation(9) == checked.with_generation(9)
+    assert trusted.split(0.001) == checked.split(0.001)
+    with pytest.raises(AttributeError):
+        trusted.sample_rate = 1  # type: ignore[misc]

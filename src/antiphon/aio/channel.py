@@ -17,6 +17,7 @@ states a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -66,9 +67,10 @@ class Channel(Generic[T]):
         self._items: deque[T] = deque()
         self._closed = False
         self._error: BaseException | None = None
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # Futures of the tasks waiting for an item / for room. A put or get with nobody
+        # waiting creates no future and touches no event: the fast path is a deque op.
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
 
     @property
     def maxsize(self) -> int:
@@ -84,15 +86,23 @@ class Channel(Generic[T]):
     def full(self) -> bool:
         return bool(self._maxsize) and len(self._items) >= self._maxsize
 
-    def _update(self) -> None:
-        if self._items or self._closed:
-            self._readable.set()
-        else:
-            self._readable.clear()
-        if self._closed or not self.full():
-            self._writable.set()
-        else:
-            self._writable.clear()
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        """Wake every waiter (each checks the channel again, as with an ``Event``)."""
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        waiters.clear()
+
+    async def _wait(self, waiters: list[asyncio.Future[None]]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not fut.done() or fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    waiters.remove(fut)
 
     def _full_error(self) -> ChannelFull:
         return ChannelFull(
@@ -105,13 +115,15 @@ class Channel(Generic[T]):
         """Queue ``item`` now; a full channel applies its policy (``BLOCK`` raises)."""
         if self._closed:
             raise ChannelClosed(f"send on a closed {self.name}")
-        if self.full():
+        items = self._items
+        if self._maxsize and len(items) >= self._maxsize:
             if self.overflow is not Overflow.DROP_OLDEST:
                 raise self._full_error()
-            self._items.popleft()
+            items.popleft()
             self.dropped += 1
-        self._items.append(item)
-        self._update()
+        items.append(item)
+        if self._getters:
+            self._wake(self._getters)
 
     async def send(self, item: T) -> None:
         """Queue ``item``; with ``BLOCK``, wait while the channel is full."""
@@ -121,13 +133,14 @@ class Channel(Generic[T]):
             if self.overflow is not Overflow.BLOCK or not self.full():
                 self.send_nowait(item)
                 return
-            await self._writable.wait()
+            await self._wait(self._putters)
 
     def recv_nowait(self) -> T:
         """Return the next item; ``ChannelClosed`` (or the close error) when ended."""
         if self._items:
             item = self._items.popleft()
-            self._update()
+            if self._putters:
+                self._wake(self._putters)
             return item
         if self._closed:
             if self._error is not None:
@@ -137,10 +150,22 @@ class Channel(Generic[T]):
 
     async def recv(self) -> T:
         while True:
+            if self._items:  # the fast path: no exception, no future
+                item = self._items.popleft()
+                if self._putters:
+                    self._wake(self._putters)
+                return item
+            if self._closed:
+                return self.recv_nowait()  # raises the close error
+            # _wait inlined: one coroutine less per wake-up on the per-chunk path
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
             try:
-                return self.recv_nowait()
-            except asyncio.QueueEmpty:
-                await self._readable.wait()
+                await fut
+            except BaseException:
+                if fut in self._getters:
+                    self._getters.remove(fut)
+                raise
 
     def close(self, error: BaseException | None = None) -> None:
         """End the channel; idempotent (the first error wins)."""
@@ -148,13 +173,14 @@ class Channel(Generic[T]):
             return
         self._closed = True
         self._error = error
-        self._update()
+        self._wake(self._getters)
+        self._wake(self._putters)
 
     def clear(self) -> int:
         """Drop every queued item at once; return how many were dropped."""
         n = len(self._items)
         self._items = deque()
-        self._update()
+        self._wake(self._putters)
         return n
 
     def discard(self, predicate: Callable[[T], bool], *, limit: int | None = None) -> int:
@@ -169,7 +195,7 @@ class Channel(Generic[T]):
                 kept.append(item)
         if n:
             self._items = kept
-            self._update()
+            self._wake(self._putters)
         return n
 
     def __aiter__(self) -> AsyncIterator[T]:

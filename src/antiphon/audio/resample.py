@@ -104,7 +104,8 @@ class StreamResampler:
             )
 
     def _frame(self, y: npt.NDArray[np.float32]) -> AudioFrame:
-        return AudioFrame(_float_to_pcm(y), self.out_rate, self.channels, self._generation)
+        # int16 of whole frames of samples, made here: built without the checks
+        return AudioFrame.trusted(_float_to_pcm(y), self.out_rate, self.channels, self._generation)
 
     def process(self, frame: AudioFrame) -> AudioFrame:
         """Resample ``frame``; return the output ready so far (may have 0 samples).

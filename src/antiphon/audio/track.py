@@ -237,7 +237,8 @@ class OutputTrack:
         self._queued -= taken
         self._played += taken
         self._update()
-        return AudioFrame(out, self.sample_rate, self.channels, gen)
+        # whole samples: every chunk is a frame's data, every cut a whole number of them
+        return AudioFrame.trusted(out, self.sample_rate, self.channels, gen)
 
     async def read(self) -> AudioFrame:
         """Return the next frame at its release time.
@@ -276,7 +277,7 @@ class OutputTrack:
         self._index += 1
         if self._frame_ready():
             return self._take_frame()
-        return AudioFrame(self._silence, self.sample_rate, self.channels, self._generation)
+        return AudioFrame.trusted(self._silence, self.sample_rate, self.channels, self._generation)
 
     async def _sleep_until(self, when: float) -> None:
         """Sleep until ``when`` on the clock, or until the track is closed."""

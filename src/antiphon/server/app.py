@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -531,7 +532,24 @@ def serve(
         log_level="info",
         timeout_graceful_shutdown=int(drain_timeout) + 5,
         ws_max_size=lim.max_ws_message_bytes,  # a bigger message is refused unread (1009)
+        # PCM and base64 audio barely compress, and deflating every 20 ms frame cost about
+        # a tenth of the server's CPU per call (bench/profile_server.py): not offered.
+        ws_per_message_deflate=False,
     )
     install_redaction()  # uvicorn configures its loggers again in Config
     server = DrainingServer(config, app.state.calls, drain_timeout)
-    asyncio.run(server.run_draining())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(server.run_draining())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (``pip install antiphon[fast]``), unless
+    ``ANTIPHON_LOOP=asyncio``; else asyncio's own (None)."""
+    if os.environ.get("ANTIPHON_LOOP", "auto") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -87,6 +87,7 @@ class SynthesisStream(InputStream[AudioFrame]):
         self.sample_rate = sample_rate
         self.channels = channels
         self.audio_seconds = 0.0
+        self._audio_counted = 0.0  # the part of audio_seconds already in the metric
         self._audio_metric = metrics.TTS_AUDIO_SECONDS.labels(provider)
         self._launch(owner, f"{provider}-stream")
 
@@ -118,11 +119,22 @@ class SynthesisStream(InputStream[AudioFrame]):
     def _emit(self, frame: AudioFrame) -> None:
         if self._state is StreamState.RUNNING and frame.data:
             self.audio_seconds += frame.duration
-            self._audio_metric.inc(frame.duration)
             self._out.send_nowait(frame)
+
+    def _count_audio(self) -> None:
+        """Add the audio emitted since the last call to the audio-seconds metric.
+
+        Called per segment (a plugin's done marker) and at the terminal state, not per
+        frame: the metric's lock and bookkeeping cost more than the frame itself.
+        """
+        seconds = self.audio_seconds - self._audio_counted
+        if seconds:
+            self._audio_counted = self.audio_seconds
+            self._audio_metric.inc(seconds)
 
     def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
         super()._on_terminal(state, error)
+        self._count_audio()
         metrics.TTS_STREAMS.labels(self.provider, state.value).inc()
         if error is not None:
             metrics.TTS_ERRORS.labels(self.provider, type(error).__name__).inc()

@@ -215,6 +215,7 @@ class WebSocketSynthesisStream(SynthesisStream):
         self._heard = False  # audio of the current flush segment arrived
         self._flush_times: list[float] = []
         self._watchdog: asyncio.TimerHandle | None = None
+        self._linear16 = tts.wire_encoding == "linear16"
         super().__init__(
             provider=tts.provider,
             sample_rate=tts.sample_rate,
@@ -233,11 +234,11 @@ class WebSocketSynthesisStream(SynthesisStream):
 
     async def _read(self, conn: WsConnection) -> None:
         """Feed the server's messages to the session; deliver audio from here."""
-        mailbox = self._mailbox
+        mailbox, recv, receive, conn_id = self._mailbox, conn.recv, self._receive, conn.id
         try:
             while True:
-                data = await conn.recv()
-                if mailbox.closed or not self._receive(conn.id, data):
+                data = await recv()
+                if mailbox.closed or not receive(conn_id, data):
                     return
         except ConnectionLost as exc:
             if not mailbox.closed:
@@ -265,6 +266,7 @@ class WebSocketSynthesisStream(SynthesisStream):
                 self._deliver(action.audio)
             self._heard = False
             self._progress_at = self._loop.time()
+            self._count_audio()
             if self._flush_times:
                 self._flush_times.pop(0)
             if act is Act.STREAM_DONE:
@@ -445,7 +447,7 @@ class WebSocketSynthesisStream(SynthesisStream):
         self._tts._recycle(conn, self._session)
 
     def _deliver(self, data: bytes) -> None:
-        if self._tts.wire_encoding == "linear16":
+        if self._linear16:
             if self._carry:
                 data = self._carry + data
                 self._carry = b""
@@ -454,7 +456,10 @@ class WebSocketSynthesisStream(SynthesisStream):
         else:
             data = decode_to_pcm(self._tts.wire_encoding, data)
         if data:
-            self._emit(AudioFrame(data, self.sample_rate, 1, self.generation))
+            # Whole int16 samples by construction (carry above, or decoded): no checks.
+            if type(data) is not bytes:
+                data = bytes(data)
+            self._emit(AudioFrame.trusted(data, self.sample_rate, 1, self.generation))
 
     def _end_audio(self) -> None:
         if self._carry:

@@ -211,7 +211,7 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         if generation != self._generation:  # a new turn: no leftovers of the old one
             self._generation, self._pending = generation, b""
             self._converter.reset()
-        frame = AudioFrame(pcm, self.session.output.sample_rate, 1)
+        frame = AudioFrame.trusted(pcm, self.session.output.sample_rate)  # a frame's data
         converted = self._converter.process(frame).data
         self._pending += ulaw_encode(converted) if self.dialect.codec == "mulaw" else converted
         size = self.dialect.frame_bytes  # 20 ms per media message (Exotel: 100 ms)
@@ -262,8 +262,10 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
                 if guard is not None:
                     guard.spend_audio(seconds)
                 self.media_received += 1
-                data = ulaw_decode(event.payload) if mulaw else event.payload
-                pcm = AudioFrame(data, self.dialect.sample_rate, 1)
+                if mulaw:  # two bytes per μ-law byte: whole samples, no checks per frame
+                    pcm = AudioFrame.trusted(ulaw_decode(event.payload), self.dialect.sample_rate)
+                else:  # linear16 from the peer: its length is checked
+                    pcm = AudioFrame(event.payload, self.dialect.sample_rate, 1)
                 try:
                     self.session.push_audio(pcm)
                 except StreamClosedError as exc:

@@ -43,7 +43,7 @@ from antiphon.agent.session import AgentSession
 from antiphon.aio.tasks import shielded_wait
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.recording import CallRecorder
-from antiphon.errors import StreamClosedError
+from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
     NORMAL,
@@ -135,6 +135,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
             )
         self.guard = ws
         super().__init__(session, ws, send_timeout=self.limits.send_timeout)
+        if not isinstance(input_rate, int) or input_rate <= 0:
+            raise ConfigError(f"input_rate must be a positive int in Hz, got {input_rate!r}")
         self.input_rate = input_rate
         self.id = secrets.token_hex(4)
         self.name = f"ws-{self.id}"
@@ -204,7 +206,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if not data:
             return
         self.frames_received += 1
-        frame = AudioFrame(data, self.input_rate, 1)
+        # bytes of whole int16 samples at a checked rate: no checks again per frame
+        frame = AudioFrame.trusted(data, self.input_rate)
         try:
             self.session.push_audio(frame)
         except StreamClosedError as exc:
