@@ -313,6 +313,58 @@ async def test_min_words_keeps_the_agent_talking_over_noise() -> None:
         assert c.of(AgentReplied)[0].text == LONG
 
 
+@pytest.mark.parametrize(
+    ("words", "interrupts"),
+    [("uh-huh", False), ("Yeah, okay.", False), ("mm-hmm got it", False),
+     ("yeah wait", True), ("no", True)],
+)  # fmt: skip
+async def test_backchannel_over_the_agent_never_interrupts(words: str, interrupts: bool) -> None:
+    stt = ScriptedSTT(["question", words], interim_every=0.1)
+    async with rig([], [LONG, "Okay."], stt=stt) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(1.0)
+        await c.say(0.8)  # longer than min_duration: only its words decide
+        if interrupts:
+            assert len(c.of(Interrupted)) == 1
+            await c.until(lambda: len(c.of(TurnCompleted)) == 2, limit=20)
+            assert r.session.history.messages[3].content == words
+            return
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+        assert not c.of(Interrupted)
+        [false] = c.of(FalseInterruption)
+        assert false.resumed and false.text == words
+        # the agent said all of it; the backchannel is no turn and not in the history
+        spoken = sum(tone_duration(s) for s in LONG.replace(". ", ".|").split("|"))
+        assert heard_seconds(c, 1) == pytest.approx(spoken, abs=0.021)
+        assert [e.text for e in c.of(UserTurnEnded)] == ["question"]
+        assert roles(r.session) == ["system", "user", "assistant"]
+        assert r.session.history.messages[-1].content == LONG
+
+
+@pytest.mark.parametrize("backchannel", [True, False])
+async def test_speech_without_words_interrupts_only_without_a_backchannel(
+    backchannel: bool,
+) -> None:
+    # the recogniser hears no word of the overlapping speech (a cough, a door)
+    interruption = (
+        InterruptionOptions() if backchannel else InterruptionOptions(backchannel=frozenset())
+    )
+    options = AgentOptions(interruption=interruption)
+    stt = ScriptedSTT(["question"])
+    async with rig([], [LONG], stt=stt, options=options) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.say(0.8)
+        if backchannel:
+            await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+            assert not c.of(Interrupted) and c.of(FalseInterruption)
+            assert c.of(AgentReplied)[0].text == LONG
+        else:
+            [cut] = c.of(Interrupted)
+            assert cut.played < tone_duration(LONG)
+
+
 @pytest.mark.parametrize("talk_at_once", [False, True])
 async def test_uninterruptible_say_plays_in_full(talk_at_once: bool) -> None:
     async with rig(["hello"], ["Hi."]) as (r, c):
@@ -686,6 +738,8 @@ async def test_bad_configuration_is_refused() -> None:
         InterruptionOptions(min_words=-1)
     with pytest.raises(ConfigError, match="final_timeout"):
         TurnOptions(final_timeout=0)
+    with pytest.raises(ConfigError, match="backchannel"):
+        InterruptionOptions(backchannel={"yeah"})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="false_interruption"):
         InterruptionOptions(false_interruption="pause")  # type: ignore[arg-type]
 

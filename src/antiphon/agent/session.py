@@ -86,7 +86,7 @@ from antiphon.agent.events import (
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
-from antiphon.agent.turns import UserTurn
+from antiphon.agent.turns import UserTurn, content_words
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
@@ -957,8 +957,9 @@ class AgentSession:
             return
         if self._overlap_duration < opts.min_duration:
             return
-        if opts.min_words and len(self._turn.text().split()) < opts.min_words:
-            return
+        need = max(opts.min_words, 1 if opts.backchannel else 0)
+        if need and content_words(self._turn.text(), opts.backchannel) < need:
+            return  # too few words yet, or only backchannel ("uh-huh", "yeah")
         self._interrupt(reply)
 
     def _interrupt(self, reply: Reply) -> None:
@@ -983,7 +984,8 @@ class AgentSession:
             self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = False
         self._turn.lost = False  # the speech is dropped, and what the STT lost of it
-        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
+        text = self._turn.text()
+        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen, text))
         self._turn.drop_speech()
         self._settle_state("false interruption")
 
