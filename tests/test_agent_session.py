@@ -460,6 +460,48 @@ async def test_user_going_on_cancels_the_reply_and_joins_the_turn() -> None:
         assert c.of(AgentReplied)[0].text == "Now I answer."
 
 
+@pytest.mark.parametrize(
+    ("thinking", "line", "seconds", "drops"),
+    [
+        (InterruptionOptions(min_duration_thinking=0.6), "second part", 0.3, False),
+        (InterruptionOptions(min_duration_thinking=0.6), "second part", 0.9, True),
+        (InterruptionOptions(min_words_thinking=2), "yes", 0.9, False),
+        (InterruptionOptions(min_words_thinking=2), "second part", 0.9, True),
+    ],
+)
+async def test_speech_while_thinking_drops_the_reply_only_past_its_thresholds(
+    thinking: InterruptionOptions, line: str, seconds: float, drops: bool
+) -> None:
+    clock = VirtualClock()
+    # the first audio is ready within 0.4 s: it comes while the user speaks
+    llm = ScriptedLLM(["Too early.", "Now I answer."], token_delay=0.2, clock=clock)
+    options = AgentOptions(turn=TurnOptions(preemptive=False), interruption=thinking)
+    stt = ScriptedSTT(["first part", line], interim_every=0.1)
+    async with rig([], [], stt=stt, llm=llm, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.THINKING, limit=3)
+        await c.say(seconds)  # before the agent said anything
+        spoke_until = clock.now()
+        assert not c.heard
+        await c.until(lambda: len(c.of(AgentReplied)) == 1, limit=20)
+        [replied] = c.of(AgentReplied)
+        if drops:
+            turns = ["first part", f"first part {line}"]
+            assert [e.text for e in c.of(UserTurnEnded)] == turns
+            assert replied.text == "Now I answer."
+            assert r.session.history.messages[1].content == turns[1]
+            return
+        # the reply went on: the speech joined no turn, and its audio waited for the user
+        assert [e.text for e in c.of(UserTurnEnded)] == ["first part"]
+        assert replied.text == "Too early." and not replied.interrupted
+        assert [m.role for m in r.session.history.messages] == ["system", "user", "assistant"]
+        # (ready 0.4 s after the turn ended, it played only once the VAD heard the end)
+        speech_end = spoke_until + r.session.vad.options.min_silence_duration
+        assert min(h.time for h in c.heard if h.frame.generation == 1) >= speech_end - 0.021
+        [false] = c.of(FalseInterruption)
+        assert false.text == line
+
+
 async def test_dropped_final_ends_the_turn_at_the_final_timeout() -> None:
     stt = ScriptedSTT(["what is the weather like"], silent_flushes=[0], interim_every=0.2)
     options = AgentOptions(turn=TurnOptions(final_timeout=0.4, preemptive=False))
@@ -738,6 +780,10 @@ async def test_bad_configuration_is_refused() -> None:
         InterruptionOptions(min_words=-1)
     with pytest.raises(ConfigError, match="final_timeout"):
         TurnOptions(final_timeout=0)
+    with pytest.raises(ConfigError, match="min_words_thinking"):
+        InterruptionOptions(min_words_thinking=-1)
+    with pytest.raises(ConfigError, match="min_duration_thinking"):
+        InterruptionOptions(min_duration_thinking=-0.1)
     with pytest.raises(ConfigError, match="backchannel"):
         InterruptionOptions(backchannel={"yeah"})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="false_interruption"):

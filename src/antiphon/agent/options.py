@@ -79,6 +79,13 @@ class InterruptionOptions:
     with ``"ignore"`` it keeps playing throughout. ``backchannel``: words and phrases
     (matched whole, case and punctuation ignored; default
     :data:`~antiphon.agent.turns.BACKCHANNEL`).
+
+    While the agent is *thinking* (the turn ended, its reply has not spoken yet), speech
+    drops the reply (its user text joins the user's next turn) once it lasted
+    ``min_duration_thinking`` seconds and has ``min_words_thinking`` words (any words:
+    while the agent is silent, "yes" is an answer, not a backchannel). Shorter speech is
+    dropped and the reply goes on; its first audio waits for the end of that speech. With
+    both 0 (the default) the reply is dropped the moment the user speaks.
     """
 
     enabled: bool = True
@@ -86,11 +93,16 @@ class InterruptionOptions:
     min_words: int = 0
     false_interruption: Literal["resume", "ignore"] = "resume"
     backchannel: frozenset[str] = BACKCHANNEL
+    min_duration_thinking: float = 0.0
+    min_words_thinking: int = 0
 
     def __post_init__(self) -> None:
         _seconds("InterruptionOptions", "min_duration", self.min_duration)
-        if not isinstance(self.min_words, int) or self.min_words < 0:
-            raise ConfigError(f"InterruptionOptions.min_words must be >= 0, got {self.min_words}")
+        _seconds("InterruptionOptions", "min_duration_thinking", self.min_duration_thinking)
+        for name in ("min_words", "min_words_thinking"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"InterruptionOptions.{name} must be >= 0, got {value!r}")
         if not isinstance(self.backchannel, frozenset) or not all(
             isinstance(w, str) for w in self.backchannel
         ):

@@ -14,6 +14,10 @@ The end-of-turn evidence (issue 18): when the VAD's silence window ends, the tur
 is whole if the recogniser's last word on it was a final (no interim with text came
 after it) that reaches the end of the speech, less ``slack`` seconds — both say the user
 is done, so the turn ends without waiting for the answer to the flush.
+
+The interruption policy's words: :func:`content_words` counts the words of speech over
+the agent that are not :data:`BACKCHANNEL` ("uh-huh", "yeah"); the session yields only
+to speech with enough of them (``InterruptionOptions``, docs/agent.md).
 """
 
 from __future__ import annotations
