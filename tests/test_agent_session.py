@@ -502,6 +502,29 @@ async def test_speech_while_thinking_drops_the_reply_only_past_its_thresholds(
         assert false.text == line
 
 
+async def test_a_reply_failing_while_the_user_holds_it_still_says_the_error_line() -> None:
+    clock = VirtualClock()
+    # fails after its first word, while the user's "yes" holds the reply (thinking)
+    llm = ScriptedLLM(["Never said at all."], token_delay=0.2, fail_after_tokens=1, clock=clock)
+    options = AgentOptions(
+        turn=TurnOptions(preemptive=False),
+        interruption=InterruptionOptions(min_words_thinking=2),
+        error_message="Sorry, I had a problem.",
+    )
+    stt = ScriptedSTT(["first part", "yes"], interim_every=0.1)
+    async with rig([], [], stt=stt, llm=llm, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.THINKING, limit=3)
+        await c.say(0.9)
+        assert c.of(AgentError)  # it failed while the user spoke
+        await c.until(lambda: len(c.of(AgentReplied)) == 2, limit=20)
+        assert c.of(AgentReplied)[1].text == "Sorry, I had a problem."
+        line = c.of(AgentReplied)[1].generation
+        assert heard_seconds(c, line) == pytest.approx(
+            tone_duration("Sorry, I had a problem."), abs=0.021
+        )
+
+
 async def test_dropped_final_ends_the_turn_at_the_final_timeout() -> None:
     stt = ScriptedSTT(["what is the weather like"], silent_flushes=[0], interim_every=0.2)
     options = AgentOptions(turn=TurnOptions(final_timeout=0.4, preemptive=False))

@@ -1159,6 +1159,12 @@ class AgentSession:
 
     def _end_reply(self, reply: Reply, spoken: str, *, interrupted: bool) -> None:
         self._reply = None
+        if self._overlap_paused:
+            # it ended (failed, or its drain timed out) while speech over it held its
+            # audio: what is queued of it is dropped unheard, and the output plays again
+            self.output.interrupt(self._gen + 1)
+            if not self._overlap_thinking:  # AgentPaused was emitted
+                self._emit(AgentResumed(self._gen))
         self._overlap = self._overlap_paused = self._overlap_thinking = False
         if reply.add_to_history and reply.committed.is_set():
             for message in reply.new_messages:
