@@ -313,6 +313,58 @@ async def test_min_words_keeps_the_agent_talking_over_noise() -> None:
         assert c.of(AgentReplied)[0].text == LONG
 
 
+@pytest.mark.parametrize(
+    ("words", "interrupts"),
+    [("uh-huh", False), ("Yeah, okay.", False), ("mm-hmm got it", False),
+     ("yeah wait", True), ("no", True)],
+)  # fmt: skip
+async def test_backchannel_over_the_agent_never_interrupts(words: str, interrupts: bool) -> None:
+    stt = ScriptedSTT(["question", words], interim_every=0.1)
+    async with rig([], [LONG, "Okay."], stt=stt) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.wait(1.0)
+        await c.say(0.8)  # longer than min_duration: only its words decide
+        if interrupts:
+            assert len(c.of(Interrupted)) == 1
+            await c.until(lambda: len(c.of(TurnCompleted)) == 2, limit=20)
+            assert r.session.history.messages[3].content == words
+            return
+        await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+        assert not c.of(Interrupted)
+        [false] = c.of(FalseInterruption)
+        assert false.resumed and false.text == words
+        # the agent said all of it; the backchannel is no turn and not in the history
+        spoken = sum(tone_duration(s) for s in LONG.replace(". ", ".|").split("|"))
+        assert heard_seconds(c, 1) == pytest.approx(spoken, abs=0.021)
+        assert [e.text for e in c.of(UserTurnEnded)] == ["question"]
+        assert roles(r.session) == ["system", "user", "assistant"]
+        assert r.session.history.messages[-1].content == LONG
+
+
+@pytest.mark.parametrize("backchannel", [True, False])
+async def test_speech_without_words_interrupts_only_without_a_backchannel(
+    backchannel: bool,
+) -> None:
+    # the recogniser hears no word of the overlapping speech (a cough, a door)
+    interruption = (
+        InterruptionOptions() if backchannel else InterruptionOptions(backchannel=frozenset())
+    )
+    options = AgentOptions(interruption=interruption)
+    stt = ScriptedSTT(["question"])
+    async with rig([], [LONG], stt=stt, options=options) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.SPEAKING, limit=3)
+        await c.say(0.8)
+        if backchannel:
+            await c.until(lambda: r.session.state is AgentState.LISTENING, limit=30)
+            assert not c.of(Interrupted) and c.of(FalseInterruption)
+            assert c.of(AgentReplied)[0].text == LONG
+        else:
+            [cut] = c.of(Interrupted)
+            assert cut.played < tone_duration(LONG)
+
+
 @pytest.mark.parametrize("talk_at_once", [False, True])
 async def test_uninterruptible_say_plays_in_full(talk_at_once: bool) -> None:
     async with rig(["hello"], ["Hi."]) as (r, c):
@@ -406,6 +458,71 @@ async def test_user_going_on_cancels_the_reply_and_joins_the_turn() -> None:
             "Now I answer.",
         ]
         assert c.of(AgentReplied)[0].text == "Now I answer."
+
+
+@pytest.mark.parametrize(
+    ("thinking", "line", "seconds", "drops"),
+    [
+        (InterruptionOptions(min_duration_thinking=0.6), "second part", 0.3, False),
+        (InterruptionOptions(min_duration_thinking=0.6), "second part", 0.9, True),
+        (InterruptionOptions(min_words_thinking=2), "yes", 0.9, False),
+        (InterruptionOptions(min_words_thinking=2), "second part", 0.9, True),
+    ],
+)
+async def test_speech_while_thinking_drops_the_reply_only_past_its_thresholds(
+    thinking: InterruptionOptions, line: str, seconds: float, drops: bool
+) -> None:
+    clock = VirtualClock()
+    # the first audio is ready within 0.4 s: it comes while the user speaks
+    llm = ScriptedLLM(["Too early.", "Now I answer."], token_delay=0.2, clock=clock)
+    options = AgentOptions(turn=TurnOptions(preemptive=False), interruption=thinking)
+    stt = ScriptedSTT(["first part", line], interim_every=0.1)
+    async with rig([], [], stt=stt, llm=llm, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.THINKING, limit=3)
+        await c.say(seconds)  # before the agent said anything
+        spoke_until = clock.now()
+        assert not c.heard
+        await c.until(lambda: len(c.of(AgentReplied)) == 1, limit=20)
+        [replied] = c.of(AgentReplied)
+        if drops:
+            turns = ["first part", f"first part {line}"]
+            assert [e.text for e in c.of(UserTurnEnded)] == turns
+            assert replied.text == "Now I answer."
+            assert r.session.history.messages[1].content == turns[1]
+            return
+        # the reply went on: the speech joined no turn, and its audio waited for the user
+        assert [e.text for e in c.of(UserTurnEnded)] == ["first part"]
+        assert replied.text == "Too early." and not replied.interrupted
+        assert [m.role for m in r.session.history.messages] == ["system", "user", "assistant"]
+        # (ready 0.4 s after the turn ended, it played only once the VAD heard the end)
+        speech_end = spoke_until + r.session.vad.options.min_silence_duration
+        assert min(h.time for h in c.heard if h.frame.generation == 1) >= speech_end - 0.021
+        [false] = c.of(FalseInterruption)
+        assert false.text == line
+
+
+async def test_a_reply_failing_while_the_user_holds_it_still_says_the_error_line() -> None:
+    clock = VirtualClock()
+    # fails after its first word, while the user's "yes" holds the reply (thinking)
+    llm = ScriptedLLM(["Never said at all."], token_delay=0.2, fail_after_tokens=1, clock=clock)
+    options = AgentOptions(
+        turn=TurnOptions(preemptive=False),
+        interruption=InterruptionOptions(min_words_thinking=2),
+        error_message="Sorry, I had a problem.",
+    )
+    stt = ScriptedSTT(["first part", "yes"], interim_every=0.1)
+    async with rig([], [], stt=stt, llm=llm, options=options, clock=clock) as (r, c):
+        await c.say(0.6)
+        await c.until(lambda: r.session.state is AgentState.THINKING, limit=3)
+        await c.say(0.9)
+        assert c.of(AgentError)  # it failed while the user spoke
+        await c.until(lambda: len(c.of(AgentReplied)) == 2, limit=20)
+        assert c.of(AgentReplied)[1].text == "Sorry, I had a problem."
+        line = c.of(AgentReplied)[1].generation
+        assert heard_seconds(c, line) == pytest.approx(
+            tone_duration("Sorry, I had a problem."), abs=0.021
+        )
 
 
 async def test_dropped_final_ends_the_turn_at_the_final_timeout() -> None:
@@ -686,6 +803,12 @@ async def test_bad_configuration_is_refused() -> None:
         InterruptionOptions(min_words=-1)
     with pytest.raises(ConfigError, match="final_timeout"):
         TurnOptions(final_timeout=0)
+    with pytest.raises(ConfigError, match="min_words_thinking"):
+        InterruptionOptions(min_words_thinking=-1)
+    with pytest.raises(ConfigError, match="min_duration_thinking"):
+        InterruptionOptions(min_duration_thinking=-0.1)
+    with pytest.raises(ConfigError, match="backchannel"):
+        InterruptionOptions(backchannel={"yeah"})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="false_interruption"):
         InterruptionOptions(false_interruption="pause")  # type: ignore[arg-type]
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antiphon.agent.turns import COVER_SLACK, UserTurn
+from antiphon.agent.turns import BACKCHANNEL, COVER_SLACK, UserTurn, content_words
 
 WORDS = st.sampled_from(["what", "can", "you", "do", "hello", "again"])
 STREAMS = ("stream-a", "stream-b")
@@ -134,3 +135,32 @@ def test_an_interim_after_the_final_always_defeats_the_evidence(
     turn.hear("more words", final=True, end=end + 0.6, source="s")
     assert turn.covers(end + 0.6, "s")
     assert turn.take(behind=False).text == f"{' '.join(words)} more words"
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("Uh-huh.", 0),
+        ("uh huh, yeah", 0),
+        ("Mm-hmm. Got it, OK!", 0),
+        ("I see", 0),
+        ("I want that", 3),  # "i" alone is no backchannel: only the phrase "i see" is
+        ("yeah but wait", 2),
+        ("no", 1),
+        ("got", 1),
+        ("", 0),
+    ],
+)
+def test_content_words_skip_the_backchannel(text: str, count: int) -> None:
+    assert content_words(text, BACKCHANNEL) == count
+
+
+@given(
+    st.lists(st.sampled_from(sorted(BACKCHANNEL)), max_size=6), st.sampled_from(["stop", "wait"])
+)
+def test_one_word_that_is_not_backchannel_always_counts(backchannel: list[str], word: str) -> None:
+    assert content_words(" ".join(backchannel)) == 0
+    assert content_words(" ".join([*backchannel, word])) == 1
+    assert content_words(" ".join(backchannel), frozenset()) == sum(
+        len(b.replace("-", " ").split()) for b in backchannel
+    )

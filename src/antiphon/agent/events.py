@@ -86,11 +86,14 @@ class Interrupted:
 
 @dataclass(frozen=True, slots=True)
 class FalseInterruption:
-    """Speech over the agent that did not become an interruption (noise, a cough)."""
+    """Speech over the agent that did not become an interruption (noise, a cough, a
+    backchannel such as "uh-huh"). ``text``: what was recognised of it, if anything (it
+    joins no turn and no history)."""
 
     duration: float
     resumed: bool
     generation: int
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from antiphon.agent.turns import BACKCHANNEL
 from antiphon.errors import ConfigError
 from antiphon.protocols.retry import Backoff
 from antiphon.services.turn import EndOfTurn
@@ -69,21 +70,43 @@ class InterruptionOptions:
     """When user speech over the agent interrupts it.
 
     Speech over the agent interrupts once it lasted ``min_duration`` seconds (of audio)
-    and, when ``min_words`` > 0, its transcript has that many words. Shorter speech is a
-    false interruption: with ``false_interruption="resume"`` the agent's audio is paused
-    while the user might be interrupting and resumes where it stopped; with ``"ignore"``
-    it keeps playing throughout.
+    and its transcript has ``min_words`` words that are not ``backchannel`` — at least
+    one while ``backchannel`` is not empty, so "uh-huh", "yeah" or a cough (no words)
+    never interrupts; ``backchannel=frozenset()`` and ``min_words=0`` interrupt on
+    duration alone. Other speech over the agent is a false interruption, dropped (its
+    words join no turn and no history): with ``false_interruption="resume"`` the agent's
+    audio is paused while the user might be interrupting and resumes where it stopped;
+    with ``"ignore"`` it keeps playing throughout. ``backchannel``: words and phrases
+    (matched whole, case and punctuation ignored; default
+    :data:`~antiphon.agent.turns.BACKCHANNEL`).
+
+    While the agent is *thinking* (the turn ended, its reply has not spoken yet), speech
+    drops the reply (its user text joins the user's next turn) once it lasted
+    ``min_duration_thinking`` seconds and has ``min_words_thinking`` words (any words:
+    while the agent is silent, "yes" is an answer, not a backchannel). Shorter speech is
+    dropped and the reply goes on; its first audio waits for the end of that speech. With
+    both 0 (the default) the reply is dropped the moment the user speaks.
     """
 
     enabled: bool = True
     min_duration: float = 0.5
     min_words: int = 0
     false_interruption: Literal["resume", "ignore"] = "resume"
+    backchannel: frozenset[str] = BACKCHANNEL
+    min_duration_thinking: float = 0.0
+    min_words_thinking: int = 0
 
     def __post_init__(self) -> None:
         _seconds("InterruptionOptions", "min_duration", self.min_duration)
-        if not isinstance(self.min_words, int) or self.min_words < 0:
-            raise ConfigError(f"InterruptionOptions.min_words must be >= 0, got {self.min_words}")
+        _seconds("InterruptionOptions", "min_duration_thinking", self.min_duration_thinking)
+        for name in ("min_words", "min_words_thinking"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"InterruptionOptions.{name} must be >= 0, got {value!r}")
+        if not isinstance(self.backchannel, frozenset) or not all(
+            isinstance(w, str) for w in self.backchannel
+        ):
+            raise ConfigError("InterruptionOptions.backchannel must be a frozenset of str")
         if self.false_interruption not in ("resume", "ignore"):
             raise ConfigError(
                 "InterruptionOptions.false_interruption must be 'resume' or 'ignore', "

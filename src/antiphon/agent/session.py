@@ -86,7 +86,7 @@ from antiphon.agent.events import (
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
-from antiphon.agent.turns import UserTurn
+from antiphon.agent.turns import UserTurn, content_words
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
@@ -292,7 +292,11 @@ class AgentSession:
         # push_audio side (the event loop's thread only; read by nobody else)
         self._speech_start: float | None = None  # audio time the current speech began
         self._voiced_until = 0.0  # audio time of the last window heard as speech
-        self._overlap_sent = False
+        # seconds of speech at which the controller hears how long the user spoke (for
+        # the interruption thresholds while the agent speaks and while it thinks)
+        opts = self.options.interruption
+        self._overlap_marks = sorted({opts.min_duration, opts.min_duration_thinking})
+        self._overlap_step = 0  # marks passed by the current speech
 
         # controller state
         self._gen = 0
@@ -306,6 +310,7 @@ class AgentSession:
         self._final_delay: float | None = None
         self._overlap = False  # the user speaks over the agent (not yet an interruption)
         self._overlap_paused = False
+        self._overlap_thinking = False  # the overlap began before the reply spoke
         self._overlap_duration = 0.0
         self._timer_token = 0
         self._timer: asyncio.Task[None] | None = None
@@ -508,16 +513,18 @@ class AgentSession:
             if isinstance(ev, SpeechStart):
                 self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
                 self._voiced_until = position
-                self._overlap_sent = False
+                self._overlap_step = 0
             else:
                 self._speech_start = None
-        if self._speech_start is not None and not self._overlap_sent:
+        marks = self._overlap_marks
+        if self._speech_start is not None and self._overlap_step < len(marks):
             # how long the user has been talking: the silence before a SpeechEnd is not
             if self.vad.probability >= self.vad.options.activation_threshold:
                 self._voiced_until = position
             duration = self._voiced_until - self._speech_start
-            if duration >= self.options.interruption.min_duration:
-                self._overlap_sent = True
+            if duration >= marks[self._overlap_step]:
+                while self._overlap_step < len(marks) and duration >= marks[self._overlap_step]:
+                    self._overlap_step += 1
                 self._post(_Overlap(duration))
 
     def say(
@@ -725,6 +732,22 @@ class AgentSession:
             return
         if reply is not None and not reply.allow_interruptions:
             return  # an uninterruptible say() about to speak: it goes on
+        opts = self.options.interruption
+        if (
+            reply is not None
+            and reply.committed.is_set()
+            and opts.enabled
+            and (opts.min_duration_thinking > 0 or opts.min_words_thinking > 0)
+        ):
+            # the agent is thinking: this speech drops the reply only once it passes the
+            # thinking thresholds; meanwhile its first audio waits (no event: nothing of
+            # it reached the transport, so there is nothing to take back)
+            self._overlap, self._overlap_duration = True, 0.0
+            self._overlap_thinking = True
+            self._turn.drop_speech()
+            self.output.pause()
+            self._overlap_paused = True
+            return
         if reply is not None:
             # the user goes on before the agent said anything: drop the reply, keep the text
             self._abandon_reply(reply, "the user went on speaking")
@@ -953,17 +976,35 @@ class AgentSession:
     def _maybe_interrupt(self) -> None:
         reply = self._reply
         opts = self.options.interruption
-        if not self._overlap or reply is None or not reply.speaking:
+        if not self._overlap or reply is None:
+            return
+        if self._overlap_thinking:
+            # began before the reply spoke (its audio, if any, waits unheard): the
+            # thinking thresholds decide, and yielding drops the reply as never said
+            if self._overlap_duration < opts.min_duration_thinking:
+                return
+            if content_words(self._turn.text(), frozenset()) < opts.min_words_thinking:
+                return
+            # the user goes on before the agent said anything: drop the reply, keep the
+            # text (it starts the turn, with what was heard of this speech)
+            self._overlap = self._overlap_paused = self._overlap_thinking = False
+            # unpauses the output; what was heard of this speech stays in the turn
+            self._abandon_reply(reply, "the user went on speaking")
+            self._set_state(
+                AgentState.USER_SPEAKING if self._user_speaking else AgentState.LISTENING,
+                "the user went on speaking",
+            )
             return
         if self._overlap_duration < opts.min_duration:
             return
-        if opts.min_words and len(self._turn.text().split()) < opts.min_words:
-            return
+        need = max(opts.min_words, 1 if opts.backchannel else 0)
+        if need and content_words(self._turn.text(), opts.backchannel) < need:
+            return  # too few words yet, or only backchannel ("uh-huh", "yeah")
         self._interrupt(reply)
 
     def _interrupt(self, reply: Reply) -> None:
         dropped = self.output.interrupt(self._gen + 1)  # O(1): the next frame is silence
-        self._overlap = self._overlap_paused = False
+        self._overlap = self._overlap_paused = self._overlap_thinking = False
         played = reply.played(self.output)
         heard = reply.playback.heard(played)
         metrics.AGENT_INTERRUPTIONS.inc()
@@ -980,10 +1021,12 @@ class AgentSession:
         resumed = self._overlap_paused
         if self._overlap_paused:
             self.output.resume()
-            self._emit(AgentResumed(self._gen))
-        self._overlap = self._overlap_paused = False
+            if not self._overlap_thinking:  # AgentPaused was emitted
+                self._emit(AgentResumed(self._gen))
+        self._overlap = self._overlap_paused = self._overlap_thinking = False
         self._turn.lost = False  # the speech is dropped, and what the STT lost of it
-        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen))
+        text = self._turn.text()
+        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen, text))
         self._turn.drop_speech()
         self._settle_state("false interruption")
 
@@ -1116,7 +1159,13 @@ class AgentSession:
 
     def _end_reply(self, reply: Reply, spoken: str, *, interrupted: bool) -> None:
         self._reply = None
-        self._overlap = self._overlap_paused = False
+        if self._overlap_paused:
+            # it ended (failed, or its drain timed out) while speech over it held its
+            # audio: what is queued of it is dropped unheard, and the output plays again
+            self.output.interrupt(self._gen + 1)
+            if not self._overlap_thinking:  # AgentPaused was emitted
+                self._emit(AgentResumed(self._gen))
+        self._overlap = self._overlap_paused = self._overlap_thinking = False
         if reply.add_to_history and reply.committed.is_set():
             for message in reply.new_messages:
                 self.history.add(message)

@@ -14,17 +14,55 @@ The end-of-turn evidence (issue 18): when the VAD's silence window ends, the tur
 is whole if the recogniser's last word on it was a final (no interim with text came
 after it) that reaches the end of the speech, less ``slack`` seconds — both say the user
 is done, so the turn ends without waiting for the answer to the flush.
+
+The interruption policy's words: :func:`content_words` counts the words of speech over
+the agent that are not :data:`BACKCHANNEL` ("uh-huh", "yeah"); the session yields only
+to speech with enough of them (``InterruptionOptions``, docs/agent.md).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-__all__ = ["COVER_SLACK", "Taken", "UserTurn"]
+__all__ = ["BACKCHANNEL", "COVER_SLACK", "Taken", "UserTurn", "content_words"]
 
 COVER_SLACK = 0.3
 """Seconds a final may end before the VAD's end of speech and still cover it (word times
 end at the last phoneme; the VAD's decision windows are 20-30 ms and its edges soft)."""
+
+
+BACKCHANNEL: frozenset[str] = frozenset(
+    {
+        "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "mm", "hmm", "uh", "um", "ah", "oh",
+        "yeah", "yep", "yes", "right", "okay", "ok", "sure", "alright", "i see", "got it",
+    }
+)  # fmt: skip
+"""The default backchannel: words a listener says to show they follow, not to take the
+floor. "no", "wait" and "stop" are deliberately not in it."""
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("\u2019", "'"))
+
+
+def content_words(text: str, backchannel: frozenset[str] = BACKCHANNEL) -> int:
+    """The words of ``text`` that are not backchannel (case, punctuation and hyphens
+    ignored; a phrase of the set, such as "got it", counts only when whole)."""
+    phrases = sorted({tuple(_tokens(b)) for b in backchannel} - {()}, key=len, reverse=True)
+    words = _tokens(text)
+    count = i = 0
+    while i < len(words):
+        for phrase in phrases:
+            if tuple(words[i : i + len(phrase)]) == phrase:
+                i += len(phrase)
+                break
+        else:
+            count += 1
+            i += 1
+    return count
 
 
 @dataclass(frozen=True, slots=True)
