@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -172,6 +173,17 @@ class Services:
     """The thread that runs every call's VAD model (Silero), batched."""
 
 
+# The cloud STTs built the same way: name -> (module, class), imported only when chosen.
+_CLOUD_STT: dict[str, tuple[str, str]] = {
+    "deepgram": ("antiphon.plugins.deepgram", "DeepgramSTT"),
+    "assemblyai": ("antiphon.plugins.assemblyai", "AssemblyAISTT"),
+    "openai": ("antiphon.plugins.openai", "OpenAISTT"),
+    "speechmatics": ("antiphon.plugins.speechmatics", "SpeechmaticsSTT"),
+    "elevenlabs": ("antiphon.plugins.elevenlabs", "ElevenLabsSTT"),
+    "cartesia": ("antiphon.plugins.cartesia", "CartesiaSTT"),
+}
+
+
 def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
     """A new VAD (one per conversation: a VAD holds the state of one audio stream).
 
@@ -212,54 +224,14 @@ async def open_services(
     vad = make_vad(spec.vad, vad_worker)
 
     stt: STT
-    if spec.stt == "deepgram":
-        from antiphon.plugins.deepgram import DeepgramSTT
-
+    if spec.stt in _CLOUD_STT:
+        module, name = _CLOUD_STT[spec.stt]
+        cls = getattr(importlib.import_module(module), name)
         if fakes is not None and spec.fake:
-            at = await fakes.stt("deepgram", stack, spec.fake_vocabulary)
-            stt = DeepgramSTT(api_key=at.api_key, base_url=at.url)
+            at = await fakes.stt(spec.stt, stack, spec.fake_vocabulary)
+            stt = cls(api_key=at.api_key, base_url=at.url)
         else:
-            stt = DeepgramSTT()
-    elif spec.stt == "assemblyai":
-        from antiphon.plugins.assemblyai import AssemblyAISTT
-
-        if fakes is not None and spec.fake:
-            at = await fakes.stt("assemblyai", stack, spec.fake_vocabulary)
-            stt = AssemblyAISTT(api_key=at.api_key, base_url=at.url)
-        else:
-            stt = AssemblyAISTT()
-    elif spec.stt == "openai":
-        from antiphon.plugins.openai import OpenAISTT
-
-        if fakes is not None and spec.fake:
-            at = await fakes.stt("openai", stack, spec.fake_vocabulary)
-            stt = OpenAISTT(api_key=at.api_key, base_url=at.url)
-        else:
-            stt = OpenAISTT()
-    elif spec.stt == "speechmatics":
-        from antiphon.plugins.speechmatics import SpeechmaticsSTT
-
-        if fakes is not None and spec.fake:
-            at = await fakes.stt("speechmatics", stack, spec.fake_vocabulary)
-            stt = SpeechmaticsSTT(api_key=at.api_key, base_url=at.url)
-        else:
-            stt = SpeechmaticsSTT()
-    elif spec.stt == "elevenlabs":
-        from antiphon.plugins.elevenlabs import ElevenLabsSTT
-
-        if fakes is not None and spec.fake:
-            at = await fakes.stt("elevenlabs", stack, spec.fake_vocabulary)
-            stt = ElevenLabsSTT(api_key=at.api_key, base_url=at.url)
-        else:
-            stt = ElevenLabsSTT()
-    elif spec.stt == "cartesia":
-        from antiphon.plugins.cartesia import CartesiaSTT
-
-        if fakes is not None and spec.fake:
-            at = await fakes.stt("cartesia", stack, spec.fake_vocabulary)
-            stt = CartesiaSTT(api_key=at.api_key, base_url=at.url)
-        else:
-            stt = CartesiaSTT()
+            stt = cls()
     elif spec.stt == "pocketsphinx":
         from antiphon.plugins.pocketsphinx import PocketsphinxSTT
 
