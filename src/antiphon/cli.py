@@ -565,8 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--llm",
         default="offline",
-        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini), anthropic:MODEL "
-        "or gemini:MODEL",
+        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini), anthropic:MODEL, "
+        "gemini:MODEL, or llamacpp:FILE.gguf (a local model behind the FAQ; "
+        "antiphon[local-llm])",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
     talk.add_argument(
@@ -642,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
     srv.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
-    srv.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
+    srv.add_argument("--llm", default="offline", help="offline, SERVER:MODEL or llamacpp:FILE.gguf")
     srv.add_argument(
         "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
     )
@@ -671,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
     con.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
     con.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
-    con.add_argument("--llm", default="offline", help="offline or SERVER:MODEL")
+    con.add_argument("--llm", default="offline", help="offline, SERVER:MODEL or llamacpp:FILE.gguf")
     con.add_argument(
         "--tts", choices=[*OFFLINE_TTSS, *TTS_PROVIDERS], default="piper", help=TTS_HELP
     )

@@ -17,7 +17,8 @@ Names:
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
   server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
-  ``ollama:llama3.2``); ``llm_base_url`` for any other.
+  ``ollama:llama3.2``); ``llm_base_url`` for any other; ``llamacpp:FILE.gguf``: the FAQ
+  responder first, a local GGUF model in process for the rest (``antiphon[local-llm]``).
 - TTS: ``piper`` (offline default: a Piper neural voice), ``espeak`` (offline, light,
   robotic, deterministic enough for tests) or any provider of
   :data:`~antiphon.plugins.registry.TTS_PROVIDERS`.
@@ -67,6 +68,8 @@ OFFLINE_TTSS = ("piper", "espeak")
 #: about antiphon, a word Whisper tiny.en does not know ("anti-fun", "and define").
 OFFLINE_HOTWORDS = "Antiphon"
 LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic", "gemini")
+#: ``llamacpp:FILE.gguf``: a local model in process, behind the FAQ responder.
+LOCAL_LLM = "llamacpp"
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly voice assistant. Answer in one or two short spoken sentences, "
     "without lists or markdown."
@@ -103,10 +106,11 @@ class PipelineSpec:
         if self.stt not in STTS:
             raise ConfigError(f"unknown STT {self.stt!r}; choose one of {', '.join(STTS)}")
         server, _, model = self.llm.partition(":")
-        if self.llm != "offline" and not (server in LLM_SERVERS and model):
+        if self.llm != "offline" and not (server in (*LLM_SERVERS, LOCAL_LLM) and model):
             raise ConfigError(
-                f"unknown LLM {self.llm!r}; use 'offline' or SERVER:MODEL with SERVER one of "
-                f"{', '.join(LLM_SERVERS)} (e.g. openai:gpt-4o-mini)"
+                f"unknown LLM {self.llm!r}; use 'offline', {LOCAL_LLM}:FILE.gguf or "
+                f"SERVER:MODEL with SERVER one of {', '.join(LLM_SERVERS)} "
+                "(e.g. openai:gpt-4o-mini)"
             )
         if self.tts not in OFFLINE_TTSS and self.tts not in TTS_PROVIDERS:
             raise ConfigError(
@@ -130,9 +134,8 @@ class PipelineSpec:
     @property
     def offline(self) -> bool:
         """Whether it needs no key and no network at all."""
-        return self.fake or (
-            self.stt in OFFLINE_STTS and self.llm == "offline" and self.tts in OFFLINE_TTSS
-        )
+        local = self.llm == "offline" or self.llm.startswith(f"{LOCAL_LLM}:")
+        return self.fake or (self.stt in OFFLINE_STTS and local and self.tts in OFFLINE_TTSS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,14 @@ async def open_services(
             llm = GeminiLLM(model, base_url=spec.llm_base_url)
         else:
             llm = GeminiLLM(model)
+    elif spec.llm.startswith(f"{LOCAL_LLM}:"):
+        from antiphon.plugins.llamacpp import LlamaCppLLM
+        from antiphon.plugins.offline import OfflineLLM, get_time
+
+        local = LlamaCppLLM(spec.llm.partition(":")[2])
+        await stack.enter_async_context(local)
+        llm = OfflineLLM(otherwise=local)
+        tools = (get_time,)
     elif spec.llm != "offline":
         from antiphon.plugins.openai import OpenAILLM
 

@@ -12,7 +12,8 @@ OpenAI, Azure OpenAI, Ollama, vLLM, xAI and Groq all speak:
   events (the WHATWG ``text/event-stream`` rules: ``\\r\\n``, ``\\n`` or ``\\r`` line ends,
   ``data:`` lines joined, ``:`` comments and keep-alives skipped, an incomplete event at
   the end dropped). Bytes that cannot be an event stream raise :class:`Malformed`.
-- :func:`parse_event` turns one event into :data:`WireEvent`\\ s: :class:`ContentDelta`,
+- :func:`parse_event` (:func:`parse_chunk` for a decoded chunk) turns one event into
+  :data:`WireEvent`\\ s: :class:`ContentDelta`,
   :class:`ToolCallFragment`, :class:`Finish`, :class:`UsageReport`, :class:`Done` (the
   ``data: [DONE]`` sentinel) — or raises :class:`StreamErrorEvent` for an in-stream
   ``{"error": ...}`` and :class:`Malformed` for data that is not a chunk. Fields it does
@@ -390,6 +391,15 @@ def parse_event(event: SseEvent) -> list[WireEvent]:
         raise Malformed("an event is not a JSON object", data)
     if obj.get("error") is not None or event.event == "error":
         raise _stream_error(obj)
+    return parse_chunk(obj, data)
+
+
+def parse_chunk(obj: Mapping[str, Any], data: str = "") -> list[WireEvent]:
+    """The chat events in one decoded ``chat.completion.chunk`` object (what an SSE event
+    carries, or what an in-process engine with the same API yields); ``data`` is quoted in
+    a :class:`Malformed` error."""
+    if obj.get("error") is not None:
+        raise _stream_error(dict(obj))
     out: list[WireEvent] = []
     choices = obj.get("choices") or []
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):

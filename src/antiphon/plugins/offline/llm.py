@@ -12,6 +12,12 @@ No language model's weights ship inside a pip package that installs here, so thi
    entry does, says its answer; if nothing reaches ``threshold``, says it does not know;
 3. after a tool result (the last message is a ``tool`` message), says that result.
 
+With ``otherwise=`` another model (a local GGUF model through ``antiphon[local-llm]``,
+an Ollama server...), what the FAQ and the tools do not cover goes to that model, with
+the whole conversation and every tool: the responder stays the fast, honest first
+answer (the time comes from the clock tool, never from a model's guess), the model
+answers the rest. Results of tools the model called go back to the model.
+
 The answer streams word by word (``token_interval`` seconds apart, 0 by default) through
 the same :class:`~antiphon.services.llm.ChatStream` as a cloud model, with the same
 deadlines, cancellation and usage (counted in words). The FAQ is
@@ -44,6 +50,8 @@ from antiphon.services.llm import (
     ChatMessage,
     ChatStream,
     LLMDeadlines,
+    TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from antiphon.services.tools import FunctionTool, function_tool
@@ -179,6 +187,8 @@ class OfflineLLM(LLM):
     ``faq``: entries or a JSON file (default: the bundled FAQ). ``threshold``: least
     cosine similarity to answer from the FAQ or to call a tool. ``fallback``: the answer
     when nothing matches. ``token_interval``: seconds between streamed words.
+    ``otherwise``: a model that answers what nothing matches instead of ``fallback``
+    (it is not closed here: its owner closes it).
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -190,9 +200,13 @@ class OfflineLLM(LLM):
         threshold: float = 0.35,
         fallback: str = DEFAULT_FALLBACK,
         token_interval: float = 0.0,
+        otherwise: LLM | None = None,
         deadlines: LLMDeadlines | None = None,
     ) -> None:
         super().__init__(deadlines=deadlines)
+        if otherwise is not None and not isinstance(otherwise, LLM):
+            raise ConfigError(f"otherwise must be an LLM, got {type(otherwise).__name__}")
+        self.otherwise = otherwise
         if isinstance(faq, Sequence) and not isinstance(faq, str):
             self.faq = list(faq)
             if not all(isinstance(e, FaqEntry) for e in self.faq):
@@ -213,7 +227,13 @@ class OfflineLLM(LLM):
 
     def respond(self, text: str, tools: Sequence[FunctionTool] = ()) -> FunctionTool | str:
         """The best match for ``text`` among the FAQ and the argument-free ``tools``: the
-        tool to call, the FAQ answer to say, or the fallback when nothing matches.
+        tool to call, the FAQ answer to say, or the fallback when nothing matches."""
+        match = self.match(text, tools)
+        return self.fallback if match is None else match
+
+    def match(self, text: str, tools: Sequence[FunctionTool] = ()) -> FunctionTool | str | None:
+        """The tool to call or the FAQ answer to say for ``text``; None when nothing
+        reaches ``threshold``.
 
         Each FAQ question and tool description is cut into its phrasings (at ``?``, ``|``,
         ``:``, ``,`` and ``.``), and an entry scores as its best phrasing, so "hi" matches
@@ -230,7 +250,7 @@ class OfflineLLM(LLM):
         else:
             phrases, scores = self._faq_phrases, self._faq_index.scores(text)
         if not scores.size or float(scores.max()) < self.threshold:
-            return self.fallback
+            return None
         best = phrases[int(scores.argmax())][1]
         return self.faq[best].answer if best < len(self.faq) else usable[best - len(self.faq)]
 
@@ -263,16 +283,27 @@ class OfflineChatStream(ChatStream):
         llm, messages = self._llm, self.context.messages
         prompt = sum(len(m.content.split()) for m in messages)
         results = _trailing_tool_results(messages)
-        if results:
+        if results and all((m.tool_call_id or "").startswith(_OWN_CALL) for m in results):
+            reply = " ".join(_say_result(m.content) for m in results)
+        elif results and llm.otherwise is not None:
+            await self._relay(llm.otherwise)
+            return
+        elif results:
             reply = " ".join(_say_result(m.content) for m in results)
         else:
             user = self.context.last("user")
             question = user.content if user is not None else ""
-            match = llm.respond(question, self.tools)
+            match = llm.match(question, self.tools)
+            if match is None and llm.otherwise is not None:
+                await self._relay(llm.otherwise)
+                return
+            if match is None:
+                match = llm.fallback
             if isinstance(match, FunctionTool):
                 tool = match
                 await asyncio.sleep(0)
-                self._tool_delta(0, id=f"call_{tool.name}_{self.generation}", name=tool.name)
+                call_id = f"{_OWN_CALL}{tool.name}_{self.generation}"
+                self._tool_delta(0, id=call_id, name=tool.name)
                 self._tool_delta(0, arguments="{}")
                 self._finish_reason("tool_calls")
                 self._usage(Usage(prompt, 1))
@@ -287,6 +318,26 @@ class OfflineChatStream(ChatStream):
             self._text(word)
         self._finish_reason("stop")
         self._usage(Usage(prompt, len(words)))
+
+    async def _relay(self, model: LLM) -> None:
+        """Stream ``model``'s answer to this conversation as this stream's own."""
+        inner = model.chat(self.context, tools=self.tools, generation=self.generation)
+        try:
+            async for ev in inner:  # raises the model's typed error after its events
+                if isinstance(ev, TextDelta):
+                    self._text(ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    self._tool_delta(ev.index, id=ev.id, name=ev.name, arguments=ev.arguments)
+            result = await inner.result()
+            if result.finish_reason not in ("cancelled", "error"):
+                self._finish_reason(result.finish_reason)
+            self._usage(result.usage)
+        finally:
+            await inner.aclose()
+
+
+#: The id prefix of the calls the responder itself makes (their results it says itself).
+_OWN_CALL = "call_offline_"
 
 
 def _trailing_tool_results(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
