@@ -390,3 +390,13 @@ def test_a_bad_voice_config_is_one_line_naming_the_key(
     with pytest.raises(ConfigError, match=message) as info:
         VoiceConfig.from_json(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_a_voice_that_fails_to_load_fails_the_first_stream_at_once(tmp_path: Path) -> None:
+    """Without prewarm, the load's own error ends the stream (not its audio deadline)."""
+    copy = _copy_of_the_voice(tmp_path, tamper=None)
+    deadlines = TTSDeadlines(connect=20.0, first_audio=600.0)
+    async with PiperTTS(voice=copy, checksums={copy.name: "f" * 64}, deadlines=deadlines) as tts:
+        with pytest.raises(ProviderError, match="ffffffff") as info:
+            await tts.synthesize("Hello.").collect()
+    assert info.value.stage == "load"

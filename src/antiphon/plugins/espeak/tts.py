@@ -130,6 +130,8 @@ class EspeakStream(FlushSegmentStream):
     async def _speak(self, text: str) -> None:
         tts, dl = self._tts, self._tts.deadlines
         worker = tts._engine()
+        if not worker.loaded:  # a engine that fails to load is this stream's error, at once
+            await worker.call(lambda e: None, timeout=dl.connect, stage="load")
         audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="espeak audio")
         abort = self._abort = threading.Event()
         synthesize, voice = tts._synthesize, tts.voice

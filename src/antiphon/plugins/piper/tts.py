@@ -222,6 +222,8 @@ class PiperStream(FlushSegmentStream):
         segmenter = SentenceSegmenter()
         sentences = [*segmenter.push(text), *segmenter.finish()]
         worker = tts._engine()
+        if not worker.loaded:  # a voice that fails to load is this stream's error, at once
+            await worker.call(lambda e: None, timeout=dl.connect, stage="load")
         audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="piper audio")
         abort = self._abort = threading.Event()
         stream, rate = self, tts.native_rate
