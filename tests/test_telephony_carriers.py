@@ -152,9 +152,12 @@ def test_answer_documents() -> None:
     assert 'bidirectional="true" keepCallAlive="true"' in xml
     assert ">wss://a.example/plivo/media?ticket=t&amp;x=1</Stream>" in xml
     ncco = vonage.ncco_connect("wss://a.example/vonage/media", {"lang": "en"})
-    assert ncco == [{"action": "connect", "endpoint": [{
+    assert ncco == [{"action": "connect", "randomFromNumber": True, "endpoint": [{
         "type": "websocket", "uri": "wss://a.example/vonage/media",
         "content-type": "audio/l16;rate=16000", "headers": {"lang": "en"}}]}]  # fmt: skip
+    called = vonage.ncco_connect("wss://a.example/vonage/media", number="+14155550100")
+    assert called[0]["from"] == "14155550100" and "randomFromNumber" not in called[0]
+    assert "from" not in vonage.ncco_connect("wss://x", number="Vonage")[0]
 
 
 def _vocabulary(carrier: str) -> list[str | bytes]:
@@ -387,9 +390,11 @@ async def test_a_signed_webhook_connects_the_stream_with_a_single_use_ticket() -
         assert ok.status_code == 200 and "wss://a.example/plivo/media?ticket=" in ok.text
 
         token = jwt.encode({"iat": int(time.time())}, VSEC, "HS256")
-        ok = await client.get("/vonage/voice", headers={"Authorization": f"Bearer {token}"})
+        ok = await client.get("/vonage/voice", headers={"Authorization": f"Bearer {token}"},
+                              params={"to": "14155550100", "from": "447700900000"})  # fmt: skip
         uri = ok.json()[0]["endpoint"][0]["uri"]
         assert ok.status_code == 200 and uri.startswith("wss://a.example/vonage/media?ticket=")
+        assert ok.json()[0]["from"] == "14155550100"  # the number that was called
 
 
 @pytest.mark.parametrize("carrier", ["telnyx", "plivo", "vonage"])

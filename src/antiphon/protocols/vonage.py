@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,8 +118,19 @@ class VonageDialect(Dialect):
 DIALECT = VonageDialect()
 
 
-def ncco_connect(ws_url: str, headers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The NCCO that connects the call to our WebSocket at ``ws_url`` (L16 16 kHz)."""
+_NUMBER = re.compile(r"^[1-9]\d{6,14}$")
+
+
+def ncco_connect(
+    ws_url: str, headers: Mapping[str, str] | None = None, *, number: str | None = None
+) -> list[dict[str, Any]]:
+    """The NCCO that connects the call to our WebSocket at ``ws_url`` (L16 16 kHz).
+
+    A connect action names the number the leg comes from: ``number`` (the Vonage number
+    that was called, the answer webhook's ``to``) when it is an E.164 number without
+    ``+``, else ``randomFromNumber`` (one of the application's own numbers), as the
+    official SDK's ``Connect`` model requires one of the two.
+    """
     endpoint: dict[str, Any] = {
         "type": "websocket",
         "uri": ws_url,
@@ -126,7 +138,13 @@ def ncco_connect(ws_url: str, headers: Mapping[str, str] | None = None) -> list[
     }
     if headers:
         endpoint["headers"] = dict(headers)
-    return [{"action": "connect", "endpoint": [endpoint]}]
+    action: dict[str, Any] = {"action": "connect", "endpoint": [endpoint]}
+    digits = (number or "").strip().lstrip("+")
+    if _NUMBER.match(digits):
+        action["from"] = digits
+    else:
+        action["randomFromNumber"] = True
+    return [action]
 
 
 def _b64url(text: str) -> bytes:

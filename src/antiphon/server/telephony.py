@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from antiphon.aio.clock import Clock
 from antiphon.errors import ConfigError
-from antiphon.protocols import exotel, plivo, telnyx, vonage
+from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
 from antiphon.protocols import twilio_rest as rest
 from antiphon.protocols.media_stream import Connected, Dialect, Start
@@ -152,8 +152,25 @@ class Carrier:
     dialect: Dialect
     secret: Callable[[CarrierSecrets], str | None]
     verify: Callable[[str, WebhookRequest], bool] | None  # None: no webhook
-    answer: Callable[[str], Response] | None  # the webhook's answer, given the stream's URL
+    #: the webhook's answer, given the stream's URL and the webhook's fields (query, form)
+    answer: Callable[[str, Mapping[str, str]], Response] | None
     methods: tuple[str, ...] = ("POST",)
+
+
+def _fields(request: Request, body: bytes) -> dict[str, str]:
+    """The answer webhook's fields: its query, and a form or flat JSON body's strings."""
+    fields = dict(request.query_params)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if ctype.endswith("x-www-form-urlencoded"):
+            fields.update(tw.parse_form(body))
+        elif ctype.endswith("json") and body:
+            obj = bounded_json.loads(body, max_depth=4)
+            if isinstance(obj, dict):
+                fields.update({k: v for k, v in obj.items() if isinstance(v, str)})
+    except ValueError:  # a malformed body: the fields it has are the query's
+        pass
+    return fields
 
 
 def _telnyx_ok(key: str, r: WebhookRequest) -> bool:
@@ -181,15 +198,16 @@ def _vonage_ok(secret: str, r: WebhookRequest) -> bool:
 CARRIERS: tuple[Carrier, ...] = (
     Carrier(
         "telnyx", telnyx.DIALECT, lambda s: s.telnyx_public_key, _telnyx_ok,
-        lambda url: Response(telnyx.texml_connect(url), media_type="text/xml"),
+        lambda url, _: Response(telnyx.texml_connect(url), media_type="text/xml"),
     ),
     Carrier(
         "plivo", plivo.DIALECT, lambda s: s.plivo_auth_token, _plivo_ok,
-        lambda url: Response(plivo.stream_xml(url), media_type="application/xml"),
+        lambda url, _: Response(plivo.stream_xml(url), media_type="application/xml"),
     ),
     Carrier(
         "vonage", vonage.DIALECT, lambda s: s.vonage_signature_secret, _vonage_ok,
-        lambda url: JSONResponse(vonage.ncco_connect(url)), methods=("GET", "POST"),
+        lambda url, f: JSONResponse(vonage.ncco_connect(url, number=f.get("to"))),
+        methods=("GET", "POST"),
     ),
     Carrier(
         "exotel", exotel.DIALECT, lambda s: s.exotel_credentials, None, None,
@@ -299,7 +317,7 @@ def _voice_handler(
                 return PlainTextResponse("missing or wrong token", status_code=401)
             ws_url += f"?token={token}"
         assert carrier.answer is not None  # routed only then
-        return carrier.answer(ws_url)
+        return carrier.answer(ws_url, _fields(request, body))
 
     voice.__name__ = f"{name}_voice"
     return voice
