@@ -538,6 +538,44 @@ class AgentSession:
         self._idle.clear()
         self._post(_Say(text.strip(), allow_interruptions, add_to_history))
 
+    def update_agent(
+        self,
+        *,
+        instructions: str | None = None,
+        tools: Sequence[FunctionTool] | None = None,
+        llm: LLM | None = None,
+        tts: TTS | None = None,
+    ) -> None:
+        """Change who answers from the next LLM round on (:mod:`antiphon.agent.handoff`).
+
+        ``instructions`` replace the system prompt (the history's first message);
+        ``tools``, ``llm`` and ``tts`` replace the session's. ``None`` keeps each as it
+        is. A reply already speaking keeps its voice; call it between replies.
+
+        Raises:
+            ConfigError: a value of the wrong kind.
+        """
+        if instructions is not None and not isinstance(instructions, str):
+            raise ConfigError("update_agent() instructions must be a str")
+        if tools is not None and not all(isinstance(t, FunctionTool) for t in tools):
+            raise ConfigError("update_agent() tools must be decorated with @function_tool")
+        if llm is not None and not isinstance(llm, LLM):
+            raise ConfigError("update_agent() llm= must be an LLM plugin")
+        if tts is not None and not isinstance(tts, TTS):
+            raise ConfigError("update_agent() tts= must be a TTS plugin")
+        if instructions is not None:
+            messages = self.history.messages
+            if messages and messages[0].role == "system":
+                messages[0] = ChatMessage("system", instructions)
+            elif instructions:
+                messages.insert(0, ChatMessage("system", instructions))
+        if tools is not None:
+            self.tools = self._runner.tools = tuple(tools)
+        if llm is not None:
+            self.llm = self._runner.llm = llm
+        if tts is not None:
+            self.tts = self._runner.tts = tts
+
     def send_text(self, text: str) -> None:
         """A user turn typed rather than spoken (a chat box on a voice call).
 
