@@ -128,11 +128,15 @@ class TurnUnanswered:
 
 @dataclass(frozen=True, slots=True)
 class ToolCalled:
+    """A tool call ended. ``seconds``: how long the batch of calls it ran in took (the
+    calls of one LLM round run at once), on the session's clock."""
+
     name: str
     arguments: str
     output: str
     error: str | None
     generation: int
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

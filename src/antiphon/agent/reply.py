@@ -192,6 +192,7 @@ class ReplyRunner:
         self, reply: Reply, calls: list[ToolCall], sentences: Channel[str]
     ) -> list[ChatMessage]:
         reply.metrics.tool_calls.extend(c.name for c in calls)
+        started = self.clock.now()
         work = asyncio.ensure_future(
             run_tools(
                 [(c.id, c.name, c.arguments) for c in calls],
@@ -223,6 +224,7 @@ class ReplyRunner:
                     o.output,
                     None if o.error is None else str(o.error),
                     reply.generation,
+                    self.clock.now() - started,
                 )
             )
             messages.append(ChatMessage("tool", o.output, tool_call_id=o.call_id, name=o.name))

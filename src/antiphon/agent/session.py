@@ -1216,7 +1216,8 @@ class AgentSession:
             self._record(m)
         if reply.span is not None:
             for key, value in m.to_dict().items():
-                if value is not None and not isinstance(value, list):
+                # no user or agent text, nor error text, in a span (tracing.py opts in)
+                if value is not None and not isinstance(value, list | str):
                     reply.span.set_attribute(f"antiphon.{key}", value)
             reply.span.end()
         self._emit(TurnCompleted(m, reply.generation))
