@@ -19,6 +19,7 @@ from antiphon.agent import (
     AgentReplied,
     AgentSession,
     AgentState,
+    Interrupted,
     ToolCalled,
     TurnCompleted,
     TurnOptions,
@@ -276,3 +277,32 @@ def test_a_flow_refuses_what_cannot_work() -> None:
                 Agent("b", "y"),
             ]
         )
+
+
+async def test_a_barge_in_on_the_last_words_still_hands_over_without_a_greeting() -> None:
+    long = "Let me pass you to billing. They know all about invoices and payments and refunds."
+    front_replies: list[LLMReply] = [[ToolCallScript("transfer_to_billing")], long]
+    async with flow_rig(
+        ["bill please", "hello", "and now"], front_replies, ["Billing speaking."], history=1
+    ) as (session, flow, c, parts):
+        await c.say(0.8)
+        await c.until(lambda: session.state is AgentState.SPEAKING, limit=5)
+        await c.wait(0.3)
+        await c.say(0.8)  # the user talks over the old agent's last words
+        await c.until(lambda: bool(c.of(Interrupted)), limit=5)
+        assert flow.current.name == "billing"
+        # nobody greets over the user: the user's own turn comes next
+        await c.until(lambda: session.state is AgentState.LISTENING, limit=20)
+        assert parts.billing_tts.spoken == ["Billing speaking."]
+        [request] = parts.billing_llm.requests
+        # history=1: the last user turn before the handoff and what followed, then "hello"
+        assert [m.role for m in request.messages] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+        ]
+        assert request.messages[0].content == BILLING
+        assert request.messages[-1].content == "hello"
