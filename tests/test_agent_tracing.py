@@ -8,6 +8,8 @@ and the configured delays of the doubles.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -212,3 +214,38 @@ async def test_without_the_api_the_tracer_does_nothing(monkeypatch: pytest.Monke
 def test_record_text_must_be_a_bool() -> None:
     with pytest.raises(ConfigError):
         TurnTracer(record_text="yes")  # type: ignore[arg-type]
+
+
+WITHOUT_API = """
+import asyncio, sys
+sys.modules["opentelemetry"] = None  # the API is not installed
+from antiphon.agent import AgentSession, AgentState, TurnCompleted
+from antiphon.agent.tracing import TurnTracer
+from antiphon.aio.clock import VirtualClock
+from antiphon.testing.agent import Conversation, EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS
+
+async def main() -> None:
+    clock = VirtualClock()
+    services = (ScriptedSTT(["hello"]), ScriptedLLM(["Hi."], clock=clock), ToneTTS(clock=clock))
+    stt, llm, tts = services
+    session = AgentSession(vad=EnergyVAD(), stt=stt, llm=llm, tts=tts, clock=clock)
+    tracer = TurnTracer()
+    tracer.attach(session)
+    async with Conversation(session, clock) as c:
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(TurnCompleted)), limit=10)
+    for service in services:
+        await service.aclose()
+    assert "opentelemetry.trace" not in sys.modules and not tracer.enabled
+    print(c.of(TurnCompleted)[0].metrics.agent_text)
+
+asyncio.run(main())
+"""
+
+
+def test_a_session_runs_and_is_traced_as_a_no_op_without_the_api() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_API], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "Hi."

@@ -20,11 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-
 from antiphon.agent.events import AgentEvent, AgentSpeaking, ToolCalled, TurnMetrics
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback
+from antiphon.agent.tracing import get_tracer
 from antiphon.aio.channel import Channel, Overflow
 from antiphon.aio.clock import Clock
 from antiphon.audio.frame import AudioFrame
@@ -39,7 +38,7 @@ from antiphon.services.tts import TTS, SynthesisStream
 __all__ = ["Reply", "ReplyNews", "ReplyRunner"]
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("antiphon.agent")
+tracer = get_tracer("antiphon.agent")
 
 
 @dataclass(frozen=True, slots=True)

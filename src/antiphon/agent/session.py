@@ -62,8 +62,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from opentelemetry import trace
-
 from antiphon import metrics
 from antiphon.agent.events import (
     AgentError,
@@ -86,6 +84,7 @@ from antiphon.agent.events import (
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
+from antiphon.agent.tracing import get_tracer
 from antiphon.agent.turns import UserTurn, content_words
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
@@ -113,7 +112,7 @@ __all__ = ["AgentSession"]
 log = logging.getLogger(__name__)
 #: The default of ``AgentOptions.unanswered_message``: said when the recogniser lost a turn.
 UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
-tracer = trace.get_tracer("antiphon.agent")
+tracer = get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""

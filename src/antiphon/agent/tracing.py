@@ -36,8 +36,10 @@ tracer does nothing. Spans are exported only if the application installs an SDK.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 
     from antiphon.agent.session import AgentSession
 
-__all__ = ["TurnTracer"]
+__all__ = ["TurnTracer", "get_tracer"]
 
 INSTRUMENTATION = "antiphon.agent.tracing"
 
@@ -69,6 +71,32 @@ def _otel_trace() -> Any:
         return importlib.import_module("opentelemetry.trace")
     except ImportError:
         return None
+
+
+class _NoSpan:
+    """What the session's own spans need of a span, doing nothing."""
+
+    def set_attribute(self, key: str, value: object) -> None:
+        pass
+
+    def end(self, end_time: int | None = None) -> None:
+        pass
+
+
+class _NoTracer:
+    def start_span(self, name: str, **kwargs: object) -> _NoSpan:
+        return _NoSpan()
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, **kwargs: object) -> Iterator[_NoSpan]:
+        yield _NoSpan()
+
+
+def get_tracer(name: str) -> Any:
+    """An OpenTelemetry tracer, or one that does nothing when the API is not installed
+    (``opentelemetry-api`` is the optional ``otel`` extra: import it only through here)."""
+    api = _otel_trace()
+    return _NoTracer() if api is None else api.get_tracer(name)
 
 
 @dataclass(slots=True)
