@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -22,6 +22,7 @@ from antiphon.agent import (
     AgentState,
     InterruptionOptions,
     StateChanged,
+    ToolCalled,
     TurnOptions,
 )
 from antiphon.agent.sounds import BackgroundAudio, Sound
@@ -29,7 +30,16 @@ from antiphon.aio.clock import VirtualClock
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import write_wav
 from antiphon.errors import ConfigError
-from antiphon.testing.agent import Conversation, EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS
+from antiphon.services.tools import FunctionTool, function_tool
+from antiphon.testing.agent import (
+    Conversation,
+    EnergyVAD,
+    LLMReply,
+    ScriptedLLM,
+    ScriptedSTT,
+    ToneTTS,
+    ToolCallScript,
+)
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.synth import tone_for_text
 
@@ -47,18 +57,25 @@ def loop(sound: Sound, gain: float, n: int) -> npt.NDArray[np.int32]:
 
 @asynccontextmanager
 async def sounding(
-    sounds: BackgroundAudio, *, token_delay: float, options: AgentOptions | None = None
+    sounds: BackgroundAudio,
+    *,
+    token_delay: float,
+    options: AgentOptions | None = None,
+    replies: Sequence[LLMReply] = (REPLY,),
+    tools: Sequence[FunctionTool] = (),
+    clock: VirtualClock | None = None,
 ) -> AsyncIterator[tuple[Conversation, list[tuple[float, AgentEvent]]]]:
-    clock = VirtualClock()
+    clock = clock or VirtualClock()
     leaks = LeakCheck()
     stt = ScriptedSTT(["hello there"])
-    llm = ScriptedLLM([REPLY], clock=clock, token_delay=token_delay)
+    llm = ScriptedLLM(replies, clock=clock, token_delay=token_delay)
     tts = ToneTTS(clock=clock)
     session = AgentSession(
         vad=EnergyVAD(),
         stt=stt,
         llm=llm,
         tts=tts,
+        tools=tools,
         clock=clock,
         options=options or AgentOptions(turn=TurnOptions(preemptive=False)),
     )
@@ -123,9 +140,7 @@ async def test_user_speech_silences_the_cue_on_the_next_frame_then_it_resumes() 
         turn=TurnOptions(preemptive=False),
         interruption=InterruptionOptions(min_duration_thinking=5.0),
     )
-    # a cue that never pauses: every silent frame is the cue stopped
-    hum = (0.2 * np.sin(2 * np.pi * 500 * np.arange(16000) / 16000) * 32767).astype(np.int16)
-    sounds = BackgroundAudio(thinking=Sound(hum, 16000), thinking_gain=0.5)
+    sounds = BackgroundAudio(thinking=hum(), thinking_gain=0.5)
     async with sounding(sounds, token_delay=3.0, options=options) as (c, timeline):
         await c.say(0.8)
         await c.until(lambda: c.session.state is AgentState.THINKING, limit=5)
@@ -146,6 +161,54 @@ async def test_user_speech_silences_the_cue_on_the_next_frame_then_it_resumes() 
     # and again once the VAD's silence window (0.5 s) says the speech is over
     after = [a for t, a in frames if t > spoke_until + 0.5 + 0.04]
     assert len(after) >= 10 and all(a.any() for a in after)
+
+
+def hum(seconds: float = 1.0) -> Sound:
+    """A cue that never pauses: every silent frame is the cue stopped."""
+    t = np.arange(round(seconds * 16000)) / 16000
+    return Sound((0.2 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16), 16000)
+
+
+async def test_the_cue_fills_a_long_tool_around_the_filler_line_and_ends_with_it() -> None:
+    clock = VirtualClock()
+
+    @function_tool
+    async def slow_lookup() -> str:
+        """Looks something up, slowly."""
+        await clock.sleep_until(clock.now() + 2.0)
+        return "found"
+
+    options = AgentOptions(
+        turn=TurnOptions(preemptive=False), filler_delay=0.5, filler_text="One moment."
+    )
+    sounds = BackgroundAudio(thinking=hum(), thinking_gain=0.5)
+    replies: list[LLMReply] = [[ToolCallScript("slow_lookup")], REPLY]
+    async with sounding(
+        sounds, token_delay=0.0, options=options, replies=replies, tools=[slow_lookup], clock=clock
+    ) as (c, timeline):
+        await c.say(0.8)
+        await c.until(lambda: bool(c.of(ToolCalled)), limit=5)
+        await c.until(lambda: c.session.state is AgentState.LISTENING, limit=10)
+        await c.wait(0.2)
+    audio = heard(c)
+    filler = np.frombuffer(tone_for_text("One moment.", 16000), dtype="<i2").astype(np.int32)
+    reply = np.frombuffer(tone_for_text(REPLY, 16000), dtype="<i2").astype(np.int32)
+    f, k = find(audio, filler), find(audio, reply)
+    # the filler and the answer are heard unchanged: the cue never plays over a voice
+    assert np.array_equal(audio[f * FRAME : f * FRAME + filler.size], filler)
+    assert np.array_equal(audio[k * FRAME : k * FRAME + reply.size], reply)
+    # the cue fills the wait before the filler and after it, until the tool is done
+    thinking = entered(timeline, AgentState.THINKING)
+    tool_done = next(t for t, e in timeline if isinstance(e, ToolCalled))
+    frames = c.heard
+    before = [h for h in frames[:f] if h.time > thinking + 0.04]
+    after_filler = f + -(-filler.size // FRAME)
+    between = [h for h in frames[after_filler:k] if h.time < tool_done - 0.04]
+    assert len(before) >= 10 and all(h.frame.as_array().any() for h in before)
+    assert len(between) >= 30 and all(h.frame.as_array().any() for h in between)
+    # and stops when the tool returns: silence until the answer
+    gap = [h for h in frames[after_filler:k] if h.time > tool_done + 0.04]
+    assert not any(h.frame.as_array().any() for h in gap)
 
 
 async def test_the_bed_loops_under_everything_and_the_voice_is_added_unchanged() -> None:

@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from antiphon.agent.events import AgentEvent, AgentSpeaking, ToolCalled, TurnMetrics
+from antiphon.agent.events import (
+    AgentEvent,
+    AgentSpeaking,
+    ToolCalled,
+    ToolsStarted,
+    TurnMetrics,
+)
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback
 from antiphon.agent.tracing import get_tracer
@@ -191,6 +197,7 @@ class ReplyRunner:
         self, reply: Reply, calls: list[ToolCall], sentences: Channel[str]
     ) -> list[ChatMessage]:
         reply.metrics.tool_calls.extend(c.name for c in calls)
+        self._emit(ToolsStarted(tuple(c.name for c in calls), reply.generation))
         started = self.clock.now()
         work = asyncio.ensure_future(
             run_tools(

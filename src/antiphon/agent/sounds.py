@@ -18,11 +18,13 @@ How it is built, and why:
   sounds cannot delay a reply by a sample. The mixer is a few numpy operations on 320
   samples, on the transport's reading task; the input side (VAD, STT) is untouched.
 - **The cue follows the session's events, and the audio itself.** It starts when the
-  session enters ``THINKING`` (after ``thinking_delay`` seconds of output audio time),
-  loops while the agent thinks, and stops at once: on the first frame that carries the
-  reply's audio (``voiced``; the ``SPEAKING`` event may come a frame later), on any
-  state but ``THINKING``, and on every frame where the session's VAD hears the user (it
-  runs inline in ``push_audio``, so this is the user's speech as of this frame).
+  session enters ``THINKING`` or tools start running (``ToolsStarted``), after
+  ``thinking_delay`` seconds of output audio time, and loops while the agent waits. It
+  stops at once on the first frame that carries the reply's audio (``voiced``; the
+  ``SPEAKING`` event may come a frame later) and on every frame where the session's VAD
+  hears the user (it runs inline in ``push_audio``, so this is the user's speech as of
+  this frame); it ends with the wait (the last ``ToolCalled``, a state other than
+  ``THINKING``). While tools run, a filler line's frames mute it and its gaps do not.
 - **The bed loops seamlessly** under everything at ``ambient_gain`` (linear, 0-1), from
   a WAV file of the user's (resampled once, at attach) or a generated tone; no asset is
   downloaded. The mix is clipped to int16.
@@ -38,7 +40,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from antiphon.agent.events import AgentEvent, AgentState, StateChanged
+from antiphon.agent.events import AgentEvent, AgentState, StateChanged, ToolCalled, ToolsStarted
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter, to_mono
 from antiphon.audio.track import OutputTrack
@@ -199,6 +201,7 @@ class BackgroundAudio:
         self._bed: _Loop | None = None
         self._cue: _Loop | None = None
         self._thinking = False  # the session thinks and its reply has not sounded yet
+        self._tools = 0  # tool calls running (ToolsStarted, until their ToolCalled)
         self._thought = 0  # samples of output since thinking began
         self._delay = 0  # thinking_delay in samples
         self._was_filling = False
@@ -242,28 +245,45 @@ class BackgroundAudio:
             track.mixer = None
             track.fill_silence = self._was_filling
         self._thinking = False
+        self._tools = 0
 
     @property
     def cue_playing(self) -> bool:
         """Whether the thinking cue sounds in the next frame (if the user stays silent)."""
-        return self._cue is not None and self._thinking and self._thought >= self._delay
+        waiting = self._thinking or self._tools > 0
+        return self._cue is not None and waiting and self._thought >= self._delay
+
+    def _begin(self) -> None:
+        """A new spell of waiting (none was under way): the cue starts afresh."""
+        if not self._thinking and not self._tools and self._cue is not None:
+            self._cue.position = 0
+            self._thought = 0
 
     def _on_event(self, event: AgentEvent) -> None:
-        if not isinstance(event, StateChanged):
-            return
-        thinking = event.new is AgentState.THINKING
-        if thinking and not self._thinking and self._cue is not None:
-            self._cue.position = 0  # each thinking spell starts the cue afresh
-            self._thought = 0
-        self._thinking = thinking
+        match event:
+            case StateChanged(new=AgentState.THINKING):
+                self._begin()
+                self._thinking = True
+            case StateChanged(new=new):
+                self._thinking = False
+                if new is not AgentState.SPEAKING:  # interrupted, dropped or done
+                    self._tools = 0
+            case ToolsStarted(names=names):
+                self._begin()
+                self._tools = len(names)
+            case ToolCalled():
+                self._tools = max(0, self._tools - 1)
+            case _:
+                pass
 
     def _mix(self, frame: AudioFrame, voiced: bool) -> AudioFrame:
         n = frame.samples_per_channel
         if voiced:
             self._thinking = False  # the reply sounds: the cue ends on this very frame
         cue: npt.NDArray[np.int32] | None = None
-        if self._thinking and self._cue is not None:
-            if self._thought >= self._delay and not self._listening():
+        if (self._thinking or self._tools) and self._cue is not None:
+            # while tools run, the filler line's frames mute the cue, its gaps do not
+            if not voiced and self._thought >= self._delay and not self._listening():
                 cue = self._cue.take(n)
             self._thought += n
         if self._bed is None and cue is None:
