@@ -306,3 +306,45 @@ async def test_a_barge_in_on_the_last_words_still_hands_over_without_a_greeting(
         ]
         assert request.messages[0].content == BILLING
         assert request.messages[-1].content == "hello"
+
+
+def test_an_earlier_summary_is_history_and_the_old_prompt_is_not() -> None:
+    history = ChatContext(
+        [
+            ChatMessage("system", "old prompt"),
+            ChatMessage("system", "Summary of the conversation so far: s"),
+            ChatMessage("user", "u1"),
+        ]
+    )
+    assert contents(trim_history(history, "new", "all")) == [
+        "new",
+        "Summary of the conversation so far: s",
+        "u1",
+    ]
+    assert contents(trim_history(ChatContext([ChatMessage("user", "u")]), "", "all")) == ["u"]
+
+
+async def test_update_agent_replaces_or_removes_the_prompt_and_checks_its_input() -> None:
+    clock = VirtualClock()
+    llm, tts = ScriptedLLM(clock=clock), ToneTTS(clock=clock)
+    session = AgentSession(
+        vad=EnergyVAD(), stt=ScriptedSTT([]), llm=llm, tts=tts, instructions="A", clock=clock
+    )
+    session.history.user("hi")
+    session.update_agent(instructions="B", tools=[lookup_invoice])
+    assert contents(session.history) == ["B", "hi"]
+    assert session.tools == (lookup_invoice,)
+    session.update_agent(instructions="")
+    assert contents(session.history) == ["hi"]
+    session.update_agent(instructions="C")
+    assert contents(session.history) == ["C", "hi"]
+    other = ToneTTS(clock=clock)
+    session.update_agent(tts=other)
+    assert session.tts is other and session.llm is llm
+    with pytest.raises(ConfigError):
+        session.update_agent(tools=[print])  # type: ignore[list-item]
+    with pytest.raises(ConfigError):
+        session.update_agent(tts=llm)  # type: ignore[arg-type]
+    await session.aclose()
+    for service in (llm, tts, other):
+        await service.aclose()

@@ -142,8 +142,13 @@ class HandoffDone:
 def trim_history(
     history: ChatContext, instructions: str, policy: HistoryPolicy, summary: str = ""
 ) -> ChatContext:
-    """The history the next agent starts from, by ``policy``, with its system prompt."""
-    rest = [m for m in history.messages if m.role != "system"]
+    """The history the next agent starts from, by ``policy``, with its system prompt.
+
+    The old system prompt (a leading system message) is dropped; other system messages
+    (an earlier handoff's summary) count as history.
+    """
+    messages = history.messages
+    rest = messages[1:] if messages and messages[0].role == "system" else list(messages)
     if policy == "none":
         rest = []
     elif policy == "summary":
@@ -225,7 +230,7 @@ class AgentFlow:
             raise ConfigError("this AgentFlow is already attached to a session")
         self._session = session
         self._base = (session.llm, session.tts)  # for agents without their own
-        self._enter(self._current, session)
+        self._enter(self._current, session, "all", "")
         self._remove = session.on_event(self._on_event)
 
     def detach(self) -> None:
@@ -280,10 +285,14 @@ class AgentFlow:
             fn = transfer
         return function_tool(name=handoff.name, description=description)(fn)
 
-    def _enter(self, agent: Agent, session: AgentSession) -> None:
+    def _enter(
+        self, agent: Agent, session: AgentSession, policy: HistoryPolicy, summary: str
+    ) -> None:
         assert self._base is not None
+        session.history.messages[:] = trim_history(
+            session.history, agent.instructions, policy, summary
+        ).messages
         session.update_agent(
-            instructions=agent.instructions,
             tools=self._tools[agent.name],
             llm=agent.llm or self._base[0],
             tts=agent.tts or self._base[1],
@@ -299,10 +308,7 @@ class AgentFlow:
         self._pending = None
         target = self.agents[pending.handoff.target]
         policy = pending.handoff.history
-        session.history.messages[:] = trim_history(
-            session.history, target.instructions, policy, pending.summary
-        ).messages
-        self._enter(target, session)
+        self._enter(target, session, policy, pending.summary)
         done = HandoffDone(pending.source, target.name, policy, pending.summary)
         self.handoffs.append(done)
         log.info("agent handoff: %s -> %s (history: %s)", done.source, done.target, policy)

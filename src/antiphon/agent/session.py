@@ -547,7 +547,8 @@ class AgentSession:
     ) -> None:
         """Change who answers from the next LLM round on (:mod:`antiphon.agent.handoff`).
 
-        ``instructions`` replace the system prompt (the history's first message);
+        ``instructions`` replace the system prompt (the history's first message; ``""``
+        removes it);
         ``tools``, ``llm`` and ``tts`` replace the session's. ``None`` keeps each as it
         is. A reply already speaking keeps its voice; call it between replies.
 
@@ -564,10 +565,9 @@ class AgentSession:
             raise ConfigError("update_agent() tts= must be a TTS plugin")
         if instructions is not None:
             messages = self.history.messages
-            if messages and messages[0].role == "system":
-                messages[0] = ChatMessage("system", instructions)
-            elif instructions:
-                messages.insert(0, ChatMessage("system", instructions))
+            prompt = [ChatMessage("system", instructions)] if instructions else []
+            has_prompt = bool(messages) and messages[0].role == "system"
+            messages[: 1 if has_prompt else 0] = prompt
         if tools is not None:
             self.tools = self._runner.tools = tuple(tools)
         if llm is not None:
