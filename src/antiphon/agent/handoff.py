@@ -29,9 +29,9 @@ How it is built, and why:
   handoff; the reply that called it ends as usual (the old agent says its last sentence
   in its own voice, and its tool call joins the history). On the session's next
   ``StateChanged`` to ``LISTENING`` or ``USER_SPEAKING`` (a reply just ended, was
-  interrupted or dropped), the flow rewrites the history by the handoff's policy and
-  calls :meth:`AgentSession.update_agent` with the new agent's instructions, tools,
-  LLM and voice. The flow is a synchronous event listener: it owns no task, so it has
+  interrupted or dropped), the flow rewrites the history by the handoff's policy (with
+  the new agent's system prompt) and calls :meth:`AgentSession.update_agent` with its
+  tools, LLM and voice. The flow is a synchronous event listener: it owns no task, so it has
   nothing to close; the new agent's ``greeting`` is a ``session.say()``, spoken only
   when nobody is speaking.
 - **History policies** (``Handoff.history``): ``"all"`` keeps every message; ``"none"``

@@ -548,9 +548,8 @@ class AgentSession:
         """Change who answers from the next LLM round on (:mod:`antiphon.agent.handoff`).
 
         ``instructions`` replace the system prompt (the history's first message; ``""``
-        removes it);
-        ``tools``, ``llm`` and ``tts`` replace the session's. ``None`` keeps each as it
-        is. A reply already speaking keeps its voice; call it between replies.
+        removes it); ``tools``, ``llm`` and ``tts`` replace the session's. ``None`` keeps
+        each as it is. A reply already speaking keeps its voice; call it between replies.
 
         Raises:
             ConfigError: a value of the wrong kind.
