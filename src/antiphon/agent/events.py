@@ -127,12 +127,27 @@ class TurnUnanswered:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolsStarted:
+    """The LLM's tool calls of one round began to run (all at once): ``names``, in order.
+
+    Each ends with a :class:`ToolCalled`; a listener can fill the wait (a thinking sound).
+    """
+
+    names: tuple[str, ...]
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCalled:
+    """A tool call ended. ``seconds``: how long the batch of calls it ran in took (the
+    calls of one LLM round run at once), on the session's clock."""
+
     name: str
     arguments: str
     output: str
     error: str | None
     generation: int
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +240,7 @@ AgentEvent = (
     | AgentPaused
     | AgentResumed
     | TurnUnanswered
+    | ToolsStarted
     | ToolCalled
     | AgentError
     | TurnCompleted

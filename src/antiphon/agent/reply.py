@@ -20,11 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-
-from antiphon.agent.events import AgentEvent, AgentSpeaking, ToolCalled, TurnMetrics
+from antiphon.agent.events import (
+    AgentEvent,
+    AgentSpeaking,
+    ToolCalled,
+    ToolsStarted,
+    TurnMetrics,
+)
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback
+from antiphon.agent.tracing import get_tracer
 from antiphon.aio.channel import Channel, Overflow
 from antiphon.aio.clock import Clock
 from antiphon.audio.frame import AudioFrame
@@ -39,7 +44,7 @@ from antiphon.services.tts import TTS, SynthesisStream
 __all__ = ["Reply", "ReplyNews", "ReplyRunner"]
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("antiphon.agent")
+tracer = get_tracer("antiphon.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,8 @@ class ReplyRunner:
         self, reply: Reply, calls: list[ToolCall], sentences: Channel[str]
     ) -> list[ChatMessage]:
         reply.metrics.tool_calls.extend(c.name for c in calls)
+        self._emit(ToolsStarted(tuple(c.name for c in calls), reply.generation))
+        started = self.clock.now()
         work = asyncio.ensure_future(
             run_tools(
                 [(c.id, c.name, c.arguments) for c in calls],
@@ -223,6 +230,7 @@ class ReplyRunner:
                     o.output,
                     None if o.error is None else str(o.error),
                     reply.generation,
+                    self.clock.now() - started,
                 )
             )
             messages.append(ChatMessage("tool", o.output, tool_call_id=o.call_id, name=o.name))

@@ -62,8 +62,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from opentelemetry import trace
-
 from antiphon import metrics
 from antiphon.agent.events import (
     AgentError,
@@ -86,6 +84,7 @@ from antiphon.agent.events import (
 from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
+from antiphon.agent.tracing import get_tracer
 from antiphon.agent.turns import UserTurn, content_words
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
@@ -113,7 +112,7 @@ __all__ = ["AgentSession"]
 log = logging.getLogger(__name__)
 #: The default of ``AgentOptions.unanswered_message``: said when the recogniser lost a turn.
 UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
-tracer = trace.get_tracer("antiphon.agent")
+tracer = get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
@@ -537,6 +536,43 @@ class AgentSession:
             raise StreamClosedError("say() needs a started, open session")
         self._idle.clear()
         self._post(_Say(text.strip(), allow_interruptions, add_to_history))
+
+    def update_agent(
+        self,
+        *,
+        instructions: str | None = None,
+        tools: Sequence[FunctionTool] | None = None,
+        llm: LLM | None = None,
+        tts: TTS | None = None,
+    ) -> None:
+        """Change who answers from the next LLM round on (:mod:`antiphon.agent.handoff`).
+
+        ``instructions`` replace the system prompt (the history's first message; ``""``
+        removes it); ``tools``, ``llm`` and ``tts`` replace the session's. ``None`` keeps
+        each as it is. A reply already speaking keeps its voice; call it between replies.
+
+        Raises:
+            ConfigError: a value of the wrong kind.
+        """
+        if instructions is not None and not isinstance(instructions, str):
+            raise ConfigError("update_agent() instructions must be a str")
+        if tools is not None and not all(isinstance(t, FunctionTool) for t in tools):
+            raise ConfigError("update_agent() tools must be decorated with @function_tool")
+        if llm is not None and not isinstance(llm, LLM):
+            raise ConfigError("update_agent() llm= must be an LLM plugin")
+        if tts is not None and not isinstance(tts, TTS):
+            raise ConfigError("update_agent() tts= must be a TTS plugin")
+        if instructions is not None:
+            messages = self.history.messages
+            prompt = [ChatMessage("system", instructions)] if instructions else []
+            has_prompt = bool(messages) and messages[0].role == "system"
+            messages[: 1 if has_prompt else 0] = prompt
+        if tools is not None:
+            self.tools = self._runner.tools = tuple(tools)
+        if llm is not None:
+            self.llm = self._runner.llm = llm
+        if tts is not None:
+            self.tts = self._runner.tts = tts
 
     def send_text(self, text: str) -> None:
         """A user turn typed rather than spoken (a chat box on a voice call).
@@ -1178,7 +1214,8 @@ class AgentSession:
             self._record(m)
         if reply.span is not None:
             for key, value in m.to_dict().items():
-                if value is not None and not isinstance(value, list):
+                # no user or agent text, nor error text, in a span (tracing.py opts in)
+                if value is not None and not isinstance(value, list | str):
                     reply.span.set_attribute(f"antiphon.{key}", value)
             reply.span.end()
         self._emit(TurnCompleted(m, reply.generation))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 from antiphon.aio.clock import Clock, MonotonicClock
@@ -71,6 +72,9 @@ class OutputTrack:
         self.sample_rate = sample_rate
         self.channels = channels
         self.fill_silence = fill_silence
+        #: Called on every frame the reader gets, ``mixer(frame, voiced)`` → the frame to
+        #: give (background audio: :mod:`antiphon.agent.sounds`); it must be quick.
+        self.mixer: Callable[[AudioFrame, bool], AudioFrame] | None = None
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._bytes_per_second = sample_rate * channels * BYTES_PER_SAMPLE
         self._frame_bytes = frame_samples * channels * BYTES_PER_SAMPLE
@@ -243,10 +247,18 @@ class OutputTrack:
     async def read(self) -> AudioFrame:
         """Return the next frame at its release time.
 
-        Raises :class:`StreamClosedError` once the track is closed.
+        With a :attr:`mixer`, the frame is ``mixer(frame, voiced)`` (``voiced``: it holds
+        written audio, not silence padding). Raises :class:`StreamClosedError` once the
+        track is closed.
         """
         if self.fill_silence:
-            return await self._read_filled()
+            frame, voiced = await self._read_filled()
+        else:
+            frame, voiced = await self._read_paced(), True
+        mixer = self.mixer
+        return frame if mixer is None else mixer(frame, voiced)
+
+    async def _read_paced(self) -> AudioFrame:
         waited = False
         while True:
             if self._closed:
@@ -266,7 +278,7 @@ class OutputTrack:
             self._index += 1
             return self._take_frame()
 
-    async def _read_filled(self) -> AudioFrame:
+    async def _read_filled(self) -> tuple[AudioFrame, bool]:
         if self._closed:
             raise StreamClosedError("OutputTrack is closed")
         if self._start is None:
@@ -276,8 +288,11 @@ class OutputTrack:
             raise StreamClosedError("OutputTrack is closed")
         self._index += 1
         if self._frame_ready():
-            return self._take_frame()
-        return AudioFrame.trusted(self._silence, self.sample_rate, self.channels, self._generation)
+            return self._take_frame(), True
+        silence = AudioFrame.trusted(
+            self._silence, self.sample_rate, self.channels, self._generation
+        )
+        return silence, False
 
     async def _sleep_until(self, when: float) -> None:
         """Sleep until ``when`` on the clock, or until the track is closed."""
