@@ -15,27 +15,36 @@ from antiphon.agent.events import (
     UserTranscribed,
     UserTurnEnded,
 )
+from antiphon.agent.handoff import Agent, AgentFlow, Handoff
 from antiphon.agent.options import AgentOptions, InterruptionOptions, TurnOptions
 from antiphon.agent.playback import Playback
 from antiphon.agent.session import AgentSession
+from antiphon.agent.sounds import BackgroundAudio, Sound
+from antiphon.agent.tracing import TurnTracer
 
 __all__ = [
+    "Agent",
     "AgentError",
     "AgentEvent",
+    "AgentFlow",
     "AgentOptions",
     "AgentReplied",
     "AgentSession",
     "AgentSpeaking",
     "AgentState",
+    "BackgroundAudio",
     "FalseInterruption",
+    "Handoff",
     "Interrupted",
     "InterruptionOptions",
     "Playback",
+    "Sound",
     "StateChanged",
     "ToolCalled",
     "TurnCompleted",
     "TurnMetrics",
     "TurnOptions",
+    "TurnTracer",
     "UserTranscribed",
     "UserTurnEnded",
 ]
