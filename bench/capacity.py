@@ -1,28 +1,37 @@
-"""Capacity of the real server: calls one ``antiphon serve`` process holds, and what each costs.
+"""Capacity of the real server against Pipecat: calls one process holds, and what each costs.
 
-How it is built: for each size, ``antiphon serve`` runs in a subprocess (one process, one
-event loop) with an agent on the in-process doubles (scripted STT and LLM, tone TTS,
-energy VAD: see :func:`antiphon.testing.agent.doubles_agent`); the callers run in a
-second subprocess (``bench/server_load.py --clients``: each streams 20 ms of PCM every
-20 ms in real time, a question then silence, turn after turn, and times the agent's
-frames). So the server is measured, not the clients, and each size starts from a fresh
-server.
+How it is built: for each size and each side, a server runs in a subprocess (one
+process, one event loop) and answers every call with an agent on the same in-process
+doubles (scripted STT and LLM, tone TTS, energy VAD):
+
+- **antiphon**: ``antiphon serve`` with :func:`antiphon.testing.agent.doubles_agent`;
+- **pipecat**: ``bench/pipecat_agent.py``, the same doubles as Pipecat services on
+  Pipecat's own FastAPI WebSocket transport under uvicorn (see that file).
+
+The callers run in a second subprocess (``bench/server_load.py --clients``: each streams
+20 ms of PCM every 20 ms in real time, a question then silence, turn after turn, over
+``/ws/agent``, binary PCM both ways, and times the agent's frames), the same client
+against both servers. So the server is measured, not the clients, and each size starts
+from a fresh server. Sides alternate size by size (antiphon n, Pipecat n, antiphon m,
+...), so both see the same machine load; the load average is recorded with each run.
 
 A size *holds* by ``bench/verdict.py``: every call answered every turn it asked, the
 whole reply's audio came back (within 5 %), and no frame was late by more than 20 ms.
 An overloaded server that answers nothing therefore fails instead of passing vacuously.
-The figure is the largest size that holds; sizes run in increasing order and stop after
-the first that does not (``--keep-going`` runs them all). Server CPU (user + system,
-from ``/proc``) and resident memory are read for the server process alone: CPU per call
-is the share of one core per call; memory per call is the growth over the idle server
-divided by the calls. A third process meanwhile times a 20 ms sleep over and over: its
-p99 lateness says how much of a frame's lateness the machine itself adds (a shared
-machine under load fails the 20 ms budget with any server).
+Each side's figure is the largest size that holds; its sizes run in increasing order and
+stop after the first that does not (``--keep-going`` runs them all). Server CPU (user +
+system, all threads, from ``/proc``) and resident memory are read for the server process
+alone: CPU per call is the share of one core per call; memory per call is the growth
+over the idle server divided by the calls. ``calls per core by CPU`` is 100 over the CPU
+per call: how many calls a fully used core would carry, the figure that does not depend
+on how late the shared machine makes every process. A third process meanwhile times a
+20 ms sleep over and over: its p99 lateness says how much of a frame's lateness the
+machine itself adds.
 
-The server is one event loop, so "calls per core" is the calls one server process holds.
+    .venv/bin/python bench/capacity.py [--sizes 10,20,40,60,100,150,200] [--seconds 10]
+        [--sides antiphon,pipecat] [--keep-going]
 
-    .venv/bin/python bench/capacity.py [--sizes 10,20,30,40,60,80,100] [--seconds 10]
-
+The Pipecat side needs Pipecat and its dependencies (``bench/requirements-pipecat.txt``).
 Prints a table and writes ``bench/results/capacity.json``.
 """
 
@@ -33,15 +42,15 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchkit import cpu_seconds, free_port, pct, rss_mb, wait_listening
 from server_load import FRAME, REPLY, REPLY_FRAMES, SILENCE
-from verdict import CallTally, judge, pct
+from verdict import CallTally, judge
 
 HERE = Path(__file__).resolve().parent
 AGENT_FILE = f"""\
@@ -51,54 +60,34 @@ agent = doubles_agent(
     [f"question {{i}}" for i in range(100000)], [], min_silence={SILENCE}, default_reply={REPLY!r}
 )
 """
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SIDES = ("antiphon", "pipecat")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def load_average() -> float:
+    """The machine's one-minute load average now."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def server_command(side: str, agent_file: Path, port: int, n: int) -> list[str]:
+    if side == "antiphon":
+        return [
+            str(Path(sys.executable).with_name("antiphon")), "serve", str(agent_file),
+            "--port", str(port), "--max-sessions", str(n + 10),
+        ]  # fmt: skip
+    return [
+        sys.executable, str(HERE / "pipecat_agent.py"), "--port", str(port),
+        "--min-silence", str(SILENCE), "--reply", REPLY,
+    ]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def wait_listening(port: int, proc: asyncio.subprocess.Process, limit: float) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while loop.time() < end:
-        if proc.returncode is not None:
-            raise RuntimeError(f"antiphon serve exited with {proc.returncode}")
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        w.close()
-        await w.wait_closed()
-        return
-    raise RuntimeError(f"antiphon serve did not listen on {port} within {limit} s")
-
-
-async def run_size(n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
+async def run_size(side: str, n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
     port = free_port()
-    log = agent_file.with_name(f"serve-{n}.log").open("wb")
+    log_path = agent_file.with_name(f"{side}-{n}.log")
+    log = log_path.open("wb")
     server = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("antiphon")), "serve", str(agent_file),
-        "--port", str(port), "--max-sessions", str(n + 10),
-        stdout=log, stderr=log,
-    )  # fmt: skip
+        *server_command(side, agent_file, port, n), stdout=log, stderr=log
+    )
+    load_start = load_average()
     try:
         await wait_listening(port, server, 60.0)
         await asyncio.sleep(0.5)
@@ -130,7 +119,7 @@ async def run_size(n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
                 server.kill()
                 await server.wait()
         log.close()
-    log_lines = agent_file.with_name(f"serve-{n}.log").read_text(errors="replace").splitlines()
+    log_lines = log_path.read_text(errors="replace").splitlines()
     got = json.loads(out.decode().strip().splitlines()[-1])
     late: list[float] = got["late"]
     calls = [
@@ -140,7 +129,9 @@ async def run_size(n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
     verdict = judge(calls, late)
     cores = cpu / wall
     return {
+        "side": side,
         "calls": n,
+        "load_average": [load_start, load_average()],
         **verdict,
         "late_p50_ms": pct(late, 0.5),
         "late_p99_ms": pct(late, 0.99),
@@ -148,6 +139,7 @@ async def run_size(n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
         "machine_timer_late_p99_ms": pct(noise, 0.99),
         "server_cpu_cores": cores,
         "server_cpu_pct_of_core_per_call": 100 * cores / n,
+        "calls_per_core_by_cpu": n / cores if cores else None,
         "server_rss_idle_mb": idle_rss,
         "server_rss_peak_mb": peak_rss,
         "server_rss_mb_per_call": (peak_rss - idle_rss) / n,
@@ -155,45 +147,95 @@ async def run_size(n: int, seconds: float, agent_file: Path) -> dict[str, Any]:
     }
 
 
+def line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['side']:>8} {r['calls']:>4} calls  {'holds' if r['holds'] else 'fails'}  "
+        f"late p99 {r['late_p99_ms']:.1f} max {r['late_max_ms'] or 0:.1f} ms (idle timer p99 "
+        f"{r['machine_timer_late_p99_ms']:.1f})  CPU {r['server_cpu_cores']:.2f} cores "
+        f"({r['server_cpu_pct_of_core_per_call']:.2f} %/call)  RSS {r['server_rss_peak_mb']:.0f} "
+        f"MB ({r['server_rss_mb_per_call']:.2f} MB/call)  load {r['load_average'][0]:.1f}"
+        + ("" if r["holds"] else f"  why: {'; '.join(r['failed'])}")
+    )
+
+
+def summary(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
+    """Per side: calls held, and CPU/memory per call; ratios at the sizes both ran."""
+    out: dict[str, Any] = {}
+    for side in sides:
+        mine = [r for r in runs if r["side"] == side]
+        held = [r["calls"] for r in mine if r["holds"]]
+        out[side] = {
+            "calls_held_per_server_process": max(held) if held else 0,
+            "cpu_pct_of_core_per_call": {
+                r["calls"]: r["server_cpu_pct_of_core_per_call"] for r in mine
+            },
+            "rss_mb_per_call": {r["calls"]: r["server_rss_mb_per_call"] for r in mine},
+        }
+    if set(SIDES) <= set(sides):
+        a, p = out["antiphon"], out["pipecat"]
+        both = sorted(set(a["cpu_pct_of_core_per_call"]) & set(p["cpu_pct_of_core_per_call"]))
+        out["pipecat_cpu_per_call_over_antiphon"] = {
+            n: p["cpu_pct_of_core_per_call"][n] / a["cpu_pct_of_core_per_call"][n] for n in both
+        }
+        out["held_ratio"] = (
+            a["calls_held_per_server_process"] / p["calls_held_per_server_process"]
+            if p["calls_held_per_server_process"]
+            else None
+        )
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--sizes", default="10,20,30,40,60,80,100")
+    ap.add_argument("--sizes", default="10,20,40,60,100,150,200")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--sides", default=",".join(SIDES))
     ap.add_argument("--keep-going", action="store_true", help="run every size")
     ap.add_argument("--out", default="bench/results/capacity.json")
     a = ap.parse_args()
+    sides = [x for x in a.sides.split(",") if x]
     runs: list[dict[str, Any]] = []
+    going = set(sides)
     with tempfile.TemporaryDirectory() as tmp:
         agent_file = Path(tmp) / "doubles_agent.py"
         agent_file.write_text(AGENT_FILE)
         for n in (int(x) for x in a.sizes.split(",")):
-            r = await run_size(n, a.seconds, agent_file)
-            runs.append(r)
-            print(
-                f"{n:>4} calls  {'holds' if r['holds'] else 'fails'}  late p99 "
-                f"{r['late_p99_ms']:.1f} ms max {r['late_max_ms'] or 0:.1f} ms (idle timer p99 "
-                f"{r['machine_timer_late_p99_ms']:.1f} ms)  server CPU "
-                f"{r['server_cpu_cores']:.2f} cores ({r['server_cpu_pct_of_core_per_call']:.2f} "
-                f"%/call)  RSS {r['server_rss_peak_mb']:.0f} MB "
-                f"({r['server_rss_mb_per_call']:.2f} MB/call)"
-                + ("" if r["holds"] else f"  why: {'; '.join(r['failed'])}"),
-                flush=True,
-            )
-            if not r["holds"] and not a.keep_going:
+            for side in sides:
+                if side not in going:
+                    continue
+                r = await run_size(side, n, a.seconds, agent_file)
+                runs.append(r)
+                print(line(r), flush=True)
+                if not r["holds"] and not a.keep_going:
+                    going.discard(side)
+            if not going:
                 break
-    held = [r["calls"] for r in runs if r["holds"]]
     result = {
         "benchmark": "capacity",
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
-        "server": "antiphon serve (subprocess, one event loop), agent on the in-process doubles",
+        "python": platform.python_version(),
+        "servers": {
+            "antiphon": "antiphon serve: one process, one event loop, the in-process doubles",
+            "pipecat": "bench/pipecat_agent.py: Pipecat 1.14, FastAPI WebSocket, same doubles",
+        },
         "clients": "bench/server_load.py --clients in a second subprocess",
         "criteria": "bench/verdict.py: every turn answered, audio whole, no frame late > 20 ms",
         "seconds_per_size": a.seconds,
         "runs": runs,
-        "calls_held_per_server_process": max(held) if held else 0,
+        "summary": summary(runs, sides),
     }
-    print("calls held by one server process (one core):", result["calls_held_per_server_process"])
+    for side in sides:
+        s = result["summary"][side]
+        print(f"{side}: calls held by one server process: {s['calls_held_per_server_process']}")
+    if "pipecat_cpu_per_call_over_antiphon" in result["summary"]:
+        print(
+            "Pipecat CPU per call / antiphon's, same sizes:",
+            {
+                n: round(x, 2)
+                for n, x in result["summary"]["pipecat_cpu_per_call_over_antiphon"].items()
+            },
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")  # noqa: ASYNC240 - once, at the end
