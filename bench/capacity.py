@@ -176,7 +176,8 @@ def line(r: dict[str, Any]) -> str:
     return (
         f"{r['side']:>8} {r['calls']:>4} calls  {'holds' if r['holds'] else 'fails'}  "
         f"late p99 {r['late_p99_ms']:.1f} max {r['late_max_ms'] or 0:.1f} ms (idle timer p99 "
-        f"{r['machine_timer_late_p99_ms']:.1f} max {r['machine_timer_late_max_ms'] or 0:.0f})  CPU {r['server_cpu_cores']:.2f} cores "
+        f"{r['machine_timer_late_p99_ms']:.1f} max {r['machine_timer_late_max_ms'] or 0:.0f})  "
+        f"CPU {r['server_cpu_cores']:.2f} cores "
         f"({r['server_cpu_pct_of_core_per_call']:.2f} %/call)  RSS {r['server_rss_peak_mb']:.0f} "
         f"MB ({r['server_rss_mb_per_call']:.2f} MB/call)  clients {r['client_cpu_cores']:.2f} "
         f"cores in {r['client_processes']}  load {r['load_average'][0]:.1f}"
