@@ -24,10 +24,13 @@ system, all threads, from ``/proc``) and resident memory are read for the server
 alone: CPU per call is the share of one core per call; memory per call is the growth
 over the idle server divided by the calls. ``calls per core by CPU`` is 100 over the CPU
 per call: how many calls a fully used core would carry, the figure that does not depend
-on how late the shared machine makes every process. The two sides' CPU per call are compared
-at each size both ran, and separately where neither server used over ``SATURATED``
-(0.8) of a core: a server short of CPU does less of the work it owes, so its CPU per call
-reads low. A third process meanwhile times a
+on how late the shared machine makes every process. A server starved of CPU does
+less of the work it owes (it answers fewer turns), so its CPU per call reads low; the
+figure that holds then is the **CPU per frame handled** (every caller frame sent plus
+every agent frame received), and ``calls per core by CPU per frame`` is what one core
+would carry at that cost (a call moves ``FRAMES_PER_CALL_SECOND`` frames a second). Both
+are compared side to side at each size both ran; CPU per call also where neither server
+used over ``SATURATED`` (0.8) of a core. A third process meanwhile times a
 20 ms sleep over and over: its p99 lateness says how much of a frame's lateness the
 machine itself adds.
 
@@ -52,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import cpu_seconds, free_port, pct, rss_mb, wait_listening
-from server_load import FRAME, REPLY, REPLY_FRAMES, SILENCE
+from server_load import CYCLE, FRAME, REPLY, REPLY_FRAMES, SILENCE
 from verdict import CallTally, judge
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +67,8 @@ agent = doubles_agent(
 )
 """
 SIDES = ("antiphon", "pipecat")
+#: frames a call moves per second: 50 from the caller, the reply's share of each turn back
+FRAMES_PER_CALL_SECOND = 1 / FRAME + REPLY_FRAMES / CYCLE
 SATURATED = 0.8  # cores: above this a one-loop server is short of CPU on a loaded machine
 
 
@@ -150,6 +155,7 @@ async def run_size(
     ]
     verdict = judge(calls, late)
     cores = cpu / wall
+    handled = sum(c["sent"] + c["received"] for g in got for c in g["calls"])
     return {
         "side": side,
         "calls": n,
@@ -163,6 +169,14 @@ async def run_size(
         "server_cpu_cores": cores,
         "server_cpu_pct_of_core_per_call": 100 * cores / n,
         "calls_per_core_by_cpu": n / cores if cores else None,
+        # what a starved server did not do costs it nothing: CPU per frame it handled
+        # (every caller frame sent, every agent frame received) is the cost that holds
+        "frames_handled": handled,
+        "server_cpu_us_per_frame": 1e6 * cpu / handled if handled else None,
+        # calls one core would carry at that cost: a call is FRAMES_PER_CALL_SECOND frames
+        "calls_per_core_by_cpu_per_frame": (
+            1e6 / (1e6 * cpu / handled * FRAMES_PER_CALL_SECOND) if handled and cpu else None
+        ),
         "server_rss_idle_mb": idle_rss,
         "server_rss_peak_mb": peak_rss,
         "server_rss_mb_per_call": (peak_rss - idle_rss) / n,
@@ -178,7 +192,8 @@ def line(r: dict[str, Any]) -> str:
         f"late p99 {r['late_p99_ms']:.1f} max {r['late_max_ms'] or 0:.1f} ms (idle timer p99 "
         f"{r['machine_timer_late_p99_ms']:.1f} max {r['machine_timer_late_max_ms'] or 0:.0f})  "
         f"CPU {r['server_cpu_cores']:.2f} cores "
-        f"({r['server_cpu_pct_of_core_per_call']:.2f} %/call)  RSS {r['server_rss_peak_mb']:.0f} "
+        f"({r['server_cpu_pct_of_core_per_call']:.2f} %/call, "
+        f"{r['server_cpu_us_per_frame'] or 0:.0f} us/frame)  RSS {r['server_rss_peak_mb']:.0f} "
         f"MB ({r['server_rss_mb_per_call']:.2f} MB/call)  clients {r['client_cpu_cores']:.2f} "
         f"cores in {r['client_processes']}  load {r['load_average'][0]:.1f}"
         + ("" if r["holds"] else f"  why: {'; '.join(r['failed'])}")
@@ -210,6 +225,12 @@ def summary(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
         fair = [n for n in both if max(cores["antiphon", n], cores["pipecat", n]) < SATURATED]
         out["pipecat_cpu_per_call_over_antiphon_unsaturated"] = {
             n: out["pipecat_cpu_per_call_over_antiphon"][n] for n in fair
+        }
+        per_frame = {(r["side"], r["calls"]): r["server_cpu_us_per_frame"] for r in runs}
+        out["pipecat_cpu_per_frame_over_antiphon"] = {
+            n: per_frame["pipecat", n] / per_frame["antiphon", n]
+            for n in both
+            if per_frame["pipecat", n] and per_frame["antiphon", n]
         }
         out["held_ratio"] = (
             a["calls_held_per_server_process"] / p["calls_held_per_server_process"]
@@ -279,6 +300,13 @@ async def main() -> None:
                 for n, x in result["summary"][
                     "pipecat_cpu_per_call_over_antiphon_unsaturated"
                 ].items()
+            },
+        )
+        print(
+            "Pipecat CPU per frame handled / antiphon's, same sizes:",
+            {
+                n: round(x, 2)
+                for n, x in result["summary"]["pipecat_cpu_per_frame_over_antiphon"].items()
             },
         )
         print(

@@ -84,7 +84,13 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
             frames += n
             if n >= 0.95 * REPLY_FRAMES:
                 answered.add(cycle)
-    return {"asked": asked, "answered": len(answered), "frames": frames}
+    return {
+        "asked": asked,
+        "answered": len(answered),
+        "frames": frames,
+        "sent": sent,
+        "received": len(times),
+    }
 
 
 async def run(n: int, seconds: float) -> dict[str, Any]:
