@@ -8,12 +8,13 @@ doubles (scripted STT and LLM, tone TTS, energy VAD):
 - **pipecat**: ``bench/pipecat_agent.py``, the same doubles as Pipecat services on
   Pipecat's own FastAPI WebSocket transport under uvicorn (see that file).
 
-The callers run in a second subprocess (``bench/server_load.py --clients``: each streams
-20 ms of PCM every 20 ms in real time, a question then silence, turn after turn, over
-``/ws/agent``, binary PCM both ways, and times the agent's frames), the same client
-against both servers. So the server is measured, not the clients, and each size starts
-from a fresh server. Sides alternate size by size (antiphon n, Pipecat n, antiphon m,
-...), so both see the same machine load; the load average is recorded with each run.
+The callers run in other subprocesses, at most ``--calls-per-client-process`` (40)
+calls each (``bench/server_load.py --clients``: each streams 20 ms of PCM every 20 ms in
+real time, a question then silence, turn after turn, over ``/ws/agent``, binary PCM both
+ways, and times the agent's frames), the same client against both servers. So the
+server is measured, not the clients, and each size starts from a fresh server. Sides
+alternate size by size (antiphon n, Pipecat n, antiphon m, ...), so both see the same
+machine load; the load average is recorded with each run.
 
 A size *holds* by ``bench/verdict.py``: every call answered every turn it asked, the
 whole reply's audio came back (within 5 %), and no frame was late by more than 20 ms.
