@@ -54,6 +54,7 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.plugins.smart_turn import MODEL_FILE, PINS, SmartTurnDetector
 from antiphon.services.turn import EndOfTurn, EndOfTurnOptions
+from benchkit import pct_linear
 
 RATE = 16_000
 FRAME = RATE // 50  # 20 ms
@@ -222,7 +223,7 @@ def with_silence(
 
 
 def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 3) if values else float("nan")
+    return round(pct_linear(values, q / 100), 3)
 
 
 async def measure(items: list[Utterance], threads: int) -> dict[str, Any]:

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchkit import pct_or_none
+
 QUESTIONS = [
     "What can you do?",
     "What time is it?",
@@ -68,13 +70,6 @@ KEYS = (
     "tts_ttfa",
     "voice_to_voice",
 )
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 #: (Piper's LEAD, Whisper's window) of each variant; None: the plugin's default. ``before``
@@ -265,8 +260,8 @@ async def run(voices: list[str], variants: list[str]) -> dict[str, Any]:
         for k in KEYS:
             values = [float(t[k]) for t in rows if isinstance(t.get(k), float)]
             summary[variant][k] = {
-                "p50_ms": round(1000 * (pct(values, 0.5) or 0)),
-                "p90_ms": round(1000 * (pct(values, 0.9) or 0)),
+                "p50_ms": round(1000 * (pct_or_none(values, 0.5) or 0)),
+                "p90_ms": round(1000 * (pct_or_none(values, 0.9) or 0)),
             }
     return {
         "load_seconds": round(load_s, 2),

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +43,8 @@ from antiphon.testing import FaultPlan, running_in_thread
 from antiphon.testing import anthropic_messages as am_fake
 from antiphon.testing import gemini_generate as gg_fake
 from antiphon.testing import openai_chat as oc_fake
-from antiphon.testing.http_server import HttpConnection
 from antiphon.testing.openai_chat import FakeChatServer, Reply
+from benchkit import HTTP_SENT, after_last_send, clock_http_writes, overhead_summary
 
 REPLY = (
     "Sure. The next train leaves at ten past nine from platform four, and it reaches "
@@ -100,50 +99,6 @@ PROVIDERS = [
     ),
 ]
 
-#: perf_counter_ns of every write of the HTTP fakes (any thread).
-SENT: list[int] = []
-
-
-def _install_send_clock() -> None:
-    original = HttpConnection.write
-
-    async def write(self: HttpConnection[Any], data: bytes) -> None:
-        await original(self, data)
-        SENT.append(time.perf_counter_ns())
-
-    HttpConnection.write = write  # type: ignore[method-assign]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
-
-def after_last_send(received: list[int], start: int) -> list[float]:
-    """Each receive against the last write before it (ms)."""
-    sent = SENT[start:]
-    out = []
-    for r in received:
-        before = [s for s in sent if s <= r]
-        if before:
-            out.append((r - before[-1]) / 1e6)
-    return out
-
-
-def summary(bare: list[float], ours: list[float]) -> dict[str, Any]:
-    return {
-        "bare_ms": {"p50": pct(bare, 50), "p99": pct(bare, 99), "mean": statistics.fmean(bare)},
-        "plugin_ms": {"p50": pct(ours, 50), "p99": pct(ours, 99), "mean": statistics.fmean(ours)},
-        "added_latency_ms": {
-            "p50": pct(ours, 50) - pct(bare, 50),
-            "p99": pct(ours, 99) - pct(bare, 99),
-        },
-        "latency_ratio": {
-            "p50": pct(ours, 50) / pct(bare, 50),
-            "p99": pct(ours, 99) / pct(bare, 99),
-        },
-    }
-
 
 def context(i: int) -> ChatContext:
     return ChatContext().system("Be brief.").user(f"When is the next train? ({i})")
@@ -153,7 +108,7 @@ async def bare_round(
     p: Provider, client: httpx.AsyncClient, llm: HttpLLM, ctx: ChatContext
 ) -> tuple[list[float], float, str]:
     """(per-token latencies, time to first token in ms, the text)."""
-    start = len(SENT)
+    start = len(HTTP_SENT)
     recv_ns: list[int] = []
     text: list[str] = []
     buf = b""
@@ -175,11 +130,11 @@ async def bare_round(
                     if piece:
                         recv_ns.append(time.perf_counter_ns())
                         text.append(piece)
-    return after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, "".join(text)
+    return after_last_send(HTTP_SENT[start:], recv_ns), (recv_ns[0] - t0) / 1e6, "".join(text)
 
 
 async def plugin_round(llm: HttpLLM, ctx: ChatContext) -> tuple[list[float], float, str]:
-    start = len(SENT)
+    start = len(HTTP_SENT)
     recv_ns: list[int] = []
     text: list[str] = []
     t0 = time.perf_counter_ns()
@@ -188,7 +143,7 @@ async def plugin_round(llm: HttpLLM, ctx: ChatContext) -> tuple[list[float], flo
             if isinstance(event, TextDelta) and event.text:
                 recv_ns.append(time.perf_counter_ns())
                 text.append(event.text)
-    return after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, "".join(text)
+    return after_last_send(HTTP_SENT[start:], recv_ns), (recv_ns[0] - t0) / 1e6, "".join(text)
 
 
 async def bench_provider(p: Provider, replies: int, interval: float) -> dict[str, Any]:
@@ -217,15 +172,15 @@ async def bench_provider(p: Provider, replies: int, interval: float) -> dict[str
     result: dict[str, Any] = {
         "provider": p.name,
         "tokens_per_client": len(lat["ours"]),
-        **summary(lat["bare"], lat["ours"]),
-        "first_token": summary(ttft["bare"], ttft["ours"]),
+        **overhead_summary(lat["bare"], lat["ours"]),
+        "first_token": overhead_summary(ttft["bare"], ttft["ours"]),
     }
     result["target_met"] = result["added_latency_ms"]["p99"] < 1.0
     return result
 
 
 async def run(replies: int, interval: float, only: list[str]) -> dict[str, Any]:
-    _install_send_clock()
+    clock_http_writes()
     results = [
         await bench_provider(p, replies, interval) for p in PROVIDERS if not only or p.name in only
     ]

@@ -46,6 +46,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from benchkit import pct_or_none
+
 TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 QUESTIONS: list[tuple[str, str]] = [
     # (what the user says, the FAQ question whose answer is right; "clock": the tool)
@@ -128,13 +130,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 # ----------------------------------------------------------------- one stack (subprocess)
@@ -265,8 +260,8 @@ async def run_stack(stack: str, n_voices: int) -> dict[str, Any]:
         "calls": calls,
         "answered_right": calls - len(wrong),
         "wrong": wrong,
-        "p50_ms": round(1000 * (pct(v2v, 0.5) or 0)),
-        "p90_ms": round(1000 * (pct(v2v, 0.9) or 0)),
+        "p50_ms": round(1000 * (pct_or_none(v2v, 0.5) or 0)),
+        "p90_ms": round(1000 * (pct_or_none(v2v, 0.9) or 0)),
         "max_ms": round(1000 * max(v2v, default=0)),
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -280,7 +275,7 @@ async def run_stack(stack: str, n_voices: int) -> dict[str, Any]:
     out["tts"] = {
         "engine": out.pop("tts"),
         "rtf": round(compute / audio_s, 3),
-        "first_audio_p50_ms": round(1000 * (pct(first_audio, 0.5) or 0)),
+        "first_audio_p50_ms": round(1000 * (pct_or_none(first_audio, 0.5) or 0)),
         "first_audio_max_ms": round(1000 * max(first_audio)),
         "whisper_wer_on_its_audio": round(wer(pairs), 4),
     }

@@ -36,7 +36,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -51,27 +50,15 @@ from websockets.exceptions import InvalidStatus
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import read_wav
 from antiphon.testing.twilio import SimulatedTwilioCall
+from benchkit import free_port, pct_or_none, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_PHRASES = ("what can you do", "tell me a joke")
 
 
 def pct(xs: list[float], q: float) -> float | None:
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, round(q * (len(xs) - 1)))], 3) if xs else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    value = pct_or_none(xs, q)
+    return None if value is None else round(value, 3)
 
 
 def serve_main(fake: bool, port: int, max_sessions: int | None) -> None:

@@ -21,7 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from capacity import AGENT_FILE, free_port, wait_listening
+from benchkit import free_port, wait_listening
+from capacity import AGENT_FILE
 
 HERE = Path(__file__).resolve().parent
 

@@ -48,15 +48,11 @@ from antiphon.testing import gemini_live as gl_fake
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
+from benchkit import pct
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
 AUDIO_DELTA = rt.NAMES[rt.Dialect.GA].audio_delta
 GEMINI_AUDIO = '"inlineData"'
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
 
 
 async def bare_round(url: str) -> list[float]:

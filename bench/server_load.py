@@ -84,7 +84,13 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
             frames += n
             if n >= 0.95 * REPLY_FRAMES:
                 answered.add(cycle)
-    return {"asked": asked, "answered": len(answered), "frames": frames}
+    return {
+        "asked": asked,
+        "answered": len(answered),
+        "frames": frames,
+        "sent": sent,
+        "received": len(times),
+    }
 
 
 async def run(n: int, seconds: float) -> dict[str, Any]:
@@ -120,8 +126,10 @@ async def run(n: int, seconds: float) -> dict[str, Any]:
 async def clients(host: str, n: int, seconds: float) -> None:
     """The client side (a process of its own): prints each call's tally and the lateness."""
     late: list[float] = []
+    cpu = time.process_time()
     calls = await asyncio.gather(*(client(host, seconds, late, (i % 50) * FRAME) for i in range(n)))
-    print(json.dumps({"calls": calls, "late": [round(x, 3) for x in late]}))
+    cpu = time.process_time() - cpu
+    print(json.dumps({"calls": calls, "late": [round(x, 3) for x in late], "cpu_s": cpu}))
 
 
 async def main() -> None:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
@@ -57,6 +55,7 @@ from antiphon.testing import openai_transcription as oai_fake
 from antiphon.testing import speechmatics_stt as sm_fake
 from antiphon.testing.server import FakeWsServer
 from antiphon.testing.synth import tone_for_text
+from benchkit import WS_SENT, after_last_send, clock_ws_sends, overhead_summary, pct
 
 PHRASES = ("What time is it?", "Turn on the lights.", "Thank you very much.")
 RATE = 16000
@@ -124,37 +123,6 @@ PROVIDERS = [
     ),
 ]
 
-#: perf_counter_ns of every transcript-carrying frame the fakes send (any thread).
-SENT: list[int] = []
-_CARRIES: tuple[str, ...] = ()
-
-
-def _install_send_clock() -> None:
-    original = ServerConnection.send
-
-    async def send(self: ServerConnection, message: Any, text: bool | None = None) -> None:
-        if isinstance(message, str) and any(c in message for c in _CARRIES):
-            SENT.append(time.perf_counter_ns())
-        await original(self, message, text=text)
-
-    ServerConnection.send = send  # type: ignore[method-assign,assignment]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
-
-def latencies(received: list[int], start: int) -> list[float]:
-    """Each receive against the last carrying frame sent before it (ms)."""
-    sent = SENT[start:]
-    out = []
-    for r in received:
-        before = [s for s in sent if s <= r]
-        if before:
-            out.append((r - before[-1]) / 1e6)
-    return out
-
 
 def speech(text: str) -> AudioFrame:
     silence = bytes(round(0.4 * RATE) * 2)
@@ -164,7 +132,7 @@ def speech(text: str) -> AudioFrame:
 async def bare_round(
     p: Provider, stt: WebSocketSTT[Any], audio: AudioFrame, speed: float
 ) -> tuple[list[float], int]:
-    start = len(SENT)
+    start = len(WS_SENT)
     converter = AudioConverter(stt.sample_rate, 1)
     session = stt.new_session()
     pieces = [converter.process(f).data for f in audio.split(0.02)] + [converter.flush().data]
@@ -195,13 +163,13 @@ async def bare_round(
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-    return latencies(received, start), len(received)
+    return after_last_send(WS_SENT[start:], received), len(received)
 
 
 async def plugin_round(
     stt: WebSocketSTT[Any], audio: AudioFrame, speed: float
 ) -> tuple[list[float], int]:
-    start = len(SENT)
+    start = len(WS_SENT)
     received: list[int] = []
     async with stt.stream() as s:
 
@@ -215,14 +183,13 @@ async def plugin_round(
         async for _t in s:
             received.append(time.perf_counter_ns())
         await pusher
-    return latencies(received, start), len(received)
+    return after_last_send(WS_SENT[start:], received), len(received)
 
 
 async def bench_provider(
     p: Provider, utterances: int, interval: float, speed: float
 ) -> dict[str, Any]:
-    global _CARRIES
-    _CARRIES = p.carries
+    clock_ws_sends(p.carries)
     fake = p.fake(FaultPlan(chunk_interval=interval))
     bare: list[float] = []
     ours: list[float] = []
@@ -244,22 +211,12 @@ async def bench_provider(
     return {
         "provider": p.name,
         "transcripts": counts,
-        "bare_ms": {"p50": pct(bare, 50), "p99": pct(bare, 99), "mean": statistics.fmean(bare)},
-        "plugin_ms": {"p50": pct(ours, 50), "p99": pct(ours, 99), "mean": statistics.fmean(ours)},
-        "added_latency_ms": {
-            "p50": pct(ours, 50) - pct(bare, 50),
-            "p99": pct(ours, 99) - pct(bare, 99),
-        },
-        "latency_ratio": {
-            "p50": pct(ours, 50) / pct(bare, 50),
-            "p99": pct(ours, 99) / pct(bare, 99),
-        },
-        "target_met": pct(ours, 99) - pct(bare, 99) < 1.0,
+        **overhead_summary(bare, ours),
+        "target_met": pct(ours, 0.99) - pct(bare, 0.99) < 1.0,
     }
 
 
 async def run(utterances: int, interval: float, speed: float, only: list[str]) -> dict[str, Any]:
-    _install_send_clock()
     results = [
         await bench_provider(p, utterances, interval, speed)
         for p in PROVIDERS

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -40,51 +39,12 @@ from antiphon.plugins.registry import TTS_PROVIDERS, TTSProvider, TTSSettings
 from antiphon.protocols.tts_session import Act
 from antiphon.services.ws_tts import WebSocketTTS
 from antiphon.testing import FaultPlan, running_in_thread
-from antiphon.testing.http_server import HttpConnection
 from antiphon.testing.registry import tts_fake
 from antiphon.testing.synth import tone_duration
+from benchkit import HTTP_SENT, after_last_send, clock_http_writes, overhead_summary
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
 HTTP_PROVIDERS = ("openai", "hume")
-
-#: perf_counter_ns of every write of an HTTP fake (any thread).
-HTTP_SENT: list[int] = []
-
-
-def _install_http_send_clock() -> None:
-    original = HttpConnection.write
-
-    async def write(self: HttpConnection[Any], data: bytes) -> None:
-        await original(self, data)
-        HTTP_SENT.append(time.perf_counter_ns())
-
-    HttpConnection.write = write  # type: ignore[method-assign]
-
-
-def _after_last_send(received: list[int], start: int) -> list[float]:
-    """Each receive against the last chunk written before it (ms)."""
-    sent = HTTP_SENT[start:]
-    out = []
-    for r in received:
-        before = [s for s in sent if s <= r]
-        if before:
-            out.append((r - before[-1]) / 1e6)
-    return out
-
-
-def _summary(bare: list[float], ours: list[float]) -> dict[str, Any]:
-    return {
-        "bare_ms": {"p50": pct(bare, 50), "p99": pct(bare, 99), "mean": statistics.fmean(bare)},
-        "plugin_ms": {"p50": pct(ours, 50), "p99": pct(ours, 99), "mean": statistics.fmean(ours)},
-        "added_latency_ms": {
-            "p50": pct(ours, 50) - pct(bare, 50),
-            "p99": pct(ours, 99) - pct(bare, 99),
-        },
-        "latency_ratio": {
-            "p50": pct(ours, 50) / pct(bare, 50),
-            "p99": pct(ours, 99) / pct(bare, 99),
-        },
-    }
 
 
 async def http_bare_round(
@@ -101,7 +61,7 @@ async def http_bare_round(
             if data:
                 recv_ns.append(time.perf_counter_ns())
     cpu = time.thread_time() - cpu
-    return _after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, cpu
+    return after_last_send(HTTP_SENT[start:], recv_ns), (recv_ns[0] - t0) / 1e6, cpu
 
 
 async def http_plugin_round(tts: Any, text: str) -> tuple[list[float], float, float]:
@@ -113,7 +73,7 @@ async def http_plugin_round(tts: Any, text: str) -> tuple[list[float], float, fl
         async for _frame in stream:
             recv_ns.append(time.perf_counter_ns())
     cpu = time.thread_time() - cpu
-    return _after_last_send(recv_ns, start), (recv_ns[0] - t0) / 1e6, cpu
+    return after_last_send(HTTP_SENT[start:], recv_ns), (recv_ns[0] - t0) / 1e6, cpu
 
 
 async def bench_http_provider(provider: TTSProvider, texts: int, interval: float) -> dict[str, Any]:
@@ -143,8 +103,8 @@ async def bench_http_provider(provider: TTSProvider, texts: int, interval: float
         "provider": provider.name,
         "transport": "http",
         "chunks_per_client": len(lat["ours"]),
-        **_summary(lat["bare"], lat["ours"]),
-        "first_byte": _summary(ttfb["bare"], ttfb["ours"]),
+        **overhead_summary(lat["bare"], lat["ours"]),
+        "first_byte": overhead_summary(ttfb["bare"], ttfb["ours"]),
         "cpu_s_per_audio_s": {
             "bare": cpu["bare"] / audio_seconds,
             "plugin": cpu["ours"] / audio_seconds,
@@ -153,11 +113,6 @@ async def bench_http_provider(provider: TTSProvider, texts: int, interval: float
     }
     result["target_met"] = result["added_latency_ms"]["p99"] < 1.0
     return result
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def send_times(fake: Any) -> list[int]:
@@ -233,24 +188,7 @@ async def bench_provider(provider: TTSProvider, texts: int, interval: float) -> 
     result: dict[str, Any] = {
         "provider": provider.name,
         "chunks_per_client": len(ours_lat),
-        "bare_ms": {
-            "p50": pct(bare_lat, 50),
-            "p99": pct(bare_lat, 99),
-            "mean": statistics.fmean(bare_lat),
-        },
-        "plugin_ms": {
-            "p50": pct(ours_lat, 50),
-            "p99": pct(ours_lat, 99),
-            "mean": statistics.fmean(ours_lat),
-        },
-        "added_latency_ms": {
-            "p50": pct(ours_lat, 50) - pct(bare_lat, 50),
-            "p99": pct(ours_lat, 99) - pct(bare_lat, 99),
-        },
-        "latency_ratio": {
-            "p50": pct(ours_lat, 50) / pct(bare_lat, 50),
-            "p99": pct(ours_lat, 99) / pct(bare_lat, 99),
-        },
+        **overhead_summary(bare_lat, ours_lat),
         "cpu_s_per_audio_s": {
             "bare": bare_cpu / audio_seconds,
             "plugin": ours_cpu / audio_seconds,
@@ -262,7 +200,7 @@ async def bench_provider(provider: TTSProvider, texts: int, interval: float) -> 
 
 
 async def run(texts: int, interval: float, only: list[str]) -> dict[str, Any]:
-    _install_http_send_clock()
+    clock_http_writes()
     results = []
     for name, provider in TTS_PROVIDERS.items():
         if only and name not in only:

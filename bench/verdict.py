@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchkit import pct
+
 __all__ = ["CallTally", "judge", "pct", "runs_of"]
 
 FRAME = 0.02
@@ -33,12 +35,6 @@ class CallTally:
     turns_answered: int
     frames: int
     frames_expected: int
-
-
-def pct(xs: Sequence[float], q: float) -> float:
-    """The ``q`` quantile of ``xs`` (nearest rank); NaN when empty."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))] if s else float("nan")
 
 
 def runs_of(times: Sequence[float], gap: float = 0.1) -> list[int]:

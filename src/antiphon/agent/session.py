@@ -477,17 +477,21 @@ class AgentSession:
             raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
         if self._input_ended:
             raise StreamClosedError("push_audio() after end_input()")
-        events = self.vad.process(frame)
+        vad = self.vad
+        events = vad.process(frame)
         if self._turn_audio is not None:
             self._turn_audio.push(frame)
         stream = self._stt_stream
         if stream is not None and not stream.done:
             # audio is lost while a failed STT stream is replaced; a stream that fails
             # on this push (its provider fell behind) is reported by its reader
-            with contextlib.suppress(StreamClosedError):
-                for part in self._stt_gate.feed(frame, self.vad.speaking or bool(events)):
+            try:
+                for part in self._stt_gate.feed(frame, vad.speaking or bool(events)):
                     stream.push_audio(part)
-        self._after_vad(events)
+            except StreamClosedError:
+                pass
+        if events or self._speech_start is not None:  # else nothing to decide: silence
+            self._after_vad(events)
 
     def end_input(self) -> None:
         """The user's audio is over (a file ended): close an open speech segment."""
@@ -498,23 +502,24 @@ class AgentSession:
         self._post(_InputEnded())
 
     def _after_vad(self, events: list[VADEvent]) -> None:
-        now = self.clock.now()
         position = self.vad.position
-        stream = self._stt_stream
-        # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD time
-        # maps onto the stream's time; its transcripts' times then say what they cover
-        aligned = stream if stream is not None and not self._stt_gate.enabled else None
-        for ev in events:
-            self._idle.clear()
-            lag = max(0.0, position - ev.time)
-            stt_time = aligned.audio_seconds - lag if aligned is not None else None
-            self._post(_Vad(ev, lag, now, stt_time, aligned))
-            if isinstance(ev, SpeechStart):
-                self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
-                self._voiced_until = position
-                self._overlap_step = 0
-            else:
-                self._speech_start = None
+        if events:
+            now = self.clock.now()
+            stream = self._stt_stream
+            # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD
+            # time maps onto the stream's time; its transcripts' times say what they cover
+            aligned = stream if stream is not None and not self._stt_gate.enabled else None
+            for ev in events:
+                self._idle.clear()
+                lag = max(0.0, position - ev.time)
+                stt_time = aligned.audio_seconds - lag if aligned is not None else None
+                self._post(_Vad(ev, lag, now, stt_time, aligned))
+                if isinstance(ev, SpeechStart):
+                    self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
+                    self._voiced_until = position
+                    self._overlap_step = 0
+                else:
+                    self._speech_start = None
         marks = self._overlap_marks
         if self._speech_start is not None and self._overlap_step < len(marks):
             # how long the user has been talking: the silence before a SpeechEnd is not

@@ -192,7 +192,8 @@ class ConnectionGuard:
             raise self.expired
         if self._pending:
             return self._pending.popleft()
-        self._begin()
+        if self._started is None:
+            self._begin()
         message = await self.ws.receive()
         if message is None:
             if self.expired is not None:
@@ -205,8 +206,8 @@ class ConnectionGuard:
             if len(message) > self.max_binary_bytes:
                 limit = self.max_binary_bytes
                 raise CallEnded(TOO_BIG, f"binary messages are at most {limit} bytes")
-            if self.audio_rate is not None:
-                self.spend_audio(len(message) / (2 * self.audio_rate))
+            if self.audio_rate is not None:  # the clock read once per message
+                self._spend_audio(len(message) / (2 * self.audio_rate), now)
         elif len(message) > self.max_text_bytes or (
             # characters ≤ bytes: encode only a text that may be over the limit
             4 * len(message) > self.max_text_bytes and len(message.encode()) > self.max_text_bytes
@@ -242,7 +243,9 @@ class ConnectionGuard:
 
     def spend_audio(self, seconds: float) -> None:
         """Count ``seconds`` of the peer's audio; :class:`CallEnded` (4429) if too fast."""
-        now = self._begin()
+        self._spend_audio(seconds, self._begin())
+
+    def _spend_audio(self, seconds: float, now: float) -> None:
         assert self._audio is not None
         if not self._audio.take(seconds, now):
             speed = self.limits.max_audio_speed

@@ -30,6 +30,8 @@ import logging
 import secrets
 from typing import Any
 
+from starlette.websockets import WebSocketState
+
 from antiphon.agent.events import (
     AgentError,
     AgentEvent,
@@ -259,14 +261,25 @@ class WebSocketBridge(CallBridge[bytes | str]):
 
 
 class StarletteSocket:
-    """:class:`WebSocketLike` over a Starlette/FastAPI ``WebSocket`` (already accepted)."""
+    """:class:`WebSocketLike` over a Starlette/FastAPI ``WebSocket`` (already accepted).
+
+    Per message it calls the connection's ASGI ``receive`` and ``send`` directly: on an
+    accepted socket, Starlette's state checks around them decide nothing, and they ran
+    for every 20 ms frame each way. The one state they keep, the client's disconnect, is
+    kept here too; ``close`` goes through Starlette.
+    """
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
+        # the ASGI callables Starlette's WebSocket wraps (its own methods if it has none)
+        self._receive = getattr(ws, "_receive", None) or ws.receive
+        self._send = getattr(ws, "_send", None) or ws.send
 
     async def receive(self) -> bytes | str | None:
-        message = await self._ws.receive()
+        message = await self._receive()
         if message["type"] == "websocket.disconnect":
+            with contextlib.suppress(AttributeError):
+                self._ws.client_state = WebSocketState.DISCONNECTED
             return None
         data = message.get("bytes")
         if data is not None:
@@ -275,10 +288,10 @@ class StarletteSocket:
         return text if text is not None else ""
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._ws.send_bytes(data)
+        await self._send({"type": "websocket.send", "bytes": data})
 
     async def send_text(self, data: str) -> None:
-        await self._ws.send_text(data)
+        await self._send({"type": "websocket.send", "text": data})
 
     async def close(self, code: int = NORMAL, reason: str = "") -> None:
         await self._ws.close(code, reason)
