@@ -54,10 +54,10 @@ from antiphon.testing.synth import tone_for_text
 pytestmark = pytest.mark.virtual_time
 
 
-class GeminiHarness(RealtimeHarness):
+class GeminiHarness(RealtimeHarness[FakeGeminiLiveServer]):
     input_rates = (16000,)
 
-    def fake(self, plan: FaultPlan, **kwargs: Any) -> Any:
+    def fake(self, plan: FaultPlan, **kwargs: Any) -> FakeGeminiLiveServer:
         return FakeGeminiLiveServer(plan, **kwargs)
 
     def make_model(
@@ -72,7 +72,7 @@ class GeminiHarness(RealtimeHarness):
         return "Kore"
 
 
-class TestGeminiLiveConformance(RealtimeConformance):
+class TestGeminiLiveConformance(RealtimeConformance[FakeGeminiLiveServer]):
     harness = GeminiHarness()
 
     # -- cases whose OpenAI-schema premise does not hold for Gemini Live: what really happens

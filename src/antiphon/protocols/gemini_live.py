@@ -50,7 +50,13 @@ from antiphon.protocols.realtime import (
 )
 from antiphon.protocols.realtime import close_error as realtime_close_error
 from antiphon.protocols.realtime.config import Dialect, dump_json
-from antiphon.protocols.realtime.state import Act, Decision, JournalEntry, RealtimeState, _Response
+from antiphon.protocols.realtime.state import (
+    Act,
+    Decision,
+    JournalEntry,
+    RealtimeState,
+    TrackedResponse,
+)
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -251,7 +257,7 @@ class GeminiLiveState(RealtimeState):
         self._said: list[str] = []  # output transcription of the current response
         self._usage: Usage | None = None
         self._skip_turn = False  # the rest of an interrupted turn is dropped
-        self._dropped: _Response | None = None  # ... and ends cancelled at its turnComplete
+        self._dropped: TrackedResponse | None = None  # ... and ends cancelled at its turnComplete
         self._activity = False  # activityStart sent, activityEnd not yet
 
     # -- client side
@@ -375,7 +381,7 @@ class GeminiLiveState(RealtimeState):
             out.append(Decision(act, Unknown(kind, msg) if unknown else Ignored(kind), g))
         return out
 
-    def _open_response(self) -> tuple[_Response | None, list[Decision]]:
+    def _open_response(self) -> tuple[TrackedResponse | None, list[Decision]]:
         """The response that model output belongs to (opened on its first output)."""
         cur = self.current
         if cur is not None:
@@ -384,20 +390,13 @@ class GeminiLiveState(RealtimeState):
             return None, []
         if not self._requested and not self.automatic_activity_detection:
             return None, []  # nobody asked: stale output (no server turns without detection)
-        if self._requested:
-            self._requested.popleft()
-        self.generation += 1
-        r = _Response(f"turn_{next(self._ids)}", self.generation)
-        self._responses.append(r)
+        r = self.begin_response(f"turn_{next(self._ids)}")
         self._said.clear()
         out = self._flush_user()
-        if self._cancel_on_create:
-            self._cancel_on_create -= 1
-            r.cancelled = True
+        if r.cancelled:  # interrupted before it began
             self._skip_turn = True
             self._dropped = r
             return None, out
-        self.current = r
         out.append(Decision(Act.DELIVER, ResponseCreated(r.id), r.generation))
         return r, out
 

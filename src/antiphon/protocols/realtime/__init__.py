@@ -34,6 +34,7 @@ from antiphon.protocols.realtime.client import (
 )
 from antiphon.protocols.realtime.config import (
     AZURE_NATIVE_VOICES,
+    GEMINI_VOICES,
     INPUT_RATES,
     NAMES,
     OPENAI_VOICES,
@@ -77,13 +78,20 @@ from antiphon.protocols.realtime.events import (
     close_error,
     parse,
 )
-from antiphon.protocols.realtime.state import Act, Decision, JournalEntry, RealtimeState
+from antiphon.protocols.realtime.state import (
+    Act,
+    Decision,
+    JournalEntry,
+    RealtimeState,
+    TrackedResponse,
+)
 
 __all__ = [
     "AZURE_NATIVE_VOICES",
     "CLEAR_INPUT",
     "COMMIT",
     "FATAL_ERROR_CODES",
+    "GEMINI_VOICES",
     "INPUT_RATES",
     "NAMES",
     "OPENAI_VOICES",
@@ -117,6 +125,7 @@ __all__ = [
     "SpeechStarted",
     "SpeechStopped",
     "Tool",
+    "TrackedResponse",
     "TranscriptDelta",
     "TranscriptDone",
     "Unknown",

@@ -49,7 +49,7 @@ from antiphon.protocols.realtime.events import (
     parse,
 )
 
-__all__ = ["Act", "Decision", "JournalEntry", "RealtimeState"]
+__all__ = ["Act", "Decision", "JournalEntry", "RealtimeState", "TrackedResponse"]
 
 
 # --------------------------------------------------------------------------- state machine
@@ -75,7 +75,12 @@ class Decision:
 
 
 @dataclass(slots=True)
-class _Response:
+class TrackedResponse:
+    """What the state knows of one response: its id, its generation, whether it was
+    cancelled or is done, and which items carried its audio. Protocols whose responses
+    are not numbered by the server (Gemini Live) open one with
+    :meth:`RealtimeState.begin_response` under an id of their own."""
+
     id: str
     generation: int
     cancelled: bool = False
@@ -113,8 +118,8 @@ class RealtimeState:
         self.dialect = dialect
         self.output_rate = output_rate
         self.generation = 0
-        self.current: _Response | None = None
-        self._responses: deque[_Response] = deque(maxlen=32)
+        self.current: TrackedResponse | None = None
+        self._responses: deque[TrackedResponse] = deque(maxlen=32)
         self._requested: deque[str | None] = deque()  # response.create sent, not created yet
         self._cancel_on_create = 0
         self._calls: dict[str, _Call] = {}
@@ -231,7 +236,23 @@ class RealtimeState:
         (Gemini Live's ``serverContent``) overrides this; here one frame is one event."""
         return [self.feed(frame)]
 
-    def _response(self, rid: str) -> _Response | None:
+    def begin_response(self, rid: str) -> TrackedResponse:
+        """A response opens: a new generation, the oldest request answered. If the
+        caller interrupted it before it existed, it is returned ``cancelled`` (and is not
+        the current response); else it becomes :attr:`current`."""
+        self.generation += 1
+        r = TrackedResponse(rid, self.generation)
+        if self._requested:
+            self._requested.popleft()
+        self._responses.append(r)
+        if self._cancel_on_create:
+            self._cancel_on_create -= 1
+            r.cancelled = True
+        else:
+            self.current = r
+        return r
+
+    def _response(self, rid: str) -> TrackedResponse | None:
         cur = self.current
         if cur is not None and cur.id == rid:
             return cur
@@ -240,7 +261,7 @@ class RealtimeState:
                 return r
         return None
 
-    def _live(self, rid: str, ev: ServerEvent) -> tuple[_Response | None, Decision | None]:
+    def _live(self, rid: str, ev: ServerEvent) -> tuple[TrackedResponse | None, Decision | None]:
         r = self._response(rid)
         if r is None:
             return None, Decision(Act.DROP, ev, note=f"event of unknown response {rid!r}")
@@ -278,14 +299,8 @@ class RealtimeState:
                 self.journal.append(JournalEntry("assistant", ev.transcript))
             return Decision(Act.DELIVER, ev, r.generation)
         if isinstance(ev, ResponseCreated):
-            self.generation += 1
-            r = _Response(ev.response_id, self.generation)
-            if self._requested:
-                self._requested.popleft()
-            self._responses.append(r)
-            if self._cancel_on_create:
-                self._cancel_on_create -= 1
-                r.cancelled = True
+            r = self.begin_response(ev.response_id)
+            if r.cancelled:
                 self._cancel_sent += 1
                 return Decision(
                     Act.DROP,
@@ -294,7 +309,6 @@ class RealtimeState:
                     "response interrupted before it was created",
                     (encode_response_cancel(r.id),),
                 )
-            self.current = r
             return Decision(Act.DELIVER, ev, r.generation)
         if isinstance(ev, ResponseDone):
             r = self._response(ev.response_id)

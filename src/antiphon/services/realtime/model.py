@@ -38,6 +38,8 @@ class RealtimeModel(ABC):
     """
 
     provider: ClassVar[str] = "realtime"
+    #: The type of a voice given as a plain name (``openai``, ``gemini``, ``xai``).
+    voice_type: ClassVar[str] = "openai"
 
     def __init__(
         self,
@@ -50,7 +52,7 @@ class RealtimeModel(ABC):
         deadlines: RealtimeDeadlines | None = None,
     ) -> None:
         self.instructions = instructions
-        self.voice = voice_from_config(voice)
+        self.voice = voice_from_config(voice, self.voice_type)
         self.tools = tools_from_config(tools)
         self.input_sample_rate = input_sample_rate
         self.output_sample_rate = output_sample_rate

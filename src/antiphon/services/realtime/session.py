@@ -4,8 +4,10 @@ How it is built (see the package docstring for the contract): the connection's r
 task feeds each server message to :class:`~antiphon.protocols.realtime.RealtimeState`
 and emits the resulting events straight into the bounded output (one task hop per audio
 delta); the session's main task sends the caller's commands and audio, in order, from a
-mailbox, and replaces a dropped connection. The wait for a response has one timer per
-session, re-armed lazily.
+mailbox, and replaces a dropped connection. Two parts live beside it:
+:mod:`.delivery` (what a delivered protocol event means to the application, with its
+metrics) and :mod:`.watchdog` (the wait for a response: one timer per session, re-armed
+lazily).
 """
 
 from __future__ import annotations
@@ -21,31 +23,21 @@ from antiphon import metrics
 from antiphon.aio.channel import Channel, ChannelClosed
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
-from antiphon.errors import (
-    ConfigError,
-    ProviderError,
-    ProviderTimeoutError,
-    StreamClosedError,
-)
+from antiphon.errors import ConfigError, ProviderError, StreamClosedError
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
 from antiphon.protocols.realtime import Tool, Voice, tools_from_config, voice_from_config
+from antiphon.services.realtime.delivery import Delivery
 from antiphon.services.realtime.events import (
     DROPPABLE,
     AgentAudio,
-    AgentTranscriptDelta,
-    AgentTranscriptDone,
-    FunctionCall,
-    RealtimeError,
     RealtimeEvent,
     Reconnected,
-    ResponseDone,
     SessionReady,
     SessionState,
-    UserSpeechStarted,
-    UserSpeechStopped,
-    UserTranscript,
 )
+from antiphon.services.realtime.handshake import handshake
+from antiphon.services.realtime.watchdog import ResponseWatchdog
 
 if TYPE_CHECKING:
     from antiphon.services.realtime.model import WebSocketRealtimeModel
@@ -108,19 +100,13 @@ class RealtimeSession:
         self._drop_below = 0  # events of older generations are skipped by the iterator
         self._emitted_gen = 0
         self._yielded_ms: dict[str, float] = {}
-        self._carry: dict[str, bytes] = {}
+        self._delivery = Delivery(self.provider, self.config.output_rate)
+        self._watchdog = ResponseWatchdog(self._sm, self.deadlines, self.provider, self._fail)
         self._conn: WsConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._terminal = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._progress_at = 0.0
-        self._was_awaiting = False
-        self._speech_stopped_at: float | None = None
-        self._response_started: dict[str, float] = {}
-        self._first_audio_seen: set[str] = set()
 
     # -- lifecycle
     @property
@@ -148,8 +134,9 @@ class RealtimeSession:
         """Connect and wait until the session is configured (bounded by the deadlines)."""
         if self._task is not None:
             raise StreamClosedError("the session was already started")
-        self._loop = asyncio.get_running_loop()
-        self._ready = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._watchdog.start(loop)
+        self._ready = loop.create_future()
         self._task = self._model._tasks.spawn(self._main(), name=f"{self.provider}-session")
         try:
             await asyncio.shield(self._ready)
@@ -245,7 +232,7 @@ class RealtimeSession:
         if instructions is not None:
             cfg = replace(cfg, instructions=instructions)
         if voice is not None:
-            cfg = replace(cfg, voice=voice_from_config(voice))
+            cfg = replace(cfg, voice=voice_from_config(voice, self._model.voice_type))
         if tools is not None:
             cfg = replace(cfg, tools=tools_from_config(tools))
         self._model.check_config(cfg)
@@ -316,7 +303,7 @@ class RealtimeSession:
             return False
         self.state = state
         self.error = error
-        self._unwatch()
+        self._watchdog.stop()
         self._out.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():
@@ -366,18 +353,17 @@ class RealtimeSession:
     async def _read(self, conn: WsConnection) -> None:
         """Feed the server's events to the state machine and emit from here."""
         mailbox = self._mailbox
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await conn.recv()
                 if mailbox.closed:
                     return
-                self._progress_at = loop.time()  # read lazily by the watchdog
+                self._watchdog.progress()
                 for d in self._sm.feed_all(data):
                     self._handle(d)
                     if self.done:
                         return
-                self._track_awaiting()
+                self._watchdog.track()
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
@@ -388,54 +374,23 @@ class RealtimeSession:
             )
 
     async def _open(self, first_messages: list[str]) -> None:
-        """Connect, wait for ``session.created``, send ``first_messages`` (starting with
-        ``session.update``) and wait for ``session.updated``; then start the reader."""
+        """Connect and configure (:func:`.handshake.handshake`); then start the reader."""
         model = self._model
         conn = await model._connect()
         self._conn = conn
-        stage = "session.created"
-        ready = asyncio.timeout(self.deadlines.ready)
-        try:
-            async with ready:
-                created = not model.server_speaks_first
-                while not created:
-                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
-                        if d.act is rt.Act.CREATED:
-                            assert isinstance(d.event, rt.SessionCreated)
-                            self.session_id = d.event.session_id
-                            created = True
-                        else:
-                            self._log_unexpected(d)
-                stage = "session.update"
-                for m in first_messages:
-                    await conn.send(m, stage="send")
-                configured = False
-                while not configured:
-                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
-                        if d.act is rt.Act.READY:
-                            configured = True
-                            if isinstance(d.event, rt.SessionCreated):
-                                self.session_id = d.event.session_id
-                        else:
-                            self._handle(d)
-        except TimeoutError:
-            if not ready.expired():
-                raise
-            # only the ready deadline lands here: a send that hangs is a ProviderTimeoutError
-            # of its own (stage "send"), which is not a builtin TimeoutError
-            raise ProviderTimeoutError(
-                f"no {'session.created' if stage == 'session.created' else 'session.updated'}",
-                provider=self.provider,
-                stage=stage,
-                timeout=self.deadlines.ready,
-                hint="the server accepted the connection but did not start the session",
-            ) from None
-        except ConnectionLost as exc:
-            raise model.close_error(exc.close_code, exc.close_reason, stage=stage) from None
+        session_id = await handshake(
+            conn,
+            self._sm,
+            first_messages,
+            server_speaks_first=model.server_speaks_first,
+            ready_timeout=self.deadlines.ready,
+            provider=self.provider,
+            close_error=model.close_error,
+            on_decision=self._handle,
+        )
+        if session_id is not None:
+            self.session_id = session_id
         self._reader = model._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
-
-    def _log_unexpected(self, d: rt.Decision) -> None:
-        log.debug("%s: before session.created: %s", self.provider, d.event)
 
     async def _reconnect(self, lost: ConnectionLost) -> None:
         """Replace a dropped connection, restoring the session; bounded attempts."""
@@ -468,8 +423,8 @@ class RealtimeSession:
                     self._sm.generation,
                 )
             )
-            self._progress_at = asyncio.get_running_loop().time()
-            self._track_awaiting()
+            self._watchdog.progress()
+            self._watchdog.track()
             return
 
     async def _send(self, msgs: Sequence[str]) -> None:
@@ -486,15 +441,14 @@ class RealtimeSession:
 
     # -- the loop
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         await self._open(self._model.setup_messages(self.config))
         self.state = SessionState.RUNNING
         self._emit(SessionReady(self.session_id, self._sm.generation))
         assert self._ready is not None
         if not self._ready.done():
             self._ready.set_result(None)
-        self._progress_at = loop.time()
-        self._track_awaiting()
+        self._watchdog.progress()
+        self._watchdog.track()
         async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
@@ -504,55 +458,7 @@ class RealtimeSession:
                     await self._reconnect(item.error)
             elif isinstance(item, _Send):
                 await self._command(item)
-                self._track_awaiting()
-
-    # -- the response deadline: one timer, re-armed lazily
-    def _track_awaiting(self) -> None:
-        """Start the deadline when a response becomes owed; keep the timer no later than due."""
-        awaiting = self._sm.awaiting
-        if awaiting and not self._was_awaiting:
-            assert self._loop is not None
-            self._progress_at = self._loop.time()
-        self._was_awaiting = awaiting
-        if awaiting:
-            self._watch()
-
-    def _limit(self) -> float:
-        return self.deadlines.idle if self._sm.current is not None else self.deadlines.response
-
-    def _watch(self) -> None:
-        due = self._progress_at + self._limit()
-        timer = self._watchdog
-        if timer is not None:
-            if timer.when() <= due:
-                return
-            timer.cancel()
-        assert self._loop is not None
-        self._watchdog = self._loop.call_at(due, self._on_watchdog)
-
-    def _on_watchdog(self) -> None:
-        self._watchdog = None
-        if self.done or not self._sm.awaiting:
-            return  # armed again when a response is owed
-        assert self._loop is not None
-        if self._loop.time() < self._progress_at + self._limit():
-            self._watch()
-            return
-        limit = self._limit()
-        self._fail(
-            ProviderTimeoutError(
-                "the response stopped" if self._sm.current is not None else "no response",
-                provider=self.provider,
-                stage="receive",
-                timeout=limit,
-                hint="the server went silent while a response was owed",
-            )
-        )
-
-    def _unwatch(self) -> None:
-        timer, self._watchdog = self._watchdog, None
-        if timer is not None:
-            timer.cancel()
+                self._watchdog.track()
 
     async def _command(self, cmd: _Send) -> None:
         sm = self._sm
@@ -568,7 +474,7 @@ class RealtimeSession:
             msgs = self._model.update_messages(cmd.args[0])
         elif cmd.what == "interrupt":
             msgs = sm.interrupt(*cmd.args)
-            self._carry.clear()
+            self._delivery.interrupted()
         elif cmd.what == "raw":
             msgs = list(cmd.args)
         else:  # pragma: no cover - a bug
@@ -576,7 +482,6 @@ class RealtimeSession:
         await self._send(msgs)
 
     def _handle(self, d: rt.Decision) -> None:
-        ev, gen, loop_time = d.event, d.generation, asyncio.get_running_loop().time()
         if d.send:
             # Only response.cancel of a response interrupted before it existed.
             self._mailbox.send_nowait(_Send("raw", d.send))
@@ -585,60 +490,9 @@ class RealtimeSession:
             return
         if d.act is not rt.Act.DELIVER:
             return
-        if isinstance(ev, rt.AudioDelta):
-            data = self._carry.pop(ev.item_id, b"") + ev.audio
-            if len(data) % 2:
-                data, self._carry[ev.item_id] = data[:-1], data[-1:]
-            if not data:
-                return
-            if ev.response_id not in self._first_audio_seen:
-                self._first_audio_seen.add(ev.response_id)
-                if self._speech_stopped_at is not None:
-                    metrics.REALTIME_VOICE_TO_VOICE.labels(self.provider).observe(
-                        loop_time - self._speech_stopped_at
-                    )
-                    self._speech_stopped_at = None
-            frame = AudioFrame(data, self.config.output_rate, 1, gen)
-            self._emit(AgentAudio(frame, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.TranscriptDelta):
-            self._emit(AgentTranscriptDelta(ev.delta, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.TranscriptDone):
-            self._emit(AgentTranscriptDone(ev.transcript, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.ResponseCreated):
-            self._response_started[ev.response_id] = loop_time
-        elif isinstance(ev, rt.ResponseDone):
-            started = self._response_started.pop(ev.response_id, None)
-            if started is not None:
-                metrics.REALTIME_RESPONSE_SECONDS.labels(self.provider).observe(loop_time - started)
-            self._first_audio_seen.discard(ev.response_id)
-            if ev.usage is not None:
-                metrics.REALTIME_TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
-                metrics.REALTIME_TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
-            error = ""
-            if ev.error is not None:
-                code = f" ({ev.error.code})" if ev.error.code else ""
-                error = f"{ev.error.type}{code}: {ev.error.message}"
-            self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen, error))
-        elif isinstance(ev, rt.FunctionCallReady):
-            self._emit(
-                FunctionCall(ev.call_id, ev.name, ev.arguments, ev.item_id, ev.response_id, gen)
-            )
-        elif isinstance(ev, rt.SpeechStarted):
-            self._emit(UserSpeechStarted(ev.item_id, ev.audio_start_ms, gen))
-        elif isinstance(ev, rt.SpeechStopped):
-            self._speech_stopped_at = loop_time
-            self._emit(UserSpeechStopped(ev.item_id, ev.audio_end_ms, gen))
-        elif isinstance(ev, rt.InputTranscript):
-            self._emit(UserTranscript(ev.transcript, ev.item_id, gen))
-        elif isinstance(ev, rt.ServerError):
-            fatal = ev.code in rt.FATAL_ERROR_CODES
-            err = ProviderError(
-                f"the server reported {ev.type}: {ev.message}",
-                provider=self.provider,
-                stage="receive",
-                code=ev.code or None,
-                hint=f"parameter {ev.param!r}" if ev.param else None,
-            )
-            self._emit(RealtimeError(err, fatal, gen))
-            if fatal:
-                self._fail(err)
+        loop_time = asyncio.get_running_loop().time()
+        events, fatal = self._delivery.events(d.event, d.generation, loop_time)
+        for ev in events:
+            self._emit(ev)
+        if fatal is not None:
+            self._fail(fatal)
