@@ -241,7 +241,9 @@ class Voice:
         return obj
 
 
-def voice_from_config(value: str | Voice | Mapping[str, Any], default_type: str = "openai") -> Voice:
+def voice_from_config(
+    value: str | Voice | Mapping[str, Any], default_type: str = "openai"
+) -> Voice:
     """A :class:`Voice` from a plain voice name, a ``Voice`` or a mapping with ``type``.
 
     A plain string is a voice of ``default_type`` (the service's own voices: ``openai``,
@@ -320,8 +322,9 @@ class SessionConfig:
                 f"one of {OUTPUT_RATES[dialect]}"
             )
         if dialect is Dialect.GA and self.voice.type != "openai":
+            where = "Azure Voice Live" if self.voice.is_azure else "their own service"
             raise ConfigError(
-                f"{self.voice.type} voices exist only on their own service; OpenAI Realtime "
+                f"{self.voice.type} voices exist only on {where}; OpenAI Realtime "
                 f"takes one of {', '.join(OPENAI_VOICES)}"
             )
         if dialect is Dialect.BETA and self.voice.type in ("gemini", "xai"):

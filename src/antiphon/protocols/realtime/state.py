@@ -27,6 +27,7 @@ from antiphon.protocols.realtime.config import Dialect, SessionConfig, encode_se
 from antiphon.protocols.realtime.events import (
     AudioDelta,
     AudioDone,
+    ConnectionEnding,
     FunctionArgsDelta,
     FunctionArgsDone,
     FunctionCallReady,
@@ -62,6 +63,7 @@ class Act(enum.Enum):
     READY = "ready"  # session.updated: the configuration is applied
     CREATED = "created"  # session.created
     DROP = "drop"  # stale or unexpected: discard (reason in Decision.note)
+    MOVE = "move"  # the server will close this connection: move to a new one (resume)
     NOTICE = "notice"  # informational; log at most
 
 
@@ -201,6 +203,11 @@ class RealtimeState:
         self.generation = max(self.generation, target_generation + 1)
         return msgs
 
+    def session_update(self, cfg: SessionConfig) -> str:
+        """The message that configures a connection (a dialect of the schema whose
+        session has another shape, xAI's, overrides it)."""
+        return encode_session_update(self.dialect, cfg)
+
     def reconnect(self, cfg: SessionConfig) -> list[str]:
         """Start over on a new connection: the session, the conversation, an unheard request.
 
@@ -221,11 +228,28 @@ class RealtimeState:
         self._calls.clear()
         self._last_audio = None
         self.generation += 1
-        msgs = [encode_session_update(self.dialect, cfg)]
+        msgs = [self.session_update(cfg)]
         msgs += [encode_message(self.dialect, e.role, e.text) for e in self.journal]
         if again:
             msgs += self.request_response(instructions)
         return msgs
+
+    # -- moving to a new connection with the server's consent (session resumption)
+    @property
+    def can_resume(self) -> bool:
+        """The server gave a handle that restores the conversation on a new connection
+        (Gemini Live's session resumption; the OpenAI schema has none)."""
+        return False
+
+    @property
+    def quiet(self) -> bool:
+        """A good moment to move: nothing owed, nothing said since the last handle."""
+        return self.can_resume and not self.awaiting
+
+    def resume(self, cfg: SessionConfig) -> list[str] | None:
+        """What starts a new connection that resumes this session (None: the protocol
+        cannot resume; the caller reconnects with :meth:`reconnect` instead)."""
+        return None
 
     # -- server side
     def feed(self, frame: str | bytes) -> Decision:
@@ -354,7 +378,7 @@ class RealtimeState:
             if ev.code == "conversation_already_has_active_response" and self._requested:
                 self._requested.popleft()  # that response.create was refused
             return Decision(Act.DELIVER, ev, g)
-        if isinstance(ev, ItemTruncated | Ignored | FunctionCallReady):
+        if isinstance(ev, ItemTruncated | Ignored | FunctionCallReady | ConnectionEnding):
             return Decision(Act.NOTICE, ev, g)
         if isinstance(ev, Unknown):
             return Decision(Act.DROP, ev, g, f"unknown event type {ev.type!r}")

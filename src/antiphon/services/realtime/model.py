@@ -153,6 +153,8 @@ class WebSocketRealtimeModel(RealtimeModel):
 
     #: The server speaks first (``session.created``) before the client configures it.
     server_speaks_first: ClassVar[bool] = True
+    #: Seconds within which a configuration that needs a new connection is applied.
+    move_within: ClassVar[float] = 10.0
 
     def protocol_state(self) -> rt.RealtimeState:
         """A new state machine for one session (it lives across the session's connections)."""
@@ -166,8 +168,10 @@ class WebSocketRealtimeModel(RealtimeModel):
         """What configures a new connection (the first messages after it opened)."""
         return [rt.encode_session_update(self.dialect, cfg)]
 
-    def update_messages(self, cfg: SessionConfig) -> list[str]:
-        """What applies a changed configuration to the open connection."""
+    def update_messages(self, cfg: SessionConfig) -> list[str] | None:
+        """What applies a changed configuration to the open connection; None: only a new
+        connection can (the session moves when the protocol can resume, at a quiet
+        moment within :attr:`move_within` seconds; else the next connection applies it)."""
         return self.setup_messages(cfg)
 
     @abstractmethod

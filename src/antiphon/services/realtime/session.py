@@ -20,23 +20,28 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from antiphon import metrics
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
-from antiphon.errors import ConfigError, ProviderError, StreamClosedError
+from antiphon.errors import (
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    StreamClosedError,
+)
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
 from antiphon.protocols.realtime import Tool, Voice, tools_from_config, voice_from_config
 from antiphon.services.realtime.delivery import Delivery
 from antiphon.services.realtime.events import (
-    DROPPABLE,
-    AgentAudio,
     RealtimeEvent,
     Reconnected,
     SessionReady,
     SessionState,
 )
+from antiphon.services.realtime.handover import Handover
 from antiphon.services.realtime.handshake import handshake
+from antiphon.services.realtime.output import SessionOutput
 from antiphon.services.realtime.watchdog import ResponseWatchdog
 
 if TYPE_CHECKING:
@@ -53,6 +58,14 @@ log = logging.getLogger("antiphon.services.realtime")
 class _Lost:
     conn_id: int
     error: ConnectionLost
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """Move away from connection ``conn_id`` (the server announced its end, or a new
+    configuration needs a new connection)."""
+
+    conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +105,14 @@ class RealtimeSession:
         # bounded in seconds of audio rather than items (policy fail: the session fails):
         # input by max_input_backlog (push_audio), output by max_output_backlog (_emit)
         self._mailbox: Channel[object] = Channel(name="realtime session mailbox")
-        self._out: Channel[RealtimeEvent] = Channel(name="realtime session output")
+        self._output = SessionOutput(self.provider, model.max_output_backlog)
         self._converter = AudioConverter(self.config.input_rate, 1)
         self._in_bytes = 0  # input audio queued, not yet sent
         self._in_limit = int(model.max_input_backlog * self.config.input_rate) * 2
-        self._out_seconds = 0.0
-        self._drop_below = 0  # events of older generations are skipped by the iterator
-        self._emitted_gen = 0
-        self._yielded_ms: dict[str, float] = {}
         self._delivery = Delivery(self.provider, self.config.output_rate)
         self._watchdog = ResponseWatchdog(self._sm, self.deadlines, self.provider, self._fail)
+        self._handover = Handover(self._request_move)
+        self.resumptions = 0  # moves to a new connection with the server's resumption handle
         self._conn: WsConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -116,7 +127,7 @@ class RealtimeSession:
     @property
     def generation(self) -> int:
         """The generation of the newest event delivered so far."""
-        return self._emitted_gen
+        return self._output.generation
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -247,13 +258,9 @@ class RealtimeSession:
         if played is not None and (not isinstance(played, int | float) or played < 0):
             raise ConfigError("interrupt(played=...) takes seconds >= 0 (or None)")
         self._check("interrupt")
-        target = self._emitted_gen
-        self._drop_below = max(self._drop_below, target + 1)
-        played_ms = None if played is None else int(played * 1000)
-        played_item: str | None = None
-        if played_ms is None:
-            played_item, yielded = next(reversed(self._yielded_ms.items()), ("", 0.0))
-            played_ms = int(yielded)
+        target, heard, yielded = self._output.interrupt()
+        played_ms = int(yielded) if played is None else int(played * 1000)
+        played_item = heard if played is None else None
         metrics.REALTIME_INTERRUPTIONS.labels(self.provider).inc()
         self._mailbox.send_nowait(_Send("interrupt", (target, played_ms, played_item)))
 
@@ -262,40 +269,11 @@ class RealtimeSession:
         return self
 
     async def __anext__(self) -> RealtimeEvent:
-        while True:
-            try:
-                ev = await self._out.recv()
-            except ChannelClosed:
-                raise StopAsyncIteration from None
-            if isinstance(ev, AgentAudio):
-                self._out_seconds -= ev.frame.duration
-            if isinstance(ev, DROPPABLE) and ev.generation < self._drop_below:
-                continue
-            if isinstance(ev, AgentAudio):
-                ms = self._yielded_ms.pop(ev.item_id, 0.0) + ev.frame.duration * 1000
-                self._yielded_ms[ev.item_id] = ms  # re-inserted: the newest item is last
-                while len(self._yielded_ms) > 16:
-                    del self._yielded_ms[next(iter(self._yielded_ms))]
-            return ev
+        return await self._output.next()
 
     def _emit(self, ev: RealtimeEvent) -> None:
-        if self.done:
-            return
-        self._emitted_gen = max(self._emitted_gen, ev.generation)
-        if isinstance(ev, AgentAudio):
-            self._out_seconds += ev.frame.duration
-            if self._out_seconds > self._model.max_output_backlog:
-                self._fail(
-                    ProviderError(
-                        f"more than {self._model.max_output_backlog:g}s of agent audio "
-                        "was not read",
-                        provider=self.provider,
-                        stage="deliver",
-                        hint="iterate the session (async for ev in session) while it runs",
-                    )
-                )
-                return
-        self._out.send_nowait(ev)
+        if not self.done and (error := self._output.put(ev)) is not None:
+            self._fail(error)
 
     # -- terminal states
     def _finish(self, state: SessionState, error: ProviderError | None = None) -> bool:
@@ -304,7 +282,8 @@ class RealtimeSession:
         self.state = state
         self.error = error
         self._watchdog.stop()
-        self._out.close(error)
+        self._handover.cancel()
+        self._output.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -338,6 +317,7 @@ class RealtimeSession:
 
     # -- connections
     async def _drop_connection(self) -> None:
+        self._handover.cancel()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -360,10 +340,15 @@ class RealtimeSession:
                     return
                 self._watchdog.progress()
                 for d in self._sm.feed_all(data):
+                    if d.act is rt.Act.MOVE and isinstance(d.event, rt.ConnectionEnding):
+                        log.info("%s: the server ends the connection: %s", self.provider, d.event)
+                        self._handover.announce(conn.id, d.event.time_left / 2)
                     self._handle(d)
                     if self.done:
                         return
                 self._watchdog.track()
+                if self._handover.pending and self._sm.quiet:
+                    self._handover.quiet()
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
@@ -392,16 +377,56 @@ class RealtimeSession:
             self.session_id = session_id
         self._reader = model._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
 
-    async def _reconnect(self, lost: ConnectionLost) -> None:
+    def _request_move(self, conn_id: int) -> None:
+        if not self._mailbox.closed:
+            self._mailbox.send_nowait(_Move(conn_id))
+
+    async def _move(self) -> None:
+        """Resume the session on a new connection with the server's handle (nothing is
+        replayed: the server kept the conversation); without a handle, or if resuming
+        fails, reconnect as after a drop (bounded by ``max_reconnects``: past it, the
+        session fails with a typed error, never silently)."""
+        notice = ProviderConnectionError(
+            "the server ended the connection (it announced it: goAway)",
+            provider=self.provider,
+            stage="receive",
+            code=1001,
+            hint="the service limits a connection's duration; the session moves on",
+            retryable=True,
+        )
+        lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
+        msgs = self._sm.resume(self.config)
+        if msgs is None:
+            await self._reconnect(notice)
+            return
+        requested = self._sm.awaiting  # resume() asked for an unheard response again
+        self.resumptions += 1
+        metrics.REALTIME_RECONNECTS.labels(self.provider).inc()
+        await self._drop_connection()
+        try:
+            await self._open(msgs)
+        except ProviderError as exc:
+            await self._drop_connection()
+            await self._reconnect(exc)
+            return
+        reason = "moved to a new connection, resumed with the session handle"
+        gen = self._sm.generation
+        self._emit(Reconnected(self.reconnects, reason, 0, requested, lost_response, gen))
+        self._watchdog.progress()
+        self._watchdog.track()
+
+    def _lost(self, lost: ConnectionLost) -> ProviderError:
+        return self._model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
+
+    async def _reconnect(self, error: ProviderError) -> None:
         """Replace a dropped connection, restoring the session; bounded attempts."""
         model = self._model
-        error = model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
         while True:
             if not error.retryable or self.reconnects >= model.max_reconnects:
                 raise error from None
             self.reconnects += 1
             metrics.REALTIME_RECONNECTS.labels(self.provider).inc()
-            log.info("%s: connection lost (%s); reconnecting", self.provider, lost)
+            log.info("%s: connection lost (%s); reconnecting", self.provider, error)
             await self._drop_connection()
             lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
             msgs = self._sm.reconnect(self.config)
@@ -436,7 +461,7 @@ class RealtimeSession:
             except ConnectionLost as exc:
                 # The reconnect restores the session; what this message was for is either
                 # in the journal (text) or re-requested (an unheard response).
-                await self._reconnect(exc)
+                await self._reconnect(self._lost(exc))
                 return
 
     # -- the loop
@@ -455,13 +480,17 @@ class RealtimeSession:
                 await self._send(self._sm.audio(item.pcm))
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
-                    await self._reconnect(item.error)
+                    await self._reconnect(self._lost(item.error))
+            elif isinstance(item, _Move):
+                if self._conn is not None and item.conn_id == self._conn.id:
+                    await self._move()
             elif isinstance(item, _Send):
                 await self._command(item)
                 self._watchdog.track()
 
     async def _command(self, cmd: _Send) -> None:
         sm = self._sm
+        msgs: list[str] | None
         if cmd.what == "user_text":
             msgs = sm.user_text(cmd.args[0])
         elif cmd.what == "say":
@@ -472,6 +501,12 @@ class RealtimeSession:
             msgs = sm.commit()
         elif cmd.what == "update":
             msgs = self._model.update_messages(cmd.args[0])
+            if msgs is None:  # only a new connection applies it: move at a quiet moment
+                msgs = []
+                if self._sm.can_resume and self._conn is not None:
+                    self._handover.announce(self._conn.id, self._model.move_within)
+                    if self._sm.quiet:
+                        self._handover.quiet()
         elif cmd.what == "interrupt":
             msgs = sm.interrupt(*cmd.args)
             self._delivery.interrupted()
@@ -479,7 +514,7 @@ class RealtimeSession:
             msgs = list(cmd.args)
         else:  # pragma: no cover - a bug
             raise AssertionError(cmd.what)
-        await self._send(msgs)
+        await self._send(msgs or [])
 
     def _handle(self, d: rt.Decision) -> None:
         if d.send:
