@@ -7,9 +7,9 @@ event models of Pipecat's xAI plugin (``pipecat/services/xai/realtime/events.py`
 LiveKit's xAI plugin (a subclass of its OpenAI Realtime GA plugin) and
 ``PROTOCOLS.md`` §2.2. The official ``xai-sdk`` (1.21.0) has no types for this API: it
 is a gRPC client of the chat, image, video, files, collections... services, with no
-realtime or voice module, so there is no SDK witness; what this module sends and parses
-is checked against those documents only, and against the fake built from them
-(:mod:`antiphon.testing.xai_realtime`).
+realtime or voice module, so there is no xAI witness. The frames xAI shares with
+OpenAI's GA schema are validated against the ``openai`` SDK's types
+(``tests/test_sdk_xai_realtime.py``); xAI's own (below) against those documents only.
 
 What is the same as OpenAI Realtime GA (and reused unchanged): the client events
 (``input_audio_buffer.append|commit|clear``, ``conversation.item.create|truncate``,
