@@ -4,18 +4,21 @@ How it is built (see the package docstring for the contract): the connection's r
 task feeds each server message to :class:`~antiphon.protocols.realtime.RealtimeState`
 and emits the resulting events straight into the bounded output (one task hop per audio
 delta); the session's main task sends the caller's commands and audio, in order, from a
-mailbox, and replaces a dropped connection. Two parts live beside it:
-:mod:`.delivery` (what a delivered protocol event means to the application, with its
-metrics) and :mod:`.watchdog` (the wait for a response: one timer per session, re-armed
-lazily).
+mailbox, and replaces a dropped connection (or moves to a new one when the server
+announces the end of this one). Its parts live beside it: :mod:`.handshake` (the start
+of every connection), :mod:`.delivery` (what a delivered protocol event means to the
+application, with its metrics), :mod:`.output` (the bounded queue the caller iterates),
+:mod:`.watchdog` (the wait for a response: one timer per session, re-armed lazily) and
+:mod:`.handover` (when to move).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,7 +34,13 @@ from antiphon.errors import (
 )
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
-from antiphon.protocols.realtime import Tool, Voice, tools_from_config, voice_from_config
+from antiphon.protocols.realtime import (
+    SessionConfig,
+    Tool,
+    Voice,
+    tools_from_config,
+    voice_from_config,
+)
 from antiphon.services.realtime.delivery import Delivery
 from antiphon.services.realtime.events import (
     RealtimeEvent,
@@ -75,10 +84,10 @@ class _Audio:
 
 @dataclass(frozen=True, slots=True)
 class _Send:
-    """Client messages produced by a state-machine call run in the main task."""
+    """A state-machine call, run in the main task in order: it updates the state and
+    returns the client messages to send."""
 
-    what: str
-    args: tuple[Any, ...] = ()
+    call: Callable[[], list[str]]
 
 
 # --------------------------------------------------------------------------- the session
@@ -207,28 +216,28 @@ class RealtimeSession:
         tail = self._converter.flush()
         if tail.data:
             self._mailbox.send_nowait(_Audio(tail.data))
-        self._mailbox.send_nowait(_Send("commit"))
+        self._mailbox.send_nowait(_Send(self._sm.commit))
 
     def send_text(self, text: str) -> None:
         """A user turn in text; the model answers it."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("send_text() needs non-empty text")
         self._check("send_text")
-        self._mailbox.send_nowait(_Send("user_text", (text,)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.user_text, text)))
 
     def say(self, text: str) -> None:
         """Make the agent speak ``text`` (as a response of its own)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("say() needs non-empty text")
         self._check("say")
-        self._mailbox.send_nowait(_Send("say", (text,)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.say, text)))
 
     def send_tool_result(self, call_id: str, output: str) -> None:
         """Answer a :class:`FunctionCall` and let the model continue."""
         if not call_id or not isinstance(output, str):
             raise ConfigError("send_tool_result() needs the call_id and a str output (e.g. JSON)")
         self._check("send_tool_result")
-        self._mailbox.send_nowait(_Send("tool_result", (call_id, output)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.tool_result, call_id, output)))
 
     def update(
         self,
@@ -248,7 +257,7 @@ class RealtimeSession:
             cfg = replace(cfg, tools=tools_from_config(tools))
         self._model.check_config(cfg)
         self.config = cfg
-        self._mailbox.send_nowait(_Send("update", (cfg,)))
+        self._mailbox.send_nowait(_Send(partial(self._apply_update, cfg)))
 
     def interrupt(self, played: float | None = None) -> None:
         """Stop the agent now: queued agent audio is dropped at once, the response is
@@ -262,7 +271,9 @@ class RealtimeSession:
         played_ms = int(yielded) if played is None else int(played * 1000)
         played_item = heard if played is None else None
         metrics.REALTIME_INTERRUPTIONS.labels(self.provider).inc()
-        self._mailbox.send_nowait(_Send("interrupt", (target, played_ms, played_item)))
+        self._mailbox.send_nowait(
+            _Send(partial(self._interrupt_now, target, played_ms, played_item))
+        )
 
     # -- output
     def __aiter__(self) -> AsyncIterator[RealtimeEvent]:
@@ -485,41 +496,28 @@ class RealtimeSession:
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._move()
             elif isinstance(item, _Send):
-                await self._command(item)
+                await self._send(item.call())
                 self._watchdog.track()
 
-    async def _command(self, cmd: _Send) -> None:
-        sm = self._sm
-        msgs: list[str] | None
-        if cmd.what == "user_text":
-            msgs = sm.user_text(cmd.args[0])
-        elif cmd.what == "say":
-            msgs = sm.say(cmd.args[0])
-        elif cmd.what == "tool_result":
-            msgs = sm.tool_result(cmd.args[0], cmd.args[1])
-        elif cmd.what == "commit":
-            msgs = sm.commit()
-        elif cmd.what == "update":
-            msgs = self._model.update_messages(cmd.args[0])
-            if msgs is None:  # only a new connection applies it: move at a quiet moment
-                msgs = []
-                if self._sm.can_resume and self._conn is not None:
-                    self._handover.announce(self._conn.id, self._model.move_within)
-                    if self._sm.quiet:
-                        self._handover.quiet()
-        elif cmd.what == "interrupt":
-            msgs = sm.interrupt(*cmd.args)
-            self._delivery.interrupted()
-        elif cmd.what == "raw":
-            msgs = list(cmd.args)
-        else:  # pragma: no cover - a bug
-            raise AssertionError(cmd.what)
-        await self._send(msgs or [])
+    def _apply_update(self, cfg: SessionConfig) -> list[str]:
+        msgs = self._model.update_messages(cfg)
+        if msgs is not None:
+            return msgs
+        # only a new connection applies it: move at a quiet moment (if it can resume)
+        if self._sm.can_resume and self._conn is not None:
+            self._handover.announce(self._conn.id, self._model.move_within)
+            if self._sm.quiet:
+                self._handover.quiet()
+        return []
+
+    def _interrupt_now(self, target: int, played_ms: int, played_item: str | None) -> list[str]:
+        self._delivery.interrupted()
+        return self._sm.interrupt(target, played_ms, played_item)
 
     def _handle(self, d: rt.Decision) -> None:
         if d.send:
             # Only response.cancel of a response interrupted before it existed.
-            self._mailbox.send_nowait(_Send("raw", d.send))
+            self._mailbox.send_nowait(_Send(partial(list, d.send)))
         if d.act is rt.Act.DROP:
             log.debug("%s: dropped %s", self.provider, d.note)
             return
