@@ -1,9 +1,9 @@
-"""XAIRealtime: the realtime conformance suite on the xAI Voice Agent fake, plus plugin and
-protocol checks of what differs from OpenAI Realtime GA."""
+"""XAIRealtime: the realtime conformance suite on the xAI Voice Agent fake, plus plugin
+checks of what differs from OpenAI Realtime GA (the protocol's own checks:
+``test_protocol_xai_realtime.py``)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from antiphon.errors import AuthError, ConfigError
 from antiphon.plugins.xai import XAIRealtime
 from antiphon.protocols import xai_realtime as xr
-from antiphon.protocols.realtime import Act, Ignored, SessionConfig, SessionCreated, Voice
+from antiphon.protocols.realtime import Voice
 from antiphon.services.realtime import RealtimeDeadlines, RealtimeModel
 from antiphon.testing.conformance.realtime import (
     FAST,
@@ -133,40 +133,3 @@ async def test_wrong_key_is_refused_on_upgrade() -> None:
             with pytest.raises(AuthError, match="XAI_API_KEY"):
                 async with model.session():
                     pass
-
-
-def test_the_greeting_is_conversation_created_and_pings_are_notices() -> None:
-    sm = xr.XAIRealtimeState(output_rate=24000)
-    greeting = {
-        "type": "conversation.created",
-        "event_id": "e1",
-        "conversation": {"id": "conv_1", "object": "realtime.conversation"},
-    }
-    d = sm.feed(json.dumps(greeting))
-    assert d.act is Act.CREATED and d.event == SessionCreated("conv_1")
-    ping = sm.feed(json.dumps({"type": "ping", "event_id": "e2", "timestamp": 1}))
-    assert ping.act is Act.NOTICE and ping.event == Ignored("ping")
-    updated = {"type": "conversation.item.input_audio_transcription.updated", "event_id": "e3"}
-    assert sm.feed(json.dumps(updated)).act is Act.NOTICE
-
-
-def test_reconnect_restores_the_session_in_xai_shape() -> None:
-    sm = xr.XAIRealtimeState(output_rate=24000)
-    sm.user_text("Remember 42.")
-    cfg = SessionConfig(voice=Voice("leo", "xai"), transcription=None)
-    msgs = [json.loads(m) for m in sm.reconnect(cfg)]
-    assert msgs[0]["type"] == "session.update" and msgs[0]["session"]["voice"] == "leo"
-    assert "transcription" not in msgs[0]["session"]["audio"]["input"]
-    assert msgs[1]["item"]["content"] == [{"type": "input_text", "text": "Remember 42."}]
-    assert msgs[2] == {"type": "response.create"}
-
-
-def test_force_message_shape() -> None:
-    assert json.loads(xr.encode_force_message("Hi.")) == {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "force_message",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": "Hi."}],
-        },
-    }
