@@ -12,7 +12,9 @@ each round sends a user turn and reads the spoken answer (20 ms audio deltas):
 The same against :class:`~antiphon.testing.gemini_live.FakeGeminiLiveServer` (20 ms
 chunks): bare = ``setup``, ``setupComplete``, a ``clientContent`` turn, then per
 ``serverContent`` with ``modelTurn`` audio, ``json.loads`` + base64 of its ``inlineData``;
-antiphon = ``GeminiLive`` (keys ``gemini_*`` in the JSON).
+antiphon = ``GeminiLive`` (keys ``gemini_*`` in the JSON). And against
+:class:`~antiphon.testing.xai_realtime.FakeXAIRealtimeServer`: bare as (a) with xAI's
+greeting and session shape, antiphon = ``XAIRealtime`` (keys ``xai_*``).
 
 ``--interval`` paces the fake's deltas (default 5 ms) so that the figure is the per-frame
 cost, not the wait behind a burst of deltas that arrived together. Also the input side:
@@ -41,13 +43,16 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.net.ws import WsConnection
 from antiphon.plugins.gemini import GeminiLive
 from antiphon.plugins.openai import OpenAIRealtime
+from antiphon.plugins.xai import XAIRealtime
 from antiphon.protocols import gemini_live as gl
 from antiphon.protocols import realtime as rt
+from antiphon.protocols import xai_realtime as xr
 from antiphon.services.realtime import AgentAudio, ResponseDone
 from antiphon.testing import gemini_live as gl_fake
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
+from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
 from benchkit import pct
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
@@ -55,16 +60,20 @@ AUDIO_DELTA = rt.NAMES[rt.Dialect.GA].audio_delta
 GEMINI_AUDIO = '"inlineData"'
 
 
-async def bare_round(url: str) -> list[float]:
+async def bare_round(url: str, *, xai: bool = False) -> list[float]:
     out: list[float] = []
     async with connect(
         f"{url}/v1/realtime?model=m",
         additional_headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"},
         compression=None,
     ) as ws:
-        await ws.recv()  # session.created
-        cfg = rt.SessionConfig(turn_detection=None)
-        await ws.send(rt.encode_session_update(rt.Dialect.GA, cfg))
+        await ws.recv()  # session.created (xAI: conversation.created)
+        if xai:
+            cfg = rt.SessionConfig(turn_detection=None, voice=rt.Voice("eve", "xai"))
+            await ws.send(xr.encode_session_update(cfg))
+        else:
+            cfg = rt.SessionConfig(turn_detection=None)
+            await ws.send(rt.encode_session_update(rt.Dialect.GA, cfg))
         await ws.send(rt.encode_message(rt.Dialect.GA, "user", TEXT))
         await ws.send(rt.encode_response_create())
         while True:
@@ -79,10 +88,16 @@ async def bare_round(url: str) -> list[float]:
                 return out
 
 
-async def antiphon_round(url: str, recv_times: list[int]) -> tuple[list[float], list[float]]:
+async def antiphon_round(
+    url: str, recv_times: list[int], *, xai: bool = False
+) -> tuple[list[float], list[float]]:
     out: list[float] = []
     push: list[float] = []
-    model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=url, server_vad=False)
+    model: OpenAIRealtime | XAIRealtime
+    if xai:
+        model = XAIRealtime(api_key=DEFAULT_API_KEY, base_url=url, server_vad=False)
+    else:
+        model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=url, server_vad=False)
     async with model, model.session() as s:
         recv_times.clear()
         s.send_text(TEXT)
@@ -176,6 +191,14 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
         for _ in range(rounds):
             g_bare += await gemini_bare_round(live.url)
             g_ours += await gemini_round(live.url, recv_times)
+    x_bare: list[float] = []
+    x_ours: list[float] = []
+    with running_in_thread(
+        FakeXAIRealtimeServer(FaultPlan(chunk_interval=interval), chunk_ms=20.0)
+    ) as xfake:
+        for _ in range(rounds):
+            x_bare += await bare_round(xfake.url, xai=True)
+            x_ours += (await antiphon_round(xfake.url, recv_times, xai=True))[0]
     WsConnection.recv = original  # type: ignore[method-assign]
     res = {
         "what": "per 20 ms audio delta: recv() returned -> PCM available (microseconds)",
@@ -193,6 +216,11 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
         "gemini_bare_p99_us": pct(g_bare, 0.99),
         "gemini_antiphon_p50_us": statistics.median(g_ours),
         "gemini_antiphon_p99_us": pct(g_ours, 0.99),
+        "xai_deltas": len(x_ours),
+        "xai_bare_p50_us": statistics.median(x_bare),
+        "xai_bare_p99_us": pct(x_bare, 0.99),
+        "xai_antiphon_p50_us": statistics.median(x_ours),
+        "xai_antiphon_p99_us": pct(x_ours, 0.99),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }

@@ -12,8 +12,8 @@ from antiphon.protocols.realtime import Voice
 from antiphon.services.realtime import AgentAudio, RealtimeDeadlines, RealtimeModel
 from antiphon.testing.conformance.realtime import (
     FAST,
+    OpenAISchemaHarness,
     RealtimeConformance,
-    RealtimeHarness,
     audio_of,
     speech,
     turn,
@@ -26,7 +26,7 @@ from antiphon.testing.synth import tone_for_text
 pytestmark = pytest.mark.virtual_time
 
 
-class AzureHarness(RealtimeHarness):
+class AzureHarness(OpenAISchemaHarness):
     dialect = "beta"
 
     def make_model(
@@ -40,7 +40,7 @@ class AzureHarness(RealtimeHarness):
         return Voice("en-US-AndrewNeural", "azure-standard", temperature=0.7)
 
 
-class TestAzureVoiceLiveConformance(RealtimeConformance):
+class TestAzureVoiceLiveConformance(RealtimeConformance[FakeRealtimeServer]):
     harness = AzureHarness()
 
 

@@ -41,7 +41,7 @@ def test_unknown_provider_lists_the_known_ones() -> None:
         tts_provider("nope")
 
 
-@pytest.mark.parametrize("provider", ["openai", "azure", "gemini"])
+@pytest.mark.parametrize("provider", ["openai", "azure", "gemini", "xai"])
 def test_realtime_answers_a_wav_file(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import StreamResampler
-from antiphon.errors import AuthError, ConfigError, ProviderError
+from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.plugins.gemini import GeminiLive
 from antiphon.services.realtime import (
     AgentAudio,
@@ -54,10 +54,10 @@ from antiphon.testing.synth import tone_for_text
 pytestmark = pytest.mark.virtual_time
 
 
-class GeminiHarness(RealtimeHarness):
+class GeminiHarness(RealtimeHarness[FakeGeminiLiveServer]):
     input_rates = (16000,)
 
-    def fake(self, plan: FaultPlan, **kwargs: Any) -> Any:
+    def fake(self, plan: FaultPlan, **kwargs: Any) -> FakeGeminiLiveServer:
         return FakeGeminiLiveServer(plan, **kwargs)
 
     def make_model(
@@ -72,7 +72,7 @@ class GeminiHarness(RealtimeHarness):
         return "Kore"
 
 
-class TestGeminiLiveConformance(RealtimeConformance):
+class TestGeminiLiveConformance(RealtimeConformance[FakeGeminiLiveServer]):
     harness = GeminiHarness()
 
     # -- cases whose OpenAI-schema premise does not hold for Gemini Live: what really happens
@@ -97,21 +97,30 @@ class TestGeminiLiveConformance(RealtimeConformance):
             assert 0.97 * 1.4 * 16000 <= wire <= 1.4 * 16000
 
     async def test_update_sends_the_new_configuration(self) -> None:
-        """The Live API takes ``setup`` once per connection: update() sends nothing and the
-        next connection's setup carries the change."""
+        """The Live API takes ``setup`` once per connection: update() moves the session, at
+        a quiet moment, to a new connection whose setup resumes it with the server's handle
+        and carries the change (a new voice too); nothing is replayed."""
         async with self.run() as r, r.model.session() as s:
-            s.update(instructions="Be brief.", tools=[WEATHER])
             s.send_text("hi")
             await turn(s)
-            assert r.fake.stats.session_updates == 1
-            assert "Be brief." not in json.dumps(r.fake.stats.sessions[-1])
-            r.fake.kick(1011)
-            await turn(s, lambda e: isinstance(e, Reconnected))
-            assert r.fake.stats.session_updates == 2
-            last = json.dumps(r.fake.stats.sessions[-1])
-            assert "Be brief." in last and "get_weather" in last
-            with pytest.raises(ConfigError, match="not an OpenAI voice"):
-                s.update(voice="Kore")  # the voice is fixed when the model is made
+            s.update(instructions="Be brief.", voice="Charon", tools=[WEATHER])
+            events = await turn(s, lambda e: isinstance(e, Reconnected))
+            rec = events[-1]
+            assert isinstance(rec, Reconnected) and rec.replayed_items == 0
+            assert not rec.lost_response and s.reconnects == 0 and s.resumptions == 1
+            stats = r.fake.stats
+            assert stats.session_updates == 2 and stats.connections == 2
+            last = stats.sessions[-1]
+            assert "Be brief." in json.dumps(last) and "get_weather" in json.dumps(last)
+            voice = last["generationConfig"]["speechConfig"]["voiceConfig"]
+            assert voice == {"prebuiltVoiceConfig": {"voiceName": "Charon"}}
+            assert stats.resumed == [(1, last["sessionResumption"]["handle"])]
+            s.send_text("again")
+            events = await turn(s)
+            assert audio_of(events) == tone_for_text(r.fake.expected_reply("again"), 24000)
+            assert [c for c, _ in stats.turns] == [0, 1]  # the conversation was not replayed
+            with pytest.raises(ConfigError, match="not a Gemini prebuilt voice"):
+                s.update(voice="alloy")
 
     async def test_error_event_mid_response(self) -> None:
         """Gemini has no error message: the server closes (1011), and the session moves to a
@@ -267,6 +276,70 @@ class TestGeminiLiveConformance(RealtimeConformance):
             events = await turn(s)
             reply = r.fake.expected_reply("After the limit.")
             assert audio_of(events) == tone_for_text(reply, 24000)
+
+    async def test_go_away_moves_the_session_with_its_handle(self) -> None:
+        """``goAway`` with time left: the session resumes on a new connection with the
+        newest handle before the server cuts the old one; the conversation goes on there
+        (the server kept it) and nothing is lost."""
+        fake = {"go_away_after": 0.5, "go_away_notice": 2.0}
+        async with self.run(fake_kwargs=fake) as r, r.model.session() as s:
+            s.send_text("Before the notice.")
+            await turn(s)
+            events = await turn(s, lambda e: isinstance(e, Reconnected))
+            rec = events[-1]
+            assert isinstance(rec, Reconnected) and rec.replayed_items == 0
+            assert not rec.lost_response and not rec.response_requested
+            stats = r.fake.stats
+            assert stats.go_aways == 1 and s.resumptions == 1 and s.reconnects == 0
+            assert stats.resumed == [(1, stats.handles[-2])]  # the newest before the move
+            assert 1001 not in stats.closes_sent  # moved before the cut
+            s.send_text("After the move.")
+            events = await turn(s)
+            reply = r.fake.expected_reply("After the move.")
+            assert audio_of(events) == tone_for_text(reply, 24000)
+            assert [c for c, _ in stats.turns] == [0, 1]
+
+    async def test_go_away_mid_answer_waits_for_its_end(self) -> None:
+        """A ``goAway`` while the model speaks: the move waits for the end of the answer
+        (and its handle), within half the time left, so the answer is heard whole."""
+        text = "A long answer that is still being spoken when the server gives notice."
+        fake = {"go_away_after": 0.1, "go_away_notice": 4.0}
+        plan = FaultPlan(chunk_interval=0.01)
+        async with self.run(plan, fake_kwargs=fake) as r, r.model.session() as s:
+            s.say(text)
+            events = await turn(s)
+            assert r.fake.stats.go_aways == 1
+            assert audio_of(events) == tone_for_text(text, 24000)
+            events = await turn(s, lambda e: isinstance(e, Reconnected))
+            rec = events[-1]
+            assert isinstance(rec, Reconnected) and not rec.lost_response
+            assert s.resumptions == 1 and r.fake.stats.connections == 2
+
+    async def test_go_away_without_resumption_reconnects_or_fails_typed(self) -> None:
+        """Without resumption handles the move is an ordinary reconnect (the text of the
+        conversation replayed); with no reconnect left the session fails with a typed
+        error that names the notice, never a silent drop."""
+        fake = {"go_away_after": 0.5, "go_away_notice": 2.0}
+        async with (
+            self.run(fake_kwargs=fake, session_resumption=False) as r,
+            r.model.session() as s,
+        ):
+            s.send_text("Remember 7.")
+            await turn(s)
+            events = await turn(s, lambda e: isinstance(e, Reconnected))
+            rec = events[-1]
+            assert isinstance(rec, Reconnected) and rec.replayed_items == 2
+            assert s.reconnects == 1 and s.resumptions == 0
+            assert "sessionResumption" not in r.fake.stats.sessions[-1]
+        async with (
+            self.run(fake_kwargs=fake, session_resumption=False, max_reconnects=0) as r,
+            r.model.session() as s,
+        ):
+            with pytest.raises(ProviderConnectionError, match="goAway") as info:
+                async for _ in s:
+                    pass
+            assert info.value.code == 1001 and s.state is SessionState.FAILED
+            assert r.fake.stats.go_aways == 1
 
     async def test_reconnect_restores_instructions_voice_tools_and_conversation(self) -> None:
         async with (

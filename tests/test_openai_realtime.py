@@ -13,8 +13,8 @@ from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.services.realtime import RealtimeDeadlines, RealtimeModel
 from antiphon.testing.conformance.realtime import (
     FAST,
+    OpenAISchemaHarness,
     RealtimeConformance,
-    RealtimeHarness,
     turn,
 )
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
@@ -24,7 +24,7 @@ from antiphon.testing.server import serving
 pytestmark = pytest.mark.virtual_time
 
 
-class OpenAIHarness(RealtimeHarness):
+class OpenAIHarness(OpenAISchemaHarness):
     dialect = "ga"
 
     def make_model(
@@ -41,7 +41,7 @@ class OpenAIHarness(RealtimeHarness):
         return "marin"
 
 
-class TestOpenAIRealtimeConformance(RealtimeConformance):
+class TestOpenAIRealtimeConformance(RealtimeConformance[FakeRealtimeServer]):
     harness = OpenAIHarness()
 
 

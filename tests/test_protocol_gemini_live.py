@@ -5,9 +5,14 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
+from antiphon.errors import ConfigError
 from antiphon.protocols import gemini_live as gl
 from antiphon.protocols.realtime import (
     AudioDelta,
+    ConnectionEnding,
+    Dialect,
     FunctionCallReady,
     InputTranscript,
     Malformed,
@@ -19,6 +24,7 @@ from antiphon.protocols.realtime import (
     TranscriptDelta,
     TranscriptDone,
     Unknown,
+    Voice,
 )
 from antiphon.protocols.realtime.state import Act
 
@@ -135,3 +141,50 @@ def test_reconnect_sends_setup_then_the_conversation_then_asks_again() -> None:
     }
     assert msgs[2] == {"clientContent": {"turnComplete": True}}
     assert sm.awaiting
+
+
+def test_go_away_is_a_move_with_the_time_left() -> None:
+    sm = gl.GeminiLiveState(model="m")
+    (d,) = sm.feed_all('{"goAway": {"timeLeft": "12.5s"}}')
+    assert d.act is Act.MOVE and isinstance(d.event, ConnectionEnding)
+    assert d.event.time_left == 12.5
+    (odd,) = sm.feed_all('{"goAway": {}}')
+    assert isinstance(odd.event, ConnectionEnding) and odd.event.time_left == 0.0
+
+
+def test_resume_needs_a_resumable_handle() -> None:
+    sm = gl.GeminiLiveState(model="m")
+    assert json.loads(sm.setup(SessionConfig()))["setup"]["sessionResumption"] == {}
+    assert sm.resume(SessionConfig()) is None and not sm.can_resume
+    sm.feed_all('{"sessionResumptionUpdate": {"newHandle": "h1", "resumable": false}}')
+    assert sm.resume(SessionConfig()) is None
+    sm.feed_all('{"sessionResumptionUpdate": {"newHandle": "h2", "resumable": true}}')
+    assert sm.can_resume and sm.quiet
+
+
+def test_resume_sends_the_handle_and_what_was_said_since() -> None:
+    sm = gl.GeminiLiveState(model="m")
+    sm.user_text("Before the handle.")
+    sm.feed_all('{"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}')
+    sm.user_text("After the handle.")
+    assert not sm.quiet  # something said since the handle, and an answer owed
+    msgs = [json.loads(m) for m in sm.resume(SessionConfig(voice=Voice("Kore", "gemini"))) or []]
+    setup = msgs[0]["setup"]
+    assert setup["sessionResumption"] == {"handle": "h1"}
+    assert setup["generationConfig"]["speechConfig"]["voiceConfig"] == {
+        "prebuiltVoiceConfig": {"voiceName": "Kore"}
+    }
+    assert msgs[1]["clientContent"] == {
+        "turnComplete": False,
+        "turns": [{"role": "user", "parts": [{"text": "After the handle."}]}],
+    }
+    assert msgs[2] == {"clientContent": {"turnComplete": True}}  # the unheard answer again
+    assert not sm.can_resume  # the new connection gives its own handle
+
+
+def test_a_gemini_voice_is_a_prebuilt_name() -> None:
+    assert Voice("Kore", "gemini").wire() == "Kore"
+    with pytest.raises(ConfigError, match="not a Gemini prebuilt voice"):
+        Voice("kore", "gemini")
+    with pytest.raises(ConfigError, match="own service"):
+        SessionConfig(voice=Voice("Kore", "gemini")).check(Dialect.GA)

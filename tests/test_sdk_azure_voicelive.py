@@ -54,7 +54,7 @@ def check_voicelive_wire(w: Wire) -> None:
     assert_all_valid(azure_type(ClientEvent), w.messages("client", skip=deliberate), "plugin")
 
 
-class TestVoiceLiveConformanceUnderWitness(RealtimeConformance):
+class TestVoiceLiveConformanceUnderWitness(RealtimeConformance[FakeRealtimeServer]):
     """Every scenario of the suite (healthy and faulty), its wire checked by the SDK."""
 
     harness = AzureHarness()

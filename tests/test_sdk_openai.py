@@ -51,7 +51,7 @@ def check_realtime_wire(w: Wire) -> None:
     assert_all_valid(RealtimeClientEvent, w.messages("client", skip=deliberate), "plugin")
 
 
-class TestRealtimeConformanceUnderWitness(RealtimeConformance):
+class TestRealtimeConformanceUnderWitness(RealtimeConformance[FakeRealtimeServer]):
     """Every scenario of the suite (healthy and faulty), its wire checked by the SDK."""
 
     harness = OpenAIHarness()

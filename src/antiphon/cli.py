@@ -182,7 +182,15 @@ def _make_realtime(
         if base_url:
             common["base_url"] = base_url
         return GeminiLive(api_key=api_key, **common)
-    raise AntiphonError(f"unknown realtime provider {provider!r}; choose openai, azure or gemini")
+    if provider == "xai":
+        from antiphon.plugins.xai import XAIRealtime
+
+        if base_url:
+            common["base_url"] = base_url
+        return XAIRealtime(api_key=api_key, **common)
+    raise AntiphonError(
+        f"unknown realtime provider {provider!r}; choose openai, azure, gemini or xai"
+    )
 
 
 def _read_input(path: str) -> AudioFrame:
@@ -222,6 +230,12 @@ async def _realtime(args: argparse.Namespace) -> int:
 
             gemini_fake = await stack.enter_async_context(FakeGeminiLiveServer())
             base_url, api_key = gemini_fake.url, GEMINI_KEY
+        elif args.fake and args.provider == "xai":
+            from antiphon.testing.xai_realtime import DEFAULT_API_KEY as XAI_KEY
+            from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
+
+            xai_fake = await stack.enter_async_context(FakeXAIRealtimeServer())
+            base_url, api_key = xai_fake.url, XAI_KEY
         elif args.fake:
             from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 
@@ -706,7 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("realtime", help="talk to a speech-to-speech model: WAV in, WAV out")
     rt.add_argument("input", help="WAV file with what the user says")
     rt.add_argument(
-        "--provider", choices=["openai", "azure", "gemini"], default="openai", help="default openai"
+        "--provider",
+        choices=["openai", "azure", "gemini", "xai"],
+        default="openai",
+        help="default openai",
     )
     rt.add_argument("--out", default="reply.wav", help="WAV file for the answer")
     rt.add_argument("--base-url", help="endpoint (Azure: https://<resource>.services.ai.azure.com)")

@@ -19,6 +19,16 @@ and ends at ``turnComplete`` (completed), ``interrupted`` (cancelled) or a ``too
 Gemini has no cancel or truncate message either: :meth:`interrupt` drops the rest of the
 turn locally; the server's own activity detection interrupts generation on barge-in.
 Errors arrive as WebSocket close codes (see :func:`close_error`), never as a message.
+
+Moving to a new connection: the service ends every connection after a while and says so
+first with ``goAway`` (``timeLeft``). With ``sessionResumption`` in the setup, the server
+sends ``sessionResumptionUpdate`` handles; a new connection whose setup carries the newest
+handle continues the same conversation (context kept by the server, the setup may carry a
+new voice). ``goAway`` becomes a :class:`~antiphon.protocols.realtime.ConnectionEnding`
+decision (``Act.MOVE``); :meth:`GeminiLiveState.resume` writes the new connection's
+messages, and :attr:`GeminiLiveState.quiet` says when moving loses nothing (no response
+owed, nothing said since the handle). Without a handle the session falls back to the
+ordinary reconnect (the text of the conversation replayed).
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ from typing import Any
 
 from antiphon.errors import AuthError, ProviderError
 from antiphon.protocols.realtime import (
+    GEMINI_VOICES,
     SAY_PREFIX,
     AudioDelta,
+    ConnectionEnding,
     FunctionCallReady,
     Ignored,
     InputTranscript,
@@ -50,7 +62,13 @@ from antiphon.protocols.realtime import (
 )
 from antiphon.protocols.realtime import close_error as realtime_close_error
 from antiphon.protocols.realtime.config import Dialect, dump_json
-from antiphon.protocols.realtime.state import Act, Decision, JournalEntry, RealtimeState, _Response
+from antiphon.protocols.realtime.state import (
+    Act,
+    Decision,
+    JournalEntry,
+    RealtimeState,
+    TrackedResponse,
+)
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -73,8 +91,8 @@ PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateCo
 #: Input audio is raw 16-bit little-endian PCM at 16 kHz; output is 24 kHz.
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
-#: The prebuilt voices named by the Live API documentation (others may exist).
-VOICES = ("Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr")
+#: Gemini's prebuilt voices (a voice given as a plain name must be one of them).
+VOICES = GEMINI_VOICES
 DEFAULT_VOICE = "Puck"
 
 
@@ -85,14 +103,19 @@ def encode_setup(
     cfg: SessionConfig,
     *,
     model: str,
-    voice: str,
+    voice: str | None = None,
     automatic_activity_detection: bool = True,
     transcription: bool = True,
+    session_resumption: bool = False,
+    handle: str | None = None,
 ) -> str:
-    """The ``setup`` message: model, audio output, voice, instructions, tools, transcription."""
+    """The ``setup`` message: model, audio output, voice (``voice``, else the
+    configuration's), instructions, tools, transcription; ``session_resumption`` asks for
+    resumption handles, ``handle`` resumes the session it names."""
+    name = voice or (cfg.voice.name if cfg.voice.type == "gemini" else DEFAULT_VOICE)
     generation: dict[str, Any] = {
         "responseModalities": ["AUDIO"],
-        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": voice}}},
+        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": name}}},
     }
     if cfg.temperature is not None:
         generation["temperature"] = cfg.temperature
@@ -117,6 +140,8 @@ def encode_setup(
     if transcription:
         setup["inputAudioTranscription"] = {}
         setup["outputAudioTranscription"] = {}
+    if session_resumption or handle:
+        setup["sessionResumption"] = {"handle": handle} if handle else {}
     setup.update(cfg.extra)
     return dump_json({"setup": setup})
 
@@ -194,6 +219,17 @@ def close_error(
 # --------------------------------------------------------------------------- the state machine
 
 
+def _seconds(duration: object) -> float:
+    """A protobuf JSON duration (``"12.5s"``) in seconds; 0 when missing or malformed."""
+    if not isinstance(duration, str) or not duration.endswith("s"):
+        return 0.0
+    try:
+        value = float(duration[:-1])
+    except ValueError:
+        return 0.0
+    return value if value >= 0 else 0.0
+
+
 def _usage(raw: object) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
@@ -226,17 +262,20 @@ def _usage(raw: object) -> Usage | None:
 class GeminiLiveState(RealtimeState):
     """What one Gemini Live session knows, across connections (see the module docstring).
 
-    ``model``/``voice``/``automatic_activity_detection``: what :meth:`setup` sends.
+    ``model``/``automatic_activity_detection``/``session_resumption``: what :meth:`setup`
+    sends (the voice is the configuration's); ``voice`` overrides it (None: the
+    configuration's).
     """
 
     def __init__(
         self,
         *,
         model: str,
-        voice: str = DEFAULT_VOICE,
+        voice: str | None = None,
         input_rate: int = INPUT_RATE,
         output_rate: int = OUTPUT_RATE,
         automatic_activity_detection: bool = True,
+        session_resumption: bool = True,
         journal_limit: int = 64,
     ) -> None:
         super().__init__(Dialect.GA, output_rate=output_rate, journal_limit=journal_limit)
@@ -251,20 +290,31 @@ class GeminiLiveState(RealtimeState):
         self._said: list[str] = []  # output transcription of the current response
         self._usage: Usage | None = None
         self._skip_turn = False  # the rest of an interrupted turn is dropped
-        self._dropped: _Response | None = None  # ... and ends cancelled at its turnComplete
+        self._dropped: TrackedResponse | None = None  # ... and ends cancelled at its turnComplete
         self._activity = False  # activityStart sent, activityEnd not yet
+        self.session_resumption = session_resumption
+        self.handle: str | None = None  # the newest resumable sessionResumptionUpdate
+        self._since_handle: list[JournalEntry] = []  # said after that handle was issued
 
     # -- client side
-    def setup(self, cfg: SessionConfig) -> str:
+    def setup(self, cfg: SessionConfig, handle: str | None = None) -> str:
         return encode_setup(
             cfg,
             model=self.model,
             voice=self.voice,
             automatic_activity_detection=self.automatic_activity_detection,
+            session_resumption=self.session_resumption,
+            handle=handle,
         )
 
+    def _remember(self, role: str, text: str) -> None:
+        entry = JournalEntry(role, text)
+        self.journal.append(entry)
+        if self.handle is not None:
+            self._since_handle.append(entry)
+
     def user_text(self, text: str) -> list[str]:
-        self.journal.append(JournalEntry("user", text))
+        self._remember("user", text)
         self._requested.append(None)
         return [encode_client_content([("user", text)], turn_complete=True)]
 
@@ -315,9 +365,39 @@ class GeminiLiveState(RealtimeState):
         self.generation = max(self.generation, target_generation + 1)
         return []
 
+    @property
+    def can_resume(self) -> bool:
+        return self.handle is not None
+
+    @property
+    def quiet(self) -> bool:
+        return self.handle is not None and not self.awaiting and not self._since_handle
+
+    def resume(self, cfg: SessionConfig) -> list[str] | None:
+        """``setup`` with the newest handle (the server restores the conversation), what
+        was said since that handle as ``clientContent`` turns, and a ``turnComplete`` if a
+        requested response had produced no audio; None without a handle."""
+        handle = self.handle
+        if handle is None:
+            return None
+        since = list(self._since_handle)
+        msgs = self._start_over(cfg, handle)
+        msgs[1:1] = [encode_client_content([(e.role, e.text)], turn_complete=False) for e in since]
+        return msgs
+
     def reconnect(self, cfg: SessionConfig) -> list[str]:
         """``setup`` again, the conversation's text as ``clientContent`` turns (one message
         each), and a ``turnComplete`` if a requested response had produced no audio."""
+        turns = [
+            encode_client_content([(e.role, e.text)], turn_complete=False) for e in self.journal
+        ]
+        msgs = self._start_over(cfg, None)
+        msgs[1:1] = turns
+        return msgs
+
+    def _start_over(self, cfg: SessionConfig, handle: str | None) -> list[str]:
+        """A new connection: the turn in flight is lost (new generation); ``setup`` and
+        a new request for an unheard response. The handle is the new connection's to give."""
         again = self.response_pending_unheard and not self._cancel_on_create
         if self.current is not None:
             self.current.cancelled = True
@@ -328,11 +408,10 @@ class GeminiLiveState(RealtimeState):
         self._dropped = None
         self._activity = False
         self._said.clear()
+        self.handle = None
+        self._since_handle.clear()
         self.generation += 1
-        msgs = [self.setup(cfg)]
-        msgs += [
-            encode_client_content([(e.role, e.text)], turn_complete=False) for e in self.journal
-        ]
+        msgs = [self.setup(cfg, handle)]
         if again:
             msgs += self.request_response()
         return msgs
@@ -362,7 +441,18 @@ class GeminiLiveState(RealtimeState):
         call = msg.get("toolCall")
         if isinstance(call, dict):
             out += self._tool_call(call)
-        for key in ("toolCallCancellation", "goAway", "sessionResumptionUpdate", "voiceActivity"):
+        update = msg.get("sessionResumptionUpdate")
+        if isinstance(update, dict):
+            handle = update.get("newHandle")
+            if update.get("resumable") is True and isinstance(handle, str) and handle:
+                self.handle = handle
+                self._since_handle.clear()
+            out.append(Decision(Act.NOTICE, Ignored("sessionResumptionUpdate"), g))
+        away = msg.get("goAway")
+        if "goAway" in msg:
+            left = away.get("timeLeft") if isinstance(away, dict) else None
+            out.append(Decision(Act.MOVE, ConnectionEnding(_seconds(left), "goAway"), g))
+        for key in ("toolCallCancellation", "voiceActivity"):
             if key in msg:
                 out.append(Decision(Act.NOTICE, Ignored(key), g))
         known = {"usageMetadata", "setupComplete", "serverContent", "toolCall"}
@@ -375,7 +465,7 @@ class GeminiLiveState(RealtimeState):
             out.append(Decision(act, Unknown(kind, msg) if unknown else Ignored(kind), g))
         return out
 
-    def _open_response(self) -> tuple[_Response | None, list[Decision]]:
+    def _open_response(self) -> tuple[TrackedResponse | None, list[Decision]]:
         """The response that model output belongs to (opened on its first output)."""
         cur = self.current
         if cur is not None:
@@ -384,20 +474,13 @@ class GeminiLiveState(RealtimeState):
             return None, []
         if not self._requested and not self.automatic_activity_detection:
             return None, []  # nobody asked: stale output (no server turns without detection)
-        if self._requested:
-            self._requested.popleft()
-        self.generation += 1
-        r = _Response(f"turn_{next(self._ids)}", self.generation)
-        self._responses.append(r)
+        r = self.begin_response(f"turn_{next(self._ids)}")
         self._said.clear()
         out = self._flush_user()
-        if self._cancel_on_create:
-            self._cancel_on_create -= 1
-            r.cancelled = True
+        if r.cancelled:  # interrupted before it began
             self._skip_turn = True
             self._dropped = r
             return None, out
-        self.current = r
         out.append(Decision(Act.DELIVER, ResponseCreated(r.id), r.generation))
         return r, out
 
@@ -410,7 +493,7 @@ class GeminiLiveState(RealtimeState):
         self._user_item = ""
         if not text:
             return []
-        self.journal.append(JournalEntry("user", text))
+        self._remember("user", text)
         return [Decision(Act.DELIVER, InputTranscript(item, text), self.generation)]
 
     def _content(self, c: dict[str, Any]) -> list[Decision]:
@@ -481,7 +564,7 @@ class GeminiLiveState(RealtimeState):
         text = "".join(self._said)
         self._said.clear()
         if text and status == "completed":
-            self.journal.append(JournalEntry("assistant", text))
+            self._remember("assistant", text)
         if text:
             out.append(Decision(Act.DELIVER, TranscriptDone(r.id, r.id, text), r.generation))
         usage, self._usage = self._usage, None

@@ -25,6 +25,7 @@ from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
 from antiphon.testing.server import FakeServer, FakeWsServer, running_in_thread, serving
 from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
+from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
 
 __all__ = [
     "ABORT",
@@ -44,6 +45,7 @@ __all__ = [
     "FakeServer",
     "FakeSpeechmaticsSTT",
     "FakeWsServer",
+    "FakeXAIRealtimeServer",
     "FakeXAITTS",
     "FaultPlan",
     "LeakCheck",

@@ -10,6 +10,11 @@ after 500 ms of silence (``inputTranscription`` with a canned transcript, then t
 and interrupts an answer when the user speaks (``interrupted``). A user text with a
 trigger word makes a ``toolCall`` when the setup declared that tool; ``toolResponse``
 continues the turn. A wrong key closes with 1007, as the documentation describes.
+With ``sessionResumption`` in the setup it sends a ``sessionResumptionUpdate`` (a new
+resumable handle) after ``setupComplete`` and after every ``turnComplete``; a setup that
+carries a handle it issued continues that conversation (an unknown handle: close 1007).
+``go_away_after``: that many seconds after each connection opens it sends ``goAway``
+(``timeLeft``: ``go_away_notice`` seconds) and closes 1001 when the time is up.
 
 Fault plan fields that apply: ``hang_connect``, ``reject_status``, ``close_on_open``,
 ``silent_after``, ``close_mid_audio``/``close_after_chunks``, ``error_mid_stream`` (Gemini
@@ -86,6 +91,11 @@ class GeminiLiveFakeStats:
     audio_in: bytearray = field(default_factory=bytearray)
     replies: list[str] = field(default_factory=list)
     closes_sent: list[int] = field(default_factory=list)
+    go_aways: int = 0
+    handles: list[str] = field(default_factory=list)
+    """Every resumption handle issued, in order."""
+    resumed: list[tuple[int, str]] = field(default_factory=list)
+    """(connection index, handle) of every setup that resumed a session."""
 
 
 class FakeGeminiLiveServer(FakeWsServer):
@@ -102,11 +112,16 @@ class FakeGeminiLiveServer(FakeWsServer):
         reply: Callable[[str], str] = default_reply,
         tool_triggers: Mapping[str, tuple[str, str]] | None = None,
         chunk_ms: float = 40.0,
+        go_away_after: float | None = None,
+        go_away_notice: float = 2.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(plan, host=host, port=port)
         self.api_key = api_key
+        self.go_away_after = go_away_after
+        self.go_away_notice = go_away_notice
+        self.sessions_by_handle: dict[str, list[dict[str, Any]]] = {}
         self.transcripts = transcripts
         self.reply = reply
         self.tool_triggers = dict(
@@ -189,6 +204,26 @@ class _Conn(WsConnection):
     async def on_open(self) -> None:
         if not self.server.key_ok(self.ws.request):
             await self.close(1007, "API key not valid. Please pass a valid API key.")
+            return
+        if self.server.go_away_after is not None:
+            self.spawn(self._go_away(self.server.go_away_after, self.server.go_away_notice))
+
+    async def _go_away(self, after: float, notice: float) -> None:
+        await asyncio.sleep(after)
+        with contextlib.suppress(ConnectionClosed):
+            await self.send({"goAway": {"timeLeft": f"{notice:g}s"}})
+            self.stats.go_aways += 1
+            await asyncio.sleep(notice)
+            await WsConnection.close(self, 1001, "the connection's time is up")
+
+    async def _resumption_update(self) -> None:
+        """A new resumable handle for the conversation so far (if the setup asked)."""
+        if not isinstance((self.setup or {}).get("sessionResumption"), dict):
+            return
+        handle = self.server.next_id("handle")
+        self.server.sessions_by_handle[handle] = list(self.history)
+        self.stats.handles.append(handle)
+        await self.send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
 
     def busy(self) -> bool:
         return self.response is not None and not self.response.done()
@@ -209,7 +244,15 @@ class _Conn(WsConnection):
             self.setup = msg["setup"]
             self.stats.session_updates += 1
             self.stats.sessions.append(msg["setup"])
+            handle = (self.setup.get("sessionResumption") or {}).get("handle")
+            if handle:
+                if handle not in self.server.sessions_by_handle:
+                    await self.close(1007, "invalid session resumption handle")
+                    return False
+                self.history = list(self.server.sessions_by_handle[handle])
+                self.stats.resumed.append((self.index, handle))
             await self.send({"setupComplete": {}})
+            await self._resumption_update()
             return True
         if isinstance(msg.get("clientContent"), dict):
             cc = msg["clientContent"]
@@ -360,6 +403,7 @@ class _Conn(WsConnection):
         self.history.append({"role": "model", "parts": [{"text": text}]})
         await self.send({"serverContent": {"generationComplete": True}})
         await self.send({"serverContent": {"turnComplete": True}, "usageMetadata": USAGE})
+        await self._resumption_update()
         for _ in range(plan.audio_after_done):
             stale = tone_for_text("stale audio", gl.OUTPUT_RATE)[:step]
             await self.send({"serverContent": {"modelTurn": {"parts": [self._audio_part(stale)]}}})

@@ -50,6 +50,7 @@ __all__ = [
     "GA_PATH",
     "VAD_THRESHOLD",
     "FakeRealtimeServer",
+    "RealtimeConnection",
     "RealtimeFakeStats",
     "default_reply",
 ]
@@ -136,7 +137,7 @@ class FakeRealtimeServer(FakeWsServer):
         self.chunk_ms = chunk_ms
         self.stats = RealtimeFakeStats()
         self._ids = itertools.count(1)
-        self._conns: set[_Conn] = set()
+        self._conns: set[RealtimeConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def expected_reply(self, user_text: str) -> str:
@@ -164,12 +165,16 @@ class FakeRealtimeServer(FakeWsServer):
 
     async def handle(self, ws: ServerConnection) -> None:
         self._loop = asyncio.get_running_loop()
-        conn = _Conn(self, ws, self.take_index(ws))
+        conn = self.connection(ws, self.take_index(ws))
         self._conns.add(conn)
         try:
             await self.run(conn)
         finally:
             self._conns.discard(conn)
+
+    def connection(self, ws: ServerConnection, index: int) -> RealtimeConnection:
+        """The object that serves one client connection (a dialect's fake overrides it)."""
+        return RealtimeConnection(self, ws, index)
 
     def kick(self, code: int = 1011, reason: str = "kicked by the test") -> None:
         """Close every open connection (thread-safe: call it from the test's thread)."""
@@ -187,8 +192,8 @@ class FakeRealtimeServer(FakeWsServer):
         return f"{prefix}_{next(self._ids)}"
 
 
-class _Conn(WsConnection):
-    """One client connection of the fake."""
+class RealtimeConnection(WsConnection):
+    """One client connection of the fake (the xAI fake subclasses it)."""
 
     AGE_CLOSE = (1001, "maximum session duration")
 

@@ -34,6 +34,7 @@ from antiphon.protocols.realtime.client import (
 )
 from antiphon.protocols.realtime.config import (
     AZURE_NATIVE_VOICES,
+    GEMINI_VOICES,
     INPUT_RATES,
     NAMES,
     OPENAI_VOICES,
@@ -53,6 +54,7 @@ from antiphon.protocols.realtime.events import (
     RETRYABLE_CLOSES,
     AudioDelta,
     AudioDone,
+    ConnectionEnding,
     FunctionArgsDelta,
     FunctionArgsDone,
     FunctionCallReady,
@@ -77,13 +79,20 @@ from antiphon.protocols.realtime.events import (
     close_error,
     parse,
 )
-from antiphon.protocols.realtime.state import Act, Decision, JournalEntry, RealtimeState
+from antiphon.protocols.realtime.state import (
+    Act,
+    Decision,
+    JournalEntry,
+    RealtimeState,
+    TrackedResponse,
+)
 
 __all__ = [
     "AZURE_NATIVE_VOICES",
     "CLEAR_INPUT",
     "COMMIT",
     "FATAL_ERROR_CODES",
+    "GEMINI_VOICES",
     "INPUT_RATES",
     "NAMES",
     "OPENAI_VOICES",
@@ -94,6 +103,7 @@ __all__ = [
     "Act",
     "AudioDelta",
     "AudioDone",
+    "ConnectionEnding",
     "Decision",
     "Dialect",
     "FunctionArgsDelta",
@@ -117,6 +127,7 @@ __all__ = [
     "SpeechStarted",
     "SpeechStopped",
     "Tool",
+    "TrackedResponse",
     "TranscriptDelta",
     "TranscriptDone",
     "Unknown",

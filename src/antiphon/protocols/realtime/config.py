@@ -1,6 +1,7 @@
 """Typed configuration of a realtime session, refused at the edge.
 
-The two dialects' event and field names (:class:`Dialect`), voices, tools and the
+The two dialects' event and field names (:class:`Dialect`), voices (of every realtime
+service: one :class:`Voice` whose ``type`` says whose voice it is), tools and the
 session (:class:`SessionConfig`, :func:`encode_session_update`), each checked with a
 :class:`~antiphon.errors.ConfigError` that says how to fix it.
 """
@@ -18,6 +19,7 @@ from antiphon.errors import ConfigError
 
 __all__ = [
     "AZURE_NATIVE_VOICES",
+    "GEMINI_VOICES",
     "INPUT_RATES",
     "NAMES",
     "OPENAI_VOICES",
@@ -120,12 +122,48 @@ AZURE_NATIVE_VOICES = (
     "xiaoxiao",
     "yunxi",
 )
+#: Gemini's prebuilt voices (the speech-generation voice list, which the native-audio Live
+#: models share: https://ai.google.dev/gemini-api/docs/speech-generation#voices).
+GEMINI_VOICES = (
+    "Zephyr",
+    "Puck",
+    "Charon",
+    "Kore",
+    "Fenrir",
+    "Leda",
+    "Orus",
+    "Aoede",
+    "Callirrhoe",
+    "Autonoe",
+    "Enceladus",
+    "Iapetus",
+    "Umbriel",
+    "Algieba",
+    "Despina",
+    "Erinome",
+    "Algenib",
+    "Rasalgethi",
+    "Laomedeia",
+    "Achernar",
+    "Alnilam",
+    "Schedar",
+    "Gacrux",
+    "Pulcherrima",
+    "Achird",
+    "Zubenelgenubi",
+    "Vindemiatrix",
+    "Sadachbia",
+    "Sadaltager",
+    "Sulafat",
+)
 VOICE_TYPES = (
     "openai",
     "azure-standard",
     "azure-custom",
     "azure-personal",
     "azure-realtime-native",
+    "gemini",
+    "xai",
 )
 
 
@@ -135,8 +173,11 @@ class Voice:
 
     ``type``: ``openai`` (one of :data:`OPENAI_VOICES`), ``azure-standard`` (e.g.
     ``en-US-Ava:DragonHDLatestNeural``), ``azure-custom`` (needs ``endpoint_id``),
-    ``azure-personal`` (needs ``model``) or ``azure-realtime-native``. Azure tuning fields
-    (``temperature``, ``rate``, ``locale``, ``style``...) go to the voice object as given.
+    ``azure-personal`` (needs ``model``), ``azure-realtime-native``, ``gemini`` (one of
+    :data:`GEMINI_VOICES`, Gemini Live's prebuilt voices) or ``xai`` (an xAI voice id:
+    ``eve``, ``ara``, ``rex``, ``sal``, ``leo``... or a custom voice id). Azure tuning
+    fields (``temperature``, ``rate``, ``locale``, ``style``...) go to the voice object as
+    given. A plain string given to a model is a voice of that model's own type.
     """
 
     name: str
@@ -162,6 +203,11 @@ class Voice:
                 "Azure voice give its type, e.g. Voice(name='en-US-AvaNeural', "
                 "type='azure-standard')"
             )
+        if self.type == "gemini" and self.name not in GEMINI_VOICES:
+            raise ConfigError(
+                f"{self.name!r} is not a Gemini prebuilt voice; use one of "
+                f"{', '.join(GEMINI_VOICES)} (names are capitalised)"
+            )
         if self.type == "azure-custom" and not self.endpoint_id:
             raise ConfigError(
                 f"azure-custom voice {self.name!r} needs endpoint_id (the custom voice "
@@ -181,10 +227,10 @@ class Voice:
 
     @property
     def is_azure(self) -> bool:
-        return self.type != "openai"
+        return self.type.startswith("azure-")
 
     def wire(self) -> str | dict[str, Any]:
-        """The ``voice`` value: a plain name for OpenAI voices, else an Azure voice object."""
+        """The ``voice`` value: a plain name, or an Azure voice object."""
         if not self.is_azure:
             return self.name
         obj: dict[str, Any] = {"name": self.name, "type": self.type}
@@ -195,15 +241,18 @@ class Voice:
         return obj
 
 
-def voice_from_config(value: str | Voice | Mapping[str, Any]) -> Voice:
-    """A :class:`Voice` from a plain OpenAI voice name, a ``Voice`` or a mapping with ``type``.
+def voice_from_config(
+    value: str | Voice | Mapping[str, Any], default_type: str = "openai"
+) -> Voice:
+    """A :class:`Voice` from a plain voice name, a ``Voice`` or a mapping with ``type``.
 
-    A plain string is an OpenAI voice name; anything else must say its type.
+    A plain string is a voice of ``default_type`` (the service's own voices: ``openai``,
+    ``gemini``, ``xai``); anything else must say its type.
     """
     if isinstance(value, Voice):
         return value
     if isinstance(value, str):
-        return Voice(value, "openai")
+        return Voice(value, default_type)
     if isinstance(value, Mapping):
         known = {"name", "type", "endpoint_id", "model", "temperature", "rate", "locale", "style"}
         extra = set(value) - known
@@ -272,10 +321,16 @@ class SessionConfig:
                 f"output_sample_rate {self.output_rate} is not offered by this service; use "
                 f"one of {OUTPUT_RATES[dialect]}"
             )
-        if dialect is Dialect.GA and self.voice.is_azure:
+        if dialect is Dialect.GA and self.voice.type != "openai":
+            where = "Azure Voice Live" if self.voice.is_azure else "their own service"
             raise ConfigError(
-                f"{self.voice.type} voices exist only on Azure Voice Live; OpenAI Realtime "
+                f"{self.voice.type} voices exist only on {where}; OpenAI Realtime "
                 f"takes one of {', '.join(OPENAI_VOICES)}"
+            )
+        if dialect is Dialect.BETA and self.voice.type in ("gemini", "xai"):
+            raise ConfigError(
+                f"{self.voice.type} voices exist only on their own service; Azure Voice Live "
+                "takes an OpenAI voice name or an Azure voice (with its type)"
             )
         if dialect is Dialect.GA and self.echo_cancellation is not None:
             raise ConfigError("echo cancellation is an Azure Voice Live option")

@@ -18,6 +18,7 @@ __all__ = [
     "RETRYABLE_CLOSES",
     "AudioDelta",
     "AudioDone",
+    "ConnectionEnding",
     "FunctionArgsDelta",
     "FunctionArgsDone",
     "FunctionCallReady",
@@ -196,6 +197,15 @@ class ServerError:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionEnding:
+    """The server will close this connection in ``time_left`` seconds (Gemini Live's
+    ``goAway``): the session should move to a new one before the cut."""
+
+    time_left: float
+    notice: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A known event antiphon has no use for (content parts, rate limits, acks...)."""
 
@@ -233,6 +243,7 @@ ServerEvent = (
     | ResponseDone
     | ItemTruncated
     | ServerError
+    | ConnectionEnding
     | Ignored
     | Unknown
     | Malformed

@@ -27,6 +27,7 @@ from antiphon.protocols.realtime.config import Dialect, SessionConfig, encode_se
 from antiphon.protocols.realtime.events import (
     AudioDelta,
     AudioDone,
+    ConnectionEnding,
     FunctionArgsDelta,
     FunctionArgsDone,
     FunctionCallReady,
@@ -49,7 +50,7 @@ from antiphon.protocols.realtime.events import (
     parse,
 )
 
-__all__ = ["Act", "Decision", "JournalEntry", "RealtimeState"]
+__all__ = ["Act", "Decision", "JournalEntry", "RealtimeState", "TrackedResponse"]
 
 
 # --------------------------------------------------------------------------- state machine
@@ -62,6 +63,7 @@ class Act(enum.Enum):
     READY = "ready"  # session.updated: the configuration is applied
     CREATED = "created"  # session.created
     DROP = "drop"  # stale or unexpected: discard (reason in Decision.note)
+    MOVE = "move"  # the server will close this connection: move to a new one (resume)
     NOTICE = "notice"  # informational; log at most
 
 
@@ -75,7 +77,12 @@ class Decision:
 
 
 @dataclass(slots=True)
-class _Response:
+class TrackedResponse:
+    """What the state knows of one response: its id, its generation, whether it was
+    cancelled or is done, and which items carried its audio. Protocols whose responses
+    are not numbered by the server (Gemini Live) open one with
+    :meth:`RealtimeState.begin_response` under an id of their own."""
+
     id: str
     generation: int
     cancelled: bool = False
@@ -113,8 +120,8 @@ class RealtimeState:
         self.dialect = dialect
         self.output_rate = output_rate
         self.generation = 0
-        self.current: _Response | None = None
-        self._responses: deque[_Response] = deque(maxlen=32)
+        self.current: TrackedResponse | None = None
+        self._responses: deque[TrackedResponse] = deque(maxlen=32)
         self._requested: deque[str | None] = deque()  # response.create sent, not created yet
         self._cancel_on_create = 0
         self._calls: dict[str, _Call] = {}
@@ -196,6 +203,11 @@ class RealtimeState:
         self.generation = max(self.generation, target_generation + 1)
         return msgs
 
+    def session_update(self, cfg: SessionConfig) -> str:
+        """The message that configures a connection (a dialect of the schema whose
+        session has another shape, xAI's, overrides it)."""
+        return encode_session_update(self.dialect, cfg)
+
     def reconnect(self, cfg: SessionConfig) -> list[str]:
         """Start over on a new connection: the session, the conversation, an unheard request.
 
@@ -216,11 +228,28 @@ class RealtimeState:
         self._calls.clear()
         self._last_audio = None
         self.generation += 1
-        msgs = [encode_session_update(self.dialect, cfg)]
+        msgs = [self.session_update(cfg)]
         msgs += [encode_message(self.dialect, e.role, e.text) for e in self.journal]
         if again:
             msgs += self.request_response(instructions)
         return msgs
+
+    # -- moving to a new connection with the server's consent (session resumption)
+    @property
+    def can_resume(self) -> bool:
+        """The server gave a handle that restores the conversation on a new connection
+        (Gemini Live's session resumption; the OpenAI schema has none)."""
+        return False
+
+    @property
+    def quiet(self) -> bool:
+        """A good moment to move: nothing owed, nothing said since the last handle."""
+        return self.can_resume and not self.awaiting
+
+    def resume(self, cfg: SessionConfig) -> list[str] | None:
+        """What starts a new connection that resumes this session (None: the protocol
+        cannot resume; the caller reconnects with :meth:`reconnect` instead)."""
+        return None
 
     # -- server side
     def feed(self, frame: str | bytes) -> Decision:
@@ -231,7 +260,23 @@ class RealtimeState:
         (Gemini Live's ``serverContent``) overrides this; here one frame is one event."""
         return [self.feed(frame)]
 
-    def _response(self, rid: str) -> _Response | None:
+    def begin_response(self, rid: str) -> TrackedResponse:
+        """A response opens: a new generation, the oldest request answered. If the
+        caller interrupted it before it existed, it is returned ``cancelled`` (and is not
+        the current response); else it becomes :attr:`current`."""
+        self.generation += 1
+        r = TrackedResponse(rid, self.generation)
+        if self._requested:
+            self._requested.popleft()
+        self._responses.append(r)
+        if self._cancel_on_create:
+            self._cancel_on_create -= 1
+            r.cancelled = True
+        else:
+            self.current = r
+        return r
+
+    def _response(self, rid: str) -> TrackedResponse | None:
         cur = self.current
         if cur is not None and cur.id == rid:
             return cur
@@ -240,7 +285,7 @@ class RealtimeState:
                 return r
         return None
 
-    def _live(self, rid: str, ev: ServerEvent) -> tuple[_Response | None, Decision | None]:
+    def _live(self, rid: str, ev: ServerEvent) -> tuple[TrackedResponse | None, Decision | None]:
         r = self._response(rid)
         if r is None:
             return None, Decision(Act.DROP, ev, note=f"event of unknown response {rid!r}")
@@ -278,14 +323,8 @@ class RealtimeState:
                 self.journal.append(JournalEntry("assistant", ev.transcript))
             return Decision(Act.DELIVER, ev, r.generation)
         if isinstance(ev, ResponseCreated):
-            self.generation += 1
-            r = _Response(ev.response_id, self.generation)
-            if self._requested:
-                self._requested.popleft()
-            self._responses.append(r)
-            if self._cancel_on_create:
-                self._cancel_on_create -= 1
-                r.cancelled = True
+            r = self.begin_response(ev.response_id)
+            if r.cancelled:
                 self._cancel_sent += 1
                 return Decision(
                     Act.DROP,
@@ -294,7 +333,6 @@ class RealtimeState:
                     "response interrupted before it was created",
                     (encode_response_cancel(r.id),),
                 )
-            self.current = r
             return Decision(Act.DELIVER, ev, r.generation)
         if isinstance(ev, ResponseDone):
             r = self._response(ev.response_id)
@@ -340,7 +378,7 @@ class RealtimeState:
             if ev.code == "conversation_already_has_active_response" and self._requested:
                 self._requested.popleft()  # that response.create was refused
             return Decision(Act.DELIVER, ev, g)
-        if isinstance(ev, ItemTruncated | Ignored | FunctionCallReady):
+        if isinstance(ev, ItemTruncated | Ignored | FunctionCallReady | ConnectionEnding):
             return Decision(Act.NOTICE, ev, g)
         if isinstance(ev, Unknown):
             return Decision(Act.DROP, ev, g, f"unknown event type {ev.type!r}")

@@ -10,7 +10,9 @@ A session is one conversation with a realtime model over one WebSocket at a time
 The session reaches exactly one terminal state (closed by the caller, or failed with a
 typed :class:`~antiphon.errors.ProviderError`) within its deadlines, whatever the server
 does. The package: :mod:`.events` (what a session yields, its states and deadlines),
-:mod:`.model` (the service and its WebSocket base), :mod:`.session` (one conversation).
+:mod:`.model` (the service and its WebSocket base), :mod:`.session` (one conversation,
+with its parts :mod:`.handshake`, :mod:`.delivery`, :mod:`.output`, :mod:`.watchdog`,
+:mod:`.handover`).
 Design, as in :mod:`antiphon.services.ws_tts`:
 
 - one task per connection reads the socket, asks
@@ -33,6 +35,9 @@ Design, as in :mod:`antiphon.services.ws_tts`:
 - a dropped connection is replaced (``max_reconnects``): instructions, voice and tools are
   restored with ``session.update``, the text of the conversation is replayed, a response
   that produced no audio yet is requested again, and a :class:`Reconnected` event says so.
+  When the server announces the end of a connection and gives a resumption handle
+  (Gemini Live's ``goAway``), the session moves to a new connection that resumes it, at a
+  quiet moment before the cut.
 """
 
 from antiphon.protocols.realtime import Tool, Usage, Voice

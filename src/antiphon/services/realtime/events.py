@@ -123,11 +123,16 @@ class RealtimeError:
 
 @dataclass(frozen=True, slots=True)
 class Reconnected:
-    """The connection dropped and a new one carries the session on.
+    """The connection dropped (or the server announced its end) and a new one carries
+    the session on.
 
-    ``replayed_items``: text items of the conversation sent again; ``response_requested``:
-    a response that had produced no audio yet was asked for again; ``lost_response``: a
-    response that was partly delivered was lost with the old connection.
+    ``attempt``: reconnects after drops so far (``session.reconnects``; a move that
+    resumed the session with the server's handle, Gemini Live's ``goAway``, does not
+    count one: ``session.resumptions`` does); ``replayed_items``: text items of the
+    conversation sent again (0 after a resumption: the server kept them);
+    ``response_requested``: a response that had produced no audio yet was asked for
+    again; ``lost_response``: a response that was partly delivered was lost with the old
+    connection.
     """
 
     attempt: int

@@ -38,6 +38,8 @@ class RealtimeModel(ABC):
     """
 
     provider: ClassVar[str] = "realtime"
+    #: The type of a voice given as a plain name (``openai``, ``gemini``, ``xai``).
+    voice_type: ClassVar[str] = "openai"
 
     def __init__(
         self,
@@ -50,7 +52,7 @@ class RealtimeModel(ABC):
         deadlines: RealtimeDeadlines | None = None,
     ) -> None:
         self.instructions = instructions
-        self.voice = voice_from_config(voice)
+        self.voice = voice_from_config(voice, self.voice_type)
         self.tools = tools_from_config(tools)
         self.input_sample_rate = input_sample_rate
         self.output_sample_rate = output_sample_rate
@@ -151,6 +153,8 @@ class WebSocketRealtimeModel(RealtimeModel):
 
     #: The server speaks first (``session.created``) before the client configures it.
     server_speaks_first: ClassVar[bool] = True
+    #: Seconds within which a configuration that needs a new connection is applied.
+    move_within: ClassVar[float] = 10.0
 
     def protocol_state(self) -> rt.RealtimeState:
         """A new state machine for one session (it lives across the session's connections)."""
@@ -164,8 +168,10 @@ class WebSocketRealtimeModel(RealtimeModel):
         """What configures a new connection (the first messages after it opened)."""
         return [rt.encode_session_update(self.dialect, cfg)]
 
-    def update_messages(self, cfg: SessionConfig) -> list[str]:
-        """What applies a changed configuration to the open connection."""
+    def update_messages(self, cfg: SessionConfig) -> list[str] | None:
+        """What applies a changed configuration to the open connection; None: only a new
+        connection can (the session moves when the protocol can resume, at a quiet
+        moment within :attr:`move_within` seconds; else the next connection applies it)."""
         return self.setup_messages(cfg)
 
     @abstractmethod

@@ -4,48 +4,54 @@ How it is built (see the package docstring for the contract): the connection's r
 task feeds each server message to :class:`~antiphon.protocols.realtime.RealtimeState`
 and emits the resulting events straight into the bounded output (one task hop per audio
 delta); the session's main task sends the caller's commands and audio, in order, from a
-mailbox, and replaces a dropped connection. The wait for a response has one timer per
-session, re-armed lazily.
+mailbox, and replaces a dropped connection (or moves to a new one when the server
+announces the end of this one). Its parts live beside it: :mod:`.handshake` (the start
+of every connection), :mod:`.delivery` (what a delivered protocol event means to the
+application, with its metrics), :mod:`.output` (the bounded queue the caller iterates),
+:mod:`.watchdog` (the wait for a response: one timer per session, re-armed lazily) and
+:mod:`.handover` (when to move).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from antiphon import metrics
-from antiphon.aio.channel import Channel, ChannelClosed
+from antiphon.aio.channel import Channel
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import (
     ConfigError,
+    ProviderConnectionError,
     ProviderError,
-    ProviderTimeoutError,
     StreamClosedError,
 )
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
-from antiphon.protocols.realtime import Tool, Voice, tools_from_config, voice_from_config
+from antiphon.protocols.realtime import (
+    SessionConfig,
+    Tool,
+    Voice,
+    tools_from_config,
+    voice_from_config,
+)
+from antiphon.services.realtime.delivery import Delivery
 from antiphon.services.realtime.events import (
-    DROPPABLE,
-    AgentAudio,
-    AgentTranscriptDelta,
-    AgentTranscriptDone,
-    FunctionCall,
-    RealtimeError,
     RealtimeEvent,
     Reconnected,
-    ResponseDone,
     SessionReady,
     SessionState,
-    UserSpeechStarted,
-    UserSpeechStopped,
-    UserTranscript,
 )
+from antiphon.services.realtime.handover import Handover
+from antiphon.services.realtime.handshake import handshake
+from antiphon.services.realtime.output import SessionOutput
+from antiphon.services.realtime.watchdog import ResponseWatchdog
 
 if TYPE_CHECKING:
     from antiphon.services.realtime.model import WebSocketRealtimeModel
@@ -64,16 +70,24 @@ class _Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class _Move:
+    """Move away from connection ``conn_id`` (the server announced its end, or a new
+    configuration needs a new connection)."""
+
+    conn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Audio:
     pcm: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class _Send:
-    """Client messages produced by a state-machine call run in the main task."""
+    """A state-machine call, run in the main task in order: it updates the state and
+    returns the client messages to send."""
 
-    what: str
-    args: tuple[Any, ...] = ()
+    call: Callable[[], list[str]]
 
 
 # --------------------------------------------------------------------------- the session
@@ -100,27 +114,19 @@ class RealtimeSession:
         # bounded in seconds of audio rather than items (policy fail: the session fails):
         # input by max_input_backlog (push_audio), output by max_output_backlog (_emit)
         self._mailbox: Channel[object] = Channel(name="realtime session mailbox")
-        self._out: Channel[RealtimeEvent] = Channel(name="realtime session output")
+        self._output = SessionOutput(self.provider, model.max_output_backlog)
         self._converter = AudioConverter(self.config.input_rate, 1)
         self._in_bytes = 0  # input audio queued, not yet sent
         self._in_limit = int(model.max_input_backlog * self.config.input_rate) * 2
-        self._out_seconds = 0.0
-        self._drop_below = 0  # events of older generations are skipped by the iterator
-        self._emitted_gen = 0
-        self._yielded_ms: dict[str, float] = {}
-        self._carry: dict[str, bytes] = {}
+        self._delivery = Delivery(self.provider, self.config.output_rate)
+        self._watchdog = ResponseWatchdog(self._sm, self.deadlines, self.provider, self._fail)
+        self._handover = Handover(self._request_move)
+        self.resumptions = 0  # moves to a new connection with the server's resumption handle
         self._conn: WsConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._terminal = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._progress_at = 0.0
-        self._was_awaiting = False
-        self._speech_stopped_at: float | None = None
-        self._response_started: dict[str, float] = {}
-        self._first_audio_seen: set[str] = set()
 
     # -- lifecycle
     @property
@@ -130,7 +136,7 @@ class RealtimeSession:
     @property
     def generation(self) -> int:
         """The generation of the newest event delivered so far."""
-        return self._emitted_gen
+        return self._output.generation
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -148,8 +154,9 @@ class RealtimeSession:
         """Connect and wait until the session is configured (bounded by the deadlines)."""
         if self._task is not None:
             raise StreamClosedError("the session was already started")
-        self._loop = asyncio.get_running_loop()
-        self._ready = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._watchdog.start(loop)
+        self._ready = loop.create_future()
         self._task = self._model._tasks.spawn(self._main(), name=f"{self.provider}-session")
         try:
             await asyncio.shield(self._ready)
@@ -209,28 +216,28 @@ class RealtimeSession:
         tail = self._converter.flush()
         if tail.data:
             self._mailbox.send_nowait(_Audio(tail.data))
-        self._mailbox.send_nowait(_Send("commit"))
+        self._mailbox.send_nowait(_Send(self._sm.commit))
 
     def send_text(self, text: str) -> None:
         """A user turn in text; the model answers it."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("send_text() needs non-empty text")
         self._check("send_text")
-        self._mailbox.send_nowait(_Send("user_text", (text,)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.user_text, text)))
 
     def say(self, text: str) -> None:
         """Make the agent speak ``text`` (as a response of its own)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("say() needs non-empty text")
         self._check("say")
-        self._mailbox.send_nowait(_Send("say", (text,)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.say, text)))
 
     def send_tool_result(self, call_id: str, output: str) -> None:
         """Answer a :class:`FunctionCall` and let the model continue."""
         if not call_id or not isinstance(output, str):
             raise ConfigError("send_tool_result() needs the call_id and a str output (e.g. JSON)")
         self._check("send_tool_result")
-        self._mailbox.send_nowait(_Send("tool_result", (call_id, output)))
+        self._mailbox.send_nowait(_Send(partial(self._sm.tool_result, call_id, output)))
 
     def update(
         self,
@@ -245,12 +252,12 @@ class RealtimeSession:
         if instructions is not None:
             cfg = replace(cfg, instructions=instructions)
         if voice is not None:
-            cfg = replace(cfg, voice=voice_from_config(voice))
+            cfg = replace(cfg, voice=voice_from_config(voice, self._model.voice_type))
         if tools is not None:
             cfg = replace(cfg, tools=tools_from_config(tools))
         self._model.check_config(cfg)
         self.config = cfg
-        self._mailbox.send_nowait(_Send("update", (cfg,)))
+        self._mailbox.send_nowait(_Send(partial(self._apply_update, cfg)))
 
     def interrupt(self, played: float | None = None) -> None:
         """Stop the agent now: queued agent audio is dropped at once, the response is
@@ -260,55 +267,24 @@ class RealtimeSession:
         if played is not None and (not isinstance(played, int | float) or played < 0):
             raise ConfigError("interrupt(played=...) takes seconds >= 0 (or None)")
         self._check("interrupt")
-        target = self._emitted_gen
-        self._drop_below = max(self._drop_below, target + 1)
-        played_ms = None if played is None else int(played * 1000)
-        played_item: str | None = None
-        if played_ms is None:
-            played_item, yielded = next(reversed(self._yielded_ms.items()), ("", 0.0))
-            played_ms = int(yielded)
+        target, heard, yielded = self._output.interrupt()
+        played_ms = int(yielded) if played is None else int(played * 1000)
+        played_item = heard if played is None else None
         metrics.REALTIME_INTERRUPTIONS.labels(self.provider).inc()
-        self._mailbox.send_nowait(_Send("interrupt", (target, played_ms, played_item)))
+        self._mailbox.send_nowait(
+            _Send(partial(self._interrupt_now, target, played_ms, played_item))
+        )
 
     # -- output
     def __aiter__(self) -> AsyncIterator[RealtimeEvent]:
         return self
 
     async def __anext__(self) -> RealtimeEvent:
-        while True:
-            try:
-                ev = await self._out.recv()
-            except ChannelClosed:
-                raise StopAsyncIteration from None
-            if isinstance(ev, AgentAudio):
-                self._out_seconds -= ev.frame.duration
-            if isinstance(ev, DROPPABLE) and ev.generation < self._drop_below:
-                continue
-            if isinstance(ev, AgentAudio):
-                ms = self._yielded_ms.pop(ev.item_id, 0.0) + ev.frame.duration * 1000
-                self._yielded_ms[ev.item_id] = ms  # re-inserted: the newest item is last
-                while len(self._yielded_ms) > 16:
-                    del self._yielded_ms[next(iter(self._yielded_ms))]
-            return ev
+        return await self._output.next()
 
     def _emit(self, ev: RealtimeEvent) -> None:
-        if self.done:
-            return
-        self._emitted_gen = max(self._emitted_gen, ev.generation)
-        if isinstance(ev, AgentAudio):
-            self._out_seconds += ev.frame.duration
-            if self._out_seconds > self._model.max_output_backlog:
-                self._fail(
-                    ProviderError(
-                        f"more than {self._model.max_output_backlog:g}s of agent audio "
-                        "was not read",
-                        provider=self.provider,
-                        stage="deliver",
-                        hint="iterate the session (async for ev in session) while it runs",
-                    )
-                )
-                return
-        self._out.send_nowait(ev)
+        if not self.done and (error := self._output.put(ev)) is not None:
+            self._fail(error)
 
     # -- terminal states
     def _finish(self, state: SessionState, error: ProviderError | None = None) -> bool:
@@ -316,8 +292,9 @@ class RealtimeSession:
             return False
         self.state = state
         self.error = error
-        self._unwatch()
-        self._out.close(error)
+        self._watchdog.stop()
+        self._handover.cancel()
+        self._output.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -351,6 +328,7 @@ class RealtimeSession:
 
     # -- connections
     async def _drop_connection(self) -> None:
+        self._handover.cancel()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -366,18 +344,22 @@ class RealtimeSession:
     async def _read(self, conn: WsConnection) -> None:
         """Feed the server's events to the state machine and emit from here."""
         mailbox = self._mailbox
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await conn.recv()
                 if mailbox.closed:
                     return
-                self._progress_at = loop.time()  # read lazily by the watchdog
+                self._watchdog.progress()
                 for d in self._sm.feed_all(data):
+                    if d.act is rt.Act.MOVE and isinstance(d.event, rt.ConnectionEnding):
+                        log.info("%s: the server ends the connection: %s", self.provider, d.event)
+                        self._handover.announce(conn.id, d.event.time_left / 2)
                     self._handle(d)
                     if self.done:
                         return
-                self._track_awaiting()
+                self._watchdog.track()
+                if self._handover.pending and self._sm.quiet:
+                    self._handover.quiet()
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
@@ -388,65 +370,74 @@ class RealtimeSession:
             )
 
     async def _open(self, first_messages: list[str]) -> None:
-        """Connect, wait for ``session.created``, send ``first_messages`` (starting with
-        ``session.update``) and wait for ``session.updated``; then start the reader."""
+        """Connect and configure (:func:`.handshake.handshake`); then start the reader."""
         model = self._model
         conn = await model._connect()
         self._conn = conn
-        stage = "session.created"
-        ready = asyncio.timeout(self.deadlines.ready)
-        try:
-            async with ready:
-                created = not model.server_speaks_first
-                while not created:
-                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
-                        if d.act is rt.Act.CREATED:
-                            assert isinstance(d.event, rt.SessionCreated)
-                            self.session_id = d.event.session_id
-                            created = True
-                        else:
-                            self._log_unexpected(d)
-                stage = "session.update"
-                for m in first_messages:
-                    await conn.send(m, stage="send")
-                configured = False
-                while not configured:
-                    for d in self._sm.feed_all(await conn.recv(stage=stage)):
-                        if d.act is rt.Act.READY:
-                            configured = True
-                            if isinstance(d.event, rt.SessionCreated):
-                                self.session_id = d.event.session_id
-                        else:
-                            self._handle(d)
-        except TimeoutError:
-            if not ready.expired():
-                raise
-            # only the ready deadline lands here: a send that hangs is a ProviderTimeoutError
-            # of its own (stage "send"), which is not a builtin TimeoutError
-            raise ProviderTimeoutError(
-                f"no {'session.created' if stage == 'session.created' else 'session.updated'}",
-                provider=self.provider,
-                stage=stage,
-                timeout=self.deadlines.ready,
-                hint="the server accepted the connection but did not start the session",
-            ) from None
-        except ConnectionLost as exc:
-            raise model.close_error(exc.close_code, exc.close_reason, stage=stage) from None
+        session_id = await handshake(
+            conn,
+            self._sm,
+            first_messages,
+            server_speaks_first=model.server_speaks_first,
+            ready_timeout=self.deadlines.ready,
+            provider=self.provider,
+            close_error=model.close_error,
+            on_decision=self._handle,
+        )
+        if session_id is not None:
+            self.session_id = session_id
         self._reader = model._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
 
-    def _log_unexpected(self, d: rt.Decision) -> None:
-        log.debug("%s: before session.created: %s", self.provider, d.event)
+    def _request_move(self, conn_id: int) -> None:
+        if not self._mailbox.closed:
+            self._mailbox.send_nowait(_Move(conn_id))
 
-    async def _reconnect(self, lost: ConnectionLost) -> None:
+    async def _move(self) -> None:
+        """Resume the session on a new connection with the server's handle (nothing is
+        replayed: the server kept the conversation); without a handle, or if resuming
+        fails, reconnect as after a drop (bounded by ``max_reconnects``: past it, the
+        session fails with a typed error, never silently)."""
+        notice = ProviderConnectionError(
+            "the server ended the connection (it announced it: goAway)",
+            provider=self.provider,
+            stage="receive",
+            code=1001,
+            hint="the service limits a connection's duration; the session moves on",
+            retryable=True,
+        )
+        lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
+        msgs = self._sm.resume(self.config)
+        if msgs is None:
+            await self._reconnect(notice)
+            return
+        requested = self._sm.awaiting  # resume() asked for an unheard response again
+        self.resumptions += 1
+        metrics.REALTIME_RECONNECTS.labels(self.provider).inc()
+        await self._drop_connection()
+        try:
+            await self._open(msgs)
+        except ProviderError as exc:
+            await self._drop_connection()
+            await self._reconnect(exc)
+            return
+        reason = "moved to a new connection, resumed with the session handle"
+        gen = self._sm.generation
+        self._emit(Reconnected(self.reconnects, reason, 0, requested, lost_response, gen))
+        self._watchdog.progress()
+        self._watchdog.track()
+
+    def _lost(self, lost: ConnectionLost) -> ProviderError:
+        return self._model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
+
+    async def _reconnect(self, error: ProviderError) -> None:
         """Replace a dropped connection, restoring the session; bounded attempts."""
         model = self._model
-        error = model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
         while True:
             if not error.retryable or self.reconnects >= model.max_reconnects:
                 raise error from None
             self.reconnects += 1
             metrics.REALTIME_RECONNECTS.labels(self.provider).inc()
-            log.info("%s: connection lost (%s); reconnecting", self.provider, lost)
+            log.info("%s: connection lost (%s); reconnecting", self.provider, error)
             await self._drop_connection()
             lost_response = self._sm.current is not None and not self._sm.response_pending_unheard
             msgs = self._sm.reconnect(self.config)
@@ -468,8 +459,8 @@ class RealtimeSession:
                     self._sm.generation,
                 )
             )
-            self._progress_at = asyncio.get_running_loop().time()
-            self._track_awaiting()
+            self._watchdog.progress()
+            self._watchdog.track()
             return
 
     async def _send(self, msgs: Sequence[str]) -> None:
@@ -481,164 +472,60 @@ class RealtimeSession:
             except ConnectionLost as exc:
                 # The reconnect restores the session; what this message was for is either
                 # in the journal (text) or re-requested (an unheard response).
-                await self._reconnect(exc)
+                await self._reconnect(self._lost(exc))
                 return
 
     # -- the loop
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         await self._open(self._model.setup_messages(self.config))
         self.state = SessionState.RUNNING
         self._emit(SessionReady(self.session_id, self._sm.generation))
         assert self._ready is not None
         if not self._ready.done():
             self._ready.set_result(None)
-        self._progress_at = loop.time()
-        self._track_awaiting()
+        self._watchdog.progress()
+        self._watchdog.track()
         async for item in self._mailbox:
             if isinstance(item, _Audio):
                 self._in_bytes -= len(item.pcm)
                 await self._send(self._sm.audio(item.pcm))
             elif isinstance(item, _Lost):
                 if self._conn is not None and item.conn_id == self._conn.id:
-                    await self._reconnect(item.error)
+                    await self._reconnect(self._lost(item.error))
+            elif isinstance(item, _Move):
+                if self._conn is not None and item.conn_id == self._conn.id:
+                    await self._move()
             elif isinstance(item, _Send):
-                await self._command(item)
-                self._track_awaiting()
+                await self._send(item.call())
+                self._watchdog.track()
 
-    # -- the response deadline: one timer, re-armed lazily
-    def _track_awaiting(self) -> None:
-        """Start the deadline when a response becomes owed; keep the timer no later than due."""
-        awaiting = self._sm.awaiting
-        if awaiting and not self._was_awaiting:
-            assert self._loop is not None
-            self._progress_at = self._loop.time()
-        self._was_awaiting = awaiting
-        if awaiting:
-            self._watch()
+    def _apply_update(self, cfg: SessionConfig) -> list[str]:
+        msgs = self._model.update_messages(cfg)
+        if msgs is not None:
+            return msgs
+        # only a new connection applies it: move at a quiet moment (if it can resume)
+        if self._sm.can_resume and self._conn is not None:
+            self._handover.announce(self._conn.id, self._model.move_within)
+            if self._sm.quiet:
+                self._handover.quiet()
+        return []
 
-    def _limit(self) -> float:
-        return self.deadlines.idle if self._sm.current is not None else self.deadlines.response
-
-    def _watch(self) -> None:
-        due = self._progress_at + self._limit()
-        timer = self._watchdog
-        if timer is not None:
-            if timer.when() <= due:
-                return
-            timer.cancel()
-        assert self._loop is not None
-        self._watchdog = self._loop.call_at(due, self._on_watchdog)
-
-    def _on_watchdog(self) -> None:
-        self._watchdog = None
-        if self.done or not self._sm.awaiting:
-            return  # armed again when a response is owed
-        assert self._loop is not None
-        if self._loop.time() < self._progress_at + self._limit():
-            self._watch()
-            return
-        limit = self._limit()
-        self._fail(
-            ProviderTimeoutError(
-                "the response stopped" if self._sm.current is not None else "no response",
-                provider=self.provider,
-                stage="receive",
-                timeout=limit,
-                hint="the server went silent while a response was owed",
-            )
-        )
-
-    def _unwatch(self) -> None:
-        timer, self._watchdog = self._watchdog, None
-        if timer is not None:
-            timer.cancel()
-
-    async def _command(self, cmd: _Send) -> None:
-        sm = self._sm
-        if cmd.what == "user_text":
-            msgs = sm.user_text(cmd.args[0])
-        elif cmd.what == "say":
-            msgs = sm.say(cmd.args[0])
-        elif cmd.what == "tool_result":
-            msgs = sm.tool_result(cmd.args[0], cmd.args[1])
-        elif cmd.what == "commit":
-            msgs = sm.commit()
-        elif cmd.what == "update":
-            msgs = self._model.update_messages(cmd.args[0])
-        elif cmd.what == "interrupt":
-            msgs = sm.interrupt(*cmd.args)
-            self._carry.clear()
-        elif cmd.what == "raw":
-            msgs = list(cmd.args)
-        else:  # pragma: no cover - a bug
-            raise AssertionError(cmd.what)
-        await self._send(msgs)
+    def _interrupt_now(self, target: int, played_ms: int, played_item: str | None) -> list[str]:
+        self._delivery.interrupted()
+        return self._sm.interrupt(target, played_ms, played_item)
 
     def _handle(self, d: rt.Decision) -> None:
-        ev, gen, loop_time = d.event, d.generation, asyncio.get_running_loop().time()
         if d.send:
             # Only response.cancel of a response interrupted before it existed.
-            self._mailbox.send_nowait(_Send("raw", d.send))
+            self._mailbox.send_nowait(_Send(partial(list, d.send)))
         if d.act is rt.Act.DROP:
             log.debug("%s: dropped %s", self.provider, d.note)
             return
         if d.act is not rt.Act.DELIVER:
             return
-        if isinstance(ev, rt.AudioDelta):
-            data = self._carry.pop(ev.item_id, b"") + ev.audio
-            if len(data) % 2:
-                data, self._carry[ev.item_id] = data[:-1], data[-1:]
-            if not data:
-                return
-            if ev.response_id not in self._first_audio_seen:
-                self._first_audio_seen.add(ev.response_id)
-                if self._speech_stopped_at is not None:
-                    metrics.REALTIME_VOICE_TO_VOICE.labels(self.provider).observe(
-                        loop_time - self._speech_stopped_at
-                    )
-                    self._speech_stopped_at = None
-            frame = AudioFrame(data, self.config.output_rate, 1, gen)
-            self._emit(AgentAudio(frame, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.TranscriptDelta):
-            self._emit(AgentTranscriptDelta(ev.delta, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.TranscriptDone):
-            self._emit(AgentTranscriptDone(ev.transcript, ev.item_id, ev.response_id, gen))
-        elif isinstance(ev, rt.ResponseCreated):
-            self._response_started[ev.response_id] = loop_time
-        elif isinstance(ev, rt.ResponseDone):
-            started = self._response_started.pop(ev.response_id, None)
-            if started is not None:
-                metrics.REALTIME_RESPONSE_SECONDS.labels(self.provider).observe(loop_time - started)
-            self._first_audio_seen.discard(ev.response_id)
-            if ev.usage is not None:
-                metrics.REALTIME_TOKENS.labels(self.provider, "input").inc(ev.usage.input_tokens)
-                metrics.REALTIME_TOKENS.labels(self.provider, "output").inc(ev.usage.output_tokens)
-            error = ""
-            if ev.error is not None:
-                code = f" ({ev.error.code})" if ev.error.code else ""
-                error = f"{ev.error.type}{code}: {ev.error.message}"
-            self._emit(ResponseDone(ev.response_id, ev.status, ev.usage, ev.reason, gen, error))
-        elif isinstance(ev, rt.FunctionCallReady):
-            self._emit(
-                FunctionCall(ev.call_id, ev.name, ev.arguments, ev.item_id, ev.response_id, gen)
-            )
-        elif isinstance(ev, rt.SpeechStarted):
-            self._emit(UserSpeechStarted(ev.item_id, ev.audio_start_ms, gen))
-        elif isinstance(ev, rt.SpeechStopped):
-            self._speech_stopped_at = loop_time
-            self._emit(UserSpeechStopped(ev.item_id, ev.audio_end_ms, gen))
-        elif isinstance(ev, rt.InputTranscript):
-            self._emit(UserTranscript(ev.transcript, ev.item_id, gen))
-        elif isinstance(ev, rt.ServerError):
-            fatal = ev.code in rt.FATAL_ERROR_CODES
-            err = ProviderError(
-                f"the server reported {ev.type}: {ev.message}",
-                provider=self.provider,
-                stage="receive",
-                code=ev.code or None,
-                hint=f"parameter {ev.param!r}" if ev.param else None,
-            )
-            self._emit(RealtimeError(err, fatal, gen))
-            if fatal:
-                self._fail(err)
+        loop_time = asyncio.get_running_loop().time()
+        events, fatal = self._delivery.events(d.event, d.generation, loop_time)
+        for ev in events:
+            self._emit(ev)
+        if fatal is not None:
+            self._fail(fatal)

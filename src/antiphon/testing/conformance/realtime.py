@@ -2,10 +2,16 @@
 
 A plugin's tests subclass :class:`RealtimeConformance` and set ``harness``::
 
-    class TestOpenAIRealtimeConformance(RealtimeConformance):
+    class TestOpenAIRealtimeConformance(RealtimeConformance[FakeRealtimeServer]):
         harness = OpenAIHarness()
 
-Each test runs the plugin against :class:`~antiphon.testing.realtime.FakeRealtimeServer`
+The suite is generic over the fake (:class:`RealtimeFake`: what every realtime fake
+offers, e.g. :class:`~antiphon.testing.realtime.FakeRealtimeServer` or
+:class:`~antiphon.testing.gemini_live.FakeGeminiLiveServer`); the few checks that read
+what only the OpenAI Realtime schema has (``response.cancel``, ``conversation.item.truncate``,
+items) narrow its stats with :meth:`RealtimeConformance.openai_stats`, and a plugin of
+another schema overrides those tests with what its service really does.
+Each test runs the plugin against its fake
 (in the test's loop, on virtual time) with a :class:`~antiphon.testing.FaultPlan`,
 asserts the terminal state, the audio and the typed error, and that no task, thread or
 socket is left behind.
@@ -23,7 +29,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 import pytest
@@ -60,8 +66,8 @@ from antiphon.services.realtime import (
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
-from antiphon.testing.realtime import FakeRealtimeServer
-from antiphon.testing.server import serving
+from antiphon.testing.realtime import FakeRealtimeServer, RealtimeFakeStats
+from antiphon.testing.server import FakeServer, serving
 from antiphon.testing.synth import tone_for_text
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
@@ -74,15 +80,55 @@ WEATHER = {
 }
 
 
-class RealtimeHarness(ABC):
-    """What the suite needs to know about one plugin."""
+class RealtimeFakeStatsView(Protocol):
+    """What the suite reads of every realtime fake's stats."""
 
-    dialect: ClassVar[str] = "ga"
+    @property
+    def connections(self) -> int: ...
+    @property
+    def session_updates(self) -> int:
+        """Configurations received (``session.update``, Gemini's ``setup``)."""
+
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        """Each configuration as received, in order."""
+
+    @property
+    def audio_in(self) -> bytearray:
+        """The user audio received, as sent on the wire."""
+
+    @property
+    def closes_sent(self) -> list[int]: ...
+
+
+class RealtimeFake(FakeServer, Protocol):
+    """What the suite needs of a realtime fake server."""
+
+    upgrades: int
+
+    @property
+    def stats(self) -> RealtimeFakeStatsView: ...
+
+    def expected_reply(self, user_text: str) -> str:
+        """What the fake answers to ``user_text``."""
+
+    def kick(self, code: int = 1011, reason: str = "kicked by the test") -> None:
+        """Close every open connection with ``code``."""
+
+
+FakeT = TypeVar("FakeT", bound=RealtimeFake)
+
+
+class RealtimeHarness(ABC, Generic[FakeT]):
+    """What the suite needs to know about one plugin and its fake."""
+
     #: Wire input rates the plugin can be configured for (besides 24000).
     input_rates: ClassVar[tuple[int, ...]] = (24000,)
 
-    def fake(self, plan: FaultPlan, **kwargs: Any) -> FakeRealtimeServer:
-        return FakeRealtimeServer(plan, dialect=self.dialect, **kwargs)
+    @abstractmethod
+    def fake(self, plan: FaultPlan, **kwargs: Any) -> FakeT:
+        """The plugin's fake with ``plan``; ``kwargs`` are ``transcripts``, ``api_key``,
+        ``chunk_ms`` (what every realtime fake takes)."""
 
     def url_for_port(self, port: int) -> str:
         return f"ws://127.0.0.1:{port}"
@@ -100,9 +146,19 @@ class RealtimeHarness(ABC):
         """A valid voice different from the default (for update/restore tests)."""
 
 
+class OpenAISchemaHarness(RealtimeHarness[FakeRealtimeServer]):
+    """A harness whose fake is :class:`~antiphon.testing.realtime.FakeRealtimeServer` in
+    ``dialect`` ``"ga"`` (OpenAI) or ``"beta"`` (Azure Voice Live)."""
+
+    dialect: ClassVar[str] = "ga"
+
+    def fake(self, plan: FaultPlan, **kwargs: Any) -> FakeRealtimeServer:
+        return FakeRealtimeServer(plan, dialect=self.dialect, **kwargs)
+
+
 @dataclass
-class Run:
-    fake: FakeRealtimeServer
+class Run(Generic[FakeT]):
+    fake: FakeT
     model: RealtimeModel
 
 
@@ -149,10 +205,10 @@ def speech(seconds: float, rate: int, *, channels: int = 1, freq: float = 300.0)
     return AudioFrame.from_array(x, rate)
 
 
-class RealtimeConformance:
+class RealtimeConformance(Generic[FakeT]):
     """The suite; subclasses set ``harness``."""
 
-    harness: ClassVar[RealtimeHarness]
+    harness: RealtimeHarness[FakeT]
     #: Run on :class:`~antiphon.testing.vloop.VirtualTimeLoop`: the fake runs in the test's
     #: loop and every deadline is exact virtual time.
     virtual_time: ClassVar[bool] = True
@@ -165,7 +221,7 @@ class RealtimeConformance:
         base_url: str | None = None,
         fake_kwargs: dict[str, Any] | None = None,
         **model_kwargs: Any,
-    ) -> AsyncIterator[Run]:
+    ) -> AsyncIterator[Run[FakeT]]:
         fake = self.harness.fake(plan or FaultPlan(), **(fake_kwargs or {}))
         async with serving(fake):
             url = base_url or fake.url
@@ -179,6 +235,14 @@ class RealtimeConformance:
                 await model.aclose()
             await leaks.assert_clean(settle=0.5)
             assert model.active_sessions == 0
+
+    @staticmethod
+    def openai_stats(r: Run[FakeT]) -> RealtimeFakeStats:
+        """The fake's stats for a check of the OpenAI Realtime schema (cancels, truncates,
+        items); a fake of another schema fails here, and its plugin overrides the test."""
+        stats = r.fake.stats
+        assert isinstance(stats, RealtimeFakeStats), "this check needs the OpenAI schema"
+        return stats
 
     # ----------------------------------------------------------------- healthy server
 
@@ -555,9 +619,11 @@ class RealtimeConformance:
             )
             done = rest[-1]
             assert isinstance(done, ResponseDone) and done.status == "cancelled"
-            await eventually(lambda: bool(r.fake.stats.truncates) and r.fake.stats.cancels > 0)
-            assert r.fake.stats.cancels == 1
-            assert r.fake.stats.truncates == [(got[0].item_id, 100)]
+            await eventually(
+                lambda: bool(self.openai_stats(r).truncates) and self.openai_stats(r).cancels > 0
+            )
+            assert self.openai_stats(r).cancels == 1
+            assert self.openai_stats(r).truncates == [(got[0].item_id, 100)]
             s.say("Next turn.")
             nxt = await turn(s)
             assert audio_of(nxt) == tone_for_text("Next turn.", 24000)
@@ -574,9 +640,11 @@ class RealtimeConformance:
             s.interrupt()  # played: what this iterator yielded
             rest = await turn(s, lambda e: isinstance(e, ResponseDone))
             assert not [e for e in rest if isinstance(e, AgentAudio)]
-            await eventually(lambda: bool(r.fake.stats.truncates))
+            await eventually(lambda: bool(self.openai_stats(r).truncates))
             # The whole answer had arrived: nothing to cancel, but truncate what was heard.
-            assert r.fake.stats.truncates == [(first.item_id, int(first.frame.duration * 1000))]
+            assert self.openai_stats(r).truncates == [
+                (first.item_id, int(first.frame.duration * 1000))
+            ]
 
     async def test_function_call_round_trip(self) -> None:
         async with self.run(tools=[WEATHER]) as r, r.model.session() as s:
@@ -590,7 +658,9 @@ class RealtimeConformance:
             events = await turn(s)
             assert audio_of(events) == tone_for_text('The tool says {"sky": "sunny"}', 24000)
             outputs = [
-                i for _, i in r.fake.stats.items_created if i.get("type") == "function_call_output"
+                i
+                for _, i in self.openai_stats(r).items_created
+                if i.get("type") == "function_call_output"
             ]
             assert outputs == [
                 {
@@ -617,8 +687,10 @@ class RealtimeConformance:
             restored = json.dumps(r.fake.stats.sessions[-1])
             assert "You are terse." in restored and "get_weather" in restored
             assert json.dumps(Voice.wire(s.config.voice)) in restored
-            await eventually(lambda: sum(c == 1 for c, _ in r.fake.stats.items_created) >= 2)
-            replayed = [i for conn, i in r.fake.stats.items_created if conn == 1]
+            await eventually(
+                lambda: sum(c == 1 for c, _ in self.openai_stats(r).items_created) >= 2
+            )
+            replayed = [i for conn, i in self.openai_stats(r).items_created if conn == 1]
             texts = [(i["role"], i["content"][0]["text"]) for i in replayed]
             reply = r.fake.expected_reply("Remember the number 42.")
             assert texts == [("user", "Remember the number 42."), ("assistant", reply)]
@@ -632,7 +704,11 @@ class RealtimeConformance:
 __all__ = [
     "FAST",
     "GUARD",
+    "FakeT",
+    "OpenAISchemaHarness",
     "RealtimeConformance",
+    "RealtimeFake",
+    "RealtimeFakeStatsView",
     "RealtimeHarness",
     "Run",
     "audio_of",
