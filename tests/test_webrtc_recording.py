@@ -5,7 +5,8 @@ The call runs on :class:`~antiphon.transports.webrtc.WebRTCCall` with its real t
 caller's track is read by the call's own reader, and the agent's track is pulled the way
 aiortc's RTP sender pulls it (``recv()`` every 20 ms); only the network between two peer
 connections is left out. Virtual time: the track's pacing and the session share the
-loop's clock.
+loop's clock. The server's wiring (``record_dir``) is checked on a real offer, in real
+time (aiortc's ICE agent).
 """
 
 from __future__ import annotations
@@ -16,21 +17,31 @@ import fractions
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame as AvFrame
 
 from antiphon.agent.session import AgentSession
 from antiphon.audio.recording import CallRecorder
+from antiphon.server.app import create_app
 from antiphon.services.vad import VADOptions
-from antiphon.testing.agent import EnergyVAD, ScriptedLLM, ScriptedSTT, ToneTTS, speech
+from antiphon.testing.agent import (
+    EnergyVAD,
+    ScriptedLLM,
+    ScriptedSTT,
+    ToneTTS,
+    doubles_agent,
+    speech,
+)
+from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
+from antiphon.transports.limits import EdgeLimits
 from antiphon.transports.webrtc import RATE, WebRTCCall
-
-pytestmark = pytest.mark.virtual_time
 
 SAMPLES = 960  # 20 ms at 48 kHz
 
@@ -103,6 +114,7 @@ async def _call(reply: str, path: Path, track: CallerTrack) -> tuple[WebRTCCall,
     return call, services
 
 
+@pytest.mark.virtual_time
 async def test_a_recorded_webrtc_call_has_the_caller_left_and_the_agent_right(
     tmp_path: Path,
 ) -> None:
@@ -129,6 +141,7 @@ async def test_a_recorded_webrtc_call_has_the_caller_left_and_the_agent_right(
     assert first >= 30 and not user[first:].any()  # after the caller, who was silent
 
 
+@pytest.mark.virtual_time
 async def test_a_webrtc_call_cancelled_mid_reply_keeps_its_recording(tmp_path: Path) -> None:
     """The call's task is cancelled (a server shutting down) while the agent talks: the
     close still runs to its end and the file holds the call up to then."""
@@ -163,3 +176,47 @@ async def test_a_webrtc_call_cancelled_mid_reply_keeps_its_recording(tmp_path: P
     agent = int(_voiced(pcm[:, 1]).sum())
     assert abs(agent - _voiced_sent(sent)) <= 3
     assert agent < len(reply) * 0.06 / 0.02 / 2  # never the untold rest
+
+
+@pytest.mark.realtime
+@pytest.mark.timeout(120)
+async def test_the_server_records_a_webrtc_call_with_record_dir(tmp_path: Path) -> None:
+    """``/webrtc/offer`` with ``record_dir``: the call gets a recorder, which is closed
+    when the call ends (here: never connected within its deadline), a valid WAV."""
+    leaks = LeakCheck()
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        caller.addTransceiver("audio", direction="sendrecv")
+        caller.createDataChannel("events")
+        await caller.setLocalDescription(await caller.createOffer())
+        sdp = caller.localDescription.sdp
+    finally:
+        await caller.close()
+    offer = "".join(
+        line for line in sdp.splitlines(True) if not line.startswith(("a=candidate", "a=end-of"))
+    )
+    app = create_app(
+        doubles_agent([], []),
+        record_dir=tmp_path,
+        limits=EdgeLimits(webrtc_connect_timeout=0.5),
+    )
+    async with serve_app(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as client:
+        r = await client.post("/webrtc/offer", json={"type": "offer", "sdp": offer}, timeout=60)
+        assert r.status_code == 200 and r.json()["type"] == "answer"
+        await until(lambda: _recorded(tmp_path), 60)  # written when the call ended
+    await leaks.assert_clean(settle=1.0)
+    [path] = _recorded(tmp_path)
+    assert len(_read(path)) == 0  # never connected: no audio, and a valid file
+
+
+def _recorded(folder: Path) -> list[Path]:
+    """The WebRTC recordings in ``folder`` that are complete WAV files."""
+    done = []
+    for path in folder.glob("webrtc-*.wav"):
+        try:
+            with wave.open(str(path)) as w:
+                if w.getnchannels() == 2:
+                    done.append(path)
+        except (OSError, EOFError, wave.Error):
+            pass
+    return done
