@@ -26,6 +26,40 @@ from urllib.parse import urlencode, urlsplit
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.tts_session import Act, Action, ProtocolStateError, WordTiming
 
+__all__ = [
+    "CARTESIA_ENCODINGS",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_LANGUAGE",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODINGS",
+    "PATH",
+    "PROVIDER",
+    "SAMPLE_RATES",
+    "CartesiaOptions",
+    "Chunk",
+    "ContextSession",
+    "Done",
+    "ErrorMessage",
+    "FlushDone",
+    "Malformed",
+    "Message",
+    "Phase",
+    "ServerEvent",
+    "Timestamps",
+    "Unknown",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "encode_cancel",
+    "encode_generation",
+    "new_context_id",
+    "parse",
+]
+
 PROVIDER = "cartesia"
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
 PATH = "/tts/websocket"

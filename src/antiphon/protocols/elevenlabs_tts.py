@@ -27,6 +27,50 @@ from urllib.parse import quote, urlencode, urlsplit
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.tts_session import Act, Action, CharWords, ProtocolStateError, WordTiming
 
+__all__ = [
+    "CLOSE_SOCKET",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_INACTIVITY_TIMEOUT",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODINGS",
+    "KEY_HINT",
+    "MAX_CONTEXTS",
+    "MAX_INACTIVITY_TIMEOUT",
+    "PATH_TEMPLATE",
+    "PROVIDER",
+    "TEXT_NORMALIZATION",
+    "UNSUPPORTED_MODELS",
+    "Alignment",
+    "Audio",
+    "ContextSession",
+    "ErrorMessage",
+    "Final",
+    "FlushDone",
+    "Malformed",
+    "Message",
+    "Phase",
+    "PronunciationDictionary",
+    "ServerEvent",
+    "StreamOptions",
+    "Unknown",
+    "VoiceSettings",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "encode_close_context",
+    "encode_flush",
+    "encode_init",
+    "encode_keepalive",
+    "encode_text",
+    "output_format",
+    "parse",
+    "parse_output_format",
+    "resolve_format",
+]
+
 PROVIDER = "elevenlabs"
 DEFAULT_BASE_URL = "wss://api.elevenlabs.io"
 PATH_TEMPLATE = "/v1/text-to-speech/{voice_id}/multi-stream-input"

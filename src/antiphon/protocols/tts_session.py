@@ -16,6 +16,15 @@ from typing import Protocol
 
 from antiphon.errors import ProtocolStateError as ProtocolStateError
 
+__all__ = [
+    "Act",
+    "Action",
+    "CharWords",
+    "ProtocolStateError",
+    "TTSSession",
+    "WordTiming",
+]
+
 
 class Act(enum.Enum):
     """What the client should do with an event."""

@@ -26,6 +26,49 @@ from urllib.parse import urlencode, urlsplit
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.tts_session import Act, Action, CharWords, ProtocolStateError
 
+__all__ = [
+    "AUTH_CLOSE_CODES",
+    "CODECS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_LANGUAGE",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODING_ALIASES",
+    "G711_SAMPLE_RATES",
+    "LANGUAGES",
+    "LATENCY_LEVELS",
+    "MAX_DELTA_CHARS",
+    "PATH",
+    "PROVIDER",
+    "RETRYABLE_CLOSE_CODES",
+    "SAMPLE_RATES",
+    "SPEED_RANGE",
+    "TEXT_CLEAR",
+    "TEXT_DONE",
+    "VOICES",
+    "AudioClear",
+    "AudioDelta",
+    "AudioDone",
+    "ErrorMessage",
+    "Malformed",
+    "Message",
+    "Phase",
+    "ServerEvent",
+    "Timestamps",
+    "Unknown",
+    "XAIOptions",
+    "XAISession",
+    "auth_headers",
+    "build_url",
+    "canonical_encoding",
+    "canonical_language",
+    "close_error",
+    "encode_text_delta",
+    "parse",
+    "split_text",
+]
+
 PROVIDER = "xai"
 DEFAULT_BASE_URL = "wss://api.x.ai"
 PATH = "/v1/tts"

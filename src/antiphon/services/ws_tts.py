@@ -57,6 +57,11 @@ from antiphon.services.tts import (
     TTSDeadlines,
 )
 
+__all__ = [
+    "WebSocketSynthesisStream",
+    "WebSocketTTS",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -49,6 +49,21 @@ from antiphon.services.tts import EndInput as TTSEnd
 from antiphon.services.vad import VAD, VADOptions
 from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
 
+__all__ = [
+    "RATE",
+    "Conversation",
+    "EnergyVAD",
+    "Heard",
+    "LLMReply",
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "ToneTTS",
+    "ToolCallScript",
+    "doubles_agent",
+    "silence",
+    "speech",
+]
+
 if TYPE_CHECKING:
     from antiphon.agent.events import AgentEvent
     from antiphon.agent.session import AgentSession

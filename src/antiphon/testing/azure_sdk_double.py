@@ -39,6 +39,19 @@ from antiphon.protocols import azure_tts as az
 from antiphon.testing.azure import synthesize
 from antiphon.testing.synth import SECONDS_PER_CHAR
 
+__all__ = [
+    "STEPS",
+    "Call",
+    "CancellationErrorCode",
+    "CancellationReason",
+    "PropertyId",
+    "ResultReason",
+    "SdkDouble",
+    "SpeechSynthesisBoundaryType",
+    "SpeechSynthesisOutputFormat",
+    "SpeechSynthesisRequestInputType",
+]
+
 STEPS = (
     "SpeechConfig",
     "SpeechSynthesizer",
