@@ -558,3 +558,44 @@ def test_key_and_region_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("AZURE_SPEECH_KEY")
     with pytest.raises(ConfigError, match="AZURE_SPEECH_KEY"):
         AzureSdkTTS(sdk=SdkDouble().module)
+
+
+async def test_word_boundaries_become_the_streams_words() -> None:
+    """With ``word_boundaries=True`` the SDK's word boundaries (not its punctuation ones)
+    reach ``words``, each request's offsets shifted by the audio before it; without, the
+    handler is not even connected and ``words`` is None."""
+    double = SdkDouble()
+    leaks = LeakCheck()
+    tts = _tts(double, word_boundaries=True)
+    try:
+        assert tts.word_timings
+        async with tts.stream() as s:
+            s.push_text("Hello there, friend.")
+            s.flush()
+            s.push_text(" How are you?")
+            s.end_input()
+            audio = b"".join([f.data async for f in s])
+        assert [t.strip() for t in double.spoken] == ["Hello there, friend.", "How are you?"]
+        assert audio == b"".join(synthesize(t) for t in double.spoken)
+        assert s.words is not None
+        assert [w.word for w in s.words] == ["Hello", "there", "friend", "How", "are", "you"]
+        step = 0.06  # the double's seconds per character
+        assert s.words[1].start == pytest.approx(6 * step) and s.words[1].end == pytest.approx(
+            11 * step
+        )
+        first = len(synthesize("Hello there, friend.")) / 2 / tts.sample_rate
+        assert s.words[3].start == pytest.approx(first)  # the second request's first word
+        assert s.words[-1].end <= len(audio) / 2 / tts.sample_rate + 1e-9
+    finally:
+        await tts.aclose()
+    plain = _tts(SdkDouble())
+    try:
+        assert (await plain.synthesize("No timings.").collect()).data
+        async with plain.stream() as s:
+            s.push_text("Still none.")
+            s.end_input()
+            assert [f async for f in s]
+        assert s.words is None
+    finally:
+        await plain.aclose()
+    await leaks.assert_clean(settle=1.0)

@@ -43,6 +43,9 @@ class ElevenLabsHarness(TTSHarness):
             api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, pool=pool
         )
 
+    def make_timed_tts(self, base_url: str, *, deadlines: TTSDeadlines) -> TTS:
+        return self.make_tts(base_url, deadlines=deadlines)
+
     def expected_pcm(self, text: str, tts: TTS) -> bytes:
         return synthesize(text, "linear16", tts.sample_rate)
 

@@ -14,6 +14,7 @@ from antiphon.aio.clock import VirtualClock
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.recording import CallRecorder
 from antiphon.errors import ConfigError, StreamClosedError
+from antiphon.testing.poll import until
 
 
 def tone(hz: float, rate: int, seconds: float, channels: int = 1) -> AudioFrame:
@@ -118,3 +119,33 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         CallRecorder(tmp_path / "x.wav", sample_rate=0)
     with pytest.raises(ConfigError, match="max_lag"):
         CallRecorder(tmp_path / "x.wav", max_lag=0)
+
+
+async def test_the_file_is_a_valid_wav_of_the_call_so_far_before_any_close(
+    tmp_path: Path,
+) -> None:
+    """A process that dies mid-call leaves a readable file: each block written patches
+    the WAV header's sizes, so the file holds the call up to its last block."""
+    clock = VirtualClock()
+    path = tmp_path / "live.wav"
+    rec = CallRecorder(path, clock=clock, max_lag=0.5)
+    for user, agent in zip(
+        tone(300, 8000, 2.0).split(0.02), tone(1000, 16000, 2.0).split(0.02), strict=True
+    ):
+        rec.user(user)
+        rec.agent(agent)
+        await clock.advance(0.02)
+
+    def seconds_on_disk() -> float:
+        try:
+            rate, data = read(path)
+        except (OSError, EOFError, wave.Error):
+            return 0.0
+        return len(data) / rate
+
+    await until(lambda: seconds_on_disk() >= 1.8, 10)  # all but the last block(s)
+    rate, data = read(path)  # not closed: still a valid WAV
+    assert loud(data[:, 0], rate, 0.05, 1.7) > 5000 and loud(data[:, 1], rate, 0.05, 1.7) > 5000
+    await rec.aclose()
+    rate, data = read(path)
+    assert len(data) / rate == pytest.approx(2.0, abs=0.02)

@@ -7,12 +7,16 @@ import base64
 import hashlib
 import hmac
 import json
+import wave
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -333,3 +337,65 @@ async def test_a_malformed_stream_is_closed_with_1008() -> None:
         with pytest.raises(Exception):  # noqa: B017 - the connection closes
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 1008
+
+
+# ------------------------------------------------------------------ recording
+
+
+def read_recording(folder: Path, kind: str) -> npt.NDArray[np.float64]:
+    """The one recording of ``kind`` in ``folder``: 16 kHz stereo, (samples, 2)."""
+    [path] = list(folder.glob(f"{kind}-*.wav"))
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 16000)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    return pcm.astype(np.float64)
+
+
+def voiced(x: npt.NDArray[np.float64], block: int = 320) -> npt.NDArray[np.bool_]:
+    """Which 20 ms blocks of ``x`` (16 kHz) are loud."""
+    blocks = x[: len(x) // block * block].reshape(-1, block)
+    return np.asarray(np.sqrt((blocks**2).mean(axis=1)) > 1000)
+
+
+async def test_a_recorded_phone_call_has_the_caller_left_and_the_agent_right(
+    tmp_path: Path,
+) -> None:
+    reply = "Thanks for calling. How can I help?"
+    async with (
+        phone_server(["hello"], [reply], record_dir=tmp_path) as host,
+        SimulatedTwilioCall(f"ws://{host}/twilio/media") as call,
+    ):
+        await call.speak(speech(0.6, 8000))
+        await call.speak(silence(0.6, 8000))
+        await until(lambda: "turn-1" in call.received.marks, 20)
+        await call.hang_up()
+        await until(lambda: call._ws is not None and call._ws.close_code is not None, 10)
+    pcm = read_recording(tmp_path, "twilio")
+    user, agent = voiced(pcm[:, 0]), voiced(pcm[:, 1])
+    # the caller's 0.6 s on the left (the first blocks), nothing of it on the right
+    assert 25 <= int(user[:40].sum()) <= 31 and not agent[:30].any()
+    # the whole reply on the right, as many voiced blocks as media frames sent for it
+    sent = len(call.received.media)
+    assert abs(int(agent.sum()) - sent) <= 3
+    first = int(np.flatnonzero(agent)[0])
+    assert first >= 30  # it starts after the caller stopped (aligned in time)
+    assert not user[first:].any()  # and the caller was silent meanwhile
+
+
+async def test_a_phone_call_dropped_mid_reply_keeps_its_recording(tmp_path: Path) -> None:
+    """The caller's socket closes while the agent talks, with no ``stop``: the file holds
+    everything up to the drop and is a valid WAV."""
+    long_reply = "This is a long answer on the phone that goes on and on. " * 3
+    async with phone_server(["tell me"], [long_reply], record_dir=tmp_path) as host:
+        async with SimulatedTwilioCall(f"ws://{host}/twilio/media") as call:
+            await call.speak(speech(0.6, 8000))
+            await call.speak(silence(0.6, 8000))
+            await until(lambda: len(call.received.media) >= 50, 20)  # a second of reply
+        # leaving without hang_up: the socket closes mid-reply
+        heard = len(call.received.media)
+    pcm = read_recording(tmp_path, "twilio")
+    agent = voiced(pcm[:, 1])
+    assert int(voiced(pcm[:, 0]).sum()) >= 25  # the caller's words
+    # the agent's audio sent before the drop is there (the bridge may have sent a few
+    # frames more than the caller read before it left); never the untold rest
+    assert heard - 3 <= int(agent.sum()) < len(long_reply) * 0.06 / 0.02 / 2

@@ -32,6 +32,11 @@ class XAIHarness(TTSHarness):
     ) -> TTS:
         return XAITTS(api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, pool=pool)
 
+    def make_timed_tts(self, base_url: str, *, deadlines: TTSDeadlines) -> TTS:
+        return XAITTS(
+            api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, with_timestamps=True
+        )
+
     def expected_pcm(self, text: str, tts: TTS) -> bytes:
         return synthesize(text, "linear16", tts.sample_rate)
 

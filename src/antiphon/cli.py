@@ -680,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--record-dir",
         metavar="DIR",
-        help="record each /ws/agent call to one stereo WAV in DIR (user left, agent right)",
+        help="record each call (/ws/agent, phone, WebRTC) to one stereo WAV in DIR "
+        "(user left, agent right)",
     )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")

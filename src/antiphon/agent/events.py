@@ -11,6 +11,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from antiphon.errors import AntiphonError
+from antiphon.services.tts import WordTiming
+
+__all__ = [
+    "AgentError",
+    "AgentEvent",
+    "AgentPaused",
+    "AgentReplied",
+    "AgentResumed",
+    "AgentSpeaking",
+    "AgentState",
+    "AgentWords",
+    "DTMFReceived",
+    "FalseInterruption",
+    "Interrupted",
+    "MachineDetected",
+    "StateChanged",
+    "ToolCalled",
+    "TurnCompleted",
+    "TurnMetrics",
+    "TurnUnanswered",
+    "UserTranscribed",
+    "UserTurnEnded",
+]
 
 
 class AgentState(enum.Enum):
@@ -59,6 +82,27 @@ class AgentSpeaking:
 
     text: str
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentWords:
+    """Words of the reply that just started to play: a transcript synced to playback.
+
+    Sent as the output track's playout position reaches each word (not when the text was
+    generated), in order, each word once; an interrupted reply sends no more. ``words``:
+    each word with its start and end in seconds of the reply's audio; ``played``: how far
+    the reply had played when this was sent. ``estimated``: the TTS sent no word timings,
+    so the words are placed in proportion to their characters over the sentence's audio.
+    """
+
+    words: tuple[WordTiming, ...]
+    played: float
+    estimated: bool
+    generation: int
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.word for w in self.words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +278,7 @@ AgentEvent = (
     | UserTranscribed
     | UserTurnEnded
     | AgentSpeaking
+    | AgentWords
     | AgentReplied
     | Interrupted
     | FalseInterruption

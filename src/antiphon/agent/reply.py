@@ -28,7 +28,7 @@ from antiphon.agent.events import (
     TurnMetrics,
 )
 from antiphon.agent.options import AgentOptions
-from antiphon.agent.playback import Playback
+from antiphon.agent.playback import Playback, WordSync
 from antiphon.agent.tracing import get_tracer
 from antiphon.aio.channel import Channel, Overflow
 from antiphon.aio.clock import Clock
@@ -121,13 +121,24 @@ class ReplyRunner:
         # sentences fails with ChannelFull rather than growing without bound
         sentences: Channel[str] = Channel(1024, Overflow.FAIL, name="reply sentences")
         failure: BaseException | None = None
+        words = WordSync(
+            reply.playback,
+            position=lambda: reply.played(self.output),
+            clock=self.clock,
+            emit=self._emit,
+            generation=reply.generation,
+            tick=self.output.frame_duration,
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._think(reply, sentences))
-                tg.create_task(self._speak(reply, sentences))
+                follow = tg.create_task(words.run())  # AgentWords as the audio plays
+                speak = tg.create_task(self._speak(reply, sentences))
+                speak.add_done_callback(lambda _: follow.cancel())
         except* Exception as group:
             failure = _first(group)
         if failure is None:
+            words.catch_up()
             self._news(reply, "done")
             return
         if not isinstance(failure, ProviderError):
@@ -277,7 +288,7 @@ class ReplyRunner:
 
     async def _play(self, reply: Reply, sentence: str, stream: SynthesisStream) -> None:
         self._emit(AgentSpeaking(sentence, reply.generation))
-        reply.playback.begin(sentence, reply.playback.written)
+        reply.playback.begin(sentence, reply.playback.written, stream.words)
         sent = self.clock.now()
         rate = self.output.sample_rate
         converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None

@@ -21,6 +21,11 @@ How it is built and why:
 - **Bounded memory** (rule 13): samples wait in memory only until both channels have
   passed them; a channel silent for longer than ``max_lag`` seconds is filled with
   silence up to ``now - max_lag``, so a muted side cannot hold the other's audio back.
+- **Nothing lost when a call ends abruptly**: blocks go to the file as soon as both
+  sides have passed 0.1 s, and Python's ``wave`` patches the header's sizes after every
+  block, so the file on disk is a valid WAV of the call so far at any moment, even if
+  the process dies; a transport closes its recorder with :func:`finish_recording`, which
+  completes even when the call's task is cancelled (a dropped socket, a shutdown).
 - **No disk I/O on the loop** (rule 14): interleaved blocks go to one
   :class:`~antiphon.aio.worker.ThreadWorker` that owns the open file; at most
   ``max_pending`` blocks wait for it (beyond that, a stalled disk, blocks are dropped and
@@ -31,7 +36,10 @@ How it is built and why:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
+import time
 import wave
 from pathlib import Path
 
@@ -39,12 +47,15 @@ import numpy as np
 import numpy.typing as npt
 
 from antiphon.aio.clock import Clock, MonotonicClock
+from antiphon.aio.tasks import shielded_wait
 from antiphon.aio.worker import ThreadWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, StreamClosedError
 
-__all__ = ["CallRecorder"]
+__all__ = ["CallRecorder", "call_recorder", "finish_recording"]
+
+log = logging.getLogger(__name__)
 
 _USER, _AGENT = 0, 1
 
@@ -152,6 +163,11 @@ class CallRecorder:
         self._closed = False
         self._closing: asyncio.Future[Path] | None = None
 
+    @property
+    def closed(self) -> bool:
+        """:meth:`aclose` was called: the taps refuse more audio."""
+        return self._closed
+
     # -- taps (synchronous, cheap: call them on the loop, from the transport)
 
     def user(self, frame: AudioFrame, at: float | None = None) -> None:
@@ -238,6 +254,25 @@ class CallRecorder:
                 raise
             return self.path
         return await asyncio.shield(self._closing)
+
+
+def call_recorder(folder: str | os.PathLike[str], kind: str = "call") -> CallRecorder:
+    """A recorder for one call in ``folder``: ``<kind>-<time>-<random id>.wav``."""
+    name = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.wav"
+    return CallRecorder(Path(folder) / name)
+
+
+async def finish_recording(recorder: CallRecorder, call: str) -> None:
+    """Close ``recorder`` at the end of ``call`` (bounded: it joins its writer thread).
+
+    Completes even if the caller is cancelled meanwhile (then re-raises the
+    cancellation); a failed write is logged, never raised into the call's end.
+    """
+    closing = asyncio.get_running_loop().create_task(recorder.aclose())
+    try:
+        await shielded_wait(closing)
+    except OSError as exc:
+        log.warning("%s: the recording %s failed: %s", call, recorder.path, exc)
 
 
 class _WavFile:

@@ -24,7 +24,41 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, ProtocolStateError, WordTiming
+
+__all__ = [
+    "CARTESIA_ENCODINGS",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_LANGUAGE",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODINGS",
+    "PATH",
+    "PROVIDER",
+    "SAMPLE_RATES",
+    "CartesiaOptions",
+    "Chunk",
+    "ContextSession",
+    "Done",
+    "ErrorMessage",
+    "FlushDone",
+    "Malformed",
+    "Message",
+    "Phase",
+    "ServerEvent",
+    "Timestamps",
+    "Unknown",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "encode_cancel",
+    "encode_generation",
+    "new_context_id",
+    "parse",
+]
 
 PROVIDER = "cartesia"
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
@@ -66,7 +100,8 @@ class CartesiaOptions:
     ``encoding`` is antiphon's name (``linear16``, ``mulaw``, ``alaw``); Cartesia's
     (``pcm_s16le``, ``pcm_mulaw``, ``pcm_alaw``) are accepted and normalised. ``speed``,
     ``volume`` and ``emotion`` go into ``generation_config`` (Sonic-3 models only);
-    ``None`` leaves a field out, so the server's default applies.
+    ``None`` leaves a field out, so the server's default applies. ``add_timestamps``
+    asks for word timings (``type: timestamps`` messages), surfaced on the stream.
     """
 
     model: str = DEFAULT_MODEL
@@ -80,6 +115,7 @@ class CartesiaOptions:
     emotion: str | None = None
     max_buffer_delay_ms: int | None = None
     pronunciation_dict_id: str | None = None
+    add_timestamps: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -166,6 +202,8 @@ class CartesiaOptions:
             fields["max_buffer_delay_ms"] = self.max_buffer_delay_ms
         if self.pronunciation_dict_id is not None:
             fields["pronunciation_dict_id"] = self.pronunciation_dict_id
+        if self.add_timestamps:
+            fields["add_timestamps"] = True
         return fields
 
 
@@ -254,11 +292,34 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Timestamps:
-    """``type: timestamps`` / ``phoneme_timestamps`` (informational)."""
+    """``type: timestamps`` / ``phoneme_timestamps``.
+
+    ``words``: for ``timestamps``, the ``word_timestamps`` (``words``, ``start``, ``end``
+    in seconds from the start of the context's audio); empty for phonemes or when absent.
+    """
 
     context_id: str | None
     kind: str
     raw: dict[str, Any] = field(repr=False)
+    words: tuple[WordTiming, ...] = ()
+
+
+def _word_timestamps(value: object) -> tuple[WordTiming, ...]:
+    if not isinstance(value, dict):
+        return ()
+    words, starts, ends = value.get("words"), value.get("start"), value.get("end")
+    if not (isinstance(words, list) and isinstance(starts, list) and isinstance(ends, list)):
+        return ()
+    if not len(words) == len(starts) == len(ends):
+        return ()
+    out: list[WordTiming] = []
+    for w, a, b in zip(words, starts, ends, strict=True):
+        if not isinstance(w, str) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b)
+        ):
+            return ()
+        out.append(WordTiming(w, float(a), float(max(a, b))))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +393,8 @@ def parse(frame: str | bytes) -> ServerEvent:
     if kind == "done":
         return Done(cid)
     if kind in ("timestamps", "phoneme_timestamps"):
-        return Timestamps(cid, kind, msg)
+        words = _word_timestamps(msg.get("word_timestamps")) if kind == "timestamps" else ()
+        return Timestamps(cid, kind, msg, words)
     if kind == "error":
         message = msg.get("message", msg.get("error", ""))
         return ErrorMessage(
@@ -406,6 +468,10 @@ class ContextSession:
     return the messages to send and update the state *now*; :meth:`receive` decides what
     an incoming event means. A flush is answered by ``flush_done``, the end of input
     (``continue: false``) by ``done``; both count in :attr:`pending_flushes`.
+
+    Word timings count from the start of the context's audio; the session keeps the
+    context's audio seconds (from the raw encoding's bytes) and where the current
+    segment began, and hands them on segment-relative in :attr:`Action.words`.
     """
 
     #: Messages carry the context id: a later stream drops this one's audio by itself.
@@ -431,6 +497,10 @@ class ContextSession:
         # context id if the connection drops before any audio of it arrived).
         self._journal: list[_Op] = []
         self.audio_since_ack = False
+        self._audio_seconds = 0.0  # of this context
+        self._segment_at = 0.0  # where the current segment's audio began in it
+        width = 2 if self.options.encoding == "linear16" else 1
+        self._bytes_per_second = float(width * self.options.sample_rate)
 
     # -- encoding
     def _encode(self, op: _Op, context_id: str) -> str:
@@ -526,6 +596,7 @@ class ContextSession:
             raise ProtocolStateError("nothing can be replayed: audio was already received")
         assert self._next_context_id is not None
         self.context_id, self._next_context_id = self._next_context_id, None
+        self._audio_seconds = self._segment_at = 0.0  # the new context's timings start at 0
         ops = self._journal
         self._flushes_owed = sum(1 for kind, _ in ops if kind == "flush")
         self._end_owed = any(kind == "end" for kind, _ in ops)
@@ -561,6 +632,7 @@ class ContextSession:
             if not event.audio:
                 return Action(Act.NOTICE, event, "chunk without audio")
             self.audio_since_ack = True
+            self._audio_seconds += len(event.audio) / self._bytes_per_second
             return Action(Act.DELIVER, event, audio=event.audio)
         if isinstance(event, FlushDone):
             if self._flushes_owed == 0:
@@ -570,6 +642,7 @@ class ContextSession:
             cut = next(i for i, (kind, _) in enumerate(self._journal) if kind == "flush")
             del self._journal[: cut + 1]
             self.audio_since_ack = False
+            self._segment_at = self._audio_seconds
             return Action(Act.SEGMENT_DONE, event)
         if isinstance(event, Done):
             if not self._end_owed:
@@ -581,4 +654,7 @@ class ContextSession:
             self._journal.clear()
             self.phase = Phase.DONE
             return Action(Act.STREAM_DONE, event)
+        if isinstance(event, Timestamps) and event.words:
+            at = -self._segment_at
+            return Action(Act.NOTICE, event, words=tuple(w.shifted(at) for w in event.words))
         return Action(Act.NOTICE, event)

@@ -25,7 +25,51 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, CharWords, ProtocolStateError, WordTiming
+
+__all__ = [
+    "CLOSE_SOCKET",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_INACTIVITY_TIMEOUT",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODINGS",
+    "KEY_HINT",
+    "MAX_CONTEXTS",
+    "MAX_INACTIVITY_TIMEOUT",
+    "PATH_TEMPLATE",
+    "PROVIDER",
+    "TEXT_NORMALIZATION",
+    "UNSUPPORTED_MODELS",
+    "Alignment",
+    "Audio",
+    "ContextSession",
+    "ErrorMessage",
+    "Final",
+    "FlushDone",
+    "Malformed",
+    "Message",
+    "Phase",
+    "PronunciationDictionary",
+    "ServerEvent",
+    "StreamOptions",
+    "Unknown",
+    "VoiceSettings",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "encode_close_context",
+    "encode_flush",
+    "encode_init",
+    "encode_keepalive",
+    "encode_text",
+    "output_format",
+    "parse",
+    "parse_output_format",
+    "resolve_format",
+]
 
 PROVIDER = "elevenlabs"
 DEFAULT_BASE_URL = "wss://api.elevenlabs.io"
@@ -324,10 +368,17 @@ CLOSE_SOCKET = _dumps({"close_socket": True})
 # --------------------------------------------------------------------------- events
 
 
+#: Characters with their (start, end) in seconds from the start of the message's audio.
+Alignment = tuple[tuple[str, float, float], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Audio:
+    """Audio of a context; ``alignment`` times its characters, relative to this chunk."""
+
     data: bytes
     context_id: str | None
+    alignment: Alignment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +387,7 @@ class Final:
 
     context_id: str | None
     data: bytes = b""
+    alignment: Alignment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +429,31 @@ def _context_id(msg: dict[str, Any]) -> str | None:
     return None
 
 
+def _alignment(value: object) -> Alignment | None:
+    """``alignment``: ``chars``, ``charStartTimesMs``, ``charDurationsMs`` (per chunk).
+
+    The times count from the start of the message's own audio chunk (clients add up the
+    chunks, as the SDK's examples do); ``None`` when absent or inconsistent.
+    """
+    if not isinstance(value, dict):
+        return None
+    chars = value.get("chars")
+    starts = value.get("charStartTimesMs")
+    durations = value.get("charDurationsMs", value.get("charsDurationsMs"))
+    if not (isinstance(chars, list) and isinstance(starts, list) and isinstance(durations, list)):
+        return None
+    if not len(chars) == len(starts) == len(durations):
+        return None
+    out: list[tuple[str, float, float]] = []
+    for c, a, d in zip(chars, starts, durations, strict=True):
+        if not isinstance(c, str) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in (a, d)
+        ):
+            return None
+        out.append((c, a / 1000.0, (a + d) / 1000.0))
+    return tuple(out)
+
+
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (the server sends JSON text only)."""
     if isinstance(frame, bytes | bytearray | memoryview):
@@ -403,10 +480,11 @@ def parse(frame: str | bytes) -> ServerEvent:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError) as exc:
             return Malformed(f"audio is not base64: {exc}", frame[:200])
+    alignment = _alignment(msg.get("alignment"))
     if msg.get("isFinal") is True or msg.get("is_final") is True:
-        return Final(ctx, data)
+        return Final(ctx, data, alignment)
     if data:
-        return Audio(data, ctx)
+        return Audio(data, ctx, alignment)
     kind = msg.get("type")
     if kind == "flush_done":
         return FlushDone(ctx)
@@ -508,6 +586,11 @@ class ContextSession:
 
     Text is sent in whole words, each message ending with a space; a trailing partial word
     (an LLM token cut mid-word) waits for more text, a flush or the end of input.
+
+    Word timings: each audio message's ``alignment`` counts from the start of its own
+    chunk; the session adds the seconds of the context's audio before it (from the raw
+    wire encoding's bytes) and groups the characters into words on :attr:`Action.words`,
+    relative to the context's start (the stream's only segment).
     """
 
     #: Every message carries a context id: after a cancel the connection can be reused at
@@ -527,6 +610,18 @@ class ContextSession:
         self._owed_first_audio = False  # flushed, and no audio since
         self._journal: list[Message] = []  # everything sent in this context
         self.audio_received = False
+        self._words = CharWords()
+        self._audio_seconds = 0.0  # of this context, for chunk-relative alignments
+        width = 2 if self._options.encoding == "linear16" else 1
+        self._bytes_per_second = float(width * self._options.sample_rate)
+
+    def _timed(self, data: bytes, alignment: Alignment | None) -> tuple[WordTiming, ...]:
+        """Words completed by a chunk's alignment; advances the context's audio clock."""
+        offset = self._audio_seconds
+        self._audio_seconds += len(data) / self._bytes_per_second
+        if alignment is None:
+            return ()
+        return self._words.feed((c, a + offset, b + offset) for c, a, b in alignment)
 
     # -- client side
     def _require_open(self, what: str) -> None:
@@ -648,14 +743,16 @@ class ContextSession:
             if self.phase in (Phase.OPEN, Phase.CLOSING):
                 self.audio_received = True
                 self._owed_first_audio = False
-                return Action(Act.DELIVER, event, audio=event.data)
+                words = self._timed(event.data, event.alignment)
+                return Action(Act.DELIVER, event, audio=event.data, words=words)
             return Action(Act.DROP, event, f"audio while {self.phase.value}")
         if isinstance(event, Final):
             if event.context_id != self.context_id:
                 return Action(Act.DROP, event, f"isFinal of another context ({event.context_id})")
             if self.phase is Phase.CLOSING:
                 self.phase = Phase.DONE
-                return Action(Act.STREAM_DONE, event, audio=event.data)
+                words = self._timed(event.data, event.alignment) + self._words.finish()
+                return Action(Act.STREAM_DONE, event, audio=event.data, words=words)
             if self.phase is Phase.OPEN:
                 if self._unflushed or self._owed_first_audio:
                     return Action(

@@ -10,10 +10,20 @@ The driver in :mod:`antiphon.services.ws_tts` only ever looks at actions, so whe
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from antiphon.errors import ProtocolStateError as ProtocolStateError
+
+__all__ = [
+    "Act",
+    "Action",
+    "CharWords",
+    "ProtocolStateError",
+    "TTSSession",
+    "WordTiming",
+]
 
 
 class Act(enum.Enum):
@@ -29,11 +39,65 @@ class Act(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One spoken word and where it lies in the audio, in seconds.
+
+    In an :class:`Action`, times count from the start of the current segment's audio
+    (what one flush answers); on a synthesis stream, from the start of the stream's audio.
+    """
+
+    word: str
+    start: float
+    end: float
+
+    def shifted(self, offset: float) -> WordTiming:
+        return WordTiming(self.word, self.start + offset, self.end + offset)
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     act: Act
     event: object
     note: str = ""
     audio: bytes = b""
+    words: tuple[WordTiming, ...] = ()
+    """Words whose timings this message gave (segment-relative; see :class:`WordTiming`)."""
+
+
+class CharWords:
+    """Per-character timings (xAI, ElevenLabs) → whole words, across messages.
+
+    A word may be cut between two messages: its characters wait here until a space (or
+    :meth:`finish`, at the end of a segment) closes it. Times are taken as given; the
+    caller makes them segment-relative.
+    """
+
+    def __init__(self) -> None:
+        self._chars: list[str] = []
+        self._start = 0.0
+        self._end = 0.0
+
+    def feed(self, chars: Iterable[tuple[str, float, float]]) -> tuple[WordTiming, ...]:
+        """Characters with their (start, end); returns the words they completed."""
+        out: list[WordTiming] = []
+        for char, start, end in chars:
+            if char.isspace():
+                out.extend(self.finish())
+                continue
+            if not self._chars:
+                self._start = start
+            self._chars.append(char)
+            self._end = max(self._end, end)
+        return tuple(out)
+
+    def finish(self) -> tuple[WordTiming, ...]:
+        """The word still open, if any (the segment ended)."""
+        if not self._chars:
+            return ()
+        word = WordTiming("".join(self._chars), self._start, max(self._start, self._end))
+        self._chars.clear()
+        self._end = 0.0
+        return (word,)
 
 
 class TTSSession(Protocol):

@@ -24,7 +24,50 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, CharWords, ProtocolStateError
+
+__all__ = [
+    "AUTH_CLOSE_CODES",
+    "CODECS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_LANGUAGE",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_VOICE",
+    "ENCODING_ALIASES",
+    "G711_SAMPLE_RATES",
+    "LANGUAGES",
+    "LATENCY_LEVELS",
+    "MAX_DELTA_CHARS",
+    "PATH",
+    "PROVIDER",
+    "RETRYABLE_CLOSE_CODES",
+    "SAMPLE_RATES",
+    "SPEED_RANGE",
+    "TEXT_CLEAR",
+    "TEXT_DONE",
+    "VOICES",
+    "AudioClear",
+    "AudioDelta",
+    "AudioDone",
+    "ErrorMessage",
+    "Malformed",
+    "Message",
+    "Phase",
+    "ServerEvent",
+    "Timestamps",
+    "Unknown",
+    "XAIOptions",
+    "XAISession",
+    "auth_headers",
+    "build_url",
+    "canonical_encoding",
+    "canonical_language",
+    "close_error",
+    "encode_text_delta",
+    "parse",
+    "split_text",
+]
 
 PROVIDER = "xai"
 DEFAULT_BASE_URL = "wss://api.x.ai"
@@ -269,7 +312,7 @@ def _timestamps(value: object) -> Timestamps | None:
     if not isinstance(value, dict):
         return None
     chars, times = value.get("graph_chars"), value.get("graph_times")
-    if not isinstance(chars, list) or not isinstance(times, list):
+    if not isinstance(chars, list) or not isinstance(times, list) or len(chars) != len(times):
         return None
     pairs: list[tuple[float, float]] = []
     for t in times:
@@ -383,6 +426,10 @@ class XAISession:
     - ``audio.done`` answers the oldest outstanding ``text.done``; with none owed it is
       dropped, so an extra marker can never end a later stream;
     - ``audio.clear`` ends a cancel; ``error`` fails the stream.
+
+    Word timings (``with_timestamps=true``): the per-character ``audio_timestamps``
+    (seconds from the utterance's start, which is where a segment starts) are grouped into
+    words on :attr:`Action.words`; a word still open at ``audio.done`` ends there.
     """
 
     #: No utterance ids on the wire: after text.clear, wait for audio.clear before reuse.
@@ -399,6 +446,7 @@ class XAISession:
         self._journal: list[Message] = []
         self.audio_since_ack = False
         self.trace_ids: list[str] = []
+        self._words = CharWords()
 
     # -- client side
     def _require_open(self, what: str) -> None:
@@ -462,6 +510,7 @@ class XAISession:
         self.pending_flushes = 0
         self._unflushed = False
         self._journal.clear()
+        self._words = CharWords()
         return [TEXT_CLEAR]
 
     def replay(self) -> list[Message] | None:
@@ -474,6 +523,7 @@ class XAISession:
         """Start over on a fresh connection with the journal; returns what to send."""
         msgs = list(self._journal)
         self.phase = Phase.ACTIVE if msgs else Phase.IDLE
+        self._words = CharWords()
         return msgs
 
     # -- server side
@@ -484,10 +534,16 @@ class XAISession:
         if isinstance(event, AudioDelta):
             if not self.utterance_open:
                 return Action(Act.DROP, event, f"audio while {self._state_note()}")
+            ts = event.timestamps
+            words = (
+                self._words.feed((c, a, b) for c, (a, b) in zip(ts.chars, ts.times, strict=True))
+                if ts is not None
+                else ()
+            )
             if not event.data:
-                return Action(Act.NOTICE, event, "audio.delta without audio")
+                return Action(Act.NOTICE, event, "audio.delta without audio", words=words)
             self.audio_since_ack = True
-            return Action(Act.DELIVER, event, audio=event.data)
+            return Action(Act.DELIVER, event, audio=event.data, words=words)
         if isinstance(event, AudioDone):
             if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
                 return Action(Act.DROP, event, f"audio.done while {self._state_note()}")
@@ -497,10 +553,11 @@ class XAISession:
             if TEXT_DONE in self._journal:
                 del self._journal[: self._journal.index(TEXT_DONE) + 1]
             self.audio_since_ack = False
+            words = self._words.finish()
             if self.pending_flushes == 0 and self.input_ended:
                 self.phase = Phase.IDLE
-                return Action(Act.STREAM_DONE, event)
-            return Action(Act.SEGMENT_DONE, event)
+                return Action(Act.STREAM_DONE, event, words=words)
+            return Action(Act.SEGMENT_DONE, event, words=words)
         if isinstance(event, AudioClear):
             if self.phase is Phase.CLEARING:
                 self.phase = Phase.IDLE

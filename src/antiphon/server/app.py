@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from antiphon.aio.clock import Clock, MonotonicClock
-from antiphon.audio.recording import CallRecorder
+from antiphon.audio.recording import CallRecorder, call_recorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json
 from antiphon.protocols import twilio as tw
@@ -133,8 +133,10 @@ def create_app(
             and, through ``GET /webrtc/config``, to the page's.
         carriers: the secrets that check Telnyx, Plivo, Vonage and Exotel requests
             (:mod:`antiphon.server.telephony`; None: none checked).
-        record_dir: record every ``/ws/agent`` call to one stereo WAV in this folder
-            (``call-<time>-<id>.wav``: the user left, the agent right; None: no recording).
+        record_dir: record every call to one stereo WAV in this folder (the user left,
+            the agent right; None: no recording): ``call-<time>-<id>.wav`` for
+            ``/ws/agent``, ``twilio-…`` (and each carrier's name) for phone calls,
+            ``webrtc-…`` for WebRTC.
 
     Raises:
         ConfigError: an empty token or carrier secret, limits that make no sense, or a
@@ -261,7 +263,8 @@ def create_app(
             sdp, kind = str(offer["sdp"]), str(offer["type"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
-        call = WebRTCCall(agent.new_session(), ice_servers)
+        recorder = call_recorder(record_dir, "webrtc") if record_dir is not None else None
+        call = WebRTCCall(agent.new_session(), ice_servers, recorder=recorder)
         if not registry.admit(call):
             await call.aclose()
             return JSONResponse({"error": "too many sessions"}, status_code=503)
@@ -426,7 +429,10 @@ def create_app(
                     await guard.close(UNAUTHORIZED, "missing or wrong token")
                     return
             guard.unread(*preface)
-            bridge = TwilioBridge(agent.new_session(), guard, send_timeout=lim.send_timeout)
+            recorder = call_recorder(record_dir, "twilio") if record_dir is not None else None
+            bridge = TwilioBridge(
+                agent.new_session(), guard, send_timeout=lim.send_timeout, recorder=recorder
+            )
             guard.on_expire = bridge.end
             await run_call(bridge)
 
@@ -434,7 +440,7 @@ def create_app(
     add_carrier_routes(
         app, agent=agent, secrets=carriers or CarrierSecrets(), token=token,
         public_url=public_url, limits=lim, clock=clock, tickets=tickets, watched=watched,
-        run_call=run_call,
+        run_call=run_call, record_dir=record_dir,
     )  # fmt: skip
     add_twilio_amd_route(
         app, registry=registry, twilio_auth_token=twilio_auth_token, token=token,
@@ -498,7 +504,7 @@ def serve(
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then drain active calls (bounded) and stop.
 
-    ``record_dir``: record each ``/ws/agent`` call there (see :func:`create_app`).
+    ``record_dir``: record each call there (see :func:`create_app`).
 
     ``carriers`` None: the carriers' secrets from the environment
     (:meth:`~antiphon.server.telephony.CarrierSecrets.from_env`).

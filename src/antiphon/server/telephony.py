@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from antiphon.aio.clock import Clock
+from antiphon.audio.recording import call_recorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
@@ -251,8 +252,10 @@ def add_carrier_routes(
     tickets: TicketBook,
     watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
     run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+    record_dir: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Serve every carrier of :data:`CARRIERS` (see the module docstring)."""
+    """Serve every carrier of :data:`CARRIERS` (see the module docstring); with
+    ``record_dir``, each call is recorded there (``<carrier>-<time>-<id>.wav``)."""
     secrets.check()
 
     def public(base: str, path: str) -> str:
@@ -271,7 +274,16 @@ def add_carrier_routes(
         app.add_api_websocket_route(
             f"/{carrier.name}/media",
             _media_handler(
-                carrier, secrets, token, limits, clock, tickets, agent, watched, run_call
+                carrier,
+                secrets,
+                token,
+                limits,
+                clock,
+                tickets,
+                agent,
+                watched,
+                run_call,
+                record_dir,
             ),
         )
 
@@ -333,6 +345,7 @@ def _media_handler(
     agent: AgentFactory,
     watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
     run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+    record_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[WebSocket], Awaitable[None]]:
     secret = carrier.secret(secrets)
     name = carrier.name
@@ -374,9 +387,10 @@ def _media_handler(
             if not preface:
                 return  # gone before saying anything
             guard.unread(*preface)
+            recorder = call_recorder(record_dir, name) if record_dir is not None else None
             bridge = TwilioBridge(
                 agent.new_session(), guard, send_timeout=limits.send_timeout,
-                dialect=carrier.dialect,
+                dialect=carrier.dialect, recorder=recorder,
             )  # fmt: skip
             guard.on_expire = bridge.end
             await run_call(bridge)

@@ -8,6 +8,12 @@ is bounded by :class:`TTSDeadlines`; only waiting for the caller's own text is n
 Plugins implement :meth:`SynthesisStream._run`: a single loop that owns the protocol
 state and takes every input — the caller's text and the server's messages — from one
 mailbox, so no flag is ever shared between tasks.
+
+Word timings travel beside the audio, not in it: :attr:`SynthesisStream.words` is
+``None`` for a provider that sends none (nothing is invented here; a consumer that wants
+timings estimates them itself and says so), and otherwise a list of
+:class:`WordTiming` (seconds from the start of the stream's audio) that grows as the
+provider's timing messages arrive — with or shortly after the audio they describe.
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ from antiphon.aio.stream import StreamState as StreamState
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.protocols.tts_session import WordTiming
+
+__all__ = [
+    "TTS",
+    "EndInput",
+    "FlushInput",
+    "FlushSegmentStream",
+    "StreamState",
+    "SynthesisStream",
+    "TTSDeadlines",
+    "TextInput",
+    "WordTiming",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +90,9 @@ class SynthesisStream(InputStream[AudioFrame]):
     Use as ``async with tts.stream() as s`` so ``aclose()`` runs; iterate it for audio.
     Iteration ends when the stream completes or is cancelled and raises the typed error
     when it failed (after yielding the audio received before the failure).
+
+    ``words``: the provider's word timings so far (see the module docstring), ``None``
+    when its service sends none.
     """
 
     def __init__(
@@ -82,10 +104,12 @@ class SynthesisStream(InputStream[AudioFrame]):
         generation: int,
         owner: TaskOwner,
         close_timeout: float,
+        word_timings: bool = False,
     ) -> None:
         super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
         self.sample_rate = sample_rate
         self.channels = channels
+        self.words: list[WordTiming] | None = [] if word_timings else None
         self.audio_seconds = 0.0
         self._audio_counted = 0.0  # the part of audio_seconds already in the metric
         self._audio_metric = metrics.TTS_AUDIO_SECONDS.labels(provider)
@@ -120,6 +144,11 @@ class SynthesisStream(InputStream[AudioFrame]):
         if self._state is StreamState.RUNNING and frame.data:
             self.audio_seconds += frame.duration
             self._out.send_nowait(frame)
+
+    def _emit_words(self, words: tuple[WordTiming, ...], offset: float) -> None:
+        """Add the provider's ``words``, shifted by ``offset`` to stream-relative time."""
+        if self.words is not None and self._state is StreamState.RUNNING:
+            self.words.extend(w.shifted(offset) if offset else w for w in words)
 
     def _count_audio(self) -> None:
         """Add the audio emitted since the last call to the audio-seconds metric.
@@ -171,10 +200,14 @@ class TTS(ProviderService[SynthesisStream]):
 
     Owns every task its streams start; ``aclose()`` cancels live streams and closes
     connections within its deadline. Use ``async with`` or call ``aclose()``.
+
+    ``word_timings``: the service sends word timings as configured (its streams'
+    :attr:`SynthesisStream.words` is a list, else ``None``); a plugin sets it.
     """
 
     provider: ClassVar[str] = "tts"
     kind: ClassVar[str] = "TTS"
+    word_timings: bool = False
 
     def __init__(
         self, *, sample_rate: int, channels: int = 1, deadlines: TTSDeadlines | None = None

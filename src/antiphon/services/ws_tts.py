@@ -20,6 +20,10 @@ mapping of close codes to errors. This module does the rest, once, for all of th
 - first-audio and idle deadlines bound every wait, with one timer per stream: progress
   only moves a timestamp, and the timer, when it fires early, sets itself again at the
   new due time (no timer per message).
+- word timings (:attr:`Action.words <antiphon.protocols.tts_session.Action.words>`,
+  segment-relative) are shifted by the stream's audio seconds where the segment began
+  and added to :attr:`SynthesisStream.words` in the reader, before the audio of the same
+  message is delivered.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ from antiphon.services.tts import (
     TextInput,
     TTSDeadlines,
 )
+
+__all__ = [
+    "WebSocketSynthesisStream",
+    "WebSocketTTS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +232,9 @@ class WebSocketSynthesisStream(SynthesisStream):
             generation=generation,
             owner=tts._tasks,
             close_timeout=tts.deadlines.close,
+            word_timings=tts.word_timings,
         )
+        self._segment_at = 0.0  # stream audio seconds where the current segment began
 
     # -- connection handling
     async def _attach(self) -> WsConnection:
@@ -251,6 +262,8 @@ class WebSocketSynthesisStream(SynthesisStream):
         """One server message, in the reader's context; False once the reader is done."""
         action = self._session.feed(data)
         act = action.act
+        if action.words:
+            self._emit_words(action.words, self._segment_at)
         if act is Act.DELIVER:
             now = self._loop.time()
             if not self._heard:
@@ -265,6 +278,7 @@ class WebSocketSynthesisStream(SynthesisStream):
             if action.audio:  # some protocols put audio in the done marker
                 self._deliver(action.audio)
             self._heard = False
+            self._segment_at = self.audio_seconds
             self._progress_at = self._loop.time()
             self._count_audio()
             if self._flush_times:
@@ -315,6 +329,8 @@ class WebSocketSynthesisStream(SynthesisStream):
         if old is not None:
             self._tts.pool.discard(old)
         self._carry = b""
+        if self.words:  # timings of the lost segment (no audio of it came) are sent again
+            self.words[:] = [w for w in self.words if w.start < self._segment_at]
         await self._attach()
         await self._send(self._session.reset_for_replay())
         self._progress_at = self._loop.time()

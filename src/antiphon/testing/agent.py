@@ -32,6 +32,7 @@ import numpy.typing as npt
 from antiphon.aio.clock import Clock, MonotonicClock, VirtualClock
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ProviderError
+from antiphon.protocols.tts_session import CharWords
 from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines
 from antiphon.services.stt import (
     STT,
@@ -43,10 +44,25 @@ from antiphon.services.stt import (
     Transcript,
 )
 from antiphon.services.tools import FunctionTool
-from antiphon.services.tts import TTS, SynthesisStream, TextInput
+from antiphon.services.tts import TTS, SynthesisStream, TextInput, WordTiming
 from antiphon.services.tts import EndInput as TTSEnd
 from antiphon.services.vad import VAD, VADOptions
-from antiphon.testing.synth import tone_for_text
+from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
+
+__all__ = [
+    "RATE",
+    "Conversation",
+    "EnergyVAD",
+    "Heard",
+    "LLMReply",
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "ToneTTS",
+    "ToolCallScript",
+    "doubles_agent",
+    "silence",
+    "speech",
+]
 
 if TYPE_CHECKING:
     from antiphon.agent.events import AgentEvent
@@ -276,6 +292,9 @@ class ToneTTS(TTS):
 
     ``chunk_delay``: seconds between chunks on ``clock`` (0 yields only).
     ``fail_on``: texts containing this fail the stream after the first chunk.
+    ``word_timings``: send word timings like a provider that has them: each character
+    takes :data:`~antiphon.testing.synth.SECONDS_PER_CHAR` of the tone, and a word's
+    timing comes with the chunk its first character plays in, before that chunk's audio.
     """
 
     provider: ClassVar[str] = "tone-tts"
@@ -288,8 +307,10 @@ class ToneTTS(TTS):
         chunk_delay: float = 0.0,
         fail_on: str | None = None,
         clock: Clock | None = None,
+        word_timings: bool = False,
     ) -> None:
         super().__init__(sample_rate=sample_rate)
+        self.word_timings = word_timings
         self.clock: Clock = clock or MonotonicClock()
         self.chunk = chunk
         self.chunk_delay = chunk_delay
@@ -310,6 +331,7 @@ class _ToneStream(SynthesisStream):
             generation=generation,
             owner=tts._tasks,
             close_timeout=1.0,
+            word_timings=tts.word_timings,
         )
 
     async def _run(self) -> None:
@@ -329,12 +351,27 @@ class _ToneStream(SynthesisStream):
         tts = self._tts
         pcm = tone_for_text(text, tts.sample_rate)
         step = round(tts.chunk * tts.sample_rate) * 2
+        offset = self.audio_seconds  # where this segment starts in the stream
+        words = list(_tone_words(text)) if tts.word_timings else []
         for i, start in enumerate(range(0, len(pcm), step)):
             if tts.fail_on is not None and tts.fail_on in text and i == 1:
                 raise ProviderError("injected TTS failure", provider=tts.provider, stage="stream")
             await _pause(tts.clock, tts.chunk_delay)
+            end = (start + step) / 2 / tts.sample_rate
+            due = tuple(w for w in words if w.start < end)
+            if due:
+                del words[: len(due)]
+                self._emit_words(due, offset)
             self._emit(AudioFrame(pcm[start : start + step], tts.sample_rate, 1, self.generation))
         tts.spoken.append(text)
+
+
+def _tone_words(text: str) -> tuple[WordTiming, ...]:
+    """The words of ``text`` timed over its tone, :data:`SECONDS_PER_CHAR` a character."""
+    chars = CharWords()
+    step = SECONDS_PER_CHAR
+    timed = chars.feed((c, i * step, (i + 1) * step) for i, c in enumerate(text))
+    return timed + chars.finish()
 
 
 # ---------------------------------------------------------------------- conversation

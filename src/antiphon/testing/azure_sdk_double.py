@@ -7,7 +7,8 @@
 enums the plugin uses. A background "native" thread per synthesizer plays the service:
 when a request's input is closed it fires ``synthesis_started``, ``synthesizing`` with
 :func:`~antiphon.testing.azure.synthesize` audio, then ``synthesis_completed`` — from
-that thread, as the real SDK calls back from its own threads.
+that thread, as the real SDK calls back from its own threads. With a handler on
+``synthesis_word_boundary``, word and punctuation boundaries come ahead of their audio.
 
 Every call is recorded with the thread it ran on (:attr:`SdkDouble.calls`), and every
 step can be made to block until released (:meth:`SdkDouble.block`) or to raise
@@ -22,8 +23,10 @@ another thread, as a native thread already in flight would).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import itertools
+import re
 import threading
 import types
 import weakref
@@ -34,6 +37,20 @@ from typing import Any
 
 from antiphon.protocols import azure_tts as az
 from antiphon.testing.azure import synthesize
+from antiphon.testing.synth import SECONDS_PER_CHAR
+
+__all__ = [
+    "STEPS",
+    "Call",
+    "CancellationErrorCode",
+    "CancellationReason",
+    "PropertyId",
+    "ResultReason",
+    "SdkDouble",
+    "SpeechSynthesisBoundaryType",
+    "SpeechSynthesisOutputFormat",
+    "SpeechSynthesisRequestInputType",
+]
 
 STEPS = (
     "SpeechConfig",
@@ -47,6 +64,12 @@ STEPS = (
     "release",
 )
 _RAW_FORMATS = [f.sdk_name for f in az.OUTPUT_FORMATS.values() if f.container == "raw"]
+
+
+class SpeechSynthesisBoundaryType(enum.Enum):
+    Word = 0
+    Punctuation = 1
+    Sentence = 2
 
 
 class ResultReason(enum.Enum):
@@ -120,6 +143,41 @@ class _Result:
 @dataclass
 class _Event:
     result: _Result
+
+
+@dataclass
+class _WordEvent:
+    """``SpeechSynthesisWordBoundaryEventArgs``: offsets from the request's audio start."""
+
+    result_id: str
+    audio_offset: int  # 100 ns ticks
+    duration: datetime.timedelta
+    text: str
+    text_offset: int
+    word_length: int
+    boundary_type: SpeechSynthesisBoundaryType
+
+
+def _boundaries(result_id: str, text: str) -> list[tuple[float, _WordEvent]]:
+    """The service's word and punctuation boundaries of ``text`` over its tone
+    (:data:`~antiphon.testing.synth.SECONDS_PER_CHAR` a character of the stripped text),
+    with the start of each in seconds: words without their trailing punctuation, which
+    has its own ``Punctuation`` boundary, as the service sends them."""
+    spoken = text.strip()
+    out: list[tuple[float, _WordEvent]] = []
+    for m in re.finditer(r"\w[\w'-]*|[^\w\s]+", spoken):
+        kind = (
+            SpeechSynthesisBoundaryType.Word
+            if m.group()[0].isalnum() or m.group()[0] == "_"
+            else SpeechSynthesisBoundaryType.Punctuation
+        )
+        start = m.start() * SECONDS_PER_CHAR
+        ticks = round(start * 10_000_000)
+        length = datetime.timedelta(seconds=len(m.group()) * SECONDS_PER_CHAR)
+        offset = text.index(spoken) + m.start()
+        event = _WordEvent(result_id, ticks, length, m.group(), offset, len(m.group()), kind)
+        out.append((start, event))
+    return out
 
 
 class SdkDouble:
@@ -288,6 +346,7 @@ class _Core:
         self.canceled = _Signal(double, "synthesis_canceled")
         self.connected = _Signal(double, "connected")
         self.disconnected = _Signal(double, "disconnected")
+        self.word_boundary = _Signal(double, "synthesis_word_boundary")
 
     def enqueue(self, pending: _Pending) -> None:
         with self.cond:
@@ -362,10 +421,14 @@ class _Core:
             audio = synthesize(text, self.fmt.name)
             step = self.double.chunk_bytes
             stopped = False
+            boundaries = _boundaries(p.result_id, text) if self.word_boundary.callbacks else []
+            per_second = self.fmt.sample_rate * self.fmt.sample_width
             for pos in range(0, len(audio), step):
                 if self.stopped or self.shutdown:
                     stopped = True
                     break
+                while boundaries and boundaries[0][0] < (pos + step) / per_second:
+                    self.word_boundary.signal(boundaries.pop(0)[1])  # ahead of its audio
                 chunk = _Result(
                     p.result_id, ResultReason.SynthesizingAudio, audio[pos : pos + step]
                 )
@@ -458,6 +521,7 @@ def _make_module(double: SdkDouble) -> types.ModuleType:
             self.synthesizing = self._core.synthesizing
             self.synthesis_completed = self._core.completed
             self.synthesis_canceled = self._core.canceled
+            self.synthesis_word_boundary = self._core.word_boundary
             self._ids = itertools.count(1)
             double.synthesizers.add(self)
 
@@ -505,6 +569,7 @@ def _make_module(double: SdkDouble) -> types.ModuleType:
         SpeechSynthesisOutputFormat=SpeechSynthesisOutputFormat,
         PropertyId=PropertyId,
         ResultReason=ResultReason,
+        SpeechSynthesisBoundaryType=SpeechSynthesisBoundaryType,
         CancellationReason=CancellationReason,
         CancellationErrorCode=CancellationErrorCode,
         Connection=Connection,

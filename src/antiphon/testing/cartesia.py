@@ -197,6 +197,7 @@ class _Context:
         self.task: asyncio.Task[None] | None = None
         self.current_audio = b""
         self.current_pos = 0
+        self.audio_seconds = 0.0  # spoken in this context before the current job
 
     @property
     def width(self) -> int:
@@ -438,14 +439,18 @@ class _Conn(WsConnection):
         ):
             return False
         ctx.current_audio = b""
+        seconds = len(audio) / ctx.width / ctx.sample_rate
         if ctx.timestamps and job.text.strip():
-            await self._send_timestamps(ctx, job)
+            await self._send_timestamps(ctx, job, seconds)
+        ctx.audio_seconds += seconds
         return True
 
-    async def _send_timestamps(self, ctx: _Context, job: _Job) -> None:
+    async def _send_timestamps(self, ctx: _Context, job: _Job, seconds: float) -> None:
+        """Word timings of a job, spread evenly over its audio, in seconds from the start
+        of the context's audio (as the service counts them, across flushes)."""
         words = job.text.split()
-        each = len(synthesize(job.text, "pcm_s16le", ctx.sample_rate)) / 2 / ctx.sample_rate
-        each /= max(1, len(words))
+        each = seconds / max(1, len(words))
+        base = ctx.audio_seconds
         await self.send_json(
             {
                 "type": "timestamps",
@@ -455,8 +460,8 @@ class _Conn(WsConnection):
                 "flush_id": job.flush_id,
                 "word_timestamps": {
                     "words": words,
-                    "start": [round(i * each, 3) for i in range(len(words))],
-                    "end": [round((i + 1) * each, 3) for i in range(len(words))],
+                    "start": [round(base + i * each, 3) for i in range(len(words))],
+                    "end": [round(base + (i + 1) * each, 3) for i in range(len(words))],
                 },
             }
         )

@@ -58,7 +58,7 @@ from antiphon.errors import ConfigError
 from antiphon.protocols import elevenlabs_tts as el
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
-from antiphon.testing.synth import tone_for_text
+from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -117,6 +117,32 @@ def synthesize(text: str, encoding: str, sample_rate: int) -> bytes:
     if encoding == "alaw":
         return bytes(alaw_encode(pcm))
     return pcm
+
+
+def char_times(text: str) -> list[tuple[str, float, float]]:
+    """Each character of ``text`` with its (start, end) in the fake's audio for it, and
+    the space the client sent after it (the text is sent in words that end with one),
+    timed at the end of the audio."""
+    step = SECONDS_PER_CHAR
+    times = [(c, i * step, (i + 1) * step) for i, c in enumerate(text)]
+    return [*times, (" ", len(text) * step, len(text) * step)]
+
+
+def alignment(
+    timings: list[tuple[str, float, float]], start: float, end: float
+) -> dict[str, Any] | None:
+    """The ``alignment`` of the chunk ``[start, end)`` (seconds into the flush's audio;
+    ``end`` is infinite for the last chunk): the characters that begin in it, in
+    milliseconds from the chunk's start, as the service sends them (chunk-relative, so a
+    client adds up the chunks)."""
+    chars = [(c, a, b) for c, a, b in timings if start <= a < end]
+    if not chars:
+        return None
+    return {
+        "chars": [c for c, _, _ in chars],
+        "charStartTimesMs": [round((a - start) * 1000) for _, a, _ in chars],
+        "charDurationsMs": [round((b - a) * 1000) for _, a, b in chars],
+    }
 
 
 @dataclass
@@ -284,11 +310,13 @@ class _Conn(WsConnection):
             raise ConnectionClosed(None, None)
         await self.ws.send(json.dumps(obj))
 
-    async def send_audio(self, ctx: _Context, chunk: bytes) -> None:
+    async def send_audio(
+        self, ctx: _Context, chunk: bytes, alignment: dict[str, Any] | None = None
+    ) -> None:
         msg: dict[str, Any] = {
             "audio": base64.b64encode(chunk).decode("ascii"),
-            "normalizedAlignment": None,
-            "alignment": None,
+            "normalizedAlignment": alignment,
+            "alignment": alignment,
             "contextId": ctx.id,
         }
         if self.stats.record_send_times:
@@ -483,8 +511,15 @@ class _Conn(WsConnection):
             ctx.stop_after = 0
             return True
 
+        timings = char_times(normalize_text(text))
+        bytes_per_second = self.width * self.sample_rate
+        sent = 0
+
         async def send(chunk: bytes) -> None:
-            await self.send_audio(ctx, chunk)
+            nonlocal sent
+            start, sent = sent / bytes_per_second, sent + len(chunk)
+            end = sent / bytes_per_second if sent < len(audio) else float("inf")
+            await self.send_audio(ctx, chunk, alignment(timings, start, end))
 
         malformed = ("{this is not json", json.dumps({"type": "SomethingNew", "value": 1}))
         if (

@@ -42,7 +42,7 @@ from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.protocols import xai_tts as xai
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
-from antiphon.testing.synth import tone_for_text
+from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -267,7 +267,10 @@ class _Conn(SpeakerConnection):
         self.stats.audio_bytes += len(chunk)
 
     def _timestamps(self, text: str) -> dict[str, Any]:
-        step = 0.06
+        """Per-character timings over the audio the fake speaks for ``text`` (its
+        stripped characters, :data:`~antiphon.testing.synth.SECONDS_PER_CHAR` each)."""
+        step = SECONDS_PER_CHAR
+        text = text.strip()
         return {
             "graph_chars": list(text),
             "graph_times": [

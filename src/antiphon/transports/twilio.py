@@ -31,6 +31,12 @@ that buffer small and knows what was heard:
   are dropped (and ``clear`` sent, unless nothing was sent since the last one).
 - Marks echoed because of a ``clear`` carry an older epoch and are ignored. A ``mark``
   named ``turn-<generation>`` after each turn tells when Twilio has played it.
+
+Recording (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`): the
+caller's frames where they go to ``session.push_audio``, the agent's paced frames where
+they are sent (once: frames sent again after a false interruption are not added twice;
+the at most ``max_ahead`` seconds that a ``clear`` drops from the carrier's buffer are
+in the file). The recorder is closed when the call ends, however it ends.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from antiphon.agent.events import (
 from antiphon.agent.session import AgentSession
 from antiphon.audio.codecs import ulaw_decode, ulaw_encode
 from antiphon.audio.frame import AudioFrame
+from antiphon.audio.recording import CallRecorder, finish_recording
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import StreamClosedError
 from antiphon.protocols import twilio as tw
@@ -78,8 +85,10 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         mark_every: int = 2,
         mark_timeout: float = 1.0,
         dialect: Dialect = tw.DIALECT,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.dialect = dialect  # the carrier's spelling (protocols/media_stream.py)
+        self.recorder = recorder
         self.name = dialect.name
         super().__init__(session, ws, send_timeout=send_timeout)
         self.max_ahead = max_ahead
@@ -106,6 +115,14 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         self.media_received = 0
         self.clears = 0
         self.dtmf_received = 0
+
+    async def run(self) -> int:
+        """Run the call (see :meth:`CallBridge.run`); the recording is closed after it."""
+        try:
+            return await super().run()
+        finally:
+            if self.recorder is not None:
+                await finish_recording(self.recorder, self.name)
 
     def _on_event(self, event: AgentEvent) -> None:
         if self.state.start is None:
@@ -212,6 +229,8 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             self._generation, self._pending = generation, b""
             self._converter.reset()
         frame = AudioFrame.trusted(pcm, self.session.output.sample_rate)  # a frame's data
+        if self.recorder is not None:
+            self.recorder.agent(frame)
         converted = self._converter.process(frame).data
         self._pending += ulaw_encode(converted) if self.dialect.codec == "mulaw" else converted
         size = self.dialect.frame_bytes  # 20 ms per media message (Exotel: 100 ms)
@@ -270,6 +289,8 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
                     self.session.push_audio(pcm)
                 except StreamClosedError as exc:
                     raise CallEnded(1011, f"the agent ended: {exc}") from None
+                if self.recorder is not None:
+                    self.recorder.user(pcm)
             elif isinstance(event, tw.Stop):
                 raise CallEnded(NORMAL, "the call ended")
 

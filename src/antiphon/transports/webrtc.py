@@ -7,6 +7,12 @@ read by one task into ``session.push_audio``. Packet loss and jitter are WebRTC'
 this module only converts audio: 48 kHz from the browser to the session, the session's
 paced frames (silence between replies) to 48 kHz for the encoder.
 
+Recording (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`): the
+caller's frames where they go to ``session.push_audio``, the agent's where the track
+takes them off the session's output to send them (the silence between replies is not
+fed; the recorder's timeline makes it). :meth:`WebRTCCall.aclose` closes the recorder
+after the reader and the peer connection have stopped, even when it is cancelled.
+
 NAT: the peer connection gathers candidates from the STUN/TURN servers it is given
 (``antiphon serve --ice-server``, :mod:`antiphon.transports.ice`), and from none when
 given none: host candidates only, and no server is contacted (aiortc's own default would
@@ -37,6 +43,7 @@ from av import AudioFrame as AvFrame
 from antiphon.agent.events import AgentEvent, Interrupted
 from antiphon.agent.session import AgentSession
 from antiphon.audio.frame import AudioFrame
+from antiphon.audio.recording import CallRecorder, finish_recording
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.transports.ice import IceServer
@@ -57,9 +64,10 @@ class AgentAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, session: AgentSession) -> None:
+    def __init__(self, session: AgentSession, recorder: CallRecorder | None = None) -> None:
         super().__init__()
         self._session = session
+        self._recorder = recorder
         self._converter = AudioConverter(RATE, 1)
         self._pending = b""
         self._pts = 0
@@ -80,6 +88,9 @@ class AgentAudioTrack(MediaStreamTrack):
             except StreamClosedError:
                 self.stop()
                 raise MediaStreamError from None
+            recorder = self._recorder
+            if recorder is not None and not recorder.closed:
+                recorder.agent(frame)
             self._pending += self._converter.process(frame).data
         data, self._pending = self._pending[:need], self._pending[need:]
         data = data.ljust(need, b"\x00")
@@ -125,14 +136,21 @@ class WebRTCCall:
     """One WebRTC call: :meth:`answer` an offer, then :meth:`wait` for the call's end.
 
     ``ice_servers``: the STUN/TURN servers to gather candidates from (see the module
-    docstring).
+    docstring). ``recorder``: record the call (see the module docstring).
     """
 
-    def __init__(self, session: AgentSession, ice_servers: Sequence[IceServer] = ()) -> None:
+    def __init__(
+        self,
+        session: AgentSession,
+        ice_servers: Sequence[IceServer] = (),
+        *,
+        recorder: CallRecorder | None = None,
+    ) -> None:
         self.session = session
+        self.recorder = recorder
         self.configuration = rtc_configuration(ice_servers)
         self.pc = RTCPeerConnection(self.configuration)
-        self.track = AgentAudioTrack(session)
+        self.track = AgentAudioTrack(session, recorder)
         self._channel: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
@@ -179,9 +197,11 @@ class WebRTCCall:
         try:
             while True:
                 frame = await track.recv()
-                pcm = _pcm16_mono(frame)
+                pcm = AudioFrame(_pcm16_mono(frame), frame.sample_rate, 1)
                 self.frames_received += 1
-                self.session.push_audio(AudioFrame(pcm, frame.sample_rate, 1))
+                self.session.push_audio(pcm)
+                if self.recorder is not None:
+                    self.recorder.user(pcm)
         except (MediaStreamError, StreamClosedError):
             pass
         finally:
@@ -200,12 +220,17 @@ class WebRTCCall:
         await self._done.wait()
 
     async def aclose(self) -> None:
-        """End the call: close the peer connection and the session (bounded)."""
-        self._remove()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await self.pc.close()
-        await self.session.aclose()
+        """End the call: close the peer connection, the session and the recording
+        (bounded; the recording is closed even if this is cancelled)."""
+        try:
+            self._remove()
+            if self._reader is not None:
+                self._reader.cancel()
+                await asyncio.gather(self._reader, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self.pc.close()
+            await self.session.aclose()
+        finally:
+            if self.recorder is not None:
+                await finish_recording(self.recorder, "webrtc")

@@ -63,6 +63,7 @@ from antiphon.services.tts import (
     SynthesisStream,
     TextInput,
     TTSDeadlines,
+    WordTiming,
 )
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class SdkSettings:
     output_format: az.OutputFormat
     properties: Mapping[str, str]
     deployment_id: str | None = None
+    word_boundaries: bool = False
 
 
 # --------------------------------------------------------------------------- events
@@ -152,6 +154,16 @@ class _Done:
 @dataclass(frozen=True, slots=True)
 class _Connected:
     up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """A word boundary: seconds from the start of the request's audio."""
+
+    result_id: str
+    word: str
+    start: float
+    end: float
 
 
 def _name(value: object) -> str:
@@ -283,6 +295,20 @@ class SdkWorker:
                 info = (_name(d.reason), _name(d.error_code), str(d.error_details or ""))
                 post(self._deliver, _Done(str(r.result_id), info))
 
+        def word(evt: Any) -> None:
+            with contextlib.suppress(Exception):
+                if _name(evt.boundary_type) != "Word":
+                    return  # punctuation and sentence boundaries
+                start = evt.audio_offset / 10_000_000  # 100 ns ticks
+                duration = evt.duration
+                seconds = (
+                    duration.total_seconds()
+                    if hasattr(duration, "total_seconds")
+                    else float(duration) / 10_000_000
+                )
+                item = _Word(str(evt.result_id), str(evt.text), start, start + seconds)
+                post(self._deliver, item)
+
         def connected(evt: Any) -> None:
             post(self._deliver, _Connected(True))
 
@@ -296,6 +322,7 @@ class SdkWorker:
             "canceled": canceled,
             "connected": connected,
             "disconnected": disconnected,
+            "word": word,
         }
 
     # -- loop side
@@ -555,8 +582,9 @@ def _build(
         (synth.synthesis_canceled, callbacks["canceled"]),
         (connection.connected, callbacks["connected"]),
         (connection.disconnected, callbacks["disconnected"]),
+        *([(synth.synthesis_word_boundary, callbacks["word"])] if settings.word_boundaries else []),
     ):
-        signal.connect(handler)
+        signal.connect(handler)  # a word-boundary handler makes the SDK ask for them
         native.signals.append(signal)
 
 
@@ -608,6 +636,8 @@ class AzureSdkTTS(TTS):
     ``sample_rate`` or ``output_format``). ``properties`` are extra ``SpeechConfig``
     properties by ``PropertyId`` name. ``max_idle``: synthesizers kept warm for reuse.
     ``sdk``: a stand-in for the ``azure.cognitiveservices.speech`` module (tests).
+    ``word_boundaries``: ask for the SDK's word boundaries (``synthesis_word_boundary``)
+    and surface them as the streams' ``words``.
     """
 
     provider = PROVIDER
@@ -633,6 +663,7 @@ class AzureSdkTTS(TTS):
         deadlines: TTSDeadlines | None = None,
         max_idle: int = 2,
         sdk: Any = None,
+        word_boundaries: bool = False,
     ) -> None:
         if sdk is None and not sdk_installed():
             raise ConfigError(f"AzureSdkTTS needs the Azure Speech SDK; {INSTALL_HINT}")
@@ -682,7 +713,9 @@ class AzureSdkTTS(TTS):
             output_format=fmt,
             properties=props,
             deployment_id=deployment_id,
+            word_boundaries=word_boundaries,
         )
+        self.word_timings = word_boundaries
         self.output_format = fmt
         self.voice = the_voice
         self.max_idle = max_idle
@@ -775,6 +808,7 @@ class _Request:
     heard: bool = False
     replayed: bool = False
     begun: bool = False  # handed to the SDK (one request at a time, see _begin)
+    audio_at: float | None = None  # the stream's audio seconds where this request's begin
 
 
 class AzureSdkSynthesisStream(SynthesisStream):
@@ -792,6 +826,7 @@ class AzureSdkSynthesisStream(SynthesisStream):
             generation=generation,
             owner=tts._tasks,
             close_timeout=tts.deadlines.close,
+            word_timings=tts.word_timings,
         )
 
     async def _run(self) -> None:
@@ -915,9 +950,19 @@ class AzureSdkSynthesisStream(SynthesisStream):
                     continue
                 if not head.heard:
                     metrics.TTS_TTFB.labels(self.provider).observe(loop.time() - progress)
+                    if head.audio_at is None:
+                        head.audio_at = self.audio_seconds
                 head.heard = True
                 progress = loop.time()
                 self._deliver(item.data)
+            elif isinstance(item, _Word):
+                head = reqs[0] if reqs else None
+                if head is None or head.result_id != item.result_id:
+                    continue  # of a request already finished or not ours
+                if head.audio_at is None:  # before its audio: the earlier ones are all out
+                    head.audio_at = self.audio_seconds
+                word = WordTiming(item.word, item.start, item.end)
+                self._emit_words((word,), head.audio_at)
             elif isinstance(item, _Done):
                 if not reqs:
                     continue

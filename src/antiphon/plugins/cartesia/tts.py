@@ -35,7 +35,8 @@ class CartesiaTTS(WebSocketTTS):
     ``generation_config`` (Sonic-3); ``max_buffer_delay_ms`` lets the server wait for
     more text before it starts speaking (antiphon flushes explicitly, so it is left to the
     server's default). ``api_version`` is the ``Cartesia-Version`` header. ``base_url`` may
-    point at a local fake (``ws://127.0.0.1:PORT``). ``max_reconnects``: how often a stream
+    point at a local fake (``ws://127.0.0.1:PORT``). ``add_timestamps``: ask for word
+    timings (on each stream's ``words``). ``max_reconnects``: how often a stream
     may move to a new connection when one drops before any audio of the pending text.
     """
 
@@ -55,6 +56,7 @@ class CartesiaTTS(WebSocketTTS):
         emotion: str | None = None,
         max_buffer_delay_ms: int | None = None,
         pronunciation_dict_id: str | None = None,
+        add_timestamps: bool = False,
         api_version: str = ca.DEFAULT_API_VERSION,
         base_url: str = ca.DEFAULT_BASE_URL,
         deadlines: TTSDeadlines | None = None,
@@ -79,6 +81,7 @@ class CartesiaTTS(WebSocketTTS):
             emotion=emotion,
             max_buffer_delay_ms=max_buffer_delay_ms,
             pronunciation_dict_id=pronunciation_dict_id,
+            add_timestamps=add_timestamps,
         )
         super().__init__(
             url=ca.build_url(base_url, self.options),
@@ -90,6 +93,7 @@ class CartesiaTTS(WebSocketTTS):
             pool=pool,
             max_reconnects=max_reconnects,
         )
+        self.word_timings = add_timestamps
 
     def new_session(self) -> ContextSession:
         return ContextSession(self.options)

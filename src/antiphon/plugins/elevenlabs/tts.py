@@ -120,6 +120,9 @@ class ElevenLabsTTS(WebSocketTTS):
             max_reconnects=max_reconnects,
         )
 
+    #: Every audio message carries its characters' ``alignment`` (grouped into words).
+    word_timings = True
+
     def new_session(self) -> ContextSession:
         return ContextSession(self.options)
 

@@ -90,6 +90,7 @@ class XAITTS(WebSocketTTS):
             pool=pool if pool is not None else DEFAULT_POOL,
             max_reconnects=max_reconnects,
         )
+        self.word_timings = bool(with_timestamps)  # per-character timings, grouped into words
 
     def new_session(self) -> XAISession:
         return XAISession()

@@ -87,6 +87,11 @@ class TTSHarness(ABC):
     def cancels(self, fake: Any) -> int:
         """How many cancel/clear messages the fake has received."""
 
+    def make_timed_tts(self, base_url: str, *, deadlines: TTSDeadlines) -> TTS | None:
+        """The plugin configured to send word timings, or None if its service sends none
+        (then its streams must say so: ``words is None``)."""
+        return None
+
     def connect_attempts(self, fake: Any) -> int:
         """How many connections reached the fake, held ones (``hang_connect``) included."""
         if isinstance(fake, FakeWsServer):
@@ -176,13 +181,15 @@ class CoreTTSConformance:
         *,
         pool: PoolOptions | None = None,
         base_url: str | None = None,
+        timed: bool = False,
     ) -> AsyncIterator[Run]:
         fake = self.harness.fake(plan or FaultPlan())
         async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
             leaks = LeakCheck(ports=[port])
-            tts = self.harness.make_tts(url, deadlines=self.fast, pool=pool)
+            timed_tts = self.harness.make_timed_tts(url, deadlines=self.fast) if timed else None
+            tts = timed_tts or self.harness.make_tts(url, deadlines=self.fast, pool=pool)
             try:
                 async with asyncio.timeout(GUARD):
                     yield Run(fake, tts, self.harness)
@@ -236,6 +243,41 @@ class CoreTTSConformance:
             rest = await _audio(s)
             whole = first.data + rest
             assert whole == self.harness.expected_pcm("Streaming works.", r.tts)
+
+    async def test_word_timings_follow_the_audio_or_are_none(self) -> None:
+        """Word timings, where the service sends them, name the words spoken in order and
+        lie inside the stream's audio, the second segment's after the first's; a service
+        that sends none leaves ``words`` None (nothing is invented)."""
+        sentences = ["Hello there, friend.", " How are you today?"]
+        async with self.run(timed=True) as r:
+            async with r.tts.stream() as s:
+                for text in sentences:
+                    s.push_text(text)
+                    s.flush()
+                s.end_input()
+                audio = await _audio(s)
+            assert s.state is StreamState.COMPLETED
+            if not r.tts.word_timings:
+                assert s.words is None
+                return
+            assert s.words is not None
+            assert [w.word for w in s.words] == " ".join(sentences).split()
+            first = len(self.harness.expected_pcm(sentences[0], r.tts)) / 2 / r.tts.sample_rate
+            total = len(audio) / 2 / r.tts.sample_rate
+            tolerance = 0.005  # providers give milliseconds
+            starts = [w.start for w in s.words]
+            assert starts == sorted(starts)
+            assert all(0 <= w.start <= w.end <= total + tolerance for w in s.words)
+            n = len(sentences[0].split())
+            assert all(w.end <= first + tolerance for w in s.words[:n])
+            assert all(w.start >= first - tolerance for w in s.words[n:])
+
+    async def test_without_timings_configured_words_is_none(self) -> None:
+        async with self.run() as r:
+            _, s = await self._speak(r.tts, "Plain speech.")
+            assert (s.words is not None) == r.tts.word_timings
+            if s.words is not None:
+                assert [w.word for w in s.words] == ["Plain", "speech."]
 
     async def test_empty_stream_completes_without_audio(self) -> None:
         async with self.run() as r:
