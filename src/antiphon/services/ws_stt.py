@@ -3,8 +3,9 @@
 A plugin subclasses :class:`WebSocketSTT` and supplies its protocol: a URL and headers, a
 session factory (its protocol module's sans-I/O state machine, which satisfies
 :class:`WireSession` and speaks the shared vocabulary of
-:mod:`antiphon.protocols.stt_session`), what opens a connection, what a flush and the end
-of input send, and how a close code maps to a typed error. This module does the rest,
+:mod:`antiphon.protocols.stt_session`), what opens a connection (:meth:`~WebSocketSTT.open_url`
+where a session URL is asked for first), what a flush and the end of input send, and how a
+close code maps to a typed error. This module does the rest,
 once, for all of them.
 
 How it is built:
@@ -251,9 +252,15 @@ class WebSocketSTT(STT, Generic[S]):
         return None
 
     # -- connections
+    async def open_url(self) -> str:
+        """The URL of a new connection: :attr:`url`, or, for a protocol that asks an HTTP
+        endpoint for a session first, that session's URL (errors typed, stage
+        ``connect``, within the ``connect`` deadline)."""
+        return self.url
+
     async def _connect(self) -> WsConnection:
         return await connect(
-            self.url,
+            await self.open_url(),
             provider=self.provider,
             headers=self._headers,
             options=self._ws_options,

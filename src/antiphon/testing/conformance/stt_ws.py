@@ -126,6 +126,8 @@ class PluginHarness(WsSTTHarness):
         fake: the fake server class, called as ``fake(plan, vocabulary=PHRASES)``; its
             ``stats`` count ``connections`` and messages (``count(type)``).
         api_key: the key the fake accepts.
+        scheme: the base URL's scheme (``http`` for a service whose sessions start with an
+            HTTP request).
         path: appended to the local server's URL (a service whose base URL has a path).
         keepalive: the keep-alive message type the fake counts (None: the protocol has
             none).
@@ -140,6 +142,7 @@ class PluginHarness(WsSTTHarness):
         fake: Callable[..., FakeServer],
         *,
         api_key: str,
+        scheme: str = "ws",
         path: str = "",
         keepalive: str | None = None,
         manual_endpoints: bool = False,
@@ -149,6 +152,7 @@ class PluginHarness(WsSTTHarness):
         self._plugin = plugin
         self._fake = fake
         self._api_key = api_key
+        self._scheme = scheme
         self._path = path
         self._keepalive = keepalive
         self._sessions = sessions
@@ -157,7 +161,7 @@ class PluginHarness(WsSTTHarness):
         self.manual_endpoints = manual_endpoints
 
     def url_for_port(self, port: int) -> str:
-        return f"ws://127.0.0.1:{port}{self._path}"
+        return f"{self._scheme}://127.0.0.1:{port}{self._path}"
 
     def fake(self, plan: FaultPlan) -> FakeServer:
         return self._fake(plan, vocabulary=self.PHRASES)
@@ -241,7 +245,8 @@ class WebSocketSTTConformance:
         async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
-            leaks = LeakCheck(ports=[port])
+            # a fake on two listeners (an HTTP session endpoint, a WebSocket) names both
+            leaks = LeakCheck(ports={port, *getattr(fake, "ports", ())})
             stt = self.harness.make_stt(
                 url,
                 deadlines=FAST,
