@@ -544,6 +544,7 @@ STT_NAMES = [
     "speechmatics",
     "elevenlabs",
     "cartesia",
+    "gladia",
 ]
 VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"

@@ -12,7 +12,8 @@ Names:
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
   far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
-  ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink).
+  ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink), ``gladia``
+  (live v2).
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
@@ -60,6 +61,7 @@ STTS = (
     "speechmatics",
     "elevenlabs",
     "cartesia",
+    "gladia",
 )
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
@@ -181,6 +183,7 @@ _CLOUD_STT: dict[str, tuple[str, str]] = {
     "speechmatics": ("antiphon.plugins.speechmatics", "SpeechmaticsSTT"),
     "elevenlabs": ("antiphon.plugins.elevenlabs", "ElevenLabsSTT"),
     "cartesia": ("antiphon.plugins.cartesia", "CartesiaSTT"),
+    "gladia": ("antiphon.plugins.gladia", "GladiaSTT"),
 }
 
 
