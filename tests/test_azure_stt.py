@@ -290,3 +290,23 @@ def test_cancellations_are_typed(
     error = az.cancellation_error(code, details, stage="receive")
     assert isinstance(error, kind)
     assert error.code == status and error.retryable is retryable
+
+
+# --------------------------------------------------------------------------- registration
+
+
+async def test_the_pipeline_builds_it_on_its_fake_by_name() -> None:
+    from antiphon.agent.pipeline import PipelineSpec, open_services
+    from antiphon.cli import STT_NAMES
+    from antiphon.testing.registry import LoopbackFakes
+
+    assert "azure" in STT_NAMES
+    spec = PipelineSpec(
+        vad="webrtc", stt="azure", llm="openai:gpt-4o-mini", tts="deepgram", fake=True
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        services = await open_services(spec, stack, fakes=LoopbackFakes())
+        assert isinstance(services.stt, AzureSTT)
+        assert services.stt.endpoint.startswith("ws://127.0.0.1:")
+        finals = await services.stt.recognize(speech("what is the weather"))
+    assert [f.text for f in finals] == ["unknown"]  # no vocabulary given: heard, not named

@@ -545,6 +545,7 @@ STT_NAMES = [
     "elevenlabs",
     "cartesia",
     "gladia",
+    "azure",
 ]
 VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"

@@ -25,6 +25,8 @@ from antiphon.testing.anthropic_messages import FakeAnthropicMessages
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as ASSEMBLYAI_KEY
 from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
+from antiphon.testing.azure_stt import DEFAULT_API_KEY as AZURE_STT_KEY
+from antiphon.testing.azure_stt import FakeAzureSpeechRecognition
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.cartesia_stt import DEFAULT_API_KEY as CARTESIA_STT_KEY
 from antiphon.testing.cartesia_stt import FakeCartesiaSTT
@@ -72,6 +74,7 @@ STT_FAKES: dict[str, tuple[Callable[[FaultPlan, tuple[str, ...]], FakeServer], s
     "elevenlabs": (lambda p, v: FakeElevenLabsSTT(p, vocabulary=v), ELEVENLABS_STT_KEY),
     "cartesia": (lambda p, v: FakeCartesiaSTT(p, vocabulary=v), CARTESIA_STT_KEY),
     "gladia": (lambda p, v: FakeGladiaSTT(p, vocabulary=v), GLADIA_KEY),
+    "azure": (lambda p, v: FakeAzureSpeechRecognition(p, vocabulary=v), AZURE_STT_KEY),
 }
 
 TTS_FAKES: dict[str, FakeTTS] = {
