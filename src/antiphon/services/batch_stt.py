@@ -142,7 +142,6 @@ class BatchRecognizeStream(RecognizeStream):
         self._audio_start = 0.0  # stream seconds of ``_audio[0]``
         self._speech_start: float | None = None  # the VAD's speech in progress (stream s)
         self._utterance = 0
-        self._until = 0.0  # the end of the latest final (stream seconds)
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -245,7 +244,6 @@ class BatchRecognizeStream(RecognizeStream):
             )
         )
         self._utterance += 1
-        self._until = max(self._until, end)
         return True
 
     async def _request(self, pcm: bytes) -> Clip:

@@ -65,7 +65,6 @@ from antiphon.services.stt import (
     RecognizeStream,
     StreamState,
     STTDeadlines,
-    Transcript,
 )
 
 __all__ = [
@@ -288,7 +287,6 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         self._last_send = 0.0
         self._heard_at = 0.0  # the reader's last server message (written by the reader only)
         self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
-        self._until = 0.0  # the end of the latest transcript (stream seconds)
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -361,26 +359,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             if isinstance(out, ProviderError):
                 return out
             found.append(out)
-        last = max((i for i, r in enumerate(found) if r.is_final), default=None)
-        for i, r in enumerate(found):
-            flushed = answered and i == last
-            self._emit(
-                Transcript(
-                    r.text,
-                    r.is_final,
-                    r.start,
-                    r.end,
-                    r.confidence,
-                    r.utterance,
-                    self.generation,
-                    flushed,
-                )
-            )
-            self._until = max(self._until, r.end)
-        if answered and last is None:
-            self._emit(
-                Transcript("", True, self._until, self._until, 0.0, 0, self.generation, True)
-            )
+        self._deliver(found, answered=answered)
         return None
 
     def _post(self, item: object) -> None:

@@ -57,7 +57,6 @@ from antiphon.services.stt import (
     FlushInput,
     RecognizeStream,
     STTDeadlines,
-    Transcript,
 )
 
 __all__ = ["REGION_ENV", "AzureRecognizeStream", "AzureSTT"]
@@ -265,7 +264,6 @@ class AzureRecognizeStream(RecognizeStream):
         self._session = az.RecognitionSession(stt.options)
         self._worker: ThreadWorker[_Engine] | None = None
         self._connected = False
-        self._until = 0.0
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -274,7 +272,7 @@ class AzureRecognizeStream(RecognizeStream):
         )
 
     # -- from the SDK's threads (through the worker's hand-off to the loop)
-    def _deliver(self, event: object) -> None:
+    def _hand_over(self, event: object) -> None:
         if self._mailbox.closed:
             return
         with contextlib.suppress(ChannelClosed, StreamClosedError, ChannelFull):
@@ -291,7 +289,7 @@ class AzureRecognizeStream(RecognizeStream):
         loop = asyncio.get_running_loop()
         settings, sdk_module = stt._settings, stt._sdk_module
         worker: ThreadWorker[_Engine] = ThreadWorker(
-            lambda: _Engine(sdk_module, settings, functools.partial(worker.post, self._deliver)),
+            lambda: _Engine(sdk_module, settings, functools.partial(worker.post, self._hand_over)),
             provider=PROVIDER,
             close=_Engine.close,
         )
@@ -374,26 +372,7 @@ class AzureRecognizeStream(RecognizeStream):
                 )
             if action.act is Act.EMIT and action.transcript is not None:
                 found.append(action.transcript)
-        last = max((i for i, r in enumerate(found) if r.is_final), default=None)
-        for i, r in enumerate(found):
-            flushed = answered and i == last
-            self._emit(
-                Transcript(
-                    r.text,
-                    r.is_final,
-                    r.start,
-                    r.end,
-                    r.confidence,
-                    r.utterance,
-                    self.generation,
-                    flushed,
-                )
-            )
-            self._until = max(self._until, r.end)
-        if answered and last is None:
-            self._emit(
-                Transcript("", True, self._until, self._until, 0.0, 0, self.generation, True)
-            )
+        self._deliver(found, answered=answered)
         return None
 
     def _timeout(self, owed_since: float, now: float, *, connecting: bool) -> ProviderTimeoutError:
