@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from antiphon.protocols.stt_session import Act, Phase
 from antiphon.services.stt import StreamState, STTDeadlines, Transcript
 from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure_stt import DEFAULT_API_KEY, FakeAzureSpeechRecognition
+from antiphon.testing.azure_stt_double import RecognitionDouble
 from antiphon.testing.conformance.stt_ws import PHRASES, speech
 from antiphon.testing.faults import ABORT
 from antiphon.testing.vloop import time_scale
@@ -310,3 +312,91 @@ async def test_the_pipeline_builds_it_on_its_fake_by_name() -> None:
         assert services.stt.endpoint.startswith("ws://127.0.0.1:")
         finals = await services.stt.recognize(speech("what is the weather"))
     assert [f.text for f in finals] == ["unknown"]  # no vocabulary given: heard, not named
+
+
+# --------------------------------------------------------------------------- on a double of the SDK
+# (every step can block or fail: the deadlines of each call and the close are exercised)
+
+FAST = STTDeadlines(
+    connect=1.0 * _S, process=1.0 * _S, final=2.0 * _S, idle=2.0 * _S, close=1.0 * _S
+)
+
+
+@contextlib.asynccontextmanager
+async def on_double(double: RecognitionDouble) -> AsyncIterator[AzureSTT]:
+    leaks = LeakCheck()
+    stt = AzureSTT(api_key="k", region="westus", deadlines=FAST, sdk=double.module)
+    try:
+        yield stt
+    finally:
+        double.release_all()
+        await stt.aclose()
+    await leaks.assert_clean(settle=5.0 * _S)
+    assert stt.threads == []
+
+
+async def test_every_sdk_call_runs_on_the_stream_s_own_thread() -> None:
+    double = RecognitionDouble(["hello there"])
+    async with on_double(double) as stt:
+        async with stt.stream() as s:
+            s.push_audio(speech(PHRASES[0]))
+            s.end_input()
+            got = [t async for t in s]
+        assert [(t.text, t.is_final) for t in got][-1] == ("hello there", True)
+        assert s.state is StreamState.COMPLETED
+        (recognizer,) = double.recognizers
+        assert recognizer.phrases == []
+        assert recognizer.config.speech_recognition_language == "en-US"
+        callers = {c.thread for c in double.calls}
+        assert len(callers) == 1 and threading.main_thread().name not in callers
+        steps = [c.step for c in double.calls]
+        assert steps[:4] == ["SpeechConfig", "SpeechRecognizer", "start", "write"]
+        assert "close" in steps and steps[-1] == "disconnect_all"
+
+
+@pytest.mark.parametrize(("step", "stage"), [("start", "connect"), ("write", "send")])
+async def test_a_call_that_never_returns_fails_the_stream_by_its_deadline(
+    step: str, stage: str
+) -> None:
+    double = RecognitionDouble(["hello there"])
+    gate = double.block(step)
+    async with on_double(double) as stt:
+        loop = asyncio.get_running_loop()
+        s = stt.stream()
+        s.push_audio(speech(PHRASES[0]))
+        began = loop.time()
+        with pytest.raises(ProviderTimeoutError) as info:
+            _ = [t async for t in s]
+        assert info.value.stage == stage
+        assert info.value.timeout == (FAST.connect if step == "start" else FAST.process)
+        assert s.state is StreamState.FAILED
+        closing = loop.time()
+        await s.aclose()
+        assert loop.time() - closing <= FAST.close + 0.5 * _S  # the close is bounded too
+        assert loop.time() - began >= info.value.timeout - 0.05
+        gate.set()  # the call returns at last: the thread finishes the close by itself
+
+
+async def test_a_failing_build_is_a_typed_error_and_leaves_no_thread() -> None:
+    double = RecognitionDouble()
+    double.fail("SpeechRecognizer")
+    async with on_double(double) as stt:
+        with pytest.raises(ProviderError) as info:
+            await stt.recognize(speech(PHRASES[0]))
+        assert info.value.stage == "connect" and "injected failure" in str(info.value)
+
+
+async def test_a_close_that_hangs_does_not_hold_aclose() -> None:
+    double = RecognitionDouble(["hello there"])
+    gate = double.block("close")  # the push stream's close hangs, on the worker thread
+    async with on_double(double) as stt:
+        loop = asyncio.get_running_loop()
+        s = stt.stream()
+        s.push_audio(speech(PHRASES[0]))
+        await asyncio.sleep(0.2 * _S)  # the audio is written
+        s.cancel()
+        began = loop.time()
+        await s.aclose()
+        assert loop.time() - began <= FAST.close + 0.5 * _S
+        assert s.state is StreamState.CANCELLED
+        gate.set()
