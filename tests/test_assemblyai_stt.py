@@ -26,66 +26,36 @@ from assemblyai.streaming.v3.models import (
     UpdateConfiguration,
 )
 
-from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderError
 from antiphon.plugins.assemblyai import AssemblyAISTT
 from antiphon.plugins.assemblyai.stt import AssemblyAIRecognizeStream
 from antiphon.protocols import assemblyai_stt as aai
-from antiphon.services.stt import STT, StreamState, STTDeadlines
+from antiphon.services.stt import StreamState
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY, FakeAssemblyAISTT
-from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
-from antiphon.testing.synth import tone_for_text
+from antiphon.testing.conformance.stt_ws import (
+    FAST,
+    PHRASES,
+    PluginHarness,
+    WebSocketSTTConformance,
+    speech,
+)
 from antiphon.testing.witness import WitnessError, check_model
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
 
 
-PHRASES = ("What time is it?", "Turn on the lights.", "Thank you very much.")
-
-
-def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
-    silence = bytes(round(pad * sample_rate) * 2)
-    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
-
-
-class AssemblyAISTTHarness(WsSTTHarness):
-    def fake(self, plan: FaultPlan) -> FakeAssemblyAISTT:
-        return FakeAssemblyAISTT(plan, vocabulary=self.PHRASES)
-
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        extra: dict[str, Any] = {}
-        if keepalive_interval is not None:
-            extra["keepalive_interval"] = keepalive_interval
-        if max_reconnects is not None:
-            extra["max_reconnects"] = max_reconnects
-        return AssemblyAISTT(
-            api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, **extra
-        )
-
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        return speech(text, sample_rate)
-
-    def heard(self, text: str, transcript: str) -> bool:
-        return transcript == text
-
-    def connections(self, fake: FakeAssemblyAISTT) -> int:
-        return fake.stats.connections
-
-    def keepalives(self, fake: FakeAssemblyAISTT) -> int:
-        return fake.stats.count("KeepAlive")
+HARNESS = PluginHarness(
+    AssemblyAISTT,
+    FakeAssemblyAISTT,
+    api_key=DEFAULT_API_KEY,
+    keepalive="KeepAlive",
+)
 
 
 class TestAssemblyAISTTConformance(WebSocketSTTConformance):
-    harness = AssemblyAISTTHarness()
+    harness = HARNESS
 
 
 # --------------------------------------------------------------------------- plugin-specific

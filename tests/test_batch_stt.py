@@ -77,6 +77,23 @@ async def test_flushes_cut_segments_each_answered_by_one_final() -> None:
     assert got[1].start == pytest.approx(first.duration)
     assert got[1].end == pytest.approx(first.duration + second.duration)
     assert got[0].confidence == 0.8
+    assert [t.flushed for t in got] == [True, False]  # the flush's final answers it
+
+
+async def test_a_flush_with_nothing_to_recognise_is_answered_empty() -> None:
+    gap = AudioFrame(bytes(RATE * 2), RATE)
+    async with Recorder(vad=EnergyVAD) as stt, stt.stream() as s:
+        _feed(s, speech(PHRASES[0]))
+        _feed(s, gap)  # the VAD ends the segment: its final comes unasked
+        for _ in range(3):  # nothing is open now; three flushes queued at once
+            s.flush()
+        s.end_input()
+        got = [t async for t in s]
+    # one answer, to the last: an answer to an earlier one would not answer the later
+    assert [(t.text != "", t.flushed) for t in got] == [(True, False), (False, True)]
+    empty = got[1]
+    assert empty.is_final and empty.start == empty.end == got[0].end
+    assert len(stt.segments) == 1
 
 
 async def test_a_vad_cuts_at_the_end_of_speech_and_drops_the_silence() -> None:

@@ -20,102 +20,34 @@ from cartesia.types.stt import (
 )
 from cartesia.types.stt_error_response import STTErrorResponse
 
-from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderError
 from antiphon.plugins.cartesia import CartesiaSTT
 from antiphon.protocols import cartesia_stt as ink
-from antiphon.services.stt import STT, StreamState, STTDeadlines
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.cartesia_stt import DEFAULT_API_KEY, FakeCartesiaSTT
-from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
-from antiphon.testing.synth import tone_for_text
+from antiphon.testing.conformance.stt_ws import (
+    FAST,
+    PHRASES,
+    PluginHarness,
+    WebSocketSTTConformance,
+    speech,
+)
 from antiphon.testing.witness import WitnessError, assert_typed_dict, check_model
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
 
-PHRASES = ("What time is it?", "Turn on the lights.", "Thank you very much.")
-
-
-def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
-    silence = bytes(round(pad * sample_rate) * 2)
-    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
-
-
-class CartesiaSTTHarness(WsSTTHarness):
-    def fake(self, plan: FaultPlan) -> FakeCartesiaSTT:
-        return FakeCartesiaSTT(plan, vocabulary=self.PHRASES)
-
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        extra: dict[str, Any] = {}
-        if keepalive_interval is not None:
-            extra["keepalive_interval"] = keepalive_interval
-        if max_reconnects is not None:
-            extra["max_reconnects"] = max_reconnects
-        return CartesiaSTT(api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, **extra)
-
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        return speech(text, sample_rate)
-
-    def heard(self, text: str, transcript: str) -> bool:
-        return transcript == text
-
-    def connections(self, fake: FakeCartesiaSTT) -> int:
-        return fake.stats.connections
-
-    def keepalives(self, fake: FakeCartesiaSTT) -> int:
-        return 0  # the protocol has none (see the override below)
+HARNESS = PluginHarness(
+    CartesiaSTT,
+    FakeCartesiaSTT,
+    api_key=DEFAULT_API_KEY,
+    keepalive=None,
+    manual_endpoints=True,
+)
 
 
 class TestCartesiaSTTConformance(WebSocketSTTConformance):
-    harness = CartesiaSTTHarness()
-
-    async def test_keepalive_holds_a_paused_stream_open(self) -> None:
-        """The protocol has no keep-alive message (WebSocket pings keep a live
-        connection). A server that closes a paused session anyway costs one reconnect:
-        the unanswered audio is replayed on the new connection, times running on."""
-        texts = PHRASES[:2]
-        async with self.run(FaultPlan(idle_close_after=0.6), max_reconnects=2) as r:
-            async with r.stt.stream() as s:
-                for f in speech(texts[0]).split(0.02):
-                    s.push_audio(f)
-                s.flush()
-                await asyncio.sleep(1.0)  # the caller pauses longer than the idle close
-                for f in speech(texts[1]).split(0.02):
-                    s.push_audio(f)
-                s.end_input()
-                results = [t async for t in s]
-            assert s.state is StreamState.COMPLETED
-            finals = self._check_finals(results, *texts)
-            assert finals[1].start >= speech(texts[0]).duration - 0.05
-            assert r.fake.stats.connections == 2
-
-    async def test_connection_older_than_max_age_is_replaced(self) -> None:
-        """As the suite's, with a flush between the phrases: in manual-finalize mode the
-        service never ends an utterance on its own."""
-        texts = PHRASES[:2]
-        plan = FaultPlan(max_connection_age=0.5)
-        async with self.run(plan, keepalive_interval=0.1, max_reconnects=1) as r:
-            async with r.stt.stream() as s:
-                for f in speech(texts[0]).split(0.02):
-                    s.push_audio(f)
-                s.flush()
-                await asyncio.sleep(0.8)
-                for f in speech(texts[1]).split(0.02):
-                    s.push_audio(f)
-                s.end_input()
-                results = [t async for t in s]
-            assert s.state is StreamState.COMPLETED
-            finals = self._check_finals(results, *texts)
-            assert finals[1].start >= speech(texts[0]).duration - 0.05
-            assert r.fake.stats.connections == 2
+    harness = HARNESS
 
 
 # --------------------------------------------------------------------------- plugin-specific

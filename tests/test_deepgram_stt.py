@@ -10,55 +10,30 @@ import pytest
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError
 from antiphon.plugins.deepgram import DeepgramSTT
-from antiphon.services.stt import STT, StreamState, STTDeadlines, Transcript
+from antiphon.services.stt import StreamState, Transcript
 from antiphon.testing import FaultPlan, serving
-from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
+from antiphon.testing.conformance.stt_ws import (
+    FAST,
+    PluginHarness,
+    WebSocketSTTConformance,
+    speech,
+)
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY, FakeDeepgramSTT
-from antiphon.testing.synth import tone_for_text
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
 
 
-def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
-    silence = bytes(round(pad * sample_rate) * 2)
-    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
-
-
-class DeepgramSTTHarness(WsSTTHarness):
-    def fake(self, plan: FaultPlan) -> FakeDeepgramSTT:
-        return FakeDeepgramSTT(plan, vocabulary=self.PHRASES)
-
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        extra: dict[str, Any] = {}
-        if keepalive_interval is not None:
-            extra["keepalive_interval"] = keepalive_interval
-        if max_reconnects is not None:
-            extra["max_reconnects"] = max_reconnects
-        return DeepgramSTT(api_key=DEFAULT_API_KEY, base_url=base_url, deadlines=deadlines, **extra)
-
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        return speech(text, sample_rate)
-
-    def heard(self, text: str, transcript: str) -> bool:
-        return transcript == text
-
-    def connections(self, fake: FakeDeepgramSTT) -> int:
-        return fake.stats.connections
-
-    def keepalives(self, fake: FakeDeepgramSTT) -> int:
-        return fake.stats.count("KeepAlive")
+HARNESS = PluginHarness(
+    DeepgramSTT,
+    FakeDeepgramSTT,
+    api_key=DEFAULT_API_KEY,
+    keepalive="KeepAlive",
+)
 
 
 class TestDeepgramSTTConformance(WebSocketSTTConformance):
-    harness = DeepgramSTTHarness()
+    harness = HARNESS
 
 
 # --------------------------------------------------------------------------- plugin-specific

@@ -3,105 +3,48 @@ the protocol machine, and plugin checks. The SDK witness is ``test_sdk_openai_st
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import read_wav, write_wav
 from antiphon.cli import main
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.openai import OpenAISTT
 from antiphon.plugins.openai.stt import OpenAIRecognizeStream
 from antiphon.protocols import openai_transcription as ot
-from antiphon.services.stt import STT, StreamState, STTDeadlines
-from antiphon.testing import FaultPlan, serving
-from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, WsSTTHarness
+from antiphon.services.stt import StreamState
+from antiphon.testing import serving
+from antiphon.testing.conformance.stt_ws import (
+    FAST,
+    PHRASES,
+    PluginHarness,
+    WebSocketSTTConformance,
+    speech,
+)
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY, FakeOpenAITranscription
-from antiphon.testing.synth import tone_for_text
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
 
-PHRASES = ("What time is it?", "Turn on the lights.", "Thank you very much.")
 #: The suite's speech has 0.4 s of silence around each phrase: a VAD window below it.
 VAD = {"type": "server_vad", "silence_duration_ms": 300}
 
 
-def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
-    silence = bytes(round(pad * sample_rate) * 2)
-    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
-
-
-def _feed(s: Any, audio: AudioFrame) -> None:
-    for f in audio.split(0.02):
-        s.push_audio(f)
-
-
-class OpenAISTTHarness(WsSTTHarness):
-    def fake(self, plan: FaultPlan) -> FakeOpenAITranscription:
-        return FakeOpenAITranscription(plan, vocabulary=self.PHRASES)
-
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        extra: dict[str, Any] = {}
-        if keepalive_interval is not None:
-            extra["keepalive_interval"] = keepalive_interval
-        if max_reconnects is not None:
-            extra["max_reconnects"] = max_reconnects
-        return OpenAISTT(
-            api_key=DEFAULT_API_KEY,
-            base_url=base_url,
-            deadlines=deadlines,
-            turn_detection=VAD,
-            **extra,
-        )
-
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        return speech(text, sample_rate)
-
-    def heard(self, text: str, transcript: str) -> bool:
-        return transcript == text
-
-    def connections(self, fake: FakeOpenAITranscription) -> int:
-        return fake.stats.connections
-
-    def keepalives(self, fake: FakeOpenAITranscription) -> int:
-        return 0  # the protocol has none (see the override below)
+HARNESS = PluginHarness(
+    OpenAISTT,
+    FakeOpenAITranscription,
+    api_key=DEFAULT_API_KEY,
+    keepalive=None,
+    sessions=lambda fake: len(fake.stats.sessions),
+    turn_detection=VAD,
+)
 
 
 class TestOpenAISTTConformance(WebSocketSTTConformance):
-    harness = OpenAISTTHarness()
-
-    async def test_keepalive_holds_a_paused_stream_open(self) -> None:
-        """The transcription protocol has no keep-alive message (WebSocket pings keep a
-        live connection; the service documents no idle close). A server that closes a
-        paused session anyway costs one reconnect: the session is configured again and
-        the next speech is heard on the new connection, times running on."""
-        texts = PHRASES[:2]
-        # the idle close at 0.6 s, the reconnect within the first backoff wait (at most
-        # 0.25 s): the new connection is busy again when the caller resumes at 1.0 s
-        async with self.run(FaultPlan(idle_close_after=0.6), max_reconnects=2) as r:
-            async with r.stt.stream() as s:
-                _feed(s, speech(texts[0]))
-                await asyncio.sleep(1.0)  # the caller pauses longer than the idle close
-                _feed(s, speech(texts[1]))
-                s.end_input()
-                results = [t async for t in s]
-            assert s.state is StreamState.COMPLETED
-            finals = self._check_finals(results, *texts)
-            assert finals[1].start >= speech(texts[0]).duration - 0.05
-            assert r.fake.stats.connections == 2
-            assert len(r.fake.stats.sessions) == 2  # configured again after the close
+    harness = HARNESS
 
 
 # --------------------------------------------------------------------------- plugin-specific
@@ -287,7 +230,8 @@ async def test_without_vad_each_flush_is_one_commit_and_one_final() -> None:
             for i, text in enumerate(texts):
                 if i:
                     s.flush()
-                _feed(s, speech(text))
+                for f in speech(text).split(0.02):
+                    s.push_audio(f)
             s.end_input()
             finals = await s.finals()
         assert fake.stats.commits == 2

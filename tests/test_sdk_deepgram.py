@@ -39,12 +39,12 @@ from deepgram.speak.v1.types import (
 from antiphon.audio.frame import AudioFrame
 from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.testing import serving
-from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance
+from antiphon.testing.conformance.stt_ws import FAST, WebSocketSTTConformance, speech
 from antiphon.testing.conformance.tts import TTSConformance
 from antiphon.testing.deepgram import DEFAULT_API_KEY, FakeDeepgramTTS, synthesize
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire
-from test_deepgram_stt import DeepgramSTTHarness, speech
+from test_deepgram_stt import HARNESS
 from test_deepgram_tts import DeepgramHarness
 
 __all__ = ["wire"]
@@ -108,7 +108,7 @@ def check_speak_wire(w: Wire) -> None:
 
 
 class TestSTTConformanceUnderWitness(WebSocketSTTConformance):
-    harness = DeepgramSTTHarness()
+    harness = HARNESS
 
     @pytest.fixture(autouse=True)
     def witness(self, wire: Wire) -> Iterator[None]:

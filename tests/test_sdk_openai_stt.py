@@ -29,12 +29,12 @@ from antiphon.plugins.openai import OpenAIBatchSTT, OpenAISTT
 from antiphon.protocols import openai_audio as oa
 from antiphon.protocols import openai_transcription as ot
 from antiphon.testing import serving
-from antiphon.testing.conformance.stt_ws import FAST
+from antiphon.testing.conformance.stt_ws import FAST, PHRASES, speech
 from antiphon.testing.openai_audio import DEFAULT_API_KEY as AUDIO_KEY
 from antiphon.testing.openai_audio import FakeOpenAIAudio
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY, FakeOpenAITranscription
 from sdk_witness import Wire, assert_all_valid, strict_errors, wire
-from test_openai_stt import PHRASES, VAD, speech
+from test_openai_stt import VAD
 
 __all__ = ["wire"]
 

@@ -489,3 +489,28 @@ async def test_no_free_engine_within_the_deadline_is_a_typed_error_not_silence()
 def test_max_engines_must_be_a_positive_int() -> None:
     with pytest.raises(ConfigError, match="max_engines"):
         ScriptedSTT(Script(), max_engines=0)
+
+
+async def test_the_scripted_double_marks_its_answer_to_a_flush() -> None:
+    """``antiphon.testing.agent.ScriptedSTT`` answers a flush as the cloud STTs do: its
+    final is ``flushed``, an empty final when there was nothing to recognise, and none
+    for a flush the script drops (``silent_flushes``)."""
+    from antiphon.testing.agent import ScriptedSTT
+
+    async with (
+        ScriptedSTT(["hello there", "again"], silent_flushes=[2]) as stt,
+        stt.stream() as s,
+    ):
+        s.push_audio(AudioFrame.silence(0.5, 16000))
+        s.flush()
+        got = [await anext(s)]
+        while not got[-1].is_final:
+            got.append(await anext(s))
+        s.flush()  # nothing since: an empty answer
+        got.append(await anext(s))
+        s.push_audio(AudioFrame.silence(0.5, 16000))
+        s.flush()  # dropped by the script: no answer at all
+        s.end_input()
+        got += [t async for t in s]
+    finals = [(t.text, t.flushed) for t in got if t.is_final]
+    assert finals == [("hello there", True), ("", True)]

@@ -27,14 +27,13 @@ from antiphon.services.ws_stt import WebSocketRecognizeStream, WebSocketSTT
 from antiphon.testing import FaultPlan, serving
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as AAI_KEY
 from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
-from antiphon.testing.conformance.stt_ws import FAST
+from antiphon.testing.conformance.stt_ws import FAST, speech
 from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DG_KEY
 from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OAI_KEY
 from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.poll import until
-from test_deepgram_stt import speech
 
 pytestmark = pytest.mark.virtual_time
 

@@ -558,6 +558,8 @@ STT_NAMES = [
     "speechmatics",
     "elevenlabs",
     "cartesia",
+    "gladia",
+    "azure",
 ]
 VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"

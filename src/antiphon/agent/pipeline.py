@@ -12,7 +12,8 @@ Names:
 - VAD: ``silero`` (default), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
   far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
-  ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink).
+  ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink), ``gladia``
+  (live v2), ``azure`` (Speech SDK).
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
   ``SERVER:MODEL`` for an OpenAI-compatible
@@ -61,6 +62,8 @@ STTS = (
     "speechmatics",
     "elevenlabs",
     "cartesia",
+    "gladia",
+    "azure",
 )
 OFFLINE_STTS = ("whisper", "pocketsphinx")
 OFFLINE_TTSS = ("piper", "espeak")
@@ -176,7 +179,8 @@ class Services:
     """The thread that runs every call's VAD model (Silero), batched."""
 
 
-# The cloud STTs built the same way: name -> (module, class), imported only when chosen.
+# The cloud STTs built the same way: name -> (module, class), imported only when chosen;
+# the keyword that takes a fake's URL is ``base_url`` unless _URL_KEYWORD names another.
 _CLOUD_STT: dict[str, tuple[str, str]] = {
     "deepgram": ("antiphon.plugins.deepgram", "DeepgramSTT"),
     "assemblyai": ("antiphon.plugins.assemblyai", "AssemblyAISTT"),
@@ -184,7 +188,10 @@ _CLOUD_STT: dict[str, tuple[str, str]] = {
     "speechmatics": ("antiphon.plugins.speechmatics", "SpeechmaticsSTT"),
     "elevenlabs": ("antiphon.plugins.elevenlabs", "ElevenLabsSTT"),
     "cartesia": ("antiphon.plugins.cartesia", "CartesiaSTT"),
+    "gladia": ("antiphon.plugins.gladia", "GladiaSTT"),
+    "azure": ("antiphon.plugins.azure", "AzureSTT"),
 }
+_URL_KEYWORD = {"azure": "endpoint"}
 
 
 def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
@@ -232,7 +239,8 @@ async def open_services(
         cls = getattr(importlib.import_module(module), name)
         if fakes is not None and spec.fake:
             at = await fakes.stt(spec.stt, stack, spec.fake_vocabulary)
-            stt = cls(api_key=at.api_key, base_url=at.url)
+            url_keyword = _URL_KEYWORD.get(spec.stt, "base_url")
+            stt = cls(api_key=at.api_key, **{url_keyword: at.url})
         else:
             stt = cls()
     elif spec.stt == "pocketsphinx":

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import (
     AuthError,
     ConfigError,
@@ -46,6 +45,7 @@ from antiphon.errors import (
 from antiphon.protocols.stt_session import (
     Act,
     Action,
+    AudioChunker,
     AudioJournal,
     Malformed,
     Phase,
@@ -93,10 +93,9 @@ DEFAULT_MODEL = "universal-streaming-english"
 DEFAULT_SAMPLE_RATE = 16000
 #: Bytes per sample of each encoding we send (from int16 PCM).
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_mulaw": 1}
-#: The service's bounds on one audio message, and what we send.
+#: The service's bounds on one audio message (we send :data:`SEND_CHUNK_SECONDS`).
 MIN_CHUNK_SECONDS = 0.05
 MAX_CHUNK_SECONDS = 1.0
-SEND_CHUNK_SECONDS = 0.05
 #: Slack when comparing word times with audio sent (word times are whole ms).
 TIME_TOLERANCE = 0.02
 
@@ -464,8 +463,7 @@ class StreamingSession:
         self.phase = Phase.OPEN
         self._bps = options.bytes_per_second
         self._width = ENCODINGS[options.encoding]
-        self._step = max(self._width, round(SEND_CHUNK_SECONDS * options.sample_rate) * self._width)
-        self._pending = bytearray()
+        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
         self.sent = 0.0
         self.finalized = 0.0
         self.offset = 0.0  # stream time of the current connection's time 0
@@ -507,26 +505,12 @@ class StreamingSession:
     def audio(self, pcm: bytes) -> list[Message]:
         """Binary messages for int16 PCM ``pcm`` (wire-encoded, in ~50 ms messages)."""
         self._require_open("send audio")
-        wire = pcm if self.options.encoding == "pcm_s16le" else encode_pcm("mulaw", pcm)
-        if len(wire) % self._width:
-            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
-        self._pending += wire
-        msgs: list[Message] = []
-        while len(self._pending) >= self._step:
-            msgs.append(self._chunk(bytes(self._pending[: self._step])))
-            del self._pending[: self._step]
-        return msgs
+        return [self._chunk(c) for c in self._chunker.push(pcm)]
 
     def _tail(self) -> list[Message]:
         """What is left of the audio, padded with silence to the 50 ms minimum."""
-        if not self._pending:
-            return []
         least = round(MIN_CHUNK_SECONDS * self.options.sample_rate) * self._width
-        silence = b"\x00\x00" if self.options.encoding == "pcm_s16le" else b"\xff"
-        pad = max(0, least - len(self._pending)) // self._width
-        piece = bytes(self._pending) + silence * pad
-        self._pending.clear()
-        return [self._chunk(piece)]
+        return [self._chunk(c) for c in self._chunker.tail(least)]
 
     def force_endpoint(self) -> list[Message]:
         """The audio left, then ``ForceEndpoint``; its answer is owed when a turn is open."""

@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.cartesia_tts import DEFAULT_API_VERSION
 from antiphon.protocols.cartesia_tts import auth_headers as auth_headers
 from antiphon.protocols.stt_session import (
     Act,
     Action,
+    AudioChunker,
     AudioJournal,
     Malformed,
     Phase,
@@ -88,7 +88,6 @@ MODELS = ("ink-2", "ink-whisper")
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_mulaw": 1}
 FINALIZE = "finalize"
 CLOSE = "close"
-SEND_CHUNK_SECONDS = 0.05
 TIME_TOLERANCE = 0.02
 
 Message = str | bytes
@@ -344,8 +343,7 @@ class InkSession:
             journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
         )
         self.phase = Phase.OPEN
-        self._step = max(self._width, round(SEND_CHUNK_SECONDS * options.sample_rate) * self._width)
-        self._pending = bytearray()
+        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
         self.sent = 0.0
         self.answered = 0.0
         self.last_flush = 0.0
@@ -379,22 +377,10 @@ class InkSession:
     def audio(self, pcm: bytes) -> list[Message]:
         """Binary messages for int16 PCM ``pcm`` (~50 ms each)."""
         self._require_open("send audio")
-        wire = pcm if self._width == 2 else encode_pcm("mulaw", pcm)
-        if len(wire) % self._width:
-            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
-        self._pending += wire
-        msgs: list[Message] = []
-        while len(self._pending) >= self._step:
-            msgs.append(self._chunk(bytes(self._pending[: self._step])))
-            del self._pending[: self._step]
-        return msgs
+        return [self._chunk(c) for c in self._chunker.push(pcm)]
 
     def _tail(self) -> list[Message]:
-        if not self._pending:
-            return []
-        piece = bytes(self._pending)
-        self._pending.clear()
-        return [self._chunk(piece)]
+        return [self._chunk(c) for c in self._chunker.tail()]
 
     def finalize(self) -> list[Message]:
         """The audio left, then ``finalize`` (owed its ``flush_done``) if audio went since

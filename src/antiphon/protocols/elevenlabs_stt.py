@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.stt_session import (
     Act,
     Action,
+    AudioChunker,
     AudioJournal,
     Malformed,
     Phase,
@@ -102,7 +102,6 @@ AUDIO_FORMATS: dict[str, tuple[int, int]] = {
     "ulaw_8000": (8000, 1),
 }
 COMMIT_STRATEGIES = ("manual", "vad")
-SEND_CHUNK_SECONDS = 0.05
 TIME_TOLERANCE = 0.02
 #: Error ``message_type``s (the SDK's ``ReceiveTranscription`` union) and what they mean.
 ERROR_TYPES = (
@@ -434,8 +433,7 @@ class ScribeSession:
             journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
         )
         self.phase = Phase.OPEN
-        self._step = max(self._width, round(SEND_CHUNK_SECONDS * options.sample_rate) * self._width)
-        self._pending = bytearray()
+        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
         self.sent = 0.0
         self.committed = 0.0
         self.last_commit = 0.0  # stream time of the last commit sent (or answered)
@@ -468,21 +466,10 @@ class ScribeSession:
     def audio(self, pcm: bytes) -> list[Message]:
         """``input_audio_chunk``\\ s for int16 PCM ``pcm`` (~50 ms each)."""
         self._require_open("send audio")
-        wire = pcm if self._width == 2 else encode_pcm("mulaw", pcm)
-        if len(wire) % self._width:
-            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
-        self._pending += wire
-        msgs: list[Message] = []
-        while len(self._pending) >= self._step:
-            msgs.append(self._chunk(bytes(self._pending[: self._step])))
-            del self._pending[: self._step]
-        return msgs
+        return [self._chunk(c) for c in self._chunker.push(pcm)]
 
     def _commit(self) -> list[Message]:
-        msgs: list[Message] = []
-        if self._pending:
-            msgs.append(self._chunk(bytes(self._pending)))
-            self._pending.clear()
+        msgs: list[Message] = [self._chunk(c) for c in self._chunker.tail()]
         if self.sent - self.last_commit <= TIME_TOLERANCE:
             return msgs  # nothing new to commit
         self.commits.append(self.sent)

@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.stt_session import (
     Act,
     Action,
+    AudioChunker,
     AudioJournal,
     Malformed,
     Phase,
@@ -96,8 +96,6 @@ DEFAULT_SAMPLE_RATE = 16000
 #: Bytes per sample of each raw encoding we send (from int16 PCM).
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "mulaw": 1}
 MODELS = ("standard", "enhanced", "melia-1")
-#: What we send per audio message (the service takes any length).
-SEND_CHUNK_SECONDS = 0.05
 #: Slack when comparing result times with audio sent.
 TIME_TOLERANCE = 0.02
 #: Punctuation that attaches to the word before it when segments are joined.
@@ -492,8 +490,7 @@ class RealtimeSession:
             journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
         )
         self.phase = Phase.OPEN
-        self._step = max(self._width, round(SEND_CHUNK_SECONDS * options.sample_rate) * self._width)
-        self._pending = bytearray()
+        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
         self.sent = 0.0
         self.finalized = 0.0
         self.offset = 0.0  # stream time of the current connection's time 0
@@ -538,22 +535,10 @@ class RealtimeSession:
     def audio(self, pcm: bytes) -> list[Message]:
         """Binary ``AddAudio`` messages for int16 PCM ``pcm`` (wire-encoded, ~50 ms each)."""
         self._require_open("send audio")
-        wire = pcm if self.options.encoding == "pcm_s16le" else encode_pcm("mulaw", pcm)
-        if len(wire) % self._width:
-            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
-        self._pending += wire
-        msgs: list[Message] = []
-        while len(self._pending) >= self._step:
-            msgs.append(self._chunk(bytes(self._pending[: self._step])))
-            del self._pending[: self._step]
-        return msgs
+        return [self._chunk(c) for c in self._chunker.push(pcm)]
 
     def _tail(self) -> list[Message]:
-        if not self._pending:
-            return []
-        piece = bytes(self._pending)
-        self._pending.clear()
-        return [self._chunk(piece)]
+        return [self._chunk(c) for c in self._chunker.tail()]
 
     def force_end_of_utterance(self) -> list[Message]:
         """The audio left, then ``ForceEndOfUtterance``; owed its answer when an utterance

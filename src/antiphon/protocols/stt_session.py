@@ -4,10 +4,11 @@ Sans-I/O, like the machines that use it (``deepgram_stt``, ``assemblyai_stt``,
 ``openai_transcription``): each parses its own server messages, but all of them answer
 ``feed(frame)`` with the same :class:`Action`\\ s (a transcript to emit, the end, a
 failure, something to log or drop), move through the same :class:`Phase`\\ s, read JSON
-frames the same way (:func:`json_object`, :class:`Malformed`), and keep
-the audio that no final result has answered yet in an :class:`AudioJournal`, so that a
-dropped connection can be replaced and that audio replayed. The driver
-(:mod:`antiphon.services.ws_stt`) reads only this vocabulary.
+frames the same way (:func:`json_object`, :class:`Malformed`), cut the caller's audio into
+wire messages the same way (:class:`AudioChunker`: each protocol wraps a chunk its own way,
+binary or base64 in JSON), and keep the audio that no final result has answered yet in an
+:class:`AudioJournal`, so that a dropped connection can be replaced and that audio
+replayed. The driver (:mod:`antiphon.services.ws_stt`) reads only this vocabulary.
 """
 
 from __future__ import annotations
@@ -19,9 +20,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import ConfigError
 
-__all__ = ["Act", "Action", "AudioJournal", "Malformed", "Phase", "Recognized", "json_object"]
+__all__ = [
+    "SEND_CHUNK_SECONDS",
+    "Act",
+    "Action",
+    "AudioChunker",
+    "AudioJournal",
+    "Malformed",
+    "Phase",
+    "Recognized",
+    "json_object",
+]
+
+#: Audio goes to a streaming STT in messages of this many seconds (the services advise
+#: 50-100 ms; shorter costs overhead per message, longer adds latency).
+SEND_CHUNK_SECONDS = 0.05
 
 
 class Phase(enum.Enum):
@@ -145,3 +161,49 @@ class AudioJournal:
                     head.start += cut / self._bps
                     self._bytes -= cut
             break
+
+
+class AudioChunker:
+    """The caller's int16 PCM in, wire audio out in messages of ``seconds`` (whole samples).
+
+    ``width`` is the wire's bytes per sample: 2 sends the PCM as it is, 1 encodes it to
+    G.711 mu-law. :meth:`push` returns the whole messages the audio so far fills and keeps
+    the rest; :meth:`tail` returns that rest (at a flush or the end), padded with silence
+    to ``min_bytes`` for services that refuse a short message. The protocol wraps each
+    chunk its own way (a binary frame, base64 in JSON) and notes it in its journal.
+    """
+
+    def __init__(
+        self, *, sample_rate: int, width: int, seconds: float = SEND_CHUNK_SECONDS
+    ) -> None:
+        if width not in (1, 2):
+            raise ConfigError(f"a wire sample is 1 (mu-law) or 2 (int16) bytes, not {width}")
+        self.width = width
+        self.step = max(width, round(seconds * sample_rate) * width)
+        self._pending = bytearray()
+
+    def __len__(self) -> int:
+        """Bytes of wire audio held back for the next message."""
+        return len(self._pending)
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        """The whole messages that int16 ``pcm`` completes (wire-encoded)."""
+        wire = pcm if self.width == 2 else encode_pcm("mulaw", pcm)
+        if len(wire) % self.width:
+            raise ConfigError(f"audio of {len(wire)} bytes is not whole samples")
+        self._pending += wire
+        chunks: list[bytes] = []
+        while len(self._pending) >= self.step:
+            chunks.append(bytes(self._pending[: self.step]))
+            del self._pending[: self.step]
+        return chunks
+
+    def tail(self, min_bytes: int = 0) -> list[bytes]:
+        """What is held back (none, or one message), padded with silence to ``min_bytes``."""
+        if not self._pending:
+            return []
+        silence = b"\x00\x00" if self.width == 2 else b"\xff"
+        pad = max(0, min_bytes - len(self._pending)) // self.width
+        piece = bytes(self._pending) + silence * pad
+        self._pending.clear()
+        return [piece]

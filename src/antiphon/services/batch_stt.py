@@ -16,7 +16,9 @@ How it is built:
   ``max_segment`` seconds. Each segment is transcribed in order, one request at a time,
   and answered by one final transcript (no interim ones: the recogniser has none) with
   the segment's times in the stream's audio. Segments shorter than ``min_segment`` are
-  not sent;
+  not sent. The final of a flush's segment is marked ``flushed`` (an empty final when
+  the segment had no text, or no segment was open), as the WebSocket STTs mark theirs:
+  every segment before it was answered already, in order;
 - with a VAD, only speech goes out: silence between segments is dropped (at most the
   VAD's padding before speech is kept), so a call pays for what was said;
 - a request has the ``final`` deadline; a retryable failure (429, 5xx, a dropped
@@ -168,12 +170,23 @@ class BatchRecognizeStream(RecognizeStream):
                     if self._speech_start is not None:
                         self._speech_start = self._end  # the speech goes on
             elif isinstance(item, FlushInput | EndInput):
+                answered = False
+                if isinstance(item, FlushInput):
+                    self._took_flush()
+                    answered = not self._flush_pending  # no later flush waits behind it
                 self._audio += converter.flush().data
                 if self._vad is not None and isinstance(item, EndInput):
                     await self._heard(self._vad.flush())
                 start = self._open_start()
+                emitted = False
                 if start is not None:
-                    await self._segment(start, self._end)
+                    emitted = await self._segment(start, self._end, flushed=answered)
+                if answered and not emitted:
+                    self._emit(
+                        Transcript(
+                            "", True, self._until, self._until, 0.0, 0, self.generation, True
+                        )
+                    )
                 if self._speech_start is not None:
                     self._speech_start = self._end  # the VAD still hears the same speech
                 if isinstance(item, EndInput):
@@ -202,8 +215,9 @@ class BatchRecognizeStream(RecognizeStream):
             del self._audio[:cut]
             self._audio_start += cut / self._bps
 
-    async def _segment(self, start: float, end: float) -> None:
-        """Transcribe the audio from ``start`` to ``end`` (stream seconds) and forget it."""
+    async def _segment(self, start: float, end: float, *, flushed: bool = False) -> bool:
+        """Transcribe the audio from ``start`` to ``end`` (stream seconds) and forget it;
+        whether a final was emitted (marked ``flushed`` when it answers a flush)."""
         start = max(start, self._audio_start)
         end = min(end, self._end)
         lo = round((start - self._audio_start) * self._bps) // 2 * 2
@@ -212,22 +226,25 @@ class BatchRecognizeStream(RecognizeStream):
         del self._audio[:hi]
         self._audio_start += hi / self._bps
         if len(pcm) / self._bps < max(self._stt.min_segment, 1 / self._bps):
-            return
+            return False
         clip = await self._request(pcm)
         text = clip.text.strip()
-        if text:
-            self._emit(
-                Transcript(
-                    text,
-                    True,
-                    start,
-                    end,
-                    min(1.0, max(0.0, clip.confidence)),
-                    self._utterance,
-                    self.generation,
-                )
+        if not text:
+            return False
+        self._emit(
+            Transcript(
+                text,
+                True,
+                start,
+                end,
+                min(1.0, max(0.0, clip.confidence)),
+                self._utterance,
+                self.generation,
+                flushed,
             )
-            self._utterance += 1
+        )
+        self._utterance += 1
+        return True
 
     async def _request(self, pcm: bytes) -> Clip:
         """One segment's request, retried within the ``final`` deadline."""

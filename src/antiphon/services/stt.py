@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -41,6 +41,7 @@ from antiphon.aio.worker import ThreadWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
+from antiphon.protocols.stt_session import Recognized
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +129,7 @@ class RecognizeStream(InputStream[Transcript]):
         super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
         self.audio_seconds = 0.0
         self._flushes_queued = 0  # flush() calls the stream's task has not taken yet
+        self._until = 0.0  # the end of the latest transcript emitted (stream seconds)
         self._launch(owner, f"{provider}-recognize")
 
     # -- input
@@ -177,6 +179,34 @@ class RecognizeStream(InputStream[Transcript]):
     def _emit(self, transcript: Transcript) -> None:
         if self._state is StreamState.RUNNING:
             self._out.send_nowait(transcript)
+            self._until = max(self._until, transcript.end)
+
+    def _deliver(self, results: Sequence[Recognized], *, answered: bool = False) -> None:
+        """Emit a protocol's ``results`` (in stream time) as this stream's transcripts.
+
+        ``answered``: they answer every flush sent so far, so their last final is marked
+        ``flushed`` (an empty final is made when they hold none): nothing more comes for
+        the audio before the flushes.
+        """
+        last = max((i for i, r in enumerate(results) if r.is_final), default=None)
+        for i, r in enumerate(results):
+            flushed = answered and i == last
+            self._emit(
+                Transcript(
+                    r.text,
+                    r.is_final,
+                    r.start,
+                    r.end,
+                    r.confidence,
+                    r.utterance,
+                    self.generation,
+                    flushed,
+                )
+            )
+        if answered and last is None:
+            self._emit(
+                Transcript("", True, self._until, self._until, 0.0, 0, self.generation, True)
+            )
 
 
 class STT(ProviderService[RecognizeStream]):

@@ -3,8 +3,9 @@
 A plugin subclasses :class:`WebSocketSTT` and supplies its protocol: a URL and headers, a
 session factory (its protocol module's sans-I/O state machine, which satisfies
 :class:`WireSession` and speaks the shared vocabulary of
-:mod:`antiphon.protocols.stt_session`), what opens a connection, what a flush and the end
-of input send, and how a close code maps to a typed error. This module does the rest,
+:mod:`antiphon.protocols.stt_session`), what opens a connection (:meth:`~WebSocketSTT.open_url`
+where a session URL is asked for first), what a flush and the end of input send, and how a
+close code maps to a typed error. This module does the rest,
 once, for all of them.
 
 How it is built:
@@ -64,7 +65,6 @@ from antiphon.services.stt import (
     RecognizeStream,
     StreamState,
     STTDeadlines,
-    Transcript,
 )
 
 __all__ = [
@@ -251,9 +251,15 @@ class WebSocketSTT(STT, Generic[S]):
         return None
 
     # -- connections
+    async def open_url(self) -> str:
+        """The URL of a new connection: :attr:`url`, or, for a protocol that asks an HTTP
+        endpoint for a session first, that session's URL (errors typed, stage
+        ``connect``, within the ``connect`` deadline)."""
+        return self.url
+
     async def _connect(self) -> WsConnection:
         return await connect(
-            self.url,
+            await self.open_url(),
             provider=self.provider,
             headers=self._headers,
             options=self._ws_options,
@@ -281,7 +287,6 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         self._last_send = 0.0
         self._heard_at = 0.0  # the reader's last server message (written by the reader only)
         self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
-        self._until = 0.0  # the end of the latest transcript (stream seconds)
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -354,26 +359,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             if isinstance(out, ProviderError):
                 return out
             found.append(out)
-        last = max((i for i, r in enumerate(found) if r.is_final), default=None)
-        for i, r in enumerate(found):
-            flushed = answered and i == last
-            self._emit(
-                Transcript(
-                    r.text,
-                    r.is_final,
-                    r.start,
-                    r.end,
-                    r.confidence,
-                    r.utterance,
-                    self.generation,
-                    flushed,
-                )
-            )
-            self._until = max(self._until, r.end)
-        if answered and last is None:
-            self._emit(
-                Transcript("", True, self._until, self._until, 0.0, 0, self.generation, True)
-            )
+        self._deliver(found, answered=answered)
         return None
 
     def _post(self, item: object) -> None:

@@ -107,8 +107,10 @@ class ScriptedSTT(STT):
     """Each utterance (audio, then ``flush``) is recognised as the next script line.
 
     Interim transcripts (growing prefixes of the line) come every ``interim_every``
-    seconds of audio. ``silent_flushes``: flushes (numbered from 0) answered with no
-    final at all, as a server that drops a final. ``fail_streams``: stream number →
+    seconds of audio. A flush's final is marked ``flushed`` (an empty final when there
+    was nothing to recognise), as the WebSocket STTs mark their answer to a flush.
+    ``silent_flushes``: flushes (numbered from 0) answered with no final at all, as a
+    server that drops a final. ``fail_streams``: stream number →
     seconds of audio after which that stream fails. ``final_delay``: seconds (on
     ``clock``) between a flush and its final, as a slow server.
     """
@@ -177,13 +179,21 @@ class _ScriptedRecognize(RecognizeStream):
             elif isinstance(item, FlushInput | EndInput):
                 number = stt.flushes
                 stt.flushes += 1
+                answers = False
+                if isinstance(item, FlushInput):
+                    self._took_flush()
+                    answers = not self._flush_pending and number not in stt.silent_flushes
                 if utt_start is not None and stt.script and number not in stt.silent_flushes:
                     if stt.final_delay:
                         await _pause(stt.clock, stt.final_delay)
                     text = stt.script.pop(0)
                     stt.heard.append(text)
-                    self._emit(Transcript(text, True, utt_start, position, 1.0, utterance))
+                    self._emit(
+                        Transcript(text, True, utt_start, position, 1.0, utterance, flushed=answers)
+                    )
                     utterance += 1
+                elif answers:  # nothing to recognise: the answer is an empty final
+                    self._emit(Transcript("", True, position, position, flushed=True))
                 utt_start, since = None, 0.0
                 if isinstance(item, EndInput):
                     return

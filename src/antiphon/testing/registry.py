@@ -6,9 +6,10 @@ runs each cloud service against its fake on loopback.
 
 - :data:`TTS_FAKES`: for each name of :data:`antiphon.plugins.registry.TTS_PROVIDERS`,
   how to build its fake server (``(plan, port, accepted_key)``) and the key it accepts.
-- :class:`LoopbackFakes`: starts the STT (Deepgram, AssemblyAI, OpenAI, Speechmatics,
-  ElevenLabs, Cartesia), LLM (OpenAI-compatible, Anthropic, Gemini) and TTS fakes a
-  pipeline needs.
+- :data:`STT_FAKES`: for each cloud STT of :mod:`antiphon.agent.pipeline`, how to build
+  its fake server (``(plan, vocabulary)``) and the key it accepts.
+- :class:`LoopbackFakes`: starts the STT, LLM (OpenAI-compatible, Anthropic, Gemini) and
+  TTS fakes a pipeline needs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from antiphon.testing.anthropic_messages import FakeAnthropicMessages
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as ASSEMBLYAI_KEY
 from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
+from antiphon.testing.azure_stt import DEFAULT_API_KEY as AZURE_STT_KEY
+from antiphon.testing.azure_stt import FakeAzureSpeechRecognition
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.cartesia_stt import DEFAULT_API_KEY as CARTESIA_STT_KEY
 from antiphon.testing.cartesia_stt import FakeCartesiaSTT
@@ -36,6 +39,8 @@ from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
+from antiphon.testing.gladia_stt import DEFAULT_API_KEY as GLADIA_KEY
+from antiphon.testing.gladia_stt import FakeGladiaSTT
 from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
@@ -47,7 +52,7 @@ from antiphon.testing.speechmatics_stt import DEFAULT_API_KEY as SPEECHMATICS_KE
 from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
 from antiphon.testing.xai import FakeXAITTS
 
-__all__ = ["TTS_FAKES", "FakeTTS", "LoopbackFakes", "tts_fake"]
+__all__ = ["STT_FAKES", "TTS_FAKES", "FakeTTS", "LoopbackFakes", "tts_fake"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,18 @@ class FakeTTS:
     key: str = "test-key"
     """The key the fake accepts by default."""
 
+
+#: Each cloud STT's fake: ``(plan, vocabulary)`` -> the fake (not started), and its key.
+STT_FAKES: dict[str, tuple[Callable[[FaultPlan, tuple[str, ...]], FakeServer], str]] = {
+    "deepgram": (lambda p, v: FakeDeepgramSTT(p, vocabulary=v), DEEPGRAM_STT_KEY),
+    "assemblyai": (lambda p, v: FakeAssemblyAISTT(p, vocabulary=v), ASSEMBLYAI_KEY),
+    "openai": (lambda p, v: FakeOpenAITranscription(p, vocabulary=v), OPENAI_STT_KEY),
+    "speechmatics": (lambda p, v: FakeSpeechmaticsSTT(p, vocabulary=v), SPEECHMATICS_KEY),
+    "elevenlabs": (lambda p, v: FakeElevenLabsSTT(p, vocabulary=v), ELEVENLABS_STT_KEY),
+    "cartesia": (lambda p, v: FakeCartesiaSTT(p, vocabulary=v), CARTESIA_STT_KEY),
+    "gladia": (lambda p, v: FakeGladiaSTT(p, vocabulary=v), GLADIA_KEY),
+    "azure": (lambda p, v: FakeAzureSpeechRecognition(p, vocabulary=v), AZURE_STT_KEY),
+}
 
 TTS_FAKES: dict[str, FakeTTS] = {
     "deepgram": FakeTTS(lambda plan, port, key: FakeDeepgramTTS(plan, port=port, api_key=key)),
@@ -94,33 +111,15 @@ class LoopbackFakes:
     async def stt(
         self, provider: str, stack: contextlib.AsyncExitStack, vocabulary: tuple[str, ...]
     ) -> Endpoint:
-        if provider == "assemblyai":
-            aai = FakeAssemblyAISTT(self.plan, vocabulary=vocabulary)
-            await stack.enter_async_context(aai)
-            return Endpoint(aai.url, ASSEMBLYAI_KEY)
-        if provider == "openai":
-            oai = FakeOpenAITranscription(self.plan, vocabulary=vocabulary)
-            await stack.enter_async_context(oai)
-            return Endpoint(oai.url, OPENAI_STT_KEY)
-        if provider == "cartesia":
-            ink = FakeCartesiaSTT(self.plan, vocabulary=vocabulary)
-            await stack.enter_async_context(ink)
-            return Endpoint(ink.url, CARTESIA_STT_KEY)
-        if provider == "elevenlabs":
-            xis = FakeElevenLabsSTT(self.plan, vocabulary=vocabulary)
-            await stack.enter_async_context(xis)
-            return Endpoint(xis.url, ELEVENLABS_STT_KEY)
-        if provider == "speechmatics":
-            smx = FakeSpeechmaticsSTT(self.plan, vocabulary=vocabulary)
-            await stack.enter_async_context(smx)
-            return Endpoint(smx.url, SPEECHMATICS_KEY)
-        if provider != "deepgram":
+        if provider not in STT_FAKES:
             raise ConfigError(
-                f"no fake server for STT provider {provider!r}; "
-                "use deepgram, assemblyai, openai, speechmatics, elevenlabs or cartesia"
+                f"no fake server for STT provider {provider!r}; use {', '.join(STT_FAKES)}"
             )
-        fake = await stack.enter_async_context(FakeDeepgramSTT(self.plan, vocabulary=vocabulary))
-        return Endpoint(fake.url, DEEPGRAM_STT_KEY)
+        make, key = STT_FAKES[provider]
+        fake = make(self.plan, vocabulary)
+        await fake.start()
+        stack.push_async_callback(fake.aclose)
+        return Endpoint(fake.url, key)
 
     async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
         """An LLM fake: Anthropic Messages for ``anthropic``, Gemini streamGenerateContent

@@ -1,9 +1,13 @@
 """The STT conformance suite for plugins over a WebSocket: DESIGN.md's faults.
 
-A cloud STT plugin's tests subclass :class:`WebSocketSTTConformance` and set ``harness``::
+A cloud STT plugin's tests subclass :class:`WebSocketSTTConformance` and set ``harness``;
+a plugin built like the ones here (``api_key``, ``base_url``, ``deadlines``,
+``keepalive_interval``, ``max_reconnects``) and a fake built like theirs
+(``Fake(plan, vocabulary=...)`` counting in ``stats``) need only :class:`PluginHarness`::
 
     class TestDeepgramSTTConformance(WebSocketSTTConformance):
-        harness = DeepgramSTTHarness()
+        harness = PluginHarness(DeepgramSTT, FakeDeepgramSTT, api_key=DEFAULT_API_KEY,
+                                keepalive="KeepAlive")
 
 Each test runs the plugin against the plugin's fake server (on its own thread) with a
 :class:`~antiphon.testing.FaultPlan`: connect refused or hanging, auth rejected, the server
@@ -21,7 +25,7 @@ import asyncio
 import contextlib
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,21 +46,34 @@ from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.testing.server import FakeServer, FakeWsServer, serving
+from antiphon.testing.synth import tone_for_text
 
 #: Short deadlines so that faults resolve quickly; the guard catches real hangs.
 FAST = STTDeadlines(connect=1.0, process=1.0, final=1.0, idle=1.0, close=0.5)
 GUARD = 20.0
+
+#: Phrases the tests speak (every fake's vocabulary knows them).
+PHRASES: tuple[str, ...] = ("What time is it?", "Turn on the lights.", "Thank you very much.")
+
+
+def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
+    """The fakes' stand-in for ``text`` spoken (:func:`tone_for_text`), ``pad`` seconds of
+    silence on each side."""
+    silence = bytes(round(pad * sample_rate) * 2)
+    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
 
 
 class WsSTTHarness(ABC):
     """What the suite needs to know about one plugin and its fake server."""
 
     #: Phrases the tests speak (the fake must be able to recognise them).
-    PHRASES: ClassVar[tuple[str, ...]] = (
-        "What time is it?",
-        "Turn on the lights.",
-        "Thank you very much.",
-    )
+    PHRASES: ClassVar[tuple[str, ...]] = PHRASES
+    #: The protocol has a keep-alive message (else the paused-stream test expects the
+    #: idle close to cost one reconnect instead).
+    has_keepalive: bool = True
+    #: The service ends an utterance only when told (a flush): the tests that pause
+    #: between phrases flush first.
+    manual_endpoints: bool = False
 
     def url_for_port(self, port: int) -> str:
         """The plugin's base URL for a local server on ``port``."""
@@ -92,6 +109,96 @@ class WsSTTHarness(ABC):
     @abstractmethod
     def keepalives(self, fake: Any) -> int:
         """How many keep-alive messages the fake has received."""
+
+    def sessions(self, fake: Any) -> int:
+        """How many recognition sessions the fake has started (by default one a
+        connection; protocols that configure a session after connecting count those)."""
+        return self.connections(fake)
+
+
+class PluginHarness(WsSTTHarness):
+    """The harness of a plugin and fake built like the ones antiphon ships.
+
+    Args:
+        plugin: the plugin class (or factory); it is called with ``api_key``,
+            ``base_url``, ``deadlines``, ``options`` and, when a test sets them,
+            ``keepalive_interval`` and ``max_reconnects``.
+        fake: the fake server class, called as ``fake(plan, vocabulary=PHRASES)``; its
+            ``stats`` count ``connections`` and messages (``count(type)``).
+        api_key: the key the fake accepts.
+        scheme: the base URL's scheme (``http`` for a service whose sessions start with an
+            HTTP request).
+        path: appended to the local server's URL (a service whose base URL has a path).
+        keepalive: the keep-alive message type the fake counts (None: the protocol has
+            none).
+        manual_endpoints: see :attr:`WsSTTHarness.manual_endpoints`.
+        sessions: how to count the fake's sessions (default: one a connection).
+        options: more keyword arguments for the plugin.
+    """
+
+    def __init__(
+        self,
+        plugin: Callable[..., STT],
+        fake: Callable[..., FakeServer],
+        *,
+        api_key: str,
+        scheme: str = "ws",
+        path: str = "",
+        keepalive: str | None = None,
+        manual_endpoints: bool = False,
+        sessions: Callable[[Any], int] | None = None,
+        **options: Any,
+    ) -> None:
+        self._plugin = plugin
+        self._fake = fake
+        self._api_key = api_key
+        self._scheme = scheme
+        self._path = path
+        self._keepalive = keepalive
+        self._sessions = sessions
+        self._options = options
+        self.has_keepalive = keepalive is not None
+        self.manual_endpoints = manual_endpoints
+
+    def url_for_port(self, port: int) -> str:
+        return f"{self._scheme}://127.0.0.1:{port}{self._path}"
+
+    def fake(self, plan: FaultPlan) -> FakeServer:
+        return self._fake(plan, vocabulary=self.PHRASES)
+
+    def make_stt(
+        self,
+        base_url: str,
+        *,
+        deadlines: STTDeadlines,
+        keepalive_interval: float | None = None,
+        max_reconnects: int | None = None,
+    ) -> STT:
+        extra = dict(self._options)
+        if keepalive_interval is not None:
+            extra["keepalive_interval"] = keepalive_interval
+        if max_reconnects is not None:
+            extra["max_reconnects"] = max_reconnects
+        return self._plugin(api_key=self._api_key, base_url=base_url, deadlines=deadlines, **extra)
+
+    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
+        return speech(text, sample_rate)
+
+    def heard(self, text: str, transcript: str) -> bool:
+        return transcript == text
+
+    def connections(self, fake: Any) -> int:
+        n: int = fake.stats.connections
+        return n
+
+    def keepalives(self, fake: Any) -> int:
+        if self._keepalive is None:
+            return 0
+        n: int = fake.stats.count(self._keepalive)
+        return n
+
+    def sessions(self, fake: Any) -> int:
+        return self._sessions(fake) if self._sessions else self.connections(fake)
 
 
 @dataclass
@@ -138,7 +245,8 @@ class WebSocketSTTConformance:
         async with serving(fake):
             url = base_url or fake.url
             port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
-            leaks = LeakCheck(ports=[port])
+            # a fake on two listeners (an HTTP session endpoint, a WebSocket) names both
+            leaks = LeakCheck(ports={port, *getattr(fake, "ports", ())})
             stt = self.harness.make_stt(
                 url,
                 deadlines=FAST,
@@ -223,6 +331,14 @@ class WebSocketSTTConformance:
             assert self.harness.connections(r.fake) == len(texts)
 
     async def test_keepalive_holds_a_paused_stream_open(self) -> None:
+        """Keep-alives hold a paused stream's connection open; a protocol without them
+        (WebSocket pings keep a live connection) loses a paused connection to a server's
+        idle close, at the cost of one reconnect: the stream's audio not yet answered is
+        replayed or the session started again, and the next speech is heard on the new
+        connection, times running on."""
+        if not self.harness.has_keepalive:
+            await self._paused_stream_reconnects()
+            return
         texts = self.harness.PHRASES[:2]
         async with self.run(FaultPlan(idle_close_after=0.4), keepalive_interval=0.1) as r:
             async with r.stt.stream() as s:
@@ -235,6 +351,25 @@ class WebSocketSTTConformance:
             self._check_finals(results, *texts)
             assert self.harness.keepalives(r.fake) >= 2
             assert self.harness.connections(r.fake) == 1
+
+    async def _paused_stream_reconnects(self) -> None:
+        texts = self.harness.PHRASES[:2]
+        # the idle close at 0.6 s, the reconnect within the first backoff wait (at most
+        # 0.25 s): the new connection is busy again when the caller resumes at 1.0 s
+        async with self.run(FaultPlan(idle_close_after=0.6), max_reconnects=2) as r:
+            async with r.stt.stream() as s:
+                _feed(s, self.harness.speech(texts[0]))
+                if self.harness.manual_endpoints:
+                    s.flush()
+                await asyncio.sleep(1.0)  # the caller pauses longer than the idle close
+                _feed(s, self.harness.speech(texts[1]))
+                s.end_input()
+                results = await _all(s)
+            assert s.state is StreamState.COMPLETED
+            finals = self._check_finals(results, *texts)
+            assert finals[1].start >= self.harness.speech(texts[0]).duration - 0.05
+            assert self.harness.connections(r.fake) == 2
+            assert self.harness.sessions(r.fake) == 2
 
     # ----------------------------------------------------------------- connecting
 
@@ -314,6 +449,8 @@ class WebSocketSTTConformance:
         async with self.run(plan, keepalive_interval=0.1, max_reconnects=1) as r:
             async with r.stt.stream() as s:
                 _feed(s, self.harness.speech(texts[0]))
+                if self.harness.manual_endpoints:
+                    s.flush()  # the service never ends an utterance on its own
                 await asyncio.sleep(0.8)
                 _feed(s, self.harness.speech(texts[1]))
                 s.end_input()
@@ -471,4 +608,13 @@ class WebSocketSTTConformance:
             assert await _all(s) == []
 
 
-__all__ = ["FAST", "GUARD", "Run", "WebSocketSTTConformance", "WsSTTHarness"]
+__all__ = [
+    "FAST",
+    "GUARD",
+    "PHRASES",
+    "PluginHarness",
+    "Run",
+    "WebSocketSTTConformance",
+    "WsSTTHarness",
+    "speech",
+]
