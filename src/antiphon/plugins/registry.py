@@ -159,6 +159,20 @@ def _hume(s: TTSSettings) -> TTS:
     )
 
 
+def _rime(s: TTSSettings) -> TTS:
+    from antiphon.plugins.rime import RimeTTS
+    from antiphon.protocols import rime_tts as rt
+
+    return RimeTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or rt.DEFAULT_BASE_URL,
+        speaker=s.voice or rt.DEFAULT_SPEAKER,
+        encoding=s.encoding or "linear16",
+        sample_rate=s.sample_rate or rt.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
@@ -175,6 +189,7 @@ TTS_PROVIDERS: dict[str, TTSProvider] = {
         ),
         TTSProvider("openai", "OPENAI_API_KEY", _openai, transport="http"),
         TTSProvider("hume", "HUME_API_KEY", _hume, transport="http"),
+        TTSProvider("rime", "RIME_API_KEY", _rime),
     ]
 }
 

@@ -42,6 +42,7 @@ from antiphon.testing.openai_chat import FakeOpenAIChat
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OPENAI_STT_KEY
 from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.openai_tts import FakeOpenAITTS
+from antiphon.testing.rime_tts import FakeRimeTTS
 from antiphon.testing.server import FakeServer
 from antiphon.testing.speechmatics_stt import DEFAULT_API_KEY as SPEECHMATICS_KEY
 from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
@@ -69,6 +70,7 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
     "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
     "hume": FakeTTS(lambda plan, port, key: FakeHumeTTS(plan, port=port, api_key=key)),
+    "rime": FakeTTS(lambda plan, port, key: FakeRimeTTS(plan, port=port, api_key=key)),
 }
 
 
