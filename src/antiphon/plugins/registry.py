@@ -173,6 +173,21 @@ def _rime(s: TTSSettings) -> TTS:
     )
 
 
+def _google(s: TTSSettings) -> TTS:
+    from antiphon.plugins.google import GoogleTTS
+    from antiphon.protocols import google_tts as gt
+
+    if s.encoding not in (None, "linear16"):
+        raise ConfigError("Google TTS is asked for linear16 (PCM) only")
+    return GoogleTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or gt.DEFAULT_BASE_URL,
+        voice=s.voice or gt.DEFAULT_VOICE,
+        sample_rate=s.sample_rate or gt.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
@@ -190,6 +205,7 @@ TTS_PROVIDERS: dict[str, TTSProvider] = {
         TTSProvider("openai", "OPENAI_API_KEY", _openai, transport="http"),
         TTSProvider("hume", "HUME_API_KEY", _hume, transport="http"),
         TTSProvider("rime", "RIME_API_KEY", _rime),
+        TTSProvider("google", "GOOGLE_API_KEY", _google, transport="http"),
     ]
 }
 

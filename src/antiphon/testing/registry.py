@@ -36,6 +36,7 @@ from antiphon.testing.elevenlabs_stt import FakeElevenLabsSTT
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
+from antiphon.testing.google_tts import FakeGoogleTTS
 from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
@@ -71,6 +72,7 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
     "hume": FakeTTS(lambda plan, port, key: FakeHumeTTS(plan, port=port, api_key=key)),
     "rime": FakeTTS(lambda plan, port, key: FakeRimeTTS(plan, port=port, api_key=key)),
+    "google": FakeTTS(lambda plan, port, key: FakeGoogleTTS(plan, port=port, api_key=key)),
 }
 
 
