@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,9 @@ class RimeFakeStats:
     closes_sent: list[int] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     """Every message the fake sent, parsed (chunks without their data)."""
+    audio_send_times: list[int] = field(default_factory=list)
+    """``time.perf_counter_ns()`` just before each audio chunk was sent (if recording)."""
+    record_send_times: bool = False
 
 
 def word_timestamps(text: str) -> dict[str, list[Any]]:
@@ -198,6 +202,8 @@ class _Conn(SpeakerConnection):
         return synthesize(text, self.encoding, self.sample_rate)
 
     async def send_audio(self, chunk: bytes) -> None:
+        if self.stats.record_send_times:
+            self.stats.audio_send_times.append(time.perf_counter_ns())
         data = base64.b64encode(chunk).decode()
         await self.send_json({"type": "chunk", "data": data, "contextId": self.speaking_context})
         self.chunks_sent += 1
