@@ -112,6 +112,11 @@ class HttpLLM(LLM):
     def _headers(self) -> dict[str, str]:
         return self.headers
 
+    def request_headers(self, body: bytes) -> dict[str, str]:
+        """The headers of one request of ``body`` (:attr:`headers`; a plugin that signs
+        each request, as SigV4 does, signs here)."""
+        return self.headers
+
     @abstractmethod
     def encode(self, context: ChatContext, tools: tuple[FunctionTool, ...]) -> bytes:
         """The request body (``ConfigError`` for a conversation the API cannot take)."""
@@ -209,7 +214,7 @@ class HttpChatStream(ChatStream):
         self.attempts += 1
         llm.requests += 1
         request = llm._client.build_request(
-            "POST", llm.url, content=self._body, headers=llm.headers
+            "POST", llm.url, content=self._body, headers=llm.request_headers(self._body)
         )
         try:
             response = await llm._client.send(request, stream=True)
