@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -21,6 +22,10 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 
+from antiphon.agent.pipeline import PipelineSpec
+from antiphon.agent.talk import talk
+from antiphon.audio.frame import AudioFrame
+from antiphon.audio.wav import read_wav
 from antiphon.errors import AuthError, ConfigError, ProviderError
 from antiphon.plugins.bedrock import BedrockLLM
 from antiphon.protocols import aws_eventstream as es
@@ -42,7 +47,9 @@ from antiphon.testing.conformance.llm import (
 )
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import Reply, ScriptedCall
+from antiphon.testing.registry import LoopbackFakes
 from antiphon.testing.server import running_in_thread, serving
+from antiphon.testing.synth import tone_for_text
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
@@ -328,3 +335,25 @@ def test_botocore_streams_from_the_fake() -> None:
             wrong.converse_stream(
                 modelId=MODEL, messages=[{"role": "user", "content": [{"text": "Hi"}]}]
             )
+
+
+@pytest.mark.parametrize("tts", ["rime", "google"])
+async def test_talk_with_bedrock_and_the_new_tts_on_the_fakes(tmp_path: Path, tts: str) -> None:
+    """``antiphon talk --llm bedrock:MODEL --tts rime|google --fake``, end to end."""
+    question = "what is the weather"
+    pad = AudioFrame.silence(0.5, 16000).data
+    speech = AudioFrame(pad + tone_for_text(question, 16000) + pad, 16000, 1)
+    spec = PipelineSpec(
+        vad="webrtc",  # tone speech: Silero rightly hears no voice in it
+        stt="assemblyai",
+        llm=f"bedrock:{MODEL}",
+        tts=tts,
+        fake=True,
+        fake_vocabulary=(question, "something else"),
+    )
+    out = tmp_path / "reply.wav"
+    result = await talk(speech, str(out), spec=spec, timeout=30, fakes=LoopbackFakes())
+    assert result.heard == [question]
+    assert result.replies == [f"You said: {question}"]  # the fake model echoes the user
+    assert result.audio_seconds > 0.5
+    assert read_wav(out).duration == pytest.approx(result.audio_seconds)

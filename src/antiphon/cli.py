@@ -565,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--llm",
         default="offline",
-        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini), anthropic:MODEL "
-        "or gemini:MODEL",
+        help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini), anthropic:MODEL, "
+        "gemini:MODEL or bedrock:MODEL",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")
     talk.add_argument(

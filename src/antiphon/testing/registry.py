@@ -24,6 +24,8 @@ from antiphon.testing.anthropic_messages import FakeAnthropicMessages
 from antiphon.testing.assemblyai_stt import DEFAULT_API_KEY as ASSEMBLYAI_KEY
 from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
+from antiphon.testing.bedrock_converse import DEFAULT_API_KEY as BEDROCK_KEY
+from antiphon.testing.bedrock_converse import FakeBedrockConverse
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.cartesia_stt import DEFAULT_API_KEY as CARTESIA_STT_KEY
 from antiphon.testing.cartesia_stt import FakeCartesiaSTT
@@ -128,13 +130,17 @@ class LoopbackFakes:
 
     async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
         """An LLM fake: Anthropic Messages for ``anthropic``, Gemini streamGenerateContent
-        for ``gemini``, else OpenAI chat completions."""
+        for ``gemini``, Bedrock ConverseStream for ``bedrock``, else OpenAI chat
+        completions."""
         if provider == "gemini":
             gemini = await stack.enter_async_context(FakeGeminiGenerate(self.plan))
             return Endpoint(gemini.url, GEMINI_KEY)
         if provider == "anthropic":
             claude = await stack.enter_async_context(FakeAnthropicMessages(self.plan))
             return Endpoint(claude.url, ANTHROPIC_KEY)
+        if provider == "bedrock":
+            bedrock = await stack.enter_async_context(FakeBedrockConverse(self.plan))
+            return Endpoint(bedrock.url, BEDROCK_KEY)
         fake = await stack.enter_async_context(FakeOpenAIChat(self.plan))
         return Endpoint(fake.base_url, OPENAI_KEY)
 
