@@ -40,11 +40,22 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from antiphon.errors import ConfigError
 from antiphon.protocols.aws_eventstream import EventMessage
+from antiphon.protocols.chat_actions import (
+    Action,
+    Done,
+    Finish,
+    FinishReason,
+    TextOut,
+    ToolArgsOut,
+    ToolStartOut,
+    UsageOut,
+)
+from antiphon.protocols.chat_turns import merge_turns, tool_input
 from antiphon.protocols.openai_chat import (
     ChatAuthError,
     ChatHttpError,
@@ -90,7 +101,6 @@ DEFAULT_MAX_TOKENS = 1024
 TOOL_CHOICES = ("auto", "any", "required", "none")
 _RESERVED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "modelId"})
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
 #: ``:exception-type``\ s of a stream that a retry may cure.
 RETRYABLE_EXCEPTIONS = frozenset(
     {"internalServerException", "serviceUnavailableException", "throttlingException"}
@@ -130,16 +140,6 @@ def converse_stream_url(
     return f"{base}/model/{quote(model.strip(), safe='')}/converse-stream"
 
 
-def _tool_input(arguments: str, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        raise ConfigError(f"tool call {name}: its arguments are not JSON") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"tool call {name}: its arguments are not a JSON object")
-    return value
-
-
 def _blocks(message: MessageLike) -> list[dict[str, Any]]:
     if message.role == "tool":
         result = {"toolUseId": message.tool_call_id or "", "content": [{"text": message.content}]}
@@ -151,7 +151,7 @@ def _blocks(message: MessageLike) -> list[dict[str, Any]]:
         use = {
             "toolUseId": call.id,
             "name": call.name,
-            "input": _tool_input(call.arguments, call.name),
+            "input": tool_input(call.arguments, call.name),
         }
         blocks.append({"toolUse": use})
     return blocks
@@ -159,27 +159,7 @@ def _blocks(message: MessageLike) -> list[dict[str, Any]]:
 
 def conversation(messages: Iterable[MessageLike]) -> tuple[list[str], list[dict[str, Any]]]:
     """The system texts and the ``messages`` turns (see the module docstring)."""
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system.append(m.content)
-            continue
-        role = "assistant" if m.role == "assistant" else "user"
-        blocks = _blocks(m)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            previous = turns[-1]["content"]
-            if m.role == "tool":  # tool results open a user turn, before any text
-                at = sum(1 for b in previous if "toolResult" in b)
-                previous[at:at] = blocks
-            else:
-                previous.extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
+    return merge_turns(messages, _blocks, is_result=lambda block: "toolResult" in block)
 
 
 def build_body(
@@ -427,44 +407,6 @@ class Phase(enum.Enum):
     MESSAGE = "message"
     STOPPED = "stopped"  # after messageStop, before metadata
     DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class TextOut:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolStartOut:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolArgsOut:
-    index: int
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class UsageOut:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    reason: FinishReason
-    stop_reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The response is complete."""
-
-
-Action = TextOut | ToolStartOut | ToolArgsOut | UsageOut | Finish | Done
 
 
 class ConverseStream:

@@ -21,7 +21,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
 from antiphon.protocols import aws_eventstream as es
@@ -29,7 +28,7 @@ from antiphon.protocols import bedrock_converse as bc
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
 from antiphon.services.http_llm import HttpChatStream, HttpLLM
-from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
+from antiphon.services.llm import ChatContext, LLMDeadlines
 from antiphon.services.tools import FunctionTool
 
 __all__ = ["ENV_BEARER", "BedrockChatStream", "BedrockLLM"]
@@ -178,19 +177,6 @@ class BedrockChatStream(HttpChatStream):
 
     end_marker = "messageStop"
 
-    def __init__(
-        self,
-        llm: HttpLLM,
-        context: ChatContext,
-        tools: tuple[FunctionTool, ...],
-        generation: int,
-        body: bytes,
-        owner: TaskOwner,
-    ) -> None:
-        self.stop_reason: str | None = None
-        """Bedrock's own ``stopReason`` (``end_turn``, ``tool_use``, ``max_tokens``…)."""
-        super().__init__(llm, context, tools, generation, body, owner)
-
     def _begin(self) -> None:
         self._decoder = es.EventStreamDecoder()
         self._machine = bc.ConverseStream()
@@ -208,7 +194,7 @@ class BedrockChatStream(HttpChatStream):
         try:
             for message in feed(chunk):
                 for action in self._machine.feed(bc.parse_message(message)):
-                    if self._handle(action):
+                    if self._report_action(action):
                         return True
         except (es.EventStreamError, bc.Malformed) as exc:
             raise ProviderError(
@@ -225,23 +211,6 @@ class BedrockChatStream(HttpChatStream):
                 code=exc.type,
                 retryable=exc.type in bc.RETRYABLE_EXCEPTIONS,
             ) from None
-        return False
-
-    def _handle(self, action: bc.Action) -> bool:
-        match action:
-            case bc.TextOut(text):
-                self._text(text)
-            case bc.ToolStartOut(index, call_id, name):
-                self._tool_delta(index, id=call_id, name=name)
-            case bc.ToolArgsOut(index, arguments):
-                self._tool_delta(index, arguments=arguments)
-            case bc.UsageOut(prompt, completion):
-                self._usage(Usage(prompt, completion))
-            case bc.Finish(reason, stop_reason):
-                self.stop_reason = stop_reason
-                self._finish_reason(reason)
-            case bc.Done():
-                return True
         return False
 
 
