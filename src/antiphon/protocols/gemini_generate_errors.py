@@ -5,10 +5,10 @@ Google's REST APIs answer an error with one JSON shape, ``google.rpc.Status``
 https://ai.google.dev/gemini-api/docs/troubleshooting and
 https://cloud.google.com/apis/design/errors), with an ``ErrorInfo`` detail naming the
 reason (``API_KEY_INVALID``) and a ``RetryInfo`` detail with the delay to wait.
-:func:`error_fields` reads that body (any Google REST API: the Cloud TTS plugin uses it
-too); :func:`http_error` maps an error response of ``streamGenerateContent`` to a typed
-error: 401/403, and 400 with reason ``API_KEY_INVALID`` (what the API answers a wrong
-key) → ``ChatAuthError``; 429 and 5xx → retryable ``ChatHttpError`` with ``retry_after``
+:func:`error_fields` reads that body (the shape of any Google REST API's errors);
+:func:`http_error` maps an error response of ``streamGenerateContent`` to a typed error:
+401/403, and 400 with reason ``API_KEY_INVALID`` (what the API answers a wrong key) →
+``ChatAuthError``; 429 and 5xx → retryable ``ChatHttpError`` with ``retry_after``
 from ``google.rpc.RetryInfo`` (or ``Retry-After``); 400/404 → ``ChatRequestError`` with
 the server's message.
 """
