@@ -86,8 +86,10 @@ def error_body(
     *,
     reason: str | None = None,
     retry_delay: str | None = None,
+    service: str = "generativelanguage.googleapis.com",
 ) -> str:
-    """Google's error body; ``reason`` adds an ``ErrorInfo``, ``retry_delay`` a ``RetryInfo``."""
+    """Google's error body; ``reason`` adds an ``ErrorInfo`` (of ``service``),
+    ``retry_delay`` a ``RetryInfo``."""
     kind, default = STATUSES.get(status, ("UNKNOWN", f"rejected by fault plan ({status})"))
     details: list[dict[str, Any]] = []
     if reason is not None:
@@ -96,7 +98,7 @@ def error_body(
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": reason,
                 "domain": "googleapis.com",
-                "metadata": {"service": "generativelanguage.googleapis.com"},
+                "metadata": {"service": service},
             }
         )
     if retry_delay is not None:

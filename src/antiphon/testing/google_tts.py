@@ -211,7 +211,10 @@ class _Conn(HttpConnection[SpeechRequest]):
             return 403, error_body(403)
         if key != self.server.api_key:
             return 400, error_body(
-                400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+                400,
+                "API key not valid. Please pass a valid API key.",
+                reason="API_KEY_INVALID",
+                service="texttospeech.googleapis.com",
             )
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
