@@ -1,12 +1,13 @@
-"""Framework overhead of each streaming HTTP LLM plugin over a bare httpx SSE reader.
+"""Framework overhead of each streaming HTTP LLM plugin over a bare httpx stream reader.
 
-For the Gemini (``streamGenerateContent?alt=sse``), Anthropic (Messages) and OpenAI (chat
-completions) plugins, against each provider's fake server (on its own thread, same
-scripted reply, one SSE event per token, ``--interval`` apart):
+For the Gemini (``streamGenerateContent?alt=sse``), Anthropic (Messages), OpenAI (chat
+completions) and Bedrock (``ConverseStream``) plugins, against each provider's fake server
+(on its own thread, same scripted reply, one event per token, ``--interval`` apart):
 
 (a) a bare client: one ``httpx`` streaming POST of the plugin's own request body and
-    headers, reading ``aiter_raw()``, splitting events on blank lines and taking each
-    event's text with ``json.loads`` (nothing else: no deadlines, no retries, no tasks);
+    headers, reading ``aiter_raw()``, splitting events on blank lines (SSE) or with the
+    sans-I/O event-stream decoder (Bedrock) and taking each event's text with
+    ``json.loads`` (nothing else: no deadlines, no retries, no tasks);
 (b) the plugin: ``llm.chat(context)`` iterated for ``TextDelta`` events (request task,
     SSE parser, the protocol's state machine, deadlines, the event channel).
 
@@ -35,12 +36,15 @@ from typing import Any
 import httpx
 
 from antiphon.plugins.anthropic import AnthropicLLM
+from antiphon.plugins.bedrock import BedrockLLM
 from antiphon.plugins.gemini import GeminiLLM
 from antiphon.plugins.openai import OpenAILLM
+from antiphon.protocols.aws_eventstream import EventStreamDecoder
 from antiphon.services.http_llm import HttpLLM
 from antiphon.services.llm import ChatContext, TextDelta
 from antiphon.testing import FaultPlan, running_in_thread
 from antiphon.testing import anthropic_messages as am_fake
+from antiphon.testing import bedrock_converse as bc_fake
 from antiphon.testing import gemini_generate as gg_fake
 from antiphon.testing import openai_chat as oc_fake
 from antiphon.testing.openai_chat import FakeChatServer, Reply
@@ -62,6 +66,10 @@ def _anthropic_text(event: dict[str, Any]) -> str:
     return str(delta.get("text", "")) if event.get("type") == "content_block_delta" else ""
 
 
+def _bedrock_text(event: dict[str, Any]) -> str:
+    return str((event.get("delta") or {}).get("text", ""))
+
+
 def _openai_text(event: dict[str, Any]) -> str:
     choices = event.get("choices") or [{}]
     return str((choices[0].get("delta") or {}).get("content") or "")
@@ -73,7 +81,9 @@ class Provider:
     fake: Callable[[FaultPlan], FakeChatServer]
     make: Callable[[str], HttpLLM]
     text_of: Callable[[dict[str, Any]], str]
-    """The text an SSE event's JSON carries (the bare client's whole decoder)."""
+    """The text an event's JSON carries (the bare client's whole decoder)."""
+    eventstream: bool = False
+    """AWS event-stream frames, not server-sent events."""
 
 
 PROVIDERS = [
@@ -97,6 +107,17 @@ PROVIDERS = [
         lambda url: OpenAILLM("gpt-4o-mini", api_key=oc_fake.DEFAULT_API_KEY, base_url=url),
         _openai_text,
     ),
+    Provider(
+        "bedrock",
+        lambda plan: bc_fake.FakeBedrockConverse(plan, replies=lambda _body: Reply(REPLY)),
+        lambda url: BedrockLLM(
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            api_key=bc_fake.DEFAULT_API_KEY,
+            base_url=url,
+        ),
+        _bedrock_text,
+        eventstream=True,
+    ),
 ]
 
 
@@ -116,6 +137,19 @@ async def bare_round(
     body = llm.encode(ctx, ())
     async with client.stream("POST", llm.url, content=body, headers=llm.headers) as r:
         r.raise_for_status()
+        if p.eventstream:
+            decoder = EventStreamDecoder()
+            async for data in r.aiter_raw():
+                for message in decoder.feed(data):
+                    piece = p.text_of(json.loads(message.payload))
+                    if piece:
+                        recv_ns.append(time.perf_counter_ns())
+                        text.append(piece)
+            return (
+                after_last_send(HTTP_SENT[start:], recv_ns),
+                (recv_ns[0] - t0) / 1e6,
+                "".join(text),
+            )
         async for data in r.aiter_raw():
             buf += data.replace(b"\r\n", b"\n")
             *events, buf = buf.split(b"\n\n")

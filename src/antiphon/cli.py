@@ -582,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm",
         default="offline",
         help="offline (default), SERVER:MODEL (e.g. openai:gpt-4o-mini), anthropic:MODEL, "
-        "gemini:MODEL, or llamacpp:FILE.gguf (a local model behind the FAQ; "
+        "gemini:MODEL, bedrock:MODEL, or llamacpp:FILE.gguf (a local model behind the FAQ; "
         "antiphon[local-llm])",
     )
     talk.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, Groq ...)")

@@ -16,7 +16,7 @@ Names:
   (live v2), ``azure`` (Speech SDK).
 - LLM: ``offline`` (default: the FAQ responder), ``anthropic:MODEL`` (Claude, e.g.
   ``anthropic:claude-sonnet-4-5``), ``gemini:MODEL`` (e.g. ``gemini:gemini-2.5-flash``),
-  ``SERVER:MODEL`` for an OpenAI-compatible
+  ``bedrock:MODEL`` (AWS Bedrock ConverseStream), ``SERVER:MODEL`` for an OpenAI-compatible
   server: ``openai``, ``groq``, ``xai``, ``ollama``, ``vllm`` (e.g. ``openai:gpt-4o-mini``,
   ``ollama:llama3.2``); ``llm_base_url`` for any other; ``llamacpp:FILE.gguf``: the FAQ
   responder first, a local GGUF model in process for the rest (``antiphon[local-llm]``).
@@ -70,7 +70,7 @@ OFFLINE_TTSS = ("piper", "espeak")
 #: Words Whisper should favour when the FAQ responder answers: the offline agent is asked
 #: about antiphon, a word Whisper tiny.en does not know ("anti-fun", "and define").
 OFFLINE_HOTWORDS = "Antiphon"
-LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic", "gemini")
+LLM_SERVERS = ("openai", "groq", "xai", "ollama", "vllm", "anthropic", "gemini", "bedrock")
 #: ``llamacpp:FILE.gguf``: a local model in process, behind the FAQ responder.
 LOCAL_LLM = "llamacpp"
 DEFAULT_INSTRUCTIONS = (
@@ -281,6 +281,15 @@ async def open_services(
             llm = GeminiLLM(model, base_url=spec.llm_base_url)
         else:
             llm = GeminiLLM(model)
+    elif spec.llm.startswith("bedrock:"):
+        from antiphon.plugins.bedrock import BedrockLLM
+
+        model = spec.llm.partition(":")[2]
+        if fakes is not None and spec.fake:
+            at = await fakes.llm(stack, "bedrock")
+            llm = BedrockLLM(model, api_key=at.api_key, base_url=at.url)
+        else:
+            llm = BedrockLLM(model, base_url=spec.llm_base_url)
     elif spec.llm.startswith(f"{LOCAL_LLM}:"):
         from antiphon.plugins.llamacpp import LlamaCppLLM
         from antiphon.plugins.offline import OfflineLLM, get_time

@@ -159,6 +159,35 @@ def _hume(s: TTSSettings) -> TTS:
     )
 
 
+def _rime(s: TTSSettings) -> TTS:
+    from antiphon.plugins.rime import RimeTTS
+    from antiphon.protocols import rime_tts as rt
+
+    return RimeTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or rt.DEFAULT_BASE_URL,
+        speaker=s.voice or rt.DEFAULT_SPEAKER,
+        encoding=s.encoding or "linear16",
+        sample_rate=s.sample_rate or rt.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
+def _google(s: TTSSettings) -> TTS:
+    from antiphon.plugins.google import GoogleTTS
+    from antiphon.protocols import google_tts as gt
+
+    if s.encoding not in (None, "linear16"):
+        raise ConfigError("Google TTS is asked for linear16 (PCM) only")
+    return GoogleTTS(
+        api_key=s.api_key,
+        base_url=s.base_url or gt.DEFAULT_BASE_URL,
+        voice=s.voice or gt.DEFAULT_VOICE,
+        sample_rate=s.sample_rate or gt.DEFAULT_SAMPLE_RATE,
+        deadlines=s.deadlines,
+    )
+
+
 TTS_PROVIDERS: dict[str, TTSProvider] = {
     p.name: p
     for p in [
@@ -175,6 +204,8 @@ TTS_PROVIDERS: dict[str, TTSProvider] = {
         ),
         TTSProvider("openai", "OPENAI_API_KEY", _openai, transport="http"),
         TTSProvider("hume", "HUME_API_KEY", _hume, transport="http"),
+        TTSProvider("rime", "RIME_API_KEY", _rime),
+        TTSProvider("google", "GOOGLE_API_KEY", _google, transport="http"),
     ]
 }
 

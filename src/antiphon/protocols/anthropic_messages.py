@@ -39,7 +39,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from antiphon.protocols.anthropic_request import (
     API_VERSION,
@@ -51,7 +51,22 @@ from antiphon.protocols.anthropic_request import (
     messages_url,
     request_headers,
 )
-from antiphon.protocols.openai_chat import Malformed, SseEvent, StreamErrorEvent, encode_body
+from antiphon.protocols.chat_actions import (
+    Action,
+    Done,
+    Finish,
+    FinishReason,
+    TextOut,
+    ToolArgsOut,
+    ToolStartOut,
+    UsageOut,
+)
+from antiphon.protocols.openai_chat import (
+    Malformed,
+    SseEvent,
+    StreamErrorEvent,
+    encode_body,
+)
 
 __all__ = [
     "API_VERSION",
@@ -270,7 +285,6 @@ def parse_event(event: SseEvent) -> ServerEvent:
 # --------------------------------------------------------------------------- the stream
 
 
-FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
 _STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -297,44 +311,6 @@ class Phase(enum.Enum):
     ENDING = "ending"
     """After ``message_delta``: only ``message_stop`` (or another delta) may come."""
     DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class TextOut:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolStartOut:
-    tool_index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolArgsOut:
-    tool_index: int
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class UsageOut:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    reason: FinishReason
-    stop_reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """``message_stop``: the response is complete."""
-
-
-Action = TextOut | ToolStartOut | ToolArgsOut | UsageOut | Finish | Done
 
 
 class MessageStream:

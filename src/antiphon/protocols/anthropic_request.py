@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from antiphon.errors import ConfigError
+from antiphon.protocols.chat_turns import merge_turns, tool_input
 from antiphon.protocols.openai_chat import (
     ChatAuthError,
     ChatHttpError,
@@ -94,16 +95,6 @@ def request_headers(
     return headers
 
 
-def _tool_input(arguments: str, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        raise ConfigError(f"tool call {name}: its arguments are not JSON") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"tool call {name}: its arguments are not a JSON object")
-    return value
-
-
 def _blocks(message: MessageLike) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [
@@ -118,35 +109,19 @@ def _blocks(message: MessageLike) -> list[dict[str, Any]]:
                 "type": "tool_use",
                 "id": call.id,
                 "name": call.name,
-                "input": _tool_input(call.arguments, call.name),
+                "input": tool_input(call.arguments, call.name),
             }
         )
     return blocks
 
 
+def _is_result(block: dict[str, Any]) -> bool:
+    return bool(block["type"] == "tool_result")
+
+
 def conversation(messages: Iterable[MessageLike]) -> tuple[list[str], list[dict[str, Any]]]:
     """The system texts and the ``messages`` turns (see the module docstring)."""
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system.append(m.content)
-            continue
-        role = "assistant" if m.role == "assistant" else "user"
-        blocks = _blocks(m)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            previous = turns[-1]["content"]
-            # tool results open a user turn: they go before any text of that turn
-            if m.role == "tool":
-                at = sum(1 for b in previous if b["type"] == "tool_result")
-                previous[at:at] = blocks
-            else:
-                previous.extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+    system, turns = merge_turns(messages, _blocks, is_result=_is_result)
     for turn in turns:  # one text block alone is sent as plain text, as most clients do
         content = turn["content"]
         if len(content) == 1 and content[0]["type"] == "text":

@@ -41,8 +41,9 @@ import httpx
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
+from antiphon.protocols import chat_actions as ca
 from antiphon.protocols.retry import Backoff, make_backoff, retry_delay
-from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines
+from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
 __all__ = ["HttpChatStream", "HttpLLM"]
@@ -112,6 +113,11 @@ class HttpLLM(LLM):
     def _headers(self) -> dict[str, str]:
         return self.headers
 
+    def request_headers(self, body: bytes) -> dict[str, str]:
+        """The headers of one request of ``body`` (:attr:`headers`; a plugin that signs
+        each request, as SigV4 does, signs here)."""
+        return self.headers
+
     @abstractmethod
     def encode(self, context: ChatContext, tools: tuple[FunctionTool, ...]) -> bytes:
         """The request body (``ConfigError`` for a conversation the API cannot take)."""
@@ -157,6 +163,8 @@ class HttpChatStream(ChatStream):
         self._t0 = asyncio.get_running_loop().time()
         self.attempts = 0
         """Requests this response took (1 + retries)."""
+        self.stop_reason: str | None = None
+        """The provider's own finish reason, where the plugin keeps it."""
         super().__init__(
             provider=llm.provider,
             context=context,
@@ -178,6 +186,26 @@ class HttpChatStream(ChatStream):
     @abstractmethod
     def _end(self) -> bool:
         """The body ended: report what the parser still holds; True if complete."""
+
+    def _report_action(self, action: ca.Action) -> bool:
+        """Report one :mod:`~antiphon.protocols.chat_actions` action of a protocol
+        machine; True at :class:`~antiphon.protocols.chat_actions.Done`. The provider's
+        own finish reason is kept in :attr:`stop_reason`."""
+        match action:
+            case ca.TextOut(text):
+                self._text(text)
+            case ca.ToolStartOut(index, call_id, name):
+                self._tool_delta(index, id=call_id, name=name)
+            case ca.ToolArgsOut(index, arguments):
+                self._tool_delta(index, arguments=arguments)
+            case ca.UsageOut(prompt, completion):
+                self._usage(Usage(prompt, completion))
+            case ca.Finish(reason, stop_reason):
+                self.stop_reason = stop_reason
+                self._finish_reason(reason)
+            case ca.Done():
+                return True
+        return False
 
     # -- the loop
     async def _run(self) -> None:
@@ -209,7 +237,7 @@ class HttpChatStream(ChatStream):
         self.attempts += 1
         llm.requests += 1
         request = llm._client.build_request(
-            "POST", llm.url, content=self._body, headers=llm.headers
+            "POST", llm.url, content=self._body, headers=llm.request_headers(self._body)
         )
         try:
             response = await llm._client.send(request, stream=True)

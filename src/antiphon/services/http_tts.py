@@ -10,11 +10,12 @@ an error status is a typed error), ``deadlines.first_audio`` from the request to
 audio, ``deadlines.idle`` between chunks and until the end of the body
 (:class:`~antiphon.net.http.BodyReader`). The body decodes through
 :meth:`~HttpSegmentStream._decode` to int16 PCM, an odd byte at a chunk's end waiting
-for the next one. A request that fails before any of its audio arrived (a dropped
-connection, 429, 5xx) is retried after the server's ``Retry-After`` or the service's
-backoff (:func:`~antiphon.protocols.retry.retry_delay`); once audio was heard it never
-is. A cancel closes the response at once: its connection is dropped, not reused, so no
-audio of it can reach anyone.
+for the next one (a body that decodes only as a whole, a JSON answer, gives its PCM from
+:meth:`~HttpSegmentStream._end_body`). A request that fails before any of its audio
+arrived (a dropped connection, 429, 5xx) is retried after the server's ``Retry-After``
+or the service's backoff (:func:`~antiphon.protocols.retry.retry_delay`); once audio was
+heard it never is. A cancel closes the response at once: its connection is dropped, not
+reused, so no audio of it can reach anyone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import httpx
 from antiphon import metrics
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ProviderError
+from antiphon.errors import HttpStatusError, ProviderError
 from antiphon.net.http import BodyReader, HttpOptions, open_response
 from antiphon.protocols.retry import Backoff, retry_delay
 from antiphon.services.tts import EndInput, FlushInput, SynthesisStream, TextInput, TTSDeadlines
@@ -106,8 +107,15 @@ class HttpSegmentStream(SynthesisStream):
         """A chunk of the body as int16 PCM (raw PCM by default)."""
         return chunk
 
-    def _end_body(self) -> None:
-        """The body ended (check what the decoder still holds)."""
+    def _end_body(self) -> bytes | None:
+        """The body ended: check what the decoder still holds, and return the PCM it
+        still has, if any (a body that decodes only as a whole: a JSON answer)."""
+        return None
+
+    def _refine_error(self, error: HttpStatusError) -> ProviderError:
+        """The error for an error status (a provider that answers a wrong key with 400
+        says so here)."""
+        return error
 
     # -- the loop
     async def _run(self) -> None:
@@ -158,16 +166,19 @@ class HttpSegmentStream(SynthesisStream):
         self.requests += 1
         headers = await self._headers()
         request = tts._client.build_request("POST", tts.url, content=body, headers=headers)
-        response = await open_response(
-            tts._client,
-            request,
-            provider=self.provider,
-            timeout=d.connect,
-            stage="connect",
-            auth_hint=self.auth_hint,
-            hints=self.status_hints,
-            options=tts.http_options,
-        )
+        try:
+            response = await open_response(
+                tts._client,
+                request,
+                provider=self.provider,
+                timeout=d.connect,
+                stage="connect",
+                auth_hint=self.auth_hint,
+                hints=self.status_hints,
+                options=tts.http_options,
+            )
+        except HttpStatusError as exc:
+            raise self._refine_error(exc) from None
         reader = BodyReader(response, provider=self.provider, options=tts.http_options)
         try:
             self._check_response(response)
@@ -190,13 +201,11 @@ class HttpSegmentStream(SynthesisStream):
                 if chunk is None:
                     break
                 pcm = self._decode(chunk)
-                if not pcm:
-                    continue
-                if not self._heard:
-                    metrics.TTS_TTFB.labels(self.provider).observe(loop.time() - started)
-                    self._heard = True
-                self._deliver(pcm)
-            self._end_body()
+                if pcm:
+                    self._audio(pcm, loop.time() - started)
+            tail = self._end_body()
+            if tail:
+                self._audio(tail, loop.time() - started)
             if self._carry:
                 log.warning("%s: dropped a trailing odd byte of 16-bit audio", self.provider)
                 self._carry = b""
@@ -213,6 +222,12 @@ class HttpSegmentStream(SynthesisStream):
                 stage="receive",
                 hint="check the base URL: it does not look like this provider's TTS endpoint",
             )
+
+    def _audio(self, pcm: bytes, elapsed: float) -> None:
+        if not self._heard:
+            metrics.TTS_TTFB.labels(self.provider).observe(elapsed)
+            self._heard = True
+        self._deliver(pcm)
 
     def _deliver(self, data: bytes) -> None:
         if self._carry:

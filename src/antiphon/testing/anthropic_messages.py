@@ -57,16 +57,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import (
     ChatConnection,
     ChatRequest,
     FakeChatServer,
     Reply,
-    Responder,
 )
 
 __all__ = [
@@ -130,43 +127,17 @@ def _text_of(value: Any) -> str:
 
 
 class FakeAnthropicMessages(FakeChatServer):
-    """``http://127.0.0.1:PORT/v1/messages`` (point ``base_url`` at :attr:`url`).
+    """``http://127.0.0.1:PORT/v1/messages`` (the SDK's and the plugin's ``base_url`` is
+    :attr:`base_url`, ``http://127.0.0.1:PORT``).
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests. ``retry_after``: the
-    ``retry-after`` value sent with 429, 503 and 529.
+    ``retry-after`` value sent with 429, 503 and 529. ``sent_events``: every event
+    streamed, parsed (for witness tests).
     """
-
-    def __init__(
-        self,
-        plan: FaultPlan | None = None,
-        *,
-        replies: Reply | Sequence[Reply] | Responder | None = None,
-        api_key: str = DEFAULT_API_KEY,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        reject_requests: int | None = None,
-        retry_after: str = "1",
-    ) -> None:
-        super().__init__(
-            plan,
-            replies=replies,
-            api_key=api_key,
-            host=host,
-            port=port,
-            reject_requests=reject_requests,
-            retry_after=retry_after,
-        )
-        self.sent_events: list[dict[str, Any]] = []
-        """Every event streamed, parsed (for witness tests)."""
 
     def default_reply(self, body: dict[str, Any]) -> Reply:
         return default_reply(body)
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (the SDK's and the plugin's ``base_url``)."""
-        return self.url
 
     def connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
@@ -178,16 +149,11 @@ class _Conn(ChatConnection):
     """One client connection: requests one after another (keep-alive)."""
 
     CHUNKED_OVERFLOW = "refuse"
-
-    def __init__(
-        self,
-        server: FakeAnthropicMessages,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        index: int,
-    ) -> None:
-        super().__init__(server, reader, writer, index)
-        self.server = server
+    MALFORMED = (
+        b'event: unknown_event\ndata: {"type": "unknown_event"}\n\n',
+        b": keep-alive\n\n",
+        b"event: content_block_delta\ndata: {this is not json\n\n",
+    )
 
     def error_text(self, status: int, message: str | None) -> str:
         return error_body(status, message)
@@ -196,21 +162,21 @@ class _Conn(ChatConnection):
         return [
             "content-type: application/json",
             f"content-length: {length}",
-            f"request-id: req_fake{next(self.server._ids)}",
+            f"request-id: req_fake{next(self.chat._ids)}",
             "x-should-retry: " + ("true" if status in (429, 500, 503, 529) else "false"),
             "connection: " + ("keep-alive" if keep_alive else "close"),
         ]
 
     def rejection(self, status: int) -> tuple[str, dict[str, str]]:
         retry = status in (429, 503, 529)
-        return error_body(status), {"retry-after": self.server.retry_after} if retry else {}
+        return error_body(status), {"retry-after": self.chat.retry_after} if retry else {}
 
     def stream_head(self, keep_alive: bool) -> list[str]:
         return [
             "content-type: text/event-stream; charset=utf-8",
             "transfer-encoding: chunked",
             "cache-control: no-cache",
-            f"request-id: req_fake{next(self.server._ids)}",
+            f"request-id: req_fake{next(self.chat._ids)}",
             "connection: " + ("keep-alive" if keep_alive else "close"),
         ]
 
@@ -225,7 +191,7 @@ class _Conn(ChatConnection):
             return 404, f"Not found: {request.path}"
         if request.method != "POST":
             return 405, "Use POST."
-        key = self.server.api_key
+        key = self.chat.api_key
         if h.get("x-api-key") != key and h.get("authorization") != f"Bearer {key}":
             return 401, "invalid x-api-key"
         if not h.get("anthropic-version"):
@@ -235,14 +201,12 @@ class _Conn(ChatConnection):
         problem = check_body(request.json)
         return None if problem is None else (400, problem)
 
-    def _event(self, obj: dict[str, Any]) -> bytes:
-        self.server.sent_events.append(obj)
+    def encode_event(self, obj: dict[str, Any]) -> bytes:
         data = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
         return f"event: {obj['type']}\ndata: {data}\n\n".encode()
 
-    def _events(self, reply: Reply, body: dict[str, Any]) -> list[tuple[bytes, bool]]:
-        """The stream of ``reply``: (event bytes, whether it is a counted delta)."""
-        ids = self.server._ids
+    def events(self, reply: Reply, body: dict[str, Any]) -> list[tuple[bytes, bool]]:
+        ids = self.chat._ids
         prompt = _words(body)
         out: list[tuple[bytes, bool]] = []
         usage = {
@@ -261,26 +225,26 @@ class _Conn(ChatConnection):
             "stop_sequence": None,
             "usage": usage,
         }
-        out.append((self._event({"type": "message_start", "message": message}), False))
+        out.append((self.event({"type": "message_start", "message": message}), False))
         index = 0
         tokens = reply.tokens()
         if tokens:
             start = {"type": "text", "text": ""}
-            out.append((self._event(_block_start(index, start)), False))
-            out.append((self._event({"type": "ping"}), False))
+            out.append((self.event(_block_start(index, start)), False))
+            out.append((self.event({"type": "ping"}), False))
             for token in tokens:
                 delta = {"type": "text_delta", "text": token}
-                out.append((self._event(_block_delta(index, delta)), True))
-            out.append((self._event({"type": "content_block_stop", "index": index}), False))
+                out.append((self.event(_block_delta(index, delta)), True))
+            out.append((self.event({"type": "content_block_stop", "index": index}), False))
             index += 1
         for call in reply.tool_calls:
             call_id = call.id or f"toolu_fake{next(ids)}"
             block = {"type": "tool_use", "id": call_id, "name": call.name, "input": {}}
-            out.append((self._event(_block_start(index, block)), False))
+            out.append((self.event(_block_start(index, block)), False))
             if index == 0:
-                out.append((self._event({"type": "ping"}), False))
+                out.append((self.event({"type": "ping"}), False))
             empty = {"type": "input_json_delta", "partial_json": ""}
-            out.append((self._event(_block_delta(index, empty)), False))
+            out.append((self.event(_block_delta(index, empty)), False))
             args = call.arguments_json()
             if args.strip() in ("", "{}"):
                 args = ""  # the API streams an empty input as no JSON at all
@@ -289,8 +253,8 @@ class _Conn(ChatConnection):
                     "type": "input_json_delta",
                     "partial_json": args[pos : pos + ARGUMENT_FRAGMENT],
                 }
-                out.append((self._event(_block_delta(index, part)), True))
-            out.append((self._event({"type": "content_block_stop", "index": index}), False))
+                out.append((self.event(_block_delta(index, part)), True))
+            out.append((self.event({"type": "content_block_stop", "index": index}), False))
             index += 1
         reason = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
         stop = {"tool_calls": "tool_use", "stop": "end_turn", "length": "max_tokens"}
@@ -299,31 +263,17 @@ class _Conn(ChatConnection):
             "delta": {"stop_reason": stop.get(reason, reason), "stop_sequence": None},
             "usage": {"output_tokens": max(1, len(tokens) + len(reply.tool_calls))},
         }
-        out.append((self._event(final), True))
-        out.append((self._event({"type": "message_stop"}), False))
+        out.append((self.event(final), True))
+        out.append((self.event({"type": "message_stop"}), False))
         return out
 
-    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
-        """Stream one reply; False if the connection must close afterwards."""
+    def error_event(self) -> bytes:
+        err = json.loads(error_body(529))  # overloaded_error, as Anthropic sends under load
+        del err["request_id"]
+        return self.event(err)
 
-        def error() -> bytes:
-            err = json.loads(error_body(529))
-            del err["request_id"]
-            return self._event(err)
-
-        def stale() -> bytes:
-            return self._event(_block_delta(0, {"type": "text_delta", "text": " stale"}))
-
-        return await self.stream_sse(
-            self._events(reply, body),
-            error=error,
-            malformed=(
-                b'event: unknown_event\ndata: {"type": "unknown_event"}\n\n',
-                b": keep-alive\n\n",
-                b"event: content_block_delta\ndata: {this is not json\n\n",
-            ),
-            stale=stale,
-        )
+    def stale_event(self) -> bytes:
+        return self.event(_block_delta(0, {"type": "text_delta", "text": " stale"}))
 
 
 def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:

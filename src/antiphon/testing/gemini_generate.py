@@ -48,18 +48,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from antiphon.testing.faults import FaultPlan
 from antiphon.testing.openai_chat import (
     ChatConnection,
     ChatRequest,
     FakeChatServer,
     Reply,
-    Responder,
 )
 
 __all__ = ["DEFAULT_API_KEY", "STATUSES", "FakeGeminiGenerate", "check_body", "error_body"]
@@ -88,8 +86,10 @@ def error_body(
     *,
     reason: str | None = None,
     retry_delay: str | None = None,
+    service: str = "generativelanguage.googleapis.com",
 ) -> str:
-    """Google's error body; ``reason`` adds an ``ErrorInfo``, ``retry_delay`` a ``RetryInfo``."""
+    """Google's error body; ``reason`` adds an ``ErrorInfo`` (of ``service``),
+    ``retry_delay`` a ``RetryInfo``."""
     kind, default = STATUSES.get(status, ("UNKNOWN", f"rejected by fault plan ({status})"))
     details: list[dict[str, Any]] = []
     if reason is not None:
@@ -98,7 +98,7 @@ def error_body(
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": reason,
                 "domain": "googleapis.com",
-                "metadata": {"service": "generativelanguage.googleapis.com"},
+                "metadata": {"service": service},
             }
         )
     if retry_delay is not None:
@@ -123,44 +123,21 @@ def default_reply(body: dict[str, Any]) -> Reply:
 
 
 class FakeGeminiGenerate(FakeChatServer):
-    """``http://127.0.0.1:PORT`` (the plugin's and the SDK's ``base_url``).
+    """``http://127.0.0.1:PORT`` (the plugin's and the SDK's ``base_url``: :attr:`base_url`).
 
     ``replies``: see the module docstring. ``reject_requests``: with
     ``plan.reject_status``, refuse only that many requests. ``retry_after``: the
-    ``retryDelay`` seconds sent with 429 and 503.
+    ``retryDelay`` seconds sent with 429 and 503. ``sent_events``: every event streamed,
+    parsed (for witness tests).
     """
 
-    def __init__(
-        self,
-        plan: FaultPlan | None = None,
-        *,
-        replies: Reply | Sequence[Reply] | Responder | None = None,
-        api_key: str = DEFAULT_API_KEY,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        reject_requests: int | None = None,
-        retry_after: str = "1",
-    ) -> None:
-        super().__init__(
-            plan,
-            replies=replies,
-            api_key=api_key,
-            host=host,
-            port=port,
-            reject_requests=reject_requests,
-            retry_after=retry_after,
-        )
-        self.sent_events: list[dict[str, Any]] = []
-        """Every event streamed, parsed (for witness tests)."""
-        self.signatures: dict[str, str] = {}
+    @functools.cached_property
+    def signatures(self) -> dict[str, str]:
         """Call id → the thought signature issued with it."""
+        return {}
 
     def default_reply(self, body: dict[str, Any]) -> Reply:
         return default_reply(body)
-
-    @property
-    def base_url(self) -> str:
-        return self.url
 
     def connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
@@ -170,16 +147,16 @@ class FakeGeminiGenerate(FakeChatServer):
 
 class _Conn(ChatConnection):
     CHUNKED_OVERFLOW = "refuse"
+    MALFORMED = (
+        b'data: {"unknownShape": {"x": 1}}\r\n\r\n',
+        b": keep-alive\r\n\r\n",
+        b"data: {this is not json\r\n\r\n",
+    )
 
-    def __init__(
-        self,
-        server: FakeGeminiGenerate,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        index: int,
-    ) -> None:
-        super().__init__(server, reader, writer, index)
-        self.server = server
+    @property
+    def server(self) -> FakeGeminiGenerate:
+        assert isinstance(self.chat, FakeGeminiGenerate)
+        return self.chat
 
     def error_text(self, status: int, message: str | None) -> str:
         return error_body(status, message)
@@ -226,11 +203,10 @@ class _Conn(ChatConnection):
         problem = check_body(request.json, self.server.signatures)
         return None if problem is None else (400, error_body(400, problem))
 
-    def _event(self, obj: dict[str, Any]) -> bytes:
-        self.server.sent_events.append(obj)
+    def encode_event(self, obj: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\r\n\r\n".encode()
 
-    def _events(self, reply: Reply, body: dict[str, Any]) -> list[tuple[bytes, bool]]:
+    def events(self, reply: Reply, body: dict[str, Any]) -> list[tuple[bytes, bool]]:
         ids = self.server._ids
         response_id = f"fake-response-{next(ids)}"
         model = _PATH.match(self.server.stats.requests[-1].path)
@@ -250,7 +226,7 @@ class _Conn(ChatConnection):
                     "candidatesTokenCount": produced,
                     "totalTokenCount": prompt + produced,
                 }
-            return self._event(
+            return self.event(
                 {
                     "candidates": [candidate],
                     "usageMetadata": usage,
@@ -285,24 +261,13 @@ class _Conn(ChatConnection):
         out.append((event([{"text": ""}], reason), True))
         return out
 
-    async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
-        def error() -> bytes:
-            return (error_body(503) + "\r\n").encode()
+    def error_event(self) -> bytes:
+        # bare JSON lines without ``data:``, the form the google-genai SDK's reader expects
+        return (error_body(503) + "\r\n").encode()
 
-        def stale() -> bytes:
-            return self._event(
-                {"candidates": [{"content": {"parts": [{"text": " stale"}], "role": "model"}}]}
-            )
-
-        return await self.stream_sse(
-            self._events(reply, body),
-            error=error,
-            malformed=(
-                b'data: {"unknownShape": {"x": 1}}\r\n\r\n',
-                b": keep-alive\r\n\r\n",
-                b"data: {this is not json\r\n\r\n",
-            ),
-            stale=stale,
+    def stale_event(self) -> bytes:
+        return self.event(
+            {"candidates": [{"content": {"parts": [{"text": " stale"}], "role": "model"}}]}
         )
 
 

@@ -191,6 +191,14 @@ class FakeChatServer(FakeHttpServer):
             self._script = list(replies)
         self._ids = itertools.count(1)
         self._answered = 0
+        self.sent_events: list[dict[str, Any]] = []
+        """Every event streamed through :meth:`ChatConnection.event`, parsed (for witness
+        tests)."""
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` to give a client and the provider's SDK."""
+        return self.url
 
     def default_reply(self, body: dict[str, Any]) -> Reply:
         """The answer when nothing was scripted."""
@@ -231,12 +239,47 @@ class ChatConnection(HttpConnection[ChatRequest]):
             method, split.path, parse_qs(split.query), headers, body, parsed, self.index
         )
 
+    #: What ``malformed_mid_stream`` sends: frames a client must ignore or refuse.
+    MALFORMED: tuple[bytes, ...] = ()
+
     def stream_head(self, keep_alive: bool) -> list[str]:
         """The header lines of a streamed answer."""
         raise NotImplementedError
 
     async def stream(self, reply: Reply, body: dict[str, Any]) -> bool:
-        """Stream one reply; False if the connection must close afterwards."""
+        """Stream one reply; False if the connection must close afterwards.
+
+        By default: :meth:`events` through :meth:`stream_sse` with the plan's faults
+        (:meth:`error_event` for ``error_mid_stream``, :attr:`MALFORMED`,
+        :meth:`stale_event` for ``audio_after_done``).
+        """
+        return await self.stream_sse(
+            self.events(reply, body),
+            error=self.error_event,
+            malformed=self.MALFORMED,
+            stale=self.stale_event,
+        )
+
+    def event(self, obj: dict[str, Any]) -> bytes:
+        """``obj`` as one event on the wire (:meth:`encode_event`), noted in the server's
+        ``sent_events``."""
+        self.chat.sent_events.append(obj)
+        return self.encode_event(obj)
+
+    def encode_event(self, obj: dict[str, Any]) -> bytes:
+        """The bytes of one server-sent event carrying ``obj``."""
+        raise NotImplementedError
+
+    def events(self, reply: Reply, body: dict[str, Any]) -> list[tuple[bytes, bool]]:
+        """The stream of ``reply``: (event bytes, whether it is a counted delta)."""
+        raise NotImplementedError
+
+    def error_event(self) -> bytes:
+        """What ``error_mid_stream`` sends before the body ends."""
+        raise NotImplementedError
+
+    def stale_event(self) -> bytes:
+        """One event of ``audio_after_done``, after the end of the reply."""
         raise NotImplementedError
 
     async def answer(self, request: ChatRequest, keep_alive: bool) -> bool:

@@ -27,6 +27,8 @@ from antiphon.testing.assemblyai_stt import FakeAssemblyAISTT
 from antiphon.testing.azure import FakeAzureSpeechWs, FakeAzureTTS
 from antiphon.testing.azure_stt import DEFAULT_API_KEY as AZURE_STT_KEY
 from antiphon.testing.azure_stt import FakeAzureSpeechRecognition
+from antiphon.testing.bedrock_converse import DEFAULT_API_KEY as BEDROCK_KEY
+from antiphon.testing.bedrock_converse import FakeBedrockConverse
 from antiphon.testing.cartesia import FakeCartesiaTTS
 from antiphon.testing.cartesia_stt import DEFAULT_API_KEY as CARTESIA_STT_KEY
 from antiphon.testing.cartesia_stt import FakeCartesiaSTT
@@ -41,12 +43,14 @@ from antiphon.testing.gemini_generate import DEFAULT_API_KEY as GEMINI_KEY
 from antiphon.testing.gemini_generate import FakeGeminiGenerate
 from antiphon.testing.gladia_stt import DEFAULT_API_KEY as GLADIA_KEY
 from antiphon.testing.gladia_stt import FakeGladiaSTT
+from antiphon.testing.google_tts import FakeGoogleTTS
 from antiphon.testing.hume_tts import FakeHumeTTS
 from antiphon.testing.openai_chat import DEFAULT_API_KEY as OPENAI_KEY
 from antiphon.testing.openai_chat import FakeOpenAIChat
 from antiphon.testing.openai_transcription import DEFAULT_API_KEY as OPENAI_STT_KEY
 from antiphon.testing.openai_transcription import FakeOpenAITranscription
 from antiphon.testing.openai_tts import FakeOpenAITTS
+from antiphon.testing.rime_tts import FakeRimeTTS
 from antiphon.testing.server import FakeServer
 from antiphon.testing.speechmatics_stt import DEFAULT_API_KEY as SPEECHMATICS_KEY
 from antiphon.testing.speechmatics_stt import FakeSpeechmaticsSTT
@@ -86,6 +90,8 @@ TTS_FAKES: dict[str, FakeTTS] = {
     "azure-sdk": FakeTTS(lambda plan, port, key: FakeAzureSpeechWs(plan, port=port, api_key=key)),
     "openai": FakeTTS(lambda plan, port, key: FakeOpenAITTS(plan, port=port, api_key=key)),
     "hume": FakeTTS(lambda plan, port, key: FakeHumeTTS(plan, port=port, api_key=key)),
+    "rime": FakeTTS(lambda plan, port, key: FakeRimeTTS(plan, port=port, api_key=key)),
+    "google": FakeTTS(lambda plan, port, key: FakeGoogleTTS(plan, port=port, api_key=key)),
 }
 
 
@@ -123,13 +129,17 @@ class LoopbackFakes:
 
     async def llm(self, stack: contextlib.AsyncExitStack, provider: str = "openai") -> Endpoint:
         """An LLM fake: Anthropic Messages for ``anthropic``, Gemini streamGenerateContent
-        for ``gemini``, else OpenAI chat completions."""
+        for ``gemini``, Bedrock ConverseStream for ``bedrock``, else OpenAI chat
+        completions."""
         if provider == "gemini":
             gemini = await stack.enter_async_context(FakeGeminiGenerate(self.plan))
             return Endpoint(gemini.url, GEMINI_KEY)
         if provider == "anthropic":
             claude = await stack.enter_async_context(FakeAnthropicMessages(self.plan))
             return Endpoint(claude.url, ANTHROPIC_KEY)
+        if provider == "bedrock":
+            bedrock = await stack.enter_async_context(FakeBedrockConverse(self.plan))
+            return Endpoint(bedrock.url, BEDROCK_KEY)
         fake = await stack.enter_async_context(FakeOpenAIChat(self.plan))
         return Endpoint(fake.base_url, OPENAI_KEY)
 

@@ -25,14 +25,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
 from antiphon.protocols import anthropic_messages as am
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
 from antiphon.services.http_llm import HttpChatStream, HttpLLM
-from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
+from antiphon.services.llm import ChatContext, LLMDeadlines
 from antiphon.services.tools import FunctionTool
 
 __all__ = ["KEY_ENV", "AnthropicChatStream", "AnthropicLLM"]
@@ -156,19 +155,6 @@ class AnthropicChatStream(HttpChatStream):
 
     end_marker = "message_stop"
 
-    def __init__(
-        self,
-        llm: HttpLLM,
-        context: ChatContext,
-        tools: tuple[FunctionTool, ...],
-        generation: int,
-        body: bytes,
-        owner: TaskOwner,
-    ) -> None:
-        self.stop_reason: str | None = None
-        """Anthropic's own ``stop_reason`` (``end_turn``, ``tool_use``, ``max_tokens``…)."""
-        super().__init__(llm, context, tools, generation, body, owner)
-
     def _begin(self) -> None:
         self._parser = oc.SseParser()
         self._machine = am.MessageStream()
@@ -184,7 +170,7 @@ class AnthropicChatStream(HttpChatStream):
         try:
             for sse in feed(chunk):
                 for action in self._machine.feed(am.parse_event(sse)):
-                    if self._handle(action):
+                    if self._report_action(action):
                         return True
         except am.Malformed as exc:
             raise ProviderError(
@@ -201,23 +187,6 @@ class AnthropicChatStream(HttpChatStream):
                 code=exc.type,
                 retryable=exc.type in ("overloaded_error", "api_error", "rate_limit_error"),
             ) from None
-        return False
-
-    def _handle(self, action: am.Action) -> bool:
-        match action:
-            case am.TextOut(text):
-                self._text(text)
-            case am.ToolStartOut(index, call_id, name):
-                self._tool_delta(index, id=call_id, name=name)
-            case am.ToolArgsOut(index, arguments):
-                self._tool_delta(index, arguments=arguments)
-            case am.UsageOut(prompt, completion):
-                self._usage(Usage(prompt, completion))
-            case am.Finish(reason, stop_reason):
-                self.stop_reason = stop_reason
-                self._finish_reason(reason)
-            case am.Done():
-                return True
         return False
 
 
