@@ -22,10 +22,21 @@ to speech with enough of them (``InterruptionOptions``, docs/agent.md).
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["BACKCHANNEL", "COVER_SLACK", "Taken", "UserTurn", "content_words"]
+__all__ = [
+    "BACKCHANNEL",
+    "COVER_SLACK",
+    "AgentPhase",
+    "Outcome",
+    "Overlap",
+    "Taken",
+    "UserPhase",
+    "UserTurn",
+    "content_words",
+]
 
 COVER_SLACK = 0.3
 """Seconds a final may end before the VAD's end of speech and still cover it (word times
@@ -138,3 +149,51 @@ class UserTurn:
         self.carry, self.lost = "", False
         self.drop_speech()
         return taken
+
+
+# ------------------------------------------------------------------------- phases
+
+
+class UserPhase(enum.Enum):
+    QUIET = "quiet"
+    """No user turn is open."""
+    SPEAKING = "speaking"
+    """The VAD hears speech."""
+    PAUSED = "paused"
+    """The speech paused; the end-of-turn model decides (a hold timer bounds it)."""
+    AWAITING_FINAL = "awaiting_final"
+    """The speech is over; the STT's final is awaited (the final timer bounds it)."""
+    MISSED = "missed"
+    """The turn ended empty at the final's timeout; a late final still answers it."""
+
+
+class AgentPhase(enum.Enum):
+    IDLE = "idle"
+    """No reply."""
+    SPECULATING = "speculating"
+    """A reply started on an interim transcript: it thinks, says and shows nothing."""
+    THINKING = "thinking"
+    """A committed reply before its first audio."""
+    SPEAKING = "speaking"
+    """A committed reply whose audio plays."""
+    CLOSED = "closed"
+    """The session closed: every event is refused."""
+
+
+class Overlap(enum.Enum):
+    NONE = "none"
+    SPEECH = "speech"
+    """The user speaks over the agent's audio (paused when false interruptions resume)."""
+    THINKING = "thinking"
+    """The user speaks over a committed reply before it spoke (its audio is held)."""
+
+
+class Outcome(enum.Enum):
+    """How a user turn ended (:class:`TurnEnded`)."""
+
+    ANSWERED = "answered"
+    UNANSWERED = "unanswered"
+    EMPTY = "empty"
+    IGNORED = "ignored"
+    JOINED = "joined"
+    ABANDONED = "abandoned"
