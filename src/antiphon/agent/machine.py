@@ -255,8 +255,8 @@ class TurnMachine:
         """The state that follows from the phases."""
         if self.agent is AgentPhase.SPEAKING:
             self._set_state(AgentState.SPEAKING, reason)
-        elif self.reply is not None:
-            self._set_state(AgentState.THINKING, reason)
+        elif self.agent is AgentPhase.THINKING:
+            self._set_state(AgentState.THINKING, reason)  # (a speculative reply shows nothing)
         elif self.user is UserPhase.SPEAKING:
             self._set_state(AgentState.USER_SPEAKING, reason)
         else:
@@ -346,7 +346,7 @@ class TurnMachine:
             self._pause_end = event
             self._arm("hold", self.semantic_hold)
             self._do(AskTurnModel(self.pause))
-            self._set_state(AgentState.LISTENING, "speech paused")
+            self._settle_state("speech paused")
             return
         self._await_final(event)
 
@@ -359,11 +359,11 @@ class TurnMachine:
             # the STT's end-of-speech final came before the VAD's silence window ended:
             # both say the turn is over, so it is (the flush's answer adds nothing)
             self.final_delay = 0.0
-            self._set_state(AgentState.LISTENING, "speech ended")
+            self._settle_state("speech ended")
             self._end_of_turn()
             return
         self._arm("final", self.options.turn.final_timeout)
-        self._set_state(AgentState.LISTENING, "speech ended")
+        self._settle_state("speech ended")
         if self.options.turn.preemptive and self.reply is None and not self.turn.lost:
             text = self.turn.text()
             if text:
