@@ -7,7 +7,10 @@ turn model's verdict, a typed turn — as small frozen events, and executes the 
 returns (arm a timer, flush the STT, start / commit / abandon / interrupt a reply, pause
 or resume the output, record the history, emit an event). :class:`TurnMachine` awaits
 nothing, reads no clock (times come in the events) and owns no task, so hypothesis drives
-it through every interleaving of events (``tests/test_turn_machine.py``).
+it through every interleaving of events (``tests/test_turn_machine.py``). Its events and
+actions are in :mod:`antiphon.agent.turn_events`, its phases in :mod:`antiphon.agent.turns`,
+its agent side (replies, ``say()`` lines, the interruption policy) in
+:mod:`antiphon.agent.machine_replies`; this module holds the state and the user's side.
 
 How it is built:
 
@@ -39,16 +42,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from antiphon.agent.events import (
-    AgentError,
-    AgentEvent,
     AgentPaused,
-    AgentResumed,
     AgentState,
-    FalseInterruption,
     TurnUnanswered,
     UserTranscribed,
-    UserTurnEnded,
 )
+from antiphon.agent.machine_replies import QueuedSay, ReplySide, ReplyState
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.turn_events import (
     AbandonReply,
@@ -57,29 +56,20 @@ from antiphon.agent.turn_events import (
     AskTurnModel,
     CancelTimer,
     CancelTurnModel,
-    ChangeState,
     ClearTurnAudio,
     Close,
-    CommitReply,
     DropOutput,
-    Emit,
-    EndReply,
     Event,
-    Fail,
     FlushStt,
-    ForgetUser,
-    InterruptReply,
     PauseOutput,
     RecordUser,
     ReplyAudio,
     ReplyDone,
     ReplyFailed,
-    ResumeOutput,
     SayRequested,
     SpeechEnded,
     SpeechLasted,
     SpeechStarted,
-    StartReply,
     SttFailed,
     TextTyped,
     TimerFired,
@@ -87,7 +77,7 @@ from antiphon.agent.turn_events import (
     TurnEnded,
     Verdict,
 )
-from antiphon.agent.turns import AgentPhase, Outcome, Overlap, UserPhase, UserTurn, content_words
+from antiphon.agent.turns import AgentPhase, Outcome, Overlap, UserPhase, UserTurn
 from antiphon.errors import ProtocolStateError
 
 __all__ = ["TurnMachine"]
@@ -97,27 +87,7 @@ __all__ = ["TurnMachine"]
 
 
 @dataclass(slots=True)
-class _Reply:
-    generation: int
-    user_text: str
-    fixed: bool
-    allow_interruptions: bool
-    notice: bool
-    held: ReplyDone | ReplyFailed | None = None  # its end, while speculative
-
-
-@dataclass(frozen=True, slots=True)
-class _Say:
-    text: str
-    allow_interruptions: bool
-    add_to_history: bool
-    notice: bool = False
-    offline: bool = False
-    user_text: str = ""
-
-
-@dataclass(slots=True)
-class TurnMachine:
+class TurnMachine(ReplySide):
     """The conversation's turn state (see the module docstring).
 
     ``semantic_hold``: the seconds of silence after the VAD's probe at which a pause ends
@@ -135,8 +105,8 @@ class TurnMachine:
     state: AgentState = AgentState.LISTENING
     generation: int = 0
     turn: UserTurn = field(default_factory=UserTurn)
-    reply: _Reply | None = None
-    says: list[_Say] = field(default_factory=list)
+    reply: ReplyState | None = None
+    says: list[QueuedSay] = field(default_factory=list)
     typed: list[str] = field(default_factory=list)
     pause: int = 0  # numbers the pauses: a verdict on an older one is stale
     timer: int = 0  # the armed timer's token (a firing of an older one is stale)
@@ -163,16 +133,6 @@ class TurnMachine:
             and not self.says
             and not self.typed
         )
-
-    def _committed(self) -> bool:
-        return self.agent in (AgentPhase.THINKING, AgentPhase.SPEAKING)
-
-    def _paused(self) -> bool:
-        """Is the output held by speech over the agent?"""
-        if self.overlap is Overlap.THINKING:
-            return True
-        resume = self.options.interruption.false_interruption == "resume"
-        return self.overlap is Overlap.SPEECH and resume
 
     # ------------------------------------------------------------------ feed
 
@@ -206,7 +166,7 @@ class TurnMachine:
             case ReplyAudio() | ReplyDone() | ReplyFailed():
                 self._reply_news(event)
             case SayRequested():
-                say = _Say(event.text, event.allow_interruptions, event.add_to_history)
+                say = QueuedSay(event.text, event.allow_interruptions, event.add_to_history)
                 self.says.append(say)
                 self._next_say()
             case TextTyped():
@@ -237,30 +197,7 @@ class TurnMachine:
             raise ProtocolStateError("turn machine: audio of a reply not committed")
 
     # ------------------------------------------------------------------ helpers
-
-    def _do(self, action: Action) -> None:
-        self._out.append(action)
-
-    def _emit(self, event: AgentEvent) -> None:
-        self._out.append(Emit(event))
-
-    def _set_state(self, new: AgentState, reason: str) -> None:
-        old = self.state
-        if new is old or old is AgentState.CLOSED:
-            return
-        self.state = new
-        self._do(ChangeState(old, new, reason, self.generation))
-
-    def _settle_state(self, reason: str) -> None:
-        """The state that follows from the phases."""
-        if self.agent is AgentPhase.SPEAKING:
-            self._set_state(AgentState.SPEAKING, reason)
-        elif self.agent is AgentPhase.THINKING:
-            self._set_state(AgentState.THINKING, reason)  # (a speculative reply shows nothing)
-        elif self.user is UserPhase.SPEAKING:
-            self._set_state(AgentState.USER_SPEAKING, reason)
-        else:
-            self._set_state(AgentState.LISTENING, reason)
+    # ------------------------------------------------------------------ helpers
 
     def _arm(self, kind: Literal["final", "hold"], seconds: float) -> None:
         self.timer += 1
@@ -269,11 +206,6 @@ class TurnMachine:
     def _cancel_timer(self) -> None:
         self.timer += 1
         self._do(CancelTimer())
-
-    def _end_turn(self, outcome: Outcome, text: str = "", generation: int | None = None) -> None:
-        if self.open_turn is not None:
-            self._do(TurnEnded(self.open_turn, outcome, text, generation))
-            self.open_turn = None
 
     def _leave_pause(self) -> None:
         """Speech resumed, or the turn ended otherwise: no verdict or hold of the pause
@@ -478,7 +410,7 @@ class TurnMachine:
         self._end_turn(Outcome.UNANSWERED, fragment)
         self._emit(TurnUnanswered(reason, line, self.generation))
         if line:
-            self.says.append(_Say(line, True, bool(fragment), notice=True, user_text=fragment))
+            self.says.append(QueuedSay(line, True, bool(fragment), notice=True, user_text=fragment))
         self._next_say()
 
     def _typed_turn(self) -> None:
@@ -514,175 +446,6 @@ class TurnMachine:
         self.turns += 1
         self._do(TurnEnded(self.turns, Outcome.ANSWERED, text, self.generation + 1))
         self._start_reply(text, committed=True, typed=True)
-
-    # ------------------------------------------------------------------ interruptions
-
-    def _maybe_interrupt(self) -> None:
-        reply = self.reply
-        opts = self.options.interruption
-        if self.overlap is Overlap.NONE or reply is None:
-            return
-        if self.overlap is Overlap.THINKING:
-            # began before the reply spoke (its audio, if any, waits unheard): the
-            # thinking thresholds decide, and yielding drops the reply as never said
-            if self.spoken_for < opts.min_duration_thinking:
-                return
-            if content_words(self.turn.text(), frozenset()) < opts.min_words_thinking:
-                return
-            # the user goes on before the agent said anything: drop the reply, keep the
-            # text (it starts the turn, with what was heard of this speech)
-            self.overlap = Overlap.NONE
-            self._abandon(reply, "the user went on speaking")  # unpauses the output
-            self._settle_state("the user went on speaking")
-            return
-        if self.spoken_for < opts.min_duration:
-            return
-        need = max(opts.min_words, 1 if opts.backchannel else 0)
-        if need and content_words(self.turn.text(), opts.backchannel) < need:
-            return  # too few words yet, or only backchannel ("uh-huh", "yeah")
-        self._interrupt(reply)
-
-    def _interrupt(self, reply: _Reply) -> None:
-        self.overlap = Overlap.NONE
-        self._do(InterruptReply(reply.generation))
-        self.reply, self.agent = None, AgentPhase.IDLE
-        self._settle_state("interrupted")
-
-    def _false_interruption(self) -> None:
-        paused = self._paused()
-        if paused:
-            self._do(ResumeOutput())
-            if self.overlap is Overlap.SPEECH:  # AgentPaused was emitted
-                self._emit(AgentResumed(self.generation))
-        self.overlap = Overlap.NONE
-        self.turn.lost = False  # the speech is dropped, and what the STT lost of it
-        text = self.turn.text()
-        self._emit(FalseInterruption(self.spoken_for, paused, self.generation, text))
-        self.turn.drop_speech()
-        self._end_turn(Outcome.IGNORED, text)
-        self._settle_state("false interruption")
-
-    # ------------------------------------------------------------------ replies
-
-    def _start_reply(
-        self,
-        user_text: str,
-        *,
-        committed: bool,
-        say: _Say | None = None,
-        typed: bool = False,
-    ) -> None:
-        self.generation += 1
-        reply = _Reply(
-            self.generation,
-            user_text,
-            fixed=say is not None,
-            allow_interruptions=say.allow_interruptions if say is not None else True,
-            notice=say.notice if say is not None else False,
-        )
-        self.reply, self.agent = reply, AgentPhase.SPECULATING
-        if say is not None:
-            self._do(
-                StartReply(
-                    reply.generation,
-                    "",
-                    fixed_text=say.text,
-                    allow_interruptions=say.allow_interruptions,
-                    add_to_history=say.add_to_history,
-                    notice=say.notice,
-                    offline=say.offline,
-                    shown_text=say.user_text,
-                )
-            )
-        else:
-            end_at = None if typed else self.speech_end_at
-            start = StartReply(
-                reply.generation, user_text, shown_text=user_text, speech_end_at=end_at
-            )
-            self._do(start)
-        if committed:
-            if say is None and not typed:
-                self._end_turn(Outcome.ANSWERED, user_text, reply.generation)
-            self._commit(reply)
-
-    def _commit(self, reply: _Reply) -> None:
-        if not reply.fixed:
-            self._do(RecordUser(reply.user_text))
-            self._emit(UserTurnEnded(reply.user_text, reply.generation))
-        self._do(CommitReply(reply.generation, self.final_delay))
-        self.agent = AgentPhase.THINKING
-        self._set_state(AgentState.THINKING, "end of turn")
-        if reply.held is not None:
-            self._reply_news(reply.held)
-
-    def _abandon(
-        self, reply: _Reply, reason: str, *, keep_text: bool = True, then: bool = True
-    ) -> None:
-        """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
-        self._do(DropOutput(self.generation + 1))
-        self._do(AbandonReply(reply.generation, reason))
-        if self._committed() and not reply.fixed:
-            self._do(ForgetUser(reply.user_text))
-            if keep_text:
-                self.turn.carry = reply.user_text
-        self.reply, self.agent = None, AgentPhase.IDLE
-        if then:
-            self._next_say()
-
-    def _next_say(self) -> None:
-        if self.reply is None and self.typed:
-            self._typed_turn()
-            return
-        if self.reply is not None or not self.says:
-            return
-        say = self.says.pop(0)
-        self._start_reply("", committed=True, say=say)
-
-    def _reply_news(self, news: ReplyAudio | ReplyDone | ReplyFailed) -> None:
-        reply = self.reply
-        if reply is None or news.generation != reply.generation:
-            return  # an interrupted or abandoned reply, still winding down
-        if self.agent is AgentPhase.SPECULATING:
-            # speculation is invisible: a reply started on an interim transcript that
-            # ends (fails) before the turn is decided says and shows nothing; the commit
-            # reuses its outcome when the final agrees, else it is dropped unheard
-            assert not isinstance(news, ReplyAudio)  # refused by _check
-            reply.held = news
-            return
-        match news:
-            case ReplyAudio():
-                self.agent = AgentPhase.SPEAKING
-                if self.overlap is Overlap.NONE:
-                    self._set_state(AgentState.SPEAKING, "first audio")
-            case ReplyDone():
-                self._end_reply(reply, "done")
-                self._settle_state("reply done")
-                self._next_say()
-            case ReplyFailed():
-                error, apology = news.error, news.apology
-                if news.fatal:
-                    self._do(Fail(error))  # the session closes (Close follows)
-                    return
-                self._emit(AgentError(error.stage or "reply", error, True, reply.generation))
-                self._end_reply(reply, "failed")
-                line = self.options.error_message
-                if line and not reply.notice and apology is not None:
-                    # a failed fallback line is not apologised for
-                    say = _Say(line, True, False, notice=True, offline=apology == "offline")
-                    self.says.insert(0, say)
-                self._settle_state("reply failed")
-                self._next_say()
-
-    def _end_reply(self, reply: _Reply, how: Literal["done", "failed"]) -> None:
-        if self._paused():
-            # it ended (failed, or its drain timed out) while speech over it held its
-            # audio: what is queued of it is dropped unheard, and the output plays again
-            self._do(DropOutput(self.generation + 1))
-            if self.overlap is Overlap.SPEECH:  # AgentPaused was emitted
-                self._emit(AgentResumed(self.generation))
-        self.overlap = Overlap.NONE
-        self._do(EndReply(reply.generation, how))
-        self.reply, self.agent = None, AgentPhase.IDLE
 
     # ------------------------------------------------------------------ failures, close
 
