@@ -443,3 +443,40 @@ def test_a_speculative_reply_on_an_interim_is_never_the_answer_to_a_longer_final
     assert start.user_text == "what can you do"
     assert RecordUser("what can you do") in actions
     assert RecordUser("what") not in actions
+
+
+def test_a_turn_whose_speculative_reply_is_dropped_is_answered_before_a_queued_say() -> None:
+    """A say() queued behind a speculative reply never takes the user's turn: when the
+    final differs, the user's words are answered first, then the line is said."""
+    m = TurnMachine()
+    m.feed(SpeechStarted())
+    m.feed(Transcribed("what", False, 0.2))
+    spec = next(a for a in m.feed(SpeechEnded(0.5)) if isinstance(a, StartReply))
+    assert m.feed(SayRequested("A notice.")) == []  # queued behind the running reply
+    actions = m.feed(Transcribed("what can you do", True, 0.7))
+    starts = [a for a in actions if isinstance(a, StartReply)]
+    assert [s.user_text for s in starts] == ["what can you do"]
+    assert TurnEnded(1, Outcome.ANSWERED, "what can you do", spec.generation + 1) in actions
+    m.feed(ReplyAudio(spec.generation + 1))
+    after = m.feed(ReplyDone(spec.generation + 1))
+    said = [a for a in after if isinstance(a, StartReply)]
+    assert [s.fixed_text for s in said] == ["A notice."]
+
+
+def test_speech_over_an_uninterruptible_line_is_ignored_not_carried() -> None:
+    """Words said over an uninterruptible say() end as an ignored turn; they do not
+    join the next turn's text."""
+    m = TurnMachine()
+    start = next(
+        a
+        for a in m.feed(SayRequested("Welcome.", allow_interruptions=False))
+        if isinstance(a, StartReply)
+    )
+    m.feed(SpeechStarted())  # before the line's first audio: heard, then spoken over
+    m.feed(Transcribed("hello there", True, 0.5))
+    assert m.turn.text() == "hello there"
+    m.feed(ReplyAudio(start.generation))
+    ended = [a for a in m.feed(SpeechEnded(0.8)) if isinstance(a, TurnEnded)]
+    assert ended == [TurnEnded(1, Outcome.IGNORED)]
+    assert m.turn.text() == ""
+    assert m.state is AgentState.SPEAKING

@@ -1,14 +1,17 @@
 """Turn-taking state without I/O: what the user said in the turn, and when it is whole.
 
-How it is built: :class:`UserTurn` is a plain object the session's controller feeds —
+How it is built: :class:`UserTurn` is a plain object the turn machine feeds —
 transcripts as they arrive (:meth:`UserTurn.hear`), the VAD's end of speech
 (:meth:`UserTurn.covers`), a recogniser failure (:attr:`UserTurn.lost`) — and asks for
 the turn's text when the turn ends (:meth:`UserTurn.take`). It awaits nothing, reads no
 clock and owns no task, so every order of events can be driven through it by a property
-test (``tests/test_turns.py``); the session (:mod:`antiphon.agent.session`) is the I/O
-shell that turns its answers into flushes, timers and replies. It is the first seam of
-issue 14's turn machine: the rest of the controller's turn state (speaking, overlap,
-awaiting the final) still lives in the session.
+test (``tests/test_turns.py``). The turn machine (:mod:`antiphon.agent.machine`) owns
+one and feeds it; the session (:mod:`antiphon.agent.session`) is the I/O shell that
+executes the machine's actions.
+
+The phases of the turn machine are declared here too (:class:`UserPhase`,
+:class:`AgentPhase`, :class:`Overlap`) with the typed :class:`Outcome` of a user turn,
+so the machine's modules and its property tests share one vocabulary.
 
 The end-of-turn evidence (issue 18): when the VAD's silence window ends, the turn's text
 is whole if the recogniser's last word on it was a final (no interim with text came
