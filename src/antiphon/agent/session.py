@@ -77,7 +77,7 @@ from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.machine import TurnMachine
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyRunner
-from antiphon.agent.shell import SessionShell, _InputEnded
+from antiphon.agent.shell import InputEnded, SessionShell
 from antiphon.agent.turn_events import (
     Close,
     SayRequested,
@@ -405,7 +405,7 @@ class AgentSession(SessionShell):
             return
         self._after_vad(self.vad.flush())
         self._input_ended = True
-        self._post(_InputEnded())
+        self._post(InputEnded())
 
     def _after_vad(self, events: list[VADEvent]) -> None:
         now = self.clock.now()

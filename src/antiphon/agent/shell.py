@@ -9,8 +9,9 @@ returns, in order — timers and the turn model as owned tasks, replies through
 pause, resume and drop, the history, the events. It decides nothing about the turns.
 
 :class:`SessionShell` is the base of :class:`~antiphon.agent.session.AgentSession`,
-which holds the public face (input, events, lifecycle); the STT stream's reader and its
-replacement after a failure live here too, since their news goes through the mailbox.
+which holds the public face (input, events, lifecycle); its other base,
+:class:`~antiphon.agent.stt_feed.SttFeed`, reads the STT stream and replaces it after a
+failure.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from opentelemetry import trace
 
 from antiphon import metrics
 from antiphon.agent.events import (
-    AgentError,
     AgentEvent,
     AgentReplied,
     AgentState,
@@ -41,6 +41,7 @@ from antiphon.agent.hub import EventHub
 from antiphon.agent.machine import TurnMachine
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
+from antiphon.agent.stt_feed import Heard, ReopenStt, SttEnded, SttFeed, unrecoverable
 from antiphon.agent.turn_events import (
     AbandonReply,
     Action,
@@ -70,7 +71,6 @@ from antiphon.agent.turn_events import (
     SpeechLasted,
     SpeechStarted,
     StartReply,
-    SttFailed,
     TextTyped,
     TimerFired,
     Transcribed,
@@ -82,7 +82,7 @@ from antiphon.aio.clock import Clock
 from antiphon.aio.tasks import TaskOwner
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.track import OutputTrack
-from antiphon.errors import AntiphonError, AuthError, ProviderError, StreamClosedError
+from antiphon.errors import StreamClosedError
 from antiphon.services.llm import LLM, ChatContext
 from antiphon.services.stt import STT, RecognizeStream, Transcript
 from antiphon.services.tts import TTS
@@ -98,26 +98,9 @@ tracer = trace.get_tracer("antiphon.agent")
 
 
 @dataclass(frozen=True, slots=True)
-class _Heard:
-    transcript: Transcript
-    stream: RecognizeStream
-
-
-@dataclass(frozen=True, slots=True)
-class _SttEnded:
-    stream: RecognizeStream
-    error: ProviderError | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Timer:
     kind: str
     token: int
-
-
-@dataclass(frozen=True, slots=True)
-class _ReopenStt:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +112,14 @@ class _Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class _InputEnded:
+class InputEnded:
     pass
 
 
 # ---------------------------------------------------------------------------- shell
 
 
-class SessionShell:
+class SessionShell(SttFeed):
     """The controller and the executor of the turn machine's actions (module docstring)."""
 
     vad: VAD
@@ -167,13 +150,6 @@ class SessionShell:
     _turn_audio: TurnAudio | None
     _eot_task: asyncio.Task[None] | None
 
-    # the session's own (antiphon.agent.session)
-    def _post(self, item: object) -> bool:
-        raise NotImplementedError
-
-    def _fail(self, error: AntiphonError, stage: str, reason: str | None = None) -> None:
-        raise NotImplementedError
-
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)
 
@@ -196,7 +172,7 @@ class SessionShell:
         match item:
             case SpeechStarted():
                 self._run(SpeechStarted(heard=self._stt_stream is not None))
-            case _Heard():
+            case Heard():
                 self._on_transcript(item.transcript, item.stream, now)
             case _Timer():
                 behind = self._stt_stream is not None and self._stt_stream.behind
@@ -208,13 +184,13 @@ class SessionShell:
                 self._run(Verdict(item.pause, v.hold))
             case ReplyNews():
                 self._on_reply_news(item)
-            case _SttEnded():
+            case SttEnded():
                 self._on_stt_ended(item, now)
-            case _ReopenStt():
+            case ReopenStt():
                 self._stt_reopen = None
                 if self._stt_stream is None:
                     self._open_stt()
-            case _InputEnded():
+            case InputEnded():
                 live = self._stt_stream
                 if live is not None and not live.done:
                     with contextlib.suppress(StreamClosedError):
@@ -254,7 +230,7 @@ class SessionShell:
                 apology = "online"
             elif self.fallback_tts is not None and tts is not self.fallback_tts:
                 apology = "offline"  # the TTS is the one failing: the offline one says it
-            fatal = _unrecoverable(error)
+            fatal = unrecoverable(error)
             self._run(ReplyFailed(gen, error, apology, fatal))
 
     def _update_idle(self) -> None:
@@ -451,53 +427,3 @@ class SessionShell:
         assert eot is not None
         verdict = await eot.decide(audio, silent_for=probe)
         self._post(_Verdict(pause, verdict))
-
-    # ------------------------------------------------------------------ STT
-
-    def _open_stt(self) -> None:
-        stream = self.stt.stream(generation=self._machine.generation)
-        self._stt_stream = stream
-        self._tasks.spawn(self._read_stt(stream), name="stt-reader")
-
-    async def _read_stt(self, stream: RecognizeStream) -> None:
-        error: ProviderError | None = None
-        try:
-            async for t in stream:
-                if not self._post(_Heard(t, stream)):
-                    return
-        except ProviderError as exc:
-            error = exc
-        self._post(_SttEnded(stream, error))
-
-    def _on_stt_ended(self, item: _SttEnded, now: float) -> None:
-        if item.stream is not self._stt_stream or item.error is None:
-            return  # a replaced stream, or completed after end_input()
-        error = item.error
-        self._stt_failures += 1
-        limit = self.options.max_stt_restarts
-        if _unrecoverable(error) or (limit is not None and self._stt_failures > limit):
-            self._fail(error, "stt", f"speech recognition failed: {error}")
-            return
-        self._emit(AgentError("stt", error, True, self._machine.generation))
-        self._tasks.spawn(_aclose(item.stream), name="stt-close")
-        self._stt_stream = None
-        # a new stream after a backoff (never N attempts in the same millisecond); the
-        # audio meanwhile is lost, and so is the turn it belonged to
-        delay = self.options.stt_backoff.delay(self._stt_failures - 1)
-        self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
-        self._run(SttFailed(now))
-
-    async def _reopen_stt(self, delay: float) -> None:
-        await self.clock.sleep_until(self.clock.now() + delay)
-        self._post(_ReopenStt())
-
-
-async def _aclose(stream: RecognizeStream) -> None:
-    await stream.aclose()
-
-
-def _unrecoverable(error: ProviderError) -> bool:
-    """An error no retry or new stream can mend: the credentials or the account."""
-    if isinstance(error, AuthError):
-        return True
-    return not error.retryable and "quota" in str(error).lower()
