@@ -7,10 +7,15 @@ speaks, and yields the floor the moment the user talks over it.
 
 How it is built (DESIGN rules 1, 4, 8, 10):
 
-- **One controller task decides everything.** VAD events (from :meth:`push_audio`, run
-  inline: a VAD is a small synchronous state machine), STT transcripts (from one reader
-  task), replies' progress and timers all arrive in one mailbox, in order; the controller
-  alone owns the conversation's state, so no flag is shared between tasks.
+- **A pure turn machine decides; this session is its I/O shell.** VAD events (from
+  :meth:`push_audio`, run inline: a VAD is a small synchronous state machine), STT
+  transcripts (from one reader task), replies' progress and timers all arrive in one
+  mailbox, in order. The one controller task (:mod:`antiphon.agent.shell`) turns each
+  into an event for :class:`~antiphon.agent.machine.TurnMachine` — which holds every
+  turn decision as explicit phases, awaits nothing and reads no clock — and executes the
+  actions it returns. No flag is shared between tasks. This module is the public face:
+  construction, input (:meth:`push_audio`, :meth:`say`, :meth:`send_text`), events and
+  the lifecycle (start, failure, close).
 - **A reply is one owned task** (LLM rounds with tools, then speech: the I/O of
   :mod:`antiphon.agent.reply`), cancelled as a whole on interruption: its LLM and TTS
   streams close in its ``finally``. A reply started speculatively (on an interim
@@ -53,39 +58,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from antiphon import metrics
 from antiphon.agent.events import (
     AgentError,
     AgentEvent,
-    AgentPaused,
-    AgentReplied,
-    AgentResumed,
     AgentState,
     DTMFReceived,
-    FalseInterruption,
-    Interrupted,
     MachineDetected,
-    StateChanged,
-    TurnCompleted,
     TurnMetrics,
-    TurnUnanswered,
-    UserTranscribed,
-    UserTurnEnded,
 )
 from antiphon.agent.hub import EventHub, Subscription
+from antiphon.agent.machine import TurnMachine
 from antiphon.agent.options import AgentOptions
-from antiphon.agent.reply import Reply, ReplyNews, ReplyRunner
-from antiphon.agent.tracing import get_tracer
-from antiphon.agent.turns import UserTurn, content_words
+from antiphon.agent.reply import Reply, ReplyRunner
+from antiphon.agent.shell import InputEnded, SessionShell
+from antiphon.agent.turn_events import (
+    Close,
+    SayRequested,
+    SpeechEnded,
+    SpeechLasted,
+    SpeechStarted,
+    TextTyped,
+)
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
@@ -93,104 +93,29 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import (
     AntiphonError,
-    AuthError,
     ChannelFull,
     ConfigError,
     InternalError,
-    ProviderError,
     StreamClosedError,
 )
 from antiphon.services.llm import LLM, ChatContext, ChatMessage
-from antiphon.services.stt import STT, RecognizeStream, Transcript
+from antiphon.services.stt import STT, RecognizeStream
 from antiphon.services.tools import FunctionTool, ToolThreads
 from antiphon.services.tts import TTS
-from antiphon.services.turn import TurnAudio, TurnVerdict
-from antiphon.services.vad import VAD, SpeechEnd, SpeechGate, SpeechStart, VADEvent
+from antiphon.services.turn import TurnAudio
+from antiphon.services.vad import VAD, SpeechGate, SpeechStart, VADEvent
 
 __all__ = ["AgentSession"]
 
 log = logging.getLogger(__name__)
 #: The default of ``AgentOptions.unanswered_message``: said when the recogniser lost a turn.
 UNANSWERED_FALLBACK = "Sorry, I missed that. Could you say it again?"
-tracer = get_tracer("antiphon.agent")
 
 MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
 
-# ------------------------------------------------------------------ mailbox messages
 
-
-@dataclass(frozen=True, slots=True)
-class _Vad:
-    event: VADEvent
-    lag: float  # seconds of audio between the event's time and the newest audio
-    at: float  # clock time the audio was pushed
-    # the event's time in seconds of the STT stream's audio, when the stream hears all
-    # the audio the VAD hears (a cloud STT); None otherwise
-    stt_time: float | None = None
-    stream: RecognizeStream | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Overlap:
-    duration: float  # seconds the current user speech has lasted
-
-
-@dataclass(frozen=True, slots=True)
-class _Heard:
-    transcript: Transcript
-    stream: RecognizeStream | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _SttEnded:
-    stream: RecognizeStream
-    error: ProviderError | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Timer:
-    kind: str
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Say:
-    text: str
-    allow_interruptions: bool
-    add_to_history: bool
-    notice: bool = False  # a fallback line of the session's own: never apologised for
-    offline: bool = False  # say it with the fallback TTS (the TTS is the one failing)
-    user_text: str = ""  # the user's words this line answers (a misheard fragment)
-
-
-@dataclass(frozen=True, slots=True)
-class _ReopenStt:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """The end-of-turn model's verdict on the pause numbered ``pause``."""
-
-    pause: int
-    verdict: TurnVerdict
-
-
-@dataclass(frozen=True, slots=True)
-class _Typed:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _InputEnded:
-    pass
-
-
-# ------------------------------------------------------------------------- session
-
-
-class AgentSession:
+class AgentSession(SessionShell):
     """A voice agent talking with one user (see the module docstring).
 
     ``instructions``: the system prompt. ``tools``: functions the LLM may call
@@ -272,7 +197,7 @@ class AgentSession:
             MAILBOX_SIZE, Overflow.FAIL, name="agent session mailbox"
         )
         self._hub = EventHub()
-        self._state = AgentState.LISTENING
+        self._state = AgentState.LISTENING  # the machine's, as last published
         self._state_changed = asyncio.Event()
         self._started = False
         self._closing = False  # close began (by aclose() or a failure); never reset
@@ -297,34 +222,24 @@ class AgentSession:
         self._overlap_marks = sorted({opts.min_duration, opts.min_duration_thinking})
         self._overlap_step = 0  # marks passed by the current speech
 
-        # controller state
-        self._gen = 0
-        self._reply: Reply | None = None
-        self._says: list[_Say] = []
-        self._turn = UserTurn()  # what the user said in this turn (pure state)
-        self._user_speaking = False
-        self._awaiting_final = False
-        self._final_missed = False  # the turn ended empty before the STT final came
-        self._speech_end_at: float | None = None
-        self._final_delay: float | None = None
-        self._overlap = False  # the user speaks over the agent (not yet an interruption)
-        self._overlap_paused = False
-        self._overlap_thinking = False  # the overlap began before the reply spoke
-        self._overlap_duration = 0.0
-        self._timer_token = 0
+        # the turn machine decides; the shell (antiphon.agent.shell) executes
+        eot = self.options.turn.end_of_turn
+        hold = None
+        if eot is not None:
+            probe = self.vad.options.min_silence_duration
+            hold = max(0.0, eot.options.fallback_silence - probe)
+        self._machine = TurnMachine(
+            self.options, semantic_hold=hold, stt_final_deadline=stt.deadlines.final
+        )
+        self._replies: dict[int, Reply] = {}  # the replies the machine knows, by generation
         self._timer: asyncio.Task[None] | None = None
         self._input_ended = False
-        self._typed: list[str] = []  # send_text() turns waiting for an uninterruptible reply
 
-        # semantic end of turn (TurnOptions.end_of_turn): the user's audio for the model,
-        # the pause being decided (numbered: a verdict on an older one is dropped)
-        eot = self.options.turn.end_of_turn
+        # semantic end of turn (TurnOptions.end_of_turn): the user's audio for the model
         detector = eot.detector if eot is not None else None
         self._turn_audio = (
             TurnAudio(detector.sample_rate, detector.max_audio) if detector is not None else None
         )
-        self._pause = 0
-        self._pause_item: _Vad | None = None  # the SpeechEnd of the pause being decided
         self._eot_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -340,7 +255,7 @@ class AgentSession:
 
     @property
     def generation(self) -> int:
-        return self._gen
+        return self._machine.generation
 
     async def start(self) -> None:
         """Open the STT stream and start listening."""
@@ -385,19 +300,14 @@ class AgentSession:
             return
         self._closing = True
         self._mailbox.close()
+        # the machine cancels the timer and the reply, drops the output, enters CLOSED
+        for action in self._machine.feed(Close(reason)):
+            self._execute(action)
         self._cancel_timer()
-        reply, self._reply = self._reply, None
-        if reply is not None:
-            if reply.task is not None:
-                reply.task.cancel()
-            if reply.span is not None:
-                reply.span.end()
         if self._stt_stream is not None:
             self._stt_stream.cancel()
         if self._stt_reopen is not None:
             self._stt_reopen.cancel()
-        self.output.interrupt(self._gen + 1)  # O(1): not one more frame of the reply
-        self._set_state(AgentState.CLOSED, reason)
         self._hub.close()
         self._idle.set()
         self._close_task = asyncio.get_running_loop().create_task(
@@ -436,7 +346,7 @@ class AgentSession:
             log.warning("agent session: %s failed while closing: %s", stage, error)
             return
         self._error = error
-        self._emit(AgentError(stage, error, False, self._gen))
+        self._emit(AgentError(stage, error, False, self._machine.generation))
         self._begin_close(reason or f"{stage} failed: {error}")
 
     def _post(self, item: object) -> bool:
@@ -499,27 +409,31 @@ class AgentSession:
             return
         self._after_vad(self.vad.flush())
         self._input_ended = True
-        self._post(_InputEnded())
+        self._post(InputEnded())
 
     def _after_vad(self, events: list[VADEvent]) -> None:
         position = self.vad.position
-        if events:
-            now = self.clock.now()
-            stream = self._stt_stream
-            # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD
-            # time maps onto the stream's time; its transcripts' times say what they cover
-            aligned = stream if stream is not None and not self._stt_gate.enabled else None
-            for ev in events:
-                self._idle.clear()
+        now = self.clock.now() if events else 0.0
+        stream = self._stt_stream
+        # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD time
+        # maps onto the stream's time; its transcripts' times then say what they cover
+        aligned = stream if stream is not None and not self._stt_gate.enabled else None
+        for ev in events:
+            self._idle.clear()
+            if isinstance(ev, SpeechStart):
+                self._post(SpeechStarted())
+            else:
+                # when the speech ended, on the clock and in the aligned stream's audio
                 lag = max(0.0, position - ev.time)
-                stt_time = aligned.audio_seconds - lag if aligned is not None else None
-                self._post(_Vad(ev, lag, now, stt_time, aligned))
-                if isinstance(ev, SpeechStart):
-                    self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
-                    self._voiced_until = position
-                    self._overlap_step = 0
-                else:
-                    self._speech_start = None
+                padding = min(self.vad.options.padding, ev.time)
+                stt_end = aligned.audio_seconds - lag - padding if aligned is not None else None
+                self._post(SpeechEnded(now - max(0.0, lag + padding), stt_end, aligned))
+            if isinstance(ev, SpeechStart):
+                self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
+                self._voiced_until = position
+                self._overlap_step = 0
+            else:
+                self._speech_start = None
         marks = self._overlap_marks
         if self._speech_start is not None and self._overlap_step < len(marks):
             # how long the user has been talking: the silence before a SpeechEnd is not
@@ -529,7 +443,7 @@ class AgentSession:
             if duration >= marks[self._overlap_step]:
                 while self._overlap_step < len(marks) and duration >= marks[self._overlap_step]:
                     self._overlap_step += 1
-                self._post(_Overlap(duration))
+                self._post(SpeechLasted(duration))
 
     def say(
         self, text: str, *, allow_interruptions: bool = True, add_to_history: bool = True
@@ -540,7 +454,7 @@ class AgentSession:
         if not self._started or self._closing:
             raise StreamClosedError("say() needs a started, open session")
         self._idle.clear()
-        self._post(_Say(text.strip(), allow_interruptions, add_to_history))
+        self._post(SayRequested(text.strip(), allow_interruptions, add_to_history))
 
     def update_agent(
         self,
@@ -591,7 +505,7 @@ class AgentSession:
         if not self._started or self._closing:
             raise StreamClosedError("send_text() needs a started, open session")
         self._idle.clear()
-        self._post(_Typed(" ".join(text.split())))
+        self._post(TextTyped(" ".join(text.split())))
 
     # ------------------------------------------------------------------ events
 
@@ -629,9 +543,6 @@ class AgentSession:
             return
         self._emit(event)
 
-    def _emit(self, event: AgentEvent) -> None:
-        self._hub.emit(event)
-
     async def wait_for(self, *states: AgentState) -> AgentState:
         """Wait until the session is in one of ``states`` (or closed); return the state.
 
@@ -642,670 +553,3 @@ class AgentSession:
         if self._error is not None and self._state not in states:
             raise self._error
         return self._state
-
-    def _set_state(self, new: AgentState, reason: str) -> None:
-        old = self._state
-        if new is old or old is AgentState.CLOSED:
-            return
-        self._state = new
-        self._state_changed.set()
-        self._state_changed = asyncio.Event()
-        log.debug("agent state %s -> %s (%s)", old.value, new.value, reason)
-        self._emit(StateChanged(old, new, reason, self._gen))
-
-    def _settle_state(self, reason: str) -> None:
-        """The state that follows from the facts, when no reply speaks."""
-        if self._closing:
-            return
-        if self._reply is not None:
-            self._set_state(
-                AgentState.SPEAKING if self._reply.speaking else AgentState.THINKING, reason
-            )
-        elif self._user_speaking:
-            self._set_state(AgentState.USER_SPEAKING, reason)
-        else:
-            self._set_state(AgentState.LISTENING, reason)
-        self._update_idle()
-
-    def _update_idle(self) -> None:
-        if self._closing:
-            self._idle.set()
-            return
-        idle = (
-            self._reply is None
-            and not self._user_speaking
-            and not self._awaiting_final
-            and self._pause_item is None
-            and not self._says
-            and not self._typed
-            and self._mailbox.qsize() == 0
-        )
-        if idle:
-            self._idle.set()
-        else:
-            self._idle.clear()
-
-    # ------------------------------------------------------------------ STT
-
-    def _open_stt(self) -> None:
-        stream = self.stt.stream(generation=self._gen)
-        self._stt_stream = stream
-        self._tasks.spawn(self._read_stt(stream), name="stt-reader")
-
-    async def _read_stt(self, stream: RecognizeStream) -> None:
-        error: ProviderError | None = None
-        try:
-            async for t in stream:
-                if not self._post(_Heard(t, stream)):
-                    return
-        except ProviderError as exc:
-            error = exc
-        self._post(_SttEnded(stream, error))
-
-    # ------------------------------------------------------------------ controller
-
-    async def _controller(self) -> None:
-        try:
-            async for item in self._mailbox:
-                self._handle(item)
-                self._update_idle()
-        except Exception:
-            log.exception("agent session controller failed")
-            raise
-
-    def _handle(self, item: object) -> None:
-        if isinstance(item, _Vad):
-            if isinstance(item.event, SpeechStart):
-                self._on_speech_start()
-            else:
-                self._on_speech_end(item)
-        elif isinstance(item, _Overlap):
-            self._overlap_duration = item.duration
-            self._maybe_interrupt()
-        elif isinstance(item, _Heard):
-            self._on_transcript(item.transcript, item.stream)
-        elif isinstance(item, _Timer):
-            if item.token == self._timer_token and item.kind == "final":
-                self._on_final_timeout()
-            elif item.token == self._timer_token and item.kind == "hold":
-                self._end_pause()
-        elif isinstance(item, _Verdict):
-            self._on_verdict(item)
-        elif isinstance(item, ReplyNews):
-            self._on_reply_news(item)
-        elif isinstance(item, _Say):
-            self._says.append(item)
-            self._next_say()
-        elif isinstance(item, _Typed):
-            self._typed.append(item.text)
-            self._on_typed()
-        elif isinstance(item, _SttEnded):
-            self._on_stt_ended(item)
-        elif isinstance(item, _ReopenStt):
-            self._stt_reopen = None
-            if self._stt_stream is None and not self._closing:
-                self._open_stt()
-        elif isinstance(item, _InputEnded):
-            stream = self._stt_stream
-            if stream is not None and not stream.done:
-                with contextlib.suppress(StreamClosedError):
-                    stream.end_input()
-
-    # -- user speech
-
-    def _on_speech_start(self) -> None:
-        self._user_speaking = True
-        self._final_missed = False
-        self._drop_pause()
-        if self._stt_stream is None:
-            self._turn.lost = True  # the recogniser is down: this speech is unheard
-        self._cancel_timer()
-        reply = self._reply
-        if reply is not None and reply.speaking:
-            if reply.allow_interruptions and self.options.interruption.enabled:
-                # maybe a barge-in: collect this speech on its own until it is decided
-                self._overlap, self._overlap_duration = True, 0.0
-                self._turn.drop_speech()
-                if self.options.interruption.false_interruption == "resume":
-                    self.output.pause()
-                    self._overlap_paused = True
-                    self._emit(AgentPaused(reply.generation))
-            return
-        if reply is not None and not reply.allow_interruptions:
-            return  # an uninterruptible say() about to speak: it goes on
-        opts = self.options.interruption
-        if (
-            reply is not None
-            and reply.committed.is_set()
-            and opts.enabled
-            and (opts.min_duration_thinking > 0 or opts.min_words_thinking > 0)
-        ):
-            # the agent is thinking: this speech drops the reply only once it passes the
-            # thinking thresholds; meanwhile its first audio waits (no event: nothing of
-            # it reached the transport, so there is nothing to take back)
-            self._overlap, self._overlap_duration = True, 0.0
-            self._overlap_thinking = True
-            self._turn.drop_speech()
-            self.output.pause()
-            self._overlap_paused = True
-            return
-        if reply is not None:
-            # the user goes on before the agent said anything: drop the reply, keep the text
-            self._abandon_reply(reply, "the user went on speaking")
-        self._set_state(AgentState.USER_SPEAKING, "speech started")
-
-    def _on_speech_end(self, item: _Vad) -> None:
-        assert isinstance(item.event, SpeechEnd)
-        self._user_speaking = False
-        if self._overlap:
-            self._false_interruption()
-            return
-        reply = self._reply
-        if reply is not None and reply.speaking:
-            self._turn.lost = False
-            return  # speech over an uninterruptible reply: ignored
-        padding = min(self.vad.options.padding, item.event.time)
-        self._speech_end_at = item.at - max(0.0, item.lag + padding)
-        eot = self.options.turn.end_of_turn
-        if eot is not None and not self._turn.lost:
-            # the VAD's window was the probe: ask the model (one owned task) whether the
-            # turn is over; silence decides if it does not answer (the hold timer)
-            self._pause += 1
-            self._pause_item = item
-            audio = self._turn_audio.snapshot() if self._turn_audio is not None else None
-            probe = self.vad.options.min_silence_duration
-            self._arm_timer("hold", max(0.0, eot.options.fallback_silence - probe))
-            self._eot_task = self._tasks.spawn(
-                self._ask_turn_model(self._pause, audio, probe), name="end-of-turn"
-            )
-            self._set_state(AgentState.LISTENING, "speech paused")
-            return
-        self._await_final(item)
-
-    def _await_final(self, item: _Vad) -> None:
-        """The user's speech is over: finalise what was said and wait (bounded) for the
-        final."""
-        stream = self._stt_stream
-        if stream is not None and not stream.done:
-            with contextlib.suppress(StreamClosedError):
-                stream.flush()
-        self._awaiting_final = True
-        self._final_delay = None
-        if self._finals_cover(item):
-            # the STT's end-of-speech final came before the VAD's silence window ended:
-            # both say the turn is over, so it is (the flush's answer adds nothing)
-            self._final_delay = 0.0
-            self._set_state(AgentState.LISTENING, "speech ended")
-            self._end_of_turn()
-            return
-        self._arm_timer("final", self.options.turn.final_timeout)
-        self._set_state(AgentState.LISTENING, "speech ended")
-        if self.options.turn.preemptive and self._reply is None and not self._turn.lost:
-            text = self._turn.text()
-            if text:
-                self._start_reply(text, committed=False)
-
-    async def _ask_turn_model(self, pause: int, audio: AudioFrame | None, probe: float) -> None:
-        eot = self.options.turn.end_of_turn
-        assert eot is not None
-        verdict = await eot.decide(audio, silent_for=probe)
-        self._post(_Verdict(pause, verdict))
-
-    def _on_verdict(self, item: _Verdict) -> None:
-        if item.pause != self._pause or self._pause_item is None or self._user_speaking:
-            return  # the user spoke since: the turn went on
-        self._eot_task = None
-        v = item.verdict
-        log.debug("end of turn: %s (%s, hold %.2f s)", v.complete, v.source, v.hold)
-        if v.hold <= 0:
-            self._end_pause()
-        else:
-            self._arm_timer("hold", v.hold)
-
-    def _end_pause(self) -> None:
-        """The pause is the end of the turn (the model said so, or silence did)."""
-        item, self._pause_item = self._pause_item, None
-        if item is None or self._user_speaking:
-            return
-        if self._eot_task is not None:
-            self._eot_task.cancel()
-            self._eot_task = None
-        self._await_final(item)
-
-    def _drop_pause(self) -> None:
-        """Speech resumed during a pause: no verdict or hold of it may end the turn."""
-        self._pause += 1
-        self._pause_item = None
-        if self._eot_task is not None:
-            self._eot_task.cancel()
-            self._eot_task = None
-
-    def _on_typed(self) -> None:
-        """Answer the typed turns now, unless an uninterruptible reply holds the floor."""
-        if not self._typed or self._closing:
-            return
-        reply = self._reply
-        if reply is not None:
-            if not reply.allow_interruptions:
-                return  # answered when it ends (_next_say)
-            if reply.speaking:
-                self._interrupt(reply)
-            else:
-                self._abandon_reply(reply, "the user typed a turn")  # may answer it
-            if self._reply is not None or not self._typed:
-                return
-        text = " ".join([self._turn.carry, *self._typed]).strip()
-        self._typed.clear()
-        self._turn.carry = ""
-        self._drop_pause()
-        self._cancel_timer()
-        self._awaiting_final = False
-        self._speech_end_at = self._final_delay = None  # no speech: no voice latencies
-        self._start_reply(text, committed=True)
-
-    def _finals_cover(self, item: _Vad) -> bool:
-        """Do the finals heard so far cover the speech that just ended (``item``)?"""
-        if item.stt_time is None:
-            return False
-        speech_end = item.stt_time - min(self.vad.options.padding, item.event.time)
-        return self._turn.covers(speech_end, item.stream)
-
-    def _on_transcript(self, t: Transcript, stream: RecognizeStream | None = None) -> None:
-        text = t.text.strip()
-        if not text:
-            if t.flushed:
-                self._on_flush_answered(stream)
-            return
-        if stream is not None and stream is self._stt_stream:
-            self._stt_failures = 0  # the recogniser works again
-        self._emit(UserTranscribed(text, t.is_final, self._gen))
-        reply = self._reply
-        if reply is not None and reply.speaking and not self._overlap:
-            return  # speech over an uninterruptible reply
-        self._turn.hear(text, final=t.is_final, end=t.end, source=stream)
-        if t.is_final:
-            late = self._final_missed and self._reply is None and not self._overlap
-            if (self._awaiting_final or late) and not self._user_speaking:
-                # late: the turn already ended empty at the final's timeout, and the user
-                # has not spoken since: this final is the turn's text, answer it now
-                self._final_missed = False
-                if self._speech_end_at is not None:
-                    self._final_delay = self.clock.now() - self._speech_end_at
-                self._end_of_turn()
-        if self._overlap:
-            self._maybe_interrupt()
-
-    def _on_flush_answered(self, stream: RecognizeStream | None) -> None:
-        """The STT answered the flush with nothing more: the turn ends now, not at the
-        ``final_timeout`` (a final of the stream's own, e.g. ``speech_final``, came first).
-        The stream marks an answer only when no later flush waits behind it.
-        """
-        if stream is None or stream is not self._stt_stream:
-            return
-        if self._awaiting_final and not self._user_speaking:
-            if self._speech_end_at is not None:
-                self._final_delay = self.clock.now() - self._speech_end_at
-            self._end_of_turn()
-
-    def _on_final_timeout(self) -> None:
-        if self._awaiting_final and not self._user_speaking:
-            stream = self._stt_stream
-            waited = self.clock.now() - (self._speech_end_at or self.clock.now())
-            if stream is not None and stream.behind and waited < self.stt.deadlines.final:
-                self._arm_timer("final", 0.1)  # the recogniser is behind: wait (bounded)
-                return
-            behind = (stream is not None and stream.behind) or self._turn.lost
-            # a final that comes after this (and no text yet) still starts the turn,
-            # unless the fallback already asked the user to say it again
-            self._final_missed = not behind and not self._turn.text()
-            self._end_of_turn(behind=behind)
-
-    def _end_of_turn(self, *, behind: bool = False) -> None:
-        self._cancel_timer()
-        self._awaiting_final = False
-        if self._turn_audio is not None:
-            self._turn_audio.clear()
-        behind = behind or self._turn.lost
-        # a fragment: the recogniser lost or never finished part of this turn
-        taken = self._turn.take(behind=behind)
-        text, fragment = taken.text, taken.fragment
-        reply = self._reply
-        policy = self.options.misheard if text else "reask"
-        misheard = behind and (not text or (fragment and policy != "answer"))
-        if reply is not None and reply.committed.is_set() and text and not misheard:
-            return  # an uninterruptible reply speaks; this speech was over it
-        if misheard:
-            # never silence, never a confident answer to a fragment
-            if reply is not None:
-                if reply.committed.is_set():
-                    return  # an uninterruptible reply speaks; it goes on
-                self._abandon_reply(reply, "the recogniser lost the turn", keep_text=False)
-            self._unanswered(text if policy == "confirm" else "")
-            return
-        if not text:
-            if reply is not None and not reply.committed.is_set():
-                self._abandon_reply(reply, "nothing was recognised")
-            self._settle_state("nothing was recognised")
-            return
-        if reply is not None and not reply.committed.is_set():
-            if reply.user_text == text:
-                self._commit(reply)
-                return
-            self._abandon_reply(reply, "the final transcript differs", keep_text=False)
-        if self._reply is not None:
-            return  # an uninterruptible reply speaks; this speech was over it
-        self._start_reply(text, committed=True)
-
-    def _unanswered(self, fragment: str) -> None:
-        """Say the fallback line of a turn the recogniser lost (all or part of it)."""
-        opts = self.options
-        if fragment:
-            line = opts.misheard_message.replace("{text}", fragment)
-            reason = "speech recognition lost the rest of the turn"
-            self.history.user(fragment)  # what was heard, with the question about it
-        else:
-            line = opts.unanswered_message
-            reason = "speech recognition failed or is behind"
-        metrics.AGENT_TURNS.labels(outcome="unanswered").inc()
-        self._emit(TurnUnanswered(reason, line, self._gen))
-        if line:
-            self._says.append(_Say(line, True, bool(fragment), notice=True, user_text=fragment))
-        self._next_say()
-
-    # -- interruptions
-
-    def _maybe_interrupt(self) -> None:
-        reply = self._reply
-        opts = self.options.interruption
-        if not self._overlap or reply is None:
-            return
-        if self._overlap_thinking:
-            # began before the reply spoke (its audio, if any, waits unheard): the
-            # thinking thresholds decide, and yielding drops the reply as never said
-            if self._overlap_duration < opts.min_duration_thinking:
-                return
-            if content_words(self._turn.text(), frozenset()) < opts.min_words_thinking:
-                return
-            # the user goes on before the agent said anything: drop the reply, keep the
-            # text (it starts the turn, with what was heard of this speech)
-            self._overlap = self._overlap_paused = self._overlap_thinking = False
-            # unpauses the output; what was heard of this speech stays in the turn
-            self._abandon_reply(reply, "the user went on speaking")
-            self._set_state(
-                AgentState.USER_SPEAKING if self._user_speaking else AgentState.LISTENING,
-                "the user went on speaking",
-            )
-            return
-        if self._overlap_duration < opts.min_duration:
-            return
-        need = max(opts.min_words, 1 if opts.backchannel else 0)
-        if need and content_words(self._turn.text(), opts.backchannel) < need:
-            return  # too few words yet, or only backchannel ("uh-huh", "yeah")
-        self._interrupt(reply)
-
-    def _interrupt(self, reply: Reply) -> None:
-        dropped = self.output.interrupt(self._gen + 1)  # O(1): the next frame is silence
-        self._overlap = self._overlap_paused = self._overlap_thinking = False
-        played = reply.played(self.output)
-        heard = reply.playback.heard(played)
-        metrics.AGENT_INTERRUPTIONS.inc()
-        self._emit(Interrupted(played, dropped, heard, reply.generation))
-        self._end_reply(reply, heard, interrupted=True)
-        if reply.task is not None:
-            reply.task.cancel()
-        self._set_state(
-            AgentState.USER_SPEAKING if self._user_speaking else AgentState.LISTENING,
-            "interrupted",
-        )
-
-    def _false_interruption(self) -> None:
-        resumed = self._overlap_paused
-        if self._overlap_paused:
-            self.output.resume()
-            if not self._overlap_thinking:  # AgentPaused was emitted
-                self._emit(AgentResumed(self._gen))
-        self._overlap = self._overlap_paused = self._overlap_thinking = False
-        self._turn.lost = False  # the speech is dropped, and what the STT lost of it
-        text = self._turn.text()
-        self._emit(FalseInterruption(self._overlap_duration, resumed, self._gen, text))
-        self._turn.drop_speech()
-        self._settle_state("false interruption")
-
-    # -- replies
-
-    def _start_reply(
-        self,
-        user_text: str,
-        *,
-        committed: bool,
-        fixed_text: str | None = None,
-        allow_interruptions: bool = True,
-        add_to_history: bool = True,
-    ) -> Reply:
-        self._gen += 1
-        context = self.history.copy()
-        if fixed_text is None:
-            context.user(user_text)
-        reply = Reply(
-            generation=self._gen,
-            user_text=user_text,
-            context=context,
-            metrics=TurnMetrics(self._gen, user_text=user_text),
-            committed=asyncio.Event(),
-            allow_interruptions=allow_interruptions,
-            fixed_text=fixed_text,
-            add_to_history=add_to_history,
-            started_at=self.clock.now(),
-            speech_end_at=self._speech_end_at if fixed_text is None else None,
-        )
-        self._reply = reply
-        reply.task = self._tasks.spawn(self._runner.run(reply), name=f"reply-{reply.generation}")
-        if committed:
-            self._commit(reply)
-        return reply
-
-    def _commit(self, reply: Reply) -> None:
-        now = self.clock.now()
-        reply.metrics.stt_final_delay = self._final_delay
-        if reply.speech_end_at is not None:
-            reply.metrics.end_of_turn_delay = now - reply.speech_end_at
-        if reply.fixed_text is None:
-            self.history.user(reply.user_text)
-            self._emit(UserTurnEnded(reply.user_text, reply.generation))
-            reply.span = tracer.start_span(
-                "antiphon.agent.turn", attributes={"antiphon.generation": reply.generation}
-            )
-        reply.committed.set()
-        self._set_state(AgentState.THINKING, "end of turn")
-        if reply.held is not None:
-            self._on_reply_news(reply.held)
-
-    def _abandon_reply(self, reply: Reply, reason: str, *, keep_text: bool = True) -> None:
-        """Cancel a reply that spoke nothing yet; its user text joins the next turn."""
-        log.debug("reply %d abandoned: %s", reply.generation, reason)
-        self.output.interrupt(self._gen + 1)
-        if reply.task is not None:
-            reply.task.cancel()
-        if reply.committed.is_set() and reply.fixed_text is None:
-            last = self.history.messages[-1] if self.history.messages else None
-            if last is not None and last.role == "user" and last.content == reply.user_text:
-                self.history.messages.pop()
-            if keep_text:
-                self._turn.carry = reply.user_text
-        if reply.span is not None:
-            reply.span.set_attribute("antiphon.abandoned", reason)
-            reply.span.end()
-        self._reply = None
-        self._next_say()
-
-    def _next_say(self) -> None:
-        if self._reply is None and self._typed and not self._closing:
-            self._on_typed()
-            return
-        if self._reply is not None or not self._says or self._closing:
-            return
-        say = self._says.pop(0)
-        reply = self._start_reply(
-            "",
-            committed=False,
-            fixed_text=say.text,
-            allow_interruptions=say.allow_interruptions,
-            add_to_history=say.add_to_history,
-        )
-        reply.notice = say.notice
-        reply.metrics.user_text = say.user_text
-        if say.offline and self.fallback_tts is not None:
-            reply.tts = self.fallback_tts
-        self._commit(reply)
-
-    def _on_reply_news(self, news: ReplyNews) -> None:
-        reply = news.reply
-        if reply is not self._reply:
-            return  # an interrupted or abandoned reply, still winding down
-        if not reply.committed.is_set() and news.kind in ("done", "failed"):
-            # speculation is invisible: a reply started on an interim transcript that
-            # ends (fails) before the turn is decided says and shows nothing; the commit
-            # reuses its outcome when the final agrees, else it is dropped unheard
-            reply.held = news
-            return
-        if news.kind == "first_audio":
-            reply.speaking = True
-            if not self._overlap:
-                self._set_state(AgentState.SPEAKING, "first audio")
-        elif news.kind == "done":
-            self._end_reply(reply, reply.playback.text, interrupted=False)
-            self._settle_state("reply done")
-            self._next_say()
-        elif news.kind == "failed":
-            error = news.error
-            assert error is not None
-            reply.metrics.error = str(error)
-            if _unrecoverable(error):
-                stage = error.stage or "reply"
-                self._fail(error, stage, f"{error.provider} failed for good: {error}")
-                return
-            self._emit(AgentError(error.stage or "reply", error, True, reply.generation))
-            played = reply.played(self.output)
-            self._end_reply(reply, reply.playback.heard(played), interrupted=False)
-            line = self.options.error_message
-            tts = reply.tts or self.tts
-            if line and not reply.notice:  # a failed fallback line is not apologised for
-                if error.provider != tts.provider:
-                    self._says.insert(0, _Say(line, True, False, notice=True))
-                elif self.fallback_tts is not None and tts is not self.fallback_tts:
-                    # the TTS is the one failing: the offline one says it
-                    self._says.insert(0, _Say(line, True, False, notice=True, offline=True))
-            self._settle_state("reply failed")
-            self._next_say()
-
-    def _end_reply(self, reply: Reply, spoken: str, *, interrupted: bool) -> None:
-        self._reply = None
-        if self._overlap_paused:
-            # it ended (failed, or its drain timed out) while speech over it held its
-            # audio: what is queued of it is dropped unheard, and the output plays again
-            self.output.interrupt(self._gen + 1)
-            if not self._overlap_thinking:  # AgentPaused was emitted
-                self._emit(AgentResumed(self._gen))
-        self._overlap = self._overlap_paused = self._overlap_thinking = False
-        if reply.add_to_history and reply.committed.is_set():
-            for message in reply.new_messages:
-                self.history.add(message)
-            if spoken:
-                self.history.assistant(spoken)
-        m = reply.metrics
-        m.agent_text, m.interrupted = spoken, interrupted
-        self._emit(AgentReplied(spoken, interrupted, reply.generation))
-        if reply.fixed_text is None and reply.committed.is_set():
-            self._record(m)
-        if reply.span is not None:
-            for key, value in m.to_dict().items():
-                # no user or agent text, nor error text, in a span (tracing.py opts in)
-                if value is not None and not isinstance(value, list | str):
-                    reply.span.set_attribute(f"antiphon.{key}", value)
-            reply.span.end()
-        self._emit(TurnCompleted(m, reply.generation))
-
-    def _record(self, m: TurnMetrics) -> None:
-        self.turns.append(m)
-        outcome = "error" if m.error else "interrupted" if m.interrupted else "completed"
-        metrics.AGENT_TURNS.labels(outcome).inc()
-        for hist, value in (
-            (metrics.AGENT_END_OF_TURN, m.end_of_turn_delay),
-            (metrics.AGENT_LLM_TTFT, m.llm_ttft),
-            (metrics.AGENT_TTS_TTFA, m.tts_ttfa),
-            (metrics.AGENT_VOICE_TO_VOICE, m.voice_to_voice),
-        ):
-            if value is not None:
-                hist.observe(value)
-        if self._log_file is not None:
-            try:
-                self._log_file.write(json.dumps(m.to_dict()) + "\n")
-                self._log_file.flush()
-            except (OSError, ValueError) as exc:
-                log.warning("turn log write failed: %s", exc)
-
-    # -- STT failures
-
-    def _on_stt_ended(self, item: _SttEnded) -> None:
-        if item.stream is not self._stt_stream or self._closing:
-            return
-        if item.error is None:
-            return  # completed after end_input()
-        error = item.error
-        self._stt_failures += 1
-        limit = self.options.max_stt_restarts
-        if _unrecoverable(error) or (limit is not None and self._stt_failures > limit):
-            self._fail(error, "stt", f"speech recognition failed: {error}")
-            return
-        self._emit(AgentError("stt", error, True, self._gen))
-        self._tasks.spawn(_aclose(item.stream), name="stt-close")
-        self._stt_stream = None
-        # a new stream after a backoff (never N attempts in the same millisecond); the
-        # audio meanwhile is lost, and so is the turn it belonged to
-        delay = self.options.stt_backoff.delay(self._stt_failures - 1)
-        self._stt_reopen = self._tasks.spawn(self._reopen_stt(delay), name="stt-reopen")
-        if self._user_speaking or self._awaiting_final or self._pause_item is not None:
-            self._turn.lost = True
-        if self._awaiting_final and not self._user_speaking:
-            self._end_of_turn(behind=True)  # its final is lost: never silence
-        elif self._final_missed and not self._user_speaking and self._reply is None:
-            # the turn ended empty at the final's timeout, and now the recogniser failed
-            # within its own final deadline: the final was lost, not the words
-            since = self.clock.now() - (self._speech_end_at or 0.0)
-            if since <= self.stt.deadlines.final + self.options.turn.final_timeout:
-                self._final_missed = False
-                self._unanswered("")
-
-    async def _reopen_stt(self, delay: float) -> None:
-        await self.clock.sleep_until(self.clock.now() + delay)
-        self._post(_ReopenStt())
-
-    # -- timers
-
-    def _arm_timer(self, kind: str, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer_token += 1
-        self._timer = self._tasks.spawn(
-            self._fire(kind, self._timer_token, self.clock.now() + seconds), name=f"timer-{kind}"
-        )
-
-    def _cancel_timer(self) -> None:
-        self._timer_token += 1
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    async def _fire(self, kind: str, token: int, when: float) -> None:
-        await self.clock.sleep_until(when)
-        self._post(_Timer(kind, token))
-
-
-async def _aclose(stream: RecognizeStream) -> None:
-    await stream.aclose()
-
-
-def _unrecoverable(error: ProviderError) -> bool:
-    """An error no retry or new stream can mend: the credentials or the account."""
-    if isinstance(error, AuthError):
-        return True
-    return not error.retryable and "quota" in str(error).lower()

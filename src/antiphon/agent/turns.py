@@ -1,14 +1,17 @@
 """Turn-taking state without I/O: what the user said in the turn, and when it is whole.
 
-How it is built: :class:`UserTurn` is a plain object the session's controller feeds —
+How it is built: :class:`UserTurn` is a plain object the turn machine feeds —
 transcripts as they arrive (:meth:`UserTurn.hear`), the VAD's end of speech
 (:meth:`UserTurn.covers`), a recogniser failure (:attr:`UserTurn.lost`) — and asks for
 the turn's text when the turn ends (:meth:`UserTurn.take`). It awaits nothing, reads no
 clock and owns no task, so every order of events can be driven through it by a property
-test (``tests/test_turns.py``); the session (:mod:`antiphon.agent.session`) is the I/O
-shell that turns its answers into flushes, timers and replies. It is the first seam of
-issue 14's turn machine: the rest of the controller's turn state (speaking, overlap,
-awaiting the final) still lives in the session.
+test (``tests/test_turns.py``). The turn machine (:mod:`antiphon.agent.machine`) owns
+one and feeds it; the session (:mod:`antiphon.agent.session`) is the I/O shell that
+executes the machine's actions.
+
+The phases of the turn machine are declared here too (:class:`UserPhase`,
+:class:`AgentPhase`, :class:`Overlap`) with the typed :class:`Outcome` of a user turn,
+so the machine's modules and its property tests share one vocabulary.
 
 The end-of-turn evidence (issue 18): when the VAD's silence window ends, the turn's text
 is whole if the recogniser's last word on it was a final (no interim with text came
@@ -22,10 +25,21 @@ to speech with enough of them (``InterruptionOptions``, docs/agent.md).
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["BACKCHANNEL", "COVER_SLACK", "Taken", "UserTurn", "content_words"]
+__all__ = [
+    "BACKCHANNEL",
+    "COVER_SLACK",
+    "AgentPhase",
+    "Outcome",
+    "Overlap",
+    "Taken",
+    "UserPhase",
+    "UserTurn",
+    "content_words",
+]
 
 COVER_SLACK = 0.3
 """Seconds a final may end before the VAD's end of speech and still cover it (word times
@@ -138,3 +152,51 @@ class UserTurn:
         self.carry, self.lost = "", False
         self.drop_speech()
         return taken
+
+
+# ------------------------------------------------------------------------- phases
+
+
+class UserPhase(enum.Enum):
+    QUIET = "quiet"
+    """No user turn is open."""
+    SPEAKING = "speaking"
+    """The VAD hears speech."""
+    PAUSED = "paused"
+    """The speech paused; the end-of-turn model decides (a hold timer bounds it)."""
+    AWAITING_FINAL = "awaiting_final"
+    """The speech is over; the STT's final is awaited (the final timer bounds it)."""
+    MISSED = "missed"
+    """The turn ended empty at the final's timeout; a late final still answers it."""
+
+
+class AgentPhase(enum.Enum):
+    IDLE = "idle"
+    """No reply."""
+    SPECULATING = "speculating"
+    """A reply started on an interim transcript: it thinks, says and shows nothing."""
+    THINKING = "thinking"
+    """A committed reply before its first audio."""
+    SPEAKING = "speaking"
+    """A committed reply whose audio plays."""
+    CLOSED = "closed"
+    """The session closed: every event is refused."""
+
+
+class Overlap(enum.Enum):
+    NONE = "none"
+    SPEECH = "speech"
+    """The user speaks over the agent's audio (paused when false interruptions resume)."""
+    THINKING = "thinking"
+    """The user speaks over a committed reply before it spoke (its audio is held)."""
+
+
+class Outcome(enum.Enum):
+    """How a user turn ended (:class:`TurnEnded`)."""
+
+    ANSWERED = "answered"
+    UNANSWERED = "unanswered"
+    EMPTY = "empty"
+    IGNORED = "ignored"
+    JOINED = "joined"
+    ABANDONED = "abandoned"
