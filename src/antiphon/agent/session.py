@@ -348,6 +348,7 @@ class AgentSession:
         if self._started or self._closing:
             raise StreamClosedError("the session was already started (or closed)")
         self._started = True
+        self.vad.on_decided(self._vad_decided)  # a worker's VAD events, as they come
         self._open_stt()
         self._tasks.spawn(self._controller(), name="controller")
 
@@ -497,6 +498,10 @@ class AgentSession:
         self._after_vad(self.vad.flush())
         self._input_ended = True
         self._post(_InputEnded())
+
+    def _vad_decided(self, events: list[VADEvent]) -> None:
+        if not self._closing and not self._input_ended:
+            self._after_vad(events)
 
     def _after_vad(self, events: list[VADEvent]) -> None:
         now = self.clock.now()
