@@ -23,7 +23,9 @@ How it is built:
   (never on the event loop). One model is shared by the workers of a :class:`WhisperSTT`
   (and by every instance open at the same time with the same settings), loaded once by
   the first; CTranslate2 runs ``workers`` calls at once (others wait their
-  turn) with ``threads`` CPU threads each, so the CPU it takes is bounded.
+  turn) with ``threads`` CPU threads each, so the CPU it takes is bounded. Those native
+  threads run below real-time work (:func:`~antiphon.aio.worker.build_niced`: the model
+  is built on a lowered thread), so a busy decoder never delays the VAD or the event loop.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from antiphon.aio.worker import build_niced
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.weights import verify
 from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
@@ -420,13 +423,18 @@ class WhisperSTT(InProcessSTT):
                     raise ConfigError(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
                 _no_progress_monitor()
                 try:
-                    model = WhisperModel(
-                        str(self.model_dir),
-                        device="cpu",
-                        compute_type="int8",
-                        cpu_threads=self._threads,
-                        num_workers=self._parallel,
-                        local_files_only=True,
+                    # built on a lowered thread: CTranslate2's workers and their OpenMP
+                    # team inherit its priority; this (Python) thread keeps its own
+                    model = build_niced(
+                        lambda: WhisperModel(
+                            str(self.model_dir),
+                            device="cpu",
+                            compute_type="int8",
+                            cpu_threads=self._threads,
+                            num_workers=self._parallel,
+                            local_files_only=True,
+                        ),
+                        name="whisper",
                     )
                 except (RuntimeError, ValueError, OSError) as exc:
                     raise ProviderError(
