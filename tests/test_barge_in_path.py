@@ -5,9 +5,10 @@ delivers them, and inference's native threads below the real-time ones.
   over the moment they are delivered (before, they waited for the next pushed frame); the
   session listens, so a barge-in's pause needs no further frame. Driven on the virtual
   clock with a worker that runs its jobs only when the test says.
-- :func:`~antiphon.aio.worker.build_niced` lowers the threads an engine creates, never the
-  calling thread (a lowered thread holding the GIL would stall the event loop and the VAD);
-  with real engines (``engines``): Piper's onnxruntime pool and Whisper's CTranslate2 team.
+- Inference runs below the event loop: an ``inference`` :class:`~antiphon.aio.worker.ThreadWorker`
+  lowers its own thread, :func:`~antiphon.aio.worker.build_niced` the threads an engine
+  creates (never the calling thread); with real engines (``engines``): Piper's thread and
+  onnxruntime pool, Whisper's engine threads and CTranslate2 team.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from antiphon.agent.events import AgentPaused
 from antiphon.agent.session import AgentSession
 from antiphon.aio import worker as worker_module
 from antiphon.aio.clock import VirtualClock
-from antiphon.aio.worker import BatchWorker, build_niced, thread_nice
+from antiphon.aio.worker import (
+    BatchWorker,
+    ThreadWorker,
+    build_niced,
+    lower_thread_priority,
+    thread_nice,
+)
 from antiphon.audio.frame import AudioFrame
 from antiphon.services.vad import OffloadedVAD, SpeechEnd, SpeechStart, VADEvent
 from antiphon.testing.agent import (
@@ -195,41 +202,82 @@ def test_a_niced_build_raises_what_the_factory_raises_and_nice_zero_builds_inlin
 
 
 @linux_only
+async def test_an_inference_worker_runs_below_the_loop_and_an_ordinary_one_does_not() -> None:
+    base = thread_nice()
+    assert base is not None
+    lowered = min(19, base + worker_module.INFERENCE_NICE)
+    inference = ThreadWorker(lambda: None, provider="t", inference=True)
+    ordinary = ThreadWorker(lambda: None, provider="t")
+    try:
+        assert await inference.call(lambda _: thread_nice(), timeout=30, stage="t") == lowered
+        assert await ordinary.call(lambda _: thread_nice(), timeout=30, stage="t") == base
+        # idempotent: lowering a lowered thread again leaves it where it is
+        again = await inference.call(
+            lambda _: (lower_thread_priority(worker_module.INFERENCE_NICE), thread_nice()),
+            timeout=30,
+            stage="t",
+        )
+        assert again == (True, lowered)
+        assert thread_nice() == base  # the loop's thread
+    finally:
+        assert await inference.aclose(5.0) and await ordinary.aclose(5.0)
+
+
+@linux_only
 @pytest.mark.engines
-def test_piper_runs_its_onnxruntime_pool_below_the_engine_thread() -> None:
+async def test_piper_runs_below_the_loop_on_its_thread_and_its_pool() -> None:
     import onnxruntime  # noqa: F401 - its import makes threads of its own: not the pool's
 
     from antiphon.plugins.piper.tts import PiperTTS
 
     base = thread_nice()
     assert base is not None
-    voice, made = _nice_of_threads_made_by(PiperTTS(threads=2)._load)
+    lowered = min(19, base + worker_module.INFERENCE_NICE)
+    tts = PiperTTS(threads=2)
+    before = {int(t) for t in os.listdir("/proc/self/task")}
     try:
-        assert made, "onnxruntime made no pool thread for 2 intra-op threads"
-        assert set(made.values()) == {min(19, base + worker_module.INFERENCE_NICE)}
-        assert voice.synthesize("Hello.")  # it still speaks
+        await tts.prewarm()
+        made = {int(t) for t in os.listdir("/proc/self/task")} - before
+        (engine,) = tts.threads
+        assert engine.native_id in made and thread_nice(engine.native_id) == lowered
+        pool = made - {engine.native_id}
+        assert pool, "onnxruntime made no pool thread for 2 intra-op threads"
+        assert {thread_nice(t) for t in pool} == {lowered}
         assert thread_nice() == base
     finally:
-        voice.close()
+        await tts.aclose()
 
 
 @linux_only
 @pytest.mark.engines
-def test_whisper_runs_ctranslate2s_threads_below_the_engine_thread() -> None:
+def test_whisper_runs_ctranslate2s_threads_below_the_engine_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CTranslate2 starts its workers when the model is built (their OpenMP team, at the
+    first decode, is made by them and inherits their priority). The load's warm-up
+    decode is skipped here: lowered threads on a machine under full load are slow."""
+    from faster_whisper import WhisperModel
+
     from antiphon.plugins.whisper import WhisperSTT
     from antiphon.plugins.whisper import stt as whisper
 
-    whisper._models.clear()  # a model loaded by another test was built elsewhere
+    monkeypatch.setattr(whisper, "_models", {})  # a model loaded by another test: elsewhere
+    monkeypatch.setattr(WhisperModel, "transcribe", lambda *a, **k: ([], None))
     base = thread_nice()
     assert base is not None
-
-    def load() -> Any:
-        model = WhisperSTT(threads=2)._load()
-        list(model.transcribe(np.zeros(16000, np.float32), language="en")[0])  # OpenMP team
-        return model
-
-    _, made = _nice_of_threads_made_by(load)
-    whisper._models.clear()
     lowered = min(19, base + worker_module.INFERENCE_NICE)
-    assert sum(1 for n in made.values() if n == lowered) >= 2  # the worker, its OpenMP team
-    assert thread_nice() == base
+    _, made = _nice_of_threads_made_by(WhisperSTT(threads=2)._load)
+    assert made and set(made.values()) == {lowered}  # CTranslate2's workers
+    assert thread_nice() == base  # the thread that loaded it (here, the test's)
+    # a stream's engine thread lowers itself when it makes its recogniser
+    niced: list[int | None] = []
+    stt = WhisperSTT(threads=2)
+
+    def engine_thread() -> None:
+        stt.make_recognizer()
+        niced.append(thread_nice())
+
+    engine = threading.Thread(target=engine_thread)
+    engine.start()
+    engine.join()
+    assert niced == [lowered]

@@ -14,16 +14,23 @@ Both are built the same way: a ``queue.SimpleQueue`` of jobs, results posted bac
 call that never returns cannot keep the process alive, and ``aclose`` waiting (bounded)
 for the thread's last act before joining it.
 
-Real-time work before batch inference: :func:`build_niced` builds an engine (a
-CTranslate2 model, an onnxruntime session) on a short-lived thread whose nice value is
-:data:`INFERENCE_NICE` higher, so the native thread pools the engine creates there inherit
-the lower priority (Linux: nice is per thread, and a new thread takes its creator's), while
-the threads that run Python (the event loop, the VAD worker, the engine's own worker
-thread) keep theirs. Only threads that never hold the GIL are lowered: a low-priority
-thread preempted while it holds the GIL stalls every other thread that needs it (the
-event loop, the VAD), for as long as the machine's other work keeps it off a core. That
-priority inversion is why lowering the engine threads themselves gave a barge-in 0.18 s
-in one run and 1.59 s in the next under outside load.
+Real-time work before batch inference (Linux, where nice is per thread and a new thread
+takes its creator's): the threads of inference engines run :data:`INFERENCE_NICE` below
+the event loop and the VAD worker, so five calls' decoding cannot keep a barge-in waiting
+for a core. Two ways, because engines make threads in two places:
+
+- a :class:`ThreadWorker` with ``inference=True`` lowers its own thread first, so the
+  native pools its engine creates on it (onnxruntime's intra-op pool, whose calling
+  thread computes too) inherit the priority;
+- :func:`build_niced` builds an engine on a short-lived lowered thread, for engines
+  loaded on a thread that is not theirs alone (a shared Whisper model: CTranslate2's
+  workers and their OpenMP team).
+
+Lowered threads that hold the GIL could stall the threads that need it (priority
+inversion); the engines' threads hold it only between native calls, and measured on a
+loaded 2-core machine, lowering them as well as the pools was what kept the barge-in
+within bounds (``docs/twilio.md``: p95 0.15-0.18 s with the engine threads lowered,
+0.67-1.43 s with the pools alone, load average ~12).
 """
 
 from __future__ import annotations
@@ -75,19 +82,24 @@ def thread_nice(native_id: int | None = None) -> int | None:
 
 
 def lower_thread_priority(steps: int) -> bool:
-    """Raise the calling thread's nice value by ``steps`` (at most 19); True if done.
+    """Run the calling thread ``steps`` nice values below the process's main thread.
 
-    Linux only (there ``PRIO_PROCESS`` with a thread id acts on that thread alone);
-    elsewhere, or when refused, nothing changes. It cannot be undone without privilege:
-    lower only a thread that is about to do nothing but create native pools.
+    Idempotent: a thread already that low (or lower) stays as it is; the value is capped
+    at 19. Linux only (there ``PRIO_PROCESS`` with a thread id acts on that one thread);
+    elsewhere, or when refused, nothing changes and it returns False. It cannot be undone
+    without privilege: call it only on a thread that does nothing but inference, never
+    on the event loop's.
     """
     if steps <= 0:
         return False
-    current = thread_nice()
-    if current is None:
+    current, base = thread_nice(), thread_nice(os.getpid())  # the main thread's id is the pid
+    if current is None or base is None:
         return False
+    target = min(19, base + steps)
+    if current >= target:
+        return True
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + steps))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
     except OSError:
         return False
     return True
@@ -142,7 +154,9 @@ class ThreadWorker(Generic[E]):
 
     The engine is built on the thread by ``factory`` (its first job). :meth:`call` runs a
     function of the engine there and waits for it within a deadline; a call that misses
-    it marks the worker ``stuck`` (it is then never reused). :meth:`aclose` asks the
+    it marks the worker ``stuck`` (it is then never reused). With ``inference=True`` the
+    thread runs :data:`INFERENCE_NICE` below the event loop (see the module doc).
+    :meth:`aclose` asks the
     thread to close the engine and end, and joins it within a deadline; a native call
     that never returns cannot be interrupted, so the thread is a daemon and finishes the
     close by itself if the call ever returns.
@@ -154,8 +168,10 @@ class ThreadWorker(Generic[E]):
         *,
         provider: str,
         close: Callable[[E], None] | None = None,
+        inference: bool = False,
     ) -> None:
         self.id = next(_worker_ids)
+        self.inference = inference
         self.provider = provider
         self._loop = asyncio.get_running_loop()
         self._factory = factory
@@ -189,6 +205,8 @@ class ThreadWorker(Generic[E]):
 
     # -- on the thread
     def _main(self) -> None:
+        if self.inference:  # and the native pools its engine creates here inherit it
+            lower_thread_priority(INFERENCE_NICE)
         try:
             while True:
                 job = self._jobs.get()

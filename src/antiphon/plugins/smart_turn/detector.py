@@ -205,7 +205,9 @@ class SmartTurnDetector(TurnDetector):
         if self._closed:
             raise ProviderError("the turn detector is closed", provider=PROVIDER, stage="predict")
         if self._worker is None:
-            self._worker = ThreadWorker(self._load, provider=PROVIDER, close=SmartTurnModel.close)
+            self._worker = ThreadWorker(
+                self._load, provider=PROVIDER, close=SmartTurnModel.close, inference=True
+            )
         return self._worker
 
     async def prewarm(self, timeout: float | None = None) -> None:

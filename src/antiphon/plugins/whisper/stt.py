@@ -25,7 +25,8 @@ How it is built:
   the first; CTranslate2 runs ``workers`` calls at once (others wait their
   turn) with ``threads`` CPU threads each, so the CPU it takes is bounded. Those native
   threads run below real-time work (:func:`~antiphon.aio.worker.build_niced`: the model
-  is built on a lowered thread), so a busy decoder never delays the VAD or the event loop.
+  is built on a lowered thread), and so do the engine threads that call the model, so a
+  busy decoder does not delay the VAD or the event loop.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from antiphon.aio.worker import build_niced
+from antiphon.aio import worker
+from antiphon.aio.worker import build_niced, lower_thread_priority
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.weights import verify
 from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
@@ -448,6 +450,8 @@ class WhisperSTT(InProcessSTT):
             return self._model
 
     def make_recognizer(self) -> Recognizer:
+        # on the stream's engine thread, which does nothing but Whisper: below real time
+        lower_thread_priority(worker.INFERENCE_NICE)
         return WhisperRecognizer(
             self._load(),
             beam_size=self._beam_size,
