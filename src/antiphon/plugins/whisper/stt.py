@@ -450,10 +450,11 @@ class WhisperSTT(InProcessSTT):
             return self._model
 
     def make_recognizer(self) -> Recognizer:
+        model = self._load()  # at the thread's priority: a server's start has a deadline
         # on the stream's engine thread, which does nothing but Whisper: below real time
         lower_thread_priority(worker.INFERENCE_NICE)
         return WhisperRecognizer(
-            self._load(),
+            model,
             beam_size=self._beam_size,
             min_level=self._min_level,
             slots=self._slots,
