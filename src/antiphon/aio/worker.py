@@ -29,8 +29,10 @@ for a core. Two ways, because engines make threads in two places:
 Lowered threads that hold the GIL could stall the threads that need it (priority
 inversion); the engines' threads hold it only between native calls, and measured on a
 loaded 2-core machine, lowering them as well as the pools was what kept the barge-in
-within bounds (``docs/twilio.md``: p95 0.15-0.18 s with the engine threads lowered,
-0.67-1.43 s with the pools alone, load average ~12).
+within bounds: the pools alone left the engine threads (faster-whisper's Python, the
+onnxruntime caller that computes a share of each Piper run) competing with the VAD at
+the same priority (``docs/twilio.md``: barge-in p95 0.15-0.18 s with the engine threads
+lowered, 0.67-1.43 s with the pools alone, load average ~12).
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ E = TypeVar("E")
 
 _worker_ids = itertools.count(1)
 
-INFERENCE_NICE = 10
-"""Nice steps by which inference engines' native thread pools run below real-time work.
+INFERENCE_NICE = 5
+"""Nice steps by which inference engines' threads run below real-time work (0: off).
 
-At +10 a busy pool thread weighs about a tenth of a default one in Linux's fair
-scheduler: it still gets the cores when nothing else wants them, and yields them to
-the event loop and the VAD the moment they wake. 0 turns it off."""
+At +5 a busy inference thread weighs about a third of a default one in Linux's fair
+scheduler: the event loop and the VAD get a core first when they wake, and inference
+still gets its share when the machine is loaded by other work. +10 (a tenth) starved
+inference on a loaded 2-core machine: calls went unanswered and the server's model load
+missed its deadline (``docs/twilio.md``)."""
 
 
 def thread_nice(native_id: int | None = None) -> int | None:
