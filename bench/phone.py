@@ -76,7 +76,8 @@ def rss_mb(pid: int) -> float:
 
 VARIANT_HELP = """a variant is '+'-joined settings of the server ('base': none of them):
 listen (the session acts on VAD results as the worker delivers them), nice=N (inference
-pools N steps lower: aio.worker.INFERENCE_NICE), engine-nice=N (the engines' own worker
+N steps lower: aio.worker.INFERENCE_NICE), pools-only (with nice: only the native pools,
+not the engines' own threads), engine-nice=N (the engines' own worker
 threads, which hold the GIL, N steps lower too: the earlier attempt), min-speech=S
 (Silero's minimum speech duration before a speech start, seconds)"""
 
@@ -106,6 +107,17 @@ def apply_variant(variant: str) -> None:
                 main(self)
 
             worker.ThreadWorker._main = lowered  # type: ignore[method-assign]
+        elif key == "pools-only":  # the engines' own threads keep the default priority
+            from antiphon.plugins.whisper import stt as whisper
+
+            init_worker = worker.ThreadWorker.__init__
+
+            def normal(self: Any, *a: Any, init: Any = init_worker, **kw: Any) -> None:
+                kw.pop("inference", None)
+                init(self, *a, **kw)
+
+            setattr(worker.ThreadWorker, "__init__", normal)  # noqa: B010
+            setattr(whisper, "lower_thread_priority", lambda steps: False)  # noqa: B010
         elif key == "min-speech":
             options = VADOptions(min_speech_duration=float(value))
             init = silero.SileroVAD.__init__
@@ -357,7 +369,12 @@ async def start_server(
         cmd.append("--fake")
     if args.max_sessions:
         cmd += ["--max-sessions", str(args.max_sessions)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # noqa: ASYNC220
+    # a session of its own, as a deployed service has (its own autogroup or cgroup):
+    # Linux weighs nice values within a group, so the server's lowered inference then
+    # yields to the server's own loop and VAD, not to the callers simulated here
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True
+    )
     async with httpx.AsyncClient() as http:
         for _ in range(300):
             with contextlib.suppress(httpx.HTTPError):
