@@ -10,7 +10,9 @@ utterances, as a real line), marks echoed when the audio before them has played.
 
 Each call waits for the greeting, asks ``--questions`` questions (waiting for each answer
 to finish), then asks once more and talks over the answer 0.4 s after it starts
-(barge-in). Measured per size N (N calls at once):
+(barge-in), ``--barge-ins`` times in a row (each talk-over is a question whose answer
+the next one talks over), so the p95 is over enough barge-ins to be a percentile.
+Measured per size N (N calls at once), ``--rounds`` times:
 
 - answered: questions that got agent audio within ``--answer-timeout`` seconds; a size
   *holds* only if every call answered every question;
@@ -24,6 +26,12 @@ Memory per call: the server's RSS after 5 and after ``--sequential`` sequential 
 are warm), and after each call.
 
     .venv/bin/python bench/phone.py [--fake] [--sizes 1,2,3,5,6] [--questions 2] [--sequential 50]
+        [--barge-ins 5] [--rounds 3] [--variants base,listen+nice=5]
+
+With ``--variants``, each variant (settings of the server: ``--help``) runs on a server
+of its own, all started side by side, and their rounds alternate (A B B A ...), so the
+machine's outside load falls on each alike; each row carries the 1-minute load average
+at its start and end. Each server runs in a session of its own, as a deployed service.
 
 Writes ``bench/results/phone[-fake].json``.
 """

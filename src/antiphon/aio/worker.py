@@ -27,12 +27,13 @@ for a core. Two ways, because engines make threads in two places:
   workers and their OpenMP team).
 
 Lowered threads that hold the GIL could stall the threads that need it (priority
-inversion); the engines' threads hold it only between native calls, and measured on a
-loaded 2-core machine, lowering them as well as the pools was what kept the barge-in
-within bounds: the pools alone left the engine threads (faster-whisper's Python, the
-onnxruntime caller that computes a share of each Piper run) competing with the VAD at
-the same priority (``docs/twilio.md``: barge-in p95 0.15-0.18 s with the engine threads
-lowered, 0.67-1.43 s with the pools alone, load average ~12).
+inversion); the engines' threads hold it only between native calls. The pools alone
+leave the engine threads (faster-whisper's Python, the onnxruntime caller that computes
+a share of each Piper run) competing with the VAD at the same priority; lowering them
+too gave the better barge-in p95 in two A/B runs of three on a loaded 2-core machine
+(0.18 against 0.31 s, 0.18 against 1.04 s; in the third 0.63 against 0.36 s:
+``docs/twilio.md``). Nice values weigh within a scheduling group (a session's autogroup,
+a cgroup): a server with its group to itself yields only to its own real-time threads.
 """
 
 from __future__ import annotations
