@@ -262,6 +262,7 @@ class AgentSession(SessionShell):
         if self._started or self._closing:
             raise StreamClosedError("the session was already started (or closed)")
         self._started = True
+        self.vad.on_decided(self._vad_decided)  # a worker's VAD events, as they come
         self._open_stt()
         self._tasks.spawn(self._controller(), name="controller")
 
@@ -410,6 +411,10 @@ class AgentSession(SessionShell):
         self._after_vad(self.vad.flush())
         self._input_ended = True
         self._post(InputEnded())
+
+    def _vad_decided(self, events: list[VADEvent]) -> None:
+        if not self._closing and not self._input_ended:
+            self._after_vad(events)
 
     def _after_vad(self, events: list[VADEvent]) -> None:
         position = self.vad.position

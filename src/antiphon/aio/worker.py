@@ -13,6 +13,27 @@ Both are built the same way: a ``queue.SimpleQueue`` of jobs, results posted bac
 ``loop.call_soon_threadsafe`` (dropped if the loop closed), the thread a daemon so a native
 call that never returns cannot keep the process alive, and ``aclose`` waiting (bounded)
 for the thread's last act before joining it.
+
+Real-time work before batch inference (Linux, where nice is per thread and a new thread
+takes its creator's): the threads of inference engines run :data:`INFERENCE_NICE` below
+the event loop and the VAD worker, so five calls' decoding cannot keep a barge-in waiting
+for a core. Two ways, because engines make threads in two places:
+
+- a :class:`ThreadWorker` with ``inference=True`` lowers its own thread first, so the
+  native pools its engine creates on it (onnxruntime's intra-op pool, whose calling
+  thread computes too) inherit the priority;
+- :func:`build_niced` builds an engine on a short-lived lowered thread, for engines
+  loaded on a thread that is not theirs alone (a shared Whisper model: CTranslate2's
+  workers and their OpenMP team).
+
+Lowered threads that hold the GIL could stall the threads that need it (priority
+inversion); the engines' threads hold it only between native calls. The pools alone
+leave the engine threads (faster-whisper's Python, the onnxruntime caller that computes
+a share of each Piper run) competing with the VAD at the same priority; lowering them
+too gave the better barge-in p95 in two A/B runs of three on a loaded 2-core machine
+(0.18 against 0.31 s, 0.18 against 1.04 s; in the third 0.63 against 0.36 s:
+``docs/twilio.md``). Nice values weigh within a scheduling group (a session's autogroup,
+a cgroup): a server with its group to itself yields only to its own real-time threads.
 """
 
 from __future__ import annotations
@@ -21,20 +42,102 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from antiphon.errors import ProviderError, ProviderTimeoutError, StreamClosedError
 
-__all__ = ["BatchWorker", "ThreadWorker"]
+__all__ = [
+    "INFERENCE_NICE",
+    "BatchWorker",
+    "ThreadWorker",
+    "build_niced",
+    "lower_thread_priority",
+    "thread_nice",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E")
 
 _worker_ids = itertools.count(1)
+
+INFERENCE_NICE = 5
+"""Nice steps by which inference engines' threads run below real-time work (0: off).
+
+At +5 a busy inference thread weighs about a third of a default one in Linux's fair
+scheduler: the event loop and the VAD get a core first when they wake, and inference
+still gets its share when the machine is loaded by other work. +10 (a tenth) starved
+inference on a loaded 2-core machine: calls went unanswered and the server's model load
+missed its deadline (``docs/twilio.md``)."""
+
+
+def thread_nice(native_id: int | None = None) -> int | None:
+    """The nice value of a thread (the calling one by default); None where unknown."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return os.getpriority(os.PRIO_PROCESS, native_id or threading.get_native_id())
+    except OSError:
+        return None
+
+
+def lower_thread_priority(steps: int) -> bool:
+    """Run the calling thread ``steps`` nice values below the process's main thread.
+
+    Idempotent: a thread already that low (or lower) stays as it is; the value is capped
+    at 19. Linux only (there ``PRIO_PROCESS`` with a thread id acts on that one thread);
+    elsewhere, or when refused, nothing changes and it returns False. It cannot be undone
+    without privilege: call it only on a thread that does nothing but inference, never
+    on the event loop's.
+    """
+    if steps <= 0:
+        return False
+    current, base = thread_nice(), thread_nice(os.getpid())  # the main thread's id is the pid
+    if current is None or base is None:
+        return False
+    target = min(19, base + steps)
+    if current >= target:
+        return True
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
+    except OSError:
+        return False
+    return True
+
+
+def build_niced(factory: Callable[[], T], *, name: str, nice: int | None = None) -> T:
+    """``factory()``, run on a new thread lowered by ``nice`` steps, and joined.
+
+    The native threads the factory creates (a CTranslate2 model's workers and OpenMP
+    team, an onnxruntime session's intra-op pool) inherit the lower priority; the calling
+    thread keeps its own. Blocking: call it on an engine's worker thread, never on the
+    event loop. ``nice`` defaults to :data:`INFERENCE_NICE` (read at call time); its
+    exception is re-raised here.
+    """
+    steps = INFERENCE_NICE if nice is None else nice
+    if steps <= 0:
+        return factory()
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def main() -> None:
+        lower_thread_priority(steps)
+        try:
+            out.append(factory())
+        except BaseException as exc:
+            err.append(exc)
+
+    thread = threading.Thread(target=main, name=f"{name}-build", daemon=True)
+    thread.start()
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -56,7 +159,9 @@ class ThreadWorker(Generic[E]):
 
     The engine is built on the thread by ``factory`` (its first job). :meth:`call` runs a
     function of the engine there and waits for it within a deadline; a call that misses
-    it marks the worker ``stuck`` (it is then never reused). :meth:`aclose` asks the
+    it marks the worker ``stuck`` (it is then never reused). With ``inference=True`` the
+    thread runs :data:`INFERENCE_NICE` below the event loop (see the module doc).
+    :meth:`aclose` asks the
     thread to close the engine and end, and joins it within a deadline; a native call
     that never returns cannot be interrupted, so the thread is a daemon and finishes the
     close by itself if the call ever returns.
@@ -68,8 +173,10 @@ class ThreadWorker(Generic[E]):
         *,
         provider: str,
         close: Callable[[E], None] | None = None,
+        inference: bool = False,
     ) -> None:
         self.id = next(_worker_ids)
+        self.inference = inference
         self.provider = provider
         self._loop = asyncio.get_running_loop()
         self._factory = factory
@@ -103,6 +210,8 @@ class ThreadWorker(Generic[E]):
 
     # -- on the thread
     def _main(self) -> None:
+        if self.inference:  # and the native pools its engine creates here inherit it
+            lower_thread_priority(INFERENCE_NICE)
         try:
             while True:
                 job = self._jobs.get()

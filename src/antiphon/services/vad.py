@@ -37,6 +37,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,6 +48,18 @@ from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter, Quality
 from antiphon.errors import ConfigError, StreamClosedError
+
+__all__ = [
+    "RESAMPLE_QUALITY",
+    "VAD",
+    "OffloadedVAD",
+    "SpeechEnd",
+    "SpeechGate",
+    "SpeechStart",
+    "VADEvent",
+    "VADOptions",
+    "VADState",
+]
 
 #: soxr quality of the conversion to the model's rate. soxr's filtered qualities (LQ and
 #: up) hand out their output in blocks: from 20 ms frames of 8 kHz, HQ returns ~100 ms
@@ -162,6 +175,7 @@ class VAD(ABC):
         self._pad = round(self.options.padding * rate)
         self._converter = AudioConverter(rate, 1, quality=RESAMPLE_QUALITY)
         self._closed = False
+        self._listener: Callable[[list[VADEvent]], None] | None = None
         self._clear()
 
     def _clear(self) -> None:
@@ -192,6 +206,19 @@ class VAD(ABC):
         """Seconds of audio analysed so far (what is held back for a window excluded)."""
         return self._samples / self.sample_rate
 
+    def on_decided(self, listener: Callable[[list[VADEvent]], None] | None) -> None:
+        """Hand events decided *off* the caller's thread to ``listener``, at once.
+
+        A VAD whose model runs elsewhere (:class:`OffloadedVAD`) learns of events when its
+        worker delivers them, between two frames; with a listener it calls
+        ``listener(events)`` then (on the event loop), rather than returning them from the
+        next :meth:`process`, a frame (20 ms on a phone line) later. Events decided inline
+        (by :meth:`process` or :meth:`flush` themselves) are still returned, so each event
+        reaches the caller exactly once, in order. An inline VAD never calls it.
+        ``None`` removes the listener.
+        """
+        self._listener = listener
+
     def process(self, frame: AudioFrame) -> list[VADEvent]:
         """Analyse ``frame`` (any rate, any channels); return the events it decided."""
         if not isinstance(frame, AudioFrame):
@@ -209,6 +236,7 @@ class VAD(ABC):
         runs rarely, and each call meanwhile took a new detector. The VAD takes no audio
         after (``StreamClosedError``).
         """
+        self._listener = None  # no reference back to the caller (a session) after the end
         if not self._closed:
             self._closed = True
             self._release_model()
@@ -368,9 +396,11 @@ class OffloadedVAD(VAD):
     """A VAD whose model runs on a shared :class:`~antiphon.aio.worker.BatchWorker`.
 
     Same contract as the ``inner`` VAD (same events, same times: they are in audio
-    time), but :meth:`process` only queues the frame and returns the events that the
-    worker decided since the last call, so a caller learns of an event one frame later
-    (20 ms on a phone line) and the event loop never runs the model (DESIGN rule 14).
+    time), but :meth:`process` only queues the frame and the event loop never runs the
+    model (DESIGN rule 14). The worker's events reach the caller the moment the worker
+    delivers them when a listener is set (:meth:`VAD.on_decided`: a barge-in's speech
+    start is acted on at once); without one, :meth:`process` returns the events decided
+    since the last call, a frame (20 ms on a phone line) later.
     The frames of every call go to one worker thread, which takes whatever was queued by
     all calls in one batch and posts the batch's results back in one thread hop.
     ``state``, ``speaking``, ``position`` and ``probability`` are those of the last
@@ -402,6 +432,7 @@ class OffloadedVAD(VAD):
         self._position = 0.0
         self._state = VADState.SILENCE
         self._closed = False
+        self._listener = None
         self.probability = 0.0
         self.inline_frames = 0
         """Frames analysed inline because the worker was behind."""
@@ -429,7 +460,7 @@ class OffloadedVAD(VAD):
         if lagging:  # the worker is starved: decide here rather than fall behind
             self.inline_frames += 1
             self._take(self._analyse())
-        elif schedule and not self._worker.submit(self._analyse, self._take):
+        elif schedule and not self._worker.submit(self._analyse, self._delivered):
             with self._lock:
                 self._scheduled = False
             self._take(self._analyse())
@@ -466,6 +497,14 @@ class OffloadedVAD(VAD):
             self.probability = decided.probability
             self._state = decided.state
 
+    def _delivered(self, decided: _Decided) -> None:
+        """On the loop, as the worker delivers: to the listener now, if there is one."""
+        self._take(decided)
+        listener = self._listener
+        if listener is not None and self._ready and not self._closed:
+            ready, self._ready = self._ready, []
+            listener(ready)
+
     def flush(self) -> list[VADEvent]:
         if self._closed:
             raise StreamClosedError("VAD.flush() after close()")
@@ -481,6 +520,7 @@ class OffloadedVAD(VAD):
 
     def close(self) -> None:
         """Release the inner VAD's model now; a frame still queued is dropped."""
+        self._listener = None
         with self._model_lock, self._lock:
             if self._closed:
                 return

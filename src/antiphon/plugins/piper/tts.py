@@ -8,7 +8,8 @@ How it is built:
   ``.onnx`` file with its ``.onnx.json`` beside it (Piper's standard layout), or a
   directory holding one such pair, with optional ``checksums=``.
 - Inference (:class:`~antiphon.plugins.piper.voice.PiperVoice`) runs on a worker thread
-  the plugin owns (:class:`~antiphon.aio.worker.ThreadWorker`, as espeak's plugin). Each
+  the plugin owns (:class:`~antiphon.aio.worker.ThreadWorker`, as espeak's plugin;
+  ``inference=True``: it and its onnxruntime pool run below the event loop and the VAD). Each
   flush segment is cut into sentences (:class:`~antiphon.services.segmenter.SentenceSegmenter`)
   and spoken one model run at a time, so what was made plays while the rest is computed.
   A run's time grows with its length (about 0.12-0.25 s per second of speech on 2
@@ -177,7 +178,7 @@ class PiperTTS(TTS):
                 self._retired.append(w)
             self._retired = [r for r in self._retired if r.thread.is_alive()]
             w = self._worker = ThreadWorker(
-                self._load, provider=self.provider, close=PiperVoice.close
+                self._load, provider=self.provider, close=PiperVoice.close, inference=True
             )
         return w
 

@@ -18,7 +18,10 @@ How it is built (Piper's voice format, implemented here from its documentation; 
    multi-speaker voices, and returns float audio in [-1, 1] at ``sample_rate``.
 
 Everything here blocks; the TTS plugin calls it on its own worker thread. A run in
-progress stops early when its ``onnxruntime.RunOptions`` is told to terminate.
+progress stops early when its ``onnxruntime.RunOptions`` is told to terminate. The
+session's intra-op pool is created on a lowered thread
+(:func:`~antiphon.aio.worker.build_niced`) and sleeps between runs (no spinning), so
+synthesis yields the cores to the event loop and the VAD.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from antiphon.aio.worker import build_niced
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.espeak import engine as esp
 from antiphon.protocols import bounded_json
@@ -149,9 +153,15 @@ class PiperVoice:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # the pool's threads sleep between runs instead of spinning on a shared core
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session: Any = ort.InferenceSession(
-                str(model), options, providers=["CPUExecutionProvider"]
+            # built on a lowered thread: the intra-op pool inherits its priority
+            self._session: Any = build_niced(
+                lambda: ort.InferenceSession(
+                    str(model), options, providers=["CPUExecutionProvider"]
+                ),
+                name="piper",
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ProviderError(

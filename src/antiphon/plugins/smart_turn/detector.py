@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from antiphon.aio.worker import ThreadWorker
+from antiphon.aio.worker import ThreadWorker, build_niced
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.plugins.smart_turn.features import SAMPLE_RATE, log_mel, normalise
@@ -118,8 +118,12 @@ class SmartTurnModel:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session: Any = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        # built on a lowered thread: the intra-op pool runs below real-time work
+        self._session: Any = build_niced(
+            lambda: ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            ),
+            name="smart-turn",
         )
         self._input = self._session.get_inputs()[0].name
 
@@ -201,7 +205,9 @@ class SmartTurnDetector(TurnDetector):
         if self._closed:
             raise ProviderError("the turn detector is closed", provider=PROVIDER, stage="predict")
         if self._worker is None:
-            self._worker = ThreadWorker(self._load, provider=PROVIDER, close=SmartTurnModel.close)
+            self._worker = ThreadWorker(
+                self._load, provider=PROVIDER, close=SmartTurnModel.close, inference=True
+            )
         return self._worker
 
     async def prewarm(self, timeout: float | None = None) -> None:

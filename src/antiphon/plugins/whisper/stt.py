@@ -23,7 +23,10 @@ How it is built:
   (never on the event loop). One model is shared by the workers of a :class:`WhisperSTT`
   (and by every instance open at the same time with the same settings), loaded once by
   the first; CTranslate2 runs ``workers`` calls at once (others wait their
-  turn) with ``threads`` CPU threads each, so the CPU it takes is bounded.
+  turn) with ``threads`` CPU threads each, so the CPU it takes is bounded. Those native
+  threads run below real-time work (:func:`~antiphon.aio.worker.build_niced`: the model
+  is built on a lowered thread), and so do the engine threads that call the model, so a
+  busy decoder does not delay the VAD or the event loop.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from antiphon.aio import worker
+from antiphon.aio.worker import build_niced, lower_thread_priority
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.weights import verify
 from antiphon.services.stt import Hypothesis, InProcessSTT, Recognizer, STTDeadlines
@@ -420,13 +425,18 @@ class WhisperSTT(InProcessSTT):
                     raise ConfigError(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
                 _no_progress_monitor()
                 try:
-                    model = WhisperModel(
-                        str(self.model_dir),
-                        device="cpu",
-                        compute_type="int8",
-                        cpu_threads=self._threads,
-                        num_workers=self._parallel,
-                        local_files_only=True,
+                    # built on a lowered thread: CTranslate2's workers and their OpenMP
+                    # team inherit its priority; this (Python) thread keeps its own
+                    model = build_niced(
+                        lambda: WhisperModel(
+                            str(self.model_dir),
+                            device="cpu",
+                            compute_type="int8",
+                            cpu_threads=self._threads,
+                            num_workers=self._parallel,
+                            local_files_only=True,
+                        ),
+                        name="whisper",
                     )
                 except (RuntimeError, ValueError, OSError) as exc:
                     raise ProviderError(
@@ -440,8 +450,11 @@ class WhisperSTT(InProcessSTT):
             return self._model
 
     def make_recognizer(self) -> Recognizer:
+        model = self._load()  # at the thread's priority: a server's start has a deadline
+        # on the stream's engine thread, which does nothing but Whisper: below real time
+        lower_thread_priority(worker.INFERENCE_NICE)
         return WhisperRecognizer(
-            self._load(),
+            model,
             beam_size=self._beam_size,
             min_level=self._min_level,
             slots=self._slots,
