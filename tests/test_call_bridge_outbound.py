@@ -190,3 +190,23 @@ async def test_interrupt_between_polls_drops_the_queued_audio_at_once() -> None:
     assert nxt is not None and nxt.data[:2] == b"\x02\x00" and nxt.generation == 1
     track.cancel_notify()
     await track.aclose()
+
+
+async def test_a_failure_while_queueing_agent_audio_ends_the_call_with_1011() -> None:
+    leaks = LeakCheck()
+    s, services = session()
+
+    class Broken(WebSocketBridge):
+        def _audio_out(self, pcm: bytes, generation: int) -> None:
+            raise RuntimeError("cannot encode")
+
+    ws = MemorySocket()
+    bridge = Broken(s, ws)
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    await s.output.write(AudioFrame(b"\x01\x00" * 320, s.output.sample_rate))
+    assert await asyncio.wait_for(run, 10) == 1011
+    assert ws.closed == (1011, "internal error")
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
+    await leaks.assert_clean(settle=1.0)
