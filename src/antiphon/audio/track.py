@@ -5,7 +5,12 @@ transport) iterates the track and gets frames of exactly ``frame_duration``, rel
 real time on a :class:`~antiphon.aio.clock.Clock`. Barge-in calls :meth:`interrupt`,
 which drops everything queued at once; the next frame the consumer gets is new audio.
 
-The track owns no task: pacing happens in the reader, backpressure in the writer.
+The track owns no task: pacing happens in the reader, backpressure in the writer. A
+reader that is not a task (a transport's send path, see
+:class:`~antiphon.transports.base.CallBridge`) uses :meth:`OutputTrack.poll` and
+:meth:`OutputTrack.notify` instead: a frame is taken in a loop callback at its release
+time, so it crosses no task between the producer and the sender. Only on a clock other
+than the loop's (virtual time in tests) does ``notify`` need a small timer task.
 """
 
 from __future__ import annotations
@@ -101,6 +106,13 @@ class OutputTrack:
         self._start: float | None = None
         self._index = 0  # frames released since _start
         self._pacing: asyncio.Future[None] | None = None  # the reader's wake-up, if sleeping
+        # poll()/notify(): whether the last poll found no audio (an underrun), when the
+        # next frame is due (None: no frame ready), the callback waiting for audio, and
+        # the timer (a TimerHandle, or a task on another clock) for a release time
+        self._poll_waited = False
+        self._poll_due: float | None = None
+        self._waker: Callable[[], None] | None = None
+        self._wake_timer: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -152,7 +164,11 @@ class OutputTrack:
 
     def _update(self) -> None:
         closed = self._closed
-        _set(self._readable, closed or self._frame_ready())
+        readable = closed or self._frame_ready()
+        _set(self._readable, readable)
+        if readable and self._waker is not None and self._wake_timer is None:
+            waker, self._waker = self._waker, None
+            asyncio.get_running_loop().call_soon(waker)
         _set(self._writable, closed or self._queued < self._max_bytes)
         _set(self._empty, closed or self._queued == 0)
 
@@ -278,6 +294,89 @@ class OutputTrack:
             self._index += 1
             return self._take_frame()
 
+    def poll(self) -> AudioFrame | None:
+        """The next frame if it is due now, else ``None`` (then :meth:`notify`).
+
+        The same pacing as :meth:`read` (and the :attr:`mixer`), without waiting: for a
+        reader that is a loop callback. Raises :class:`StreamClosedError` once closed.
+        """
+        if self._closed:
+            raise StreamClosedError("OutputTrack is closed")
+        now = self._clock.now()
+        if self.fill_silence:
+            if self._start is None:
+                self._start, self._index = now, 0
+            due = self._due()
+            if now < due:
+                self._poll_due = due
+                return None
+            self._index += 1
+            self._poll_due = self._due()
+            if self._frame_ready():
+                frame, voiced = self._take_frame(), True
+            else:
+                frame = AudioFrame.trusted(
+                    self._silence, self.sample_rate, self.channels, self._generation
+                )
+                voiced = False
+        else:
+            if not self._frame_ready():
+                self._poll_waited = True
+                self._poll_due = None
+                return None
+            if self._start is None or (self._poll_waited and now > self._due()):
+                self._start, self._index = now, 0
+            self._poll_waited = False
+            due = self._due()
+            if now < due:
+                self._poll_due = due
+                return None
+            self._index += 1
+            self._poll_due = self._due()
+            frame, voiced = self._take_frame(), True
+        mixer = self.mixer
+        return frame if mixer is None else mixer(frame, voiced)
+
+    def notify(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, from the loop, when :meth:`poll` may give a frame.
+
+        That is the next frame's release time if a frame is ready (as of the last
+        :meth:`poll`), else the moment audio arrives (or the track is resumed or closed).
+        One callback at a time: a new one replaces the previous.
+        """
+        self.cancel_notify()
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            loop.call_soon(callback)
+        elif self._poll_due is not None and (self.fill_silence or self._frame_ready()):
+            when = self._poll_due
+            self._waker = callback
+            if type(self._clock) is MonotonicClock:
+                self._wake_timer = loop.call_at(when, self._woken)
+            else:
+                self._wake_timer = loop.create_task(self._wake_at(when))
+        elif self._frame_ready():
+            loop.call_soon(callback)
+        else:
+            self._poll_waited = True  # an underrun: pacing restarts when audio comes
+            self._waker = callback  # called by _update when audio arrives
+
+    def _woken(self) -> None:
+        waker, self._waker, self._wake_timer = self._waker, None, None
+        if waker is not None:
+            waker()
+
+    async def _wake_at(self, when: float) -> None:
+        await self._clock.sleep_until(when)
+        self._woken()
+
+    def cancel_notify(self) -> None:
+        """Forget the callback given to :meth:`notify`, if it was not called yet."""
+        self._waker = None
+        timer, self._wake_timer = self._wake_timer, None
+        if timer is not None:
+            timer.cancel()
+
     async def _read_filled(self) -> tuple[AudioFrame, bool]:
         if self._closed:
             raise StreamClosedError("OutputTrack is closed")
@@ -386,7 +485,11 @@ class OutputTrack:
         self._chunks = deque()
         self._head = 0
         self._queued = 0
+        waker = self._waker
+        self.cancel_notify()
         self._update()
+        if waker is not None:
+            asyncio.get_running_loop().call_soon(waker)
         if self._pacing is not None:
             _resolve(self._pacing)
 

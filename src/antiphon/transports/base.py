@@ -1,10 +1,20 @@
 """``CallBridge``: what every transport's call shares, whatever its wire format.
 
-One call connects one agent session to one socket with three owned tasks: a reader (the
-peer's messages, in order), a sender (everything the peer gets, in order, from one
-queue; every send has a deadline) and an audio pump (the session's paced output into
-that queue). Events are queued by a synchronous session listener the moment the session
-emits them, so an interruption's notice always precedes any audio of the next turn.
+One call connects one agent session to one socket with two owned tasks: a reader (the
+peer's messages, in order) and a sender (everything the peer gets, in order, from one
+queue). The session's paced output is moved into that queue by a loop callback, not a
+task (:meth:`~antiphon.audio.OutputTrack.poll`/``notify``: a timer at each frame's
+release time), so an agent frame crosses one task hop from its producer to the socket;
+the callback keeps pulling at the pace of the audio while a send is stuck, so the queue's
+audio policies below hold. (A subclass that overrides :meth:`CallBridge._pump_audio`
+gets it run as a third task instead, as Twilio's playout-mark flow control does.)
+Events are queued by a synchronous session listener the moment the session emits them,
+so an interruption's notice always precedes any audio of the next turn.
+
+Every send has a deadline of ``send_timeout``, kept by one timer per call re-armed
+lazily: each send only moves the due time, and the timer, when it fires, either ends
+the call (the send in flight is past due: 1008 "the peer stopped reading"), is set
+again for the current due time, or lapses while nothing is being sent.
 The first task to end (or :meth:`end`) ends the call; the session is closed and the
 socket closed with the call's code, all bounded.
 
@@ -39,7 +49,7 @@ from antiphon.agent.events import AgentEvent, AgentState, Interrupted, StateChan
 from antiphon.agent.session import AgentSession
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.tasks import shielded_wait
-from antiphon.errors import AntiphonError
+from antiphon.errors import AntiphonError, StreamClosedError
 
 __all__ = [
     "GOING_AWAY",
@@ -138,6 +148,12 @@ class CallBridge(ABC, Generic[M]):
         """Audio frames dropped: by an interruption, or the oldest for a slow peer."""
         self._ended: asyncio.Future[CallEnded] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._pulling = False  # the output callback is live
+        # the send deadline: when the send in flight is due (None: none in flight), the
+        # one timer watching it, and whether it fired on a send past due
+        self._send_due: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._send_expired = False
 
     def end(self, code: int, reason: str) -> None:
         """End the call from outside (e.g. a server shutting down)."""
@@ -154,11 +170,12 @@ class CallBridge(ABC, Generic[M]):
         remove = self.session.on_event(self._on_session_event)
         self._hello()
         self._sender = loop.create_task(self._send(), name=f"{self.name}-send")
-        tasks = [
-            loop.create_task(self._read(), name=f"{self.name}-read"),
-            self._sender,
-            loop.create_task(self._pump_audio(), name=f"{self.name}-audio"),
-        ]
+        tasks = [loop.create_task(self._read(), name=f"{self.name}-read"), self._sender]
+        if type(self)._pump_audio is not CallBridge._pump_audio:
+            tasks.append(loop.create_task(self._pump_audio(), name=f"{self.name}-audio"))
+        else:
+            self._pulling = True
+            self._pull_audio()
         for t in tasks:
             t.add_done_callback(self._task_done)
         if self.session.state is AgentState.CLOSED:  # it ended before the call began
@@ -177,6 +194,7 @@ class CallBridge(ABC, Generic[M]):
     ) -> None:
         """Stop the tasks, close the session, close the socket with the code (bounded)."""
         remove()
+        self._stop_pulling()
         if self.session.error is not None:
             await self._finish_sending()  # the peer gets the error event first
         for t in tasks:
@@ -252,21 +270,80 @@ class CallBridge(ABC, Generic[M]):
             await asyncio.wait([self._sender], timeout=self.send_timeout)
 
     async def _send(self) -> None:
-        async for is_audio, item in self._out:
-            if is_audio:
-                self._audio_queued -= 1
-            try:
-                async with asyncio.timeout(self.send_timeout):
+        loop = asyncio.get_running_loop()
+        try:
+            async for is_audio, item in self._out:
+                if is_audio:
+                    self._audio_queued -= 1
+                due = self._send_due = loop.time() + self.send_timeout
+                timer = self._watchdog
+                if timer is None or timer.when() > due:
+                    if timer is not None:
+                        timer.cancel()
+                    self._watchdog = loop.call_at(due, self._on_watchdog)
+                try:
                     await self._send_one(item)
-            except TimeoutError:
-                raise CallEnded(POLICY, "the peer stopped reading") from None
-            except Exception as exc:  # the socket is gone: the call is over
-                raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self._send_expired and task is not None and task.uncancel() == 0:
+                        raise CallEnded(POLICY, "the peer stopped reading") from None
+                    raise
+                except Exception as exc:  # the socket is gone: the call is over
+                    raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
+                finally:
+                    self._send_due = None
+        finally:
+            timer, self._watchdog = self._watchdog, None
+            if timer is not None:
+                timer.cancel()
+
+    def _on_watchdog(self) -> None:
+        """The send deadline's one timer: end a send past due, else follow the due time."""
+        self._watchdog = None
+        due = self._send_due
+        if due is None or self._sender is None:
+            return  # nothing in flight: the next send arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            self._send_expired = True
+            self._sender.cancel()
+        else:
+            self._watchdog = loop.call_at(due, self._on_watchdog)
 
     def _hello(self) -> None:
         """Queue what the peer gets first (nothing by default)."""
 
+    def _pull_audio(self) -> None:
+        """Queue every frame of the session's output that is due, then ask the output to
+        call again (a loop callback: at the next release time, or when audio comes)."""
+        if not self._pulling:
+            return
+        output = self.session.output
+        try:
+            while (frame := output.poll()) is not None:
+                self._in_audio_out = True
+                try:
+                    self._audio_out(frame.data, frame.generation)
+                finally:
+                    self._in_audio_out = False
+        except StreamClosedError:
+            self._pulling = False  # the call ends by the reader or end()
+            return
+        except Exception as exc:  # as a failed task of the call would (rule 12)
+            self._pulling = False
+            log.warning("%s: the audio output failed: %r", self.name, exc)
+            self.end(INTERNAL, "internal error")
+            return
+        output.notify(self._pull_audio)
+
+    def _stop_pulling(self) -> None:
+        if self._pulling:
+            self._pulling = False
+            self.session.output.cancel_notify()
+
     async def _pump_audio(self) -> None:
+        """The session's output into the queue, as a task: run only when a subclass
+        overrides it (the base class uses :meth:`_pull_audio`, without a task)."""
         async for frame in self.session.output:
             self._in_audio_out = True
             try:

@@ -1,0 +1,140 @@
+"""CPU per outbound 20 ms frame on a call's send path, in one process, without sockets.
+
+How it is built: ``--calls`` agent sessions on the in-process doubles, each in a
+:class:`~antiphon.transports.websocket.WebSocketBridge` over a socket double whose sends
+return at once and whose reader never gets a message. A producer task per call writes
+20 ms frames into the session's output track as a TTS stream would (it waits while the
+track is full), so the bridge's outbound path runs at the pace of real audio: the frame
+released at its time, queued, sent with its deadline. CPU is ``time.process_time()``
+over ``--seconds`` of wall-clock time (after a warm-up), divided by the frames the
+bridges sent; it includes the producers' writes and the idle sessions, the same in
+every version. The figure is the best of ``--repeat`` runs.
+
+``--against DIR`` alternates runs of this checkout's ``src`` and DIR's ``src`` (each a
+fresh process, ``PYTHONPATH=<src>:bench``), so both see the same machine load; the load
+average is printed with each run. A version to compare with can be exported with e.g.
+``git archive <commit> src | tar -x -C /tmp/before``.
+
+    .venv/bin/python bench/outbound_cost.py [--calls 40] [--seconds 5] [--repeat 3]
+    .venv/bin/python bench/outbound_cost.py --against /tmp/before [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from antiphon.audio.frame import AudioFrame
+from antiphon.testing.agent import doubles_agent
+from antiphon.transports.websocket import WebSocketBridge
+
+HERE = Path(__file__).resolve().parent
+
+
+class _Quiet:
+    """A socket double: sends return at once, the peer never says anything."""
+
+    async def receive(self) -> bytes | str | None:
+        await asyncio.get_running_loop().create_future()
+        return None
+
+    async def send_bytes(self, data: bytes) -> None:
+        pass
+
+    async def send_text(self, data: str) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+async def _produce(bridge: WebSocketBridge) -> None:
+    output = bridge.session.output
+    frame = AudioFrame(b"\x01\x00" * round(output.sample_rate * 0.02), output.sample_rate)
+    while True:
+        await output.write(frame)
+
+
+async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
+    """Microseconds of CPU per outbound frame."""
+    agent = doubles_agent([], [])
+    bridges: list[WebSocketBridge] = []
+    tasks: list[asyncio.Task[object]] = []
+    for _ in range(calls):
+        session = agent.new_session()
+        await session.start()
+        bridge = WebSocketBridge(session, _Quiet())
+        bridges.append(bridge)
+        tasks.append(asyncio.create_task(bridge.run()))
+        tasks.append(asyncio.create_task(_produce(bridge)))
+    try:
+        await asyncio.sleep(warmup)
+        sent, cpu = sum(b.frames_sent for b in bridges), time.process_time()
+        await asyncio.sleep(seconds)
+        sent, cpu = sum(b.frames_sent for b in bridges) - sent, time.process_time() - cpu
+    finally:
+        for b in bridges:
+            b.end(1000, "done")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await agent.aclose()
+    if sent == 0:
+        raise RuntimeError("no frame was sent")
+    return 1e6 * cpu / sent
+
+
+def _run_with(src: Path, a: argparse.Namespace) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{HERE}")
+    args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__)), *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result["load1"] = os.getloadavg()[0]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--calls", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--against", type=Path, help="another checkout: alternate runs")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    if a.against is None:
+        runs = [asyncio.run(measure(a.calls, a.seconds)) for _ in range(a.repeat)]
+        print(
+            json.dumps(
+                {"us_per_frame_best": round(min(runs), 2), "runs": [round(x, 2) for x in runs]}
+            )
+        )
+        return
+    versions = {"this": HERE.parent / "src", "against": a.against.resolve() / "src"}
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in versions}
+    for _ in range(a.rounds):
+        for name, src in versions.items():
+            r = _run_with(src, a)
+            results[name].append(r)
+            print(json.dumps({"version": name, **r}), flush=True)
+    print(
+        json.dumps(
+            {name: min(r["us_per_frame_best"] for r in rs) for name, rs in results.items()}
+            | {"calls": a.calls, "seconds": a.seconds}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
