@@ -26,14 +26,18 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from gladiaio_sdk import GladiaClient
 from gladiaio_sdk.v2.live import generated_types as gt
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 import test_gladia_stt
+from antiphon.errors import ProviderError
 from antiphon.plugins.gladia import GladiaSTT
 from antiphon.protocols import gladia_stt as gl
-from antiphon.testing import serving
+from antiphon.testing import FaultPlan, serving
 from antiphon.testing.conformance.stt_ws import FAST, PHRASES, speech
 from antiphon.testing.gladia_stt import DEFAULT_API_KEY, FakeGladiaSTT
 from sdk_witness import Wire, wire
@@ -208,9 +212,6 @@ def test_the_witness_refuses_what_the_fake_used_to_send() -> None:
 
 async def test_the_refused_acknowledgment_is_the_failure(wire: Wire) -> None:
     """``error_mid_stream``: an ``audio_chunk`` refusal (an SDK message), then 1011."""
-    from antiphon.errors import ProviderError
-    from antiphon.testing import FaultPlan
-
     plan = FaultPlan(error_mid_stream=True, close_after_chunks=5)
     async with (
         serving(FakeGladiaSTT(plan, vocabulary=PHRASES)) as fake,
@@ -279,3 +280,21 @@ async def test_official_client_transcribes_on_the_fake(wire: Wire) -> None:
     assert gl.options_from_init(body).sample_rate == 16000
     check_server_frames(wire.messages("server"))
     assert {f.text for f in wire.sent_by("client")} == SDK_CLIENT_FRAMES
+
+
+async def test_an_unknown_client_message_is_refused_with_a_close(wire: Wire) -> None:
+    """No SDK type fits an answer to it, so the fake closes 1003 instead of inventing one."""
+    async with serving(FakeGladiaSTT(vocabulary=PHRASES)) as fake:
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(
+                gl.init_url(fake.url),
+                headers=gl.init_headers(DEFAULT_API_KEY),
+                json=gl.LiveOptions().init_request(),
+            )
+        async with connect(gl.parse_init_response(answer.content).url) as ws:
+            await ws.send(json.dumps({"type": "pause_recording"}))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+        assert ws.close_code == 1003
+    check_server_frames(wire.messages("server"))  # the client here is the test's own
