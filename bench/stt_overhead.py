@@ -1,11 +1,12 @@
 """Framework overhead of each WebSocket STT plugin over a bare websockets client.
 
 For the WebSocket STT plugins (Deepgram, AssemblyAI, OpenAI realtime transcription,
-Speechmatics, ElevenLabs Scribe, Cartesia Ink),
+Speechmatics, ElevenLabs Scribe, Cartesia Ink, Gladia live),
 against each provider's fake server (on its own thread, same speech, same messages):
 
 (a) a bare client: one ``websockets`` connection, the provider's sans-I/O protocol session
-    to encode audio and decode answers, nothing else;
+    to encode audio and decode answers, nothing else (Gladia: one ``httpx`` request for the
+    session's URL first, as the plugin's);
 (b) the plugin: ``stt.stream()`` (the shared driver: stream task, reader task, deadlines,
     journal, transcripts out).
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from antiphon.audio.frame import AudioFrame
@@ -41,8 +43,10 @@ from antiphon.plugins.assemblyai import AssemblyAISTT
 from antiphon.plugins.cartesia.stt import CartesiaSTT
 from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.plugins.elevenlabs.stt import ElevenLabsSTT
+from antiphon.plugins.gladia import GladiaSTT
 from antiphon.plugins.openai import OpenAISTT
 from antiphon.plugins.speechmatics.stt import SpeechmaticsSTT
+from antiphon.protocols import gladia_stt as gl
 from antiphon.protocols import speechmatics_stt as sm
 from antiphon.protocols.stt_session import Act
 from antiphon.services.ws_stt import WebSocketSTT
@@ -51,6 +55,7 @@ from antiphon.testing import assemblyai_stt as aai_fake
 from antiphon.testing import cartesia_stt as ink_fake
 from antiphon.testing import deepgram_stt as dg_fake
 from antiphon.testing import elevenlabs_stt as xi_fake
+from antiphon.testing import gladia_stt as gl_fake
 from antiphon.testing import openai_transcription as oai_fake
 from antiphon.testing import speechmatics_stt as sm_fake
 from antiphon.testing.server import FakeWsServer
@@ -70,6 +75,8 @@ class Provider:
     """Substrings of a server frame that carries a transcript."""
     start: Callable[[ClientConnection, Any], Awaitable[None]] | None = None
     """A handshake after the upgrade, before any audio (as the plugin's ``_connect``)."""
+    open_url: Callable[[Any], Awaitable[str]] | None = None
+    """The WebSocket URL when a request must ask for it (as the plugin's ``open_url``)."""
 
 
 async def speechmatics_start(ws: ClientConnection, stt: Any) -> None:
@@ -77,6 +84,17 @@ async def speechmatics_start(ws: ClientConnection, stt: Any) -> None:
     await ws.send(stt.options.start_recognition())
     while not isinstance(sm.parse(await ws.recv()), sm.RecognitionStarted):
         pass
+
+
+async def gladia_open(stt: Any) -> str:
+    """``POST /v2/live`` with a plain ``httpx`` client: the session's WebSocket URL."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            stt.url,
+            headers=gl.init_headers(gl_fake.DEFAULT_API_KEY),
+            json=stt.options.init_request(),
+        )
+    return gl.parse_init_response(answer.content).url
 
 
 PROVIDERS = [
@@ -121,6 +139,13 @@ PROVIDERS = [
         lambda url: CartesiaSTT(api_key=ink_fake.DEFAULT_API_KEY, base_url=url),
         ('"transcript"',),
     ),
+    Provider(
+        "gladia",
+        lambda plan: gl_fake.FakeGladiaSTT(plan, vocabulary=PHRASES),
+        lambda url: GladiaSTT(api_key=gl_fake.DEFAULT_API_KEY, base_url=url),
+        ('"transcript"',),
+        open_url=gladia_open,
+    ),
 ]
 
 
@@ -149,7 +174,8 @@ async def bare_round(
         for m in stt.end_input(session):
             await ws.send(m)
 
-    async with connect(stt.url, additional_headers=stt.headers, compression=None) as ws:
+    url = stt.url if p.open_url is None else await p.open_url(stt)
+    async with connect(url, additional_headers=stt.headers, compression=None) as ws:
         if p.start is not None:
             await p.start(ws, stt)
         sender = asyncio.create_task(send_all())

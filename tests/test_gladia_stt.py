@@ -1,6 +1,6 @@
 """GladiaSTT (live v2): the WebSocket STT conformance suite on the fake (``POST /v2/live``
-and the session WebSocket), the session machine, and plugin checks. No SDK witness: the
-messages are taken from Gladia's documentation (see :mod:`antiphon.protocols.gladia_stt`)."""
+and the session WebSocket), the session machine, and plugin checks. The SDK witness is
+``tests/test_sdk_gladia.py``."""
 
 from __future__ import annotations
 

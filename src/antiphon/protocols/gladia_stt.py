@@ -3,8 +3,9 @@
 The protocol as documented at https://docs.gladia.io/chapters/live-stt/getting-started
 (the flow), https://docs.gladia.io/api-reference/v2/live/init (``POST /v2/live``) and
 https://docs.gladia.io/api-reference/v2/live/websocket (the WebSocket messages; also
-https://docs.gladia.io/asyncapi.yaml). Only documentation: the official Python SDK
-(``gladiaio-sdk``) is not a dependency here, so nothing is checked against its types.
+https://docs.gladia.io/asyncapi.yaml). The official Python SDK (``gladiaio-sdk``) is
+the witness (``tests/test_sdk_gladia.py``): the init request and every message are
+checked against its types, strictly.
 
 - A session starts with ``POST /v2/live`` (key in ``x-gladia-key``) carrying the
   configuration (:class:`LiveOptions`, :meth:`LiveOptions.init_request`); the answer
@@ -17,8 +18,11 @@ https://docs.gladia.io/asyncapi.yaml). Only documentation: the official Python S
   (``is_final``, the utterance with its words, times in seconds of the session's audio),
   :class:`SpeechEvent` (``speech_start``/``speech_end``), :class:`Lifecycle`
   (``start_session``, ``start_recording``, ``end_recording``, ``end_session``),
-  :class:`Ack` (of ``audio_chunk`` and ``stop_recording``: a refusal carries an error),
-  :class:`ErrorMessage`, :class:`Unknown` or :class:`Malformed`.
+  :class:`Ack` (of ``audio_chunk`` and ``stop_recording``: a refusal carries an error,
+  the SDK's only typed error of the session), :class:`ErrorMessage` (a bare ``error``
+  message: no SDK type, read as a failure in case the server sends one),
+  :class:`Unknown` or :class:`Malformed`. ``start_session`` is not expected on the
+  WebSocket (the SDK makes it up from the ``POST`` answer) but is harmless.
 - :class:`LiveSession` is the state machine of one recognition. Partials are interim
   transcripts of the open utterance; the final ``transcript`` ends it. Utterances end on
   the server's endpointing (``endpointing`` seconds of silence), so a flush sends that

@@ -5,10 +5,18 @@ fake's :attr:`~FakeGladiaSTT.url`, the plugin's ``base_url``) checks the method,
 ``x-gladia-key`` and the configuration (:func:`~antiphon.protocols.gladia_stt.options_from_init`)
 and answers ``{"id", "created_at", "url"}`` with a session URL on the WebSocket listener
 (``/v2/live?token=...``); the WebSocket refuses an unknown token, sends
-``start_session`` and ``start_recording``, takes binary audio and ``stop_recording``,
+``start_recording`` (``start_session`` belongs to the ``POST``: the official SDK makes it
+up from the answer), takes binary audio and ``stop_recording``,
 and sends ``speech_start``, partial and final ``transcript`` messages and
 ``speech_end``; on ``stop_recording`` the last utterance, ``end_recording``,
-``end_session`` and a 1000 close. Every message it sends is in :attr:`FakeGladiaSTT.sent`.
+``end_session`` and a 1000 close. When the session asked for acknowledgments
+(``messages_config.receive_acknowledgments``, which the official SDK always sets), each
+audio message is answered by an ``audio_chunk`` acknowledgment (its byte and time range)
+and ``stop_recording`` by its own. Every message it sends is in :attr:`FakeGladiaSTT.sent`,
+and each one is a message of the official SDK's types (``tests/test_sdk_gladia.py``): the
+protocol has no ``error`` message, so a failure is a refused acknowledgment
+(``acknowledged: false`` with its ``error``) and a close, and a client message of an
+unknown type is refused with a 1003 close.
 
 Recognition is that of the other STT fakes (:mod:`antiphon.testing.listening`): test
 speech is :func:`antiphon.testing.synth.tone_for_text`, voiced runs found by energy and
@@ -18,7 +26,7 @@ seconds of silence is one final utterance.
 Fault plan fields that apply: on ``POST /v2/live``, ``hang_connect`` (accept TCP, never
 answer) and ``reject_status`` (429 and 503 with ``Retry-After: 1``); on the WebSocket,
 ``close_on_open``; ``silent_after`` (client messages, audio included);
-``close_mid_audio`` and ``error_mid_stream`` (an ``error`` message, then close 1011)
+``close_mid_audio`` and ``error_mid_stream`` (a refused ``audio_chunk``, then close 1011)
 after ``close_after_chunks`` audio messages; ``drop_before_audio`` (close 1011 at the
 ``stop_recording`` of the first N connections, before answering);
 ``malformed_mid_stream`` (garbage and an unknown type before the first transcript);
@@ -90,6 +98,8 @@ class GladiaFakeStats(ListenerStats):
 
     sessions: list[dict[str, Any]] = field(default_factory=list)
     """The configuration of every session created (``POST /v2/live`` bodies)."""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    """The answers to those requests (``{"id", "created_at", "url"}``)."""
     init: _InitStats = field(default_factory=_InitStats)
     transcripts_sent: int = 0
 
@@ -171,14 +181,16 @@ class _InitConn(HttpConnection[InitRequest]):
         fake = self.server.fake
         token = f"00000000-0000-4000-8000-{next(_tokens):012d}"
         fake.tokens[token] = gl.options_from_init(body)
+        messages = body.get("messages_config") or {}
+        fake.acks[token] = messages.get("receive_acknowledgments") is True
         fake.stats.sessions.append(body)
-        data = json.dumps(
-            {
-                "id": token,
-                "created_at": _now(),
-                "url": f"ws://{fake.host}:{fake.ws_port}{gl.INIT_PATH}?token={token}",
-            }
-        ).encode()
+        answer = {
+            "id": token,
+            "created_at": _now(),
+            "url": f"ws://{fake.host}:{fake.ws_port}{gl.INIT_PATH}?token={token}",
+        }
+        fake.stats.answers.append(answer)
+        data = json.dumps(answer).encode()
         self.server.stats.statuses.append(201)
         head = [
             "HTTP/1.1 201 Created",
@@ -207,6 +219,7 @@ class FakeGladiaSTT(FakeListenServer):
         self.stats = GladiaFakeStats()
         self.sent: list[dict[str, Any]] = []
         self.tokens: dict[str, gl.LiveOptions] = {}
+        self.acks: dict[str, bool] = {}  # token: the session asked for acknowledgments
         self.ws_port = 0
         # the HTTP endpoint follows only the plan's faults of a request
         http_plan = FaultPlan(hang_connect=self.plan.hang_connect)
@@ -273,6 +286,8 @@ class _Conn(ListenerConnection):
         self.session_id = token
         self.utterances = 0
         self.speaking = False
+        self.acks = server.acks.get(token, False)
+        self.bytes_in = 0
 
     async def send_json(self, msg: dict[str, Any]) -> None:
         self.server.sent.append(msg)
@@ -282,16 +297,39 @@ class _Conn(ListenerConnection):
         return {"session_id": self.session_id, "created_at": _now(), "type": kind, **extra}
 
     async def on_open(self) -> None:
-        await self.send_json(self._message("start_session"))
+        # no start_session here: the session started at ``POST /v2/live``, before any
+        # connection, and the official SDK makes that message up from the answer itself
         await self.send_json(self._message("start_recording"))
 
     def decode(self, wire: bytes) -> npt.NDArray[np.int16]:
         pcm = wire if self.options.encoding == "wav/pcm" else decode_to_pcm("mulaw", wire)
         return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
 
+    async def check_audio(self, wire: bytes) -> bool:
+        """Acknowledge the audio message when the session asked for it."""
+        start, self.bytes_in = self.bytes_in, self.bytes_in + len(wire)
+        if self.acks and not self.silent:
+            bps = self.options.bytes_per_second
+            await self.send_json(
+                self._message(
+                    "audio_chunk",
+                    acknowledged=True,
+                    data={
+                        "byte_range": [start, self.bytes_in],
+                        "time_range": [start / bps, self.bytes_in / bps],
+                    },
+                )
+            )
+        return True
+
     async def send_failure(self) -> None:
         await self.send_json(
-            self._message("error", error={"message": "Internal server error (fault plan)"})
+            self._message(
+                "audio_chunk",
+                acknowledged=False,
+                error={"message": "Internal server error (fault plan)"},
+                data=None,
+            )
         )
         await self.close(1011, "Internal server error")
 
@@ -299,12 +337,21 @@ class _Conn(ListenerConnection):
         if kind == "stop_recording":
             if not await self.answer_gate():
                 return False
+            if self.acks:
+                duration = self.samples / self.rate
+                await self.send_json(
+                    self._message(
+                        "stop_recording",
+                        acknowledged=True,
+                        data={"recording_duration": duration, "recording_left_to_process": 0.0},
+                    )
+                )
             await self._stop()
             return False
         if kind == "audio_chunk" and isinstance(msg, dict):
             return True  # base64 audio in JSON: not what the plugin sends; ignored here
-        await self.send_json(self._message("error", error={"message": f"Invalid message {kind!r}"}))
-        return True
+        await self.close(1003, f"Invalid message {kind!r}")
+        return False
 
     # -- recognition
     def _utterance(self, run: Run, upto: int, *, final: bool) -> dict[str, Any] | None:
