@@ -46,6 +46,12 @@ async def test_a_person_talks_in_the_browser_and_hears_the_agent(tmp_path: Path)
             timeout=20 * SCALE,
         )
         assert agent == f"Agent: {REPLY}"
+        heard = await page.wait_for(  # the words as they played (AgentWords)
+            "(t => t.endsWith('you.') && t)("
+            "document.querySelector('#log .agent')?.dataset.heard || '')",
+            timeout=20 * SCALE,
+        )
+        assert heard == REPLY
         played = await page.wait_for(
             "window.antiphon.framesPlayed > 10 && window.antiphon", timeout=20 * SCALE
         )

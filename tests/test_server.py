@@ -110,6 +110,12 @@ async def test_a_call_hears_answers_and_measures() -> None:
         assert [e["text"] for e in user] == ["hello there"]
         agent = [e["text"] for e in call.of("transcript") if e["role"] == "agent"]
         assert agent == ["Hi! How can I help?"]
+        await until(lambda: len([w for e in call.of("words") for w in e["words"]]) >= 5)
+        words = call.of("words")  # synced to playback, in order, each word once
+        assert [w for e in words for w in e["words"]] == ["Hi!", "How", "can", "I", "help?"]
+        assert all(e["estimated"] for e in words)  # the tone voice sends no word timings
+        played = [e["played"] for e in words]
+        assert played == sorted(played) and played[-1] > 0
         states = [e["state"] for e in call.of("state")]
         assert "speaking" in states and "thinking" in states
         [turn] = call.of("turn")

@@ -4,6 +4,25 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+__all__ = [
+    "AGENT_END_OF_TURN",
+    "AGENT_INTERRUPTIONS",
+    "AGENT_LLM_TTFT",
+    "AGENT_TTS_TTFA",
+    "AGENT_TURNS",
+    "AGENT_VOICE_TO_VOICE",
+    "REALTIME_INTERRUPTIONS",
+    "REALTIME_RECONNECTS",
+    "REALTIME_RESPONSE_SECONDS",
+    "REALTIME_TOKENS",
+    "REALTIME_VOICE_TO_VOICE",
+    "TTS_AUDIO_SECONDS",
+    "TTS_DROPPED_MESSAGES",
+    "TTS_ERRORS",
+    "TTS_STREAMS",
+    "TTS_TTFB",
+]
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 TTS_TTFB = Histogram(

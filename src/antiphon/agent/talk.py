@@ -36,6 +36,8 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import WavWriter
 from antiphon.errors import AntiphonError
 
+__all__ = ["TalkResult", "talk"]
+
 
 @dataclass
 class TalkResult:

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 
 from antiphon.errors import ProviderTimeoutError
 
+__all__ = ["deadline"]
+
 
 @asynccontextmanager
 async def deadline(

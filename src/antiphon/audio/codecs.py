@@ -14,6 +14,17 @@ import numpy.typing as npt
 
 from antiphon.errors import ConfigError
 
+__all__ = [
+    "ENCODINGS",
+    "Encoding",
+    "alaw_decode",
+    "alaw_encode",
+    "decode_to_pcm",
+    "encode_pcm",
+    "ulaw_decode",
+    "ulaw_encode",
+]
+
 Encoding = Literal["linear16", "mulaw", "alaw"]
 ENCODINGS: tuple[Encoding, ...] = ("linear16", "mulaw", "alaw")
 

@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 from antiphon.errors import ConfigError
 
+__all__ = ["BYTES_PER_SAMPLE", "SUPPORTED_RATES", "AudioFrame", "float_to_int16"]
+
 SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 BYTES_PER_SAMPLE = 2
 

@@ -11,6 +11,8 @@ from typing import BinaryIO
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError
 
+__all__ = ["PathLike", "WavWriter", "read_wav", "write_wav"]
+
 PathLike = str | os.PathLike[str]
 
 

@@ -36,6 +36,20 @@ from antiphon.errors import (
 from antiphon.errors import HttpAuthError as HttpAuthError  # re-exported (defined there)
 from antiphon.errors import HttpStatusError as HttpStatusError
 
+__all__ = [
+    "ERROR_BODY_LIMIT",
+    "USER_AGENT",
+    "BodyReader",
+    "HttpAuthError",
+    "HttpOptions",
+    "HttpStatusError",
+    "make_client",
+    "open_response",
+    "parse_retry_after",
+    "status_error",
+    "transport_error",
+]
+
 
 def _user_agent() -> str:
     try:

@@ -11,6 +11,8 @@ from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.net.ws import WsConnection
 
+__all__ = ["ConnectionPool", "PoolOptions", "PoolStats"]
+
 log = logging.getLogger(__name__)
 
 

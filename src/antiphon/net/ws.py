@@ -25,6 +25,8 @@ from antiphon.errors import (
     ProviderError,
 )
 
+__all__ = ["ConnectionLost", "WsConnection", "WsOptions", "connect"]
+
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 

@@ -33,6 +33,46 @@ from antiphon.errors import (
     ProviderError,
 )
 
+__all__ = [
+    "AUTH_HINT",
+    "COMPRESSED_FORMATS",
+    "DEFAULT_LANGUAGE",
+    "DEFAULT_OUTPUT_FORMAT",
+    "DEFAULT_VOICE",
+    "KEY_ENV",
+    "MSTTS_NS",
+    "OUTPUT_FORMATS",
+    "PCM_RATES",
+    "PROVIDER",
+    "REGION_ENV",
+    "REST_PATH",
+    "SSML_NS",
+    "STATUS_HINTS",
+    "WS_V2_PATH",
+    "XML_NS",
+    "OutputFormat",
+    "RiffError",
+    "RiffReader",
+    "SsmlError",
+    "SsmlInfo",
+    "Voice",
+    "WsMessage",
+    "build_ssml",
+    "build_url",
+    "clean_text",
+    "encode_ws_audio",
+    "encode_ws_text",
+    "escape_text",
+    "language_of",
+    "output_format_for",
+    "parse_ssml",
+    "parse_ws_message",
+    "request_headers",
+    "resolve_output_format",
+    "riff_header",
+    "sdk_error",
+]
+
 PROVIDER = "azure"
 REST_PATH = "/cognitiveservices/v1"
 WS_V2_PATH = "/cognitiveservices/websocket/v2"

@@ -40,6 +40,43 @@ from antiphon.protocols.stt_session import AudioJournal as AudioJournal
 from antiphon.protocols.stt_session import Phase as Phase
 from antiphon.protocols.stt_session import Recognized as Recognized
 
+__all__ = [
+    "CLOSE_STREAM",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "ENCODINGS",
+    "FINALIZE",
+    "KEEPALIVE",
+    "MAX_CHUNK_SECONDS",
+    "PATH",
+    "PROVIDER",
+    "TIME_TOLERANCE",
+    "Act",
+    "Action",
+    "AudioJournal",
+    "ErrorMessage",
+    "ListenOptions",
+    "ListenSession",
+    "Malformed",
+    "Message",
+    "Metadata",
+    "Phase",
+    "ProtocolStateError",
+    "Recognized",
+    "Results",
+    "ServerEvent",
+    "SpeechStarted",
+    "Unknown",
+    "UtteranceEnd",
+    "Word",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "options_from_query",
+    "parse",
+]
+
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
 PATH = "/v1/listen"

@@ -18,6 +18,38 @@ from urllib.parse import urlencode, urlsplit
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
 
+__all__ = [
+    "CLEAR",
+    "CLOSE",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_ENCODING",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAMPLE_RATE",
+    "ENCODINGS",
+    "FLUSH",
+    "MAX_SPEAK_CHARS",
+    "PATH",
+    "PROVIDER",
+    "Audio",
+    "Cleared",
+    "ErrorMessage",
+    "Flushed",
+    "Malformed",
+    "Message",
+    "Metadata",
+    "Phase",
+    "ServerEvent",
+    "SpeakOptions",
+    "SpeakSession",
+    "Unknown",
+    "Warning",
+    "auth_headers",
+    "build_url",
+    "close_error",
+    "encode_speak",
+    "parse",
+]
+
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
 PATH = "/v1/speak"

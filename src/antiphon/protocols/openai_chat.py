@@ -44,6 +44,40 @@ from antiphon.errors import (
     HttpStatusError,
 )
 
+__all__ = [
+    "AZURE_API_VERSION",
+    "CHAT_PATH",
+    "DEFAULT_BASE_URL",
+    "DONE",
+    "MAX_LINE",
+    "TOOL_CHOICES",
+    "ChatAuthError",
+    "ChatHttpError",
+    "ChatRequestError",
+    "ContentDelta",
+    "Done",
+    "Finish",
+    "Malformed",
+    "MessageLike",
+    "SseEvent",
+    "SseParser",
+    "StreamErrorEvent",
+    "ToolCallFragment",
+    "ToolCallLike",
+    "ToolLike",
+    "UsageReport",
+    "WireEvent",
+    "azure_chat_url",
+    "build_body",
+    "chat_url",
+    "encode_body",
+    "http_error",
+    "message_to_wire",
+    "parse_chunk",
+    "parse_event",
+    "parse_retry_after",
+]
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CHAT_PATH = "/chat/completions"
 AZURE_API_VERSION = "2024-10-21"

@@ -40,6 +40,8 @@ from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.services.tools import FunctionTool
 from antiphon.services.vad import VAD
 
+__all__ = ["AgentFactory", "CallableAgent", "PipelineAgent", "load_agent_file"]
+
 
 @runtime_checkable
 class AgentFactory(Protocol):

@@ -1,1 +1,3 @@
 """Services: the streaming contracts (TTS, ...) that provider plugins implement."""
+
+__all__ = []

@@ -33,6 +33,24 @@ from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
 from antiphon.services.tools import FunctionTool
 
+__all__ = [
+    "LLM",
+    "ROLES",
+    "ChatContext",
+    "ChatEvent",
+    "ChatMessage",
+    "ChatResult",
+    "ChatStream",
+    "FinishReason",
+    "LLMDeadlines",
+    "Role",
+    "StreamState",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]
+
 log = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant", "tool"]

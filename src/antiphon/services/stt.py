@@ -43,6 +43,23 @@ from antiphon.audio.resample import AudioConverter
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
 from antiphon.protocols.stt_session import Recognized
 
+__all__ = [
+    "STT",
+    "AudioInput",
+    "ChildProcessRecognizer",
+    "EndInput",
+    "EngineWorker",
+    "FlushInput",
+    "Hypothesis",
+    "InProcessRecognizeStream",
+    "InProcessSTT",
+    "RecognizeStream",
+    "Recognizer",
+    "STTDeadlines",
+    "StreamState",
+    "Transcript",
+]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E")

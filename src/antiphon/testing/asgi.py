@@ -11,6 +11,8 @@ import uvicorn
 
 from antiphon.testing.poll import until
 
+__all__ = ["serve_app"]
+
 
 @asynccontextmanager
 async def serve_app(app: Any, *, timeout: float = 30.0, **config: Any) -> AsyncIterator[str]:

@@ -22,6 +22,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+__all__ = ["CHROMIUM", "INSTALL_HINT", "Browser", "BrowserError", "Page", "chromium"]
+
 CHROMIUM = os.environ.get("ANTIPHON_CHROMIUM", "/usr/bin/chromium")
 INSTALL_HINT = "install Debian's Chromium: apt-get install -y chromium (make test does it)"
 

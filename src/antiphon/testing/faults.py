@@ -12,6 +12,8 @@ from websockets.frames import EXTERNAL_CLOSE_CODES
 
 from antiphon.errors import ConfigError
 
+__all__ = ["ABORT", "FaultPlan"]
+
 #: Close code that means "drop the TCP connection without a close frame" (peer sees 1006).
 ABORT = 1006
 

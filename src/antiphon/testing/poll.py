@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+__all__ = ["until"]
+
 
 async def until(
     predicate: Callable[[], object], timeout: float = 15.0, every: float = 0.02

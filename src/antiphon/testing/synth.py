@@ -10,6 +10,8 @@ import zlib
 
 import numpy as np
 
+__all__ = ["MIN_SECONDS", "SECONDS_PER_CHAR", "tone_duration", "tone_for_text"]
+
 #: Seconds of audio per character of text (about the pace of real speech).
 SECONDS_PER_CHAR = 0.06
 MIN_SECONDS = 0.1

@@ -34,6 +34,8 @@ from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.protocols import twilio as tw
 
+__all__ = ["Received", "SimulatedTwilioCall", "Utterance"]
+
 
 @dataclass
 class Received:

@@ -23,6 +23,8 @@ from antiphon.agent.session import AgentSession
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, StreamClosedError
 
+__all__ = ["BLOCK", "INSTALL_HINT", "ConsoleAudio"]
+
 INSTALL_HINT = (
     "the console needs sounddevice and PortAudio: pip install 'antiphon[console]' "
     "(and on Debian: apt-get install libportaudio2)"

@@ -36,6 +36,7 @@ from antiphon.agent.events import (
     AgentError,
     AgentEvent,
     AgentSpeaking,
+    AgentWords,
     Interrupted,
     StateChanged,
     TurnCompleted,
@@ -86,6 +87,14 @@ def event_message(event: AgentEvent) -> dict[str, Any] | None:
             "role": "agent",
             "text": event.text,
             "final": True,
+            "generation": gen,
+        }
+    if isinstance(event, AgentWords):
+        return {
+            "type": "words",
+            "words": [w.word for w in event.words],
+            "played": round(event.played, 3),
+            "estimated": event.estimated,
             "generation": gen,
         }
     if isinstance(event, Interrupted):

@@ -66,6 +66,20 @@ from antiphon.services.tts import (
     WordTiming,
 )
 
+__all__ = [
+    "DEFAULT_PROPERTIES",
+    "INSTALL_HINT",
+    "PROVIDER",
+    "SDK_MODULE",
+    "AzureSdkSynthesisStream",
+    "AzureSdkTTS",
+    "SdkSettings",
+    "SdkWorker",
+    "load_sdk",
+    "sdk_installed",
+    "ws_endpoint",
+]
+
 log = logging.getLogger(__name__)
 PROVIDER = az.PROVIDER
 SDK_MODULE = "azure.cognitiveservices.speech"

@@ -30,6 +30,15 @@ from antiphon.protocols import azure_tts as az
 from antiphon.services.http_tts import HttpSegmentStream
 from antiphon.services.tts import TTS, TTSDeadlines
 
+__all__ = [
+    "PROVIDER",
+    "AzureSynthesisStream",
+    "AzureTTS",
+    "TokenSource",
+    "resolve_key",
+    "resolve_voice",
+]
+
 log = logging.getLogger(__name__)
 PROVIDER = az.PROVIDER
 

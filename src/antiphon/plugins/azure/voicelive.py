@@ -19,6 +19,17 @@ from antiphon.errors import ConfigError
 from antiphon.protocols.realtime import Dialect, Tool, Voice, build_url
 from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
 
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DEFAULT_MODEL",
+    "DEFAULT_TURN_DETECTION",
+    "DEFAULT_VOICE",
+    "PATH",
+    "PROVIDER",
+    "AzureVoiceLive",
+    "TokenProvider",
+]
+
 PROVIDER = "azure-voicelive"
 PATH = "/voice-live/realtime"
 #: The ``api-version`` that Azure's own SDK (azure-ai-voicelive 1.3) sends; the messages

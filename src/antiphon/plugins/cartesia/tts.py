@@ -20,6 +20,8 @@ from antiphon.protocols.tts_session import Action
 from antiphon.services.tts import TTSDeadlines
 from antiphon.services.ws_tts import WebSocketTTS
 
+__all__ = ["ENV_API_KEY", "PROVIDER", "CartesiaTTS"]
+
 log = logging.getLogger(__name__)
 PROVIDER = ca.PROVIDER
 ENV_API_KEY = "CARTESIA_API_KEY"

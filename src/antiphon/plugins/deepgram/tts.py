@@ -19,6 +19,8 @@ from antiphon.protocols.tts_session import Action
 from antiphon.services.tts import TTSDeadlines
 from antiphon.services.ws_tts import WebSocketTTS
 
+__all__ = ["PROVIDER", "DeepgramTTS"]
+
 log = logging.getLogger(__name__)
 PROVIDER = dg.PROVIDER
 

@@ -27,6 +27,8 @@ from antiphon.protocols.tts_session import Action
 from antiphon.services.tts import TTSDeadlines
 from antiphon.services.ws_tts import WebSocketTTS
 
+__all__ = ["KEY_ENV", "PROVIDER", "ElevenLabsTTS"]
+
 log = logging.getLogger(__name__)
 PROVIDER = el.PROVIDER
 #: Environment variables read for the key, in order.

@@ -26,6 +26,18 @@ from typing import Any
 
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 
+__all__ = [
+    "BLOCK_MS",
+    "INSTALL_HINT",
+    "PROVIDER",
+    "Voice",
+    "check_voice",
+    "phonemize",
+    "sample_rate",
+    "synthesize",
+    "synthesize_pcm",
+]
+
 PROVIDER = "espeak"
 INSTALL_HINT = "install espeak-ng's library and data with: pip install espeakng-loader"
 

@@ -37,6 +37,8 @@ from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.espeak import engine as esp
 from antiphon.services.tts import TTS, FlushSegmentStream, SynthesisStream, TTSDeadlines
 
+__all__ = ["IN_FLIGHT", "PROVIDER", "EspeakStream", "EspeakTTS", "Synthesizer"]
+
 log = logging.getLogger(__name__)
 PROVIDER = esp.PROVIDER
 #: Blocks of audio (60 ms each) that may wait for the stream's reader; espeak then waits.

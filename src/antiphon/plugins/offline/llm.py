@@ -56,6 +56,17 @@ from antiphon.services.llm import (
 )
 from antiphon.services.tools import FunctionTool, function_tool
 
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "PROVIDER",
+    "FaqEntry",
+    "OfflineChatStream",
+    "OfflineLLM",
+    "TfIdf",
+    "get_time",
+    "load_faq",
+]
+
 PROVIDER = "offline"
 DEFAULT_FALLBACK = (
     "Sorry, I don't know that one. I am a small offline responder: ask me what I can do."

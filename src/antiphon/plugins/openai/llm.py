@@ -27,6 +27,8 @@ from antiphon.services.http_llm import HttpChatStream, HttpLLM
 from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
+__all__ = ["AZURE_KEY_ENV", "COMPATIBLE", "KEY_ENV", "PROVIDER", "OpenAIChatStream", "OpenAILLM"]
+
 log = logging.getLogger(__name__)
 
 PROVIDER = "openai"

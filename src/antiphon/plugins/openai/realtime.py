@@ -16,6 +16,8 @@ from antiphon.errors import ConfigError
 from antiphon.protocols.realtime import Dialect, Tool, Voice, build_url
 from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
 
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "PATH", "PROVIDER", "OpenAIRealtime"]
+
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "wss://api.openai.com"
 PATH = "/v1/realtime"

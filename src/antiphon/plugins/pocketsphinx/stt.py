@@ -29,6 +29,15 @@ from antiphon.services.stt import (
     STTDeadlines,
 )
 
+__all__ = [
+    "FRAME_RATE",
+    "INSTALL_HINT",
+    "PROVIDER",
+    "SAMPLE_RATE",
+    "PocketsphinxRecognizer",
+    "PocketsphinxSTT",
+]
+
 PROVIDER = "pocketsphinx"
 INSTALL_HINT = "install PocketSphinx and its English model with: pip install pocketsphinx"
 SAMPLE_RATE = 16000

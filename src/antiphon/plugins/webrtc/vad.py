@@ -19,6 +19,8 @@ import numpy.typing as npt
 from antiphon.errors import ConfigError
 from antiphon.services.vad import VAD, VADOptions
 
+__all__ = ["INSTALL_HINT", "WebRtcVAD"]
+
 INSTALL_HINT = "install WebRTC's VAD with: pip install webrtcvad-wheels"
 
 

@@ -22,6 +22,8 @@ from antiphon.protocols.xai_tts import XAISession
 from antiphon.services.tts import TTSDeadlines
 from antiphon.services.ws_tts import WebSocketTTS
 
+__all__ = ["DEFAULT_POOL", "ENV_API_KEY", "PROVIDER", "XAITTS"]
+
 log = logging.getLogger(__name__)
 PROVIDER = xai.PROVIDER
 ENV_API_KEY = "XAI_API_KEY"

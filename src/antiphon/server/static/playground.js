@@ -57,6 +57,13 @@ function onEvent(ev) {
         agentItem.dataset.generation = String(ev.generation);
       }
       break;
+    case "words":
+      // the reply's words as they play: what the caller has heard so far, under the line
+      if (agentItem && agentItem.dataset.generation === String(ev.generation)) {
+        const heard = `${agentItem.dataset.heard || ""} ${ev.words.join(" ")}`;
+        agentItem.dataset.heard = heard.trim();
+      }
+      break;
     case "clear":
       state.clears++;
       playback?.port.postMessage({ type: "clear" });

@@ -14,3 +14,5 @@ They are test code (they import pytest and the fakes), so they live in the test 
 which production code never imports. Import a suite's module directly; this package
 imports none of them.
 """
+
+__all__ = []
