@@ -8,7 +8,8 @@ speaks, and yields the floor the moment the user talks over it.
 How it is built (DESIGN rules 1, 4, 8, 10):
 
 - **A pure turn machine decides; this session is its I/O shell.** VAD events (from
-  :meth:`push_audio`, run inline: a VAD is a small synchronous state machine), STT
+  :meth:`push_audio`, or from the VAD's inference worker the moment it decides, through
+  ``VAD.on_decided``, so a barge-in does not wait for the next frame), STT
   transcripts (from one reader task), replies' progress and timers all arrive in one
   mailbox, in order. The one controller task (:mod:`antiphon.agent.shell`) turns each
   into an event for :class:`~antiphon.agent.machine.TurnMachine` — which holds every
