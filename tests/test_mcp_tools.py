@@ -124,3 +124,83 @@ def test_bad_options_are_refused() -> None:
         MCPTools.stdio("true", connect_timeout=0)
     with pytest.raises(ConfigError, match="prefix"):
         MCPTools.stdio("true", prefix="bad prefix")
+
+
+async def test_an_mcp_tool_answers_a_caller_through_ws_agent() -> None:
+    """A caller's question reaches the LLM, which calls the MCP server's ``add`` tool; the
+    result comes back through the session and is spoken on the real ``/ws/agent``."""
+    import asyncio
+    import contextlib
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from antiphon.agent import AgentOptions, AgentSession, TurnOptions
+    from antiphon.server.agents import CallableAgent
+    from antiphon.server.app import create_app
+    from antiphon.services.llm import ChatContext
+    from antiphon.services.vad import VADOptions
+    from antiphon.testing.agent import (
+        EnergyVAD,
+        ScriptedLLM,
+        ScriptedSTT,
+        ToneTTS,
+        ToolCallScript,
+        silence,
+        speech,
+    )
+    from antiphon.testing.asgi import serve_app
+    from antiphon.testing.poll import until
+
+    def say_result(ctx: ChatContext) -> str:
+        return f"It is {ctx.messages[-1].content}."
+
+    async with stdio(call_timeout=30.0) as tools:
+        stt = ScriptedSTT(["what is twenty plus twenty two"])
+        llm = ScriptedLLM([[ToolCallScript("add", {"a": 20, "b": 22})], say_result])
+        tts = ToneTTS()
+
+        def make() -> AgentSession:
+            vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=0.3))
+            return AgentSession(
+                vad=vad,
+                stt=stt,
+                llm=llm,
+                tts=tts,
+                tools=tools.tools,
+                options=AgentOptions(turn=TurnOptions(preemptive=False)),
+            )
+
+        async def stop() -> None:
+            for service in (stt, llm, tts):
+                await service.aclose()
+
+        app = create_app(CallableAgent(make, stop=stop))
+        events: list[dict[str, Any]] = []
+        async with serve_app(app) as host, connect(f"ws://{host}/ws/agent") as ws:
+
+            async def collect() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    async for message in ws:
+                        if isinstance(message, str):
+                            events.append(json.loads(message))
+
+            reader = asyncio.create_task(collect())
+            for audio in (silence(0.3), speech(0.8), silence(0.6)):
+                for frame in audio.split(0.02):
+                    await ws.send(frame.data)
+                    await asyncio.sleep(0.02)
+
+            def agent_lines() -> list[str]:
+                return [
+                    e["text"] for e in events if e["type"] == "transcript" and e["role"] == "agent"
+                ]
+
+            await until(lambda: agent_lines(), timeout=60)
+            assert agent_lines() == ["It is 42."]
+            await until(lambda: [e for e in events if e["type"] == "turn"], timeout=30)
+            [turn] = [e for e in events if e["type"] == "turn"]
+            assert turn["metrics"]["tool_calls"] == ["add"]
+            await ws.send(json.dumps({"type": "end"}))
+            await asyncio.wait_for(reader, 30)
