@@ -83,7 +83,7 @@ def apply_variant(variant: str) -> None:
     from antiphon.plugins.silero import vad as silero
     from antiphon.services.vad import VAD, VADOptions
 
-    worker.INFERENCE_NICE = 0
+    os.environ[worker.NICE_ENV] = "0"  # serve() reads it; a variant names its own
     listen = False
     for part in filter(None, variant.split("+")):
         key, _, value = part.partition("=")
@@ -92,7 +92,7 @@ def apply_variant(variant: str) -> None:
         if key == "listen":
             listen = True
         elif key == "nice":
-            worker.INFERENCE_NICE = int(value)
+            os.environ[worker.NICE_ENV] = str(int(value))
         elif key == "engine-nice":
             steps = int(value)
             main = worker.ThreadWorker._main

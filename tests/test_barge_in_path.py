@@ -35,6 +35,7 @@ from antiphon.aio.worker import (
     thread_nice,
 )
 from antiphon.audio.frame import AudioFrame
+from antiphon.errors import ConfigError
 from antiphon.services.vad import OffloadedVAD, SpeechEnd, SpeechStart, VADEvent
 from antiphon.testing.agent import (
     Conversation,
@@ -49,6 +50,30 @@ from antiphon.testing.agent import (
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's"
 )
+
+
+@pytest.fixture(autouse=True)
+def serving_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests build engines as ``antiphon serve`` does: inference lowered."""
+    monkeypatch.setattr(worker_module, "INFERENCE_NICE", worker_module.SERVE_INFERENCE_NICE)
+
+
+def test_inference_runs_at_normal_priority_unless_a_server_lowers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    probe = "import antiphon.aio.worker as w; print(w.INFERENCE_NICE)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "0"  # a library, a test, `antiphon talk`: not lowered
+    monkeypatch.delenv(worker_module.NICE_ENV, raising=False)
+    assert worker_module.inference_nice_from_env(5) == 5
+    monkeypatch.setenv(worker_module.NICE_ENV, "0")
+    assert worker_module.inference_nice_from_env(5) == 0
+    for bad in ("-1", "20", "low"):
+        monkeypatch.setenv(worker_module.NICE_ENV, bad)
+        with pytest.raises(ConfigError, match="ANTIPHON_INFERENCE_NICE must be an integer"):
+            worker_module.inference_nice_from_env(5)
 
 
 class HeldWorker(BatchWorker):

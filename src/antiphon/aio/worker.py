@@ -15,7 +15,8 @@ call that never returns cannot keep the process alive, and ``aclose`` waiting (b
 for the thread's last act before joining it.
 
 Real-time work before batch inference (Linux, where nice is per thread and a new thread
-takes its creator's): the threads of inference engines run :data:`INFERENCE_NICE` below
+takes its creator's; set by the server, off elsewhere): the threads of inference engines
+run :data:`INFERENCE_NICE` below
 the event loop and the VAD worker, so five calls' decoding cannot keep a barge-in waiting
 for a core. Two ways, because engines make threads in two places:
 
@@ -49,14 +50,18 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from antiphon.errors import ProviderError, ProviderTimeoutError, StreamClosedError
+from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError, StreamClosedError
 
 __all__ = [
     "INFERENCE_NICE",
+    "NICE_ENV",
+    "SERVE_INFERENCE_NICE",
     "BatchWorker",
     "ThreadWorker",
     "build_niced",
+    "inference_nice_from_env",
     "lower_thread_priority",
+    "set_inference_nice",
     "thread_nice",
 ]
 
@@ -66,14 +71,50 @@ E = TypeVar("E")
 
 _worker_ids = itertools.count(1)
 
-INFERENCE_NICE = 5
+INFERENCE_NICE = 0
 """Nice steps by which inference engines' threads run below real-time work (0: off).
 
-At +5 a busy inference thread weighs about a third of a default one in Linux's fair
-scheduler: the event loop and the VAD get a core first when they wake, and inference
-still gets its share when the machine is loaded by other work. +10 (a tenth) starved
-inference on a loaded 2-core machine: calls went unanswered and the server's model load
-missed its deadline (``docs/twilio.md``)."""
+Off by default: in a library, a test or ``antiphon talk`` there is no real-time work to
+yield to, and a lowered engine would only yield to unrelated processes of the same
+scheduling group (on a busy CI machine, a test's models starved). The server sets it
+(:func:`antiphon.server.app.serve`: :data:`SERVE_INFERENCE_NICE`, or the
+``ANTIPHON_INFERENCE_NICE`` environment variable, see :func:`inference_nice_from_env`)
+before its models load; it is read when an engine is built."""
+
+SERVE_INFERENCE_NICE = 5
+"""What ``antiphon serve`` uses. At +5 a busy inference thread weighs about a third of a
+default one in Linux's fair scheduler: the event loop and the VAD get a core first when
+they wake, and inference still gets its share when the machine is loaded by other work.
++10 (a tenth) starved inference on a loaded 2-core machine: calls went unanswered and the
+server's model load missed its deadline (``docs/twilio.md``)."""
+
+NICE_ENV = "ANTIPHON_INFERENCE_NICE"
+
+
+def inference_nice_from_env(default: int) -> int:
+    """``ANTIPHON_INFERENCE_NICE`` (an int from 0 to 19), else ``default``.
+
+    Raises:
+        ConfigError: the variable is set to something else (one line saying what to set).
+    """
+    raw = os.environ.get(NICE_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        steps = int(raw)
+    except ValueError:
+        steps = -1
+    if not 0 <= steps <= 19:
+        raise ConfigError(f"{NICE_ENV} must be an integer from 0 (off) to 19, got {raw!r}")
+    return steps
+
+
+def set_inference_nice(steps: int) -> None:
+    """Run engines built from now on ``steps`` nice values below real-time work (0: off)."""
+    global INFERENCE_NICE
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 19:
+        raise ConfigError(f"inference nice must be an int from 0 to 19, got {steps!r}")
+    INFERENCE_NICE = steps
 
 
 def thread_nice(native_id: int | None = None) -> int | None:

@@ -40,6 +40,7 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from antiphon.aio import worker
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.audio.recording import CallRecorder, call_recorder
 from antiphon.errors import ConfigError
@@ -509,6 +510,9 @@ def serve(
     ``carriers`` None: the carriers' secrets from the environment
     (:meth:`~antiphon.server.telephony.CarrierSecrets.from_env`).
     """
+    # a server's real-time work (the loop, the VAD) before its models' inference, set
+    # before any model loads (aio/worker.py; ANTIPHON_INFERENCE_NICE=0 turns it off)
+    worker.set_inference_nice(worker.inference_nice_from_env(worker.SERVE_INFERENCE_NICE))
     if host not in LOOPBACK_HOSTS and token is None:
         log.warning(
             "serving on %s without a token: anyone who reaches this address can talk to the "
