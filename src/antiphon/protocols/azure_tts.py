@@ -13,24 +13,51 @@
 - The Speech SDK side: :func:`sdk_error` maps a cancellation to a typed error; and the
   SDK's (undocumented) v2 WebSocket framing, :func:`encode_ws_text` & co., for the fake.
 
+How it is built: this module holds the formats, the REST request and the RIFF reader; the
+SSML is :mod:`~antiphon.protocols.azure_tts_ssml`, the errors and their hints
+:mod:`~antiphon.protocols.azure_tts_errors`, the WebSocket framing
+:mod:`~antiphon.protocols.azure_tts_ws`. Every name of those is re-exported here, so
+``from antiphon.protocols import azure_tts as az`` stays the one import of the protocol.
+
 See ``docs/azure-tts.md`` for sources.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import struct
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProviderConnectionError,
-    ProviderError,
+from antiphon.errors import ConfigError
+from antiphon.protocols.azure_tts_errors import (
+    AUTH_HINT,
+    KEY_ENV,
+    PROVIDER,
+    REGION_ENV,
+    STATUS_HINTS,
+    sdk_error,
+)
+from antiphon.protocols.azure_tts_ssml import (
+    DEFAULT_LANGUAGE,
+    DEFAULT_VOICE,
+    MSTTS_NS,
+    SSML_NS,
+    XML_NS,
+    SsmlError,
+    SsmlInfo,
+    Voice,
+    build_ssml,
+    clean_text,
+    escape_text,
+    language_of,
+    parse_ssml,
+)
+from antiphon.protocols.azure_tts_ws import (
+    WsMessage,
+    encode_ws_audio,
+    encode_ws_text,
+    parse_ws_message,
 )
 
 __all__ = [
@@ -73,21 +100,9 @@ __all__ = [
     "sdk_error",
 ]
 
-PROVIDER = "azure"
 REST_PATH = "/cognitiveservices/v1"
 WS_V2_PATH = "/cognitiveservices/websocket/v2"
-DEFAULT_VOICE = "en-US-AvaMultilingualNeural"
-DEFAULT_LANGUAGE = "en-US"
 DEFAULT_OUTPUT_FORMAT = "raw-24khz-16bit-mono-pcm"
-SSML_NS = "http://www.w3.org/2001/10/synthesis"
-MSTTS_NS = "http://www.w3.org/2001/mstts"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
-KEY_ENV = "AZURE_SPEECH_KEY"
-REGION_ENV = "AZURE_SPEECH_REGION"
-AUTH_HINT = (
-    f"check {KEY_ENV} (or the api_key/auth_token argument) and that the key belongs to "
-    f"the region in {REGION_ENV}"
-)
 
 
 # --------------------------------------------------------------------------- formats
@@ -204,190 +219,6 @@ def output_format_for(
     return OUTPUT_FORMATS[name]
 
 
-# --------------------------------------------------------------------------- SSML
-
-_INVALID_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_LOCALE = re.compile(r"^[a-z]{2,3}-([A-Z]{2}|\d{3})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:()\- ]{0,199}$")
-_STYLE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
-_NUM = r"\d+(\.\d+)?"
-_RATE = re.compile(rf"^(x-slow|slow|medium|fast|x-fast|default|{_NUM}|[+-]?{_NUM}%)$")
-_PITCH = re.compile(
-    rf"^(x-low|low|medium|high|x-high|default|{_NUM}Hz|[+-]{_NUM}(Hz|st)|[+-]?{_NUM}%)$"
-)
-_VOLUME = re.compile(
-    rf"^(silent|x-soft|soft|medium|loud|x-loud|default|{_NUM}|[+-]{_NUM}|[+-]?{_NUM}%)$"
-)
-
-
-def clean_text(text: str) -> str:
-    """``text`` without the characters XML 1.0 cannot carry (control characters)."""
-    return _INVALID_XML.sub("", text)
-
-
-def language_of(voice: str) -> str:
-    """The locale a voice name starts with (``en-US-AvaNeural`` → ``en-US``)."""
-    parts = voice.split("-")
-    if len(parts) >= 3 and _LOCALE.match(f"{parts[0]}-{parts[1]}"):
-        return f"{parts[0]}-{parts[1]}"
-    return DEFAULT_LANGUAGE
-
-
-@dataclass(frozen=True, slots=True)
-class Voice:
-    """Who speaks and how: the voice, its language, speaking style and prosody.
-
-    ``language`` defaults to the voice name's locale. ``style``/``style_degree``/``role``
-    go into ``mstts:express-as`` (styledegree 0.01-2); ``rate``, ``pitch`` and
-    ``volume`` into ``prosody`` using the SSML value forms (``"+10%"``, ``"1.2"``,
-    ``"-2st"``, ``"+50Hz"``, ``"loud"``, ...). Values the service would reject are
-    refused here with a ConfigError.
-    """
-
-    name: str = DEFAULT_VOICE
-    language: str | None = None
-    style: str | None = None
-    style_degree: float | None = None
-    role: str | None = None
-    rate: str | None = None
-    pitch: str | None = None
-    volume: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ConfigError(
-                f"Azure voice must be a voice name such as {DEFAULT_VOICE!r}, got {self.name!r}"
-            )
-        if self.language is not None and not _LANG.match(self.language):
-            raise ConfigError(
-                f"Azure language must be a locale such as 'en-US', got {self.language!r}"
-            )
-        for attr in ("style", "role"):
-            value = getattr(self, attr)
-            if value is not None and not _STYLE.match(value):
-                raise ConfigError(
-                    f"Azure {attr} must be a name such as 'cheerful' (letters, digits, - and "
-                    f"_), got {value!r}"
-                )
-        if self.style_degree is not None:
-            if self.style is None:
-                raise ConfigError("Azure style_degree needs a style (e.g. style='cheerful')")
-            if not 0.01 <= self.style_degree <= 2:
-                raise ConfigError(
-                    f"Azure style_degree must be between 0.01 and 2, got {self.style_degree}"
-                )
-        checks = (
-            ("rate", _RATE, "'+10%', '-20%', '1.2' or x-slow/slow/medium/fast/x-fast"),
-            ("pitch", _PITCH, "'+2st', '-10%', '+50Hz', '600Hz' or x-low/low/medium/high"),
-            ("volume", _VOLUME, "'+10%', '-5', '80' or silent/x-soft/soft/medium/loud/x-loud"),
-        )
-        for attr, pattern, forms in checks:
-            value = getattr(self, attr)
-            if value is not None and not pattern.match(value):
-                raise ConfigError(f"Azure {attr} {value!r} is not valid; use a form like {forms}")
-
-    @property
-    def locale(self) -> str:
-        return self.language or language_of(self.name)
-
-
-def _attr(value: str) -> str:
-    return (
-        value.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&apos;")
-    )
-
-
-def escape_text(text: str) -> str:
-    """``text`` as SSML character data: control characters removed, ``& < >`` escaped.
-
-    Carriage returns become ``&#13;`` so that a parser gives back exactly ``text``.
-    """
-    return (
-        clean_text(text)
-        .replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("\r", "&#13;")
-    )
-
-
-def build_ssml(text: str, voice: Voice) -> str:
-    """One ``<speak>`` document that says ``text`` (escaped, whitespace kept) with ``voice``."""
-    body = escape_text(text)
-    prosody = [
-        f'{a}="{_attr(v)}"'
-        for a, v in (("rate", voice.rate), ("pitch", voice.pitch), ("volume", voice.volume))
-        if v is not None
-    ]
-    if prosody:
-        body = f"<prosody {' '.join(prosody)}>{body}</prosody>"
-    if voice.style is not None or voice.role is not None:
-        attrs = []
-        if voice.style is not None:
-            attrs.append(f'style="{_attr(voice.style)}"')
-        if voice.style_degree is not None:
-            attrs.append(f'styledegree="{voice.style_degree:g}"')
-        if voice.role is not None:
-            attrs.append(f'role="{_attr(voice.role)}"')
-        body = f"<mstts:express-as {' '.join(attrs)}>{body}</mstts:express-as>"
-    return (
-        f'<speak version="1.0" xmlns="{SSML_NS}" xmlns:mstts="{MSTTS_NS}" '
-        f'xml:lang="{_attr(voice.locale)}"><voice name="{_attr(voice.name)}">{body}'
-        "</voice></speak>"
-    )
-
-
-class SsmlError(ValueError):
-    """The SSML document is not valid (what the service answers with 400)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SsmlInfo:
-    """What a ``<speak>`` document asks for (read back by :func:`parse_ssml`)."""
-
-    text: str
-    voice: str
-    language: str
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    """Attributes of ``express-as`` and ``prosody`` (style, styledegree, rate, ...)."""
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def parse_ssml(ssml: str | bytes) -> SsmlInfo:
-    """Check a ``<speak>`` document and return its text (all voices joined) and settings."""
-    try:
-        root = ET.fromstring(ssml)
-    except ET.ParseError as exc:
-        raise SsmlError(f"SSML is not well-formed XML: {exc}") from None
-    if _local(root.tag) != "speak":
-        raise SsmlError(f"the root element must be <speak>, got <{_local(root.tag)}>")
-    if root.get("version") != "1.0":
-        raise SsmlError("<speak> needs version='1.0'")
-    language = root.get(f"{{{XML_NS}}}lang")
-    if not language:
-        raise SsmlError("<speak> needs xml:lang")
-    voices = [el for el in root if _local(el.tag) == "voice"]
-    if not voices:
-        raise SsmlError("<speak> needs at least one <voice> element")
-    attributes: dict[str, str] = {}
-    for v in voices:
-        if not v.get("name"):
-            raise SsmlError("<voice> needs a name")
-        for el in v.iter():
-            if _local(el.tag) in ("express-as", "prosody"):
-                attributes.update(el.attrib)
-    text = "".join("".join(v.itertext()) for v in voices)
-    return SsmlInfo(text, voices[0].get("name", ""), language, attributes)
-
-
 # --------------------------------------------------------------------------- REST
 
 _REGION = re.compile(r"^[a-z][a-z0-9]{1,40}$")
@@ -455,21 +286,6 @@ def request_headers(
     else:
         headers["Authorization"] = f"Bearer {token}"
     return headers
-
-
-#: What to check for each HTTP status of the synthesis endpoint.
-STATUS_HINTS: dict[int, str] = {
-    400: (
-        "the service refused the request: check the voice name (it must exist in the region), "
-        "the style and prosody values, and the output format"
-    ),
-    401: AUTH_HINT,
-    403: AUTH_HINT,
-    404: "no synthesis endpoint at this URL; check the region or base_url",
-    415: "the request's Content-Type must be application/ssml+xml (please report this)",
-    429: "over the resource's request quota (free tier: 20 per minute); slow down or upgrade",
-    502: "a network or server problem at Azure (or invalid headers); retrying usually helps",
-}
 
 
 # --------------------------------------------------------------------------- RIFF
@@ -586,155 +402,3 @@ class RiffReader:
                 f"bits; {exp.name} was requested"
             )
         self._seen_fmt = True
-
-
-# --------------------------------------------------------------------------- Speech SDK
-
-
-#: ``CancellationErrorCode`` names of the Speech SDK → HTTP-like status for the error.
-_SDK_STATUS = {
-    "AuthenticationFailure": 401,
-    "Forbidden": 403,
-    "TooManyRequests": 429,
-    "BadRequest": 400,
-    "ServiceUnavailable": 503,
-    "ServiceError": 500,
-}
-_CLOSED_BY_SERVER = re.compile(r"closed by the remote host\. Error code: (\d+)")
-_STATUS_IN_TEXT = re.compile(r"\((\d{3})\)|\b(?:status|code)[: ]+(\d{3})\b", re.IGNORECASE)
-
-
-def sdk_error(error_code: str, details: str, *, stage: str) -> ProviderError:
-    """The typed error for a Speech SDK cancellation (``error_code`` is the enum's name).
-
-    The SDK reports refused WebSocket upgrades as text (``... (401)``); that status, when
-    present, becomes the error's code.
-    """
-    details = " ".join(details.split())[:400] or "no details"
-    closed = _CLOSED_BY_SERVER.search(details)
-    if closed and error_code not in ("AuthenticationFailure", "Forbidden"):
-        code = int(closed.group(1))
-        return ProviderConnectionError(
-            f"the service closed the connection: {details}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="the service dropped the connection; retrying usually helps",
-            retryable=code in (1001, 1006, 1011, 1012, 1013),
-        )
-    m = _STATUS_IN_TEXT.search(details)
-    status = int(m.group(1) or m.group(2)) if m else _SDK_STATUS.get(error_code)
-    if error_code in ("AuthenticationFailure", "Forbidden") or status in (401, 403):
-        return AuthError(
-            f"the service refused the credentials: {details}",
-            provider=PROVIDER,
-            stage="connect",
-            code=status or 401,
-            hint=AUTH_HINT,
-        )
-    if error_code == "ConnectionFailure" and status is None:
-        return ProviderConnectionError(
-            f"the connection failed: {details}",
-            provider=PROVIDER,
-            stage=stage,
-            hint="check the region or endpoint and the network",
-            retryable=True,
-        )
-    if error_code == "ServiceTimeout":
-        return ProviderConnectionError(
-            f"the service timed out: {details}",
-            provider=PROVIDER,
-            stage=stage,
-            hint="the service did not answer in time; retrying usually helps",
-            retryable=True,
-        )
-    retryable = status is not None and (status == 429 or status >= 500)
-    if status is None:
-        retryable = error_code in ("ServiceError", "ServiceUnavailable", "ConnectionFailure")
-    return ProviderError(
-        f"synthesis was cancelled ({error_code}): {details}",
-        provider=PROVIDER,
-        stage="connect" if status is not None and error_code == "ConnectionFailure" else stage,
-        code=status if status is not None else error_code,
-        hint=STATUS_HINTS.get(status or 0),
-        retryable=retryable,
-    )
-
-
-# The Speech SDK's WebSocket messages (read from Microsoft's JS SDK; not a published API):
-# text frames are "Name:value" header lines, a blank line, then the body; binary frames
-# are a 2-byte big-endian header length, the header lines, then the payload.
-
-
-@dataclass(frozen=True, slots=True)
-class WsMessage:
-    """One Speech SDK WebSocket message: its headers (``Path``, ``X-RequestId``, ...) and body."""
-
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        return self.header("Path").lower()
-
-    @property
-    def request_id(self) -> str:
-        return self.header("X-RequestId")
-
-    def header(self, name: str) -> str:
-        name = name.lower()
-        for k, v in self.headers.items():
-            if k.lower() == name:
-                return v
-        return ""
-
-    def json(self) -> object:
-        """The body parsed as JSON (None if it is not JSON)."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-
-def _header_lines(headers: Mapping[str, str]) -> str:
-    return "".join(f"{k}:{v}\r\n" for k, v in headers.items())
-
-
-def _parse_headers(text: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip()] = v.strip()
-    return headers
-
-
-def encode_ws_text(
-    path: str, request_id: str, body: str = "", content_type: str = "application/json"
-) -> str:
-    """A text frame with ``Path``/``X-RequestId``/``Content-Type`` headers and ``body``."""
-    head = {"X-RequestId": request_id, "Content-Type": content_type, "Path": path}
-    return _header_lines(head) + "\r\n" + body
-
-
-def encode_ws_audio(request_id: str, stream_id: str, audio: bytes) -> bytes:
-    """A binary ``Path: audio`` frame carrying ``audio``."""
-    head = _header_lines(
-        {"X-RequestId": request_id, "X-StreamId": stream_id, "Path": "audio"}
-    ).encode("ascii")
-    return struct.pack(">H", len(head)) + head + audio
-
-
-def parse_ws_message(frame: str | bytes) -> WsMessage:
-    """Headers and body of a text or binary frame (``ValueError`` if it is malformed)."""
-    if isinstance(frame, str):
-        head, sep, body = frame.partition("\r\n\r\n")
-        if not sep:
-            raise ValueError("text frame without a blank line after its headers")
-        return WsMessage(_parse_headers(head), body.encode("utf-8"))
-    if len(frame) < 2:
-        raise ValueError("binary frame shorter than its header length")
-    n = struct.unpack(">H", frame[:2])[0]
-    if len(frame) < 2 + n:
-        raise ValueError("binary frame shorter than its headers")
-    return WsMessage(_parse_headers(frame[2 : 2 + n].decode("ascii", "replace")), frame[2 + n :])
