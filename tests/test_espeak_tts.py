@@ -261,7 +261,7 @@ async def test_a_stream_cancelled_while_queued_never_takes_the_library() -> None
         a = tts.synthesize(LONG)
         await until(engine.gated.is_set)
         b = tts.synthesize("Queued behind the first.")
-        worker = tts._worker
+        worker = tts._slot.current
         assert worker is not None
         # b's job is queued behind a's on the (busy) engine thread before the cancel
         await until(lambda: worker._jobs.qsize() >= 1)

@@ -58,6 +58,7 @@ __all__ = [
     "SERVE_INFERENCE_NICE",
     "BatchWorker",
     "ThreadWorker",
+    "WorkerSlot",
     "build_niced",
     "inference_nice_from_env",
     "lower_thread_priority",
@@ -328,6 +329,12 @@ class ThreadWorker(Generic[E]):
             f"the engine raised {exc!r}", provider=self.provider, stage=stage
         ) from exc
 
+    async def load(self, timeout: float) -> None:
+        """Build the engine now if it is not (within ``timeout``), so that a failed load
+        is the caller's error at once rather than a job's that nobody awaits."""
+        if not self.loaded:
+            await self.call(lambda engine: None, timeout=timeout, stage="load")
+
     def retire(self) -> None:
         """Take no more jobs; the thread ends by itself after the queued ones (idempotent)."""
         if not self._closing:
@@ -350,6 +357,46 @@ class ThreadWorker(Generic[E]):
             return False
         self._thread.join(timeout=0.5)  # it has posted its last act: returns at once
         return not self._thread.is_alive()
+
+
+class WorkerSlot(Generic[E]):
+    """The one :class:`ThreadWorker` of an engine plugin, replaced when a call on it hung.
+
+    :meth:`get` gives the current worker, or a fresh one from ``make`` when there is none
+    or the current one is stuck or closing; a replaced worker is retired (its thread ends
+    by itself once the hung call returns) and kept until its thread has ended, so
+    :attr:`threads` and :meth:`aclose` still see it.
+    """
+
+    def __init__(self, make: Callable[[], ThreadWorker[E]]) -> None:
+        self._make = make
+        self.current: ThreadWorker[E] | None = None
+        self._retired: list[ThreadWorker[E]] = []
+
+    def get(self) -> ThreadWorker[E]:
+        w = self.current
+        if w is None or not w.usable:
+            if w is not None:
+                w.retire()
+                self._retired.append(w)
+            self._retired = [r for r in self._retired if r.thread.is_alive()]
+            w = self.current = self._make()
+        return w
+
+    def _all(self) -> list[ThreadWorker[E]]:
+        return [*self._retired, *([self.current] if self.current else [])]
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The engine threads alive now (for leak checks)."""
+        return [w.thread for w in self._all() if w.thread.is_alive()]
+
+    async def aclose(self, timeout: float) -> None:
+        """Close every worker (the current and the retired), each within ``timeout``."""
+        workers = self._all()
+        self.current, self._retired = None, []
+        if workers:
+            await asyncio.gather(*(w.aclose(timeout) for w in workers))
 
 
 class BatchWorker:

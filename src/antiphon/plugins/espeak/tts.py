@@ -20,7 +20,6 @@ it) and a fresh one serves the next stream.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import threading
@@ -30,7 +29,7 @@ from typing import ClassVar
 
 from antiphon.aio.deadline import deadline
 from antiphon.aio.handoff import Handoff
-from antiphon.aio.worker import ThreadWorker
+from antiphon.aio.worker import ThreadWorker, WorkerSlot
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import StreamResampler
 from antiphon.errors import ConfigError, ProviderError
@@ -84,34 +83,24 @@ class EspeakTTS(TTS):
         self._synthesize: Synthesizer = synthesize or functools.partial(
             esp.synthesize, wait=self.deadlines.first_audio
         )
-        self._worker: ThreadWorker[None] | None = None
-        self._retired: list[ThreadWorker[None]] = []
+        self._slot: WorkerSlot[None] = WorkerSlot(
+            lambda: ThreadWorker(lambda: None, provider=self.provider)
+        )
 
     def _engine(self) -> ThreadWorker[None]:
         """The worker thread, replaced if a call on it hung."""
-        w = self._worker
-        if w is None or not w.usable:
-            if w is not None:
-                w.retire()  # its thread ends once the hung call returns
-                self._retired.append(w)
-            self._retired = [r for r in self._retired if r.thread.is_alive()]
-            w = self._worker = ThreadWorker(lambda: None, provider=self.provider)
-        return w
+        return self._slot.get()
 
     @property
     def threads(self) -> list[threading.Thread]:
         """The engine threads alive now (for leak checks)."""
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        return [w.thread for w in workers if w.thread.is_alive()]
+        return self._slot.threads
 
     def _new_stream(self, generation: int) -> SynthesisStream:
         return EspeakStream(self, generation)
 
     async def _aclose_resources(self) -> None:
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        self._worker, self._retired = None, []
-        if workers:
-            await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
+        await self._slot.aclose(self.deadlines.close)
 
 
 class EspeakStream(FlushSegmentStream):
@@ -132,8 +121,7 @@ class EspeakStream(FlushSegmentStream):
     async def _speak(self, text: str) -> None:
         tts, dl = self._tts, self._tts.deadlines
         worker = tts._engine()
-        if not worker.loaded:  # a engine that fails to load is this stream's error, at once
-            await worker.call(lambda e: None, timeout=dl.connect, stage="load")
+        await worker.load(dl.connect)  # a failed load is this stream's error, at once
         audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="espeak audio")
         abort = self._abort = threading.Event()
         synthesize, voice = tts._synthesize, tts.voice

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from antiphon.aio.handoff import Handoff
 from antiphon.aio.tasks import TaskOwner
-from antiphon.aio.worker import ThreadWorker
+from antiphon.aio.worker import ThreadWorker, WorkerSlot
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.plugins.weights import verify
 from antiphon.protocols import openai_chat
@@ -143,8 +143,9 @@ class LlamaCppLLM(LLM):
         self.temperature = temperature
         self.chat_format = chat_format
         self._loader = loader
-        self._worker: ThreadWorker[Any] | None = None
-        self._retired: list[ThreadWorker[Any]] = []
+        self._slot: WorkerSlot[Any] = WorkerSlot(
+            lambda: ThreadWorker(self._load, provider=PROVIDER, close=_close_model)
+        )
 
     def _load(self) -> Any:
         """Check the pin and load the model (on the worker thread)."""
@@ -169,14 +170,7 @@ class LlamaCppLLM(LLM):
 
     def _engine(self) -> ThreadWorker[Any]:
         """The model's thread, replaced if a generation on it did not stop."""
-        w = self._worker
-        if w is None or not w.usable:
-            if w is not None:
-                w.retire()
-                self._retired.append(w)
-            self._retired = [r for r in self._retired if r.thread.is_alive()]
-            w = self._worker = ThreadWorker(self._load, provider=PROVIDER, close=_close_model)
-        return w
+        return self._slot.get()
 
     async def prewarm(self) -> None:
         """Load the model now (within ``deadlines.first_token``)."""
@@ -185,8 +179,7 @@ class LlamaCppLLM(LLM):
     @property
     def threads_alive(self) -> list[threading.Thread]:
         """The model threads alive now (for leak checks)."""
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        return [w.thread for w in workers if w.thread.is_alive()]
+        return self._slot.threads
 
     def request(self, context: ChatContext, tools: Iterable[FunctionTool]) -> dict[str, Any]:
         """The keyword arguments of ``create_chat_completion`` for this conversation."""
@@ -214,10 +207,7 @@ class LlamaCppLLM(LLM):
         return LlamaCppStream(self, context, tools, generation, self._tasks)
 
     async def _aclose_resources(self) -> None:
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        self._worker, self._retired = None, []
-        if workers:
-            await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
+        await self._slot.aclose(self.deadlines.close)
         await super()._aclose_resources()
 
 
@@ -253,8 +243,7 @@ class LlamaCppStream(ChatStream):
         llm = self._llm
         kwargs = llm.request(self.context, self.tools)
         worker = llm._engine()
-        if not worker.loaded:  # a failed load (a pin, a bad file) is this stream's error
-            await worker.call(lambda m: None, timeout=llm.deadlines.first_token, stage="load")
+        await worker.load(llm.deadlines.first_token)  # a failed load (a pin) fails it here
         chunks: Handoff[Mapping[str, Any] | _Done] = Handoff(IN_FLIGHT, name="llamacpp chunks")
         abort, stopped = threading.Event(), asyncio.Event()
 

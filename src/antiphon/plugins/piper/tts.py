@@ -30,7 +30,6 @@ How it is built:
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
@@ -43,7 +42,7 @@ from typing import Any, ClassVar
 
 from antiphon.aio.deadline import deadline
 from antiphon.aio.handoff import Handoff
-from antiphon.aio.worker import ThreadWorker
+from antiphon.aio.worker import ThreadWorker, WorkerSlot
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import StreamResampler
 from antiphon.errors import ConfigError, ProviderError
@@ -156,8 +155,11 @@ class PiperTTS(TTS):
             sample_rate=sample_rate or self.native_rate, deadlines=deadlines or DEADLINES
         )
         self._threads = threads
-        self._worker: ThreadWorker[PiperVoice] | None = None
-        self._retired: list[ThreadWorker[PiperVoice]] = []
+        self._slot: WorkerSlot[PiperVoice] = WorkerSlot(
+            lambda: ThreadWorker(
+                self._load, provider=self.provider, close=PiperVoice.close, inference=True
+            )
+        )
 
     def _load(self) -> PiperVoice:
         """Check the files and load the voice (on the worker thread)."""
@@ -171,16 +173,7 @@ class PiperTTS(TTS):
 
     def _engine(self) -> ThreadWorker[PiperVoice]:
         """The worker thread, replaced if a call on it hung."""
-        w = self._worker
-        if w is None or not w.usable:
-            if w is not None:
-                w.retire()  # its thread ends once the hung call returns
-                self._retired.append(w)
-            self._retired = [r for r in self._retired if r.thread.is_alive()]
-            w = self._worker = ThreadWorker(
-                self._load, provider=self.provider, close=PiperVoice.close, inference=True
-            )
-        return w
+        return self._slot.get()
 
     async def prewarm(self) -> None:
         """Load the voice now (within ``deadlines.connect``), so the first reply starts at once."""
@@ -189,17 +182,13 @@ class PiperTTS(TTS):
     @property
     def threads(self) -> list[threading.Thread]:
         """The engine threads alive now (for leak checks)."""
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        return [w.thread for w in workers if w.thread.is_alive()]
+        return self._slot.threads
 
     def _new_stream(self, generation: int) -> SynthesisStream:
         return PiperStream(self, generation)
 
     async def _aclose_resources(self) -> None:
-        workers = [*self._retired, *([self._worker] if self._worker else [])]
-        self._worker, self._retired = None, []
-        if workers:
-            await asyncio.gather(*(w.aclose(self.deadlines.close) for w in workers))
+        await self._slot.aclose(self.deadlines.close)
 
 
 class PiperStream(FlushSegmentStream):
@@ -223,8 +212,7 @@ class PiperStream(FlushSegmentStream):
         segmenter = SentenceSegmenter()
         sentences = [*segmenter.push(text), *segmenter.finish()]
         worker = tts._engine()
-        if not worker.loaded:  # a voice that fails to load is this stream's error, at once
-            await worker.call(lambda e: None, timeout=dl.connect, stage="load")
+        await worker.load(dl.connect)  # a failed load is this stream's error, at once
         audio: Handoff[bytes | _Done] = Handoff(IN_FLIGHT, name="piper audio")
         abort = self._abort = threading.Event()
         stream, rate = self, tts.native_rate
