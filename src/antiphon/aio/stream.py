@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -180,17 +181,22 @@ class ProviderStream(ABC, Generic[T]):
 
 
 class _Mailbox(Channel[object]):
-    """An input stream's mailbox: overflowing it fails the stream (stage ``input``)."""
+    """An input stream's mailbox: overflowing it fails the stream (stage ``input``).
+
+    It knows its stream weakly: the stream holds it, and a strong reference back would be
+    a cycle per stream, left for a full garbage collection.
+    """
 
     def __init__(self, stream: InputStream[Any], maxsize: int) -> None:
         super().__init__(maxsize, Overflow.FAIL, name=f"{stream.provider} stream input")
-        self._stream = stream
+        self._stream = weakref.ref(stream)
 
     def send_nowait(self, item: object) -> None:
         try:
             super().send_nowait(item)
         except ChannelFull as exc:
-            error = self._stream._overflowed(exc)
+            stream = self._stream()
+            error = exc if stream is None else stream._overflowed(exc)
             raise StreamClosedError(f"cannot send: {error}") from exc
 
 
@@ -260,12 +266,13 @@ class ProviderService(ABC, Generic[S]):
         return self._closed
 
     def _open(self, make: Callable[[], S]) -> S:
-        """A new stream from ``make()``, tracked until its task ends."""
+        """A new stream from ``make()``, tracked until its task ends (then let go of: an
+        ended stream holds its service, which would hold it, a cycle)."""
         if self._closed:
             raise StreamClosedError(f"{self.provider} {self.kind} is closed; create a new one")
-        self._streams = {s for s in self._streams if not s._task.done()}
         s = make()
         self._streams.add(s)
+        s._task.add_done_callback(lambda _: self._streams.discard(s))
         return s
 
     @property
