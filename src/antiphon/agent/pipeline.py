@@ -27,12 +27,12 @@ Names:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from antiphon.aio.tasks import TaskGroup
 from antiphon.aio.worker import BatchWorker
 from antiphon.errors import ConfigError
 from antiphon.plugins.registry import TTS_PROVIDERS, TTSSettings, tts_provider
@@ -335,7 +335,7 @@ async def open_services(
     await stack.enter_async_context(tts)
     # both models load at once, each on its own worker thread (a cold start is shorter)
     try:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tg.create_task(stt.prewarm())
             tg.create_task(tts.prewarm())
     except* Exception as group:

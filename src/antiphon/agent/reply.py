@@ -32,6 +32,7 @@ from antiphon.agent.playback import Playback, WordSync
 from antiphon.agent.tracing import get_tracer
 from antiphon.aio.channel import Channel, Overflow
 from antiphon.aio.clock import Clock
+from antiphon.aio.tasks import TaskGroup
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.audio.track import OutputTrack
@@ -86,6 +87,10 @@ class Reply:
         return min(self.playback.written, max(0.0, track.played - self.base))
 
 
+def _ignore(_: object) -> None:
+    """A closed session's callback: news of a reply that ended after it is dropped."""
+
+
 class ReplyRunner:
     """Runs replies with the session's services; reports their news to ``report``.
 
@@ -112,6 +117,11 @@ class ReplyRunner:
         self._emit = emit
         self._report = report
 
+    def release(self) -> None:
+        """Let go of the session's callbacks (its methods: a cycle), once it is closed."""
+        self._emit = _ignore
+        self._report = _ignore
+
     def _news(self, reply: Reply, kind: str, error: ProviderError | None = None) -> None:
         self._report(ReplyNews(reply, kind, error))
 
@@ -130,7 +140,7 @@ class ReplyRunner:
             tick=self.output.frame_duration,
         )
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._think(reply, sentences))
                 follow = tg.create_task(words.run())  # AgentWords as the audio plays
                 speak = tg.create_task(self._speak(reply, sentences))
@@ -269,7 +279,7 @@ class ReplyRunner:
                 streams.close()
 
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(open_streams())
                 async for sentence, stream in streams:
                     try:

@@ -329,6 +329,10 @@ class AgentSession(SessionShell):
         finally:
             if self._own_log and self._log_file is not None:
                 self._log_file.close()
+            # let go of what holds this session's methods (each a reference cycle that
+            # would wait for a full garbage collection): the VAD may outlive the call
+            self.vad.on_decided(None)
+            self._runner.release()
 
     def _on_task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
         """A task of the session died: the session fails with the error (rule 12)."""

@@ -32,6 +32,7 @@ from antiphon.agent.pipeline import (
 )
 from antiphon.agent.session import AgentSession
 from antiphon.aio.clock import MonotonicClock
+from antiphon.aio.tasks import TaskGroup
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.wav import WavWriter
 from antiphon.errors import AntiphonError
@@ -125,7 +126,7 @@ async def talk(
             session.end_input()
 
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(play())
                 tg.create_task(listen())
                 try:

@@ -216,6 +216,7 @@ def create_app(
             yield guard
         finally:
             guards.discard(guard)
+            guard.on_expire = None  # the bridge's method: the bridge holds the guard
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
 

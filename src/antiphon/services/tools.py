@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, overload
 
+from antiphon.aio.tasks import TaskGroup
 from antiphon.errors import AntiphonError, ConfigError
 from antiphon.services.tool_threads import ToolThreads, ToolTimeoutError
 
@@ -504,7 +505,7 @@ async def run_tools(
         return ToolOutcome(call_id, name, _text(result))
 
     try:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tasks = [tg.create_task(one(*c)) for c in plain]
     finally:
         if own_threads is not None:

@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from antiphon.aio.tasks import TaskGroup
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import fake_side
 
@@ -295,7 +296,7 @@ class WsConnection:
             await self.close(plan.close_on_open, plan.close_on_open_reason)
             return
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 self._tg = tg
                 self.spawn(self._lifetime())
                 try:

@@ -48,7 +48,7 @@ from typing import Generic, Protocol, TypeVar
 from antiphon.agent.events import AgentEvent, AgentState, Interrupted, StateChanged
 from antiphon.agent.session import AgentSession
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
-from antiphon.aio.tasks import shielded_wait
+from antiphon.aio.tasks import reap, shielded_wait
 from antiphon.errors import AntiphonError, StreamClosedError
 
 __all__ = [
@@ -200,6 +200,8 @@ class CallBridge(ABC, Generic[M]):
         for t in tasks:
             t.cancel()
         await asyncio.wait(tasks, timeout=self.send_timeout)
+        for t in tasks:
+            reap(t)  # its frames hold this bridge, which holds the task: no cycle kept
         await self.session.aclose()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.send_timeout):
