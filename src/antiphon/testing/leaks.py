@@ -5,6 +5,10 @@ its tasks are created in a context marked as the fake's side (:func:`fake_side`)
 task factory records them, so :class:`LeakCheck` counts only the client's tasks. Its
 sockets are told apart by port: the check looks for sockets whose *remote* end is the
 fake's port, which only the client's are.
+
+:class:`CycleCheck` finds what antiphon left in reference cycles: a session's objects
+must go when it ends, by reference counting, not wait for a full garbage collection
+(which on a busy server pauses the event loop for tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import os
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
-__all__ = ["LeakCheck", "client_sockets_to", "fake_side", "is_fake_task"]
+__all__ = ["CycleCheck", "LeakCheck", "client_sockets_to", "fake_side", "is_fake_task"]
 
 _FAKE_SIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "antiphon_fake_side", default=False
@@ -136,3 +142,62 @@ class LeakCheck:
             if loop.time() >= end:
                 raise AssertionError("left behind:\n  " + "\n  ".join(left))
             await asyncio.sleep(0.01)
+
+
+def _ours(obj: object) -> str | None:
+    """A short name for ``obj`` if it is antiphon's (a task, frame or error of its code)."""
+    if isinstance(obj, types.FrameType):
+        code = obj.f_code
+        return f"frame {code.co_name}" if _PACKAGE in code.co_filename else None
+    if isinstance(obj, asyncio.Task):
+        coro_code: types.CodeType | None = getattr(obj.get_coro(), "cr_code", None)
+        if coro_code is not None and _PACKAGE in coro_code.co_filename:
+            return f"task {coro_code.co_qualname}"
+        return None
+    if isinstance(obj, asyncio.CancelledError):
+        return "CancelledError"
+    module = type(obj).__module__
+    if module == "antiphon" or module.startswith("antiphon."):
+        return type(obj).__qualname__
+    return None
+
+
+_PACKAGE = os.sep + "antiphon" + os.sep
+
+
+class CycleCheck:
+    """Finds antiphon's objects left in reference cycles (freed only by a full collection).
+
+    ``with CycleCheck() as cycles:`` collects, then turns the collector off for the block,
+    so what the code under test drops must go by reference counting alone; after the
+    objects are dropped, :meth:`found` lists what of antiphon's is still waiting for the
+    collector (each as a short name with its count). Leaving the block turns the
+    collector back on if it was on.
+    """
+
+    def __enter__(self) -> CycleCheck:
+        self._was = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was:
+            gc.enable()
+
+    def found(self) -> dict[str, int]:
+        """What of antiphon's sits in reference cycles now (collected by this call)."""
+        debug = gc.get_debug()
+        gc.set_debug(debug | gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            names = [_ours(o) for o in gc.garbage]
+        finally:
+            gc.garbage.clear()
+            gc.set_debug(debug)
+            gc.collect()  # now free them: the next call reports only what is new
+        counts: dict[str, int] = {}
+        for name in names:
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
