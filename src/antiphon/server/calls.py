@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any, Protocol
 
 import uvicorn
 
+from antiphon.server.heap import settle_heap
 from antiphon.transports.base import GOING_AWAY
 
 __all__ = ["Call", "CallRegistry", "DrainingServer"]
@@ -72,7 +74,8 @@ class CallRegistry:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but the first SIGINT/SIGTERM drains calls before it stops.
 
-    A second signal stops at once (uvicorn's own handling).
+    A second signal stops at once (uvicorn's own handling). Once started, the heap is
+    settled (:func:`~antiphon.server.heap.settle_heap`).
     """
 
     def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_timeout: float):
@@ -96,6 +99,12 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         await self._registry.drain(self._drain_timeout)
         self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup (the agent's models load there), then the heap is settled."""
+        await super().startup(sockets)
+        if self.started:
+            settle_heap()
 
     async def run_draining(self) -> None:
         self._loop = asyncio.get_running_loop()
