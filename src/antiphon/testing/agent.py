@@ -137,6 +137,8 @@ class ScriptedSTT(STT):
         self.flushes = 0
         self.streams_opened = 0
         self.heard: list[str] = []
+        self.record = True
+        """Whether :attr:`heard` keeps what was heard (off in a long bench)."""
 
     def _new_stream(self, generation: int) -> RecognizeStream:
         number = self.streams_opened
@@ -187,7 +189,8 @@ class _ScriptedRecognize(RecognizeStream):
                     if stt.final_delay:
                         await _pause(stt.clock, stt.final_delay)
                     text = stt.script.pop(0)
-                    stt.heard.append(text)
+                    if stt.record:
+                        stt.heard.append(text)
                     self._emit(
                         Transcript(text, True, utt_start, position, 1.0, utterance, flushed=answers)
                     )
@@ -242,11 +245,14 @@ class ScriptedLLM(LLM):
         self.token_delay = token_delay
         self.fail_after_tokens = fail_after_tokens
         self.requests: list[ChatContext] = []
+        self.record = True
+        """Whether :attr:`requests` keeps every request (off in a long bench)."""
 
     def _new_stream(
         self, context: ChatContext, tools: tuple[FunctionTool, ...], generation: int
     ) -> ChatStream:
-        self.requests.append(context)
+        if self.record:
+            self.requests.append(context)
         item = self.script.pop(0) if self.script else self.default
         return _ScriptedChat(self, context, tools, generation, item)
 
@@ -326,6 +332,8 @@ class ToneTTS(TTS):
         self.chunk_delay = chunk_delay
         self.fail_on = fail_on
         self.spoken: list[str] = []
+        self.record = True
+        """Whether :attr:`spoken` keeps every text (off in a long bench)."""
 
     def _new_stream(self, generation: int) -> SynthesisStream:
         return _ToneStream(self, generation)
@@ -373,7 +381,8 @@ class _ToneStream(SynthesisStream):
                 del words[: len(due)]
                 self._emit_words(due, offset)
             self._emit(AudioFrame(pcm[start : start + step], tts.sample_rate, 1, self.generation))
-        tts.spoken.append(text)
+        if tts.record:
+            tts.spoken.append(text)
 
 
 def _tone_words(text: str) -> tuple[WordTiming, ...]:
@@ -495,15 +504,18 @@ def doubles_agent(
     *,
     min_silence: float = 0.4,
     default_reply: str = "Okay.",
+    record: bool = True,
 ) -> CallableAgent:
     """A server agent on these doubles: one scripted STT, LLM and tone TTS shared by all
-    calls (closed with the server), and an energy VAD per call."""
+    calls (closed with the server), and an energy VAD per call. ``record=False``: the
+    doubles keep no history (a bench's server would otherwise grow with every turn)."""
     from antiphon.agent.session import AgentSession
     from antiphon.server.agents import CallableAgent
 
     stt = ScriptedSTT(script)
     llm = ScriptedLLM(replies, default=default_reply)
     tts = ToneTTS()
+    stt.record = llm.record = tts.record = record
 
     def make() -> AgentSession:
         vad = EnergyVAD(VADOptions(min_speech_duration=0.06, min_silence_duration=min_silence))
