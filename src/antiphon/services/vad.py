@@ -460,12 +460,20 @@ class OffloadedVAD(VAD):
         if lagging:  # the worker is starved: decide here rather than fall behind
             self.inline_frames += 1
             self._take(self._analyse())
-        elif schedule and not self._worker.submit(self._analyse, self._delivered):
+        elif schedule and not self._submit():
             with self._lock:
                 self._scheduled = False
             self._take(self._analyse())
         ready, self._ready = self._ready, []
         return ready
+
+    def _submit(self) -> bool:
+        """Have the worker analyse the queued frames; False if it refused (run inline).
+
+        A subclass whose model runs many calls' windows in one batch hands itself to
+        its batch here (:class:`antiphon.plugins.silero.BatchedSileroVAD`).
+        """
+        return self._worker.submit(self._analyse, self._delivered)
 
     def _analyse(self) -> _Decided:
         """Analyse every queued frame (on the worker, or inline).
