@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from antiphon.agent.pipeline import PipelineSpec
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, StreamClosedError
 from antiphon.plugins.silero import BatchedSileroVAD, SileroBatchWorker, SileroOnnxVAD, SileroVAD
@@ -294,7 +295,7 @@ def test_the_model_is_found_in_a_wheel_and_pinned(
 async def test_the_pipeline_builds_batched_silero_on_one_shared_worker() -> None:
     import contextlib
 
-    from antiphon.agent.pipeline import PipelineSpec, make_vad
+    from antiphon.agent.pipeline import make_vad
     from antiphon.services.vad import OffloadedVAD
 
     with pytest.raises(ConfigError, match="silero-batched"):
@@ -313,3 +314,21 @@ async def test_the_pipeline_builds_batched_silero_on_one_shared_worker() -> None
         with pytest.raises(ConfigError, match="SileroBatchWorker"):
             BatchedSileroVAD(worker=object())  # type: ignore[arg-type]
     assert worker.thread is None or not worker.thread.is_alive()
+
+
+async def test_the_light_offline_agent_answers_on_batched_silero(tmp_path: Path) -> None:
+    """The whole pipeline (open_services loads the batch worker's model on its thread)."""
+    from antiphon.agent.options import AgentOptions, TurnOptions
+    from antiphon.agent.talk import talk
+    from antiphon.audio.wav import read_wav
+
+    spec = PipelineSpec(vad="silero-batched", stt="pocketsphinx", tts="espeak")
+    result = await talk(
+        read_wav(str(EXAMPLE)),
+        str(tmp_path / "r.wav"),
+        spec=spec,
+        timeout=45,
+        options=AgentOptions(turn=TurnOptions(final_timeout=30.0)),
+    )
+    assert result.heard == ["what can you do"]  # the VAD cut the user's turn where ggml does
+    assert result.audio_seconds > 2.0
