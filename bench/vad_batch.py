@@ -21,6 +21,13 @@ and silence between), divided by the windows analysed, and the calling thread's 
   ``[2, B, 128]``), with the gathering of each stream's state and context rows and the
   scattering back counted (what a batched VAD pays), and the bare run.
 
+``--calls N,M`` adds the whole path in real time: N calls on one event loop, each fed
+20 ms frames every 20 ms (the calls' frames spread over the 20 ms, as sockets deliver
+them), through ``silero`` (:class:`~antiphon.plugins.silero.SileroVAD` on an
+:class:`~antiphon.services.vad.OffloadedVAD`, the server's today) and ``silero-batched``
+(:class:`~antiphon.plugins.silero.BatchedSileroVAD`); the process's CPU over the run is
+given as the share of a core per call, with the batches the worker made.
+
 The machine is shared: the load average at start and end is recorded; the ratios between
 runtimes measured in the same process are what to read, not the absolute figures.
 """
@@ -28,6 +35,7 @@ runtimes measured in the same process are what to read, not the absolute figures
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -178,9 +186,63 @@ def agreement(session: Any, windows: list[npt.NDArray[np.int16]]) -> dict[str, f
     return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
 
 
+async def live(
+    variant: str, calls: int, seconds: float, audio: npt.NDArray[np.int16]
+) -> dict[str, Any]:
+    """``calls`` calls for ``seconds`` of real time through ``variant``; CPU per call."""
+    import asyncio
+
+    from antiphon.aio.worker import BatchWorker
+    from antiphon.audio.frame import AudioFrame
+    from antiphon.plugins.silero import BatchedSileroVAD, SileroBatchWorker, SileroVAD
+    from antiphon.services.vad import VAD, OffloadedVAD
+
+    worker: BatchWorker
+    if variant == "silero-batched":
+        batch = SileroBatchWorker("bench-vad")
+        await batch.load()
+        worker = batch
+        vads: list[VAD] = [BatchedSileroVAD(worker=batch) for _ in range(calls)]
+    else:
+        worker = BatchWorker("bench-vad")
+        vads = [OffloadedVAD(SileroVAD(), worker) for _ in range(calls)]
+    frames = AudioFrame.from_array(audio, 16000).split(0.02)
+    ticks = int(seconds / 0.02)
+    events = 0
+    loop = asyncio.get_running_loop()
+    p0, start = time.process_time(), loop.time()
+    for tick in range(ticks):
+        for slot in range(4):  # the calls' frames spread over the 20 ms
+            for i in range(slot, calls, 4):
+                events += len(vads[i].process(frames[(tick + 37 * i) % len(frames)]))
+            due = start + tick * 0.02 + (slot + 1) * 0.005
+            await asyncio.sleep(max(0.0, due - loop.time()))
+    for v in vads:
+        v.flush()
+        v.close()
+    cpu_s = time.process_time() - p0
+    wall = loop.time() - start
+    await worker.aclose(10.0)
+    row: dict[str, Any] = {
+        "variant": variant,
+        "calls": calls,
+        "seconds": wall,
+        "core_pct_per_call": 100.0 * cpu_s / wall / calls,
+        "process_cores": cpu_s / wall,
+        "late_s": wall - seconds,
+        "inline_frames": sum(getattr(v, "inline_frames", 0) for v in vads),
+    }
+    if variant == "silero-batched":
+        row["mean_batch"] = batch.windows / max(1, batch.runs)
+        row["largest_batch"] = batch.largest_batch
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=3000, help="windows per measurement")
+    ap.add_argument("--calls", default="", help="comma-separated call counts for the live run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds of each live run")
     ap.add_argument("--out", default="bench/results/vad_batch.json")
     args = ap.parse_args()
     from antiphon.plugins.silero.batched import packaged_model
@@ -194,6 +256,10 @@ def main() -> None:
     ggml = bench_ggml(windows)
     rows = [bench_onnx(session, windows, b, args.windows) for b in BATCHES]
     agree = agreement(session, windows[:625])  # 20 s of one stream
+    lives = []
+    for n in [int(c) for c in args.calls.split(",") if c.strip()]:
+        for variant in ("silero", "silero-batched"):
+            lives.append(asyncio.run(live(variant, n, args.seconds, audio)))
     result = {
         "bench": "vad_batch",
         "cpus": os.cpu_count(),
@@ -203,6 +269,7 @@ def main() -> None:
         "ggml": ggml,
         "onnx": rows,
         "agreement_20s_speech": agree,
+        "live": lives,
     }
     print(f"load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     print(f"{'runtime':>10} {'µs CPU/window':>14} {'(thread)':>9} {'ggml/this':>10}")
@@ -215,6 +282,13 @@ def main() -> None:
             f"{name:>10} {r['us_per_window']:14.1f} {r['thread_us_per_window']:9.1f} {ratio:10.1f}"
         )
     print(f"probabilities, ggml against onnx, one stream of 20 s: {agree}")
+    for r in lives:
+        extra = f"  mean batch {r['mean_batch']:.1f}" if "mean_batch" in r else ""
+        print(
+            f"live {r['variant']:>14} x{r['calls']:<4} {r['core_pct_per_call']:5.2f} % of a core "
+            f"a call ({r['process_cores']:.2f} cores, {r['inline_frames']} frames inline, "
+            f"{r['late_s']:.2f} s late){extra}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
