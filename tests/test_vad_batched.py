@@ -271,6 +271,44 @@ async def test_batched_calls_on_the_real_worker_thread_decide_like_one_call_alon
     assert worker.thread is not None and not worker.thread.is_alive()
 
 
+def test_events_keep_their_order_when_an_inline_analysis_overtakes_a_delivery() -> None:
+    """The worker analysed a speech start and its delivery is still in flight when the
+    loop, the worker starved, analyses the next frames itself and hears the end: the
+    caller gets the start, then the end (the late delivery brings nothing)."""
+    from antiphon.aio.worker import BatchWorker
+    from antiphon.services.vad import OffloadedVAD
+    from test_vad import EnergyVAD
+
+    class Held(BatchWorker):
+        def __init__(self) -> None:
+            super().__init__("held")
+            self.held: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+
+        def submit(self, job: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+            self.held.append((job, done))
+            return True
+
+    o = opts(speech=0.05, silence_=0.05)
+    audio = np.concatenate([tone(0.3), silence(0.3)])
+    expected = run(EnergyVAD(o), audio)
+    assert kinds(expected) == [SpeechStart, SpeechEnd]
+    worker = Held()
+    vad = OffloadedVAD(EnergyVAD(o), worker, max_lag=0.1)
+    got: list[VADEvent] = []
+    vad.on_decided(got.extend)
+    split = frames(audio, 0.02)
+    for f in split[:4]:  # 80 ms of the tone, queued behind one held job
+        got += vad.process(f)
+    (job, done), *_ = worker.held
+    in_flight = job()  # the worker analysed it (a speech start); not delivered yet
+    for f in split[4:]:  # the rest: the worker is starved, the loop decides inline
+        got += vad.process(f)
+    assert vad.inline_frames > 0 and SpeechEnd in kinds(got)
+    done(in_flight)  # the late delivery
+    got += vad.flush()
+    assert got == expected
+
+
 # ------------------------------------------------------------ weights, wiring
 
 

@@ -50,7 +50,7 @@ from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.plugins.weights import verify
-from antiphon.services.vad import VAD, OffloadedVAD, VADEvent, VADOptions, _Decided
+from antiphon.services.vad import VAD, OffloadedVAD, VADEvent, VADOptions
 
 __all__ = [
     "CONTEXT",
@@ -333,8 +333,8 @@ class SileroBatchWorker(BatchWorker):
         return False
 
     # -- on the thread
-    def _drain(self) -> list[tuple[BatchedSileroVAD, _Decided]]:
-        """Every waiting call's frames, analysed in stacked runs."""
+    def _drain(self) -> list[BatchedSileroVAD]:
+        """Every waiting call's frames, analysed in stacked runs into each call's outbox."""
         with self._wait_lock:
             calls = list(self._waiting.values())
             self._waiting.clear()
@@ -345,10 +345,9 @@ class SileroBatchWorker(BatchWorker):
                 held.enter_context(vad._model_lock)
             cut = [vad._cut_queued() for vad in calls]
             probs = self._infer([vad._streams for vad in calls], cut)
-            return [
-                (vad, vad._decided(windows, p))
-                for vad, windows, p in zip(calls, cut, probs, strict=True)
-            ]
+            for vad, windows, p in zip(calls, cut, probs, strict=True):
+                vad._decide(windows, p)
+        return calls
 
     def _infer(
         self,
@@ -379,9 +378,9 @@ class SileroBatchWorker(BatchWorker):
         return probs
 
 
-def _deliver(results: list[tuple[BatchedSileroVAD, _Decided]]) -> None:
-    for vad, decided in results:
-        vad._delivered(decided)
+def _deliver(calls: list[BatchedSileroVAD]) -> None:
+    for vad in calls:
+        vad._delivered()
 
 
 class BatchedSileroVAD(OffloadedVAD):
@@ -414,12 +413,7 @@ class BatchedSileroVAD(OffloadedVAD):
 
     # -- on the worker, under the model lock (SileroBatchWorker._drain)
     def _cut_queued(self) -> list[npt.NDArray[np.int16]]:
-        with self._lock:
-            self._scheduled = False
-            frames = list(self._frames)
-            self._frames.clear()
-            self._queued_seconds = 0.0
-        self._seq += 1
+        frames = self._take_frames()
         if self._closed:  # closed while waiting: the frames were dropped, nothing to do
             return []
         windows: list[npt.NDArray[np.int16]] = []
@@ -427,9 +421,6 @@ class BatchedSileroVAD(OffloadedVAD):
             windows += self._streams.cut(frame)
         return windows
 
-    def _decided(self, windows: list[npt.NDArray[np.int16]], probs: list[float]) -> _Decided:
-        if self._closed:
-            return _Decided(self._seq, [], self._position, self.probability, self._state)
-        s = self._streams
-        events = s.decide(windows, probs)
-        return _Decided(self._seq, events, s.position, s.probability, s.state)
+    def _decide(self, windows: list[npt.NDArray[np.int16]], probs: list[float]) -> None:
+        if not self._closed:
+            self._post(self._streams.decide(windows, probs))
