@@ -26,7 +26,10 @@ runs inline, on the caller's thread: measured on a 2-core machine (docs/offline.
 Silero window costs about 1.2 ms of CPU per 32 ms of audio (RTF ~0.04) and a WebRTC one
 about 5 µs; a process running many streams on one event loop runs Silero on a worker
 thread: :class:`OffloadedVAD` wraps any VAD so its model runs on a shared
-:class:`~antiphon.aio.worker.BatchWorker` (the frames of every call, batched).
+:class:`~antiphon.aio.worker.BatchWorker` (the frames of every call, batched);
+:class:`~antiphon.plugins.silero.BatchedSileroVAD` also stacks the windows of every call
+into one model run there (Silero's ONNX model: ~0.07 ms of CPU a window at batch 32+,
+``bench/vad_batch.py``).
 :class:`SpeechGate` passes a stream's audio on only while its VAD hears speech.
 """
 
