@@ -71,7 +71,11 @@ STT_NAMES = [
     "gladia",
     "azure",
 ]
-VAD_HELP = "voice activity detection: silero (default) or webrtc (light)"
+VAD_NAMES = ["silero", "silero-batched", "webrtc"]
+VAD_HELP = (
+    "voice activity detection: silero (default), silero-batched (ONNX, batched across "
+    "calls: the cheaper one for a server) or webrtc (light)"
+)
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"
 TTS_HELP = "the voice: piper (default, offline), espeak (offline, light) or a cloud one"
 
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.add_argument("input", help="WAV file with what the user says")
     talk.add_argument("--out", default="reply.wav", help="WAV file for the agent's audio")
-    talk.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    talk.add_argument("--vad", choices=VAD_NAMES, default="silero", help=VAD_HELP)
     talk.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     talk.add_argument(
         "--llm",
@@ -167,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds active calls may go on after SIGTERM (default %(default)g; keep "
         "Kubernetes' terminationGracePeriodSeconds above it, docs/deploy.md)",
     )
-    srv.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    srv.add_argument("--vad", choices=VAD_NAMES, default="silero", help=VAD_HELP)
     srv.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     srv.add_argument("--llm", default="offline", help="offline, SERVER:MODEL or llamacpp:FILE.gguf")
     srv.add_argument(
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     con = sub.add_parser("console", help="talk to an agent with this computer's mic and speaker")
-    con.add_argument("--vad", choices=["silero", "webrtc"], default="silero", help=VAD_HELP)
+    con.add_argument("--vad", choices=VAD_NAMES, default="silero", help=VAD_HELP)
     con.add_argument("--stt", choices=STT_NAMES, default="whisper", help=STT_HELP)
     con.add_argument("--llm", default="offline", help="offline, SERVER:MODEL or llamacpp:FILE.gguf")
     con.add_argument(

@@ -9,7 +9,10 @@ fakes are handed in by the caller (the CLI's ``--fake``, a test), never imported
 
 Names:
 
-- VAD: ``silero`` (default), ``webrtc``.
+- VAD: ``silero`` (default: ggml, one detector a call), ``silero-batched`` (Silero's
+  ONNX model, the windows of every call in one run on the shared VAD thread: a tenth of
+  the CPU a window or less, docs/performance.md; needs ``pip install --no-deps
+  silero-vad``, or ``pipecat-ai`` installed), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
   far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
   ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink), ``gladia``
@@ -52,7 +55,9 @@ __all__ = [
     "open_services",
 ]
 
-VADS = ("silero", "webrtc")
+VADS = ("silero", "silero-batched", "webrtc")
+#: Seconds the batched Silero model may take to load (and be hashed) at start.
+VAD_LOAD_TIMEOUT = 30.0
 STTS = (
     "whisper",
     "pocketsphinx",
@@ -198,12 +203,21 @@ def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
     """A new VAD (one per conversation: a VAD holds the state of one audio stream).
 
     With ``worker``, a model VAD (Silero) runs on it instead of the event loop; WebRTC's
-    (5 µs a window) stays inline.
+    (5 µs a window) stays inline. ``silero-batched`` joins the batches of ``worker``
+    when it is a :class:`~antiphon.plugins.silero.SileroBatchWorker` (what
+    :func:`open_services` makes for it), else runs the ONNX model inline.
     """
     if name == "webrtc":
         from antiphon.plugins.webrtc import WebRtcVAD
 
         return WebRtcVAD()
+    if name == "silero-batched":
+        from antiphon.plugins.silero import BatchedSileroVAD, SileroBatchWorker, SileroOnnxVAD
+
+        if isinstance(worker, SileroBatchWorker):
+            return BatchedSileroVAD(worker=worker)
+        onnx = SileroOnnxVAD()
+        return OffloadedVAD(onnx, worker) if worker is not None else onnx
     from antiphon.plugins.silero import SileroVAD
 
     vad = SileroVAD()
@@ -231,6 +245,13 @@ async def open_services(
     if spec.vad == "silero":
         vad_worker = BatchWorker("vad-inference")
         stack.push_async_callback(vad_worker.aclose)
+    elif spec.vad == "silero-batched":
+        from antiphon.plugins.silero import SileroBatchWorker
+
+        batch = SileroBatchWorker("vad-inference")
+        stack.push_async_callback(batch.aclose)
+        await batch.load(VAD_LOAD_TIMEOUT)  # built and hashed on its thread, not the loop
+        vad_worker = batch
     vad = make_vad(spec.vad, vad_worker)
 
     stt: STT

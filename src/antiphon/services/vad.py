@@ -26,7 +26,10 @@ runs inline, on the caller's thread: measured on a 2-core machine (docs/offline.
 Silero window costs about 1.2 ms of CPU per 32 ms of audio (RTF ~0.04) and a WebRTC one
 about 5 µs; a process running many streams on one event loop runs Silero on a worker
 thread: :class:`OffloadedVAD` wraps any VAD so its model runs on a shared
-:class:`~antiphon.aio.worker.BatchWorker` (the frames of every call, batched).
+:class:`~antiphon.aio.worker.BatchWorker` (the frames of every call, batched);
+:class:`~antiphon.plugins.silero.BatchedSileroVAD` also stacks the windows of every call
+into one model run there (Silero's ONNX model: ~0.07 ms of CPU a window at batch 32+,
+``bench/vad_batch.py``).
 :class:`SpeechGate` passes a stream's audio on only while its VAD hears speech.
 """
 
@@ -385,7 +388,6 @@ def _windows(seconds: float, rate: int, window: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Decided:
-    seq: int
     events: list[VADEvent]
     position: float
     probability: float
@@ -410,6 +412,13 @@ class OffloadedVAD(VAD):
 
     When the worker is more than ``max_lag`` seconds of audio behind (it is starved),
     frames are analysed inline instead, so decisions never fall further behind.
+
+    Every analysis (on the worker or inline) appends its results to one outbox while it
+    holds the model's lock, so the outbox is in the order the audio was analysed; the
+    loop always takes all of it. A worker's results whose delivery is still in flight
+    when an inline analysis (the fallback, a flush) runs are taken with it, before its
+    own: events never reach the caller out of order, and the late delivery finds the
+    outbox empty.
     """
 
     name = "offloaded"
@@ -421,13 +430,12 @@ class OffloadedVAD(VAD):
         self.options = inner.options
         self.max_lag = max_lag
         self._worker = worker
-        self._lock = threading.Lock()  # the frame queue (held briefly)
+        self._lock = threading.Lock()  # the frame queue and the outbox (held briefly)
         self._model_lock = threading.Lock()  # the inner VAD (held across inference)
         self._frames: deque[AudioFrame] = deque()  # queued, not yet analysed
         self._queued_seconds = 0.0
         self._scheduled = False
-        self._seq = 0  # analyses made (under the lock)
-        self._taken = 0  # the newest analysis whose results the loop has
+        self._outbox: list[_Decided] = []  # analysed, not yet taken by the loop
         self._ready: list[VADEvent] = []
         self._position = 0.0
         self._state = VADState.SILENCE
@@ -459,47 +467,73 @@ class OffloadedVAD(VAD):
                 self._scheduled = True
         if lagging:  # the worker is starved: decide here rather than fall behind
             self.inline_frames += 1
-            self._take(self._analyse())
-        elif schedule and not self._worker.submit(self._analyse, self._delivered):
+            self._analyse()
+            self._take()
+        elif schedule and not self._submit():
             with self._lock:
                 self._scheduled = False
-            self._take(self._analyse())
+            self._analyse()
+            self._take()
         ready, self._ready = self._ready, []
         return ready
 
-    def _analyse(self) -> _Decided:
-        """Analyse every queued frame (on the worker, or inline).
+    def _submit(self) -> bool:
+        """Have the worker analyse the queued frames; False if it refused (run inline).
 
-        The queue's lock is held only to take the frames (the loop's ``process`` takes
-        it too, so never across inference); the model's lock orders analyses.
+        A subclass whose model runs many calls' windows in one batch hands itself to
+        its batch here (:class:`antiphon.plugins.silero.BatchedSileroVAD`).
+        """
+        return self._worker.submit(self._analyse, self._delivered)
+
+    def _take_frames(self) -> list[AudioFrame]:
+        """The queued frames, taken (under the model's lock, on whichever thread)."""
+        with self._lock:
+            self._scheduled = False
+            frames = list(self._frames)
+            self._frames.clear()
+            self._queued_seconds = 0.0
+        return frames
+
+    def _post(self, events: list[VADEvent]) -> None:
+        """Results of an analysis to the outbox (under the model's lock)."""
+        inner = self.inner
+        decided = _Decided(events, inner.position, inner.probability, inner.state)
+        with self._lock:
+            self._outbox.append(decided)
+
+    def _analyse(self) -> None:
+        """Analyse every queued frame (on the worker, or inline) into the outbox.
+
+        The queue's lock is held only to take the frames and post the results (the
+        loop's ``process`` takes it too, so never across inference); the model's lock
+        orders analyses.
         """
         with self._model_lock:
-            with self._lock:
-                self._scheduled = False
-                frames = list(self._frames)
-                self._frames.clear()
-                self._queued_seconds = 0.0
-            self._seq += 1
-            inner = self.inner
+            frames = self._take_frames()
             if self._closed:  # a batch job that ran after close(): the model is gone
-                return _Decided(self._seq, [], self._position, self.probability, self._state)
+                return
             events: list[VADEvent] = []
             for frame in frames:
-                events += inner.process(frame)
-            return _Decided(self._seq, events, inner.position, inner.probability, inner.state)
+                events += self.inner.process(frame)
+            self._post(events)
 
-    def _take(self, decided: _Decided) -> None:
-        """On the loop: the worker's results join what the next process() returns."""
-        self._ready += decided.events
-        if decided.seq > self._taken:  # results of a batch overtaken by a flush: stale
-            self._taken = decided.seq
-            self._position = decided.position
-            self.probability = decided.probability
-            self._state = decided.state
+    def _take(self) -> None:
+        """On the loop: what the outbox holds joins what the next process() returns."""
+        with self._lock:
+            taken, self._outbox = self._outbox, []
+        for decided in taken:
+            self._ready += decided.events
+        if taken:
+            last = taken[-1]
+            self._position, self.probability, self._state = (
+                last.position,
+                last.probability,
+                last.state,
+            )
 
-    def _delivered(self, decided: _Decided) -> None:
+    def _delivered(self, _result: object = None) -> None:
         """On the loop, as the worker delivers: to the listener now, if there is one."""
-        self._take(decided)
+        self._take()
         listener = self._listener
         if listener is not None and self._ready and not self._closed:
             ready, self._ready = self._ready, []
@@ -508,13 +542,10 @@ class OffloadedVAD(VAD):
     def flush(self) -> list[VADEvent]:
         if self._closed:
             raise StreamClosedError("VAD.flush() after close()")
-        self._take(self._analyse())
+        self._analyse()
         with self._model_lock:
-            events = self.inner.flush()
-            self._seq += 1
-            inner = self.inner
-            decided = _Decided(self._seq, events, inner.position, inner.probability, inner.state)
-        self._take(decided)
+            self._post(self.inner.flush())
+        self._take()
         ready, self._ready = self._ready, []
         return ready
 
@@ -527,6 +558,7 @@ class OffloadedVAD(VAD):
             self._closed = True
             self._frames.clear()
             self._queued_seconds = 0.0
+            self._outbox.clear()
             self.inner.close()
 
     def reset(self) -> None:
@@ -535,6 +567,7 @@ class OffloadedVAD(VAD):
         with self._model_lock, self._lock:
             self._frames.clear()
             self._queued_seconds = 0.0
+            self._outbox.clear()
             self.inner.reset()
         self._ready = []
         self._position, self.probability, self._state = 0.0, 0.0, VADState.SILENCE
