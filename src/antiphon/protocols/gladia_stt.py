@@ -41,20 +41,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProtocolStateError,
-    ProviderConnectionError,
-    ProviderError,
-)
+from antiphon.errors import ConfigError, ProviderError
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
 )
@@ -96,14 +92,10 @@ SAMPLE_RATES = (8000, 16000, 32000, 44100, 48000)
 ENCODINGS: dict[str, int] = {"wav/pcm": 2, "wav/ulaw": 1}
 #: Silence sent past ``endpointing`` at a flush, so the server surely ends the utterance.
 FLUSH_MARGIN = 0.05
-#: Slack when comparing result times with the audio sent.
-TIME_TOLERANCE = 0.02
 STOP_RECORDING = json.dumps({"type": "stop_recording"})
 #: The lifecycle events after which nothing more is owed.
 _ENDS = ("end_recording", "end_session")
 _LIFECYCLE = ("start_session", "start_recording", *_ENDS)
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -387,7 +379,6 @@ def parse(frame: str | bytes) -> ServerEvent:
     return Unknown(str(kind))
 
 
-_RETRYABLE = {None, 1000, 1001, 1006, 1011, 1012, 1013, 1014}
 _HINTS = {
     1000: "the server ended the session before every result was sent",
     1011: "the server had an internal error; retrying usually helps",
@@ -397,29 +388,21 @@ _HINTS = {
 
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     """The typed error for a server close with ``code``/``reason``."""
-    reason = reason or "no reason given"
-    if code in (1008, 4001, 4003, 4401, 4403):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="the session token was refused; check GLADIA_API_KEY (or api_key)",
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint=_HINTS.get(code or 0, "the connection dropped; check the network"),
-        retryable=code in _RETRYABLE,
+        auth_codes=(1008, 4001, 4003, 4401, 4403),
+        auth_hint="the session token was refused; check GLADIA_API_KEY (or api_key)",
+        hints=_HINTS,
     )
 
 
 # --------------------------------------------------------------------------- state machine
 
 
-class LiveSession:
+class LiveSession(RecognitionSession):
     """State of one recognition, possibly across connections (one session each).
 
     Time is in seconds of the stream's audio: ``sent`` (audio sent so far, flush silence
@@ -428,59 +411,29 @@ class LiveSession:
     """
 
     def __init__(self, options: LiveOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self._width = options.width
-        self._bps = options.bytes_per_second
-        self.journal = AudioJournal(
-            journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
+        super().__init__(
+            sample_rate=options.sample_rate, width=options.width, journal_seconds=journal_seconds
         )
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.phase = Phase.OPEN
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.forced = False
-        self.utterance = 0
-        self.connections = 1
         self._open: str | None = None  # id of the utterance with a partial and no final
         self._finals: set[str] = set()  # ids finalized on this connection
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return self.forced
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a flushed utterance's final, or the end)."""
-        return self.forced or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [STOP_RECORDING] if self.phase is Phase.CLOSING else []
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self._open = None
+        self._finals.clear()
 
     @property
     def utterance_open(self) -> bool:
         return self._open is not None
 
-    @property
-    def unfinalized(self) -> float:
-        return max(0.0, self.sent - self.finalized)
-
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, wire: bytes) -> bytes:
-        self.journal.add(self.sent, wire)
-        self.sent += len(wire) / self._bps
-        return wire
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """Binary messages for int16 PCM ``pcm`` (wire-encoded, ~50 ms each)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
-    def _tail(self) -> list[Message]:
-        return [self._chunk(c) for c in self._chunker.tail()]
-
     def flush(self) -> list[Message]:
         """The audio left, then silence past ``endpointing`` so that the server ends the
         utterance; its final is owed when an utterance is open."""
@@ -490,7 +443,7 @@ class LiveSession:
             return msgs
         seconds = self.options.endpointing + FLUSH_MARGIN
         silence = bytes(round(seconds * self.options.sample_rate) * 2)  # int16 zeros
-        msgs += [self._chunk(c) for c in self._chunker.push(silence)]
+        msgs += [self._send(c) for c in self._chunks().push(silence)]
         msgs += self._tail()
         if self.utterance_open:
             self.forced = True
@@ -503,38 +456,6 @@ class LiveSession:
         msgs = self._tail()
         self.phase = Phase.CLOSING
         return [*msgs, STOP_RECORDING]
-
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new session to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.phase is Phase.CLOSING:
-            msgs.append(STOP_RECORDING)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new session: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self._open = None
-        self._finals.clear()
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return (
-            self.phase is Phase.CLOSING and not self.forced and self.unfinalized <= TIME_TOLERANCE
-        )
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
@@ -583,8 +504,7 @@ class LiveSession:
         self._finals.add(msg.id)
         self._open = None
         self.forced = False
-        self.finalized = max(self.finalized, end)
-        self.journal.trim(self.finalized)
+        self._finalize_to(end)
         if not text:
             return []
         rec = Recognized(text, True, start, max(start, end), conf, self.utterance)
