@@ -31,24 +31,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProtocolStateError,
-    ProviderConnectionError,
-    ProviderError,
-)
+from antiphon.errors import ConfigError, ProtocolStateError, ProviderError
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
 )
@@ -96,14 +92,10 @@ ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_mulaw": 1}
 #: The service's bounds on one audio message (we send :data:`SEND_CHUNK_SECONDS`).
 MIN_CHUNK_SECONDS = 0.05
 MAX_CHUNK_SECONDS = 1.0
-#: Slack when comparing word times with audio sent (word times are whole ms).
-TIME_TOLERANCE = 0.02
 
 FORCE_ENDPOINT = json.dumps({"type": "ForceEndpoint"})
 TERMINATE = json.dumps({"type": "Terminate"})
 KEEPALIVE = json.dumps({"type": "KeepAlive"})
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -415,34 +407,23 @@ _HINTS = {
 
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     """The typed error for a server close with ``code``/``reason``."""
-    reason = reason or CLOSE_CODES.get(code or 0, "no reason given")
-    if code in (1008, 4001, 4003):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="check ASSEMBLYAI_API_KEY (or the api_key argument)",
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint=_HINTS.get(code or 0, "the connection dropped; check the network"),
-        retryable=code in _RETRYABLE,
+        auth_codes=(1008, 4001, 4003),
+        auth_hint="check ASSEMBLYAI_API_KEY (or the api_key argument)",
+        hints=_HINTS,
+        retryable=_RETRYABLE,
+        reasons=CLOSE_CODES,
     )
 
 
 # --------------------------------------------------------------------------- state machine
 
 
-@dataclass(slots=True)
-class _Pending:
-    data: bytearray = field(default_factory=bytearray)
-
-
-class StreamingSession:
+class StreamingSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Time is in seconds of the stream's audio: ``sent`` (audio sent so far, padding
@@ -453,69 +434,44 @@ class StreamingSession:
     """
 
     def __init__(self, options: StreamingOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self.journal = AudioJournal(
-            journal_seconds,
-            bytes_per_second=options.bytes_per_second,
+        super().__init__(
+            sample_rate=options.sample_rate,
             width=ENCODINGS[options.encoding],
+            journal_seconds=journal_seconds,
             cut=False,  # whole messages: the service bounds a message's length
         )
-        self.phase = Phase.OPEN
-        self._bps = options.bytes_per_second
-        self._width = ENCODINGS[options.encoding]
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.forced = False
-        self.utterance = 0
         self.session_id: str | None = None
         self._open_turn: int | None = None  # turn_order of a partial turn with words
         self._last_final = -1  # turn_order of the last final turn on this connection
-        self.connections = 1
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return self.forced
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a forced endpoint or the Termination)."""
-        return self.forced or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [
+            *([FORCE_ENDPOINT] if self.forced else []),
+            *([TERMINATE] if self.phase is Phase.CLOSING else []),
+        ]
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self._open_turn = None
+        self._last_final = -1
 
     @property
     def turn_open(self) -> bool:
         return self._open_turn is not None
 
-    @property
-    def unfinalized(self) -> float:
-        return max(0.0, self.sent - self.finalized)
-
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, piece: bytes) -> bytes:
-        self.journal.add(self.sent, piece)
-        self.sent += len(piece) / self._bps
-        return piece
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """Binary messages for int16 PCM ``pcm`` (wire-encoded, in ~50 ms messages)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
-    def _tail(self) -> list[Message]:
+    def _padded_tail(self) -> list[Message]:
         """What is left of the audio, padded with silence to the 50 ms minimum."""
-        least = round(MIN_CHUNK_SECONDS * self.options.sample_rate) * self._width
-        return [self._chunk(c) for c in self._chunker.tail(least)]
+        return self._tail(round(MIN_CHUNK_SECONDS * self.options.sample_rate) * self._width)
 
     def force_endpoint(self) -> list[Message]:
         """The audio left, then ``ForceEndpoint``; its answer is owed when a turn is open."""
         self._require_open("force an endpoint")
-        msgs = self._tail()
+        msgs = self._padded_tail()
         if self.unfinalized <= TIME_TOLERANCE:
             return msgs
         if self.turn_open:
@@ -525,42 +481,12 @@ class StreamingSession:
     def terminate(self) -> list[Message]:
         """The audio left, then ``Terminate``: the last turns and ``Termination`` follow."""
         self._require_open("terminate")
-        msgs = self._tail()
+        msgs = self._padded_tail()
         self.phase = Phase.CLOSING
         return [*msgs, TERMINATE]
 
     def keepalive(self) -> list[Message]:
         return [KEEPALIVE] if self.phase is Phase.OPEN else []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.forced:
-            msgs.append(FORCE_ENDPOINT)
-        if self.phase is Phase.CLOSING:
-            msgs.append(TERMINATE)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self._open_turn = None
-        self._last_final = -1
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return (
-            self.phase is Phase.CLOSING and not self.forced and self.unfinalized <= TIME_TOLERANCE
-        )
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
@@ -608,8 +534,7 @@ class StreamingSession:
             self._open_turn = turn.turn_order
             return [Action(Act.EMIT, turn, transcript=rec)]
         self._end_turn(turn)
-        self.finalized = max(self.finalized, rec.end)
-        self.journal.trim(self.finalized)
+        self._finalize_to(rec.end)
         self.utterance += 1
         return [Action(Act.EMIT, turn, transcript=rec)]
 
