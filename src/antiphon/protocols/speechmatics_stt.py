@@ -44,14 +44,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProtocolStateError,
+    ProviderConnectionError,
+    ProviderError,
+)
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
 )
@@ -96,12 +104,8 @@ DEFAULT_SAMPLE_RATE = 16000
 #: Bytes per sample of each raw encoding we send (from int16 PCM).
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "mulaw": 1}
 MODELS = ("standard", "enhanced", "melia-1")
-#: Slack when comparing result times with audio sent.
-TIME_TOLERANCE = 0.02
 #: Punctuation that attaches to the word before it when segments are joined.
 _ATTACHING = ".,?!;:%)]}"
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -413,22 +417,16 @@ AUTH_HINT = "check SPEECHMATICS_API_KEY (or the api_key argument)"
 
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     """The typed error for a server close with ``code``/``reason``."""
-    reason = reason or CLOSE_CODES.get(code or 0, "no reason given")
-    if code in _AUTH_CODES:
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint=AUTH_HINT,
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint=_HINTS.get(code or 0, "the connection dropped; check the network"),
-        retryable=code in _RETRYABLE,
+        auth_codes=_AUTH_CODES,
+        auth_hint=AUTH_HINT,
+        hints=_HINTS,
+        retryable=_RETRYABLE,
+        reasons=CLOSE_CODES,
     )
 
 
@@ -454,10 +452,6 @@ def error_for(event: ErrorMessage, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class ProtocolStateError(RuntimeError):
-    """The client asked for something the session's phase forbids (a bug in the caller)."""
-
-
 def join_segments(pieces: Sequence[str]) -> str:
     """Finalized segments' text as one transcript (punctuation stays on its word)."""
     out = ""
@@ -471,7 +465,7 @@ def join_segments(pieces: Sequence[str]) -> str:
     return out
 
 
-class RealtimeSession:
+class RealtimeSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Time is in seconds of the stream's audio: ``sent`` (audio sent so far) and
@@ -483,62 +477,42 @@ class RealtimeSession:
     """
 
     def __init__(self, options: RealtimeOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self._width = ENCODINGS[options.encoding]
-        self._bps = options.bytes_per_second
-        self.journal = AudioJournal(
-            journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
+        super().__init__(
+            sample_rate=options.sample_rate,
+            width=ENCODINGS[options.encoding],
+            journal_seconds=journal_seconds,
         )
-        self.phase = Phase.OPEN
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.seq = 0
         self.forced = False
-        self.utterance = 0
-        self.connections = 1
         self._segments: list[str] = []
         self._partial = ""
         self._span: tuple[float, float] | None = None  # the open utterance's stream times
         self._confidences: list[float] = []
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return self.forced
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a forced end of utterance or the end of transcript)."""
-        return self.forced or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        msgs: list[Message] = []
+        if self.forced:
+            msgs.append(force_end_of_utterance(self.sent - (self.journal.start or self.sent)))
+        if self.phase is Phase.CLOSING:
+            msgs.append(end_of_stream(sum(1 for _ in self.journal)))
+        return msgs
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self.seq = sum(1 for m in replayed if isinstance(m, bytes))
+        self._partial = ""
 
     @property
     def utterance_open(self) -> bool:
         return bool(self._segments or self._partial)
 
-    @property
-    def unfinalized(self) -> float:
-        return max(0.0, self.sent - self.finalized)
-
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, piece: bytes) -> bytes:
-        self.journal.add(self.sent, piece)
-        self.sent += len(piece) / self._bps
+    def _send(self, chunk: bytes) -> Message:
         self.seq += 1
-        return piece
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """Binary ``AddAudio`` messages for int16 PCM ``pcm`` (wire-encoded, ~50 ms each)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
-    def _tail(self) -> list[Message]:
-        return [self._chunk(c) for c in self._chunker.tail()]
+        return super()._send(chunk)
 
     def force_end_of_utterance(self) -> list[Message]:
         """The audio left, then ``ForceEndOfUtterance``; owed its answer when an utterance
@@ -559,41 +533,6 @@ class RealtimeSession:
         self.phase = Phase.CLOSING
         return [*msgs, end_of_stream(self.seq)]
 
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new connection after ``StartRecognition`` to recover, or None
-        if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.forced:
-            msgs.append(force_end_of_utterance(self.sent - (self.journal.start or self.sent)))
-        if self.phase is Phase.CLOSING:
-            msgs.append(end_of_stream(sum(1 for _ in self.journal)))
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self.seq = sum(1 for m in msgs if isinstance(m, bytes))
-        self._partial = ""
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return (
-            self.phase is Phase.CLOSING and not self.forced and self.unfinalized <= TIME_TOLERANCE
-        )
-
     def settle(self) -> list[Action]:
         """Close the open utterance (the stream completes without the server's end)."""
         actions = self._end_utterance(None)
@@ -611,8 +550,7 @@ class RealtimeSession:
             case TranscriptSegment():
                 return self._segment(event)
             case EndOfUtterance():
-                self.finalized = max(self.finalized, min(self.sent, event.end + self.offset))
-                self.journal.trim(self.finalized)
+                self._finalize_to(min(self.sent, event.end + self.offset))
                 return self._end_utterance(event)
             case EndOfTranscript():
                 if self.phase is not Phase.CLOSING:
@@ -632,8 +570,7 @@ class RealtimeSession:
 
     def _segment(self, seg: TranscriptSegment) -> list[Action]:
         if seg.final and seg.words:
-            self.finalized = max(self.finalized, min(self.sent, seg.end + self.offset))
-            self.journal.trim(self.finalized)
+            self._finalize_to(min(self.sent, seg.end + self.offset))
         if not seg.words or not seg.transcript.strip():
             if not seg.final:
                 self._partial = ""
