@@ -43,14 +43,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProtocolStateError,
+    ProviderConnectionError,
+    ProviderError,
+)
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
 )
@@ -102,7 +110,6 @@ AUDIO_FORMATS: dict[str, tuple[int, int]] = {
     "ulaw_8000": (8000, 1),
 }
 COMMIT_STRATEGIES = ("manual", "vad")
-TIME_TOLERANCE = 0.02
 #: Error ``message_type``s (the SDK's ``ReceiveTranscription`` union) and what they mean.
 ERROR_TYPES = (
     "error",
@@ -123,8 +130,6 @@ ERROR_TYPES = (
 _AUTH_TYPES = {"auth_error", "quota_exceeded", "unaccepted_terms"}
 _RETRY_TYPES = {"transcriber_error", "resource_exhausted", "session_time_limit_exceeded"}
 AUTH_HINT = "check ELEVENLABS_API_KEY (or the api_key argument)"
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -371,22 +376,13 @@ def parse(frame: str | bytes) -> ServerEvent:
 
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     """The typed error for a server close with ``code``/``reason``."""
-    reason = reason or "no reason given"
-    if code in (1008, 4001, 4003):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint=AUTH_HINT,
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint="the connection dropped; check the network",
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
+        auth_codes=(1008, 4001, 4003),
+        auth_hint=AUTH_HINT,
     )
 
 
@@ -412,64 +408,51 @@ def error_for(event: ErrorMessage, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class ProtocolStateError(RuntimeError):
-    """The client asked for something the session's phase forbids (a bug in the caller)."""
-
-
-class ScribeSession:
+class ScribeSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Time is in seconds of the stream's audio: ``sent`` (audio sent so far) and
-    ``committed`` (where the last answered commit cut). ``commits`` holds the stream
-    time of each commit the client sent that no committed transcript has answered yet
-    (in order: the service answers commits in order).
+    ``finalized`` (where the last answered commit cut; also ``committed``). ``commits``
+    holds the stream time of each commit the client sent that no committed transcript has
+    answered yet (in order: the service answers commits in order). Audio goes as
+    base64 in ``input_audio_chunk`` messages.
     """
 
     def __init__(self, options: ScribeOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self._width = options.width
-        self._bps = options.sample_rate * options.width
-        self.journal = AudioJournal(
-            journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
+        super().__init__(
+            sample_rate=options.sample_rate, width=options.width, journal_seconds=journal_seconds
         )
-        self.phase = Phase.OPEN
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.sent = 0.0
-        self.committed = 0.0
+        self.options = options
         self.last_commit = 0.0  # stream time of the last commit sent (or answered)
-        self.offset = 0.0  # stream time of the current connection's time 0
         self.commits: deque[float] = deque()
-        self.utterance = 0
-        self.connections = 1
         self._partial = ""
 
-    # -- queries
     @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def committed(self) -> float:
+        """Where the last answered commit cut (:attr:`finalized`, by the protocol's word)."""
+        return self.finalized
 
-    @property
-    def awaiting(self) -> bool:
-        """A commit is owed its committed transcript."""
-        return bool(self.commits)
+    def _owes_answer(self) -> bool:
+        return bool(self.commits)  # the end of input is owed the last commit's answer too
+
+    def _owed_requests(self) -> list[Message]:
+        return [commit(self.options.sample_rate)] if self.commits else []
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        if self.commits:  # the commits owed become one (the replayed audio is committed once)
+            self.commits = deque([self.commits[-1]])
+        self._partial = ""
+
+    def _wire(self, chunk: bytes) -> Message:
+        return audio_chunk(chunk, self.options.sample_rate)
+
+    def lost_is_harmless(self) -> bool:
+        """A drop now loses nothing: the input ended and every commit was answered."""
+        return self.phase is not Phase.OPEN and not self.commits
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, wire: bytes) -> str:
-        self.journal.add(self.sent, wire)
-        self.sent += len(wire) / self._bps
-        return audio_chunk(wire, self.options.sample_rate)
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """``input_audio_chunk``\\ s for int16 PCM ``pcm`` (~50 ms each)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
     def _commit(self) -> list[Message]:
-        msgs: list[Message] = [self._chunk(c) for c in self._chunker.tail()]
+        msgs = self._tail()
         if self.sent - self.last_commit <= TIME_TOLERANCE:
             return msgs  # nothing new to commit
         self.commits.append(self.sent)
@@ -487,38 +470,6 @@ class ScribeSession:
         msgs = self._commit()
         self.phase = Phase.DONE if not self.commits else Phase.CLOSING
         return msgs
-
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = [audio_chunk(c, self.options.sample_rate) for c in self.journal]
-        if self.commits:
-            msgs.append(commit(self.options.sample_rate))
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample; the
-        commits owed become one (the replayed audio is committed once)."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        if self.commits:
-            self.commits = deque([self.commits[-1]])
-        self._partial = ""
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every commit was answered."""
-        return self.phase is not Phase.OPEN and not self.commits
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
@@ -549,7 +500,7 @@ class ScribeSession:
         if not text or text == self._partial:
             return []
         self._partial = text
-        start = self.committed
+        start = self.finalized
         rec = Recognized(text, False, start, max(start, self.sent), 0.0, self.utterance)
         return [Action(Act.EMIT, event, transcript=rec)]
 
@@ -558,7 +509,7 @@ class ScribeSession:
         if self.commits:
             cut = self.commits.popleft()  # the answer of the oldest commit sent
         else:  # the server committed (``vad``): up to its last word
-            cut = words_end if words_end is not None else self.committed
+            cut = words_end if words_end is not None else self.finalized
         self._partial = ""
         actions: list[Action] = []
         text = event.text.strip()
@@ -567,14 +518,13 @@ class ScribeSession:
                 start = event.words[0].start + self.offset
                 end = event.words[-1].end + self.offset
             else:
-                start, end = self.committed, cut
+                start, end = self.finalized, cut
             probs = [w.logprob for w in event.words if w.logprob is not None]
             conf = min(1.0, math.exp(sum(probs) / len(probs))) if probs else 1.0
             rec = Recognized(text, True, start, max(start, end), conf, self.utterance)
             self.utterance += 1
             actions.append(Action(Act.EMIT, event, transcript=rec))
-        self.committed = max(self.committed, min(cut, self.sent))
-        self.journal.trim(self.committed)
+        self._finalize_to(min(cut, self.sent))
         if self.phase is Phase.CLOSING and not self.commits:
             self.phase = Phase.DONE
             actions.append(Action(Act.DONE, event))
