@@ -24,21 +24,19 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProviderConnectionError,
-    ProviderError,
+from antiphon.errors import ConfigError, ProtocolStateError, ProviderError
+from antiphon.protocols.close_codes import closed_error
+from antiphon.protocols.deepgram_tts import auth_headers
+from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
+    Act,
+    Action,
+    AudioJournal,
+    Message,
+    Phase,
+    RecognitionSession,
+    Recognized,
 )
-from antiphon.errors import (
-    ProtocolStateError as ProtocolStateError,
-)
-from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
-from antiphon.protocols.stt_session import Act as Act
-from antiphon.protocols.stt_session import Action as Action
-from antiphon.protocols.stt_session import AudioJournal as AudioJournal
-from antiphon.protocols.stt_session import Phase as Phase
-from antiphon.protocols.stt_session import Recognized as Recognized
 
 __all__ = [
     "CLOSE_STREAM",
@@ -86,15 +84,11 @@ DEFAULT_SAMPLE_RATE = 16000
 ENCODINGS: dict[str, int] = {"linear16": 2, "mulaw": 1, "alaw": 1}
 #: Longest audio message we send; longer pushes are split (Deepgram suggests 20-250 ms).
 MAX_CHUNK_SECONDS = 0.1
-#: Slack when comparing result times with audio sent (result times are rounded).
-TIME_TOLERANCE = 0.02
 _EPS = 1e-6
 
 KEEPALIVE = json.dumps({"type": "KeepAlive"})
 FINALIZE = json.dumps({"type": "Finalize"})
 CLOSE_STREAM = json.dumps({"type": "CloseStream"})
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -408,49 +402,43 @@ def parse(frame: str | bytes) -> ServerEvent:
     return Unknown(kind, msg)
 
 
+_HINTS = {
+    1000: "the server ended the stream before every result was sent",
+    1003: "antiphon sent a message type the server does not accept; please report it",
+    1008: "the server could not decode the audio: check encoding, sample_rate and "
+    "channels match what is sent",
+    1009: "a message was too large for the server",
+    1011: "the server had an internal error or timed out; retrying usually helps",
+}
+_IDLE_HINT = (
+    "the server got no audio or KeepAlive for about 10 s; keep keepalive_interval below that"
+)
+
+
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     """The typed error for a server close with ``code``/``reason``.
 
     ``retryable`` is true where a new connection may help (drops, timeouts, internal
     errors), false where the same request would fail again (bad audio, credentials).
+    1008 is about credentials unless its reason is a ``DATA-`` error (the audio).
     """
     reason = reason or "no reason given"
-    if code == 1008 and not reason.startswith("DATA-"):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="check DEEPGRAM_API_KEY (or the api_key argument) and the project's access",
-        )
-    if code == 1011 and reason.startswith("NET-0001"):
-        hint = (
-            "the server got no audio or KeepAlive for about 10 s; keep keepalive_interval "
-            "below that"
-        )
-    else:
-        hint = {
-            1000: "the server ended the stream before every result was sent",
-            1003: "antiphon sent a message type the server does not accept; please report it",
-            1008: "the server could not decode the audio: check encoding, sample_rate and "
-            "channels match what is sent",
-            1009: "a message was too large for the server",
-            1011: "the server had an internal error or timed out; retrying usually helps",
-        }.get(code or 0, "the connection dropped; check the network")
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    idle = code == 1011 and reason.startswith("NET-0001")
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint=hint,
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
+        auth_codes=() if reason.startswith("DATA-") else (1008,),
+        auth_hint="check DEEPGRAM_API_KEY (or the api_key argument) and the project's access",
+        hints={1011: _IDLE_HINT} if idle else _HINTS,
     )
 
 
 # --------------------------------------------------------------------------- state machine
 
 
-class ListenSession:
+class ListenSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Time bookkeeping is in seconds of the stream's audio: ``sent`` (audio sent so far) and
@@ -466,43 +454,31 @@ class ListenSession:
     """
 
     def __init__(self, options: ListenOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self.journal = AudioJournal(
-            journal_seconds,
-            bytes_per_second=options.bytes_per_second,
+        super().__init__(
+            sample_rate=options.sample_rate,
             width=ENCODINGS[options.encoding] * options.channels,
+            journal_seconds=journal_seconds,
+            chunked=False,  # every push goes at once, in pieces of MAX_CHUNK_SECONDS at most
         )
-        self.phase = Phase.OPEN
-        self._bps = options.bytes_per_second
-        self._width = ENCODINGS[options.encoding] * options.channels
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.marks: deque[float] = deque()
-        self.utterance = 0
         self._segments: list[Results] = []  # final segments of the open utterance (shifted)
-        self.connections = 1
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return bool(self.marks)
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a Finalize or the CloseStream): a deadline runs."""
-        return bool(self.marks) or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [
+            *([FINALIZE] if self.marks else []),
+            *([CLOSE_STREAM] if self.phase is Phase.CLOSING else []),
+        ]
 
-    @property
-    def unfinalized(self) -> float:
-        """Seconds of audio sent that no final result has covered yet."""
-        return max(0.0, self.sent - self.finalized)
+    def _reconnected(self, replayed: list[Message]) -> None:
+        # Only the last Finalize is resent: it answers every earlier mark as well.
+        if len(self.marks) > 1:
+            self.marks = deque([self.marks[-1]])
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
     def audio(self, pcm: bytes) -> list[Message]:
         """Binary messages for int16 PCM ``pcm`` (wire-encoded, split into short chunks)."""
         self._require_open("send audio")
@@ -514,13 +490,7 @@ class ListenSession:
                 f"audio of {len(wire)} bytes is not whole {self.options.channels}-channel samples"
             )
         step = max(self._width, int(MAX_CHUNK_SECONDS * self.options.sample_rate) * self._width)
-        msgs: list[Message] = []
-        for i in range(0, len(wire), step):
-            piece = wire[i : i + step]
-            self.journal.add(self.sent, piece)
-            self.sent += len(piece) / self._bps
-            msgs.append(piece)
-        return msgs
+        return [self._send(wire[i : i + step]) for i in range(0, len(wire), step)]
 
     def finalize(self) -> list[Message]:
         """``Finalize`` if any audio is un-finalized (else nothing is owed: send nothing)."""
@@ -538,40 +508,6 @@ class ListenSession:
 
     def keepalive(self) -> list[Message]:
         return [KEEPALIVE] if self.phase is Phase.OPEN else []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost.
-
-        The journal's audio, then a ``Finalize`` if one was owed and a ``CloseStream`` if
-        the input had ended. Call :meth:`begin_replay` when switching connections.
-        """
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.marks:
-            msgs.append(FINALIZE)
-        if self.phase is Phase.CLOSING:
-            msgs.append(CLOSE_STREAM)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: times restart at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        # Only the last Finalize is resent: it answers every earlier mark as well.
-        if len(self.marks) > 1:
-            last = self.marks[-1]
-            self.marks = deque([last])
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return self.phase is Phase.CLOSING and not self.marks and self.unfinalized <= TIME_TOLERANCE
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
@@ -631,8 +567,7 @@ class ListenSession:
             return [Action(Act.EMIT, r, transcript=self._join(r, final=False))]
         if r.end <= self.finalized + _EPS and r.duration > 0 and not r.from_finalize:
             return [Action(Act.DROP, r, note="final result for audio already finalized")]
-        self.finalized = max(self.finalized, r.end)
-        self.journal.trim(self.finalized)
+        self._finalize_to(r.end)
         answered = False
         if r.from_finalize and self.marks:
             self.marks.popleft()
