@@ -47,19 +47,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProtocolStateError,
-    ProviderConnectionError,
-    ProviderError,
-)
+from antiphon.errors import ConfigError, ProviderError
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
     Act,
     Action,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
 )
@@ -108,8 +104,6 @@ MIN_COMMIT_SECONDS = 0.1
 #: One ``input_audio_buffer.append`` carries at most this much audio.
 MAX_APPEND_SECONDS = 0.5
 COMMIT_EMPTY = "input_audio_buffer_commit_empty"
-
-Message = str | bytes
 
 COMMIT = json.dumps({"type": "input_audio_buffer.commit"})
 
@@ -353,22 +347,13 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
     ``retryable`` where a new connection may help (drops, going away, internal errors,
     the session's maximum duration); 1008 (policy: credentials) is an :class:`AuthError`.
     """
-    reason = reason or "no reason given"
-    if code == 1008:
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="check OPENAI_API_KEY (or the api_key argument)",
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint="the connection dropped; check the network",
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
+        auth_codes=(1008,),
+        auth_hint="check OPENAI_API_KEY (or the api_key argument)",
     )
 
 
@@ -382,52 +367,58 @@ class _Item:
     text: str = ""
 
 
-TIME_TOLERANCE = 0.02
-
-
-class TranscriptionSession:
+class TranscriptionSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Stream seconds: ``sent`` (audio appended), ``buffer_start`` (where the audio not yet
-    committed begins). ``items`` are the committed (or VAD-stopped) speech runs whose
-    transcript has not completed, in audio order; ``commits`` the ends of the client's
-    commits not yet acknowledged. A flush or the end makes every item then pending
-    *owed* (a deadline runs until they complete).
+    committed begins), ``finalized`` (where the audio a transcript still needs begins).
+    ``items`` are the committed (or VAD-stopped) speech runs whose transcript has not
+    completed, in audio order; ``commits`` the ends of the client's commits not yet
+    acknowledged. A flush or the end makes every item then pending *owed* (a deadline
+    runs until they complete).
     """
 
     def __init__(self, options: TranscriptionOptions, *, journal_seconds: float = 30.0) -> None:
+        super().__init__(
+            sample_rate=SAMPLE_RATE,
+            width=2,
+            journal_seconds=journal_seconds,
+            chunked=False,  # every push goes at once, in appends of MAX_APPEND_SECONDS at most
+        )
         self.options = options
-        self.journal = AudioJournal(journal_seconds, bytes_per_second=BYTES_PER_SECOND, width=2)
-        self.phase = Phase.OPEN
-        self.sent = 0.0
         self.buffer_start = 0.0
-        self.offset = 0.0  # stream time of the current connection's audio time 0
         self.items: dict[str, _Item] = {}
         self.commits: deque[float] = deque()
         self.owed: set[str] = set()
         self.speaking: tuple[str, float] | None = None  # VAD: item and start of speech
-        self.utterance = 0
-        self.connections = 1
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return bool(self.commits or self.owed)
 
-    @property
-    def awaiting(self) -> bool:
-        """A flush or the end is owed an answer: a deadline runs."""
-        return bool(self.commits or self.owed) or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [COMMIT] if self.journal and (self.awaiting or self.items) else []
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self.buffer_start = self.offset
+        self.items.clear()
+        self.owed.clear()
+        self.speaking = None
+        self.commits.clear()
+        if replayed[-1] == COMMIT:
+            self.commits.append(self.sent)  # owed: its item's transcript becomes owed
+
+    def _wire(self, chunk: bytes) -> Message:
+        return append(chunk)
 
     @property
     def uncommitted(self) -> float:
         return max(0.0, self.sent - self.buffer_start)
 
-    # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
+    def lost_is_harmless(self) -> bool:
+        """A drop now loses nothing: the input ended and every transcript arrived."""
+        return self.phase is Phase.CLOSING and not self.commits and not self.items
 
+    # -- client side
     def start(self) -> list[Message]:
         """What opens a connection: the session's configuration."""
         return [session_update(self.options)]
@@ -438,13 +429,7 @@ class TranscriptionSession:
         if len(pcm) % 2:
             raise ConfigError(f"audio of {len(pcm)} bytes is not whole 16-bit samples")
         step = round(MAX_APPEND_SECONDS * SAMPLE_RATE) * 2
-        msgs: list[Message] = []
-        for i in range(0, len(pcm), step):
-            piece = pcm[i : i + step]
-            self.journal.add(self.sent, piece)
-            self.sent += len(piece) / BYTES_PER_SECOND
-            msgs.append(append(piece))
-        return msgs
+        return [self._send(pcm[i : i + step]) for i in range(0, len(pcm), step)]
 
     def _commit(self, *, last: bool) -> list[Message]:
         """A commit of the buffer, when it holds what the server has not committed.
@@ -478,10 +463,6 @@ class TranscriptionSession:
         self._check_done()
         return msgs
 
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
     # -- journal and replay
     def _journal_trim(self) -> None:
         """Forget audio before every pending item and the uncommitted buffer."""
@@ -489,37 +470,15 @@ class TranscriptionSession:
             [self.buffer_start, *(i.start for i in self.items.values())]
             + ([self.speaking[1]] if self.speaking else [])
         )
+        # not _finalize_to: a new connection's buffer starts again at the replay's start
+        self.finalized = keep
         self.journal.trim(keep)
 
     def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = [*self.start(), *(append(data) for data in self.journal)]
-        if self.journal and (self.awaiting or self.items):
-            msgs.append(COMMIT)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self.buffer_start = self.offset
-        self.items.clear()
-        self.owed.clear()
-        self.speaking = None
-        self.commits.clear()
-        if msgs[-1] == COMMIT:
-            self.commits.append(self.sent)  # owed: its item's transcript becomes owed
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every transcript arrived."""
-        return self.phase is Phase.CLOSING and not self.commits and not self.items
+        """What to send on a new connection to recover (the session's configuration first),
+        or None if audio was lost."""
+        msgs = super().replay()
+        return None if msgs is None else [*self.start(), *msgs]
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
