@@ -1,5 +1,6 @@
 """What the streaming-STT protocol machines share: the audio chunker, the session skeleton
-(driven through every order of audio, flushes and answers by hypothesis), close codes."""
+(driven through every order of audio, flushes and answers by hypothesis), close codes, JSON
+numbers and the handshake URL."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from antiphon.protocols.stt_session import (
     Message,
     Phase,
     RecognitionSession,
+    json_number,
+    ws_url,
 )
 
 
@@ -275,3 +278,33 @@ def test_closed_error_reads_the_providers_table(
     assert err.provider == "toy" and err.stage == "receive"
     assert err.code == (1006 if code is None else code)
     assert err.retryable is retryable and hint in (err.hint or "")
+
+
+# --------------------------------------------------------------------------- frames and URLs
+
+
+def test_json_number_takes_numbers_only() -> None:
+    assert json_number(3) == 3.0 and isinstance(json_number(3), float)
+    assert json_number(-0.5) == -0.5
+    for value in (True, False, None, "1", [1], {"a": 1}):
+        assert json_number(value) is None
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("wss://api.example.com", "wss://api.example.com/v1/listen?a=1&k=x+y"),
+        ("ws://127.0.0.1:9/", "ws://127.0.0.1:9/v1/listen?a=1&k=x+y"),
+        (" wss://h/v1/listen/ ", "wss://h/v1/listen?a=1&k=x+y"),  # the path once
+        ("wss://h/proxy", "wss://h/proxy/v1/listen?a=1&k=x+y"),
+    ],
+)
+def test_ws_url_puts_the_path_once_and_encodes_the_query(base: str, url: str) -> None:
+    assert ws_url(base, "/v1/listen", {"a": "1", "k": "x y"}, example="wss://e") == url
+    assert ws_url(base, "/v1/listen", [("a", "1"), ("k", "x y")], example="wss://e") == url
+
+
+@pytest.mark.parametrize("base", ["https://api.example.com", "wss://", "api.example.com"])
+def test_ws_url_refuses_what_is_no_websocket_url(base: str) -> None:
+    with pytest.raises(ConfigError, match=r"such as 'wss://e' or 'ws://127\.0\.0\.1:PORT'"):
+        ws_url(base, "/p", {}, example="wss://e")

@@ -14,13 +14,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
     Malformed,
+    json_number,
     json_object,
+    ws_url,
 )
 
 __all__ = [
@@ -196,19 +197,10 @@ def options_from_query(q: Mapping[str, str]) -> StreamingOptions:
 
 def build_url(base_url: str, options: StreamingOptions, *, token: str | None = None) -> str:
     """``{base_url}/v3/ws?...`` (``base_url``: ``wss://host`` or ``ws://127.0.0.1:PORT``)."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be a WebSocket URL such as {DEFAULT_BASE_URL!r} or "
-            f"'ws://127.0.0.1:PORT', got {base_url!r}"
-        )
     query = options.query()
     if token:
         query["token"] = token
-    path = parts.path.rstrip("/")
-    if not path.endswith(PATH):
-        path += PATH
-    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(query)}"
+    return ws_url(base_url, PATH, query, example=DEFAULT_BASE_URL)
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
@@ -293,16 +285,14 @@ class Unknown:
 ServerEvent = Begin | Turn | Termination | SpeechStarted | ErrorMessage | Unknown | Malformed
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _word(w: Any) -> Word | None:
     if not isinstance(w, dict) or not isinstance(w.get("text"), str):
         return None
-    start, end, conf = _num(w.get("start")), _num(w.get("end")), _num(w.get("confidence"))
+    start, end, conf = (
+        json_number(w.get("start")),
+        json_number(w.get("end")),
+        json_number(w.get("confidence")),
+    )
     if start is None or end is None or start < 0 or end < start:
         return None
     return Word(w["text"], int(start), int(end), conf or 0.0, w.get("word_is_final") is True)
@@ -329,18 +319,19 @@ def parse(frame: str | bytes) -> ServerEvent:
             transcript if isinstance(transcript, str) else "",
             msg.get("end_of_turn") is True,
             msg.get("turn_is_formatted") is True,
-            _num(msg.get("end_of_turn_confidence")) or 0.0,
+            json_number(msg.get("end_of_turn_confidence")) or 0.0,
             words,
         )
     if kind == "Begin":
-        expires = _num(msg.get("expires_at"))
+        expires = json_number(msg.get("expires_at"))
         return Begin(str(msg.get("id", "")), int(expires or 0))
     if kind == "Termination":
         return Termination(
-            _num(msg.get("audio_duration_seconds")), _num(msg.get("session_duration_seconds"))
+            json_number(msg.get("audio_duration_seconds")),
+            json_number(msg.get("session_duration_seconds")),
         )
     if kind == "SpeechStarted":
-        return SpeechStarted(int(_num(msg.get("timestamp")) or 0))
+        return SpeechStarted(int(json_number(msg.get("timestamp")) or 0))
     if kind == "Error" or (kind is None and "error" in msg):
         code = msg.get("error_code")
         return ErrorMessage(

@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProtocolStateError, ProviderError
 from antiphon.protocols.cartesia_tts import DEFAULT_API_VERSION
@@ -50,6 +49,7 @@ from antiphon.protocols.stt_session import (
     RecognitionSession,
     Recognized,
     json_object,
+    ws_url,
 )
 
 __all__ = [
@@ -175,16 +175,7 @@ def options_from_query(q: Mapping[str, list[str]]) -> InkOptions:
 
 def build_url(base_url: str, options: InkOptions) -> str:
     """``{base_url}/stt/websocket?...``."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be a WebSocket URL such as {DEFAULT_BASE_URL!r} or "
-            f"'ws://127.0.0.1:PORT', got {base_url!r}"
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith(PATH):
-        path += PATH
-    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(options.query())}"
+    return ws_url(base_url, PATH, options.query(), example=DEFAULT_BASE_URL)
 
 
 # --------------------------------------------------------------------------- events

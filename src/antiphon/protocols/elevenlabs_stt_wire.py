@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import (
     AuthError,
@@ -26,7 +25,9 @@ from antiphon.errors import (
 from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
     Malformed,
+    json_number,
     json_object,
+    ws_url,
 )
 
 __all__ = [
@@ -206,19 +207,10 @@ def options_from_query(q: Mapping[str, list[str]]) -> ScribeOptions:
 
 def build_url(base_url: str, options: ScribeOptions, *, token: str | None = None) -> str:
     """``{base_url}/v1/speech-to-text/realtime?...``."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be a WebSocket URL such as {DEFAULT_BASE_URL!r} or "
-            f"'ws://127.0.0.1:PORT', got {base_url!r}"
-        )
     query = options.query()
     if token:
         query.append(("token", token))
-    path = parts.path.rstrip("/")
-    if not path.endswith(PATH):
-        path += PATH
-    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(query)}"
+    return ws_url(base_url, PATH, query, example=DEFAULT_BASE_URL)
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
@@ -294,12 +286,6 @@ class Unknown:
 ServerEvent = SessionStarted | Partial | Committed | ErrorMessage | Unknown | Malformed
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def parse(frame: str | bytes) -> ServerEvent:
     """One server frame as a typed event (never raises)."""
     msg = json_object(frame)
@@ -322,10 +308,10 @@ def parse(frame: str | bytes) -> ServerEvent:
                 return Malformed("a malformed word", raw)
             if w.get("type", "word") != "word":
                 continue  # spacing, audio events
-            start, end = _num(w.get("start")), _num(w.get("end"))
+            start, end = json_number(w.get("start")), json_number(w.get("end"))
             if not isinstance(w.get("text"), str) or start is None or end is None or end < start:
                 return Malformed("a malformed word", raw)
-            words.append(Word(w["text"], start, end, _num(w.get("logprob"))))
+            words.append(Word(w["text"], start, end, json_number(w.get("logprob"))))
         lang = msg.get("language_code")
         return Committed(text, True, tuple(words), lang if isinstance(lang, str) else None)
     if kind == "session_started":

@@ -20,6 +20,7 @@ from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
     Malformed,
+    json_number,
     json_object,
 )
 
@@ -282,19 +283,13 @@ class Unknown:
 ServerEvent = TranscriptMessage | SpeechEvent | Lifecycle | Ack | ErrorMessage | Unknown | Malformed
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _word(w: Any) -> Word | None:
     if not isinstance(w, dict) or not isinstance(w.get("word"), str):
         return None
-    start, end = _num(w.get("start")), _num(w.get("end"))
+    start, end = json_number(w.get("start")), json_number(w.get("end"))
     if start is None or end is None or start < 0 or end < start:
         return None
-    return Word(w["word"], start, end, _num(w.get("confidence")) or 0.0)
+    return Word(w["word"], start, end, json_number(w.get("confidence")) or 0.0)
 
 
 def _error_text(value: Any) -> str:
@@ -316,7 +311,7 @@ def parse(frame: str | bytes) -> ServerEvent:
         if not isinstance(data, dict) or not isinstance(utt, dict):
             return Malformed("a transcript without its utterance", raw)
         words_raw = utt.get("words", [])
-        start, end = _num(utt.get("start")), _num(utt.get("end"))
+        start, end = json_number(utt.get("start")), json_number(utt.get("end"))
         text = utt.get("text")
         if not isinstance(words_raw, list) or start is None or end is None or end < start:
             return Malformed("a transcript with bad times or words", raw)
@@ -331,11 +326,11 @@ def parse(frame: str | bytes) -> ServerEvent:
             text,
             start,
             end,
-            _num(utt.get("confidence")) or 0.0,
+            json_number(utt.get("confidence")) or 0.0,
             words,
         )
     if kind in ("speech_start", "speech_end"):
-        time = _num(data.get("time")) if isinstance(data, dict) else None
+        time = json_number(data.get("time")) if isinstance(data, dict) else None
         return SpeechEvent(str(kind), time or 0.0)
     if kind in _LIFECYCLE:
         return Lifecycle(str(kind))

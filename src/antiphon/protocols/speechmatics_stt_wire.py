@@ -25,6 +25,7 @@ from antiphon.errors import (
 from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
     Malformed,
+    json_number,
     json_object,
 )
 
@@ -290,16 +291,10 @@ ServerEvent = (
 )
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _word(r: Any) -> Word | None:
     if not isinstance(r, dict) or r.get("type") not in ("word", "punctuation"):
         return None
-    start, end = _num(r.get("start_time")), _num(r.get("end_time"))
+    start, end = json_number(r.get("start_time")), json_number(r.get("end_time"))
     alts = r.get("alternatives")
     if start is None or end is None or start < 0 or end < start:
         return None
@@ -308,7 +303,7 @@ def _word(r: Any) -> Word | None:
     content = alts[0].get("content")
     if not isinstance(content, str):
         return None
-    conf = _num(alts[0].get("confidence"))
+    conf = json_number(alts[0].get("confidence"))
     return Word(content, start, end, conf if conf is not None else 0.0, r["type"] != "word")
 
 
@@ -323,7 +318,7 @@ def parse(frame: str | bytes) -> ServerEvent:
         meta, results = msg.get("metadata"), msg.get("results")
         if not isinstance(meta, dict) or not isinstance(results, list):
             return Malformed(f"{kind} without metadata or results", raw)
-        start, end = _num(meta.get("start_time")), _num(meta.get("end_time"))
+        start, end = json_number(meta.get("start_time")), json_number(meta.get("end_time"))
         text = meta.get("transcript")
         if start is None or end is None or not isinstance(text, str):
             return Malformed(f"{kind} with malformed metadata", raw)
@@ -338,7 +333,7 @@ def parse(frame: str | bytes) -> ServerEvent:
         meta = msg.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
         return EndOfUtterance(
-            _num(meta.get("start_time")) or 0.0, _num(meta.get("end_time")) or 0.0
+            json_number(meta.get("start_time")) or 0.0, json_number(meta.get("end_time")) or 0.0
         )
     if kind == "EndOfTranscript":
         return EndOfTranscript()

@@ -6,7 +6,8 @@ Sans-I/O, like the machines that use it (one module per provider: ``deepgram_stt
 ``elevenlabs_stt``, ``openai_transcription``): each parses its own server messages, but all
 of them answer ``feed(frame)`` with the same :class:`Action`\\ s (a transcript to emit, the
 end, a failure, something to log or drop), move through the same :class:`Phase`\\ s, read
-JSON frames the same way (:func:`json_object`, :class:`Malformed`), cut the caller's audio
+JSON frames the same way (:func:`json_object`, :func:`json_number`, :class:`Malformed`),
+build the handshake URL the same way (:func:`ws_url`), cut the caller's audio
 into wire messages the same way (:class:`AudioChunker`: each protocol wraps a chunk its own
 way, binary or base64 in JSON), and keep the audio that no final result has answered yet
 in an :class:`AudioJournal`, so that a dropped connection can be replaced and that audio
@@ -27,9 +28,10 @@ import enum
 import json
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
 from antiphon.errors import ConfigError, ProtocolStateError
@@ -46,7 +48,9 @@ __all__ = [
     "Phase",
     "RecognitionSession",
     "Recognized",
+    "json_number",
     "json_object",
+    "ws_url",
 ]
 
 #: Audio goes to a streaming STT in messages of this many seconds (the services advise
@@ -99,6 +103,38 @@ class Malformed:
 
     reason: str
     raw: str = ""
+
+
+def json_number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else (a bool is no number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def ws_url(
+    base_url: str,
+    path: str,
+    query: Mapping[str, str] | Sequence[tuple[str, str]],
+    *,
+    example: str,
+) -> str:
+    """The handshake URL: ``base_url`` (a ``ws``/``wss`` origin, ``path`` optional in it),
+    then ``path`` and ``query``.
+
+    Raises:
+        ConfigError: ``base_url`` is no WebSocket URL (the message shows ``example``).
+    """
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ConfigError(
+            f"base_url must be a WebSocket URL such as {example!r} or "
+            f"'ws://127.0.0.1:PORT', got {base_url!r}"
+        )
+    full = parts.path.rstrip("/")
+    if not full.endswith(path):
+        full += path
+    return f"{parts.scheme}://{parts.netloc}{full}?{urlencode(query)}"
 
 
 def json_object(frame: str | bytes) -> dict[str, Any] | Malformed:
