@@ -11,8 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from antiphon.audio.codecs import encode_pcm
-from antiphon.errors import AuthError, ConfigError, ProtocolStateError, ProviderConnectionError
-from antiphon.protocols.close_codes import closed_error
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProtocolStateError,
+    ProviderConnectionError,
+    ProviderError,
+)
+from antiphon.protocols.close_codes import closed_error, reported_error
 from antiphon.protocols.stt_session import (
     SEND_CHUNK_SECONDS,
     TIME_TOLERANCE,
@@ -308,3 +314,29 @@ def test_ws_url_puts_the_path_once_and_encodes_the_query(base: str, url: str) ->
 def test_ws_url_refuses_what_is_no_websocket_url(base: str) -> None:
     with pytest.raises(ConfigError, match=r"such as 'wss://e' or 'ws://127\.0\.0\.1:PORT'"):
         ws_url(base, "/p", {}, example="wss://e")
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "retryable", "hint"),
+    [
+        ("auth_error", AuthError, False, "check KEY"),
+        ("overloaded", ProviderConnectionError, True, "retry"),
+        ("bad_request", ProviderError, False, "read the message"),
+    ],
+)
+def test_reported_error_is_typed_by_the_message_type(
+    kind: str, error: type, retryable: bool, hint: str
+) -> None:
+    err = reported_error(
+        f"the server reported {kind}",
+        kind,
+        provider="toy",
+        stage="receive",
+        auth_kinds={"auth_error"},
+        auth_hint="check KEY",
+        retry_kinds={"overloaded"},
+        retry_hint="retry",
+        hint="read the message",
+    )
+    assert type(err) is error and f"the server reported {kind}" in str(err)
+    assert err.retryable is retryable and err.hint == hint and err.code is None

@@ -1,4 +1,4 @@
-"""A WebSocket server's close (code and reason) as a typed error, for every protocol.
+"""What a WebSocket server says went wrong, as a typed error, for every protocol.
 
 Each provider has its own table: which codes mean the credentials were refused, which a
 new connection may cure, what to tell the user about each. The mapping itself is one:
@@ -6,7 +6,8 @@ new connection may cure, what to tell the user about each. The mapping itself is
 :class:`~antiphon.errors.ProviderConnectionError` (the provider's hint for that code, its
 own set of retryable codes; no close frame at all reads as 1006), and :func:`closed_error`
 puts the credential codes in front of it as an :class:`~antiphon.errors.AuthError`. A
-protocol module's ``close_error`` is then its table and one call.
+protocol module's ``close_error`` is then its table and one call. :func:`reported_error` does
+the same for an error *message* the server sends before it closes, told apart by its type.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Collection, Mapping
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
 
-__all__ = ["RETRYABLE_CLOSES", "close_code_error", "closed_error"]
+__all__ = ["RETRYABLE_CLOSES", "close_code_error", "closed_error", "reported_error"]
 
 #: Closes a new connection may cure: none at all (a drop), a normal close before every
 #: answer came, going away, abnormal, internal error, restart, try again later, bad gateway.
@@ -78,3 +79,30 @@ def closed_error(
     return close_code_error(
         code, message, provider=provider, stage=stage, hints=hints, retryable=retryable
     )
+
+
+def reported_error(
+    text: str,
+    kind: str,
+    *,
+    provider: str,
+    stage: str,
+    auth_kinds: Collection[str],
+    auth_hint: str,
+    retry_kinds: Collection[str],
+    retry_hint: str,
+    hint: str,
+) -> ProviderError:
+    """An error message of type ``kind``, saying ``text``, as a typed error.
+
+    An :class:`AuthError` for one of ``auth_kinds`` (credentials, quota, terms), a
+    retryable :class:`ProviderConnectionError` for one of ``retry_kinds`` (a new session
+    may cure it), else a :class:`ProviderError` with ``hint``.
+    """
+    if kind in auth_kinds:
+        return AuthError(text, provider=provider, stage=stage, hint=auth_hint)
+    if kind in retry_kinds:
+        return ProviderConnectionError(
+            text, provider=provider, stage=stage, code=None, hint=retry_hint, retryable=True
+        )
+    return ProviderError(text, provider=provider, stage=stage, hint=hint)

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from antiphon.errors import (
-    AuthError,
     ConfigError,
-    ProviderConnectionError,
     ProviderError,
 )
-from antiphon.protocols.close_codes import closed_error
+from antiphon.protocols.close_codes import closed_error, reported_error
 from antiphon.protocols.stt_session import (
     Malformed,
     json_number,
@@ -335,18 +333,14 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 
 def error_for(event: ErrorMessage, *, stage: str) -> ProviderError:
     """The typed error for an error message."""
-    text = f"the server reported {event.type}: {event.error}"
-    if event.type in _AUTH_TYPES:
-        return AuthError(text, provider=PROVIDER, stage=stage, hint=AUTH_HINT)
-    if event.type in _RETRY_TYPES:
-        return ProviderConnectionError(
-            text,
-            provider=PROVIDER,
-            stage=stage,
-            code=None,
-            hint="a new session usually works",
-            retryable=True,
-        )
-    return ProviderError(
-        text, provider=PROVIDER, stage=stage, hint="see ElevenLabs' error message above"
+    return reported_error(
+        f"the server reported {event.type}: {event.error}",
+        event.type,
+        provider=PROVIDER,
+        stage=stage,
+        auth_kinds=_AUTH_TYPES,
+        auth_hint=AUTH_HINT,
+        retry_kinds=_RETRY_TYPES,
+        retry_hint="a new session usually works",
+        hint="see ElevenLabs' error message above",
     )

@@ -17,12 +17,10 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import (
-    AuthError,
     ConfigError,
-    ProviderConnectionError,
     ProviderError,
 )
-from antiphon.protocols.close_codes import closed_error
+from antiphon.protocols.close_codes import closed_error, reported_error
 from antiphon.protocols.stt_session import (
     Malformed,
     json_number,
@@ -384,18 +382,14 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 
 def error_for(event: ErrorMessage, *, stage: str) -> ProviderError:
     """The typed error for an ``Error`` message (before the server closes)."""
-    text = f"the server reported {event.type}: {event.reason or 'no detail'}"
-    if event.type in _AUTH_TYPES:
-        return AuthError(text, provider=PROVIDER, stage=stage, hint=AUTH_HINT)
-    if event.type in _RETRY_TYPES:
-        return ProviderConnectionError(
-            text,
-            provider=PROVIDER,
-            stage=stage,
-            code=None,
-            hint="a new session usually works; retry in a few seconds",
-            retryable=True,
-        )
-    return ProviderError(
-        text, provider=PROVIDER, stage=stage, hint="check the options of StartRecognition"
+    return reported_error(
+        f"the server reported {event.type}: {event.reason or 'no detail'}",
+        event.type,
+        provider=PROVIDER,
+        stage=stage,
+        auth_kinds=_AUTH_TYPES,
+        auth_hint=AUTH_HINT,
+        retry_kinds=_RETRY_TYPES,
+        retry_hint="a new session usually works; retry in a few seconds",
+        hint="check the options of StartRecognition",
     )
