@@ -284,6 +284,17 @@ class RecognitionSession(ABC):
     A subclass is the protocol: its messages, ``feed``/``receive``, what a flush and the end
     of input send, and :meth:`_owes_answer` (a flush waits for its answer; the end's is
     the ``CLOSING`` phase).
+
+    Args:
+        sample_rate: Samples per second on the wire.
+        width: Bytes of one sample on the wire, all channels.
+        journal_seconds: Audio kept for a replay (0: never replay).
+        cut: Whether the journal may cut a message where an answer ends (False: whole
+            messages only, for services that bound a message's length).
+        chunked: Cut pushes into ~50 ms messages (False: the subclass splits them).
+
+    Raises:
+        ConfigError: ``journal_seconds`` below 0, or a chunked ``width`` not 1 or 2.
     """
 
     def __init__(
