@@ -34,20 +34,22 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
-from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.errors import AuthError, ConfigError, ProtocolStateError, ProviderError
 from antiphon.protocols.cartesia_tts import DEFAULT_API_VERSION
 from antiphon.protocols.cartesia_tts import auth_headers as auth_headers
+from antiphon.protocols.close_codes import closed_error
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
     json_object,
+    ws_url,
 )
 
 __all__ = [
@@ -88,9 +90,6 @@ MODELS = ("ink-2", "ink-whisper")
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_mulaw": 1}
 FINALIZE = "finalize"
 CLOSE = "close"
-TIME_TOLERANCE = 0.02
-
-Message = str | bytes
 
 
 # --------------------------------------------------------------------------- config
@@ -176,16 +175,7 @@ def options_from_query(q: Mapping[str, list[str]]) -> InkOptions:
 
 def build_url(base_url: str, options: InkOptions) -> str:
     """``{base_url}/stt/websocket?...``."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be a WebSocket URL such as {DEFAULT_BASE_URL!r} or "
-            f"'ws://127.0.0.1:PORT', got {base_url!r}"
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith(PATH):
-        path += PATH
-    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(options.query())}"
+    return ws_url(base_url, PATH, options.query(), example=DEFAULT_BASE_URL)
 
 
 # --------------------------------------------------------------------------- events
@@ -284,22 +274,14 @@ AUTH_HINT = "check CARTESIA_API_KEY (or the api_key argument)"
 
 
 def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
-    reason = reason or "no reason given"
-    if code in (1008, 4001, 4003):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint=AUTH_HINT,
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
+    """The typed error for a server close with ``code``/``reason``."""
+    return closed_error(
+        code,
+        reason,
         provider=PROVIDER,
         stage=stage,
-        code=code if code is not None else 1006,
-        hint="the connection dropped; check the network",
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
+        auth_codes=(1008, 4001, 4003),
+        auth_hint=AUTH_HINT,
     )
 
 
@@ -323,65 +305,43 @@ def error_for(event: ErrorMessage, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class ProtocolStateError(RuntimeError):
-    """The client asked for something the session's phase forbids (a bug in the caller)."""
-
-
-class InkSession:
+class InkSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
-    Time is in seconds of the stream's audio: ``sent`` and ``answered`` (where the last
+    Time is in seconds of the stream's audio: ``sent`` and ``finalized`` (where the last
     answered ``finalize`` cut). ``flushes`` holds the stream time of each ``finalize``
-    not yet answered by ``flush_done`` (in order); ``closing`` is set when ``close`` went.
+    not yet answered by ``flush_done`` (in order); ``close`` is owed its ``done``.
     """
 
     def __init__(self, options: InkOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self._width = options.width
-        self._bps = options.sample_rate * options.width
-        self.journal = AudioJournal(
-            journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
+        super().__init__(
+            sample_rate=options.sample_rate, width=options.width, journal_seconds=journal_seconds
         )
-        self.phase = Phase.OPEN
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.sent = 0.0
-        self.answered = 0.0
+        self.options = options
         self.last_flush = 0.0
-        self.offset = 0.0
         self.flushes: deque[float] = deque()
-        self.utterance = 0
-        self.connections = 1
         self._final = ""  # the finalized text of the open utterance
         self._interim = ""
         self._span: tuple[float, float] | None = None
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return bool(self.flushes)
 
-    @property
-    def awaiting(self) -> bool:
-        return bool(self.flushes) or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [
+            *([FINALIZE] if self.flushes else []),
+            *([CLOSE] if self.phase is Phase.CLOSING else []),
+        ]
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        if self.flushes:  # the flushes owed become one
+            self.flushes = deque([self.flushes[-1]])
+        self._interim = ""
+
+    def lost_is_harmless(self) -> bool:
+        return False  # ``done`` is owed until it arrives: replay rather than guess
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, wire: bytes) -> bytes:
-        self.journal.add(self.sent, wire)
-        self.sent += len(wire) / self._bps
-        return wire
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """Binary messages for int16 PCM ``pcm`` (~50 ms each)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
-    def _tail(self) -> list[Message]:
-        return [self._chunk(c) for c in self._chunker.tail()]
-
     def finalize(self) -> list[Message]:
         """The audio left, then ``finalize`` (owed its ``flush_done``) if audio went since
         the last one."""
@@ -400,38 +360,6 @@ class InkSession:
         self.phase = Phase.CLOSING
         return [*msgs, CLOSE]
 
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.flushes:
-            msgs.append(FINALIZE)
-        if self.phase is Phase.CLOSING:
-            msgs.append(CLOSE)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample; the
-        flushes owed become one."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        if self.flushes:
-            self.flushes = deque([self.flushes[-1]])
-        self._interim = ""
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        return False  # ``done`` is owed until it arrives: replay rather than guess
-
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
         return self.receive(parse(frame))
@@ -444,8 +372,7 @@ class InkSession:
                 return self._chunk_event(event)
             case FlushDone():
                 cut = self.flushes.popleft() if self.flushes else self.sent
-                self.answered = max(self.answered, min(cut, self.sent))
-                self.journal.trim(self.answered)
+                self._finalize_to(min(cut, self.sent))
                 return self._end_utterance(event)
             case Done():
                 if self.phase is not Phase.CLOSING:
@@ -476,7 +403,7 @@ class InkSession:
         text = (self._final + self._interim).strip()
         if not text:
             return []
-        first, last = self._span or (self.answered, self.sent)
+        first, last = self._span or (self.finalized, self.sent)
         rec = Recognized(
             " ".join(text.split()), False, first, max(first, last), 0.0, self.utterance
         )
@@ -488,7 +415,7 @@ class InkSession:
         self._final, self._interim, self._span = "", "", None
         if not text:
             return []
-        first, last = span or (self.answered, self.answered)
+        first, last = span or (self.finalized, self.finalized)
         rec = Recognized(text, True, first, max(first, last), 1.0, self.utterance)
         self.utterance += 1
         return [Action(Act.EMIT, event, transcript=rec)]

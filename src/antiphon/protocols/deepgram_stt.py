@@ -1,44 +1,66 @@
-"""Deepgram streaming STT (``/v1/listen``) wire protocol, sans I/O.
+r"""Deepgram streaming STT (``/v1/listen``) wire protocol, sans I/O.
 
 Options and URL, encoders for the client messages (binary audio, ``KeepAlive``,
 ``Finalize``, ``CloseStream``), a parser that turns a frame into a typed event, the mapping
 of close codes to typed errors, and :class:`ListenSession`, the state machine of one
 recognition. The session is told what the client *decides* to send before any await, and
-turns server events into :class:`Action`\\ s; it alone decides when the stream is complete,
+turns server events into :class:`Action`\ s; it alone decides when the stream is complete,
 so no scheduling order can make it end early or hang. See ``docs/deepgram-stt.md``.
 
 Utterances: Deepgram cuts one utterance into several ``is_final`` segments and marks its
 end with ``speech_final`` (endpointing), ``from_finalize`` (our ``Finalize``) or an
 ``UtteranceEnd``. The session joins the segments, so the caller gets one final transcript
 per utterance and interim ones that always cover the whole utterance so far.
+
+Built from two modules: :mod:`~antiphon.protocols.deepgram_stt_wire` (options, URL, client
+messages, events, parser, close codes) and this one, the state machine on
+:class:`~antiphon.protocols.stt_session.RecognitionSession`; every name is importable from
+here as before.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from antiphon.audio.codecs import encode_pcm
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProviderConnectionError,
-    ProviderError,
+from antiphon.errors import ConfigError, ProtocolStateError
+from antiphon.protocols.deepgram_stt_wire import (
+    CLOSE_STREAM,
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    DEFAULT_SAMPLE_RATE,
+    ENCODINGS,
+    FINALIZE,
+    KEEPALIVE,
+    MAX_CHUNK_SECONDS,
+    PATH,
+    PROVIDER,
+    ErrorMessage,
+    ListenOptions,
+    Malformed,
+    Metadata,
+    Results,
+    ServerEvent,
+    SpeechStarted,
+    Unknown,
+    UtteranceEnd,
+    Word,
+    build_url,
+    close_error,
+    options_from_query,
+    parse,
 )
-from antiphon.errors import (
-    ProtocolStateError as ProtocolStateError,
+from antiphon.protocols.deepgram_tts import auth_headers
+from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
+    Act,
+    Action,
+    AudioJournal,
+    Message,
+    Phase,
+    RecognitionSession,
+    Recognized,
 )
-from antiphon.protocols.deepgram_tts import auth_headers as auth_headers
-from antiphon.protocols.stt_session import Act as Act
-from antiphon.protocols.stt_session import Action as Action
-from antiphon.protocols.stt_session import AudioJournal as AudioJournal
-from antiphon.protocols.stt_session import Phase as Phase
-from antiphon.protocols.stt_session import Recognized as Recognized
 
 __all__ = [
     "CLOSE_STREAM",
@@ -77,380 +99,13 @@ __all__ = [
     "parse",
 ]
 
-PROVIDER = "deepgram"
-DEFAULT_BASE_URL = "wss://api.deepgram.com"
-PATH = "/v1/listen"
-DEFAULT_MODEL = "nova-3"
-DEFAULT_SAMPLE_RATE = 16000
-#: Raw encodings we can send (from int16 PCM); each needs ``sample_rate`` in the query.
-ENCODINGS: dict[str, int] = {"linear16": 2, "mulaw": 1, "alaw": 1}
-#: Longest audio message we send; longer pushes are split (Deepgram suggests 20-250 ms).
-MAX_CHUNK_SECONDS = 0.1
-#: Slack when comparing result times with audio sent (result times are rounded).
-TIME_TOLERANCE = 0.02
 _EPS = 1e-6
-
-KEEPALIVE = json.dumps({"type": "KeepAlive"})
-FINALIZE = json.dumps({"type": "Finalize"})
-CLOSE_STREAM = json.dumps({"type": "CloseStream"})
-
-Message = str | bytes
-
-
-# --------------------------------------------------------------------------- config
-
-
-def _flag(value: bool | None) -> str | None:
-    return None if value is None else ("true" if value else "false")
-
-
-@dataclass(frozen=True, slots=True)
-class ListenOptions:
-    """Query parameters of a ``/v1/listen`` connection (``None``: the server's default).
-
-    ``endpointing``: milliseconds of silence that end an utterance (``speech_final``), or
-    ``False`` to turn it off. ``utterance_end_ms`` (>= 1000) needs ``interim_results``.
-    """
-
-    model: str = DEFAULT_MODEL
-    language: str | None = None
-    encoding: str = "linear16"
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    channels: int = 1
-    interim_results: bool = True
-    punctuate: bool | None = True
-    smart_format: bool | None = None
-    endpointing: int | bool | None = None
-    utterance_end_ms: int | None = None
-    vad_events: bool | None = None
-    mip_opt_out: bool | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("Deepgram STT model must be a model name such as 'nova-3'")
-        if self.language is not None and (
-            not isinstance(self.language, str) or not self.language.strip()
-        ):
-            raise ConfigError("Deepgram language must be a BCP-47 tag such as 'en-US' (or None)")
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(
-                f"Deepgram STT encoding {self.encoding!r} is not supported here; use one of "
-                f"{', '.join(ENCODINGS)} (antiphon sends raw audio it converted itself)"
-            )
-        rate = self.sample_rate
-        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
-            raise ConfigError(
-                f"Deepgram sample_rate must be an int between 8000 and 48000 Hz, got {rate!r}"
-            )
-        if not isinstance(self.channels, int) or not 1 <= self.channels <= 8:
-            raise ConfigError(f"Deepgram channels must be 1 to 8, got {self.channels!r}")
-        ep = self.endpointing
-        if ep is not None and ep is not False and (ep is True or not isinstance(ep, int) or ep < 0):
-            raise ConfigError(
-                "Deepgram endpointing is milliseconds of silence (an int >= 0) or False to "
-                f"turn it off, got {ep!r}"
-            )
-        ue = self.utterance_end_ms
-        if ue is not None:
-            if not isinstance(ue, int) or isinstance(ue, bool) or ue < 1000:
-                raise ConfigError(f"Deepgram utterance_end_ms must be an int >= 1000, got {ue!r}")
-            if not self.interim_results:
-                raise ConfigError("Deepgram utterance_end_ms needs interim_results=True")
-
-    @property
-    def bytes_per_second(self) -> int:
-        return self.sample_rate * self.channels * ENCODINGS[self.encoding]
-
-    def query(self) -> dict[str, str]:
-        q: dict[str, str] = {
-            "model": self.model,
-            "encoding": self.encoding,
-            "sample_rate": str(self.sample_rate),
-            "channels": str(self.channels),
-            "interim_results": "true" if self.interim_results else "false",
-        }
-        if self.language is not None:
-            q["language"] = self.language
-        if self.endpointing is False:
-            q["endpointing"] = "false"
-        elif self.endpointing is not None:
-            q["endpointing"] = str(self.endpointing)
-        if self.utterance_end_ms is not None:
-            q["utterance_end_ms"] = str(self.utterance_end_ms)
-        for name in ("punctuate", "smart_format", "vad_events", "mip_opt_out"):
-            value = _flag(getattr(self, name))
-            if value is not None:
-                q[name] = value
-        return q
-
-
-def _bool_param(q: Mapping[str, str], name: str) -> bool | None:
-    if name not in q:
-        return None
-    value = q[name].lower()
-    if value not in ("true", "false"):
-        raise ConfigError(f"{name} must be true or false, got {q[name]!r}")
-    return value == "true"
-
-
-def options_from_query(q: Mapping[str, str]) -> ListenOptions:
-    """Parse a connection's query (what a server does); ConfigError says what is wrong."""
-    if "encoding" not in q or "sample_rate" not in q:
-        raise ConfigError("raw audio needs both encoding and sample_rate in the query")
-    try:
-        rate = int(q["sample_rate"])
-        channels = int(q.get("channels", "1"))
-        ue = int(q["utterance_end_ms"]) if "utterance_end_ms" in q else None
-    except ValueError as exc:
-        raise ConfigError(f"a numeric query parameter is not a number: {exc}") from None
-    ep_raw = q.get("endpointing")
-    endpointing: int | bool | None
-    if ep_raw is None:
-        endpointing = None
-    elif ep_raw.lower() == "false":
-        endpointing = False
-    elif ep_raw.isdigit():
-        endpointing = int(ep_raw)
-    else:
-        raise ConfigError(f"endpointing must be milliseconds or false, got {ep_raw!r}")
-    return ListenOptions(
-        model=q.get("model", DEFAULT_MODEL),
-        language=q.get("language"),
-        encoding=q["encoding"],
-        sample_rate=rate,
-        channels=channels,
-        interim_results=bool(_bool_param(q, "interim_results")),
-        punctuate=_bool_param(q, "punctuate"),
-        smart_format=_bool_param(q, "smart_format"),
-        endpointing=endpointing,
-        utterance_end_ms=ue,
-        vad_events=_bool_param(q, "vad_events"),
-        mip_opt_out=_bool_param(q, "mip_opt_out"),
-    )
-
-
-def build_url(base_url: str, options: ListenOptions) -> str:
-    """``wss://host/v1/listen?model=...``; ``base_url`` is a ws(s) origin, path optional."""
-    parts = urlsplit(base_url) if isinstance(base_url, str) else None
-    if parts is None or parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(
-            f"Deepgram base_url must look like 'wss://api.deepgram.com' (or ws://127.0.0.1:PORT "
-            f"for a local fake), got {base_url!r}"
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith(PATH):
-        path += PATH
-    return f"{parts.scheme}://{parts.netloc}{path}?{urlencode(options.query())}"
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float = 0.0
-    punctuated_word: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Results:
-    """A transcript of ``[start, start + duration)`` seconds of the connection's audio."""
-
-    transcript: str
-    confidence: float
-    words: tuple[Word, ...]
-    start: float
-    duration: float
-    is_final: bool
-    speech_final: bool = False
-    from_finalize: bool = False
-    channel_index: tuple[int, ...] = (0, 1)
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-
-@dataclass(frozen=True, slots=True)
-class Metadata:
-    """Summary of the connection, sent after ``CloseStream`` before the server closes."""
-
-    request_id: str
-    duration: float = 0.0
-    channels: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UtteranceEnd:
-    last_word_end: float
-    channel: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    timestamp: float
-    channel: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorMessage:
-    """An in-band ``Error`` (e.g. variant ``SchemaError`` for a message the server could
-    not parse)."""
-
-    variant: str
-    description: str
-    code: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
-
-
-ServerEvent = Results | Metadata | UtteranceEnd | SpeechStarted | ErrorMessage | Unknown | Malformed
-
-
-def _num(v: object) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
-
-
-def _ints(v: object) -> tuple[int, ...]:
-    if not isinstance(v, list):
-        return ()
-    return tuple(int(x) for x in v if isinstance(x, int | float) and not isinstance(x, bool))
-
-
-def _parse_results(msg: dict[str, Any], raw: str) -> Results | Malformed:
-    start, duration = _num(msg.get("start")), _num(msg.get("duration"))
-    channel = msg.get("channel")
-    alts = channel.get("alternatives") if isinstance(channel, dict) else None
-    if start is None or duration is None or not isinstance(alts, list):
-        return Malformed("Results without start, duration or channel.alternatives", raw[:200])
-    alt = alts[0] if alts and isinstance(alts[0], dict) else {}
-    words: list[Word] = []
-    for w in alt.get("words") or ():
-        if not isinstance(w, dict):
-            continue
-        ws, we = _num(w.get("start")), _num(w.get("end"))
-        if ws is None or we is None or not isinstance(w.get("word"), str):
-            continue
-        pw = w.get("punctuated_word")
-        words.append(
-            Word(
-                w["word"],
-                ws,
-                we,
-                _num(w.get("confidence")) or 0.0,
-                pw if isinstance(pw, str) else "",
-            )
-        )
-    text = alt.get("transcript")
-    return Results(
-        transcript=text if isinstance(text, str) else "",
-        confidence=min(1.0, max(0.0, _num(alt.get("confidence")) or 0.0)),
-        words=tuple(words),
-        start=start,
-        duration=max(0.0, duration),
-        is_final=msg.get("is_final") is True,
-        speech_final=msg.get("speech_final") is True,
-        from_finalize=msg.get("from_finalize") is True,
-        channel_index=_ints(msg.get("channel_index")) or (0, 1),
-    )
-
-
-def parse(frame: str | bytes) -> ServerEvent:
-    """Turn one WebSocket message into a typed event (the server sends text only)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("unexpected binary message from the server", repr(bytes(frame[:50])))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
-    kind = msg["type"]
-    if kind == "Results":
-        return _parse_results(msg, frame)
-    if kind == "Metadata":
-        return Metadata(
-            str(msg.get("request_id", "")),
-            _num(msg.get("duration")) or 0.0,
-            int(_num(msg.get("channels")) or 0),
-        )
-    if kind == "UtteranceEnd":
-        end = _num(msg.get("last_word_end"))
-        if end is None:
-            return Malformed("UtteranceEnd without a numeric last_word_end", frame[:200])
-        return UtteranceEnd(end, _ints(msg.get("channel")))
-    if kind == "SpeechStarted":
-        ts = _num(msg.get("timestamp"))
-        if ts is None:
-            return Malformed("SpeechStarted without a numeric timestamp", frame[:200])
-        return SpeechStarted(ts, _ints(msg.get("channel")))
-    if kind.lower() == "error":
-        return ErrorMessage(
-            str(msg.get("variant", msg.get("err_code", ""))),
-            str(msg.get("description", msg.get("err_msg", msg.get("message", "")))),
-            str(msg.get("code", "") or ""),
-        )
-    return Unknown(kind, msg)
-
-
-def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
-    """The typed error for a server close with ``code``/``reason``.
-
-    ``retryable`` is true where a new connection may help (drops, timeouts, internal
-    errors), false where the same request would fail again (bad audio, credentials).
-    """
-    reason = reason or "no reason given"
-    if code == 1008 and not reason.startswith("DATA-"):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="check DEEPGRAM_API_KEY (or the api_key argument) and the project's access",
-        )
-    if code == 1011 and reason.startswith("NET-0001"):
-        hint = (
-            "the server got no audio or KeepAlive for about 10 s; keep keepalive_interval "
-            "below that"
-        )
-    else:
-        hint = {
-            1000: "the server ended the stream before every result was sent",
-            1003: "antiphon sent a message type the server does not accept; please report it",
-            1008: "the server could not decode the audio: check encoding, sample_rate and "
-            "channels match what is sent",
-            1009: "a message was too large for the server",
-            1011: "the server had an internal error or timed out; retrying usually helps",
-        }.get(code or 0, "the connection dropped; check the network")
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
-        provider=PROVIDER,
-        stage=stage,
-        code=code if code is not None else 1006,
-        hint=hint,
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
-    )
 
 
 # --------------------------------------------------------------------------- state machine
 
 
-class ListenSession:
+class ListenSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Time bookkeeping is in seconds of the stream's audio: ``sent`` (audio sent so far) and
@@ -466,43 +121,31 @@ class ListenSession:
     """
 
     def __init__(self, options: ListenOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self.journal = AudioJournal(
-            journal_seconds,
-            bytes_per_second=options.bytes_per_second,
+        super().__init__(
+            sample_rate=options.sample_rate,
             width=ENCODINGS[options.encoding] * options.channels,
+            journal_seconds=journal_seconds,
+            chunked=False,  # every push goes at once, in pieces of MAX_CHUNK_SECONDS at most
         )
-        self.phase = Phase.OPEN
-        self._bps = options.bytes_per_second
-        self._width = ENCODINGS[options.encoding] * options.channels
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.marks: deque[float] = deque()
-        self.utterance = 0
         self._segments: list[Results] = []  # final segments of the open utterance (shifted)
-        self.connections = 1
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return bool(self.marks)
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a Finalize or the CloseStream): a deadline runs."""
-        return bool(self.marks) or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [
+            *([FINALIZE] if self.marks else []),
+            *([CLOSE_STREAM] if self.phase is Phase.CLOSING else []),
+        ]
 
-    @property
-    def unfinalized(self) -> float:
-        """Seconds of audio sent that no final result has covered yet."""
-        return max(0.0, self.sent - self.finalized)
+    def _reconnected(self, replayed: list[Message]) -> None:
+        # Only the last Finalize is resent: it answers every earlier mark as well.
+        if len(self.marks) > 1:
+            self.marks = deque([self.marks[-1]])
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
     def audio(self, pcm: bytes) -> list[Message]:
         """Binary messages for int16 PCM ``pcm`` (wire-encoded, split into short chunks)."""
         self._require_open("send audio")
@@ -514,13 +157,7 @@ class ListenSession:
                 f"audio of {len(wire)} bytes is not whole {self.options.channels}-channel samples"
             )
         step = max(self._width, int(MAX_CHUNK_SECONDS * self.options.sample_rate) * self._width)
-        msgs: list[Message] = []
-        for i in range(0, len(wire), step):
-            piece = wire[i : i + step]
-            self.journal.add(self.sent, piece)
-            self.sent += len(piece) / self._bps
-            msgs.append(piece)
-        return msgs
+        return [self._send(wire[i : i + step]) for i in range(0, len(wire), step)]
 
     def finalize(self) -> list[Message]:
         """``Finalize`` if any audio is un-finalized (else nothing is owed: send nothing)."""
@@ -538,40 +175,6 @@ class ListenSession:
 
     def keepalive(self) -> list[Message]:
         return [KEEPALIVE] if self.phase is Phase.OPEN else []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost.
-
-        The journal's audio, then a ``Finalize`` if one was owed and a ``CloseStream`` if
-        the input had ended. Call :meth:`begin_replay` when switching connections.
-        """
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.marks:
-            msgs.append(FINALIZE)
-        if self.phase is Phase.CLOSING:
-            msgs.append(CLOSE_STREAM)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: times restart at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        # Only the last Finalize is resent: it answers every earlier mark as well.
-        if len(self.marks) > 1:
-            last = self.marks[-1]
-            self.marks = deque([last])
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return self.phase is Phase.CLOSING and not self.marks and self.unfinalized <= TIME_TOLERANCE
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
@@ -631,8 +234,7 @@ class ListenSession:
             return [Action(Act.EMIT, r, transcript=self._join(r, final=False))]
         if r.end <= self.finalized + _EPS and r.duration > 0 and not r.from_finalize:
             return [Action(Act.DROP, r, note="final result for audio already finalized")]
-        self.finalized = max(self.finalized, r.end)
-        self.journal.trim(self.finalized)
+        self._finalize_to(r.end)
         answered = False
         if r.from_finalize and self.marks:
             self.marks.popleft()

@@ -30,33 +30,52 @@ checked against its types, strictly.
   utterance was open. ``stop_recording`` is owed ``end_recording`` (or ``end_session``);
   the server then closes with 1000.
 
-No I/O and no asyncio here; the plugin is ``antiphon.plugins.gladia.stt``.
+Built from two modules: :mod:`~antiphon.protocols.gladia_stt_wire` (options, the session
+request, messages, events, parser, close codes) and this one, the state machine on
+:class:`~antiphon.protocols.stt_session.RecognitionSession`; every name is importable from
+here as before. No I/O and no asyncio here; the plugin is ``antiphon.plugins.gladia.stt``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Sequence
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProtocolStateError,
-    ProviderConnectionError,
-    ProviderError,
+from antiphon.protocols.gladia_stt_wire import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    ENCODINGS,
+    INIT_PATH,
+    PROVIDER,
+    SAMPLE_RATES,
+    STOP_RECORDING,
+    Ack,
+    ErrorMessage,
+    InitResponse,
+    Lifecycle,
+    LiveOptions,
+    ServerEvent,
+    SpeechEvent,
+    TranscriptMessage,
+    Unknown,
+    Word,
+    close_error,
+    init_headers,
+    init_url,
+    options_from_init,
+    parse,
+    parse_init_response,
 )
+from antiphon.protocols.gladia_stt_wire import END_EVENTS as END_EVENTS
+from antiphon.protocols.gladia_stt_wire import FLUSH_MARGIN as FLUSH_MARGIN
 from antiphon.protocols.stt_session import (
+    TIME_TOLERANCE,
     Act,
     Action,
-    AudioChunker,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
-    json_object,
 )
 
 __all__ = [
@@ -87,339 +106,11 @@ __all__ = [
     "parse_init_response",
 ]
 
-PROVIDER = "gladia"
-DEFAULT_BASE_URL = "https://api.gladia.io"
-INIT_PATH = "/v2/live"
-DEFAULT_MODEL = "solaria-1"
-SAMPLE_RATES = (8000, 16000, 32000, 44100, 48000)
-#: Bytes per sample of each encoding we send (from int16 PCM).
-ENCODINGS: dict[str, int] = {"wav/pcm": 2, "wav/ulaw": 1}
-#: Silence sent past ``endpointing`` at a flush, so the server surely ends the utterance.
-FLUSH_MARGIN = 0.05
-#: Slack when comparing result times with the audio sent.
-TIME_TOLERANCE = 0.02
-STOP_RECORDING = json.dumps({"type": "stop_recording"})
-#: The lifecycle events after which nothing more is owed.
-_ENDS = ("end_recording", "end_session")
-_LIFECYCLE = ("start_session", "start_recording", *_ENDS)
-
-Message = str | bytes
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True, slots=True)
-class LiveOptions:
-    """The session configuration sent in ``POST /v2/live``.
-
-    ``endpointing``: seconds of silence that end an utterance (0.01 to 10);
-    ``maximum_duration_without_endpointing``: the longest utterance (5 to 60 s);
-    ``languages``: ISO 639-1 codes (none: detected); ``keyterms``: words and phrases to
-    boost (``custom_vocabulary``); ``partials``: interim transcripts.
-    """
-
-    sample_rate: int = 16000
-    encoding: str = "wav/pcm"
-    model: str = DEFAULT_MODEL
-    endpointing: float = 0.3
-    maximum_duration_without_endpointing: float = 30.0
-    languages: tuple[str, ...] = ("en",)
-    keyterms: tuple[str, ...] = ()
-    partials: bool = True
-
-    def __post_init__(self) -> None:
-        if self.sample_rate not in SAMPLE_RATES:
-            raise ConfigError(
-                f"Gladia sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))} Hz, "
-                f"got {self.sample_rate!r}"
-            )
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(
-                f"Gladia encoding {self.encoding!r} is not supported here; use one of "
-                f"{', '.join(ENCODINGS)}"
-            )
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError(f"Gladia model must be a model name, e.g. {DEFAULT_MODEL!r}")
-        e = self.endpointing
-        if isinstance(e, bool) or not isinstance(e, int | float) or not 0.01 <= e <= 10:
-            raise ConfigError(f"endpointing must be 0.01 to 10 seconds, got {e!r}")
-        m = self.maximum_duration_without_endpointing
-        if isinstance(m, bool) or not isinstance(m, int | float) or not 5 <= m <= 60:
-            raise ConfigError(
-                f"maximum_duration_without_endpointing must be 5 to 60 seconds, got {m!r}"
-            )
-        if isinstance(self.languages, str) or not all(
-            isinstance(lang, str) and 2 <= len(lang.strip()) <= 3 for lang in self.languages
-        ):
-            raise ConfigError("languages must be a list of ISO 639-1 codes such as 'en'")
-        if isinstance(self.keyterms, str) or not all(
-            isinstance(k, str) and k.strip() for k in self.keyterms
-        ):
-            raise ConfigError("keyterms must be a list of non-blank words or phrases")
-
-    @property
-    def width(self) -> int:
-        return ENCODINGS[self.encoding]
-
-    @property
-    def bytes_per_second(self) -> int:
-        return self.sample_rate * self.width
-
-    def init_request(self) -> dict[str, Any]:
-        """The JSON body of ``POST /v2/live``."""
-        body: dict[str, Any] = {
-            "encoding": self.encoding,
-            "bit_depth": 8 * self.width,
-            "sample_rate": self.sample_rate,
-            "channels": 1,
-            "model": self.model,
-            "endpointing": self.endpointing,
-            "maximum_duration_without_endpointing": self.maximum_duration_without_endpointing,
-            "language_config": {"languages": list(self.languages), "code_switching": False},
-            "messages_config": {
-                "receive_partial_transcripts": self.partials,
-                "receive_final_transcripts": True,
-                "receive_speech_events": True,
-                "receive_pre_processing_events": False,
-                "receive_realtime_processing_events": False,
-                "receive_post_processing_events": False,
-                "receive_acknowledgments": False,
-                "receive_errors": True,
-                "receive_lifecycle_events": True,
-            },
-        }
-        if self.keyterms:
-            body["realtime_processing"] = {
-                "custom_vocabulary": True,
-                "custom_vocabulary_config": {"vocabulary": list(self.keyterms)},
-            }
-        return body
-
-
-def options_from_init(body: Mapping[str, Any]) -> LiveOptions:
-    """The options a ``POST /v2/live`` body names (what a server reads); ConfigError if
-    one is invalid."""
-    try:
-        width = ENCODINGS.get(str(body.get("encoding", "wav/pcm")))
-        if width is not None and body.get("bit_depth", 16) != 8 * width:
-            raise ConfigError(f"bit_depth {body.get('bit_depth')!r} does not fit the encoding")
-        if body.get("channels", 1) != 1:
-            raise ConfigError("one channel only")
-        messages = body.get("messages_config") or {}
-        vocabulary = (
-            (body.get("realtime_processing") or {}).get("custom_vocabulary_config") or {}
-        ).get("vocabulary", [])
-        terms = tuple(v if isinstance(v, str) else v["value"] for v in vocabulary)
-        return LiveOptions(
-            sample_rate=body.get("sample_rate", 16000),
-            encoding=body.get("encoding", "wav/pcm"),
-            model=body.get("model", DEFAULT_MODEL),
-            endpointing=body.get("endpointing", 0.05),
-            maximum_duration_without_endpointing=body.get(
-                "maximum_duration_without_endpointing", 5
-            ),
-            languages=tuple((body.get("language_config") or {}).get("languages", [])),
-            keyterms=terms,
-            partials=messages.get("receive_partial_transcripts", False) is True,
-        )
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"invalid configuration: {exc!r}") from None
-
-
-def init_url(base_url: str) -> str:
-    """``{base_url}/v2/live`` (``base_url``: ``https://api.gladia.io`` or a local fake)."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be an HTTP URL such as {DEFAULT_BASE_URL!r} or "
-            f"'http://127.0.0.1:PORT', got {base_url!r}"
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith(INIT_PATH):
-        path += INIT_PATH
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def init_headers(api_key: str) -> dict[str, str]:
-    return {"x-gladia-key": api_key, "Content-Type": "application/json"}
-
-
-@dataclass(frozen=True, slots=True)
-class InitResponse:
-    id: str
-    url: str
-
-
-def parse_init_response(body: bytes | str) -> InitResponse:
-    """The session id and WebSocket URL of a ``POST /v2/live`` answer."""
-    try:
-        msg = json.loads(body)
-    except ValueError:
-        msg = None
-    url = msg.get("url") if isinstance(msg, dict) else None
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
-        raise ProviderError(
-            "the session answer holds no WebSocket URL",
-            provider=PROVIDER,
-            stage="connect",
-            hint="POST /v2/live answered without a ws(s):// url; check base_url",
-        )
-    assert isinstance(msg, dict)
-    return InitResponse(str(msg.get("id", "")), url)
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    word: str
-    start: float  # seconds of the session's audio
-    end: float
-    confidence: float
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptMessage:
-    id: str
-    is_final: bool
-    text: str
-    start: float
-    end: float
-    confidence: float
-    words: tuple[Word, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechEvent:
-    type: str  # speech_start or speech_end
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
-    type: str  # start_session, start_recording, end_recording, end_session
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    type: str  # audio_chunk or stop_recording
-    acknowledged: bool
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorMessage:
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-
-
-ServerEvent = TranscriptMessage | SpeechEvent | Lifecycle | Ack | ErrorMessage | Unknown | Malformed
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _word(w: Any) -> Word | None:
-    if not isinstance(w, dict) or not isinstance(w.get("word"), str):
-        return None
-    start, end = _num(w.get("start")), _num(w.get("end"))
-    if start is None or end is None or start < 0 or end < start:
-        return None
-    return Word(w["word"], start, end, _num(w.get("confidence")) or 0.0)
-
-
-def _error_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("message") or value)
-    return str(value or "no detail")
-
-
-def parse(frame: str | bytes) -> ServerEvent:
-    """One server frame as a typed event (never raises)."""
-    msg = json_object(frame)
-    if isinstance(msg, Malformed):
-        return msg
-    raw = frame[:200] if isinstance(frame, str) else ""
-    kind = msg.get("type")
-    data = msg.get("data")
-    if kind == "transcript":
-        utt = data.get("utterance") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(utt, dict):
-            return Malformed("a transcript without its utterance", raw)
-        words_raw = utt.get("words", [])
-        start, end = _num(utt.get("start")), _num(utt.get("end"))
-        text = utt.get("text")
-        if not isinstance(words_raw, list) or start is None or end is None or end < start:
-            return Malformed("a transcript with bad times or words", raw)
-        if not isinstance(text, str):
-            return Malformed("a transcript without text", raw)
-        words = tuple(w for w in (_word(x) for x in words_raw) if w is not None)
-        if len(words) != len(words_raw):
-            return Malformed("a transcript with a malformed word", raw)
-        return TranscriptMessage(
-            str(data.get("id", "")),
-            data.get("is_final") is True,
-            text,
-            start,
-            end,
-            _num(utt.get("confidence")) or 0.0,
-            words,
-        )
-    if kind in ("speech_start", "speech_end"):
-        time = _num(data.get("time")) if isinstance(data, dict) else None
-        return SpeechEvent(str(kind), time or 0.0)
-    if kind in _LIFECYCLE:
-        return Lifecycle(str(kind))
-    if kind in ("audio_chunk", "stop_recording"):
-        ok = msg.get("acknowledged") is True
-        return Ack(str(kind), ok, "" if ok else _error_text(msg.get("error")))
-    if kind == "error" or (kind is None and "error" in msg):
-        return ErrorMessage(_error_text(msg.get("error") or msg.get("message")))
-    return Unknown(str(kind))
-
-
-_RETRYABLE = {None, 1000, 1001, 1006, 1011, 1012, 1013, 1014}
-_HINTS = {
-    1000: "the server ended the session before every result was sent",
-    1011: "the server had an internal error; retrying usually helps",
-    4029: "too many concurrent sessions for this account (a free account has one)",
-}
-
-
-def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
-    """The typed error for a server close with ``code``/``reason``."""
-    reason = reason or "no reason given"
-    if code in (1008, 4001, 4003, 4401, 4403):
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="the session token was refused; check GLADIA_API_KEY (or api_key)",
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
-        provider=PROVIDER,
-        stage=stage,
-        code=code if code is not None else 1006,
-        hint=_HINTS.get(code or 0, "the connection dropped; check the network"),
-        retryable=code in _RETRYABLE,
-    )
-
 
 # --------------------------------------------------------------------------- state machine
 
 
-class LiveSession:
+class LiveSession(RecognitionSession):
     """State of one recognition, possibly across connections (one session each).
 
     Time is in seconds of the stream's audio: ``sent`` (audio sent so far, flush silence
@@ -428,59 +119,29 @@ class LiveSession:
     """
 
     def __init__(self, options: LiveOptions, *, journal_seconds: float = 30.0) -> None:
-        self.options = options
-        self._width = options.width
-        self._bps = options.bytes_per_second
-        self.journal = AudioJournal(
-            journal_seconds, bytes_per_second=self._bps, width=self._width, cut=True
+        super().__init__(
+            sample_rate=options.sample_rate, width=options.width, journal_seconds=journal_seconds
         )
-        self._chunker = AudioChunker(sample_rate=options.sample_rate, width=self._width)
-        self.phase = Phase.OPEN
-        self.sent = 0.0
-        self.finalized = 0.0
-        self.offset = 0.0  # stream time of the current connection's time 0
+        self.options = options
         self.forced = False
-        self.utterance = 0
-        self.connections = 1
         self._open: str | None = None  # id of the utterance with a partial and no final
         self._finals: set[str] = set()  # ids finalized on this connection
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return self.forced
 
-    @property
-    def awaiting(self) -> bool:
-        """The server owes an answer (a flushed utterance's final, or the end)."""
-        return self.forced or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [STOP_RECORDING] if self.phase is Phase.CLOSING else []
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self._open = None
+        self._finals.clear()
 
     @property
     def utterance_open(self) -> bool:
         return self._open is not None
 
-    @property
-    def unfinalized(self) -> float:
-        return max(0.0, self.sent - self.finalized)
-
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
-    def _chunk(self, wire: bytes) -> bytes:
-        self.journal.add(self.sent, wire)
-        self.sent += len(wire) / self._bps
-        return wire
-
-    def audio(self, pcm: bytes) -> list[Message]:
-        """Binary messages for int16 PCM ``pcm`` (wire-encoded, ~50 ms each)."""
-        self._require_open("send audio")
-        return [self._chunk(c) for c in self._chunker.push(pcm)]
-
-    def _tail(self) -> list[Message]:
-        return [self._chunk(c) for c in self._chunker.tail()]
-
     def flush(self) -> list[Message]:
         """The audio left, then silence past ``endpointing`` so that the server ends the
         utterance; its final is owed when an utterance is open."""
@@ -490,7 +151,7 @@ class LiveSession:
             return msgs
         seconds = self.options.endpointing + FLUSH_MARGIN
         silence = bytes(round(seconds * self.options.sample_rate) * 2)  # int16 zeros
-        msgs += [self._chunk(c) for c in self._chunker.push(silence)]
+        msgs += [self._send(c) for c in self._chunks().push(silence)]
         msgs += self._tail()
         if self.utterance_open:
             self.forced = True
@@ -504,38 +165,6 @@ class LiveSession:
         self.phase = Phase.CLOSING
         return [*msgs, STOP_RECORDING]
 
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
-    # -- replay
-    def replay(self) -> list[Message] | None:
-        """What to send on a new session to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = list(self.journal)
-        if self.phase is Phase.CLOSING:
-            msgs.append(STOP_RECORDING)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new session: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self._open = None
-        self._finals.clear()
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every sample was finalized."""
-        return (
-            self.phase is Phase.CLOSING and not self.forced and self.unfinalized <= TIME_TOLERANCE
-        )
-
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:
         return self.receive(parse(frame))
@@ -546,7 +175,7 @@ class LiveSession:
         match event:
             case TranscriptMessage():
                 return self._transcript(event)
-            case Lifecycle(type=kind) if kind in _ENDS:
+            case Lifecycle(type=kind) if kind in END_EVENTS:
                 if self.phase is not Phase.CLOSING:
                     return [Action(Act.FAIL, event, note=f"the server sent {kind} unasked")]
                 self.phase = Phase.DONE
@@ -583,8 +212,7 @@ class LiveSession:
         self._finals.add(msg.id)
         self._open = None
         self.forced = False
-        self.finalized = max(self.finalized, end)
-        self.journal.trim(self.finalized)
+        self._finalize_to(end)
         if not text:
             return []
         rec = Recognized(text, True, start, max(start, end), conf, self.utterance)

@@ -33,35 +33,57 @@ witness, ``tests/test_sdk_openai_stt.py``). The beta protocol of the same endpoi
   dropped connection can be replaced: the session configured again and the audio
   replayed, times shifted to the stream's.
 
-No I/O and no asyncio here; the plugin is ``antiphon.plugins.openai.stt``.
+Built from two modules: :mod:`~antiphon.protocols.openai_transcription_wire` (options,
+URL, messages, events, parser, close codes) and this one, the state machine on
+:class:`~antiphon.protocols.stt_session.RecognitionSession`; every name is importable from
+here as before. No I/O and no asyncio here; the plugin is ``antiphon.plugins.openai.stt``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
-from antiphon.errors import (
-    AuthError,
-    ConfigError,
-    ProtocolStateError,
-    ProviderConnectionError,
-    ProviderError,
+from antiphon.errors import ConfigError
+from antiphon.protocols.openai_transcription_wire import BYTES_PER_SECOND as BYTES_PER_SECOND
+from antiphon.protocols.openai_transcription_wire import (
+    COMMIT,
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    PATH,
+    PROVIDER,
+    SAMPLE_RATE,
+    Committed,
+    ErrorMessage,
+    Informational,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptCompleted,
+    TranscriptDelta,
+    TranscriptFailed,
+    TranscriptionOptions,
+    Unknown,
+    append,
+    auth_headers,
+    build_url,
+    close_error,
+    parse,
+    session_update,
 )
+from antiphon.protocols.openai_transcription_wire import COMMIT_EMPTY as COMMIT_EMPTY
+from antiphon.protocols.openai_transcription_wire import INFORMATIONAL as INFORMATIONAL
+from antiphon.protocols.openai_transcription_wire import MAX_APPEND_SECONDS as MAX_APPEND_SECONDS
+from antiphon.protocols.openai_transcription_wire import MIN_COMMIT_SECONDS as MIN_COMMIT_SECONDS
 from antiphon.protocols.stt_session import (
     Act,
     Action,
-    AudioJournal,
     Malformed,
+    Message,
     Phase,
+    RecognitionSession,
     Recognized,
-    json_object,
 )
 
 __all__ = [
@@ -96,281 +118,6 @@ __all__ = [
     "session_update",
 ]
 
-PROVIDER = "openai"
-DEFAULT_BASE_URL = "wss://api.openai.com"
-PATH = "/v1/realtime"
-DEFAULT_MODEL = "gpt-4o-transcribe"
-#: The GA API's only PCM rate (``audio/pcm`` with ``rate: 24000``).
-SAMPLE_RATE = 24000
-BYTES_PER_SECOND = SAMPLE_RATE * 2
-#: The service refuses to commit less than 100 ms (``input_audio_buffer_commit_empty``).
-MIN_COMMIT_SECONDS = 0.1
-#: One ``input_audio_buffer.append`` carries at most this much audio.
-MAX_APPEND_SECONDS = 0.5
-COMMIT_EMPTY = "input_audio_buffer_commit_empty"
-
-Message = str | bytes
-
-COMMIT = json.dumps({"type": "input_audio_buffer.commit"})
-
-#: Server events that carry nothing a transcription stream acts on.
-INFORMATIONAL = frozenset(
-    {
-        "session.created",
-        "session.updated",
-        "conversation.item.added",
-        "conversation.item.done",
-        "conversation.item.created",
-        "input_audio_buffer.cleared",
-        "input_audio_buffer.timeout_triggered",
-        "conversation.item.input_audio_transcription.segment",
-        "rate_limits.updated",
-    }
-)
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionOptions:
-    """The transcription session (``session.update`` with ``type: "transcription"``).
-
-    ``turn_detection``: a ``server_vad``/``semantic_vad`` object, or None to commit only
-    on the client's flush. ``noise_reduction``: ``{"type": "near_field"|"far_field"}``
-    or None. ``logprobs``: ask for log probabilities (the final's confidence).
-    """
-
-    model: str = DEFAULT_MODEL
-    language: str | None = None
-    prompt: str | None = None
-    turn_detection: Mapping[str, Any] | None = field(default_factory=lambda: {"type": "server_vad"})
-    noise_reduction: Mapping[str, Any] | None = None
-    logprobs: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("model must name a transcription model, e.g. 'gpt-4o-transcribe'")
-        td = self.turn_detection
-        if td is not None and (
-            not isinstance(td, Mapping) or td.get("type") not in ("server_vad", "semantic_vad")
-        ):
-            raise ConfigError(
-                "turn_detection must be None or an object with type 'server_vad' or 'semantic_vad'"
-            )
-        nr = self.noise_reduction
-        if nr is not None and (
-            not isinstance(nr, Mapping) or nr.get("type") not in ("near_field", "far_field")
-        ):
-            raise ConfigError("noise_reduction must be None or {'type': 'near_field'|'far_field'}")
-
-    @property
-    def vad(self) -> bool:
-        return self.turn_detection is not None
-
-
-def session_update(options: TranscriptionOptions) -> str:
-    """The ``session.update`` that configures the transcription session."""
-    transcription: dict[str, Any] = {"model": options.model}
-    if options.language:
-        transcription["language"] = options.language
-    if options.prompt:
-        transcription["prompt"] = options.prompt
-    audio_input: dict[str, Any] = {
-        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
-        "transcription": transcription,
-        "turn_detection": dict(options.turn_detection) if options.turn_detection else None,
-    }
-    if options.noise_reduction is not None:
-        audio_input["noise_reduction"] = dict(options.noise_reduction)
-    session: dict[str, Any] = {"type": "transcription", "audio": {"input": audio_input}}
-    if options.logprobs:
-        session["include"] = ["item.input_audio_transcription.logprobs"]
-    return json.dumps({"type": "session.update", "session": session})
-
-
-def append(pcm: bytes) -> str:
-    """``input_audio_buffer.append`` of int16 PCM at 24 kHz."""
-    return json.dumps(
-        {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode("ascii")}
-    )
-
-
-def build_url(base_url: str, path: str = PATH) -> str:
-    """``wss://host/v1/realtime?intent=transcription`` (no model: the session names it)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(f"base_url must be ws:// or wss://host[:port], got {base_url!r}")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}?intent=transcription"
-
-
-def auth_headers(api_key: str) -> dict[str, str]:
-    """``Authorization: Bearer`` with an API key or an ephemeral client secret."""
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-# --------------------------------------------------------------------------- server events
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    item_id: str
-    audio_start_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptDelta:
-    item_id: str
-    delta: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptCompleted:
-    item_id: str
-    transcript: str
-    logprobs: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptFailed:
-    item_id: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorMessage:
-    type: str
-    code: str | None
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Informational:
-    type: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: object
-
-
-ServerEvent = (
-    SpeechStarted
-    | SpeechStopped
-    | Committed
-    | TranscriptDelta
-    | TranscriptCompleted
-    | TranscriptFailed
-    | ErrorMessage
-    | Informational
-    | Unknown
-    | Malformed
-)
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _logprobs(value: object) -> tuple[float, ...]:
-    if not isinstance(value, list):
-        return ()
-    out = []
-    for entry in value:
-        lp = entry.get("logprob") if isinstance(entry, dict) else None
-        if isinstance(lp, int | float) and not isinstance(lp, bool):
-            out.append(float(lp))
-    return tuple(out)
-
-
-def parse(frame: str | bytes) -> ServerEvent:
-    """One server frame as a typed event (never raises)."""
-    msg = json_object(frame)
-    if isinstance(msg, Malformed):
-        return msg
-    raw = frame[:200] if isinstance(frame, str) else ""
-    kind = msg.get("type")
-    item = _str(msg.get("item_id"))
-    if kind in INFORMATIONAL:
-        return Informational(str(kind))
-    if kind == "error":
-        err = msg.get("error")
-        if not isinstance(err, dict):
-            return Malformed("an error without its error object", raw)
-        return ErrorMessage(
-            _str(err.get("type")) or "error",
-            _str(err.get("code")),
-            _str(err.get("message")) or "no message",
-        )
-    if (
-        item is None
-        and isinstance(kind, str)
-        and kind.startswith(("input_audio_buffer.", "conversation.item.input_audio_transcription."))
-    ):
-        return Malformed(f"{kind} without item_id", raw)
-    if item is None:
-        return Unknown(kind)
-    if kind == "input_audio_buffer.speech_started":
-        ms = _int(msg.get("audio_start_ms"))
-        return SpeechStarted(item, ms) if ms is not None else Malformed("no audio_start_ms")
-    if kind == "input_audio_buffer.speech_stopped":
-        ms = _int(msg.get("audio_end_ms"))
-        return SpeechStopped(item, ms) if ms is not None else Malformed("no audio_end_ms")
-    if kind == "input_audio_buffer.committed":
-        return Committed(item)
-    if kind == "conversation.item.input_audio_transcription.delta":
-        return TranscriptDelta(item, _str(msg.get("delta")) or "")
-    if kind == "conversation.item.input_audio_transcription.completed":
-        text = _str(msg.get("transcript"))
-        if text is None:
-            return Malformed("a completed transcription without transcript", raw)
-        return TranscriptCompleted(item, text, _logprobs(msg.get("logprobs")))
-    if kind == "conversation.item.input_audio_transcription.failed":
-        err = msg.get("error")
-        detail = _str(err.get("message")) if isinstance(err, dict) else None
-        return TranscriptFailed(item, detail or "no detail")
-    return Unknown(kind)
-
-
-def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
-    """The typed error for a server close with ``code``/``reason``.
-
-    ``retryable`` where a new connection may help (drops, going away, internal errors,
-    the session's maximum duration); 1008 (policy: credentials) is an :class:`AuthError`.
-    """
-    reason = reason or "no reason given"
-    if code == 1008:
-        return AuthError(
-            f"the server closed the connection: {reason}",
-            provider=PROVIDER,
-            stage=stage,
-            code=code,
-            hint="check OPENAI_API_KEY (or the api_key argument)",
-        )
-    return ProviderConnectionError(
-        f"the server closed the connection: {reason}",
-        provider=PROVIDER,
-        stage=stage,
-        code=code if code is not None else 1006,
-        hint="the connection dropped; check the network",
-        retryable=code in (None, 1000, 1001, 1006, 1011, 1012, 1013, 1014),
-    )
-
 
 # --------------------------------------------------------------------------- state machine
 
@@ -382,52 +129,58 @@ class _Item:
     text: str = ""
 
 
-TIME_TOLERANCE = 0.02
-
-
-class TranscriptionSession:
+class TranscriptionSession(RecognitionSession):
     """State of one recognition, possibly across reconnects.
 
     Stream seconds: ``sent`` (audio appended), ``buffer_start`` (where the audio not yet
-    committed begins). ``items`` are the committed (or VAD-stopped) speech runs whose
-    transcript has not completed, in audio order; ``commits`` the ends of the client's
-    commits not yet acknowledged. A flush or the end makes every item then pending
-    *owed* (a deadline runs until they complete).
+    committed begins), ``finalized`` (where the audio a transcript still needs begins).
+    ``items`` are the committed (or VAD-stopped) speech runs whose transcript has not
+    completed, in audio order; ``commits`` the ends of the client's commits not yet
+    acknowledged. A flush or the end makes every item then pending *owed* (a deadline
+    runs until they complete).
     """
 
     def __init__(self, options: TranscriptionOptions, *, journal_seconds: float = 30.0) -> None:
+        super().__init__(
+            sample_rate=SAMPLE_RATE,
+            width=2,
+            journal_seconds=journal_seconds,
+            chunked=False,  # every push goes at once, in appends of MAX_APPEND_SECONDS at most
+        )
         self.options = options
-        self.journal = AudioJournal(journal_seconds, bytes_per_second=BYTES_PER_SECOND, width=2)
-        self.phase = Phase.OPEN
-        self.sent = 0.0
         self.buffer_start = 0.0
-        self.offset = 0.0  # stream time of the current connection's audio time 0
         self.items: dict[str, _Item] = {}
         self.commits: deque[float] = deque()
         self.owed: set[str] = set()
         self.speaking: tuple[str, float] | None = None  # VAD: item and start of speech
-        self.utterance = 0
-        self.connections = 1
 
-    # -- queries
-    @property
-    def done(self) -> bool:
-        return self.phase is Phase.DONE
+    def _owes_answer(self) -> bool:
+        return bool(self.commits or self.owed)
 
-    @property
-    def awaiting(self) -> bool:
-        """A flush or the end is owed an answer: a deadline runs."""
-        return bool(self.commits or self.owed) or self.phase is Phase.CLOSING
+    def _owed_requests(self) -> list[Message]:
+        return [COMMIT] if self.journal and (self.awaiting or self.items) else []
+
+    def _reconnected(self, replayed: list[Message]) -> None:
+        self.buffer_start = self.offset
+        self.items.clear()
+        self.owed.clear()
+        self.speaking = None
+        self.commits.clear()
+        if replayed[-1] == COMMIT:
+            self.commits.append(self.sent)  # owed: its item's transcript becomes owed
+
+    def _wire(self, chunk: bytes) -> Message:
+        return append(chunk)
 
     @property
     def uncommitted(self) -> float:
         return max(0.0, self.sent - self.buffer_start)
 
-    # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
+    def lost_is_harmless(self) -> bool:
+        """A drop now loses nothing: the input ended and every transcript arrived."""
+        return self.phase is Phase.CLOSING and not self.commits and not self.items
 
+    # -- client side
     def start(self) -> list[Message]:
         """What opens a connection: the session's configuration."""
         return [session_update(self.options)]
@@ -438,13 +191,7 @@ class TranscriptionSession:
         if len(pcm) % 2:
             raise ConfigError(f"audio of {len(pcm)} bytes is not whole 16-bit samples")
         step = round(MAX_APPEND_SECONDS * SAMPLE_RATE) * 2
-        msgs: list[Message] = []
-        for i in range(0, len(pcm), step):
-            piece = pcm[i : i + step]
-            self.journal.add(self.sent, piece)
-            self.sent += len(piece) / BYTES_PER_SECOND
-            msgs.append(append(piece))
-        return msgs
+        return [self._send(pcm[i : i + step]) for i in range(0, len(pcm), step)]
 
     def _commit(self, *, last: bool) -> list[Message]:
         """A commit of the buffer, when it holds what the server has not committed.
@@ -478,10 +225,6 @@ class TranscriptionSession:
         self._check_done()
         return msgs
 
-    def keepalive(self) -> list[Message]:
-        """The protocol has no keep-alive message (WebSocket pings keep the connection)."""
-        return []
-
     # -- journal and replay
     def _journal_trim(self) -> None:
         """Forget audio before every pending item and the uncommitted buffer."""
@@ -489,37 +232,15 @@ class TranscriptionSession:
             [self.buffer_start, *(i.start for i in self.items.values())]
             + ([self.speaking[1]] if self.speaking else [])
         )
+        # not _finalize_to: a new connection's buffer starts again at the replay's start
+        self.finalized = keep
         self.journal.trim(keep)
 
     def replay(self) -> list[Message] | None:
-        """What to send on a new connection to recover, or None if audio was lost."""
-        if self.journal.overflowed or self.phase is Phase.DONE:
-            return None
-        msgs: list[Message] = [*self.start(), *(append(data) for data in self.journal)]
-        if self.journal and (self.awaiting or self.items):
-            msgs.append(COMMIT)
-        return msgs
-
-    def begin_replay(self) -> list[Message]:
-        """Switch to a new connection: its times start at the journal's first sample."""
-        msgs = self.replay()
-        if msgs is None:
-            raise ProtocolStateError("nothing can be replayed: audio was lost")
-        start = self.journal.start
-        self.offset = start if start is not None else self.sent
-        self.buffer_start = self.offset
-        self.items.clear()
-        self.owed.clear()
-        self.speaking = None
-        self.commits.clear()
-        if msgs[-1] == COMMIT:
-            self.commits.append(self.sent)  # owed: its item's transcript becomes owed
-        self.connections += 1
-        return msgs
-
-    def lost_is_harmless(self) -> bool:
-        """A drop now loses nothing: the input ended and every transcript arrived."""
-        return self.phase is Phase.CLOSING and not self.commits and not self.items
+        """What to send on a new connection to recover (the session's configuration first),
+        or None if audio was lost."""
+        msgs = super().replay()
+        return None if msgs is None else [*self.start(), *msgs]
 
     # -- server side
     def feed(self, frame: str | bytes) -> list[Action]:

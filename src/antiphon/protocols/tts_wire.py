@@ -3,10 +3,9 @@
 ElevenLabs (``alignment``: characters, start times, durations) and Cartesia
 (``word_timestamps``: words, start times, end times) both time their audio with three
 parallel JSON lists; :func:`timed_rows` checks and zips them once, so both parsers refuse
-the same malformed input the same way. :func:`close_code_error` is the common tail of their
-``close_error`` mappings: a close code whose reason needs no reading becomes a
-:class:`~antiphon.errors.ProviderConnectionError` with the provider's hint for that code and
-the provider's own set of retryable codes. :func:`wire_bytes_per_second` turns a raw wire
+the same malformed input the same way. :func:`close_code_error` (from
+:mod:`~antiphon.protocols.close_codes`, which the STT protocols share too) is the common tail
+of their ``close_error`` mappings. :func:`wire_bytes_per_second` turns a raw wire
 encoding into the byte rate the sessions use to keep each context's audio clock.
 
 Kept apart from :mod:`antiphon.protocols.tts_session` (the contract between a session and
@@ -15,10 +14,9 @@ its driver): these are parsing and mapping helpers, not part of that contract.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TypeGuard
 
-from antiphon.errors import ProviderConnectionError
+from antiphon.protocols.close_codes import close_code_error as close_code_error
 
 __all__ = ["close_code_error", "timed_rows", "wire_bytes_per_second"]
 
@@ -46,26 +44,6 @@ def timed_rows(
             return None
         out.append((label, a, b))
     return out
-
-
-def close_code_error(
-    code: int | None,
-    message: str,
-    *,
-    provider: str,
-    stage: str,
-    hints: Mapping[int, str],
-    retryable: tuple[int | None, ...],
-) -> ProviderConnectionError:
-    """The error for a close told apart by its code alone (``None``: no close frame, 1006)."""
-    return ProviderConnectionError(
-        message,
-        provider=provider,
-        stage=stage,
-        code=code if code is not None else 1006,
-        hint=hints.get(code or 0, "the connection dropped; check the network"),
-        retryable=code in retryable,
-    )
 
 
 def wire_bytes_per_second(encoding: str, sample_rate: int) -> float:
