@@ -16,7 +16,8 @@ question's reply on a lone call; none without it). A frame is late by how far af
 reply's audio is one run, so a pause between two synthesised sentences (a TTS engine
 that fell behind) counts as lateness, as a listener hears it. Each ``turn`` message's
 metrics (``TurnMetrics``: STT final delay, LLM time to first token, TTS time to first
-audio, voice to voice) are passed on, to say which stage slows down first.
+audio, voice to voice) are passed on, and each ``error`` message's stage is kept with
+its cycle, to say which stage slows down or fails first.
 
     .venv/bin/python bench/speech_callers.py --host 127.0.0.1:PORT --calls N --seconds S \\
         --cycle C --questions A.pcm,B.pcm [--reference 120,80] [--first-index I --of N]
@@ -74,6 +75,7 @@ async def call(
     plan = [cycle_frames(questions[question_of(c, index, n)], cycle) for c in range(2)]
     per_cycle = len(plan[0])
     times: list[float] = []
+    errors: list[tuple[float, str]] = []  # (time, stage) of each error event
     interrupted = 0
     async with connect(f"ws://{host}/ws/agent", max_queue=None, max_size=None) as ws:
         loop = asyncio.get_running_loop()
@@ -89,6 +91,8 @@ async def call(
                     turns.append({k: event["metrics"].get(k) for k in STAGES})
                 elif event.get("type") == "interrupted":
                     interrupted += 1
+                elif event.get("type") == "error":
+                    errors.append((loop.time(), str(event.get("stage"))))
 
         reader = asyncio.create_task(receive())
         start = loop.time()
@@ -114,6 +118,11 @@ async def call(
             late.append((t - (anchor + frames[c] * FRAME)) * 1000)
             frames[c] += 1
     qs = [question_of(c, index, n) for c in range(asked)]
+    failed: list[list[str]] = [[] for _ in range(asked)]
+    for t, stage in errors:
+        c = int((t - start) / cycle)
+        if c < asked:
+            failed[c].append(stage)
     return {
         "asked": asked,
         "answered": sum(1 for f in frames if f > 0),
@@ -121,6 +130,7 @@ async def call(
         "expected": sum(reference[q] for q in qs) if reference else 0,
         "cycle_frames": frames,
         "cycle_questions": qs,
+        "cycle_errors": failed,
         "interrupted": interrupted,
         "sent": sent,
         "received": len(times),
