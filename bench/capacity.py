@@ -48,9 +48,10 @@ much of a frame's lateness the machine itself adds.
 For the speaking sides each row also says where the time goes: each turn's stage
 latencies (the ``turn`` messages' metrics: end of speech to STT final, LLM first token,
 TTS first audio, voice to voice), the server's loop lag (``/metrics``) and its CPU on
-the event loop's thread against its other threads (the inference workers); the
-summary names the stage whose p90 grew most from the smallest size to the largest run
-(:func:`limiting_stage`).
+the event loop's thread against its other threads (the inference workers), the error
+events by stage and the engines' errors in the server's log; the summary names the part
+that fills first (``bench/capacity_stages.py``: a stage's errors at the first size that
+fails, else the stage whose p90 grew most, else the frames' delivery on the loop).
 
     .venv/bin/python bench/capacity.py [--sides antiphon,pipecat,offline,cloud]
         [--sizes 10,20,40,60,100,150,200] [--pipecat-sizes 5,10,20,40]

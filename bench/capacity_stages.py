@@ -4,9 +4,9 @@ How it is built: plain functions over the rows ``bench/capacity.py`` writes.
 :func:`stage_latencies` gives p50/p90 of each stage of the turns' metrics (the ``turn``
 messages of ``/ws/agent``); :func:`limiting_stage` reads a side's rows, smallest size to
 largest, and names the part of the pipeline that fills first: a stage whose error events
-(an engine past its deadline) appear at the first size that fails, else a reply's audio
-produced behind its playback (frames later than the loop's lag and the machine's own
-noise explain), else the stage whose p90 grew most. The engines' error lines in the
+(an engine past its deadline) appear at the first size that fails, else the stage whose
+p90 grew most, else the frames' delivery on the event loop when they were later than
+the loop's lag and the machine's own noise explain. The engines' error lines in the
 server's log (:data:`ENGINE_ERROR`) are counted beside them.
 """
 
@@ -50,14 +50,16 @@ ENGINE_ERROR = re.compile(r"ERROR antiphon\.aio\.worker: ([\w-]+):")
 
 
 def limiting_stage(side: str, mine: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Which part of a speaking pipeline fills first.
+    """Which part of a speaking pipeline fills first, in this order of evidence:
 
-    The first size that fails says how: error events (an engine past its deadline) name
-    their stage; else frames later than the loop's lag and the
-    machine's own timer noise could explain (by over 20 ms) mean a reply's audio was
-    produced behind its playback (the TTS engine fell behind between two synthesised
-    pieces); otherwise the stage named is the one whose p90 latency grew most from the
-    smallest size to the largest run (turns unanswered within their cycle).
+    1. error events at the first size that fails (an engine past its deadline) name their
+       stage;
+    2. else the stage whose p90 latency grew most (by over :data:`GREW`) from the
+       smallest size to the largest run;
+    3. else, if that size's late frames are later than the loop-lag samples and the
+       machine's own timer noise explain (by over 20 ms), the frames' delivery: the
+       server's event loop;
+    4. else nothing measurable: the machine's noise.
     """
     rows = sorted((r for r in mine if "stages_s" in r), key=lambda r: r["calls"])
     if not rows:
@@ -70,36 +72,31 @@ def limiting_stage(side: str, mine: list[dict[str, Any]]) -> dict[str, Any] | No
     }
     names = {"llm_ttft": "LLM", **STAGE_NAMES.get(side, {})}
     worst = max(growth, key=lambda k: growth[k]) if growth else None
-    stage = (
-        names.get(worst or "", worst)
-        if worst and growth[worst] > GREW
-        else f"none grew by over {GREW} s"
-    )
     fail = next((r for r in rows if not r["holds"]), None)
-    behind = False
     errors: dict[str, int] = (fail.get("agent_errors") or {}) if fail is not None else {}
-    if fail is not None and errors:  # a stage failed outright (an engine missed a deadline)
+    behind = False
+    if fail is not None and fail["frames_late_over_budget"]:
+        noise = max(fail["loop_lag_max_ms"] or 0.0, fail["machine_timer_late_max_ms"] or 0.0)
+        behind = (fail["late_max_ms"] or 0.0) > noise + 20
+    if fail is not None and errors:
         failing = max(errors, key=lambda k: errors[k])
         kind = next(
             (k for k, words in ERROR_STAGES.items() if any(w in failing for w in words)), ""
         )
-        stage = names.get(kind, failing)
-        stage = f"{stage}: {errors[failing]} {failing!r} errors at {fail['calls']} calls"
-    elif fail is not None and fail["frames_late_over_budget"]:
-        noise = max(fail["loop_lag_max_ms"] or 0.0, fail["machine_timer_late_max_ms"] or 0.0)
-        behind = (fail["late_max_ms"] or 0.0) > noise + 20
-        if behind:
-            tts = STAGE_NAMES.get(side, {}).get("tts_ttfa", "TTS")
-            stage = f"{tts}: a reply's audio fell behind its playback"
-        else:
-            stage = "none: its late frames are within the loop's lag and the machine's noise"
+        stage = f"{names.get(kind, failing)}: {errors[failing]} {failing!r} errors"
+    elif worst and growth[worst] > GREW:
+        stage = f"{names.get(worst, worst)}: its p90 grew {growth[worst]:.2f} s"
+    elif behind:
+        stage = "frame delivery on the event loop: frames late beyond the machine's noise"
+    else:
+        stage = "none measurable: the late frames are within the machine's noise"
     return {
         "stage": stage,
         "first_failing_calls": fail["calls"] if fail else None,
         "first_failure": fail["failed"] if fail else [],
         "first_failure_agent_errors": errors,
         "first_failure_engine_errors": fail["server_log_engine_errors"] if fail else {},
-        "reply_audio_behind": behind,
+        "late_beyond_noise": behind,
         "p90_growth_s": {"from_calls": lo["calls"], "to_calls": hi["calls"], **growth},
         "loop_thread_cores": [r["loop_thread_cores"] for r in rows],
         "other_threads_cores": [r["other_threads_cores"] for r in rows],
