@@ -77,12 +77,13 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import cpu_seconds, pct, rss_mb
-from capacity_sides import SIDES, SPEECH_SIDES, Probe, Speech, prepare, started
+from capacity_sides import DOUBLES_AGENT, SIDES, SPEECH_SIDES, Probe, Speech, prepare, started
 from capacity_stages import ENGINE_ERROR, limiting_stage, stage_latencies
 from server_load import CYCLE, FRAME, REPLY_FRAMES
 from verdict import CallTally, judge
 
 HERE = Path(__file__).resolve().parent
+AGENT_FILE = DOUBLES_AGENT  # the doubles' agent file (bench/profile_server.py uses it)
 #: frames a call moves per second: 50 from the caller, the reply's share of each turn back
 FRAMES_PER_CALL_SECOND = 1 / FRAME + REPLY_FRAMES / CYCLE
 SATURATED = 0.8  # cores: above this a one-loop server is short of CPU on a loaded machine

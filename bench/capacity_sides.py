@@ -42,6 +42,7 @@ from server_load import REPLY, SILENCE
 
 __all__ = [
     "CLOUD_PHRASES",
+    "DOUBLES_AGENT",
     "OFFLINE_QUESTIONS",
     "SIDES",
     "SPEECH_SIDES",
