@@ -1,42 +1,62 @@
-"""Capacity of the real server against Pipecat: calls one process holds, and what each costs.
+"""Capacity of the real server: calls one process holds, and what each costs, per pipeline.
 
 How it is built: for each size and each side, a server runs in a subprocess (one
-process, one event loop) and answers every call with an agent on the same in-process
-doubles (scripted STT and LLM, tone TTS, energy VAD):
+process, one event loop) and answers every call (the sides: ``bench/capacity_sides.py``):
 
-- **antiphon**: ``antiphon serve`` with :func:`antiphon.testing.agent.doubles_agent`;
+- **antiphon**: ``antiphon serve`` with :func:`antiphon.testing.agent.doubles_agent` (the
+  in-process doubles: scripted STT and LLM, tone TTS, energy VAD);
 - **pipecat**: ``bench/pipecat_agent.py``, the same doubles as Pipecat services on
-  Pipecat's own FastAPI WebSocket transport under uvicorn (see that file).
+  Pipecat's own FastAPI WebSocket transport under uvicorn (see that file);
+- **offline**: ``antiphon serve`` with the default offline agent (Silero VAD, Whisper
+  tiny.en, the offline LLM, Piper), callers speaking Piper-voiced questions;
+- **cloud**: ``antiphon serve`` with Deepgram STT, an OpenAI-compatible chat LLM and
+  Deepgram TTS pointed at the loopback fakes of :mod:`antiphon.testing`, which run in a
+  process of their own (their CPU is reported apart), callers speaking tone speech
+  that the fake STT names.
 
 The callers run in other subprocesses, at most ``--calls-per-client-process`` (40)
-calls each (``bench/server_load.py --clients``: each streams 20 ms of PCM every 20 ms in
-real time, a question then silence, turn after turn, over ``/ws/agent``, binary PCM both
-ways, and times the agent's frames), the same client against both servers. So the
-server is measured, not the clients, and each size starts from a fresh server. Sides
-alternate size by size (antiphon n, Pipecat n, antiphon m, ...), so both see the same
-machine load; the load average is recorded with each run.
+calls each: for the doubles ``bench/server_load.py --clients`` (20 ms of PCM every 20 ms
+in real time, a question then silence, turn after turn, over ``/ws/agent``, binary PCM
+both ways), for the speaking sides ``bench/speech_callers.py`` (the same, with real
+questions, one per cycle, calls spread over the cycle). So the server is measured, not
+the clients, and each size starts from a fresh server. Sides alternate size by size
+(antiphon n, Pipecat n, antiphon m, ...), so they see the same machine load; the load
+average is recorded with each run.
 
 A size *holds* by ``bench/verdict.py``: every call answered every turn it asked, the
 whole reply's audio came back (within 5 %), and no frame was late by more than 20 ms.
-An overloaded server that answers nothing therefore fails instead of passing vacuously.
-Each side's figure is the largest size that holds; its sizes run in increasing order and
-stop after the first that does not (``--keep-going`` runs them all). Server CPU (user +
-system, all threads, from ``/proc``) and resident memory are read for the server process
-alone: CPU per call is the share of one core per call; memory per call is the growth
-over the idle server divided by the calls. ``calls per core by CPU`` is 100 over the CPU
-per call: how many calls a fully used core would carry, the figure that does not depend
-on how late the shared machine makes every process. A server starved of CPU does
-less of the work it owes (it answers fewer turns), so its CPU per call reads low; the
-figure that holds then is the **CPU per frame handled** (every caller frame sent plus
-every agent frame received), and ``calls per core by CPU per frame`` is what one core
-would carry at that cost (a call moves ``FRAMES_PER_CALL_SECOND`` frames a second). Both
-are compared side to side at each size both ran; CPU per call also where neither server
-used over ``SATURATED`` (0.8) of a core. A third process meanwhile times a
-20 ms sleep over and over: its p99 lateness says how much of a frame's lateness the
-machine itself adds.
+For a speaking side, the whole reply is what a lone call got for the same question, in
+a turn without an error, on the side's first server (its warm-up call), within 10 %
+(Piper's lengths vary a few % from one synthesis to the next); a frame is late against
+its reply's first frame, so a pause between two synthesised sentences counts. An overloaded server
+that answers nothing therefore fails instead of passing vacuously. Each side's figure
+is the largest size that holds; its sizes run in increasing order and stop after the
+first that does not (``--keep-going`` runs them all). Server CPU (user + system, all
+threads, from ``/proc``) and resident memory are read for the server process alone: CPU
+per call is the share of one core per call; memory per call is the growth over the idle
+server (after the warm-up call) divided by the calls. ``calls per core by CPU`` is 100
+over the CPU per call: how many calls a fully used core would carry, the figure that
+does not depend on how late the shared machine makes every process. A server starved of
+CPU does less of the work it owes (it answers fewer turns), so its CPU per call reads
+low; the figure that holds then is the **CPU per frame handled** (every caller frame
+sent plus every agent frame received), and ``calls per core by CPU per frame`` is what
+one core would carry at that cost. Both are compared side to side at each size both
+ran; CPU per call also where neither server used over ``SATURATED`` (0.8) of a core. A
+third process meanwhile times a 20 ms sleep over and over: its p99 lateness says how
+much of a frame's lateness the machine itself adds.
 
-    .venv/bin/python bench/capacity.py [--sizes 10,20,40,60,100,150,200] [--seconds 10]
-        [--pipecat-sizes 5,10,20,40] [--sides antiphon,pipecat] [--keep-going]
+For the speaking sides each row also says where the time goes: each turn's stage
+latencies (the ``turn`` messages' metrics: end of speech to STT final, LLM first token,
+TTS first audio, voice to voice), the server's loop lag (``/metrics``) and its CPU on
+the event loop's thread against its other threads (the inference workers), the error
+events by stage and the engines' errors in the server's log; the summary names the part
+that fills first (``bench/capacity_stages.py``: a stage's errors at the first size that
+fails, else the stage whose p90 grew most, else the frames' delivery on the loop).
+
+    .venv/bin/python bench/capacity.py [--sides antiphon,pipecat,offline,cloud]
+        [--sizes 10,20,40,60,100,150,200] [--pipecat-sizes 5,10,20,40]
+        [--offline-sizes 1,2,3,5] [--cloud-sizes 5,10,20,40] [--seconds 10]
+        [--speech-seconds 40] [--keep-going]
 
 The Pipecat side needs Pipecat and its dependencies (``bench/requirements-pipecat.txt``).
 Prints a table and writes ``bench/results/capacity.json``.
@@ -52,22 +72,18 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_seconds, free_port, pct, rss_mb, wait_listening
-from server_load import CYCLE, FRAME, REPLY, REPLY_FRAMES, SILENCE
+from benchkit import cpu_seconds, pct, rss_mb
+from capacity_sides import DOUBLES_AGENT, SIDES, SPEECH_SIDES, Probe, Speech, prepare, started
+from capacity_stages import ENGINE_ERROR, limiting_stage, stage_latencies
+from server_load import CYCLE, FRAME, REPLY_FRAMES
 from verdict import CallTally, judge
 
 HERE = Path(__file__).resolve().parent
-AGENT_FILE = f"""\
-from antiphon.testing.agent import doubles_agent
-
-agent = doubles_agent(
-    [f"question {{i}}" for i in range(100000)], [], min_silence={SILENCE}, default_reply={REPLY!r}
-)
-"""
-SIDES = ("antiphon", "pipecat")
+AGENT_FILE = DOUBLES_AGENT  # the doubles' agent file (bench/profile_server.py uses it)
 #: frames a call moves per second: 50 from the caller, the reply's share of each turn back
 FRAMES_PER_CALL_SECOND = 1 / FRAME + REPLY_FRAMES / CYCLE
 SATURATED = 0.8  # cores: above this a one-loop server is short of CPU on a loaded machine
@@ -78,51 +94,83 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def server_command(side: str, agent_file: Path, port: int, n: int) -> list[str]:
-    if side == "antiphon":
+def client_command(
+    side: str, port: int, m: int, seconds: float, speech: Speech | None, first: int, n: int,
+    reference: list[int] | None,
+) -> list[str]:  # fmt: skip
+    """The command of one client process: ``m`` calls of ``n``, from call ``first``."""
+    host = f"127.0.0.1:{port}"
+    if speech is None:
         return [
-            str(Path(sys.executable).with_name("antiphon")), "serve", str(agent_file),
-            "--port", str(port), "--max-sessions", str(n + 10),
+            sys.executable, str(HERE / "server_load.py"), "--clients", host,
+            "--sizes", str(m), "--seconds", str(seconds),
         ]  # fmt: skip
     return [
-        sys.executable, str(HERE / "pipecat_agent.py"), "--port", str(port),
-        "--min-silence", str(SILENCE), "--reply", REPLY,
+        sys.executable, str(HERE / "speech_callers.py"), "--host", host, "--calls", str(m),
+        "--seconds", str(seconds), "--cycle", str(speech.cycle),
+        "--questions", ",".join(str(q) for q in speech.questions),
+        "--reference", ",".join(str(x) for x in reference or []),
+        "--first-index", str(first), "--of", str(n),
     ]  # fmt: skip
 
 
+async def warm_up(port: int, speech: Speech, refs: dict[int, int]) -> list[int]:
+    """Lone calls asking each question once: the frames of each reply, the reference.
+
+    A reply is taken only from a turn without an error event (an engine that missed its
+    deadline answers something else); ``refs`` keeps them across the side's sizes (the
+    replies' audio does not depend on the load), and up to three lone calls fill it.
+    """
+    seconds = len(speech.questions) * speech.cycle + FRAME
+    for _ in range(3):
+        proc = await asyncio.create_subprocess_exec(
+            *client_command("", port, 1, seconds, speech, 0, 1, None),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        got = json.loads(out.decode().strip().splitlines()[-1])["calls"][0]
+        for q, f, err in zip(
+            got["cycle_questions"], got["cycle_frames"], got["cycle_errors"], strict=True
+        ):
+            if f and not err:
+                refs.setdefault(q, f)
+        if len(refs) == len(speech.questions):
+            return [refs[q] for q in range(len(speech.questions))]
+    raise RuntimeError(f"three lone calls got no clean reply to some question: {refs}")
+
+
 async def run_size(
-    side: str, n: int, seconds: float, agent_file: Path, per_process: int
+    side: str,
+    n: int,
+    seconds: float,
+    agent_file: Path,
+    speech: Speech | None,
+    per_process: int,
+    refs: dict[int, int],
 ) -> dict[str, Any]:
-    port = free_port()
     log_path = agent_file.with_name(f"{side}-{n}.log")
-    log = log_path.open("wb")
-    server = await asyncio.create_subprocess_exec(
-        *server_command(side, agent_file, port, n), stdout=log, stderr=log
-    )
     load_start = load_average()
-    try:
-        await wait_listening(port, server, 60.0)
+    async with started(side, n, agent_file, log_path) as run:
+        server = run.server
+        await asyncio.sleep(0.5)
+        reference = await warm_up(run.port, speech, refs) if speech else None
         await asyncio.sleep(0.5)
         idle_rss = rss_mb(server.pid)
         cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
+        helpers0 = sum(cpu_seconds(h.pid) for h in run.helpers)
+        probe = Probe(server.pid, run.port) if speech else None
         # the callers in processes of at most `per_process` calls each: one Python
         # process cannot drive hundreds of real-time calls, and a late client is not a
         # late server
         procs = -(-n // per_process)
         shares = [n // procs + (i < n % procs) for i in range(procs)]
+        firsts = [sum(shares[:i]) for i in range(procs)]
         clients = [
             await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(HERE / "server_load.py"),
-                "--clients",
-                f"127.0.0.1:{port}",
-                "--sizes",
-                str(m),
-                "--seconds",
-                str(seconds),
+                *client_command(side, run.port, m, seconds, speech, f, n, reference),
                 stdout=asyncio.subprocess.PIPE,
             )
-            for m in shares
+            for m, f in zip(shares, firsts, strict=True)
         ]
         peak_rss = idle_rss
         communicate = asyncio.ensure_future(asyncio.gather(*(c.communicate() for c in clients)))
@@ -130,6 +178,8 @@ async def run_size(
         loop = asyncio.get_running_loop()
         while not communicate.done():
             peak_rss = max(peak_rss, rss_mb(server.pid))
+            if probe is not None:
+                await probe.sample()
             for _ in range(25):  # a third process's 20 ms timer: how late the machine is
                 t = loop.time()
                 await asyncio.sleep(FRAME)
@@ -137,27 +187,27 @@ async def run_size(
         outs = await communicate
         cpu = cpu_seconds(server.pid) - cpu0
         wall = time.perf_counter() - wall0
-    finally:
-        if server.returncode is None:
-            server.terminate()
-            try:
-                await asyncio.wait_for(server.wait(), 10)
-            except TimeoutError:
-                server.kill()
-                await server.wait()
-        log.close()
+        helpers_cpu = sum(cpu_seconds(h.pid) for h in run.helpers) - helpers0
+        threads = await probe.finish(wall) if probe is not None else {}
     log_lines = log_path.read_text(errors="replace").splitlines()
     got = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
     late: list[float] = [x for g in got for x in g["late"]]
     calls = [
-        CallTally(c["asked"], c["answered"], c["frames"], c["asked"] * REPLY_FRAMES)
+        CallTally(
+            c["asked"],
+            c["answered"],
+            c["frames"],
+            c["expected"] if speech else c["asked"] * REPLY_FRAMES,
+        )
         for g in got
         for c in g["calls"]
     ]
-    verdict = judge(calls, late)
+    # Piper's lengths vary a few % from one synthesis of a text to the next (its
+    # stochastic durations): a speaking side's audio is whole within 10 %
+    verdict = judge(calls, late, tolerance=0.1 if speech else 0.05)
     cores = cpu / wall
     handled = sum(c["sent"] + c["received"] for g in got for c in g["calls"])
-    return {
+    row: dict[str, Any] = {
         "side": side,
         "calls": n,
         "load_average": [load_start, load_average()],
@@ -174,9 +224,12 @@ async def run_size(
         # (every caller frame sent, every agent frame received) is the cost that holds
         "frames_handled": handled,
         "server_cpu_us_per_frame": 1e6 * cpu / handled if handled else None,
-        # calls one core would carry at that cost: a call is FRAMES_PER_CALL_SECOND frames
+        # calls one core would carry at that cost (a call is FRAMES_PER_CALL_SECOND
+        # frames); not for a speaking side, whose cost is its turns' inference
         "calls_per_core_by_cpu_per_frame": (
-            1e6 / (1e6 * cpu / handled * FRAMES_PER_CALL_SECOND) if handled and cpu else None
+            1e6 / (1e6 * cpu / handled * FRAMES_PER_CALL_SECOND)
+            if handled and cpu and not speech
+            else None
         ),
         "server_rss_idle_mb": idle_rss,
         "server_rss_peak_mb": peak_rss,
@@ -184,7 +237,26 @@ async def run_size(
         "client_processes": procs,
         "client_cpu_cores": sum(g["cpu_s"] for g in got) / wall,
         "server_log_warnings": [x for x in log_lines if "WARNING" in x or "ERROR" in x][-5:],
+        # engines past their deadline (``whisper: engine thread ... abandoned``), by engine
+        "server_log_engine_errors": dict(
+            Counter(m.group(1) for x in log_lines if (m := ENGINE_ERROR.search(x)))
+        ),
     }
+    if speech:
+        row |= {
+            "reference_reply_frames": reference,
+            "interrupted": sum(c["interrupted"] for g in got for c in g["calls"]),
+            "reply_frames_by_call": [c["cycle_frames"] for g in got for c in g["calls"]],
+            # the stage of each error event (an engine past its deadline, ...), counted
+            "agent_errors": dict(
+                Counter(e for g in got for c in g["calls"] for es in c["cycle_errors"] for e in es)
+            ),
+            "stages_s": stage_latencies([t for g in got for t in g["turns"]]),
+            **threads,
+        }
+    if run.helpers:
+        row["fakes_cpu_cores"] = helpers_cpu / wall
+    return row
 
 
 def line(r: dict[str, Any]) -> str:
@@ -197,6 +269,14 @@ def line(r: dict[str, Any]) -> str:
         f"{r['server_cpu_us_per_frame'] or 0:.0f} us/frame)  RSS {r['server_rss_peak_mb']:.0f} "
         f"MB ({r['server_rss_mb_per_call']:.2f} MB/call)  clients {r['client_cpu_cores']:.2f} "
         f"cores in {r['client_processes']}  load {r['load_average'][0]:.1f}"
+        + (
+            f"\n{'':>15}stages p90 s: "
+            + ", ".join(f"{k} {v['p90'] or 0:.2f}" for k, v in r["stages_s"].items())
+            + f"  loop thread {r['loop_thread_cores']:.2f} cores, other threads "
+            f"{r['other_threads_cores']:.2f}, loop lag max {r['loop_lag_max_ms'] or 0:.0f} ms"
+            if "stages_s" in r
+            else ""
+        )
         + ("" if r["holds"] else f"  why: {'; '.join(r['failed'])}")
     )
 
@@ -213,8 +293,11 @@ def summary(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
                 r["calls"]: r["server_cpu_pct_of_core_per_call"] for r in mine
             },
             "rss_mb_per_call": {r["calls"]: r["server_rss_mb_per_call"] for r in mine},
+            "calls_per_core_by_cpu": {r["calls"]: r["calls_per_core_by_cpu"] for r in mine},
         }
-    if set(SIDES) <= set(sides):
+        if side in SPEECH_SIDES:
+            out[side]["limiting_stage"] = limiting_stage(side, mine)
+    if {"antiphon", "pipecat"} <= set(sides):
         a, p = out["antiphon"], out["pipecat"]
         both = sorted(set(a["cpu_pct_of_core_per_call"]) & set(p["cpu_pct_of_core_per_call"]))
         out["pipecat_cpu_per_call_over_antiphon"] = {
@@ -247,7 +330,12 @@ async def main() -> None:
     ap.add_argument(
         "--pipecat-sizes", default="5,10,20,40", help="Pipecat's sizes (it needs ~4x the CPU)"
     )
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--offline-sizes", default="1,2,3,5", help="the offline pipeline's sizes")
+    ap.add_argument("--cloud-sizes", default="5,10,20,40", help="the cloud fakes' sizes")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per size, doubles sides")
+    ap.add_argument(
+        "--speech-seconds", type=float, default=40.0, help="per size, offline and cloud sides"
+    )
     ap.add_argument("--sides", default=",".join(SIDES))
     ap.add_argument("--keep-going", action="store_true", help="run every size")
     ap.add_argument("--calls-per-client-process", type=int, default=40)
@@ -256,13 +344,19 @@ async def main() -> None:
     sides = [x for x in a.sides.split(",") if x]
     runs: list[dict[str, Any]] = []
     going = set(sides)
+    unknown = set(sides) - set(SIDES)
+    if unknown:
+        raise SystemExit(f"unknown sides {sorted(unknown)}; choose from {', '.join(SIDES)}")
     with tempfile.TemporaryDirectory() as tmp:
-        agent_file = Path(tmp) / "doubles_agent.py"
-        agent_file.write_text(AGENT_FILE)
-        plan = {
-            "antiphon": [int(x) for x in a.sizes.split(",")],
-            "pipecat": [int(x) for x in a.pipecat_sizes.split(",")],
+        prepared = {side: prepare(side, Path(tmp)) for side in sides}
+        sizes = {
+            "antiphon": a.sizes,
+            "pipecat": a.pipecat_sizes,
+            "offline": a.offline_sizes,
+            "cloud": a.cloud_sizes,
         }
+        plan = {side: [int(x) for x in sizes[side].split(",")] for side in sides}
+        refs: dict[str, dict[int, int]] = {side: {} for side in sides}
         # increasing sizes, the sides alternating at each: both see the same machine load
         order = sorted(
             ((n, side) for side in sides for n in plan[side]), key=lambda x: (x[0], x[1])
@@ -270,7 +364,11 @@ async def main() -> None:
         for n, side in order:
             if side not in going:
                 continue
-            r = await run_size(side, n, a.seconds, agent_file, a.calls_per_client_process)
+            agent_file, speech = prepared[side]
+            seconds = a.speech_seconds if speech else a.seconds
+            r = await run_size(
+                side, n, seconds, agent_file, speech, a.calls_per_client_process, refs[side]
+            )
             runs.append(r)
             print(line(r), flush=True)
             if not r["holds"] and not a.keep_going:
@@ -283,16 +381,24 @@ async def main() -> None:
         "servers": {
             "antiphon": "antiphon serve: one process, one event loop, the in-process doubles",
             "pipecat": "bench/pipecat_agent.py: Pipecat 1.14, FastAPI WebSocket, same doubles",
+            "offline": "antiphon serve: the default offline agent (Silero, Whisper tiny.en, "
+            "offline LLM, Piper), no greeting",
+            "cloud": "antiphon serve: WebRTC VAD, Deepgram STT, OpenAI chat, Deepgram TTS on "
+            "the loopback fakes of antiphon.testing in another process",
         },
-        "clients": "bench/server_load.py --clients in a second subprocess",
+        "clients": "bench/server_load.py --clients (doubles), bench/speech_callers.py "
+        "(offline, cloud), in other subprocesses",
         "criteria": "bench/verdict.py: every turn answered, audio whole, no frame late > 20 ms",
         "seconds_per_size": a.seconds,
+        "speech_seconds_per_size": a.speech_seconds,
         "runs": runs,
         "summary": summary(runs, sides),
     }
     for side in sides:
         s = result["summary"][side]
         print(f"{side}: calls held by one server process: {s['calls_held_per_server_process']}")
+        if s.get("limiting_stage"):
+            print(f"{side}: limiting stage: {json.dumps(s['limiting_stage'])}")
     if "pipecat_cpu_per_call_over_antiphon" in result["summary"]:
         print(
             f"Pipecat CPU per call / antiphon's, same sizes, both under {SATURATED} cores:",
