@@ -1,0 +1,178 @@
+"""Twilio's call routes: ``POST /twilio/voice`` and the ``/twilio/media`` stream.
+
+How it is built: :func:`add_twilio_routes` adds both to the app of
+:func:`~antiphon.server.app.create_app`, which passes in what they share with the other
+call endpoints (``watched`` runs a connection's deadlines, ``run_call`` admits and runs
+a bridge), as :func:`~antiphon.server.telephony.add_carrier_routes` does for the other
+carriers; ``/twilio/amd`` and ``/twilio/whisper`` live there too.
+
+- ``/twilio/voice`` is the answer webhook: with the Twilio auth token it checks Twilio's
+  signature over the public URL and the form (a JSON body is signed through
+  ``?bodySHA256=``) and issues a single-use ticket; else the server's token, when set,
+  is checked. It answers TwiML that connects the call to ``wss://.../twilio/media`` with
+  the ticket (or token) as a stream parameter.
+- ``/twilio/media`` checks the handshake's signature, then reads the stream up to its
+  ``start`` before a session exists (:func:`~antiphon.server.telephony.read_until_start`),
+  so that its ``customParameters`` can carry the ticket (the signature can be replayed;
+  the ticket cannot) or the token. Only then does a
+  :class:`~antiphon.transports.twilio.TwilioBridge` run the call, reading the preface again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import PlainTextResponse
+
+from antiphon.aio.clock import Clock
+from antiphon.audio.recording import call_recorder
+from antiphon.protocols import twilio as tw
+from antiphon.server.agents import AgentFactory
+from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, token_ok
+from antiphon.server.telephony import read_until_start
+from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
+from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.twilio import TwilioBridge
+from antiphon.transports.websocket import StarletteSocket
+
+__all__ = ["add_twilio_routes"]
+
+
+def _ws_scheme(url: str) -> str:
+    """``url`` with ``http(s)://`` made ``ws(s)://``."""
+    return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+
+
+def add_twilio_routes(
+    app: FastAPI,
+    *,
+    agent: AgentFactory,
+    token: str | None,
+    twilio_auth_token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+    clock: Clock,
+    tickets: TicketBook,
+    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+    record_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Serve ``/twilio/voice`` and ``/twilio/media`` (see the module docstring).
+
+    Args:
+        app: the app to add the routes to.
+        agent: makes one session per call.
+        token: the server's token (None: none), used when there is no Twilio auth token.
+        twilio_auth_token: checks Twilio's signatures (None: not checked).
+        public_url: the server's address as Twilio sees it (None: the request's).
+        limits: sizes, rates and deadlines of both endpoints.
+        clock: the clock of the deadlines.
+        tickets: issues and redeems the media streams' single-use tickets.
+        watched: runs a connection's deadlines for as long as its block runs.
+        run_call: admits a bridge and runs its call to the end.
+        record_dir: record each call there (``twilio-<time>-<id>.wav``; None: not).
+    """
+    lim = limits
+
+    def public(base: str, path: str) -> str:
+        return (public_url or base).rstrip("/") + path
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        try:
+            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        parameters: dict[str, str] = {}
+        if twilio_auth_token is not None:
+            query = request.url.query
+            url = public(base, "/twilio/voice") + (f"?{query}" if query else "")
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                # Twilio posts a form; a JSON body is signed through ?bodySHA256=
+                form = [] if ctype == "application/json" else tw.parse_form(body)
+            except ValueError:
+                return PlainTextResponse("too many form fields", status_code=413)
+            signature = request.headers.get("x-twilio-signature")
+            algorithm = tw.signature_algorithm(
+                request.headers.get("x-twilio-webhooks-signature-settings")
+            )
+            if signature is None or not tw.validate_signature(
+                twilio_auth_token,
+                url,
+                form,
+                signature,
+                body=body if ctype == "application/json" else None,
+                algorithm=algorithm,
+            ):
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+            parameters["ticket"] = tickets.issue("twilio")  # the stream's single-use pass
+        elif token is not None:
+            if not token_ok(
+                token, request.query_params.get("token"), request.headers.get("authorization")
+            ):
+                return PlainTextResponse("missing or wrong token", status_code=401)
+            parameters["token"] = token  # comes back in the stream's start message
+        ws_url = _ws_scheme(public(base, "/twilio/media"))
+        return Response(tw.twiml_connect(ws_url, parameters), media_type="text/xml")
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(ws: WebSocket) -> None:
+        signed = True
+        if twilio_auth_token is not None:
+            base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
+            query = ws.url.query
+            url = _ws_scheme(public(base, "/twilio/media")) + (f"?{query}" if query else "")
+            signature = ws.headers.get("x-twilio-signature")
+            signed = signature is not None and tw.validate_signature(
+                twilio_auth_token, url, (), signature
+            )
+        await ws.accept()
+        socket = StarletteSocket(ws)
+        if not signed:
+            await socket.close(UNAUTHORIZED, "invalid Twilio signature")
+            return
+        guard = ConnectionGuard(
+            socket,
+            lim,
+            max_binary_bytes=lim.max_twilio_message_bytes,
+            max_text_bytes=lim.max_twilio_message_bytes,
+            clock=clock,
+        )
+        async with watched(guard):
+            try:
+                start, preface = await read_until_start(guard, tw.DIALECT, lim)
+            except CallEnded as ended:
+                await guard.close(ended.code, ended.reason)
+                return
+            if not preface:
+                return  # gone before saying anything
+            if twilio_auth_token is not None:
+                # the signature can be replayed; the ticket /twilio/voice issued cannot
+                ticket = start.parameters.get("ticket") if start else None
+                if not tickets.redeem(ticket, "twilio"):
+                    await guard.close(UNAUTHORIZED, "no valid ticket: calls come via /twilio/voice")
+                    return
+            elif token is not None:
+                given = start.parameters.get("token") if start else None
+                if not token_ok(
+                    token,
+                    given or ws.query_params.get("token"),
+                    ws.headers.get("authorization"),
+                ):
+                    await guard.close(UNAUTHORIZED, "missing or wrong token")
+                    return
+            guard.unread(*preface)
+            recorder = call_recorder(record_dir, "twilio") if record_dir is not None else None
+            bridge = TwilioBridge(
+                agent.new_session(), guard, send_timeout=lim.send_timeout, recorder=recorder
+            )
+            guard.on_expire = bridge.end
+            await run_call(bridge)
