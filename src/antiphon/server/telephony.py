@@ -158,19 +158,31 @@ class Carrier:
     methods: tuple[str, ...] = ("POST",)
 
 
-def _fields(request: Request, body: bytes) -> dict[str, str]:
-    """The answer webhook's fields: its query, and a form or flat JSON body's strings."""
-    fields = dict(request.query_params)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _form(ctype: str, body: bytes) -> list[tuple[str, str]] | None:
+    """A form body's fields ([] for another body); None for more fields than a webhook has."""
+    if not ctype.endswith("x-www-form-urlencoded"):
+        return []
     try:
-        if ctype.endswith("x-www-form-urlencoded"):
-            fields.update(tw.parse_form(body))
-        elif ctype.endswith("json") and body:
+        return tw.parse_form(body)
+    except ValueError:
+        return None
+
+
+def _fields(
+    query: Mapping[str, str], ctype: str, body: bytes, form: list[tuple[str, str]] | None
+) -> dict[str, str]:
+    """The answer webhook's fields: its query, and the form (parsed once, by the handler:
+    ``form``) or a flat JSON body's strings. A malformed body adds none."""
+    fields = dict(query)
+    if ctype.endswith("x-www-form-urlencoded"):
+        fields.update(form or [])
+    elif ctype.endswith("json") and body:
+        try:
             obj = bounded_json.loads(body, max_depth=4)
-            if isinstance(obj, dict):
-                fields.update({k: v for k, v in obj.items() if isinstance(v, str)})
-    except ValueError:  # a malformed body: the fields it has are the query's
-        pass
+        except ValueError:
+            return fields
+        if isinstance(obj, dict):
+            fields.update({k: v for k, v in obj.items() if isinstance(v, str)})
     return fields
 
 
@@ -311,11 +323,10 @@ def _voice_handler(
         base = f"{request.url.scheme}://{request.url.netloc}"
         query = request.url.query
         ws_url = ws_scheme(public(base, f"/{name}/media"))
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        form = _form(ctype, body)  # once: for the signature and for the answer's fields
         if secret is not None and carrier.verify is not None:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                form = tw.parse_form(body) if ctype.endswith("x-www-form-urlencoded") else []
-            except ValueError:
+            if form is None:
                 return PlainTextResponse("too many form fields", status_code=413)
             url = public(base, f"/{name}/voice") + (f"?{query}" if query else "")
             signed = WebhookRequest(request.method, url, request.headers, body, form)
@@ -329,7 +340,7 @@ def _voice_handler(
                 return PlainTextResponse("missing or wrong token", status_code=401)
             ws_url += f"?token={token}"
         assert carrier.answer is not None  # routed only then
-        return carrier.answer(ws_url, _fields(request, body))
+        return carrier.answer(ws_url, _fields(request.query_params, ctype, body, form))
 
     voice.__name__ = f"{name}_voice"
     return voice
