@@ -9,8 +9,8 @@ shares (the :class:`~antiphon.server.calls.CallRegistry`, the edge check ``refus
 ``watched`` for a connection's deadlines, ``run_call`` to admit and run a bridge, the
 tickets) and serves ``/ws/agent`` itself; each other family of routes lives in a module
 of its own, handed those pieces: :mod:`~antiphon.server.webrtc`,
-:mod:`~antiphon.server.twilio`, :mod:`~antiphon.server.telephony` (the other carriers,
-``/twilio/amd``, ``/twilio/whisper``) and :mod:`~antiphon.server.ops`. :func:`serve` makes
+:mod:`~antiphon.server.twilio` (Twilio's four), :mod:`~antiphon.server.telephony` (the
+other carriers) and :mod:`~antiphon.server.ops`. :func:`serve` makes
 the app and hands it to :func:`~antiphon.server.runner.run_app` (uvicorn, the loop).
 
 - **Calls**: each WebSocket on ``/ws/agent`` gets a new agent session, bridged by
@@ -63,13 +63,12 @@ from antiphon.server.edge import (
 )
 from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
 from antiphon.server.runner import run_app
-from antiphon.server.telephony import (
-    CarrierSecrets,
-    add_carrier_routes,
+from antiphon.server.telephony import CarrierSecrets, add_carrier_routes
+from antiphon.server.twilio import (
     add_twilio_amd_route,
+    add_twilio_routes,
     add_twilio_whisper_route,
 )
-from antiphon.server.twilio import add_twilio_routes
 from antiphon.server.webrtc import add_webrtc_routes
 from antiphon.transports.base import TRY_AGAIN, UNAUTHORIZED, CallBridge
 from antiphon.transports.ice import IceServer

@@ -8,25 +8,18 @@ handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twili
   the secret in :class:`CarrierSecrets` (403 and one line if it is wrong), issues a
   single-use ticket and answers with the document that connects the call to
   ``wss://<public url>/<carrier>/media?ticket=...``. Without a secret, the server's
-  token (when set) is checked and passed on the same way.
+  token (when set) is checked and passed on the same way. A form body is parsed once,
+  for the signature check (which also reads the raw body) and the answer's fields.
 - ``/<carrier>/media`` (WebSocket) admits a stream that redeems its ticket (or carries
   the token); Exotel, which has no webhook, authenticates the handshake with HTTP Basic
   credentials instead. The stream is read up to its start under the connection's guard,
   then :class:`~antiphon.transports.twilio.TwilioBridge` runs the call in the carrier's
   dialect.
 
-``POST /twilio/amd`` takes Twilio's asynchronous answering-machine verdict on an
-outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
-and hands it to the live call with that ``CallSid`` as
-:class:`~antiphon.agent.events.MachineDetected`.
-
-``POST /twilio/whisper`` answers a warm transfer's ``<Number url>``
-(:meth:`~antiphon.transports.twilio_rest.TwilioCalls.transfer` with a summary): it checks
-Twilio's signature, opens the summary's signed, expiring token (``?ticket=``, redacted in
-the logs) with the auth token's whisper key, and answers ``<Say>`` of the summary, which
-Twilio plays to the human who answered before bridging. It needs the Twilio auth token
-(the key and the signature check); without it, or for a bad signature or token, it
-refuses with one line.
+Twilio's own routes (``/twilio/voice``, ``/twilio/media``, ``/twilio/amd``,
+``/twilio/whisper``) and :func:`read_until_start`, which both families use, live in
+:mod:`antiphon.server.twilio`; ``add_twilio_amd_route``, ``add_twilio_whisper_route`` and
+``read_until_start`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -46,14 +39,16 @@ from antiphon.audio.recording import call_recorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
-from antiphon.protocols import twilio_rest as rest
-from antiphon.protocols.media_stream import Connected, Dialect, Start
+from antiphon.protocols.media_stream import Dialect
 from antiphon.server.agents import AgentFactory
-from antiphon.server.calls import CallRegistry
 from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, ticket_key, token_ok
+from antiphon.server.twilio import (
+    add_twilio_amd_route,
+    add_twilio_whisper_route,
+    read_until_start,
+)
 from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
-from antiphon.transports.phone_events import deliver_answered_by
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket
 
@@ -229,29 +224,6 @@ CARRIERS: tuple[Carrier, ...] = (
 """The carriers served besides Twilio, by name."""
 
 
-async def read_until_start(
-    guard: ConnectionGuard, dialect: Dialect, limits: EdgeLimits
-) -> tuple[Start | None, list[bytes | str]]:
-    """A stream's first messages up to its start (``connected`` may come first).
-
-    Returns the start (None if another message came first: the bridge refuses it) and
-    the messages read, for the bridge to read again; none if the peer left. Raises
-    :class:`CallEnded` when the guard does (size, deadline).
-    """
-    preface: list[bytes | str] = []
-    for _ in range(2):
-        message = await guard.receive()
-        if message is None:
-            return None, []
-        preface.append(message)
-        event = dialect.parse(message, max_depth=limits.max_json_depth)
-        if isinstance(event, Start):
-            return event, preface
-        if not isinstance(event, Connected):
-            break
-    return None, preface
-
-
 def add_carrier_routes(
     app: FastAPI,
     *,
@@ -408,99 +380,3 @@ def _media_handler(
 
     media.__name__ = f"{name}_media"
     return media
-
-
-def add_twilio_amd_route(
-    app: FastAPI,
-    *,
-    registry: CallRegistry,
-    twilio_auth_token: str | None,
-    token: str | None,
-    public_url: str | None,
-    limits: EdgeLimits,
-) -> None:
-    """Serve ``POST /twilio/amd`` (see the module docstring)."""
-
-    @app.post("/twilio/amd")
-    async def twilio_amd(request: Request) -> Response:
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
-        if twilio_auth_token is not None:
-            base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
-            query = request.url.query
-            url = base + "/twilio/amd" + (f"?{query}" if query else "")
-            signature = request.headers.get("x-twilio-signature")
-            algorithm = tw.signature_algorithm(
-                request.headers.get("x-twilio-webhooks-signature-settings")
-            )
-            if signature is None or not tw.validate_signature(
-                twilio_auth_token, url, form, signature, algorithm=algorithm
-            ):
-                return PlainTextResponse("invalid Twilio signature", status_code=403)
-        elif token is not None and not token_ok(
-            token, request.query_params.get("token"), request.headers.get("authorization")
-        ):
-            return PlainTextResponse("missing or wrong token", status_code=401)
-        fields = dict(form)
-        call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "")
-        for call in list(registry.calls):
-            if not isinstance(call, TwilioBridge) or call.state.start is None:
-                continue
-            if call_sid and call.state.start.call_sid == call_sid:
-                try:
-                    deliver_answered_by(call.session, answered_by)
-                except ValueError as exc:
-                    return PlainTextResponse(str(exc), status_code=400)
-                return Response(status_code=204)
-        return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)
-
-
-def add_twilio_whisper_route(
-    app: FastAPI,
-    *,
-    twilio_auth_token: str | None,
-    public_url: str | None,
-    limits: EdgeLimits,
-    wall: Callable[[], float] = time.time,
-) -> None:
-    """Serve ``POST /twilio/whisper`` (see the module docstring)."""
-    seal = rest.WhisperSeal(twilio_auth_token, wall=wall) if twilio_auth_token else None
-
-    @app.post("/twilio/whisper")
-    async def twilio_whisper(request: Request) -> Response:
-        if seal is None or twilio_auth_token is None:
-            return PlainTextResponse(
-                "warm transfers need the server's Twilio auth token (TWILIO_AUTH_TOKEN)",
-                status_code=404,
-            )
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
-        base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
-        query = request.url.query
-        url = base + "/twilio/whisper" + (f"?{query}" if query else "")
-        signature = request.headers.get("x-twilio-signature")
-        algorithm = tw.signature_algorithm(
-            request.headers.get("x-twilio-webhooks-signature-settings")
-        )
-        if signature is None or not tw.validate_signature(
-            twilio_auth_token, url, form, signature, algorithm=algorithm
-        ):
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
-        summary = seal.open(request.query_params.get("ticket"))
-        if summary is None:
-            return PlainTextResponse("no valid whisper ticket (forged or expired)", status_code=403)
-        return Response(rest.whisper_twiml(summary), media_type="text/xml")

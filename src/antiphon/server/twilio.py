@@ -1,10 +1,12 @@
-"""Twilio's call routes: ``POST /twilio/voice`` and the ``/twilio/media`` stream.
+"""Twilio's routes: the ``/twilio/voice`` webhook, the ``/twilio/media`` stream,
+``/twilio/amd`` and ``/twilio/whisper``.
 
-How it is built: :func:`add_twilio_routes` adds both to the app of
+How it is built: each ``add_*`` function adds its routes to the app of
 :func:`~antiphon.server.app.create_app`, which passes in what they share with the other
 call endpoints (``watched`` runs a connection's deadlines, ``run_call`` admits and runs
 a bridge), as :func:`~antiphon.server.telephony.add_carrier_routes` does for the other
-carriers; ``/twilio/amd`` and ``/twilio/whisper`` live there too.
+carriers, whose streams are Twilio-shaped too: :func:`read_until_start` serves both. One
+check, ``_twilio_signed``, reads Twilio's signature for all three webhooks.
 
 - ``/twilio/voice`` is the answer webhook: with the Twilio auth token it checks Twilio's
   signature over the public URL and the form (a JSON body is signed through
@@ -12,16 +14,30 @@ carriers; ``/twilio/amd`` and ``/twilio/whisper`` live there too.
   is checked. It answers TwiML that connects the call to ``wss://.../twilio/media`` with
   the ticket (or token) as a stream parameter.
 - ``/twilio/media`` checks the handshake's signature, then reads the stream up to its
-  ``start`` before a session exists (:func:`~antiphon.server.telephony.read_until_start`),
-  so that its ``customParameters`` can carry the ticket (the signature can be replayed;
-  the ticket cannot) or the token. Only then does a
+  ``start`` before a session exists (:func:`read_until_start`), so that its
+  ``customParameters`` can carry the ticket (the signature can be replayed; the ticket
+  cannot) or the token. Only then does a
   :class:`~antiphon.transports.twilio.TwilioBridge` run the call, reading the preface again.
+
+``POST /twilio/amd`` takes Twilio's asynchronous answering-machine verdict on an
+outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
+and hands it to the live call with that ``CallSid`` as
+:class:`~antiphon.agent.events.MachineDetected`.
+
+``POST /twilio/whisper`` answers a warm transfer's ``<Number url>``
+(:meth:`~antiphon.transports.twilio_rest.TwilioCalls.transfer` with a summary): it checks
+Twilio's signature, opens the summary's signed, expiring token (``?ticket=``, redacted in
+the logs) with the auth token's whisper key, and answers ``<Say>`` of the summary, which
+Twilio plays to the human who answered before bridging. It needs the Twilio auth token
+(the key and the signature check); without it, or for a bad signature or token, it
+refuses with one line.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -31,20 +47,72 @@ from fastapi.responses import PlainTextResponse
 from antiphon.aio.clock import Clock
 from antiphon.audio.recording import call_recorder
 from antiphon.protocols import twilio as tw
+from antiphon.protocols import twilio_rest as rest
+from antiphon.protocols.media_stream import Connected, Dialect, Start
 from antiphon.server.agents import AgentFactory
+from antiphon.server.calls import CallRegistry
 from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, token_ok
-from antiphon.server.telephony import read_until_start
 from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
+from antiphon.transports.phone_events import deliver_answered_by
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket
 
-__all__ = ["add_twilio_routes"]
+__all__ = [
+    "add_twilio_amd_route",
+    "add_twilio_routes",
+    "add_twilio_whisper_route",
+    "read_until_start",
+]
 
 
 def _ws_scheme(url: str) -> str:
     """``url`` with ``http(s)://`` made ``ws(s)://``."""
     return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+
+
+async def read_until_start(
+    guard: ConnectionGuard, dialect: Dialect, limits: EdgeLimits
+) -> tuple[Start | None, list[bytes | str]]:
+    """A stream's first messages up to its start (``connected`` may come first).
+
+    Returns the start (None if another message came first: the bridge refuses it) and
+    the messages read, for the bridge to read again; none if the peer left. Raises
+    :class:`CallEnded` when the guard does (size, deadline).
+    """
+    preface: list[bytes | str] = []
+    for _ in range(2):
+        message = await guard.receive()
+        if message is None:
+            return None, []
+        preface.append(message)
+        event = dialect.parse(message, max_depth=limits.max_json_depth)
+        if isinstance(event, Start):
+            return event, preface
+        if not isinstance(event, Connected):
+            break
+    return None, preface
+
+
+def _twilio_signed(
+    request: Request,
+    auth_token: str,
+    public_url: str | None,
+    path: str,
+    form: Sequence[tuple[str, str]],
+    json_body: bytes | None = None,
+) -> bool:
+    """Whether a webhook carries Twilio's signature: over the URL Twilio requested (the
+    public URL, else the request's, with ``path`` and the query) and the ``form`` (or a
+    JSON body, signed through ``?bodySHA256=``), in the algorithm its headers name."""
+    base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+    query = request.url.query
+    url = base + path + (f"?{query}" if query else "")
+    signature = request.headers.get("x-twilio-signature")
+    algorithm = tw.signature_algorithm(request.headers.get("x-twilio-webhooks-signature-settings"))
+    return signature is not None and tw.validate_signature(
+        auth_token, url, form, signature, body=json_body, algorithm=algorithm
+    )
 
 
 def add_twilio_routes(
@@ -92,25 +160,15 @@ def add_twilio_routes(
         base = f"{request.url.scheme}://{request.url.netloc}"
         parameters: dict[str, str] = {}
         if twilio_auth_token is not None:
-            query = request.url.query
-            url = public(base, "/twilio/voice") + (f"?{query}" if query else "")
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             try:
                 # Twilio posts a form; a JSON body is signed through ?bodySHA256=
                 form = [] if ctype == "application/json" else tw.parse_form(body)
             except ValueError:
                 return PlainTextResponse("too many form fields", status_code=413)
-            signature = request.headers.get("x-twilio-signature")
-            algorithm = tw.signature_algorithm(
-                request.headers.get("x-twilio-webhooks-signature-settings")
-            )
-            if signature is None or not tw.validate_signature(
-                twilio_auth_token,
-                url,
-                form,
-                signature,
-                body=body if ctype == "application/json" else None,
-                algorithm=algorithm,
+            json_body = body if ctype == "application/json" else None
+            if not _twilio_signed(
+                request, twilio_auth_token, public_url, "/twilio/voice", form, json_body
             ):
                 return PlainTextResponse("invalid Twilio signature", status_code=403)
             parameters["ticket"] = tickets.issue("twilio")  # the stream's single-use pass
@@ -176,3 +234,81 @@ def add_twilio_routes(
             )
             guard.on_expire = bridge.end
             await run_call(bridge)
+
+
+def add_twilio_amd_route(
+    app: FastAPI,
+    *,
+    registry: CallRegistry,
+    twilio_auth_token: str | None,
+    token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+) -> None:
+    """Serve ``POST /twilio/amd`` (see the module docstring)."""
+
+    @app.post("/twilio/amd")
+    async def twilio_amd(request: Request) -> Response:
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+            form = tw.parse_form(body)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        except ValueError:
+            return PlainTextResponse("too many form fields", status_code=413)
+        if twilio_auth_token is not None:
+            if not _twilio_signed(request, twilio_auth_token, public_url, "/twilio/amd", form):
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+        elif token is not None and not token_ok(
+            token, request.query_params.get("token"), request.headers.get("authorization")
+        ):
+            return PlainTextResponse("missing or wrong token", status_code=401)
+        fields = dict(form)
+        call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "")
+        for call in list(registry.calls):
+            if not isinstance(call, TwilioBridge) or call.state.start is None:
+                continue
+            if call_sid and call.state.start.call_sid == call_sid:
+                try:
+                    deliver_answered_by(call.session, answered_by)
+                except ValueError as exc:
+                    return PlainTextResponse(str(exc), status_code=400)
+                return Response(status_code=204)
+        return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)
+
+
+def add_twilio_whisper_route(
+    app: FastAPI,
+    *,
+    twilio_auth_token: str | None,
+    public_url: str | None,
+    limits: EdgeLimits,
+    wall: Callable[[], float] = time.time,
+) -> None:
+    """Serve ``POST /twilio/whisper`` (see the module docstring)."""
+    seal = rest.WhisperSeal(twilio_auth_token, wall=wall) if twilio_auth_token else None
+
+    @app.post("/twilio/whisper")
+    async def twilio_whisper(request: Request) -> Response:
+        if seal is None or twilio_auth_token is None:
+            return PlainTextResponse(
+                "warm transfers need the server's Twilio auth token (TWILIO_AUTH_TOKEN)",
+                status_code=404,
+            )
+        try:
+            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+            form = tw.parse_form(body)
+        except BodyTooLarge as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        except TimeoutError:
+            return PlainTextResponse("the request body came too slowly", status_code=408)
+        except ValueError:
+            return PlainTextResponse("too many form fields", status_code=413)
+        if not _twilio_signed(request, twilio_auth_token, public_url, "/twilio/whisper", form):
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        summary = seal.open(request.query_params.get("ticket"))
+        if summary is None:
+            return PlainTextResponse("no valid whisper ticket (forged or expired)", status_code=403)
+        return Response(rest.whisper_twiml(summary), media_type="text/xml")
