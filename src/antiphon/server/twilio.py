@@ -115,6 +115,20 @@ def _twilio_signed(
     )
 
 
+async def _read_form(request: Request, limits: EdgeLimits) -> list[tuple[str, str]] | Response:
+    """A webhook's form body, or the one line that refuses it (too large or too many
+    fields: 413; too slow: 408)."""
+    try:
+        body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
+        return tw.parse_form(body)
+    except BodyTooLarge as exc:
+        return PlainTextResponse(str(exc), status_code=413)
+    except TimeoutError:
+        return PlainTextResponse("the request body came too slowly", status_code=408)
+    except ValueError:
+        return PlainTextResponse("too many form fields", status_code=413)
+
+
 def add_twilio_routes(
     app: FastAPI,
     *,
@@ -249,15 +263,9 @@ def add_twilio_amd_route(
 
     @app.post("/twilio/amd")
     async def twilio_amd(request: Request) -> Response:
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
+        form = await _read_form(request, limits)
+        if isinstance(form, Response):
+            return form
         if twilio_auth_token is not None:
             if not _twilio_signed(request, twilio_auth_token, public_url, "/twilio/amd", form):
                 return PlainTextResponse("invalid Twilio signature", status_code=403)
@@ -297,15 +305,9 @@ def add_twilio_whisper_route(
                 "warm transfers need the server's Twilio auth token (TWILIO_AUTH_TOKEN)",
                 status_code=404,
             )
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
+        form = await _read_form(request, limits)
+        if isinstance(form, Response):
+            return form
         if not _twilio_signed(request, twilio_auth_token, public_url, "/twilio/whisper", form):
             return PlainTextResponse("invalid Twilio signature", status_code=403)
         summary = seal.open(request.query_params.get("ticket"))
