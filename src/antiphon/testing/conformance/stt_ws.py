@@ -54,7 +54,7 @@ from antiphon.testing.conformance.stt_ws_harness import (
     free_port,
     speech,
 )
-from antiphon.testing.conformance.tts import slow_sends
+from antiphon.testing.conformance.tts_harness import slow_sends
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until

@@ -12,7 +12,6 @@ cases and re-exports the names here, so that the harness and the cases are read 
 
 from __future__ import annotations
 
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.services.stt import STT, RecognizeStream, STTDeadlines, Transcript
+from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import FakeServer
 from antiphon.testing.synth import tone_for_text
@@ -197,14 +197,6 @@ class Run:
     fake: Any
     stt: STT
     harness: WsSTTHarness
-
-
-def free_port() -> int:
-    """A loopback port free right now (nobody listens on it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def all_transcripts(stream: RecognizeStream) -> list[Transcript]:
