@@ -430,3 +430,37 @@ async def test_exotel_streams_need_the_applets_credentials() -> None:
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
         assert (ws.close_code, ws.close_reason) == (4401, "invalid Exotel credentials")
+
+
+async def test_a_signed_form_webhook_is_parsed_once_and_its_fields_reach_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from antiphon.protocols import twilio as tw
+
+    parsed: list[bytes] = []
+    parse_form = tw.parse_form
+
+    def counting(body: bytes, **kw: Any) -> list[tuple[str, str]]:
+        parsed.append(body)
+        return parse_form(body, **kw)
+
+    monkeypatch.setattr(tw, "parse_form", counting)
+    async with (
+        phone_server(["x"], ["y"], carriers=CarrierSecrets(vonage_signature_secret=VSEC),
+                     public_url="https://a.example") as (host, _),
+        httpx.AsyncClient(base_url=f"http://{host}") as client,
+    ):  # fmt: skip
+        body = b"to=14155550100&from=447700900000"
+        claims = {"iat": int(time.time()), "payload_hash": hashlib.sha256(body).hexdigest()}
+        token = jwt.encode(claims, VSEC, "HS256")
+        ok = await client.post("/vonage/voice", content=body, headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        assert ok.json()[0]["from"] == "14155550100"  # a field of the signed form
+        assert parsed == [body]  # once: for the signature check and the answer alike
+        tampered = body.replace(b"14155550100", b"19005550100")  # the signature is the body's
+        bad = await client.post("/vonage/voice", content=tampered, headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert bad.status_code == 403

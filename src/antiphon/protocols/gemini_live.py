@@ -9,7 +9,10 @@ while the connection is open"; client messages carry exactly one of ``setup``,
 ``google-genai`` SDK's ``LiveClientMessage``/``LiveServerMessage`` models, against which
 every message here is validated in ``tests/test_sdk_gemini_live.py``.
 
-How it is built: :class:`GeminiLiveState` subclasses
+How it is built, in two modules: :mod:`~antiphon.protocols.gemini_live_wire` writes the
+client messages and reads the server fields and close codes (pure functions, re-exported
+here, so ``gemini_live`` stays the one import); this module is the state machine.
+:class:`GeminiLiveState` subclasses
 :class:`~antiphon.protocols.realtime.RealtimeState` (the session's hook type) and replaces
 its client side (encoders of Gemini messages) and its server side (:meth:`feed_all`: one
 ``serverContent`` may carry audio, a transcription and ``turnComplete`` at once, so one
@@ -37,12 +40,25 @@ import base64
 import binascii
 import itertools
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from antiphon.errors import AuthError, ProviderError
+from antiphon.protocols.gemini_live_wire import (
+    DEFAULT_VOICE,
+    INPUT_RATE,
+    OUTPUT_RATE,
+    PATH,
+    VOICES,
+    close_error,
+    duration_seconds,
+    encode_activity,
+    encode_audio,
+    encode_audio_stream_end,
+    encode_client_content,
+    encode_setup,
+    encode_tool_response,
+    usage_from_metadata,
+)
 from antiphon.protocols.realtime import (
-    GEMINI_VOICES,
     SAY_PREFIX,
     AudioDelta,
     ConnectionEnding,
@@ -60,8 +76,7 @@ from antiphon.protocols.realtime import (
     Unknown,
     Usage,
 )
-from antiphon.protocols.realtime import close_error as realtime_close_error
-from antiphon.protocols.realtime.config import Dialect, dump_json
+from antiphon.protocols.realtime.config import Dialect
 from antiphon.protocols.realtime.state import (
     Act,
     Decision,
@@ -85,178 +100,6 @@ __all__ = [
     "encode_setup",
     "encode_tool_response",
 ]
-
-#: The WebSocket path of the Gemini API (v1beta), https://ai.google.dev/api/live.
-PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-#: Input audio is raw 16-bit little-endian PCM at 16 kHz; output is 24 kHz.
-INPUT_RATE = 16000
-OUTPUT_RATE = 24000
-#: Gemini's prebuilt voices (a voice given as a plain name must be one of them).
-VOICES = GEMINI_VOICES
-DEFAULT_VOICE = "Puck"
-
-
-# --------------------------------------------------------------------------- client messages
-
-
-def encode_setup(
-    cfg: SessionConfig,
-    *,
-    model: str,
-    voice: str | None = None,
-    automatic_activity_detection: bool = True,
-    transcription: bool = True,
-    session_resumption: bool = False,
-    handle: str | None = None,
-) -> str:
-    """The ``setup`` message: model, audio output, voice (``voice``, else the
-    configuration's), instructions, tools, transcription; ``session_resumption`` asks for
-    resumption handles, ``handle`` resumes the session it names."""
-    name = voice or (cfg.voice.name if cfg.voice.type == "gemini" else DEFAULT_VOICE)
-    generation: dict[str, Any] = {
-        "responseModalities": ["AUDIO"],
-        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": name}}},
-    }
-    if cfg.temperature is not None:
-        generation["temperature"] = cfg.temperature
-    setup: dict[str, Any] = {
-        "model": model if model.startswith("models/") else f"models/{model}",
-        "generationConfig": generation,
-    }
-    if cfg.instructions:
-        setup["systemInstruction"] = {"parts": [{"text": cfg.instructions}]}
-    if cfg.tools:
-        decls = [
-            {
-                "name": t.name,
-                "description": t.description,
-                "parametersJsonSchema": dict(t.parameters),
-            }
-            for t in cfg.tools
-        ]
-        setup["tools"] = [{"functionDeclarations": decls}]
-    if not automatic_activity_detection:
-        setup["realtimeInputConfig"] = {"automaticActivityDetection": {"disabled": True}}
-    if transcription:
-        setup["inputAudioTranscription"] = {}
-        setup["outputAudioTranscription"] = {}
-    if session_resumption or handle:
-        setup["sessionResumption"] = {"handle": handle} if handle else {}
-    setup.update(cfg.extra)
-    return dump_json({"setup": setup})
-
-
-def encode_audio(pcm: bytes, rate: int = INPUT_RATE) -> str:
-    """``realtimeInput.audio``: one chunk of PCM16 mono."""
-    blob = {"data": base64.b64encode(pcm).decode(), "mimeType": f"audio/pcm;rate={rate}"}
-    return dump_json({"realtimeInput": {"audio": blob}})
-
-
-def encode_activity(start: bool) -> str:
-    """``realtimeInput.activityStart``/``activityEnd``: the user's turn, marked by the client
-    (only with automatic activity detection off)."""
-    return dump_json({"realtimeInput": {"activityStart" if start else "activityEnd": {}}})
-
-
-def encode_audio_stream_end() -> str:
-    """``realtimeInput.audioStreamEnd``: the microphone paused; flush what was heard."""
-    return dump_json({"realtimeInput": {"audioStreamEnd": True}})
-
-
-def encode_client_content(turns: list[tuple[str, str]], *, turn_complete: bool) -> str:
-    """``clientContent``: (role, text) turns; ``turn_complete`` asks the model to answer."""
-    msg: dict[str, Any] = {"turnComplete": turn_complete}
-    if turns:
-        msg["turns"] = [
-            {"role": "model" if role == "assistant" else "user", "parts": [{"text": text}]}
-            for role, text in turns
-        ]
-    return dump_json({"clientContent": msg})
-
-
-def encode_tool_response(call_id: str, name: str, output: str) -> str:
-    """``toolResponse``: the result of one function call; ``output`` is JSON if it parses
-    to an object, else it is wrapped as ``{"output": output}``."""
-    try:
-        parsed = json.loads(output)
-    except ValueError:
-        parsed = None
-    response = parsed if isinstance(parsed, dict) else {"output": output}
-    fr = {"id": call_id, "name": name, "response": response}
-    return dump_json({"toolResponse": {"functionResponses": [fr]}})
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def close_error(
-    code: int | None, reason: str, *, provider: str, stage: str, auth_hint: str
-) -> ProviderError:
-    """The typed error for a close of the Live API: 1008 (policy: key, permission) and a
-    1007 whose reason names the API key are auth errors; other 1007s are a refused
-    request (not retryable); the rest as for every realtime service."""
-    text = reason or "no reason given"
-    if code == 1007 and "key" in text.lower():
-        return AuthError(
-            f"the server closed the connection: {text}",
-            provider=provider,
-            stage=stage,
-            code=code,
-            hint=auth_hint,
-        )
-    if code == 1007:
-        return ProviderError(
-            f"the server refused the request: {text}",
-            provider=provider,
-            stage=stage,
-            code=code,
-            hint="a setup field or message is invalid for this model; check the model name "
-            "and the configuration",
-        )
-    return realtime_close_error(code, reason, provider=provider, stage=stage, auth_hint=auth_hint)
-
-
-# --------------------------------------------------------------------------- the state machine
-
-
-def _seconds(duration: object) -> float:
-    """A protobuf JSON duration (``"12.5s"``) in seconds; 0 when missing or malformed."""
-    if not isinstance(duration, str) or not duration.endswith("s"):
-        return 0.0
-    try:
-        value = float(duration[:-1])
-    except ValueError:
-        return 0.0
-    return value if value >= 0 else 0.0
-
-
-def _usage(raw: object) -> Usage | None:
-    if not isinstance(raw, Mapping):
-        return None
-
-    def num(key: str) -> int:
-        v = raw.get(key)
-        return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-    def audio(key: str) -> int:
-        details = raw.get(key)
-        if not isinstance(details, list):
-            return 0
-        return sum(
-            int(d.get("tokenCount", 0))
-            for d in details
-            if isinstance(d, Mapping) and d.get("modality") == "AUDIO"
-        )
-
-    prompt, response = num("promptTokenCount"), num("responseTokenCount")
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=response,
-        total_tokens=num("totalTokenCount") or prompt + response,
-        input_audio_tokens=audio("promptTokensDetails"),
-        output_audio_tokens=audio("responseTokensDetails"),
-        cached_tokens=num("cachedContentTokenCount"),
-    )
 
 
 class GeminiLiveState(RealtimeState):
@@ -432,7 +275,7 @@ class GeminiLiveState(RealtimeState):
             return [Decision(Act.DROP, Malformed("not a JSON object", str(msg)), g, "malformed")]
         out: list[Decision] = []
         if "usageMetadata" in msg:
-            self._usage = _usage(msg["usageMetadata"]) or self._usage
+            self._usage = usage_from_metadata(msg["usageMetadata"]) or self._usage
         if "setupComplete" in msg:
             out.append(Decision(Act.READY, SessionCreated(f"gemini_{next(self._ids)}"), g))
         content = msg.get("serverContent")
@@ -451,7 +294,7 @@ class GeminiLiveState(RealtimeState):
         away = msg.get("goAway")
         if "goAway" in msg:
             left = away.get("timeLeft") if isinstance(away, dict) else None
-            out.append(Decision(Act.MOVE, ConnectionEnding(_seconds(left), "goAway"), g))
+            out.append(Decision(Act.MOVE, ConnectionEnding(duration_seconds(left), "goAway"), g))
         for key in ("toolCallCancellation", "voiceActivity"):
             if key in msg:
                 out.append(Decision(Act.NOTICE, Ignored(key), g))

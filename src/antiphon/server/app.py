@@ -4,6 +4,15 @@
 ``create_app(agent)`` builds a FastAPI app around an
 :class:`~antiphon.server.agents.AgentFactory`; :func:`serve` runs it with uvicorn.
 
+How it is built: :func:`create_app` checks its arguments, owns what every call endpoint
+shares (the :class:`~antiphon.server.calls.CallRegistry`, the edge check ``refused``,
+``watched`` for a connection's deadlines, ``run_call`` to admit and run a bridge, the
+tickets) and serves ``/ws/agent`` itself; each other family of routes lives in a module
+of its own, handed those pieces: :mod:`~antiphon.server.webrtc`,
+:mod:`~antiphon.server.twilio` (Twilio's four), :mod:`~antiphon.server.telephony` (the
+other carriers) and :mod:`~antiphon.server.ops`. :func:`serve` makes
+the app and hands it to :func:`~antiphon.server.runner.run_app` (uvicorn, the loop).
+
 - **Calls**: each WebSocket on ``/ws/agent`` gets a new agent session, bridged by
   :class:`~antiphon.transports.websocket.WebSocketBridge`. Beyond ``max_sessions`` a call
   is refused with 1013.
@@ -26,64 +35,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import uvicorn
-from fastapi import FastAPI, Request, Response, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from antiphon.aio import worker
 from antiphon.aio.clock import Clock, MonotonicClock
-from antiphon.audio.recording import CallRecorder, call_recorder
+from antiphon.audio.recording import call_recorder
 from antiphon.errors import ConfigError
-from antiphon.protocols import bounded_json
-from antiphon.protocols import twilio as tw
 from antiphon.server.agents import AgentFactory
-from antiphon.server.calls import CallRegistry, DrainingServer
+from antiphon.server.calls import CallRegistry
 from antiphon.server.edge import (
+    FORBIDDEN,
     LOOPBACK_HOSTS,
-    BodyTooLarge,
     HostCheck,
     TicketBook,
     install_redaction,
     normalize_origin,
     origin_ok,
-    read_body,
     token_ok,
 )
 from antiphon.server.ops import DRAIN_TIMEOUT, add_ops
-from antiphon.server.telephony import (
-    CarrierSecrets,
-    add_carrier_routes,
+from antiphon.server.runner import run_app
+from antiphon.server.telephony import CarrierSecrets, add_carrier_routes
+from antiphon.server.twilio import (
     add_twilio_amd_route,
+    add_twilio_routes,
     add_twilio_whisper_route,
-    read_until_start,
 )
-from antiphon.transports.base import (
-    TRY_AGAIN,
-    UNAUTHORIZED,
-    CallBridge,
-    CallEnded,
-)
-from antiphon.transports.ice import IceServer, browser_config
-from antiphon.transports.limits import TIMED_OUT, ConnectionGuard, EdgeLimits
-from antiphon.transports.twilio import TwilioBridge
+from antiphon.server.webrtc import add_webrtc_routes
+from antiphon.transports.base import TRY_AGAIN, UNAUTHORIZED, CallBridge
+from antiphon.transports.ice import IceServer
+from antiphon.transports.limits import ConnectionGuard, EdgeLimits
 from antiphon.transports.websocket import StarletteSocket, WebSocketBridge
 
 __all__ = ["FORBIDDEN", "CallRegistry", "create_app", "default_allowed_hosts", "serve"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-FORBIDDEN = 4403
-"""Close code of a call from a browser origin that is not allowed."""
 
 
 def admission_limit(agent: AgentFactory, max_sessions: int | None) -> int:
@@ -230,83 +225,11 @@ def create_app(
             return UNAUTHORIZED, "missing or wrong token"
         return None
 
-    @app.get("/webrtc/config")
-    async def webrtc_config(request: Request) -> JSONResponse:
-        """The browser's ``RTCPeerConnection`` configuration: the same ICE servers."""
-        query, header = request.query_params.get("token"), request.headers.get("authorization")
-        if not token_ok(token, query, header):  # TURN credentials are not for everyone
-            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
-        return JSONResponse(browser_config(ice_servers))
-
-    @app.post("/webrtc/offer")
-    async def webrtc_offer(request: Request) -> JSONResponse:
-        """A WebRTC call: the browser's SDP offer in, the answer out (JSON ``sdp``/``type``)."""
-        refusal = refused(request)
-        if refusal is not None:
-            status = 403 if refusal[0] == FORBIDDEN else 401
-            return JSONResponse({"error": refusal[1]}, status_code=status)
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return JSONResponse({"error": "POST the offer as application/json"}, 415)
-        try:
-            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
-        except BodyTooLarge as exc:
-            return JSONResponse({"error": str(exc)}, status_code=413)
-        except TimeoutError:
-            return JSONResponse({"error": "the request body came too slowly"}, 408)
-        try:
-            from antiphon.transports.webrtc import WebRTCCall
-        except ImportError:
-            return JSONResponse(
-                {"error": "WebRTC needs aiortc: pip install 'antiphon[webrtc]'"}, status_code=501
-            )
-        try:
-            offer = bounded_json.loads(body, max_depth=lim.max_json_depth)
-            sdp, kind = str(offer["sdp"]), str(offer["type"])
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": 'POST {"type": "offer", "sdp": "..."}'}, 400)
-        recorder = call_recorder(record_dir, "webrtc") if record_dir is not None else None
-        call = WebRTCCall(agent.new_session(), ice_servers, recorder=recorder)
-        if not registry.admit(call):
-            await call.aclose()
-            return JSONResponse({"error": "too many sessions"}, status_code=503)
-        try:
-            await call.session.start()
-            answer = await call.answer(sdp, kind)
-        except Exception as exc:
-            await call.aclose()
-            registry.leave(call)
-            return JSONResponse({"error": f"cannot answer the offer: {exc}"}, status_code=400)
-        greeting = getattr(agent, "greeting", "")
-        if isinstance(greeting, str) and greeting:
-            call.session.say(greeting)
-
-        async def deadlines() -> None:
-            """Not connected in time: end the call; then the maximum duration, if any."""
-            started = clock.now()
-            await clock.sleep_until(started + lim.webrtc_connect_timeout)
-            if not call.connected:
-                why = f"not connected within {lim.webrtc_connect_timeout:g} s"
-                call.end(TIMED_OUT, why)
-                return
-            if lim.max_call_duration is not None:
-                await clock.sleep_until(started + lim.max_call_duration)
-                call.end(TIMED_OUT, f"longer than {lim.max_call_duration:g} s")
-
-        async def run() -> None:
-            watch = asyncio.get_running_loop().create_task(deadlines(), name="webrtc-deadlines")
-            try:
-                await call.wait()
-            finally:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
-                await call.aclose()
-                registry.leave(call)
-
-        task = asyncio.get_running_loop().create_task(run(), name="webrtc-call")
-        webrtc_calls.add(task)
-        task.add_done_callback(webrtc_calls.discard)
-        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+    # /webrtc/config, /webrtc/offer: server/webrtc.py
+    add_webrtc_routes(
+        app, agent=agent, registry=registry, token=token, refused=refused, limits=lim,
+        clock=clock, ice_servers=ice_servers, record_dir=record_dir, calls=webrtc_calls,
+    )  # fmt: skip
 
     @app.websocket("/ws/agent")
     async def agent_call(ws: WebSocket) -> None:
@@ -325,119 +248,20 @@ def create_app(
             clock=clock,
         )
         async with watched(guard):
-            recorder = None
-            if record_dir is not None:  # one stereo WAV per call: user left, agent right
-                name = f"call-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.wav"
-                recorder = CallRecorder(Path(record_dir) / name)
+            # one stereo WAV per call: user left, agent right
+            recorder = call_recorder(record_dir, "call") if record_dir is not None else None
             bridge = WebSocketBridge(
                 agent.new_session(), guard, input_rate=input_rate, limits=lim, recorder=recorder
             )
             guard.on_expire = bridge.end
             await run_call(bridge)
 
-    def _public(request_url: str, path: str) -> str:
-        base = (public_url or request_url).rstrip("/")
-        return base + path
-
-    def _ws_scheme(url: str) -> str:
-        return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-
-    @app.post("/twilio/voice")
-    async def twilio_voice(request: Request) -> Response:
-        try:
-            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        base = f"{request.url.scheme}://{request.url.netloc}"
-        parameters: dict[str, str] = {}
-        if twilio_auth_token is not None:
-            query = request.url.query
-            url = _public(base, "/twilio/voice") + (f"?{query}" if query else "")
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                # Twilio posts a form; a JSON body is signed through ?bodySHA256=
-                form = [] if ctype == "application/json" else tw.parse_form(body)
-            except ValueError:
-                return PlainTextResponse("too many form fields", status_code=413)
-            signature = request.headers.get("x-twilio-signature")
-            algorithm = tw.signature_algorithm(
-                request.headers.get("x-twilio-webhooks-signature-settings")
-            )
-            if signature is None or not tw.validate_signature(
-                twilio_auth_token,
-                url,
-                form,
-                signature,
-                body=body if ctype == "application/json" else None,
-                algorithm=algorithm,
-            ):
-                return PlainTextResponse("invalid Twilio signature", status_code=403)
-            parameters["ticket"] = tickets.issue("twilio")  # the stream's single-use pass
-        elif token is not None:
-            if not token_ok(
-                token, request.query_params.get("token"), request.headers.get("authorization")
-            ):
-                return PlainTextResponse("missing or wrong token", status_code=401)
-            parameters["token"] = token  # comes back in the stream's start message
-        ws_url = _ws_scheme(_public(base, "/twilio/media"))
-        return Response(tw.twiml_connect(ws_url, parameters), media_type="text/xml")
-
-    @app.websocket("/twilio/media")
-    async def twilio_media(ws: WebSocket) -> None:
-        signed = True
-        if twilio_auth_token is not None:
-            base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
-            query = ws.url.query
-            url = _ws_scheme(_public(base, "/twilio/media")) + (f"?{query}" if query else "")
-            signature = ws.headers.get("x-twilio-signature")
-            signed = signature is not None and tw.validate_signature(
-                twilio_auth_token, url, (), signature
-            )
-        await ws.accept()
-        socket = StarletteSocket(ws)
-        if not signed:
-            await socket.close(UNAUTHORIZED, "invalid Twilio signature")
-            return
-        guard = ConnectionGuard(
-            socket,
-            lim,
-            max_binary_bytes=lim.max_twilio_message_bytes,
-            max_text_bytes=lim.max_twilio_message_bytes,
-            clock=clock,
-        )
-        async with watched(guard):
-            try:
-                start, preface = await read_until_start(guard, tw.DIALECT, lim)
-            except CallEnded as ended:
-                await guard.close(ended.code, ended.reason)
-                return
-            if not preface:
-                return  # gone before saying anything
-            if twilio_auth_token is not None:
-                # the signature can be replayed; the ticket /twilio/voice issued cannot
-                ticket = start.parameters.get("ticket") if start else None
-                if not tickets.redeem(ticket, "twilio"):
-                    await guard.close(UNAUTHORIZED, "no valid ticket: calls come via /twilio/voice")
-                    return
-            elif token is not None:
-                given = start.parameters.get("token") if start else None
-                if not token_ok(
-                    token,
-                    given or ws.query_params.get("token"),
-                    ws.headers.get("authorization"),
-                ):
-                    await guard.close(UNAUTHORIZED, "missing or wrong token")
-                    return
-            guard.unread(*preface)
-            recorder = call_recorder(record_dir, "twilio") if record_dir is not None else None
-            bridge = TwilioBridge(
-                agent.new_session(), guard, send_timeout=lim.send_timeout, recorder=recorder
-            )
-            guard.on_expire = bridge.end
-            await run_call(bridge)
-
+    # /twilio/voice, /twilio/media: server/twilio.py
+    add_twilio_routes(
+        app, agent=agent, token=token, twilio_auth_token=twilio_auth_token,
+        public_url=public_url, limits=lim, clock=clock, tickets=tickets, watched=watched,
+        run_call=run_call, record_dir=record_dir,
+    )  # fmt: skip
     # /telnyx, /plivo, /vonage, /exotel: server/telephony.py
     add_carrier_routes(
         app, agent=agent, secrets=carriers or CarrierSecrets(), token=token,
@@ -536,31 +360,4 @@ def serve(
         carriers=carriers if carriers is not None else CarrierSecrets.from_env(),
         record_dir=record_dir,
     )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_graceful_shutdown=int(drain_timeout) + 5,
-        ws_max_size=lim.max_ws_message_bytes,  # a bigger message is refused unread (1009)
-        # PCM and base64 audio barely compress, and deflating every 20 ms frame cost about
-        # a tenth of the server's CPU per call (bench/profile_server.py): not offered.
-        ws_per_message_deflate=False,
-    )
-    install_redaction()  # uvicorn configures its loggers again in Config
-    server = DrainingServer(config, app.state.calls, drain_timeout)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(server.run_draining())
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when it is installed (``pip install antiphon[fast]``), unless
-    ``ANTIPHON_LOOP=asyncio``; else asyncio's own (None)."""
-    if os.environ.get("ANTIPHON_LOOP", "auto") == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    run_app(app, host=host, port=port, drain_timeout=drain_timeout, limits=lim)

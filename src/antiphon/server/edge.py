@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "FORBIDDEN",
     "TICKET_TTL",
     "BodyTooLarge",
     "HostCheck",
@@ -60,6 +61,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+FORBIDDEN = 4403
+"""Close code of a call from a browser origin that is not allowed."""
 
 
 def token_ok(expected: str | None, query: str | None, authorization: str | None) -> bool:

@@ -8,25 +8,18 @@ handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twili
   the secret in :class:`CarrierSecrets` (403 and one line if it is wrong), issues a
   single-use ticket and answers with the document that connects the call to
   ``wss://<public url>/<carrier>/media?ticket=...``. Without a secret, the server's
-  token (when set) is checked and passed on the same way.
+  token (when set) is checked and passed on the same way. A form body is parsed once,
+  for the signature check (which also reads the raw body) and the answer's fields.
 - ``/<carrier>/media`` (WebSocket) admits a stream that redeems its ticket (or carries
   the token); Exotel, which has no webhook, authenticates the handshake with HTTP Basic
   credentials instead. The stream is read up to its start under the connection's guard,
   then :class:`~antiphon.transports.twilio.TwilioBridge` runs the call in the carrier's
   dialect.
 
-``POST /twilio/amd`` takes Twilio's asynchronous answering-machine verdict on an
-outbound call (``antiphon call --machine-detection``), signed like ``/twilio/voice``,
-and hands it to the live call with that ``CallSid`` as
-:class:`~antiphon.agent.events.MachineDetected`.
-
-``POST /twilio/whisper`` answers a warm transfer's ``<Number url>``
-(:meth:`~antiphon.transports.twilio_rest.TwilioCalls.transfer` with a summary): it checks
-Twilio's signature, opens the summary's signed, expiring token (``?ticket=``, redacted in
-the logs) with the auth token's whisper key, and answers ``<Say>`` of the summary, which
-Twilio plays to the human who answered before bridging. It needs the Twilio auth token
-(the key and the signature check); without it, or for a bad signature or token, it
-refuses with one line.
+Twilio's own routes (``/twilio/voice``, ``/twilio/media``, ``/twilio/amd``,
+``/twilio/whisper``) and :func:`read_until_start`, which both families use, live in
+:mod:`antiphon.server.twilio`; ``add_twilio_amd_route``, ``add_twilio_whisper_route`` and
+``read_until_start`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -46,14 +39,16 @@ from antiphon.audio.recording import call_recorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
-from antiphon.protocols import twilio_rest as rest
-from antiphon.protocols.media_stream import Connected, Dialect, Start
+from antiphon.protocols.media_stream import Dialect
 from antiphon.server.agents import AgentFactory
-from antiphon.server.calls import CallRegistry
 from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, ticket_key, token_ok
+from antiphon.server.twilio import (
+    add_twilio_amd_route,
+    add_twilio_whisper_route,
+    read_until_start,
+)
 from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
-from antiphon.transports.phone_events import deliver_answered_by
 from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket
 
@@ -158,19 +153,31 @@ class Carrier:
     methods: tuple[str, ...] = ("POST",)
 
 
-def _fields(request: Request, body: bytes) -> dict[str, str]:
-    """The answer webhook's fields: its query, and a form or flat JSON body's strings."""
-    fields = dict(request.query_params)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _form(ctype: str, body: bytes) -> list[tuple[str, str]] | None:
+    """A form body's fields ([] for another body); None for more fields than a webhook has."""
+    if not ctype.endswith("x-www-form-urlencoded"):
+        return []
     try:
-        if ctype.endswith("x-www-form-urlencoded"):
-            fields.update(tw.parse_form(body))
-        elif ctype.endswith("json") and body:
+        return tw.parse_form(body)
+    except ValueError:
+        return None
+
+
+def _fields(
+    query: Mapping[str, str], ctype: str, body: bytes, form: list[tuple[str, str]] | None
+) -> dict[str, str]:
+    """The answer webhook's fields: its query, and the form (parsed once, by the handler:
+    ``form``) or a flat JSON body's strings. A malformed body adds none."""
+    fields = dict(query)
+    if ctype.endswith("x-www-form-urlencoded"):
+        fields.update(form or [])
+    elif ctype.endswith("json") and body:
+        try:
             obj = bounded_json.loads(body, max_depth=4)
-            if isinstance(obj, dict):
-                fields.update({k: v for k, v in obj.items() if isinstance(v, str)})
-    except ValueError:  # a malformed body: the fields it has are the query's
-        pass
+        except ValueError:
+            return fields
+        if isinstance(obj, dict):
+            fields.update({k: v for k, v in obj.items() if isinstance(v, str)})
     return fields
 
 
@@ -215,29 +222,6 @@ CARRIERS: tuple[Carrier, ...] = (
     ),
 )  # fmt: skip
 """The carriers served besides Twilio, by name."""
-
-
-async def read_until_start(
-    guard: ConnectionGuard, dialect: Dialect, limits: EdgeLimits
-) -> tuple[Start | None, list[bytes | str]]:
-    """A stream's first messages up to its start (``connected`` may come first).
-
-    Returns the start (None if another message came first: the bridge refuses it) and
-    the messages read, for the bridge to read again; none if the peer left. Raises
-    :class:`CallEnded` when the guard does (size, deadline).
-    """
-    preface: list[bytes | str] = []
-    for _ in range(2):
-        message = await guard.receive()
-        if message is None:
-            return None, []
-        preface.append(message)
-        event = dialect.parse(message, max_depth=limits.max_json_depth)
-        if isinstance(event, Start):
-            return event, preface
-        if not isinstance(event, Connected):
-            break
-    return None, preface
 
 
 def add_carrier_routes(
@@ -311,11 +295,10 @@ def _voice_handler(
         base = f"{request.url.scheme}://{request.url.netloc}"
         query = request.url.query
         ws_url = ws_scheme(public(base, f"/{name}/media"))
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        form = _form(ctype, body)  # once: for the signature and for the answer's fields
         if secret is not None and carrier.verify is not None:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                form = tw.parse_form(body) if ctype.endswith("x-www-form-urlencoded") else []
-            except ValueError:
+            if form is None:
                 return PlainTextResponse("too many form fields", status_code=413)
             url = public(base, f"/{name}/voice") + (f"?{query}" if query else "")
             signed = WebhookRequest(request.method, url, request.headers, body, form)
@@ -329,7 +312,7 @@ def _voice_handler(
                 return PlainTextResponse("missing or wrong token", status_code=401)
             ws_url += f"?token={token}"
         assert carrier.answer is not None  # routed only then
-        return carrier.answer(ws_url, _fields(request, body))
+        return carrier.answer(ws_url, _fields(request.query_params, ctype, body, form))
 
     voice.__name__ = f"{name}_voice"
     return voice
@@ -397,99 +380,3 @@ def _media_handler(
 
     media.__name__ = f"{name}_media"
     return media
-
-
-def add_twilio_amd_route(
-    app: FastAPI,
-    *,
-    registry: CallRegistry,
-    twilio_auth_token: str | None,
-    token: str | None,
-    public_url: str | None,
-    limits: EdgeLimits,
-) -> None:
-    """Serve ``POST /twilio/amd`` (see the module docstring)."""
-
-    @app.post("/twilio/amd")
-    async def twilio_amd(request: Request) -> Response:
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
-        if twilio_auth_token is not None:
-            base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
-            query = request.url.query
-            url = base + "/twilio/amd" + (f"?{query}" if query else "")
-            signature = request.headers.get("x-twilio-signature")
-            algorithm = tw.signature_algorithm(
-                request.headers.get("x-twilio-webhooks-signature-settings")
-            )
-            if signature is None or not tw.validate_signature(
-                twilio_auth_token, url, form, signature, algorithm=algorithm
-            ):
-                return PlainTextResponse("invalid Twilio signature", status_code=403)
-        elif token is not None and not token_ok(
-            token, request.query_params.get("token"), request.headers.get("authorization")
-        ):
-            return PlainTextResponse("missing or wrong token", status_code=401)
-        fields = dict(form)
-        call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "")
-        for call in list(registry.calls):
-            if not isinstance(call, TwilioBridge) or call.state.start is None:
-                continue
-            if call_sid and call.state.start.call_sid == call_sid:
-                try:
-                    deliver_answered_by(call.session, answered_by)
-                except ValueError as exc:
-                    return PlainTextResponse(str(exc), status_code=400)
-                return Response(status_code=204)
-        return PlainTextResponse(f"no live call {call_sid[:40]!r}", status_code=404)
-
-
-def add_twilio_whisper_route(
-    app: FastAPI,
-    *,
-    twilio_auth_token: str | None,
-    public_url: str | None,
-    limits: EdgeLimits,
-    wall: Callable[[], float] = time.time,
-) -> None:
-    """Serve ``POST /twilio/whisper`` (see the module docstring)."""
-    seal = rest.WhisperSeal(twilio_auth_token, wall=wall) if twilio_auth_token else None
-
-    @app.post("/twilio/whisper")
-    async def twilio_whisper(request: Request) -> Response:
-        if seal is None or twilio_auth_token is None:
-            return PlainTextResponse(
-                "warm transfers need the server's Twilio auth token (TWILIO_AUTH_TOKEN)",
-                status_code=404,
-            )
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-            form = tw.parse_form(body)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
-        except ValueError:
-            return PlainTextResponse("too many form fields", status_code=413)
-        base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
-        query = request.url.query
-        url = base + "/twilio/whisper" + (f"?{query}" if query else "")
-        signature = request.headers.get("x-twilio-signature")
-        algorithm = tw.signature_algorithm(
-            request.headers.get("x-twilio-webhooks-signature-settings")
-        )
-        if signature is None or not tw.validate_signature(
-            twilio_auth_token, url, form, signature, algorithm=algorithm
-        ):
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
-        summary = seal.open(request.query_params.get("ticket"))
-        if summary is None:
-            return PlainTextResponse("no valid whisper ticket (forged or expired)", status_code=403)
-        return Response(rest.whisper_twiml(summary), media_type="text/xml")

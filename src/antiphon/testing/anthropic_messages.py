@@ -59,7 +59,7 @@ import json
 import re
 from typing import Any
 
-from antiphon.testing.openai_chat import (
+from antiphon.testing.chat_server import (
     ChatConnection,
     ChatRequest,
     FakeChatServer,

@@ -18,15 +18,18 @@ synthesizer's finaliser). Service behaviour: ``silent`` (never answer until stop
 ``cancel_with`` (cancel every request with an error code and details),
 ``late_callbacks`` (after ``disconnect_all``, fire the removed callbacks once more from
 another thread, as a native thread already in flight would).
+
+How it is built: :class:`SdkDouble` holds the controls and records; each synthesizer's
+service side is a ``_Core`` with its own thread, which never holds the synthesizer (so
+the synthesizer's finaliser runs, as the real SDK's does); ``_make_module`` builds the
+SDK's classes as closures over the double. The SDK's enums and data objects are
+:mod:`antiphon.testing.azure_sdk_types`, re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import enum
 import itertools
-import re
 import threading
 import types
 import weakref
@@ -37,7 +40,19 @@ from typing import Any
 
 from antiphon.protocols import azure_tts as az
 from antiphon.testing.azure import synthesize
-from antiphon.testing.synth import SECONDS_PER_CHAR
+from antiphon.testing.azure_sdk_types import (
+    CancellationDetails,
+    CancellationErrorCode,
+    CancellationReason,
+    PropertyId,
+    ResultReason,
+    SpeechSynthesisBoundaryType,
+    SpeechSynthesisOutputFormat,
+    SpeechSynthesisRequestInputType,
+    SynthesisEvent,
+    SynthesisResult,
+    word_boundaries,
+)
 
 __all__ = [
     "STEPS",
@@ -63,57 +78,6 @@ STEPS = (
     "disconnect_all",
     "release",
 )
-_RAW_FORMATS = [f.sdk_name for f in az.OUTPUT_FORMATS.values() if f.container == "raw"]
-
-
-class SpeechSynthesisBoundaryType(enum.Enum):
-    Word = 0
-    Punctuation = 1
-    Sentence = 2
-
-
-class ResultReason(enum.Enum):
-    SynthesizingAudioStarted = 9
-    SynthesizingAudio = 8
-    SynthesizingAudioCompleted = 10
-    Canceled = 1
-
-
-class CancellationReason(enum.Enum):
-    Error = 1
-    EndOfStream = 2
-    CancelledByUser = 3
-
-
-class CancellationErrorCode(enum.Enum):
-    NoError = 0
-    AuthenticationFailure = 1
-    BadRequest = 2
-    TooManyRequests = 3
-    Forbidden = 4
-    ConnectionFailure = 5
-    ServiceTimeout = 6
-    ServiceError = 7
-    ServiceUnavailable = 8
-    RuntimeError = 9
-
-
-SpeechSynthesisOutputFormat = enum.Enum(  # type: ignore[misc]
-    "SpeechSynthesisOutputFormat", {name: i for i, name in enumerate(_RAW_FORMATS, 1)}
-)
-
-
-class PropertyId(enum.Enum):
-    SpeechSynthesis_FrameTimeoutInterval = 1
-    SpeechSynthesis_RtfTimeoutThreshold = 2
-    SpeechSynthesisRequest_Pitch = 3
-    SpeechSynthesisRequest_Rate = 4
-    SpeechSynthesisRequest_Volume = 5
-    SpeechSynthesisRequest_Style = 6
-
-
-class SpeechSynthesisRequestInputType(enum.Enum):
-    TextStream = 1
 
 
 @dataclass(frozen=True)
@@ -123,61 +87,6 @@ class Call:
     name: str
     thread: int
     thread_name: str
-
-
-@dataclass
-class _Details:
-    reason: CancellationReason
-    error_code: CancellationErrorCode
-    error_details: str
-
-
-@dataclass
-class _Result:
-    result_id: str
-    reason: ResultReason = ResultReason.SynthesizingAudio
-    audio_data: bytes = b""
-    cancellation_details: _Details | None = None
-
-
-@dataclass
-class _Event:
-    result: _Result
-
-
-@dataclass
-class _WordEvent:
-    """``SpeechSynthesisWordBoundaryEventArgs``: offsets from the request's audio start."""
-
-    result_id: str
-    audio_offset: int  # 100 ns ticks
-    duration: datetime.timedelta
-    text: str
-    text_offset: int
-    word_length: int
-    boundary_type: SpeechSynthesisBoundaryType
-
-
-def _boundaries(result_id: str, text: str) -> list[tuple[float, _WordEvent]]:
-    """The service's word and punctuation boundaries of ``text`` over its tone
-    (:data:`~antiphon.testing.synth.SECONDS_PER_CHAR` a character of the stripped text),
-    with the start of each in seconds: words without their trailing punctuation, which
-    has its own ``Punctuation`` boundary, as the service sends them."""
-    spoken = text.strip()
-    out: list[tuple[float, _WordEvent]] = []
-    for m in re.finditer(r"\w[\w'-]*|[^\w\s]+", spoken):
-        kind = (
-            SpeechSynthesisBoundaryType.Word
-            if m.group()[0].isalnum() or m.group()[0] == "_"
-            else SpeechSynthesisBoundaryType.Punctuation
-        )
-        start = m.start() * SECONDS_PER_CHAR
-        ticks = round(start * 10_000_000)
-        length = datetime.timedelta(seconds=len(m.group()) * SECONDS_PER_CHAR)
-        offset = text.index(spoken) + m.start()
-        event = _WordEvent(result_id, ticks, length, m.group(), offset, len(m.group()), kind)
-        out.append((start, event))
-    return out
 
 
 class SdkDouble:
@@ -280,7 +189,9 @@ class SdkDouble:
     def _fire_late(self, callbacks: list[Callable[[Any], None]]) -> None:
         def late() -> None:
             threading.Event().wait(0.02)
-            evt = _Event(_Result("late", ResultReason.SynthesizingAudio, b"\x01\x02" * 480))
+            evt = SynthesisEvent(
+                SynthesisResult("late", ResultReason.SynthesizingAudio, b"\x01\x02" * 480)
+            )
             for cb in callbacks:
                 with contextlib.suppress(Exception):  # the SDK swallows them too
                     cb(evt)
@@ -323,7 +234,7 @@ class _Pending:
     result_id: str
     closed: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    result: _Result | None = None
+    result: SynthesisResult | None = None
 
 
 class _Core:
@@ -369,15 +280,15 @@ class _Core:
 
     def _finish(self, p: _Pending, error: tuple[CancellationReason, str, str] | None) -> None:
         if error is None:
-            p.result = _Result(p.result_id, ResultReason.SynthesizingAudioCompleted)
+            p.result = SynthesisResult(p.result_id, ResultReason.SynthesizingAudioCompleted)
             signal = self.completed
         else:
             reason, code, details = error
-            d = _Details(reason, CancellationErrorCode[code], details)
-            p.result = _Result(p.result_id, ResultReason.Canceled, cancellation_details=d)
+            d = CancellationDetails(reason, CancellationErrorCode[code], details)
+            p.result = SynthesisResult(p.result_id, ResultReason.Canceled, cancellation_details=d)
             signal = self.canceled
         p.done.set()
-        signal.signal(_Event(p.result))
+        signal.signal(SynthesisEvent(p.result))
 
     def _wait(self, predicate: Callable[[], bool]) -> None:
         with self.cond:
@@ -395,10 +306,10 @@ class _Core:
                     self.queue.clear()
                     return
                 p = self.queue.popleft()
-            self.started.signal(_Event(_Result(p.result_id)))
+            self.started.signal(SynthesisEvent(SynthesisResult(p.result_id)))
             if not self.connected_once:
                 self.connected_once = True
-                self.connected.signal(_Event(_Result("")))
+                self.connected.signal(SynthesisEvent(SynthesisResult("")))
             self._wait(p.closed.is_set)
             if self.double.silent:
                 self._wait(lambda: False)
@@ -421,7 +332,7 @@ class _Core:
             audio = synthesize(text, self.fmt.name)
             step = self.double.chunk_bytes
             stopped = False
-            boundaries = _boundaries(p.result_id, text) if self.word_boundary.callbacks else []
+            boundaries = word_boundaries(p.result_id, text) if self.word_boundary.callbacks else []
             per_second = self.fmt.sample_rate * self.fmt.sample_width
             for pos in range(0, len(audio), step):
                 if self.stopped or self.shutdown:
@@ -429,10 +340,10 @@ class _Core:
                     break
                 while boundaries and boundaries[0][0] < (pos + step) / per_second:
                     self.word_boundary.signal(boundaries.pop(0)[1])  # ahead of its audio
-                chunk = _Result(
+                chunk = SynthesisResult(
                     p.result_id, ResultReason.SynthesizingAudio, audio[pos : pos + step]
                 )
-                self.synthesizing.signal(_Event(chunk))
+                self.synthesizing.signal(SynthesisEvent(chunk))
             if stopped:
                 self._finish(p, (CancellationReason.CancelledByUser, "NoError", "stopped"))
             else:

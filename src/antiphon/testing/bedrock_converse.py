@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from antiphon.protocols.aws_eventstream import encode_message, sigv4_headers
-from antiphon.testing.openai_chat import ChatConnection, ChatRequest, FakeChatServer, Reply
+from antiphon.testing.chat_server import ChatConnection, ChatRequest, FakeChatServer, Reply
 
 __all__ = [
     "ACCESS_KEY",

@@ -28,7 +28,8 @@ from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import deepgram_tts as dg
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
+from antiphon.testing.server import BINARY, FakeWsServer
+from antiphon.testing.speaking import SpeakerConnection
 from antiphon.testing.synth import tone_for_text
 
 __all__ = [

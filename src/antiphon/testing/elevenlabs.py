@@ -35,6 +35,11 @@ How the :class:`FaultPlan` maps onto this protocol — every field applies:
 - ``max_connection_age``: close with 1011 once the connection is that old.
 
 Behaviour the documentation leaves open is marked *[fake]* in ``docs/elevenlabs-tts.md``.
+
+How it is built: what the service checks and says (the query, its messages, the audio
+and alignment of a flush) is :mod:`antiphon.testing.elevenlabs_wire`, pure and
+re-exported here; this module is the server (the upgrade check) and the connection
+(contexts, each speaking its flushes on a task of its own).
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -53,12 +57,23 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.errors import ConfigError
 from antiphon.protocols import elevenlabs_tts as el
+from antiphon.testing.elevenlabs_wire import (
+    CHUNK_SECONDS,
+    DEFAULT_API_KEY,
+    MAX_CONTEXTS_MESSAGE,
+    PATH,
+    VOICE_SETTINGS_MESSAGE,
+    alignment,
+    char_times,
+    check_query,
+    inactivity_message,
+    normalize_text,
+    synthesize,
+)
 from antiphon.testing.faults import FaultPlan
 from antiphon.testing.server import BINARY, INVALID_JSON, FakeWsServer, WsConnection
-from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -71,78 +86,6 @@ __all__ = [
     "normalize_text",
     "synthesize",
 ]
-
-DEFAULT_API_KEY = "test-key"
-CHUNK_SECONDS = 0.02
-_PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/multi-stream-input/?$")
-_BOOL_PARAMS = ("auto_mode", "enable_ssml_parsing", "enable_logging", "sync_alignment")
-_KNOWN_PARAMS = {
-    "model_id",
-    "output_format",
-    "language_code",
-    "inactivity_timeout",
-    "apply_text_normalization",
-    "apply_language_text_normalization",
-    "seed",
-    "authorization",
-    *_BOOL_PARAMS,
-}
-MAX_CONTEXTS_MESSAGE = (
-    "Maximum simultaneous contexts per WebSocket connection exceeded (5). "
-    "Please close an existing context before opening a new one."
-)
-VOICE_SETTINGS_MESSAGE = (
-    "voice_settings field must be provided in the first message and then either be not "
-    "provided or not change."
-)
-
-
-def inactivity_message(seconds: float) -> str:
-    return (
-        f"Have not received a new text input within the timeout of {seconds:g} seconds. "
-        "Streaming input terminated."
-    )
-
-
-def normalize_text(text: str) -> str:
-    """The text the fake speaks for a flush: whitespace collapsed, ends stripped."""
-    return " ".join(text.split())
-
-
-def synthesize(text: str, encoding: str, sample_rate: int) -> bytes:
-    """The exact audio the fake sends for ``text`` flushed on its own."""
-    pcm = tone_for_text(normalize_text(text), sample_rate)
-    if encoding == "mulaw":
-        return bytes(ulaw_encode(pcm))
-    if encoding == "alaw":
-        return bytes(alaw_encode(pcm))
-    return pcm
-
-
-def char_times(text: str) -> list[tuple[str, float, float]]:
-    """Each character of ``text`` with its (start, end) in the fake's audio for it, and
-    the space the client sent after it (the text is sent in words that end with one),
-    timed at the end of the audio."""
-    step = SECONDS_PER_CHAR
-    times = [(c, i * step, (i + 1) * step) for i, c in enumerate(text)]
-    return [*times, (" ", len(text) * step, len(text) * step)]
-
-
-def alignment(
-    timings: list[tuple[str, float, float]], start: float, end: float
-) -> dict[str, Any] | None:
-    """The ``alignment`` of the chunk ``[start, end)`` (seconds into the flush's audio;
-    ``end`` is infinite for the last chunk): the characters that begin in it, in
-    milliseconds from the chunk's start, as the service sends them (chunk-relative, so a
-    client adds up the chunks)."""
-    chars = [(c, a, b) for c, a, b in timings if start <= a < end]
-    if not chars:
-        return None
-    return {
-        "chars": [c for c, _, _ in chars],
-        "charStartTimesMs": [round((a - start) * 1000) for _, a, _ in chars],
-        "charDurationsMs": [round((b - a) * 1000) for _, a, b in chars],
-    }
 
 
 @dataclass
@@ -176,32 +119,6 @@ class ElevenLabsFakeStats:
         return sum(1 for m in self.messages if m.get(key))
 
 
-def _check_query(query: dict[str, str]) -> tuple[str, int]:
-    """Validate the query like the service would; returns the wire encoding and rate."""
-    unknown = sorted(set(query) - _KNOWN_PARAMS)
-    if unknown:
-        raise ConfigError(f"unknown query parameter(s) {', '.join(unknown)}")
-    model = query.get("model_id", el.DEFAULT_MODEL)
-    if model in el.UNSUPPORTED_MODELS:
-        raise ConfigError(el.UNSUPPORTED_MODELS[model])
-    encoding, rate = el.parse_output_format(query.get("output_format", "pcm_24000"))
-    if rate not in el.ENCODINGS[encoding]:
-        raise ConfigError(f"unsupported output_format {query['output_format']!r}")
-    for name in _BOOL_PARAMS:
-        if name in query and query[name] not in ("true", "false"):
-            raise ConfigError(f"{name} must be true or false")
-    if "inactivity_timeout" in query:
-        value = query["inactivity_timeout"]
-        if not value.isdigit() or not 1 <= int(value) <= el.MAX_INACTIVITY_TIMEOUT:
-            raise ConfigError("inactivity_timeout must be an integer from 1 to 180")
-    norm = query.get("apply_text_normalization")
-    if norm is not None and norm not in el.TEXT_NORMALIZATION:
-        raise ConfigError("apply_text_normalization must be auto, on or off")
-    if "seed" in query and not query["seed"].isdigit():
-        raise ConfigError("seed must be an integer")
-    return encoding, rate
-
-
 class FakeElevenLabsTTS(FakeWsServer):
     """``ws://127.0.0.1:PORT/v1/text-to-speech/{voice}/multi-stream-input``.
 
@@ -226,11 +143,11 @@ class FakeElevenLabsTTS(FakeWsServer):
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
-        if not _PATH.match(parts.path):
+        if not PATH.match(parts.path):
             return connection.respond(404, f"unknown path {parts.path}; use {el.PATH_TEMPLATE}\n")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         try:
-            _check_query(query)
+            check_query(query)
         except ConfigError as exc:
             return connection.respond(400, f"{exc}\n")
         return None
@@ -240,8 +157,8 @@ class FakeElevenLabsTTS(FakeWsServer):
         self.stats.connections += 1
         parts = urlsplit(ws.request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        encoding, rate = _check_query(query)
-        match = _PATH.match(parts.path)
+        encoding, rate = check_query(query)
+        match = PATH.match(parts.path)
         assert match is not None
         conn = _Conn(
             self,

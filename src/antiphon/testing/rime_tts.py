@@ -42,7 +42,8 @@ from antiphon.errors import ConfigError
 from antiphon.protocols import rime_tts as rt
 from antiphon.testing.deepgram import synthesize
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.server import FakeWsServer, SpeakerConnection
+from antiphon.testing.server import FakeWsServer
+from antiphon.testing.speaking import SpeakerConnection
 from antiphon.testing.synth import tone_duration
 
 __all__ = ["CHUNK_SECONDS", "DEFAULT_API_KEY", "FakeRimeTTS", "RimeFakeStats", "synthesize"]

@@ -41,7 +41,8 @@ from websockets.http11 import Request, Response
 from antiphon.audio.codecs import alaw_encode, ulaw_encode
 from antiphon.protocols import xai_tts as xai
 from antiphon.testing.faults import FaultPlan
-from antiphon.testing.server import BINARY, FakeWsServer, SpeakerConnection
+from antiphon.testing.server import BINARY, FakeWsServer
+from antiphon.testing.speaking import SpeakerConnection
 from antiphon.testing.synth import SECONDS_PER_CHAR, tone_for_text
 
 __all__ = [

@@ -17,16 +17,17 @@ receive, closing twice and from another task, running many streams. Each asserts
 stream's one terminal state, its transcripts or typed error, and that no task, thread or
 socket to the fake is left (:class:`~antiphon.testing.leaks.LeakCheck`). Requires pytest
 and pytest-asyncio. The in-process faults are in :mod:`antiphon.testing.conformance.stt`.
+
+The harness (the plugin contract, :class:`PluginHarness`, :func:`speech`, the deadlines)
+is :mod:`~antiphon.testing.conformance.stt_ws_harness`, re-exported here; this module
+holds the cases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
@@ -40,188 +41,24 @@ from antiphon.errors import (
     ProviderTimeoutError,
     StreamClosedError,
 )
-from antiphon.services.stt import STT, RecognizeStream, StreamState, STTDeadlines, Transcript
-from antiphon.testing.conformance.tts import slow_sends
+from antiphon.services.stt import STT, RecognizeStream, StreamState, Transcript
+from antiphon.testing.conformance.stt_ws_harness import (
+    FAST,
+    GUARD,
+    PHRASES,
+    PluginHarness,
+    Run,
+    WsSTTHarness,
+    all_transcripts,
+    feed_audio,
+    free_port,
+    speech,
+)
+from antiphon.testing.conformance.tts_harness import slow_sends
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
-from antiphon.testing.server import FakeServer, FakeWsServer, serving
-from antiphon.testing.synth import tone_for_text
-
-#: Short deadlines so that faults resolve quickly; the guard catches real hangs.
-FAST = STTDeadlines(connect=1.0, process=1.0, final=1.0, idle=1.0, close=0.5)
-GUARD = 20.0
-
-#: Phrases the tests speak (every fake's vocabulary knows them).
-PHRASES: tuple[str, ...] = ("What time is it?", "Turn on the lights.", "Thank you very much.")
-
-
-def speech(text: str, sample_rate: int = 16000, pad: float = 0.4) -> AudioFrame:
-    """The fakes' stand-in for ``text`` spoken (:func:`tone_for_text`), ``pad`` seconds of
-    silence on each side."""
-    silence = bytes(round(pad * sample_rate) * 2)
-    return AudioFrame(silence + tone_for_text(text, sample_rate) + silence, sample_rate)
-
-
-class WsSTTHarness(ABC):
-    """What the suite needs to know about one plugin and its fake server."""
-
-    #: Phrases the tests speak (the fake must be able to recognise them).
-    PHRASES: ClassVar[tuple[str, ...]] = PHRASES
-    #: The protocol has a keep-alive message (else the paused-stream test expects the
-    #: idle close to cost one reconnect instead).
-    has_keepalive: bool = True
-    #: The service ends an utterance only when told (a flush): the tests that pause
-    #: between phrases flush first.
-    manual_endpoints: bool = False
-
-    def url_for_port(self, port: int) -> str:
-        """The plugin's base URL for a local server on ``port``."""
-        return f"ws://127.0.0.1:{port}"
-
-    @abstractmethod
-    def fake(self, plan: FaultPlan) -> FakeServer:
-        """A new (not started) fake server following ``plan`` that knows :attr:`PHRASES`."""
-
-    @abstractmethod
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        """The plugin pointed at ``base_url`` with valid test credentials (None: default)."""
-
-    @abstractmethod
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        """Audio of ``text`` spoken, with a little silence around it."""
-
-    @abstractmethod
-    def heard(self, text: str, transcript: str) -> bool:
-        """Whether ``transcript`` is an acceptable recognition of ``text``."""
-
-    @abstractmethod
-    def connections(self, fake: Any) -> int:
-        """How many connections the fake has accepted so far."""
-
-    @abstractmethod
-    def keepalives(self, fake: Any) -> int:
-        """How many keep-alive messages the fake has received."""
-
-    def sessions(self, fake: Any) -> int:
-        """How many recognition sessions the fake has started (by default one a
-        connection; protocols that configure a session after connecting count those)."""
-        return self.connections(fake)
-
-
-class PluginHarness(WsSTTHarness):
-    """The harness of a plugin and fake built like the ones antiphon ships.
-
-    Args:
-        plugin: the plugin class (or factory); it is called with ``api_key``,
-            ``base_url``, ``deadlines``, ``options`` and, when a test sets them,
-            ``keepalive_interval`` and ``max_reconnects``.
-        fake: the fake server class, called as ``fake(plan, vocabulary=PHRASES)``; its
-            ``stats`` count ``connections`` and messages (``count(type)``).
-        api_key: the key the fake accepts.
-        scheme: the base URL's scheme (``http`` for a service whose sessions start with an
-            HTTP request).
-        path: appended to the local server's URL (a service whose base URL has a path).
-        keepalive: the keep-alive message type the fake counts (None: the protocol has
-            none).
-        manual_endpoints: see :attr:`WsSTTHarness.manual_endpoints`.
-        sessions: how to count the fake's sessions (default: one a connection).
-        options: more keyword arguments for the plugin.
-    """
-
-    def __init__(
-        self,
-        plugin: Callable[..., STT],
-        fake: Callable[..., FakeServer],
-        *,
-        api_key: str,
-        scheme: str = "ws",
-        path: str = "",
-        keepalive: str | None = None,
-        manual_endpoints: bool = False,
-        sessions: Callable[[Any], int] | None = None,
-        **options: Any,
-    ) -> None:
-        self._plugin = plugin
-        self._fake = fake
-        self._api_key = api_key
-        self._scheme = scheme
-        self._path = path
-        self._keepalive = keepalive
-        self._sessions = sessions
-        self._options = options
-        self.has_keepalive = keepalive is not None
-        self.manual_endpoints = manual_endpoints
-
-    def url_for_port(self, port: int) -> str:
-        return f"{self._scheme}://127.0.0.1:{port}{self._path}"
-
-    def fake(self, plan: FaultPlan) -> FakeServer:
-        return self._fake(plan, vocabulary=self.PHRASES)
-
-    def make_stt(
-        self,
-        base_url: str,
-        *,
-        deadlines: STTDeadlines,
-        keepalive_interval: float | None = None,
-        max_reconnects: int | None = None,
-    ) -> STT:
-        extra = dict(self._options)
-        if keepalive_interval is not None:
-            extra["keepalive_interval"] = keepalive_interval
-        if max_reconnects is not None:
-            extra["max_reconnects"] = max_reconnects
-        return self._plugin(api_key=self._api_key, base_url=base_url, deadlines=deadlines, **extra)
-
-    def speech(self, text: str, sample_rate: int = 16000) -> AudioFrame:
-        return speech(text, sample_rate)
-
-    def heard(self, text: str, transcript: str) -> bool:
-        return transcript == text
-
-    def connections(self, fake: Any) -> int:
-        n: int = fake.stats.connections
-        return n
-
-    def keepalives(self, fake: Any) -> int:
-        if self._keepalive is None:
-            return 0
-        n: int = fake.stats.count(self._keepalive)
-        return n
-
-    def sessions(self, fake: Any) -> int:
-        return self._sessions(fake) if self._sessions else self.connections(fake)
-
-
-@dataclass
-class Run:
-    fake: Any
-    stt: STT
-    harness: WsSTTHarness
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _all(stream: RecognizeStream) -> list[Transcript]:
-    return [t async for t in stream]
-
-
-def _feed(stream: RecognizeStream, audio: AudioFrame, chunk: float = 0.02) -> None:
-    for f in audio.split(chunk):
-        stream.push_audio(f)
+from antiphon.testing.server import FakeWsServer, serving
 
 
 class WebSocketSTTConformance:
@@ -267,9 +104,9 @@ class WebSocketSTTConformance:
             for i, text in enumerate(texts):
                 if i:
                     s.flush()
-                _feed(s, self.harness.speech(text))
+                feed_audio(s, self.harness.speech(text))
             s.end_input()
-            return await _all(s), s
+            return await all_transcripts(s), s
 
     def _check_finals(self, results: list[Transcript], *texts: str) -> list[Transcript]:
         finals = [t for t in results if t.is_final]
@@ -284,11 +121,11 @@ class WebSocketSTTConformance:
         text = self.harness.PHRASES[0]
         audio = self.harness.speech(text)
         async with self.run() as r, r.stt.stream(generation=5) as s:
-            _feed(s, audio)
+            feed_audio(s, audio)
             first = await anext(s)
             assert not first.is_final and not s.done  # interim while the input is open
             s.end_input()
-            results = [first, *await _all(s)]
+            results = [first, *await all_transcripts(s)]
             assert s.state is StreamState.COMPLETED and s.error is None
         (final,) = self._check_finals(results, text)
         assert results[-1] is final
@@ -318,7 +155,7 @@ class WebSocketSTTConformance:
         async with self.run() as r:
             async with r.stt.stream() as s:
                 s.end_input()
-                assert await _all(s) == []
+                assert await all_transcripts(s) == []
             assert s.state is StreamState.COMPLETED
 
     async def test_many_streams_at_once(self) -> None:
@@ -342,11 +179,11 @@ class WebSocketSTTConformance:
         texts = self.harness.PHRASES[:2]
         async with self.run(FaultPlan(idle_close_after=0.4), keepalive_interval=0.1) as r:
             async with r.stt.stream() as s:
-                _feed(s, self.harness.speech(texts[0]))
+                feed_audio(s, self.harness.speech(texts[0]))
                 await asyncio.sleep(1.0)  # the caller pauses longer than the idle close
-                _feed(s, self.harness.speech(texts[1]))
+                feed_audio(s, self.harness.speech(texts[1]))
                 s.end_input()
-                results = await _all(s)
+                results = await all_transcripts(s)
             assert s.state is StreamState.COMPLETED
             self._check_finals(results, *texts)
             assert self.harness.keepalives(r.fake) >= 2
@@ -358,13 +195,13 @@ class WebSocketSTTConformance:
         # 0.25 s): the new connection is busy again when the caller resumes at 1.0 s
         async with self.run(FaultPlan(idle_close_after=0.6), max_reconnects=2) as r:
             async with r.stt.stream() as s:
-                _feed(s, self.harness.speech(texts[0]))
+                feed_audio(s, self.harness.speech(texts[0]))
                 if self.harness.manual_endpoints:
                     s.flush()
                 await asyncio.sleep(1.0)  # the caller pauses longer than the idle close
-                _feed(s, self.harness.speech(texts[1]))
+                feed_audio(s, self.harness.speech(texts[1]))
                 s.end_input()
-                results = await _all(s)
+                results = await all_transcripts(s)
             assert s.state is StreamState.COMPLETED
             finals = self._check_finals(results, *texts)
             assert finals[1].start >= self.harness.speech(texts[0]).duration - 0.05
@@ -374,13 +211,13 @@ class WebSocketSTTConformance:
     # ----------------------------------------------------------------- connecting
 
     async def test_connect_refused(self) -> None:
-        port = _free_port()
+        port = free_port()
         async with self.run(base_url=self.harness.url_for_port(port)) as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             s.end_input()
             with pytest.raises(ProviderConnectionError) as info:
-                await _all(s)
+                await all_transcripts(s)
             assert s.state is StreamState.FAILED and info.value.stage == "connect"
             await s.aclose()
 
@@ -389,7 +226,7 @@ class WebSocketSTTConformance:
             s = r.stt.stream()
             s.end_input()
             with pytest.raises(ProviderTimeoutError) as info:
-                await _all(s)
+                await all_transcripts(s)
             assert info.value.stage == "connect" and info.value.timeout == FAST.connect
             await s.aclose()
 
@@ -420,10 +257,10 @@ class WebSocketSTTConformance:
         plan = FaultPlan(close_mid_audio=code, close_after_chunks=30)
         async with self.run(plan, max_reconnects=0) as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             s.end_input()
             with pytest.raises(ProviderConnectionError) as info:
-                await _all(s)
+                await all_transcripts(s)
             assert info.value.code == code and info.value.retryable
             assert s.state is StreamState.FAILED
             await s.aclose()
@@ -433,11 +270,11 @@ class WebSocketSTTConformance:
         text = self.harness.PHRASES[2]
         async with self.run(FaultPlan(drop_before_audio=1), max_reconnects=1) as r:
             async with r.stt.stream() as s:
-                _feed(s, self.harness.speech(text))
+                feed_audio(s, self.harness.speech(text))
                 if flush:
                     s.flush()
                 s.end_input()
-                results = await _all(s)
+                results = await all_transcripts(s)
             assert s.state is StreamState.COMPLETED
             (final,) = self._check_finals(results, text)
             assert final.end <= self.harness.speech(text).duration + 0.05
@@ -448,13 +285,13 @@ class WebSocketSTTConformance:
         plan = FaultPlan(max_connection_age=0.5)
         async with self.run(plan, keepalive_interval=0.1, max_reconnects=1) as r:
             async with r.stt.stream() as s:
-                _feed(s, self.harness.speech(texts[0]))
+                feed_audio(s, self.harness.speech(texts[0]))
                 if self.harness.manual_endpoints:
                     s.flush()  # the service never ends an utterance on its own
                 await asyncio.sleep(0.8)
-                _feed(s, self.harness.speech(texts[1]))
+                feed_audio(s, self.harness.speech(texts[1]))
                 s.end_input()
-                results = await _all(s)
+                results = await all_transcripts(s)
             assert s.state is StreamState.COMPLETED
             finals = self._check_finals(results, *texts)
             assert finals[1].start >= self.harness.speech(texts[0]).duration - 0.05
@@ -465,11 +302,11 @@ class WebSocketSTTConformance:
         async with self.run(FaultPlan(silent_after=after)) as r:
             loop = asyncio.get_running_loop()
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             s.end_input()
             began = loop.time()
             with pytest.raises(ProviderTimeoutError) as info:
-                await _all(s)
+                await all_transcripts(s)
             assert info.value.stage in ("final", "receive")
             assert info.value.timeout in (FAST.final, FAST.idle)
             # ended by that deadline (virtual time: exact), not by the guard
@@ -492,10 +329,10 @@ class WebSocketSTTConformance:
     async def test_error_event_mid_stream(self) -> None:
         async with self.run(FaultPlan(error_mid_stream=True, close_after_chunks=10)) as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             s.end_input()
             with pytest.raises(ProviderError):
-                await _all(s)
+                await all_transcripts(s)
             assert s.state is StreamState.FAILED
             await s.aclose()
 
@@ -527,20 +364,20 @@ class WebSocketSTTConformance:
     async def test_cancel_during_connect(self) -> None:
         async with self.run(FaultPlan(hang_connect=True)) as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             assert isinstance(r.fake, FakeWsServer)
             await until(lambda: r.fake.upgrades >= 1)
             assert not s.done  # connecting: the fake holds the upgrade
             s.cancel()
             assert await s.wait() is StreamState.CANCELLED
-            assert await _all(s) == []
+            assert await all_transcripts(s) == []
             await s.aclose()
 
     async def test_cancel_during_send(self, monkeypatch: pytest.MonkeyPatch) -> None:
         with slow_sends(monkeypatch, before=GUARD) as probe:
             async with self.run() as r:
                 s = r.stt.stream()
-                _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+                feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
                 await probe.entered.wait()  # the stream is inside a send that never ends
                 assert not s.done
                 s.cancel()
@@ -552,12 +389,12 @@ class WebSocketSTTConformance:
         audio = self.harness.speech(self.harness.PHRASES[0])
         async with self.run() as r:
             s = r.stt.stream()
-            _feed(s, audio)
+            feed_audio(s, audio)
             first = await anext(s)
             assert not first.is_final
             s.cancel()
             assert s.state is StreamState.CANCELLED and s.done
-            assert await _all(s) == []  # nothing after the cancel
+            assert await all_transcripts(s) == []  # nothing after the cancel
             with pytest.raises(StreamClosedError, match="cancelled"):
                 s.push_audio(audio)
             await s.aclose()
@@ -567,7 +404,7 @@ class WebSocketSTTConformance:
     async def test_aclose_twice_and_from_another_task(self) -> None:
         async with self.run() as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             await anext(s)
             await asyncio.gather(s.aclose(), s.aclose(), asyncio.create_task(s.aclose()))
             await s.aclose()
@@ -581,7 +418,7 @@ class WebSocketSTTConformance:
     async def test_service_aclose_cancels_live_streams(self) -> None:
         async with self.run() as r:
             s = r.stt.stream()
-            _feed(s, self.harness.speech(self.harness.PHRASES[0]))
+            feed_audio(s, self.harness.speech(self.harness.PHRASES[0]))
             await anext(s)
             await r.stt.aclose()
             assert s.state is StreamState.CANCELLED
@@ -605,7 +442,7 @@ class WebSocketSTTConformance:
             s.end_input()
             with pytest.raises(StreamClosedError, match="end_input"):
                 s.push_audio(AudioFrame.silence(0.02, 16000))
-            assert await _all(s) == []
+            assert await all_transcripts(s) == []
 
 
 __all__ = [

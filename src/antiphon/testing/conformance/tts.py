@@ -18,16 +18,20 @@ Time: the suite sets ``virtual_time = True``, so with
 test runs on a loop whose clock jumps to the next timer when idle: deadlines are exact
 and cost no wall-clock time, however loaded the machine. A plugin whose work runs on
 threads the loop cannot see (a native SDK) sets ``virtual_time = False``.
+
+How it is built: the harness (:class:`TTSHarness`, :data:`FAST`, :func:`slow_sends`) is
+:mod:`~antiphon.testing.conformance.tts_harness`, re-exported here; this module holds
+the cases, in two layers: :class:`CoreTTSConformance` (connecting, streaming faults,
+cancel and close, the contract) and :class:`TTSConformance`, which adds a WebSocket's own
+(prewarm, a close mid-audio, error and garbage frames, audio after done, idle and old
+connections replaced, a cancel that is never acknowledged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
@@ -41,114 +45,22 @@ from antiphon.errors import (
     StreamClosedError,
 )
 from antiphon.net.pool import PoolOptions
-from antiphon.net.ws import WsConnection
 from antiphon.services.tts import TTS, StreamState, SynthesisStream, TTSDeadlines
+from antiphon.testing.conformance.tts_harness import (
+    FAST,
+    GUARD,
+    Run,
+    SendProbe,
+    TTSHarness,
+    all_audio,
+    free_port,
+    slow_sends,
+)
 from antiphon.testing.faults import ABORT, FaultPlan
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
-from antiphon.testing.server import FakeServer, FakeWsServer, serving
+from antiphon.testing.server import serving
 from antiphon.testing.vloop import time_scale
-
-#: Short deadlines so that faults resolve quickly; the guard catches real hangs.
-FAST = TTSDeadlines(connect=1.0, first_audio=1.0, idle=1.0, clear=0.5, close=0.5)
-GUARD = 15.0
-
-
-class TTSHarness(ABC):
-    """What the suite needs to know about one plugin and its fake server."""
-
-    #: Messages carry a stream (context) id: a cancel needs no acknowledgement, since a
-    #: later stream drops whatever still arrives for the old one.
-    context_ids: ClassVar[bool] = False
-
-    def url_for_port(self, port: int) -> str:
-        """The plugin's base URL for a local server on ``port``."""
-        return f"ws://127.0.0.1:{port}"
-
-    @abstractmethod
-    def fake(self, plan: FaultPlan) -> FakeServer:
-        """A new (not started) fake server following ``plan``."""
-
-    @abstractmethod
-    def make_tts(
-        self, base_url: str, *, deadlines: TTSDeadlines, pool: PoolOptions | None = None
-    ) -> TTS:
-        """The plugin pointed at ``base_url``, with valid test credentials."""
-
-    @abstractmethod
-    def expected_pcm(self, text: str, tts: TTS) -> bytes:
-        """The exact int16 PCM the plugin must yield for ``text`` spoken alone."""
-
-    @abstractmethod
-    def connections(self, fake: Any) -> int:
-        """How many connections the fake has accepted so far."""
-
-    @abstractmethod
-    def cancels(self, fake: Any) -> int:
-        """How many cancel/clear messages the fake has received."""
-
-    def make_timed_tts(self, base_url: str, *, deadlines: TTSDeadlines) -> TTS | None:
-        """The plugin configured to send word timings, or None if its service sends none
-        (then its streams must say so: ``words is None``)."""
-        return None
-
-    def connect_attempts(self, fake: Any) -> int:
-        """How many connections reached the fake, held ones (``hang_connect``) included."""
-        if isinstance(fake, FakeWsServer):
-            return fake.upgrades
-        return self.connections(fake)
-
-
-@dataclass
-class Run:
-    fake: Any
-    tts: TTS
-    harness: TTSHarness
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class SendProbe:
-    """What the patched sends saw: ``entered`` is set when a send begins; ``interrupted``
-    counts sends cancelled while they waited."""
-
-    entered: asyncio.Event
-    interrupted: int = 0
-
-
-@contextlib.contextmanager
-def slow_sends(
-    monkeypatch: pytest.MonkeyPatch, *, before: float = 0.0, after: float = 0.0
-) -> Iterator[SendProbe]:
-    """Make every WebSocket send of the client wait before and/or after the write."""
-    original = WsConnection.send
-    probe = SendProbe(asyncio.Event())
-
-    async def send(self: WsConnection, message: str | bytes, *, stage: str = "send") -> None:
-        probe.entered.set()
-        try:
-            if before:
-                await asyncio.sleep(before)
-        except asyncio.CancelledError:
-            probe.interrupted += 1
-            raise
-        await original(self, message, stage=stage)
-        if after:
-            await asyncio.sleep(after)
-
-    monkeypatch.setattr(WsConnection, "send", send)
-    yield probe
-    monkeypatch.setattr(WsConnection, "send", original)
-
-
-async def _audio(stream: SynthesisStream) -> bytes:
-    return b"".join([f.data async for f in stream])
 
 
 class CoreTTSConformance:
@@ -202,7 +114,7 @@ class CoreTTSConformance:
         async with tts.stream() as s:
             s.push_text(text)
             s.end_input()
-            audio = await _audio(s)
+            audio = await all_audio(s)
         return audio, s
 
     # ----------------------------------------------------------------- healthy server
@@ -240,7 +152,7 @@ class CoreTTSConformance:
             first = await anext(s)
             assert first.data and not s.done
             s.end_input()
-            rest = await _audio(s)
+            rest = await all_audio(s)
             whole = first.data + rest
             assert whole == self.harness.expected_pcm("Streaming works.", r.tts)
 
@@ -255,7 +167,7 @@ class CoreTTSConformance:
                     s.push_text(text)
                     s.flush()
                 s.end_input()
-                audio = await _audio(s)
+                audio = await all_audio(s)
             assert s.state is StreamState.COMPLETED
             if not r.tts.word_timings:
                 assert s.words is None
@@ -283,7 +195,7 @@ class CoreTTSConformance:
         async with self.run() as r:
             async with r.tts.stream() as s:
                 s.end_input()
-                assert await _audio(s) == b""
+                assert await all_audio(s) == b""
             assert s.state is StreamState.COMPLETED
 
     async def test_connection_is_reused_across_turns(self) -> None:
@@ -311,13 +223,13 @@ class CoreTTSConformance:
     # ----------------------------------------------------------------- connecting
 
     async def test_connect_refused(self) -> None:
-        port = _free_port()
+        port = free_port()
         async with self.run(base_url=self.harness.url_for_port(port)) as r:
             async with r.tts.stream() as s:
                 s.push_text("Nobody listens.")
                 s.end_input()
                 with pytest.raises(ProviderConnectionError) as info:
-                    await _audio(s)
+                    await all_audio(s)
             assert s.state is StreamState.FAILED and info.value.stage == "connect"
 
     async def test_connect_hangs(self) -> None:
@@ -326,7 +238,7 @@ class CoreTTSConformance:
                 s.push_text("Hello?")
                 s.end_input()
                 with pytest.raises(ProviderTimeoutError) as info:
-                    await _audio(s)
+                    await all_audio(s)
             assert info.value.stage == "connect"
             assert info.value.timeout == r.tts.deadlines.connect  # the deadline it was given
 
@@ -335,7 +247,7 @@ class CoreTTSConformance:
         async with self.run(FaultPlan(reject_status=status)) as r:
             s = r.tts.synthesize("Let me in.")
             with pytest.raises(AuthError) as info:
-                await _audio(s)
+                await all_audio(s)
             assert info.value.code == status and s.state is StreamState.FAILED
 
     @pytest.mark.parametrize("status", [429, 500])
@@ -343,7 +255,7 @@ class CoreTTSConformance:
         async with self.run(FaultPlan(reject_status=status)) as r:
             s = r.tts.synthesize("Busy?")
             with pytest.raises(ProviderError) as info:
-                await _audio(s)
+                await all_audio(s)
             assert info.value.code == status and info.value.retryable
             assert not isinstance(info.value, AuthError)
 
@@ -354,7 +266,7 @@ class CoreTTSConformance:
         async with self.run(FaultPlan(silent_after=after)) as r:
             s = r.tts.synthesize("Anyone there?")
             with pytest.raises(ProviderTimeoutError) as info:
-                await _audio(s)
+                await all_audio(s)
             assert info.value.stage == "receive"
             assert s.state is StreamState.FAILED
 
@@ -368,7 +280,7 @@ class CoreTTSConformance:
         async with self.run(FaultPlan(first_audio_delay=self.fast.first_audio * 3)) as r:
             s = r.tts.synthesize("Too slow.")
             with pytest.raises(ProviderTimeoutError):
-                await _audio(s)
+                await all_audio(s)
 
     # ----------------------------------------------------------------- cancel and close
 
@@ -381,7 +293,7 @@ class CoreTTSConformance:
             assert not s.done  # connecting: the fake holds the upgrade
             s.cancel()
             assert await s.wait() is StreamState.CANCELLED
-            assert await _audio(s) == b""
+            assert await all_audio(s) == b""
             await s.aclose()
 
     async def test_cancel_mid_audio_drops_old_audio(self) -> None:
@@ -468,7 +380,7 @@ class TTSConformance(CoreTTSConformance):
         async with self.run(FaultPlan(close_on_open=1008)) as r:
             s = r.tts.synthesize("Let me in.")
             with pytest.raises(AuthError):
-                await _audio(s)
+                await all_audio(s)
 
     async def test_ack_before_the_last_send_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The server answers before our send() returns: the stream must still end."""
@@ -500,7 +412,7 @@ class TTSConformance(CoreTTSConformance):
         async with self.run(FaultPlan(error_mid_stream=True, close_after_chunks=2)) as r:
             s = r.tts.synthesize("This one fails with an error message.")
             with pytest.raises(ProviderError):
-                await _audio(s)
+                await all_audio(s)
             assert s.state is StreamState.FAILED
 
     async def test_malformed_and_unknown_messages_are_ignored(self) -> None:
