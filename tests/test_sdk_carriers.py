@@ -27,7 +27,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from plivo import plivoxml
 from plivo.utils import signature_v3
@@ -148,6 +148,9 @@ def test_vonage_signed_webhook_verdict_agrees_with_the_sdk(
     tamper=st.sampled_from(["none", "body", "timestamp", "key", "signature"]),
 )
 def test_telnyx_ed25519_verdict_agrees_with_the_sdk(body: bytes, skew: int, tamper: str) -> None:
+    # within a second of the 300 s tolerance the verdict hangs on the clock's fraction
+    # (``now`` is truncated; each side reads the clock again): not a case to compare
+    assume(not 299 <= abs(skew) <= 301)
     sdk = _telnyx_verification()
     private = Ed25519PrivateKey.generate()
     raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -172,4 +175,4 @@ def test_telnyx_ed25519_verdict_agrees_with_the_sdk(body: bytes, skew: int, tamp
         theirs = False
     ours = telnyx.verify_signature(public, body, signature, ts, now=time.time())
     assert ours == theirs
-    assert ours == (tamper == "none" and abs(skew) < 299)  # clear of both clocks' second
+    assert ours == (tamper == "none" and abs(skew) < 299)
