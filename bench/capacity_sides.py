@@ -68,7 +68,11 @@ DOUBLES_AGENT = f"""\
 from antiphon.testing.agent import doubles_agent
 
 agent = doubles_agent(
-    [f"question {{i}}" for i in range(100000)], [], min_silence={SILENCE}, default_reply={REPLY!r}
+    [f"question {{i}}" for i in range(100000)],
+    [],
+    min_silence={SILENCE},
+    default_reply={REPLY!r},
+    record=False,  # the doubles keep no history: the server must not grow turn by turn
 )
 """
 OFFLINE_AGENT = """\

@@ -95,7 +95,7 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
 
 async def run(n: int, seconds: float) -> dict[str, Any]:
     script = [f"question {i}" for i in range(n * 20)]
-    agent = doubles_agent(script, [], min_silence=SILENCE, default_reply=REPLY)
+    agent = doubles_agent(script, [], min_silence=SILENCE, default_reply=REPLY, record=False)
     app = create_app(agent, max_sessions=n + 10)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with serve_app(app) as host:
