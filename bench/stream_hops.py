@@ -13,7 +13,9 @@ send to the moment the chunk reaches its consumer:
     ``AudioFrame`` comes out of the stream's iterator.
 
 A round runs ``--streams`` streams at once; rounds alternate bare/antiphon so both see the
-same machine. CPU is the client process's CPU time per phase. Then ``--deadline-streams``
+same machine. CPU is the client process's CPU time per phase (and per round, with each
+antiphon round's ratio to the bare round beside it: the spread on a busy machine; the
+load average at the end of each phase is in the JSON). Then ``--deadline-streams``
 (200) streams at once, ``--deadline-rounds`` rounds per client interleaved, count deadline
 failures: for antiphon,
 streams that failed with a timeout; for bare, streams whose first chunk or any gap
@@ -163,6 +165,8 @@ async def phase(url: str, n: int, rounds: int, idle: float) -> dict[str, Any]:
     tts = make_tts(url, n, idle)
     bare, ours = Tally(), Tally()
     bare_cpu = ours_cpu = 0.0
+    bare_rounds: list[float] = []  # CPU µs per chunk of each round
+    ours_rounds: list[float] = []
     conns = [
         await connect(tts.url, additional_headers=tts.headers, compression=None, proxy=None)
         for _ in range(n)
@@ -175,16 +179,24 @@ async def phase(url: str, n: int, rounds: int, idle: float) -> dict[str, Any]:
             for i in range(rounds):
                 for which in ("bare", "ours") if i % 2 == 0 else ("ours", "bare"):
                     if which == "bare":
-                        bare_cpu += await bare_round(conns, tts, bare)
+                        before = len(bare.latencies_ms)
+                        cpu = await bare_round(conns, tts, bare)
+                        bare_cpu += cpu
+                        bare_rounds.append(cpu / max(1, len(bare.latencies_ms) - before) * 1e6)
                     else:
-                        ours_cpu += await antiphon_round(tts, n, ours)
+                        before = len(ours.latencies_ms)
+                        cpu = await antiphon_round(tts, n, ours)
+                        ours_cpu += cpu
+                        ours_rounds.append(cpu / max(1, len(ours.latencies_ms) - before) * 1e6)
     finally:
         for ws in conns:
             await ws.close()
 
-    def side(t: Tally, cpu: float) -> dict[str, Any]:
+    def side(t: Tally, cpu: float, per_round: list[float]) -> dict[str, Any]:
         return {
             "chunks": len(t.latencies_ms),
+            "cpu_us_per_chunk": cpu / max(1, len(t.latencies_ms)) * 1e6,
+            "cpu_us_per_chunk_rounds": per_round,
             "p50_ms": pct(t.latencies_ms, 0.5),
             "p99_ms": pct(t.latencies_ms, 0.99),
             "max_ms": max(t.latencies_ms, default=float("nan")),
@@ -194,7 +206,7 @@ async def phase(url: str, n: int, rounds: int, idle: float) -> dict[str, Any]:
             "missed_deadlines": t.missed_deadlines,
         }
 
-    b, o = side(bare, bare_cpu), side(ours, ours_cpu)
+    b, o = side(bare, bare_cpu, bare_rounds), side(ours, ours_cpu, ours_rounds)
     return {
         "streams": n,
         "rounds": rounds,
@@ -203,6 +215,9 @@ async def phase(url: str, n: int, rounds: int, idle: float) -> dict[str, Any]:
         "p50_ratio": o["p50_ms"] / b["p50_ms"],
         "p99_ratio": o["p99_ms"] / b["p99_ms"],
         "cpu_ratio": ours_cpu / bare_cpu if bare_cpu else None,
+        # round i of antiphon against round i of bare (they ran back to back)
+        "cpu_ratio_rounds": [o / b for o, b in zip(ours_rounds, bare_rounds, strict=True)],
+        "loadavg": os.getloadavg(),
     }
 
 
@@ -265,6 +280,12 @@ def main() -> None:
             f"p99 x{p['p99_ratio']:.2f}  CPU x{p['cpu_ratio'] or 0:.2f}  timeouts "
             f"{o['timeouts']} (bare missed {b['missed_deadlines']})  "
             f"{'met' if p['target_met'] else 'NOT met'}"
+        )
+        print(
+            f"{'':<10} CPU µs/chunk bare {b['cpu_us_per_chunk']:.1f} antiphon "
+            f"{o['cpu_us_per_chunk']:.1f}; per round x"
+            + " x".join(f"{x:.2f}" for x in p["cpu_ratio_rounds"])
+            + f"  (load {' '.join(f'{x:.1f}' for x in p['loadavg'])})"
         )
     print(f"wrote {a.out}")
 

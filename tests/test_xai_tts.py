@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -69,7 +70,7 @@ async def test_audio_done_before_send_returns_never_hangs(monkeypatch: pytest.Mo
     audio.done when it decided to send, so the order of events decides.
     """
     original_send = WsConnection.send
-    original_recv = WsConnection.recv
+    original_read_into = WsConnection.read_into
     delays = itertools.cycle((0.0, 0.001, 0.005))  # sleep(0) yields once; then tiny waits
     in_done_send = False
     raced = 0
@@ -84,15 +85,22 @@ async def test_audio_done_before_send_returns_never_hangs(monkeypatch: pytest.Mo
             finally:
                 in_done_send = False
 
-    async def watching_recv(self: WsConnection, *, stage: str = "receive") -> str | bytes:
-        nonlocal raced
-        data = await original_recv(self, stage=stage)
-        if in_done_send and isinstance(data, str) and '"audio.done"' in data:
-            raced += 1  # the answer arrived while our send had not returned
-        return data
+    def watching(handle: Callable[[str | bytes], bool]) -> Callable[[str | bytes], bool]:
+        def watch(data: str | bytes) -> bool:
+            nonlocal raced
+            if in_done_send and isinstance(data, str) and '"audio.done"' in data:
+                raced += 1  # the answer arrived while our send had not returned
+            return handle(data)
+
+        return watch
+
+    async def watching_read_into(
+        self: WsConnection, handle: Callable[[str | bytes], bool], *, stage: str = "receive"
+    ) -> None:
+        await original_read_into(self, watching(handle), stage=stage)
 
     monkeypatch.setattr(WsConnection, "send", slow_send)
-    monkeypatch.setattr(WsConnection, "recv", watching_recv)
+    monkeypatch.setattr(WsConnection, "read_into", watching_read_into)
     async with serving(FakeXAITTS(instant_done=True, chunk_seconds=1.0)) as fake:
         leaks = LeakCheck(ports=[fake.port])
         tts = XAITTS(api_key=DEFAULT_API_KEY, base_url=fake.url, sample_rate=8000, deadlines=FAST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection
@@ -120,6 +120,23 @@ class WsConnection:
     async def recv(self, *, stage: str = "receive") -> str | bytes:
         try:
             return await self._ws.recv()
+        except ConnectionClosed:
+            raise self._lost(stage) from None
+
+    async def read_into(
+        self, handle: Callable[[str | bytes], bool], *, stage: str = "receive"
+    ) -> None:
+        """Pass every message to ``handle`` until it returns False (a reader task's loop).
+
+        The same as calling :meth:`recv` in a loop (``ConnectionLost`` when the peer
+        closes; cancel-safe), with one coroutine per connection instead of one per
+        message: the per-chunk path of every streaming reader.
+        """
+        recv = self._ws.recv
+        try:
+            while True:
+                if not handle(await recv()):
+                    return
         except ConnectionClosed:
             raise self._lost(stage) from None
 

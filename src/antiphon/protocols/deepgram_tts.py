@@ -209,7 +209,9 @@ def _int(v: object) -> int:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (binary frames are audio)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
+    if type(frame) is bytes:  # audio, every chunk: no copy, no union isinstance
+        return Audio(frame)
+    if not isinstance(frame, str):  # bytearray, memoryview
         return Audio(bytes(frame))
     try:
         msg = json.loads(frame)

@@ -126,6 +126,13 @@ class _Control:
     message: Message
 
 
+class _Tick:
+    """The watchdog's wake-up: a deadline or a keep-alive may be due (checked again)."""
+
+
+_TICK = _Tick()
+
+
 class WebSocketSTT(STT, Generic[S]):
     """Base of streaming STT plugins over one WebSocket per stream.
 
@@ -287,6 +294,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         self._last_send = 0.0
         self._heard_at = 0.0  # the reader's last server message (written by the reader only)
         self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
+        self._watchdog: asyncio.TimerHandle | None = None
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -483,33 +491,31 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             await self._detach(graceful=graceful and not self._stt._tasks.closing)
 
     async def _loop(self) -> None:
+        try:
+            await self._take_inputs()
+        finally:
+            self._unwatch()
+
+    async def _take_inputs(self) -> None:
         loop = asyncio.get_running_loop()
-        stt, session = self._stt, self._session
-        dl = stt.deadlines
+        stt, session, mailbox = self._stt, self._session, self._mailbox
         converter = AudioConverter(stt.sample_rate, 1)
         while True:
             now = loop.time()
-            fail_at: float | None = None
-            if session.awaiting:
-                since = self._owed_since
-                fail_at = min(since + dl.final, max(since, self._heard_at) + dl.idle)
-                if now >= fail_at:
-                    raise self._timeout(since, now)
-            keep_at = (
-                self._last_send + stt.keepalive_interval if stt.accepts_input(session) else None
-            )
-            try:
-                item = self._mailbox.recv_nowait()
-            except asyncio.QueueEmpty:
-                waits = [t for t in (fail_at, keep_at) if t is not None]
-                try:
-                    async with asyncio.timeout_at(min(waits) if waits else None):
-                        item = await self._mailbox.recv()
-                except TimeoutError:
-                    due = keep_at is not None and loop.time() >= keep_at
-                    if due and await self._send(session.keepalive()):
-                        return
-                    continue
+            fail_at, keep_at = self._wake_times()
+            if fail_at is not None and now >= fail_at:
+                raise self._timeout(self._owed_since, now)
+            if mailbox.qsize():
+                item = mailbox.recv_nowait()
+            else:
+                self._watch(fail_at, keep_at)
+                item = await mailbox.recv()
+            if item is _TICK:  # the watchdog found a deadline or a keep-alive due
+                _, keep_at = self._wake_times()
+                due = keep_at is not None and loop.time() >= keep_at
+                if due and await self._send(session.keepalive()):
+                    return
+                continue
             if isinstance(item, AudioInput):
                 pcm = converter.process(item.frame).data
                 if pcm and await self._send(session.audio(pcm)):
@@ -541,6 +547,54 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                     return
             if session.done:
                 return
+
+    # -- the deadlines and the keep-alive: one timer, re-armed lazily
+    def _wake_times(self) -> tuple[float | None, float | None]:
+        """When the owed answer fails (None: nothing owed) and when a keep-alive is due
+        (None: the session takes no input)."""
+        stt, session = self._stt, self._session
+        fail_at = None
+        if session.awaiting:
+            since, dl = self._owed_since, stt.deadlines
+            fail_at = min(since + dl.final, max(since, self._heard_at) + dl.idle)
+        keep_at = self._last_send + stt.keepalive_interval if stt.accepts_input(session) else None
+        return fail_at, keep_at
+
+    def _watch(self, fail_at: float | None, keep_at: float | None) -> None:
+        """Make sure the watchdog fires no later than the earlier of the two times.
+
+        Sends and server messages only move timestamps, later: a timer that fires early
+        sets itself again at the new time (:meth:`_on_watchdog`). So a stream waiting for
+        each 20 ms chunk of audio arms no timer per chunk.
+        """
+        due = keep_at if fail_at is None else fail_at if keep_at is None else min(fail_at, keep_at)
+        if due is None:
+            return  # a timer still set finds nothing due and lapses
+        timer = self._watchdog
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._watchdog = asyncio.get_running_loop().call_at(due, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        mailbox = self._mailbox
+        if mailbox.closed or mailbox.qsize():
+            return  # the task is not waiting: it checks the times before it waits again
+        fail_at, keep_at = self._wake_times()
+        due = keep_at if fail_at is None else fail_at if keep_at is None else min(fail_at, keep_at)
+        if due is None:
+            return
+        if asyncio.get_running_loop().time() >= due:
+            self._post(_TICK)
+        else:
+            self._watch(fail_at, keep_at)
+
+    def _unwatch(self) -> None:
+        timer, self._watchdog = self._watchdog, None
+        if timer is not None:
+            timer.cancel()
 
     def _timeout(self, owed_since: float, now: float) -> ProviderTimeoutError:
         dl = self._stt.deadlines

@@ -34,6 +34,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from antiphon import metrics
 from antiphon.audio.codecs import decode_to_pcm
@@ -63,6 +64,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Looked up once: the reader's per-chunk branch uses them.
+_DELIVER = Act.DELIVER
+_RUNNING = StreamState.RUNNING
+_trusted = AudioFrame.trusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,7 @@ class WebSocketSynthesisStream(SynthesisStream):
         self._carry = b""
         self._reconnects = 0
         self._loop = asyncio.get_running_loop()
+        self._clock = self._loop.time
         self._progress_at = 0.0
         self._heard = False  # audio of the current flush segment arrived
         self._flush_times: list[float] = []
@@ -245,12 +252,9 @@ class WebSocketSynthesisStream(SynthesisStream):
 
     async def _read(self, conn: WsConnection) -> None:
         """Feed the server's messages to the session; deliver audio from here."""
-        mailbox, recv, receive, conn_id = self._mailbox, conn.recv, self._receive, conn.id
+        mailbox = self._mailbox
         try:
-            while True:
-                data = await recv()
-                if mailbox.closed or not receive(conn_id, data):
-                    return
+            await conn.read_into(partial(self._receive, conn.id))
         except ConnectionLost as exc:
             if not mailbox.closed:
                 mailbox.send_nowait(_Lost(conn.id, exc))
@@ -259,13 +263,21 @@ class WebSocketSynthesisStream(SynthesisStream):
                 mailbox.send_nowait(_Failed(conn.id, exc))
 
     def _receive(self, conn_id: int, data: str | bytes) -> bool:
-        """One server message, in the reader's context; False once the reader is done."""
+        """One server message, in the reader's context; False once the reader is done
+        (the stream ended, or its mailbox closed: the stream is terminal).
+
+        The common case, a chunk of whole 16-bit samples in the middle of a segment, is
+        the first branch and does only what it must: feed the session, move the
+        watchdog's timestamp, count the seconds, queue a trusted frame.
+        """
+        if self._mailbox.closed:
+            return False
         action = self._session.feed(data)
         act = action.act
         if action.words:
             self._emit_words(action.words, self._segment_at)
-        if act is Act.DELIVER:
-            now = self._loop.time()
+        if act is _DELIVER:
+            now = self._clock()
             if not self._heard:
                 self._heard = True
                 if self._flush_times:
@@ -273,7 +285,16 @@ class WebSocketSynthesisStream(SynthesisStream):
                 self._progress_at = now
                 self._watch()  # the idle window may end before the first-audio one
             self._progress_at = now  # the watchdog reads it lazily: no timer per chunk
-            self._deliver(action.audio)
+            audio = action.audio
+            n = len(audio)
+            if self._linear16 and not self._carry and not n & 1 and type(audio) is bytes:
+                # SynthesisStream._emit written out: whole samples, checked just above.
+                if n and self._state is _RUNNING:
+                    rate = self.sample_rate
+                    self.audio_seconds += (n >> 1) / rate
+                    self._out.send_nowait(_trusted(audio, rate, 1, self.generation))
+            else:
+                self._deliver(audio)
         elif act is Act.SEGMENT_DONE or act is Act.STREAM_DONE:
             if action.audio:  # some protocols put audio in the done marker
                 self._deliver(action.audio)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from types import TracebackType
@@ -279,8 +279,8 @@ class RealtimeSession:
     def __aiter__(self) -> AsyncIterator[RealtimeEvent]:
         return self
 
-    async def __anext__(self) -> RealtimeEvent:
-        return await self._output.next()
+    def __anext__(self) -> Awaitable[RealtimeEvent]:
+        return self._output.next()  # its awaitable, not a coroutine around it
 
     def _emit(self, ev: RealtimeEvent) -> None:
         if not self.done and (error := self._output.put(ev)) is not None:
