@@ -144,8 +144,9 @@ class LeakCheck:
             await asyncio.sleep(0.01)
 
 
-def _ours(obj: object) -> str | None:
-    """A short name for ``obj`` if it is antiphon's (a task, frame or error of its code)."""
+def _ours(obj: object, ignore: tuple[str, ...]) -> str | None:
+    """A short name for ``obj`` if it is antiphon's (a task, frame or error of its code),
+    and not of a module under one of the ``ignore`` prefixes."""
     if isinstance(obj, types.FrameType):
         code = obj.f_code
         return f"frame {code.co_name}" if _PACKAGE in code.co_filename else None
@@ -157,6 +158,8 @@ def _ours(obj: object) -> str | None:
     if isinstance(obj, asyncio.CancelledError):
         return "CancelledError"
     module = type(obj).__module__
+    if module.startswith(ignore):
+        return None
     if module == "antiphon" or module.startswith("antiphon."):
         return type(obj).__qualname__
     return None
@@ -185,13 +188,14 @@ class CycleCheck:
         if self._was:
             gc.enable()
 
-    def found(self) -> dict[str, int]:
-        """What of antiphon's sits in reference cycles now (collected by this call)."""
+    def found(self, *, ignore: tuple[str, ...] = ()) -> dict[str, int]:
+        """What of antiphon's sits in reference cycles now (collected by this call);
+        objects of modules under an ``ignore`` prefix are not counted."""
         debug = gc.get_debug()
         gc.set_debug(debug | gc.DEBUG_SAVEALL)
         try:
             gc.collect()
-            names = [_ours(o) for o in gc.garbage]
+            names = [_ours(o, ignore) for o in gc.garbage]
         finally:
             gc.garbage.clear()
             gc.set_debug(debug)

@@ -19,6 +19,10 @@ from collections.abc import Callable
 __all__ = ["Handover"]
 
 
+def _ignore(_: int) -> None:
+    """A closed handover's ``request``."""
+
+
 class Handover:
     """One pending move at a time.
 
@@ -55,6 +59,12 @@ class Handover:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+
+    def close(self) -> None:
+        """The session ended: cancel, and let go of ``request`` (the session's method;
+        the session holds this, a cycle). Announcements after it change nothing."""
+        self.cancel()
+        self._request = _ignore
 
     def _fire(self) -> None:
         conn_id = self._conn_id

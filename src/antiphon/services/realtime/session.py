@@ -293,7 +293,7 @@ class RealtimeSession:
         self.state = state
         self.error = error
         self._watchdog.stop()
-        self._handover.cancel()
+        self._handover.close()
         self._output.close(error)
         self._mailbox.close()
         if self._ready is not None and not self._ready.done():

@@ -20,6 +20,10 @@ from antiphon.services.realtime.events import RealtimeDeadlines
 __all__ = ["ResponseWatchdog"]
 
 
+def _ignore(_: ProviderTimeoutError) -> None:
+    """A stopped watchdog's ``on_expire``."""
+
+
 class ResponseWatchdog:
     """Fails a session (``on_expire``) when the server goes silent while a response is
     owed by ``sm``.
@@ -69,8 +73,10 @@ class ResponseWatchdog:
             self._arm()
 
     def stop(self) -> None:
-        """Cancel the timer for good (the session ended)."""
+        """Cancel the timer for good (the session ended), and let go of ``on_expire``
+        (the session's method: the session holds this watchdog, a cycle)."""
         self._stopped = True
+        self._on_expire = _ignore
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
