@@ -103,7 +103,8 @@ def client_command(
     if speech is None:
         return [
             sys.executable, str(HERE / "server_load.py"), "--clients", host,
-            "--sizes", str(m), "--seconds", str(seconds),
+            "--sizes", str(m), "--seconds", str(seconds), "--first-index", str(first),
+            "--of", str(n),
         ]  # fmt: skip
     return [
         sys.executable, str(HERE / "speech_callers.py"), "--host", host, "--calls", str(m),

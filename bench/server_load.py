@@ -123,11 +123,23 @@ async def run(n: int, seconds: float) -> dict[str, Any]:
     }
 
 
-async def clients(host: str, n: int, seconds: float) -> None:
-    """The client side (a process of its own): prints each call's tally and the lateness."""
+def start_offset(call: int, of: int) -> float:
+    """When call ``call`` of ``of`` starts: spread over a second, each at its own phase
+    of the 20 ms frame period, as independent callers' frames arrive (all on one phase,
+    every caller's frame would reach the server in the same instant: a burst a real
+    server never sees)."""
+    return (call % 50) * FRAME + (call / max(of, 1)) * FRAME
+
+
+async def clients(host: str, n: int, seconds: float, first: int = 0, of: int = 0) -> None:
+    """The client side (a process of its own): prints each call's tally and the lateness.
+    ``first``, ``of``: these are calls ``first`` to ``first + n`` of ``of`` in all."""
     late: list[float] = []
     cpu = time.process_time()
-    calls = await asyncio.gather(*(client(host, seconds, late, (i % 50) * FRAME) for i in range(n)))
+    total = of or n
+    calls = await asyncio.gather(
+        *(client(host, seconds, late, start_offset(first + i, total)) for i in range(n))
+    )
     cpu = time.process_time() - cpu
     print(json.dumps({"calls": calls, "late": [round(x, 3) for x in late], "cpu_s": cpu}))
 
@@ -138,9 +150,11 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--out", default="bench/results/server_load.json")
     ap.add_argument("--clients", help=argparse.SUPPRESS)  # HOST: run the client side only
+    ap.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--of", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.clients:
-        await clients(args.clients, int(args.sizes), args.seconds)
+        await clients(args.clients, int(args.sizes), args.seconds, args.first_index, args.of)
         return
     result: dict[str, Any] = {"machine": platform.platform(), "runs": []}
     for n in (int(x) for x in args.sizes.split(",")):
