@@ -288,8 +288,16 @@ def summary(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
     for side in sides:
         mine = [r for r in runs if r["side"] == side]
         held = [r["calls"] for r in mine if r["holds"]]
+        # with --keep-going a size may hold above one that failed (a run at the edge):
+        # both figures are given, the largest size and the largest below any failure
+        steady = 0
+        for r in sorted(mine, key=lambda r: r["calls"]):
+            if not r["holds"]:
+                break
+            steady = r["calls"]
         out[side] = {
             "calls_held_per_server_process": max(held) if held else 0,
+            "calls_held_with_every_smaller_size": steady,
             "cpu_pct_of_core_per_call": {
                 r["calls"]: r["server_cpu_pct_of_core_per_call"] for r in mine
             },
@@ -397,7 +405,12 @@ async def main() -> None:
     }
     for side in sides:
         s = result["summary"][side]
-        print(f"{side}: calls held by one server process: {s['calls_held_per_server_process']}")
+        most = s["calls_held_per_server_process"]
+        failed = [
+            r["calls"] for r in runs if r["side"] == side and r["calls"] < most and not r["holds"]
+        ]
+        edge = f" (but {', '.join(map(str, failed))} did not)" if failed else ""
+        print(f"{side}: calls held by one server process: {most}{edge}")
         if s.get("limiting_stage"):
             print(f"{side}: limiting stage: {json.dumps(s['limiting_stage'])}")
     if "pipecat_cpu_per_call_over_antiphon" in result["summary"]:
