@@ -288,16 +288,13 @@ def summary(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
     for side in sides:
         mine = [r for r in runs if r["side"] == side]
         held = [r["calls"] for r in mine if r["holds"]]
-        # with --keep-going a size may hold above one that failed (a run at the edge):
-        # both figures are given, the largest size and the largest below any failure
-        steady = 0
-        for r in sorted(mine, key=lambda r: r["calls"]):
-            if not r["holds"]:
-                break
-            steady = r["calls"]
+        most = max(held) if held else 0
         out[side] = {
-            "calls_held_per_server_process": max(held) if held else 0,
-            "calls_held_with_every_smaller_size": steady,
+            "calls_held_per_server_process": most,
+            # with --keep-going a size may hold above one that failed (a run at the edge)
+            "smaller_sizes_failed": [
+                r["calls"] for r in mine if r["calls"] < most and not r["holds"]
+            ],
             "cpu_pct_of_core_per_call": {
                 r["calls"]: r["server_cpu_pct_of_core_per_call"] for r in mine
             },
@@ -405,12 +402,11 @@ async def main() -> None:
     }
     for side in sides:
         s = result["summary"][side]
-        most = s["calls_held_per_server_process"]
-        failed = [
-            r["calls"] for r in runs if r["side"] == side and r["calls"] < most and not r["holds"]
-        ]
+        failed = s["smaller_sizes_failed"]
         edge = f" (but {', '.join(map(str, failed))} did not)" if failed else ""
-        print(f"{side}: calls held by one server process: {most}{edge}")
+        print(
+            f"{side}: calls held by one server process: {s['calls_held_per_server_process']}{edge}"
+        )
         if s.get("limiting_stage"):
             print(f"{side}: limiting stage: {json.dumps(s['limiting_stage'])}")
     if "pipecat_cpu_per_call_over_antiphon" in result["summary"]:
