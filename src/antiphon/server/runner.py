@@ -1,12 +1,14 @@
 """Running an app: uvicorn on an asyncio runner, on uvloop when it is installed.
 
 How it is built: :func:`run_app` is the whole of ``antiphon serve`` after the app is
-made. uvicorn's ``Config`` is set for calls (WebSocket messages beyond the edge's size
-are refused unread, no per-message deflate); :class:`~antiphon.server.calls.DrainingServer`
-makes the first signal drain the calls before the server stops; the loop is an
-:class:`asyncio.Runner`'s, made by :func:`loop_factory` (uvloop's, unless
-``ANTIPHON_LOOP=asyncio``). Kept apart from :mod:`antiphon.server.app` so that the app
-factory, which tests drive in their own loop, never touches the process's loop.
+made. uvicorn's ``Config`` is set for calls: WebSocket messages beyond the edge's size
+are refused unread, no per-message deflate, and the protocol of
+:mod:`~antiphon.server.ws_protocol`, which lets a call's frames skip ASGI's queues.
+:class:`~antiphon.server.calls.DrainingServer` makes the first signal drain the calls
+before the server stops. The loop is an :class:`asyncio.Runner`'s, made by
+:func:`loop_factory` (uvloop's, unless ``ANTIPHON_LOOP=asyncio``). Kept apart from
+:mod:`antiphon.server.app` so that the app factory, which tests drive in their own
+loop, never touches the process's loop.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 
 from antiphon.server.calls import DrainingServer
 from antiphon.server.edge import install_redaction
+from antiphon.server.ws_protocol import CallWebSocketProtocol
 from antiphon.transports.limits import EdgeLimits
 
 __all__ = ["loop_factory", "run_app"]
@@ -48,6 +51,7 @@ def run_app(
         # PCM and base64 audio barely compress, and deflating every 20 ms frame cost about
         # a tenth of the server's CPU per call (bench/profile_server.py): not offered.
         ws_per_message_deflate=False,
+        ws=CallWebSocketProtocol,  # uvicorn's sans-I/O protocol with a direct path for calls
     )
     install_redaction()  # uvicorn configures its loggers again in Config
     server = DrainingServer(config, app.state.calls, drain_timeout)

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from antiphon.server.ws_protocol import CallWebSocketProtocol
 from antiphon.testing.poll import until
 
 __all__ = ["serve_app"]
@@ -20,8 +21,15 @@ async def serve_app(app: Any, *, timeout: float = 30.0, **config: Any) -> AsyncI
 
     On exit the server stops (lifespan shutdown included) within ``timeout`` seconds.
     ``config``: more ``uvicorn.Config`` options (e.g. ``ws_max_size``, as ``serve`` sets).
+    WebSockets are served by ``antiphon serve``'s protocol
+    (:class:`~antiphon.server.ws_protocol.CallWebSocketProtocol`) unless ``ws`` is given.
     """
-    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **config}
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "lifespan": "on",
+        "ws": CallWebSocketProtocol,
+        **config,
+    }
     server_config = uvicorn.Config(app, host="127.0.0.1", port=0, **options)
     server = uvicorn.Server(server_config)
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -62,6 +62,7 @@ __all__ = [
     "UNAUTHORIZED",
     "CallBridge",
     "CallEnded",
+    "DirectWire",
     "WebSocketLike",
     "close_reason",
 ]
@@ -91,6 +92,18 @@ class WebSocketLike(Protocol):
     async def send_text(self, data: str) -> None: ...
 
     async def close(self, code: int = NORMAL, reason: str = "") -> None: ...
+
+
+class DirectWire(Protocol):
+    """A socket's way around its server's queues, where the server offers one (the
+    ``"antiphon.direct"`` extension of :mod:`antiphon.server.ws_protocol`)."""
+
+    receiver: Callable[[bytes], bool] | None
+    """Takes a binary message as it is parsed; False leaves it for ``receive``."""
+
+    def send_now(self, data: bytes | str) -> bool:
+        """Write one message now if nothing holds it back; False: send it the usual way."""
+        ...
 
 
 def close_reason(text: str) -> str:
@@ -149,6 +162,7 @@ class CallBridge(ABC, Generic[M]):
         self._ended: asyncio.Future[CallEnded] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._pulling = False  # the output callback is live
+        self._sending = False  # the sender holds an item (its send may be waiting)
         # the send deadline: when the send in flight is due (None: none in flight), the
         # one timer watching it, and whether it fired on a send past due
         self._send_due: float | None = None
@@ -246,6 +260,8 @@ class CallBridge(ABC, Generic[M]):
         if self._out.closed:
             return
         is_audio = self._in_audio_out if audio is None else audio
+        if not self._sending and not self._out.qsize() and self._send_now(item):
+            return  # nothing before it: written now, without a wake-up of the sender
         if is_audio:
             if self._audio_queued >= self.max_queued_audio:
                 self._audio_queued -= self._out.discard(lambda e: e[0], limit=1)
@@ -275,6 +291,7 @@ class CallBridge(ABC, Generic[M]):
         loop = asyncio.get_running_loop()
         try:
             async for is_audio, item in self._out:
+                self._sending = True
                 if is_audio:
                     self._audio_queued -= 1
                 due = self._send_due = loop.time() + self.send_timeout
@@ -294,6 +311,7 @@ class CallBridge(ABC, Generic[M]):
                     raise CallEnded(NORMAL, f"send failed: {exc!r}") from None
                 finally:
                     self._send_due = None
+                    self._sending = False
         finally:
             timer, self._watchdog = self._watchdog, None
             if timer is not None:
@@ -361,6 +379,12 @@ class CallBridge(ABC, Generic[M]):
     @abstractmethod
     async def _send_one(self, item: M) -> None:
         """Send one queued message."""
+
+    def _send_now(self, item: M) -> bool:
+        """Send ``item`` at once, without waiting, if the socket can (nothing is queued
+        or in flight when this is called); False: it is queued for the sender. By
+        default nothing is sent this way."""
+        return False
 
     @abstractmethod
     async def _read(self) -> None:

@@ -38,6 +38,7 @@ from antiphon.transports.base import (
     RATE_LIMITED,
     TOO_BIG,
     CallEnded,
+    DirectWire,
     WebSocketLike,
 )
 
@@ -199,7 +200,19 @@ class ConnectionGuard:
             if self.expired is not None:
                 raise self.expired
             return None
-        now = self.clock.now()
+        self._check(message, self.clock.now())
+        return message
+
+    def admit(self, message: bytes | str) -> None:
+        """Check a message the socket handed over outside :meth:`receive` (its direct
+        path) as :meth:`receive` would; raises :class:`CallEnded` if it is over a limit."""
+        if self.expired is not None:
+            raise self.expired
+        if self._started is None:
+            self._begin()
+        self._check(message, self.clock.now())
+
+    def _check(self, message: bytes | str, now: float) -> None:
         self._last = now
         self.messages += 1
         if isinstance(message, bytes):
@@ -219,7 +232,17 @@ class ConnectionGuard:
                 RATE_LIMITED,
                 f"more than {self.limits.max_messages_per_second} messages a second",
             )
-        return message
+
+    @property
+    def direct(self) -> DirectWire | None:
+        """The socket's direct path, if its server offers one."""
+        direct: DirectWire | None = getattr(self.ws, "direct", None)
+        return direct
+
+    @property
+    def pending(self) -> bool:
+        """Whether messages given back by :meth:`unread` wait to be received."""
+        return bool(self._pending)
 
     async def send_bytes(self, data: bytes) -> None:
         await self.ws.send_bytes(data)

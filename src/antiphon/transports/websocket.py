@@ -49,11 +49,13 @@ from antiphon.audio.recording import CallRecorder
 from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
+    INTERNAL,
     NORMAL,
     POLICY,
     TOO_BIG,
     CallBridge,
     CallEnded,
+    DirectWire,
     WebSocketLike,
 )
 from antiphon.transports.limits import ConnectionGuard, EdgeLimits
@@ -153,6 +155,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
         self.name = f"ws-{self.id}"
         self.frames_sent = 0
         self.frames_received = 0
+        self._direct = self.guard.direct
+        self._commanding = False  # the reader is acting on a text message
 
     async def run(self) -> int:
         """Run the call (see :meth:`CallBridge.run`); the recording is closed after it."""
@@ -195,21 +199,62 @@ class WebSocketBridge(CallBridge[bytes | str]):
     async def _send_one(self, item: bytes | str) -> None:
         if isinstance(item, bytes):
             await self.ws.send_bytes(item)
-            self.frames_sent += 1
-            if self.recorder is not None:  # what the caller got, not what was queued
-                self.recorder.agent(AudioFrame(item, self.session.output.sample_rate, 1))
+            self._sent_audio(item)
         else:
             await self.ws.send_text(item)
 
+    def _send_now(self, item: bytes | str) -> bool:
+        direct = self._direct
+        if direct is None or not direct.send_now(item):
+            return False
+        if isinstance(item, bytes):
+            self._sent_audio(item)
+        return True
+
+    def _sent_audio(self, pcm: bytes) -> None:
+        self.frames_sent += 1
+        if self.recorder is not None:  # what the caller got, not what was queued
+            self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
+
     async def _read(self) -> None:
-        while True:
-            message = await self.guard.receive()  # size, rate and audio budget checked
-            if message is None:
-                raise CallEnded(NORMAL, "client left")
-            if isinstance(message, bytes):
-                self._audio(message)
-            else:
-                await self._command(message)
+        direct: DirectWire | None = self._direct
+        if direct is not None:
+            direct.receiver = self._take  # audio as it is parsed, between these reads
+        try:
+            while True:
+                message = await self.guard.receive()  # size, rate and audio budget checked
+                if message is None:
+                    raise CallEnded(NORMAL, "client left")
+                if isinstance(message, bytes):
+                    self._audio(message)
+                    continue
+                self._commanding = True  # audio waits in order behind the command
+                try:
+                    await self._command(message)
+                finally:
+                    self._commanding = False
+        finally:
+            if direct is not None:
+                direct.receiver = None
+
+    def _take(self, data: bytes) -> bool:
+        """A binary message from the socket's direct path, checked and pushed as
+        :meth:`_read` would; False (left queued, for the reader) while the reader has
+        messages to act on first."""
+        if self._commanding or self.guard.pending:
+            return False
+        ended = self._ended
+        if ended is None or ended.done():
+            return True  # the call is ending: what the peer sends now is not read
+        try:
+            self.guard.admit(data)
+            self._audio(data)
+        except CallEnded as exc:
+            self.end(exc.code, exc.reason)
+        except Exception as exc:  # as the reader task failing would (rule 12)
+            log.warning("%s: the reader failed: %r", self.name, exc)
+            self.end(INTERNAL, "internal error")
+        return True
 
     def _audio(self, data: bytes) -> None:
         if len(data) % 2:
@@ -275,11 +320,14 @@ class StarletteSocket:
     Per message it calls the connection's ASGI ``receive`` and ``send`` directly: on an
     accepted socket, Starlette's state checks around them decide nothing, and they ran
     for every 20 ms frame each way. The one state they keep, the client's disconnect, is
-    kept here too; ``close`` goes through Starlette.
+    kept here too; ``close`` goes through Starlette. ``direct`` is the server's direct
+    path for the connection (:mod:`antiphon.server.ws_protocol`), if it offers one.
     """
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
+        extensions = (getattr(ws, "scope", None) or {}).get("extensions") or {}
+        self.direct: DirectWire | None = extensions.get("antiphon.direct")
         # the ASGI callables Starlette's WebSocket wraps (its own methods if it has none)
         self._receive = getattr(ws, "_receive", None) or ws.receive
         self._send = getattr(ws, "_send", None) or ws.send

@@ -1,0 +1,349 @@
+"""The server's direct path for a call's frames (``antiphon.server.ws_protocol``).
+
+Three layers: the protocol on a recording transport, fed the bytes a client sends (what
+it takes inline, what it leaves in ASGI's queue, what it writes now); the bridge on an
+in-memory socket with a direct path (order with the queued sends, commands first, limits);
+and a call through the real server, which must use the path both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from antiphon.server.app import create_app
+from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
+from antiphon.testing.agent import doubles_agent, silence, speech
+from antiphon.testing.asgi import serve_app
+from antiphon.testing.leaks import LeakCheck
+from antiphon.testing.poll import until
+from antiphon.transports.websocket import BridgeLimits, WebSocketBridge
+from test_transport_ws import GatedSocket, session
+
+# -- the protocol, on a recording transport
+
+
+class RecordingTransport(asyncio.Transport):
+    """What the protocol writes, and whether it paused reading; never closes by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.paused_reading = 0
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.paused_reading += 1
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+class Wire:
+    """A protocol on a recording transport, and the client's side of the same bytes."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, log_level="warning")
+        config.load()
+        state = uvicorn.server.ServerState()
+        self.transport = RecordingTransport()
+        self.protocol = CallWebSocketProtocol(config, state, {})
+        self.protocol.connection_made(self.transport)
+        self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"))
+        self.client.send_request(self.client.connect())
+        self.feed()
+
+    def feed(self) -> None:
+        """What the client has to send, to the protocol (one ``data_received``)."""
+        data = b"".join(self.client.data_to_send())
+        if data:
+            self.protocol.data_received(data)
+
+    async def hang_up(self, app: App) -> None:
+        """The connection is lost; the app reads its queue to the end and returns."""
+        self.protocol.connection_lost(None)
+        app.reading.set()
+        await until(lambda: app.ended, timeout=10)
+
+    def received(self) -> list[bytes | str]:
+        """The messages the client got since last asked (the handshake's response aside)."""
+        self.client.receive_data(bytes(self.transport.written))
+        self.transport.written.clear()
+        got: list[bytes | str] = []
+        for event in self.client.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.BINARY:
+                got.append(bytes(event.data))
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                got.append(bytes(event.data).decode())
+        return got
+
+
+class App:
+    """Accepts, sets a receiver (taking binary messages that do not start with ``q``), and
+    records every message in the order the app got it, marking how it came."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes | str]] = []
+        self.direct: DirectPath | None = None
+        self.reading = asyncio.Event()  # set: the app reads its queue
+        self.ended = False
+
+    def take(self, data: bytes) -> bool:
+        if data.startswith(b"q"):
+            return False
+        if data == b"fail":
+            raise RuntimeError("the receiver failed")
+        self.got.append(("taken", data))
+        return True
+
+    async def __call__(self, scope: Any, receive: Callable[..., Any], send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        self.direct = scope["extensions"][DIRECT]
+        self.direct.receiver = self.take
+        await self.reading.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self.ended = True
+                return
+            self.got.append(("queued", message.get("bytes") or message.get("text")))
+
+
+async def _accepted(app: App) -> Wire:
+    wire = Wire(app)
+    await until(lambda: app.direct is not None, timeout=10)
+    wire.received()  # the handshake's response
+    return wire
+
+
+async def test_binary_is_taken_inline_and_the_order_is_kept_behind_queued_messages() -> None:
+    app = App()
+    wire = await _accepted(app)
+    c = wire.client
+    c.send_binary(b"1")
+    c.send_text(b"text")
+    c.send_binary(b"2")  # the text waits in the queue: this must wait behind it
+    c.send_binary(b"q3")  # declined by the receiver: queued
+    wire.feed()  # all four in one read, before the app reads its queue
+    assert app.got == [("taken", b"1")]
+    app.reading.set()
+    await until(lambda: len(app.got) == 4, timeout=10)
+    assert app.got == [("taken", b"1"), ("queued", "text"), ("queued", b"2"), ("queued", b"q3")]
+    paused = wire.transport.paused_reading
+    assert paused >= 1  # queued messages pause reading until the app takes them
+    c.send_binary(b"4")  # the queue is empty again
+    wire.feed()
+    assert app.got[-1] == ("taken", b"4")
+    assert app.direct is not None and app.direct.taken == 2
+    assert wire.transport.paused_reading == paused  # a taken one does not
+    await wire.hang_up(app)
+
+
+async def test_a_failing_receiver_loses_no_message() -> None:
+    app = App()
+    app.reading.set()
+    wire = await _accepted(app)
+    wire.client.send_binary(b"fail")
+    wire.feed()
+    await until(lambda: app.got == [("queued", b"fail")], timeout=10)
+    await wire.hang_up(app)
+
+
+async def test_send_now_writes_a_message_only_while_the_socket_can_take_it() -> None:
+    app = App()
+    wire = await _accepted(app)
+    direct = app.direct
+    assert direct is not None
+    assert direct.send_now(b"\x01\x02") and direct.send_now("hello")
+    assert wire.received() == [b"\x01\x02", "hello"]
+    wire.protocol.pause_writing()  # the transport's buffer is full
+    assert not direct.send_now(b"later")
+    wire.protocol.resume_writing()
+    assert direct.send_now(b"now")
+    assert wire.received() == [b"now"]
+    assert direct.sent_now == 3
+    await wire.hang_up(app)
+    assert not direct.send_now(b"gone")
+    assert direct.receiver is None  # released with the connection
+
+
+# -- the bridge, on an in-memory socket with a direct path
+
+
+class FakeDirect:
+    """A direct path: ``send_now`` succeeds unless ``paused``; what it sends goes to the
+    socket's ``sent`` list, as what the socket sends does."""
+
+    def __init__(self, sent: list[bytes | str]) -> None:
+        self.receiver: Callable[[bytes], bool] | None = None
+        self.paused = False
+        self.sent = sent
+        self.sent_now = 0
+
+    def send_now(self, data: bytes | str) -> bool:
+        if self.paused:
+            return False
+        self.sent.append(data)
+        self.sent_now += 1
+        return True
+
+
+class DirectSocket(GatedSocket):
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct = FakeDirect(self.sent)
+
+
+def _bridge(**limits: Any) -> tuple[WebSocketBridge, DirectSocket, list[object]]:
+    s, services = session()
+    ws = DirectSocket()
+    return WebSocketBridge(s, ws, limits=BridgeLimits(**limits)), ws, services
+
+
+async def _until_reading(ws: DirectSocket) -> Callable[[bytes], bool]:
+    await until(lambda: ws.direct.receiver is not None, timeout=10)
+    receiver = ws.direct.receiver
+    assert receiver is not None
+    return receiver
+
+
+@pytest.mark.virtual_time
+async def test_a_call_on_the_direct_path_is_answered_and_sends_in_order() -> None:
+    leaks = LeakCheck()
+    bridge, ws, services = _bridge()
+    await bridge.session.start()
+    run = asyncio.create_task(bridge.run())
+    take = await _until_reading(ws)
+    for frame in speech(0.6).split(0.02) + silence(0.6).split(0.02):
+        assert take(frame.data)
+        await asyncio.sleep(0.02)
+    await until(lambda: sum(isinstance(m, bytes) for m in ws.sent) >= 20, timeout=30)
+    assert bridge.frames_received == 60
+    assert ws.direct.sent_now == len(ws.sent)  # nothing held the socket back
+    ws.inbox.put_nowait(None)  # the client leaves
+    assert await asyncio.wait_for(run, 20) == 1000
+    texts = [json.loads(m) for m in ws.sent if isinstance(m, str)]
+    assert texts[0]["type"] == "ready"
+    first_audio = next(i for i, m in enumerate(ws.sent) if isinstance(m, bytes))
+    heard = [
+        i
+        for i, m in enumerate(ws.sent)
+        if isinstance(m, str) and json.loads(m).get("role") == "user"
+    ]
+    assert heard and heard[0] < first_audio  # the user's transcript before the reply
+    assert ws.direct.receiver is None  # released when the reader ended
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
+    await leaks.assert_clean(settle=1.0)
+
+
+@pytest.mark.virtual_time
+async def test_a_send_held_back_keeps_the_later_ones_behind_it() -> None:
+    bridge, ws, services = _bridge()
+    await bridge.session.start()
+    run = asyncio.create_task(bridge.run())
+    await _until_reading(ws)
+    ws.direct.paused = True  # the transport's buffer is full
+    ws.gate.clear()  # and the queued send waits for it
+    bridge._queue("m1")
+    await until(lambda: bridge._sending, timeout=10)
+    ws.direct.paused = False
+    bridge._queue("m2")  # m1 is in flight: m2 may not pass it
+    await asyncio.sleep(0.1)
+    assert "m1" not in ws.sent and "m2" not in ws.sent
+    ws.gate.set()
+    await until(lambda: "m2" in ws.sent, timeout=10)
+    bridge._queue("m3")  # nothing queued or in flight: written now
+    assert ws.sent[-3:] == ["m1", "m2", "m3"]
+    ws.inbox.put_nowait(None)
+    assert await asyncio.wait_for(run, 20) == 1000
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.virtual_time
+async def test_audio_waits_behind_a_command_the_reader_is_acting_on() -> None:
+    bridge, ws, services = _bridge()
+    await bridge.session.start()
+    run = asyncio.create_task(bridge.run())
+    take = await _until_reading(ws)
+    ws.inbox.put_nowait(json.dumps({"type": "say", "text": "Welcome to the line."}))
+    ws.inbox.put_nowait(json.dumps({"type": "end"}))  # waits until the welcome is spoken
+    await until(lambda: bridge._commanding, timeout=10)
+    assert not take(b"\x00\x00" * 320)  # left for the reader, which never reads it
+    assert await asyncio.wait_for(run, 20) == 1000
+    assert bridge.frames_received == 0
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(b"\x00" * 3, 1008), (b"\x00\x00" * 40000, 1009)],
+    ids=["odd-length", "too-big"],
+)
+async def test_audio_over_a_limit_on_the_direct_path_ends_the_call_as_the_reader_would(
+    data: bytes, code: int
+) -> None:
+    bridge, ws, services = _bridge()
+    await bridge.session.start()
+    run = asyncio.create_task(bridge.run())
+    take = await _until_reading(ws)
+    assert take(data)
+    assert await asyncio.wait_for(run, 20) == code
+    assert ws.closed is not None and ws.closed[0] == code
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
+
+
+# -- a call through the real server
+
+
+@pytest.mark.realtime  # a real server on loopback; nothing here is timed
+async def test_a_call_through_the_server_takes_and_sends_its_frames_directly() -> None:
+    agent = doubles_agent(["what time is it"], [], min_silence=0.3, default_reply="It is noon.")
+    app = create_app(agent, max_sessions=2)
+    paths: list[DirectPath] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            paths.append(scope["extensions"][DIRECT])
+        await app(scope, receive, send)
+
+    turn = speech(0.6).split(0.02) + silence(0.5).split(0.02)
+    audio = 0
+    async with serve_app(recording) as host, connect(f"ws://{host}/ws/agent") as ws:
+        for frame in turn:
+            await ws.send(frame.data)
+        async for message in ws:
+            if isinstance(message, bytes):
+                audio += 1
+            elif audio and json.loads(message).get("state") == "listening":
+                break
+    assert audio >= 10
+    (path,) = paths
+    assert path.taken > len(turn) // 2  # most frames, at least: none queue behind a command
+    assert path.sent_now >= audio
