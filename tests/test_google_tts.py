@@ -29,6 +29,7 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.google_tts import DEFAULT_API_KEY, FakeGoogleTTS, answer_body, synthesize
 from antiphon.testing.registry import tts_fake
 from antiphon.testing.server import FakeServer, running_in_thread, serving
+from tts_helpers import speak
 
 #: The async tests run on virtual time (asyncio only, fakes in the test's loop); the SDK's
 #: client is synchronous, so its test runs the fake on a thread in real time.
@@ -152,24 +153,12 @@ def test_registry_names_google_and_its_fake() -> None:
 # ----------------------------------------------------------------------------- on the fake
 
 
-async def _speak(tts: TTS, *texts: str) -> bytes:
-    stream = tts.stream()
-    for text in texts:
-        stream.push_text(text)
-        stream.flush()
-    stream.end_input()
-    audio = b"".join([f.data async for f in stream])
-    await stream.aclose()
-    assert stream.state is StreamState.COMPLETED
-    return audio
-
-
 @pytest.mark.virtual_time
 async def test_one_request_per_sentence_each_a_valid_sdk_message() -> None:
     async with serving(FakeGoogleTTS()) as fake:
         tts = GoogleTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, sample_rate=16000)
         try:
-            audio = await _speak(tts, "First sentence. ", "Second one.")
+            audio = await speak(tts, "First sentence. ", "Second one.")
         finally:
             await tts.aclose()
     assert audio == synthesize("First sentence.", 16000) + synthesize("Second one.", 16000)

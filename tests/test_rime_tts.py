@@ -26,6 +26,7 @@ from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.registry import tts_fake
 from antiphon.testing.rime_tts import DEFAULT_API_KEY, FakeRimeTTS, synthesize, word_timestamps
 from antiphon.testing.server import FakeWsServer
+from tts_helpers import speak
 
 #: asyncio only, fakes in the test's loop: virtual time (docs/testing.md).
 pytestmark = pytest.mark.virtual_time
@@ -213,25 +214,13 @@ def test_registry_names_rime_and_its_fake() -> None:
 # ----------------------------------------------------------------------------- on the fake
 
 
-async def _speak(tts: TTS, *texts: str) -> bytes:
-    stream = tts.stream()
-    for text in texts:
-        stream.push_text(text)
-        stream.flush()
-    stream.end_input()
-    audio = b"".join([f.data async for f in stream])
-    await stream.aclose()
-    assert stream.state is StreamState.COMPLETED
-    return audio
-
-
 async def test_mulaw_is_decoded_to_pcm_and_timestamps_follow_the_audio() -> None:
     async with serving(FakeRimeTTS()) as fake:
         tts = RimeTTS(
             api_key=DEFAULT_API_KEY, base_url=fake.url, encoding="mulaw", sample_rate=8000
         )
         try:
-            audio = await _speak(tts, "Hello from Rime.")
+            audio = await speak(tts, "Hello from Rime.")
         finally:
             await tts.aclose()
     assert len(audio) == len(synthesize("Hello from Rime.", "linear16", 8000))
@@ -246,8 +235,8 @@ async def test_each_stream_is_a_new_context_on_one_connection() -> None:
     async with serving(FakeRimeTTS()) as fake:
         tts = RimeTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST)
         try:
-            first = await _speak(tts, "First turn.")
-            second = await _speak(tts, "Second turn.")
+            first = await speak(tts, "First turn.")
+            second = await speak(tts, "Second turn.")
         finally:
             await tts.aclose()
     assert first == synthesize("First turn.", "linear16", 24000)
@@ -301,7 +290,7 @@ async def test_cleared_context_audio_is_dropped_by_the_next_stream() -> None:
             stream.cancel()
             await stream.aclose()
             await asyncio.sleep(0)
-            audio = await _speak(tts, "Next.")
+            audio = await speak(tts, "Next.")
         finally:
             await tts.aclose()
     assert audio == synthesize("Next.", "linear16", 24000)

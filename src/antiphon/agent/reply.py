@@ -30,6 +30,7 @@ from antiphon.agent.events import (
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.playback import Playback, WordSync
 from antiphon.agent.tracing import get_tracer
+from antiphon.aio.callbacks import ignore
 from antiphon.aio.channel import Channel, Overflow
 from antiphon.aio.clock import Clock
 from antiphon.aio.tasks import TaskGroup
@@ -87,10 +88,6 @@ class Reply:
         return min(self.playback.written, max(0.0, track.played - self.base))
 
 
-def _ignore(_: object) -> None:
-    """A closed session's callback: news of a reply that ended after it is dropped."""
-
-
 class ReplyRunner:
     """Runs replies with the session's services; reports their news to ``report``.
 
@@ -119,8 +116,8 @@ class ReplyRunner:
 
     def release(self) -> None:
         """Let go of the session's callbacks (its methods: a cycle), once it is closed."""
-        self._emit = _ignore
-        self._report = _ignore
+        self._emit = ignore  # news of a reply that ends after the close is dropped
+        self._report = ignore
 
     def _news(self, reply: Reply, kind: str, error: ProviderError | None = None) -> None:
         self._report(ReplyNews(reply, kind, error))

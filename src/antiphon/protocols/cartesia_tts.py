@@ -54,7 +54,7 @@ from antiphon.protocols.cartesia_tts_wire import (
     parse,
 )
 from antiphon.protocols.cartesia_tts_wire import _word_timestamps as _word_timestamps
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
 from antiphon.protocols.tts_wire import wire_bytes_per_second
 
 __all__ = [
@@ -104,6 +104,7 @@ class Phase(enum.Enum):
 
 Message = str | bytes
 _Op = tuple[Literal["speak", "flush", "end"], str]
+_FLUSH: _Op = ("flush", "")
 
 
 def new_context_id() -> str:
@@ -111,7 +112,7 @@ def new_context_id() -> str:
     return str(uuid.uuid4())
 
 
-class ContextSession:
+class ContextSession(FlushLedger[_Op]):
     """State of one stream: one Cartesia context on one (pooled) connection.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -133,20 +134,15 @@ class ContextSession:
         *,
         context_ids: Callable[[], str] = new_context_id,
     ) -> None:
+        # The journal holds operations, encoded again with a new context id if the
+        # connection drops before any audio of them arrived.
+        super().__init__(_FLUSH)
         self.options = options or CartesiaOptions()
         self._context_ids = context_ids
         self.context_id = context_ids()
         self._next_context_id: str | None = None
         self.phase = Phase.IDLE
-        self.input_ended = False
-        self.flushes_sent = 0
-        self._flushes_owed = 0
-        self._end_owed = False
-        self._unflushed = False
-        # What was sent since the last answer, as operations (re-encoded with a new
-        # context id if the connection drops before any audio of it arrived).
-        self._journal: list[_Op] = []
-        self.audio_since_ack = False
+        self._end_owed = False  # ``continue: false`` sent, its ``done`` not yet received
         self._audio_seconds = 0.0  # of this context
         self._segment_at = 0.0  # where the current segment's audio began in it
         self._bytes_per_second = wire_bytes_per_second(
@@ -174,22 +170,16 @@ class ContextSession:
             return []
         op: _Op = ("speak", text)
         self.phase = Phase.ACTIVE
-        if text.strip():
-            self._unflushed = True
-        self._journal.append(op)
+        self._spoke(text, op)
         return [self._encode(op, self.context_id)]
 
     def flush(self) -> list[Message]:
         """``flush: true`` if any non-blank text was sent since the last flush."""
         self._require_open("flush")
-        if not self._unflushed:
-            return []
-        op: _Op = ("flush", "")
-        self._unflushed = False
-        self._flushes_owed += 1
-        self.flushes_sent += 1
-        self._journal.append(op)
-        return [self._encode(op, self.context_id)]
+        return [self._encode(_FLUSH, self.context_id)] if self._flushed() else []
+
+    def _finish(self) -> None:
+        self.phase = Phase.DONE
 
     def end_input(self) -> list[Message]:
         """``continue: false``: the server speaks what is left, then sends ``done``."""
@@ -201,18 +191,9 @@ class ContextSession:
         op: _Op = ("end", "")
         self._unflushed = False
         self._end_owed = True
+        self.pending_flushes += 1  # the end is owed its answer too
         self._journal.append(op)
         return [self._encode(op, self.context_id)]
-
-    @property
-    def pending_flushes(self) -> int:
-        """Flushes and the end of input sent and not yet answered."""
-        return self._flushes_owed + int(self._end_owed)
-
-    @property
-    def done(self) -> bool:
-        """Input ended and every flush (and the end) answered."""
-        return self.input_ended and self.pending_flushes == 0
 
     @property
     def awaiting_audio(self) -> bool:
@@ -223,7 +204,7 @@ class ContextSession:
         """Cancel the context; nothing to send if it never started or already finished."""
         started = self.phase is Phase.ACTIVE
         self.phase = Phase.CANCELLED
-        self._flushes_owed = 0
+        self.pending_flushes = 0
         self._end_owed = False
         self._unflushed = False
         self._journal.clear()
@@ -249,8 +230,8 @@ class ContextSession:
         self.context_id, self._next_context_id = self._next_context_id, None
         self._audio_seconds = self._segment_at = 0.0  # the new context's timings start at 0
         ops = self._journal
-        self._flushes_owed = sum(1 for kind, _ in ops if kind == "flush")
         self._end_owed = any(kind == "end" for kind, _ in ops)
+        self.pending_flushes = sum(1 for kind, _ in ops if kind == "flush") + int(self._end_owed)
         last_flush = max((i for i, (kind, _) in enumerate(ops) if kind == "flush"), default=-1)
         self._unflushed = not self._end_owed and any(
             kind == "speak" and text.strip() for kind, text in ops[last_flush + 1 :]
@@ -286,22 +267,17 @@ class ContextSession:
             self._audio_seconds += len(event.audio) / self._bytes_per_second
             return Action(Act.DELIVER, event, audio=event.audio)
         if isinstance(event, FlushDone):
-            if self._flushes_owed == 0:
+            if self.pending_flushes == int(self._end_owed):  # no flush owed, only the end
                 return Action(Act.DROP, event, f"flush_done {event.flush_id}, none owed")
-            self._flushes_owed -= 1
-            # Forget what this flush answered; text sent after it is still owed.
-            cut = next(i for i, (kind, _) in enumerate(self._journal) if kind == "flush")
-            del self._journal[: cut + 1]
-            self.audio_since_ack = False
             self._segment_at = self._audio_seconds
-            return Action(Act.SEGMENT_DONE, event)
+            return self._answered(event)  # a segment: the end, still owed, ends the stream
         if isinstance(event, Done):
             if not self._end_owed:
                 return Action(
                     Act.FAIL, event, "the server ended the context before the input ended"
                 )
             self._end_owed = False
-            self._flushes_owed = 0  # nothing more comes for this context
+            self.pending_flushes = 0  # nothing more comes for this context
             self._journal.clear()
             self.phase = Phase.DONE
             return Action(Act.STREAM_DONE, event)

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
 
 __all__ = [
     "CLEAR",
@@ -285,7 +285,7 @@ class Phase(enum.Enum):
 Message = str | bytes
 
 
-class SpeakSession:
+class SpeakSession(FlushLedger[Message]):
     """State of one ``/v1/speak`` connection as used by one stream at a time.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -297,15 +297,8 @@ class SpeakSession:
     clear_needs_ack = True
 
     def __init__(self) -> None:
+        super().__init__(FLUSH)  # the journal holds the messages sent since the last Flushed
         self.phase = Phase.IDLE
-        self.pending_flushes = 0
-        self.flushes_sent = 0
-        self.input_ended = False
-        self._unflushed = False
-        # Messages sent since the last Flushed and whether any audio answered them:
-        # if the connection drops before audio, they can be replayed on a new one.
-        self._journal: list[Message] = []
-        self.audio_since_ack = False
 
     # -- client side
     def _require_open(self, what: str) -> None:
@@ -318,34 +311,16 @@ class SpeakSession:
             return []
         msgs: list[Message] = list(encode_speak(text))
         self.phase = Phase.ACTIVE
-        if text.strip():
-            self._unflushed = True
-        self._journal.extend(msgs)
+        self._spoke(text, *msgs)
         return msgs
 
     def flush(self) -> list[Message]:
         """``Flush`` if any non-blank text was sent since the last one."""
         self._require_open("flush")
-        if not self._unflushed:
-            return []
-        self._unflushed = False
-        self.pending_flushes += 1
-        self.flushes_sent += 1
-        self._journal.append(FLUSH)
-        return [FLUSH]
+        return [FLUSH] if self._flushed() else []
 
-    def end_input(self) -> list[Message]:
-        """Flush what is left and mark the input ended; see :attr:`done`."""
-        msgs = self.flush()
-        self.input_ended = True
-        if self.pending_flushes == 0:
-            self.phase = Phase.IDLE
-        return msgs
-
-    @property
-    def done(self) -> bool:
-        """Input ended and every Flush answered."""
-        return self.input_ended and self.pending_flushes == 0
+    def _finish(self) -> None:
+        self.phase = Phase.IDLE  # every Flush answered: the connection is free
 
     @property
     def awaiting_audio(self) -> bool:
@@ -405,15 +380,7 @@ class SpeakSession:
         if isinstance(event, Flushed):
             if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
                 return Action(Act.DROP, event, f"Flushed while {self.phase.value}, none owed")
-            self.pending_flushes -= 1
-            # Forget what this Flush answered; text sent after it is still owed.
-            if FLUSH in self._journal:
-                del self._journal[: self._journal.index(FLUSH) + 1]
-            self.audio_since_ack = False
-            if self.pending_flushes == 0 and self.input_ended:
-                self.phase = Phase.IDLE
-                return Action(Act.STREAM_DONE, event)
-            return Action(Act.SEGMENT_DONE, event)
+            return self._answered(event)
         if isinstance(event, Cleared):
             if self.phase is Phase.CLEARING:
                 self.phase = Phase.IDLE

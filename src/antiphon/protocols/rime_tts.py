@@ -45,7 +45,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -346,13 +346,14 @@ class Phase(enum.Enum):
 
 Message = str | bytes
 _Op = tuple[Literal["speak", "flush"], str]
+_FLUSH: _Op = ("flush", "")
 
 
 def new_context_id() -> str:
     return str(uuid.uuid4())
 
 
-class RimeSession:
+class RimeSession(FlushLedger[_Op]):
     """State of one stream: one context id on one (pooled) connection.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -364,17 +365,12 @@ class RimeSession:
     clear_needs_ack = False
 
     def __init__(self, *, context_ids: Callable[[], str] = new_context_id) -> None:
+        # The journal holds operations, encoded again under a new context id if the
+        # connection drops before any audio of them arrived.
+        super().__init__(_FLUSH)
         self._context_ids = context_ids
         self.context_id = context_ids()
         self.phase = Phase.IDLE
-        self.input_ended = False
-        self.pending_flushes = 0
-        self.flushes_sent = 0
-        self._unflushed = False
-        # What was sent since the last done (re-encoded under a new context id if the
-        # connection drops before any audio of it arrived).
-        self._journal: list[_Op] = []
-        self.audio_since_ack = False
 
     def _encode(self, op: _Op, context_id: str) -> list[Message]:
         kind, text = op
@@ -394,35 +390,16 @@ class RimeSession:
             return []
         op: _Op = ("speak", text)
         self.phase = Phase.ACTIVE
-        if text.strip():
-            self._unflushed = True
-        self._journal.append(op)
+        self._spoke(text, op)
         return self._encode(op, self.context_id)
 
     def flush(self) -> list[Message]:
         """``flush`` if any non-blank text was sent since the last one."""
         self._require_open("flush")
-        if not self._unflushed:
-            return []
-        op: _Op = ("flush", "")
-        self._unflushed = False
-        self.pending_flushes += 1
-        self.flushes_sent += 1
-        self._journal.append(op)
-        return self._encode(op, self.context_id)
+        return self._encode(_FLUSH, self.context_id) if self._flushed() else []
 
-    def end_input(self) -> list[Message]:
-        """Flush what is left and mark the input ended; see :attr:`done`."""
-        msgs = self.flush()
-        self.input_ended = True
-        if self.pending_flushes == 0:
-            self.phase = Phase.DONE
-        return msgs
-
-    @property
-    def done(self) -> bool:
-        """Input ended and every flush answered."""
-        return self.input_ended and self.pending_flushes == 0
+    def _finish(self) -> None:
+        self.phase = Phase.DONE
 
     @property
     def awaiting_audio(self) -> bool:
@@ -486,12 +463,4 @@ class RimeSession:
             return Action(Act.NOTICE, event, "word timestamps")
         if self.pending_flushes == 0:
             return Action(Act.DROP, event, "done, none owed")
-        self.pending_flushes -= 1
-        # Forget what this done answered; text sent after its flush is still owed.
-        cut = next(i for i, (kind, _) in enumerate(self._journal) if kind == "flush")
-        del self._journal[: cut + 1]
-        self.audio_since_ack = False
-        if self.pending_flushes == 0 and self.input_ended:
-            self.phase = Phase.DONE
-            return Action(Act.STREAM_DONE, event)
-        return Action(Act.SEGMENT_DONE, event)
+        return self._answered(event)

@@ -5,14 +5,20 @@ connection: client-side methods return the messages to send and update the state
 anything is sent; :meth:`TTSSession.feed` turns one server frame into an :class:`Action`.
 The driver in :mod:`antiphon.services.ws_tts` only ever looks at actions, so whether an
 ``audio.done`` "counts" is decided by the state machine, never by task scheduling.
+
+Most servers answer each flush once, in order (Deepgram's ``Flushed``, xAI's
+``audio.done``, Rime's ``done``, Cartesia's ``flush_done``): their sessions share the
+counting of flushes and the journal of what may be replayed in :class:`FlushLedger`, and
+keep their own phases and wire.
 """
 
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from antiphon.errors import ProtocolStateError as ProtocolStateError
 
@@ -20,6 +26,7 @@ __all__ = [
     "Act",
     "Action",
     "CharWords",
+    "FlushLedger",
     "ProtocolStateError",
     "TTSSession",
     "WordTiming",
@@ -153,3 +160,85 @@ class TTSSession(Protocol):
     def feed(self, frame: str | bytes) -> Action:
         """Decide what one server message means."""
         ...
+
+
+Entry = TypeVar("Entry")
+
+
+class FlushLedger(ABC, Generic[Entry]):
+    """The flush bookkeeping of a session whose server answers every flush once, in order.
+
+    It counts the flushes sent (:attr:`flushes_sent`) and those still owed an answer
+    (:attr:`pending_flushes`), and keeps a journal of what was sent since the last answer
+    (an ``Entry`` each: the message itself, or an operation that the session encodes again
+    under a new context id), which a new connection may replay as long as no audio
+    answered it (:attr:`audio_since_ack`). The session keeps its phases: it says how to
+    flush (:meth:`flush`, after :meth:`_flushed`) and which phase a finished stream is in
+    (:meth:`_finish`), and calls :meth:`_spoke` for the text it sends and
+    :meth:`_answered` for each answer.
+    """
+
+    def __init__(self, flush_entry: Entry) -> None:
+        self.input_ended = False
+        self.pending_flushes = 0  # flushes sent and not yet answered
+        self.flushes_sent = 0
+        self._unflushed = False  # non-blank text sent since the last flush
+        # What was sent since the last answer, and whether audio answered it: if the
+        # connection drops before any audio, it can be replayed on a new one.
+        self._journal: list[Entry] = []
+        self.audio_since_ack = False
+        self._flush_entry = flush_entry  # what a flush leaves in the journal
+
+    @abstractmethod
+    def flush(self) -> list[str | bytes]:
+        """Messages that make the server speak what was sent so far (may be none)."""
+
+    @abstractmethod
+    def _finish(self) -> None:
+        """Put the session in the phase of a stream whose every flush is answered."""
+
+    @property
+    def done(self) -> bool:
+        """Input ended and every flush answered."""
+        return self.input_ended and self.pending_flushes == 0
+
+    def end_input(self) -> list[str | bytes]:
+        """Flush what is left and mark the input ended; see :attr:`done`."""
+        msgs = self.flush()
+        self.input_ended = True
+        if self.pending_flushes == 0:
+            self._finish()
+        return msgs
+
+    def _spoke(self, text: str, *entries: Entry) -> None:
+        """Note ``text``, sent as ``entries`` (only non-blank text is owed a flush)."""
+        if text.strip():
+            self._unflushed = True
+        self._journal.extend(entries)
+
+    def _flushed(self) -> bool:
+        """Whether a flush is due (non-blank text was sent since the last one); if it is,
+        it is counted as sent and owed an answer, and journaled."""
+        if not self._unflushed:
+            return False
+        self._unflushed = False
+        self.pending_flushes += 1
+        self.flushes_sent += 1
+        self._journal.append(self._flush_entry)
+        return True
+
+    def _answered(self, event: object, words: tuple[WordTiming, ...] = ()) -> Action:
+        """The action for ``event``, the answer to the oldest flush owed.
+
+        What that flush answered leaves the journal (text sent after it is still owed);
+        the stream is done (:meth:`_finish`) if it was the last flush after the input
+        ended.
+        """
+        self.pending_flushes -= 1
+        if self._flush_entry in self._journal:
+            del self._journal[: self._journal.index(self._flush_entry) + 1]
+        self.audio_since_ack = False
+        if self.done:
+            self._finish()
+            return Action(Act.STREAM_DONE, event, words=words)
+        return Action(Act.SEGMENT_DONE, event, words=words)

@@ -24,7 +24,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, CharWords, ProtocolStateError
+from antiphon.protocols.tts_session import (
+    Act,
+    Action,
+    CharWords,
+    FlushLedger,
+    ProtocolStateError,
+)
 
 __all__ = [
     "AUTH_CLOSE_CODES",
@@ -414,7 +420,7 @@ class Phase(enum.Enum):
 Message = str | bytes
 
 
-class XAISession:
+class XAISession(FlushLedger[Message]):
     """State of one stream on one ``/v1/tts`` connection.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -436,15 +442,8 @@ class XAISession:
     clear_needs_ack = True
 
     def __init__(self) -> None:
+        super().__init__(TEXT_DONE)  # the journal holds the messages since the last audio.done
         self.phase = Phase.IDLE
-        self.pending_flushes = 0
-        self.flushes_sent = 0
-        self.input_ended = False
-        self._unflushed = False  # non-blank text sent since the last text.done
-        # Messages sent since the last audio.done, and whether audio answered them: if
-        # the connection drops before any audio, they can be replayed on a new one.
-        self._journal: list[Message] = []
-        self.audio_since_ack = False
         self.trace_ids: list[str] = []
         self._words = CharWords()
 
@@ -460,34 +459,16 @@ class XAISession:
             return []
         msgs: list[Message] = list(encode_text_delta(text))
         self.phase = Phase.ACTIVE
-        if text.strip():
-            self._unflushed = True
-        self._journal.extend(msgs)
+        self._spoke(text, *msgs)
         return msgs
 
     def flush(self) -> list[Message]:
         """``text.done`` if non-blank text was sent since the last one (one audio.done owed)."""
         self._require_open("flush")
-        if not self._unflushed:
-            return []
-        self._unflushed = False
-        self.pending_flushes += 1
-        self.flushes_sent += 1
-        self._journal.append(TEXT_DONE)
-        return [TEXT_DONE]
+        return [TEXT_DONE] if self._flushed() else []
 
-    def end_input(self) -> list[Message]:
-        """Flush what is left and mark the input ended; see :attr:`done`."""
-        msgs = self.flush()
-        self.input_ended = True
-        if self.pending_flushes == 0:
-            self.phase = Phase.IDLE
-        return msgs
-
-    @property
-    def done(self) -> bool:
-        """Input ended and every text.done answered by its audio.done."""
-        return self.input_ended and self.pending_flushes == 0
+    def _finish(self) -> None:
+        self.phase = Phase.IDLE  # every text.done answered by its audio.done
 
     @property
     def awaiting_audio(self) -> bool:
@@ -547,17 +528,8 @@ class XAISession:
         if isinstance(event, AudioDone):
             if self.phase is not Phase.ACTIVE or self.pending_flushes == 0:
                 return Action(Act.DROP, event, f"audio.done while {self._state_note()}")
-            self.pending_flushes -= 1
             self.trace_ids.append(event.trace_id)
-            # Forget what this text.done answered; text sent after it is still owed.
-            if TEXT_DONE in self._journal:
-                del self._journal[: self._journal.index(TEXT_DONE) + 1]
-            self.audio_since_ack = False
-            words = self._words.finish()
-            if self.pending_flushes == 0 and self.input_ended:
-                self.phase = Phase.IDLE
-                return Action(Act.STREAM_DONE, event, words=words)
-            return Action(Act.SEGMENT_DONE, event, words=words)
+            return self._answered(event, self._words.finish())
         if isinstance(event, AudioClear):
             if self.phase is Phase.CLEARING:
                 self.phase = Phase.IDLE

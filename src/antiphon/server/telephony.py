@@ -17,9 +17,10 @@ handlers serves them all, as ``/twilio/voice`` and ``/twilio/media`` serve Twili
   dialect.
 
 Twilio's own routes (``/twilio/voice``, ``/twilio/media``, ``/twilio/amd``,
-``/twilio/whisper``) and :func:`read_until_start`, which both families use, live in
-:mod:`antiphon.server.twilio`; ``add_twilio_amd_route``, ``add_twilio_whisper_route`` and
-``read_until_start`` are re-exported here.
+``/twilio/whisper``) and :func:`~antiphon.server.twilio.serve_media_stream`, which runs
+the media streams of both families, live in :mod:`antiphon.server.twilio`;
+``add_twilio_amd_route``, ``add_twilio_whisper_route`` and ``read_until_start`` are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,6 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from antiphon.aio.clock import Clock
-from antiphon.audio.recording import call_recorder
 from antiphon.errors import ConfigError
 from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
@@ -43,14 +42,14 @@ from antiphon.protocols.media_stream import Dialect
 from antiphon.server.agents import AgentFactory
 from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, ticket_key, token_ok
 from antiphon.server.twilio import (
+    Watched,
     add_twilio_amd_route,
     add_twilio_whisper_route,
     read_until_start,
+    serve_media_stream,
 )
-from antiphon.transports.base import UNAUTHORIZED, CallBridge, CallEnded
-from antiphon.transports.limits import ConnectionGuard, EdgeLimits
-from antiphon.transports.twilio import TwilioBridge
-from antiphon.transports.websocket import StarletteSocket
+from antiphon.transports.base import CallBridge
+from antiphon.transports.limits import EdgeLimits
 
 __all__ = [
     "CARRIERS", "Carrier", "CarrierSecrets", "add_carrier_routes", "add_twilio_amd_route",
@@ -234,7 +233,7 @@ def add_carrier_routes(
     limits: EdgeLimits,
     clock: Clock,
     tickets: TicketBook,
-    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    watched: Watched,
     run_call: Callable[[CallBridge[Any]], Awaitable[None]],
     record_dir: str | os.PathLike[str] | None = None,
 ) -> None:
@@ -326,7 +325,7 @@ def _media_handler(
     clock: Clock,
     tickets: TicketBook,
     agent: AgentFactory,
-    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    watched: Watched,
     run_call: Callable[[CallBridge[Any]], Awaitable[None]],
     record_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[WebSocket], Awaitable[None]]:
@@ -348,35 +347,17 @@ def _media_handler(
         return None
 
     async def media(ws: WebSocket) -> None:
-        why = refusal(ws)
-        await ws.accept()
-        socket = StarletteSocket(ws)
-        if why is not None:
-            await socket.close(UNAUTHORIZED, why)
-            return
-        guard = ConnectionGuard(
-            socket,
-            limits,
-            max_binary_bytes=limits.max_twilio_message_bytes,
-            max_text_bytes=limits.max_twilio_message_bytes,
+        await serve_media_stream(
+            ws,
+            refusal=refusal(ws),
+            dialect=carrier.dialect,
+            limits=limits,
             clock=clock,
+            agent=agent,
+            watched=watched,
+            run_call=run_call,
+            record_dir=record_dir,
         )
-        async with watched(guard):
-            try:
-                _, preface = await read_until_start(guard, carrier.dialect, limits)
-            except CallEnded as ended:
-                await guard.close(ended.code, ended.reason)
-                return
-            if not preface:
-                return  # gone before saying anything
-            guard.unread(*preface)
-            recorder = call_recorder(record_dir, name) if record_dir is not None else None
-            bridge = TwilioBridge(
-                agent.new_session(), guard, send_timeout=limits.send_timeout,
-                dialect=carrier.dialect, recorder=recorder,
-            )  # fmt: skip
-            guard.on_expire = bridge.end
-            await run_call(bridge)
 
     media.__name__ = f"{name}_media"
     return media

@@ -5,7 +5,8 @@ How it is built: each ``add_*`` function adds its routes to the app of
 :func:`~antiphon.server.app.create_app`, which passes in what they share with the other
 call endpoints (``watched`` runs a connection's deadlines, ``run_call`` admits and runs
 a bridge), as :func:`~antiphon.server.telephony.add_carrier_routes` does for the other
-carriers, whose streams are Twilio-shaped too: :func:`read_until_start` serves both. One
+carriers, whose streams are Twilio-shaped too: :func:`serve_media_stream` (which reads
+up to the start with :func:`read_until_start`) runs the media streams of both. One
 check, ``_twilio_signed``, reads Twilio's signature for all three webhooks.
 
 - ``/twilio/voice`` is the answer webhook: with the Twilio auth token it checks Twilio's
@@ -59,10 +60,12 @@ from antiphon.transports.twilio import TwilioBridge
 from antiphon.transports.websocket import StarletteSocket
 
 __all__ = [
+    "Watched",
     "add_twilio_amd_route",
     "add_twilio_routes",
     "add_twilio_whisper_route",
     "read_until_start",
+    "serve_media_stream",
 ]
 
 
@@ -92,6 +95,68 @@ async def read_until_start(
         if not isinstance(event, Connected):
             break
     return None, preface
+
+
+Watched = Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]]
+"""Runs a connection's deadlines for as long as its block runs."""
+
+
+async def serve_media_stream(
+    ws: WebSocket,
+    *,
+    refusal: str | None,
+    dialect: Dialect,
+    limits: EdgeLimits,
+    clock: Clock,
+    agent: AgentFactory,
+    watched: Watched,
+    run_call: Callable[[CallBridge[Any]], Awaitable[None]],
+    record_dir: str | os.PathLike[str] | None = None,
+    start_refusal: Callable[[Start | None], str | None] | None = None,
+) -> None:
+    """Run one Twilio-shaped media stream, from its handshake to the end of its call.
+
+    The stream is accepted, then closed with ``refusal`` when that is not None. Else it
+    is read up to its start (:func:`read_until_start`) under a
+    :class:`~antiphon.transports.limits.ConnectionGuard` that ``watched`` runs, and
+    ``start_refusal``, given the start, may still refuse it (e.g. a ticket that the
+    start's parameters carry). Only then does a
+    :class:`~antiphon.transports.twilio.TwilioBridge` in ``dialect`` run the call
+    (``run_call``), reading the preface again; with ``record_dir``, the call is recorded
+    there (``<dialect name>-<time>-<id>.wav``).
+    """
+    await ws.accept()
+    socket = StarletteSocket(ws)
+    if refusal is not None:
+        await socket.close(UNAUTHORIZED, refusal)
+        return
+    guard = ConnectionGuard(
+        socket,
+        limits,
+        max_binary_bytes=limits.max_twilio_message_bytes,
+        max_text_bytes=limits.max_twilio_message_bytes,
+        clock=clock,
+    )
+    async with watched(guard):
+        try:
+            start, preface = await read_until_start(guard, dialect, limits)
+        except CallEnded as ended:
+            await guard.close(ended.code, ended.reason)
+            return
+        if not preface:
+            return  # gone before saying anything
+        why = start_refusal(start) if start_refusal is not None else None
+        if why is not None:
+            await guard.close(UNAUTHORIZED, why)
+            return
+        guard.unread(*preface)
+        recorder = call_recorder(record_dir, dialect.name) if record_dir is not None else None
+        bridge = TwilioBridge(
+            agent.new_session(), guard, send_timeout=limits.send_timeout,
+            dialect=dialect, recorder=recorder,
+        )  # fmt: skip
+        guard.on_expire = bridge.end
+        await run_call(bridge)
 
 
 def _twilio_signed(
@@ -139,7 +204,7 @@ def add_twilio_routes(
     limits: EdgeLimits,
     clock: Clock,
     tickets: TicketBook,
-    watched: Callable[[ConnectionGuard], AbstractAsyncContextManager[ConnectionGuard]],
+    watched: Watched,
     run_call: Callable[[CallBridge[Any]], Awaitable[None]],
     record_dir: str | os.PathLike[str] | None = None,
 ) -> None:
@@ -206,32 +271,14 @@ def add_twilio_routes(
             signed = signature is not None and tw.validate_signature(
                 twilio_auth_token, url, (), signature
             )
-        await ws.accept()
-        socket = StarletteSocket(ws)
-        if not signed:
-            await socket.close(UNAUTHORIZED, "invalid Twilio signature")
-            return
-        guard = ConnectionGuard(
-            socket,
-            lim,
-            max_binary_bytes=lim.max_twilio_message_bytes,
-            max_text_bytes=lim.max_twilio_message_bytes,
-            clock=clock,
-        )
-        async with watched(guard):
-            try:
-                start, preface = await read_until_start(guard, tw.DIALECT, lim)
-            except CallEnded as ended:
-                await guard.close(ended.code, ended.reason)
-                return
-            if not preface:
-                return  # gone before saying anything
+
+        def refusal(start: Start | None) -> str | None:
+            """Why the stream, which began with ``start``, is not admitted (None: it is)."""
             if twilio_auth_token is not None:
                 # the signature can be replayed; the ticket /twilio/voice issued cannot
                 ticket = start.parameters.get("ticket") if start else None
                 if not tickets.redeem(ticket, "twilio"):
-                    await guard.close(UNAUTHORIZED, "no valid ticket: calls come via /twilio/voice")
-                    return
+                    return "no valid ticket: calls come via /twilio/voice"
             elif token is not None:
                 given = start.parameters.get("token") if start else None
                 if not token_ok(
@@ -239,15 +286,21 @@ def add_twilio_routes(
                     given or ws.query_params.get("token"),
                     ws.headers.get("authorization"),
                 ):
-                    await guard.close(UNAUTHORIZED, "missing or wrong token")
-                    return
-            guard.unread(*preface)
-            recorder = call_recorder(record_dir, "twilio") if record_dir is not None else None
-            bridge = TwilioBridge(
-                agent.new_session(), guard, send_timeout=lim.send_timeout, recorder=recorder
-            )
-            guard.on_expire = bridge.end
-            await run_call(bridge)
+                    return "missing or wrong token"
+            return None
+
+        await serve_media_stream(
+            ws,
+            refusal=None if signed else "invalid Twilio signature",
+            start_refusal=refusal,
+            dialect=tw.DIALECT,
+            limits=lim,
+            clock=clock,
+            agent=agent,
+            watched=watched,
+            run_call=run_call,
+            record_dir=record_dir,
+        )
 
 
 def add_twilio_amd_route(

@@ -9,7 +9,9 @@ the same, and lives here once:
   ``max(first_token, idle) + close``), the request headers and the retry settings. A
   plugin sets :attr:`HttpLLM.url`, :attr:`HttpLLM.headers`, :attr:`HttpLLM.stream_class`
   and implements :meth:`HttpLLM.encode` (the body, refused with ``ConfigError`` at
-  ``chat()``) and :meth:`HttpLLM.http_error` (its error body → a typed error).
+  ``chat()``) and :meth:`HttpLLM.http_error` (its error body → a typed error). Its
+  constructor checks the model (:func:`require_model`) and the body's options
+  (:func:`check_body_options`), so that a bad one is refused before the first ``chat()``.
 - :class:`HttpChatStream` sends the request, waits for the head, refuses an error status
   or a JSON answer where an event stream was asked for, and feeds the body, chunk by
   chunk, to the plugin's parser (:meth:`HttpChatStream._begin`, :meth:`~HttpChatStream._feed`,
@@ -33,8 +35,8 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from typing import ClassVar
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ClassVar
 
 import httpx
 
@@ -43,10 +45,10 @@ from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.http import ERROR_BODY_LIMIT, HttpOptions, make_client, transport_error
 from antiphon.protocols import chat_actions as ca
 from antiphon.protocols.retry import Backoff, make_backoff, retry_delay
-from antiphon.services.llm import LLM, ChatContext, ChatStream, LLMDeadlines, Usage
+from antiphon.services.llm import LLM, ChatContext, ChatMessage, ChatStream, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
-__all__ = ["HttpChatStream", "HttpLLM"]
+__all__ = ["HttpChatStream", "HttpLLM", "check_body_options", "require_model"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,29 @@ log = logging.getLogger(__name__)
 # can be reused (see HttpChatStream._drain).
 DRAIN_WAIT = 0.05
 DRAIN_LIMIT = 16_384
+
+
+def require_model(model: str | None, llm: str, example: str) -> str:
+    """``model``, refused when it is missing or blank.
+
+    Raises:
+        ConfigError: ``"{llm} needs model=..., e.g. '{example}'"``.
+    """
+    if not model or not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"{llm} needs model=..., e.g. {example!r}")
+    return model
+
+
+def check_body_options(
+    build_body: Callable[..., object], options: Mapping[str, Any], **fixed: Any
+) -> None:
+    """Refuse bad options now rather than at the first ``chat()``: build the body of one
+    user message with ``options`` and ``fixed`` (no tools, so no tool choice).
+
+    Raises:
+        ConfigError: what ``build_body`` raises for an option out of range.
+    """
+    build_body([ChatMessage("user", "probe")], [], **fixed, **{**options, "tool_choice": None})
 
 
 class HttpLLM(LLM):

@@ -30,7 +30,12 @@ from antiphon.net.http import HttpOptions
 from antiphon.protocols import anthropic_messages as am
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, HttpLLM
+from antiphon.services.http_llm import (
+    HttpChatStream,
+    HttpLLM,
+    check_body_options,
+    require_model,
+)
 from antiphon.services.llm import ChatContext, LLMDeadlines
 from antiphon.services.tools import FunctionTool
 
@@ -91,10 +96,8 @@ class AnthropicLLM(HttpLLM):
         max_retry_wait: float = 5.0,
         retry_backoff: float | Backoff = 0.25,
     ) -> None:
-        if not model or not isinstance(model, str) or not model.strip():
-            raise ConfigError("AnthropicLLM needs model=..., e.g. 'claude-sonnet-4-5'")
+        self.model = require_model(model, "AnthropicLLM", "claude-sonnet-4-5")
         self.url = am.messages_url(base_url)
-        self.model = model
         if api_key is None:
             api_key = os.environ.get(KEY_ENV, "")
         key = api_key.strip()
@@ -115,8 +118,7 @@ class AnthropicLLM(HttpLLM):
             "user_id": user_id,
             "extra": dict(extra_body or {}),
         }
-        # Refuse bad options now rather than at the first chat().
-        am.build_body([_Probe()], [], model=model, **{**self.options, "tool_choice": None})
+        check_body_options(am.build_body, self.options, model=self.model)
         super().__init__(
             deadlines=deadlines,
             http=http,
@@ -140,13 +142,6 @@ class AnthropicLLM(HttpLLM):
             provider=self.provider,
             auth_hint=f"check the API key ({KEY_ENV} or api_key=...)",
         )
-
-
-class _Probe:
-    role = "user"
-    content = "probe"
-    tool_calls: tuple[oc.ToolCallLike, ...] = ()
-    tool_call_id = None
 
 
 class AnthropicChatStream(HttpChatStream):

@@ -27,7 +27,12 @@ from antiphon.protocols import aws_eventstream as es
 from antiphon.protocols import bedrock_converse as bc
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, HttpLLM
+from antiphon.services.http_llm import (
+    HttpChatStream,
+    HttpLLM,
+    check_body_options,
+    require_model,
+)
 from antiphon.services.llm import ChatContext, LLMDeadlines
 from antiphon.services.tools import FunctionTool
 
@@ -87,10 +92,7 @@ class BedrockLLM(HttpLLM):
         max_retry_wait: float = 5.0,
         retry_backoff: float | Backoff = 0.25,
     ) -> None:
-        if not model or not isinstance(model, str) or not model.strip():
-            raise ConfigError(
-                "BedrockLLM needs model=..., e.g. 'anthropic.claude-3-5-haiku-20241022-v1:0'"
-            )
+        model = require_model(model, "BedrockLLM", "anthropic.claude-3-5-haiku-20241022-v1:0")
         env = os.environ
         self.model = model.strip()
         self.region = (
@@ -123,7 +125,7 @@ class BedrockLLM(HttpLLM):
             "tool_choice": tool_choice,
             "extra": dict(extra_body or {}),
         }
-        bc.build_body([_Probe()], [], **{**self.options, "tool_choice": None})  # refuse now
+        check_body_options(bc.build_body, self.options)
         super().__init__(
             deadlines=deadlines,
             http=http,
@@ -162,13 +164,6 @@ class BedrockLLM(HttpLLM):
 
     def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         return bc.http_error(status, headers, body, provider=self.provider, auth_hint=_AUTH_HINT)
-
-
-class _Probe:
-    role = "user"
-    content = "probe"
-    tool_calls: tuple[oc.ToolCallLike, ...] = ()
-    tool_call_id = None
 
 
 class BedrockChatStream(HttpChatStream):

@@ -17,10 +17,10 @@ driver's: see :mod:`antiphon.services.ws_stt`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import cartesia_stt as ink
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Act, Action, Recognized
@@ -78,9 +78,7 @@ class CartesiaSTT(WebSocketSTT[ink.InkSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"Cartesia STT needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "Cartesia STT")
         self.options = ink.InkOptions(
             model=model,
             encoding=encoding,
@@ -92,8 +90,8 @@ class CartesiaSTT(WebSocketSTT[ink.InkSession]):
         )
         super().__init__(
             url=ink.build_url(base_url, self.options),
-            headers=ink.auth_headers(key.strip(), api_version),
-            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            headers=ink.auth_headers(key, api_version),
+            auth_hint=auth_hint(KEY_ENV),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,

@@ -18,13 +18,13 @@ completes at ``end_recording``. The protocol has no keep-alive message.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import httpx
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.http import HttpOptions, make_client, open_response
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import gladia_stt as gl
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Action
@@ -35,7 +35,7 @@ __all__ = ["KEY_ENV", "GladiaSTT"]
 
 PROVIDER = gl.PROVIDER
 KEY_ENV = "GLADIA_API_KEY"
-_AUTH_HINT = f"check {KEY_ENV} (or the api_key argument)"
+_AUTH_HINT = auth_hint(KEY_ENV)
 
 
 class GladiaSTT(WebSocketSTT[gl.LiveSession]):
@@ -84,9 +84,7 @@ class GladiaSTT(WebSocketSTT[gl.LiveSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"Gladia STT needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "Gladia STT")
         self.options = gl.LiveOptions(
             sample_rate=sample_rate,
             encoding=encoding,
@@ -108,7 +106,7 @@ class GladiaSTT(WebSocketSTT[gl.LiveSession]):
             backoff=backoff,
             reconnect_budget=reconnect_budget,
         )
-        self._init_headers = gl.init_headers(key.strip())
+        self._init_headers = gl.init_headers(key)
         self._http_options = HttpOptions(
             connect_timeout=self.deadlines.connect,
             read_timeout=self.deadlines.connect,

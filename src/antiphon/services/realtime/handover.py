@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from antiphon.aio.callbacks import ignore
+
 __all__ = ["Handover"]
-
-
-def _ignore(_: int) -> None:
-    """A closed handover's ``request``."""
 
 
 class Handover:
@@ -64,7 +62,7 @@ class Handover:
         """The session ended: cancel, and let go of ``request`` (the session's method;
         the session holds this, a cycle). Announcements after it change nothing."""
         self.cancel()
-        self._request = _ignore
+        self._request = ignore
 
     def _fire(self) -> None:
         conn_id = self._conn_id

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from antiphon.aio.callbacks import ignore
 from antiphon.errors import ProviderTimeoutError
 from antiphon.protocols.realtime import RealtimeState
 from antiphon.services.realtime.events import RealtimeDeadlines
 
 __all__ = ["ResponseWatchdog"]
-
-
-def _ignore(_: ProviderTimeoutError) -> None:
-    """A stopped watchdog's ``on_expire``."""
 
 
 class ResponseWatchdog:
@@ -76,7 +73,7 @@ class ResponseWatchdog:
         """Cancel the timer for good (the session ended), and let go of ``on_expire``
         (the session's method: the session holds this watchdog, a cycle)."""
         self._stopped = True
-        self._on_expire = _ignore
+        self._on_expire = ignore
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
