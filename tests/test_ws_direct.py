@@ -26,6 +26,7 @@ from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
+from antiphon.testing.twilio import SimulatedTwilioCall
 from antiphon.transports.websocket import BridgeLimits, WebSocketBridge
 from test_transport_ws import GatedSocket, session
 
@@ -100,7 +101,7 @@ class Wire:
 
 
 class App:
-    """Accepts, sets a receiver (taking binary messages that do not start with ``q``), and
+    """Accepts, sets a receiver (taking the messages that do not start with ``q``), and
     records every message in the order the app got it, marking how it came."""
 
     def __init__(self) -> None:
@@ -109,8 +110,8 @@ class App:
         self.reading = asyncio.Event()  # set: the app reads its queue
         self.ended = False
 
-    def take(self, data: bytes) -> bool:
-        if data.startswith(b"q"):
+    def take(self, data: bytes | str) -> bool:
+        if data[:1] in (b"q", "q"):
             return False
         if data == b"fail":
             raise RuntimeError("the receiver failed")
@@ -144,19 +145,21 @@ async def test_binary_is_taken_inline_and_the_order_is_kept_behind_queued_messag
     c = wire.client
     c.send_binary(b"1")
     c.send_text(b"text")
-    c.send_binary(b"2")  # the text waits in the queue: this must wait behind it
-    c.send_binary(b"q3")  # declined by the receiver: queued
-    wire.feed()  # all four in one read, before the app reads its queue
-    assert app.got == [("taken", b"1")]
+    c.send_text(b"q-text")  # declined by the receiver: queued
+    c.send_binary(b"2")  # must wait behind it
+    c.send_text(b"more")  # and so must this
+    wire.feed()  # all five in one read, before the app reads its queue
+    assert app.got == [("taken", b"1"), ("taken", "text")]
     app.reading.set()
-    await until(lambda: len(app.got) == 4, timeout=10)
-    assert app.got == [("taken", b"1"), ("queued", "text"), ("queued", b"2"), ("queued", b"q3")]
+    await until(lambda: len(app.got) == 5, timeout=10)
+    assert app.got[2:] == [("queued", "q-text"), ("queued", b"2"), ("queued", "more")]
     paused = wire.transport.paused_reading
     assert paused >= 1  # queued messages pause reading until the app takes them
     c.send_binary(b"4")  # the queue is empty again
+    c.send_text("après".encode())
     wire.feed()
-    assert app.got[-1] == ("taken", b"4")
-    assert app.direct is not None and app.direct.taken == 2
+    assert app.got[-2:] == [("taken", b"4"), ("taken", "après")]
+    assert app.direct is not None and app.direct.taken == 4
     assert wire.transport.paused_reading == paused  # a taken one does not
     await wire.hang_up(app)
 
@@ -197,7 +200,7 @@ class FakeDirect:
     socket's ``sent`` list, as what the socket sends does."""
 
     def __init__(self, sent: list[bytes | str]) -> None:
-        self.receiver: Callable[[bytes], bool] | None = None
+        self.receiver: Callable[[bytes | str], bool] | None = None
         self.paused = False
         self.sent = sent
         self.sent_now = 0
@@ -222,7 +225,7 @@ def _bridge(**limits: Any) -> tuple[WebSocketBridge, DirectSocket, list[object]]
     return WebSocketBridge(s, ws, limits=BridgeLimits(**limits)), ws, services
 
 
-async def _until_reading(ws: DirectSocket) -> Callable[[bytes], bool]:
+async def _until_reading(ws: DirectSocket) -> Callable[[bytes | str], bool]:
     await until(lambda: ws.direct.receiver is not None, timeout=10)
     receiver = ws.direct.receiver
     assert receiver is not None
@@ -291,7 +294,7 @@ async def test_audio_waits_behind_a_command_the_reader_is_acting_on() -> None:
     take = await _until_reading(ws)
     ws.inbox.put_nowait(json.dumps({"type": "say", "text": "Welcome to the line."}))
     ws.inbox.put_nowait(json.dumps({"type": "end"}))  # waits until the welcome is spoken
-    await until(lambda: bridge._commanding, timeout=10)
+    await until(lambda: bridge._reader_busy, timeout=10)
     assert not take(b"\x00\x00" * 320)  # left for the reader, which never reads it
     assert await asyncio.wait_for(run, 20) == 1000
     assert bridge.frames_received == 0
@@ -347,3 +350,27 @@ async def test_a_call_through_the_server_takes_and_sends_its_frames_directly() -
     (path,) = paths
     assert path.taken > len(turn) // 2  # most frames, at least: none queue behind a command
     assert path.sent_now >= audio
+
+
+@pytest.mark.realtime  # a real server on loopback; nothing here is timed
+async def test_a_phone_call_through_the_server_takes_and_sends_its_messages_directly() -> None:
+    reply = "Thanks for calling. How can I help?"
+    app = create_app(doubles_agent(["hello"], [reply]), max_sessions=2)
+    paths: list[DirectPath] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            paths.append(scope["extensions"][DIRECT])
+        await app(scope, receive, send)
+
+    async with serve_app(recording) as host:
+        async with SimulatedTwilioCall(f"ws://{host}/twilio/media") as call:
+            await call.speak(speech(0.6, 8000))
+            await call.speak(silence(0.6, 8000))
+            await until(lambda: "turn-1" in call.received.marks, 20)
+            assert len(call.received.media) * 0.02 == pytest.approx(len(reply) * 0.06, abs=0.1)
+            await call.hang_up()
+        assert call.close_code == 1000
+    (path,) = paths
+    assert path.taken > 30  # the caller's media (1.2 s), after the start the server read
+    assert path.sent_now >= len(call.received.media)

@@ -5,11 +5,10 @@ How it is built: :class:`CallWebSocketProtocol` is uvicorn's ``WebSocketsSansIOP
 extension, ``"antiphon.direct"``: a :class:`DirectPath` (a
 :class:`~antiphon.transports.base.DirectWire`) through which the app may
 
-- **take binary messages in the callback that parsed them** (``receiver``), instead of
-  through ASGI's receive queue and a wake-up of the app's reader task. A message the
-  receiver declines (it returns False), and every message while older ones wait in the
-  queue, goes through the queue as before, so the order is kept; text and the
-  disconnect always do.
+- **take messages in the callback that parsed them** (``receiver``), instead of through
+  ASGI's receive queue and a wake-up of the app's reader task. A message the receiver
+  declines (it returns False), and every message while older ones wait in the queue,
+  goes through the queue as before, so the order is kept; the disconnect always does.
 - **send a message now** (:meth:`DirectPath.send_now`): written to the transport at
   once when nothing holds it back (the socket open and writable); otherwise the app
   sends it through ASGI's ``send``, which waits for the transport as before.
@@ -45,8 +44,8 @@ class DirectPath:
 
     def __init__(self, protocol: CallWebSocketProtocol) -> None:
         self._protocol: CallWebSocketProtocol | None = protocol
-        self.receiver: Callable[[bytes], bool] | None = None
-        """Takes a binary message in the protocol's callback; False leaves it queued."""
+        self.receiver: Callable[[bytes | str], bool] | None = None
+        """Takes a message in the protocol's callback; False leaves it queued."""
         self.taken = 0
         """Messages the receiver took."""
         self.sent_now = 0
@@ -105,18 +104,19 @@ class CallWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         receiver = self.direct.receiver
-        if (
-            receiver is not None
-            and self.curr_msg_data_type == "bytes"
-            and not self.close_sent
-            and self.queue.empty()
-        ):
+        if receiver is not None and not self.close_sent and self.queue.empty():
             frames = self.frames
             data = frames[0] if len(frames) == 1 else b"".join(frames)
-            if type(data) is not bytes:
-                data = bytes(data)
+            message: bytes | str
+            if self.curr_msg_data_type == "bytes":
+                message = data if type(data) is bytes else bytes(data)
+            else:
+                try:
+                    message = str(data, "utf-8")
+                except UnicodeDecodeError:  # uvicorn's own path closes with 1007
+                    return super().send_receive_event_to_app()
             try:
-                taken = receiver(data)
+                taken = receiver(message)
             except Exception:  # the receiver's own failure: the message is queued, not lost
                 log.exception("the direct receiver failed")
                 taken = False

@@ -98,8 +98,8 @@ class DirectWire(Protocol):
     """A socket's way around its server's queues, where the server offers one (the
     ``"antiphon.direct"`` extension of :mod:`antiphon.server.ws_protocol`)."""
 
-    receiver: Callable[[bytes], bool] | None
-    """Takes a binary message as it is parsed; False leaves it for ``receive``."""
+    receiver: Callable[[bytes | str], bool] | None
+    """Takes a message as it is parsed; False leaves it for ``receive``."""
 
     def send_now(self, data: bytes | str) -> bool:
         """Write one message now if nothing holds it back; False: send it the usual way."""
@@ -163,6 +163,8 @@ class CallBridge(ABC, Generic[M]):
         self._sender: asyncio.Task[None] | None = None
         self._pulling = False  # the output callback is live
         self._sending = False  # the sender holds an item (its send may be waiting)
+        self._direct: DirectWire | None = getattr(ws, "direct", None)
+        self._reader_busy = False  # the reader acts on a message: the direct path waits
         # the send deadline: when the send in flight is due (None: none in flight), the
         # one timer watching it, and whether it fired on a send past due
         self._send_due: float | None = None
@@ -192,6 +194,8 @@ class CallBridge(ABC, Generic[M]):
             self._pull_audio()
         for t in tasks:
             t.add_done_callback(self._task_done)
+        if self._direct is not None and self.takes_direct:
+            self._direct.receiver = self._take
         if self.session.state is AgentState.CLOSED:  # it ended before the call began
             self._session_closed()
         try:
@@ -208,6 +212,8 @@ class CallBridge(ABC, Generic[M]):
     ) -> None:
         """Stop the tasks, close the session, close the socket with the code (bounded)."""
         remove()
+        if self._direct is not None:
+            self._direct.receiver = None  # what the peer sends now is not read
         self._stop_pulling()
         if self.session.error is not None:
             await self._finish_sending()  # the peer gets the error event first
@@ -332,6 +338,37 @@ class CallBridge(ABC, Generic[M]):
 
     def _hello(self) -> None:
         """Queue what the peer gets first (nothing by default)."""
+
+    def _take(self, message: bytes | str) -> bool:
+        """A message from the socket's direct path, as the reader would take it (see
+        :attr:`takes_direct`); False (left for the reader, in order) while the reader
+        acts on an earlier message or a message of this kind is the reader's."""
+        if self._reader_busy or not self._takes_now(message):
+            return False
+        ended = self._ended
+        if ended is None or ended.done():
+            return True  # the call is ending: what the peer sends now is not read
+        try:
+            self._handle_now(message)
+        except CallEnded as exc:
+            self.end(exc.code, exc.reason)
+        except Exception as exc:  # as the reader task failing would (rule 12)
+            log.warning("%s: the reader failed: %r", self.name, exc)
+            self.end(INTERNAL, "internal error")
+        return True
+
+    takes_direct = False
+    """Whether the subclass takes messages from a socket's direct path
+    (:class:`DirectWire`): it implements :meth:`_takes_now` and :meth:`_handle_now`."""
+
+    def _takes_now(self, message: bytes | str) -> bool:
+        """Whether ``message`` may be handled in the socket's callback (by default, none)."""
+        return False
+
+    def _handle_now(self, message: bytes | str) -> None:
+        """Check and handle one message as the reader would (synchronously; raise
+        :class:`CallEnded` to end the call)."""
+        raise NotImplementedError
 
     def _pull_audio(self) -> None:
         """Queue every frame of the session's output that is due, then ask the output to

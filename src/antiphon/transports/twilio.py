@@ -91,6 +91,7 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         self.recorder = recorder
         self.name = dialect.name
         super().__init__(session, ws, send_timeout=send_timeout)
+        self._limits, self._guard = guard_of(ws)  # a guard checks sizes, rates and deadlines
         self.max_ahead = max_ahead
         self.mark_every = max(1, mark_every)
         self.mark_timeout = mark_timeout
@@ -239,6 +240,13 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             self._pending = self._pending[size:]
             self._send_frame(chunk)
 
+    def _send_now(self, item: tuple[bool, str | bytes]) -> bool:
+        media, message = item
+        if self._direct is None or not self._direct.send_now(message):
+            return False
+        self.media_sent += media
+        return True
+
     async def _send_one(self, item: tuple[bool, str | bytes]) -> None:
         media, message = item
         if isinstance(message, bytes):  # Vonage's audio frames
@@ -247,52 +255,65 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             await self.ws.send_text(message)
         self.media_sent += media
 
+    takes_direct = True  # every message: the reader's handling is synchronous
+
     async def _read(self) -> None:
-        limits, guard = guard_of(self.ws)  # a guard checks sizes, rates and deadlines
         while True:
-            message = await self.ws.receive()
+            message = await self.ws.receive()  # checked by the guard, if ws is one
             if message is None:
                 raise CallEnded(NORMAL, f"{self.dialect.name} closed the stream")
-            if len(message) > limits.max_twilio_message_bytes:
-                raise CallEnded(TOO_BIG, "a Media Streams message too large")
-            event = self.dialect.parse(message, max_depth=limits.max_json_depth)
-            if isinstance(event, tw.Malformed):
-                raise CallEnded(POLICY, f"malformed message: {event.reason}")
+            self._handle(message)
+
+    def _takes_now(self, message: bytes | str) -> bool:
+        return self._guard is None or not self._guard.pending
+
+    def _handle_now(self, message: bytes | str) -> None:
+        if self._guard is not None:
+            self._guard.admit(message)
+        self._handle(message)
+
+    def _handle(self, message: bytes | str) -> None:
+        """One message of the carrier's, checked by the guard; raises :class:`CallEnded`
+        when it ends the call."""
+        limits, guard = self._limits, self._guard
+        if len(message) > limits.max_twilio_message_bytes:
+            raise CallEnded(TOO_BIG, "a Media Streams message too large")
+        event = self.dialect.parse(message, max_depth=limits.max_json_depth)
+        if isinstance(event, tw.Malformed):
+            raise CallEnded(POLICY, f"malformed message: {event.reason}")
+        try:
+            self.state.feed(event)
+        except tw.ProtocolViolation as exc:
+            raise CallEnded(POLICY, str(exc)) from None
+        if isinstance(event, tw.Start):
+            self._started.set()
+        elif isinstance(event, tw.Mark) and event.name.startswith("p"):
+            self._played_up_to(event.name)
+        elif isinstance(event, tw.Dtmf):
+            self._dtmf(event.digit)
+        elif isinstance(event, tw.Media):
+            mulaw = self.dialect.codec == "mulaw"
+            seconds = len(event.payload) / (self.dialect.sample_rate * (1 if mulaw else 2))
+            most = max(
+                limits.max_twilio_media_bytes / tw.SAMPLE_RATE, 2 * self.dialect.frame_seconds
+            )
+            if seconds > most:
+                raise CallEnded(TOO_BIG, f"media of {len(event.payload)} bytes ({seconds:.3f} s)")
+            if guard is not None:
+                guard.spend_audio(seconds)
+            self.media_received += 1
+            if mulaw:  # two bytes per μ-law byte: whole samples, no checks per frame
+                pcm = AudioFrame.trusted(ulaw_decode(event.payload), self.dialect.sample_rate)
+            else:  # linear16 from the peer: its length is checked
+                pcm = AudioFrame(event.payload, self.dialect.sample_rate, 1)
             try:
-                self.state.feed(event)
-            except tw.ProtocolViolation as exc:
-                raise CallEnded(POLICY, str(exc)) from None
-            if isinstance(event, tw.Start):
-                self._started.set()
-            elif isinstance(event, tw.Mark) and event.name.startswith("p"):
-                self._played_up_to(event.name)
-            elif isinstance(event, tw.Dtmf):
-                self._dtmf(event.digit)
-            elif isinstance(event, tw.Media):
-                mulaw = self.dialect.codec == "mulaw"
-                seconds = len(event.payload) / (self.dialect.sample_rate * (1 if mulaw else 2))
-                most = max(
-                    limits.max_twilio_media_bytes / tw.SAMPLE_RATE, 2 * self.dialect.frame_seconds
-                )
-                if seconds > most:
-                    raise CallEnded(
-                        TOO_BIG, f"media of {len(event.payload)} bytes ({seconds:.3f} s)"
-                    )
-                if guard is not None:
-                    guard.spend_audio(seconds)
-                self.media_received += 1
-                if mulaw:  # two bytes per μ-law byte: whole samples, no checks per frame
-                    pcm = AudioFrame.trusted(ulaw_decode(event.payload), self.dialect.sample_rate)
-                else:  # linear16 from the peer: its length is checked
-                    pcm = AudioFrame(event.payload, self.dialect.sample_rate, 1)
-                try:
-                    self.session.push_audio(pcm)
-                except StreamClosedError as exc:
-                    raise CallEnded(1011, f"the agent ended: {exc}") from None
-                if self.recorder is not None:
-                    self.recorder.user(pcm)
-            elif isinstance(event, tw.Stop):
-                raise CallEnded(NORMAL, "the call ended")
+                self.session.push_audio(pcm)
+            except StreamClosedError as exc:
+                raise CallEnded(1011, f"the agent ended: {exc}") from None
+            if self.recorder is not None:
+                self.recorder.user(pcm)
+        elif isinstance(event, tw.Stop):
+            raise CallEnded(NORMAL, "the call ended")
 
     def _dtmf(self, digit: str) -> None:
         """A touch-tone: to the session's listeners as ``DTMFReceived``."""

@@ -49,7 +49,6 @@ from antiphon.audio.recording import CallRecorder
 from antiphon.errors import ConfigError, StreamClosedError
 from antiphon.protocols import bounded_json
 from antiphon.transports.base import (
-    INTERNAL,
     NORMAL,
     POLICY,
     TOO_BIG,
@@ -155,8 +154,6 @@ class WebSocketBridge(CallBridge[bytes | str]):
         self.name = f"ws-{self.id}"
         self.frames_sent = 0
         self.frames_received = 0
-        self._direct = self.guard.direct
-        self._commanding = False  # the reader is acting on a text message
 
     async def run(self) -> int:
         """Run the call (see :meth:`CallBridge.run`); the recording is closed after it."""
@@ -216,45 +213,29 @@ class WebSocketBridge(CallBridge[bytes | str]):
         if self.recorder is not None:  # what the caller got, not what was queued
             self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
 
-    async def _read(self) -> None:
-        direct: DirectWire | None = self._direct
-        if direct is not None:
-            direct.receiver = self._take  # audio as it is parsed, between these reads
-        try:
-            while True:
-                message = await self.guard.receive()  # size, rate and audio budget checked
-                if message is None:
-                    raise CallEnded(NORMAL, "client left")
-                if isinstance(message, bytes):
-                    self._audio(message)
-                    continue
-                self._commanding = True  # audio waits in order behind the command
-                try:
-                    await self._command(message)
-                finally:
-                    self._commanding = False
-        finally:
-            if direct is not None:
-                direct.receiver = None
+    takes_direct = True  # the audio; commands stay the reader's
 
-    def _take(self, data: bytes) -> bool:
-        """A binary message from the socket's direct path, checked and pushed as
-        :meth:`_read` would; False (left queued, for the reader) while the reader has
-        messages to act on first."""
-        if self._commanding or self.guard.pending:
-            return False
-        ended = self._ended
-        if ended is None or ended.done():
-            return True  # the call is ending: what the peer sends now is not read
-        try:
-            self.guard.admit(data)
-            self._audio(data)
-        except CallEnded as exc:
-            self.end(exc.code, exc.reason)
-        except Exception as exc:  # as the reader task failing would (rule 12)
-            log.warning("%s: the reader failed: %r", self.name, exc)
-            self.end(INTERNAL, "internal error")
-        return True
+    async def _read(self) -> None:
+        while True:
+            message = await self.guard.receive()  # size, rate and audio budget checked
+            if message is None:
+                raise CallEnded(NORMAL, "client left")
+            if isinstance(message, bytes):
+                self._audio(message)
+                continue
+            self._reader_busy = True  # audio waits in order behind the command
+            try:
+                await self._command(message)
+            finally:
+                self._reader_busy = False
+
+    def _takes_now(self, message: bytes | str) -> bool:
+        return isinstance(message, bytes) and not self.guard.pending
+
+    def _handle_now(self, message: bytes | str) -> None:
+        assert isinstance(message, bytes)
+        self.guard.admit(message)
+        self._audio(message)
 
     def _audio(self, data: bytes) -> None:
         if len(data) % 2:
