@@ -25,13 +25,13 @@ order of the ``google-genai`` SDK).
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import gemini_generate as gg
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
@@ -104,13 +104,7 @@ class GeminiLLM(HttpLLM):
             raise ConfigError("max_signatures must be an integer >= 1")
         self.url = gg.stream_url(base_url, model, api_version)
         self.model = model.strip().removeprefix("models/")
-        if api_key is None:
-            api_key = next((os.environ[e] for e in KEY_ENVS if os.environ.get(e, "").strip()), "")
-        key = api_key.strip()
-        if not key:
-            raise ConfigError(
-                f"GeminiLLM needs an API key: pass api_key=... or set {' or '.join(KEY_ENVS)}"
-            )
+        key = require_api_key(api_key, KEY_ENVS[0], "GeminiLLM", also=KEY_ENVS[1:])
         self.headers = gg.request_headers(key)
         self.headers.update(headers or {})
         self.options: dict[str, Any] = {

@@ -15,12 +15,12 @@ stream (:class:`OpenAIChatStream`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
 from antiphon.services.http_llm import HttpChatStream, HttpLLM
@@ -144,16 +144,14 @@ class OpenAILLM(HttpLLM):
 
     @staticmethod
     def _resolve_key(api_key: str | None, env: str | None, azure: bool) -> str:
-        if api_key is not None:
-            return api_key.strip()
-        key = os.environ.get(env, "").strip() if env else ""
-        if env and not key:
-            where = "Azure OpenAI" if azure else "OpenAILLM"
-            raise ConfigError(
-                f"{where} needs an API key: pass api_key=... or set {env}; for a server "
-                "that takes none (Ollama, a local vLLM) pass api_key=''"
-            )
-        return key
+        if (api_key is None and env is None) or (isinstance(api_key, str) and not api_key.strip()):
+            return ""  # a server that takes no key (Ollama, a local vLLM)
+        return require_api_key(
+            api_key,
+            env or KEY_ENV,
+            "Azure OpenAI" if azure else "OpenAILLM",
+            how="for a server that takes none, such as Ollama or a local vLLM, pass api_key=''",
+        )
 
     @classmethod
     def compatible(cls, server: str, model: str, **kwargs: Any) -> OpenAILLM:
