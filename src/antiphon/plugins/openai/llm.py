@@ -23,7 +23,7 @@ from antiphon.net.http import HttpOptions
 from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, HttpLLM
+from antiphon.services.http_llm import HttpChatStream, HttpLLM, check_body_options, require_model
 from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
@@ -101,10 +101,7 @@ class OpenAILLM(HttpLLM):
             model = model or azure_deployment
         else:
             self.url = oc.chat_url(base_url)
-        if not model or not isinstance(model, str) or not model.strip():
-            raise ConfigError(
-                "OpenAILLM needs model=..., e.g. 'gpt-4o-mini' (OpenAI), 'llama3.2' (Ollama)"
-            )
+        model = require_model(model, "OpenAILLM", "gpt-4o-mini", "llama3.2")
         self.model = model
         self.azure = azure
         key = self._resolve_key(api_key, AZURE_KEY_ENV if azure else api_key_env, azure)
@@ -132,8 +129,7 @@ class OpenAILLM(HttpLLM):
             "parallel_tool_calls": parallel_tool_calls,
             "extra": dict(extra_body or {}),
         }
-        # Refuse bad options now rather than at the first chat().
-        oc.build_body([_Probe()], [], model=model, **{**self.options, "tool_choice": None})
+        check_body_options(oc.build_body, self.options, model=model)
         super().__init__(
             deadlines=deadlines,
             http=http,
@@ -183,13 +179,6 @@ class OpenAILLM(HttpLLM):
         else:
             hint = f"check the API key for {self.url} (api_key=... or its variable)"
         return oc.http_error(status, headers, body, provider=self.provider, auth_hint=hint)
-
-
-class _Probe:
-    role = "user"
-    content = "probe"
-    tool_calls: tuple[oc.ToolCallLike, ...] = ()
-    tool_call_id = None
 
 
 class OpenAIChatStream(HttpChatStream):
