@@ -92,7 +92,8 @@ async def test_key_from_the_environment_and_no_key_for_local_servers(
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({}, "model"),
+        ({}, r"OpenAILLM needs model=\.\.\., e\.g\. 'gpt-4o-mini', 'llama3\.2'"),
+        ({"model": "  "}, "OpenAILLM needs model="),
         ({"model": "m", "base_url": "api.openai.com"}, "http"),
         ({"model": "m", "temperature": 3.0}, "temperature"),
         ({"model": "m", "max_tokens": 0}, "max_tokens"),

@@ -17,8 +17,6 @@ as before.
 
 from __future__ import annotations
 
-import enum
-import uuid
 from collections.abc import Callable
 from typing import Literal
 
@@ -54,7 +52,9 @@ from antiphon.protocols.cartesia_tts_wire import (
     parse,
 )
 from antiphon.protocols.cartesia_tts_wire import _word_timestamps as _word_timestamps
-from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, ContextLedger, ProtocolStateError
+from antiphon.protocols.tts_session import ContextPhase as Phase
+from antiphon.protocols.tts_session import new_context_id as new_context_id
 from antiphon.protocols.tts_wire import wire_bytes_per_second
 
 __all__ = [
@@ -95,24 +95,12 @@ __all__ = [
 # --------------------------------------------------------------------------- state machine
 
 
-class Phase(enum.Enum):
-    IDLE = "idle"  # nothing sent on the context yet: audio now is stale
-    ACTIVE = "active"  # text sent on the context
-    DONE = "done"  # input ended and the server said done: audio now is stale
-    CANCELLED = "cancelled"  # cancel sent: everything now is stale
-
-
 Message = str | bytes
 _Op = tuple[Literal["speak", "flush", "end"], str]
 _FLUSH: _Op = ("flush", "")
 
 
-def new_context_id() -> str:
-    """A fresh context id (a random UUID, as Cartesia's SDK generates)."""
-    return str(uuid.uuid4())
-
-
-class ContextSession(FlushLedger[_Op]):
+class ContextSession(ContextLedger[_Op]):
     """State of one stream: one Cartesia context on one (pooled) connection.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -125,9 +113,6 @@ class ContextSession(FlushLedger[_Op]):
     segment began, and hands them on segment-relative in :attr:`Action.words`.
     """
 
-    #: Messages carry the context id: a later stream drops this one's audio by itself.
-    clear_needs_ack = False
-
     def __init__(
         self,
         options: CartesiaOptions | None = None,
@@ -136,12 +121,9 @@ class ContextSession(FlushLedger[_Op]):
     ) -> None:
         # The journal holds operations, encoded again with a new context id if the
         # connection drops before any audio of them arrived.
-        super().__init__(_FLUSH)
+        super().__init__(_FLUSH, context_ids)
         self.options = options or CartesiaOptions()
-        self._context_ids = context_ids
-        self.context_id = context_ids()
         self._next_context_id: str | None = None
-        self.phase = Phase.IDLE
         self._end_owed = False  # ``continue: false`` sent, its ``done`` not yet received
         self._audio_seconds = 0.0  # of this context
         self._segment_at = 0.0  # where the current segment's audio began in it
@@ -159,10 +141,6 @@ class ContextSession(FlushLedger[_Op]):
         return encode_generation(self.options, context_id, "", cont=False)
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.input_ended or self.phase in (Phase.DONE, Phase.CANCELLED):
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
     def speak(self, text: str) -> list[Message]:
         """A generation request appending ``text`` (leading blank text is not sent)."""
         self._require_open("speak")
@@ -178,9 +156,6 @@ class ContextSession(FlushLedger[_Op]):
         self._require_open("flush")
         return [self._encode(_FLUSH, self.context_id)] if self._flushed() else []
 
-    def _finish(self) -> None:
-        self.phase = Phase.DONE
-
     def end_input(self) -> list[Message]:
         """``continue: false``: the server speaks what is left, then sends ``done``."""
         self._require_open("end input")
@@ -195,27 +170,17 @@ class ContextSession(FlushLedger[_Op]):
         self._journal.append(op)
         return [self._encode(op, self.context_id)]
 
-    @property
-    def awaiting_audio(self) -> bool:
-        """The server owes audio or an answer (a deadline should run)."""
-        return self.phase is Phase.ACTIVE and self.pending_flushes > 0
-
     def clear(self) -> list[Message]:
         """Cancel the context; nothing to send if it never started or already finished."""
-        started = self.phase is Phase.ACTIVE
-        self.phase = Phase.CANCELLED
-        self.pending_flushes = 0
         self._end_owed = False
-        self._unflushed = False
-        self._journal.clear()
-        return [encode_cancel(self.context_id)] if started else []
+        return [encode_cancel(self.context_id)] if self._cancelled() else []
 
     def replay(self) -> list[Message] | None:
         """Messages to resend on a new connection, or None if audio was already received.
 
         The replay uses a new context id (the old context died with its connection).
         """
-        if self.audio_since_ack or self.phase in (Phase.DONE, Phase.CANCELLED):
+        if not self._replayable:
             return None
         if self._next_context_id is None:
             self._next_context_id = self._context_ids()

@@ -36,16 +36,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
+from antiphon.protocols.tts_session import Act, Action, ContextLedger, ProtocolStateError
+from antiphon.protocols.tts_session import ContextPhase as Phase
+from antiphon.protocols.tts_session import new_context_id as new_context_id
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -337,23 +337,12 @@ def close_error(code: int | None, reason: str, *, stage: str) -> ProviderError:
 # --------------------------------------------------------------------------- state machine
 
 
-class Phase(enum.Enum):
-    IDLE = "idle"  # nothing sent on the context yet: audio now is stale
-    ACTIVE = "active"  # text sent on the context
-    DONE = "done"  # input ended and every flush answered: audio now is stale
-    CANCELLED = "cancelled"  # clear sent: everything now is stale
-
-
 Message = str | bytes
 _Op = tuple[Literal["speak", "flush"], str]
 _FLUSH: _Op = ("flush", "")
 
 
-def new_context_id() -> str:
-    return str(uuid.uuid4())
-
-
-class RimeSession(FlushLedger[_Op]):
+class RimeSession(ContextLedger[_Op]):
     """State of one stream: one context id on one (pooled) connection.
 
     Implements :class:`~antiphon.protocols.tts_session.TTSSession`. Client-side methods
@@ -361,16 +350,10 @@ class RimeSession(FlushLedger[_Op]):
     an incoming event means. Each flush is owed one ``done`` of this context.
     """
 
-    #: Messages carry the context id: a later stream drops this one's audio by itself.
-    clear_needs_ack = False
-
     def __init__(self, *, context_ids: Callable[[], str] = new_context_id) -> None:
         # The journal holds operations, encoded again under a new context id if the
         # connection drops before any audio of them arrived.
-        super().__init__(_FLUSH)
-        self._context_ids = context_ids
-        self.context_id = context_ids()
-        self.phase = Phase.IDLE
+        super().__init__(_FLUSH, context_ids)
 
     def _encode(self, op: _Op, context_id: str) -> list[Message]:
         kind, text = op
@@ -379,10 +362,6 @@ class RimeSession(FlushLedger[_Op]):
         return [encode_operation("flush")]
 
     # -- client side
-    def _require_open(self, what: str) -> None:
-        if self.input_ended or self.phase in (Phase.DONE, Phase.CANCELLED):
-            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
-
     def speak(self, text: str) -> list[Message]:
         """Text messages for ``text`` (leading blank text is not sent)."""
         self._require_open("speak")
@@ -398,29 +377,14 @@ class RimeSession(FlushLedger[_Op]):
         self._require_open("flush")
         return self._encode(_FLUSH, self.context_id) if self._flushed() else []
 
-    def _finish(self) -> None:
-        self.phase = Phase.DONE
-
-    @property
-    def awaiting_audio(self) -> bool:
-        """The server owes audio or a ``done`` (a deadline should run)."""
-        return self.phase is Phase.ACTIVE and self.pending_flushes > 0
-
     def clear(self) -> list[Message]:
         """``clear`` what the server still holds; nothing if this context sent nothing."""
-        started = self.phase is Phase.ACTIVE
-        self.phase = Phase.CANCELLED
-        self.pending_flushes = 0
-        self._unflushed = False
-        self._journal.clear()
-        return [encode_operation("clear")] if started else []
+        return [encode_operation("clear")] if self._cancelled() else []
 
     def replay(self) -> list[Message] | None:
         """Messages to resend on a new connection (under a new context id), or None if
         audio was already received."""
-        if self.audio_since_ack or self.phase in (Phase.DONE, Phase.CANCELLED):
-            return None
-        return self._replay_messages(self.context_id)
+        return self._replay_messages(self.context_id) if self._replayable else None
 
     def _replay_messages(self, context_id: str) -> list[Message]:
         return [m for op in self._journal for m in self._encode(op, context_id)]

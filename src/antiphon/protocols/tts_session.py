@@ -9,14 +9,17 @@ The driver in :mod:`antiphon.services.ws_tts` only ever looks at actions, so whe
 Most servers answer each flush once, in order (Deepgram's ``Flushed``, xAI's
 ``audio.done``, Rime's ``done``, Cartesia's ``flush_done``): their sessions share the
 counting of flushes and the journal of what may be replayed in :class:`FlushLedger`, and
-keep their own phases and wire.
+keep their own phases and wire. Those that multiplex streams as contexts of one connection
+(Rime, Cartesia) also share their phases (:class:`ContextPhase`), the context id and the
+start of a cancel in :class:`ContextLedger`.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -26,10 +29,13 @@ __all__ = [
     "Act",
     "Action",
     "CharWords",
+    "ContextLedger",
+    "ContextPhase",
     "FlushLedger",
     "ProtocolStateError",
     "TTSSession",
     "WordTiming",
+    "new_context_id",
 ]
 
 
@@ -242,3 +248,72 @@ class FlushLedger(ABC, Generic[Entry]):
             self._finish()
             return Action(Act.STREAM_DONE, event, words=words)
         return Action(Act.SEGMENT_DONE, event, words=words)
+
+
+class ContextPhase(enum.Enum):
+    """Where a stream on one context of a shared connection is (:class:`ContextLedger`)."""
+
+    IDLE = "idle"  # nothing sent on the context yet: audio now is stale
+    ACTIVE = "active"  # text sent on the context
+    DONE = "done"  # input ended and every flush answered: audio now is stale
+    CANCELLED = "cancelled"  # cancel sent: everything now is stale
+
+
+def new_context_id() -> str:
+    """A fresh context id (a random UUID, as the providers' SDKs generate)."""
+    return str(uuid.uuid4())
+
+
+class ContextLedger(FlushLedger[Entry]):
+    """A :class:`FlushLedger` for one stream as one context id of a shared connection.
+
+    Every message carries the context id, so a later stream on the connection drops this
+    one's audio by itself (no cancel needs an answer), and a replay on a new connection
+    uses a new id. The session moves through :class:`ContextPhase`: it calls
+    :meth:`_require_open` before it sends, sets ``ACTIVE`` when it sends text, and
+    :meth:`_cancelled` where its ``clear`` starts.
+    """
+
+    #: Messages carry the context id: a later stream drops this one's audio by itself.
+    clear_needs_ack = False
+
+    def __init__(self, flush_entry: Entry, context_ids: Callable[[], str]) -> None:
+        super().__init__(flush_entry)
+        self._context_ids = context_ids
+        self.context_id = context_ids()
+        self.phase = ContextPhase.IDLE
+
+    def _require_open(self, what: str) -> None:
+        """Refuse to ``what`` once the input ended or the stream is over.
+
+        Raises:
+            ProtocolStateError: the input ended, or the phase is DONE or CANCELLED.
+        """
+        if self.input_ended or self.phase in (ContextPhase.DONE, ContextPhase.CANCELLED):
+            raise ProtocolStateError(f"cannot {what} in phase {self.phase.value}")
+
+    def _finish(self) -> None:
+        self.phase = ContextPhase.DONE
+
+    @property
+    def awaiting_audio(self) -> bool:
+        """The server owes audio or an answer (a deadline should run)."""
+        return self.phase is ContextPhase.ACTIVE and self.pending_flushes > 0
+
+    @property
+    def _replayable(self) -> bool:
+        """No audio answered what the journal holds, and the stream is not over."""
+        return not self.audio_since_ack and self.phase not in (
+            ContextPhase.DONE,
+            ContextPhase.CANCELLED,
+        )
+
+    def _cancelled(self) -> bool:
+        """Cancel the stream (nothing is owed or replayed any more); returns whether the
+        context had started, i.e. whether the server must be told."""
+        started = self.phase is ContextPhase.ACTIVE
+        self.phase = ContextPhase.CANCELLED
+        self.pending_flushes = 0
+        self._unflushed = False
+        self._journal.clear()
+        return started

@@ -40,13 +40,15 @@ from antiphon.protocols import bounded_json, exotel, plivo, telnyx, vonage
 from antiphon.protocols import twilio as tw
 from antiphon.protocols.media_stream import Dialect
 from antiphon.server.agents import AgentFactory
-from antiphon.server.edge import BodyTooLarge, TicketBook, read_body, ticket_key, token_ok
+from antiphon.server.edge import TicketBook, ticket_key, token_ok
 from antiphon.server.twilio import (
     Watched,
     add_twilio_amd_route,
     add_twilio_whisper_route,
     read_until_start,
+    read_webhook_body,
     serve_media_stream,
+    ws_scheme,
 )
 from antiphon.transports.base import CallBridge
 from antiphon.transports.limits import EdgeLimits
@@ -244,14 +246,11 @@ def add_carrier_routes(
     def public(base: str, path: str) -> str:
         return (public_url or base).rstrip("/") + path
 
-    def ws_scheme(url: str) -> str:
-        return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-
     for carrier in CARRIERS:
         if carrier.answer is not None:
             app.add_api_route(
                 f"/{carrier.name}/voice",
-                _voice_handler(carrier, secrets, token, limits, tickets, public, ws_scheme),
+                _voice_handler(carrier, secrets, token, limits, tickets, public),
                 methods=list(carrier.methods),
             )
         app.add_api_websocket_route(
@@ -278,19 +277,15 @@ def _voice_handler(
     limits: EdgeLimits,
     tickets: TicketBook,
     public: Callable[[str, str], str],
-    ws_scheme: Callable[[str], str],
 ) -> Callable[[Request], Awaitable[Response]]:
     secret = carrier.secret(secrets)
     name = carrier.name
     title = name.capitalize()
 
     async def voice(request: Request) -> Response:
-        try:
-            body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
+        body = await read_webhook_body(request, limits)
+        if isinstance(body, Response):
+            return body
         base = f"{request.url.scheme}://{request.url.netloc}"
         query = request.url.query
         ws_url = ws_scheme(public(base, f"/{name}/media"))

@@ -65,12 +65,14 @@ __all__ = [
     "add_twilio_routes",
     "add_twilio_whisper_route",
     "read_until_start",
+    "read_webhook_body",
     "serve_media_stream",
+    "ws_scheme",
 ]
 
 
-def _ws_scheme(url: str) -> str:
-    """``url`` with ``http(s)://`` made ``ws(s)://``."""
+def ws_scheme(url: str) -> str:
+    """``url`` with ``http(s)://`` made ``ws(s)://`` (where a carrier opens the stream)."""
     return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
 
 
@@ -180,16 +182,24 @@ def _twilio_signed(
     )
 
 
-async def _read_form(request: Request, limits: EdgeLimits) -> list[tuple[str, str]] | Response:
-    """A webhook's form body, or the one line that refuses it (too large or too many
-    fields: 413; too slow: 408)."""
+async def read_webhook_body(request: Request, limits: EdgeLimits) -> bytes | Response:
+    """A webhook's body, or the one line that refuses it (too large: 413; too slow: 408)."""
     try:
-        body = await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
-        return tw.parse_form(body)
+        return await read_body(request, limits.max_http_body_bytes, limits.http_body_timeout)
     except BodyTooLarge as exc:
         return PlainTextResponse(str(exc), status_code=413)
     except TimeoutError:
         return PlainTextResponse("the request body came too slowly", status_code=408)
+
+
+async def _read_form(request: Request, limits: EdgeLimits) -> list[tuple[str, str]] | Response:
+    """A webhook's form body, or the one line that refuses it (see
+    :func:`read_webhook_body`; too many fields: 413)."""
+    body = await read_webhook_body(request, limits)
+    if isinstance(body, Response):
+        return body
+    try:
+        return tw.parse_form(body)
     except ValueError:
         return PlainTextResponse("too many form fields", status_code=413)
 
@@ -230,12 +240,9 @@ def add_twilio_routes(
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        try:
-            body = await read_body(request, lim.max_http_body_bytes, lim.http_body_timeout)
-        except BodyTooLarge as exc:
-            return PlainTextResponse(str(exc), status_code=413)
-        except TimeoutError:
-            return PlainTextResponse("the request body came too slowly", status_code=408)
+        body = await read_webhook_body(request, lim)
+        if isinstance(body, Response):
+            return body
         base = f"{request.url.scheme}://{request.url.netloc}"
         parameters: dict[str, str] = {}
         if twilio_auth_token is not None:
@@ -257,7 +264,7 @@ def add_twilio_routes(
             ):
                 return PlainTextResponse("missing or wrong token", status_code=401)
             parameters["token"] = token  # comes back in the stream's start message
-        ws_url = _ws_scheme(public(base, "/twilio/media"))
+        ws_url = ws_scheme(public(base, "/twilio/media"))
         return Response(tw.twiml_connect(ws_url, parameters), media_type="text/xml")
 
     @app.websocket("/twilio/media")
@@ -266,7 +273,7 @@ def add_twilio_routes(
         if twilio_auth_token is not None:
             base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
             query = ws.url.query
-            url = _ws_scheme(public(base, "/twilio/media")) + (f"?{query}" if query else "")
+            url = ws_scheme(public(base, "/twilio/media")) + (f"?{query}" if query else "")
             signature = ws.headers.get("x-twilio-signature")
             signed = signature is not None and tw.validate_signature(
                 twilio_auth_token, url, (), signature

@@ -58,14 +58,14 @@ DRAIN_WAIT = 0.05
 DRAIN_LIMIT = 16_384
 
 
-def require_model(model: str | None, llm: str, example: str) -> str:
-    """``model``, refused when it is missing or blank.
+def require_model(model: str | None, llm: str, example: str, *more: str) -> str:
+    """``model``, refused when it is missing, blank or not a string.
 
     Raises:
-        ConfigError: ``"{llm} needs model=..., e.g. '{example}'"``.
+        ConfigError: ``"{llm} needs model=..., e.g. '{example}'"`` (then ``, '{more}'``).
     """
     if not model or not isinstance(model, str) or not model.strip():
-        raise ConfigError(f"{llm} needs model=..., e.g. {example!r}")
+        raise ConfigError(f"{llm} needs model=..., e.g. {', '.join(map(repr, (example, *more)))}")
     return model
 
 

@@ -21,12 +21,12 @@ request and parses the stream (:class:`AnthropicChatStream`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.http import HttpOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import anthropic_messages as am
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
@@ -98,11 +98,7 @@ class AnthropicLLM(HttpLLM):
     ) -> None:
         self.model = require_model(model, "AnthropicLLM", "claude-sonnet-4-5")
         self.url = am.messages_url(base_url)
-        if api_key is None:
-            api_key = os.environ.get(KEY_ENV, "")
-        key = api_key.strip()
-        if not key:
-            raise ConfigError(f"AnthropicLLM needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "AnthropicLLM")
         self.headers = am.request_headers(key, version=api_version, beta=beta)
         self.headers.update(headers or {})
         self.options: dict[str, Any] = {

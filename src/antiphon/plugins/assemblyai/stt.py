@@ -20,10 +20,10 @@ stream) are the driver's: see :mod:`antiphon.services.ws_stt`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import assemblyai_stt as aai
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Action
@@ -86,11 +86,9 @@ class AssemblyAISTT(WebSocketSTT[aai.StreamingSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ConfigError("token must be a temporary token string (or None to use a key)")
-        if token is None and (not isinstance(key, str) or not key.strip()):
-            raise ConfigError(f"AssemblyAI STT needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "AssemblyAI STT") if token is None else ""
         self.options = aai.StreamingOptions(
             sample_rate=sample_rate,
             encoding=encoding,
@@ -104,8 +102,8 @@ class AssemblyAISTT(WebSocketSTT[aai.StreamingSession]):
         )
         super().__init__(
             url=aai.build_url(base_url, self.options, token=token.strip() if token else None),
-            headers={} if token else aai.auth_headers(key.strip()),
-            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            headers={} if token else aai.auth_headers(key),
+            auth_hint=auth_hint(KEY_ENV),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,

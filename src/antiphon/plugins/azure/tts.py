@@ -26,6 +26,7 @@ import httpx
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.net.http import HttpOptions, make_client
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import azure_tts as az
 from antiphon.services.http_tts import HttpSegmentStream
 from antiphon.services.tts import TTS, TTSDeadlines
@@ -68,14 +69,13 @@ def resolve_voice(
 
 def resolve_key(api_key: str | None, *, what: str) -> str:
     """The API key from ``api_key`` or ``$AZURE_SPEECH_KEY``, or a ConfigError."""
-    key = api_key if api_key is not None else os.environ.get(az.KEY_ENV, "")
-    if not key.strip():
-        raise ConfigError(
-            f"{what} needs a Speech resource key: pass api_key=... or set {az.KEY_ENV} "
-            f"(and {az.REGION_ENV}); keys are under 'Keys and Endpoint' of the Speech "
-            "resource in the Azure portal. A bearer token works too (auth_token=...)"
-        )
-    return key.strip()
+    return require_api_key(
+        api_key,
+        az.KEY_ENV,
+        what,
+        how=f"and {az.REGION_ENV}; a Speech resource key, under 'Keys and Endpoint' of the "
+        "Speech resource in the Azure portal; a bearer token works too: auth_token=...",
+    )
 
 
 class AzureTTS(TTS):

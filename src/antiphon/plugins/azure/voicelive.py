@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols.realtime import Dialect, Tool, Voice, build_url
 from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
 
@@ -97,17 +98,13 @@ class AzureVoiceLive(WebSocketRealtimeModel):
         self._key: str | None = None
         self._token = token
         self._token_provider = token_provider
-        if not any(given):
-            self._key = os.environ.get("AZURE_VOICELIVE_API_KEY", "").strip() or None
-            if self._key is None:
-                raise ConfigError(
-                    "Azure Voice Live needs credentials: pass api_key=... (or set "
-                    "AZURE_VOICELIVE_API_KEY), or token=/token_provider= for Entra ID"
-                )
-        elif api_key is not None:
-            if not api_key.strip():
-                raise ConfigError("api_key is empty")
-            self._key = api_key.strip()
+        if token is None and token_provider is None:
+            self._key = require_api_key(
+                api_key,
+                "AZURE_VOICELIVE_API_KEY",
+                "Azure Voice Live",
+                how="or pass token=/token_provider= for Entra ID",
+            )
         if not api_version or not model:
             raise ConfigError(
                 f"api_version and model are required, e.g. {DEFAULT_API_VERSION!r}, 'gpt-realtime'"

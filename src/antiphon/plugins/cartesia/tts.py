@@ -10,10 +10,10 @@ module maps it onto :mod:`antiphon.protocols.cartesia_tts`.
 from __future__ import annotations
 
 import logging
-import os
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.pool import PoolOptions
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import cartesia_tts as ca
 from antiphon.protocols.cartesia_tts import ContextSession
 from antiphon.protocols.tts_session import Action
@@ -65,12 +65,12 @@ class CartesiaTTS(WebSocketTTS):
         pool: PoolOptions | None = None,
         max_reconnects: int = 1,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
-        if not key.strip():
-            raise ConfigError(
-                f"Cartesia TTS needs an API key: pass api_key=... or set {ENV_API_KEY} "
-                "(create a key at play.cartesia.ai under API Keys)"
-            )
+        key = require_api_key(
+            api_key,
+            ENV_API_KEY,
+            "Cartesia TTS",
+            how="create a key at play.cartesia.ai under API Keys",
+        )
         self.options = ca.CartesiaOptions(
             model=model,
             voice=voice,
@@ -87,8 +87,8 @@ class CartesiaTTS(WebSocketTTS):
         )
         super().__init__(
             url=ca.build_url(base_url, self.options),
-            headers=ca.auth_headers(key.strip(), self.options.api_version),
-            auth_hint=f"check {ENV_API_KEY} (or the api_key argument)",
+            headers=ca.auth_headers(key, self.options.api_version),
+            auth_hint=auth_hint(ENV_API_KEY),
             sample_rate=sample_rate,
             wire_encoding=self.options.encoding,
             deadlines=deadlines,

@@ -19,9 +19,8 @@ was owed (input ended and all audio finalized) completes the stream.
 
 from __future__ import annotations
 
-import os
-
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import deepgram_stt as dg
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Action
@@ -72,12 +71,9 @@ class DeepgramSTT(WebSocketSTT[dg.ListenSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("DEEPGRAM_API_KEY", "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(
-                "Deepgram STT needs an API key: pass api_key=... or set DEEPGRAM_API_KEY "
-                "(create a key in the Deepgram console)"
-            )
+        key = require_api_key(
+            api_key, "DEEPGRAM_API_KEY", "Deepgram STT", how="create a key in the Deepgram console"
+        )
         if not isinstance(keepalive_interval, int | float) or not 0 < keepalive_interval < 10:
             raise ConfigError(
                 "keepalive_interval must be between 0 and 10 seconds (Deepgram closes a "
@@ -99,8 +95,8 @@ class DeepgramSTT(WebSocketSTT[dg.ListenSession]):
         )
         super().__init__(
             url=dg.build_url(base_url, self.options),
-            headers=dg.auth_headers(key.strip()),
-            auth_hint="check DEEPGRAM_API_KEY (or the api_key argument)",
+            headers=dg.auth_headers(key),
+            auth_hint=auth_hint("DEEPGRAM_API_KEY"),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,

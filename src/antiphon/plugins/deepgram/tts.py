@@ -9,10 +9,10 @@ itself is :mod:`antiphon.services.ws_tts`; this module maps it onto the protocol
 from __future__ import annotations
 
 import logging
-import os
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.pool import PoolOptions
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import deepgram_tts as dg
 from antiphon.protocols.deepgram_tts import SpeakSession
 from antiphon.protocols.tts_session import Action
@@ -49,17 +49,14 @@ class DeepgramTTS(WebSocketTTS):
         pool: PoolOptions | None = None,
         max_reconnects: int = 1,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("DEEPGRAM_API_KEY", "")
-        if not key.strip():
-            raise ConfigError(
-                "Deepgram TTS needs an API key: pass api_key=... or set DEEPGRAM_API_KEY "
-                "(create a key in the Deepgram console)"
-            )
+        key = require_api_key(
+            api_key, "DEEPGRAM_API_KEY", "Deepgram TTS", how="create a key in the Deepgram console"
+        )
         self.options = dg.SpeakOptions(model, encoding, sample_rate, speed, mip_opt_out)
         super().__init__(
             url=dg.build_url(base_url, self.options),
-            headers=dg.auth_headers(key.strip()),
-            auth_hint="check DEEPGRAM_API_KEY (or the api_key argument)",
+            headers=dg.auth_headers(key),
+            auth_hint=auth_hint("DEEPGRAM_API_KEY"),
             sample_rate=sample_rate,
             wire_encoding=encoding,
             deadlines=deadlines,

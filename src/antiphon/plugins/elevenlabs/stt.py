@@ -20,10 +20,10 @@ driver's: see :mod:`antiphon.services.ws_stt`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import elevenlabs_stt as xi
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Act, Action, Recognized
@@ -89,14 +89,11 @@ class ElevenLabsSTT(WebSocketSTT[xi.ScribeSession]):
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ConfigError("token must be a single-use token string (or None to use a key)")
-        key = api_key
-        if key is None:
-            key = next((os.environ[v] for v in KEY_ENV if os.environ.get(v, "").strip()), "")
-        if token is None and (not isinstance(key, str) or not key.strip()):
-            raise ConfigError(
-                "ElevenLabs STT needs an API key: pass api_key=... or set ELEVENLABS_API_KEY "
-                "(ELEVEN_API_KEY is read too)"
-            )
+        key = (
+            ""
+            if token is not None
+            else require_api_key(api_key, KEY_ENV[0], "ElevenLabs STT", also=KEY_ENV[1:])
+        )
         self.options = xi.ScribeOptions(
             model_id=model_id,
             audio_format=audio_format,
@@ -110,8 +107,8 @@ class ElevenLabsSTT(WebSocketSTT[xi.ScribeSession]):
         )
         super().__init__(
             url=xi.build_url(base_url, self.options, token=token.strip() if token else None),
-            headers={} if token else xi.auth_headers(key.strip()),
-            auth_hint="check ELEVENLABS_API_KEY (or the api_key argument)",
+            headers={} if token else xi.auth_headers(key),
+            auth_hint=auth_hint(KEY_ENV[0]),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,

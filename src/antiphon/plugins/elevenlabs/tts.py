@@ -11,11 +11,11 @@ which only accepts its own context id. The streaming itself is
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.pool import PoolOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import elevenlabs_tts as el
 from antiphon.protocols.elevenlabs_tts import (
     ContextSession,
@@ -33,18 +33,6 @@ log = logging.getLogger(__name__)
 PROVIDER = el.PROVIDER
 #: Environment variables read for the key, in order.
 KEY_ENV = ("ELEVEN_API_KEY", "ELEVENLABS_API_KEY")
-
-
-def _api_key(api_key: str | None) -> str:
-    if api_key is None:
-        api_key = next((os.environ[v] for v in KEY_ENV if os.environ.get(v, "").strip()), "")
-    if not api_key.strip():
-        raise ConfigError(
-            "ElevenLabs TTS needs an API key: pass api_key=... or set ELEVEN_API_KEY "
-            "(ELEVENLABS_API_KEY is read too); create one at "
-            "https://elevenlabs.io/app/settings/api-keys"
-        )
-    return api_key.strip()
 
 
 class ElevenLabsTTS(WebSocketTTS):
@@ -91,7 +79,13 @@ class ElevenLabsTTS(WebSocketTTS):
         pool: PoolOptions | None = None,
         max_reconnects: int = 1,
     ) -> None:
-        key = _api_key(api_key)
+        key = require_api_key(
+            api_key,
+            KEY_ENV[0],
+            "ElevenLabs TTS",
+            also=KEY_ENV[1:],
+            how="create one at https://elevenlabs.io/app/settings/api-keys",
+        )
         wire, rate = el.resolve_format(encoding, sample_rate, output_format)
         self.options = StreamOptions(
             voice=voice,

@@ -16,11 +16,11 @@ at a quiet moment (:mod:`antiphon.services.realtime.handover`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError, ProviderError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import gemini_live as gl
 from antiphon.protocols.realtime import SessionConfig, Tool, Voice, build_url
 from antiphon.protocols.realtime.state import RealtimeState
@@ -80,25 +80,19 @@ class GeminiLive(WebSocketRealtimeModel):
         max_input_backlog: float = 2.0,
         extra_setup: Mapping[str, Any] | None = None,
     ) -> None:
-        key = api_key
-        if key is None:
-            key = os.environ.get("GOOGLE_API_KEY", "") or os.environ.get("GEMINI_API_KEY", "")
-        if not key.strip():
-            raise ConfigError(
-                "Gemini Live needs an API key: pass api_key=... or set GOOGLE_API_KEY "
-                "(or GEMINI_API_KEY)"
-            )
+        self._key = require_api_key(
+            api_key, "GOOGLE_API_KEY", "Gemini Live", also=("GEMINI_API_KEY",)
+        )
         if not model.strip():
             raise ConfigError(f"model must name a Live model, e.g. {DEFAULT_MODEL!r}")
         if isinstance(voice, str) and not voice.strip():
             raise ConfigError(f"voice must be a prebuilt voice name, e.g. {', '.join(gl.VOICES)}")
-        self._key = key.strip()
         self.model = model.strip()
         self.automatic_activity_detection = automatic_activity_detection
         self.session_resumption = session_resumption
         super().__init__(
             url=build_url(base_url, gl.PATH, {}),
-            auth_hint="check GOOGLE_API_KEY / GEMINI_API_KEY (or the api_key argument)",
+            auth_hint=auth_hint("GOOGLE_API_KEY", "GEMINI_API_KEY"),
             instructions=instructions,
             voice=voice.strip() if isinstance(voice, str) else voice,
             tools=tools,

@@ -25,18 +25,18 @@ order of the ``google-genai`` SDK).
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import gemini_generate as gg
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, HttpLLM
-from antiphon.services.llm import ChatContext, ChatMessage, LLMDeadlines, Usage
+from antiphon.services.http_llm import HttpChatStream, HttpLLM, check_body_options, require_model
+from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
 __all__ = ["KEY_ENVS", "GeminiChatStream", "GeminiLLM"]
@@ -96,21 +96,14 @@ class GeminiLLM(HttpLLM):
         max_retry_wait: float = 5.0,
         retry_backoff: float | Backoff = 0.25,
     ) -> None:
-        if not model or not isinstance(model, str) or not model.strip():
-            raise ConfigError("GeminiLLM needs model=..., e.g. 'gemini-2.5-flash'")
+        model = require_model(model, "GeminiLLM", "gemini-2.5-flash")
         if isinstance(max_signatures, bool) or not isinstance(max_signatures, int):
             raise ConfigError("max_signatures must be an integer >= 1")
         if max_signatures < 1:
             raise ConfigError("max_signatures must be an integer >= 1")
         self.url = gg.stream_url(base_url, model, api_version)
         self.model = model.strip().removeprefix("models/")
-        if api_key is None:
-            api_key = next((os.environ[e] for e in KEY_ENVS if os.environ.get(e, "").strip()), "")
-        key = api_key.strip()
-        if not key:
-            raise ConfigError(
-                f"GeminiLLM needs an API key: pass api_key=... or set {' or '.join(KEY_ENVS)}"
-            )
+        key = require_api_key(api_key, KEY_ENVS[0], "GeminiLLM", also=KEY_ENVS[1:])
         self.headers = gg.request_headers(key)
         self.headers.update(headers or {})
         self.options: dict[str, Any] = {
@@ -124,7 +117,7 @@ class GeminiLLM(HttpLLM):
             "extra": dict(extra_body or {}),
         }
         # Refuse bad options now rather than at the first chat().
-        gg.build_body([ChatMessage("user", "probe")], [], **{**self.options, "tool_choice": None})
+        check_body_options(gg.build_body, self.options)
         self.max_signatures = max_signatures
         self._signatures: OrderedDict[str, str] = OrderedDict()
         super().__init__(

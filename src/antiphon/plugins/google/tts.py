@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import ClassVar
 
 import httpx
 
 from antiphon.errors import ConfigError, HttpAuthError, HttpStatusError, ProviderError
 from antiphon.net.http import HttpOptions, make_client
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import google_tts as gt
 from antiphon.protocols.openai_chat import encode_body
 from antiphon.protocols.retry import Backoff, make_backoff
@@ -49,10 +49,7 @@ FRAME_SECONDS = 0.02
 LEAD_SECONDS = 0.2
 BURST_SECONDS = 0.1
 RELEASE_SPEED = 4.0
-_AUTH_HINT = (
-    f"check the API key ({gt.KEY_ENV} or api_key=...) and that its project has the "
-    "Text-to-Speech API enabled"
-)
+_AUTH_HINT = f"{auth_hint(gt.KEY_ENV)} and that its project has the Text-to-Speech API enabled"
 _HINTS = {
     400: "the request was refused; the server's message says which field (voice name?)",
     404: "check the base URL",
@@ -107,12 +104,12 @@ class GoogleTTS(TTS):
             volume_gain_db=volume_gain_db,
         )
         self.url = gt.synthesize_url(base_url)
-        key = (api_key if api_key is not None else os.environ.get(gt.KEY_ENV, "")).strip()
-        if not key:
-            raise ConfigError(
-                f"GoogleTTS needs an API key: pass api_key=... or set {gt.KEY_ENV} "
-                "(a Google Cloud API key allowed to call the Text-to-Speech API)"
-            )
+        key = require_api_key(
+            api_key,
+            gt.KEY_ENV,
+            "GoogleTTS",
+            how="a Google Cloud API key allowed to call the Text-to-Speech API",
+        )
         self.headers = gt.request_headers(key)
         self.backoff = make_backoff(retry_backoff)
         self.max_retries = max_retries

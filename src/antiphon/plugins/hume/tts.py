@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Any, ClassVar
 
 import httpx
 
 from antiphon.errors import ConfigError
 from antiphon.net.http import HttpOptions, make_client
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import hume_tts as ht
 from antiphon.protocols.retry import Backoff, make_backoff
 from antiphon.services.http_tts import HttpSegmentStream
@@ -84,9 +84,7 @@ class HumeTTS(TTS):
             "instant_mode": instant_mode,
         }
         ht.build_body("probe", **self.options)  # refuse bad options now
-        key = (api_key if api_key is not None else os.environ.get(ht.KEY_ENV, "")).strip()
-        if not key:
-            raise ConfigError(f"HumeTTS needs an API key: pass api_key=... or set {ht.KEY_ENV}")
+        key = require_api_key(api_key, ht.KEY_ENV, "HumeTTS")
         self.headers = ht.request_headers(key)
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
@@ -116,7 +114,7 @@ class HumeTTS(TTS):
 class HumeSynthesisStream(HttpSegmentStream):
     """One synthesis: each flush segment is one request, spoken in order."""
 
-    auth_hint = f"check the API key ({ht.KEY_ENV} or api_key=...)"
+    auth_hint = auth_hint(ht.KEY_ENV)
     status_hints = _HINTS
 
     def __init__(self, tts: HumeTTS, generation: int) -> None:

@@ -15,15 +15,15 @@ stream (:class:`OpenAIChatStream`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.http import HttpOptions
+from antiphon.plugins.keys import require_api_key
 from antiphon.protocols import openai_chat as oc
 from antiphon.protocols.retry import Backoff
-from antiphon.services.http_llm import HttpChatStream, HttpLLM
+from antiphon.services.http_llm import HttpChatStream, HttpLLM, check_body_options, require_model
 from antiphon.services.llm import ChatContext, LLMDeadlines, Usage
 from antiphon.services.tools import FunctionTool
 
@@ -101,10 +101,7 @@ class OpenAILLM(HttpLLM):
             model = model or azure_deployment
         else:
             self.url = oc.chat_url(base_url)
-        if not model or not isinstance(model, str) or not model.strip():
-            raise ConfigError(
-                "OpenAILLM needs model=..., e.g. 'gpt-4o-mini' (OpenAI), 'llama3.2' (Ollama)"
-            )
+        model = require_model(model, "OpenAILLM", "gpt-4o-mini", "llama3.2")
         self.model = model
         self.azure = azure
         key = self._resolve_key(api_key, AZURE_KEY_ENV if azure else api_key_env, azure)
@@ -132,8 +129,7 @@ class OpenAILLM(HttpLLM):
             "parallel_tool_calls": parallel_tool_calls,
             "extra": dict(extra_body or {}),
         }
-        # Refuse bad options now rather than at the first chat().
-        oc.build_body([_Probe()], [], model=model, **{**self.options, "tool_choice": None})
+        check_body_options(oc.build_body, self.options, model=model)
         super().__init__(
             deadlines=deadlines,
             http=http,
@@ -144,16 +140,14 @@ class OpenAILLM(HttpLLM):
 
     @staticmethod
     def _resolve_key(api_key: str | None, env: str | None, azure: bool) -> str:
-        if api_key is not None:
-            return api_key.strip()
-        key = os.environ.get(env, "").strip() if env else ""
-        if env and not key:
-            where = "Azure OpenAI" if azure else "OpenAILLM"
-            raise ConfigError(
-                f"{where} needs an API key: pass api_key=... or set {env}; for a server "
-                "that takes none (Ollama, a local vLLM) pass api_key=''"
-            )
-        return key
+        if (api_key is None and env is None) or (isinstance(api_key, str) and not api_key.strip()):
+            return ""  # a server that takes no key (Ollama, a local vLLM)
+        return require_api_key(
+            api_key,
+            env or KEY_ENV,
+            "Azure OpenAI" if azure else "OpenAILLM",
+            how="for a server that takes none, such as Ollama or a local vLLM, pass api_key=''",
+        )
 
     @classmethod
     def compatible(cls, server: str, model: str, **kwargs: Any) -> OpenAILLM:
@@ -185,13 +179,6 @@ class OpenAILLM(HttpLLM):
         else:
             hint = f"check the API key for {self.url} (api_key=... or its variable)"
         return oc.http_error(status, headers, body, provider=self.provider, auth_hint=hint)
-
-
-class _Probe:
-    role = "user"
-    content = "probe"
-    tool_calls: tuple[oc.ToolCallLike, ...] = ()
-    tool_call_id = None
 
 
 class OpenAIChatStream(HttpChatStream):

@@ -8,11 +8,11 @@ and no ``OpenAI-Beta`` header. The session itself is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols.realtime import Dialect, Tool, Voice, build_url
 from antiphon.services.realtime import RealtimeDeadlines, WebSocketRealtimeModel
 
@@ -54,21 +54,20 @@ class OpenAIRealtime(WebSocketRealtimeModel):
         max_input_backlog: float = 2.0,
         extra_session: Mapping[str, Any] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        if not key.strip():
-            raise ConfigError(
-                "OpenAI Realtime needs an API key: pass api_key=... or set OPENAI_API_KEY "
-                "(or pass an ephemeral client secret as api_key)"
-            )
+        self._key = require_api_key(
+            api_key,
+            "OPENAI_API_KEY",
+            "OpenAI Realtime",
+            how="or pass an ephemeral client secret as api_key",
+        )
         if not model:
             raise ConfigError("model must name a realtime model, e.g. 'gpt-realtime'")
-        self._key = key.strip()
         self.model = model
         if turn_detection is None and server_vad:
             turn_detection = {"type": "server_vad"}
         super().__init__(
             url=build_url(base_url, PATH, {"model": model}),
-            auth_hint="check OPENAI_API_KEY (or the api_key argument)",
+            auth_hint=auth_hint("OPENAI_API_KEY"),
             instructions=instructions,
             voice=voice,
             tools=tools,

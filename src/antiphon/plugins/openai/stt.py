@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.http import BodyReader, HttpOptions, make_client, open_response
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import openai_audio as oa
 from antiphon.protocols import openai_transcription as ot
 from antiphon.protocols.retry import Backoff
@@ -98,12 +98,9 @@ class OpenAISTT(WebSocketSTT[ot.TranscriptionSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(
-                f"OpenAI STT needs an API key: pass api_key=... or set {KEY_ENV} "
-                "(or pass an ephemeral client secret as api_key)"
-            )
+        key = require_api_key(
+            api_key, KEY_ENV, "OpenAI STT", how="or pass an ephemeral client secret as api_key"
+        )
         if turn_detection is None and server_vad:
             turn_detection = _DEFAULT_VAD
         self.options = ot.TranscriptionOptions(
@@ -116,8 +113,8 @@ class OpenAISTT(WebSocketSTT[ot.TranscriptionSession]):
         )
         super().__init__(
             url=ot.build_url(base_url),
-            headers=ot.auth_headers(key.strip()),
-            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            headers=ot.auth_headers(key),
+            auth_hint=auth_hint(KEY_ENV),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,
@@ -190,9 +187,7 @@ class OpenAIBatchSTT(BatchSTT):
         backoff: Backoff | None = None,
         http: HttpOptions | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"OpenAI STT needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "OpenAI STT")
         self.request = oa.TranscriptionRequest(model=model, language=language, prompt=prompt)
         self.url = oa.build_url(base_url)
         super().__init__(
@@ -204,7 +199,7 @@ class OpenAIBatchSTT(BatchSTT):
             max_retries=max_retries,
             backoff=backoff,
         )
-        self._auth = ot.auth_headers(key.strip())
+        self._auth = ot.auth_headers(key)
         d = self.deadlines
         self.http_options = http or HttpOptions(
             connect_timeout=d.connect,
@@ -229,7 +224,7 @@ class OpenAIBatchSTT(BatchSTT):
             provider=self.provider,
             timeout=d.final,
             stage="final",
-            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            auth_hint=auth_hint(KEY_ENV),
             options=self.http_options,
         )
         body = BodyReader(response, provider=self.provider, options=self.http_options)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Any, ClassVar
 
 import httpx
 
 from antiphon.errors import ConfigError
 from antiphon.net.http import HttpOptions, make_client
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import openai_tts as ot
 from antiphon.protocols.retry import Backoff, make_backoff
 from antiphon.services.http_tts import HttpSegmentStream
@@ -86,9 +86,7 @@ class OpenAITTS(TTS):
             "instructions": instructions,
         }
         ot.build_body("probe", **self.options)  # refuse bad options now
-        key = (api_key if api_key is not None else os.environ.get(KEY_ENV, "")).strip()
-        if not key:
-            raise ConfigError(f"OpenAITTS needs an API key: pass api_key=... or set {KEY_ENV}")
+        key = require_api_key(api_key, KEY_ENV, "OpenAITTS")
         self.headers = ot.request_headers(key, organization=organization, project=project)
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
@@ -118,7 +116,7 @@ class OpenAITTS(TTS):
 class OpenAISynthesisStream(HttpSegmentStream):
     """One synthesis: each flush segment is one request (or a few), spoken in order."""
 
-    auth_hint = f"check the API key ({KEY_ENV} or api_key=...)"
+    auth_hint = auth_hint(KEY_ENV)
     status_hints = _HINTS
 
     def __init__(self, tts: OpenAITTS, generation: int) -> None:

@@ -12,10 +12,10 @@ by the next stream's session. Word timestamps arrive as notices
 from __future__ import annotations
 
 import logging
-import os
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.pool import PoolOptions
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import rime_tts as rt
 from antiphon.protocols.rime_tts import RimeSession
 from antiphon.protocols.tts_session import Action
@@ -64,12 +64,12 @@ class RimeTTS(WebSocketTTS):
         pool: PoolOptions | None = None,
         max_reconnects: int = 1,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
-        if not key.strip():
-            raise ConfigError(
-                f"Rime TTS needs an API key: pass api_key=... or set {ENV_API_KEY} "
-                "(create one in the Rime dashboard under API Tokens)"
-            )
+        key = require_api_key(
+            api_key,
+            ENV_API_KEY,
+            "Rime TTS",
+            how="create one in the Rime dashboard under API Tokens",
+        )
         self.options = rt.RimeOptions(
             speaker=speaker,
             model=model,
@@ -80,8 +80,8 @@ class RimeTTS(WebSocketTTS):
         )
         super().__init__(
             url=rt.build_url(base_url, self.options),
-            headers=rt.auth_headers(key.strip()),
-            auth_hint=f"check {ENV_API_KEY} (or the api_key argument)",
+            headers=rt.auth_headers(key),
+            auth_hint=auth_hint(ENV_API_KEY),
             sample_rate=sample_rate,
             wire_encoding=encoding,
             deadlines=deadlines,

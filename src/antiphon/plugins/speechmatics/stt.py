@@ -26,11 +26,11 @@ driver's: see :mod:`antiphon.services.ws_stt`.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
 from antiphon.net.ws import ConnectionLost, WsConnection
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import speechmatics_stt as sm
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Act, Action, Recognized
@@ -96,13 +96,9 @@ class SpeechmaticsSTT(WebSocketSTT[sm.RealtimeSession]):
         backoff: Backoff | None = None,
         reconnect_budget: float = 5.0,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ConfigError("token must be a temporary key string (or None to use a key)")
-        if token is None and (not isinstance(key, str) or not key.strip()):
-            raise ConfigError(
-                f"Speechmatics STT needs an API key: pass api_key=... or set {KEY_ENV}"
-            )
+        key = require_api_key(api_key, KEY_ENV, "Speechmatics STT") if token is None else ""
         self.options = sm.RealtimeOptions(
             sample_rate=sample_rate,
             encoding=encoding,
@@ -116,8 +112,8 @@ class SpeechmaticsSTT(WebSocketSTT[sm.RealtimeSession]):
         )
         super().__init__(
             url=sm.build_url(base_url, token=token.strip() if token else None),
-            headers={} if token else sm.auth_headers(key.strip()),
-            auth_hint=f"check {KEY_ENV} (or the api_key argument)",
+            headers={} if token else sm.auth_headers(key),
+            auth_hint=auth_hint(KEY_ENV),
             deadlines=deadlines,
             keepalive_interval=keepalive_interval,
             max_reconnects=max_reconnects,

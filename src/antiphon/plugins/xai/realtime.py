@@ -9,11 +9,11 @@ xAI's differences); the session is the shared
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from antiphon.errors import ConfigError
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import xai_realtime as xr
 from antiphon.protocols.realtime import (
     Dialect,
@@ -74,21 +74,20 @@ class XAIRealtime(WebSocketRealtimeModel):
         max_input_backlog: float = 2.0,
         extra_session: Mapping[str, Any] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("XAI_API_KEY", "")
-        if not key.strip():
-            raise ConfigError(
-                "xAI's voice agent needs an API key: pass api_key=... or set XAI_API_KEY "
-                "(or pass an ephemeral client secret as api_key)"
-            )
+        self._key = require_api_key(
+            api_key,
+            "XAI_API_KEY",
+            "xAI's voice agent",
+            how="or pass an ephemeral client secret as api_key",
+        )
         if not model.strip():
             raise ConfigError(f"model must name a voice model, e.g. {xr.DEFAULT_MODEL!r}")
-        self._key = key.strip()
         self.model = model.strip()
         if turn_detection is None and server_vad:
             turn_detection = {"type": "server_vad"}
         super().__init__(
             url=build_url(base_url, xr.PATH, {"model": self.model}),
-            auth_hint="check XAI_API_KEY (or the api_key argument)",
+            auth_hint=auth_hint("XAI_API_KEY"),
             instructions=instructions,
             voice=voice,
             tools=tools,

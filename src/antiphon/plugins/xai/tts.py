@@ -12,10 +12,10 @@ onto :mod:`antiphon.protocols.xai_tts`.
 from __future__ import annotations
 
 import logging
-import os
 
-from antiphon.errors import ConfigError, ProviderError
+from antiphon.errors import ProviderError
 from antiphon.net.pool import PoolOptions
+from antiphon.plugins.keys import auth_hint, require_api_key
 from antiphon.protocols import xai_tts as xai
 from antiphon.protocols.tts_session import Action
 from antiphon.protocols.xai_tts import XAISession
@@ -66,12 +66,12 @@ class XAITTS(WebSocketTTS):
         pool: PoolOptions | None = None,
         max_reconnects: int = 1,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(
-                f"xAI TTS needs an API key: pass api_key=... or set {ENV_API_KEY} "
-                "(create a key in the xAI console, console.x.ai, under API Keys)"
-            )
+        key = require_api_key(
+            api_key,
+            ENV_API_KEY,
+            "xAI TTS",
+            how="create a key in the xAI console, console.x.ai, under API Keys",
+        )
         self.options = xai.XAIOptions(
             voice=voice,
             language=language,
@@ -84,8 +84,8 @@ class XAITTS(WebSocketTTS):
         )
         super().__init__(
             url=xai.build_url(base_url, self.options),
-            headers=xai.auth_headers(key.strip()),
-            auth_hint=f"check {ENV_API_KEY} (or the api_key argument)",
+            headers=xai.auth_headers(key),
+            auth_hint=auth_hint(ENV_API_KEY),
             sample_rate=self.options.sample_rate,
             wire_encoding=self.options.encoding,
             deadlines=deadlines,
