@@ -24,12 +24,15 @@ from antiphon.errors import (
 )
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.azure.sdk import AzureSdkTTS, SdkWorker
+from antiphon.plugins.azure.sdk_events import enum_name
+from antiphon.plugins.azure.sdk_probe import endpoint_address, refused
 from antiphon.protocols import azure_tts as az
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, LeakCheck, running_in_thread
 from antiphon.testing.azure import DEFAULT_API_KEY, FakeAzureSpeechWs, synthesize
 from antiphon.testing.azure_sdk_double import SdkDouble
 from antiphon.testing.conformance.tts import FAST, GUARD, CoreTTSConformance, TTSHarness
+from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
 from antiphon.testing.vloop import time_scale
@@ -50,10 +53,11 @@ class AzureSdkHarness(TTSHarness):
     def make_tts(
         self, base_url: str, *, deadlines: TTSDeadlines, pool: PoolOptions | None = None
     ) -> TTS:
-        # The native SDK reports a refused connection itself, after its own connection
-        # setup; on a cold machine (first load of the library) that took over 1 s, so
-        # its connect deadline is 3 s (times the CI profile's scale: under load the
-        # refusal itself took over 3 s). Every other deadline is the suite's.
+        # The native SDK sets up its own threads and connection; on a cold machine (first
+        # load of the library) that took over 1 s, so its connect deadline is 3 s (times
+        # the CI profile's scale). A refused connection does not wait for it: the SDK
+        # reports it in milliseconds, or the plugin's probe does when the SDK drops its
+        # report (see antiphon.plugins.azure.sdk_probe). Every other deadline is the suite's.
         deadlines = replace(deadlines, connect=max(deadlines.connect, 3.0 * time_scale()))
         return AzureSdkTTS(api_key=DEFAULT_API_KEY, endpoint=base_url, deadlines=deadlines)
 
@@ -159,6 +163,82 @@ async def test_real_sdk_prewarm_connects_ahead() -> None:
         assert fake.stats.connections == 1
         await tts.synthesize("Warm start.").collect()
         assert fake.stats.connections == 1
+
+
+@contextlib.asynccontextmanager
+async def refusing_run() -> AsyncIterator[AzureSdkTTS]:
+    """The real SDK pointed at a loopback port where nothing listens."""
+    port = free_port()
+    leaks = LeakCheck(ports=[port])
+    tts = AzureSdkTTS(api_key=DEFAULT_API_KEY, endpoint=f"ws://127.0.0.1:{port}", deadlines=FAST)
+    try:
+        async with asyncio.timeout(GUARD):
+            yield tts
+    finally:
+        await tts.aclose()
+    await leaks.assert_clean(settle=1.0)
+
+
+async def test_real_sdk_refusal_it_does_not_report_still_fails_the_stream_at_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK drops its report of a refused connection when the refusal is back before its
+    first message went out (its trace shows the TransportError, and no cancellation ever
+    comes): played here by dropping its ConnectionFailure cancellations. The plugin's own
+    probe of the endpoint fails the stream with the refusal, not a connect timeout."""
+    callbacks = SdkWorker._callbacks
+
+    def unreported(self: SdkWorker) -> dict[str, Callable[[Any], None]]:
+        handlers = callbacks(self)
+        canceled = handlers["canceled"]
+
+        def canceled_unless_refused(evt: Any) -> None:
+            if enum_name(evt.result.cancellation_details.error_code) != "ConnectionFailure":
+                canceled(evt)
+
+        handlers["canceled"] = canceled_unless_refused
+        return handlers
+
+    monkeypatch.setattr(SdkWorker, "_callbacks", unreported)
+    async with refusing_run() as tts:
+        s = tts.synthesize("Nobody listens.")
+        with pytest.raises(ProviderConnectionError) as info:
+            await s.collect()
+        assert info.value.stage == "connect" and s.state is StreamState.FAILED
+        assert "refused" in str(info.value)
+
+
+async def test_real_sdk_prewarm_of_a_refusing_endpoint_fails_at_connect() -> None:
+    """``Connection.open()`` reports a refused connection not at all: the probe does."""
+    async with refusing_run() as tts:
+        with pytest.raises(ProviderConnectionError) as info:
+            await tts.prewarm()
+        assert info.value.stage == "connect" and "refused" in str(info.value)
+
+
+async def test_probe_tells_refused_from_accepted() -> None:
+    port = free_port()
+    why = await refused("127.0.0.1", port)
+    assert why is not None and f"127.0.0.1:{port}" in why
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    async with server:
+        host, open_port = server.sockets[0].getsockname()[:2]
+        assert await refused(host, open_port) is None
+
+
+def test_probe_target_is_the_endpoints_host_and_port() -> None:
+    assert endpoint_address("wss://westus.tts.speech.microsoft.com/cognitiveservices") == (
+        "westus.tts.speech.microsoft.com",
+        443,
+    )
+    assert endpoint_address("ws://127.0.0.1:5000/x") == ("127.0.0.1", 5000)
+    assert endpoint_address("ws://[::1]/x") == ("::1", 80)
+    tts = AzureSdkTTS(api_key="k", endpoint="ws://127.0.0.1:5000")
+    assert tts.probe_target == ("127.0.0.1", 5000)
+    # Through a proxy the SDK connects to the proxy; a stand-in SDK connects nowhere.
+    proxied = {"SpeechServiceConnection_ProxyHostName": "proxy.local"}
+    assert AzureSdkTTS(api_key="k", region="westus", properties=proxied).probe_target is None
+    assert AzureSdkTTS(api_key="k", region="westus", sdk=SdkDouble().module).probe_target is None
 
 
 async def test_real_sdk_builds_and_closes_a_synthesizer_without_a_network() -> None:

@@ -30,8 +30,9 @@ How it is built: this module is the plugin (:class:`AzureSdkTTS`: settings, the 
 idle synthesizers, prewarm) and the SDK's import; the worker thread and its close
 sequence are :mod:`~antiphon.plugins.azure.sdk_worker`, the native objects and their
 release steps :mod:`~antiphon.plugins.azure.sdk_native`, the events the worker posts
-:mod:`~antiphon.plugins.azure.sdk_events`, and the stream
-:mod:`~antiphon.plugins.azure.sdk_stream`. :class:`SdkWorker` and
+:mod:`~antiphon.plugins.azure.sdk_events`, the stream
+:mod:`~antiphon.plugins.azure.sdk_stream`, and the TCP probe that learns of a refused
+connection the SDK may not report :mod:`~antiphon.plugins.azure.sdk_probe`. :class:`SdkWorker` and
 :class:`AzureSdkSynthesisStream` are re-exported here.
 """
 
@@ -48,9 +49,11 @@ from typing import Any
 
 from antiphon.errors import (
     ConfigError,
+    ProviderConnectionError,
     ProviderTimeoutError,
     StreamClosedError,
 )
+from antiphon.plugins.azure.sdk_probe import endpoint_address, refused
 from antiphon.plugins.azure.sdk_stream import AzureSdkSynthesisStream
 from antiphon.plugins.azure.sdk_worker import SdkWorker
 from antiphon.plugins.azure.tts import resolve_key
@@ -151,6 +154,11 @@ class AzureSdkTTS(TTS):
     ``sdk``: a stand-in for the ``azure.cognitiveservices.speech`` module (tests).
     ``word_boundaries``: ask for the SDK's word boundaries (``synthesis_word_boundary``)
     and surface them as the streams' ``words``.
+
+    While a synthesizer connects, the plugin also opens (and at once closes) one TCP
+    connection to the endpoint's host and port, so that a refused connection fails the
+    stream at once even when the SDK drops its report (see
+    :mod:`~antiphon.plugins.azure.sdk_probe`); not with a proxy nor with ``sdk``.
     """
 
     provider = PROVIDER
@@ -233,6 +241,12 @@ class AzureSdkTTS(TTS):
         self.voice = the_voice
         self.max_idle = max_idle
         self._sdk_module = sdk
+        proxied = any(name.startswith("SpeechServiceConnection_Proxy") for name in props)
+        #: Where the probe checks that connections are not refused (None: no probe; a
+        #: stand-in ``sdk`` connects nowhere, a proxy is what the SDK connects to).
+        self.probe_target: tuple[str, int] | None = (
+            None if sdk is not None or proxied else endpoint_address(self.settings.endpoint)
+        )
         self._workers: set[SdkWorker] = set()
         self._idle: list[SdkWorker] = []
         super().__init__(sample_rate=fmt.sample_rate, channels=1, deadlines=deadlines)
@@ -286,6 +300,9 @@ class AzureSdkTTS(TTS):
                 )
                 try:
                     async with asyncio.timeout(timeout):
+                        why = await self.probe(worker)
+                        if why is not None:
+                            raise self.refused_error(why)
                         await worker.up.wait()
                 except TimeoutError:
                     raise ProviderTimeoutError(
@@ -299,6 +316,27 @@ class AzureSdkTTS(TTS):
             self._return(worker, reusable=False)
             raise
         self._return(worker, reusable=True)
+
+    async def probe(self, worker: SdkWorker) -> str | None:
+        """Why the endpoint refuses connections, if it does and ``worker`` is not connected.
+
+        Unbounded by itself: the caller's connect deadline bounds it.
+        """
+        if self.probe_target is None or worker.connected:
+            return None
+        why = await refused(*self.probe_target)
+        return None if worker.connected else why
+
+    def refused_error(self, details: str) -> ProviderConnectionError:
+        """The error of a connection the endpoint refused (the probe's ``details``)."""
+        return ProviderConnectionError(
+            f"the connection was refused: {details}",
+            provider=PROVIDER,
+            stage="connect",
+            hint=f"nothing accepts connections at {self.settings.endpoint}; check the "
+            "endpoint or region, and that the service is running",
+            retryable=True,
+        )
 
     def _new_stream(self, generation: int) -> AzureSdkSynthesisStream:
         return AzureSdkSynthesisStream(self, generation)

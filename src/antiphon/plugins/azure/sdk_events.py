@@ -4,15 +4,17 @@ How it is built: the SDK calls its event handlers on its own threads; the handle
 :class:`~antiphon.plugins.azure.sdk_worker.SdkWorker` only turn each SDK event into one of
 these frozen values (plain Python, no native object) and post it to the event loop, where
 :class:`~antiphon.plugins.azure.sdk_stream.AzureSdkSynthesisStream` reads it from its
-mailbox. Why a module of its own: these values are the whole contract between the
-worker thread and the stream (word boundaries included), and both sides import them.
+mailbox; :class:`Refused` comes from the stream's own probe of the endpoint
+(:mod:`~antiphon.plugins.azure.sdk_probe`). Why a module of its own: these values are the
+whole contract between the worker thread and the stream (word boundaries included), and
+both sides import them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Audio", "Connected", "Done", "Started", "Word", "enum_name"]
+__all__ = ["Audio", "Connected", "Done", "Refused", "Started", "Word", "enum_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,13 @@ class Done:
 @dataclass(frozen=True, slots=True)
 class Connected:
     up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The endpoint refused the probe's TCP connection: the SDK's is refused too."""
+
+    details: str
 
 
 @dataclass(frozen=True, slots=True)

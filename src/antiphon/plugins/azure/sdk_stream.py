@@ -9,6 +9,11 @@ request becomes frames (mu-law/a-law decoded, 16-bit samples kept whole across c
 word boundaries become the stream's ``words``, offset by where that request's audio
 begins; a request that fails before any audio is replayed once. Deadlines: ``connect``
 while the connection is down, ``first_audio`` then ``idle`` once a request is closed.
+Whenever a request is handed to a synthesizer that is not connected, the stream probes the
+endpoint alongside (:mod:`~antiphon.plugins.azure.sdk_probe`, one task at a time, which
+the stream cancels and awaits when it ends): a refusal arrives as
+:class:`~antiphon.plugins.azure.sdk_events.Refused` and fails the stream at once, since
+the SDK may never report it.
 Why a module of its own: this is what is said and heard, apart from the thread that makes
 the SDK calls (:mod:`~antiphon.plugins.azure.sdk_worker`) and the plugin that pools them.
 """
@@ -16,6 +21,7 @@ the SDK calls (:mod:`~antiphon.plugins.azure.sdk_worker`) and the plugin that po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -23,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from antiphon import metrics
+from antiphon.aio.channel import ChannelClosed
+from antiphon.aio.tasks import cancel_and_wait, reap
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ProviderError, ProviderTimeoutError
-from antiphon.plugins.azure.sdk_events import Audio, Connected, Done, Started, Word
+from antiphon.plugins.azure.sdk_events import Audio, Connected, Done, Refused, Started, Word
 from antiphon.plugins.azure.sdk_worker import SdkWorker
 from antiphon.protocols import azure_tts as az
 from antiphon.services.tts import (
@@ -63,6 +71,7 @@ class AzureSdkSynthesisStream(SynthesisStream):
     def __init__(self, tts: AzureSdkTTS, generation: int) -> None:
         self._tts = tts
         self._worker: SdkWorker | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._carry = b""
         self._rids = itertools.count(1)
         super().__init__(
@@ -109,11 +118,40 @@ class AzureSdkSynthesisStream(SynthesisStream):
     async def _start(self, req: _Request) -> None:
         worker = await self._worker_for_stream()
         req.begun = True
+        if not worker.connected:
+            self._start_probe(worker)
         await worker.begin(req.rid, self._tts.voice, timeout=self._tts.deadlines.connect)
         if req.journal:
             await worker.write(req.rid, "".join(req.journal), timeout=self._tts.deadlines.idle)
         if req.closed:
             await worker.finish(req.rid, timeout=self._tts.deadlines.idle)
+
+    def _start_probe(self, worker: SdkWorker) -> None:
+        """Probe the endpoint while ``worker`` connects, unless a probe runs already."""
+        if self._tts.probe_target is None or (self._probe is not None and not self._probe.done()):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run_probe(worker), name=f"{self.provider}-stream-probe"
+        )
+        task.add_done_callback(reap)
+        self._probe = task
+
+    async def _run_probe(self, worker: SdkWorker) -> None:
+        try:
+            async with asyncio.timeout(self._tts.deadlines.connect):
+                why = await self._tts.probe(worker)
+        except TimeoutError:
+            return  # the stream's own connect deadline ends the wait
+        if why is not None:
+            with contextlib.suppress(ChannelClosed):  # the stream has ended meanwhile
+                self._mailbox.send_nowait(Refused(why))
+
+    async def _cleanup(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await cancel_and_wait([probe], timeout=self._tts.deadlines.close, what="azure probe")
+            if probe.done() and not probe.cancelled() and probe.exception() is not None:
+                log.warning("%s: the endpoint probe failed: %r", self.provider, probe.exception())
 
     async def _loop(self) -> None:
         tts = self._tts
@@ -181,6 +219,10 @@ class AzureSdkSynthesisStream(SynthesisStream):
                     ended = True
                 if ended and not reqs:
                     return self._end_audio()
+            elif isinstance(item, Refused):
+                # The SDK's connection is refused as well, and it may never say so.
+                if worker is not None and not worker.connected and reqs and not reqs[0].heard:
+                    raise tts.refused_error(item.details)
             elif isinstance(item, Connected):
                 # Lost between requests: the clock starts when the next one begins.
                 connect_since = None if item.up or not reqs else loop.time()
