@@ -23,9 +23,9 @@ from antiphon.errors import (
     ProviderTimeoutError,
 )
 from antiphon.net.pool import PoolOptions
+from antiphon.net.probe import endpoint_address, refused
 from antiphon.plugins.azure.sdk import AzureSdkTTS, SdkWorker
 from antiphon.plugins.azure.sdk_events import enum_name
-from antiphon.plugins.azure.sdk_probe import endpoint_address, refused
 from antiphon.protocols import azure_tts as az
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FaultPlan, LeakCheck, running_in_thread
@@ -57,7 +57,7 @@ class AzureSdkHarness(TTSHarness):
         # load of the library) that took over 1 s, so its connect deadline is 3 s (times
         # the CI profile's scale). A refused connection does not wait for it: the SDK
         # reports it in milliseconds, or the plugin's probe does when the SDK drops its
-        # report (see antiphon.plugins.azure.sdk_probe). Every other deadline is the suite's.
+        # report (see antiphon.net.probe). Every other deadline is the suite's.
         deadlines = replace(deadlines, connect=max(deadlines.connect, 3.0 * time_scale()))
         return AzureSdkTTS(api_key=DEFAULT_API_KEY, endpoint=base_url, deadlines=deadlines)
 

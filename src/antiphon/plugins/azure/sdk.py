@@ -32,7 +32,7 @@ sequence are :mod:`~antiphon.plugins.azure.sdk_worker`, the native objects and t
 release steps :mod:`~antiphon.plugins.azure.sdk_native`, the events the worker posts
 :mod:`~antiphon.plugins.azure.sdk_events`, the stream
 :mod:`~antiphon.plugins.azure.sdk_stream`, and the TCP probe that learns of a refused
-connection the SDK may not report :mod:`~antiphon.plugins.azure.sdk_probe`. :class:`SdkWorker` and
+connection the SDK may not report :mod:`~antiphon.net.probe`. :class:`SdkWorker` and
 :class:`AzureSdkSynthesisStream` are re-exported here.
 """
 
@@ -53,7 +53,7 @@ from antiphon.errors import (
     ProviderTimeoutError,
     StreamClosedError,
 )
-from antiphon.plugins.azure.sdk_probe import endpoint_address, refused
+from antiphon.net.probe import endpoint_address, refused
 from antiphon.plugins.azure.sdk_stream import AzureSdkSynthesisStream
 from antiphon.plugins.azure.sdk_worker import SdkWorker
 from antiphon.plugins.azure.tts import resolve_key
@@ -158,7 +158,7 @@ class AzureSdkTTS(TTS):
     While a synthesizer connects, the plugin also opens (and at once closes) one TCP
     connection to the endpoint's host and port, so that a refused connection fails the
     stream at once even when the SDK drops its report (see
-    :mod:`~antiphon.plugins.azure.sdk_probe`); not with a proxy nor with ``sdk``.
+    :mod:`~antiphon.net.probe`); not with a proxy nor with ``sdk``.
     """
 
     provider = PROVIDER

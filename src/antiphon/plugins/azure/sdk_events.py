@@ -5,7 +5,7 @@ How it is built: the SDK calls its event handlers on its own threads; the handle
 these frozen values (plain Python, no native object) and post it to the event loop, where
 :class:`~antiphon.plugins.azure.sdk_stream.AzureSdkSynthesisStream` reads it from its
 mailbox; :class:`Refused` comes from the stream's own probe of the endpoint
-(:mod:`~antiphon.plugins.azure.sdk_probe`). Why a module of its own: these values are the
+(:mod:`~antiphon.net.probe`). Why a module of its own: these values are the
 whole contract between the worker thread and the stream (word boundaries included), and
 both sides import them.
 """

@@ -10,7 +10,7 @@ word boundaries become the stream's ``words``, offset by where that request's au
 begins; a request that fails before any audio is replayed once. Deadlines: ``connect``
 while the connection is down, ``first_audio`` then ``idle`` once a request is closed.
 Whenever a request is handed to a synthesizer that is not connected, the stream probes the
-endpoint alongside (:mod:`~antiphon.plugins.azure.sdk_probe`, one task at a time, which
+endpoint alongside (:mod:`~antiphon.net.probe`, one task at a time, which
 the stream cancels and awaits when it ends): a refusal arrives as
 :class:`~antiphon.plugins.azure.sdk_events.Refused` and fails the stream at once, since
 the SDK may never report it.

@@ -1,22 +1,19 @@
-"""A TCP probe of the Speech endpoint: learns of a refused connection the SDK may never report.
+"""A TCP probe: learns whether an endpoint refuses connections, for a client that may not say.
 
-Why: the Speech SDK (1.53) reports a refused WebSocket connection as a ``ConnectionFailure``
-cancellation, except when the refusal is back before its synthesis thread has sent the
-request's first message (``speech.config``): its trace then shows the ``TransportError``
-handled and no cancellation, and the request waits for ever. On loopback the refusal is
-immediate and this happens about once in a hundred requests on a loaded machine; a fast
-network can do the same. ``Connection.open()`` reports a refused connection not at all. So
-while a synthesizer connects, the plugin opens one TCP connection of its own to the
-endpoint's host and port and closes it at once: if every address of the host refuses it,
-the SDK's connection is refused too, and the stream fails now with what the SDK would
-have said.
+Why: a plugin built on a vendor's native SDK connects on the SDK's own threads, and
+cannot see its socket. The Azure Speech SDK (1.53) loses its report of a refused
+connection about once in a few hundred requests (the refusal is back before its
+synthesis thread sent the request's first message: the request then waits for ever),
+and ``Connection.open()`` reports a refused connection not at all
+(``antiphon.plugins.azure.sdk``). So while the SDK connects, the plugin asks here, and a
+refusal fails its stream at once with what the SDK would have said.
 
-How it is built: :func:`endpoint_address` takes host and port from the ``ws(s)://`` URL;
+How it is built: :func:`endpoint_address` takes host and port from a ``ws(s)://`` URL;
 :func:`refused` resolves the host (an IP address needs no lookup) and connects to each
 address in turn, sending nothing (the service sees a TCP connection opened and closed, to
 the host and port the SDK connects to, and to nothing else). It answers only "refused"
 or "cannot tell": any other outcome is left to the SDK and the caller's connect deadline,
-which also bounds the probe. Not used with a proxy (the SDK then connects to the proxy).
+which also bounds the probe. Kept in ``net/``, which owns every socket antiphon opens.
 """
 
 from __future__ import annotations
