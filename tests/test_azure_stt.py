@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from antiphon.errors import AuthError, ConfigError, ProviderError, ProviderTimeoutError
+from antiphon.errors import (
+    AuthError,
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+)
 from antiphon.plugins.azure.stt import AzureSTT
 from antiphon.protocols import azure_stt as az
 from antiphon.protocols.stt_session import Act, Phase
@@ -22,6 +28,7 @@ from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure_stt import DEFAULT_API_KEY, FakeAzureSpeechRecognition
 from antiphon.testing.azure_stt_double import RecognitionDouble
 from antiphon.testing.conformance.stt_ws import PHRASES, speech
+from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import ABORT
 from antiphon.testing.vloop import time_scale
 
@@ -180,6 +187,32 @@ async def test_connect_hangs() -> None:
             _ = [t async for t in s]
         # our connect deadline, or the SDK's own report of the failed connection
         assert info.value.stage == "connect" or info.value.retryable
+        assert s.state is StreamState.FAILED
+        await s.aclose()
+
+
+@contextlib.asynccontextmanager
+async def refusing() -> AsyncIterator[AzureSTT]:
+    """The plugin on the real SDK pointed at a loopback port where nothing listens."""
+    port = free_port()
+    leaks = LeakCheck(ports=[port])
+    stt = AzureSTT(api_key=DEFAULT_API_KEY, endpoint=f"ws://127.0.0.1:{port}", deadlines=DEADLINES)
+    try:
+        yield stt
+    finally:
+        await stt.aclose()
+    await leaks.assert_clean(settle=SDK_LINGER * _S)
+    assert stt.threads == [] and stt.active_streams == 0
+
+
+async def test_connect_refused() -> None:
+    async with refusing() as stt:
+        s = stt.stream()
+        feed(s, PHRASES[0])
+        s.end_input()
+        with pytest.raises(ProviderConnectionError) as info:
+            _ = [t async for t in s]
+        assert info.value.retryable and "refused" in str(info.value).lower()
         assert s.state is StreamState.FAILED
         await s.aclose()
 
