@@ -247,13 +247,19 @@ class CallBridge(ABC, Generic[M]):
         if task.cancelled():
             return
         exc = task.exception()
-        if isinstance(exc, CallEnded):
-            self.end(exc.code, exc.reason)
-        elif exc is not None:
-            log.warning("%s: %s failed: %r", self.name, task.get_name(), exc)
-            self.end(INTERNAL, "internal error")
+        if exc is not None:
+            self._failed(exc, task.get_name())
         elif task is not self._sender:
             self.end(NORMAL, "")
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """End the call for ``what``'s error: with its code if it is a
+        :class:`CallEnded`, else 1011 (rule 12)."""
+        if isinstance(exc, CallEnded):
+            self.end(exc.code, exc.reason)
+        else:
+            log.warning("%s: %s failed: %r", self.name, what, exc)
+            self.end(INTERNAL, "internal error")
 
     def _queue(self, item: M, *, audio: bool | None = None) -> None:
         """Queue ``item`` for the peer, in order.
@@ -350,11 +356,8 @@ class CallBridge(ABC, Generic[M]):
             return True  # the call is ending: what the peer sends now is not read
         try:
             self._handle_now(message)
-        except CallEnded as exc:
-            self.end(exc.code, exc.reason)
-        except Exception as exc:  # as the reader task failing would (rule 12)
-            log.warning("%s: the reader failed: %r", self.name, exc)
-            self.end(INTERNAL, "internal error")
+        except Exception as exc:  # as the reader task failing would
+            self._failed(exc, "the reader")
         return True
 
     takes_direct = False
