@@ -39,6 +39,10 @@ settings.register_profile(
     derandomize=True,
     print_blob=True,
 )
+# ``deep``: many more examples, to shake a state machine after a change (by hand, not CI)
+settings.register_profile(
+    "deep", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=3000
+)
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 

@@ -182,7 +182,9 @@ class World:
             committed = m.agent in (AgentPhase.THINKING, AgentPhase.SPEAKING)
             assert committed == (self.live in self.committed)
         if m.overlap is not Overlap.NONE:
-            assert m.reply is not None and m.user is UserPhase.SPEAKING
+            # speech over the agent, or its final awaited to decide it
+            assert m.reply is not None
+            assert m.user in (UserPhase.SPEAKING, UserPhase.AWAITING_FINAL)
         if m.agent is AgentPhase.SPEAKING and m.overlap is Overlap.NONE:
             assert m.state is AgentState.SPEAKING
         if m.user is UserPhase.SPEAKING and m.reply is None:
@@ -293,6 +295,7 @@ def _snapshot(m: TurnMachine) -> str:
     return repr((
         m.user, m.agent, m.overlap, m.state, m.generation, m.turn, m.reply, m.says, m.typed,
         m.pause, m.timer, m.turns, m.open_turn, m.speech_end_at, m.final_delay, m.spoken_for,
+        m._spoken_before,
     ))  # fmt: skip
 
 
@@ -315,6 +318,11 @@ def test_every_turn_ends_once_and_every_reply_once(
 ) -> None:
     world = World(TurnMachine(options, semantic_hold=0.5 if semantic else None))
     run(world, steps)
+    check_ends(world)
+
+
+def check_ends(world: World) -> None:
+    """Bring the conversation to rest and close it: every turn and reply ended once."""
     m = world.machine
     if not m.closed:
         bring_to_rest(world)

@@ -19,7 +19,9 @@ How it is built:
   turn ended empty at the final's timeout and a late final still answers it); the
   agent's side is a :class:`AgentPhase` (idle, speculating on an interim, thinking,
   speaking, closed). Speech over the agent is an :class:`Overlap` (over its speech, or
-  over its thinking), not yet an interruption. The published
+  over its thinking), not yet an interruption; one that ends long enough but short of
+  words while the STT still owes them (Whisper gives words only once flushed) awaits
+  its final, which decides: an interruption and a turn, or a false interruption. The published
   :class:`~antiphon.agent.events.AgentState` follows from these (``ChangeState``).
 - **Every user turn ends once, with a typed outcome** (:class:`TurnEnded`): answered,
   unanswered (a fallback line), empty, ignored (speech over an uninterruptible reply, or
@@ -114,7 +116,8 @@ class TurnMachine(ReplySide):
     open_turn: int | None = None
     speech_end_at: float | None = None
     final_delay: float | None = None
-    spoken_for: float = 0.0  # seconds the current speech has lasted
+    spoken_for: float = 0.0  # seconds the current speech (or overlap) has lasted
+    _spoken_before: float = 0.0  # of the overlap, before its speech resumed
     _pause_end: SpeechEnded | None = None
     _out: list[Action] = field(default_factory=list)
 
@@ -149,7 +152,7 @@ class TurnMachine(ReplySide):
             case SpeechStarted():
                 self._speech_started(event)
             case SpeechLasted():
-                self.spoken_for = event.duration
+                self.spoken_for = self._spoken_before + event.duration
                 self._maybe_interrupt()
             case SpeechEnded():
                 self._speech_ended(event)
@@ -228,6 +231,12 @@ class TurnMachine(ReplySide):
         if not event.heard:
             self.turn.lost = True  # the recogniser is down: this speech is unheard
         self._cancel_timer()
+        if self.overlap is not Overlap.NONE:
+            # speech over the agent resumed while its final was awaited: the same
+            # overlap goes on, and its duration counts what was said before
+            self._spoken_before = self.spoken_for
+            return
+        self._spoken_before = 0.0
         opts = self.options.interruption
         reply = self.reply
         if reply is not None and self.agent is AgentPhase.SPEAKING:
@@ -262,7 +271,16 @@ class TurnMachine(ReplySide):
     def _speech_ended(self, event: SpeechEnded) -> None:
         self.user = UserPhase.QUIET
         if self.overlap is not Overlap.NONE:
-            self._false_interruption()
+            if self._overlap_needs_final(event):
+                # long enough, and its words are still owed (an STT that gives words
+                # only once flushed): its final decides, an interruption or not
+                self.speech_end_at = event.at
+                self._do(FlushStt())
+                self.user = UserPhase.AWAITING_FINAL
+                self.final_delay = None
+                self._arm("final", self.options.turn.final_timeout)
+            else:
+                self._false_interruption()
             return
         if self.agent is AgentPhase.SPEAKING:
             self.turn.lost = False
@@ -309,6 +327,13 @@ class TurnMachine(ReplySide):
         else:
             self._arm("hold", event.hold)
 
+    def _overlap_dropped(self) -> None:
+        """The final awaited for speech over the agent did not make it an interruption
+        (only backchannel, nothing, no final in time, or the recogniser failed)."""
+        self._cancel_timer()
+        self.user = UserPhase.QUIET
+        self._false_interruption()
+
     def _end_pause(self) -> None:
         """The pause is the end of the turn (the model said so, or silence did)."""
         end = self._pause_end
@@ -319,17 +344,30 @@ class TurnMachine(ReplySide):
 
     def _transcribed(self, t: Transcribed) -> None:
         text = t.text.strip()
+        awaited = self.user is UserPhase.AWAITING_FINAL
         if not text:
-            if t.flushed and t.current and self.user is UserPhase.AWAITING_FINAL:
+            if t.flushed and t.current and awaited:
                 # the STT answered the flush with nothing more: the turn ends now
                 if self.speech_end_at is not None:
                     self.final_delay = t.at - self.speech_end_at
-                self._end_of_turn()
+                if self.overlap is not Overlap.NONE:
+                    self._overlap_dropped()  # nothing more was said over the agent
+                else:
+                    self._end_of_turn()
             return
         self._emit(UserTranscribed(text, t.final, self.generation))
         if self.agent is AgentPhase.SPEAKING and self.overlap is Overlap.NONE:
             return  # speech over an uninterruptible reply
         self.turn.hear(text, final=t.final, end=t.end, source=t.source)
+        if t.final and awaited and self.overlap is not Overlap.NONE:
+            # the final of speech over the agent: its words interrupt, or it was not a turn
+            if self.speech_end_at is not None:
+                self.final_delay = t.at - self.speech_end_at
+            if self._maybe_interrupt():
+                self._end_of_turn()
+            else:
+                self._overlap_dropped()
+            return
         if t.final:
             late = (
                 self.user is UserPhase.MISSED
@@ -351,6 +389,9 @@ class TurnMachine(ReplySide):
         waited = event.at - (self.speech_end_at if self.speech_end_at is not None else event.at)
         if event.behind and waited < self.stt_final_deadline:
             self._arm("final", 0.1)  # the recogniser is behind: wait (bounded)
+            return
+        if self.overlap is not Overlap.NONE:
+            self._overlap_dropped()  # no words came for the speech over the agent
             return
         behind = event.behind or self.turn.lost
         # a final that comes after this (and no text yet) still starts the turn, unless
@@ -433,6 +474,7 @@ class TurnMachine(ReplySide):
             self._leave_pause()
             self._cancel_timer()
             spoken = self.turn.take(behind=False).text
+            self.overlap = Overlap.NONE  # the reply it was over is gone (output unpaused)
             if self.user is UserPhase.MISSED or not spoken:
                 self._end_turn(Outcome.EMPTY)
             else:
@@ -451,6 +493,9 @@ class TurnMachine(ReplySide):
 
     def _stt_failed(self, event: SttFailed) -> None:
         user = self.user
+        if user is UserPhase.AWAITING_FINAL and self.overlap is not Overlap.NONE:
+            self._overlap_dropped()  # its words are lost with the stream: the reply goes on
+            return
         if user in (UserPhase.SPEAKING, UserPhase.PAUSED, UserPhase.AWAITING_FINAL):
             self.turn.lost = True
         if user is UserPhase.AWAITING_FINAL:

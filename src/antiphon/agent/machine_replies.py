@@ -38,6 +38,7 @@ from antiphon.agent.turn_events import (
     ReplyDone,
     ReplyFailed,
     ResumeOutput,
+    SpeechEnded,
     StartReply,
     TurnEnded,
 )
@@ -131,30 +132,51 @@ class ReplySide:
 
     # ------------------------------------------------------------------ interruptions
 
-    def _maybe_interrupt(self) -> None:
+    def _maybe_interrupt(self) -> bool:
+        """Let speech over the agent take the floor if it passed the thresholds (True)."""
         reply = self.reply
         opts = self.options.interruption
         if self.overlap is Overlap.NONE or reply is None:
-            return
+            return False
         if self.overlap is Overlap.THINKING:
             # began before the reply spoke (its audio, if any, waits unheard): the
             # thinking thresholds decide, and yielding drops the reply as never said
             if self.spoken_for < opts.min_duration_thinking:
-                return
+                return False
             if content_words(self.turn.text(), frozenset()) < opts.min_words_thinking:
-                return
+                return False
             # the user goes on before the agent said anything: drop the reply, keep the
             # text (it starts the turn, with what was heard of this speech)
             self.overlap = Overlap.NONE
             self._abandon(reply, "the user went on speaking")  # unpauses the output
             self._settle_state("the user went on speaking")
-            return
+            return True
         if self.spoken_for < opts.min_duration:
-            return
+            return False
         need = max(opts.min_words, 1 if opts.backchannel else 0)
         if need and content_words(self.turn.text(), opts.backchannel) < need:
-            return  # too few words yet, or only backchannel ("uh-huh", "yeah")
+            return False  # too few words yet, or only backchannel ("uh-huh", "yeah")
         self._interrupt(reply)
+        return True
+
+    def _overlap_needs_final(self, end: SpeechEnded) -> bool:
+        """Does speech over the agent, just ended undecided, wait for its final?
+
+        Yes when it lasted long enough to interrupt but has too few words yet, and the
+        recogniser still owes them: no final covers its end (an STT that gives words
+        only once flushed, such as Whisper or a batch STT, has given none) and the
+        recogniser is not down. Otherwise it is a false interruption now.
+        """
+        opts = self.options.interruption
+        if self.overlap is Overlap.THINKING:
+            long_enough = self.spoken_for >= opts.min_duration_thinking
+            need = opts.min_words_thinking
+        else:
+            long_enough = self.spoken_for >= opts.min_duration
+            need = max(opts.min_words, 1 if opts.backchannel else 0)
+        if not long_enough or not need or self.turn.lost:
+            return False
+        return not self.turn.covers(end.stt_end, end.source)
 
     def _interrupt(self, reply: ReplyState) -> None:
         self.overlap = Overlap.NONE

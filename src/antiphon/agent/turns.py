@@ -165,7 +165,8 @@ class UserPhase(enum.Enum):
     PAUSED = "paused"
     """The speech paused; the end-of-turn model decides (a hold timer bounds it)."""
     AWAITING_FINAL = "awaiting_final"
-    """The speech is over; the STT's final is awaited (the final timer bounds it)."""
+    """The speech is over; the STT's final is awaited (the final timer bounds it). With
+    an :class:`Overlap`, that final decides whether the speech interrupts."""
     MISSED = "missed"
     """The turn ended empty at the final's timeout; a late final still answers it."""
 
