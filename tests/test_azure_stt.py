@@ -173,6 +173,7 @@ async def test_server_drops_mid_stream(code: int) -> None:
         with pytest.raises(ProviderError) as info:
             _ = [t async for t in s]
         assert info.value.retryable and not isinstance(info.value, AuthError)
+        assert info.value.stage in ("receive", "final")  # it had connected
         assert s.state is StreamState.FAILED
         await s.aclose()
 
@@ -213,6 +214,7 @@ async def test_connect_refused() -> None:
         with pytest.raises(ProviderConnectionError) as info:
             _ = [t async for t in s]
         assert info.value.retryable and "refused" in str(info.value).lower()
+        assert info.value.stage == "connect"  # as the WebSocket STTs report a refusal
         assert s.state is StreamState.FAILED
         await s.aclose()
 
