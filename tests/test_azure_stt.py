@@ -28,9 +28,9 @@ from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure_stt import DEFAULT_API_KEY, FakeAzureSpeechRecognition
 from antiphon.testing.azure_stt_double import RecognitionDouble
 from antiphon.testing.conformance.stt_ws import PHRASES, speech
-from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import ABORT
 from antiphon.testing.vloop import time_scale
+from azure_helpers import on_refusing_endpoint
 
 pytest.importorskip("azure.cognitiveservices.speech")
 #: The SDK runs on its own native threads: real time (docs/testing.md); every test bounded.
@@ -195,14 +195,12 @@ async def test_connect_hangs() -> None:
 @contextlib.asynccontextmanager
 async def refusing() -> AsyncIterator[AzureSTT]:
     """The plugin on the real SDK pointed at a loopback port where nothing listens."""
-    port = free_port()
-    leaks = LeakCheck(ports=[port])
-    stt = AzureSTT(api_key=DEFAULT_API_KEY, endpoint=f"ws://127.0.0.1:{port}", deadlines=DEADLINES)
-    try:
+
+    def make(endpoint: str) -> AzureSTT:
+        return AzureSTT(api_key=DEFAULT_API_KEY, endpoint=endpoint, deadlines=DEADLINES)
+
+    async with on_refusing_endpoint(make, settle=SDK_LINGER * _S) as stt:
         yield stt
-    finally:
-        await stt.aclose()
-    await leaks.assert_clean(settle=SDK_LINGER * _S)
     assert stt.threads == [] and stt.active_streams == 0
 
 
