@@ -11,6 +11,8 @@ How it is built: plain functions over lists, so each bench keeps its own loop an
   the last send before it, and :func:`overhead_summary` is the bare-vs-plugin table row.
 - :func:`cpu_seconds`, :func:`rss_mb` read another process's CPU and memory from
   ``/proc``; :func:`free_port` and :func:`wait_listening` start a server subprocess.
+- :func:`ab_versions` and :func:`version_env` are the two versions an A/B bench
+  alternates (``--against``) and the environment of a child that runs one of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 __all__ = [
     "HTTP_SENT",
     "WS_SENT",
+    "ab_versions",
     "after_last_send",
     "clock_http_writes",
     "clock_ws_sends",
@@ -39,6 +42,7 @@ __all__ = [
     "pct_linear",
     "pct_or_none",
     "rss_mb",
+    "version_env",
     "wait_listening",
 ]
 
@@ -166,3 +170,18 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, limit: flo
         await w.wait_closed()
         return
     raise RuntimeError(f"the server did not listen on {port} within {limit} s")
+
+
+def ab_versions(against: Path) -> dict[str, Path]:
+    """The ``src`` of this checkout (``this``) and of the checkout ``against``
+    (``against``); exits with one line if ``against`` holds no antiphon package."""
+    other = against.resolve() / "src"
+    if not (other / "antiphon").is_dir():
+        raise SystemExit(f"--against: no antiphon package under {other}; give a checkout")
+    return {"this": Path(__file__).resolve().parent.parent / "src", "against": other}
+
+
+def version_env(src: Path, *more: Path) -> dict[str, str]:
+    """This process's environment with ``PYTHONPATH`` set to ``src`` (then ``more``), so
+    that a child runs that version of antiphon."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (src, *more)))

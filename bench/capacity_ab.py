@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchkit import ab_versions, version_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +39,7 @@ def run_once(src: Path, calls: int, seconds: float) -> dict[str, Any]:
         command += ["--sizes", str(calls), "--seconds", str(seconds), "--out", str(out)]
         subprocess.run(
             command,
-            env=dict(os.environ, PYTHONPATH=str(src)),
+            env=version_env(src),
             check=True,
             capture_output=True,
         )
@@ -61,10 +62,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "capacity_ab.json")
     a = ap.parse_args()
-    other = a.against.resolve() / "src"
-    if not (other / "antiphon").is_dir():
-        raise SystemExit(f"--against: no antiphon package under {other}; give a checkout")
-    versions = {"this": HERE.parent / "src", "against": other}
+    versions = ab_versions(a.against)
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
         r = {name: run_once(src, a.calls, a.seconds) for name, src in versions.items()}

@@ -33,6 +33,7 @@ from pathlib import Path
 from antiphon.audio.frame import AudioFrame
 from antiphon.testing.agent import doubles_agent
 from antiphon.transports.websocket import WebSocketBridge
+from benchkit import ab_versions, version_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,11 +92,10 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
 
 
 def _run_with(src: Path, a: argparse.Namespace) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{HERE}")
     args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
     out = subprocess.run(
         [sys.executable, str(Path(__file__)), *args],
-        env=env,
+        env=version_env(src, HERE),
         check=True,
         capture_output=True,
         text=True,
@@ -121,7 +121,7 @@ def main() -> None:
             )
         )
         return
-    versions = {"this": HERE.parent / "src", "against": a.against.resolve() / "src"}
+    versions = ab_versions(a.against)
     results: dict[str, list[dict[str, float]]] = {k: [] for k in versions}
     for _ in range(a.rounds):
         for name, src in versions.items():

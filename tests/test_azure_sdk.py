@@ -36,6 +36,7 @@ from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import ABORT
 from antiphon.testing.server import FakeServer
 from antiphon.testing.vloop import time_scale
+from azure_helpers import on_refusing_endpoint
 
 pytest.importorskip("azure.cognitiveservices.speech")
 #: Every test here is bounded (the conformance ones also by their own guard).
@@ -168,15 +169,12 @@ async def test_real_sdk_prewarm_connects_ahead() -> None:
 @contextlib.asynccontextmanager
 async def refusing_run() -> AsyncIterator[AzureSdkTTS]:
     """The real SDK pointed at a loopback port where nothing listens."""
-    port = free_port()
-    leaks = LeakCheck(ports=[port])
-    tts = AzureSdkTTS(api_key=DEFAULT_API_KEY, endpoint=f"ws://127.0.0.1:{port}", deadlines=FAST)
-    try:
-        async with asyncio.timeout(GUARD):
-            yield tts
-    finally:
-        await tts.aclose()
-    await leaks.assert_clean(settle=1.0)
+
+    def make(endpoint: str) -> AzureSdkTTS:
+        return AzureSdkTTS(api_key=DEFAULT_API_KEY, endpoint=endpoint, deadlines=FAST)
+
+    async with on_refusing_endpoint(make, settle=1.0) as tts, asyncio.timeout(GUARD):
+        yield tts
 
 
 async def test_real_sdk_refusal_it_does_not_report_still_fails_the_stream_at_connect(

@@ -28,9 +28,9 @@ from antiphon.testing import FaultPlan, LeakCheck, serving
 from antiphon.testing.azure_stt import DEFAULT_API_KEY, FakeAzureSpeechRecognition
 from antiphon.testing.azure_stt_double import RecognitionDouble
 from antiphon.testing.conformance.stt_ws import PHRASES, speech
-from antiphon.testing.conformance.tts_harness import free_port
 from antiphon.testing.faults import ABORT
 from antiphon.testing.vloop import time_scale
+from azure_helpers import on_refusing_endpoint
 
 pytest.importorskip("azure.cognitiveservices.speech")
 #: The SDK runs on its own native threads: real time (docs/testing.md); every test bounded.
@@ -173,6 +173,7 @@ async def test_server_drops_mid_stream(code: int) -> None:
         with pytest.raises(ProviderError) as info:
             _ = [t async for t in s]
         assert info.value.retryable and not isinstance(info.value, AuthError)
+        assert info.value.stage in ("receive", "final")  # it had connected
         assert s.state is StreamState.FAILED
         await s.aclose()
 
@@ -194,14 +195,12 @@ async def test_connect_hangs() -> None:
 @contextlib.asynccontextmanager
 async def refusing() -> AsyncIterator[AzureSTT]:
     """The plugin on the real SDK pointed at a loopback port where nothing listens."""
-    port = free_port()
-    leaks = LeakCheck(ports=[port])
-    stt = AzureSTT(api_key=DEFAULT_API_KEY, endpoint=f"ws://127.0.0.1:{port}", deadlines=DEADLINES)
-    try:
+
+    def make(endpoint: str) -> AzureSTT:
+        return AzureSTT(api_key=DEFAULT_API_KEY, endpoint=endpoint, deadlines=DEADLINES)
+
+    async with on_refusing_endpoint(make, settle=SDK_LINGER * _S) as stt:
         yield stt
-    finally:
-        await stt.aclose()
-    await leaks.assert_clean(settle=SDK_LINGER * _S)
     assert stt.threads == [] and stt.active_streams == 0
 
 
@@ -213,6 +212,7 @@ async def test_connect_refused() -> None:
         with pytest.raises(ProviderConnectionError) as info:
             _ = [t async for t in s]
         assert info.value.retryable and "refused" in str(info.value).lower()
+        assert info.value.stage == "connect"  # as the WebSocket STTs report a refusal
         assert s.state is StreamState.FAILED
         await s.aclose()
 

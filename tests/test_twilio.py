@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from antiphon.protocols import twilio as tw
 from antiphon.server.app import create_app
+from antiphon.server.twilio import public_address
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
@@ -105,6 +106,19 @@ def test_twiml_connects_the_call_to_the_stream() -> None:
     assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>')
     assert '<Stream url="wss://example.com/twilio/media">' in xml
     assert """<Parameter name="who" value='a "b" &amp; c'/>""" in xml  # escaped XML
+
+
+def test_public_address_is_on_the_public_url_else_on_the_requests_base() -> None:
+    base = "http://10.0.0.7:8000"
+    assert public_address("https://a.example/", base, "/twilio/media") == (
+        "https://a.example/twilio/media"
+    )  # one slash, with or without the public URL's own
+    assert public_address("https://a.example", base, "/telnyx/voice") == (
+        "https://a.example/telnyx/voice"
+    )
+    assert public_address(None, base, "/plivo/voice", "a=1&b=2") == (
+        "http://10.0.0.7:8000/plivo/voice?a=1&b=2"
+    )
 
 
 def test_signature_is_hmac_sha1_of_url_and_sorted_params() -> None:

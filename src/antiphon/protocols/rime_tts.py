@@ -364,13 +364,8 @@ class RimeSession(ContextLedger[_Op]):
     # -- client side
     def speak(self, text: str) -> list[Message]:
         """Text messages for ``text`` (leading blank text is not sent)."""
-        self._require_open("speak")
-        if not text or (self.phase is Phase.IDLE and not text.strip()):
-            return []
         op: _Op = ("speak", text)
-        self.phase = Phase.ACTIVE
-        self._spoke(text, op)
-        return self._encode(op, self.context_id)
+        return self._encode(op, self.context_id) if self._speaking(text, op) else []
 
     def flush(self) -> list[Message]:
         """``flush`` if any non-blank text was sent since the last one."""

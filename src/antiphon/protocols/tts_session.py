@@ -270,8 +270,8 @@ class ContextLedger(FlushLedger[Entry]):
     Every message carries the context id, so a later stream on the connection drops this
     one's audio by itself (no cancel needs an answer), and a replay on a new connection
     uses a new id. The session moves through :class:`ContextPhase`: it calls
-    :meth:`_require_open` before it sends, sets ``ACTIVE`` when it sends text, and
-    :meth:`_cancelled` where its ``clear`` starts.
+    :meth:`_require_open` before it sends, :meth:`_speaking` for the text it sends (which
+    sets ``ACTIVE``), and :meth:`_cancelled` where its ``clear`` starts.
     """
 
     #: Messages carry the context id: a later stream drops this one's audio by itself.
@@ -294,6 +294,20 @@ class ContextLedger(FlushLedger[Entry]):
 
     def _finish(self) -> None:
         self.phase = ContextPhase.DONE
+
+    def _speaking(self, text: str, entry: Entry) -> bool:
+        """Whether ``text`` is to be sent, as ``entry`` (leading blank text is not): if it
+        is, the context is active and ``entry`` journaled.
+
+        Raises:
+            ProtocolStateError: the input ended, or the phase is DONE or CANCELLED.
+        """
+        self._require_open("speak")
+        if not text or (self.phase is ContextPhase.IDLE and not text.strip()):
+            return False
+        self.phase = ContextPhase.ACTIVE
+        self._spoke(text, entry)
+        return True
 
     @property
     def awaiting_audio(self) -> bool:

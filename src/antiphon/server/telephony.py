@@ -45,6 +45,7 @@ from antiphon.server.twilio import (
     Watched,
     add_twilio_amd_route,
     add_twilio_whisper_route,
+    public_address,
     read_until_start,
     read_webhook_body,
     serve_media_stream,
@@ -242,15 +243,11 @@ def add_carrier_routes(
     """Serve every carrier of :data:`CARRIERS` (see the module docstring); with
     ``record_dir``, each call is recorded there (``<carrier>-<time>-<id>.wav``)."""
     secrets.check()
-
-    def public(base: str, path: str) -> str:
-        return (public_url or base).rstrip("/") + path
-
     for carrier in CARRIERS:
         if carrier.answer is not None:
             app.add_api_route(
                 f"/{carrier.name}/voice",
-                _voice_handler(carrier, secrets, token, limits, tickets, public),
+                _voice_handler(carrier, secrets, token, limits, tickets, public_url),
                 methods=list(carrier.methods),
             )
         app.add_api_websocket_route(
@@ -276,7 +273,7 @@ def _voice_handler(
     token: str | None,
     limits: EdgeLimits,
     tickets: TicketBook,
-    public: Callable[[str, str], str],
+    public_url: str | None,
 ) -> Callable[[Request], Awaitable[Response]]:
     secret = carrier.secret(secrets)
     name = carrier.name
@@ -287,14 +284,13 @@ def _voice_handler(
         if isinstance(body, Response):
             return body
         base = f"{request.url.scheme}://{request.url.netloc}"
-        query = request.url.query
-        ws_url = ws_scheme(public(base, f"/{name}/media"))
+        ws_url = ws_scheme(public_address(public_url, base, f"/{name}/media"))
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         form = _form(ctype, body)  # once: for the signature and for the answer's fields
         if secret is not None and carrier.verify is not None:
             if form is None:
                 return PlainTextResponse("too many form fields", status_code=413)
-            url = public(base, f"/{name}/voice") + (f"?{query}" if query else "")
+            url = public_address(public_url, base, f"/{name}/voice", request.url.query)
             signed = WebhookRequest(request.method, url, request.headers, body, form)
             if not carrier.verify(secret, signed):
                 return PlainTextResponse(f"invalid {title} signature", status_code=403)

@@ -64,11 +64,19 @@ __all__ = [
     "add_twilio_amd_route",
     "add_twilio_routes",
     "add_twilio_whisper_route",
+    "public_address",
     "read_until_start",
     "read_webhook_body",
     "serve_media_stream",
     "ws_scheme",
 ]
+
+
+def public_address(public_url: str | None, base: str, path: str, query: str = "") -> str:
+    """``path`` (and ``?query``, if any) on the server's public URL, else on ``base`` (the
+    request's ``scheme://host``): the address a carrier requests, and signs."""
+    url = (public_url or base).rstrip("/") + path
+    return f"{url}?{query}" if query else url
 
 
 def ws_scheme(url: str) -> str:
@@ -172,9 +180,8 @@ def _twilio_signed(
     """Whether a webhook carries Twilio's signature: over the URL Twilio requested (the
     public URL, else the request's, with ``path`` and the query) and the ``form`` (or a
     JSON body, signed through ``?bodySHA256=``), in the algorithm its headers name."""
-    base = (public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
-    query = request.url.query
-    url = base + path + (f"?{query}" if query else "")
+    base = f"{request.url.scheme}://{request.url.netloc}"
+    url = public_address(public_url, base, path, request.url.query)
     signature = request.headers.get("x-twilio-signature")
     algorithm = tw.signature_algorithm(request.headers.get("x-twilio-webhooks-signature-settings"))
     return signature is not None and tw.validate_signature(
@@ -235,9 +242,6 @@ def add_twilio_routes(
     """
     lim = limits
 
-    def public(base: str, path: str) -> str:
-        return (public_url or base).rstrip("/") + path
-
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
         body = await read_webhook_body(request, lim)
@@ -264,7 +268,7 @@ def add_twilio_routes(
             ):
                 return PlainTextResponse("missing or wrong token", status_code=401)
             parameters["token"] = token  # comes back in the stream's start message
-        ws_url = ws_scheme(public(base, "/twilio/media"))
+        ws_url = ws_scheme(public_address(public_url, base, "/twilio/media"))
         return Response(tw.twiml_connect(ws_url, parameters), media_type="text/xml")
 
     @app.websocket("/twilio/media")
@@ -272,8 +276,7 @@ def add_twilio_routes(
         signed = True
         if twilio_auth_token is not None:
             base = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}"
-            query = ws.url.query
-            url = ws_scheme(public(base, "/twilio/media")) + (f"?{query}" if query else "")
+            url = ws_scheme(public_address(public_url, base, "/twilio/media", ws.url.query))
             signature = ws.headers.get("x-twilio-signature")
             signed = signature is not None and tw.validate_signature(
                 twilio_auth_token, url, (), signature

@@ -23,7 +23,8 @@ on the shared :class:`~antiphon.aio.worker.ThreadWorker`):
   dropped; then the thread is joined. If an SDK call never returns, ``aclose()`` still
   returns within its deadline (the thread is a daemon and finishes the close by itself);
 - a cancellation is a typed error (:func:`~antiphon.protocols.azure_stt.cancellation_error`:
-  credentials → ``AuthError``, quota → retryable 429, connection and service errors).
+  credentials → ``AuthError``, quota → retryable 429, connection and service errors), of
+  stage ``connect`` until the SDK's ``connected`` event (a refusal is one), else ``receive``.
 
 ``flush()``: the SDK cannot end an utterance on request, so silence past the
 segmentation silence is written; the final it brings answers the flush (``flushed``).
@@ -362,7 +363,9 @@ class AzureRecognizeStream(RecognizeStream):
             if action.act is Act.FAIL:
                 event = action.event
                 if isinstance(event, az.Canceled) and event.reason == "Error":
-                    return az.cancellation_error(event.code, event.details, stage="receive")
+                    # never connected (a refusal, an unreachable host): the connect failed
+                    stage = "receive" if self._connected else "connect"
+                    return az.cancellation_error(event.code, event.details, stage=stage)
                 return ProviderError(
                     f"the recognition ended early: {action.note}",
                     provider=PROVIDER,
