@@ -104,7 +104,7 @@ def client_command(
         return [
             sys.executable, str(HERE / "server_load.py"), "--clients", host,
             "--sizes", str(m), "--seconds", str(seconds), "--first-index", str(first),
-            "--of", str(n),
+            "--of", str(n), *(["--phone"] if side == "phone" else []),
         ]  # fmt: skip
     return [
         sys.executable, str(HERE / "speech_callers.py"), "--host", host, "--calls", str(m),
@@ -338,6 +338,7 @@ async def main() -> None:
     )
     ap.add_argument("--offline-sizes", default="1,2,3,5", help="the offline pipeline's sizes")
     ap.add_argument("--cloud-sizes", default="5,10,20,40", help="the cloud fakes' sizes")
+    ap.add_argument("--phone-sizes", default="10,20,40,60,100,150", help="phone calls' sizes")
     ap.add_argument("--seconds", type=float, default=10.0, help="per size, doubles sides")
     ap.add_argument(
         "--speech-seconds", type=float, default=40.0, help="per size, offline and cloud sides"
@@ -357,6 +358,7 @@ async def main() -> None:
         prepared = {side: prepare(side, Path(tmp)) for side in sides}
         sizes = {
             "antiphon": a.sizes,
+            "phone": a.phone_sizes,
             "pipecat": a.pipecat_sizes,
             "offline": a.offline_sizes,
             "cloud": a.cloud_sizes,
@@ -386,13 +388,14 @@ async def main() -> None:
         "python": platform.python_version(),
         "servers": {
             "antiphon": "antiphon serve: one process, one event loop, the in-process doubles",
+            "phone": "antiphon serve, the same doubles: Twilio Media Streams on /twilio/media",
             "pipecat": "bench/pipecat_agent.py: Pipecat 1.14, FastAPI WebSocket, same doubles",
             "offline": "antiphon serve: the default offline agent (Silero, Whisper tiny.en, "
             "offline LLM, Piper), no greeting",
             "cloud": "antiphon serve: WebRTC VAD, Deepgram STT, OpenAI chat, Deepgram TTS on "
             "the loopback fakes of antiphon.testing in another process",
         },
-        "clients": "bench/server_load.py --clients (doubles), bench/speech_callers.py "
+        "clients": "bench/server_load.py --clients [--phone] (doubles), bench/speech_callers.py "
         "(offline, cloud), in other subprocesses",
         "criteria": "bench/verdict.py: every turn answered, audio whole, no frame late > 20 ms",
         "seconds_per_size": a.seconds,

@@ -4,7 +4,9 @@ How it is built: a side is a server command plus, for the sides whose callers sp
 questions and the length of one turn's cycle (:class:`Speech`):
 
 - ``antiphon``: ``antiphon serve`` with :func:`antiphon.testing.agent.doubles_agent` (the
-  in-process doubles; callers from ``bench/server_load.py``);
+  in-process doubles; callers from ``bench/server_load.py`` on ``/ws/agent``);
+- ``phone``: the same server and doubles, the callers phone calls on ``/twilio/media``
+  (Twilio Media Streams: JSON and base64 μ-law 8 kHz each 20 ms, marks echoed as played);
 - ``pipecat``: ``bench/pipecat_agent.py``, the same doubles on Pipecat;
 - ``offline``: ``antiphon serve`` with the default offline agent (``PipelineAgent()``:
   Silero VAD, Whisper tiny.en, the offline LLM, Piper), its greeting left out (a call's
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-SIDES = ("antiphon", "pipecat", "offline", "cloud")
+SIDES = ("antiphon", "phone", "pipecat", "offline", "cloud")
 SPEECH_SIDES = ("offline", "cloud")
 #: Questions the offline FAQ responder answers briefly (its replies: 1-3 s of speech).
 OFFLINE_QUESTIONS = ("Hello there.", "Thank you.", "Goodbye.")

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import platform
+import secrets
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
 
+from antiphon.audio.codecs import ulaw_encode
+from antiphon.audio.resample import AudioConverter
 from antiphon.server.app import create_app
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.asgi import serve_app
@@ -73,7 +78,12 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
             await asyncio.sleep(max(0.0, start + sent * FRAME - loop.time()))
         await ws.close()
         await asyncio.gather(reader, return_exceptions=True)
-    # judge the complete cycles only: each asked one question and had time for its reply
+    return _tally(times, sent, start)
+
+
+def _tally(times: list[float], sent: int, start: float) -> dict[str, int]:
+    """What a call asked (complete cycles only: each asked one question and had time for
+    its reply) and got back, from the arrival times of the agent's frames."""
     asked = int(sent * FRAME / CYCLE + 1e-9)
     answered, frames = set(), 0
     at = 0
@@ -91,6 +101,82 @@ async def client(host: str, seconds: float, late: list[float], offset: float) ->
         "sent": sent,
         "received": len(times),
     }
+
+
+def _phone_turn() -> list[str]:
+    """One turn's caller audio as Twilio's ``media`` payloads: μ-law 8 kHz, 20 ms each."""
+    converter = AudioConverter(8000, 1)
+    pcm = b"".join(converter.process(f).data for f in (speech(SPEECH), silence(CYCLE - SPEECH)))
+    ulaw = ulaw_encode(pcm + converter.flush().data)
+    chunks = [ulaw[i : i + 160] for i in range(0, len(ulaw), 160)]
+    return [base64.b64encode(c.ljust(160, b"\xff")).decode() for c in chunks]
+
+
+async def phone_client(
+    host: str, seconds: float, late: list[float], offset: float
+) -> dict[str, int]:
+    """One phone call on ``/twilio/media`` as Twilio makes it: ``connected``, ``start``,
+    a ``media`` message every 20 ms, and each ``mark`` echoed when the audio before it
+    has played (at once on ``clear``), as the carrier's playout would."""
+    await asyncio.sleep(offset)
+    turn = _phone_turn()
+    sid = "MZ" + secrets.token_hex(16)
+    times: list[float] = []
+    marks: deque[tuple[float, str]] = deque()  # (when it has played, its echo)
+    async with connect(f"ws://{host}/twilio/media", max_queue=None, compression=None) as ws:
+        loop = asyncio.get_running_loop()
+        start_msg = {
+            "event": "start", "sequenceNumber": "1", "streamSid": sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32, "streamSid": sid,
+                "callSid": "CA" + secrets.token_hex(16), "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {},
+            },
+        }  # fmt: skip
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps(start_msg))
+
+        async def receive() -> None:
+            run_start, k, last, played = 0.0, 0, -1.0, 0.0
+            async for message in ws:
+                msg = json.loads(message)
+                now = loop.time()
+                event = msg.get("event")
+                if event == "media":
+                    if now - last > 0.1:
+                        run_start, k = now, 0
+                    late.append((now - (run_start + k * FRAME)) * 1000)
+                    k += 1
+                    last = now
+                    times.append(now)
+                    played = max(played, now) + FRAME
+                elif event == "mark":
+                    echo = {"event": "mark", "streamSid": sid, "mark": msg["mark"]}
+                    marks.append((max(played, now), json.dumps(echo)))
+                elif event == "clear":  # the buffer is dropped: its marks echo now
+                    played = now
+                    pending = [m for _, m in marks]
+                    marks.clear()
+                    marks.extend((now, m) for m in pending)
+
+        reader = asyncio.create_task(receive())
+        start = loop.time()
+        sent = 0
+        prefix = (
+            f'{{"event": "media", "streamSid": "{sid}", "media": {{"track": "inbound", "payload": "'
+        )
+        while loop.time() - start < seconds:
+            await ws.send(prefix + turn[sent % len(turn)] + '"}}')
+            sent += 1
+            now = loop.time()
+            while marks and marks[0][0] <= now:  # the carrier echoes what has played
+                await ws.send(marks.popleft()[1])
+            await asyncio.sleep(max(0.0, start + sent * FRAME - loop.time()))
+        await ws.send(json.dumps({"event": "stop", "streamSid": sid}))
+        await ws.close()
+        await asyncio.gather(reader, return_exceptions=True)
+    return _tally(times, sent, start)
 
 
 async def run(n: int, seconds: float) -> dict[str, Any]:
@@ -131,14 +217,18 @@ def start_offset(call: int, of: int) -> float:
     return (call % 50) * FRAME + (call / max(of, 1)) * FRAME
 
 
-async def clients(host: str, n: int, seconds: float, first: int = 0, of: int = 0) -> None:
+async def clients(
+    host: str, n: int, seconds: float, first: int = 0, of: int = 0, *, phone: bool = False
+) -> None:
     """The client side (a process of its own): prints each call's tally and the lateness.
-    ``first``, ``of``: these are calls ``first`` to ``first + n`` of ``of`` in all."""
+    ``first``, ``of``: these are calls ``first`` to ``first + n`` of ``of`` in all;
+    ``phone``: Twilio Media Streams calls on ``/twilio/media``, else ``/ws/agent``."""
     late: list[float] = []
     cpu = time.process_time()
     total = of or n
+    call = phone_client if phone else client
     calls = await asyncio.gather(
-        *(client(host, seconds, late, start_offset(first + i, total)) for i in range(n))
+        *(call(host, seconds, late, start_offset(first + i, total)) for i in range(n))
     )
     cpu = time.process_time() - cpu
     print(json.dumps({"calls": calls, "late": [round(x, 3) for x in late], "cpu_s": cpu}))
@@ -152,9 +242,13 @@ async def main() -> None:
     ap.add_argument("--clients", help=argparse.SUPPRESS)  # HOST: run the client side only
     ap.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--of", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--phone", action="store_true", help=argparse.SUPPRESS)  # /twilio/media
     args = ap.parse_args()
     if args.clients:
-        await clients(args.clients, int(args.sizes), args.seconds, args.first_index, args.of)
+        await clients(
+            args.clients, int(args.sizes), args.seconds, args.first_index, args.of,
+            phone=args.phone,
+        )  # fmt: skip
         return
     result: dict[str, Any] = {"machine": platform.platform(), "runs": []}
     for n in (int(x) for x in args.sizes.split(",")):
