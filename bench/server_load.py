@@ -138,19 +138,21 @@ async def phone_client(
         await ws.send(json.dumps(start_msg))
 
         async def receive() -> None:
-            run_start, k, last, played = 0.0, 0, -1.0, 0.0
+            # the carrier plays what it has buffered without a gap: a frame is late by
+            # how long after the buffer ran dry it came (early frames wait their turn);
+            # dry for over 0.1 s is a pause between replies, and a new run begins
+            played = 0.0  # when the buffered audio has played out
             async for message in ws:
                 msg = json.loads(message)
                 now = loop.time()
                 event = msg.get("event")
                 if event == "media":
-                    if now - last > 0.1:
-                        run_start, k = now, 0
-                    late.append((now - (run_start + k * FRAME)) * 1000)
-                    k += 1
-                    last = now
-                    times.append(now)
-                    played = max(played, now) + FRAME
+                    if now - played > 0.1:
+                        played = now  # a new run
+                    late.append((now - played) * 1000)
+                    start_at = max(played, now)
+                    times.append(start_at)  # when it plays: runs are contiguous
+                    played = start_at + FRAME
                 elif event == "mark":
                     echo = {"event": "mark", "streamSid": sid, "mark": msg["mark"]}
                     marks.append((max(played, now), json.dumps(echo)))

@@ -75,36 +75,39 @@ def _alaw_encode_table() -> npt.NDArray[np.uint8]:
     return ((aval ^ mask) & 0xFF).astype(np.uint8)
 
 
-_ULAW_DEC = _ulaw_decode_table()
-_ALAW_DEC = _alaw_decode_table()
+# little-endian int16 already, so a lookup is the decoded PCM (no conversion per call)
+_ULAW_DEC = _ulaw_decode_table().astype("<i2")
+_ALAW_DEC = _alaw_decode_table().astype("<i2")
 _ULAW_ENC = _ulaw_encode_table()
 _ALAW_ENC = _alaw_encode_table()
 
 
-def _pcm(data: bytes) -> npt.NDArray[np.int32]:
+def _pcm(data: bytes) -> npt.NDArray[np.uint16]:
+    """The encode tables' index of each sample: the int16 value + 32768 (its bits read as
+    uint16 with the sign bit flipped, without widening)."""
     if len(data) % 2:
         raise ConfigError(f"int16 PCM must have an even number of bytes, got {len(data)}")
-    return np.frombuffer(data, dtype="<i2").astype(np.int32) + 32768
+    return np.frombuffer(data, dtype="<u2") ^ np.uint16(0x8000)
 
 
 def ulaw_encode(pcm: bytes) -> bytes:
     """int16 little-endian PCM to one mu-law byte per sample."""
-    return _ULAW_ENC[_pcm(pcm)].tobytes()
+    return _ULAW_ENC.take(_pcm(pcm)).tobytes()
 
 
 def alaw_encode(pcm: bytes) -> bytes:
     """int16 little-endian PCM to one a-law byte per sample."""
-    return _ALAW_ENC[_pcm(pcm)].tobytes()
+    return _ALAW_ENC.take(_pcm(pcm)).tobytes()
 
 
 def ulaw_decode(data: bytes) -> bytes:
     """mu-law bytes to int16 little-endian PCM."""
-    return _ULAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+    return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def alaw_decode(data: bytes) -> bytes:
     """a-law bytes to int16 little-endian PCM."""
-    return _ALAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+    return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def decode_to_pcm(encoding: str, data: bytes) -> bytes:
