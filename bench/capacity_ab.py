@@ -1,5 +1,6 @@
 """Two versions of the server side by side: ``bench/capacity.py``'s doubles side, this
-checkout's ``src`` against another's, alternating run by run.
+checkout's ``src`` against another's, alternating run by run (``--side phone``: the
+phone side, Twilio Media Streams calls on ``/twilio/media``).
 
 How it is built: each round runs ``bench/capacity.py --sides antiphon --sizes N`` once
 with this checkout's ``src`` first on ``PYTHONPATH`` and once with the other's (the
@@ -10,7 +11,8 @@ frame, frames more than 20 ms late and the verdict, and the ratio of CPU per fra
 how much the machine moved. A version to compare with can be exported with e.g.
 ``git archive <commit> src | tar -x -C /tmp/before`` or a ``git worktree``.
 
-    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--calls 120] [--rounds 5]
+    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120]
+        [--rounds 5]
 
 Writes ``bench/results/capacity_ab.json``.
 """
@@ -31,12 +33,13 @@ from benchkit import ab_versions, version_env
 HERE = Path(__file__).resolve().parent
 
 
-def run_once(src: Path, calls: int, seconds: float) -> dict[str, Any]:
-    """One capacity run of the doubles side at ``calls``, with ``src`` first on the path."""
+def run_once(src: Path, side: str, calls: int, seconds: float) -> dict[str, Any]:
+    """One capacity run of a doubles side at ``calls``, with ``src`` first on the path."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "capacity.json"
-        command = [sys.executable, str(HERE / "capacity.py"), "--sides", "antiphon"]
-        command += ["--sizes", str(calls), "--seconds", str(seconds), "--out", str(out)]
+        command = [sys.executable, str(HERE / "capacity.py"), "--sides", side]
+        command += [f"--{'phone-' if side == 'phone' else ''}sizes", str(calls)]
+        command += ["--seconds", str(seconds), "--out", str(out)]
         subprocess.run(
             command,
             env=version_env(src),
@@ -57,6 +60,12 @@ def run_once(src: Path, calls: int, seconds: float) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--against", type=Path, required=True, help="another checkout")
+    ap.add_argument(
+        "--side",
+        choices=("antiphon", "phone"),
+        default="antiphon",
+        help="browser calls on /ws/agent, or Twilio phone calls on /twilio/media",
+    )
     ap.add_argument("--calls", type=int, default=120)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=5)
@@ -65,13 +74,14 @@ def main() -> None:
     versions = ab_versions(a.against)
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
-        r = {name: run_once(src, a.calls, a.seconds) for name, src in versions.items()}
+        r = {name: run_once(src, a.side, a.calls, a.seconds) for name, src in versions.items()}
         r["ratio_us_per_frame"] = round(r["this"]["us_per_frame"] / r["against"]["us_per_frame"], 3)
         rounds.append(r)
         print(f"round {i + 1}: {json.dumps(r)}", flush=True)
     ratios = [r["ratio_us_per_frame"] for r in rounds]
     result = {
         "benchmark": "capacity_ab",
+        "side": a.side,
         "calls": a.calls,
         "seconds": a.seconds,
         "against": str(a.against.resolve()),
