@@ -9,7 +9,7 @@ or resume the output, record the history, emit an event). :class:`TurnMachine` a
 nothing, reads no clock (times come in the events) and owns no task, so hypothesis drives
 it through every interleaving of events (``tests/test_turn_machine.py``). Its events and
 actions are in :mod:`antiphon.agent.turn_events`, its phases in :mod:`antiphon.agent.turns`,
-its agent side (replies, ``say()`` lines, the interruption policy) in
+its agent side (replies, ``say()`` lines, typed turns, the interruption policy) in
 :mod:`antiphon.agent.machine_replies`; this module holds the state and the user's side.
 
 How it is built:
@@ -76,7 +76,6 @@ from antiphon.agent.turn_events import (
     TextTyped,
     TimerFired,
     Transcribed,
-    TurnEnded,
     Verdict,
 )
 from antiphon.agent.turns import AgentPhase, Outcome, Overlap, UserPhase, UserTurn
@@ -199,7 +198,6 @@ class TurnMachine(ReplySide):
         ):
             raise ProtocolStateError("turn machine: audio of a reply not committed")
 
-    # ------------------------------------------------------------------ helpers
     # ------------------------------------------------------------------ helpers
 
     def _arm(self, kind: Literal["final", "hold"], seconds: float) -> None:
@@ -453,41 +451,6 @@ class TurnMachine(ReplySide):
         if line:
             self.says.append(QueuedSay(line, True, bool(fragment), notice=True, user_text=fragment))
         self._next_say()
-
-    def _typed_turn(self) -> None:
-        """Answer the typed turns now, unless an uninterruptible reply holds the floor."""
-        if not self.typed:
-            return
-        reply = self.reply
-        if reply is not None:
-            if not reply.allow_interruptions:
-                return  # answered when it ends (_next_say)
-            if self.agent is AgentPhase.SPEAKING:
-                self._interrupt(reply)
-            else:
-                self._abandon(reply, "the user typed a turn")  # may answer it
-            if self.reply is not None or not self.typed:
-                return
-        parts = [self.turn.carry]
-        if self.user is not UserPhase.SPEAKING:
-            # a spoken turn still being decided joins the typed one
-            self._leave_pause()
-            self._cancel_timer()
-            spoken = self.turn.take(behind=False).text
-            self.overlap = Overlap.NONE  # the reply it was over is gone (output unpaused)
-            if self.user is UserPhase.MISSED or not spoken:
-                self._end_turn(Outcome.EMPTY)
-            else:
-                self._end_turn(Outcome.JOINED, spoken)
-            self.user = UserPhase.QUIET
-            parts = [spoken]
-        text = " ".join([*parts, *self.typed]).strip()
-        self.typed.clear()
-        self.turn.carry = ""
-        self.speech_end_at = self.final_delay = None  # no speech: no voice latencies
-        self.turns += 1
-        self._do(TurnEnded(self.turns, Outcome.ANSWERED, text, self.generation + 1))
-        self._start_reply(text, committed=True, typed=True)
 
     # ------------------------------------------------------------------ failures, close
 

@@ -1,11 +1,11 @@
-"""The turn machine's agent side: replies, said lines and the interruption policy.
+"""The turn machine's agent side: replies, said lines, typed turns and the interruption policy.
 
 :class:`ReplySide` is the half of :class:`~antiphon.agent.machine.TurnMachine` that
-starts, commits, abandons, interrupts and ends replies, queues ``say()`` lines and
-decides when speech over the agent takes the floor (``InterruptionOptions``). It is a
-base class that declares the state it reads (the machine's dataclass holds it all), split out
-so each half reads in one sitting; like the machine it awaits nothing and reads no
-clock.
+starts, commits, abandons, interrupts and ends replies, queues ``say()`` lines, answers
+typed turns and decides when speech over the agent takes the floor
+(``InterruptionOptions``). It is a base class that declares the state it reads (the
+machine's dataclass holds it all), split out so each half reads in one sitting; like the
+machine it awaits nothing and reads no clock.
 """
 
 from __future__ import annotations
@@ -86,8 +86,14 @@ class ReplySide:
     spoken_for: float
     _out: list[Action]
 
-    def _typed_turn(self) -> None:
-        raise NotImplementedError  # the machine's (antiphon.agent.machine)
+    turns: int
+
+    # the machine's (antiphon.agent.machine): its timer and its turn model's pause
+    def _cancel_timer(self) -> None:
+        raise NotImplementedError
+
+    def _leave_pause(self) -> None:
+        raise NotImplementedError
 
     def _committed(self) -> bool:
         return self.agent in (AgentPhase.THINKING, AgentPhase.SPEAKING)
@@ -197,6 +203,43 @@ class ReplySide:
         self.turn.drop_speech()
         self._end_turn(Outcome.IGNORED, text)
         self._settle_state("false interruption")
+
+    # ------------------------------------------------------------------ typed turns
+
+    def _typed_turn(self) -> None:
+        """Answer the typed turns now, unless an uninterruptible reply holds the floor."""
+        if not self.typed:
+            return
+        reply = self.reply
+        if reply is not None:
+            if not reply.allow_interruptions:
+                return  # answered when it ends (_next_say)
+            if self.agent is AgentPhase.SPEAKING:
+                self._interrupt(reply)
+            else:
+                self._abandon(reply, "the user typed a turn")  # may answer it
+            if self.reply is not None or not self.typed:
+                return
+        parts = [self.turn.carry]
+        if self.user is not UserPhase.SPEAKING:
+            # a spoken turn still being decided joins the typed one
+            self._leave_pause()
+            self._cancel_timer()
+            spoken = self.turn.take(behind=False).text
+            self.overlap = Overlap.NONE  # the reply it was over is gone (output unpaused)
+            if self.user is UserPhase.MISSED or not spoken:
+                self._end_turn(Outcome.EMPTY)
+            else:
+                self._end_turn(Outcome.JOINED, spoken)
+            self.user = UserPhase.QUIET
+            parts = [spoken]
+        text = " ".join([*parts, *self.typed]).strip()
+        self.typed.clear()
+        self.turn.carry = ""
+        self.speech_end_at = self.final_delay = None  # no speech: no voice latencies
+        self.turns += 1
+        self._do(TurnEnded(self.turns, Outcome.ANSWERED, text, self.generation + 1))
+        self._start_reply(text, committed=True, typed=True)
 
     # ------------------------------------------------------------------ replies
 
