@@ -15,8 +15,8 @@ How it is built (DESIGN rules 1, 4, 8, 10):
   into an event for :class:`~antiphon.agent.machine.TurnMachine` — which holds every
   turn decision as explicit phases, awaits nothing and reads no clock — and executes the
   actions it returns. No flag is shared between tasks. This module is the public face:
-  construction, input (:meth:`push_audio`, :meth:`say`, :meth:`send_text`), events and
-  the lifecycle (start, failure, close).
+  construction, input (:meth:`say`, :meth:`send_text`; the audio's ``push_audio`` is
+  :mod:`antiphon.agent.user_audio`'s), events and the lifecycle (start, failure, close).
 - **A reply is one owned task** (LLM rounds with tools, then speech: the I/O of
   :mod:`antiphon.agent.reply`), cancelled as a whole on interruption: its LLM and TTS
   streams close in its ``finally``. A reply started speculatively (on an interim
@@ -78,19 +78,16 @@ from antiphon.agent.hub import EventHub, Subscription
 from antiphon.agent.machine import TurnMachine
 from antiphon.agent.options import AgentOptions
 from antiphon.agent.reply import Reply, ReplyRunner
-from antiphon.agent.shell import InputEnded, SessionShell
+from antiphon.agent.shell import SessionShell
 from antiphon.agent.turn_events import (
     Close,
     SayRequested,
-    SpeechEnded,
-    SpeechLasted,
-    SpeechStarted,
     TextTyped,
 )
+from antiphon.agent.user_audio import UserAudio
 from antiphon.aio.channel import Channel, ChannelClosed, Overflow
 from antiphon.aio.clock import Clock, MonotonicClock
 from antiphon.aio.tasks import TaskOwner, shielded_wait
-from antiphon.audio.frame import AudioFrame
 from antiphon.audio.track import OutputTrack
 from antiphon.errors import (
     AntiphonError,
@@ -104,7 +101,7 @@ from antiphon.services.stt import STT, RecognizeStream
 from antiphon.services.tools import FunctionTool, ToolThreads
 from antiphon.services.tts import TTS
 from antiphon.services.turn import TurnAudio
-from antiphon.services.vad import VAD, SpeechGate, SpeechStart, VADEvent
+from antiphon.services.vad import VAD, SpeechGate
 
 __all__ = ["AgentSession"]
 
@@ -116,7 +113,7 @@ MAILBOX_SIZE = 4096
 """Items the controller's mailbox holds (policy: fail — the session fails)."""
 
 
-class AgentSession(SessionShell):
+class AgentSession(UserAudio, SessionShell):
     """A voice agent talking with one user (see the module docstring).
 
     ``instructions``: the system prompt. ``tools``: functions the LLM may call
@@ -383,77 +380,7 @@ class AgentSession(SessionShell):
                 return
 
     # ------------------------------------------------------------------ input
-
-    def push_audio(self, frame: AudioFrame) -> None:
-        """The user's audio, as it arrives (any rate and channel count)."""
-        if not isinstance(frame, AudioFrame):
-            raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
-        if not self._started or self._closing:
-            detail = f" (it failed: {self._error})" if self._error else ""
-            raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
-        if self._input_ended:
-            raise StreamClosedError("push_audio() after end_input()")
-        vad = self.vad
-        events = vad.process(frame)
-        if self._turn_audio is not None:
-            self._turn_audio.push(frame)
-        stream = self._stt_stream
-        if stream is not None and not stream.done:
-            # audio is lost while a failed STT stream is replaced; a stream that fails
-            # on this push (its provider fell behind) is reported by its reader
-            try:
-                for part in self._stt_gate.feed(frame, vad.speaking or bool(events)):
-                    stream.push_audio(part)
-            except StreamClosedError:
-                pass
-        if events or self._speech_start is not None:  # else nothing to decide: silence
-            self._after_vad(events)
-
-    def end_input(self) -> None:
-        """The user's audio is over (a file ended): close an open speech segment."""
-        if not self._started or self._closing or self._input_ended:
-            return
-        self._after_vad(self.vad.flush())
-        self._input_ended = True
-        self._post(InputEnded())
-
-    def _vad_decided(self, events: list[VADEvent]) -> None:
-        if not self._closing and not self._input_ended:
-            self._after_vad(events)
-
-    def _after_vad(self, events: list[VADEvent]) -> None:
-        position = self.vad.position
-        now = self.clock.now() if events else 0.0
-        stream = self._stt_stream
-        # a stream fed every frame (no speech gate) hears the VAD's audio, so a VAD time
-        # maps onto the stream's time; its transcripts' times then say what they cover
-        aligned = stream if stream is not None and not self._stt_gate.enabled else None
-        for ev in events:
-            self._idle.clear()
-            if isinstance(ev, SpeechStart):
-                self._post(SpeechStarted())
-            else:
-                # when the speech ended, on the clock and in the aligned stream's audio
-                lag = max(0.0, position - ev.time)
-                padding = min(self.vad.options.padding, ev.time)
-                stt_end = aligned.audio_seconds - lag - padding if aligned is not None else None
-                self._post(SpeechEnded(now - max(0.0, lag + padding), stt_end, aligned))
-            if isinstance(ev, SpeechStart):
-                self._speech_start = ev.time + min(self.vad.options.padding, ev.time)
-                self._voiced_until = position
-                self._overlap_step = 0
-            else:
-                self._speech_start = None
-        marks = self._overlap_marks
-        if self._speech_start is not None and self._overlap_step < len(marks):
-            # how long the user has been talking: the silence before a SpeechEnd is not
-            if self.vad.probability >= self.vad.options.activation_threshold:
-                self._voiced_until = position
-            duration = self._voiced_until - self._speech_start
-            if duration >= marks[self._overlap_step]:
-                while self._overlap_step < len(marks) and duration >= marks[self._overlap_step]:
-                    self._overlap_step += 1
-                self._post(SpeechLasted(duration))
+    # (push_audio and end_input: the user's audio, antiphon.agent.user_audio)
 
     def say(
         self, text: str, *, allow_interruptions: bool = True, add_to_history: bool = True
