@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.protocol import State
 
 from antiphon.audio.frame import AudioFrame
-from antiphon.errors import ChannelFull, ProviderError, StreamClosedError
+from antiphon.errors import (
+    ChannelFull,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamClosedError,
+)
+from antiphon.plugins.deepgram import DeepgramSTT
 from antiphon.services.stt import (
     STT,
     AudioInput,
@@ -29,7 +37,13 @@ from antiphon.services.stt import (
     StreamState,
     Transcript,
 )
+from antiphon.services.ws_stt import WebSocketRecognizeStream
+from antiphon.testing import FaultPlan, serving
+from antiphon.testing.conformance.stt_ws import FAST, speech
+from antiphon.testing.deepgram_stt import DEFAULT_API_KEY as DG_KEY
+from antiphon.testing.deepgram_stt import FakeDeepgramSTT
 from antiphon.testing.doubles import ScriptedSTT
+from antiphon.testing.poll import until
 
 RATE = 8000
 
@@ -350,3 +364,108 @@ async def test_the_scripted_double_fails_on_the_direct_path_with_its_injected_er
         assert s.error is not None and "injected" in str(s.error)
         with pytest.raises(StreamClosedError):
             s.push_audio(frame(5))
+
+
+# -- the WebSocket STTs (Deepgram's plugin and fake, on the virtual clock)
+
+PHRASE = "What time is it?"
+
+
+def _deepgram(url: str, **kw: Any) -> DeepgramSTT:
+    return DeepgramSTT(api_key=DG_KEY, base_url=url, deadlines=FAST, **kw)
+
+
+async def _waiting(s: RecognizeStream) -> WebSocketRecognizeStream[Any]:
+    """The stream, once its task waits on its mailbox (connected, opening sent)."""
+    assert isinstance(s, WebSocketRecognizeStream)
+    await until(s._mailbox.receiver_waiting, every=0.001)
+    return s
+
+
+@pytest.mark.virtual_time
+async def test_ws_audio_is_sent_in_push_audio_while_the_task_waits() -> None:
+    frames = speech(PHRASE).split(0.02)
+    async with (
+        serving(FakeDeepgramSTT(vocabulary=[PHRASE])) as fake,
+        _deepgram(fake.url) as stt,
+    ):
+        s = await _waiting(stt.stream())
+        direct = 0
+        for f in frames:
+            s.push_audio(f)
+            direct += not s.behind
+            await asyncio.sleep(0.02)
+        s.end_input()
+        finals = await s.finals()
+    assert [t.text for t in finals] == [PHRASE]
+    assert direct == len(frames)  # each frame sent at once, none queued
+
+
+@pytest.mark.virtual_time
+async def test_ws_a_paused_write_buffer_queues_audio_and_its_send_keeps_the_deadline() -> None:
+    async with (
+        serving(FakeDeepgramSTT(vocabulary=[PHRASE])) as fake,
+        _deepgram(fake.url) as stt,
+    ):
+        s = await _waiting(stt.stream())
+        frames = speech(PHRASE).split(0.02)
+        s.push_audio(frames[0])
+        assert not s.behind
+        conn = s._conn
+        assert conn is not None
+        loop = asyncio.get_running_loop()
+        conn._ws.pause_writing()  # the socket's buffer is over its high-water mark
+        s.push_audio(frames[1])
+        assert s.behind  # declined: the task sends it, and waits for the buffer to drain
+        pushed_at = loop.time()
+        with pytest.raises(ProviderTimeoutError) as info:
+            await s.finals()
+        waited = loop.time() - pushed_at
+    assert info.value.stage == "send" and info.value.timeout == FAST.process
+    assert waited == pytest.approx(FAST.process, abs=0.05)
+
+
+@pytest.mark.virtual_time
+async def test_ws_a_session_that_takes_no_input_is_not_written_to_directly() -> None:
+    async with (
+        serving(FakeDeepgramSTT(vocabulary=[PHRASE])) as fake,
+        _deepgram(fake.url) as stt,
+    ):
+        s = await _waiting(stt.stream())
+        frames = speech(PHRASE).split(0.02)
+        takes = True
+        stt.accepts_input = lambda session: takes  # type: ignore[method-assign]
+        s.push_audio(frames[0])
+        assert not s.behind
+        takes = False
+        s.push_audio(frames[1])
+        assert s.behind  # declined: the task decides what a session not open is sent
+        takes = True
+        for f in frames[2:]:
+            s.push_audio(f)
+            await asyncio.sleep(0.02)
+        s.end_input()
+        assert [t.text for t in await s.finals()] == [PHRASE]
+
+
+@pytest.mark.virtual_time
+async def test_ws_audio_pushed_while_the_server_closes_goes_to_the_task() -> None:
+    """Between the server's close frame and its reader's report, the WebSocket is
+    closing: a frame pushed then is declined, and the stream ends with the typed loss."""
+    plan = FaultPlan(close_mid_audio=1011, close_after_chunks=5)
+    async with (
+        serving(FakeDeepgramSTT(plan, vocabulary=[PHRASE])) as fake,
+        _deepgram(fake.url, max_reconnects=0) as stt,
+    ):
+        s = await _waiting(stt.stream())
+        frames = iter(speech(PHRASE).split(0.02))
+        conn = s._conn
+        assert conn is not None
+        while conn._ws.protocol.state is State.OPEN:
+            s.push_audio(next(frames))
+            await asyncio.sleep(0)
+        s.push_audio(next(frames))  # the WebSocket is closing: declined
+        assert s.behind
+        with pytest.raises(ProviderConnectionError) as info:
+            await s.finals()
+    assert info.value.code == 1011 and info.value.stage != "stream"
