@@ -203,7 +203,9 @@ class _Mailbox(Channel[object]):
         Then an input the stream takes at once, past the mailbox, keeps its order: every
         input sent before it has been taken, and the task is not busy with one. A waiting
         receiver's future is listed until an item or the close wakes it, which empties
-        the list at once; so a listed future means an empty mailbox.
+        the list at once; so a listed future means an empty mailbox. (A receiver
+        cancelled while it waits stays listed until its task runs: an input taken then
+        is taken before whatever the task does next, as if pushed a moment earlier.)
         """
         return bool(self._getters)
 
