@@ -145,24 +145,8 @@ class ProviderStream(ABC, Generic[T]):
         except asyncio.CancelledError:
             self._finish(StreamState.CANCELLED)
             raise
-        except ProviderError as exc:
-            self._finish(StreamState.FAILED, exc)
-        except ChannelFull as exc:
-            self._finish(
-                StreamState.FAILED,
-                ProviderError(
-                    f"the consumer fell behind: {exc.maxsize} items unread",
-                    provider=self.provider,
-                    stage="output",
-                    hint="read the stream as it is produced, or cancel it",
-                ),
-            )
         except Exception as exc:
-            log.exception("%s stream failed unexpectedly", self.provider)
-            self._finish(
-                StreamState.FAILED,
-                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream"),
-            )
+            self._finish(StreamState.FAILED, self._typed(exc))
         else:
             self._finish(StreamState.COMPLETED)
         finally:
@@ -170,6 +154,21 @@ class ProviderStream(ABC, Generic[T]):
                 await self._cleanup()
             except Exception:  # the terminal state is set: a cleanup bug is only logged
                 log.exception("%s stream cleanup failed", self.provider)
+
+    def _typed(self, exc: Exception) -> ProviderError:
+        """The typed error the stream fails with when its work raised ``exc`` (call it in
+        the ``except`` block: an unexpected error is logged with its traceback)."""
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, ChannelFull):
+            return ProviderError(
+                f"the consumer fell behind: {exc.maxsize} items unread",
+                provider=self.provider,
+                stage="output",
+                hint="read the stream as it is produced, or cancel it",
+            )
+        log.exception("%s stream failed unexpectedly", self.provider)
+        return ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="stream")
 
     async def _cleanup(self) -> None:
         """Release what the stream holds (runs after the terminal state, even on cancel)."""
@@ -198,6 +197,18 @@ class _Mailbox(Channel[object]):
             error = exc if stream is None else stream._overflowed(exc)
             raise StreamClosedError(f"cannot send: {error}") from exc
 
+    def receiver_waiting(self) -> bool:
+        """The stream's task waits for its next input (so nothing is queued).
+
+        Then an input the stream takes at once, past the mailbox, keeps its order: every
+        input sent before it has been taken, and the task is not busy with one. A waiting
+        receiver's future is listed until an item or the close wakes it, which empties
+        the list at once; so a listed future means an empty mailbox. (A receiver
+        cancelled while it waits stays listed until its task runs: an input taken then
+        is taken before whatever the task does next, as if pushed a moment earlier.)
+        """
+        return bool(self._getters)
+
 
 class InputStream(ProviderStream[T]):
     """A stream the caller feeds: inputs go to ``_mailbox``, read in order by the task."""
@@ -207,7 +218,7 @@ class InputStream(ProviderStream[T]):
 
     def __init__(self, *, provider: str, generation: int, close_timeout: float) -> None:
         super().__init__(provider=provider, generation=generation, close_timeout=close_timeout)
-        self._mailbox: Channel[object] = _Mailbox(self, self.max_input)
+        self._mailbox = _Mailbox(self, self.max_input)
         self._input_ended = False
 
     def _overflowed(self, exc: ChannelFull) -> ProviderError:

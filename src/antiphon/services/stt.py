@@ -9,11 +9,15 @@ terminal state — completed, cancelled or failed with a typed error — within 
 unbounded.
 
 Plugins implement :meth:`RecognizeStream._run`, one loop that takes every input from the
-stream's mailbox. Cloud plugins map it onto a connection; in-process engines (blocking,
-native) use :class:`InProcessSTT`, which runs each :class:`Recognizer` on a dedicated
-:class:`EngineWorker` thread that the plugin owns and joins (DESIGN rule 3), leased to a
-stream per utterance from a bounded pool; the audio queued behind a frame goes to the
-engine in the same thread hop.
+stream's mailbox. A plugin may also take audio on a direct path
+(:meth:`RecognizeStream._take_audio_now`): while its task waits on an empty mailbox, a
+pushed frame is offered to it in the caller's ``push_audio``, sparing the task a wake-up
+per frame; declined, it goes through the mailbox (order, ``behind``, the mailbox's bound
+and its failure all stay as they are). Cloud plugins map it onto a connection;
+in-process engines (blocking, native) use :class:`InProcessSTT`, which runs each
+:class:`Recognizer` on a dedicated :class:`EngineWorker` thread that the plugin owns and
+joins (DESIGN rule 3), leased to a stream per utterance from a bounded pool; the audio
+queued behind a frame goes to the engine in the same thread hop.
 
 ``STT.speech_only`` tells an agent to feed the engine only speech (an in-process engine
 costs CPU per second of audio, silence included); ``RecognizeStream.behind`` says input

@@ -128,6 +128,8 @@ class RecognizeStream(InputStream[Transcript]):
         self._check_input("push_audio")
         if frame.samples_per_channel:
             self.audio_seconds += frame.duration
+            if self._mailbox.receiver_waiting() and self._take_now(frame):
+                return
             self._mailbox.send_nowait(AudioInput(frame))
 
     def flush(self) -> None:
@@ -155,6 +157,31 @@ class RecognizeStream(InputStream[Transcript]):
         return [t async for t in self if t.is_final and t.text]
 
     # -- for plugins
+    def _take_audio_now(self, frame: AudioFrame) -> bool:
+        """The direct path for audio: take ``frame`` now, in the caller's call, or decline.
+
+        A plugin overrides it to spare its task a wake-up per frame. It is called only
+        while the mailbox is empty and the stream's task waits on it (every input pushed
+        before has been taken, no flush is queued, the task is not busy), so taking the
+        frame keeps the order of the input. Return True when the frame is handled in
+        full (what ``_run`` would do with an :class:`AudioInput` of it, synchronously,
+        without awaiting), False to have it queued as an :class:`AudioInput` instead
+        (declining must leave nothing done). Raising fails the stream, as ``_run``
+        raising would: a ``ProviderError`` with itself, anything else typed; the push
+        returns and the next input is refused. The default declines.
+        """
+        return False
+
+    def _take_now(self, frame: AudioFrame) -> bool:
+        """:meth:`_take_audio_now`, a failure of it failing the stream (then True: the
+        frame was taken, and the stream failed on it)."""
+        try:
+            return self._take_audio_now(frame)
+        except Exception as exc:
+            if self._finish(StreamState.FAILED, self._typed(exc)):
+                self._task.cancel()
+            return True
+
     def _took_flush(self) -> None:
         """The stream's task took a :class:`FlushInput` from the mailbox."""
         self._flushes_queued -= 1

@@ -11,9 +11,14 @@ once, for all of them.
 How it is built:
 
 - one connection per stream (these protocols carry one recognition per connection);
-- **two tasks per stream, one hop per server message.** The stream's task takes the
-  caller's audio, flushes and end from the mailbox and sends them (with keep-alives while
-  the caller is quiet). The connection's reader task receives each server message, feeds
+- **two tasks per stream, one hop per server message, none per frame sent.** The stream's
+  task takes the caller's audio, flushes and end from the mailbox and sends them (with
+  keep-alives while the caller is quiet). A frame pushed while that task waits on an
+  empty mailbox, and the connection takes it without waiting (open, its write buffer
+  under its limit), is sent in the caller's ``push_audio`` instead (the direct path,
+  :meth:`~antiphon.services.stt.RecognizeStream._take_audio_now`): no task wakes for it.
+  Else it goes through the mailbox, and its send has the ``process`` deadline. The
+  connection's reader task receives each server message, feeds
   it to the protocol machine and delivers the transcripts to the consumer itself: a
   transcript crosses no queue but the stream's output. The reader tells the stream's task
   only what it must act on (the connection was lost, the recognition is complete)
@@ -45,7 +50,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar
 
+from websockets.protocol import State
+
 from antiphon.aio.channel import ChannelClosed
+from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import (
     ChannelFull,
@@ -295,6 +303,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         self._heard_at = 0.0  # the reader's last server message (written by the reader only)
         self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
         self._watchdog: asyncio.TimerHandle | None = None
+        self._converter = AudioConverter(stt.sample_rate, 1)  # pushed audio to the wire's
         super().__init__(
             provider=stt.provider,
             generation=generation,
@@ -499,7 +508,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
     async def _take_inputs(self) -> None:
         loop = asyncio.get_running_loop()
         stt, session, mailbox = self._stt, self._session, self._mailbox
-        converter = AudioConverter(stt.sample_rate, 1)
+        converter = self._converter
         while True:
             now = loop.time()
             fail_at, keep_at = self._wake_times()
@@ -547,6 +556,23 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                     return
             if session.done:
                 return
+
+    # -- the direct path: a frame sent in the caller's push_audio
+    def _take_audio_now(self, frame: AudioFrame) -> bool:
+        """Send ``frame`` now when the connection takes it without waiting (it is open
+        and its write buffer under its limit), as the task would; else decline (the
+        task sends it, within the ``process`` deadline). Called only while the task
+        waits on an empty mailbox: no send, recovery or control message is under way.
+        """
+        conn = self._conn
+        if conn is None or not self._stt.accepts_input(self._session) or not _writable(conn):
+            return False
+        pcm = self._converter.process(frame).data
+        if pcm:
+            for m in self._session.audio(pcm):
+                _write(conn, m)
+            self._last_send = asyncio.get_running_loop().time()
+        return True
 
     # -- the deadlines and the keep-alive: one timer, re-armed lazily
     def _wake_times(self) -> tuple[float | None, float | None]:
@@ -613,3 +639,29 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             timeout=dl.idle,
             hint="the server went silent; the connection is closed",
         )
+
+
+# -- writing without waiting (the direct path)
+#
+# These reach into the websockets connection that ``WsConnection`` wraps: they belong in
+# ``net/ws.py`` as ``WsConnection.send_nowait``, where they can move as they are.
+
+
+def _writable(conn: WsConnection) -> bool:
+    """A message written now goes out without waiting: the WebSocket is open and its write
+    buffer under its high-water mark (else a send waits for it to drain, under the send
+    deadline). A socket that died a moment ago but is not reported yet drops the bytes,
+    as it would have dropped a send just before; its reader reports the loss, and the
+    session's journal replays what was not answered."""
+    ws = conn._ws
+    return ws.protocol.state is State.OPEN and not ws.paused
+
+
+def _write(conn: WsConnection, message: Message) -> None:
+    """Write ``message`` now (the connection is :func:`_writable`)."""
+    ws = conn._ws
+    if isinstance(message, str):
+        ws.protocol.send_text(message.encode())
+    else:
+        ws.protocol.send_binary(message)
+    ws.send_data()

@@ -101,7 +101,9 @@ class ScriptedSTT(STT):
     ``silent_flushes``: flushes (numbered from 0) answered with no final at all, as a
     server that drops a final. ``fail_streams``: stream number →
     seconds of audio after which that stream fails. ``final_delay``: seconds (on
-    ``clock``) between a flush and its final, as a slow server.
+    ``clock``) between a flush and its final, as a slow server. ``direct_audio``: take
+    audio on the stream's direct path (in the caller's ``push_audio``, as the WebSocket
+    STTs send it) while the stream's task waits; False: every frame through the mailbox.
     """
 
     provider: ClassVar[str] = "scripted-stt"
@@ -115,9 +117,11 @@ class ScriptedSTT(STT):
         fail_streams: dict[int, float] | None = None,
         final_delay: float = 0.0,
         clock: Clock | None = None,
+        direct_audio: bool = True,
     ) -> None:
         super().__init__(deadlines=STTDeadlines())
         self.final_delay = final_delay
+        self.direct_audio = direct_audio
         self.clock: Clock = clock or MonotonicClock()
         self.script = list(script)
         self.interim_every = interim_every
@@ -136,37 +140,49 @@ class ScriptedSTT(STT):
 
 
 class _ScriptedRecognize(RecognizeStream):
+    """Audio is only counted (interims by position), so it is taken on the direct path
+    too: :meth:`_audio` is what both paths do with a frame."""
+
     def __init__(self, stt: ScriptedSTT, generation: int, fail_after: float | None) -> None:
         self._stt = stt
         self._fail_after = fail_after
+        self._position = 0.0  # seconds of audio taken
+        self._utt_start: float | None = None  # where the current utterance began
+        self._since = 0.0  # audio since the last interim
+        self._utterance = 0
         super().__init__(
             provider=stt.provider, generation=generation, owner=stt._tasks, close_timeout=1.0
         )
 
+    def _take_audio_now(self, frame: AudioFrame) -> bool:
+        if not self._stt.direct_audio:
+            return False
+        self._audio(frame)
+        return True
+
+    def _audio(self, frame: AudioFrame) -> None:
+        stt = self._stt
+        d = frame.duration
+        if self._utt_start is None:
+            self._utt_start = self._position
+        self._position += d
+        self._since += d
+        if self._fail_after is not None and self._position >= self._fail_after:
+            raise ProviderError("injected STT failure", provider=stt.provider, stage="stream")
+        if stt.script and self._since >= stt.interim_every:
+            self._since = 0.0
+            words = stt.script[0].split()
+            start = self._utt_start
+            n = max(1, min(len(words), round((self._position - start) / 0.3)))
+            self._emit(
+                Transcript(" ".join(words[:n]), False, start, self._position, 0.0, self._utterance)
+            )
+
     async def _run(self) -> None:
         stt = self._stt
-        position = 0.0
-        utt_start: float | None = None
-        since = 0.0
-        utterance = 0
         async for item in self._mailbox:
             if isinstance(item, AudioInput):
-                d = item.frame.duration
-                if utt_start is None:
-                    utt_start = position
-                position += d
-                since += d
-                if self._fail_after is not None and position >= self._fail_after:
-                    raise ProviderError(
-                        "injected STT failure", provider=stt.provider, stage="stream"
-                    )
-                if stt.script and since >= stt.interim_every:
-                    since = 0.0
-                    words = stt.script[0].split()
-                    n = max(1, min(len(words), round((position - utt_start) / 0.3)))
-                    self._emit(
-                        Transcript(" ".join(words[:n]), False, utt_start, position, 0.0, utterance)
-                    )
+                self._audio(item.frame)
             elif isinstance(item, FlushInput | EndInput):
                 number = stt.flushes
                 stt.flushes += 1
@@ -174,19 +190,22 @@ class _ScriptedRecognize(RecognizeStream):
                 if isinstance(item, FlushInput):
                     self._took_flush()
                     answers = not self._flush_pending and number not in stt.silent_flushes
-                if utt_start is not None and stt.script and number not in stt.silent_flushes:
+                start, position = self._utt_start, self._position
+                if start is not None and stt.script and number not in stt.silent_flushes:
                     if stt.final_delay:
                         await _pause(stt.clock, stt.final_delay)
                     text = stt.script.pop(0)
                     if stt.record:
                         stt.heard.append(text)
                     self._emit(
-                        Transcript(text, True, utt_start, position, 1.0, utterance, flushed=answers)
+                        Transcript(
+                            text, True, start, position, 1.0, self._utterance, flushed=answers
+                        )
                     )
-                    utterance += 1
+                    self._utterance += 1
                 elif answers:  # nothing to recognise: the answer is an empty final
                     self._emit(Transcript("", True, position, position, flushed=True))
-                utt_start, since = None, 0.0
+                self._utt_start, self._since = None, 0.0
                 if isinstance(item, EndInput):
                     return
 
