@@ -7,8 +7,9 @@ when it runs); every failure is one line on stderr, ``antiphon: error: ...``, wi
 Progress lines go to stderr only when it is a terminal, so piped output stays clean.
 
 This module holds the argument parser (:func:`build_parser`, its help texts) and
-:func:`main`, which dispatches to the commands of :mod:`antiphon.cli_commands`; their
-names are re-exported here, so ``antiphon.cli`` stays the one entry point.
+:func:`main`, which dispatches to the commands of :mod:`antiphon.cli_commands` (on files
+and engines) and :mod:`antiphon.cli_live` (serve, console, call); their names are
+re-exported here, so ``antiphon.cli`` stays the one entry point.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from antiphon.cli_commands import (
     OFFLINE_STTS,
     OFFLINE_TTSS,
     Unavailable,
-    _console,
     _fake_server,
     _realtime,
     _say,
-    _serve,
     _talk,
 )
-from antiphon.cli_commands import _call as _call  # re-exported: tests drive it directly
+from antiphon.cli_live import _call as _call  # re-exported: tests drive it directly
+from antiphon.cli_live import _console, _serve
 from antiphon.errors import AntiphonError
 from antiphon.plugins.registry import TTS_PROVIDERS
 

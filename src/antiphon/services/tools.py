@@ -28,6 +28,12 @@ deadline, so a hung tool cannot exhaust the pool silently. An agent session owns
 pool and shuts it down when it closes; :func:`run_tools` (or :meth:`FunctionTool.call`)
 without one runs the batch on a pool of its own (at most 4 threads), shut down when the
 batch ends, so no idle thread outlives it.
+
+This module holds the tool (:class:`FunctionTool`, built by :func:`function_tool`) and
+the running of calls (:func:`run_tools`); the mapping between type hints and JSON lives
+in :mod:`antiphon.services.tool_schema`, the thread pool in
+:mod:`antiphon.services.tool_threads`. ``ToolArgumentError``, ``ToolThreads`` and
+``ToolTimeoutError`` are re-exported here (import them from this module).
 """
 
 from __future__ import annotations
@@ -39,14 +45,20 @@ import inspect
 import json
 import logging
 import re
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Protocol, overload
 
 from antiphon.aio.tasks import TaskGroup
-from antiphon.errors import AntiphonError, ConfigError
+from antiphon.errors import ConfigError
+from antiphon.services.tool_schema import (
+    ToolArgumentError,
+    convert,
+    describe,
+    json_schema,
+    parse_docstring,
+)
 from antiphon.services.tool_threads import ToolThreads, ToolTimeoutError
 
 __all__ = [
@@ -64,10 +76,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-
-
-class ToolArgumentError(AntiphonError, ValueError):
-    """The model called a tool with arguments that do not fit its schema."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,7 @@ class FunctionTool:
                 if p.required:
                     raise ToolArgumentError(f"{self.name}: missing argument {p.name!r}")
                 continue
-            kwargs[p.name] = _convert(raw[p.name], p.annotation, f"{self.name}.{p.name}")
+            kwargs[p.name] = convert(raw[p.name], p.annotation, f"{self.name}.{p.name}")
         return kwargs
 
     @property
@@ -193,139 +201,6 @@ def decode_arguments(tool: str, arguments: str | Mapping[str, Any]) -> dict[str,
     return raw
 
 
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
-            return args[0], True
-    return annotation, False
-
-
-def _json_schema(annotation: Any, where: str) -> dict[str, Any]:
-    inner, optional = _unwrap_optional(annotation)
-    if optional:
-        schema = _json_schema(inner, where)
-        kind = schema.get("type")
-        if isinstance(kind, str):
-            schema = {**schema, "type": [kind, "null"]}
-            if "enum" in schema:
-                schema["enum"] = [*schema["enum"], None]
-        return schema
-    if annotation is str:
-        return {"type": "string"}
-    if annotation is bool:
-        return {"type": "boolean"}
-    if annotation is int:
-        return {"type": "integer"}
-    if annotation is float:
-        return {"type": "number"}
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        values = [m.value for m in annotation]
-        return {"type": _literal_type(values, where), "enum": values}
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        values = list(typing.get_args(annotation))
-        return {"type": _literal_type(values, where), "enum": values}
-    if origin in (list, Sequence, tuple) or annotation is list:
-        args = typing.get_args(annotation)
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            raise ConfigError(f"{where}: use list[X] or tuple[X, ...], not {annotation!r}")
-        if not args:
-            raise ConfigError(f"{where}: give the item type, e.g. list[str]")
-        return {"type": "array", "items": _json_schema(args[0], f"{where}[]")}
-    raise ConfigError(
-        f"{where}: unsupported type {annotation!r}; use str, int, float, bool, Literal, "
-        "an Enum, list[X] or X | None"
-    )
-
-
-def _literal_type(values: list[Any], where: str) -> str:
-    kinds = {type(v) for v in values}
-    if kinds <= {str}:
-        return "string"
-    if kinds <= {int}:
-        return "integer"
-    if kinds <= {int, float}:
-        return "number"
-    if kinds <= {bool}:
-        return "boolean"
-    raise ConfigError(f"{where}: Literal/Enum values must all be str, int, float or bool")
-
-
-def _convert(value: Any, annotation: Any, where: str) -> Any:
-    inner, optional = _unwrap_optional(annotation)
-    if optional:
-        return None if value is None else _convert(value, inner, where)
-    bad = ToolArgumentError(f"{where}: expected {_describe(annotation)}, got {value!r}")
-    if annotation is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise bad
-        return int(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        allowed = ", ".join(repr(m.value) for m in annotation)
-        for member in annotation:
-            if member.value == value and type(member.value) is type(value):
-                return member
-        raise ToolArgumentError(
-            f"{where}: expected {annotation.__name__} (one of {allowed}), got {value!r}"
-        )
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        options = typing.get_args(annotation)
-        for option in options:
-            if option == value and type(option) is type(value):
-                return option
-        allowed = ", ".join(repr(o) for o in options)
-        raise ToolArgumentError(f"{where}: expected one of {allowed}, got {value!r}")
-    if origin in (list, Sequence, tuple):
-        if not isinstance(value, list):
-            raise bad
-        item = typing.get_args(annotation)[0]
-        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    raise bad
-
-
-def _describe(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or repr(annotation)
-
-
-def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """First paragraph, and ``name: text`` entries of an ``Args:`` section."""
-    if not doc:
-        return "", {}
-    text = inspect.cleandoc(doc)
-    paragraphs = re.split(r"\n\s*\n", text)
-    summary = " ".join(paragraphs[0].split()) if paragraphs else ""
-    if summary.lower().startswith(("args:", "arguments:", "parameters:")):
-        summary = ""
-    params: dict[str, str] = {}
-    match = re.search(r"^(?:Args|Arguments|Parameters):\s*\n((?:[ \t]+.*\n?)+)", text, re.M)
-    if match:
-        current: str | None = None
-        for line in match.group(1).splitlines():
-            m = re.match(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", line)
-            if m:
-                current = m.group(1)
-                params[current] = m.group(2).strip()
-            elif current and line.strip():
-                params[current] = f"{params[current]} {line.strip()}".strip()
-    return summary, params
-
-
 def _build(
     fn: Callable[..., Any], name: str | None, description: str | None, timeout: float | None
 ) -> FunctionTool:
@@ -342,7 +217,7 @@ def _build(
         not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ConfigError(f"tool timeout must be a positive number of seconds, got {timeout!r}")
-    summary, docs = _parse_docstring(fn.__doc__)
+    summary, docs = parse_docstring(fn.__doc__)
     try:
         hints = typing.get_type_hints(fn, include_extras=False)
     except (NameError, TypeError) as exc:
@@ -356,7 +231,7 @@ def _build(
             raise ConfigError(f"{where}: only named parameters can be tool arguments")
         if p.name not in hints:
             raise ConfigError(f"{where}: add a type hint (the JSON schema is built from it)")
-        schema = _json_schema(hints[p.name], where)
+        schema = json_schema(hints[p.name], where)
         if p.name in docs:
             schema["description"] = docs[p.name]
         has_default = p.default is not inspect.Parameter.empty
@@ -365,11 +240,11 @@ def _build(
             if isinstance(as_json, tuple):
                 as_json = list(as_json)
             try:
-                _convert(as_json, hints[p.name], where)
+                convert(as_json, hints[p.name], where)
             except ToolArgumentError:
                 raise ConfigError(
                     f"{where}: the default {p.default!r} does not fit the type hint "
-                    f"{_describe(hints[p.name])}"
+                    f"{describe(hints[p.name])}"
                 ) from None
         if has_default:
             default = p.default.value if isinstance(p.default, enum.Enum) else p.default
