@@ -43,7 +43,6 @@ import enum
 import functools
 import inspect
 import json
-import logging
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -73,7 +72,6 @@ __all__ = [
     "run_tools",
 ]
 
-log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
