@@ -20,8 +20,9 @@ fed 20 ms frames it hands out its output in bursts. Samples out per 20 ms frame 
 and 8 kHz -> 16 kHz ``[0, 0, 0, 0, 0, 1660, 0, ...]`` (100 ms blocks). In a call that is
 every phone reply's first audio ~80 ms later, the Twilio bridge sending media in 60-100 ms
 bursts, and speech reaching an STT provider up to 100 ms late. The polyphase engine costs
-about 2x soxr's CPU per 20 ms frame (~6-15 µs, docs/performance.md,
-``bench/resample.py``); libsamplerate, also per frame, costs 25-45 µs.
+1.3-1.9x soxr HQ's CPU per 20 ms frame (10-18 µs against 6-13 µs, int16 in and out
+included: docs/performance.md, ``bench/resample.py``); libsamplerate, also per frame,
+costs 25-45 µs.
 
 Both engines are deterministic, int16 in and out: the polyphase arithmetic is exact (see
 its module), and soxr runs in float32 here, with int16 in and out at the edges. soxr's
