@@ -82,6 +82,8 @@ TAP_BITS = 24
 #: 8 kHz, 3.3 µs instead of 7.8 µs for the copy and the product), for a few more
 #: multiply-adds with zero taps.
 ROW_OUTPUTS = 8
+#: A longer call is taken in pieces of this many input samples (the buffer holds one).
+_PIECE = 1 << 14
 #: At most this many float64 window values are copied for one matrix product (1 MB);
 #: a larger call (a whole signal) is done in blocks of rows.
 _BLOCK_VALUES = 1 << 17
@@ -242,6 +244,9 @@ class PolyphaseResampler:
         The values are in int16 scale, exact multiples of ``2**-TAP_BITS``, not yet
         rounded or clipped; the array is the caller's.
         """
+        if x.shape[0] > _PIECE:  # a long call (a whole signal): the buffer stays small
+            pieces = [self.process(x[i : i + _PIECE]) for i in range(0, x.shape[0], _PIECE)]
+            return np.concatenate(pieces)
         self._append(x, x.shape[0])
         up, down, delay = self._ratio  # outputs n with (n M + D) // L <= n_in - 1
         return self._emit((self._n_in * up - 1 - delay) // down + 1)
