@@ -1,13 +1,19 @@
-"""Streaming resampler throughput and accuracy against a naive per-chunk FFT resample.
+"""Streaming resampler throughput, accuracy and per-frame latency, both engines.
 
 Resamples 60 s of audio (48 kHz -> 16 kHz and 16 kHz -> 24 kHz) in 20 ms chunks with
-``StreamResampler`` and with an FFT resample of each chunk on its own (numpy, the method of
+``StreamResampler`` (its default engine, polyphase at these ratios, and ``engine="soxr"``)
+and with an FFT resample of each chunk on its own (numpy, the method of
 ``scipy.signal.resample``), in the same process. Speed is given as a realtime factor:
 seconds of audio per second of CPU (``time.process_time``) and of wall time
 (``time.perf_counter``), best of ``--repeats``. Accuracy is measured against the exact
 answer: the test signal is a sum of sines, so the ideal output is the same sines sampled
 at the output rate; errors are reported in int16 LSB, separately for output samples next
 to a chunk edge (where the per-chunk FFT wraps around) and for the rest.
+
+Then, for the ratios of phone and speech calls, the cost of one 20 ms frame through
+``StreamResampler.process`` (µs of CPU, ``time.process_time`` in a timeit loop, best of
+``--repeats``) on each engine, the samples out per 20 ms frame in (the first
+``PATTERN_FRAMES``), and when the first audio comes out (ms of input fed).
 
     .venv/bin/python bench/resample.py [--seconds 60] [--repeats 3]
 
@@ -17,9 +23,11 @@ Prints the JSON it writes to ``bench/results/resample.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
+import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +37,23 @@ import numpy.typing as npt
 import soxr
 
 from antiphon.audio.frame import AudioFrame
-from antiphon.audio.resample import StreamResampler
+from antiphon.audio.resample import ENGINES, StreamResampler
 
 CHUNK = 0.02
+PHONE_RATIOS = (
+    (24000, 8000),
+    (16000, 8000),
+    (48000, 8000),
+    (8000, 16000),
+    (8000, 24000),
+    (16000, 24000),
+    (24000, 16000),
+    (48000, 16000),
+    (16000, 48000),
+    (44100, 16000),  # not a small ratio: soxr on both
+)
+PATTERN_FRAMES = 12
+FRAME_LOOPS = 2000  # process() calls per timing
 TONES = ((300.0, 0.25), (1234.5, 0.2), (3456.0, 0.15))  # Hz, amplitude: below every Nyquist
 EDGE = 2  # output samples either side of a chunk boundary counted as "at the edge"
 SKIP = 0.05  # seconds ignored at the start and end of the stream (filter start-up)
@@ -153,6 +175,10 @@ def bench_case(in_rate: int, out_rate: int, seconds: float, repeats: int) -> dic
         r = StreamResampler(in_rate, out_rate)
         return r.process, lambda: r.flush().data
 
+    def ours_soxr() -> tuple[Converter, Callable[[], bytes]]:
+        r = StreamResampler(in_rate, out_rate, engine="soxr")
+        return r.process, lambda: r.flush().data
+
     def naive() -> tuple[Converter, Callable[[], bytes]]:
         return naive_converter(in_rate, out_rate), lambda: b""
 
@@ -162,6 +188,7 @@ def bench_case(in_rate: int, out_rate: int, seconds: float, repeats: int) -> dic
     result: dict[str, Any] = {"in_rate": in_rate, "out_rate": out_rate, "chunks": len(frames)}
     for name, make in (
         ("stream_resampler", ours),
+        ("stream_resampler_soxr", ours_soxr),
         ("naive_fft_per_chunk", naive),
         ("soxr_native_int16_no_flush", native),
     ):
@@ -177,6 +204,36 @@ def bench_case(in_rate: int, out_rate: int, seconds: float, repeats: int) -> dic
     return result
 
 
+def frame_case(in_rate: int, out_rate: int, repeats: int) -> dict[str, Any]:
+    """µs of CPU per 20 ms frame and the samples-out pattern, on each engine."""
+    x = np.rint(tones(in_rate, round(in_rate * CHUNK * PATTERN_FRAMES))).astype(np.int16)
+    frames = AudioFrame.from_array(x, in_rate).split(CHUNK)
+    result: dict[str, Any] = {"in_rate": in_rate, "out_rate": out_rate}
+    for engine in ENGINES:
+        r = StreamResampler(in_rate, out_rate, engine=engine)
+        pattern = [r.process(f).samples_per_channel for f in frames]
+        first = next((i for i, n in enumerate(pattern) if n), None)
+        us = min(
+            timeit.repeat(
+                functools.partial(r.process, frames[0]),
+                number=FRAME_LOOPS,
+                repeat=repeats,
+                timer=time.process_time,
+            )
+        )
+        result[engine] = {
+            "polyphase": r.polyphase,
+            "us_per_frame": round(us / FRAME_LOOPS * 1e6, 2),
+            "samples_out_per_frame": pattern,
+            "first_audio_after_ms": None if first is None else round((first + 1) * 1000 * CHUNK),
+            "delay_ms": None if r.delay is None else round(r.delay * 1000, 2),
+        }
+    result["cpu_ratio_auto_to_soxr"] = round(
+        result["auto"]["us_per_frame"] / result["soxr"]["us_per_frame"], 2
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -185,6 +242,7 @@ def main() -> None:
     cases = [
         bench_case(a, b, args.seconds, args.repeats) for a, b in ((48000, 16000), (16000, 24000))
     ]
+    per_frame = [frame_case(a, b, max(args.repeats, 5)) for a, b in PHONE_RATIOS]
     report = {
         "benchmark": "resample",
         "python": platform.python_version(),
@@ -195,6 +253,7 @@ def main() -> None:
         "chunk_seconds": CHUNK,
         "repeats": args.repeats,
         "cases": cases,
+        "per_frame": per_frame,
     }
     text = json.dumps(report, indent=2)
     out = Path(__file__).parent / "results" / "resample.json"

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from antiphon.audio.frame import SUPPORTED_RATES, AudioFrame
-from antiphon.audio.resample import AudioConverter, StreamResampler, to_channels, to_mono
+from antiphon.audio.resample import (
+    ENGINES,
+    AudioConverter,
+    Engine,
+    StreamResampler,
+    to_channels,
+    to_mono,
+)
 from antiphon.errors import ConfigError
 
 I16 = npt.NDArray[np.int16]
@@ -62,15 +69,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("in_rate", "out_rate", "channels"), CASES)
 def test_20ms_chunks_give_exactly_the_whole_signal_result(
-    in_rate: int, out_rate: int, channels: int
+    in_rate: int, out_rate: int, channels: int, engine: Engine
 ) -> None:
     x = signal(in_rate, 1.0, channels)
     step = round(in_rate * 0.02)
     cuts = list(range(step, len(x), step))
-    ref = whole(StreamResampler(in_rate, out_rate, channels), x)
-    got = chunked(StreamResampler(in_rate, out_rate, channels), x, cuts)
+    ref = whole(StreamResampler(in_rate, out_rate, channels, engine=engine), x)
+    got = chunked(StreamResampler(in_rate, out_rate, channels, engine=engine), x, cuts)
     assert got.shape == ref.shape
     assert np.array_equal(got, ref)
     # and the result is a real resampling, not silence: energy is preserved
@@ -86,39 +94,44 @@ def test_output_is_deterministic_across_instances() -> None:
     assert np.array_equal(a, b)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     rates=st.sampled_from([(a, b) for a in SUPPORTED_RATES for b in SUPPORTED_RATES if a != b]),
     channels=st.integers(min_value=1, max_value=2),
     cut_fractions=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=12),
+    engine=st.sampled_from(ENGINES),
 )
 def test_any_chunking_gives_the_same_samples(
-    rates: tuple[int, int], channels: int, cut_fractions: list[float]
+    rates: tuple[int, int], channels: int, cut_fractions: list[float], engine: Engine
 ) -> None:
     in_rate, out_rate = rates
     x = signal(in_rate, 0.15, channels, seed=7)
     cuts = sorted(round(f * len(x)) for f in cut_fractions)  # may repeat: empty chunks
-    ref = whole(StreamResampler(in_rate, out_rate, channels), x)
-    got = chunked(StreamResampler(in_rate, out_rate, channels), x, cuts)
+    ref = whole(StreamResampler(in_rate, out_rate, channels, engine=engine), x)
+    got = chunked(StreamResampler(in_rate, out_rate, channels, engine=engine), x, cuts)
     assert np.array_equal(got, ref)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     ("in_rate", "out_rate", "n"),
     [(16000, 24000, 16000), (48000, 16000, 48007), (44100, 16000, 44100 + 13), (8000, 48000, 999)],
 )
-def test_output_length_follows_the_ratio(in_rate: int, out_rate: int, n: int) -> None:
+def test_output_length_follows_the_ratio(
+    in_rate: int, out_rate: int, n: int, engine: Engine
+) -> None:
     x = signal(in_rate, n / in_rate)
     assert len(x) == n
-    out = whole(StreamResampler(in_rate, out_rate), x)
+    out = whole(StreamResampler(in_rate, out_rate, engine=engine), x)
     assert abs(len(out) - n * out_rate / in_rate) <= 2
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(44100, 16000), (16000, 48000), (24000, 8000)])
-def test_a_440hz_tone_stays_at_440hz(in_rate: int, out_rate: int) -> None:
+def test_a_440hz_tone_stays_at_440hz(in_rate: int, out_rate: int, engine: Engine) -> None:
     t = np.arange(in_rate) / in_rate
     tone = np.round(0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-    r = StreamResampler(in_rate, out_rate)
+    r = StreamResampler(in_rate, out_rate, engine=engine)
     step = round(in_rate * 0.02)
     out = chunked(r, tone, list(range(step, in_rate, step))).astype(np.float64)
     spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
@@ -152,6 +165,10 @@ def test_frames_of_another_format_are_refused_with_a_fix() -> None:
 def test_bad_configuration_is_refused(args: tuple[object, ...], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         StreamResampler(*args)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="engine"):
+        StreamResampler(16000, 8000, engine="fft")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="engine"):
+        AudioConverter(16000, engine="fft")  # type: ignore[arg-type]
 
 
 def test_identity_passes_frames_through_without_copy() -> None:
@@ -164,9 +181,10 @@ def test_identity_passes_frames_through_without_copy() -> None:
     assert (tail.sample_rate, tail.channels, tail.generation) == (24000, 2, 4)
 
 
-def test_flush_resets_and_reset_drops_state() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flush_resets_and_reset_drops_state(engine: Engine) -> None:
     x = signal(16000, 0.3)
-    r = StreamResampler(16000, 24000)
+    r = StreamResampler(16000, 24000, engine=engine)
     first = whole(r, x)
     assert np.array_equal(whole(r, x), first)  # flush made it ready for a new stream
     r.process(frame_of(signal(16000, 0.1, seed=9), 16000))
@@ -174,8 +192,9 @@ def test_flush_resets_and_reset_drops_state() -> None:
     assert np.array_equal(whole(r, x), first)
 
 
-def test_generation_is_carried() -> None:
-    r = StreamResampler(16000, 8000)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_generation_is_carried(engine: Engine) -> None:
+    r = StreamResampler(16000, 8000, engine=engine)
     out = r.process(frame_of(signal(16000, 0.1), 16000, generation=7))
     assert out.generation == 7
     assert r.flush().generation == 7

@@ -2,8 +2,10 @@
 
 from antiphon.audio.frame import AudioFrame, float_to_int16
 from antiphon.audio.resample import (
+    ENGINES,
     QUALITIES,
     AudioConverter,
+    Engine,
     Quality,
     StreamResampler,
     to_channels,
@@ -12,9 +14,11 @@ from antiphon.audio.resample import (
 from antiphon.audio.track import OutputTrack
 
 __all__ = [
+    "ENGINES",
     "QUALITIES",
     "AudioConverter",
     "AudioFrame",
+    "Engine",
     "OutputTrack",
     "Quality",
     "StreamResampler",
