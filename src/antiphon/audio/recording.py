@@ -16,8 +16,9 @@ How it is built and why:
   rate and chunking. A frame that arrives before its channel's end (a burst) or less than
   ``jitter`` after it is appended there: audio is never overwritten or dropped, and only
   a longer gap in time becomes silence.
-- **Exact audio** (rule 5): each channel has its own streaming converter (soxr, state
-  across frames) to the file's rate; stereo input is mixed down to mono.
+- **Exact audio** (rule 5): each channel has its own streaming converter
+  (:class:`~antiphon.audio.resample.AudioConverter`, state across frames) to the file's
+  rate; stereo input is mixed down to mono.
 - **Bounded memory** (rule 13): samples wait in memory only until both channels have
   passed them; a channel silent for longer than ``max_lag`` seconds is filled with
   silence up to ``now - max_lag``, so a muted side cannot hold the other's audio back.

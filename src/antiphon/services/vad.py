@@ -64,13 +64,14 @@ __all__ = [
     "VADState",
 ]
 
-#: soxr quality of the conversion to the model's rate. soxr's filtered qualities (LQ and
-#: up) hand out their output in blocks: from 20 ms frames of 8 kHz, HQ returns ~100 ms
+#: Quality of the conversion to the model's rate. soxr's filtered qualities (LQ and up)
+#: hand out their output in blocks: from 20 ms frames of 8 kHz, soxr HQ returned ~100 ms
 #: at once every fifth frame, so each window reached the model up to 100 ms (52 ms on
-#: average) after its audio arrived, and every decision (a barge-in's speech start)
-#: was that much late. ``QQ`` (cubic interpolation) returns every frame's samples at once
-#: and is enough for a speech/silence decision (measured: the same events on the
-#: suite's speech at every rate).
+#: average) after its audio arrived, and every decision (a barge-in's speech start) was
+#: that much late. ``QQ`` (cubic interpolation) returns every frame's samples at once,
+#: costs less than the polyphase engine ``StreamResampler`` now uses at the speech
+#: rates, serves every ratio, and is enough for a speech/silence decision (measured:
+#: the same events on the suite's speech at every rate).
 RESAMPLE_QUALITY: Quality = "QQ"
 
 
