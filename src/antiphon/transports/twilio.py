@@ -17,7 +17,12 @@ that buffer small and knows what was heard:
 - **Playout tracking.** A ``mark`` named ``p<epoch>.<n>`` follows every
   ``mark_every``-th frame; Twilio echoes it when the audio before it has played, so the
   bridge knows the last frame the caller heard. It sends at most ``max_ahead`` seconds
-  (100 ms) beyond that: the pump waits for the echo before sending more. A peer that
+  (300 ms) beyond that: the pump waits for the echo before sending more. The echo comes
+  a playout buffer and a network round trip after the frame was sent, so the window
+  must cover both, or the audio stalls on every mark: 100 ms (the first default) did
+  not, with 150 ms of echo delay (``tests/test_phone_calls.py``) nor at 100 calls on one
+  machine (``bench/capacity.py --sides phone``). The window costs barge-in nothing: the
+  ``clear`` drops whatever the carrier buffered. A peer that
   never echoes marks (``mark_timeout``; five times that once it echoed one) turns tracking
   off for the call (audio is then sent as paced).
 - **Pause = clear.** The moment the session pauses its output (speech over the agent,
@@ -81,7 +86,7 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         ws: WebSocketLike,
         *,
         send_timeout: float = 5.0,
-        max_ahead: float = 0.1,
+        max_ahead: float = 0.3,
         mark_every: int = 2,
         mark_timeout: float = 1.0,
         dialect: Dialect = tw.DIALECT,
