@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -134,6 +135,11 @@ class SynthesisStream(InputStream[AudioFrame]):
         self._end_input(EndInput())
 
     # -- output
+    def __aiter__(self) -> AsyncIterator[AudioFrame]:
+        """The output channel itself: ``async for`` takes each frame from the channel's
+        own ``__anext__``, with no call of the stream's in between (once per chunk)."""
+        return self._out
+
     async def collect(self) -> AudioFrame:
         """All audio of the stream as one frame (raises the stream's error on failure)."""
         chunks = [f.data async for f in self]
