@@ -210,6 +210,30 @@ async def test_acquire_waits_for_a_returning_connection(echo: EchoServer) -> Non
     await conn.aclose()
 
 
+class DeafServer(FakeWsServer):
+    """Accepts the connection and never reads: its socket fills up."""
+
+    async def handle(self, ws: ServerConnection) -> None:
+        await asyncio.Future()
+
+
+async def test_a_send_that_must_wait_ends_at_its_deadline() -> None:
+    """Sends that cannot wait take no timer; one that waits (the peer stopped reading,
+    the write buffer is full) fails after exactly ``send_timeout``."""
+    async with DeafServer() as server:
+        conn = await connect(server.url, provider="echo", options=FAST)
+        loop = asyncio.get_running_loop()
+        chunk = bytes(1024 * 1024)
+        with pytest.raises(ProviderTimeoutError) as info:
+            for _ in range(1000):
+                started = loop.time()
+                await conn.send(chunk)
+        assert (info.value.stage, info.value.timeout) == ("send", FAST.send_timeout)
+        assert loop.time() - started == pytest.approx(FAST.send_timeout, abs=1e-6)
+        conn.abort()
+        await conn.aclose()
+
+
 class Inbox:
     """A handler's two callbacks, recording what they got."""
 

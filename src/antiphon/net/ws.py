@@ -29,6 +29,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.protocol import State
 
 from antiphon.aio.deadline import deadline
 from antiphon.errors import (
@@ -58,6 +59,9 @@ LostHandler = Callable[["ConnectionLost"], None]
 
 #: Frames of one fragmented message at most (as ``websockets``' own queue allows).
 MAX_FRAGMENTS = 4096
+_OPEN = State.OPEN
+_FRAME_HEAD = 14  # bytes of a frame's header at most (client frames are masked)
+# (A str is bounded by 4 bytes a character in UTF-8.)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +270,30 @@ class WsConnection:
             on_lost(self._lost(self._stage))
 
     async def send(self, message: str | bytes, *, stage: str = "send") -> None:
-        # aio.deadline() written out: a stream sends a few messages, each under its own
-        # timer, and the context-manager generator around it cost as much as the timer.
+        """Send ``message`` within ``send_timeout``.
+
+        A send that cannot wait takes no timer: the connection is open, nothing is queued
+        for the socket and the message fits under the write buffer's high-water mark, so
+        ``websockets`` hands it to the transport and returns without awaiting anything
+        (it waits only while writing is paused or the connection closes). Every other
+        send runs under the deadline.
+        """
+        ws = self._ws
+        transport = ws.transport
+        if (
+            ws.state is _OPEN
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+            and (len(message) * 4 if type(message) is str else len(message)) + _FRAME_HEAD
+            <= transport.get_write_buffer_limits()[1]
+        ):
+            try:
+                await ws.send(message)
+            except ConnectionClosed:
+                raise self._lost(stage) from None
+            return
+        # aio.deadline() written out: the context-manager generator around the timer cost
+        # as much as the timer.
         timeout = asyncio.timeout(self._options.send_timeout)
         try:
             async with timeout:
