@@ -61,6 +61,7 @@ from antiphon.services.tts import (
     SynthesisStream,
     TextInput,
     TTSDeadlines,
+    metric_child,
 )
 
 __all__ = [
@@ -333,7 +334,8 @@ class WebSocketSynthesisStream(SynthesisStream):
             if not self._heard:
                 self._heard = True
                 if self._flush_times:
-                    metrics.TTS_TTFB.labels(self.provider).observe(now - self._flush_times[0])
+                    ttfb = metric_child(metrics.TTS_TTFB, self.provider)
+                    ttfb.observe(now - self._flush_times[0])
                 self._progress_at = now
                 self._watch()  # the idle window may end before the first-audio one
             self._progress_at = now  # the watchdog reads it lazily: no timer per chunk
