@@ -153,6 +153,31 @@ async def test_a_stream_is_one_task_its_audio_read_by_the_connection_handler() -
         assert (fake.stats.connections, tts.pool.stats.reused) == (1, 2)
 
 
+async def test_closing_the_service_right_after_a_cancel_leaves_no_socket() -> None:
+    """A cancelled stream's connection is cleared by a task of the service; when the
+    service closes before that task ever ran, the connection is still discarded."""
+    import asyncio
+
+    from antiphon.services.ws_tts import WebSocketSynthesisStream
+    from antiphon.testing.leaks import LeakCheck
+
+    async with FakeDeepgramTTS() as fake:
+        leaks = LeakCheck(ports=[fake.port])
+        tts = DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST)
+        stream = tts.synthesize("A long sentence that is interrupted half way through.")
+        assert isinstance(stream, WebSocketSynthesisStream)
+        await anext(aiter(stream))  # audio is flowing: a cancel must send Clear
+        conn = stream._conn
+        assert conn is not None
+        stream.cancel()
+        await asyncio.sleep(0)  # the stream's task ends and hands the connection over
+        assert tts.pool.is_returning(conn)
+        await tts.aclose()  # cancels the clearing before its first step
+        assert not conn.open
+        assert not tts.pool.is_returning(conn)
+        await leaks.assert_clean()
+
+
 async def test_the_readme_fault_plan_example_runs() -> None:
     """README's ``FakeDeepgramTTS(FaultPlan(...))``: the stream fails, the fake lives on."""
     import re

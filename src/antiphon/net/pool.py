@@ -123,6 +123,10 @@ class ConnectionPool:
         """Note that ``conn`` will come back through ``release``/``discard`` shortly."""
         self._returning.add(conn.id)
 
+    def is_returning(self, conn: WsConnection) -> bool:
+        """Whether ``conn`` was announced by :meth:`returning` and is not back yet."""
+        return conn.id in self._returning
+
     def _returned(self, conn: WsConnection) -> None:
         if conn.id in self._returning:
             self._returning.discard(conn.id)

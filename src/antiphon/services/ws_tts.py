@@ -200,7 +200,17 @@ class WebSocketTTS(TTS):
                 partial(_settle, cleared),
                 stage="clear",
             )
-            self._tasks.spawn(self._clear_and_release(conn, session, msgs, cleared), name="clear")
+            task = self._tasks.spawn(
+                self._clear_and_release(conn, session, msgs, cleared), name="clear"
+            )
+            task.add_done_callback(partial(self._unstarted, conn))
+
+    def _unstarted(self, conn: WsConnection, task: asyncio.Task[None]) -> None:
+        """A clearing cancelled before it ran (the service closing) never reached its
+        ``finally``: the connection is not back in the pool; discard it."""
+        if task.cancelled() and self.pool.is_returning(conn):
+            conn.clear_handler()
+            self.pool.discard(conn)
 
     def _clearing(
         self,
