@@ -207,10 +207,11 @@ class WsConnection:
         ws = self._ws
         if isinstance(ws, _Client):
             ws.route = ws.on_lost = None
-            if self._parts:  # the rest of this message will reach websockets' queue
+            if self._parts and not ws.lost:  # the rest of it will reach websockets' queue
                 parts, self._parts = self._parts, []
                 for frame in parts:
                     ws.recv_messages.put(frame)
+        self._parts = []
 
     def _route_queued(self) -> None:
         """Hand over what ``websockets`` queued while nobody read (its ``Assembler``)."""
@@ -263,6 +264,7 @@ class WsConnection:
     def _lost_now(self) -> None:
         on_lost = self._on_lost
         self._on_message = self._on_lost = None
+        self._parts = []
         ws = self._ws
         if isinstance(ws, _Client):
             ws.route = ws.on_lost = None
