@@ -7,8 +7,9 @@ the same in-process connection double, so what differs is only the code between 
 message and its consumer:
 
 - the double (``_Conn``) has the surface the WebSocket TTS driver uses (``send``,
-  ``recv``, ``read_into``, ``aclose``...); a message is handed over as ``websockets``
-  does, by setting the future its reader waits on. One loop timer per ``--interval``
+  ``recv``, ``set_handler``, ``aclose``...); a message is handed over as ``websockets``
+  does, by setting the future its reader waits on, or to the handler when one is set
+  (as ``WsConnection`` does from the protocol callback). One loop timer per ``--interval``
   (the "server") gives every stream that sent its ``Flush`` its next chunk, then
   Deepgram's ``Flushed``, so chunks arrive in bursts as from one server loop;
 - (a) **bare**: one task per stream awaits ``recv()`` and feeds the same sans-I/O
@@ -89,11 +90,16 @@ class _Conn:
         self._server = server
         self._queue: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._handler: Callable[[str | bytes], None] | None = None
 
     def age(self, now: float) -> float:
         return 0.0
 
     def deliver(self, message: str | bytes) -> None:
+        handler = self._handler
+        if handler is not None:  # as WsConnection: straight from the "protocol callback"
+            handler(message)
+            return
         self._queue.append(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -119,6 +125,20 @@ class _Conn:
                 await self._waiter
             if not handle(queue.popleft()):
                 return
+
+    def set_handler(
+        self,
+        on_message: Callable[[str | bytes], None],
+        on_lost: Callable[[Any], None],
+        *,
+        stage: str = "receive",
+    ) -> None:
+        self._handler = on_message
+        while self._queue and self._handler is not None:
+            on_message(self._queue.popleft())
+
+    def clear_handler(self) -> None:
+        self._handler = None
 
     def abort(self) -> None:
         self.open = False

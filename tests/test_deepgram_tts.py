@@ -7,7 +7,7 @@ import pytest
 from antiphon.errors import ConfigError
 from antiphon.net.pool import PoolOptions
 from antiphon.plugins.deepgram import DeepgramTTS
-from antiphon.services.tts import TTS, TTSDeadlines
+from antiphon.services.tts import TTS, StreamState, TTSDeadlines
 from antiphon.testing import FakeDeepgramTTS, FaultPlan, serving
 from antiphon.testing.conformance.tts import FAST, TTSConformance, TTSHarness
 from antiphon.testing.deepgram import DEFAULT_API_KEY, synthesize
@@ -131,6 +131,51 @@ async def test_metrics_time_each_flush_and_count_audio_and_outcomes() -> None:
             await tts.synthesize("This will fail half way.").collect()
     assert _metric("antiphon_tts_streams_total", outcome="failed") == failed + 1
     assert _metric("antiphon_tts_errors_total", kind="ProviderConnectionError") == errors + 1
+
+
+async def test_a_stream_is_one_task_its_audio_read_by_the_connection_handler() -> None:
+    """The socket's messages reach the stream without a reader task (the connection's
+    handler feeds the session), and a warm connection is leased and given back without
+    a task of the pool: per stream, the stream's own task is the only one."""
+    async with (
+        FakeDeepgramTTS() as fake,
+        DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST) as tts,
+    ):
+        await tts.prewarm()
+        for text in ("First turn.", "Second turn."):
+            frames = 0
+            async with tts.synthesize(text) as stream:
+                async for frame in stream:
+                    frames += frame.duration > 0
+                    assert (len(tts._tasks), len(tts.pool._tasks)) == (1, 0)
+            assert frames and stream.state is StreamState.COMPLETED
+            await stream.wait()
+        assert (fake.stats.connections, tts.pool.stats.reused) == (1, 2)
+
+
+async def test_closing_the_service_right_after_a_cancel_leaves_no_socket() -> None:
+    """A cancelled stream's connection is cleared by a task of the service; when the
+    service closes before that task ever ran, the connection is still discarded."""
+    import asyncio
+
+    from antiphon.services.ws_tts import WebSocketSynthesisStream
+    from antiphon.testing.leaks import LeakCheck
+
+    async with FakeDeepgramTTS() as fake:
+        leaks = LeakCheck(ports=[fake.port])
+        tts = DeepgramTTS(api_key=DEFAULT_API_KEY, base_url=fake.url, deadlines=FAST)
+        stream = tts.synthesize("A long sentence that is interrupted half way through.")
+        assert isinstance(stream, WebSocketSynthesisStream)
+        await anext(aiter(stream))  # audio is flowing: a cancel must send Clear
+        conn = stream._conn
+        assert conn is not None
+        stream.cancel()
+        await asyncio.sleep(0)  # the stream's task ends and hands the connection over
+        assert tts.pool.is_returning(conn)
+        await tts.aclose()  # cancels the clearing before its first step
+        assert not conn.open
+        assert not tts.pool.is_returning(conn)
+        await leaks.assert_clean()
 
 
 async def test_the_readme_fault_plan_example_runs() -> None:

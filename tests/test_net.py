@@ -29,7 +29,8 @@ pytestmark = pytest.mark.virtual_time
 
 
 class EchoServer(FakeWsServer):
-    """Echoes text; ``push <n>`` sends n unsolicited messages; ``bye`` closes with 1000."""
+    """Echoes text and binary; ``push <n>`` sends n unsolicited messages; ``bye`` closes
+    with 1000; ``fragments`` and ``bad utf-8`` send what they say."""
 
     def __init__(self, plan: FaultPlan | None = None) -> None:
         super().__init__(plan)
@@ -46,6 +47,11 @@ class EchoServer(FakeWsServer):
                 elif isinstance(msg, str) and msg.startswith("push "):
                     for i in range(int(msg.split()[1])):
                         await ws.send(f"stale {i}")
+                elif msg == "fragments":  # one text and one binary message, in fragments
+                    await ws.send(["frag", "ment", "ed"])
+                    await ws.send([b"\x01", b"\x02\x03"])
+                elif msg == "bad utf-8":
+                    await ws.send(b"\xff\xfe", text=True)
                 else:
                     await ws.send(msg)
         finally:
@@ -202,6 +208,124 @@ async def test_acquire_waits_for_a_returning_connection(echo: EchoServer) -> Non
     with pytest.raises(StreamClosedError):
         await waiter
     await conn.aclose()
+
+
+class DeafServer(FakeWsServer):
+    """Accepts the connection and never reads: its socket fills up."""
+
+    async def handle(self, ws: ServerConnection) -> None:
+        await asyncio.Future()
+
+
+async def test_a_send_that_must_wait_ends_at_its_deadline() -> None:
+    """Sends that cannot wait take no timer; one that waits (the peer stopped reading,
+    the write buffer is full) fails after exactly ``send_timeout``."""
+    async with DeafServer() as server:
+        conn = await connect(server.url, provider="echo", options=FAST)
+        loop = asyncio.get_running_loop()
+        chunk = bytes(1024 * 1024)
+        with pytest.raises(ProviderTimeoutError) as info:
+            for _ in range(1000):
+                started = loop.time()
+                await conn.send(chunk)
+        assert (info.value.stage, info.value.timeout) == ("send", FAST.send_timeout)
+        assert loop.time() - started == pytest.approx(FAST.send_timeout, abs=1e-6)
+        conn.abort()
+        await conn.aclose()
+
+
+class Inbox:
+    """A handler's two callbacks, recording what they got."""
+
+    def __init__(self) -> None:
+        self.messages: list[str | bytes] = []
+        self.lost: list[ConnectionLost] = []
+
+    def on_message(self, data: str | bytes) -> None:
+        self.messages.append(data)
+
+    def on_lost(self, error: ConnectionLost) -> None:
+        self.lost.append(error)
+
+
+async def test_a_handler_gets_every_message_in_order_then_recv_again(echo: EchoServer) -> None:
+    leaks = LeakCheck(ports=[echo.port])
+    conn = await connect(echo.url, provider="echo", options=FAST)
+    await conn.send("push 2")
+    # Both wait in websockets' own queue (its frames), as nobody reads yet.
+    await until(lambda: len(conn._ws.recv_messages.frames) == 2)
+    inbox = Inbox()
+    conn.set_handler(inbox.on_message, inbox.on_lost)
+    assert inbox.messages == ["stale 0", "stale 1"]  # the queued ones first, at once
+    await conn.send("text")
+    await conn.send(b"\x00\x01")
+    await conn.send("fragments")
+    await until(lambda: len(inbox.messages) == 6)
+    assert inbox.messages[2:] == ["text", b"\x00\x01", "fragmented", b"\x01\x02\x03"]
+    with pytest.raises(RuntimeError, match="handler"):
+        await conn.recv()  # the handler takes the messages
+    conn.clear_handler()
+    await conn.send("mine")
+    assert await conn.recv() == "mine"
+    assert inbox.lost == []
+    await conn.aclose()
+    assert inbox.lost == []  # a cleared handler hears nothing more
+    await leaks.assert_clean()
+
+
+async def test_a_handler_hears_the_close_once_with_its_code(echo: EchoServer) -> None:
+    conn = await connect(echo.url, provider="echo", options=FAST)
+    inbox = Inbox()
+    conn.set_handler(inbox.on_message, inbox.on_lost, stage="speak")
+    await conn.send("bye")
+    await until(lambda: bool(inbox.lost))
+    [error] = inbox.lost
+    assert (error.close_code, error.stage) == (1000, "speak")
+    late = Inbox()
+    conn.set_handler(late.on_message, late.on_lost)  # already closed: told at once
+    assert len(late.lost) == 1 and len(inbox.lost) == 1
+    await conn.aclose()
+
+
+async def test_a_failing_handler_or_bad_text_drops_the_connection(echo: EchoServer) -> None:
+    leaks = LeakCheck(ports=[echo.port])
+    conn = await connect(echo.url, provider="echo", options=FAST)
+    inbox = Inbox()
+
+    def broken(data: str | bytes) -> None:
+        raise ValueError("a bug")
+
+    conn.set_handler(broken, inbox.on_lost)
+    await conn.send("boom")
+    await until(lambda: bool(inbox.lost))
+    assert "handler failed" in str(inbox.lost[0])
+    assert not conn.open
+    await conn.aclose()
+
+    conn = await connect(echo.url, provider="echo", options=FAST)
+    inbox = Inbox()
+    conn.set_handler(inbox.on_message, inbox.on_lost)
+    await conn.send("bad utf-8")
+    await until(lambda: bool(inbox.lost))
+    assert inbox.messages == []
+    assert "UTF-8" in str(inbox.lost[0])
+    await conn.aclose()
+    await leaks.assert_clean()
+
+
+async def test_the_pool_starts_no_task_to_lease_or_keep_a_connection(echo: EchoServer) -> None:
+    pool = opener(echo.url)
+    await pool.prewarm(2)
+    before = len(asyncio.all_tasks())
+    for _ in range(3):
+        conn = await pool.acquire()
+        assert not conn.has_handler  # the user reads it
+        assert len(asyncio.all_tasks()) == before
+        pool.release(conn, reusable=True)
+        assert conn.has_handler  # the pool reads it while idle
+        assert len(asyncio.all_tasks()) == before
+    assert (pool.stats.connects, pool.stats.reused) == (2, 3)
+    await pool.aclose()
 
 
 def test_options_validate() -> None:

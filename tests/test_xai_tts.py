@@ -11,7 +11,7 @@ import pytest
 from antiphon.audio.codecs import decode_to_pcm
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.pool import PoolOptions
-from antiphon.net.ws import WsConnection
+from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.plugins.xai import XAITTS
 from antiphon.protocols import xai_tts as xai
 from antiphon.services.tts import TTS, StreamState, TTSDeadlines
@@ -70,7 +70,7 @@ async def test_audio_done_before_send_returns_never_hangs(monkeypatch: pytest.Mo
     audio.done when it decided to send, so the order of events decides.
     """
     original_send = WsConnection.send
-    original_read_into = WsConnection.read_into
+    original_set_handler = WsConnection.set_handler
     delays = itertools.cycle((0.0, 0.001, 0.005))  # sleep(0) yields once; then tiny waits
     in_done_send = False
     raced = 0
@@ -85,22 +85,26 @@ async def test_audio_done_before_send_returns_never_hangs(monkeypatch: pytest.Mo
             finally:
                 in_done_send = False
 
-    def watching(handle: Callable[[str | bytes], bool]) -> Callable[[str | bytes], bool]:
-        def watch(data: str | bytes) -> bool:
+    def watching(handle: Callable[[str | bytes], None]) -> Callable[[str | bytes], None]:
+        def watch(data: str | bytes) -> None:
             nonlocal raced
             if in_done_send and isinstance(data, str) and '"audio.done"' in data:
                 raced += 1  # the answer arrived while our send had not returned
-            return handle(data)
+            handle(data)
 
         return watch
 
-    async def watching_read_into(
-        self: WsConnection, handle: Callable[[str | bytes], bool], *, stage: str = "receive"
+    def watching_set_handler(
+        self: WsConnection,
+        on_message: Callable[[str | bytes], None],
+        on_lost: Callable[[ConnectionLost], None],
+        *,
+        stage: str = "receive",
     ) -> None:
-        await original_read_into(self, watching(handle), stage=stage)
+        original_set_handler(self, watching(on_message), on_lost, stage=stage)
 
     monkeypatch.setattr(WsConnection, "send", slow_send)
-    monkeypatch.setattr(WsConnection, "read_into", watching_read_into)
+    monkeypatch.setattr(WsConnection, "set_handler", watching_set_handler)
     async with serving(FakeXAITTS(instant_done=True, chunk_seconds=1.0)) as fake:
         leaks = LeakCheck(ports=[fake.port])
         tts = XAITTS(api_key=DEFAULT_API_KEY, base_url=fake.url, sample_rate=8000, deadlines=FAST)

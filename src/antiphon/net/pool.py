@@ -1,4 +1,12 @@
-"""A pool of warm connections: prewarm, reuse, maximum age, idle reading, bounded close."""
+"""A pool of warm connections: prewarm, reuse, maximum age, idle reading, bounded close.
+
+An idle connection is read by a handler (:meth:`WsConnection.set_handler
+<antiphon.net.ws.WsConnection.set_handler>`), not a task: what the server sends after a
+stream ended is counted and dropped as it arrives, and a connection lost while idle is
+taken out of the pool at once. Leasing one clears that handler and releasing sets it:
+no task is started or cancelled per stream, and ``acquire`` of a warm connection does
+not wait.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from antiphon.aio.tasks import TaskOwner
 from antiphon.errors import ConfigError, StreamClosedError
-from antiphon.net.ws import WsConnection
+from antiphon.net.ws import ConnectionLost, WsConnection
 
 __all__ = ["ConnectionPool", "PoolOptions", "PoolStats"]
 
@@ -46,9 +55,10 @@ class PoolStats:
 class ConnectionPool:
     """Hands out one connection per user at a time and keeps idle ones warm.
 
-    Idle connections are read by a task of the pool, so that anything the server sends
+    Idle connections are read by the pool's handler, so that anything the server sends
     after a stream ended is dropped rather than seen by the next stream, and a connection
-    the server closes while idle is noticed and discarded.
+    the server closes while idle is noticed and discarded. A leased connection has no
+    handler: its user reads it (``recv``) or sets its own.
     """
 
     def __init__(
@@ -62,7 +72,6 @@ class ConnectionPool:
         self.options = options or PoolOptions()
         self.stats = PoolStats()
         self._idle: list[WsConnection] = []
-        self._readers: dict[int, asyncio.Task[None]] = {}
         self._tasks = TaskOwner(f"pool:{name}")
         self._closed = False
         # Connections on their way back (e.g. after a cancel, until the server confirms
@@ -96,14 +105,7 @@ class ConnectionPool:
                     self._waiters.remove(fut)
         while self._idle:
             conn = self._idle.pop()
-            reader = self._readers.pop(conn.id, None)
-            if reader is not None:
-                reader.cancel()
-                try:
-                    await asyncio.wait([reader])
-                except asyncio.CancelledError:
-                    self._close_soon(conn)
-                    raise
+            conn.clear_handler()
             if conn.open and not self._expired(conn):
                 self.stats.reused += 1
                 return conn
@@ -120,6 +122,10 @@ class ConnectionPool:
     def returning(self, conn: WsConnection) -> None:
         """Note that ``conn`` will come back through ``release``/``discard`` shortly."""
         self._returning.add(conn.id)
+
+    def is_returning(self, conn: WsConnection) -> bool:
+        """Whether ``conn`` was announced by :meth:`returning` and is not back yet."""
+        return conn.id in self._returning
 
     def _returned(self, conn: WsConnection) -> None:
         if conn.id in self._returning:
@@ -146,7 +152,7 @@ class ConnectionPool:
             self._close_soon(conn)
             return
         self._idle.append(conn)
-        self._readers[conn.id] = self._tasks.spawn(self._read_idle(conn), name=f"idle#{conn.id}")
+        conn.set_handler(self._stale, partial(self._lost_idle, conn), stage="idle")
 
     def discard(self, conn: WsConnection) -> None:
         """Close ``conn`` in the background (owned by the pool)."""
@@ -159,20 +165,16 @@ class ConnectionPool:
             return
         self._tasks.spawn(conn.aclose(), name=f"close#{conn.id}")
 
-    async def _read_idle(self, conn: WsConnection) -> None:
-        try:
-            while True:
-                await conn.recv(stage="idle")
-                self.stats.stale_messages += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Closed by the server while idle: forget it.
-            if conn in self._idle:
-                self._idle.remove(conn)
-                self.stats.dropped_idle += 1
-            self._readers.pop(conn.id, None)
-            await conn.aclose()
+    def _stale(self, data: str | bytes) -> None:
+        """A message on an idle connection (e.g. audio after the done marker): dropped."""
+        self.stats.stale_messages += 1
+
+    def _lost_idle(self, conn: WsConnection, error: ConnectionLost) -> None:
+        """Closed by the server (or dropped) while idle: forget it, free its socket."""
+        if conn in self._idle:
+            self._idle.remove(conn)
+            self.stats.dropped_idle += 1
+        self._close_soon(conn)
 
     async def prewarm(self, count: int = 1) -> None:
         """Open connections ahead of use so the first stream skips the handshake."""
@@ -191,10 +193,8 @@ class ConnectionPool:
             return
         self._closed = True
         idle, self._idle = self._idle, []
-        for reader in self._readers.values():
-            reader.cancel()
-        self._readers.clear()
         for c in idle:
+            c.clear_handler()
             self._tasks.spawn(c.aclose(), name=f"close#{c.id}")
         for fut in self._waiters:
             if not fut.done():

@@ -1,4 +1,15 @@
-"""WebSocket connections with deadlines on every await and typed errors."""
+"""WebSocket connections with deadlines on every await and typed errors.
+
+Two ways to read a connection. ``recv`` (and ``read_into``, its loop) awaits
+``websockets``' own message queue: a task wakes per message. A **handler**
+(:meth:`WsConnection.set_handler`) is called with every data message straight from the
+protocol callback that parsed it, in the event loop's read of the socket, with no task
+and no queue in between: the streaming readers use it, so a chunk's one task hop is the
+consumer's own wake-up, as for a bare client awaiting ``recv()``. ``connect`` makes the
+``websockets`` connection a :class:`_Client`, which routes data frames to the handler
+when one is set (and to ``websockets``' queue otherwise) and reports the connection's
+loss to it. A handler must not block; what it raises is logged and drops the socket.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -16,6 +28,8 @@ from websockets.exceptions import (
     InvalidStatus,
     InvalidURI,
 )
+from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.protocol import State
 
 from antiphon.aio.deadline import deadline
 from antiphon.errors import (
@@ -23,12 +37,31 @@ from antiphon.errors import (
     ConfigError,
     ProviderConnectionError,
     ProviderError,
+    ProviderTimeoutError,
 )
 
-__all__ = ["ConnectionLost", "WsConnection", "WsOptions", "connect"]
+__all__ = [
+    "ConnectionLost",
+    "LostHandler",
+    "MessageHandler",
+    "WsConnection",
+    "WsOptions",
+    "connect",
+]
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+
+MessageHandler = Callable[[str | bytes], None]
+"""Called with each data message (``str`` for text, ``bytes`` for binary)."""
+LostHandler = Callable[["ConnectionLost"], None]
+"""Called once when the connection is gone (closed by either side, or dropped)."""
+
+#: Frames of one fragmented message at most (as ``websockets``' own queue allows).
+MAX_FRAGMENTS = 4096
+_OPEN = State.OPEN
+_FRAME_HEAD = 14  # bytes of a frame's header at most (client frames are masked)
+# (A str is bounded by 4 bytes a character in UTF-8.)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +96,39 @@ class ConnectionLost(ProviderConnectionError):
         )
 
 
+class _Client(ClientConnection):
+    """``websockets``' client connection with a direct route for data frames.
+
+    ``route`` (when set) takes every data frame instead of ``websockets``' message queue;
+    ``on_lost`` is called once the connection is lost (after ``websockets`` has set its
+    close code). Both are set only by :class:`WsConnection`.
+    """
+
+    route: Callable[[Frame], None] | None = None
+    on_lost: Callable[[], None] | None = None
+    lost = False
+
+    def process_event(self, event: Any) -> None:
+        route = self.route
+        if route is not None and type(event) is Frame and event.opcode in (BINARY, TEXT, CONT):
+            route(event)
+        else:
+            super().process_event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost = True
+        on_lost = self.on_lost
+        if on_lost is not None:
+            on_lost()
+
+
 class WsConnection:
     """One client WebSocket. ``send`` has a deadline; ``aclose`` is idempotent and bounded.
 
     ``recv`` has none of its own: the caller knows what it waits for and sets the deadline
-    (cancelling ``recv`` loses no data).
+    (cancelling ``recv`` loses no data). Or a handler takes every message as it arrives
+    (:meth:`set_handler`); ``recv`` is refused while one is set.
     """
 
     def __init__(
@@ -81,6 +142,12 @@ class WsConnection:
         self._closing = False
         self._closed = asyncio.Event()
         self._aborted = False
+        self._on_message: MessageHandler | None = None
+        self._on_lost: LostHandler | None = None
+        self._parts: list[Frame] = []  # a fragmented message on its way to the handler
+        self._broken = ""  # why the socket was dropped under a handler
+        self._stage = "receive"  # the stage a handler's ConnectionLost names
+        self._receiving = 0  # recv/read_into calls in progress
 
     def __repr__(self) -> str:
         return f"<WsConnection #{self.id} {self.provider} open={self.open}>"
@@ -101,27 +168,161 @@ class WsConnection:
             provider=self.provider,
             stage=stage,
             code=self._ws.close_code,
-            reason=self._ws.close_reason or "",
+            reason=self._broken or self._ws.close_reason or "",
         )
 
-    async def send(self, message: str | bytes, *, stage: str = "send") -> None:
+    # -- reading with a handler
+    @property
+    def has_handler(self) -> bool:
+        return self._on_message is not None
+
+    def set_handler(
+        self, on_message: MessageHandler, on_lost: LostHandler, *, stage: str = "receive"
+    ) -> None:
+        """From now on, call ``on_message(data)`` with every data message as it arrives,
+        in the protocol callback (no task), and ``on_lost(error)`` once the connection is
+        gone — at once if it already is. Replaces a handler set before.
+
+        Messages ``websockets`` queued before (nobody called ``recv``) go to ``on_message``
+        first, in order. ``on_message`` must not block; if it raises, the error is logged
+        and the socket dropped (``on_lost`` follows). Refused while a ``recv`` waits.
+        """
+        if self._receiving:
+            raise RuntimeError(f"{self!r}: set_handler() while a recv() is in progress")
+        ws = self._ws
+        if not isinstance(ws, _Client):
+            raise TypeError(f"{self!r}: handlers need a connection made by connect()")
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._stage = stage
+        ws.route = self._route
+        ws.on_lost = self._lost_now
+        self._route_queued()
+        if ws.lost:
+            self._lost_now()
+
+    def clear_handler(self) -> None:
+        """Stop calling the handler: messages wait for ``recv`` again (idempotent)."""
+        self._on_message = self._on_lost = None
+        ws = self._ws
+        if isinstance(ws, _Client):
+            ws.route = ws.on_lost = None
+            if self._parts and not ws.lost:  # the rest of it will reach websockets' queue
+                parts, self._parts = self._parts, []
+                for frame in parts:
+                    ws.recv_messages.put(frame)
+        self._parts = []
+
+    def _route_queued(self) -> None:
+        """Hand over what ``websockets`` queued while nobody read (its ``Assembler``)."""
+        queue = getattr(getattr(self._ws.recv_messages, "frames", None), "queue", None)
+        if not queue:
+            return
+        while queue and self._on_message is not None:
+            self._route(queue.popleft())
+        resume = getattr(self._ws.recv_messages, "maybe_resume", None)
+        if resume is not None:
+            resume()  # reading was paused if that queue was full
+
+    def _route(self, frame: Frame) -> None:
+        """One data frame from the protocol callback: a whole message goes to the handler."""
+        if frame.fin and not self._parts:  # the common case: one frame, one message
+            data = frame.data
+            opcode = frame.opcode
+        else:
+            self._parts.append(frame)
+            if not frame.fin:
+                if len(self._parts) > MAX_FRAGMENTS:
+                    self._drop(f"a message in more than {MAX_FRAGMENTS} fragments")
+                return
+            parts, self._parts = self._parts, []
+            data = b"".join(f.data for f in parts)
+            opcode = parts[0].opcode
+        handler = self._on_message
+        if handler is None:
+            return
         try:
-            async with deadline(
-                self._options.send_timeout,
-                provider=self.provider,
-                stage=stage,
-                hint="the server stopped reading; the connection will be replaced",
-                what="the message was not sent",
-            ):
+            message: str | bytes
+            if opcode is TEXT:
+                message = str(data, "utf-8")
+            else:
+                message = data if type(data) is bytes else bytes(data)
+        except UnicodeDecodeError:
+            self._drop("a text message that is not valid UTF-8")
+            return
+        try:
+            handler(message)
+        except Exception:
+            log.exception("%r: the message handler failed; dropping the connection", self)
+            self._drop("the message handler failed")
+
+    def _drop(self, why: str) -> None:
+        self._broken = why
+        self._parts = []
+        self.abort()  # websockets calls connection_lost: the handler hears of it
+
+    def _lost_now(self) -> None:
+        on_lost = self._on_lost
+        self._on_message = self._on_lost = None
+        self._parts = []
+        ws = self._ws
+        if isinstance(ws, _Client):
+            ws.route = ws.on_lost = None
+        if on_lost is not None:
+            on_lost(self._lost(self._stage))
+
+    async def send(self, message: str | bytes, *, stage: str = "send") -> None:
+        """Send ``message`` within ``send_timeout``.
+
+        A send that cannot wait takes no timer: the connection is open, nothing is queued
+        for the socket and the message fits under the write buffer's high-water mark, so
+        ``websockets`` hands it to the transport and returns without awaiting anything
+        (it waits only while writing is paused or the connection closes). Every other
+        send runs under the deadline.
+        """
+        ws = self._ws
+        transport = ws.transport
+        if (
+            ws.state is _OPEN
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+            and (len(message) * 4 if type(message) is str else len(message)) + _FRAME_HEAD
+            <= transport.get_write_buffer_limits()[1]
+        ):
+            try:
+                await ws.send(message)
+            except ConnectionClosed:
+                raise self._lost(stage) from None
+            return
+        # aio.deadline() written out: the context-manager generator around the timer cost
+        # as much as the timer.
+        timeout = asyncio.timeout(self._options.send_timeout)
+        try:
+            async with timeout:
                 await self._ws.send(message)
         except ConnectionClosed:
             raise self._lost(stage) from None
+        except TimeoutError as exc:
+            if not timeout.expired():
+                raise
+            raise ProviderTimeoutError(
+                "the message was not sent",
+                provider=self.provider,
+                stage=stage,
+                timeout=self._options.send_timeout,
+                hint="the server stopped reading; the connection will be replaced",
+            ) from exc
 
     async def recv(self, *, stage: str = "receive") -> str | bytes:
+        if self._on_message is not None:
+            raise RuntimeError(f"{self!r}: recv() while a handler takes the messages")
+        self._receiving += 1
         try:
             return await self._ws.recv()
         except ConnectionClosed:
             raise self._lost(stage) from None
+        finally:
+            self._receiving -= 1
 
     async def read_into(
         self, handle: Callable[[str | bytes], bool], *, stage: str = "receive"
@@ -132,13 +333,18 @@ class WsConnection:
         closes; cancel-safe), with one coroutine per connection instead of one per
         message: the per-chunk path of every streaming reader.
         """
+        if self._on_message is not None:
+            raise RuntimeError(f"{self!r}: read_into() while a handler takes the messages")
         recv = self._ws.recv
+        self._receiving += 1
         try:
             while True:
                 if not handle(await recv()):
                     return
         except ConnectionClosed:
             raise self._lost(stage) from None
+        finally:
+            self._receiving -= 1
 
     def abort(self) -> None:
         """Drop the socket at once, without a close handshake."""
@@ -203,6 +409,7 @@ async def connect(
                 compression=None,
                 proxy=None,
                 user_agent_header="antiphon",
+                create_connection=_Client,
             )
     except ProviderError:
         raise  # our own deadline, already typed

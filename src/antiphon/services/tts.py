@@ -18,10 +18,12 @@ provider's timing messages arrive — with or shortly after the audio they descr
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from antiphon import metrics
 from antiphon.aio.stream import InputStream, ProviderService
@@ -44,6 +46,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def metric_child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: every stream counts itself in a few
+    metrics, and each ``labels()`` takes a lock and builds a key (a few µs a stream)."""
+    return metric.labels(*labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +121,7 @@ class SynthesisStream(InputStream[AudioFrame]):
         self.words: list[WordTiming] | None = [] if word_timings else None
         self.audio_seconds = 0.0
         self._audio_counted = 0.0  # the part of audio_seconds already in the metric
-        self._audio_metric = metrics.TTS_AUDIO_SECONDS.labels(provider)
+        self._audio_metric = metric_child(metrics.TTS_AUDIO_SECONDS, provider)
         self._launch(owner, f"{provider}-stream")
 
     # -- input
@@ -134,6 +143,11 @@ class SynthesisStream(InputStream[AudioFrame]):
         self._end_input(EndInput())
 
     # -- output
+    def __aiter__(self) -> AsyncIterator[AudioFrame]:
+        """The output channel itself: ``async for`` takes each frame from the channel's
+        own ``__anext__``, with no call of the stream's in between (once per chunk)."""
+        return self._out
+
     async def collect(self) -> AudioFrame:
         """All audio of the stream as one frame (raises the stream's error on failure)."""
         chunks = [f.data async for f in self]
@@ -164,7 +178,7 @@ class SynthesisStream(InputStream[AudioFrame]):
     def _on_terminal(self, state: StreamState, error: ProviderError | None) -> None:
         super()._on_terminal(state, error)
         self._count_audio()
-        metrics.TTS_STREAMS.labels(self.provider, state.value).inc()
+        metric_child(metrics.TTS_STREAMS, self.provider, state.value).inc()
         if error is not None:
             metrics.TTS_ERRORS.labels(self.provider, type(error).__name__).inc()
 

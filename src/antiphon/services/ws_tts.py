@@ -5,25 +5,28 @@ A plugin subclasses :class:`WebSocketTTS` and supplies a URL, headers, a session
 mapping of close codes to errors. This module does the rest, once, for all of them:
 
 - connections come from a :class:`~antiphon.net.pool.ConnectionPool` (warm, reused);
-- the connection's reader task runs the protocol session on each server message and puts
-  its audio straight into the stream's bounded output: one task hop per chunk (reader →
-  consumer), as a bare client has. Client-side session methods update the state before
-  anything is sent, so a reply can never be fed before the state knows its request;
-- the stream's task reads a mailbox with the caller's text and what the reader hands over
+- the connection's message handler (:meth:`WsConnection.set_handler
+  <antiphon.net.ws.WsConnection.set_handler>`, called from the protocol callback that
+  parsed the message, no task) runs the protocol session on each server message and
+  puts its audio straight into the stream's bounded output: the one task hop per chunk
+  is the consumer's wake-up, as a bare client's is its ``recv()``. Client-side session
+  methods update the state before anything is sent, so a reply can never be fed before
+  the state knows its request;
+- the stream's task reads a mailbox with the caller's text and what the handler hands over
   (done, failed, connection lost), each tagged with its connection so a stale one is
   ignored;
 - a connection that drops before any audio of the pending text arrived is replaced and
   the text replayed (``max_reconnects``); a drop after audio fails the stream;
 - a cancelled stream's connection is cleared (waiting for the acknowledgement where the
-  protocol has no stream ids) and only then pooled again, so old audio never reaches the
-  next turn;
+  protocol has no stream ids; a handler feeds what arrives meanwhile to the session) and
+  only then pooled again, so old audio never reaches the next turn;
 - first-audio and idle deadlines bound every wait, with one timer per stream: progress
   only moves a timestamp, and the timer, when it fires early, sets itself again at the
   new due time (no timer per message).
 - word timings (:attr:`Action.words <antiphon.protocols.tts_session.Action.words>`,
   segment-relative) are shifted by the stream's audio seconds where the segment began
-  and added to :attr:`SynthesisStream.words` in the reader, before the audio of the same
-  message is delivered.
+  and added to :attr:`SynthesisStream.words` in the handler, before the audio of the
+  same message is delivered.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from antiphon import metrics
 from antiphon.audio.codecs import decode_to_pcm
@@ -56,6 +61,7 @@ from antiphon.services.tts import (
     SynthesisStream,
     TextInput,
     TTSDeadlines,
+    metric_child,
 )
 
 __all__ = [
@@ -73,14 +79,14 @@ _trusted = AudioFrame.trusted
 
 @dataclass(frozen=True, slots=True)
 class _Done:
-    """The reader saw the end of the stream on connection ``conn_id``."""
+    """The handler saw the end of the stream on connection ``conn_id``."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class _Failed:
-    """The reader failed on connection ``conn_id`` (server error, consumer behind)."""
+    """The handler failed on connection ``conn_id`` (server error, consumer behind)."""
 
     conn_id: int
     error: BaseException
@@ -173,35 +179,82 @@ class WebSocketTTS(TTS):
         await self.pool.aclose()
 
     def _recycle(self, conn: WsConnection, session: TTSSession) -> None:
-        """After a cancel: clear the server's queue, then pool the connection again."""
+        """After a cancel: clear the server's queue, then pool the connection again.
+
+        Synchronous, in the cancelled stream's task: the stream's handler is replaced at
+        once, so from here on every message reaches the session of the clearing.
+        """
         msgs = session.clear()
         if not msgs:
+            conn.clear_handler()
             self.pool.release(conn, reusable=True)
         elif self._tasks.closing or not conn.open:
+            conn.clear_handler()
             self.pool.discard(conn)
         else:
-            self._tasks.spawn(self._clear_and_release(conn, session, msgs), name="clear")
+            cleared: asyncio.Future[BaseException | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            conn.set_handler(
+                partial(self._clearing, session, cleared),
+                partial(_settle, cleared),
+                stage="clear",
+            )
+            task = self._tasks.spawn(
+                self._clear_and_release(conn, session, msgs, cleared), name="clear"
+            )
+            task.add_done_callback(partial(self._unstarted, conn))
+
+    def _unstarted(self, conn: WsConnection, task: asyncio.Task[None]) -> None:
+        """A clearing cancelled before it ran (the service closing) never reached its
+        ``finally``: the connection is not back in the pool; discard it."""
+        if task.cancelled() and self.pool.is_returning(conn):
+            conn.clear_handler()
+            self.pool.discard(conn)
+
+    def _clearing(
+        self,
+        session: TTSSession,
+        cleared: asyncio.Future[BaseException | None],
+        data: str | bytes,
+    ) -> None:
+        """A message while the server clears: fed to the session until it acknowledges."""
+        if cleared.done():
+            self.pool.stats.stale_messages += 1
+            return
+        try:
+            action = session.feed(data)
+        except Exception as exc:  # a protocol bug: the connection is not reused
+            cleared.set_result(exc)
+            return
+        if action.act is Act.CLEAR_DONE or not session.clear_needs_ack:
+            cleared.set_result(None)
+        elif action.act is Act.DROP:
+            metrics.TTS_DROPPED_MESSAGES.labels(self.provider, "after_clear").inc()
 
     async def _clear_and_release(
-        self, conn: WsConnection, session: TTSSession, msgs: list[str | bytes]
+        self,
+        conn: WsConnection,
+        session: TTSSession,
+        msgs: list[str | bytes],
+        cleared: asyncio.Future[BaseException | None],
     ) -> None:
         reusable = False
         try:
             async with asyncio.timeout(self.deadlines.clear):
                 for m in msgs:
                     await conn.send(m, stage="clear")
-                while session.clear_needs_ack:
-                    action = session.feed(await conn.recv(stage="clear"))
-                    if action.act is Act.CLEAR_DONE:
-                        break
-                    if action.act is Act.DROP:
-                        metrics.TTS_DROPPED_MESSAGES.labels(self.provider, "after_clear").inc()
+                if session.clear_needs_ack:
+                    error = await cleared
+                    if error is not None:
+                        raise error
                 reusable = True
         except (TimeoutError, ProviderError) as exc:
             log.info(
                 "%s: connection #%d not reused after a cancel: %s", self.provider, conn.id, exc
             )
         finally:
+            conn.clear_handler()
             if reusable:
                 self.pool.release(conn, reusable=True)
             else:
@@ -211,22 +264,24 @@ class WebSocketTTS(TTS):
 class WebSocketSynthesisStream(SynthesisStream):
     """One synthesis over a pooled connection of a :class:`WebSocketTTS`.
 
-    Two tasks: the stream's own task takes the caller's text from the mailbox and sends
-    it; the connection's reader feeds each server message to the protocol session and
-    emits its audio straight into the output channel, so an audio chunk crosses one task
-    hop (reader → consumer). The reader hands the stream task only what changes its course
-    (done, failed, connection lost), as mailbox items tagged with the connection's id.
+    One task, the stream's own, takes the caller's text from the mailbox and sends it;
+    the connection's handler (no task) feeds each server message to the protocol session
+    and emits its audio straight into the output channel, so an audio chunk crosses one
+    task hop (into the consumer). The handler hands the stream task only what changes its
+    course (done, failed, connection lost), as mailbox items tagged with the connection's
+    id.
     """
 
     def __init__(self, tts: WebSocketTTS, generation: int) -> None:
         self._tts = tts
         self._session = tts.new_session()
         self._conn: WsConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._conn_id = -1  # the connection whose messages the handler takes
+        self._reading = False  # the handler passes messages on (until done or failed)
         self._carry = b""
         self._reconnects = 0
         self._loop = asyncio.get_running_loop()
-        self._clock = self._loop.time
+        self._clock = _clock_of(self._loop)
         self._progress_at = 0.0
         self._heard = False  # audio of the current flush segment arrived
         self._flush_times: list[float] = []
@@ -247,41 +302,50 @@ class WebSocketSynthesisStream(SynthesisStream):
     async def _attach(self) -> WsConnection:
         conn = await self._tts.pool.acquire()
         self._conn = conn
-        self._reader = self._tts._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
+        self._conn_id = conn.id
+        self._reading = True
+        conn.set_handler(self._on_message, partial(self._on_lost, conn.id))
         return conn
 
-    async def _read(self, conn: WsConnection) -> None:
-        """Feed the server's messages to the session; deliver audio from here."""
-        mailbox = self._mailbox
-        try:
-            await conn.read_into(partial(self._receive, conn.id))
-        except ConnectionLost as exc:
-            if not mailbox.closed:
-                mailbox.send_nowait(_Lost(conn.id, exc))
-        except Exception as exc:  # a server error, a consumer behind, a bug: the stream's
-            if not mailbox.closed:
-                mailbox.send_nowait(_Failed(conn.id, exc))
+    def _on_lost(self, conn_id: int, error: ConnectionLost) -> None:
+        """The connection is gone (its handler's second callback)."""
+        if self._reading and conn_id == self._conn_id:
+            self._reading = False
+            self._tell(_Lost(conn_id, error))
 
-    def _receive(self, conn_id: int, data: str | bytes) -> bool:
-        """One server message, in the reader's context; False once the reader is done
-        (the stream ended, or its mailbox closed: the stream is terminal).
+    def _tell(self, item: Any) -> None:
+        """Hand the stream task ``item`` (unless the stream is terminal)."""
+        if not self._mailbox.closed:
+            with contextlib.suppress(StreamClosedError):  # overflowed: the stream failed
+                self._mailbox.send_nowait(item)
+
+    def _on_message(self, data: str | bytes) -> None:
+        """One server message, from the protocol callback (the connection's handler).
 
         The common case, a chunk of whole 16-bit samples in the middle of a segment, is
-        the first branch and does only what it must: feed the session, move the
-        watchdog's timestamp, count the seconds, queue a trusted frame.
+        written out here and does only what it must: feed the session, move the
+        watchdog's timestamp, count the seconds, queue a trusted frame. Whatever goes
+        wrong (a server error, a consumer behind, a bug) is handed to the stream task
+        as ``_Failed``; nothing is raised from here. After the done marker or a failure,
+        and once the stream is terminal, messages are dropped as stale.
         """
-        if self._mailbox.closed:
-            return False
-        action = self._session.feed(data)
-        act = action.act
-        if action.words:
-            self._emit_words(action.words, self._segment_at)
-        if act is _DELIVER:
+        if not self._reading or self._state is not _RUNNING:
+            self._tts.pool.stats.stale_messages += 1
+            return
+        try:
+            action = self._session.feed(data)
+            if action.words:
+                self._emit_words(action.words, self._segment_at)
+            if action.act is not _DELIVER:
+                if not self._receive(action):
+                    self._reading = False
+                return
             now = self._clock()
             if not self._heard:
                 self._heard = True
                 if self._flush_times:
-                    metrics.TTS_TTFB.labels(self.provider).observe(now - self._flush_times[0])
+                    ttfb = metric_child(metrics.TTS_TTFB, self.provider)
+                    ttfb.observe(now - self._flush_times[0])
                 self._progress_at = now
                 self._watch()  # the idle window may end before the first-audio one
             self._progress_at = now  # the watchdog reads it lazily: no timer per chunk
@@ -289,13 +353,20 @@ class WebSocketSynthesisStream(SynthesisStream):
             n = len(audio)
             if self._linear16 and not self._carry and not n & 1 and type(audio) is bytes:
                 # SynthesisStream._emit written out: whole samples, checked just above.
-                if n and self._state is _RUNNING:
+                if n:
                     rate = self.sample_rate
                     self.audio_seconds += (n >> 1) / rate
                     self._out.send_nowait(_trusted(audio, rate, 1, self.generation))
             else:
                 self._deliver(audio)
-        elif act is Act.SEGMENT_DONE or act is Act.STREAM_DONE:
+        except Exception as exc:
+            self._reading = False
+            self._tell(_Failed(self._conn_id, exc))
+
+    def _receive(self, action: Action) -> bool:
+        """A server message other than audio; False once the stream's audio is complete."""
+        act = action.act
+        if act is Act.SEGMENT_DONE or act is Act.STREAM_DONE:
             if action.audio:  # some protocols put audio in the done marker
                 self._deliver(action.audio)
             self._heard = False
@@ -305,7 +376,7 @@ class WebSocketSynthesisStream(SynthesisStream):
             if self._flush_times:
                 self._flush_times.pop(0)
             if act is Act.STREAM_DONE:
-                self._mailbox.send_nowait(_Done(conn_id))
+                self._mailbox.send_nowait(_Done(self._conn_id))
                 return False
         elif act is Act.FAIL:
             raise ProviderError(
@@ -320,12 +391,12 @@ class WebSocketSynthesisStream(SynthesisStream):
             self._tts.notice(action)
         return True
 
-    async def _detach(self) -> WsConnection | None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait([reader])
+    def _detach(self) -> WsConnection | None:
         conn, self._conn = self._conn, None
+        self._conn_id = -1
+        self._reading = False
+        if conn is not None:
+            conn.clear_handler()
         return conn
 
     async def _send(self, msgs: list[str | bytes]) -> None:
@@ -346,7 +417,7 @@ class WebSocketSynthesisStream(SynthesisStream):
             raise error from None
         self._reconnects += 1
         log.info("%s: connection lost (%s); replaying on a new one", self.provider, exc)
-        old = await self._detach()
+        old = self._detach()
         if old is not None:
             self._tts.pool.discard(old)
         self._carry = b""
@@ -368,17 +439,17 @@ class WebSocketSynthesisStream(SynthesisStream):
             raise
         except BaseException:
             self._unwatch()
-            old = await self._detach()
+            old = self._detach()
             if old is not None:
                 self._tts.pool.discard(old)
             raise
         self._unwatch()
-        old = await self._detach()
+        old = self._detach()
         if old is not None:
             self._tts.pool.release(old, reusable=True)
 
     async def _loop_inputs(self) -> None:
-        """Take text and what the reader hands over from the mailbox until done."""
+        """Take text and what the handler hands over from the mailbox until done."""
         session = self._session
         self._progress_at = self._loop.time()
         async for item in self._mailbox:
@@ -399,7 +470,7 @@ class WebSocketSynthesisStream(SynthesisStream):
                 if session.awaiting_audio and self._loop.time() >= self._due():
                     raise self._timeout()
                 self._watch()
-            elif isinstance(item, _Done | _Failed | _Lost) and item.conn_id != self._conn_id():
+            elif isinstance(item, _Done | _Failed | _Lost) and item.conn_id != self._conn_id:
                 continue  # left over from a connection we moved away from
             elif isinstance(item, _Done):
                 return self._end_audio()
@@ -454,34 +525,19 @@ class WebSocketSynthesisStream(SynthesisStream):
             hint="the server went silent; the connection is discarded",
         )
 
-    def _conn_id(self) -> int:
-        return self._conn.id if self._conn is not None else -1
-
     def _release_after_cancel(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()  # recv is cancel-safe; the recycler reads from here on
         conn, self._conn = self._conn, None
+        self._conn_id = -1
+        self._reading = False
         if conn is None:
             return
         tts = self._tts
         if tts._tasks.closing:
+            conn.clear_handler()
             tts.pool.discard(conn)
             return
         tts.pool.returning(conn)
-        if reader is not None and not reader.done():
-            # Let the reader finish cancelling before anyone else reads the socket.
-            tts._tasks.spawn(self._recycle_after(reader, conn), name="recycle")
-        else:
-            tts._recycle(conn, self._session)
-
-    async def _recycle_after(self, reader: asyncio.Task[None], conn: WsConnection) -> None:
-        try:
-            await asyncio.wait([reader])
-        except asyncio.CancelledError:
-            self._tts.pool.discard(conn)
-            raise
-        self._tts._recycle(conn, self._session)
+        tts._recycle(conn, self._session)  # its handler replaces the stream's at once
 
     def _deliver(self, data: bytes) -> None:
         if self._linear16:
@@ -502,3 +558,18 @@ class WebSocketSynthesisStream(SynthesisStream):
         if self._carry:
             log.warning("%s: dropped a trailing odd byte of 16-bit audio", self.provider)
             self._carry = b""
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` does
+    (asyncio's own loops): one Python call less per chunk. A virtual-time loop keeps its
+    own clock."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
+def _settle(cleared: asyncio.Future[BaseException | None], error: BaseException) -> None:
+    """The connection was lost while the server cleared: it is not reused."""
+    if not cleared.done():
+        cleared.set_result(error)
