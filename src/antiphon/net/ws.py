@@ -271,19 +271,42 @@ class WsConnection:
         if on_lost is not None:
             on_lost(self._lost(self._stage))
 
+    @property
+    def writable(self) -> bool:
+        """A message written now goes out without waiting: the WebSocket is open and its
+        write buffer under its high-water mark (else a send waits for it to drain, under
+        the send deadline)."""
+        ws = self._ws
+        return ws.protocol.state is _OPEN and not ws.paused
+
+    def send_nowait(self, message: str | bytes) -> None:
+        """Write ``message`` now, without awaiting; only while :attr:`writable`.
+
+        A socket that died a moment ago but is not reported yet drops the bytes, as it
+        would have dropped a send just before; the connection's loss is reported to its
+        reader (or handler) as usual.
+        """
+        ws = self._ws
+        if isinstance(message, str):
+            ws.protocol.send_text(message.encode())
+        else:
+            ws.protocol.send_binary(message)
+        ws.send_data()
+
     async def send(self, message: str | bytes, *, stage: str = "send") -> None:
         """Send ``message`` within ``send_timeout``.
 
-        A send that cannot wait takes no timer: the connection is open, nothing is queued
-        for the socket and the message fits under the write buffer's high-water mark, so
-        ``websockets`` hands it to the transport and returns without awaiting anything
-        (it waits only while writing is paused or the connection closes). Every other
-        send runs under the deadline.
+        A send that cannot wait takes no timer: the connection is open, writing is not
+        paused, nothing is queued for the socket and the message fits under the write
+        buffer's high-water mark, so ``websockets`` hands it to the transport and returns
+        without awaiting anything (it waits only while writing is paused or the
+        connection closes). Every other send runs under the deadline.
         """
         ws = self._ws
         transport = ws.transport
         if (
             ws.state is _OPEN
+            and not ws.paused
             and not transport.is_closing()
             and not transport.get_write_buffer_size()
             and (len(message) * 4 if type(message) is str else len(message)) + _FRAME_HEAD

@@ -50,8 +50,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from websockets.protocol import State
-
 from antiphon.aio.channel import ChannelClosed
 from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
@@ -565,12 +563,12 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         waits on an empty mailbox: no send, recovery or control message is under way.
         """
         conn = self._conn
-        if conn is None or not self._stt.accepts_input(self._session) or not _writable(conn):
+        if conn is None or not self._stt.accepts_input(self._session) or not conn.writable:
             return False
         pcm = self._converter.process(frame).data
         if pcm:
             for m in self._session.audio(pcm):
-                _write(conn, m)
+                conn.send_nowait(m)
             self._last_send = asyncio.get_running_loop().time()
         return True
 
@@ -639,29 +637,3 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             timeout=dl.idle,
             hint="the server went silent; the connection is closed",
         )
-
-
-# -- writing without waiting (the direct path)
-#
-# These reach into the websockets connection that ``WsConnection`` wraps: they belong in
-# ``net/ws.py`` as ``WsConnection.send_nowait``, where they can move as they are.
-
-
-def _writable(conn: WsConnection) -> bool:
-    """A message written now goes out without waiting: the WebSocket is open and its write
-    buffer under its high-water mark (else a send waits for it to drain, under the send
-    deadline). A socket that died a moment ago but is not reported yet drops the bytes,
-    as it would have dropped a send just before; its reader reports the loss, and the
-    session's journal replays what was not answered."""
-    ws = conn._ws
-    return ws.protocol.state is State.OPEN and not ws.paused
-
-
-def _write(conn: WsConnection, message: Message) -> None:
-    """Write ``message`` now (the connection is :func:`_writable`)."""
-    ws = conn._ws
-    if isinstance(message, str):
-        ws.protocol.send_text(message.encode())
-    else:
-        ws.protocol.send_binary(message)
-    ws.send_data()
