@@ -234,6 +234,25 @@ async def test_a_send_that_must_wait_ends_at_its_deadline() -> None:
         await conn.aclose()
 
 
+async def test_a_send_while_writing_is_paused_ends_at_its_deadline() -> None:
+    """Writing paused (the transport's buffer went over its high-water mark; it may have
+    drained to nothing since): the send waits, so it has the deadline, and the
+    connection is not :attr:`~WsConnection.writable` for a direct write."""
+    async with DeafServer() as server:
+        conn = await connect(server.url, provider="echo", options=FAST)
+        assert conn.writable
+        conn._ws.pause_writing()
+        assert not conn.writable
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ProviderTimeoutError) as info:
+            await conn.send(b"x")
+        assert (info.value.stage, info.value.timeout) == ("send", FAST.send_timeout)
+        assert loop.time() - started == pytest.approx(FAST.send_timeout, abs=1e-6)
+        conn.abort()
+        await conn.aclose()
+
+
 class Inbox:
     """A handler's two callbacks, recording what they got."""
 
