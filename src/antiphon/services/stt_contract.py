@@ -148,7 +148,10 @@ class RecognizeStream(InputStream[Transcript]):
 
     @property
     def behind(self) -> bool:
-        """Input not yet answered: queued audio or a flush whose final is owed."""
+        """Input the stream's task has not taken yet: queued audio, a queued flush or the
+        end (a plugin that knows more, such as an engine still decoding, says so too).
+        A flush the task has sent, whose final the provider still owes, is not counted
+        here: the STT's final deadline bounds that wait."""
         return self._mailbox.qsize() > 0
 
     # -- output
