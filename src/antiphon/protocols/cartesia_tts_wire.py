@@ -20,6 +20,7 @@ from typing import Any
 
 from antiphon.errors import AuthError, ProviderError
 from antiphon.protocols.cartesia_tts_options import PROVIDER, CartesiaOptions
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_session import WordTiming
 from antiphon.protocols.tts_wire import close_code_error, timed_rows
 
@@ -142,18 +143,6 @@ class ErrorMessage:
         if self.error_code:
             text += f" [{self.error_code}]"
         return text
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = Chunk | FlushDone | Done | Timestamps | ErrorMessage | Unknown | Malformed

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols.close_codes import closed_error
+from antiphon.protocols.json_events import Malformed, Unknown
 
 __all__ = [
     "CLOSE_STREAM",
@@ -267,18 +268,6 @@ class ErrorMessage:
     variant: str
     description: str
     code: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = Results | Metadata | UtteranceEnd | SpeechStarted | ErrorMessage | Unknown | Malformed

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
 
 __all__ = [
@@ -186,18 +186,6 @@ class ErrorMessage:
 
     code: str
     description: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = Audio | Metadata | Flushed | Cleared | Warning | ErrorMessage | Unknown | Malformed

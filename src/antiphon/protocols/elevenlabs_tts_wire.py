@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
@@ -25,6 +25,7 @@ from antiphon.protocols.elevenlabs_tts_options import (
     PROVIDER,
     StreamOptions,
 )
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_wire import close_code_error, timed_rows
 
 __all__ = [
@@ -125,18 +126,6 @@ class FlushDone:
     """``{"type": "flush_done"}``: seen by clients, undocumented; informational."""
 
     context_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = Audio | Final | ErrorMessage | FlushDone | Unknown | Malformed

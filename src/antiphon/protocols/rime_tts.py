@@ -43,6 +43,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_session import Act, Action, ContextLedger, ProtocolStateError
 from antiphon.protocols.tts_session import ContextPhase as Phase
 from antiphon.protocols.tts_session import new_context_id as new_context_id
@@ -229,18 +230,6 @@ class Done:
 class ErrorMessage:
     message: str
     context_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = Chunk | WordTimestamps | Done | ErrorMessage | Unknown | Malformed

@@ -15,10 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.xai_tts_options import PROVIDER
 
 __all__ = [
@@ -109,18 +109,6 @@ class AudioClear:
 @dataclass(frozen=True, slots=True)
 class ErrorMessage:
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = AudioDelta | AudioDone | AudioClear | ErrorMessage | Unknown | Malformed

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
+from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.realtime.config import NAMES, Dialect
 
 __all__ = [
@@ -210,18 +211,6 @@ class Ignored:
     """A known event antiphon has no use for (content parts, rate limits, acks...)."""
 
     type: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    type: str
-    raw: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
-    text: str = field(repr=False)
 
 
 ServerEvent = (
