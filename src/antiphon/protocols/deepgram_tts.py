@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
 from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
+from antiphon.protocols.tts_wire import split_at_spaces
 
 __all__ = [
     "CLEAR",
@@ -130,16 +131,7 @@ def auth_headers(api_key: str) -> dict[str, str]:
 
 def encode_speak(text: str) -> list[str]:
     """``Speak`` messages for ``text``, split on whitespace into ≤ MAX_SPEAK_CHARS pieces."""
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > MAX_SPEAK_CHARS:
-        cut = rest.rfind(" ", 0, MAX_SPEAK_CHARS)
-        if cut <= 0:
-            cut = MAX_SPEAK_CHARS
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
-    if rest:
-        pieces.append(rest)
+    pieces = split_at_spaces(text, MAX_SPEAK_CHARS)
     return [json.dumps({"type": "Speak", "text": p}, ensure_ascii=False) for p in pieces]
 
 

@@ -47,6 +47,7 @@ from antiphon.protocols.json_events import Malformed, Unknown
 from antiphon.protocols.tts_session import Act, Action, ContextLedger, ProtocolStateError
 from antiphon.protocols.tts_session import ContextPhase as Phase
 from antiphon.protocols.tts_session import new_context_id as new_context_id
+from antiphon.protocols.tts_wire import split_at_spaces
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -185,16 +186,7 @@ def auth_headers(api_key: str) -> dict[str, str]:
 
 def encode_text(text: str, context_id: str) -> list[str]:
     """Text messages for ``text``, split on whitespace into ≤ MAX_TEXT_CHARS pieces."""
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > MAX_TEXT_CHARS:
-        cut = rest.rfind(" ", 0, MAX_TEXT_CHARS)
-        if cut <= 0:
-            cut = MAX_TEXT_CHARS
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
-    if rest:
-        pieces.append(rest)
+    pieces = split_at_spaces(text, MAX_TEXT_CHARS)
     return [json.dumps({"text": p, "contextId": context_id}, ensure_ascii=False) for p in pieces]
 
 

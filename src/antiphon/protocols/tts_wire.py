@@ -18,7 +18,7 @@ from typing import TypeGuard
 
 from antiphon.protocols.close_codes import close_code_error as close_code_error
 
-__all__ = ["close_code_error", "timed_rows", "wire_bytes_per_second"]
+__all__ = ["close_code_error", "split_at_spaces", "timed_rows", "wire_bytes_per_second"]
 
 
 def _is_real(x: object) -> TypeGuard[float]:
@@ -50,3 +50,19 @@ def wire_bytes_per_second(encoding: str, sample_rate: int) -> float:
     """Bytes of one second of raw audio: 2 a sample for ``linear16``, 1 for G.711."""
     width = 2 if encoding == "linear16" else 1
     return float(width * sample_rate)
+
+
+def split_at_spaces(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, each cut at the last space
+    before the limit if there is one; the pieces concatenate back to ``text`` exactly."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = rest.rfind(" ", 0, limit)
+        if cut <= 0:
+            cut = limit
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        pieces.append(rest)
+    return pieces

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
 from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.tts_wire import split_at_spaces
 from antiphon.protocols.xai_tts_options import PROVIDER
 
 __all__ = [
@@ -53,17 +54,7 @@ def split_text(text: str, limit: int = MAX_DELTA_CHARS) -> list[str]:
 
     The pieces concatenate back to ``text`` exactly.
     """
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        cut = rest.rfind(" ", 0, limit)
-        if cut <= 0:
-            cut = limit
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
-    if rest:
-        pieces.append(rest)
-    return pieces
+    return split_at_spaces(text, limit)
 
 
 def encode_text_delta(text: str) -> list[str]:
