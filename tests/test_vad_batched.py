@@ -2,7 +2,7 @@
 suite's speech, many calls' windows in one run with each call's state kept apart, and the
 VAD contract (close mid-batch, reset, flush). The batch's jobs are held and run by the
 test (no thread, no clock), except in the tests of the real worker thread. The model is the
-one the ``pipecat-ai`` wheel carries (``make test`` installs it)."""
+default one: Silero VAD v6 from the ``faster-whisper`` wheel, rewritten for a batch."""
 
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def test_the_model_is_found_in_a_wheel_and_pinned(
     path = silero_batched.packaged_model()
     assert path.name == silero_batched.MODEL_FILE and path.is_file()
     monkeypatch.setattr(silero_batched, "LOCATIONS", {"no-such-distribution-here": "x.onnx"})
-    with pytest.raises(ConfigError, match="pip install --no-deps 'silero-vad"):
+    with pytest.raises(ConfigError, match="pip install 'faster-whisper"):
         silero_batched.packaged_model()
     assert not silero_batched.available()
     altered = tmp_path / silero_batched.MODEL_FILE
@@ -327,24 +327,34 @@ def test_the_model_is_found_in_a_wheel_and_pinned(
 
 
 async def test_the_pipeline_builds_batched_silero_on_one_shared_worker() -> None:
+    """``silero``, the default, is the batched ONNX model (``silero-batched`` its old
+    name); ``silero-ggml`` the ggml detector, offloaded to a plain worker."""
     import contextlib
 
     from antiphon.agent.pipeline import make_vad
+    from antiphon.aio.worker import BatchWorker
     from antiphon.services.vad import OffloadedVAD
 
-    with pytest.raises(ConfigError, match="silero-batched"):
+    with pytest.raises(ConfigError, match="silero-ggml"):
         PipelineSpec(vad="nope")
+    with pytest.raises(ConfigError, match="unknown VAD 'nope'"):
+        make_vad("nope")
+    assert PipelineSpec().vad == "silero"
     PipelineSpec(vad="silero-batched")
     async with contextlib.AsyncExitStack() as stack:
         worker = SileroBatchWorker("test-pipeline-vad")
         stack.push_async_callback(worker.aclose)
         await worker.load(60.0)
-        a, b = make_vad("silero-batched", worker), make_vad("silero-batched", worker)
+        a, b = make_vad("silero", worker), make_vad("silero-batched", worker)
         assert isinstance(a, BatchedSileroVAD) and isinstance(b, BatchedSileroVAD)
         assert a._streams.model is b._streams.model  # one session for every call
-        inline: VAD = make_vad("silero-batched")
+        inline: VAD = make_vad("silero")
         assert isinstance(inline, SileroOnnxVAD)
-        assert not isinstance(make_vad("silero"), OffloadedVAD)
+        plain = BatchWorker("test-pipeline-ggml")
+        stack.push_async_callback(plain.aclose)
+        ggml = make_vad("silero-ggml", plain)
+        assert isinstance(ggml, OffloadedVAD) and isinstance(ggml.inner, SileroVAD)
+        assert isinstance(make_vad("silero-ggml"), SileroVAD)
         with pytest.raises(ConfigError, match="SileroBatchWorker"):
             BatchedSileroVAD(worker=object())  # type: ignore[arg-type]
     assert worker.thread is None or not worker.thread.is_alive()
@@ -356,7 +366,7 @@ async def test_the_light_offline_agent_answers_on_batched_silero(tmp_path: Path)
     from antiphon.agent.talk import talk
     from antiphon.audio.wav import read_wav
 
-    spec = PipelineSpec(vad="silero-batched", stt="pocketsphinx", tts="espeak")
+    spec = PipelineSpec(stt="pocketsphinx", tts="espeak")  # vad: silero, the default
     result = await talk(
         read_wav(str(EXAMPLE)),
         str(tmp_path / "r.wav"),

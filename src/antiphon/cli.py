@@ -71,10 +71,10 @@ STT_NAMES = [
     "gladia",
     "azure",
 ]
-VAD_NAMES = ["silero", "silero-batched", "webrtc"]
+VAD_NAMES = ["silero", "silero-ggml", "webrtc", "silero-batched"]
 VAD_HELP = (
-    "voice activity detection: silero (default), silero-batched (ONNX, batched across "
-    "calls: the cheaper one for a server) or webrtc (light)"
+    "voice activity detection: silero (default: ONNX, batched across calls), silero-ggml "
+    "(one detector a call) or webrtc (light); silero-batched is silero"
 )
 STT_HELP = "speech recognition: whisper (default, offline), pocketsphinx (offline) or a cloud one"
 TTS_HELP = "the voice: piper (default, offline), espeak (offline, light) or a cloud one"

