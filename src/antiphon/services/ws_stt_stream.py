@@ -152,16 +152,9 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             elif session.done:
                 self._reading = False
                 self._post(_Done(self._conn_id))
-        except ChannelFull as exc:
+        except ChannelFull as exc:  # the consumer fell behind (typed: stage "output")
             self._reading = False
-            self._fail_now(
-                ProviderError(
-                    f"the consumer fell behind: {exc.maxsize} items unread",
-                    provider=stt.provider,
-                    stage="output",
-                    hint="read the stream as it is produced, or cancel it",
-                )
-            )
+            self._fail_now(self._typed(exc))
         except Exception as exc:  # a bug: it fails the stream at once, typed
             self._reading = False
             log.exception("%s: handling a server message failed unexpectedly", stt.provider)
