@@ -191,19 +191,19 @@ FAKES: list[Any] = [
 
 
 @pytest.mark.parametrize(("make", "fake_type"), FAKES)
-async def test_transcripts_reach_the_consumer_from_the_socket_reader(
+async def test_transcripts_reach_the_consumer_from_the_protocol_callback(
     make: Make, fake_type: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One task hop: the connection's reader feeds the protocol machine and delivers each
-    transcript itself; the stream's task (the caller's side) never relays one."""
+    """One task hop: the connection's handler feeds the protocol machine and delivers each
+    transcript itself, in the protocol callback that parsed the message (no task at
+    all); the stream's task (the caller's side) never relays one, and reads no socket."""
     async with serving(fake_type(vocabulary=[PHRASE])) as fake, make(fake.url) as stt:
         s = stt.stream()
-        deliverers: list[str] = []
+        deliverers: list[tuple[asyncio.Task[Any] | None, int]] = []
         emit = s._emit
 
         def recording(t: Transcript) -> None:
-            task = asyncio.current_task()
-            deliverers.append(task.get_name() if task is not None else "")
+            deliverers.append((asyncio.current_task(), len(stt._tasks)))
             emit(t)
 
         monkeypatch.setattr(s, "_emit", recording)
@@ -213,8 +213,9 @@ async def test_transcripts_reach_the_consumer_from_the_socket_reader(
         got = [t async for t in s]
     assert any(t.is_final and t.text == PHRASE for t in got)
     assert len(deliverers) == len(got) > 0
-    assert all("-read#" in name for name in deliverers), deliverers
-    assert s._task.get_name() not in deliverers
+    # each from the protocol callback (no task), while the stream's task is the service's
+    # only one (no reader task)
+    assert deliverers == [(None, 1)] * len(got)
 
 
 async def test_a_reader_that_breaks_fails_its_stream_at_once(

@@ -5,25 +5,30 @@ session factory (its protocol module's sans-I/O state machine, which satisfies
 :class:`WireSession` and speaks the shared vocabulary of
 :mod:`antiphon.protocols.stt_session`), what opens a connection (:meth:`~WebSocketSTT.open_url`
 where a session URL is asked for first), what a flush and the end of input send, and how a
-close code maps to a typed error. This module does the rest,
-once, for all of them.
+close code maps to a typed error. The driver does the rest, once, for all of them.
+
+The code lives in two modules: this one (what a plugin supplies: :class:`WireSession`,
+:class:`WebSocketSTT`) and :mod:`antiphon.services.ws_stt_stream` (the stream that runs
+it, :class:`WebSocketRecognizeStream`, re-exported here: import from this module).
 
 How it is built:
 
 - one connection per stream (these protocols carry one recognition per connection);
-- **two tasks per stream, one hop per server message, none per frame sent.** The stream's
-  task takes the caller's audio, flushes and end from the mailbox and sends them (with
-  keep-alives while the caller is quiet). A frame pushed while that task waits on an
-  empty mailbox, and the connection takes it without waiting (open, its write buffer
+- **one task per stream, one hop per server message, none per frame sent.** The
+  connection's handler (:meth:`WsConnection.set_handler
+  <antiphon.net.ws.WsConnection.set_handler>`), called with each server message from the
+  protocol callback that parsed it, feeds it to the protocol machine and delivers the
+  transcripts to the consumer itself: a transcript crosses no task and no queue but the
+  stream's output. It tells the stream's task only what it must act on (the connection
+  was lost, the recognition is complete) through the mailbox, and fails the stream
+  directly, once, on a server error or a bug (it never raises into the protocol). The
+  stream's task takes the caller's audio, flushes and end from the mailbox and sends them
+  (with keep-alives while the caller is quiet). A frame pushed while that task waits on
+  an empty mailbox, and the connection takes it without waiting (open, its write buffer
   under its limit), is sent in the caller's ``push_audio`` instead (the direct path,
   :meth:`~antiphon.services.stt.RecognizeStream._take_audio_now`): no task wakes for it.
   Else it goes through the mailbox, and its send has the ``process`` deadline. The
-  connection's reader task receives each server message, feeds
-  it to the protocol machine and delivers the transcripts to the consumer itself: a
-  transcript crosses no queue but the stream's output. The reader tells the stream's task
-  only what it must act on (the connection was lost, the recognition is complete)
-  through the mailbox, and fails the stream directly on a server error. The deadlines
-  read the time of the reader's last message (written by the reader alone);
+  deadlines read the time of the handler's last message (written by the handler alone);
 - a connection that drops before every result arrived is replaced and the un-finalized audio
   in the machine's bounded journal replayed (result times are shifted by the machine, so
   the caller sees one continuous stream). A refused first connection is retried the same
@@ -42,38 +47,20 @@ How it is built:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from antiphon.aio.channel import ChannelClosed
-from antiphon.audio.frame import AudioFrame
-from antiphon.audio.resample import AudioConverter
-from antiphon.errors import (
-    ChannelFull,
-    ConfigError,
-    ProviderError,
-    ProviderTimeoutError,
-    StreamClosedError,
-)
-from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
-from antiphon.protocols.retry import Backoff, retry_delay
+from antiphon.errors import ConfigError, ProviderError
+from antiphon.net.ws import WsConnection, WsOptions, connect
+from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Act, Action, Phase, Recognized
-from antiphon.services.stt import (
-    STT,
-    AudioInput,
-    EndInput,
-    FlushInput,
-    RecognizeStream,
-    StreamState,
-    STTDeadlines,
-)
+from antiphon.services.stt import STT, RecognizeStream, STTDeadlines
+from antiphon.services.ws_stt_stream import WebSocketRecognizeStream
 
 __all__ = [
+    "Message",
     "WebSocketRecognizeStream",
     "WebSocketSTT",
     "WireSession",
@@ -114,29 +101,6 @@ class WireSession(Protocol):
     def lost_is_harmless(self) -> bool: ...
 
     def feed(self, frame: str | bytes) -> list[Action]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    conn_id: int
-    error: ConnectionLost
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    conn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Control:
-    message: Message
-
-
-class _Tick:
-    """The watchdog's wake-up: a deadline or a keep-alive may be due (checked again)."""
-
-
-_TICK = _Tick()
 
 
 class WebSocketSTT(STT, Generic[S]):
@@ -286,354 +250,3 @@ class WebSocketSTT(STT, Generic[S]):
 
     def _new_stream(self, generation: int) -> RecognizeStream:
         return WebSocketRecognizeStream(self, generation)
-
-
-class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
-    """One recognition on its own connection of a :class:`WebSocketSTT`."""
-
-    def __init__(self, stt: WebSocketSTT[S], generation: int) -> None:
-        self._stt = stt
-        self._session: S = stt.new_session()
-        self._conn: WsConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._reconnects = 0
-        self._last_send = 0.0
-        self._heard_at = 0.0  # the reader's last server message (written by the reader only)
-        self._owed_since = 0.0  # when the answer owed now became owed, or a new connection
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._converter = AudioConverter(stt.sample_rate, 1)  # pushed audio to the wire's
-        super().__init__(
-            provider=stt.provider,
-            generation=generation,
-            owner=stt._tasks,
-            close_timeout=stt.deadlines.close,
-        )
-
-    @property
-    def reconnects(self) -> int:
-        """Connection attempts made after the first one."""
-        return self._reconnects
-
-    def _send_control(self, message: Message) -> None:
-        """Queue a protocol control message, sent in order with the audio pushed before."""
-        self._check_input("send a control message")
-        self._mailbox.send_nowait(_Control(message))
-
-    # -- the reader: one hop from the socket to the consumer
-    async def _read(self, conn: WsConnection) -> None:
-        loop = asyncio.get_running_loop()
-        stt, session = self._stt, self._session
-        try:
-            while True:
-                data = await conn.recv()
-                self._heard_at = loop.time()
-                owed = session.awaiting
-                actions = session.feed(data)
-                # the message that leaves nothing owed answers every flush sent so far
-                answered = (
-                    owed
-                    and not session.awaiting
-                    and stt.accepts_input(session)
-                    and not self._flush_pending
-                )
-                error = self._apply(actions, answered=answered)
-                if error is not None:
-                    self._fail_now(error)
-                    return
-                if session.done:
-                    self._post(_Done(conn.id))
-                    return
-        except ConnectionLost as exc:
-            self._post(_Lost(conn.id, exc))
-        except ChannelFull as exc:
-            self._fail_now(
-                ProviderError(
-                    f"the consumer fell behind: {exc.maxsize} items unread",
-                    provider=stt.provider,
-                    stage="output",
-                    hint="read the stream as it is produced, or cancel it",
-                )
-            )
-        except Exception as exc:  # a bug: the failed child fails its stream at once
-            log.exception("%s: the reader failed unexpectedly", stt.provider)
-            self._fail_now(
-                ProviderError(f"unexpected error: {exc!r}", provider=stt.provider, stage="receive")
-            )
-
-    def _apply(self, actions: Sequence[Action], *, answered: bool = False) -> ProviderError | None:
-        """Deliver the transcripts of ``actions``; the first error, if one failed it.
-
-        ``answered``: they answer the flushes, so their last final is marked ``flushed``
-        (an empty final is made when they hold none).
-        """
-        found: list[Recognized] = []
-        for action in actions:
-            out = self._stt.interpret(action)
-            if out is None:
-                continue
-            if isinstance(out, ProviderError):
-                return out
-            found.append(out)
-        self._deliver(found, answered=answered)
-        return None
-
-    def _post(self, item: object) -> None:
-        if self._mailbox.closed:
-            return
-        # A closed or full mailbox: the stream has ended (or failed on the overflow).
-        with contextlib.suppress(ChannelClosed, StreamClosedError):
-            self._mailbox.send_nowait(item)
-
-    def _fail_now(self, error: ProviderError) -> None:
-        if self._finish(StreamState.FAILED, error):
-            self._task.cancel()
-
-    # -- connection handling
-    def _start_reading(self, conn: WsConnection) -> None:
-        self._conn = conn
-        self._heard_at = asyncio.get_running_loop().time()
-        self._reader = self._stt._tasks.spawn(
-            self._read(conn), name=f"{self.provider}-read#{conn.id}"
-        )
-
-    async def _detach(self, *, graceful: bool) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None and not reader.done():
-            reader.cancel()
-            await asyncio.wait([reader])
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if graceful:
-            await conn.aclose()
-        else:
-            conn.abort()
-
-    def _conn_id(self) -> int:
-        return self._conn.id if self._conn is not None else -1
-
-    def _retry_wait(self, error: ProviderError, attempt: int, began: float) -> float | None:
-        """Seconds before the next attempt of this outage, or None to give up."""
-        stt = self._stt
-        if self._reconnects >= stt.max_reconnects:
-            return None
-        spent = asyncio.get_running_loop().time() - began
-        return retry_delay(
-            error,
-            delivered=False,  # the journal replays what the server had not answered
-            attempt=attempt,
-            max_retries=stt.max_reconnects,
-            max_wait=stt.backoff.cap,
-            backoff=stt.backoff,
-            budget=stt.reconnect_budget - spent,
-        )
-
-    async def _connect_retrying(self, error: ProviderError | None) -> WsConnection:
-        """A connection, retried with backoff after ``error`` (None: a first attempt)."""
-        began = asyncio.get_running_loop().time()
-        attempt = 0
-        while True:
-            if error is not None:
-                wait = self._retry_wait(error, attempt, began)
-                if wait is None:
-                    raise error
-                attempt += 1
-                self._reconnects += 1
-                log.info(
-                    "%s: %s; connecting again in %.3f s (attempt %d of %d)",
-                    self.provider,
-                    error,
-                    wait,
-                    self._reconnects,
-                    self._stt.max_reconnects,
-                )
-                await asyncio.sleep(wait)
-            try:
-                return await self._stt._connect()
-            except ProviderError as exc:
-                error = exc
-
-    async def _send(self, msgs: list[Message]) -> bool:
-        """Send ``msgs``; on a lost connection recover. True when the stream is complete."""
-        for m in msgs:
-            conn = self._conn
-            assert conn is not None
-            try:
-                await conn.send(m)
-            except ConnectionLost as exc:
-                return await self._recover(exc)  # the replay resent everything owed
-        self._last_send = asyncio.get_running_loop().time()
-        return False
-
-    async def _recover(self, exc: ConnectionLost) -> bool:
-        """After a drop: complete if nothing was owed, else replay on a new connection."""
-        stt, session = self._stt, self._session
-        if session.lost_is_harmless():
-            error = self._apply(stt.settle(session))
-            if error is not None:
-                raise error
-            return True
-        error = stt.close_error(exc.close_code, exc.close_reason, stage=exc.stage)
-        if session.replay() is None:
-            raise error from None  # audio the server never answered is gone
-        await self._detach(graceful=False)
-        conn = await self._connect_retrying(error)
-        msgs = session.begin_replay()
-        self._start_reading(conn)
-        self._owed_since = asyncio.get_running_loop().time()  # the new connection owes it
-        log.info("%s: connection lost (%s); replayed on a new one", self.provider, exc)
-        return await self._send(msgs)
-
-    # -- the stream's task: the caller's side
-    async def _run(self) -> None:
-        graceful = False
-        try:
-            conn = await self._connect_retrying(None)
-            self._start_reading(conn)
-            self._last_send = asyncio.get_running_loop().time()
-            if not await self._send(self._stt.opening(self._session)):
-                await self._loop()
-            graceful = True
-        finally:
-            await self._detach(graceful=graceful and not self._stt._tasks.closing)
-
-    async def _loop(self) -> None:
-        try:
-            await self._take_inputs()
-        finally:
-            self._unwatch()
-
-    async def _take_inputs(self) -> None:
-        loop = asyncio.get_running_loop()
-        stt, session, mailbox = self._stt, self._session, self._mailbox
-        converter = self._converter
-        while True:
-            now = loop.time()
-            fail_at, keep_at = self._wake_times()
-            if fail_at is not None and now >= fail_at:
-                raise self._timeout(self._owed_since, now)
-            if mailbox.qsize():
-                item = mailbox.recv_nowait()
-            else:
-                self._watch(fail_at, keep_at)
-                item = await mailbox.recv()
-            if item is _TICK:  # the watchdog found a deadline or a keep-alive due
-                _, keep_at = self._wake_times()
-                due = keep_at is not None and loop.time() >= keep_at
-                if due and await self._send(session.keepalive()):
-                    return
-                continue
-            if isinstance(item, AudioInput):
-                pcm = converter.process(item.frame).data
-                if pcm and await self._send(session.audio(pcm)):
-                    return
-            elif isinstance(item, FlushInput | EndInput):
-                tail = converter.flush().data
-                if tail and await self._send(session.audio(tail)):
-                    return
-                was_awaiting = session.awaiting
-                if isinstance(item, FlushInput):
-                    self._took_flush()
-                    msgs, actions = stt.flush_input(session)
-                    error = self._apply(actions)
-                    if error is not None:
-                        raise error
-                else:
-                    msgs = stt.end_input(session)
-                if not was_awaiting and session.awaiting:
-                    self._owed_since = loop.time()
-                if msgs and await self._send(msgs):
-                    return
-            elif isinstance(item, _Control):
-                if stt.accepts_input(session) and await self._send([item.message]):
-                    return
-            elif isinstance(item, _Done | _Lost):
-                if item.conn_id != self._conn_id():
-                    continue  # from a connection we moved away from
-                if isinstance(item, _Done) or await self._recover(item.error):
-                    return
-            if session.done:
-                return
-
-    # -- the direct path: a frame sent in the caller's push_audio
-    def _take_audio_now(self, frame: AudioFrame) -> bool:
-        """Send ``frame`` now when the connection takes it without waiting (it is open
-        and its write buffer under its limit), as the task would; else decline (the
-        task sends it, within the ``process`` deadline). Called only while the task
-        waits on an empty mailbox: no send, recovery or control message is under way.
-        """
-        conn = self._conn
-        if conn is None or not self._stt.accepts_input(self._session) or not conn.writable:
-            return False
-        pcm = self._converter.process(frame).data
-        if pcm:
-            for m in self._session.audio(pcm):
-                conn.send_nowait(m)
-            self._last_send = asyncio.get_running_loop().time()
-        return True
-
-    # -- the deadlines and the keep-alive: one timer, re-armed lazily
-    def _wake_times(self) -> tuple[float | None, float | None]:
-        """When the owed answer fails (None: nothing owed) and when a keep-alive is due
-        (None: the session takes no input)."""
-        stt, session = self._stt, self._session
-        fail_at = None
-        if session.awaiting:
-            since, dl = self._owed_since, stt.deadlines
-            fail_at = min(since + dl.final, max(since, self._heard_at) + dl.idle)
-        keep_at = self._last_send + stt.keepalive_interval if stt.accepts_input(session) else None
-        return fail_at, keep_at
-
-    def _watch(self, fail_at: float | None, keep_at: float | None) -> None:
-        """Make sure the watchdog fires no later than the earlier of the two times.
-
-        Sends and server messages only move timestamps, later: a timer that fires early
-        sets itself again at the new time (:meth:`_on_watchdog`). So a stream waiting for
-        each 20 ms chunk of audio arms no timer per chunk.
-        """
-        due = keep_at if fail_at is None else fail_at if keep_at is None else min(fail_at, keep_at)
-        if due is None:
-            return  # a timer still set finds nothing due and lapses
-        timer = self._watchdog
-        if timer is not None:
-            if timer.when() <= due:
-                return
-            timer.cancel()
-        self._watchdog = asyncio.get_running_loop().call_at(due, self._on_watchdog)
-
-    def _on_watchdog(self) -> None:
-        self._watchdog = None
-        mailbox = self._mailbox
-        if mailbox.closed or mailbox.qsize():
-            return  # the task is not waiting: it checks the times before it waits again
-        fail_at, keep_at = self._wake_times()
-        due = keep_at if fail_at is None else fail_at if keep_at is None else min(fail_at, keep_at)
-        if due is None:
-            return
-        if asyncio.get_running_loop().time() >= due:
-            self._post(_TICK)
-        else:
-            self._watch(fail_at, keep_at)
-
-    def _unwatch(self) -> None:
-        timer, self._watchdog = self._watchdog, None
-        if timer is not None:
-            timer.cancel()
-
-    def _timeout(self, owed_since: float, now: float) -> ProviderTimeoutError:
-        dl = self._stt.deadlines
-        if now >= owed_since + dl.final:
-            return ProviderTimeoutError(
-                "no final transcript after flush/end_input",
-                provider=self.provider,
-                stage="final",
-                timeout=dl.final,
-                hint="the server went silent; the connection is closed",
-            )
-        return ProviderTimeoutError(
-            "the server stopped answering while results were owed",
-            provider=self.provider,
-            stage="receive",
-            timeout=dl.idle,
-            hint="the server went silent; the connection is closed",
-        )
