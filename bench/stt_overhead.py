@@ -7,8 +7,8 @@ against each provider's fake server (on its own thread, same speech, same messag
 (a) a bare client: one ``websockets`` connection, the provider's sans-I/O protocol session
     to encode audio and decode answers, nothing else (Gladia: one ``httpx`` request for the
     session's URL first, as the plugin's);
-(b) the plugin: ``stt.stream()`` (the shared driver: stream task, reader task, deadlines,
-    journal, transcripts out).
+(b) the plugin: ``stt.stream()`` (the shared driver: stream task, the connection's
+    handler, deadlines, journal, transcripts out).
 
 Per transcript, the latency from the fake's send of the message that carries it to (a)
 ``session.feed`` returning it and (b) the ``Transcript`` coming out of the stream. Both
