@@ -20,7 +20,7 @@ from typing import Any
 
 from antiphon.errors import AuthError, ProviderError
 from antiphon.protocols.cartesia_tts_options import PROVIDER, CartesiaOptions
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 from antiphon.protocols.tts_session import WordTiming
 from antiphon.protocols.tts_wire import close_code_error, timed_rows
 
@@ -158,14 +158,9 @@ def _opt_str(v: object) -> str | None:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (Cartesia sends JSON text only)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("unexpected binary frame", repr(bytes(frame[:40])))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="Cartesia")
+    if isinstance(msg, Malformed):
+        return msg
     kind: str = msg["type"]
     cid = _opt_str(msg.get("context_id"))
     if kind == "chunk":
@@ -173,11 +168,11 @@ def parse(frame: str | bytes) -> ServerEvent:
         if data is None:
             data = ""
         if not isinstance(data, str):
-            return Malformed("chunk whose 'data' is not a string", frame[:200])
+            return Malformed("chunk whose 'data' is not a string", excerpt(frame))
         try:
             audio = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
-            return Malformed(f"chunk with invalid base64: {exc}", frame[:200])
+            return Malformed(f"chunk with invalid base64: {exc}", excerpt(frame))
         return Chunk(cid, audio, _opt_int(msg.get("flush_id")), msg.get("done") is True)
     if kind == "flush_done":
         return FlushDone(cid, _opt_int(msg.get("flush_id")))

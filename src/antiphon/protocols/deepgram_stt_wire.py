@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.protocols.close_codes import closed_error
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 
 __all__ = [
     "CLOSE_STREAM",
@@ -285,12 +285,12 @@ def _ints(v: object) -> tuple[int, ...]:
     return tuple(int(x) for x in v if isinstance(x, int | float) and not isinstance(x, bool))
 
 
-def _parse_results(msg: dict[str, Any], raw: str) -> Results | Malformed:
+def _parse_results(msg: dict[str, Any], frame: str | bytes) -> Results | Malformed:
     start, duration = _num(msg.get("start")), _num(msg.get("duration"))
     channel = msg.get("channel")
     alts = channel.get("alternatives") if isinstance(channel, dict) else None
     if start is None or duration is None or not isinstance(alts, list):
-        return Malformed("Results without start, duration or channel.alternatives", raw[:200])
+        return Malformed("Results without start, duration or channel.alternatives", excerpt(frame))
     alt = alts[0] if alts and isinstance(alts[0], dict) else {}
     words: list[Word] = []
     for w in alt.get("words") or ():
@@ -325,14 +325,9 @@ def _parse_results(msg: dict[str, Any], raw: str) -> Results | Malformed:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (the server sends text only)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("unexpected binary message from the server", repr(bytes(frame[:50])))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="Deepgram")
+    if isinstance(msg, Malformed):
+        return msg
     kind = msg["type"]
     if kind == "Results":
         return _parse_results(msg, frame)
@@ -345,12 +340,12 @@ def parse(frame: str | bytes) -> ServerEvent:
     if kind == "UtteranceEnd":
         end = _num(msg.get("last_word_end"))
         if end is None:
-            return Malformed("UtteranceEnd without a numeric last_word_end", frame[:200])
+            return Malformed("UtteranceEnd without a numeric last_word_end", excerpt(frame))
         return UtteranceEnd(end, _ints(msg.get("channel")))
     if kind == "SpeechStarted":
         ts = _num(msg.get("timestamp"))
         if ts is None:
-            return Malformed("SpeechStarted without a numeric timestamp", frame[:200])
+            return Malformed("SpeechStarted without a numeric timestamp", excerpt(frame))
         return SpeechStarted(ts, _ints(msg.get("channel")))
     if kind.lower() == "error":
         return ErrorMessage(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, parse_json_event
 from antiphon.protocols.tts_session import Act, Action, FlushLedger, ProtocolStateError
 from antiphon.protocols.tts_wire import split_at_spaces
 
@@ -193,12 +193,9 @@ def parse(frame: str | bytes) -> ServerEvent:
         return Audio(frame)
     if not isinstance(frame, str):  # bytearray, memoryview
         return Audio(bytes(frame))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="Deepgram")
+    if isinstance(msg, Malformed):
+        return msg
     kind = msg["type"]
     if kind == "Flushed":
         return Flushed(_int(msg.get("sequence_id")))

@@ -25,7 +25,7 @@ from antiphon.protocols.elevenlabs_tts_options import (
     PROVIDER,
     StreamOptions,
 )
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 from antiphon.protocols.tts_wire import close_code_error, timed_rows
 
 __all__ = [
@@ -160,14 +160,9 @@ def _alignment(value: object) -> Alignment | None:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (the server sends JSON text only)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("binary frame; ElevenLabs sends JSON text frames", repr(bytes(frame)[:50]))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict):
-        return Malformed("JSON message that is not an object", frame[:200])
+    msg = parse_json_event(frame, provider="ElevenLabs", key=None)
+    if isinstance(msg, Malformed):
+        return msg
     ctx = _context_id(msg)
     if msg.get("error"):
         code = msg.get("code")
@@ -183,7 +178,7 @@ def parse(frame: str | bytes) -> ServerEvent:
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError) as exc:
-            return Malformed(f"audio is not base64: {exc}", frame[:200])
+            return Malformed(f"audio is not base64: {exc}", excerpt(frame))
     alignment = _alignment(msg.get("alignment"))
     if msg.get("isFinal") is True or msg.get("is_final") is True:
         return Final(ctx, data, alignment)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from antiphon.errors import AuthError, ConfigError, ProviderConnectionError, ProviderError
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 from antiphon.protocols.tts_session import Act, Action, ContextLedger, ProtocolStateError
 from antiphon.protocols.tts_session import ContextPhase as Phase
 from antiphon.protocols.tts_session import new_context_id as new_context_id
@@ -232,18 +232,18 @@ def _context(msg: dict[str, Any]) -> str | None:
     return cid if isinstance(cid, str) else None
 
 
-def _timestamps(msg: dict[str, Any], frame: str) -> ServerEvent:
+def _timestamps(msg: dict[str, Any], frame: str | bytes) -> ServerEvent:
     wt = msg.get("word_timestamps")
     if not isinstance(wt, dict):
-        return Malformed("timestamps without a word_timestamps object", frame[:200])
+        return Malformed("timestamps without a word_timestamps object", excerpt(frame))
     words, start, end = wt.get("words"), wt.get("start"), wt.get("end")
     if not (isinstance(words, list) and isinstance(start, list) and isinstance(end, list)):
-        return Malformed("word_timestamps lists are missing", frame[:200])
+        return Malformed("word_timestamps lists are missing", excerpt(frame))
     if not len(words) == len(start) == len(end):
-        return Malformed("word_timestamps lists differ in length", frame[:200])
+        return Malformed("word_timestamps lists differ in length", excerpt(frame))
     numbers = [*start, *end]
     if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in numbers):
-        return Malformed("word_timestamps times are not numbers", frame[:200])
+        return Malformed("word_timestamps times are not numbers", excerpt(frame))
     return WordTimestamps(
         tuple(str(w) for w in words),
         tuple(float(t) for t in start),
@@ -254,23 +254,18 @@ def _timestamps(msg: dict[str, Any], frame: str) -> ServerEvent:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("a binary message on the JSON endpoint", repr(bytes(frame[:50])))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="Rime")
+    if isinstance(msg, Malformed):
+        return msg
     kind = msg["type"]
     if kind == "chunk":
         data = msg.get("data")
         if not isinstance(data, str):
-            return Malformed("a chunk without base64 'data'", frame[:200])
+            return Malformed("a chunk without base64 'data'", excerpt(frame))
         try:
             audio = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            return Malformed("a chunk whose data is not base64", frame[:200])
+            return Malformed("a chunk whose data is not base64", excerpt(frame))
         return Chunk(audio, _context(msg))
     if kind == "timestamps":
         return _timestamps(msg, frame)

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 from antiphon.protocols.tts_wire import split_at_spaces
 from antiphon.protocols.xai_tts_options import PROVIDER
 
@@ -124,25 +124,20 @@ def _timestamps(value: object) -> Timestamps | None:
 
 def parse(frame: str | bytes) -> ServerEvent:
     """Turn one WebSocket message into a typed event (every message is JSON text)."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        return Malformed("unexpected binary frame (xAI sends audio as base64 JSON)", "")
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="xAI")
+    if isinstance(msg, Malformed):
+        return msg
     kind = msg["type"]
     if kind == "audio.delta":
         delta = msg.get("delta")
         if delta is None:
             delta = ""
         if not isinstance(delta, str):
-            return Malformed("audio.delta with a non-string 'delta'", frame[:200])
+            return Malformed("audio.delta with a non-string 'delta'", excerpt(frame))
         try:
             data = base64.b64decode(delta, validate=True)
         except (binascii.Error, ValueError):
-            return Malformed("audio.delta whose 'delta' is not base64", frame[:200])
+            return Malformed("audio.delta whose 'delta' is not base64", excerpt(frame))
         return AudioDelta(data, _timestamps(msg.get("audio_timestamps")))
     if kind == "audio.done":
         trace = msg.get("trace_id")

@@ -36,6 +36,10 @@ that buffer small and knows what was heard:
   are dropped (and ``clear`` sent, unless nothing was sent since the last one).
 - Marks echoed because of a ``clear`` carry an older epoch and are ignored. A ``mark``
   named ``turn-<generation>`` after each turn tells when Twilio has played it.
+- **A turn ends whole.** The converter holds back the resampler's delay (4 ms to 8 kHz)
+  and a partial media frame; at :class:`~antiphon.agent.events.TurnCompleted` they are
+  sent (the frame padded with silence) ahead of the turn's mark, after the turn's last
+  frame even when the pump still waits for room to send it. ``Interrupted`` drops them.
 
 Recording (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`): the
 caller's frames where they go to ``session.push_audio``, the agent's paced frames where
@@ -115,8 +119,10 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         self.state = dialect.new_state()
         self._started = asyncio.Event()
         self._converter = AudioConverter(dialect.sample_rate, 1)
-        self._generation = 0
-        self._pending = b""
+        self._generation = 0  # of the audio the converter holds
+        self._pending = b""  # converted audio short of a whole media frame
+        self._holding: int | None = None  # the generation of a frame the pump waits to send
+        self._completed: int | None = None  # a turn that completed while it waited
         self.media_sent = 0
         self.media_received = 0
         self.clears = 0
@@ -133,7 +139,6 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
     def _on_event(self, event: AgentEvent) -> None:
         if self.state.start is None:
             return
-        sid = self.state.stream_sid
         if isinstance(event, AgentPaused):
             self._paused = True
             self._held = [ulaw for _, ulaw in self._unplayed]
@@ -150,13 +155,34 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         elif isinstance(event, Interrupted):
             self._paused = False
             self._held = []
+            self._pending = b""  # barge-in: what the converter holds is dropped too
+            self._converter.reset()
             if not self._cleared:
                 self._clear()
             self._update_room()
         elif isinstance(event, TurnCompleted):
-            name = f"turn-{event.generation}"
-            self.state.sent_mark(name)
-            self._queue((False, self.dialect.encode_mark(sid, name)))
+            if self._holding == event.generation:
+                self._completed = event.generation  # ended by the pump after that frame
+            else:
+                self._end_turn(event.generation)
+
+    def _end_turn(self, generation: int) -> None:
+        """The turn's last frame went through: send the rest of its audio, then its mark.
+
+        The converter holds the resampler's delay and a partial media frame of the turn's
+        end; they are sent, the frame padded with silence (a barge-in dropped them before).
+        """
+        if generation == self._generation and not self._paused:
+            tail = self._converter.flush().data
+            self._pending += self._encode(tail)
+            if self._pending:
+                silence = self._encode(bytes(2))  # one sample
+                missing = -len(self._pending) % self.dialect.frame_bytes
+                self._pending += silence * (missing // len(silence))
+                self._send_pending()
+        name = f"turn-{generation}"
+        self.state.sent_mark(name)
+        self._queue((False, self.dialect.encode_mark(self.state.stream_sid, name)))
 
     def _clear(self) -> None:
         """Tell Twilio to drop what it buffered; everything sent counts as done."""
@@ -195,28 +221,38 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         await self._started.wait()  # media needs the stream's id
         output = self.session.output
         async for frame in output:
-            while not self._room.is_set():
-                if self._paused:
-                    await self._room.wait()
-                    continue
-                # a peer that never echoed a mark may not do marks: give it a short time;
-                # one that did is only slow (its echoes come late): give it longer
-                timeout = self.mark_timeout * (5 if self.marks_echoed else 1)
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._room.wait()
-                except TimeoutError:
-                    if not self._paused:
-                        log.warning(
-                            "twilio: no playout mark echoed in %.1fs; sending as paced",
-                            timeout,
-                        )
-                        self._tracking = False
-                        self._update_room()
-            if frame.generation < output.generation:
-                continue  # interrupted while it waited for room
-            self._audio_out(frame.data, frame.generation)
+            self._holding = frame.generation
+            try:
+                await self._wait_room()
+                if frame.generation >= output.generation:  # else interrupted while it waited
+                    self._audio_out(frame.data, frame.generation)
+            finally:
+                self._holding = None
+            if self._completed == frame.generation:  # the turn ended while it waited
+                self._completed = None
+                self._end_turn(frame.generation)
         await asyncio.Future()  # the output closed: the call ends by the reader or end()
+
+    async def _wait_room(self) -> None:
+        """Wait until the carrier's buffer has room (or playout tracking is given up)."""
+        while not self._room.is_set():
+            if self._paused:
+                await self._room.wait()
+                continue
+            # a peer that never echoed a mark may not do marks: give it a short time;
+            # one that did is only slow (its echoes come late): give it longer
+            timeout = self.mark_timeout * (5 if self.marks_echoed else 1)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._room.wait()
+            except TimeoutError:
+                if not self._paused:
+                    log.warning(
+                        "twilio: no playout mark echoed in %.1fs; sending as paced",
+                        timeout,
+                    )
+                    self._tracking = False
+                    self._update_room()
 
     def _send_frame(self, ulaw: bytes) -> None:
         sid = self.state.stream_sid
@@ -231,14 +267,22 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         self._update_room()
 
     def _audio_out(self, pcm: bytes, generation: int) -> None:
-        if generation != self._generation:  # a new turn: no leftovers of the old one
+        if generation != self._generation:  # a new turn: what is left of the old one
+            # (ended by neither TurnCompleted nor Interrupted) is not its audio
             self._generation, self._pending = generation, b""
             self._converter.reset()
         frame = AudioFrame.trusted(pcm, self.session.output.sample_rate)  # a frame's data
         if self.recorder is not None:
             self.recorder.agent(frame)
-        converted = self._converter.process(frame).data
-        self._pending += ulaw_encode(converted) if self.dialect.codec == "mulaw" else converted
+        self._pending += self._encode(self._converter.process(frame).data)
+        self._send_pending()
+
+    def _encode(self, pcm: bytes) -> bytes:
+        """PCM16 at the carrier's rate in the carrier's codec."""
+        return ulaw_encode(pcm) if self.dialect.codec == "mulaw" else pcm
+
+    def _send_pending(self) -> None:
+        """Send every whole media frame converted so far; the rest waits for more."""
         size = self.dialect.frame_bytes  # 20 ms per media message (Exotel: 100 ms)
         while len(self._pending) >= size:
             chunk = self._pending[:size]

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from antiphon.errors import AuthError, ProviderConnectionError, ProviderError
-from antiphon.protocols.json_events import Malformed, Unknown
+from antiphon.protocols.json_events import Malformed, Unknown, excerpt, parse_json_event
 from antiphon.protocols.realtime.config import NAMES, Dialect
 
 __all__ = [
@@ -300,14 +299,9 @@ def _server_error(err: dict[str, Any]) -> ServerError:
 
 def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
     """Turn one WebSocket message into a typed event of ``dialect``."""
-    if not isinstance(frame, str):
-        return Malformed("binary frame (the protocol sends JSON text only)", repr(frame[:50]))
-    try:
-        msg = json.loads(frame)
-    except ValueError as exc:
-        return Malformed(f"invalid JSON: {exc}", frame[:200])
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return Malformed("JSON message without a string 'type'", frame[:200])
+    msg = parse_json_event(frame, provider="the realtime server")
+    if isinstance(msg, Malformed):
+        return msg
     kind: str = msg["type"]
     n = NAMES[dialect]
     rid, iid = _s(msg.get("response_id")), _s(msg.get("item_id"))
@@ -315,7 +309,7 @@ def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
         try:
             audio = base64.b64decode(_s(msg.get("delta")), validate=True)
         except (binascii.Error, ValueError) as exc:
-            return Malformed(f"audio delta is not base64: {exc}", frame[:200])
+            return Malformed(f"audio delta is not base64: {exc}", excerpt(frame))
         return AudioDelta(rid, iid, _i(msg.get("content_index")), audio)
     if kind == n.audio_done:
         return AudioDone(rid, iid)
