@@ -50,6 +50,7 @@ from antiphon.services.stt import (
     RecognizeStream,
     StreamState,
 )
+from antiphon.services.ws_common import ConnDone, ConnLost, send_all
 
 if TYPE_CHECKING:
     from antiphon.services.ws_stt import Message, WebSocketSTT, WireSession
@@ -60,21 +61,6 @@ log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="WireSession")
 _RUNNING = StreamState.RUNNING  # looked up once: the handler checks it per message
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    """Connection ``conn_id`` is gone (its handler's second callback)."""
-
-    conn_id: int
-    error: ConnectionLost
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    """The handler fed connection ``conn_id``'s last message: the recognition is over."""
-
-    conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +114,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         """One server message, from the protocol callback (the connection's handler).
 
         Feeds the protocol machine and delivers its transcripts; hands the task a
-        ``_Done`` once the session is done. Whatever goes wrong (a server error, a
+        ``ConnDone`` once the session is done. Whatever goes wrong (a server error, a
         consumer behind, a bug) fails the stream here, once; nothing is raised.
         """
         if not self._reading or self._state is not _RUNNING:
@@ -151,7 +137,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
                 self._fail_now(error)
             elif session.done:
                 self._reading = False
-                self._post(_Done(self._conn_id))
+                self._post(ConnDone(self._conn_id))
         except ChannelFull as exc:  # the consumer fell behind (typed: stage "output")
             self._reading = False
             self._fail_now(self._typed(exc))
@@ -167,7 +153,7 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
         reads it."""
         if self._reading and conn_id == self._conn_id:
             self._reading = False
-            self._post(_Lost(conn_id, error))
+            self._post(ConnLost(conn_id, error))
 
     def _apply(self, actions: Sequence[Action], *, answered: bool = False) -> ProviderError | None:
         """Deliver the transcripts of ``actions``; the first error, if one failed it.
@@ -264,13 +250,9 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
 
     async def _send(self, msgs: list[Message]) -> bool:
         """Send ``msgs``; on a lost connection recover. True when the stream is complete."""
-        for m in msgs:
-            conn = self._conn
-            assert conn is not None
-            try:
-                await conn.send(m)
-            except ConnectionLost as exc:
-                return await self._recover(exc)  # the replay resent everything owed
+        assert self._conn is not None
+        if (lost := await send_all(self._conn, msgs)) is not None:
+            return await self._recover(lost)  # the replay resent everything owed
         self._last_send = self._time()
         return False
 
@@ -356,10 +338,10 @@ class WebSocketRecognizeStream(RecognizeStream, Generic[S]):
             elif isinstance(item, _Control):
                 if stt.accepts_input(session) and await self._send([item.message]):
                     return
-            elif isinstance(item, _Done | _Lost):
+            elif isinstance(item, ConnDone | ConnLost):
                 if item.conn_id != self._conn_id:
                     continue  # from a connection we moved away from
-                if isinstance(item, _Done) or await self._recover(item.error):
+                if isinstance(item, ConnDone) or await self._recover(item.error):
                     return
             if session.done:
                 return

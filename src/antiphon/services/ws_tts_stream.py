@@ -51,6 +51,7 @@ from antiphon.services.tts import (
     TextInput,
     metric_child,
 )
+from antiphon.services.ws_common import ConnDone, ConnLost, send_all
 
 if TYPE_CHECKING:
     from antiphon.services.ws_tts import WebSocketTTS
@@ -67,13 +68,6 @@ _trusted = AudioFrame.trusted
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
-    """The handler saw the end of the stream on connection ``conn_id``."""
-
-    conn_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Failed:
     """The handler failed on connection ``conn_id`` (server error, consumer behind)."""
 
@@ -84,12 +78,6 @@ class _Failed:
 @dataclass(frozen=True, slots=True)
 class _Timeout:
     """The watchdog found a deadline passed (checked again by the stream task)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    conn_id: int
-    error: ConnectionLost
 
 
 class WebSocketSynthesisStream(SynthesisStream):
@@ -142,7 +130,7 @@ class WebSocketSynthesisStream(SynthesisStream):
         """The connection is gone (its handler's second callback)."""
         if self._reading and conn_id == self._conn_id:
             self._reading = False
-            self._tell(_Lost(conn_id, error))
+            self._tell(ConnLost(conn_id, error))
 
     def _tell(self, item: Any) -> None:
         """Hand the stream task ``item`` (unless the stream is terminal)."""
@@ -207,7 +195,7 @@ class WebSocketSynthesisStream(SynthesisStream):
             if self._flush_times:
                 self._flush_times.pop(0)
             if act is Act.STREAM_DONE:
-                self._mailbox.send_nowait(_Done(self._conn_id))
+                self._mailbox.send_nowait(ConnDone(self._conn_id))
                 return False
         elif act is Act.FAIL:
             raise ProviderError(
@@ -231,14 +219,9 @@ class WebSocketSynthesisStream(SynthesisStream):
         return conn
 
     async def _send(self, msgs: list[str | bytes]) -> None:
-        for m in msgs:
-            conn = self._conn
-            assert conn is not None
-            try:
-                await conn.send(m)
-            except ConnectionLost as exc:
-                await self._recover(exc)
-                return  # the replay resent everything owed, this message included
+        assert self._conn is not None
+        if (lost := await send_all(self._conn, msgs)) is not None:
+            await self._recover(lost)  # the replay resent everything owed, this one included
 
     async def _recover(self, exc: ConnectionLost) -> None:
         """Move to a new connection if nothing of the pending text was heard yet."""
@@ -301,13 +284,13 @@ class WebSocketSynthesisStream(SynthesisStream):
                 if session.awaiting_audio and self._loop.time() >= self._due():
                     raise self._timeout()
                 self._watch()
-            elif isinstance(item, _Done | _Failed | _Lost) and item.conn_id != self._conn_id:
+            elif isinstance(item, ConnDone | _Failed | ConnLost) and item.conn_id != self._conn_id:
                 continue  # left over from a connection we moved away from
-            elif isinstance(item, _Done):
+            elif isinstance(item, ConnDone):
                 return self._end_audio()
             elif isinstance(item, _Failed):
                 raise item.error
-            elif isinstance(item, _Lost):
+            elif isinstance(item, ConnLost):
                 await self._recover(item.error)
                 if session.done:  # the replay left nothing owed
                     return self._end_audio()
