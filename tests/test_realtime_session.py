@@ -156,3 +156,30 @@ async def test_close_mid_answer_leaves_no_task_no_handler_and_no_socket() -> Non
                 assert not conn.has_handler and not conn.open
                 assert s._conn is None
         await leaks.assert_clean(settle=1.0)
+
+
+async def test_a_consumer_that_falls_behind_fails_the_session_from_the_handler() -> None:
+    """Backpressure on the agent's audio: past ``max_output_backlog`` seconds unread, the
+    session fails (policy fail), at the delta that overflowed; what was queued before is
+    still read, then the error."""
+    async with serving(FakeRealtimeServer(chunk_ms=20.0)) as fake:
+        leaks = LeakCheck(ports=[fake.port])
+        async with _model(fake) as model:
+            model.max_output_backlog = 0.1  # (the plugin does not take it)
+            s = model.session()
+            puts = _record_puts(s)
+            async with s:
+                s.send_text(TEXT)
+                await s.wait()  # nobody reads
+                assert s.state is SessionState.FAILED and s.error is not None
+                assert s.error.stage == "deliver" and "0.1s of agent audio" in str(s.error)
+                received: list[RealtimeEvent] = []
+                with pytest.raises(ProviderError) as info:
+                    async for ev in s:
+                        received.append(ev)
+                assert info.value is s.error
+        audio = [ev for ev, _ in puts if isinstance(ev, AgentAudio)]
+        assert all(task is None for ev, task in puts if isinstance(ev, AgentAudio))
+        assert len(audio) == 6  # 0.12 s put: the sixth 20 ms delta overflowed
+        assert received == [ev for ev, _ in puts][:-1]  # all but the one that overflowed
+        await leaks.assert_clean(settle=1.0)
