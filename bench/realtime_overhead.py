@@ -1,12 +1,14 @@
 """Framework overhead of the realtime sessions over a bare websockets client.
 
 Against :class:`~antiphon.testing.realtime.FakeRealtimeServer` (GA, on its own thread),
-each round sends a user turn and reads the spoken answer (20 ms audio deltas):
+each round sends a user turn and reads the spoken answer (20 ms audio deltas). Every
+figure is per audio delta, from the moment the WebSocket protocol parsed its frame (the
+connection's ``process_event``, stamped with ``time.perf_counter_ns()``) to the PCM in the
+consumer's hands, so it counts the task hops between the socket and the consumer:
 
-(a) bare: one ``websockets`` connection; per audio delta, the time from ``recv()``
-    returning to the PCM bytes decoded (``json.loads`` + base64);
-(b) antiphon: ``OpenAIRealtime`` session (reader task, mailbox, state machine, events);
-    per audio delta, the time from the connection's ``recv()`` returning to the
+(a) bare: one ``websockets`` connection; the consumer's ``recv()`` wakes (one hop), then
+    ``json.loads`` + base64;
+(b) antiphon: ``OpenAIRealtime`` session (connection handler, state machine, events); the
     ``AgentAudio`` coming out of ``async for ev in session``.
 
 The same against :class:`~antiphon.testing.gemini_live.FakeGeminiLiveServer` (20 ms
@@ -20,9 +22,14 @@ greeting and session shape, antiphon = ``XAIRealtime`` (keys ``xai_*``).
 cost, not the wait behind a burst of deltas that arrived together. Also the input side:
 the cost of one ``push_audio`` call (20 ms at 16 kHz, resampled to 24 kHz and queued).
 
-    .venv/bin/python bench/realtime_overhead.py [--rounds 10] [--interval 0.005]
+``--against DIR`` alternates ``--ab-rounds`` runs of this checkout's ``src`` and DIR's
+``src`` (each a fresh process, ``PYTHONPATH=<src>:bench``), so both see the same machine
+load, and prints the median of each figure per version.
 
-Prints p50/p99 and writes ``bench/results/realtime_overhead.json``.
+    .venv/bin/python bench/realtime_overhead.py [--rounds 10] [--interval 0.005]
+    .venv/bin/python bench/realtime_overhead.py --against /work/main [--ab-rounds 3]
+
+Prints p50/p99 and writes ``bench/results/realtime_overhead.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -31,16 +38,20 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame
 
 from antiphon.audio.frame import AudioFrame
-from antiphon.net.ws import WsConnection
+from antiphon.net import ws as antiphon_ws
 from antiphon.plugins.gemini import GeminiLive
 from antiphon.plugins.openai import OpenAIRealtime
 from antiphon.plugins.xai import XAIRealtime
@@ -53,11 +64,40 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
 from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
-from benchkit import pct
+from benchkit import ab_versions, pct, version_env
 
+HERE = Path(__file__).resolve().parent
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
-AUDIO_DELTA = rt.NAMES[rt.Dialect.GA].audio_delta
-GEMINI_AUDIO = '"inlineData"'
+AUDIO_TYPE = rt.NAMES[rt.Dialect.GA].audio_delta
+AUDIO_DELTA = AUDIO_TYPE.encode()
+GEMINI_AUDIO = b'"inlineData"'
+#: When the protocol parsed each audio frame (``perf_counter_ns``), in order.
+PARSED: list[int] = []
+
+
+def _stamp(event: Any) -> None:
+    if type(event) is Frame and (AUDIO_DELTA in event.data[:60] or GEMINI_AUDIO in event.data[:80]):
+        PARSED.append(time.perf_counter_ns())
+
+
+class StampedClient(ClientConnection):
+    """The bare client's connection: stamps each audio frame as the protocol parses it."""
+
+    def process_event(self, event: Any) -> None:
+        _stamp(event)
+        super().process_event(event)
+
+
+def stamp_antiphon_frames() -> None:
+    """Stamp each audio frame antiphon's connections parse (before any routing)."""
+    client = antiphon_ws._Client
+    original = client.process_event
+
+    def process_event(self: Any, event: Any) -> None:
+        _stamp(event)
+        original(self, event)
+
+    client.process_event = process_event  # type: ignore[method-assign]
 
 
 async def bare_round(url: str, *, xai: bool = False) -> list[float]:
@@ -66,6 +106,7 @@ async def bare_round(url: str, *, xai: bool = False) -> list[float]:
         f"{url}/v1/realtime?model=m",
         additional_headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"},
         compression=None,
+        create_connection=StampedClient,
     ) as ws:
         await ws.recv()  # session.created (xAI: conversation.created)
         if xai:
@@ -74,23 +115,23 @@ async def bare_round(url: str, *, xai: bool = False) -> list[float]:
         else:
             cfg = rt.SessionConfig(turn_detection=None)
             await ws.send(rt.encode_session_update(rt.Dialect.GA, cfg))
+        PARSED.clear()
         await ws.send(rt.encode_message(rt.Dialect.GA, "user", TEXT))
         await ws.send(rt.encode_response_create())
+        i = 0
         while True:
             raw = await ws.recv()
-            t0 = time.perf_counter_ns()
             msg = json.loads(raw)
-            if msg["type"] == AUDIO_DELTA:
+            if msg["type"] == AUDIO_TYPE:
                 pcm = base64.b64decode(msg["delta"])
                 assert pcm
-                out.append((time.perf_counter_ns() - t0) / 1e3)
+                out.append((time.perf_counter_ns() - PARSED[i]) / 1e3)
+                i += 1
             elif msg["type"] == "response.done":
                 return out
 
 
-async def antiphon_round(
-    url: str, recv_times: list[int], *, xai: bool = False
-) -> tuple[list[float], list[float]]:
+async def antiphon_round(url: str, *, xai: bool = False) -> tuple[list[float], list[float]]:
     out: list[float] = []
     push: list[float] = []
     model: OpenAIRealtime | XAIRealtime
@@ -99,12 +140,12 @@ async def antiphon_round(
     else:
         model = OpenAIRealtime(api_key=DEFAULT_API_KEY, base_url=url, server_vad=False)
     async with model, model.session() as s:
-        recv_times.clear()
+        PARSED.clear()
         s.send_text(TEXT)
         i = 0
         async for ev in s:
             if isinstance(ev, AgentAudio):
-                out.append((time.perf_counter_ns() - recv_times[i]) / 1e3)
+                out.append((time.perf_counter_ns() - PARSED[i]) / 1e3)
                 i += 1
             elif isinstance(ev, ResponseDone):
                 break
@@ -121,6 +162,7 @@ async def gemini_bare_round(url: str) -> list[float]:
         rt.build_url(url, gl.PATH, {}),
         additional_headers={"x-goog-api-key": gl_fake.DEFAULT_API_KEY},
         compression=None,
+        create_connection=StampedClient,
     ) as ws:
         cfg = rt.SessionConfig(turn_detection=None)
         await ws.send(
@@ -130,31 +172,33 @@ async def gemini_bare_round(url: str) -> list[float]:
         )
         while "setupComplete" not in json.loads(await ws.recv()):
             pass
+        PARSED.clear()
         await ws.send(gl.encode_client_content([("user", TEXT)], turn_complete=True))
+        i = 0
         while True:
             raw = await ws.recv()
-            t0 = time.perf_counter_ns()
             content = json.loads(raw).get("serverContent", {})
             parts = content.get("modelTurn", {}).get("parts", [])
             pcm = b"".join(base64.b64decode(p["inlineData"]["data"]) for p in parts)
             if pcm:
-                out.append((time.perf_counter_ns() - t0) / 1e3)
+                out.append((time.perf_counter_ns() - PARSED[i]) / 1e3)
+                i += 1
             if content.get("turnComplete"):
                 return out
 
 
-async def gemini_round(url: str, recv_times: list[int]) -> list[float]:
+async def gemini_round(url: str) -> list[float]:
     out: list[float] = []
     model = GeminiLive(
         api_key=gl_fake.DEFAULT_API_KEY, base_url=url, automatic_activity_detection=False
     )
     async with model, model.session() as s:
-        recv_times.clear()
+        PARSED.clear()
         s.send_text(TEXT)
         i = 0
         async for ev in s:
             if isinstance(ev, AgentAudio):
-                out.append((time.perf_counter_ns() - recv_times[i]) / 1e3)
+                out.append((time.perf_counter_ns() - PARSED[i]) / 1e3)
                 i += 1
             elif isinstance(ev, ResponseDone):
                 break
@@ -162,16 +206,7 @@ async def gemini_round(url: str, recv_times: list[int]) -> list[float]:
 
 
 async def main(rounds: int, interval: float) -> dict[str, Any]:
-    recv_times: list[int] = []
-    original = WsConnection.recv
-
-    async def timed_recv(self: WsConnection, *, stage: str = "receive") -> str | bytes:
-        data = await original(self, stage=stage)
-        if isinstance(data, str) and (AUDIO_DELTA in data[:60] or GEMINI_AUDIO in data[:80]):
-            recv_times.append(time.perf_counter_ns())
-        return data
-
-    WsConnection.recv = timed_recv  # type: ignore[method-assign]
+    stamp_antiphon_frames()
     bare: list[float] = []
     ours: list[float] = []
     push: list[float] = []
@@ -180,7 +215,7 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
     ) as fake:
         for _ in range(rounds):
             bare += await bare_round(fake.url)
-            o, p = await antiphon_round(fake.url, recv_times)
+            o, p = await antiphon_round(fake.url)
             ours += o
             push += p
     g_bare: list[float] = []
@@ -190,7 +225,7 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
     ) as live:
         for _ in range(rounds):
             g_bare += await gemini_bare_round(live.url)
-            g_ours += await gemini_round(live.url, recv_times)
+            g_ours += await gemini_round(live.url)
     x_bare: list[float] = []
     x_ours: list[float] = []
     with running_in_thread(
@@ -198,10 +233,9 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
     ) as xfake:
         for _ in range(rounds):
             x_bare += await bare_round(xfake.url, xai=True)
-            x_ours += (await antiphon_round(xfake.url, recv_times, xai=True))[0]
-    WsConnection.recv = original  # type: ignore[method-assign]
+            x_ours += (await antiphon_round(xfake.url, xai=True))[0]
     res = {
-        "what": "per 20 ms audio delta: recv() returned -> PCM available (microseconds)",
+        "what": "per 20 ms audio delta: frame parsed -> PCM in the consumer (microseconds)",
         "rounds": rounds,
         "server_interval_s": interval,
         "deltas": len(ours),
@@ -227,8 +261,59 @@ async def main(rounds: int, interval: float) -> dict[str, Any]:
     return res
 
 
+#: The figures an A/B run compares (median over its runs).
+AB_KEYS = (
+    "bare_p50_us",
+    "antiphon_p50_us",
+    "antiphon_p99_us",
+    "gemini_bare_p50_us",
+    "gemini_antiphon_p50_us",
+    "gemini_antiphon_p99_us",
+    "xai_bare_p50_us",
+    "xai_antiphon_p50_us",
+    "xai_antiphon_p99_us",
+    "push_audio_16k_to_24k_p50_us",
+)
+
+
+def _run_with(src: Path, a: argparse.Namespace) -> dict[str, Any]:
+    args = ["--rounds", str(a.rounds), "--interval", str(a.interval), "--json"]
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__)), *args],
+        env=version_env(src, HERE),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["load1"] = os.getloadavg()[0]
+    return result
+
+
+def against(a: argparse.Namespace) -> dict[str, Any]:
+    versions = ab_versions(a.against)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in versions}
+    for _ in range(a.ab_rounds):
+        for name, src in versions.items():
+            r = _run_with(src, a)
+            runs[name].append(r)
+            print(json.dumps({"version": name} | {k: round(r[k], 1) for k in AB_KEYS}), flush=True)
+    return {
+        "what": "median over alternated runs of each figure (microseconds)",
+        "against": str(a.against),
+        "ab_rounds": a.ab_rounds,
+        "rounds": a.rounds,
+        "server_interval_s": a.interval,
+        **{
+            f"{name}_{k}": statistics.median(r[k] for r in rs)
+            for name, rs in runs.items()
+            for k in AB_KEYS
+        },
+    }
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument(
         "--interval",
@@ -237,11 +322,19 @@ if __name__ == "__main__":
         help="seconds between the fake's audio deltas (0: whole answer in one burst, "
         "which measures queueing behind the burst as well)",
     )
+    ap.add_argument("--against", type=Path, help="another checkout: alternate runs with it")
+    ap.add_argument("--ab-rounds", type=int, default=3, help="alternations with --against")
+    ap.add_argument("--json", action="store_true", help="print only the result, as JSON")
+    ap.add_argument("--out", type=Path, help="where to write the JSON result")
     args = ap.parse_args()
-    result = asyncio.run(main(args.rounds, args.interval))
+    if args.json:
+        print(json.dumps(asyncio.run(main(args.rounds, args.interval))))
+        raise SystemExit(0)
+    result = against(args) if args.against else asyncio.run(main(args.rounds, args.interval))
     for k, v in result.items():
-        print(f"{k:32} {v:.4g}" if isinstance(v, float) else f"{k:32} {v}")
-    out = Path(__file__).parent / "results" / "realtime_overhead.json"
+        print(f"{k:40} {v:.4g}" if isinstance(v, float) else f"{k:40} {v}")
+    name = "realtime_overhead_ab.json" if args.against else "realtime_overhead.json"
+    out = args.out or Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -164,6 +164,9 @@ class _ServerStopsReading:
     def abort(self) -> None:
         self.open = False
 
+    def clear_handler(self) -> None:
+        pass
+
     async def aclose(self) -> None:
         self.open = False
 

@@ -11,16 +11,17 @@ The session reaches exactly one terminal state (closed by the caller, or failed 
 typed :class:`~antiphon.errors.ProviderError`) within its deadlines, whatever the server
 does. The package: :mod:`.events` (what a session yields, its states and deadlines),
 :mod:`.model` (the service and its WebSocket base), :mod:`.session` (one conversation,
-with its parts :mod:`.handshake`, :mod:`.delivery`, :mod:`.output`, :mod:`.watchdog`,
-:mod:`.handover`).
+with its parts :mod:`.commands`, :mod:`.handshake`, :mod:`.delivery`, :mod:`.output`,
+:mod:`.watchdog`, :mod:`.handover`).
 Design, as in :mod:`antiphon.services.ws_tts`:
 
-- one task per connection reads the socket, asks
-  :class:`~antiphon.protocols.realtime.RealtimeState` what each server event means and
-  puts the resulting events straight into the session's output: one task hop per audio
-  delta (reader → consumer), never a task per delta. The session's main task takes the
-  caller's commands and audio from a mailbox, in order, and sends them; what the reader
-  must hand over (a lost connection, a message to send) goes through that mailbox too.
+- no task reads the socket: the connection's handler, called from the protocol callback
+  that parsed each server message, asks :class:`~antiphon.protocols.realtime.RealtimeState`
+  what it means and puts the resulting events straight into the session's output, so an
+  audio delta, a transcript, a tool call or an error crosses one task hop (into the
+  consumer), never a task per delta. The session's main task takes the caller's commands
+  and audio from a mailbox, in order, and sends them; what the handler must hand over (a
+  lost connection to replace, a message to send) goes through that mailbox too.
   Client-side state-machine calls update the state before anything is sent, so a reply
   can never be fed before the state knows its request;
 - every network wait has a deadline (:class:`RealtimeDeadlines`); the wait for a response

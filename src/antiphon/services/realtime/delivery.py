@@ -1,12 +1,13 @@
 """What a decision of the protocol state means to the application: :class:`Delivery`.
 
-How it is built: the session's reader hands every :class:`~antiphon.protocols.realtime.Decision`
-marked ``DELIVER`` to :meth:`Delivery.events`, which returns the typed
-:mod:`~antiphon.services.realtime.events` to emit (and, for a fatal server error, the error
-that fails the session). It keeps what spans several decisions: the odd byte of an audio
-delta that split a sample (carried to the next delta of the item, so no sample is lost or
-shifted) and the timestamps of the latency metrics (voice to voice, response duration).
-No I/O, no asyncio: the caller passes the loop time.
+How it is built: the session's connection handler hands every
+:class:`~antiphon.protocols.realtime.Decision` marked ``DELIVER`` to
+:meth:`Delivery.events`, which returns the typed :mod:`~antiphon.services.realtime.events`
+to emit (and, for a fatal server error, the error that fails the session). It keeps what
+spans several decisions: the odd byte of an audio delta that split a sample (carried to
+the next delta of the item, so no sample is lost or shifted) and the timestamps of the
+latency metrics (voice to voice, response duration). No I/O, no asyncio: the caller passes
+the loop time.
 """
 
 from __future__ import annotations

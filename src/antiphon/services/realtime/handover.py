@@ -6,7 +6,7 @@ time left); a changed configuration also needs a new connection there. Resuming 
 session handle loses nothing at a quiet moment (no response owed, nothing said since the
 newest handle), and may cut a turn short otherwise. So a move is *announced* for one
 connection and *requested* (``request(conn_id)``, a mailbox item for the session's main
-task) at the first quiet moment the reader reports, or when the time allowed runs out,
+task) at the first quiet moment the handler reports, or when the time allowed runs out,
 whichever comes first. One timer per announcement; cancelled when the connection goes.
 No I/O: the session owns the move itself.
 """

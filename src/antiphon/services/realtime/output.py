@@ -1,13 +1,14 @@
 """What the caller of a realtime session iterates: :class:`SessionOutput`.
 
-How it is built: one bounded channel of typed events, filled by the session's reader
-(one task hop per audio delta) and read by ``async for ev in session``. It is bounded
-in seconds of agent audio, not in items (policy: fail: a caller that stops reading fails
-the session instead of growing memory). An interruption is O(1): it raises the
-generation below which audio, transcripts and calls are skipped as they are read, so
-queued agent audio is dropped at once without touching the queue. It remembers how much
-audio of each recent item was yielded, which is what the user heard when the caller does
-not say (the truncation point of ``interrupt()``).
+How it is built: one bounded channel of typed events, filled by the connection's handler
+(no task: the consumer's wake-up is the one task hop per audio delta) and read by the
+caller (``async for ev in session``). It is bounded in seconds of agent audio, not in
+items (policy: fail: a caller that stops reading fails the session instead of growing
+memory). An interruption is O(1): it raises the generation below which audio, transcripts
+and calls are skipped as they are read, so queued agent audio is dropped at once without
+touching the queue. It remembers how much audio of each recent item was yielded, which is
+what the user heard when the caller does not say (the truncation point of
+``interrupt()``).
 """
 
 from __future__ import annotations

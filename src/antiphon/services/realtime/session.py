@@ -1,46 +1,46 @@
 """One conversation with a realtime model: :class:`RealtimeSession`.
 
-How it is built (see the package docstring for the contract): the connection's reader
-task feeds each server message to :class:`~antiphon.protocols.realtime.RealtimeState`
-and emits the resulting events straight into the bounded output (one task hop per audio
-delta); the session's main task sends the caller's commands and audio, in order, from a
-mailbox, and replaces a dropped connection (or moves to a new one when the server
-announces the end of this one). Its parts live beside it: :mod:`.handshake` (the start
-of every connection), :mod:`.delivery` (what a delivered protocol event means to the
-application, with its metrics), :mod:`.output` (the bounded queue the caller iterates),
-:mod:`.watchdog` (the wait for a response: one timer per session, re-armed lazily) and
-:mod:`.handover` (when to move).
+How it is built (see the package docstring for the contract): once a connection is
+configured, its message handler (:meth:`WsConnection.set_handler
+<antiphon.net.ws.WsConnection.set_handler>`, called from the protocol callback that parsed
+the message, no task) feeds each server message to
+:class:`~antiphon.protocols.realtime.RealtimeState` and emits the resulting events straight
+into the bounded output: the one task hop of an audio delta, a transcript, a tool call or
+an error is the consumer's own wake-up. What the handler cannot finish itself goes to the
+session's main task through its mailbox, tagged with the connection: a lost connection that
+may be replaced, a message to send, a move. A lost connection that may not be replaced, and
+anything the handler raises, fail the session from the handler at once (a handler never
+raises into the protocol). The main task sends the caller's commands and audio
+(:mod:`.commands`), in order, and replaces a dropped connection (or moves to a new one when
+the server announces the end of this one). Its parts live beside it: :mod:`.handshake` (the
+start of every connection, read with ``recv`` in the main task), :mod:`.delivery` (what a
+delivered protocol event means to the application, with its metrics), :mod:`.output` (the
+bounded queue the caller iterates), :mod:`.watchdog` (the wait for a response: one timer per
+session, re-armed lazily) and :mod:`.handover` (when to move).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from antiphon import metrics
 from antiphon.aio.channel import Channel
-from antiphon.audio.frame import AudioFrame
 from antiphon.audio.resample import AudioConverter
 from antiphon.errors import (
-    ConfigError,
     ProviderConnectionError,
     ProviderError,
     StreamClosedError,
 )
 from antiphon.net.ws import ConnectionLost, WsConnection
 from antiphon.protocols import realtime as rt
-from antiphon.protocols.realtime import (
-    SessionConfig,
-    Tool,
-    Voice,
-    tools_from_config,
-    voice_from_config,
-)
+from antiphon.protocols.realtime import SessionConfig
+from antiphon.services.realtime.commands import AudioIn, Send, SessionCommands
 from antiphon.services.realtime.delivery import Delivery
 from antiphon.services.realtime.events import (
     RealtimeEvent,
@@ -65,6 +65,8 @@ log = logging.getLogger("antiphon.services.realtime")
 
 @dataclass(frozen=True, slots=True)
 class _Lost:
+    """Connection ``conn_id`` is gone and may be replaced."""
+
     conn_id: int
     error: ConnectionLost
 
@@ -77,28 +79,16 @@ class _Move:
     conn_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Audio:
-    pcm: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    """A state-machine call, run in the main task in order: it updates the state and
-    returns the client messages to send."""
-
-    call: Callable[[], list[str]]
-
-
 # --------------------------------------------------------------------------- the session
 
 
-class RealtimeSession:
+class RealtimeSession(SessionCommands):
     """One conversation with a realtime model (see the module docstring).
 
     Methods that send (``push_audio``, ``send_text``, ``say``, ``interrupt``, ``update``,
-    ``send_tool_result``, ``commit_audio``) are synchronous: they queue work for the
-    session's task, in order, and raise :class:`StreamClosedError` once it ended.
+    ``send_tool_result``, ``commit_audio``; :class:`~.commands.SessionCommands`) are
+    synchronous: they queue work for the session's task, in order, and raise
+    :class:`StreamClosedError` once it ended.
     """
 
     def __init__(self, model: WebSocketRealtimeModel) -> None:
@@ -123,7 +113,7 @@ class RealtimeSession:
         self._handover = Handover(self._request_move)
         self.resumptions = 0  # moves to a new connection with the server's resumption handle
         self._conn: WsConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reading = 0  # the id of the connection whose handler feeds the session
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._terminal = asyncio.Event()
@@ -178,103 +168,6 @@ class RealtimeSession:
         await self._terminal.wait()
         return self.state
 
-    # -- input
-    def _check(self, what: str) -> None:
-        if self.state is not SessionState.RUNNING:
-            detail = f": {self.error}" if self.error else ""
-            if self.state is SessionState.CONNECTING:
-                detail = " (use `async with model.session() as s` first)"
-            raise StreamClosedError(f"cannot {what}: the session is {self.state.value}{detail}")
-
-    def push_audio(self, frame: AudioFrame) -> None:
-        """Send user audio; any rate and channel count (converted, stereo mixed to mono)."""
-        if not isinstance(frame, AudioFrame):
-            raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
-        self._check("push_audio")
-        out = self._converter.process(frame)
-        if not out.data:
-            return
-        self._in_bytes += len(out.data)
-        if self._in_bytes > self._in_limit:
-            self._fail(
-                ProviderError(
-                    f"more than {self._model.max_input_backlog:g}s of input audio is waiting "
-                    "to be sent",
-                    provider=self.provider,
-                    stage="send",
-                    hint="the server stopped reading (or the network is too slow); "
-                    "the session is closed instead of buffering without bound",
-                    retryable=True,
-                )
-            )
-            return
-        self._mailbox.send_nowait(_Audio(out.data))
-
-    def commit_audio(self) -> None:
-        """End the user's turn by hand (only needed when turn detection is off)."""
-        self._check("commit_audio")
-        tail = self._converter.flush()
-        if tail.data:
-            self._mailbox.send_nowait(_Audio(tail.data))
-        self._mailbox.send_nowait(_Send(self._sm.commit))
-
-    def send_text(self, text: str) -> None:
-        """A user turn in text; the model answers it."""
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError("send_text() needs non-empty text")
-        self._check("send_text")
-        self._mailbox.send_nowait(_Send(partial(self._sm.user_text, text)))
-
-    def say(self, text: str) -> None:
-        """Make the agent speak ``text`` (as a response of its own)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError("say() needs non-empty text")
-        self._check("say")
-        self._mailbox.send_nowait(_Send(partial(self._sm.say, text)))
-
-    def send_tool_result(self, call_id: str, output: str) -> None:
-        """Answer a :class:`FunctionCall` and let the model continue."""
-        if not call_id or not isinstance(output, str):
-            raise ConfigError("send_tool_result() needs the call_id and a str output (e.g. JSON)")
-        self._check("send_tool_result")
-        self._mailbox.send_nowait(_Send(partial(self._sm.tool_result, call_id, output)))
-
-    def update(
-        self,
-        *,
-        instructions: str | None = None,
-        voice: str | Voice | Mapping[str, Any] | None = None,
-        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
-    ) -> None:
-        """Change instructions, voice or tools (kept for reconnects); refused if invalid."""
-        self._check("update")
-        cfg = self.config
-        if instructions is not None:
-            cfg = replace(cfg, instructions=instructions)
-        if voice is not None:
-            cfg = replace(cfg, voice=voice_from_config(voice, self._model.voice_type))
-        if tools is not None:
-            cfg = replace(cfg, tools=tools_from_config(tools))
-        self._model.check_config(cfg)
-        self.config = cfg
-        self._mailbox.send_nowait(_Send(partial(self._apply_update, cfg)))
-
-    def interrupt(self, played: float | None = None) -> None:
-        """Stop the agent now: queued agent audio is dropped at once, the response is
-        cancelled and its item truncated at ``played`` seconds (what the user heard of
-        the current item, e.g. from an OutputTrack; None: what this iterator yielded).
-        """
-        if played is not None and (not isinstance(played, int | float) or played < 0):
-            raise ConfigError("interrupt(played=...) takes seconds >= 0 (or None)")
-        self._check("interrupt")
-        target, heard, yielded = self._output.interrupt()
-        played_ms = int(yielded) if played is None else int(played * 1000)
-        played_item = heard if played is None else None
-        metrics.REALTIME_INTERRUPTIONS.labels(self.provider).inc()
-        self._mailbox.send_nowait(
-            _Send(partial(self._interrupt_now, target, played_ms, played_item))
-        )
-
     # -- output
     def __aiter__(self) -> AsyncIterator[RealtimeEvent]:
         return self
@@ -292,6 +185,7 @@ class RealtimeSession:
             return False
         self.state = state
         self.error = error
+        self._reading = 0
         self._watchdog.stop()
         self._handover.close()
         self._output.close(error)
@@ -329,10 +223,7 @@ class RealtimeSession:
     # -- connections
     async def _drop_connection(self) -> None:
         self._handover.cancel()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait([reader], timeout=self.deadlines.close)
+        self._reading = 0  # what it still says is dropped by its handler
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -340,37 +231,11 @@ class RealtimeSession:
             except asyncio.CancelledError:
                 conn.abort()
                 raise
-
-    async def _read(self, conn: WsConnection) -> None:
-        """Feed the server's events to the state machine and emit from here."""
-        mailbox = self._mailbox
-        try:
-            while True:
-                data = await conn.recv()
-                if mailbox.closed:
-                    return
-                self._watchdog.progress()
-                for d in self._sm.feed_all(data):
-                    if d.act is rt.Act.MOVE and isinstance(d.event, rt.ConnectionEnding):
-                        log.info("%s: the server ends the connection: %s", self.provider, d.event)
-                        self._handover.announce(conn.id, d.event.time_left / 2)
-                    self._handle(d)
-                    if self.done:
-                        return
-                self._watchdog.track()
-                if self._handover.pending and self._sm.quiet:
-                    self._handover.quiet()
-        except ConnectionLost as exc:
-            if not mailbox.closed:
-                mailbox.send_nowait(_Lost(conn.id, exc))
-        except Exception as exc:
-            log.exception("%s realtime reader failed unexpectedly", self.provider)
-            self._fail(
-                ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="receive")
-            )
+            finally:
+                conn.clear_handler()  # it held the session (a cycle)
 
     async def _open(self, first_messages: list[str]) -> None:
-        """Connect and configure (:func:`.handshake.handshake`); then start the reader."""
+        """Connect and configure (:func:`.handshake.handshake`); :meth:`_listen` follows."""
         model = self._model
         conn = await model._connect()
         self._conn = conn
@@ -386,7 +251,62 @@ class RealtimeSession:
         )
         if session_id is not None:
             self.session_id = session_id
-        self._reader = model._tasks.spawn(self._read(conn), name=f"read#{conn.id}")
+
+    def _listen(self) -> None:
+        """Read the configured connection with a handler, once the main task waits next
+        (after it emitted ``SessionReady`` or ``Reconnected``): what the server said
+        meanwhile waits in the connection, in order, and is handed over first."""
+        conn = self._conn
+        assert conn is not None
+        asyncio.get_running_loop().call_soon(self._start_reading, conn)
+
+    def _start_reading(self, conn: WsConnection) -> None:
+        if self.done or conn is not self._conn:
+            return  # the session ended, or the connection was dropped meanwhile
+        self._reading = conn.id
+        conn.set_handler(partial(self._on_message, conn.id), partial(self._on_lost, conn.id))
+
+    def _on_message(self, conn_id: int, data: str | bytes) -> None:
+        """One server message, from the protocol callback (the connection's handler):
+        feed the state machine and emit from here. Raises nothing: a failure fails the
+        session. Messages of a connection being dropped, or after the end, are ignored."""
+        if conn_id != self._reading:
+            return
+        try:
+            self._watchdog.progress()
+            for d in self._sm.feed_all(data):
+                if d.act is rt.Act.MOVE and isinstance(d.event, rt.ConnectionEnding):
+                    log.info("%s: the server ends the connection: %s", self.provider, d.event)
+                    self._handover.announce(conn_id, d.event.time_left / 2)
+                self._handle(d)
+                if self.done:
+                    return
+            self._watchdog.track()
+            if self._handover.pending and self._sm.quiet:
+                self._handover.quiet()
+        except Exception as exc:
+            self._unexpected(exc)
+
+    def _on_lost(self, conn_id: int, lost: ConnectionLost) -> None:
+        """The connection is gone (its handler's second callback). If it may be replaced,
+        the main task does it; if not, the session fails here with the close's error."""
+        if conn_id != self._reading:
+            return
+        self._reading = 0
+        try:
+            error = self._lost(lost)
+            if error.retryable and self.reconnects < self._model.max_reconnects:
+                self._mailbox.send_nowait(_Lost(conn_id, lost))
+            else:
+                self._fail(error)
+        except Exception as exc:
+            self._unexpected(exc)
+
+    def _unexpected(self, exc: Exception) -> None:
+        log.exception("%s: the realtime handler failed unexpectedly", self.provider, exc_info=exc)
+        self._fail(
+            ProviderError(f"unexpected error: {exc!r}", provider=self.provider, stage="receive")
+        )
 
     def _request_move(self, conn_id: int) -> None:
         if not self._mailbox.closed:
@@ -425,6 +345,7 @@ class RealtimeSession:
         self._emit(Reconnected(self.reconnects, reason, 0, requested, lost_response, gen))
         self._watchdog.progress()
         self._watchdog.track()
+        self._listen()
 
     def _lost(self, lost: ConnectionLost) -> ProviderError:
         return self._model.close_error(lost.close_code, lost.close_reason, stage=lost.stage)
@@ -461,6 +382,7 @@ class RealtimeSession:
             )
             self._watchdog.progress()
             self._watchdog.track()
+            self._listen()
             return
 
     async def _send(self, msgs: Sequence[str]) -> None:
@@ -485,8 +407,9 @@ class RealtimeSession:
             self._ready.set_result(None)
         self._watchdog.progress()
         self._watchdog.track()
+        self._listen()
         async for item in self._mailbox:
-            if isinstance(item, _Audio):
+            if isinstance(item, AudioIn):
                 self._in_bytes -= len(item.pcm)
                 await self._send(self._sm.audio(item.pcm))
             elif isinstance(item, _Lost):
@@ -495,7 +418,7 @@ class RealtimeSession:
             elif isinstance(item, _Move):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._move()
-            elif isinstance(item, _Send):
+            elif isinstance(item, Send):
                 await self._send(item.call())
                 self._watchdog.track()
 
@@ -517,7 +440,7 @@ class RealtimeSession:
     def _handle(self, d: rt.Decision) -> None:
         if d.send:
             # Only response.cancel of a response interrupted before it existed.
-            self._mailbox.send_nowait(_Send(partial(list, d.send)))
+            self._mailbox.send_nowait(Send(partial(list, d.send)))
         if d.act is rt.Act.DROP:
             log.debug("%s: dropped %s", self.provider, d.note)
             return

@@ -1,6 +1,6 @@
 """The response deadline of a realtime session: one timer per session, re-armed lazily.
 
-How it is built: the reader only moves a timestamp (:meth:`ResponseWatchdog.progress`)
+How it is built: the connection's handler only moves a timestamp (:meth:`ResponseWatchdog.progress`)
 on every server message; nothing is cancelled or re-created per message. The timer is
 started when a response becomes owed (:meth:`ResponseWatchdog.track`), and when it fires
 early (progress was made since it was set) it sets itself again at the new due time.

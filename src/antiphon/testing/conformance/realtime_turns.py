@@ -102,6 +102,17 @@ class HealthyServerCases(RealtimeSuiteBase[FakeT]):
             assert said.text == "book a table"
             assert audio_of(events) == tone_for_text(r.fake.expected_reply("book a table"), 24000)
 
+    async def test_no_task_reads_the_socket(self) -> None:
+        """The connection's handler reads it: a session runs one task (its own, which
+        sends), so an audio delta's one task hop is the consumer's wake-up."""
+        async with self.run() as r, r.model.session() as s:
+            s.send_text("What time is it?")
+            events = await turn(s)
+            assert audio_of(events) == tone_for_text(
+                r.fake.expected_reply("What time is it?"), 24000
+            )
+            assert len(r.model._tasks) == 1
+
     async def test_many_sessions_at_once(self) -> None:
         async def one(model: RealtimeModel, i: int) -> bytes:
             async with model.session() as s:
