@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
-from antiphon.errors import ProviderConnectionError, ProviderError
+from antiphon.errors import ConfigError, ProviderConnectionError, ProviderError
 from antiphon.net.ws import WsConnection
+from antiphon.plugins.azure import AzureVoiceLive
+from antiphon.plugins.gemini import GeminiLive
 from antiphon.plugins.openai import OpenAIRealtime
+from antiphon.plugins.xai import XAIRealtime
 from antiphon.protocols import realtime as rt
 from antiphon.services.realtime import (
     AgentAudio,
@@ -158,14 +161,35 @@ async def test_close_mid_answer_leaves_no_task_no_handler_and_no_socket() -> Non
         await leaks.assert_clean(settle=1.0)
 
 
+_PLUGINS: dict[str, Any] = {
+    "openai": lambda **kw: OpenAIRealtime(api_key="k", **kw),
+    "xai": lambda **kw: XAIRealtime(api_key="k", **kw),
+    "gemini": lambda **kw: GeminiLive(api_key="k", **kw),
+    "azure": lambda **kw: AzureVoiceLive(
+        endpoint="https://r.services.ai.azure.com", api_key="k", **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(_PLUGINS))
+def test_every_realtime_plugin_takes_max_output_backlog(plugin: str) -> None:
+    """Each plugin passes ``max_output_backlog`` to the model (default 120 s) and refuses a
+    non-positive one by name."""
+    make = _PLUGINS[plugin]
+    assert make().max_output_backlog == 120.0
+    assert make(max_output_backlog=7.5).max_output_backlog == 7.5
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match=r"max_output_backlog must be > 0 seconds"):
+            make(max_output_backlog=bad)
+
+
 async def test_a_consumer_that_falls_behind_fails_the_session_from_the_handler() -> None:
     """Backpressure on the agent's audio: past ``max_output_backlog`` seconds unread, the
     session fails (policy fail), at the delta that overflowed; what was queued before is
     still read, then the error."""
     async with serving(FakeRealtimeServer(chunk_ms=20.0)) as fake:
         leaks = LeakCheck(ports=[fake.port])
-        async with _model(fake) as model:
-            model.max_output_backlog = 0.1  # (the plugin does not take it)
+        async with _model(fake, max_output_backlog=0.1) as model:
             s = model.session()
             puts = _record_puts(s)
             async with s:

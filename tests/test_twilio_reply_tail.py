@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from antiphon.agent.events import AgentPaused, Interrupted
+from antiphon.agent.options import AgentOptions, InterruptionOptions
 from antiphon.agent.session import AgentSession
 from antiphon.audio.codecs import ulaw_decode, ulaw_encode
 from antiphon.audio.frame import AudioFrame
@@ -211,6 +213,79 @@ async def test_a_barge_in_drops_what_the_converter_holds() -> None:
     assert after and after[0] == before[0]
     assert tw.Mark("turn-1") in carrier.sent[clear:]  # the interrupted turn's mark
 
+    bridge.end(1000, "done")
+    assert await asyncio.wait_for(run, 10) == 1000
+    await tts.aclose()
+
+
+class SlowCarrier(Carrier):
+    """A carrier whose socket takes no media until ``gate`` opens (other messages, and
+    what it sends, pass)."""
+
+    def __init__(self, dialect: Dialect, echo: bool) -> None:
+        super().__init__(dialect, echo)
+        self.gate = asyncio.Event()
+
+    async def send_text(self, data: str) -> None:
+        if '"media"' in data:
+            await self.gate.wait()
+        await super().send_text(data)
+
+
+async def test_a_barge_in_takes_back_the_media_queued_behind_a_slow_socket() -> None:
+    """Media queued behind a stalled send when the caller barges in (no pause first:
+    ``false_interruption="ignore"``) would only reach the carrier ahead of the clear, to
+    be dropped by it: they are taken back, the marks between them kept in order, and the
+    first media after the clear are the next reply's."""
+    t = np.arange(2 * RATE) / RATE
+    loud = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype("<i2").tobytes()
+    tts = ClipTTS(clip()[:240] + loud)
+    session = AgentSession(
+        vad=EnergyVAD(),
+        stt=ScriptedSTT(["stop"]),
+        llm=ScriptedLLM(["Okay."]),
+        tts=tts,
+        options=AgentOptions(interruption=InterruptionOptions(false_interruption="ignore")),
+    )
+    carrier = SlowCarrier(tw.DIALECT, echo=True)
+    bridge = TwilioBridge(session, carrier, send_timeout=60.0)
+    events: list[Any] = []
+    queued_at_barge_in: list[int] = []
+
+    def listen(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, Interrupted):
+            queued_at_barge_in.append(bridge._sent)
+
+    remove = session.on_event(listen)
+    await session.start()
+    run = asyncio.create_task(bridge.run())
+    carrier.inbox.put_nowait(start_message(tw.DIALECT))
+    await until(lambda: bridge.state.start is not None, 5)
+    session.say("A long reply.")
+    await until(lambda: bridge._sent >= 10, 10)  # one media in flight, the rest queued
+    over = speech(0.8, 8000, freq=300).data + silence(1.0, 8000).data
+    for message in caller_media(over):  # the caller talks over it
+        carrier.inbox.put_nowait(message)
+        await asyncio.sleep(0.02)
+    await until(lambda: bool(queued_at_barge_in), 30)
+    assert not any(isinstance(e, AgentPaused) for e in events)  # the path without a pause
+    carrier.gate.set()
+    await until(lambda: tw.Mark("turn-2") in carrier.sent, 30)
+
+    (sent,) = queued_at_barge_in
+    clear = carrier.sent.index(tw.Unknown("clear"))
+    before = [e for e in carrier.sent[:clear] if isinstance(e, tw.Media)]
+    after = [e for e in carrier.sent[clear:] if isinstance(e, tw.Media)]
+    assert len(before) == 1  # the one in flight; the other queued media were taken back
+    assert after and after[0] == before[0]  # the next reply starts as the first did
+    # the playout marks queued among them still went out, in order, ahead of the clear
+    marks = [e for e in carrier.sent[:clear] if isinstance(e, tw.Mark)]
+    assert marks == [tw.Mark(f"p0.{n}") for n in range(2, sent + 1, 2)]
+    assert bridge.media_sent == len(before) + len(after)
+    assert bridge.audio_dropped == sent - 1
+
+    remove()
     bridge.end(1000, "done")
     assert await asyncio.wait_for(run, 10) == 1000
     await tts.aclose()

@@ -41,10 +41,10 @@ What differs (each handled here):
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from antiphon.errors import ConfigError
+from antiphon.protocols.json_events import Malformed, parse_json_event
 from antiphon.protocols.realtime import (
     Dialect,
     Ignored,
@@ -52,9 +52,9 @@ from antiphon.protocols.realtime import (
     SessionConfig,
     SessionCreated,
     Unknown,
-    parse,
 )
 from antiphon.protocols.realtime.config import dump_json
+from antiphon.protocols.realtime.events import SERVER, parse_message
 from antiphon.protocols.realtime.state import Act, Decision
 
 __all__ = [
@@ -143,11 +143,15 @@ class XAIRealtimeState(RealtimeState):
         return [encode_force_message(text)]
 
     def feed(self, frame: str | bytes) -> Decision:
-        ev = parse(frame, self.dialect)
-        if isinstance(ev, Ignored) and ev.type == "conversation.created":
-            conv = json.loads(frame).get("conversation")
+        # decoded once: the greeting is read here, the rest by the shared parser
+        msg = parse_json_event(frame, provider=SERVER)
+        if isinstance(msg, Malformed):
+            return self.receive(msg)
+        if msg["type"] == "conversation.created":
+            conv = msg.get("conversation")
             cid = conv.get("id") if isinstance(conv, dict) else None
             return Decision(Act.CREATED, SessionCreated(cid if isinstance(cid, str) else ""))
+        ev = parse_message(msg, self.dialect, frame)
         if isinstance(ev, Unknown) and ev.type in _NOTICES:
             return Decision(Act.NOTICE, Ignored(ev.type), self.generation)
         return self.receive(ev)

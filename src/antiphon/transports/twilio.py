@@ -33,7 +33,9 @@ that buffer small and knows what was heard:
   :class:`~antiphon.agent.events.AgentResumed` (a false interruption) they are sent
   again first, so the caller hears the answer on from where it stopped for them, not
   from where the bridge had got to. On :class:`~antiphon.agent.events.Interrupted` they
-  are dropped (and ``clear`` sent, unless nothing was sent since the last one).
+  are dropped, and ``clear`` sent unless nothing was sent since the last one (the media
+  still queued to send taken back first, as at a pause, and counted in
+  ``audio_dropped``).
 - Marks echoed because of a ``clear`` carry an older epoch and are ignored. A ``mark``
   named ``turn-<generation>`` after each turn tells when Twilio has played it.
 - **A turn ends whole.** The converter holds back the resampler's delay (4 ms to 8 kHz)
@@ -144,7 +146,7 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             self._held = [ulaw for _, ulaw in self._unplayed]
             # audio still queued here would only go out ahead of the clear to be dropped
             # by Twilio: the clear goes first (the frames are held, sent again on resume)
-            self._out.discard(lambda e: e[1][0])  # (audio?, (media?, message))
+            self._discard_queued_media()
             self._clear()
         elif isinstance(event, AgentResumed):
             self._paused = False
@@ -158,6 +160,8 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
             self._pending = b""  # barge-in: what the converter holds is dropped too
             self._converter.reset()
             if not self._cleared:
+                # as at a pause, the clear goes first; the frames are dropped, not held
+                self.audio_dropped += self._discard_queued_media()
                 self._clear()
             self._update_room()
         elif isinstance(event, TurnCompleted):
@@ -183,6 +187,12 @@ class TwilioBridge(CallBridge[tuple[bool, str | bytes]]):
         name = f"turn-{generation}"
         self.state.sent_mark(name)
         self._queue((False, self.dialect.encode_mark(self.state.stream_sid, name)))
+
+    def _discard_queued_media(self) -> int:
+        """Take back the media messages still queued to send (marks and every other
+        message stay, in order); return how many. They count as sent: :meth:`_clear`
+        follows, which counts everything sent as done."""
+        return self._out.discard(lambda e: e[1][0])  # (audio?, (media?, message))
 
     def _clear(self) -> None:
         """Tell Twilio to drop what it buffered; everything sent counts as done."""

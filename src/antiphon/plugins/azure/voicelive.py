@@ -57,7 +57,10 @@ class AzureVoiceLive(WebSocketRealtimeModel):
     for Entra ID (scope ``https://ai.azure.com/.default``); a provider is called for every
     connection, so reconnects get a fresh token. ``voice``: an OpenAI voice name, a
     :class:`Voice` or a mapping with its ``type``. ``noise_suppression`` and
-    ``echo_cancellation`` turn on Azure's input processing.
+    ``echo_cancellation`` turn on Azure's input processing. ``max_input_backlog``: seconds
+    of input audio that may wait for the socket before the session fails (default 2.0);
+    ``max_output_backlog``: seconds of agent audio the consumer may fall behind before the
+    session fails (default 120.0).
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -84,6 +87,7 @@ class AzureVoiceLive(WebSocketRealtimeModel):
         deadlines: RealtimeDeadlines | None = None,
         max_reconnects: int = 2,
         max_input_backlog: float = 2.0,
+        max_output_backlog: float = 120.0,
         extra_session: Mapping[str, Any] | None = None,
     ) -> None:
         ep = endpoint if endpoint is not None else os.environ.get("AZURE_VOICELIVE_ENDPOINT", "")
@@ -129,6 +133,7 @@ class AzureVoiceLive(WebSocketRealtimeModel):
             deadlines=deadlines,
             max_reconnects=max_reconnects,
             max_input_backlog=max_input_backlog,
+            max_output_backlog=max_output_backlog,
             extra_session=extra_session,
         )
 

@@ -50,9 +50,14 @@ class GeminiLive(WebSocketRealtimeModel):
             on; off: ``goAway`` is followed by an ordinary reconnect that replays the
             text of the conversation, and ``update()`` applies at the next connection).
         temperature, extra_setup: more ``setup`` fields (``extra_setup`` is merged as is).
+        max_input_backlog: seconds of input audio that may wait for the socket before
+            the session fails (default 2.0).
+        max_output_backlog: seconds of agent audio the consumer may fall behind before
+            the session fails (default 120.0).
 
     Raises:
-        ConfigError: no key, an empty model or voice, or a setting Gemini cannot carry.
+        ConfigError: no key, an empty model or voice, a non-positive backlog, or a setting
+            Gemini cannot carry.
 
     The configuration is fixed per connection (the Live API takes ``setup`` once):
     ``session.update()`` keeps the new instructions, voice or tools and applies them on
@@ -78,6 +83,7 @@ class GeminiLive(WebSocketRealtimeModel):
         deadlines: RealtimeDeadlines | None = None,
         max_reconnects: int = 2,
         max_input_backlog: float = 2.0,
+        max_output_backlog: float = 120.0,
         extra_setup: Mapping[str, Any] | None = None,
     ) -> None:
         self._key = require_api_key(
@@ -104,6 +110,7 @@ class GeminiLive(WebSocketRealtimeModel):
             deadlines=deadlines,
             max_reconnects=max_reconnects,
             max_input_backlog=max_input_backlog,
+            max_output_backlog=max_output_backlog,
             extra_session=extra_setup,
         )
 

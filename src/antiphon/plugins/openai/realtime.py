@@ -31,6 +31,9 @@ class OpenAIRealtime(WebSocketRealtimeModel):
     (``ws://127.0.0.1:PORT``). ``voice``: one of the OpenAI voice names. ``turn_detection``
     defaults to ``{"type": "server_vad"}``; pass ``None`` to end turns with
     ``commit_audio()``. ``noise_reduction``: ``{"type": "near_field"|"far_field"}``.
+    ``max_input_backlog``: seconds of input audio that may wait for the socket before the
+    session fails (default 2.0); ``max_output_backlog``: seconds of agent audio the consumer
+    may fall behind before the session fails (default 120.0).
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -52,6 +55,7 @@ class OpenAIRealtime(WebSocketRealtimeModel):
         deadlines: RealtimeDeadlines | None = None,
         max_reconnects: int = 2,
         max_input_backlog: float = 2.0,
+        max_output_backlog: float = 120.0,
         extra_session: Mapping[str, Any] | None = None,
     ) -> None:
         self._key = require_api_key(
@@ -77,6 +81,7 @@ class OpenAIRealtime(WebSocketRealtimeModel):
             deadlines=deadlines,
             max_reconnects=max_reconnects,
             max_input_backlog=max_input_backlog,
+            max_output_backlog=max_output_backlog,
             extra_session=extra_session,
         )
 

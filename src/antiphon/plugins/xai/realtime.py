@@ -45,10 +45,15 @@ class XAIRealtime(WebSocketRealtimeModel):
         transcription: ``audio.input.transcription`` (e.g. ``{"language_hint": "en"}``);
             None: the server's default.
         input_sample_rate, output_sample_rate: PCM16 rates on the wire (:data:`xr.RATES`).
+        max_input_backlog: seconds of input audio that may wait for the socket before
+            the session fails (default 2.0).
+        max_output_backlog: seconds of agent audio the consumer may fall behind before
+            the session fails (default 120.0).
         extra_session: more session fields as given (server tools, ``reasoning``...).
 
     Raises:
-        ConfigError: no key, an empty model, or a setting xAI cannot carry.
+        ConfigError: no key, an empty model, a non-positive backlog, or a setting xAI
+            cannot carry.
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -72,6 +77,7 @@ class XAIRealtime(WebSocketRealtimeModel):
         deadlines: RealtimeDeadlines | None = None,
         max_reconnects: int = 2,
         max_input_backlog: float = 2.0,
+        max_output_backlog: float = 120.0,
         extra_session: Mapping[str, Any] | None = None,
     ) -> None:
         self._key = require_api_key(
@@ -98,6 +104,7 @@ class XAIRealtime(WebSocketRealtimeModel):
             deadlines=deadlines,
             max_reconnects=max_reconnects,
             max_input_backlog=max_input_backlog,
+            max_output_backlog=max_output_backlog,
             extra_session=extra_session,
         )
 

@@ -1,6 +1,6 @@
 """Server events: :func:`parse` turns one frame into a typed event (``Malformed`` or
-``Unknown`` for garbage, never an exception) and :func:`close_error` maps a close to a
-typed error."""
+``Unknown`` for garbage, never an exception; :func:`parse_message` does the same for a
+frame already decoded) and :func:`close_error` maps a close to a typed error."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from antiphon.protocols.realtime.config import NAMES, Dialect
 __all__ = [
     "FATAL_ERROR_CODES",
     "RETRYABLE_CLOSES",
+    "SERVER",
     "AudioDelta",
     "AudioDone",
     "ConnectionEnding",
@@ -42,7 +43,11 @@ __all__ = [
     "Usage",
     "close_error",
     "parse",
+    "parse_message",
 ]
+
+#: Who sends the frames, as named in the reasons of :class:`Malformed`.
+SERVER = "the realtime server"
 
 
 # --------------------------------------------------------------------------- server events
@@ -299,9 +304,16 @@ def _server_error(err: dict[str, Any]) -> ServerError:
 
 def parse(frame: str | bytes, dialect: Dialect) -> ServerEvent:
     """Turn one WebSocket message into a typed event of ``dialect``."""
-    msg = parse_json_event(frame, provider="the realtime server")
+    msg = parse_json_event(frame, provider=SERVER)
     if isinstance(msg, Malformed):
         return msg
+    return parse_message(msg, dialect, frame)
+
+
+def parse_message(msg: dict[str, Any], dialect: Dialect, frame: str | bytes) -> ServerEvent:
+    """:func:`parse` of a message already decoded (by ``parse_json_event``: an object with
+    a string ``type``), for a protocol that reads some of its messages first; ``frame``
+    is the text it came from (quoted when it is malformed)."""
     kind: str = msg["type"]
     n = NAMES[dialect]
     rid, iid = _s(msg.get("response_id")), _s(msg.get("item_id"))

@@ -97,6 +97,8 @@ class WebSocketRealtimeModel(RealtimeModel):
     an auth hint, and the parts of :class:`SessionConfig` its service adds.
     ``max_reconnects``: how often a session may move to a new connection after a drop.
     ``max_input_backlog``: seconds of input audio allowed to wait for the socket.
+    ``max_output_backlog``: seconds of agent audio the consumer may fall behind before the
+    session fails.
     """
 
     dialect: ClassVar[Dialect] = Dialect.GA
