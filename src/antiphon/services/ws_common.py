@@ -1,5 +1,6 @@
-"""What the WebSocket TTS and STT streams share: the items a connection's handler posts to
-the stream's task, and sending a stream's messages in order.
+"""What the WebSocket TTS and STT drivers share: where a service connects
+(:class:`WsEndpoint`), the items a connection's handler posts to the stream's task, and
+sending a stream's messages in order.
 
 Both drivers (:mod:`antiphon.services.ws_tts_stream`, :mod:`antiphon.services.ws_stt_stream`)
 read a connection with a handler (no task) and tell the stream's task only what it must
@@ -9,12 +10,65 @@ replaced is recognised and ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from antiphon.net.ws import ConnectionLost, WsConnection
+from antiphon.net.ws import ConnectionLost, WsConnection, WsOptions, connect
 
-__all__ = ["ConnDone", "ConnLost", "send_all"]
+__all__ = ["ConnDone", "ConnLost", "WsEndpoint", "send_all"]
+
+
+class WsEndpoint:
+    """Where a WebSocket service connects: its URL, handshake headers and socket deadlines.
+
+    A base of :class:`~antiphon.services.ws_tts.WebSocketTTS` and
+    :class:`~antiphon.services.ws_stt.WebSocketSTT`; each sets it up in its
+    ``__init__`` (:meth:`_set_endpoint`) with the deadlines its service has.
+    """
+
+    provider: ClassVar[str]
+    url: str
+    _headers: dict[str, str]
+    _auth_hint: str
+    _ws_options: WsOptions
+
+    def _set_endpoint(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        auth_hint: str,
+        *,
+        connect_timeout: float,
+        send_timeout: float,
+        close_timeout: float,
+    ) -> None:
+        self.url = url
+        self._headers = dict(headers)
+        self._auth_hint = auth_hint
+        self._ws_options = WsOptions(
+            connect_timeout=connect_timeout, send_timeout=send_timeout, close_timeout=close_timeout
+        )
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The handshake headers (credentials included: do not log them)."""
+        return dict(self._headers)
+
+    async def open_url(self) -> str:
+        """The URL of a new connection: :attr:`url`, or, for a protocol that asks an HTTP
+        endpoint for a session first, that session's URL (errors typed, stage
+        ``connect``, within the ``connect`` deadline)."""
+        return self.url
+
+    async def _connect(self) -> WsConnection:
+        return await connect(
+            await self.open_url(),
+            provider=self.provider,
+            headers=self._headers,
+            options=self._ws_options,
+            auth_hint=self._auth_hint,
+        )
 
 
 @dataclass(frozen=True, slots=True)

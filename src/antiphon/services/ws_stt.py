@@ -53,10 +53,10 @@ from collections.abc import Mapping
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 from antiphon.errors import ConfigError, ProviderError
-from antiphon.net.ws import WsConnection, WsOptions, connect
 from antiphon.protocols.retry import Backoff
 from antiphon.protocols.stt_session import Act, Action, Phase, Recognized
 from antiphon.services.stt import STT, RecognizeStream, STTDeadlines
+from antiphon.services.ws_common import WsEndpoint
 from antiphon.services.ws_stt_stream import WebSocketRecognizeStream
 
 __all__ = [
@@ -103,7 +103,7 @@ class WireSession(Protocol):
     def feed(self, frame: str | bytes) -> list[Action]: ...
 
 
-class WebSocketSTT(STT, Generic[S]):
+class WebSocketSTT(STT, WsEndpoint, Generic[S]):
     """Base of streaming STT plugins over one WebSocket per stream.
 
     Args:
@@ -156,19 +156,19 @@ class WebSocketSTT(STT, Generic[S]):
         if not isinstance(reconnect_budget, int | float) or reconnect_budget < 0:
             raise ConfigError("reconnect_budget must be >= 0 seconds")
         super().__init__(deadlines=deadlines)
-        self.url = url
-        self._headers = dict(headers)
-        self._auth_hint = auth_hint
+        self._set_endpoint(
+            url,
+            headers,
+            auth_hint,
+            connect_timeout=self.deadlines.connect,
+            send_timeout=self.deadlines.process,
+            close_timeout=self.deadlines.close,
+        )
         self.keepalive_interval = float(keepalive_interval)
         self.max_reconnects = max_reconnects
         self.journal_seconds = float(journal_seconds)
         self.backoff = backoff or Backoff()
         self.reconnect_budget = float(reconnect_budget)
-        self._ws_options = WsOptions(
-            connect_timeout=self.deadlines.connect,
-            send_timeout=self.deadlines.process,
-            close_timeout=self.deadlines.close,
-        )
 
     # -- what a plugin supplies
     @property
@@ -227,26 +227,6 @@ class WebSocketSTT(STT, Generic[S]):
             log.debug("%s: %s", self.provider, type(action.event).__name__)
         return None
 
-    # -- connections
-    async def open_url(self) -> str:
-        """The URL of a new connection: :attr:`url`, or, for a protocol that asks an HTTP
-        endpoint for a session first, that session's URL (errors typed, stage
-        ``connect``, within the ``connect`` deadline)."""
-        return self.url
-
-    async def _connect(self) -> WsConnection:
-        return await connect(
-            await self.open_url(),
-            provider=self.provider,
-            headers=self._headers,
-            options=self._ws_options,
-            auth_hint=self._auth_hint,
-        )
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        """The handshake headers (credentials included: do not log them)."""
-        return dict(self._headers)
-
+    # -- streams (their connections: WsEndpoint)
     def _new_stream(self, generation: int) -> RecognizeStream:
         return WebSocketRecognizeStream(self, generation)

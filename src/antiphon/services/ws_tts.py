@@ -33,9 +33,10 @@ from functools import partial
 from antiphon import metrics
 from antiphon.errors import ConfigError, ProviderError
 from antiphon.net.pool import ConnectionPool, PoolOptions
-from antiphon.net.ws import WsConnection, WsOptions, connect
+from antiphon.net.ws import WsConnection
 from antiphon.protocols.tts_session import Act, Action, TTSSession
 from antiphon.services.tts import TTS, TTSDeadlines
+from antiphon.services.ws_common import WsEndpoint
 from antiphon.services.ws_tts_stream import WebSocketSynthesisStream
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class WebSocketTTS(TTS):
+class WebSocketTTS(TTS, WsEndpoint):
     """Base of streaming TTS plugins over a WebSocket with a pooled connection.
 
     ``wire_encoding`` is the audio encoding on the wire (linear16, mulaw or alaw); frames
@@ -71,22 +72,17 @@ class WebSocketTTS(TTS):
         if wire_encoding not in ("linear16", "mulaw", "alaw"):
             raise ConfigError(f"{self.provider}: unsupported wire encoding {wire_encoding!r}")
         super().__init__(sample_rate=sample_rate, channels=1, deadlines=deadlines)
-        self.url = url
-        self._headers = dict(headers)
-        self._auth_hint = auth_hint
-        self.wire_encoding = wire_encoding
-        self.max_reconnects = max_reconnects
-        self._ws_options = WsOptions(
+        self._set_endpoint(
+            url,
+            headers,
+            auth_hint,
             connect_timeout=self.deadlines.connect,
             send_timeout=self.deadlines.idle,
             close_timeout=self.deadlines.close,
         )
+        self.wire_encoding = wire_encoding
+        self.max_reconnects = max_reconnects
         self.pool = ConnectionPool(self._connect, name=f"{self.provider}-tts", options=pool)
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        """The handshake headers (credentials included: do not log them)."""
-        return dict(self._headers)
 
     # -- what a plugin supplies
     @abstractmethod
@@ -102,15 +98,6 @@ class WebSocketTTS(TTS):
         log.debug("%s: %s", self.provider, action.event)
 
     # -- connections
-    async def _connect(self) -> WsConnection:
-        return await connect(
-            self.url,
-            provider=self.provider,
-            headers=self._headers,
-            options=self._ws_options,
-            auth_hint=self._auth_hint,
-        )
-
     async def prewarm(self) -> None:
         """Open a connection now so the first stream skips the handshake."""
         await self.pool.prewarm(1)
