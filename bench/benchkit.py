@@ -18,9 +18,12 @@ How it is built: plain functions over lists, so each bench keeps its own loop an
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,3 +188,19 @@ def version_env(src: Path, *more: Path) -> dict[str, str]:
     """This process's environment with ``PYTHONPATH`` set to ``src`` (then ``more``), so
     that a child runs that version of antiphon."""
     return dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (src, *more)))
+
+
+def run_json(script: Path, src: Path, args: Sequence[str]) -> dict[str, Any]:
+    """Run ``script`` with ``args`` on the antiphon of ``src`` (and the bench folder, for
+    ``benchkit``) in a child process; the JSON object of its last line of output, with
+    the 1-minute load average at the end as ``load1``."""
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        env=version_env(src, script.resolve().parent),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["load1"] = os.getloadavg()[0]
+    return result

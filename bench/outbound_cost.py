@@ -24,18 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.testing.agent import doubles_agent
 from antiphon.transports.websocket import WebSocketBridge
-from benchkit import ab_versions, version_env
-
-HERE = Path(__file__).resolve().parent
+from benchkit import ab_versions, run_json
 
 
 class _Quiet:
@@ -92,17 +87,9 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
 
 
 def _run_with(src: Path, a: argparse.Namespace) -> dict[str, float]:
-    args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__)), *args],
-        env=version_env(src, HERE),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    result["load1"] = os.getloadavg()[0]
-    return result
+    return run_json(
+        Path(__file__), src, ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
+    )
 
 
 def main() -> None:

@@ -38,11 +38,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -64,9 +61,8 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
 from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
-from benchkit import ab_versions, pct, version_env
+from benchkit import ab_versions, pct, run_json
 
-HERE = Path(__file__).resolve().parent
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
 AUDIO_TYPE = rt.NAMES[rt.Dialect.GA].audio_delta
 AUDIO_DELTA = AUDIO_TYPE.encode()
@@ -277,17 +273,9 @@ AB_KEYS = (
 
 
 def _run_with(src: Path, a: argparse.Namespace) -> dict[str, Any]:
-    args = ["--rounds", str(a.rounds), "--interval", str(a.interval), "--json"]
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__)), *args],
-        env=version_env(src, HERE),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    result["load1"] = os.getloadavg()[0]
-    return result
+    return run_json(
+        Path(__file__), src, ["--rounds", str(a.rounds), "--interval", str(a.interval), "--json"]
+    )
 
 
 def against(a: argparse.Namespace) -> dict[str, Any]:
