@@ -77,7 +77,7 @@ LOCATIONS: Mapping[str, str] = {"faster-whisper": f"faster_whisper/assets/{MODEL
 PINS: Mapping[str, str] = {
     MODEL_FILE: "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
 }
-INSTALL_HINT = "pip install 'faster-whisper>=1.2.1,<2' (its wheel carries the Silero VAD model)"
+INSTALL_HINT = "pip install 'faster-whisper>=1.2.1,<1.3' (its wheel carries the Silero VAD model)"
 #: Samples of the previous window the v5+ graph takes before each window.
 CONTEXT = 64
 _WINDOW = 512
