@@ -12,7 +12,8 @@ How it is built: plain functions over lists, so each bench keeps its own loop an
 - :func:`cpu_seconds`, :func:`rss_mb` read another process's CPU and memory from
   ``/proc``; :func:`free_port` and :func:`wait_listening` start a server subprocess.
 - :func:`ab_versions` and :func:`version_env` are the two versions an A/B bench
-  alternates (``--against``) and the environment of a child that runs one of them.
+  alternates (``--against``) and the environment of a child that runs one of them;
+  :func:`alternate` runs a bench script on each in turn and collects its JSON results.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "WS_SENT",
     "ab_versions",
     "after_last_send",
+    "alternate",
     "clock_http_writes",
     "clock_ws_sends",
     "cpu_seconds",
@@ -204,3 +206,23 @@ def run_json(script: Path, src: Path, args: Sequence[str]) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["load1"] = os.getloadavg()[0]
     return result
+
+
+def alternate(
+    script: Path,
+    against: Path,
+    rounds: int,
+    args: Sequence[str],
+    show: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+) -> dict[str, list[dict[str, Any]]]:
+    """``rounds`` runs of ``script`` with ``args`` on this checkout and on ``against``,
+    alternated (:func:`run_json`); each result printed as a JSON line (``show`` picks what
+    of it), all returned by version."""
+    versions = ab_versions(against)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in versions}
+    for _ in range(rounds):
+        for name, src in versions.items():
+            r = run_json(script, src, args)
+            runs[name].append(r)
+            print(json.dumps({"version": name} | show(r)), flush=True)
+    return runs

@@ -30,7 +30,7 @@ from pathlib import Path
 from antiphon.audio.frame import AudioFrame
 from antiphon.testing.agent import doubles_agent
 from antiphon.transports.websocket import WebSocketBridge
-from benchkit import ab_versions, run_json
+from benchkit import alternate
 
 
 class _Quiet:
@@ -86,12 +86,6 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
     return 1e6 * cpu / sent
 
 
-def _run_with(src: Path, a: argparse.Namespace) -> dict[str, float]:
-    return run_json(
-        Path(__file__), src, ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--calls", type=int, default=40)
@@ -108,13 +102,8 @@ def main() -> None:
             )
         )
         return
-    versions = ab_versions(a.against)
-    results: dict[str, list[dict[str, float]]] = {k: [] for k in versions}
-    for _ in range(a.rounds):
-        for name, src in versions.items():
-            r = _run_with(src, a)
-            results[name].append(r)
-            print(json.dumps({"version": name, **r}), flush=True)
+    args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
+    results = alternate(Path(__file__), a.against, a.rounds, args)
     print(
         json.dumps(
             {name: min(r["us_per_frame_best"] for r in rs) for name, rs in results.items()}

@@ -61,7 +61,7 @@ from antiphon.testing.faults import FaultPlan
 from antiphon.testing.realtime import DEFAULT_API_KEY, FakeRealtimeServer
 from antiphon.testing.server import running_in_thread
 from antiphon.testing.xai_realtime import FakeXAIRealtimeServer
-from benchkit import ab_versions, pct, run_json
+from benchkit import alternate, pct
 
 TEXT = "The quick brown fox jumps over the lazy dog, then rests a while."
 AUDIO_TYPE = rt.NAMES[rt.Dialect.GA].audio_delta
@@ -272,20 +272,11 @@ AB_KEYS = (
 )
 
 
-def _run_with(src: Path, a: argparse.Namespace) -> dict[str, Any]:
-    return run_json(
-        Path(__file__), src, ["--rounds", str(a.rounds), "--interval", str(a.interval), "--json"]
-    )
-
-
 def against(a: argparse.Namespace) -> dict[str, Any]:
-    versions = ab_versions(a.against)
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in versions}
-    for _ in range(a.ab_rounds):
-        for name, src in versions.items():
-            r = _run_with(src, a)
-            runs[name].append(r)
-            print(json.dumps({"version": name} | {k: round(r[k], 1) for k in AB_KEYS}), flush=True)
+    args = ["--rounds", str(a.rounds), "--interval", str(a.interval), "--json"]
+    runs = alternate(
+        Path(__file__), a.against, a.ab_rounds, args, lambda r: {k: round(r[k], 1) for k in AB_KEYS}
+    )
     return {
         "what": "median over alternated runs of each figure (microseconds)",
         "against": str(a.against),
