@@ -50,7 +50,7 @@ import numpy.typing as npt
 from antiphon.aio.worker import BatchWorker
 from antiphon.audio.frame import AudioFrame
 from antiphon.errors import ConfigError, ProviderError, ProviderTimeoutError
-from antiphon.plugins.silero.graph import STATE_INPUTS, batched_graph
+from antiphon.plugins.silero.graph import batched_graph
 from antiphon.plugins.weights import verify
 from antiphon.services.vad import VAD, OffloadedVAD, VADEvent, VADOptions
 
@@ -141,15 +141,13 @@ class SileroOnnxModel:
         opts.log_severity_level = 3  # the graph's unused initialisers are not news
         try:
             data = model.read_bytes()
+            try:  # ``h, c`` state (faster-whisper's export): rewritten for a batch
+                data, self._split_state = batched_graph(data), True
+            except ValueError:  # Silero's own export (``state``, ``sr``) batches as it is
+                self._split_state = False
             session: Any = ort.InferenceSession(
                 data, sess_options=opts, providers=["CPUExecutionProvider"]
             )
-            #: ``h, c`` state (faster-whisper's export), not Silero's ``state`` and ``sr``
-            self._split_state = {i.name for i in session.get_inputs()} >= set(STATE_INPUTS)
-            if self._split_state:
-                session = ort.InferenceSession(
-                    batched_graph(data), sess_options=opts, providers=["CPUExecutionProvider"]
-                )
         except Exception as exc:
             raise ConfigError(
                 f"cannot load the Silero ONNX model {str(model)!r} ({exc}); pass a Silero "
