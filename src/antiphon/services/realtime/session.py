@@ -52,6 +52,7 @@ from antiphon.services.realtime.handover import Handover
 from antiphon.services.realtime.handshake import handshake
 from antiphon.services.realtime.output import SessionOutput
 from antiphon.services.realtime.watchdog import ResponseWatchdog
+from antiphon.services.ws_common import ConnLost
 
 if TYPE_CHECKING:
     from antiphon.services.realtime.model import WebSocketRealtimeModel
@@ -61,14 +62,6 @@ __all__ = ["RealtimeSession"]
 log = logging.getLogger("antiphon.services.realtime")
 
 # --------------------------------------------------------------------------- mailbox items
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    """Connection ``conn_id`` is gone and may be replaced."""
-
-    conn_id: int
-    error: ConnectionLost
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +289,7 @@ class RealtimeSession(SessionCommands):
         try:
             error = self._lost(lost)
             if error.retryable and self.reconnects < self._model.max_reconnects:
-                self._mailbox.send_nowait(_Lost(conn_id, lost))
+                self._mailbox.send_nowait(ConnLost(conn_id, lost))
             else:
                 self._fail(error)
         except Exception as exc:
@@ -412,7 +405,7 @@ class RealtimeSession(SessionCommands):
             if isinstance(item, AudioIn):
                 self._in_bytes -= len(item.pcm)
                 await self._send(self._sm.audio(item.pcm))
-            elif isinstance(item, _Lost):
+            elif isinstance(item, ConnLost):
                 if self._conn is not None and item.conn_id == self._conn.id:
                     await self._reconnect(self._lost(item.error))
             elif isinstance(item, _Move):
