@@ -2,8 +2,9 @@
 (:class:`WsEndpoint`), the items a connection's handler posts to the stream's task, and
 sending a stream's messages in order.
 
-Both drivers (:mod:`antiphon.services.ws_tts_stream`, :mod:`antiphon.services.ws_stt_stream`),
-and the realtime session for :class:`ConnLost`, read a connection with a handler (no task) and tell the stream's task only what it must
+Both drivers (:mod:`antiphon.services.ws_tts_stream`,
+:mod:`antiphon.services.ws_stt_stream`), and the realtime session for :class:`ConnLost`,
+read a connection with a handler (no task) and tell the stream's task only what it must
 act on; each item names the connection it came from, so an item of a connection that was
 replaced is recognised and ignored.
 """
