@@ -181,13 +181,16 @@ async def test_the_server_settles_its_heap_once_started() -> None:
     try:
         await until(lambda: server.started or task.done(), timeout=30)
         assert server.started
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0 and server.heap.full_collections == 1
         later = Channel[int](1)
         assert gc.is_tracked(later) and later not in gc.get_objects(generation=2)
+        keeping = server._keeping
+        assert keeping is not None and not keeping.done()  # the keeper ticks while serving
     finally:
         gc.unfreeze()
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+    assert keeping.done() and server._keeping is None  # and stops with the server
 
 
 async def _a_realtime_call_with_barge_in() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import uvicorn
 
-from antiphon.server.heap import settle_heap
+from antiphon.server.heap import HeapKeeper
 from antiphon.transports.base import GOING_AWAY
 
 __all__ = ["Call", "CallRegistry", "DrainingServer"]
@@ -74,8 +74,9 @@ class CallRegistry:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but the first SIGINT/SIGTERM drains calls before it stops.
 
-    A second signal stops at once (uvicorn's own handling). Once started, the heap is
-    settled (:func:`~antiphon.server.heap.settle_heap`).
+    A second signal stops at once (uvicorn's own handling). Once started, its
+    :class:`~antiphon.server.heap.HeapKeeper` settles the heap and keeps full collections
+    off the loop while calls run (``heap``).
     """
 
     def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_timeout: float):
@@ -84,6 +85,8 @@ class DrainingServer(uvicorn.Server):
         self._drain_timeout = drain_timeout
         self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.heap = HeapKeeper(idle=lambda: not registry.calls)
+        self._keeping: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining is not None or self._loop is None:
@@ -101,16 +104,29 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's startup (the agent's models load there), then the heap is settled."""
+        """uvicorn's startup (the agent's models load there), then the heap is settled
+        and kept."""
         await super().startup(sockets)
         if self.started:
-            settle_heap()
+            self.heap.settle()
+            self._keeping = asyncio.get_running_loop().create_task(self.heap.run())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._stop_keeping()
+        await super().shutdown(sockets)
+
+    async def _stop_keeping(self) -> None:
+        if self._keeping is not None:
+            self._keeping.cancel()
+            await asyncio.gather(self._keeping, return_exceptions=True)
+            self._keeping = None
 
     async def run_draining(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
             await self.serve()
         finally:
+            await self._stop_keeping()
             if self._draining is not None:
                 self._draining.cancel()
                 await asyncio.gather(self._draining, return_exceptions=True)
