@@ -18,7 +18,9 @@ The callers run in other subprocesses, at most ``--calls-per-client-process`` (4
 calls each: for the doubles ``bench/server_load.py --clients`` (20 ms of PCM every 20 ms
 in real time, a question then silence, turn after turn, over ``/ws/agent``, binary PCM
 both ways), for the speaking sides ``bench/speech_callers.py`` (the same, with real
-questions, one per cycle, calls spread over the cycle). So the server is measured, not
+questions, one per cycle). Every side's calls start spread over one turn cycle, as
+independent callers speak (``--bunched``: the doubles' calls all start in one second, so
+their turns coincide, the pattern of the earlier figures). So the server is measured, not
 the clients, and each size starts from a fresh server. Sides alternate size by size
 (antiphon n, Pipecat n, antiphon m, ...), so they see the same machine load; the load
 average is recorded with each run.
@@ -56,7 +58,7 @@ fails, else the stage whose p90 grew most, else the frames' delivery on the loop
     .venv/bin/python bench/capacity.py [--sides antiphon,pipecat,offline,cloud]
         [--sizes 10,20,40,60,100,150,200] [--pipecat-sizes 5,10,20,40]
         [--offline-sizes 1,2,3,5] [--cloud-sizes 5,10,20,40] [--seconds 10]
-        [--speech-seconds 40] [--keep-going]
+        [--speech-seconds 40] [--keep-going] [--bunched]
 
 The Pipecat side needs Pipecat and its dependencies (``bench/requirements-pipecat.txt``).
 Prints a table and writes ``bench/results/capacity.json``.
@@ -96,7 +98,7 @@ def load_average() -> float:
 
 def client_command(
     side: str, port: int, m: int, seconds: float, speech: Speech | None, first: int, n: int,
-    reference: list[int] | None,
+    reference: list[int] | None, *, bunched: bool = False,
 ) -> list[str]:  # fmt: skip
     """The command of one client process: ``m`` calls of ``n``, from call ``first``."""
     host = f"127.0.0.1:{port}"
@@ -105,6 +107,7 @@ def client_command(
             sys.executable, str(HERE / "server_load.py"), "--clients", host,
             "--sizes", str(m), "--seconds", str(seconds), "--first-index", str(first),
             "--of", str(n), *(["--phone"] if side == "phone" else []),
+            *(["--bunched"] if bunched else []),
         ]  # fmt: skip
     return [
         sys.executable, str(HERE / "speech_callers.py"), "--host", host, "--calls", str(m),
@@ -148,6 +151,8 @@ async def run_size(
     speech: Speech | None,
     per_process: int,
     refs: dict[int, int],
+    *,
+    bunched: bool = False,
 ) -> dict[str, Any]:
     log_path = agent_file.with_name(f"{side}-{n}.log")
     load_start = load_average()
@@ -168,7 +173,9 @@ async def run_size(
         firsts = [sum(shares[:i]) for i in range(procs)]
         clients = [
             await asyncio.create_subprocess_exec(
-                *client_command(side, run.port, m, seconds, speech, f, n, reference),
+                *client_command(
+                    side, run.port, m, seconds, speech, f, n, reference, bunched=bunched
+                ),
                 stdout=asyncio.subprocess.PIPE,
             )
             for m, f in zip(shares, firsts, strict=True)
@@ -346,6 +353,12 @@ async def main() -> None:
     ap.add_argument("--sides", default=",".join(SIDES))
     ap.add_argument("--keep-going", action="store_true", help="run every size")
     ap.add_argument("--calls-per-client-process", type=int, default=40)
+    ap.add_argument(
+        "--bunched",
+        action="store_true",
+        help="doubles sides: every call starts within one second, so their turns coincide "
+        "(default: spread over the turn cycle, as independent callers)",
+    )
     ap.add_argument("--out", default="bench/results/capacity.json")
     a = ap.parse_args()
     sides = [x for x in a.sides.split(",") if x]
@@ -375,8 +388,9 @@ async def main() -> None:
             agent_file, speech = prepared[side]
             seconds = a.speech_seconds if speech else a.seconds
             r = await run_size(
-                side, n, seconds, agent_file, speech, a.calls_per_client_process, refs[side]
-            )
+                side, n, seconds, agent_file, speech, a.calls_per_client_process, refs[side],
+                bunched=a.bunched,
+            )  # fmt: skip
             runs.append(r)
             print(line(r), flush=True)
             if not r["holds"] and not a.keep_going:
@@ -398,6 +412,7 @@ async def main() -> None:
         "clients": "bench/server_load.py --clients [--phone] (doubles), bench/speech_callers.py "
         "(offline, cloud), in other subprocesses",
         "criteria": "bench/verdict.py: every turn answered, audio whole, no frame late > 20 ms",
+        "doubles_turns": "bunched in one second" if a.bunched else "spread over the cycle",
         "seconds_per_size": a.seconds,
         "speech_seconds_per_size": a.speech_seconds,
         "runs": runs,

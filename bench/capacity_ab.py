@@ -11,7 +11,7 @@ frame, frames more than 20 ms late and the verdict, and the ratio of CPU per fra
 how much the machine moved. A version to compare with can be exported with e.g.
 ``git archive <commit> src | tar -x -C /tmp/before`` or a ``git worktree``.
 
-    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120]
+    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120] [--bunched]
         [--rounds 5]
 
 Writes ``bench/results/capacity_ab.json``.
@@ -33,13 +33,16 @@ from benchkit import ab_versions, version_env
 HERE = Path(__file__).resolve().parent
 
 
-def run_once(src: Path, side: str, calls: int, seconds: float) -> dict[str, Any]:
+def run_once(
+    src: Path, side: str, calls: int, seconds: float, *, bunched: bool = False
+) -> dict[str, Any]:
     """One capacity run of a doubles side at ``calls``, with ``src`` first on the path."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "capacity.json"
         command = [sys.executable, str(HERE / "capacity.py"), "--sides", side]
         command += [f"--{'phone-' if side == 'phone' else ''}sizes", str(calls)]
         command += ["--seconds", str(seconds), "--out", str(out)]
+        command += ["--bunched"] if bunched else []
         subprocess.run(
             command,
             env=version_env(src),
@@ -69,12 +72,16 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=120)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bunched", action="store_true", help="see bench/capacity.py")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "capacity_ab.json")
     a = ap.parse_args()
     versions = ab_versions(a.against)
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
-        r = {name: run_once(src, a.side, a.calls, a.seconds) for name, src in versions.items()}
+        r = {
+            name: run_once(src, a.side, a.calls, a.seconds, bunched=a.bunched)
+            for name, src in versions.items()
+        }
         r["ratio_us_per_frame"] = round(r["this"]["us_per_frame"] / r["against"]["us_per_frame"], 3)
         rounds.append(r)
         print(f"round {i + 1}: {json.dumps(r)}", flush=True)
@@ -84,6 +91,7 @@ def main() -> None:
         "side": a.side,
         "calls": a.calls,
         "seconds": a.seconds,
+        "bunched": a.bunched,
         "against": str(a.against.resolve()),
         "rounds": rounds,
         "ratio_us_per_frame_median": statistics.median(ratios),

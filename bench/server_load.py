@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import platform
 import secrets
@@ -31,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from antiphon.audio.codecs import ulaw_encode
 from antiphon.audio.resample import AudioConverter
@@ -49,36 +54,93 @@ REPLY_FRAMES = round(tone_duration(REPLY) / FRAME)
 CYCLE = round((SPEECH + SILENCE + tone_duration(REPLY) + 1.0) / FRAME) * FRAME
 
 
+class _Call(asyncio.Protocol):
+    """One ``/ws/agent`` call run from its transport's callbacks: ``websockets``' sans-I/O
+    client frames and parses, a loop timer sends each 20 ms frame, so a frame costs the
+    caller no task wake-up (the asyncio client's reader and writer cost more CPU than the
+    server's whole call path, on the same two cores: ``docs/performance.md``)."""
+
+    def __init__(self, host: str, turn: list[bytes], seconds: float, late: list[float]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ws = ClientProtocol(parse_uri(f"ws://{host}/ws/agent"), max_size=None)
+        self.turn, self.seconds, self.late = turn, seconds, late
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.start = self.run_start = 0.0
+        self.last = -1.0
+        self.sent = self.k = 0
+        self.times: list[float] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        now = self.loop.time()
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if self.ws.handshake_exc is not None:
+                    raise self.ws.handshake_exc
+                self.start = now
+                self._send()
+            elif isinstance(event, Frame) and event.opcode is Opcode.BINARY:
+                # an agent frame: late by how far after its run's first + k × 20 ms
+                if now - self.last > 0.1:
+                    self.run_start, self.k = now, 0
+                self.late.append((now - (self.run_start + self.k * FRAME)) * 1000)
+                self.k += 1
+                self.last = now
+                self.times.append(now)
+        self._flush()
+        if self.ws.close_rcvd is not None and self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _send(self) -> None:
+        if self.loop.time() - self.start >= self.seconds:
+            self.ws.send_close()
+        else:
+            self.ws.send_binary(self.turn[self.sent % len(self.turn)])
+            self.sent += 1
+            self.timer = self.loop.call_at(self.start + self.sent * FRAME, self._send)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+
 async def client(host: str, seconds: float, late: list[float], offset: float) -> dict[str, int]:
     """One call for ``seconds``, a question per ``CYCLE``; what it asked and got back."""
     await asyncio.sleep(offset)
-    turn = [f.data for f in (speech(SPEECH).split(FRAME) + silence(CYCLE - SPEECH).split(FRAME))]
-    times: list[float] = []
-    async with connect(f"ws://{host}/ws/agent", max_queue=None) as ws:
-        loop = asyncio.get_running_loop()
+    name, port = host.rsplit(":", 1)
+    call = _Call(host, _turn(), seconds, late)
+    await asyncio.get_running_loop().create_connection(lambda: call, name, int(port))
+    await call.done
+    return _tally(call.times, call.sent, call.start)
 
-        async def receive() -> None:
-            run_start, k, last = 0.0, 0, -1.0
-            async for message in ws:
-                if isinstance(message, bytes):
-                    now = loop.time()
-                    if now - last > 0.1:
-                        run_start, k = now, 0
-                    late.append((now - (run_start + k * FRAME)) * 1000)
-                    k += 1
-                    last = now
-                    times.append(now)
 
-        reader = asyncio.create_task(receive())
-        start = loop.time()
-        sent = 0
-        while loop.time() - start < seconds:
-            await ws.send(turn[sent % len(turn)])
-            sent += 1
-            await asyncio.sleep(max(0.0, start + sent * FRAME - loop.time()))
-        await ws.close()
-        await asyncio.gather(reader, return_exceptions=True)
-    return _tally(times, sent, start)
+@functools.cache
+def _turn() -> list[bytes]:
+    """One turn's caller audio, 20 ms frames: the question, then silence to the cycle's end."""
+    return [f.data for f in (speech(SPEECH).split(FRAME) + silence(CYCLE - SPEECH).split(FRAME))]
 
 
 def _tally(times: list[float], sent: int, start: float) -> dict[str, int]:
@@ -181,7 +243,7 @@ async def phone_client(
     return _tally(times, sent, start)
 
 
-async def run(n: int, seconds: float) -> dict[str, Any]:
+async def run(n: int, seconds: float, *, bunched: bool = False) -> dict[str, Any]:
     script = [f"question {i}" for i in range(n * 20)]
     agent = doubles_agent(script, [], min_silence=SILENCE, default_reply=REPLY, record=False)
     app = create_app(agent, max_sessions=n + 10)
@@ -190,7 +252,8 @@ async def run(n: int, seconds: float) -> dict[str, Any]:
         # the clients run in another process, so they do not share the server's loop
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--clients", host, "--sizes", str(n),
-            "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE,
+            "--seconds", str(seconds), *(["--bunched"] if bunched else []),
+            stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await proc.communicate()
     wall = time.perf_counter() - wall0
@@ -211,26 +274,45 @@ async def run(n: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def start_offset(call: int, of: int) -> float:
-    """When call ``call`` of ``of`` starts: spread over a second, each at its own phase
-    of the 20 ms frame period, as independent callers' frames arrive (all on one phase,
-    every caller's frame would reach the server in the same instant: a burst a real
-    server never sees)."""
-    return (call % 50) * FRAME + (call / max(of, 1)) * FRAME
+def start_offset(call: int, of: int, *, bunched: bool = False) -> float:
+    """When call ``call`` of ``of`` starts, each at its own phase of the 20 ms frame period,
+    as independent callers' frames arrive (all on one phase, every caller's frame would
+    reach the server in the same instant: a burst a real server never sees).
+
+    Spread (the default): evenly over one turn ``CYCLE``, as independent callers speak
+    (and as ``bench/speech_callers.py`` starts its calls). ``bunched``: every call within
+    the first second, so every call's question, end of turn and reply fall in the same
+    second or two of each cycle: the turns' work comes in bursts at about four times the
+    spread callers' rate (the pattern of the figures before 2026-12-07)."""
+    of = max(of, 1)
+    if bunched:
+        return (call % 50) * FRAME + (call / of) * FRAME
+    return (call / of) * CYCLE + (call % 50) / 50 * FRAME
 
 
 async def clients(
-    host: str, n: int, seconds: float, first: int = 0, of: int = 0, *, phone: bool = False
+    host: str,
+    n: int,
+    seconds: float,
+    first: int = 0,
+    of: int = 0,
+    *,
+    phone: bool = False,
+    bunched: bool = False,
 ) -> None:
     """The client side (a process of its own): prints each call's tally and the lateness.
     ``first``, ``of``: these are calls ``first`` to ``first + n`` of ``of`` in all;
-    ``phone``: Twilio Media Streams calls on ``/twilio/media``, else ``/ws/agent``."""
+    ``phone``: Twilio Media Streams calls on ``/twilio/media``, else ``/ws/agent``;
+    ``bunched``: see :func:`start_offset`."""
     late: list[float] = []
     cpu = time.process_time()
     total = of or n
     call = phone_client if phone else client
     calls = await asyncio.gather(
-        *(call(host, seconds, late, start_offset(first + i, total)) for i in range(n))
+        *(
+            call(host, seconds, late, start_offset(first + i, total, bunched=bunched))
+            for i in range(n)
+        )
     )
     cpu = time.process_time() - cpu
     print(json.dumps({"calls": calls, "late": [round(x, 3) for x in late], "cpu_s": cpu}))
@@ -245,16 +327,17 @@ async def main() -> None:
     ap.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--of", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--phone", action="store_true", help=argparse.SUPPRESS)  # /twilio/media
+    ap.add_argument("--bunched", action="store_true", help="every call's turn in one second")
     args = ap.parse_args()
     if args.clients:
         await clients(
             args.clients, int(args.sizes), args.seconds, args.first_index, args.of,
-            phone=args.phone,
+            phone=args.phone, bunched=args.bunched,
         )  # fmt: skip
         return
     result: dict[str, Any] = {"machine": platform.platform(), "runs": []}
     for n in (int(x) for x in args.sizes.split(",")):
-        r = await run(n, args.seconds)
+        r = await run(n, args.seconds, bunched=args.bunched)
         result["runs"].append(r)
         print(json.dumps(r))
     ok = [r["calls"] for r in result["runs"] if r["holds"]]
