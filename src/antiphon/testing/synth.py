@@ -2,10 +2,15 @@
 
 The same text always gives the same bytes, so a test can compute exactly the audio a
 fake server sent for a text and compare it byte for byte with what a client received.
+The last texts' audio is kept (:func:`tone_for_text` is cached): a double that speaks
+the same reply on hundreds of calls at once (``bench/capacity.py``) stands in for a
+provider whose synthesis costs the server nothing, so it should not cost the server
+a synthesis per turn either.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
@@ -21,6 +26,7 @@ def tone_duration(text: str) -> float:
     return max(MIN_SECONDS, SECONDS_PER_CHAR * len(text.strip()))
 
 
+@functools.lru_cache(maxsize=64)
 def tone_for_text(text: str, sample_rate: int) -> bytes:
     """int16 little-endian mono PCM for ``text``: length ~60 ms per character."""
     n = round(tone_duration(text) * sample_rate)
