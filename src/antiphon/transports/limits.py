@@ -216,11 +216,13 @@ class ConnectionGuard:
         self._last = now
         self.messages += 1
         if isinstance(message, bytes):
-            if len(message) > self.max_binary_bytes:
+            size = len(message)
+            if size > self.max_binary_bytes:
                 limit = self.max_binary_bytes
                 raise CallEnded(TOO_BIG, f"binary messages are at most {limit} bytes")
-            if self.audio_rate is not None:  # the clock read once per message
-                self._spend_audio(len(message) / (2 * self.audio_rate), now)
+            rate = self.audio_rate
+            if rate is not None:  # the clock read once per message
+                self._spend_audio(size / (2 * rate), now)
         elif len(message) > self.max_text_bytes or (
             # characters ≤ bytes: encode only a text that may be over the limit
             4 * len(message) > self.max_text_bytes and len(message.encode()) > self.max_text_bytes
