@@ -9,6 +9,7 @@ and a call through the real server, which must use the path both ways.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,12 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
+from websockets.exceptions import ProtocolError
+from websockets.extensions.base import Extension
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import ExtensionName
 from websockets.uri import parse_uri
 
 from antiphon.server.app import create_app
@@ -190,6 +196,60 @@ async def test_send_now_writes_a_message_only_while_the_socket_can_take_it() -> 
     await wire.hang_up(app)
     assert not direct.send_now(b"gone")
     assert direct.receiver is None  # released with the connection
+
+
+async def test_send_now_writes_the_bytes_websockets_would() -> None:
+    app = App()
+    wire = await _accepted(app)
+    direct = app.direct
+    assert direct is not None
+    reference = ServerProtocol()  # websockets' own framing of the same messages
+    reference.state = State.OPEN
+    messages: list[bytes | str] = [b"", b"\x01", b"a" * 125, b"b" * 126, b"c" * 640]
+    messages += [b"d" * 65535, b"e" * 65536, b"f" * 70000, "", "h\u00e9llo", "x" * 300]
+    for message in messages:
+        assert direct.send_now(message)
+        if isinstance(message, bytes):
+            reference.send_binary(message)
+        else:
+            reference.send_text(message.encode())
+        assert bytes(wire.transport.written) == b"".join(reference.data_to_send())
+        assert wire.received() == [message]
+    assert direct.sent_now == len(messages)
+    await wire.hang_up(app)
+
+
+async def test_send_now_lets_websockets_frame_with_an_extension_or_a_fragment_open() -> None:
+    app = App()
+    wire = await _accepted(app)
+    direct = app.direct
+    assert direct is not None
+    conn = wire.protocol.conn
+    conn.expect_continuation_frame = True  # websockets refuses a new message now
+    with pytest.raises(ProtocolError):
+        direct.send_now(b"x")
+    assert not wire.transport.written
+    conn.expect_continuation_frame = False
+    conn.state = State.CLOSING  # the peer's close frame came in
+    assert not direct.send_now(b"x") and not wire.transport.written
+    conn.state = State.OPEN
+    conn.extensions = [_Reverse()]  # an extension encodes every frame: websockets frames it
+    assert direct.send_now(b"abc")
+    assert wire.received() == [b"cba"]
+    conn.extensions = []
+    await wire.hang_up(app)
+
+
+class _Reverse(Extension):
+    """An extension that reverses every frame's payload."""
+
+    name = ExtensionName("x-reverse")
+
+    def encode(self, frame: Frame) -> Frame:
+        return dataclasses.replace(frame, data=bytes(frame.data)[::-1])
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return frame
 
 
 # -- the bridge, on an in-memory socket with a direct path
