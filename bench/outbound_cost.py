@@ -40,6 +40,7 @@ from websockets.uri import parse_uri
 from antiphon.audio.frame import AudioFrame
 from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
 from antiphon.testing.agent import doubles_agent
+from antiphon.testing.vloop import VirtualTimeLoop
 from antiphon.transports.websocket import WebSocketBridge
 from benchkit import alternate
 
@@ -147,6 +148,43 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0, direct: bool 
     return 1e6 * cpu / sent
 
 
+async def measure_virtual(calls: int, seconds: float, direct: bool = False) -> float:
+    """Microseconds of CPU per outbound frame on virtual time, without producers: each
+    call's output holds 2 s of audio before its bridge starts; the bridges send it all."""
+    agent = doubles_agent([], [])
+    sent = 0
+    cpu = 0.0
+    try:
+        for _ in range(max(1, round(seconds / 2))):
+            bridges: list[WebSocketBridge] = []
+            for _ in range(calls):
+                session = agent.new_session()
+                await session.start()
+                output = session.output
+                frame = AudioFrame(
+                    b"\x01\x00" * round(output.sample_rate * 0.02), output.sample_rate
+                )
+                for _ in range(100):
+                    await output.write(frame)
+                bridges.append(
+                    WebSocketBridge(session, await _direct_socket() if direct else _Quiet())
+                )
+            t = time.process_time()
+            tasks = [asyncio.create_task(b.run()) for b in bridges]
+            await asyncio.sleep(2.1)  # virtual: the 2 s of audio paced out, and a frame more
+            cpu += time.process_time() - t
+            done = sum(b.frames_sent for b in bridges)
+            if done != 100 * calls:
+                raise RuntimeError(f"{done} frames of {100 * calls} were sent")
+            sent += done
+            for b in bridges:
+                b.end(1000, "done")
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await agent.aclose()
+    return 1e6 * cpu / sent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--calls", type=int, default=40)
@@ -155,9 +193,18 @@ def main() -> None:
     ap.add_argument("--against", type=Path, help="another checkout: alternate runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--direct", action="store_true", help="sockets with a direct path")
+    ap.add_argument("--virtual", action="store_true", help="virtual time, no producers")
     a = ap.parse_args()
     if a.against is None:
-        runs = [asyncio.run(measure(a.calls, a.seconds, direct=a.direct)) for _ in range(a.repeat)]
+        if a.virtual:
+            runs = []
+            for _ in range(a.repeat):
+                with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(grace=0)) as runner:
+                    runs.append(runner.run(measure_virtual(a.calls, a.seconds, a.direct)))
+        else:
+            runs = [
+                asyncio.run(measure(a.calls, a.seconds, direct=a.direct)) for _ in range(a.repeat)
+            ]
         print(
             json.dumps(
                 {"us_per_frame_best": round(min(runs), 2), "runs": [round(x, 2) for x in runs]}
@@ -166,11 +213,12 @@ def main() -> None:
         return
     args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
     args += ["--direct"] if a.direct else []
+    args += ["--virtual"] if a.virtual else []
     results = alternate(Path(__file__), a.against, a.rounds, args)
     print(
         json.dumps(
             {name: min(r["us_per_frame_best"] for r in rs) for name, rs in results.items()}
-            | {"calls": a.calls, "seconds": a.seconds, "direct": a.direct}
+            | {"calls": a.calls, "seconds": a.seconds, "direct": a.direct, "virtual": a.virtual}
         )
     )
 
