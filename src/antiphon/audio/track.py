@@ -14,8 +14,9 @@ time, so it crosses no task between the producer and the sender. Only on a clock
 than the loop's (virtual time in tests) does ``notify`` need a small timer task.
 
 That callback runs for every 20 ms frame of every call, so its path is lean: one clock
-read per callback, no frame object for a reader that sends bytes, and a take updates
-only the events a shrinking queue can change.
+read per callback (on the loop ``notify`` last ran in: ``asyncio.get_running_loop`` costs
+a ``getpid()`` system call), no frame object for a reader that sends bytes, and a take
+updates only the events a shrinking queue can change.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class OutputTrack:
         self._poll_due: float | None = None
         self._waker: Callable[[], None] | None = None
         self._wake_timer: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        # the loop notify last ran in (asyncio.get_running_loop is a getpid() call)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -357,7 +360,11 @@ class OutputTrack:
             return
         if self._closed:
             raise StreamClosedError("OutputTrack is closed")
-        now = self._clock.now()
+        loop = self._loop
+        if self._loop_clock and loop is not None and loop.is_running():
+            now = loop.time()  # what the clock reads, without looking the loop up
+        else:
+            now = self._clock.now()
         while (pcm := self._poll_paced(now)) is not None:
             take(pcm[0], pcm[1])
             if self._closed:
@@ -413,7 +420,9 @@ class OutputTrack:
         """
         if self._waker is not None or self._wake_timer is not None:
             self.cancel_notify()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         if self._closed:
             loop.call_soon(callback)
         elif self._poll_due is not None and (self.fill_silence or self._frame_ready()):
