@@ -26,6 +26,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import ExtensionName
 from websockets.uri import parse_uri
 
+from antiphon.audio.frame import AudioFrame
 from antiphon.server.app import create_app
 from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
 from antiphon.testing.agent import doubles_agent, silence, speech
@@ -320,6 +321,58 @@ async def test_a_call_on_the_direct_path_is_answered_and_sends_in_order() -> Non
     for service in services:
         await service.aclose()  # type: ignore[attr-defined]
     await leaks.assert_clean(settle=1.0)
+
+
+class Tape:
+    """A recorder double: the agent's frames it was given."""
+
+    path = "tape.wav"
+
+    def __init__(self) -> None:
+        self.agent_frames: list[AudioFrame] = []
+
+    def user(self, frame: AudioFrame) -> None:
+        pass
+
+    def agent(self, frame: AudioFrame) -> None:
+        self.agent_frames.append(frame)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.virtual_time
+async def test_agent_audio_is_counted_and_recorded_as_sent_the_direct_way_or_queued() -> None:
+    s, services = session()
+    ws = DirectSocket()
+    tape = Tape()
+    bridge = WebSocketBridge(s, ws, recorder=tape)  # type: ignore[arg-type]
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    await _until_reading(ws)
+    output = s.output
+    samples = round(output.sample_rate * 0.02)
+    for _ in range(5):
+        await output.write(AudioFrame(b"\x01\x00" * samples, output.sample_rate))
+    await until(lambda: bridge.frames_sent == 5, timeout=10)
+    assert ws.direct.sent_now == 6  # "ready", then every frame as it was due
+    ws.direct.paused = True  # the transport's buffer is full
+    ws.gate.clear()  # and the queued send waits for it
+    for _ in range(3):
+        await output.write(AudioFrame(b"\x02\x00" * samples, output.sample_rate))
+    await until(lambda: bridge._sending and output.buffered == 0, timeout=10)
+    assert bridge.frames_sent == 5 and len(tape.agent_frames) == 5  # queued: not yet sent
+    ws.direct.paused = False  # the frames queued behind the held one stay behind it
+    ws.gate.set()
+    await until(lambda: bridge.frames_sent == 8, timeout=10)
+    audio = [m for m in ws.sent if isinstance(m, bytes)]
+    assert [m[:2] for m in audio] == [b"\x01\x00"] * 5 + [b"\x02\x00"] * 3
+    assert [f.data for f in tape.agent_frames] == audio
+    assert ws.direct.sent_now == 6
+    ws.inbox.put_nowait(None)
+    assert await asyncio.wait_for(run, 20) == 1000
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
 
 
 @pytest.mark.virtual_time
