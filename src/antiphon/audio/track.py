@@ -213,8 +213,18 @@ class OutputTrack:
                 self.dropped_stale += 1
                 return
         self._chunks.append((frame.data, frame.generation))
-        self._queued += len(frame.data)
-        self._update()
+        before = self._queued
+        queued = self._queued = before + len(frame.data)
+        if self._waker is not None or self._paused:
+            self._update()
+        else:  # _update, for a queue that only grew (open: a write to a closed one raised)
+            fb, draining = self._frame_bytes, self._draining
+            if (queued >= fb or draining) and not (before >= fb or (before and draining)):
+                self._readable.set()  # a frame is ready now
+            if queued >= self._max_bytes:
+                self._writable.clear()
+            if not before:
+                self._empty.clear()
 
     def interrupt(self, generation: int | None = None) -> float:
         """Drop all queued audio at once; return how many seconds were dropped.
