@@ -11,8 +11,8 @@ frame, frames more than 20 ms late and the verdict, and the ratio of CPU per fra
 how much the machine moved. A version to compare with can be exported with e.g.
 ``git archive <commit> src | tar -x -C /tmp/before`` or a ``git worktree``.
 
-    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120] [--bunched]
-        [--rounds 5]
+    .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120]
+        [--rounds 5] [--bunched]
 
 Writes ``bench/results/capacity_ab.json``.
 """

@@ -10,13 +10,18 @@ over ``--seconds`` of wall-clock time (after a warm-up), divided by the frames t
 bridges sent; it includes the producers' writes and the idle sessions, the same in
 every version. The figure is the best of ``--repeat`` runs.
 
+``--direct``: each socket double carries the server's direct path instead
+(:class:`~antiphon.server.ws_protocol.DirectPath` of a real ``CallWebSocketProtocol``,
+its handshake done, on a transport that drops what is written), so a frame goes the way
+``antiphon serve`` sends it: written now, framed by websockets, one ``transport.write``.
+
 ``--against DIR`` alternates runs of this checkout's ``src`` and DIR's ``src`` (each a
 fresh process, ``PYTHONPATH=<src>:bench``), so both see the same machine load; the load
 average is printed with each run. A version to compare with can be exported with e.g.
 ``git archive <commit> src | tar -x -C /tmp/before``.
 
     .venv/bin/python bench/outbound_cost.py [--calls 40] [--seconds 5] [--repeat 3]
-    .venv/bin/python bench/outbound_cost.py --against /tmp/before [--rounds 3]
+    .venv/bin/python bench/outbound_cost.py --against /tmp/before [--rounds 3] [--direct]
 """
 
 from __future__ import annotations
@@ -26,9 +31,16 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
+
+import uvicorn
+from websockets.client import ClientProtocol
+from websockets.uri import parse_uri
 
 from antiphon.audio.frame import AudioFrame
+from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
 from antiphon.testing.agent import doubles_agent
+from antiphon.testing.vloop import VirtualTimeLoop
 from antiphon.transports.websocket import WebSocketBridge
 from benchkit import alternate
 
@@ -50,6 +62,56 @@ class _Quiet:
         pass
 
 
+class _Drop(asyncio.Transport):
+    """A transport that counts what is written and drops it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def write(self, data: Any) -> None:
+        self.bytes += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+class _Direct(_Quiet):
+    """A socket double with a server's direct path: a real protocol, handshake done."""
+
+    def __init__(self, direct: DirectPath, protocol: CallWebSocketProtocol) -> None:
+        self.direct = direct
+        self.protocol = protocol
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.protocol.connection_lost(None)
+
+
+async def _direct_socket() -> _Direct:
+    accepted: asyncio.Future[DirectPath] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set_result(scope["extensions"][DIRECT])
+        await receive()  # the disconnect, at the end of the run
+
+    config = uvicorn.Config(app, log_level="warning")
+    config.load()
+    protocol = CallWebSocketProtocol(config, uvicorn.server.ServerState(), {})
+    protocol.connection_made(_Drop())
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"))
+    client.send_request(client.connect())
+    protocol.data_received(b"".join(client.data_to_send()))
+    return _Direct(await accepted, protocol)
+
+
 async def _produce(bridge: WebSocketBridge) -> None:
     output = bridge.session.output
     frame = AudioFrame(b"\x01\x00" * round(output.sample_rate * 0.02), output.sample_rate)
@@ -57,7 +119,7 @@ async def _produce(bridge: WebSocketBridge) -> None:
         await output.write(frame)
 
 
-async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
+async def measure(calls: int, seconds: float, warmup: float = 1.0, direct: bool = False) -> float:
     """Microseconds of CPU per outbound frame."""
     agent = doubles_agent([], [])
     bridges: list[WebSocketBridge] = []
@@ -65,7 +127,7 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
     for _ in range(calls):
         session = agent.new_session()
         await session.start()
-        bridge = WebSocketBridge(session, _Quiet())
+        bridge = WebSocketBridge(session, await _direct_socket() if direct else _Quiet())
         bridges.append(bridge)
         tasks.append(asyncio.create_task(bridge.run()))
         tasks.append(asyncio.create_task(_produce(bridge)))
@@ -86,6 +148,43 @@ async def measure(calls: int, seconds: float, warmup: float = 1.0) -> float:
     return 1e6 * cpu / sent
 
 
+async def measure_virtual(calls: int, seconds: float, direct: bool = False) -> float:
+    """Microseconds of CPU per outbound frame on virtual time, without producers: each
+    call's output holds 2 s of audio before its bridge starts; the bridges send it all."""
+    agent = doubles_agent([], [])
+    sent = 0
+    cpu = 0.0
+    try:
+        for _ in range(max(1, round(seconds / 2))):
+            bridges: list[WebSocketBridge] = []
+            for _ in range(calls):
+                session = agent.new_session()
+                await session.start()
+                output = session.output
+                frame = AudioFrame(
+                    b"\x01\x00" * round(output.sample_rate * 0.02), output.sample_rate
+                )
+                for _ in range(100):
+                    await output.write(frame)
+                bridges.append(
+                    WebSocketBridge(session, await _direct_socket() if direct else _Quiet())
+                )
+            t = time.process_time()
+            tasks = [asyncio.create_task(b.run()) for b in bridges]
+            await asyncio.sleep(2.1)  # virtual: the 2 s of audio paced out, and a frame more
+            cpu += time.process_time() - t
+            done = sum(b.frames_sent for b in bridges)
+            if done != 100 * calls:
+                raise RuntimeError(f"{done} frames of {100 * calls} were sent")
+            sent += done
+            for b in bridges:
+                b.end(1000, "done")
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await agent.aclose()
+    return 1e6 * cpu / sent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--calls", type=int, default=40)
@@ -93,9 +192,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--against", type=Path, help="another checkout: alternate runs")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--direct", action="store_true", help="sockets with a direct path")
+    ap.add_argument("--virtual", action="store_true", help="virtual time, no producers")
     a = ap.parse_args()
     if a.against is None:
-        runs = [asyncio.run(measure(a.calls, a.seconds)) for _ in range(a.repeat)]
+        if a.virtual:
+            runs = []
+            for _ in range(a.repeat):
+                with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(grace=0)) as runner:
+                    runs.append(runner.run(measure_virtual(a.calls, a.seconds, a.direct)))
+        else:
+            runs = [
+                asyncio.run(measure(a.calls, a.seconds, direct=a.direct)) for _ in range(a.repeat)
+            ]
         print(
             json.dumps(
                 {"us_per_frame_best": round(min(runs), 2), "runs": [round(x, 2) for x in runs]}
@@ -103,11 +212,13 @@ def main() -> None:
         )
         return
     args = ["--calls", str(a.calls), "--seconds", str(a.seconds), "--repeat", "1"]
+    args += ["--direct"] if a.direct else []
+    args += ["--virtual"] if a.virtual else []
     results = alternate(Path(__file__), a.against, a.rounds, args)
     print(
         json.dumps(
             {name: min(r["us_per_frame_best"] for r in rs) for name, rs in results.items()}
-            | {"calls": a.calls, "seconds": a.seconds}
+            | {"calls": a.calls, "seconds": a.seconds, "direct": a.direct, "virtual": a.virtual}
         )
     )
 

@@ -31,7 +31,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
@@ -55,21 +54,23 @@ CYCLE = round((SPEECH + SILENCE + tone_duration(REPLY) + 1.0) / FRAME) * FRAME
 
 
 class _Call(asyncio.Protocol):
-    """One ``/ws/agent`` call run from its transport's callbacks: ``websockets``' sans-I/O
-    client frames and parses, a loop timer sends each 20 ms frame, so a frame costs the
-    caller no task wake-up (the asyncio client's reader and writer cost more CPU than the
-    server's whole call path, on the same two cores: ``docs/performance.md``)."""
+    """One call run from its transport's callbacks: ``websockets``' sans-I/O client frames
+    and parses, a loop timer sends each 20 ms frame, so a frame costs the caller no task
+    wake-up (with the asyncio client, the callers of 200 calls took as much CPU as the
+    server, on the same two cores: ``docs/performance.md``). A subclass says what a frame
+    sent is (:meth:`_frame`) and what to do with each message (:meth:`_message`)."""
 
-    def __init__(self, host: str, turn: list[bytes], seconds: float, late: list[float]) -> None:
+    path = ""
+
+    def __init__(self, host: str, seconds: float, late: list[float]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.ws = ClientProtocol(parse_uri(f"ws://{host}/ws/agent"), max_size=None)
-        self.turn, self.seconds, self.late = turn, seconds, late
+        self.ws = ClientProtocol(parse_uri(f"ws://{host}{self.path}"), max_size=None)
+        self.seconds, self.late = seconds, late
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.start = self.run_start = 0.0
-        self.last = -1.0
-        self.sent = self.k = 0
+        self.start = 0.0
+        self.sent = 0
         self.times: list[float] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,15 +87,10 @@ class _Call(asyncio.Protocol):
                 if self.ws.handshake_exc is not None:
                     raise self.ws.handshake_exc
                 self.start = now
+                self._opened()
                 self._send()
-            elif isinstance(event, Frame) and event.opcode is Opcode.BINARY:
-                # an agent frame: late by how far after its run's first + k × 20 ms
-                if now - self.last > 0.1:
-                    self.run_start, self.k = now, 0
-                self.late.append((now - (self.run_start + self.k * FRAME)) * 1000)
-                self.k += 1
-                self.last = now
-                self.times.append(now)
+            elif isinstance(event, Frame) and event.opcode in (Opcode.BINARY, Opcode.TEXT):
+                self._message(event, now)
         self._flush()
         if self.ws.close_rcvd is not None and self.transport is not None:
             self.transport.close()
@@ -109,11 +105,26 @@ class _Call(asyncio.Protocol):
         if not self.done.done():
             self.done.set_result(None)
 
+    def _opened(self) -> None:
+        """The handshake is done; the first frame goes next."""
+
+    def _frame(self) -> None:
+        """Send frame ``self.sent`` (and whatever is due with it)."""
+        raise NotImplementedError
+
+    def _closing(self) -> None:
+        """The call's time is up; its close frame goes next."""
+
+    def _message(self, frame: Frame, now: float) -> None:
+        """A data message from the server, read at ``now``."""
+        raise NotImplementedError
+
     def _send(self) -> None:
         if self.loop.time() - self.start >= self.seconds:
+            self._closing()
             self.ws.send_close()
         else:
-            self.ws.send_binary(self.turn[self.sent % len(self.turn)])
+            self._frame()
             self.sent += 1
             self.timer = self.loop.call_at(self.start + self.sent * FRAME, self._send)
         self._flush()
@@ -127,14 +138,42 @@ class _Call(asyncio.Protocol):
                 self.transport.write_eof()
 
 
-async def client(host: str, seconds: float, late: list[float], offset: float) -> dict[str, int]:
-    """One call for ``seconds``, a question per ``CYCLE``; what it asked and got back."""
+class _AgentCall(_Call):
+    """A call on ``/ws/agent``: binary PCM both ways; an agent frame is late by how far
+    after its run's first frame + k × 20 ms it came."""
+
+    path = "/ws/agent"
+
+    def __init__(self, host: str, seconds: float, late: list[float]) -> None:
+        super().__init__(host, seconds, late)
+        self.turn = _turn()
+        self.run_start, self.last, self.k = 0.0, -1.0, 0
+
+    def _frame(self) -> None:
+        self.ws.send_binary(self.turn[self.sent % len(self.turn)])
+
+    def _message(self, frame: Frame, now: float) -> None:
+        if frame.opcode is not Opcode.BINARY:
+            return
+        if now - self.last > 0.1:
+            self.run_start, self.k = now, 0
+        self.late.append((now - (self.run_start + self.k * FRAME)) * 1000)
+        self.k += 1
+        self.last = now
+        self.times.append(now)
+
+
+async def _run_call(call: _Call, host: str, offset: float) -> dict[str, int]:
     await asyncio.sleep(offset)
     name, port = host.rsplit(":", 1)
-    call = _Call(host, _turn(), seconds, late)
     await asyncio.get_running_loop().create_connection(lambda: call, name, int(port))
     await call.done
     return _tally(call.times, call.sent, call.start)
+
+
+async def client(host: str, seconds: float, late: list[float], offset: float) -> dict[str, int]:
+    """One call for ``seconds``, a question per ``CYCLE``; what it asked and got back."""
+    return await _run_call(_AgentCall(host, seconds, late), host, offset)
 
 
 @functools.cache
@@ -174,73 +213,75 @@ def _phone_turn() -> list[str]:
     return [base64.b64encode(c.ljust(160, b"\xff")).decode() for c in chunks]
 
 
-async def phone_client(
-    host: str, seconds: float, late: list[float], offset: float
-) -> dict[str, int]:
-    """One phone call on ``/twilio/media`` as Twilio makes it: ``connected``, ``start``,
-    a ``media`` message every 20 ms, and each ``mark`` echoed when the audio before it
-    has played (at once on ``clear``), as the carrier's playout would."""
-    await asyncio.sleep(offset)
-    turn = _phone_turn()
-    sid = "MZ" + secrets.token_hex(16)
-    times: list[float] = []
-    marks: deque[tuple[float, str]] = deque()  # (when it has played, its echo)
-    async with connect(f"ws://{host}/twilio/media", max_queue=None, compression=None) as ws:
-        loop = asyncio.get_running_loop()
-        start_msg = {
-            "event": "start", "sequenceNumber": "1", "streamSid": sid,
+class _PhoneCall(_Call):
+    """A phone call on ``/twilio/media`` as Twilio makes it: ``connected``, ``start``, a
+    ``media`` message every 20 ms, and each ``mark`` echoed when the audio before it has
+    played (at once on ``clear``), as the carrier's playout would. The carrier plays what
+    it has buffered without a gap: a frame is late by how long after the buffer ran dry
+    it came (early frames wait their turn); dry for over 0.1 s is a pause between
+    replies, and a new run begins."""
+
+    path = "/twilio/media"
+
+    def __init__(self, host: str, seconds: float, late: list[float]) -> None:
+        super().__init__(host, seconds, late)
+        self.turn = _phone_turn()
+        self.sid = "MZ" + secrets.token_hex(16)
+        self.prefix = (
+            f'{{"event": "media", "streamSid": "{self.sid}", '
+            '"media": {"track": "inbound", "payload": "'
+        )
+        self.played = 0.0  # when the buffered audio has played out
+        self.marks: deque[tuple[float, str]] = deque()  # (when it has played, its echo)
+
+    def _opened(self) -> None:
+        start = {
+            "event": "start", "sequenceNumber": "1", "streamSid": self.sid,
             "start": {
-                "accountSid": "AC" + "0" * 32, "streamSid": sid,
+                "accountSid": "AC" + "0" * 32, "streamSid": self.sid,
                 "callSid": "CA" + secrets.token_hex(16), "tracks": ["inbound"],
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 "customParameters": {},
             },
         }  # fmt: skip
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps(start_msg))
+        connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+        self.ws.send_text(json.dumps(connected).encode())
+        self.ws.send_text(json.dumps(start).encode())
 
-        async def receive() -> None:
-            # the carrier plays what it has buffered without a gap: a frame is late by
-            # how long after the buffer ran dry it came (early frames wait their turn);
-            # dry for over 0.1 s is a pause between replies, and a new run begins
-            played = 0.0  # when the buffered audio has played out
-            async for message in ws:
-                msg = json.loads(message)
-                now = loop.time()
-                event = msg.get("event")
-                if event == "media":
-                    if now - played > 0.1:
-                        played = now  # a new run
-                    late.append((now - played) * 1000)
-                    start_at = max(played, now)
-                    times.append(start_at)  # when it plays: runs are contiguous
-                    played = start_at + FRAME
-                elif event == "mark":
-                    echo = {"event": "mark", "streamSid": sid, "mark": msg["mark"]}
-                    marks.append((max(played, now), json.dumps(echo)))
-                elif event == "clear":  # the buffer is dropped: its marks echo now
-                    played = now
-                    pending = [m for _, m in marks]
-                    marks.clear()
-                    marks.extend((now, m) for m in pending)
+    def _frame(self) -> None:
+        self.ws.send_text((self.prefix + self.turn[self.sent % len(self.turn)] + '"}}').encode())
+        now = self.loop.time()
+        while self.marks and self.marks[0][0] <= now:  # the carrier echoes what has played
+            self.ws.send_text(self.marks.popleft()[1].encode())
 
-        reader = asyncio.create_task(receive())
-        start = loop.time()
-        sent = 0
-        prefix = (
-            f'{{"event": "media", "streamSid": "{sid}", "media": {{"track": "inbound", "payload": "'
-        )
-        while loop.time() - start < seconds:
-            await ws.send(prefix + turn[sent % len(turn)] + '"}}')
-            sent += 1
-            now = loop.time()
-            while marks and marks[0][0] <= now:  # the carrier echoes what has played
-                await ws.send(marks.popleft()[1])
-            await asyncio.sleep(max(0.0, start + sent * FRAME - loop.time()))
-        await ws.send(json.dumps({"event": "stop", "streamSid": sid}))
-        await ws.close()
-        await asyncio.gather(reader, return_exceptions=True)
-    return _tally(times, sent, start)
+    def _closing(self) -> None:
+        self.ws.send_text(json.dumps({"event": "stop", "streamSid": self.sid}).encode())
+
+    def _message(self, frame: Frame, now: float) -> None:
+        msg = json.loads(bytes(frame.data))
+        event = msg.get("event")
+        if event == "media":
+            if now - self.played > 0.1:
+                self.played = now  # a new run
+            self.late.append((now - self.played) * 1000)
+            start_at = max(self.played, now)
+            self.times.append(start_at)  # when it plays: runs are contiguous
+            self.played = start_at + FRAME
+        elif event == "mark":
+            echo = {"event": "mark", "streamSid": self.sid, "mark": msg["mark"]}
+            self.marks.append((max(self.played, now), json.dumps(echo)))
+        elif event == "clear":  # the buffer is dropped: its marks echo now
+            self.played = now
+            pending = [m for _, m in self.marks]
+            self.marks.clear()
+            self.marks.extend((now, m) for m in pending)
+
+
+async def phone_client(
+    host: str, seconds: float, late: list[float], offset: float
+) -> dict[str, int]:
+    """One phone call on ``/twilio/media`` for ``seconds`` (:class:`_PhoneCall`)."""
+    return await _run_call(_PhoneCall(host, seconds, late), host, offset)
 
 
 async def run(n: int, seconds: float, *, bunched: bool = False) -> dict[str, Any]:

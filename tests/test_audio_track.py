@@ -483,3 +483,47 @@ async def test_pause_with_fill_silence_gives_silence_and_interrupt_unpauses() ->
     assert not track.paused
     await track.aclose()
     await reader.task
+
+
+async def test_the_events_follow_the_queue_through_writes_takes_and_pauses() -> None:
+    """Writes and takes update the events for what they can change; each step is checked
+    against the full rule (readable: a frame ready; writable: room; empty: nothing queued)."""
+    clock = VirtualClock()
+    track = OutputTrack(RATE, clock=clock, max_buffered=0.1)
+    rng = np.random.default_rng(7)
+
+    def check() -> None:
+        q = track.buffered * RATE * 2
+        ready = not track.paused and (q >= 2 * FRAME or (q > 0 and track._draining > 0))
+        assert track._readable.is_set() == ready
+        assert track._writable.is_set() == (q < 0.1 * RATE * 2)
+        assert track._empty.is_set() == (q == 0)
+
+    sizes = [FRAME // 4, FRAME // 2, FRAME, 3 * FRAME // 2, 2 * FRAME]
+    drain: asyncio.Task[bool] | None = None
+    for step in range(400):
+        action = rng.integers(0, 6)
+        if action <= 1 and track.buffered < 0.1:
+            await track.write(ramp(step, sizes[rng.integers(0, len(sizes))]))
+        elif action == 2:
+            await clock.advance(0.02)
+            track.poll_each(lambda data, generation: None)
+        elif action == 3:
+            track.pause() if not track.paused else track.resume()
+        elif action == 4 and drain is None and track.buffered > 0:
+            drain = asyncio.create_task(track.wait_drained())
+            await asyncio.sleep(0)  # the tail is padded out while it waits
+        elif action == 5 and step % 7 == 0:
+            track.interrupt()
+        if drain is not None and drain.done():
+            drain.result()  # True, or False if audio came in before it looked again
+            drain = None
+        check()
+    if drain is not None:
+        track.resume()
+        await clock.advance(1.0)
+        track.poll_each(lambda data, generation: None)
+        await clock.advance(1.0)
+        track.poll_each(lambda data, generation: None)
+        await asyncio.wait_for(drain, 1)
+    await track.aclose()

@@ -175,6 +175,61 @@ async def test_poll_and_notify_pace_like_read() -> None:
         track.poll()
 
 
+async def test_poll_each_gives_the_frames_poll_would_with_one_clock_read() -> None:
+    clock = VirtualClock(5.0)
+    track = OutputTrack(16000, clock=clock)
+    reads = 0
+    now = clock.now
+
+    def counted() -> float:
+        nonlocal reads
+        reads += 1
+        return now()
+
+    clock.now = counted  # type: ignore[method-assign]
+    for i in range(6):
+        await track.write(AudioFrame(bytes([i, 0]) * 320, 16000, generation=i // 3))
+    got: list[tuple[bytes, int]] = []
+
+    def take(data: bytes, generation: int) -> None:
+        got.append((data[:2], generation))
+
+    track.poll_each(take)  # the first frame only: the rest are not due yet
+    assert got == [(b"\x00\x00", 0)] and reads == 1
+    await clock.advance(0.045)  # two more are due: given at once, in order
+    track.poll_each(take)
+    assert got[1:] == [(b"\x01\x00", 0), (b"\x02\x00", 0)] and reads == 2
+    woken: list[float] = []
+    track.notify(lambda: woken.append(now()))  # at the fourth frame's release time
+    await asyncio.sleep(0)  # its timer task starts
+    await clock.advance(0.02)
+    assert woken == pytest.approx([5.06])
+    track.interrupt(2)  # nothing of what was queued is given after an interruption
+    track.poll_each(take)
+    assert len(got) == 3 and track.buffered == 0
+    # with a mixer, the mixed frames' bytes
+    track.mixer = lambda frame, voiced: AudioFrame(b"\x07\x00" * 320, 16000, generation=9)
+    await track.write(AudioFrame(b"\x03\x00" * 320, 16000, generation=2))
+    await clock.advance(0.02)
+    track.poll_each(take)
+    assert got[3:] == [(b"\x07\x00", 9)]
+    # an interruption from within take: no more of the queued audio is given
+    track.mixer = None
+    for _ in range(3):
+        await track.write(AudioFrame(b"\x04\x00" * 320, 16000, generation=2))
+    await clock.advance(1.0)  # all three are due
+
+    def barge_in(data: bytes, generation: int) -> None:
+        take(data, generation)
+        track.interrupt(3)
+
+    track.poll_each(barge_in)
+    assert got[4:] == [(b"\x04\x00", 2)] and track.buffered == 0
+    await track.aclose()
+    with pytest.raises(StreamClosedError):
+        track.poll_each(take)
+
+
 async def test_interrupt_between_polls_drops_the_queued_audio_at_once() -> None:
     clock = VirtualClock()
     track = OutputTrack(16000, clock=clock)

@@ -179,8 +179,14 @@ def test_every_realtime_plugin_takes_max_output_backlog(plugin: str) -> None:
     assert make().max_output_backlog == 120.0
     assert make(max_output_backlog=7.5).max_output_backlog == 7.5
     for bad in (0.0, -1.0):
-        with pytest.raises(ConfigError, match=r"max_output_backlog must be > 0 seconds"):
+        with pytest.raises(
+            ConfigError, match=rf"^max_output_backlog must be > 0 seconds, got {bad}$"
+        ):
             make(max_output_backlog=bad)
+        with pytest.raises(
+            ConfigError, match=rf"^max_input_backlog must be > 0 seconds, got {bad}$"
+        ):
+            make(max_input_backlog=bad)
 
 
 async def test_a_consumer_that_falls_behind_fails_the_session_from_the_handler() -> None:

@@ -9,6 +9,7 @@ and a call through the real server, which must use the path both ways.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +18,15 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
+from websockets.exceptions import ProtocolError
+from websockets.extensions.base import Extension
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import ExtensionName
 from websockets.uri import parse_uri
 
+from antiphon.audio.frame import AudioFrame
 from antiphon.server.app import create_app
 from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
 from antiphon.testing.agent import doubles_agent, silence, speech
@@ -192,6 +199,60 @@ async def test_send_now_writes_a_message_only_while_the_socket_can_take_it() -> 
     assert direct.receiver is None  # released with the connection
 
 
+async def test_send_now_writes_the_bytes_websockets_would() -> None:
+    app = App()
+    wire = await _accepted(app)
+    direct = app.direct
+    assert direct is not None
+    reference = ServerProtocol()  # websockets' own framing of the same messages
+    reference.state = State.OPEN
+    messages: list[bytes | str] = [b"", b"\x01", b"a" * 125, b"b" * 126, b"c" * 640]
+    messages += [b"d" * 65535, b"e" * 65536, b"f" * 70000, "", "h\u00e9llo", "x" * 300]
+    for message in messages:
+        assert direct.send_now(message)
+        if isinstance(message, bytes):
+            reference.send_binary(message)
+        else:
+            reference.send_text(message.encode())
+        assert bytes(wire.transport.written) == b"".join(reference.data_to_send())
+        assert wire.received() == [message]
+    assert direct.sent_now == len(messages)
+    await wire.hang_up(app)
+
+
+async def test_send_now_lets_websockets_frame_with_an_extension_or_a_fragment_open() -> None:
+    app = App()
+    wire = await _accepted(app)
+    direct = app.direct
+    assert direct is not None
+    conn = wire.protocol.conn
+    conn.expect_continuation_frame = True  # websockets refuses a new message now
+    with pytest.raises(ProtocolError):
+        direct.send_now(b"x")
+    assert not wire.transport.written
+    conn.expect_continuation_frame = False
+    conn.state = State.CLOSING  # the peer's close frame came in
+    assert not direct.send_now(b"x") and not wire.transport.written
+    conn.state = State.OPEN
+    conn.extensions = [_Reverse()]  # an extension encodes every frame: websockets frames it
+    assert direct.send_now(b"abc")
+    assert wire.received() == [b"cba"]
+    conn.extensions = []
+    await wire.hang_up(app)
+
+
+class _Reverse(Extension):
+    """An extension that reverses every frame's payload."""
+
+    name = ExtensionName("x-reverse")
+
+    def encode(self, frame: Frame) -> Frame:
+        return dataclasses.replace(frame, data=bytes(frame.data)[::-1])
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return frame
+
+
 # -- the bridge, on an in-memory socket with a direct path
 
 
@@ -260,6 +321,58 @@ async def test_a_call_on_the_direct_path_is_answered_and_sends_in_order() -> Non
     for service in services:
         await service.aclose()  # type: ignore[attr-defined]
     await leaks.assert_clean(settle=1.0)
+
+
+class Tape:
+    """A recorder double: the agent's frames it was given."""
+
+    path = "tape.wav"
+
+    def __init__(self) -> None:
+        self.agent_frames: list[AudioFrame] = []
+
+    def user(self, frame: AudioFrame) -> None:
+        pass
+
+    def agent(self, frame: AudioFrame) -> None:
+        self.agent_frames.append(frame)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.virtual_time
+async def test_agent_audio_is_counted_and_recorded_as_sent_the_direct_way_or_queued() -> None:
+    s, services = session()
+    ws = DirectSocket()
+    tape = Tape()
+    bridge = WebSocketBridge(s, ws, recorder=tape)  # type: ignore[arg-type]
+    await s.start()
+    run = asyncio.create_task(bridge.run())
+    await _until_reading(ws)
+    output = s.output
+    samples = round(output.sample_rate * 0.02)
+    for _ in range(5):
+        await output.write(AudioFrame(b"\x01\x00" * samples, output.sample_rate))
+    await until(lambda: bridge.frames_sent == 5, timeout=10)
+    assert ws.direct.sent_now == 6  # "ready", then every frame as it was due
+    ws.direct.paused = True  # the transport's buffer is full
+    ws.gate.clear()  # and the queued send waits for it
+    for _ in range(3):
+        await output.write(AudioFrame(b"\x02\x00" * samples, output.sample_rate))
+    await until(lambda: bridge._sending and output.buffered == 0, timeout=10)
+    assert bridge.frames_sent == 5 and len(tape.agent_frames) == 5  # queued: not yet sent
+    ws.direct.paused = False  # the frames queued behind the held one stay behind it
+    ws.gate.set()
+    await until(lambda: bridge.frames_sent == 8, timeout=10)
+    audio = [m for m in ws.sent if isinstance(m, bytes)]
+    assert [m[:2] for m in audio] == [b"\x01\x00"] * 5 + [b"\x02\x00"] * 3
+    assert [f.data for f in tape.agent_frames] == audio
+    assert ws.direct.sent_now == 6
+    ws.inbox.put_nowait(None)
+    assert await asyncio.wait_for(run, 20) == 1000
+    for service in services:
+        await service.aclose()  # type: ignore[attr-defined]
 
 
 @pytest.mark.virtual_time

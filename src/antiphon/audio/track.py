@@ -7,10 +7,16 @@ which drops everything queued at once; the next frame the consumer gets is new a
 
 The track owns no task: pacing happens in the reader, backpressure in the writer. A
 reader that is not a task (a transport's send path, see
-:class:`~antiphon.transports.base.CallBridge`) uses :meth:`OutputTrack.poll` and
+:class:`~antiphon.transports.base.CallBridge`) uses :meth:`OutputTrack.poll` (or
+:meth:`OutputTrack.poll_each`, the bytes of every frame due) and
 :meth:`OutputTrack.notify` instead: a frame is taken in a loop callback at its release
 time, so it crosses no task between the producer and the sender. Only on a clock other
 than the loop's (virtual time in tests) does ``notify`` need a small timer task.
+
+That callback runs for every 20 ms frame of every call, so its path is lean: one clock
+read per callback (on the loop ``notify`` last ran in: ``asyncio.get_running_loop`` costs
+a ``getpid()`` system call), no frame object for a reader that sends bytes, and a take
+updates only the events a shrinking queue can change.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class OutputTrack:
         #: give (background audio: :mod:`antiphon.agent.sounds`); it must be quick.
         self.mixer: Callable[[AudioFrame, bool], AudioFrame] | None = None
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._loop_clock = type(self._clock) is MonotonicClock  # timers on the loop itself
         self._bytes_per_second = sample_rate * channels * BYTES_PER_SAMPLE
         self._frame_bytes = frame_samples * channels * BYTES_PER_SAMPLE
         #: Exact length of a frame in seconds (``frame_duration`` rounded to whole samples).
@@ -113,6 +120,8 @@ class OutputTrack:
         self._poll_due: float | None = None
         self._waker: Callable[[], None] | None = None
         self._wake_timer: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        # the loop notify last ran in (asyncio.get_running_loop is a getpid() call)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -204,8 +213,18 @@ class OutputTrack:
                 self.dropped_stale += 1
                 return
         self._chunks.append((frame.data, frame.generation))
-        self._queued += len(frame.data)
-        self._update()
+        before = self._queued
+        queued = self._queued = before + len(frame.data)
+        if self._waker is not None or self._paused:
+            self._update()
+        else:  # _update, for a queue that only grew (open: a write to a closed one raised)
+            fb, draining = self._frame_bytes, self._draining
+            if (queued >= fb or draining) and not (before >= fb or (before and draining)):
+                self._readable.set()  # a frame is ready now
+            if queued >= self._max_bytes:
+                self._writable.clear()
+            if not before:
+                self._empty.clear()
 
     def interrupt(self, generation: int | None = None) -> float:
         """Drop all queued audio at once; return how many seconds were dropped.
@@ -230,15 +249,29 @@ class OutputTrack:
 
     def _take_frame(self) -> AudioFrame:
         """Pop one frame of queued audio, padding a short tail with silence."""
+        data, gen = self._take()
+        # whole samples: every chunk is a frame's data, every cut a whole number of them
+        return AudioFrame.trusted(data, self.sample_rate, self.channels, gen)
+
+    def _take(self) -> tuple[bytes, int]:
+        """:meth:`_take_frame`'s data and generation (called only while a frame is ready).
+
+        The events are updated for what a take can change (the queue only shrinks): a
+        frame no longer ready, room again, empty. With a callback waiting for audio,
+        :meth:`_update` does it all.
+        """
         need = self._frame_bytes
         data, gen = self._chunks[0]
-        if len(data) - self._head >= need:
-            out = data[self._head : self._head + need]
-            self._head += need
-            need = 0
-            if self._head == len(data):
+        head = self._head
+        end = head + need
+        if len(data) >= end:
+            out = data[head:end]
+            if end == len(data):
                 self._chunks.popleft()
                 self._head = 0
+            else:
+                self._head = end
+            taken = need
         else:
             parts: list[bytes] = []
             while need and self._chunks:
@@ -253,12 +286,20 @@ class OutputTrack:
             if need:
                 parts.append(self._silence[:need])
             out = b"".join(parts)
-        taken = self._frame_bytes - need
-        self._queued -= taken
+            taken = self._frame_bytes - need
+        queued = self._queued - taken
+        self._queued = queued
         self._played += taken
-        self._update()
-        # whole samples: every chunk is a frame's data, every cut a whole number of them
-        return AudioFrame.trusted(out, self.sample_rate, self.channels, gen)
+        if self._waker is not None:
+            self._update()
+        else:  # _update, for a queue that only shrank (it was readable, not empty)
+            if not (queued >= self._frame_bytes or (queued and self._draining)):
+                self._readable.clear()
+            if queued + taken >= self._max_bytes > queued:
+                self._writable.set()
+            if not queued:
+                self._empty.set()
+        return out, gen
 
     async def read(self) -> AudioFrame:
         """Return the next frame at its release time.
@@ -300,42 +341,85 @@ class OutputTrack:
         The same pacing as :meth:`read` (and the :attr:`mixer`), without waiting: for a
         reader that is a loop callback. Raises :class:`StreamClosedError` once closed.
         """
+        if self.fill_silence:
+            got = self._poll_filled()
+            if got is None:
+                return None
+            frame, voiced = got
+        else:
+            if self._closed:
+                raise StreamClosedError("OutputTrack is closed")
+            pcm = self._poll_paced(self._clock.now())
+            if pcm is None:
+                return None
+            frame = AudioFrame.trusted(pcm[0], self.sample_rate, self.channels, pcm[1])
+            voiced = True
+        mixer = self.mixer
+        return frame if mixer is None else mixer(frame, voiced)
+
+    def poll_each(self, take: Callable[[bytes, int], None]) -> None:
+        """Call ``take(data, generation)`` for every frame due now, as :meth:`poll` until
+        it gives ``None`` would, with one read of the clock (then :meth:`notify`).
+
+        For a reader that sends the bytes: without a :attr:`mixer`, no frame object is
+        made. Raises :class:`StreamClosedError` once closed (also if ``take`` closes it).
+        """
+        if self.fill_silence or self.mixer is not None:
+            while (frame := self.poll()) is not None:
+                take(frame.data, frame.generation)
+            return
+        if self._closed:
+            raise StreamClosedError("OutputTrack is closed")
+        loop = self._loop
+        if self._loop_clock and loop is not None and loop.is_running():
+            now = loop.time()  # what the clock reads, without looking the loop up
+        else:
+            now = self._clock.now()
+        while (pcm := self._poll_paced(now)) is not None:
+            take(pcm[0], pcm[1])
+            if self._closed:
+                raise StreamClosedError("OutputTrack is closed")
+
+    def _poll_paced(self, now: float) -> tuple[bytes, int] | None:
+        """:meth:`poll` without silence filling, as of ``now`` (the track is open)."""
+        queued = self._queued
+        if self._paused or not (queued >= self._frame_bytes or (queued and self._draining)):
+            self._poll_waited = True
+            self._poll_due = None
+            return None
+        start = self._start
+        step = self.frame_duration
+        if start is None or (self._poll_waited and now > start + self._index * step):
+            self._start = start = now
+            self._index = 0
+        self._poll_waited = False
+        index = self._index
+        due = start + index * step
+        if now < due:
+            self._poll_due = due
+            return None
+        self._index = index = index + 1
+        self._poll_due = start + index * step
+        return self._take()
+
+    def _poll_filled(self) -> tuple[AudioFrame, bool] | None:
         if self._closed:
             raise StreamClosedError("OutputTrack is closed")
         now = self._clock.now()
-        if self.fill_silence:
-            if self._start is None:
-                self._start, self._index = now, 0
-            due = self._due()
-            if now < due:
-                self._poll_due = due
-                return None
-            self._index += 1
-            self._poll_due = self._due()
-            if self._frame_ready():
-                frame, voiced = self._take_frame(), True
-            else:
-                frame = AudioFrame.trusted(
-                    self._silence, self.sample_rate, self.channels, self._generation
-                )
-                voiced = False
-        else:
-            if not self._frame_ready():
-                self._poll_waited = True
-                self._poll_due = None
-                return None
-            if self._start is None or (self._poll_waited and now > self._due()):
-                self._start, self._index = now, 0
-            self._poll_waited = False
-            due = self._due()
-            if now < due:
-                self._poll_due = due
-                return None
-            self._index += 1
-            self._poll_due = self._due()
-            frame, voiced = self._take_frame(), True
-        mixer = self.mixer
-        return frame if mixer is None else mixer(frame, voiced)
+        if self._start is None:
+            self._start, self._index = now, 0
+        due = self._due()
+        if now < due:
+            self._poll_due = due
+            return None
+        self._index += 1
+        self._poll_due = self._due()
+        if self._frame_ready():
+            return self._take_frame(), True
+        silence = AudioFrame.trusted(
+            self._silence, self.sample_rate, self.channels, self._generation
+        )
+        return silence, False
 
     def notify(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, from the loop, when :meth:`poll` may give a frame.
@@ -344,14 +428,17 @@ class OutputTrack:
         :meth:`poll`), else the moment audio arrives (or the track is resumed or closed).
         One callback at a time: a new one replaces the previous.
         """
-        self.cancel_notify()
-        loop = asyncio.get_running_loop()
+        if self._waker is not None or self._wake_timer is not None:
+            self.cancel_notify()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         if self._closed:
             loop.call_soon(callback)
         elif self._poll_due is not None and (self.fill_silence or self._frame_ready()):
             when = self._poll_due
             self._waker = callback
-            if type(self._clock) is MonotonicClock:
+            if self._loop_clock:
                 self._wake_timer = loop.call_at(when, self._woken)
             else:
                 self._wake_timer = loop.create_task(self._wake_at(when))
@@ -399,7 +486,7 @@ class OutputTrack:
         wake: asyncio.Future[None] = loop.create_future()
         self._pacing = wake
         try:
-            if type(self._clock) is MonotonicClock:
+            if self._loop_clock:
                 # the common case, without a task: a timer on the loop resolves ``wake``
                 handle = loop.call_at(when, _resolve, wake)
                 try:

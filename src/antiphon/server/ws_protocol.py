@@ -42,13 +42,14 @@ parses otherwise, the check fails and every frame takes the parser's path.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
-from websockets.protocol import Protocol
+from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
 
 try:  # websockets' own C unmasking, as its parser uses
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 DIRECT = "antiphon.direct"
 """The ASGI scope extension that holds a connection's :class:`DirectPath`."""
 
+_HEAD16 = struct.Struct("!BBH").pack  # a frame's header with a 16-bit payload length
 _PARSE = Protocol.parse.__code__
 _AT_EOF = StreamReader.at_eof.__code__
 
@@ -103,6 +105,12 @@ class DirectPath:
 
         False: nothing was written (the transport is paused, or the socket closing);
         send it through ASGI's ``send``.
+
+        A server's frame without an extension is its payload behind a 2- or 4-byte
+        header, unmasked: built here and written with one ``transport.write``, the same
+        bytes websockets' ``send_binary``/``send_text`` and ``data_to_send`` make (it keeps
+        no state for a data frame sent). With an extension (permessage-deflate), a frame
+        in progress, debug logging or output not yet taken, websockets frames it.
         """
         p = self._protocol
         if (
@@ -115,11 +123,35 @@ class DirectPath:
             or p.transport.is_closing()
         ):
             return False
+        conn = p.conn
+        if isinstance(data, bytes):
+            payload, head = data, 0x82  # FIN, binary
+        else:
+            payload, head = data.encode(), 0x81  # FIN, text
+        n = len(payload)
+        if (
+            conn.state is not OPEN
+            or conn.extensions
+            or conn.expect_continuation_frame
+            or conn.debug
+            or conn.writes
+            or n >= 65536
+        ):
+            return self._send_framed(p, payload, head == 0x82)
+        if n < 126:
+            p.transport.write(bytes((head, n)) + payload)
+        else:
+            p.transport.write(_HEAD16(head, 126, n) + payload)
+        self.sent_now += 1
+        return True
+
+    def _send_framed(self, p: CallWebSocketProtocol, payload: bytes, binary: bool) -> bool:
+        """:meth:`send_now` through websockets' framing (extensions, large messages)."""
         try:
-            if isinstance(data, bytes):
-                p.conn.send_binary(data)
+            if binary:
+                p.conn.send_binary(payload)
             else:
-                p.conn.send_text(data.encode())
+                p.conn.send_text(payload)
         except InvalidState:
             return False
         p.transport.write(b"".join(p.conn.data_to_send()))

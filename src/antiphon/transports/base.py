@@ -3,7 +3,7 @@
 One call connects one agent session to one socket with two owned tasks: a reader (the
 peer's messages, in order) and a sender (everything the peer gets, in order, from one
 queue). The session's paced output is moved into that queue by a loop callback, not a
-task (:meth:`~antiphon.audio.OutputTrack.poll`/``notify``: a timer at each frame's
+task (:meth:`~antiphon.audio.OutputTrack.poll_each`/``notify``: a timer at each frame's
 release time), so an agent frame crosses one task hop from its producer to the socket;
 the callback keeps pulling at the pace of the audio while a send is stuck, so the queue's
 audio policies below hold. (A subclass that overrides :meth:`CallBridge._pump_audio`
@@ -380,12 +380,11 @@ class CallBridge(ABC, Generic[M]):
             return
         output = self.session.output
         try:
-            while (frame := output.poll()) is not None:
-                self._in_audio_out = True
-                try:
-                    self._audio_out(frame.data, frame.generation)
-                finally:
-                    self._in_audio_out = False
+            self._in_audio_out = True
+            try:
+                output.poll_each(self._audio_out)
+            finally:
+                self._in_audio_out = False
         except StreamClosedError:
             self._pulling = False  # the call ends by the reader or end()
             return

@@ -191,6 +191,20 @@ class WebSocketBridge(CallBridge[bytes | str]):
             self._queue(json.dumps(message))
 
     def _audio_out(self, pcm: bytes, generation: int) -> None:
+        # what _queue and _send_now do for a frame with nothing before it, written out
+        # (every frame of a call whose peer keeps up): straight to the socket
+        direct, out = self._direct, self._out
+        if (
+            direct is not None
+            and not self._sending
+            and not out.qsize()
+            and not out.closed
+            and direct.send_now(pcm)
+        ):
+            self.frames_sent += 1
+            if self.recorder is not None:
+                self._record_sent(pcm)
+            return
         self._queue(pcm)
 
     async def _send_one(self, item: bytes | str) -> None:
@@ -210,8 +224,12 @@ class WebSocketBridge(CallBridge[bytes | str]):
 
     def _sent_audio(self, pcm: bytes) -> None:
         self.frames_sent += 1
-        if self.recorder is not None:  # what the caller got, not what was queued
-            self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
+        if self.recorder is not None:
+            self._record_sent(pcm)
+
+    def _record_sent(self, pcm: bytes) -> None:
+        assert self.recorder is not None  # what the caller got, not what was queued
+        self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
 
     takes_direct = True  # the audio; commands stay the reader's
 

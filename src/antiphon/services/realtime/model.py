@@ -122,8 +122,12 @@ class WebSocketRealtimeModel(RealtimeModel):
         super().__init__(**kwargs)
         if max_reconnects < 0:
             raise ConfigError("max_reconnects must be >= 0")
-        if max_input_backlog <= 0 or max_output_backlog <= 0:
-            raise ConfigError("max_input_backlog and max_output_backlog must be > 0 seconds")
+        for name, value in (
+            ("max_input_backlog", max_input_backlog),
+            ("max_output_backlog", max_output_backlog),
+        ):
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
         self.url = url
         self.auth_hint = auth_hint
         self.max_reconnects = max_reconnects
