@@ -190,6 +190,13 @@ class ConnectionGuard:
             self._audio = TokenBucket(lim.max_audio_speed, lim.burst_seconds, now)
         return now
 
+    def _now(self) -> float:
+        """``clock.now()``; on the default clock, once the call began, read directly."""
+        loop_time = self._loop_time
+        if loop_time is not None and type(self.clock) is MonotonicClock:
+            return loop_time()
+        return self.clock.now()
+
     # -- WebSocketLike
     async def receive(self) -> bytes | str | None:
         """The next message within the limits; raises :class:`CallEnded` otherwise."""
@@ -204,7 +211,7 @@ class ConnectionGuard:
             if self.expired is not None:
                 raise self.expired
             return None
-        self._check(message, self.clock.now())
+        self._check(message, self._now())
         return message
 
     def admit(self, message: bytes | str) -> None:
@@ -214,11 +221,7 @@ class ConnectionGuard:
             raise self.expired
         if self._started is None:
             self._begin()
-        clock, loop_time = self.clock, self._loop_time
-        if loop_time is not None and type(clock) is MonotonicClock:
-            self._check(message, loop_time())  # what clock.now() would read
-        else:
-            self._check(message, clock.now())
+        self._check(message, self._now())
 
     def _check(self, message: bytes | str, now: float) -> None:
         self._last = now
