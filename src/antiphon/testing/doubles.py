@@ -298,7 +298,10 @@ class _ScriptedChat(ChatStream):
                     raise ProviderError(
                         "injected LLM failure", provider=llm.provider, stage="stream"
                     )
-                await _pause(llm.clock, llm.token_delay)
+                if llm.token_delay > 0:
+                    await _pause(llm.clock, llm.token_delay)
+                else:  # _pause's yield, without its coroutine (once per token)
+                    await asyncio.sleep(0)
                 self._text(word if i == 0 else " " + word)
             self._finish_reason("stop")
             return
@@ -384,7 +387,10 @@ class _ToneStream(SynthesisStream):
         for i, start in enumerate(range(0, len(pcm), step)):
             if i == 1 and tts.fail_on is not None and tts.fail_on in text:
                 raise ProviderError("injected TTS failure", provider=tts.provider, stage="stream")
-            await _pause(tts.clock, tts.chunk_delay)
+            if tts.chunk_delay > 0:
+                await _pause(tts.clock, tts.chunk_delay)
+            else:  # _pause's yield, without its coroutine (once per chunk)
+                await asyncio.sleep(0)
             if words:
                 end = (start + step) / 2 / rate
                 due = tuple(w for w in words if w.start < end)
