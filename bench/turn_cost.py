@@ -33,6 +33,7 @@ from typing import Any
 
 from antiphon.agent.events import AgentEvent, Interrupted, TurnCompleted
 from antiphon.agent.session import AgentSession
+from antiphon.audio.frame import AudioFrame
 from antiphon.errors import StreamClosedError
 from antiphon.testing.agent import doubles_agent, silence, speech
 from antiphon.testing.vloop import VirtualTimeLoop
@@ -41,9 +42,12 @@ from server_load import CYCLE, FRAME, REPLY, SILENCE, SPEECH
 
 
 class _Caller:
-    """One call without a socket: frames in from a timer, output pulled, events as JSON."""
+    """One call without a socket: a frame in and the output polled at each 20 ms tick of
+    a loop timer; every event through the bridge's JSON."""
 
-    def __init__(self, session: AgentSession, turn: list[Any], offset: int, kinds: Counter[str]):
+    def __init__(
+        self, session: AgentSession, turn: list[AudioFrame], offset: int, kinds: Counter[str]
+    ) -> None:
         self.session, self.turn, self.k = session, turn, offset
         self.loop = asyncio.get_running_loop()
         self.kinds = kinds
