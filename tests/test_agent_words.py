@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from antiphon.agent import (
     AgentOptions,
@@ -67,6 +69,47 @@ def test_words_without_timings_are_estimated_by_characters() -> None:
     assert words == [W("ab", 1.0, 1.4), W("cd", 1.6, 2.0)]
     words, estimated = timed().words(1)
     assert not estimated and words[0] == W("This", 1.0, 1.2)
+
+
+# a sentence has text (the segmenter gives no empty one)
+_TEXTS = st.lists(
+    st.sampled_from(["a", "bb", "ccc.", "Hello,", " ", "x  y"]), min_size=1, max_size=6
+)
+_SENTENCE = st.tuples(
+    _TEXTS.map(" ".join).filter(str.strip),
+    st.floats(min_value=0, max_value=3),  # audio written of it
+    st.booleans(),  # complete
+    st.none() | st.lists(st.floats(min_value=0, max_value=3), max_size=6),  # timings
+)
+
+
+@given(
+    st.lists(_SENTENCE, min_size=1, max_size=4),
+    st.integers(min_value=0, max_value=7),
+    st.data(),
+)
+def test_what_word_sync_reads_of_a_sentence_is_its_words_filtered(
+    sentences: list[tuple[str, float, bool, list[float] | None]], first: int, data: st.DataObject
+) -> None:
+    """``Playback._follow`` (a wake-up's read) is ``words()`` from ``first`` on, filtered."""
+    p = Playback()
+    for text, seconds, complete, starts in sentences:
+        timings = None if starts is None else [W("w", t, t + 0.1) for t in sorted(starts)]
+        p.begin(text, p.written, timings)
+        p.written += seconds
+        p.grow(p.written)
+        if complete:
+            p.finish()
+    starts = [w.start for i in range(len(p.segments)) for w in p.words(i)[0]]
+    # a position anywhere, or exactly where a word starts
+    played = data.draw(st.floats(min_value=-1, max_value=12) | st.sampled_from([0.0, *starts]))
+    for index in range(len(p.segments)):
+        words, estimated = p.words(index)
+        first_ = min(first, len(words))
+        due = [w for w in words[first_:] if w.start <= played] if played > 0 else []
+        after = first_ + len(due)
+        upcoming = words[after].start if after < len(words) else None
+        assert p._follow(index, first_, played) == (due, estimated, upcoming)
 
 
 async def test_word_sync_follows_the_playout_position_not_the_clock() -> None:

@@ -14,6 +14,12 @@ Two kinds of listener:
   (the hub keeps subscriptions weakly).
 
 :meth:`EventHub.close` ends every subscription (each drains what was queued, then stops).
+
+How it is built: :meth:`EventHub.emit` runs for every event of every call, so the
+listeners and the subscriptions are tuples, replaced (copy on write) when one joins or
+leaves, never copied per event; a subscription is held by a weak reference whose callback
+takes it out of the tuple when it is collected (that callback holds the hub weakly too:
+no cycle).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class Subscription(AsyncIterator[AgentEvent]):
 
     def __init__(self, hub: EventHub, max_queued: int) -> None:
         self._hub = hub
+        self._ref: weakref.ref[Subscription] | None = None  # its entry in the hub
         self._queue: Channel[AgentEvent] = Channel(
             max_queued, Overflow.FAIL, name="events() subscription"
         )
@@ -78,7 +85,7 @@ class Subscription(AsyncIterator[AgentEvent]):
 
     async def aclose(self) -> None:
         """Stop receiving events (what was queued is dropped)."""
-        self._hub._subscribers.discard(self)
+        self._hub._drop(self._ref)
         self._queue.clear()
         self._queue.close()
 
@@ -93,9 +100,19 @@ class EventHub:
         if max_queued < 1:
             raise ValueError("max_queued must be >= 1")
         self.max_queued = max_queued
-        self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self._listeners: list[Callable[[AgentEvent], None]] = []
+        # copied on write (emit iterates them as they are): weak references to the
+        # subscriptions, and the listeners
+        self._subscribers: tuple[weakref.ref[Subscription], ...] = ()
+        self._listeners: tuple[Callable[[AgentEvent], None], ...] = ()
         self._closed = False
+        hub = weakref.ref(self)  # the callback must not hold the hub: a cycle
+
+        def forget(ref: weakref.ref[Subscription]) -> None:
+            live = hub()
+            if live is not None:
+                live._drop(ref)
+
+        self._forget = forget
 
     @property
     def closed(self) -> bool:
@@ -108,11 +125,13 @@ class EventHub:
         any audio of the next turn); ``fn`` must not block and should not raise (what it
         raises is logged).
         """
-        self._listeners.append(fn)
+        self._listeners = (*self._listeners, fn)
 
         def remove() -> None:
+            listeners = list(self._listeners)
             with contextlib.suppress(ValueError):
-                self._listeners.remove(fn)
+                listeners.remove(fn)
+                self._listeners = tuple(listeners)
 
         return remove
 
@@ -123,26 +142,36 @@ class EventHub:
         if self._closed:
             sub._end()
         else:
-            self._subscribers.add(sub)
+            sub._ref = weakref.ref(sub, self._forget)
+            self._subscribers = (*self._subscribers, sub._ref)
         return sub
+
+    def _drop(self, ref: weakref.ref[Subscription] | None) -> None:
+        """Forget a subscription (by its reference: also the callback when it is collected)."""
+        kept = tuple(r for r in self._subscribers if r is not ref)
+        if len(kept) < len(self._subscribers):
+            self._subscribers = kept
 
     def emit(self, event: AgentEvent) -> None:
         """Deliver ``event`` to every listener and subscription (nothing once closed)."""
         if self._closed:
             return
-        for fn in list(self._listeners):
+        for fn in self._listeners:
             try:
                 fn(event)
             except Exception:
                 log.exception("an agent event listener failed")
-        for sub in list(self._subscribers):
-            if not sub._put(event):
-                self._subscribers.discard(sub)
+        for ref in self._subscribers:
+            sub = ref()
+            if sub is None or not sub._put(event):
+                self._drop(ref)
 
     def close(self) -> None:
         """End every subscription (each drains what it has, then stops); idempotent."""
         self._closed = True
-        for sub in list(self._subscribers):
-            sub._end()
-        self._subscribers.clear()
-        self._listeners.clear()
+        subscribers, self._subscribers = self._subscribers, ()
+        for ref in subscribers:
+            sub = ref()
+            if sub is not None:
+                sub._end()
+        self._listeners = ()

@@ -61,6 +61,10 @@ class Playback:
     """Seconds of the reply's audio written to the output so far."""
     on_change: Callable[[], None] | None = field(default=None, repr=False)
     """Called when a sentence begins, grows or ends (wakes a :class:`WordSync`)."""
+    _spans: list[list[tuple[str, int, int]] | None] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    """Each sentence's words and where they lie in its text (found once, when first asked)."""
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -139,11 +143,57 @@ class Playback:
             return [w.shifted(s.start) for w in s.words], False
         length = self._length(s)
         n = len(s.text) or 1
+        start = s.start
         out = [
-            WordTiming(m.group(), s.start + length * m.start() / n, s.start + length * m.end() / n)
-            for m in _TOKEN.finditer(s.text)
+            WordTiming(word, start + length * a / n, start + length * b / n)
+            for word, a, b in self._words_of(index)
         ]
         return out, True
+
+    def _words_of(self, index: int) -> list[tuple[str, int, int]]:
+        """Sentence ``index``'s words and their ``[start, end)`` in its text."""
+        spans = self._spans
+        if len(spans) < len(self.segments):
+            spans.extend([None] * (len(self.segments) - len(spans)))
+        found = spans[index]
+        if found is None:
+            text = self.segments[index].text
+            found = spans[index] = [(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+        return found
+
+    def _follow(
+        self, index: int, first: int, played: float
+    ) -> tuple[list[WordTiming], bool, float | None]:
+        """What :meth:`WordSync.catch_up` reads of sentence ``index`` at ``played``: its
+        words from number ``first`` on that have started (none while ``played`` is not
+        positive), in reply time as :meth:`words` gives them; whether they are estimated;
+        and the start of the word after those (None: no more are known yet).
+
+        The same as filtering :meth:`words` from ``first`` on, without building every
+        word of the sentence at each wake-up (a sentence's words came to O(words²)).
+        """
+        s = self.segments[index]
+        start = s.start
+        if s.timed:
+            timed = s.words
+            assert timed is not None
+            due: list[WordTiming] = []
+            if played > 0:
+                due = [w.shifted(start) for w in timed[first:] if start + w.start <= played]
+            after = first + len(due)
+            return due, False, start + timed[after].start if after < len(timed) else None
+        spans = self._words_of(index)
+        length = self._length(s)
+        n = len(s.text) or 1
+        due = []
+        # estimated starts grow with the characters: the words due are a prefix
+        for i in range(first, len(spans)):
+            word, a, b = spans[i]
+            at = start + length * a / n
+            if played <= 0 or at > played:
+                return due, True, at
+            due.append(WordTiming(word, at, start + length * b / n))
+        return due, True, None
 
 
 class WordSync:
@@ -182,16 +232,18 @@ class WordSync:
     def catch_up(self) -> float | None:
         """Emit the words that have started playing; the reply time of the next word
         (None when not known yet)."""
-        played = self._position()
-        segments = self.playback.segments
+        return self._catch_up(self._position())
+
+    def _catch_up(self, played: float) -> float | None:
+        playback = self.playback
+        segments = playback.segments
         while self._segment < len(segments):
-            words, estimated = self.playback.words(self._segment)
-            due = [w for w in words[self._word :] if w.start <= played] if played > 0 else []
+            due, estimated, upcoming = playback._follow(self._segment, self._word, played)
             if due:
                 self._word += len(due)
                 self._emit(AgentWords(tuple(due), played, estimated, self.generation))
-            if self._word < len(words):
-                return words[self._word].start
+            if upcoming is not None:
+                return upcoming
             segment = segments[self._segment]
             if not segment.complete or self._segment + 1 >= len(segments):
                 return None  # more words (or timings) of it may come
@@ -207,7 +259,7 @@ class WordSync:
         try:
             while True:
                 played = self._position()
-                upcoming = self.catch_up()
+                upcoming = self._catch_up(played)
                 if upcoming is not None:
                     await clock.sleep_until(clock.now() + max(self.tick, upcoming - played))
                     continue

@@ -297,13 +297,20 @@ class ReplyRunner:
         self._emit(AgentSpeaking(sentence, reply.generation))
         reply.playback.begin(sentence, reply.playback.written, stream.words)
         sent = self.clock.now()
-        rate = self.output.sample_rate
+        output, playback, generation = self.output, reply.playback, reply.generation
+        rate = output.sample_rate
         converter = AudioConverter(rate, 1) if stream.sample_rate != rate else None
         with tracer.start_as_current_span("antiphon.agent.tts"):
             async for frame in stream:
                 if converter is not None:
                     frame = converter.process(frame)
-                await self._write(reply, frame, sent)
+                if reply.base is None or not frame.samples_per_channel:
+                    await self._write(reply, frame, sent)  # the first audio, or none
+                    continue
+                # _write's common case written out: once per chunk of every reply
+                await output.write(frame.with_generation(generation))
+                playback.written += frame.duration
+                playback.grow(playback.written)
             if converter is not None:
                 await self._write(reply, converter.flush(), sent)
         if stream.error is not None:

@@ -85,7 +85,8 @@ class EnergyVAD(VAD):
 
     def _probability(self, window: npt.NDArray[np.int16]) -> float:
         x = window.astype(np.float32)
-        energy = float(np.dot(x, x)) / (x.size * 32768.0 * 32768.0)
+        # the method, not np.dot: the same product without the function's dispatch
+        energy = float(x.dot(x)) / (x.size * 32768.0 * 32768.0)
         return 1.0 if energy >= self.threshold * self.threshold else 0.0
 
 
@@ -297,7 +298,10 @@ class _ScriptedChat(ChatStream):
                     raise ProviderError(
                         "injected LLM failure", provider=llm.provider, stage="stream"
                     )
-                await _pause(llm.clock, llm.token_delay)
+                if llm.token_delay > 0:
+                    await _pause(llm.clock, llm.token_delay)
+                else:  # _pause's yield, without its coroutine (once per token)
+                    await asyncio.sleep(0)
                 self._text(word if i == 0 else " " + word)
             self._finish_reason("stop")
             return
@@ -375,20 +379,26 @@ class _ToneStream(SynthesisStream):
 
     async def _say(self, text: str) -> None:
         tts = self._tts
-        pcm = tone_for_text(text, tts.sample_rate)
-        step = round(tts.chunk * tts.sample_rate) * 2
+        rate = tts.sample_rate
+        pcm = tone_for_text(text, rate)
+        step = round(tts.chunk * rate) * 2
         offset = self.audio_seconds  # where this segment starts in the stream
         words = list(_tone_words(text)) if tts.word_timings else []
         for i, start in enumerate(range(0, len(pcm), step)):
-            if tts.fail_on is not None and tts.fail_on in text and i == 1:
+            if i == 1 and tts.fail_on is not None and tts.fail_on in text:
                 raise ProviderError("injected TTS failure", provider=tts.provider, stage="stream")
-            await _pause(tts.clock, tts.chunk_delay)
-            end = (start + step) / 2 / tts.sample_rate
-            due = tuple(w for w in words if w.start < end)
-            if due:
-                del words[: len(due)]
-                self._emit_words(due, offset)
-            self._emit(AudioFrame(pcm[start : start + step], tts.sample_rate, 1, self.generation))
+            if tts.chunk_delay > 0:
+                await _pause(tts.clock, tts.chunk_delay)
+            else:  # _pause's yield, without its coroutine (once per chunk)
+                await asyncio.sleep(0)
+            if words:
+                end = (start + step) / 2 / rate
+                due = tuple(w for w in words if w.start < end)
+                if due:
+                    del words[: len(due)]
+                    self._emit_words(due, offset)
+            # whole int16 samples of a tone made here: the unchecked constructor
+            self._emit(AudioFrame.trusted(pcm[start : start + step], rate, 1, self.generation))
         if tts.record:
             tts.spoken.append(text)
 
