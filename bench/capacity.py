@@ -81,13 +81,13 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import cpu_seconds, pct, rss_mb
-from capacity_sides import DOUBLES_AGENT, SIDES, SPEECH_SIDES, Probe, Speech, prepare, started
+from capacity_sides import SIDES, SPEECH_SIDES, Probe, Speech, doubles_agent_file, prepare, started
 from capacity_stages import ENGINE_ERROR, limiting_stage, stage_latencies
 from server_load import CYCLE, FRAME, REPLY_FRAMES
 from verdict import CallTally, judge
 
 HERE = Path(__file__).resolve().parent
-AGENT_FILE = DOUBLES_AGENT  # the doubles' agent file (bench/profile_server.py uses it)
+AGENT_FILE = doubles_agent_file()  # the doubles' agent file (bench/profile_server.py uses it)
 #: frames a call moves per second: 50 from the caller, the reply's share of each turn back
 FRAMES_PER_CALL_SECOND = 1 / FRAME + REPLY_FRAMES / CYCLE
 SATURATED = 0.8  # cores: above this a one-loop server is short of CPU on a loaded machine
@@ -377,6 +377,12 @@ async def main() -> None:
     ap.add_argument("--keep-going", action="store_true", help="run every size")
     ap.add_argument("--calls-per-client-process", type=int, default=40)
     ap.add_argument(
+        "--stt-hears-silence",
+        action="store_true",
+        help="the doubles' STT hears the next line in silence too (for A/B runs against a "
+        "version before ScriptedSTT's voiced_only)",
+    )
+    ap.add_argument(
         "--bunched",
         action="store_true",
         help="doubles sides: every call starts within one second, so their turns coincide "
@@ -391,7 +397,9 @@ async def main() -> None:
     if unknown:
         raise SystemExit(f"unknown sides {sorted(unknown)}; choose from {', '.join(SIDES)}")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = {side: prepare(side, Path(tmp)) for side in sides}
+        prepared = {
+            side: prepare(side, Path(tmp), stt_hears_silence=a.stt_hears_silence) for side in sides
+        }
         sizes = {
             "antiphon": a.sizes,
             "phone": a.phone_sizes,
@@ -436,6 +444,7 @@ async def main() -> None:
         "(offline, cloud), in other subprocesses",
         "criteria": "bench/verdict.py: every turn answered, audio whole, no frame late > 20 ms",
         "doubles_turns": "bunched in one second" if a.bunched else "spread over the cycle",
+        "doubles_stt": "every frame counts" if a.stt_hears_silence else "voiced frames only",
         "seconds_per_size": a.seconds,
         "speech_seconds_per_size": a.speech_seconds,
         "runs": runs,

@@ -12,7 +12,7 @@ how much the machine moved. A version to compare with can be exported with e.g.
 ``git archive <commit> src | tar -x -C /tmp/before`` or a ``git worktree``.
 
     .venv/bin/python bench/capacity_ab.py --against /tmp/before [--side phone] [--calls 120]
-        [--rounds 5] [--bunched]
+        [--rounds 5] [--bunched] [--stt-hears-silence]
 
 Writes ``bench/results/capacity_ab.json``.
 """
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_once(
-    src: Path, side: str, calls: int, seconds: float, *, bunched: bool = False
+    src: Path, side: str, calls: int, seconds: float, *, flags: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """One capacity run of a doubles side at ``calls``, with ``src`` first on the path."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,7 +42,7 @@ def run_once(
         command = [sys.executable, str(HERE / "capacity.py"), "--sides", side]
         command += [f"--{'phone-' if side == 'phone' else ''}sizes", str(calls)]
         command += ["--seconds", str(seconds), "--out", str(out)]
-        command += ["--bunched"] if bunched else []
+        command += list(flags)
         subprocess.run(
             command,
             env=version_env(src),
@@ -73,13 +73,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--bunched", action="store_true", help="see bench/capacity.py")
+    ap.add_argument(
+        "--stt-hears-silence",
+        action="store_true",
+        help="see bench/capacity.py (needed against a version before ScriptedSTT's voiced_only)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "capacity_ab.json")
     a = ap.parse_args()
     versions = ab_versions(a.against)
+    flags = tuple(
+        f
+        for f, on in (("--bunched", a.bunched), ("--stt-hears-silence", a.stt_hears_silence))
+        if on
+    )
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
         r = {
-            name: run_once(src, a.side, a.calls, a.seconds, bunched=a.bunched)
+            name: run_once(src, a.side, a.calls, a.seconds, flags=flags)
             for name, src in versions.items()
         }
         r["ratio_us_per_frame"] = round(r["this"]["us_per_frame"] / r["against"]["us_per_frame"], 3)
@@ -91,7 +101,7 @@ def main() -> None:
         "side": a.side,
         "calls": a.calls,
         "seconds": a.seconds,
-        "bunched": a.bunched,
+        "flags": list(flags),
         "against": str(a.against.resolve()),
         "rounds": rounds,
         "ratio_us_per_frame_median": statistics.median(ratios),

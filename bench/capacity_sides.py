@@ -48,8 +48,10 @@ __all__ = [
     "OFFLINE_QUESTIONS",
     "SIDES",
     "SPEECH_SIDES",
+    "VOICED_ONLY",
     "Probe",
     "Speech",
+    "doubles_agent_file",
     "prepare",
     "started",
 ]
@@ -75,8 +77,17 @@ agent = doubles_agent(
     min_silence={SILENCE},
     default_reply={REPLY!r},
     record=False,  # the doubles keep no history: the server must not grow turn by turn
+    {{voiced}}
 )
 """
+VOICED_ONLY = "voiced_only=True,  # the STT hears words in speech only, as Pipecat's double"
+
+
+def doubles_agent_file(*, stt_hears_silence: bool = False) -> str:
+    """The doubles' agent file (see :func:`prepare` for ``stt_hears_silence``)."""
+    return DOUBLES_AGENT.replace("{voiced}", "" if stt_hears_silence else VOICED_ONLY)
+
+
 OFFLINE_AGENT = """\
 from antiphon.server.agents import PipelineAgent
 
@@ -140,8 +151,12 @@ def _offline_questions(tmp: Path) -> list[Path]:
     return paths
 
 
-def prepare(side: str, tmp: Path) -> tuple[Path, Speech | None]:
-    """The side's agent file (written in ``tmp``) and, for a speaking side, its questions."""
+def prepare(side: str, tmp: Path, *, stt_hears_silence: bool = False) -> tuple[Path, Speech | None]:
+    """The side's agent file (written in ``tmp``) and, for a speaking side, its questions.
+
+    ``stt_hears_silence``: the doubles' scripted STT hears the next line in a caller's
+    silence too (every frame counts: the doubles before ``voiced_only``, for an A/B run
+    against such a version)."""
     agent = tmp / f"{side}_agent.py"
     if side == "offline":
         agent.write_text(OFFLINE_AGENT)
@@ -154,7 +169,7 @@ def prepare(side: str, tmp: Path) -> tuple[Path, Speech | None]:
             paths.append(tmp / f"cloud-{i}.pcm")
             paths[-1].write_bytes(b"\0" * 6400 + tone_for_text(phrase, 16000))
         return agent, Speech(paths, CYCLES[side])  # the agent file names the fakes' ports
-    agent.write_text(DOUBLES_AGENT)
+    agent.write_text(doubles_agent_file(stt_hears_silence=stt_hears_silence))
     return agent, None
 
 

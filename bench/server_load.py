@@ -286,7 +286,9 @@ async def phone_client(
 
 async def run(n: int, seconds: float, *, bunched: bool = False) -> dict[str, Any]:
     script = [f"question {i}" for i in range(n * 20)]
-    agent = doubles_agent(script, [], min_silence=SILENCE, default_reply=REPLY, record=False)
+    agent = doubles_agent(
+        script, [], min_silence=SILENCE, default_reply=REPLY, record=False, voiced_only=True
+    )
     app = create_app(agent, max_sessions=n + 10)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with serve_app(app) as host:

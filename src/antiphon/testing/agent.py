@@ -171,14 +171,17 @@ def doubles_agent(
     min_silence: float = 0.4,
     default_reply: str = "Okay.",
     record: bool = True,
+    voiced_only: bool = False,
 ) -> CallableAgent:
     """A server agent on these doubles: one scripted STT, LLM and tone TTS shared by all
     calls (closed with the server), and an energy VAD per call. ``record=False``: the
-    doubles keep no history (a bench's server would otherwise grow with every turn)."""
+    doubles keep no history (a bench's server would otherwise grow with every turn);
+    ``voiced_only``: the STT hears words only in voiced frames (see :class:`ScriptedSTT`),
+    as a recogniser does, rather than the next line in a caller's silence."""
     from antiphon.agent.session import AgentSession
     from antiphon.server.agents import CallableAgent
 
-    stt = ScriptedSTT(script)
+    stt = ScriptedSTT(script, voiced_only=voiced_only)
     llm = ScriptedLLM(replies, default=default_reply)
     tts = ToneTTS()
     stt.record = llm.record = tts.record = record

@@ -105,6 +105,10 @@ class ScriptedSTT(STT):
     ``clock``) between a flush and its final, as a slow server. ``direct_audio``: take
     audio on the stream's direct path (in the caller's ``push_audio``, as the WebSocket
     STTs send it) while the stream's task waits; False: every frame through the mailbox.
+    ``voiced_only``: only frames whose RMS exceeds ``threshold`` (of full scale, as
+    :class:`EnergyVAD` decides) count towards an utterance and its interims, as a
+    recogniser hears no words in silence; by default every frame counts, so a line of
+    silence is heard as the next script line (what most tests feed).
     """
 
     provider: ClassVar[str] = "scripted-stt"
@@ -119,10 +123,14 @@ class ScriptedSTT(STT):
         final_delay: float = 0.0,
         clock: Clock | None = None,
         direct_audio: bool = True,
+        voiced_only: bool = False,
+        threshold: float = 0.02,
     ) -> None:
         super().__init__(deadlines=STTDeadlines())
         self.final_delay = final_delay
         self.direct_audio = direct_audio
+        self.voiced_only = voiced_only
+        self._min_energy = threshold * threshold
         self.clock: Clock = clock or MonotonicClock()
         self.script = list(script)
         self.interim_every = interim_every
@@ -164,12 +172,17 @@ class _ScriptedRecognize(RecognizeStream):
     def _audio(self, frame: AudioFrame) -> None:
         stt = self._stt
         d = frame.duration
-        if self._utt_start is None:
-            self._utt_start = self._position
+        position = self._position
         self._position += d
-        self._since += d
         if self._fail_after is not None and self._position >= self._fail_after:
             raise ProviderError("injected STT failure", provider=stt.provider, stage="stream")
+        if stt.voiced_only:
+            x = frame.as_array().astype(np.float64)
+            if not x.size or float(x.dot(x)) / (x.size * 32768.0 * 32768.0) < stt._min_energy:
+                return  # silence: no word, and no utterance begins
+        if self._utt_start is None:
+            self._utt_start = position
+        self._since += d
         if stt.script and self._since >= stt.interim_every:
             self._since = 0.0
             words = stt.script[0].split()
