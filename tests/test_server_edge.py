@@ -39,6 +39,7 @@ from antiphon.testing.asgi import serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.testing.twilio import SimulatedTwilioCall
+from antiphon.transports.base import CallEnded
 from antiphon.transports.limits import TIMED_OUT, ConnectionGuard, EdgeLimits, TokenBucket
 
 FRAME = b"\x00\x00" * 320  # 20 ms of 16 kHz PCM16
@@ -222,6 +223,40 @@ def test_the_token_bucket_allows_a_burst_after_a_stall_then_the_sustained_rate()
     assert bucket.level == pytest.approx(1.0)  # 5 s of burst held, 4 used
     assert not bucket.take(1.5, now)  # more than the burst: refused, nothing spent
     assert bucket.take(1.0, now)
+
+
+class _Unread:
+    """A socket the guard is never asked to read (messages are admitted to it)."""
+
+    async def receive(self) -> bytes | str | None:
+        raise AssertionError("not read")
+
+    async def send_bytes(self, data: bytes) -> None:
+        pass
+
+    async def send_text(self, data: str) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+@pytest.mark.virtual_time
+async def test_messages_admitted_on_the_default_clock_are_timed_by_the_loop() -> None:
+    loop = asyncio.get_running_loop()
+    limits = EdgeLimits(idle_timeout=12.0, max_audio_speed=1.0, burst_seconds=1.0)
+    guard = ConnectionGuard(
+        _Unread(), limits, max_binary_bytes=32_000, max_text_bytes=100, audio_rate=16000
+    )
+    await asyncio.sleep(3.0)
+    guard.admit(bytes(32_000))  # 1 s of audio: the whole burst
+    assert guard.deadline == (loop.time() + 12.0, "idle for 12 s")
+    await asyncio.sleep(0.5)  # half a second of budget back, by the loop's time
+    guard.admit(bytes(16_000))
+    assert guard.deadline == (loop.time() + 12.0, "idle for 12 s")
+    with pytest.raises(CallEnded) as ended:
+        guard.admit(bytes(640))
+    assert ended.value.code == 4429
 
 
 async def test_a_fast_sender_is_cut_by_its_audio_budget_and_others_are_unharmed() -> None:

@@ -669,3 +669,35 @@ def test_each_frame_reaches_the_model_when_it_arrives(rate: int) -> None:
         vad.process(f)
         fed += f.duration
         assert fed - vad.position < vad.window_duration + 0.001
+
+
+class ConvertedVAD(ScriptedVAD):
+    """Every frame through the converter: the shortcut for the model's format off."""
+
+    def process(self, frame: AudioFrame) -> list[VADEvent]:
+        self._as_is = False
+        return super().process(frame)
+
+
+@given(
+    probs=st.lists(st.sampled_from([0.0, 0.4, 1.0]), min_size=1, max_size=120),
+    sizes=st.lists(st.sampled_from([W, W, 2 * W, W // 2, W + 7, 3]), min_size=1, max_size=5),
+    at_8k=st.tuples(st.integers(0, 120), st.integers(0, 40)),
+)
+def test_frames_of_the_models_format_give_what_the_converter_gives(
+    probs: list[float], sizes: list[int], at_8k: tuple[int, int]
+) -> None:
+    """Frames at the model's rate, mono, skip the converter (it would pass them through):
+    the same events, probabilities and times, also around a stretch at another rate."""
+    audio = script(probs, tail=37)
+    begin = min(at_8k[0] * W, audio.size)
+    end = min(begin + at_8k[1] * W, audio.size)
+    frames = [AudioFrame.from_array(p, RATE) for p in cut(audio[:begin], sizes)]
+    frames += [AudioFrame.from_array(p, RATE // 2) for p in cut(audio[begin:end:2], sizes)]
+    frames += [AudioFrame.from_array(p, RATE) for p in cut(audio[end:], sizes)]
+    o = opts(speech=2 * WD, silence_=4 * WD, padding=WD)
+    seen = []
+    for vad in (ScriptedVAD(o), ConvertedVAD(o)):
+        trace = [(vad.process(f), vad.probability, vad.position) for f in frames]
+        seen.append((trace, vad.flush(), vad.position))
+    assert seen[0] == seen[1]

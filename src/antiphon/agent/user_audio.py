@@ -53,22 +53,27 @@ class UserAudio:
         """The user's audio, as it arrives (any rate and channel count)."""
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
-        if not self._started or self._closing:
-            detail = f" (it failed: {self._error})" if self._error else ""
-            raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
-        if self._input_ended:
+        if not self._started or self._closing or self._input_ended:
+            if not self._started or self._closing:
+                detail = f" (it failed: {self._error})" if self._error else ""
+                raise StreamClosedError(f"push_audio() needs a started, open session{detail}")
             raise StreamClosedError("push_audio() after end_input()")
         vad = self.vad
         events = vad.process(frame)
-        if self._turn_audio is not None:
-            self._turn_audio.push(frame)
+        turn_audio = self._turn_audio
+        if turn_audio is not None:
+            turn_audio.push(frame)
         stream = self._stt_stream
         if stream is not None and not stream.done:
             # audio is lost while a failed STT stream is replaced; a stream that fails
             # on this push (its provider fell behind) is reported by its reader
+            gate = self._stt_gate
             try:
-                for part in self._stt_gate.feed(frame, vad.speaking or bool(events)):
-                    stream.push_audio(part)
+                if not gate.enabled:  # every frame, as the gate would pass it
+                    stream.push_audio(frame)
+                else:
+                    for part in gate.feed(frame, vad.speaking or bool(events)):
+                        stream.push_audio(part)
             except StreamClosedError:
                 pass
         if events or self._speech_start is not None:  # else nothing to decide: silence

@@ -125,12 +125,14 @@ class RecognizeStream(InputStream[Transcript]):
         """Append audio of any rate and channel count (converted as the engine needs)."""
         if not isinstance(frame, AudioFrame):
             raise ConfigError(f"push_audio() takes an AudioFrame, got {type(frame).__name__}")
-        self._check_input("push_audio")
+        if self._state is not StreamState.RUNNING or self._input_ended:
+            self._check_input("push_audio")  # raises, saying which
         if frame.samples_per_channel:
             self.audio_seconds += frame.duration
-            if self._mailbox.receiver_waiting() and self._take_now(frame):
+            mailbox = self._mailbox
+            if mailbox.receiver_waiting() and self._take_now(frame):
                 return
-            self._mailbox.send_nowait(AudioInput(frame))
+            mailbox.send_nowait(AudioInput(frame))
 
     def flush(self) -> None:
         """The current utterance is over: finalise it now; more audio may follow.

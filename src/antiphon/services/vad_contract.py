@@ -168,13 +168,16 @@ class VAD(ABC):
             1, _windows(self.options.min_silence_duration, rate, window)
         )
         self._pad = round(self.options.padding * rate)
+        self._on = self.options.activation_threshold  # the thresholds, read every window
+        self._off = self.options.off_threshold
         self._converter = AudioConverter(rate, 1, quality=RESAMPLE_QUALITY)
+        self._as_is = False  # the converter passes frames of the model's format through
         self._closed = False
         self._listener: Callable[[list[VADEvent]], None] | None = None
         self._clear()
 
     def _clear(self) -> None:
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending = _NOTHING
         self._samples = 0  # samples analysed (at the model's rate; flush padding excluded)
         self._state = VADState.SILENCE
         self._run_start: int | None = None  # sample where a candidate run began
@@ -220,7 +223,12 @@ class VAD(ABC):
             raise ConfigError(f"VAD.process() takes an AudioFrame, got {type(frame).__name__}")
         if self._closed:
             raise StreamClosedError("VAD.process() after close()")
-        return self._feed(self._converter.process(frame))
+        if self._as_is and frame.channels == 1 and frame.sample_rate == self.sample_rate:
+            return self._feed(frame)  # what the converter would return: the frame itself
+        converter = self._converter
+        converted = converter.process(frame)
+        self._as_is = converter.input_format == (self.sample_rate, 1)
+        return self._feed(converted)
 
     def close(self) -> None:
         """The stream is over: release what the model holds, now (idempotent).
@@ -250,7 +258,7 @@ class VAD(ABC):
             real = int(self._pending.size)
             tail = np.zeros(self.window, dtype=np.int16)
             tail[:real] = self._pending
-            self._pending = np.zeros(0, dtype=np.int16)
+            self._pending = _NOTHING
             events += self._step(tail, real)
         if self._state is VADState.SPEECH:
             now = self._samples
@@ -266,6 +274,7 @@ class VAD(ABC):
         if self._closed:
             raise StreamClosedError("VAD.reset() after close()")
         self._converter = AudioConverter(self.sample_rate, 1, quality=RESAMPLE_QUALITY)
+        self._as_is = False
         self._clear()
         self._reset_model()
 
@@ -274,14 +283,21 @@ class VAD(ABC):
         if not frame.samples_per_channel:
             return []
         samples = frame.as_array()
-        if self._pending.size:
-            samples = np.concatenate([self._pending, samples])
-        events: list[VADEvent] = []
+        held = self._pending.size
+        if held:
+            samples = np.concatenate((self._pending, samples))
         w = self.window
-        n = samples.size // w
+        size = samples.size
+        if size == w:  # one whole window (a frame the model's window long), nothing over
+            decided = self._step(samples, w)
+            if held:
+                self._pending = _NOTHING
+            return decided
+        events: list[VADEvent] = []
+        n = size // w
         for i in range(n):
             events += self._step(samples[i * w : (i + 1) * w], w)
-        self._pending = samples[n * w :].copy()
+        self._pending = samples[n * w :].copy() if size > n * w else _NOTHING
         return events
 
     def _seconds(self, samples: int) -> float:
@@ -301,12 +317,11 @@ class VAD(ABC):
         self.probability = p
         here = self._samples
         self._samples = now = here + real
-        opts = self.options
         if self._state is VADState.SILENCE:
             if self._run_start is None:
-                if p >= opts.activation_threshold:
+                if p >= self._on:
                     self._run_start = here
-            elif p < opts.off_threshold:
+            elif p < self._off:
                 self._run_start = None
             if self._run_start is not None and now - self._run_start >= self._speech_need:
                 start = max(0, self._last_end, self._run_start - self._pad)
@@ -317,9 +332,9 @@ class VAD(ABC):
             return []
         # speaking
         if self._run_start is None:
-            if p < opts.off_threshold:
+            if p < self._off:
                 self._run_start = here
-        elif p >= opts.activation_threshold:
+        elif p >= self._on:
             self._run_start = None
         if self._run_start is not None and now - self._run_start >= self._silence_need:
             return [self._end(min(now, self._run_start + self._pad), now)]
@@ -335,6 +350,11 @@ class VAD(ABC):
 
     def _release_model(self) -> None:  # noqa: B027 - optional hook
         """Give back what the model holds (see :meth:`close`); called once."""
+
+
+_NOTHING: npt.NDArray[np.int16] = np.zeros(0, dtype=np.int16)
+_NOTHING.flags.writeable = False
+"""No samples held back (shared: read, never written)."""
 
 
 def _windows(seconds: float, rate: int, window: int) -> int:

@@ -175,16 +175,27 @@ class ConnectionGuard:
         self._rate: TokenBucket | None = None
         self._audio: TokenBucket | None = None
         self._closing = False
+        self._loop_time: Callable[[], float] | None = None  # the call's loop's clock
 
     def _begin(self) -> float:
         now = self.clock.now()
         if self._started is None:
+            # what MonotonicClock.now reads, without its asyncio.get_running_loop() per
+            # read (a system call on Python 3.11): the loop the call runs in
+            self._loop_time = asyncio.get_running_loop().time
             self._started = self._last = now
             lim = self.limits
             rate = lim.max_messages_per_second
             self._rate = TokenBucket(rate, rate * lim.burst_seconds, now)
             self._audio = TokenBucket(lim.max_audio_speed, lim.burst_seconds, now)
         return now
+
+    def _now(self) -> float:
+        """``clock.now()``; on the default clock, once the call began, read directly."""
+        loop_time = self._loop_time
+        if loop_time is not None and type(self.clock) is MonotonicClock:
+            return loop_time()
+        return self.clock.now()
 
     # -- WebSocketLike
     async def receive(self) -> bytes | str | None:
@@ -200,7 +211,7 @@ class ConnectionGuard:
             if self.expired is not None:
                 raise self.expired
             return None
-        self._check(message, self.clock.now())
+        self._check(message, self._now())
         return message
 
     def admit(self, message: bytes | str) -> None:
@@ -210,17 +221,19 @@ class ConnectionGuard:
             raise self.expired
         if self._started is None:
             self._begin()
-        self._check(message, self.clock.now())
+        self._check(message, self._now())
 
     def _check(self, message: bytes | str, now: float) -> None:
         self._last = now
         self.messages += 1
         if isinstance(message, bytes):
-            if len(message) > self.max_binary_bytes:
+            size = len(message)
+            if size > self.max_binary_bytes:
                 limit = self.max_binary_bytes
                 raise CallEnded(TOO_BIG, f"binary messages are at most {limit} bytes")
-            if self.audio_rate is not None:  # the clock read once per message
-                self._spend_audio(len(message) / (2 * self.audio_rate), now)
+            rate = self.audio_rate
+            if rate is not None:  # the clock read once per message
+                self._spend_audio(size / (2 * rate), now)
         elif len(message) > self.max_text_bytes or (
             # characters ≤ bytes: encode only a text that may be over the limit
             4 * len(message) > self.max_text_bytes and len(message.encode()) > self.max_text_bytes
