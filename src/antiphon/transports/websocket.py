@@ -10,10 +10,12 @@ WebSocket, see :class:`StarletteSocket`) and tests.
   ``session.send_text``), ``dtmf`` and ``end`` to the session (JSON depth and text
   length bounded); bad input ends the call with the close code the
   protocol names.
-- **One sender task** sends everything the client gets, in order, from one queue: agent
-  audio (from the session's paced output, by a pump task) and events. Events are queued
-  by a synchronous listener the moment the session emits them, so ``clear`` is always
-  queued before any audio of the next turn.
+- **One order for everything the client gets**: agent audio (each frame taken from the
+  session's paced output in a loop callback at its release time) and events (queued by
+  a synchronous listener the moment the session emits them, so ``clear`` always goes
+  before any audio of the next turn). A message with nothing before it is written at
+  once on the server's direct path when the socket is writable; otherwise it waits in
+  one queue for the one sender task.
 - **Recording** (optional ``recorder``, a :class:`~antiphon.audio.recording.CallRecorder`):
   the user's frames as they are pushed to the session, the agent's as they are sent
   (queued audio dropped on an interruption is not in the file); closed after the call.
