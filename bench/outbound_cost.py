@@ -33,13 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from websockets.client import ClientProtocol
-from websockets.uri import parse_uri
-
 from antiphon.audio.frame import AudioFrame
 from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
 from antiphon.testing.agent import doubles_agent
+from antiphon.testing.asgi import open_protocol
 from antiphon.testing.vloop import VirtualTimeLoop
 from antiphon.transports.websocket import WebSocketBridge
 from benchkit import alternate
@@ -102,13 +99,7 @@ async def _direct_socket() -> _Direct:
         accepted.set_result(scope["extensions"][DIRECT])
         await receive()  # the disconnect, at the end of the run
 
-    config = uvicorn.Config(app, log_level="warning")
-    config.load()
-    protocol = CallWebSocketProtocol(config, uvicorn.server.ServerState(), {})
-    protocol.connection_made(_Drop())
-    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"))
-    client.send_request(client.connect())
-    protocol.data_received(b"".join(client.data_to_send()))
+    protocol, _ = open_protocol(app, _Drop())
     return _Direct(await accepted, protocol)
 
 

@@ -25,12 +25,8 @@ import os
 import time
 from typing import Any
 
-import uvicorn
-from uvicorn.server import ServerState
-from websockets.client import ClientProtocol
-from websockets.uri import parse_uri
-
-from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol
+from antiphon.server.ws_protocol import DIRECT
+from antiphon.testing.asgi import open_protocol
 
 
 class _Transport(asyncio.Transport):
@@ -84,14 +80,8 @@ class _App:
 async def measure(frames: int, size: int, batch: int) -> float:
     """Microseconds of CPU per frame."""
     app = _App()
-    config = uvicorn.Config(app, log_level="warning", ws_per_message_deflate=False)
-    config.load()
-    protocol = CallWebSocketProtocol(config, ServerState(), {})
     transport = _Transport()
-    protocol.connection_made(transport)
-    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws/agent"))
-    client.send_request(client.connect())
-    protocol.data_received(b"".join(client.data_to_send()))
+    protocol, client = open_protocol(app, transport, path="/ws/agent", ws_per_message_deflate=False)
     await asyncio.wait_for(app.ready.wait(), 10)
     assert transport.written is not None
     client.receive_data(bytes(transport.written))  # the handshake's response

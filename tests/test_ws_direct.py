@@ -15,22 +15,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
-from websockets.client import ClientProtocol
 from websockets.exceptions import ProtocolError
 from websockets.extensions.base import Extension
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import ExtensionName
-from websockets.uri import parse_uri
 
 from antiphon.audio.frame import AudioFrame
 from antiphon.server.app import create_app
-from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol, DirectPath
+from antiphon.server.ws_protocol import DIRECT, DirectPath
 from antiphon.testing.agent import doubles_agent, silence, speech
-from antiphon.testing.asgi import serve_app
+from antiphon.testing.asgi import open_protocol, serve_app
 from antiphon.testing.leaks import LeakCheck
 from antiphon.testing.poll import until
 from antiphon.testing.twilio import SimulatedTwilioCall
@@ -72,15 +69,8 @@ class Wire:
     """A protocol on a recording transport, and the client's side of the same bytes."""
 
     def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, log_level="warning")
-        config.load()
-        state = uvicorn.server.ServerState()
         self.transport = RecordingTransport()
-        self.protocol = CallWebSocketProtocol(config, state, {})
-        self.protocol.connection_made(self.transport)
-        self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"))
-        self.client.send_request(self.client.connect())
-        self.feed()
+        self.protocol, self.client = open_protocol(app, self.transport)
 
     def feed(self) -> None:
         """What the client has to send, to the protocol (one ``data_received``)."""

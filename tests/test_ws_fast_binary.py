@@ -17,16 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
-from websockets.client import ClientProtocol
-from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
 from antiphon.server.ws_protocol import DIRECT, CallWebSocketProtocol
+from antiphon.testing.asgi import open_protocol
 from antiphon.testing.poll import until
 from test_ws_direct import RecordingTransport
 
@@ -97,14 +94,10 @@ class App:
 
 async def _opened(kind: type[CallWebSocketProtocol], max_size: int) -> tuple[Any, App]:
     app = App()
-    config = uvicorn.Config(app, log_level="critical", ws_max_size=max_size)
-    config.load()
-    protocol = kind(config, ServerState(), {})
     transport = RecordingTransport()
-    protocol.connection_made(transport)
-    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"))
-    client.send_request(client.connect())
-    protocol.data_received(b"".join(client.data_to_send()))
+    protocol, _ = open_protocol(
+        app, transport, kind=kind, log_level="critical", ws_max_size=max_size
+    )
     await until(lambda: app.direct is not None, timeout=10)
     transport.written.clear()  # the handshake's response
     return protocol, app

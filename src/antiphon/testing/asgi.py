@@ -1,4 +1,6 @@
-"""``serve_app``: run an ASGI app with uvicorn on loopback, inside a test's event loop."""
+"""Run an ASGI app for a test: :func:`serve_app` with uvicorn on loopback, inside the
+test's event loop; :func:`open_protocol`, ``antiphon serve``'s WebSocket protocol on a
+transport double, without a socket, with the client's side of the same bytes."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from websockets.client import ClientProtocol
+from websockets.uri import parse_uri
 
 from antiphon.server.ws_protocol import CallWebSocketProtocol
 from antiphon.testing.poll import until
 
-__all__ = ["serve_app"]
+__all__ = ["open_protocol", "serve_app"]
 
 
 @asynccontextmanager
@@ -42,3 +46,28 @@ async def serve_app(app: Any, *, timeout: float = 30.0, **config: Any) -> AsyncI
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout)
+
+
+def open_protocol(
+    app: Any,
+    transport: asyncio.BaseTransport,
+    *,
+    path: str = "/ws",
+    kind: type[CallWebSocketProtocol] = CallWebSocketProtocol,
+    **config: Any,
+) -> tuple[CallWebSocketProtocol, ClientProtocol]:
+    """A server protocol of ``kind`` serving ``app`` on ``transport`` (a double), and a
+    ``websockets`` client protocol whose upgrade request to ``path`` it has been fed.
+
+    The app runs (and accepts) when the loop next runs; what the server writes goes to
+    ``transport``, for the client's ``receive_data``. ``config``: more
+    ``uvicorn.Config`` options (``log_level`` is ``warning`` unless given).
+    """
+    server_config = uvicorn.Config(app, **{"log_level": "warning", **config})
+    server_config.load()
+    protocol = kind(server_config, uvicorn.server.ServerState(), {})
+    protocol.connection_made(transport)
+    client = ClientProtocol(parse_uri(f"ws://127.0.0.1:8000{path}"))
+    client.send_request(client.connect())
+    protocol.data_received(b"".join(client.data_to_send()))
+    return protocol, client
