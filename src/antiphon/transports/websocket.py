@@ -203,9 +203,7 @@ class WebSocketBridge(CallBridge[bytes | str]):
             and not out.closed
             and direct.send_now(pcm)
         ):
-            self.frames_sent += 1
-            if self.recorder is not None:
-                self._record_sent(pcm)
+            self._sent_audio(pcm)
             return
         self._queue(pcm)
 
@@ -226,12 +224,8 @@ class WebSocketBridge(CallBridge[bytes | str]):
 
     def _sent_audio(self, pcm: bytes) -> None:
         self.frames_sent += 1
-        if self.recorder is not None:
-            self._record_sent(pcm)
-
-    def _record_sent(self, pcm: bytes) -> None:
-        assert self.recorder is not None  # what the caller got, not what was queued
-        self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
+        if self.recorder is not None:  # what the caller got, not what was queued
+            self.recorder.agent(AudioFrame(pcm, self.session.output.sample_rate, 1))
 
     takes_direct = True  # the audio; commands stay the reader's
 
