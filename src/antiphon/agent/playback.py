@@ -21,6 +21,7 @@ proportion to their characters over its audio (``estimated``). Both serve two re
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,18 +138,8 @@ class Playback:
         far estimated while it is still being synthesised); timed words are the ones
         whose timings have arrived.
         """
-        s = self.segments[index]
-        if s.timed:
-            assert s.words is not None
-            return [w.shifted(s.start) for w in s.words], False
-        length = self._length(s)
-        n = len(s.text) or 1
-        start = s.start
-        out = [
-            WordTiming(word, start + length * a / n, start + length * b / n)
-            for word, a, b in self._words_of(index)
-        ]
-        return out, True
+        words, estimated, _ = self._follow(index, 0, math.inf)
+        return words, estimated
 
     def _words_of(self, index: int) -> list[tuple[str, int, int]]:
         """Sentence ``index``'s words and their ``[start, end)`` in its text."""
