@@ -84,10 +84,15 @@ class EnergyVAD(VAD):
         self.threshold = threshold
 
     def _probability(self, window: npt.NDArray[np.int16]) -> float:
-        x = window.astype(np.float32)
-        # the method, not np.dot: the same product without the function's dispatch
-        energy = float(x.dot(x)) / (x.size * 32768.0 * 32768.0)
-        return 1.0 if energy >= self.threshold * self.threshold else 0.0
+        return 1.0 if _voiced(window, self.threshold) else 0.0
+
+
+def _voiced(samples: npt.NDArray[np.int16], threshold: float) -> bool:
+    """Whether the RMS of ``samples`` reaches ``threshold`` of full scale: speech, to the
+    doubles (:class:`EnergyVAD`, :class:`ScriptedSTT` with ``voiced_only``)."""
+    x = samples.astype(np.float32)
+    # the method, not np.dot: the same product without the function's dispatch
+    return bool(x.size) and float(x.dot(x)) / (x.size * 32768.0 * 32768.0) >= threshold**2
 
 
 # ----------------------------------------------------------------------------- STT
@@ -130,7 +135,7 @@ class ScriptedSTT(STT):
         self.final_delay = final_delay
         self.direct_audio = direct_audio
         self.voiced_only = voiced_only
-        self._min_energy = threshold * threshold
+        self.threshold = threshold
         self.clock: Clock = clock or MonotonicClock()
         self.script = list(script)
         self.interim_every = interim_every
@@ -176,10 +181,8 @@ class _ScriptedRecognize(RecognizeStream):
         self._position += d
         if self._fail_after is not None and self._position >= self._fail_after:
             raise ProviderError("injected STT failure", provider=stt.provider, stage="stream")
-        if stt.voiced_only:
-            x = frame.as_array().astype(np.float64)
-            if not x.size or float(x.dot(x)) / (x.size * 32768.0 * 32768.0) < stt._min_energy:
-                return  # silence: no word, and no utterance begins
+        if stt.voiced_only and not _voiced(frame.as_array(), stt.threshold):
+            return  # silence: no word, and no utterance begins
         if self._utt_start is None:
             self._utt_start = position
         self._since += d
