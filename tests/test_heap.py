@@ -119,6 +119,13 @@ def test_the_rule_bounds_what_stays_frozen_and_collects_once_idle(
 class Node:
     me: Node | None = None
 
+    @classmethod
+    def cycle(cls) -> tuple[Node, weakref.ref[Node]]:
+        """A node that refers to itself, and a weak reference that tells when it is gone."""
+        node = cls()
+        node.me = node
+        return node, weakref.ref(node)
+
 
 def test_frozen_cyclic_garbage_is_collected_when_the_server_falls_idle() -> None:
     busy = Busy()
@@ -126,12 +133,8 @@ def test_frozen_cyclic_garbage_is_collected_when_the_server_falls_idle() -> None
     try:
         keeper.settle()
         busy.calls = 1
-        young = Node()
-        young.me = young
-        young_gone = weakref.ref(young)
-        old = Node()
-        old.me = old
-        old_gone = weakref.ref(old)
+        young, young_gone = Node.cycle()
+        old, old_gone = Node.cycle()
         del young
         assert keeper.tick() == "froze"
         assert young_gone() is None  # young cyclic garbage: the tick's young collection
@@ -155,9 +158,7 @@ def test_a_busy_server_collects_in_full_once_grown_a_quarter_and_not_too_often()
     try:
         keeper.settle()
         busy.calls = 1
-        old = Node()
-        old.me = old
-        old_gone = weakref.ref(old)
+        old, old_gone = Node.cycle()
         assert keeper.tick() == "froze"
         del old
         memory[0] = 126
